@@ -1,0 +1,139 @@
+//! The only code that touches crypto units. Every backend (the embedded simulator today; the
+//! simulator over HTTP, the real service over the TKE wire protocol and manual smart-card
+//! ceremonies later) implements [`Backend`], so the planner, the executor and the scenario
+//! tests are the same on all of them.
+
+pub mod sim;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use crate::keypart::{self, Secret32};
+use crate::model::{InputError, LiveFleet, VerificationPattern};
+
+/// One mutating operation on the service. A load carries the key parts themselves: the
+/// simulator only needs their combined VP, a real service needs the parts (encrypted for it).
+pub enum Operation<'a> {
+    LoadNewMk { instance: &'a str, unit: &'a str, key_parts: &'a [Secret32] },
+    CommitNewMk { instance: &'a str, unit: &'a str, verification_pattern: &'a VerificationPattern },
+    ClearNewMk { instance: &'a str, unit: &'a str },
+    RewrapKeyStorage { instance: &'a str },
+    SetImmediate { instance: &'a str, unit: &'a str },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The service or crypto unit refused the operation; nothing changed.
+    #[error("the service refused {operation}: {reason}")]
+    Refused { operation: String, reason: String },
+    /// The outcome is unknown or the operation had no effect; read the live state before
+    /// deciding anything.
+    #[error("transient error: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("service instance {instance} is not known to the backend (it knows {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownInstance { instance: String, known: Vec<String> },
+    #[error("{0}")]
+    Input(InputError),
+}
+
+pub trait Backend: Send + Sync {
+    /// How the operator named this backend, for messages.
+    fn describe(&self) -> String;
+
+    /// Reads the live state of the named service instances.
+    fn refresh(&self, instances: &[String]) -> impl Future<Output = Result<LiveFleet, BackendError>> + Send;
+
+    /// Sends one mutating operation and waits for its outcome.
+    fn perform(&self, operation: &Operation<'_>) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// `--backend SPEC`, the `MKPLAN_BACKEND` variable, or `backend:` in the desired file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendSpec {
+    Sim(PathBuf),
+    Http(String),
+}
+
+impl BackendSpec {
+    /// `relative_to` is the desired file's folder when the spec comes from inside that file.
+    pub fn parse(spec: &str, relative_to: Option<&Path>) -> Result<Self, String> {
+        if let Some(path) = spec.strip_prefix("sim:") {
+            if path.is_empty() {
+                return Err("`sim:` needs the fleet file's path, e.g. sim:examples/fleets/three-units.yaml".into());
+            }
+            let path = Path::new(path);
+            return Ok(Self::Sim(match relative_to {
+                Some(folder) if path.is_relative() => folder.join(path),
+                _ => path.to_path_buf(),
+            }));
+        }
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            return Ok(Self::Http(spec.trim_end_matches('/').to_string()));
+        }
+        Err(format!(
+            "unknown backend {spec:?}: use sim:FLEET.yaml (the embedded simulator) or http://HOST:PORT"
+        ))
+    }
+}
+
+/// The backends this build has, behind one type so commands need not be generic.
+pub enum AnyBackend {
+    Sim(sim::Simulator, String),
+}
+
+impl AnyBackend {
+    pub fn open(spec: &BackendSpec, faults: sim::Faults) -> Result<Self, BackendError> {
+        match spec {
+            BackendSpec::Sim(path) => Ok(Self::Sim(
+                sim::Simulator::open(path, faults)?,
+                format!("sim:{}", path.display()),
+            )),
+            BackendSpec::Http(url) => Err(BackendError::Unreachable(format!(
+                "the HTTP backend ({url}) is not in this build yet; use a sim:FLEET.yaml backend"
+            ))),
+        }
+    }
+}
+
+impl Backend for AnyBackend {
+    fn describe(&self) -> String {
+        match self {
+            Self::Sim(_, name) => name.clone(),
+        }
+    }
+
+    async fn refresh(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
+        match self {
+            Self::Sim(simulator, _) => simulator.live(instances),
+        }
+    }
+
+    async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
+        match self {
+            Self::Sim(simulator, _) => simulator.perform(&to_sim(operation)?),
+        }
+    }
+}
+
+fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendError> {
+    let own = |s: &str| s.to_string();
+    Ok(match *operation {
+        Operation::LoadNewMk { instance, unit, key_parts } => sim::SimOperation::LoadNewMk {
+            instance: own(instance),
+            unit: own(unit),
+            verification_pattern: keypart::combine(key_parts)
+                .map_err(|e| BackendError::Refused { operation: "load_new_mk".into(), reason: e.to_string() })?
+                .verification_pattern(),
+        },
+        Operation::CommitNewMk { instance, unit, verification_pattern } => sim::SimOperation::CommitNewMk {
+            instance: own(instance),
+            unit: own(unit),
+            verification_pattern: verification_pattern.clone(),
+        },
+        Operation::ClearNewMk { instance, unit } => sim::SimOperation::ClearNewMk { instance: own(instance), unit: own(unit) },
+        Operation::RewrapKeyStorage { instance } => sim::SimOperation::RewrapKeyStorage { instance: own(instance) },
+        Operation::SetImmediate { instance, unit } => sim::SimOperation::SetImmediate { instance: own(instance), unit: own(unit) },
+    })
+}

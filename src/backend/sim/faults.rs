@@ -1,0 +1,72 @@
+//! Fault injection (`MKPLAN_SIM_FAULTS`, `sim serve --faults`): which mutating operations,
+//! counted from 1, crash the process, fail, or lose their response, and a minimum latency.
+
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub crash_after_op: BTreeSet<u64>,
+    pub fail_op: BTreeSet<u64>,
+    pub lose_response_op: BTreeSet<u64>,
+    pub latency_ms: u64,
+}
+
+/// Operations we inject faults into at the most, and the longest latency: a typo must not
+/// make a test sleep for hours.
+pub const FAULT_OP_MAX: u64 = 1_000_000;
+pub const LATENCY_MS_MAX: u64 = 60_000;
+
+impl Faults {
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut faults = Self::default();
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("fault {item:?} has no value; write KEY=N"))?;
+            let number: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("fault {item:?}: {value:?} is not a whole number"))?;
+            let set = match key.trim() {
+                "crash_after_op" => &mut faults.crash_after_op,
+                "fail_op" => &mut faults.fail_op,
+                "lose_response_op" => &mut faults.lose_response_op,
+                "latency_ms" => {
+                    if number > LATENCY_MS_MAX {
+                        return Err(format!("latency_ms={number} is over the limit of {LATENCY_MS_MAX}"));
+                    }
+                    faults.latency_ms = number;
+                    continue;
+                }
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms"
+                    ));
+                }
+            };
+            if number == 0 || number > FAULT_OP_MAX {
+                return Err(format!("fault {item:?}: operations count from 1 to {FAULT_OP_MAX}"));
+            }
+            set.insert(number);
+        }
+        Ok(faults)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_four_and_rejects_typos() {
+        let faults = Faults::parse("crash_after_op=3, fail_op=1,fail_op=4,lose_response_op=2,latency_ms=50").unwrap();
+        assert_eq!(faults.crash_after_op, BTreeSet::from([3]));
+        assert_eq!(faults.fail_op, BTreeSet::from([1, 4]));
+        assert_eq!(faults.lose_response_op, BTreeSet::from([2]));
+        assert_eq!(faults.latency_ms, 50);
+        assert!(Faults::parse("crash_afer_op=3").unwrap_err().contains("unknown fault"));
+        assert!(Faults::parse("fail_op=0").is_err());
+        assert!(Faults::parse("fail_op").is_err());
+        assert_eq!(Faults::parse("").unwrap(), Faults::default());
+    }
+}

@@ -1,0 +1,142 @@
+//! The embedded simulator (`--backend sim:PATH`): a fleet file that behaves like the real
+//! service, harmful operations included. Every operation that changes the fleet is written
+//! back atomically (temporary file, fsync, rename, fsync of the folder) before it returns, so
+//! a crash right after an operation leaves exactly what a real service would have.
+//!
+//! Each operation re-reads the fleet under a lock file beside it, so several processes
+//! (an apply and a `status`, two test runs) see one consistent fleet.
+
+pub mod faults;
+pub mod fleet;
+pub mod hsm;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use faults::Faults;
+pub use fleet::{Fleet, Incident, KeyStorage, SimInstance};
+pub use hsm::{Refused, SimOperation};
+
+use super::BackendError;
+use crate::model::LiveFleet;
+
+pub struct Simulator {
+    path: PathBuf,
+    faults: Faults,
+    /// Mutating operations received by this process, for fault injection.
+    operations: AtomicU64,
+    in_process: Mutex<()>,
+}
+
+impl Simulator {
+    /// Opens a fleet file, checking that it reads.
+    pub fn open(path: &Path, faults: Faults) -> Result<Self, BackendError> {
+        let simulator = Self {
+            path: path.to_path_buf(),
+            faults,
+            operations: AtomicU64::new(0),
+            in_process: Mutex::new(()),
+        };
+        simulator.read()?;
+        Ok(simulator)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn read(&self) -> Result<Fleet, BackendError> {
+        let shown = self.path.display().to_string();
+        let text = fs::read_to_string(&self.path).map_err(|e| BackendError::Unreachable(format!(
+            "cannot read the simulator's fleet file {shown}: {e}"
+        )))?;
+        Fleet::parse(&shown, &text).map_err(BackendError::Input)
+    }
+
+    pub fn live(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
+        let fleet = self.read()?;
+        let mut live = LiveFleet::default();
+        for id in instances {
+            let instance = fleet.instance(id).ok_or_else(|| BackendError::UnknownInstance {
+                instance: id.clone(),
+                known: fleet.instances.iter().map(|i| i.id.clone()).collect(),
+            })?;
+            live.instances.push(instance.live());
+        }
+        Ok(live)
+    }
+
+    /// Performs one mutating operation, with the faults injected for its number.
+    pub fn perform(&self, operation: &SimOperation) -> Result<(), BackendError> {
+        let number = self.operations.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.faults.latency_ms > 0 {
+            std::thread::sleep(Duration::from_millis(self.faults.latency_ms));
+        }
+        if self.faults.fail_op.contains(&number) {
+            return Err(BackendError::Transient(format!(
+                "injected fault fail_op={number}: {} failed with a transient error and had no effect",
+                operation.name()
+            )));
+        }
+        let result = self.perform_durably(operation);
+        if self.faults.crash_after_op.contains(&number) {
+            // As if the operator's machine lost power: no unwinding, no cleanup.
+            std::process::abort();
+        }
+        if self.faults.lose_response_op.contains(&number) {
+            return Err(BackendError::Transient(format!(
+                "injected fault lose_response_op={number}: the response to {} was lost",
+                operation.name()
+            )));
+        }
+        result
+    }
+
+    fn perform_durably(&self, operation: &SimOperation) -> Result<(), BackendError> {
+        let _in_process = self.in_process.lock().unwrap_or_else(|e| e.into_inner());
+        let _across_processes = self.lock_file()?;
+        let mut fleet = self.read()?;
+        hsm::perform(&mut fleet, operation).map_err(|refused| BackendError::Refused {
+            operation: operation.name().into(),
+            reason: refused.0,
+        })?;
+        self.write(&fleet)
+    }
+
+    fn lock_file(&self) -> Result<File, BackendError> {
+        let name = self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let lock_path = self.path.with_file_name(format!(".{name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| BackendError::Unreachable(format!("cannot open {}: {e}", lock_path.display())))?;
+        file.lock()
+            .map_err(|e| BackendError::Unreachable(format!("cannot lock {}: {e}", lock_path.display())))?;
+        Ok(file)
+    }
+
+    /// Atomic replace: write a temporary file in the same folder, fsync it, rename it over
+    /// the fleet, fsync the folder so the rename itself is durable.
+    pub fn write(&self, fleet: &Fleet) -> Result<(), BackendError> {
+        let folder = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let failed = |e: std::io::Error| BackendError::Unreachable(format!(
+            "cannot write the simulator's fleet file {}: {e}",
+            self.path.display()
+        ));
+        let mut temporary = tempfile::NamedTempFile::new_in(&folder).map_err(failed)?;
+        temporary.write_all(fleet.to_yaml().as_bytes()).map_err(failed)?;
+        temporary.as_file().sync_all().map_err(failed)?;
+        temporary.persist(&self.path).map_err(|e| failed(e.error))?;
+        File::open(&folder).and_then(|f| f.sync_all()).map_err(failed)?;
+        Ok(())
+    }
+}

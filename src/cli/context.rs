@@ -1,0 +1,83 @@
+//! Resolving a command's inputs once: read and check the desired file and its key part files,
+//! pick the backend (flag or env, else `backend:` in the desired file), open it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::BackendArg;
+use crate::backend::sim::Faults;
+use crate::backend::{AnyBackend, BackendSpec};
+use crate::error::{Error, Result};
+use crate::keypart;
+use crate::model::{DesiredState, InputError, KeyPartSource, parse_desired};
+
+pub struct Desired {
+    pub path: PathBuf,
+    pub state: DesiredState,
+    pub sha256: String,
+}
+
+/// Reads the desired file and checks it, and checks that every key part file exists and is
+/// well formed (no password needed).
+pub fn read_desired(path: &Path) -> Result<Desired> {
+    let shown = path.display().to_string();
+    let bytes = fs::read(path).map_err(|e| {
+        InputError::new(&shown, format!("cannot read the desired file: {e}"))
+            .fix("give the path of a desired key-state YAML file, e.g. plans/three-units.yaml")
+    })?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| InputError::new(&shown, "the desired file is not UTF-8 text"))?;
+    let folder = path.parent().unwrap_or(Path::new(""));
+    let state = parse_desired(&shown, &text, folder)?;
+    for instance in &state.instances {
+        for part in &instance.master_key.key_parts {
+            check_key_part_file(&shown, &text, part)?;
+        }
+    }
+    Ok(Desired {
+        path: path.to_path_buf(),
+        state,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+    })
+}
+
+fn check_key_part_file(desired: &str, text: &str, part: &KeyPartSource) -> Result<()> {
+    let KeyPartSource::File { file, written, position, .. } = part;
+    let at = |message: String, fix: &str| {
+        InputError::new(desired, message).at(text, position.0, position.1).fix(fix)
+    };
+    let content = fs::read_to_string(file).map_err(|e| {
+        at(
+            format!("key part file {written} ({}): {e}", file.display()),
+            "paths in key_parts are relative to the desired file's folder; create the file with `mkplan keypart new --out FILE`",
+        )
+    })?;
+    keypart::parse_file(&file.display().to_string(), &content).map_err(|inner| {
+        at(
+            format!("key part file {written}: {}", inner.message),
+            inner.fix.as_deref().unwrap_or("restore the key part file"),
+        )
+    })?;
+    Ok(())
+}
+
+pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> {
+    let spec = match (&flag.backend, &desired.state.backend) {
+        (Some(spec), _) => BackendSpec::parse(spec, None),
+        (None, Some(spec)) => BackendSpec::parse(spec, desired.path.parent()),
+        (None, None) => {
+            return Err(Error::Other(format!(
+                "no backend for {}: pass --backend sim:FLEET.yaml (or http://HOST:PORT), set MKPLAN_BACKEND, or add `backend:` to the desired file",
+                desired.path.display()
+            )));
+        }
+    }
+    .map_err(Error::Other)?;
+    let faults = match std::env::var("MKPLAN_SIM_FAULTS") {
+        Ok(spec) => Faults::parse(&spec).map_err(|e| Error::Other(format!("MKPLAN_SIM_FAULTS: {e}")))?,
+        Err(_) => Faults::default(),
+    };
+    Ok(AnyBackend::open(&spec, faults)?)
+}

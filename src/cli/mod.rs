@@ -1,0 +1,112 @@
+//! The command line: clap definitions (raw flags) and the commands, each a thin function that
+//! resolves its inputs once (`context`), calls the library, and hands the result to a view.
+
+mod context;
+mod keypart;
+mod plan;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+use crate::error::Result;
+
+#[derive(Debug, Parser)]
+#[command(name = "mkplan", version, about = "Plan and apply HSM master key rotations safely (IBM Cloud Hyper Protect Crypto Services)")]
+pub struct Args {
+    /// Folder holding the journal and the lock.
+    #[arg(long, global = true, env = "MKPLAN_STATE_DIR", default_value = ".mkplan")]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a desired key-state file (and its key part files) without touching anything.
+    Validate {
+        desired: PathBuf,
+    },
+    /// Refresh the live state, diff it against the desired state, and show the checked plan.
+    Plan(PlanArgs),
+    /// Show a saved plan file.
+    Show {
+        planfile: PathBuf,
+        #[arg(long, conflicts_with_all = ["markdown", "dot"])]
+        json: bool,
+        #[arg(long, conflicts_with = "dot")]
+        markdown: bool,
+        /// The step graph in Graphviz DOT.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// The live register table of every crypto unit, like `ibmcloud tke cryptounit-mk`.
+    Status {
+        desired: PathBuf,
+        #[command(flatten)]
+        backend: BackendArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Key part files: create one, or compute the VP that parts combine into.
+    #[command(subcommand)]
+    Keypart(KeypartCommand),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct BackendArg {
+    /// sim:FLEET.yaml (embedded simulator) or http://HOST:PORT; default: `backend:` in the desired file.
+    #[arg(long, env = "MKPLAN_BACKEND")]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct PlanArgs {
+    pub desired: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Save the plan (JSON, no secrets) for `show` and `apply`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the plan as JSON on stdout.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Print the plan as Markdown on stdout, for a pull request.
+    #[arg(long)]
+    pub markdown: bool,
+    /// Exit 2 when the plan has changes, 0 when it has none.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeypartCommand {
+    /// Create a random 32-byte key part in a new password-protected file; prints its VP.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+        /// Environment variable holding the password (otherwise: a prompt on the terminal).
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Print the VP of the master key that these key part files combine into.
+    Vp {
+        #[arg(required = true, num_args = 2..=3)]
+        files: Vec<PathBuf>,
+        /// Environment variable holding a password: once for all files, or once per file in order.
+        #[arg(long)]
+        password_env: Vec<String>,
+    },
+}
+
+pub async fn run(args: Args) -> Result<u8> {
+    match args.command {
+        Command::Validate { desired } => plan::validate(&desired),
+        Command::Plan(plan_args) => plan::plan(&plan_args).await,
+        Command::Show { planfile, json, markdown, dot } => plan::show(&planfile, json, markdown, dot),
+        Command::Status { desired, backend, json } => status::status(&desired, &backend, json).await,
+        Command::Keypart(KeypartCommand::New { out, password_env }) => keypart::new(&out, password_env.as_deref()),
+        Command::Keypart(KeypartCommand::Vp { files, password_env }) => keypart::vp(&files, &password_env),
+    }
+}

@@ -1,0 +1,24 @@
+//! mkplan: a declarative runbook engine for HSM master key rotation.
+//!
+//! Where a reader starts, and what depends on what (arrows point at dependencies):
+//!
+//! ```text
+//! cli ──> plan ──> model          cli ──> render ──> plan, model
+//!  └────> backend ──> model       cli ──> keypart
+//! ```
+//!
+//! - [`model`]: pure types: desired state, live crypto units, registers, VPs, journal evidence.
+//! - [`plan`]: pure: pre-checks, the key storage finding, the step graph, its replay, the plan.
+//! - [`render`]: pure: plan and live state → terminal text, Markdown, JSON, DOT.
+//! - [`backend`]: the only code that touches crypto units: the simulator today; HTTP, the TKE
+//!   wire protocol and smart cards behind the same trait later.
+//! - [`keypart`]: key part files: generation, password protection, combination, VPs.
+//! - [`cli`]: argument parsing and the commands that glue the rest together.
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod keypart;
+pub mod model;
+pub mod plan;
+pub mod render;

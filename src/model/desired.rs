@@ -1,0 +1,361 @@
+//! The desired key state (`plans/*.yaml`): which MK every crypto unit of each service
+//! instance must hold, and where that key comes from. Parsing and validation are pure: the
+//! caller passes the file's name and text. Every error names file, line and column.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::unit::{ADMINISTRATOR_NAME_LEN_MAX, ADMINISTRATORS_MAX, THRESHOLD_MAX, is_uuid};
+use super::{InputError, VerificationPattern};
+
+/// The only format version this mkplan reads.
+pub const DESIRED_VERSION: u32 = 1;
+/// Service instances one desired file may name.
+pub const INSTANCES_MAX: usize = 10_000;
+/// Key parts a new MK combines from.
+pub const KEY_PARTS_MIN: usize = 2;
+pub const KEY_PARTS_MAX: usize = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredState {
+    pub backend: Option<String>,
+    pub instances: Vec<DesiredInstance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredInstance {
+    pub id: String,
+    pub signature_threshold: u8,
+    pub revocation_threshold: u8,
+    pub administrators: Vec<String>,
+    pub master_key: DesiredMasterKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredMasterKey {
+    pub verification_pattern: VerificationPattern,
+    pub key_parts: Vec<KeyPartSource>,
+}
+
+/// Where one key part comes from. Smart cards join this enum later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPartSource {
+    File {
+        /// Resolved against the desired file's folder.
+        file: PathBuf,
+        /// As written in the desired file, for messages.
+        written: String,
+        password_env: Option<String>,
+        /// Line and column of `file:` in the desired file.
+        position: (u64, u64),
+    },
+}
+
+// The raw YAML form, with locations for the checks serde cannot make on its own.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDesired {
+    version: Spanned<u32>,
+    #[serde(default)]
+    backend: Option<String>,
+    instances: Spanned<Vec<RawInstance>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    id: Spanned<String>,
+    crypto_units: Spanned<String>,
+    signature_threshold: Spanned<u8>,
+    revocation_threshold: Spanned<u8>,
+    administrators: Spanned<Vec<Spanned<String>>>,
+    master_key: RawMasterKey,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasterKey {
+    verification_pattern: VerificationPattern,
+    #[serde(default)]
+    key_parts: Option<Spanned<Vec<RawKeyPart>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyPart {
+    file: Spanned<String>,
+    #[serde(default)]
+    password_env: Option<Spanned<String>>,
+}
+
+fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
+    (spanned.referenced.line(), spanned.referenced.column())
+}
+
+/// Reads a desired state. `file` names the file in messages; `folder` is where relative key
+/// part paths start (the desired file's folder).
+pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredState, InputError> {
+    let raw: RawDesired =
+        serde_saphyr::from_str(text).map_err(|e| InputError::from_yaml(file, text, &e))?;
+    let error = |at: (u64, u64), message: String, fix: &str| {
+        InputError::new(file, message).at(text, at.0, at.1).fix(fix)
+    };
+    if raw.version.value != DESIRED_VERSION {
+        return Err(error(
+            at(&raw.version),
+            format!("unsupported version {}", raw.version.value),
+            "this mkplan reads `version: 1`",
+        ));
+    }
+    if raw.instances.value.is_empty() || raw.instances.value.len() > INSTANCES_MAX {
+        return Err(error(
+            at(&raw.instances),
+            format!(
+                "a desired file names 1 to {INSTANCES_MAX} service instances, found {}",
+                raw.instances.value.len()
+            ),
+            "list the service instances to manage under `instances:`",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut instances = Vec::with_capacity(raw.instances.value.len());
+    for raw_instance in raw.instances.value {
+        if !seen.insert(raw_instance.id.value.to_ascii_lowercase()) {
+            return Err(error(
+                at(&raw_instance.id),
+                format!("service instance {} is listed twice", raw_instance.id.value),
+                "list each service instance once",
+            ));
+        }
+        instances.push(validate_instance(raw_instance, &error, folder)?);
+    }
+    Ok(DesiredState {
+        backend: raw.backend,
+        instances,
+    })
+}
+
+fn validate_instance(
+    raw: RawInstance,
+    error: &impl Fn((u64, u64), String, &str) -> InputError,
+    folder: &Path,
+) -> Result<DesiredInstance, InputError> {
+    if !is_uuid(&raw.id.value) {
+        return Err(error(
+            at(&raw.id),
+            format!("{:?} is not a service instance GUID", raw.id.value),
+            "use the instance's GUID (8-4-4-4-12 hex), as `ibmcloud resource service-instance` shows it",
+        ));
+    }
+    if raw.crypto_units.value != "all" {
+        return Err(error(
+            at(&raw.crypto_units),
+            format!("crypto_units is {:?}", raw.crypto_units.value),
+            "write `crypto_units: all`: a master key rotation must select every crypto unit of the instance (operational, recovery and failover)",
+        ));
+    }
+    for threshold in [&raw.signature_threshold, &raw.revocation_threshold] {
+        if !(1..=THRESHOLD_MAX).contains(&threshold.value) {
+            return Err(error(
+                at(threshold),
+                format!("threshold {} is out of range", threshold.value),
+                "signature and revocation thresholds are 1 to 8",
+            ));
+        }
+    }
+    let administrators = validate_administrators(&raw, error)?;
+    let key_parts = validate_key_parts(raw.master_key.key_parts, error, folder)?;
+    Ok(DesiredInstance {
+        id: raw.id.value.to_ascii_lowercase(),
+        signature_threshold: raw.signature_threshold.value,
+        revocation_threshold: raw.revocation_threshold.value,
+        administrators,
+        master_key: DesiredMasterKey {
+            verification_pattern: raw.master_key.verification_pattern,
+            key_parts,
+        },
+    })
+}
+
+fn validate_administrators(
+    raw: &RawInstance,
+    error: &impl Fn((u64, u64), String, &str) -> InputError,
+) -> Result<Vec<String>, InputError> {
+    let list = &raw.administrators;
+    let list_at = at(list);
+    let count = list.value.len();
+    if count == 0 || count > ADMINISTRATORS_MAX {
+        return Err(error(
+            list_at,
+            format!("{count} administrators listed"),
+            "a crypto unit holds 1 to 8 administrators: list their names",
+        ));
+    }
+    let threshold = raw
+        .signature_threshold
+        .value
+        .max(raw.revocation_threshold.value);
+    if count < usize::from(threshold) {
+        return Err(error(
+            list_at,
+            format!(
+                "{count} administrators cannot meet a signature threshold of {} and a revocation threshold of {}",
+                raw.signature_threshold.value, raw.revocation_threshold.value
+            ),
+            "list at least as many administrators as the larger threshold",
+        ));
+    }
+    let mut names = Vec::with_capacity(count);
+    for name in &list.value {
+        let name_at = at(name);
+        let length = name.value.chars().count();
+        if length == 0 || length > ADMINISTRATOR_NAME_LEN_MAX {
+            return Err(error(
+                name_at,
+                format!("administrator name {:?} has {length} characters", name.value),
+                "an administrator name is 1 to 30 characters, as installed on the crypto units",
+            ));
+        }
+        if names.contains(&name.value) {
+            return Err(error(
+                name_at,
+                format!("administrator {:?} is listed twice", name.value),
+                "list each administrator once",
+            ));
+        }
+        names.push(name.value.clone());
+    }
+    Ok(names)
+}
+
+fn validate_key_parts(
+    raw: Option<Spanned<Vec<RawKeyPart>>>,
+    error: &impl Fn((u64, u64), String, &str) -> InputError,
+    folder: &Path,
+) -> Result<Vec<KeyPartSource>, InputError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let count = raw.value.len();
+    if !(KEY_PARTS_MIN..=KEY_PARTS_MAX).contains(&count) {
+        return Err(error(
+            at(&raw),
+            format!("{count} key parts listed"),
+            "a master key combines 2 or 3 key parts, each held by a different custodian",
+        ));
+    }
+    let mut parts = Vec::with_capacity(count);
+    let mut files = BTreeSet::new();
+    for part in raw.value {
+        let file_at = at(&part.file);
+        let path = folder.join(&part.file.value);
+        if !files.insert(path.clone()) {
+            return Err(error(
+                file_at,
+                format!("key part file {} is listed twice", part.file.value),
+                "each key part comes from a different custodian's file",
+            ));
+        }
+        let password_env = match part.password_env {
+            Some(env) if !is_env_name(&env.value) => {
+                return Err(error(
+                    at(&env),
+                    "password_env is not an environment variable name (its value is not shown, in case it is a password)".to_string(),
+                    "password_env names the variable that holds the password (letters, digits, _), never the password itself",
+                ));
+            }
+            other => other.map(|s| s.value),
+        };
+        parts.push(KeyPartSource::File {
+            file: path,
+            written: part.file.value,
+            password_env,
+            position: file_at,
+        });
+    }
+    Ok(parts)
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VP: &str = "5c1b924542fecd099a9568826bce5018476b3c2a29944c9c7ff6e47f00000000";
+
+    fn doc(extra: &str) -> String {
+        format!(
+            "version: 1\ninstances:\n  - id: 5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b\n    crypto_units: all\n    signature_threshold: 2\n    revocation_threshold: 2\n    administrators: [alice, bob]\n    master_key:\n      verification_pattern: \"{VP}\"\n{extra}"
+        )
+    }
+
+    fn parse(text: &str) -> Result<DesiredState, InputError> {
+        parse_desired("d.yaml", text, Path::new("plans"))
+    }
+
+    #[test]
+    fn reads_a_valid_file_and_resolves_key_parts() {
+        let desired = parse(&doc(
+            "      key_parts:\n        - file: k/1.json\n          password_env: P1\n        - file: k/2.json\n",
+        ))
+        .unwrap();
+        let instance = &desired.instances[0];
+        assert_eq!(instance.administrators, ["alice", "bob"]);
+        let KeyPartSource::File { file, .. } = &instance.master_key.key_parts[0];
+        assert_eq!(file, Path::new("plans/k/1.json"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let error = parse(&doc("      colour: blue\n")).unwrap_err();
+        assert_eq!(error.position, Some((10, 7)), "{error}");
+        assert!(error.message.contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn wrong_vp_length_names_line() {
+        let error = parse(&doc("").replace(VP, "abcd")).unwrap_err();
+        assert_eq!(error.position.map(|p| p.0), Some(9), "{error}");
+        assert!(error.message.contains("64 hex"), "{error}");
+    }
+
+    #[test]
+    fn thresholds_admins_and_selection_are_checked() {
+        let cases = [
+            ("signature_threshold: 2", "signature_threshold: 9", "1 to 8"),
+            ("crypto_units: all", "crypto_units: some", "crypto_units: all"),
+            ("[alice, bob]", "[alice]", "at least as many"),
+            ("[alice, bob]", "[alice, alice]", "listed twice"),
+            (
+                "[alice, bob]",
+                "[alice, abcdefghijabcdefghijabcdefghijk]",
+                "1 to 30",
+            ),
+        ];
+        for (from, to, needle) in cases {
+            let error = parse(&doc("").replace(from, to)).unwrap_err();
+            assert!(error.to_string().contains(needle), "{from}->{to}: {error}");
+            assert!(error.position.is_some());
+        }
+    }
+
+    #[test]
+    fn key_part_count_and_env_name() {
+        let one = parse(&doc("      key_parts:\n        - file: a.json\n")).unwrap_err();
+        assert!(one.to_string().contains("2 or 3"), "{one}");
+        let env = parse(&doc(
+            "      key_parts:\n        - file: a.json\n          password_env: \"hunter 2\"\n        - file: b.json\n",
+        ))
+        .unwrap_err();
+        assert!(env.to_string().contains("environment variable"), "{env}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Pure types for what mkplan reasons about: desired key state, live crypto units and their
+//! registers, verification patterns, and the journal's evidence. No I/O, no clock.
+
+pub mod desired;
+mod input_error;
+pub mod journal_evidence;
+pub mod live;
+mod register;
+pub mod unit;
+mod vp;
+
+pub use desired::{DesiredInstance, DesiredMasterKey, DesiredState, KeyPartSource, parse_desired};
+pub use input_error::InputError;
+pub use journal_evidence::{JournalEvidence, JournalRewrap, JournalRotation};
+pub use live::{LiveFleet, LiveInstance, RewrapStatus};
+pub use register::{CurrentRegister, NewRegister};
+pub use unit::{Administrator, CryptoUnit, Mode, Ski, UnitType};
+pub use vp::{VerificationPattern, VerificationPatternError};

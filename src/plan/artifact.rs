@@ -1,0 +1,80 @@
+//! The plan as an artifact: what `plan --json` prints, what `plan --out` saves and `show`
+//! and `apply` read back. It carries the hash of the desired file and a fingerprint of the
+//! live state it was made from, so a stale plan can be refused. It holds no secret.
+
+use serde::{Deserialize, Serialize};
+
+use super::step::{Action, Step};
+use crate::model::{CurrentRegister, NewRegister, RewrapStatus, UnitType, VerificationPattern};
+
+pub const PLAN_FORMAT_VERSION: &str = "1";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub desired_sha256: String,
+    pub live_fingerprint: String,
+    pub changes: bool,
+    /// Steps in the order apply runs them.
+    pub steps: Vec<Step>,
+    pub instances: Vec<InstancePlan>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstancePlan {
+    pub id: String,
+    pub region: String,
+    /// The MK every current register must hold when the plan has run.
+    pub target_verification_pattern: VerificationPattern,
+    /// The MK the key storage is under now, as the evidence shows.
+    pub key_storage_under: VerificationPattern,
+    pub rewrap_status: RewrapStatus,
+    pub evidence: Vec<String>,
+    pub units: Vec<UnitChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitChange {
+    pub hsm_id: String,
+    #[serde(rename = "type")]
+    pub unit_type: UnitType,
+    pub location: String,
+    pub before: Registers,
+    pub after: Registers,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registers {
+    pub new_register: NewRegister,
+    pub current_register: CurrentRegister,
+}
+
+impl Plan {
+    pub fn count(&self, action: Action) -> usize {
+        self.steps.iter().filter(|s| s.action == action).count()
+    }
+
+    pub fn steps_of<'a>(&'a self, instance: &'a str) -> impl Iterator<Item = &'a Step> + 'a {
+        self.steps.iter().filter(move |s| s.instance == instance)
+    }
+
+    pub fn signatures(&self) -> u32 {
+        self.steps.iter().map(|s| s.signatures).sum()
+    }
+}
+
+impl InstancePlan {
+    /// One line saying where this instance stands, for the reader of the plan.
+    pub fn phase(&self, steps: &[&Step]) -> &'static str {
+        let has = |a: Action| steps.iter().any(|s| s.action == a);
+        if steps.is_empty() {
+            "converged: nothing to do"
+        } else if has(Action::RewrapKeyStorage) {
+            "rotate: stage the new master key, rewrap, set immediate"
+        } else if has(Action::SetImmediate) {
+            "resume after the rewrap: set immediate only (never rewrap again)"
+        } else {
+            "tidy: clear stale new registers"
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Views: pure functions from a plan (or a live state) to what a person or a program reads.
+//! Only the command layer prints; these only build strings.
+
+mod dot;
+mod markdown;
+mod status;
+mod table;
+mod text;
+
+pub use dot::dot;
+pub use markdown::{MARKDOWN_LEN_MAX, markdown};
+pub use status::status;
+pub use text::text;
+
+use crate::plan::{Action, Plan};
+
+/// The plan JSON of contract.md, pretty-printed.
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan serializes")
+}
+
+/// "3 load_new_mk, 1 rewrap_key_storage, …": the counts of a plan, one per action, in
+/// runbook order, the zeros included so reviewers can read every line the same way.
+pub(crate) fn counts(plan: &Plan) -> Vec<(Action, usize)> {
+    Action::ALL.iter().map(|a| (*a, plan.count(*a))).collect()
+}
+
+pub(crate) fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}

@@ -1,0 +1,147 @@
+//! The plan for a terminal, Terraform-like: a legend of symbols, per instance where it
+//! stands and why (the key storage evidence), a before → after register table, the steps in
+//! apply order with the point of no return marked, a diff of register states, and a summary.
+
+use std::fmt::Write;
+
+use similar::{ChangeTag, TextDiff};
+
+use super::table::table;
+use super::{counts, plural};
+use crate::plan::{Action, InstancePlan, Plan, Registers, Step, StepGraph};
+
+pub fn text(plan: &Plan, source: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "mkplan plan: {source}\n");
+    if plan.changes {
+        let legend: Vec<String> = Action::ALL
+            .iter()
+            .map(|a| format!("{} {}", a.symbol(), a.label()))
+            .collect();
+        let _ = writeln!(out, "Symbols: {}\n         {}\n", legend[..3].join("   "), legend[3..].join("   "));
+    }
+    for instance in &plan.instances {
+        instance_section(&mut out, plan, instance);
+    }
+    out.push_str(&summary(plan));
+    out
+}
+
+fn instance_section(out: &mut String, plan: &Plan, instance: &InstancePlan) {
+    let steps: Vec<&Step> = plan.steps_of(&instance.id).collect();
+    let _ = writeln!(out, "Service instance {} ({})", instance.id, instance.region);
+    let _ = writeln!(out, "  {}", instance.phase(&steps));
+    let target = &instance.target_verification_pattern;
+    let _ = writeln!(out, "  desired master key:  {target}");
+    let storage = &instance.key_storage_under;
+    let whose = if storage == target { "the desired master key" } else { "the current master key" };
+    let _ = writeln!(out, "  key storage under:   {storage} ({whose})");
+    for evidence in &instance.evidence {
+        let _ = writeln!(out, "    evidence, {evidence}");
+    }
+    out.push('\n');
+    let _ = writeln!(out, "  Registers, before → after:");
+    let mut rows = vec![vec!["crypto unit".into(), "type".into(), "location".into(), "new register".into(), "current register".into()]];
+    for unit in &instance.units {
+        rows.push(vec![
+            unit.hsm_id.clone(),
+            unit.unit_type.to_string(),
+            unit.location.clone(),
+            arrow(&unit.before.new_register.to_string(), &unit.after.new_register.to_string()),
+            arrow(&unit.before.current_register.to_string(), &unit.after.current_register.to_string()),
+        ]);
+    }
+    out.push_str(&table(&rows, "    "));
+    out.push('\n');
+    if steps.is_empty() {
+        let _ = writeln!(out, "  No steps: every current register holds the desired master key and every new register is Empty.\n");
+        return;
+    }
+    let _ = writeln!(out, "  Steps, in the order apply runs them:");
+    out.push_str(&step_table(&steps));
+    out.push('\n');
+    let _ = writeln!(out, "  Register diff (live → after apply):");
+    out.push_str(&register_diff(instance));
+    out.push('\n');
+}
+
+fn arrow(before: &str, after: &str) -> String {
+    if before == after { before.to_string() } else { format!("{before} → {after}") }
+}
+
+fn step_table(steps: &[&Step]) -> String {
+    let mut rows = vec![vec![" ".into(), "step".into(), "action".into(), "crypto unit".into(), "signatures".into(), "undo".into(), "after".into()]];
+    let mut out = String::new();
+    for step in steps {
+        rows.push(vec![
+            step.action.symbol().to_string(),
+            step.id.clone(),
+            step.action.as_str().into(),
+            step.unit.clone().unwrap_or_else(|| "(whole service instance)".into()),
+            step.signatures.to_string(),
+            if step.reversible { "reversible".into() } else { "IRREVERSIBLE".into() },
+            if step.depends_on.is_empty() { "-".into() } else { step.depends_on.join(", ") },
+        ]);
+    }
+    let rendered = table(&rows, "    ");
+    // The point of no return goes right under the rewrap's row.
+    let mut lines = rendered.lines();
+    if let Some(header) = lines.next() {
+        out.push_str(header);
+        out.push('\n');
+    }
+    for (line, step) in lines.zip(steps) {
+        out.push_str(line);
+        out.push('\n');
+        if step.point_of_no_return {
+            out.push_str("    ══ point of no return: after the rewrap, never rewrap again and never clear a new register holding the new key; the only way forward is set immediate ══\n");
+        }
+    }
+    out
+}
+
+fn register_lines(instance: &InstancePlan, pick: fn(&crate::plan::UnitChange) -> &Registers) -> String {
+    let mut text = String::new();
+    for unit in &instance.units {
+        let registers = pick(unit);
+        let _ = writeln!(text, "{} new register:     {:#}", unit.hsm_id, registers.new_register);
+        let _ = writeln!(text, "{} current register: {:#}", unit.hsm_id, registers.current_register);
+    }
+    text
+}
+
+fn register_diff(instance: &InstancePlan) -> String {
+    let before = register_lines(instance, |u| &u.before);
+    let after = register_lines(instance, |u| &u.after);
+    let diff = TextDiff::from_lines(&before, &after);
+    let mut out = String::new();
+    for change in diff.iter_all_changes() {
+        let sign = match change.tag() {
+            ChangeTag::Delete => '-',
+            ChangeTag::Insert => '+',
+            ChangeTag::Equal => continue,
+        };
+        let _ = write!(out, "    {sign} {}", change.value());
+    }
+    out
+}
+
+fn summary(plan: &Plan) -> String {
+    if !plan.changes {
+        return "No changes. The live state matches the desired state.\n".into();
+    }
+    let parts: Vec<String> = counts(plan)
+        .into_iter()
+        .map(|(action, count)| format!("{count} {}", action.as_str()))
+        .collect();
+    let irreversible = plan.steps.iter().filter(|s| !s.reversible).count();
+    let critical = StepGraph::new(&plan.steps).map(|g| g.critical_path()).unwrap_or(0);
+    format!(
+        "Plan: {}.\n      {}, {} irreversible, {} needed; the longest chain of dependent steps is {}.\n",
+        parts.join(", "),
+        plural(plan.steps.len(), "step", "steps"),
+        irreversible,
+        plural(plan.signatures() as usize, "signature", "signatures"),
+        plural(critical, "step", "steps"),
+    )
+}
