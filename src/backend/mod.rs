@@ -65,7 +65,7 @@ impl BackendSpec {
             }
             let path = Path::new(path);
             return Ok(Self::Sim(match relative_to {
-                Some(folder) if path.is_relative() => folder.join(path),
+                Some(folder) if path.is_relative() => lexically_normal(&folder.join(path)),
                 _ => path.to_path_buf(),
             }));
         }
@@ -76,6 +76,22 @@ impl BackendSpec {
             "unknown backend {spec:?}: use sim:FLEET.yaml (the embedded simulator) or http://HOST:PORT"
         ))
     }
+}
+
+/// `plans/../examples/x.yaml` → `examples/x.yaml`, without touching the disk.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The backends this build has, behind one type so commands need not be generic.

@@ -100,28 +100,27 @@ fn step_table(steps: &[&Step]) -> String {
     out
 }
 
-fn register_lines(instance: &InstancePlan, pick: fn(&crate::plan::UnitChange) -> &Registers) -> String {
-    let mut text = String::new();
-    for unit in &instance.units {
-        let registers = pick(unit);
-        let _ = writeln!(text, "{} new register:     {:#}", unit.hsm_id, registers.new_register);
-        let _ = writeln!(text, "{} current register: {:#}", unit.hsm_id, registers.current_register);
-    }
-    text
+fn register_lines(hsm_id: &str, registers: &Registers) -> String {
+    format!(
+        "{hsm_id} new register:     {:#}\n{hsm_id} current register: {:#}\n",
+        registers.new_register, registers.current_register
+    )
 }
 
+/// One diff per crypto unit, so that each unit's removed and added lines stand together.
 fn register_diff(instance: &InstancePlan) -> String {
-    let before = register_lines(instance, |u| &u.before);
-    let after = register_lines(instance, |u| &u.after);
-    let diff = TextDiff::from_lines(&before, &after);
     let mut out = String::new();
-    for change in diff.iter_all_changes() {
-        let sign = match change.tag() {
-            ChangeTag::Delete => '-',
-            ChangeTag::Insert => '+',
-            ChangeTag::Equal => continue,
-        };
-        let _ = write!(out, "    {sign} {}", change.value());
+    for unit in &instance.units {
+        let before = register_lines(&unit.hsm_id, &unit.before);
+        let after = register_lines(&unit.hsm_id, &unit.after);
+        for change in TextDiff::from_lines(&before, &after).iter_all_changes() {
+            let sign = match change.tag() {
+                ChangeTag::Delete => '-',
+                ChangeTag::Insert => '+',
+                ChangeTag::Equal => continue,
+            };
+            let _ = write!(out, "    {sign} {}", change.value());
+        }
     }
     out
 }
