@@ -22,3 +22,6 @@ pub mod keypart;
 pub mod model;
 pub mod plan;
 pub mod render;
+
+#[cfg(test)]
+mod safety_tests;

@@ -42,6 +42,7 @@ pub(crate) fn replay(
                 rewrapped = true;
             }
             action => {
+                let every_current_holds = units.iter().all(|u| u.current_register.holds(&under));
                 let hsm_id = step.unit.as_deref().ok_or_else(|| fail("no crypto unit".into()))?;
                 let unit = units
                     .iter_mut()
@@ -52,7 +53,10 @@ pub(crate) fn replay(
                 }
                 match action {
                     Action::ClearNewMk => {
-                        if unit.new_register.holds(&under) {
+                        // A new register may hold the storage's MK only before the rewrap, as
+                        // a copy of the current registers' key; after the rewrap it is the
+                        // key the rotation must promote, and must never be cleared.
+                        if unit.new_register.holds(&under) && (rewrapped || under == *target || !every_current_holds) {
                             return Err(fail(format!("clears the key storage's master key from crypto unit {hsm_id}")));
                         }
                         unit.new_register = NewRegister::Empty;

@@ -41,6 +41,11 @@ pub struct KeyStorage {
     /// Set once the key storage has been destroyed (an incident says how).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unusable: bool,
+    /// The service's memory of a rewrap: the MK the key storage was rewrapped from, kept
+    /// from the rewrap until every current register holds the new MK. The simulator writes
+    /// it; a hand-written fleet may leave it out (see `SimInstance::rewrap_status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrapped_from: Option<VerificationPattern>,
 }
 
 /// A loss, or a harmful operation, that the simulator performed as the real service would.
@@ -101,12 +106,16 @@ impl Fleet {
 
 impl SimInstance {
     /// What the service would say about the rewrap. A real service remembers that it ran a
-    /// rewrap and is waiting on set immediate; the simulator derives the same answer from its
-    /// ground truth: some unit's current register does not hold the storage's MK yet, and
-    /// the storage's MK is staged (committed) in some new register.
+    /// rewrap and is waiting on set immediate: that is `rewrapped_from`. A hand-written fleet
+    /// may not say; then the answer is derived from the ground truth: some unit's current
+    /// register does not hold the storage's MK yet, and the storage's MK is staged
+    /// (committed) in some new register.
     pub fn rewrap_status(&self) -> RewrapStatus {
         if !self.reports_rotation_status {
             return RewrapStatus::NotReported;
+        }
+        if self.key_storage.rewrapped_from.is_some() {
+            return RewrapStatus::Rewrapped;
         }
         let storage = &self.key_storage.verification_pattern;
         let waiting = self

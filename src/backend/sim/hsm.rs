@@ -82,6 +82,11 @@ pub fn perform(fleet: &mut Fleet, operation: &SimOperation) -> Result<(), Refuse
             }
         }
     }
+    let storage = &instance.key_storage.verification_pattern;
+    if instance.crypto_units.iter().all(|u| u.current_register.holds(storage)) {
+        // Every unit is promoted: the service no longer waits on set immediate.
+        instance.key_storage.rewrapped_from = None;
+    }
     if !instance.key_storage.unusable && !instance.key_storage_held() {
         instance.key_storage.unusable = true;
         incidents.push(format!(
@@ -178,6 +183,7 @@ fn rewrap(instance: &mut SimInstance, incidents: &mut Vec<String>) -> Result<(),
         ));
     }
     storage.verification_pattern = to;
+    storage.rewrapped_from = Some(from);
     Ok(())
 }
 
