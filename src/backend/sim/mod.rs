@@ -140,3 +140,6 @@ impl Simulator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
