@@ -59,7 +59,11 @@ fn administrators() -> Vec<Administrator> {
 fn unit(index: usize, new_register: NewRegister, current_register: CurrentRegister) -> CryptoUnit {
     CryptoUnit {
         hsm_id: format!("0a1b2c3d-0000-4000-8000-{index:012}"),
-        unit_type: [UnitType::Operational, UnitType::Recovery, UnitType::Failover][index % 3],
+        unit_type: [
+            UnitType::Operational,
+            UnitType::Recovery,
+            UnitType::Failover,
+        ][index % 3],
         location: format!("[us-south].[AZ1-CS1].[01].[{index:02}]"),
         mode: Mode::Admin,
         signature_threshold: 2,
@@ -124,12 +128,21 @@ fn run(fleet: &mut Fleet, plan: &Plan, target: &VerificationPattern) -> Result<(
         let operation = match step.action {
             Action::RemoveUnit => continue,
             Action::ClearNewMk => SimOperation::ClearNewMk { instance, unit },
-            Action::LoadNewMk => SimOperation::LoadNewMk { instance, unit, verification_pattern: target.clone() },
-            Action::CommitNewMk => SimOperation::CommitNewMk { instance, unit, verification_pattern: target.clone() },
+            Action::LoadNewMk => SimOperation::LoadNewMk {
+                instance,
+                unit,
+                verification_pattern: target.clone(),
+            },
+            Action::CommitNewMk => SimOperation::CommitNewMk {
+                instance,
+                unit,
+                verification_pattern: target.clone(),
+            },
             Action::RewrapKeyStorage => SimOperation::RewrapKeyStorage { instance },
             Action::SetImmediate => SimOperation::SetImmediate { instance, unit },
         };
-        hsm::perform(fleet, &operation).map_err(|refused| format!("step {} refused: {refused}", step.id))?;
+        hsm::perform(fleet, &operation)
+            .map_err(|refused| format!("step {} refused: {refused}", step.id))?;
     }
     Ok(())
 }
@@ -138,11 +151,19 @@ fn run(fleet: &mut Fleet, plan: &Plan, target: &VerificationPattern) -> Result<(
 fn check_plan_is_safe(mut fleet: Fleet) -> Result<bool, TestCaseError> {
     let target = key(0xB);
     let before: Vec<Incident> = fleet.incidents.clone();
-    let outcome = plan(&desired(target.clone()), "sha", &live(&fleet), &JournalEvidence::none());
+    let outcome = plan(
+        &desired(target.clone()),
+        "sha",
+        &live(&fleet),
+        &JournalEvidence::none(),
+    );
     let plan = match outcome {
         Err(refused) => {
             prop_assert!(
-                refused.refusals.iter().all(|r| r.check != Check::PlanReplay),
+                refused
+                    .refusals
+                    .iter()
+                    .all(|r| r.check != Check::PlanReplay),
                 "the planner made a plan its own replay rejected: {refused}"
             );
             return Ok(false);
@@ -156,7 +177,11 @@ fn check_plan_is_safe(mut fleet: Fleet) -> Result<bool, TestCaseError> {
     prop_assert!(!instance.key_storage.unusable);
     prop_assert_eq!(&instance.key_storage.verification_pattern, &target);
     for unit in &instance.crypto_units {
-        prop_assert!(unit.current_register.holds(&target) && unit.new_register == NewRegister::Empty, "not converged: {:?}", unit);
+        prop_assert!(
+            unit.current_register.holds(&target) && unit.new_register == NewRegister::Empty,
+            "not converged: {:?}",
+            unit
+        );
     }
     Ok(true)
 }
@@ -165,19 +190,31 @@ fn random_operation(units: usize) -> impl Strategy<Value = SimOperation> {
     let instance = || INSTANCE.to_string();
     let unit = move |i: usize| format!("0a1b2c3d-0000-4000-8000-{i:012}");
     prop_oneof![
-        (0..units, prop_oneof![Just(0xBu8), Just(0xC)]).prop_map(move |(i, k)| SimOperation::LoadNewMk {
-            instance: instance(),
-            unit: unit(i),
-            verification_pattern: key(k)
+        (0..units, prop_oneof![Just(0xBu8), Just(0xC)]).prop_map(move |(i, k)| {
+            SimOperation::LoadNewMk {
+                instance: instance(),
+                unit: unit(i),
+                verification_pattern: key(k),
+            }
         }),
-        (0..units, prop_oneof![Just(0xBu8), Just(0xC)]).prop_map(move |(i, k)| SimOperation::CommitNewMk {
-            instance: instance(),
-            unit: unit(i),
-            verification_pattern: key(k)
+        (0..units, prop_oneof![Just(0xBu8), Just(0xC)]).prop_map(move |(i, k)| {
+            SimOperation::CommitNewMk {
+                instance: instance(),
+                unit: unit(i),
+                verification_pattern: key(k),
+            }
         }),
-        (0..units).prop_map(move |i| SimOperation::ClearNewMk { instance: instance(), unit: unit(i) }),
-        Just(SimOperation::RewrapKeyStorage { instance: instance() }),
-        (0..units).prop_map(move |i| SimOperation::SetImmediate { instance: instance(), unit: unit(i) }),
+        (0..units).prop_map(move |i| SimOperation::ClearNewMk {
+            instance: instance(),
+            unit: unit(i)
+        }),
+        Just(SimOperation::RewrapKeyStorage {
+            instance: instance()
+        }),
+        (0..units).prop_map(move |i| SimOperation::SetImmediate {
+            instance: instance(),
+            unit: unit(i)
+        }),
     ]
 }
 
@@ -217,31 +254,66 @@ fn walk() -> impl Strategy<Value = (usize, (u8, u8, usize), Vec<SimOperation>)> 
     (1usize..=5).prop_flat_map(|count| {
         (
             Just(count),
-            (0u8..=4, prop_oneof![3 => Just(0xBu8), 1 => Just(0xC)], 0..=count),
+            (
+                0u8..=4,
+                prop_oneof![3 => Just(0xBu8), 1 => Just(0xC)],
+                0..=count,
+            ),
             prop::collection::vec(random_operation(count), 0..8),
         )
     })
 }
 
-fn walked_fleet(count: usize, (progress, to, promoted): (u8, u8, usize), operations: &[SimOperation], reports: bool) -> Fleet {
-    let units = (0..count).map(|i| unit(i, NewRegister::Empty, CurrentRegister::Valid(key(0xA)))).collect();
+fn walked_fleet(
+    count: usize,
+    (progress, to, promoted): (u8, u8, usize),
+    operations: &[SimOperation],
+    reports: bool,
+) -> Fleet {
+    let units = (0..count)
+        .map(|i| unit(i, NewRegister::Empty, CurrentRegister::Valid(key(0xA))))
+        .collect();
     let mut fleet = fleet(units, key(0xA), reports);
-    let ids: Vec<String> = fleet.instances[0].crypto_units.iter().map(|u| u.hsm_id.clone()).collect();
+    let ids: Vec<String> = fleet.instances[0]
+        .crypto_units
+        .iter()
+        .map(|u| u.hsm_id.clone())
+        .collect();
     let instance = || INSTANCE.to_string();
     let mut orderly = Vec::new();
     for (stage, make) in [
-        (1, (|u: String, k| SimOperation::LoadNewMk { instance: INSTANCE.into(), unit: u, verification_pattern: k }) as fn(String, VerificationPattern) -> SimOperation),
-        (2, |u, k| SimOperation::CommitNewMk { instance: INSTANCE.into(), unit: u, verification_pattern: k }),
+        (
+            1,
+            (|u: String, k| SimOperation::LoadNewMk {
+                instance: INSTANCE.into(),
+                unit: u,
+                verification_pattern: k,
+            }) as fn(String, VerificationPattern) -> SimOperation,
+        ),
+        (2, |u, k| SimOperation::CommitNewMk {
+            instance: INSTANCE.into(),
+            unit: u,
+            verification_pattern: k,
+        }),
     ] {
         if progress >= stage {
             orderly.extend(ids.iter().map(|u| make(u.clone(), key(to))));
         }
     }
     if progress >= 3 {
-        orderly.push(SimOperation::RewrapKeyStorage { instance: instance() });
+        orderly.push(SimOperation::RewrapKeyStorage {
+            instance: instance(),
+        });
     }
     if progress >= 4 {
-        orderly.extend(ids.iter().take(promoted).map(|u| SimOperation::SetImmediate { instance: instance(), unit: u.clone() }));
+        orderly.extend(
+            ids.iter()
+                .take(promoted)
+                .map(|u| SimOperation::SetImmediate {
+                    instance: instance(),
+                    unit: u.clone(),
+                }),
+        );
     }
     for operation in orderly.iter().chain(operations) {
         let _ = hsm::perform(&mut fleet, operation);
@@ -262,7 +334,12 @@ fn generators_reach_plans_with_rewraps_and_resumes() {
         if fleet.instances[0].key_storage.unusable {
             continue;
         }
-        match plan(&desired(key(0xB)), "sha", &live(&fleet), &JournalEvidence::none()) {
+        match plan(
+            &desired(key(0xB)),
+            "sha",
+            &live(&fleet),
+            &JournalEvidence::none(),
+        ) {
             Ok(p) if p.count(Action::RewrapKeyStorage) == 1 => rewraps += 1,
             Ok(p) if p.count(Action::SetImmediate) > 0 => resumes += 1,
             Ok(_) => {}
@@ -270,5 +347,8 @@ fn generators_reach_plans_with_rewraps_and_resumes() {
         }
     }
     eprintln!("rewraps {rewraps}, resumes {resumes}, refusals {refusals}");
-    assert!(rewraps > 100 && resumes > 20 && refusals > 20, "rewraps {rewraps}, resumes {resumes}, refusals {refusals}");
+    assert!(
+        rewraps > 100 && resumes > 20 && refusals > 20,
+        "rewraps {rewraps}, resumes {resumes}, refusals {refusals}"
+    );
 }

@@ -14,11 +14,27 @@ use crate::model::{InputError, LiveFleet, VerificationPattern};
 /// One mutating operation on the service. A load carries the key parts themselves: the
 /// simulator only needs their combined VP, a real service needs the parts (encrypted for it).
 pub enum Operation<'a> {
-    LoadNewMk { instance: &'a str, unit: &'a str, key_parts: &'a [Secret32] },
-    CommitNewMk { instance: &'a str, unit: &'a str, verification_pattern: &'a VerificationPattern },
-    ClearNewMk { instance: &'a str, unit: &'a str },
-    RewrapKeyStorage { instance: &'a str },
-    SetImmediate { instance: &'a str, unit: &'a str },
+    LoadNewMk {
+        instance: &'a str,
+        unit: &'a str,
+        key_parts: &'a [Secret32],
+    },
+    CommitNewMk {
+        instance: &'a str,
+        unit: &'a str,
+        verification_pattern: &'a VerificationPattern,
+    },
+    ClearNewMk {
+        instance: &'a str,
+        unit: &'a str,
+    },
+    RewrapKeyStorage {
+        instance: &'a str,
+    },
+    SetImmediate {
+        instance: &'a str,
+        unit: &'a str,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +49,10 @@ pub enum BackendError {
     #[error("{0}")]
     Unreachable(String),
     #[error("service instance {instance} is not known to the backend (it knows {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
-    UnknownInstance { instance: String, known: Vec<String> },
+    UnknownInstance {
+        instance: String,
+        known: Vec<String>,
+    },
     #[error("{0}")]
     Input(InputError),
 }
@@ -43,10 +62,16 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
 
     /// Reads the live state of the named service instances.
-    fn refresh(&self, instances: &[String]) -> impl Future<Output = Result<LiveFleet, BackendError>> + Send;
+    fn refresh(
+        &self,
+        instances: &[String],
+    ) -> impl Future<Output = Result<LiveFleet, BackendError>> + Send;
 
     /// Sends one mutating operation and waits for its outcome.
-    fn perform(&self, operation: &Operation<'_>) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn perform(
+        &self,
+        operation: &Operation<'_>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
 /// `--backend SPEC`, the `MKPLAN_BACKEND` variable, or `backend:` in the desired file.
@@ -61,7 +86,10 @@ impl BackendSpec {
     pub fn parse(spec: &str, relative_to: Option<&Path>) -> Result<Self, String> {
         if let Some(path) = spec.strip_prefix("sim:") {
             if path.is_empty() {
-                return Err("`sim:` needs the fleet file's path, e.g. sim:examples/fleets/three-units.yaml".into());
+                return Err(
+                    "`sim:` needs the fleet file's path, e.g. sim:examples/fleets/three-units.yaml"
+                        .into(),
+                );
             }
             let path = Path::new(path);
             return Ok(Self::Sim(match relative_to {
@@ -85,7 +113,9 @@ fn lexically_normal(path: &Path) -> PathBuf {
     for component in path.components() {
         match component {
             Component::CurDir => {}
-            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
                 out.pop();
             }
             other => out.push(other),
@@ -136,20 +166,39 @@ impl Backend for AnyBackend {
 fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendError> {
     let own = |s: &str| s.to_string();
     Ok(match *operation {
-        Operation::LoadNewMk { instance, unit, key_parts } => sim::SimOperation::LoadNewMk {
+        Operation::LoadNewMk {
+            instance,
+            unit,
+            key_parts,
+        } => sim::SimOperation::LoadNewMk {
             instance: own(instance),
             unit: own(unit),
             verification_pattern: keypart::combine(key_parts)
-                .map_err(|e| BackendError::Refused { operation: "load_new_mk".into(), reason: e.to_string() })?
+                .map_err(|e| BackendError::Refused {
+                    operation: "load_new_mk".into(),
+                    reason: e.to_string(),
+                })?
                 .verification_pattern(),
         },
-        Operation::CommitNewMk { instance, unit, verification_pattern } => sim::SimOperation::CommitNewMk {
+        Operation::CommitNewMk {
+            instance,
+            unit,
+            verification_pattern,
+        } => sim::SimOperation::CommitNewMk {
             instance: own(instance),
             unit: own(unit),
             verification_pattern: verification_pattern.clone(),
         },
-        Operation::ClearNewMk { instance, unit } => sim::SimOperation::ClearNewMk { instance: own(instance), unit: own(unit) },
-        Operation::RewrapKeyStorage { instance } => sim::SimOperation::RewrapKeyStorage { instance: own(instance) },
-        Operation::SetImmediate { instance, unit } => sim::SimOperation::SetImmediate { instance: own(instance), unit: own(unit) },
+        Operation::ClearNewMk { instance, unit } => sim::SimOperation::ClearNewMk {
+            instance: own(instance),
+            unit: own(unit),
+        },
+        Operation::RewrapKeyStorage { instance } => sim::SimOperation::RewrapKeyStorage {
+            instance: own(instance),
+        },
+        Operation::SetImmediate { instance, unit } => sim::SimOperation::SetImmediate {
+            instance: own(instance),
+            unit: own(unit),
+        },
     })
 }

@@ -44,9 +44,16 @@ pub fn read_desired(path: &Path) -> Result<Desired> {
 }
 
 fn check_key_part_file(desired: &str, text: &str, part: &KeyPartSource) -> Result<()> {
-    let KeyPartSource::File { file, written, position, .. } = part;
+    let KeyPartSource::File {
+        file,
+        written,
+        position,
+        ..
+    } = part;
     let at = |message: String, fix: &str| {
-        InputError::new(desired, message).at(text, position.0, position.1).fix(fix)
+        InputError::new(desired, message)
+            .at(text, position.0, position.1)
+            .fix(fix)
     };
     let content = fs::read_to_string(file).map_err(|e| {
         at(
@@ -76,7 +83,9 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
     }
     .map_err(Error::Other)?;
     let faults = match std::env::var("MKPLAN_SIM_FAULTS") {
-        Ok(spec) => Faults::parse(&spec).map_err(|e| Error::Other(format!("MKPLAN_SIM_FAULTS: {e}")))?,
+        Ok(spec) => {
+            Faults::parse(&spec).map_err(|e| Error::Other(format!("MKPLAN_SIM_FAULTS: {e}")))?
+        }
         Err(_) => Faults::default(),
     };
     Ok(AnyBackend::open(&spec, faults)?)

@@ -9,7 +9,11 @@ use crate::error::{Error, Result};
 use crate::keypart::{self, NONCE_LEN, Password, SALT_LEN, SealRandom, Secret32};
 
 pub fn new(out: &Path, password_env: Option<&str>) -> Result<u8> {
-    let password = password(password_env, &format!("Password for the new key part {}: ", out.display()), true)?;
+    let password = password(
+        password_env,
+        &format!("Password for the new key part {}: ", out.display()),
+        true,
+    )?;
     if !password.is_long_enough() {
         return Err(Error::Other(format!(
             "the password is too short: use at least {} characters",
@@ -17,16 +21,24 @@ pub fn new(out: &Path, password_env: Option<&str>) -> Result<u8> {
         )));
     }
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    let mut random = SealRandom { salt: [0; SALT_LEN], nonce: [0; NONCE_LEN] };
+    let mut random = SealRandom {
+        salt: [0; SALT_LEN],
+        nonce: [0; NONCE_LEN],
+    };
     for buffer in [&mut bytes[..], &mut random.salt[..], &mut random.nonce[..]] {
-        getrandom::fill(buffer).map_err(|e| Error::Other(format!("no randomness from the operating system: {e}")))?;
+        getrandom::fill(buffer)
+            .map_err(|e| Error::Other(format!("no randomness from the operating system: {e}")))?;
     }
     let part = Secret32::from_bytes(*bytes);
     let file = keypart::seal(&part, &password, &random).map_err(|e| Error::Other(e.to_string()))?;
     let text = serde_json::to_string_pretty(&file).expect("key part file serializes") + "\n";
     write_new(out, text.as_bytes())?;
     println!("{}", file.verification_pattern);
-    eprintln!("Wrote key part {} (verification pattern {}). Keep its password with its custodian.", out.display(), file.verification_pattern);
+    eprintln!(
+        "Wrote key part {} (verification pattern {}). Keep its password with its custodian.",
+        out.display(),
+        file.verification_pattern
+    );
     Ok(0)
 }
 
@@ -37,7 +49,12 @@ fn write_new(out: &Path, bytes: &[u8]) -> Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let failed = |e: std::io::Error| Error::Other(format!("cannot create {}: {e} (a key part file is never overwritten; choose a new name)", out.display()));
+    let failed = |e: std::io::Error| {
+        Error::Other(format!(
+            "cannot create {}: {e} (a key part file is never overwritten; choose a new name)",
+            out.display()
+        ))
+    };
     let mut file = options.open(out).map_err(failed)?;
     file.write_all(bytes).map_err(failed)?;
     file.sync_all().map_err(failed)?;
@@ -55,11 +72,16 @@ pub fn vp(files: &[std::path::PathBuf], password_envs: &[String]) -> Result<u8> 
     let mut parts = Vec::with_capacity(files.len());
     for (index, path) in files.iter().enumerate() {
         let shown = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
+        let text = fs::read_to_string(path)
+            .map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
         let file = keypart::parse_file(&shown, &text)?;
-        let env = password_envs.get(index).or(password_envs.first()).map(String::as_str);
+        let env = password_envs
+            .get(index)
+            .or(password_envs.first())
+            .map(String::as_str);
         let password = password(env, &format!("Password for key part {shown}: "), false)?;
-        let part = keypart::open(&file, &password).map_err(|e| Error::Other(format!("key part file {shown}: {e}")))?;
+        let part = keypart::open(&file, &password)
+            .map_err(|e| Error::Other(format!("key part file {shown}: {e}")))?;
         parts.push(part);
     }
     let key = keypart::combine(&parts).map_err(|e| Error::Other(e.to_string()))?;
@@ -70,7 +92,9 @@ pub fn vp(files: &[std::path::PathBuf], password_envs: &[String]) -> Result<u8> 
 fn password(env: Option<&str>, prompt: &str, confirm: bool) -> Result<Password> {
     if let Some(name) = env {
         return std::env::var(name).map(Password::new).map_err(|_| {
-            Error::Other(format!("the environment variable {name} (named by --password-env) is not set"))
+            Error::Other(format!(
+                "the environment variable {name} (named by --password-env) is not set"
+            ))
         });
     }
     if !std::io::stdin().is_terminal() {
@@ -78,13 +102,19 @@ fn password(env: Option<&str>, prompt: &str, confirm: bool) -> Result<Password> 
             "no terminal to ask for the password: put it in an environment variable and name the variable with --password-env".into(),
         ));
     }
-    let first = Password::new(rpassword::prompt_password(prompt).map_err(|e| Error::Other(format!("cannot read the password: {e}")))?);
+    let first = Password::new(
+        rpassword::prompt_password(prompt)
+            .map_err(|e| Error::Other(format!("cannot read the password: {e}")))?,
+    );
     if confirm {
         let again = zeroize::Zeroizing::new(
-            rpassword::prompt_password("Again: ").map_err(|e| Error::Other(format!("cannot read the password: {e}")))?,
+            rpassword::prompt_password("Again: ")
+                .map_err(|e| Error::Other(format!("cannot read the password: {e}")))?,
         );
         if !first.matches(&again) {
-            return Err(Error::Other("the two passwords differ; nothing was written".into()));
+            return Err(Error::Other(
+                "the two passwords differ; nothing was written".into(),
+            ));
         }
     }
     Ok(first)

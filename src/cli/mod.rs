@@ -13,10 +13,19 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use crate::error::Result;
 
 #[derive(Debug, Parser)]
-#[command(name = "mkplan", version, about = "Plan and apply HSM master key rotations safely (IBM Cloud Hyper Protect Crypto Services)")]
+#[command(
+    name = "mkplan",
+    version,
+    about = "Plan and apply HSM master key rotations safely (IBM Cloud Hyper Protect Crypto Services)"
+)]
 pub struct Args {
     /// Folder holding the journal and the lock.
-    #[arg(long, global = true, env = "MKPLAN_STATE_DIR", default_value = ".mkplan")]
+    #[arg(
+        long,
+        global = true,
+        env = "MKPLAN_STATE_DIR",
+        default_value = ".mkplan"
+    )]
     pub state_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -25,9 +34,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a desired key-state file (and its key part files) without touching anything.
-    Validate {
-        desired: PathBuf,
-    },
+    Validate { desired: PathBuf },
     /// Refresh the live state, diff it against the desired state, and show the checked plan.
     Plan(PlanArgs),
     /// Show a saved plan file.
@@ -104,9 +111,23 @@ pub async fn run(args: Args) -> Result<u8> {
     match args.command {
         Command::Validate { desired } => plan::validate(&desired),
         Command::Plan(plan_args) => plan::plan(&plan_args).await,
-        Command::Show { planfile, json, markdown, dot } => plan::show(&planfile, json, markdown, dot),
-        Command::Status { desired, backend, json } => status::status(&desired, &backend, json).await,
-        Command::Keypart(KeypartCommand::New { out, password_env }) => keypart::new(&out, password_env.as_deref()),
-        Command::Keypart(KeypartCommand::Vp { files, password_env }) => keypart::vp(&files, &password_env),
+        Command::Show {
+            planfile,
+            json,
+            markdown,
+            dot,
+        } => plan::show(&planfile, json, markdown, dot),
+        Command::Status {
+            desired,
+            backend,
+            json,
+        } => status::status(&desired, &backend, json).await,
+        Command::Keypart(KeypartCommand::New { out, password_env }) => {
+            keypart::new(&out, password_env.as_deref())
+        }
+        Command::Keypart(KeypartCommand::Vp {
+            files,
+            password_env,
+        }) => keypart::vp(&files, &password_env),
     }
 }

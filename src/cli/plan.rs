@@ -26,14 +26,22 @@ pub fn validate(desired: &Path) -> Result<u8> {
 pub async fn plan(args: &PlanArgs) -> Result<u8> {
     let desired = read_desired(&args.desired)?;
     let backend = open_backend(&desired, &args.backend)?;
-    let ids: Vec<String> = desired.state.instances.iter().map(|i| i.id.clone()).collect();
+    let ids: Vec<String> = desired
+        .state
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
     let live = backend.refresh(&ids).await?;
     let journal = JournalEvidence::none();
     let plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,
         Err(refused) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&refused).expect("refusals serialize"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&refused).expect("refusals serialize")
+                );
             }
             return Err(Error::Refused(refused));
         }
@@ -50,9 +58,17 @@ pub async fn plan(args: &PlanArgs) -> Result<u8> {
         eprint!("{}", render::text(&plan, &source));
     }
     if let Some(out) = &args.out {
-        eprintln!("Saved the plan to {}. Review it with `mkplan show {}`.", out.display(), out.display());
+        eprintln!(
+            "Saved the plan to {}. Review it with `mkplan show {}`.",
+            out.display(),
+            out.display()
+        );
     }
-    Ok(if args.detailed_exitcode && plan.changes { 2 } else { 0 })
+    Ok(if args.detailed_exitcode && plan.changes {
+        2
+    } else {
+        0
+    })
 }
 
 /// Writes the plan file atomically: a half-written plan must never be applied.
@@ -61,9 +77,13 @@ fn save(plan: &Plan, out: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let failed = |e: std::io::Error| Error::Other(format!("cannot write the plan file {}: {e}", out.display()));
+    let failed = |e: std::io::Error| {
+        Error::Other(format!("cannot write the plan file {}: {e}", out.display()))
+    };
     let mut temporary = tempfile::NamedTempFile::new_in(folder).map_err(failed)?;
-    temporary.write_all(render::json(plan).as_bytes()).map_err(failed)?;
+    temporary
+        .write_all(render::json(plan).as_bytes())
+        .map_err(failed)?;
     temporary.write_all(b"\n").map_err(failed)?;
     temporary.as_file().sync_all().map_err(failed)?;
     temporary.persist(out).map_err(|e| failed(e.error))?;
@@ -72,20 +92,30 @@ fn save(plan: &Plan, out: &Path) -> Result<()> {
 
 pub fn read_plan_file(path: &Path) -> Result<Plan> {
     let shown = path.display().to_string();
-    let text = fs::read_to_string(path)
-        .map_err(|e| InputError::new(&shown, format!("cannot read the plan file: {e}")).fix("write one with `mkplan plan DESIRED.yaml --out PLANFILE`"))?;
+    let text = fs::read_to_string(path).map_err(|e| {
+        InputError::new(&shown, format!("cannot read the plan file: {e}"))
+            .fix("write one with `mkplan plan DESIRED.yaml --out PLANFILE`")
+    })?;
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
         InputError::new(&shown, format!("not a plan file: {e}"))
             .at(&text, e.line() as u64, e.column() as u64)
             .fix("write plan files with `mkplan plan --out`; do not edit them")
     })?;
     if plan.format_version != PLAN_FORMAT_VERSION {
-        return Err(InputError::new(&shown, format!("plan format version {} is not {PLAN_FORMAT_VERSION}", plan.format_version))
-            .fix("make the plan again with this mkplan")
-            .into());
+        return Err(InputError::new(
+            &shown,
+            format!(
+                "plan format version {} is not {PLAN_FORMAT_VERSION}",
+                plan.format_version
+            ),
+        )
+        .fix("make the plan again with this mkplan")
+        .into());
     }
-    StepGraph::new(&plan.steps)
-        .map_err(|e| InputError::new(&shown, format!("damaged plan: {e}")).fix("make the plan again with `mkplan plan --out`"))?;
+    StepGraph::new(&plan.steps).map_err(|e| {
+        InputError::new(&shown, format!("damaged plan: {e}"))
+            .fix("make the plan again with `mkplan plan --out`")
+    })?;
     Ok(plan)
 }
 

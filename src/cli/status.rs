@@ -11,10 +11,18 @@ use crate::render;
 pub async fn status(desired: &Path, backend: &BackendArg, json: bool) -> Result<u8> {
     let desired = read_desired(desired)?;
     let backend = open_backend(&desired, backend)?;
-    let ids: Vec<String> = desired.state.instances.iter().map(|i| i.id.clone()).collect();
+    let ids: Vec<String> = desired
+        .state
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
     let live = backend.refresh(&ids).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&live).expect("live state serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&live).expect("live state serializes")
+        );
     } else {
         eprint!("{}", render::status(&live, &backend.describe()));
     }

@@ -149,7 +149,11 @@ pub struct SealRandom {
     pub nonce: [u8; NONCE_LEN],
 }
 
-pub fn seal(part: &Secret32, password: &Password, random: &SealRandom) -> Result<KeyPartFile, KeyPartError> {
+pub fn seal(
+    part: &Secret32,
+    password: &Password,
+    random: &SealRandom,
+) -> Result<KeyPartFile, KeyPartError> {
     let mut file = KeyPartFile {
         format: FILE_FORMAT.into(),
         version: FILE_VERSION,
@@ -182,7 +186,8 @@ pub fn seal(part: &Secret32, password: &Password, random: &SealRandom) -> Result
 }
 
 pub fn open(file: &KeyPartFile, password: &Password) -> Result<Secret32, KeyPartError> {
-    let nonce: [u8; NONCE_LEN] = decode_exact(&file.cipher.nonce).ok_or(KeyPartError::DoesNotOpen)?;
+    let nonce: [u8; NONCE_LEN] =
+        decode_exact(&file.cipher.nonce).ok_or(KeyPartError::DoesNotOpen)?;
     let sealed = hex::decode(&file.ciphertext).map_err(|_| KeyPartError::DoesNotOpen)?;
     let cipher = file_cipher(file, password)?;
     let plain = Zeroizing::new(
@@ -196,7 +201,10 @@ pub fn open(file: &KeyPartFile, password: &Password) -> Result<Secret32, KeyPart
             )
             .map_err(|_| KeyPartError::DoesNotOpen)?,
     );
-    let bytes: [u8; KEY_LEN] = plain.as_slice().try_into().map_err(|_| KeyPartError::DoesNotOpen)?;
+    let bytes: [u8; KEY_LEN] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyPartError::DoesNotOpen)?;
     let part = Secret32::from_bytes(bytes);
     if part.verification_pattern() != file.verification_pattern {
         return Err(KeyPartError::VerificationPatternMismatch);
@@ -250,10 +258,19 @@ pub fn parse_file(name: &str, text: &str) -> Result<KeyPartFile, InputError> {
             .fix("point the desired file at a file written by `mkplan keypart new`")
     })?;
     let problem = if file.format != FILE_FORMAT || file.version != FILE_VERSION {
-        Some(format!("format {:?} version {}, expected {FILE_FORMAT:?} version {FILE_VERSION}", file.format, file.version))
+        Some(format!(
+            "format {:?} version {}, expected {FILE_FORMAT:?} version {FILE_VERSION}",
+            file.format, file.version
+        ))
     } else if file.kdf.algorithm != "argon2id" || file.cipher.algorithm != "xchacha20poly1305" {
-        Some(format!("algorithms {}/{}, expected argon2id/xchacha20poly1305", file.kdf.algorithm, file.cipher.algorithm))
-    } else if file.kdf.memory_kib < KDF_MEMORY_KIB_MIN || file.kdf.iterations < KDF_ITERATIONS_MIN || file.kdf.parallelism == 0 {
+        Some(format!(
+            "algorithms {}/{}, expected argon2id/xchacha20poly1305",
+            file.kdf.algorithm, file.cipher.algorithm
+        ))
+    } else if file.kdf.memory_kib < KDF_MEMORY_KIB_MIN
+        || file.kdf.iterations < KDF_ITERATIONS_MIN
+        || file.kdf.parallelism == 0
+    {
         Some(format!(
             "KDF cost {} KiB × {} passes is below the minimum {KDF_MEMORY_KIB_MIN} KiB × {KDF_ITERATIONS_MIN}",
             file.kdf.memory_kib, file.kdf.iterations
@@ -267,8 +284,10 @@ pub fn parse_file(name: &str, text: &str) -> Result<KeyPartFile, InputError> {
         None
     };
     match problem {
-        Some(problem) => Err(InputError::new(name, format!("damaged key part file: {problem}"))
-            .fix("restore the custodian's key part file from its backup")),
+        Some(problem) => Err(
+            InputError::new(name, format!("damaged key part file: {problem}"))
+                .fix("restore the custodian's key part file from its backup"),
+        ),
         None => Ok(file),
     }
 }
@@ -288,7 +307,10 @@ mod tests {
     fn verification_pattern_matches_the_wire_spec_sample() {
         // tke-wire.md: SHA-256(01 ‖ 32×11) with the last 4 bytes zeroed.
         let vp = Secret32::from_bytes([0x11; 32]).verification_pattern();
-        assert_eq!(vp.as_str(), "c2ad0a997751e04066912fa490a9976d6135d221c0df197dfb8c8a7a00000000");
+        assert_eq!(
+            vp.as_str(),
+            "c2ad0a997751e04066912fa490a9976d6135d221c0df197dfb8c8a7a00000000"
+        );
     }
 
     #[test]
@@ -304,7 +326,10 @@ mod tests {
             Secret32::from_bytes([3; 32]),
         ];
         assert_eq!(combine(&zero).err(), Some(KeyPartError::ZeroKey));
-        assert_eq!(combine(&[Secret32::from_bytes([1; 32])]).err(), Some(KeyPartError::PartCount(1)));
+        assert_eq!(
+            combine(&[Secret32::from_bytes([1; 32])]).err(),
+            Some(KeyPartError::PartCount(1))
+        );
     }
 
     #[test]
@@ -316,10 +341,16 @@ mod tests {
         let text = serde_json::to_string(&file).unwrap();
         let parsed = parse_file("p.json", &text).unwrap();
         assert_eq!(open(&parsed, &password).unwrap().expose(), part.expose());
-        assert_eq!(open(&parsed, &Password::new("wrong horse".into())).err(), Some(KeyPartError::DoesNotOpen));
+        assert_eq!(
+            open(&parsed, &Password::new("wrong horse".into())).err(),
+            Some(KeyPartError::DoesNotOpen)
+        );
         let mut altered = parsed.clone();
         altered.verification_pattern = Secret32::from_bytes([1; 32]).verification_pattern();
-        assert_eq!(open(&altered, &password).err(), Some(KeyPartError::DoesNotOpen));
+        assert_eq!(
+            open(&altered, &password).err(),
+            Some(KeyPartError::DoesNotOpen)
+        );
         let mut weakened = parsed;
         weakened.kdf.memory_kib = 8;
         assert!(parse_file("p.json", &serde_json::to_string(&weakened).unwrap()).is_err());

@@ -216,7 +216,10 @@ fn validate_administrators(
         if length == 0 || length > ADMINISTRATOR_NAME_LEN_MAX {
             return Err(error(
                 name_at,
-                format!("administrator name {:?} has {length} characters", name.value),
+                format!(
+                    "administrator name {:?} has {length} characters",
+                    name.value
+                ),
                 "an administrator name is 1 to 30 characters, as installed on the crypto units",
             ));
         }
@@ -332,7 +335,11 @@ mod tests {
     fn thresholds_admins_and_selection_are_checked() {
         let cases = [
             ("signature_threshold: 2", "signature_threshold: 9", "1 to 8"),
-            ("crypto_units: all", "crypto_units: some", "crypto_units: all"),
+            (
+                "crypto_units: all",
+                "crypto_units: some",
+                "crypto_units: all",
+            ),
             ("[alice, bob]", "[alice]", "at least as many"),
             ("[alice, bob]", "[alice, alice]", "listed twice"),
             (

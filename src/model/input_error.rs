@@ -66,7 +66,9 @@ fn strip_position_suffix(message: &str) -> String {
 
 fn yaml_fix(message: &str) -> Option<String> {
     if message.starts_with("unknown field") {
-        Some("remove the key or correct its spelling; the keys allowed here are listed above".into())
+        Some(
+            "remove the key or correct its spelling; the keys allowed here are listed above".into(),
+        )
     } else if message.starts_with("missing field") {
         Some("add the key named above".into())
     } else if message.starts_with("duplicate mapping key") {

@@ -27,9 +27,7 @@ impl RewrapStatus {
         match self {
             Self::NotReported => "not reported by the service",
             Self::NotRewrapped => "no rewrap waiting on set immediate",
-            Self::Rewrapped => {
-                "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm"
-            }
+            Self::Rewrapped => "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm",
         }
     }
 }

@@ -125,9 +125,9 @@ fn full(status: &str, vp: Option<VerificationPattern>) -> Result<VerificationPat
 fn empty<T>(value: T, vp: Option<VerificationPattern>) -> Result<T, String> {
     match vp {
         None => Ok(value),
-        Some(_) => Err(
-            "an Empty register has no verification_pattern; remove it or fix the status".into(),
-        ),
+        Some(_) => {
+            Err("an Empty register has no verification_pattern; remove it or fix the status".into())
+        }
     }
 }
 

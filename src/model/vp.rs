@@ -36,7 +36,11 @@ impl VerificationPattern {
         if len != VERIFICATION_PATTERN_HEX_LEN {
             return Err(VerificationPatternError::Length(len));
         }
-        if let Some((index, c)) = text.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        if let Some((index, c)) = text
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii_hexdigit())
+        {
             return Err(VerificationPatternError::NotHex(c, index + 1));
         }
         Ok(Self {

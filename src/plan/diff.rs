@@ -188,7 +188,10 @@ fn assemble(work: &[UnitWork], rewrap: bool) -> Vec<Draft> {
         drafts.len() - 1
     };
     for (action, wanted) in [
-        (Action::ClearNewMk, (|w: &UnitWork| w.clear) as fn(&UnitWork) -> bool),
+        (
+            Action::ClearNewMk,
+            (|w: &UnitWork| w.clear) as fn(&UnitWork) -> bool,
+        ),
         (Action::LoadNewMk, |w| w.load),
         (Action::CommitNewMk, |w| w.commit),
     ] {
@@ -201,7 +204,10 @@ fn assemble(work: &[UnitWork], rewrap: bool) -> Vec<Draft> {
     }
     let mut barrier: Vec<usize> = Vec::new();
     if rewrap {
-        let commits = drafts.iter().enumerate().filter(|(_, d)| d.action == Action::CommitNewMk);
+        let commits = drafts
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.action == Action::CommitNewMk);
         let deps = commits.map(|(i, _)| i).collect();
         barrier.push(push(&mut drafts, Action::RewrapKeyStorage, None, deps));
     }
@@ -209,7 +215,14 @@ fn assemble(work: &[UnitWork], rewrap: bool) -> Vec<Draft> {
         .iter()
         .enumerate()
         .filter(|(_, w)| w.remove)
-        .map(|(index, _)| push(&mut drafts, Action::RemoveUnit, Some(index), barrier.clone()))
+        .map(|(index, _)| {
+            push(
+                &mut drafts,
+                Action::RemoveUnit,
+                Some(index),
+                barrier.clone(),
+            )
+        })
         .collect();
     barrier.extend(removes);
     for (index, w) in work.iter().enumerate() {

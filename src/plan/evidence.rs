@@ -119,7 +119,10 @@ fn journal_claim(rotation: &JournalRotation) -> Option<Claim> {
         JournalRewrap::NotStarted { from } => Some(Claim {
             witness: "journal",
             under: from.clone(),
-            why: format!("mkplan started this rotation to {}… and never sent a rewrap", rotation.to.short()),
+            why: format!(
+                "mkplan started this rotation to {}… and never sent a rewrap",
+                rotation.to.short()
+            ),
         }),
         JournalRewrap::Completed { .. } => Some(Claim {
             witness: "journal",

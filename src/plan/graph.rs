@@ -22,15 +22,18 @@ impl StepGraph {
         let mut graph = DiGraph::with_capacity(steps.len(), steps.len() * 2);
         let mut nodes = BTreeMap::new();
         for (index, step) in steps.iter().enumerate() {
-            if nodes.insert(step.id.as_str(), graph.add_node(index)).is_some() {
+            if nodes
+                .insert(step.id.as_str(), graph.add_node(index))
+                .is_some()
+            {
                 return Err(format!("step id {} appears twice", step.id));
             }
         }
         for step in steps {
             for dependency in &step.depends_on {
-                let from = nodes
-                    .get(dependency.as_str())
-                    .ok_or_else(|| format!("step {} depends on unknown step {dependency}", step.id))?;
+                let from = nodes.get(dependency.as_str()).ok_or_else(|| {
+                    format!("step {} depends on unknown step {dependency}", step.id)
+                })?;
                 graph.add_edge(*from, nodes[step.id.as_str()], ());
             }
         }
@@ -47,7 +50,11 @@ impl StepGraph {
         let mut waiting: Vec<usize> = self
             .graph
             .node_indices()
-            .map(|n| self.graph.neighbors_directed(n, Direction::Incoming).count())
+            .map(|n| {
+                self.graph
+                    .neighbors_directed(n, Direction::Incoming)
+                    .count()
+            })
             .collect();
         let mut ready: BinaryHeap<Reverse<usize>> = waiting
             .iter()
@@ -58,7 +65,10 @@ impl StepGraph {
         let mut order = Vec::with_capacity(waiting.len());
         while let Some(Reverse(index)) = ready.pop() {
             order.push(self.graph[NodeIndex::new(index)]);
-            for next in self.graph.neighbors_directed(NodeIndex::new(index), Direction::Outgoing) {
+            for next in self
+                .graph
+                .neighbors_directed(NodeIndex::new(index), Direction::Outgoing)
+            {
                 waiting[next.index()] -= 1;
                 if waiting[next.index()] == 0 {
                     ready.push(Reverse(next.index()));

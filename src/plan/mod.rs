@@ -39,8 +39,12 @@ pub fn plan(
     for wanted in &desired.instances {
         let Some(found) = live.instance(&wanted.id) else {
             refusals.push(
-                Refusal::new(&wanted.id, Check::Selection, "the backend did not report this service instance")
-                    .fix("check the instance id in the desired file and the backend"),
+                Refusal::new(
+                    &wanted.id,
+                    Check::Selection,
+                    "the backend did not report this service instance",
+                )
+                .fix("check the instance id in the desired file and the backend"),
             );
             continue;
         };
@@ -56,10 +60,19 @@ pub fn plan(
         return Err(PlanRefused { refusals });
     }
     let graph = StepGraph::new(&steps).expect("the planner builds an acyclic graph of known ids");
-    let ordered: Vec<Step> = graph.order().into_iter().map(|i| steps[i].clone()).collect();
+    let ordered: Vec<Step> = graph
+        .order()
+        .into_iter()
+        .map(|i| steps[i].clone())
+        .collect();
     for instance in &instances {
-        let of_instance: Vec<&Step> = ordered.iter().filter(|s| s.instance == instance.id).collect();
-        let found = live.instance(&instance.id).expect("planned instances are live");
+        let of_instance: Vec<&Step> = ordered
+            .iter()
+            .filter(|s| s.instance == instance.id)
+            .collect();
+        let found = live
+            .instance(&instance.id)
+            .expect("planned instances are live");
         if let Err(why) = replay::replay(
             found,
             &instance.key_storage_under,

@@ -143,7 +143,9 @@ fn common_administrators(
     let mut keys: BTreeMap<&str, BTreeSet<&Ski>> = BTreeMap::new();
     for unit in admins {
         for admin in &unit.administrators {
-            keys.entry(admin.name.as_str()).or_default().insert(&admin.ski);
+            keys.entry(admin.name.as_str())
+                .or_default()
+                .insert(&admin.ski);
         }
     }
     let common: BTreeSet<&str> = keys
@@ -158,7 +160,11 @@ fn common_administrators(
         .iter()
         .filter(|name| !common.contains(name.as_str()))
         .collect();
-    let threshold = admins.iter().map(|u| u.signature_threshold).max().unwrap_or(0);
+    let threshold = admins
+        .iter()
+        .map(|u| u.signature_threshold)
+        .max()
+        .unwrap_or(0);
     if missing.is_empty() && common.len() >= usize::from(threshold) {
         return None;
     }
@@ -183,7 +189,11 @@ fn common_administrators(
         format!(
             "administrators {} from the desired file are not installed on every crypto unit with the same key (common to all: {})",
             join(missing.iter()),
-            if common.is_empty() { "none".into() } else { join(common.iter()) }
+            if common.is_empty() {
+                "none".into()
+            } else {
+                join(common.iter())
+            }
         )
     };
     Some(

@@ -125,9 +125,7 @@ impl fmt::Display for Refusal {
             writeln!(
                 f,
                 "    crypto unit {} ({:<11})  {}",
-                unit.hsm_id,
-                unit.unit_type,
-                unit.value
+                unit.hsm_id, unit.unit_type, unit.value
             )?;
         }
         if !self.fix.is_empty() {

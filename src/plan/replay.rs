@@ -27,23 +27,39 @@ pub(crate) fn replay(
                 if rewrapped || under == *target {
                     return Err(fail("a second rewrap would re-encrypt the key storage under a key it is not under".into()));
                 }
-                let staged: BTreeSet<_> = units.iter().map(|u| u.new_register.committed()).collect();
-                let currents: BTreeSet<_> = units.iter().map(|u| u.current_register.verification_pattern()).collect();
+                let staged: BTreeSet<_> =
+                    units.iter().map(|u| u.new_register.committed()).collect();
+                let currents: BTreeSet<_> = units
+                    .iter()
+                    .map(|u| u.current_register.verification_pattern())
+                    .collect();
                 if staged.len() != 1 || staged.contains(&None) {
-                    return Err(fail("not every new register is Full Committed with the same key".into()));
+                    return Err(fail(
+                        "not every new register is Full Committed with the same key".into(),
+                    ));
                 }
                 if currents.len() != 1 || !currents.contains(&Some(&under)) {
-                    return Err(fail("not every current register holds the key storage's master key".into()));
+                    return Err(fail(
+                        "not every current register holds the key storage's master key".into(),
+                    ));
                 }
                 if units.iter().any(|u| u.mode != Mode::Admin) {
                     return Err(fail("a crypto unit is in imprint mode".into()));
                 }
-                under = staged.into_iter().flatten().next().cloned().expect("one staged key");
+                under = staged
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .expect("one staged key");
                 rewrapped = true;
             }
             action => {
                 let every_current_holds = units.iter().all(|u| u.current_register.holds(&under));
-                let hsm_id = step.unit.as_deref().ok_or_else(|| fail("no crypto unit".into()))?;
+                let hsm_id = step
+                    .unit
+                    .as_deref()
+                    .ok_or_else(|| fail("no crypto unit".into()))?;
                 let unit = units
                     .iter_mut()
                     .find(|u| u.hsm_id == hsm_id)
@@ -56,8 +72,12 @@ pub(crate) fn replay(
                         // A new register may hold the storage's MK only before the rewrap, as
                         // a copy of the current registers' key; after the rewrap it is the
                         // key the rotation must promote, and must never be cleared.
-                        if unit.new_register.holds(&under) && (rewrapped || under == *target || !every_current_holds) {
-                            return Err(fail(format!("clears the key storage's master key from crypto unit {hsm_id}")));
+                        if unit.new_register.holds(&under)
+                            && (rewrapped || under == *target || !every_current_holds)
+                        {
+                            return Err(fail(format!(
+                                "clears the key storage's master key from crypto unit {hsm_id}"
+                            )));
                         }
                         unit.new_register = NewRegister::Empty;
                     }
@@ -71,23 +91,34 @@ pub(crate) fn replay(
                         NewRegister::FullUncommitted(vp) if vp == target => {
                             unit.new_register = NewRegister::FullCommitted(target.clone());
                         }
-                        other => return Err(fail(format!("commit of a new register that is {other}"))),
+                        other => {
+                            return Err(fail(format!("commit of a new register that is {other}")));
+                        }
                     },
                     Action::RemoveUnit => {
-                        if !unit.current_register.holds(target) || unit.new_register != NewRegister::Empty {
+                        if !unit.current_register.holds(target)
+                            || unit.new_register != NewRegister::Empty
+                        {
                             return Err(fail(format!("removes {hsm_id}, which is not promoted")));
                         }
                         removed.insert(hsm_id.to_string());
                     }
                     Action::SetImmediate => {
                         if removed.contains(hsm_id) {
-                            return Err(fail(format!("set immediate on {hsm_id}, which left the selection")));
+                            return Err(fail(format!(
+                                "set immediate on {hsm_id}, which left the selection"
+                            )));
                         }
                         let Some(staged) = unit.new_register.committed().cloned() else {
-                            return Err(fail(format!("set immediate on {hsm_id}, whose new register is not Full Committed")));
+                            return Err(fail(format!(
+                                "set immediate on {hsm_id}, whose new register is not Full Committed"
+                            )));
                         };
                         if staged != under {
-                            return Err(fail(format!("set immediate on {hsm_id} before the key storage was rewrapped to {}…", staged.short())));
+                            return Err(fail(format!(
+                                "set immediate on {hsm_id} before the key storage was rewrapped to {}…",
+                                staged.short()
+                            )));
                         }
                         unit.current_register = CurrentRegister::Valid(staged);
                         unit.new_register = NewRegister::Empty;
@@ -100,11 +131,17 @@ pub(crate) fn replay(
             .iter()
             .any(|u| u.current_register.holds(&under) || u.new_register.holds(&under));
         if !held {
-            return Err(fail(format!("afterwards no register holds the key storage's master key {}…", under.short())));
+            return Err(fail(format!(
+                "afterwards no register holds the key storage's master key {}…",
+                under.short()
+            )));
         }
     }
     if under != *target {
-        return Err(format!("after the plan the key storage is still under {}…", under.short()));
+        return Err(format!(
+            "after the plan the key storage is still under {}…",
+            under.short()
+        ));
     }
     for unit in &units {
         if !unit.current_register.holds(target) || unit.new_register != NewRegister::Empty {

@@ -8,12 +8,22 @@ use crate::plan::{Plan, StepGraph};
 
 pub fn dot(plan: &Plan) -> String {
     let graph = StepGraph::new(&plan.steps).expect("a plan that was read back is a valid graph");
-    let mut out = String::from("digraph mkplan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph mkplan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     for (index, instance) in plan.instances.iter().enumerate() {
         let _ = writeln!(out, "  subgraph \"cluster_{index}\" {{");
-        let _ = writeln!(out, "    label=\"service instance {} ({})\";", instance.id, instance.region);
+        let _ = writeln!(
+            out,
+            "    label=\"service instance {} ({})\";",
+            instance.id, instance.region
+        );
         for step in plan.steps_of(&instance.id) {
-            let unit = step.unit.as_deref().map(short_id).unwrap_or_else(|| "whole instance".into());
+            let unit = step
+                .unit
+                .as_deref()
+                .map(short_id)
+                .unwrap_or_else(|| "whole instance".into());
             let style = if step.point_of_no_return {
                 ", shape=octagon, color=red, style=bold"
             } else if !step.reversible {
@@ -34,7 +44,11 @@ pub fn dot(plan: &Plan) -> String {
         out.push_str("  }\n");
     }
     for (from, to) in graph.edges() {
-        let _ = writeln!(out, "  \"{}\" -> \"{}\";", plan.steps[from].id, plan.steps[to].id);
+        let _ = writeln!(
+            out,
+            "  \"{}\" -> \"{}\";",
+            plan.steps[from].id, plan.steps[to].id
+        );
     }
     out.push_str("}\n");
     out

@@ -36,17 +36,30 @@ pub fn markdown(plan: &Plan, source: &str) -> String {
 fn header(plan: &Plan, source: &str) -> String {
     let units: usize = plan.instances.iter().map(|i| i.units.len()).sum();
     let mut out = String::new();
-    let verdict = if plan.changes { "changes" } else { "no changes" };
+    let verdict = if plan.changes {
+        "changes"
+    } else {
+        "no changes"
+    };
     let _ = writeln!(
         out,
-        "### mkplan plan: {} , {}: {verdict}\n",
-        plural(plan.instances.len(), "service instance", "service instances"),
+        "### mkplan plan: {}, {}: {verdict}\n",
+        plural(
+            plan.instances.len(),
+            "service instance",
+            "service instances"
+        ),
         plural(units, "crypto unit", "crypto units")
     );
     let _ = writeln!(out, "`{source}`\n");
     let _ = writeln!(out, "| action | steps |\n|---|---:|");
     for (action, count) in counts(plan) {
-        let _ = writeln!(out, "| `{}` {} | {count} |", action.symbol(), action.as_str());
+        let _ = writeln!(
+            out,
+            "| `{}` {} | {count} |",
+            action.symbol(),
+            action.as_str()
+        );
     }
     let _ = writeln!(out, "| **total** | **{}** |\n", plan.steps.len());
     let rewraps: Vec<&Step> = plan.steps.iter().filter(|s| s.point_of_no_return).collect();
@@ -76,12 +89,19 @@ fn instance_section(plan: &Plan, instance: &InstancePlan) -> String {
         instance.phase(&steps),
         plural(steps.len(), "step", "steps")
     );
-    let _ = writeln!(out, "- desired master key: `{}`", instance.target_verification_pattern);
+    let _ = writeln!(
+        out,
+        "- desired master key: `{}`",
+        instance.target_verification_pattern
+    );
     let _ = writeln!(out, "- key storage under: `{}`", instance.key_storage_under);
     for evidence in &instance.evidence {
         let _ = writeln!(out, "  - evidence, {evidence}");
     }
-    let _ = writeln!(out, "\n| crypto unit | type | location | new register | current register |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "\n| crypto unit | type | location | new register | current register |\n|---|---|---|---|---|"
+    );
     for unit in &instance.units {
         let _ = writeln!(
             out,
@@ -89,12 +109,21 @@ fn instance_section(plan: &Plan, instance: &InstancePlan) -> String {
             unit.hsm_id,
             unit.unit_type,
             unit.location,
-            change(&unit.before.new_register.to_string(), &unit.after.new_register.to_string()),
-            change(&unit.before.current_register.to_string(), &unit.after.current_register.to_string()),
+            change(
+                &unit.before.new_register.to_string(),
+                &unit.after.new_register.to_string()
+            ),
+            change(
+                &unit.before.current_register.to_string(),
+                &unit.after.current_register.to_string()
+            ),
         );
     }
     if !steps.is_empty() {
-        let _ = writeln!(out, "\n| step | action | crypto unit | signatures | reversible | after | what it does |\n|---|---|---|---:|---|---|---|");
+        let _ = writeln!(
+            out,
+            "\n| step | action | crypto unit | signatures | reversible | after | what it does |\n|---|---|---|---:|---|---|---|"
+        );
         for step in &steps {
             let _ = writeln!(
                 out,
@@ -102,10 +131,17 @@ fn instance_section(plan: &Plan, instance: &InstancePlan) -> String {
                 step.id,
                 step.action.symbol(),
                 step.action.as_str(),
-                step.unit.as_deref().map(|u| format!("`{u}`")).unwrap_or_else(|| "—".into()),
+                step.unit
+                    .as_deref()
+                    .map(|u| format!("`{u}`"))
+                    .unwrap_or_else(|| "—".into()),
                 step.signatures,
                 if step.reversible { "yes" } else { "**no**" },
-                if step.depends_on.is_empty() { "—".into() } else { step.depends_on.join(", ") },
+                if step.depends_on.is_empty() {
+                    "—".into()
+                } else {
+                    step.depends_on.join(", ")
+                },
                 if step.point_of_no_return {
                     format!("⚠️ **point of no return** — {}", step.description)
                 } else {
@@ -119,5 +155,9 @@ fn instance_section(plan: &Plan, instance: &InstancePlan) -> String {
 }
 
 fn change(before: &str, after: &str) -> String {
-    if before == after { before.to_string() } else { format!("{before} → **{after}**") }
+    if before == after {
+        before.to_string()
+    } else {
+        format!("{before} → **{after}**")
+    }
 }

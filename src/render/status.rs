@@ -16,14 +16,26 @@ pub fn status(live: &LiveFleet, backend: &str) -> String {
             instance.region,
             instance.rewrap_status.describe()
         );
-        let mut rows = vec![[
-            "CRYPTO UNIT NUM", "HSM ID", "TYPE", "LOCATION", "MODE", "SIG/REV THRESHOLD", "NEW MK STATUS",
-            "NEW MK VERIFICATION PATTERN", "CURRENT MK STATUS", "CURRENT MK VERIFICATION PATTERN",
-        ]
-        .map(String::from)
-        .to_vec()];
+        let mut rows = vec![
+            [
+                "CRYPTO UNIT NUM",
+                "HSM ID",
+                "TYPE",
+                "LOCATION",
+                "MODE",
+                "SIG/REV THRESHOLD",
+                "NEW MK STATUS",
+                "NEW MK VERIFICATION PATTERN",
+                "CURRENT MK STATUS",
+                "CURRENT MK VERIFICATION PATTERN",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         for (number, unit) in instance.crypto_units.iter().enumerate() {
-            let vp = |v: Option<&crate::model::VerificationPattern>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            let vp = |v: Option<&crate::model::VerificationPattern>| {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+            };
             rows.push(vec![
                 (number + 1).to_string(),
                 unit.hsm_id.clone(),

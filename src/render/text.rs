@@ -18,7 +18,12 @@ pub fn text(plan: &Plan, source: &str) -> String {
             .iter()
             .map(|a| format!("{} {}", a.symbol(), a.label()))
             .collect();
-        let _ = writeln!(out, "Symbols: {}\n         {}\n", legend[..3].join("   "), legend[3..].join("   "));
+        let _ = writeln!(
+            out,
+            "Symbols: {}\n         {}\n",
+            legend[..3].join("   "),
+            legend[3..].join("   ")
+        );
     }
     for instance in &plan.instances {
         instance_section(&mut out, plan, instance);
@@ -29,32 +34,55 @@ pub fn text(plan: &Plan, source: &str) -> String {
 
 fn instance_section(out: &mut String, plan: &Plan, instance: &InstancePlan) {
     let steps: Vec<&Step> = plan.steps_of(&instance.id).collect();
-    let _ = writeln!(out, "Service instance {} ({})", instance.id, instance.region);
+    let _ = writeln!(
+        out,
+        "Service instance {} ({})",
+        instance.id, instance.region
+    );
     let _ = writeln!(out, "  {}", instance.phase(&steps));
     let target = &instance.target_verification_pattern;
     let _ = writeln!(out, "  desired master key:  {target}");
     let storage = &instance.key_storage_under;
-    let whose = if storage == target { "the desired master key" } else { "the current master key" };
+    let whose = if storage == target {
+        "the desired master key"
+    } else {
+        "the current master key"
+    };
     let _ = writeln!(out, "  key storage under:   {storage} ({whose})");
     for evidence in &instance.evidence {
         let _ = writeln!(out, "    evidence, {evidence}");
     }
     out.push('\n');
     let _ = writeln!(out, "  Registers, before → after:");
-    let mut rows = vec![vec!["crypto unit".into(), "type".into(), "location".into(), "new register".into(), "current register".into()]];
+    let mut rows = vec![vec![
+        "crypto unit".into(),
+        "type".into(),
+        "location".into(),
+        "new register".into(),
+        "current register".into(),
+    ]];
     for unit in &instance.units {
         rows.push(vec![
             unit.hsm_id.clone(),
             unit.unit_type.to_string(),
             unit.location.clone(),
-            arrow(&unit.before.new_register.to_string(), &unit.after.new_register.to_string()),
-            arrow(&unit.before.current_register.to_string(), &unit.after.current_register.to_string()),
+            arrow(
+                &unit.before.new_register.to_string(),
+                &unit.after.new_register.to_string(),
+            ),
+            arrow(
+                &unit.before.current_register.to_string(),
+                &unit.after.current_register.to_string(),
+            ),
         ]);
     }
     out.push_str(&table(&rows, "    "));
     out.push('\n');
     if steps.is_empty() {
-        let _ = writeln!(out, "  No steps: every current register holds the desired master key and every new register is Empty.\n");
+        let _ = writeln!(
+            out,
+            "  No steps: every current register holds the desired master key and every new register is Empty.\n"
+        );
         return;
     }
     let _ = writeln!(out, "  Steps, in the order apply runs them:");
@@ -66,21 +94,43 @@ fn instance_section(out: &mut String, plan: &Plan, instance: &InstancePlan) {
 }
 
 fn arrow(before: &str, after: &str) -> String {
-    if before == after { before.to_string() } else { format!("{before} → {after}") }
+    if before == after {
+        before.to_string()
+    } else {
+        format!("{before} → {after}")
+    }
 }
 
 fn step_table(steps: &[&Step]) -> String {
-    let mut rows = vec![vec![" ".into(), "step".into(), "action".into(), "crypto unit".into(), "signatures".into(), "undo".into(), "after".into()]];
+    let mut rows = vec![vec![
+        " ".into(),
+        "step".into(),
+        "action".into(),
+        "crypto unit".into(),
+        "signatures".into(),
+        "undo".into(),
+        "after".into(),
+    ]];
     let mut out = String::new();
     for step in steps {
         rows.push(vec![
             step.action.symbol().to_string(),
             step.id.clone(),
             step.action.as_str().into(),
-            step.unit.clone().unwrap_or_else(|| "(whole service instance)".into()),
+            step.unit
+                .clone()
+                .unwrap_or_else(|| "(whole service instance)".into()),
             step.signatures.to_string(),
-            if step.reversible { "reversible".into() } else { "IRREVERSIBLE".into() },
-            if step.depends_on.is_empty() { "-".into() } else { step.depends_on.join(", ") },
+            if step.reversible {
+                "reversible".into()
+            } else {
+                "IRREVERSIBLE".into()
+            },
+            if step.depends_on.is_empty() {
+                "-".into()
+            } else {
+                step.depends_on.join(", ")
+            },
         ]);
     }
     let rendered = table(&rows, "    ");
@@ -134,7 +184,9 @@ fn summary(plan: &Plan) -> String {
         .map(|(action, count)| format!("{count} {}", action.as_str()))
         .collect();
     let irreversible = plan.steps.iter().filter(|s| !s.reversible).count();
-    let critical = StepGraph::new(&plan.steps).map(|g| g.critical_path()).unwrap_or(0);
+    let critical = StepGraph::new(&plan.steps)
+        .map(|g| g.critical_path())
+        .unwrap_or(0);
     format!(
         "Plan: {}.\n      {}, {} irreversible, {} needed; the longest chain of dependent steps is {}.\n",
         parts.join(", "),

@@ -33,7 +33,9 @@ impl Faults {
                 "lose_response_op" => &mut faults.lose_response_op,
                 "latency_ms" => {
                     if number > LATENCY_MS_MAX {
-                        return Err(format!("latency_ms={number} is over the limit of {LATENCY_MS_MAX}"));
+                        return Err(format!(
+                            "latency_ms={number} is over the limit of {LATENCY_MS_MAX}"
+                        ));
                     }
                     faults.latency_ms = number;
                     continue;
@@ -45,7 +47,9 @@ impl Faults {
                 }
             };
             if number == 0 || number > FAULT_OP_MAX {
-                return Err(format!("fault {item:?}: operations count from 1 to {FAULT_OP_MAX}"));
+                return Err(format!(
+                    "fault {item:?}: operations count from 1 to {FAULT_OP_MAX}"
+                ));
             }
             set.insert(number);
         }
@@ -59,12 +63,18 @@ mod tests {
 
     #[test]
     fn parses_all_four_and_rejects_typos() {
-        let faults = Faults::parse("crash_after_op=3, fail_op=1,fail_op=4,lose_response_op=2,latency_ms=50").unwrap();
+        let faults =
+            Faults::parse("crash_after_op=3, fail_op=1,fail_op=4,lose_response_op=2,latency_ms=50")
+                .unwrap();
         assert_eq!(faults.crash_after_op, BTreeSet::from([3]));
         assert_eq!(faults.fail_op, BTreeSet::from([1, 4]));
         assert_eq!(faults.lose_response_op, BTreeSet::from([2]));
         assert_eq!(faults.latency_ms, 50);
-        assert!(Faults::parse("crash_afer_op=3").unwrap_err().contains("unknown fault"));
+        assert!(
+            Faults::parse("crash_afer_op=3")
+                .unwrap_err()
+                .contains("unknown fault")
+        );
         assert!(Faults::parse("fail_op=0").is_err());
         assert!(Faults::parse("fail_op").is_err());
         assert_eq!(Faults::parse("").unwrap(), Faults::default());

@@ -64,7 +64,8 @@ impl Fleet {
         let fleet: Fleet =
             serde_saphyr::from_str(text).map_err(|e| InputError::from_yaml(file, text, &e))?;
         fleet.check().map_err(|message| {
-            InputError::new(file, message).fix("correct the fleet file; it is the simulator's whole state")
+            InputError::new(file, message)
+                .fix("correct the fleet file; it is the simulator's whole state")
         })?;
         Ok(fleet)
     }
@@ -96,11 +97,15 @@ impl Fleet {
     }
 
     pub fn instance(&self, id: &str) -> Option<&SimInstance> {
-        self.instances.iter().find(|i| i.id.eq_ignore_ascii_case(id))
+        self.instances
+            .iter()
+            .find(|i| i.id.eq_ignore_ascii_case(id))
     }
 
     pub fn instance_mut(&mut self, id: &str) -> Option<&mut SimInstance> {
-        self.instances.iter_mut().find(|i| i.id.eq_ignore_ascii_case(id))
+        self.instances
+            .iter_mut()
+            .find(|i| i.id.eq_ignore_ascii_case(id))
     }
 }
 

@@ -10,12 +10,31 @@ use crate::model::{CryptoUnit, CurrentRegister, Mode, NewRegister, VerificationP
 /// combined key: the simulator never needs the key itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimOperation {
-    LoadNewMk { instance: String, unit: String, verification_pattern: VerificationPattern },
-    CommitNewMk { instance: String, unit: String, verification_pattern: VerificationPattern },
-    ClearNewMk { instance: String, unit: String },
-    ClearCurrentMk { instance: String, unit: String },
-    RewrapKeyStorage { instance: String },
-    SetImmediate { instance: String, unit: String },
+    LoadNewMk {
+        instance: String,
+        unit: String,
+        verification_pattern: VerificationPattern,
+    },
+    CommitNewMk {
+        instance: String,
+        unit: String,
+        verification_pattern: VerificationPattern,
+    },
+    ClearNewMk {
+        instance: String,
+        unit: String,
+    },
+    ClearCurrentMk {
+        instance: String,
+        unit: String,
+    },
+    RewrapKeyStorage {
+        instance: String,
+    },
+    SetImmediate {
+        instance: String,
+        unit: String,
+    },
 }
 
 impl SimOperation {
@@ -73,9 +92,16 @@ pub fn perform(fleet: &mut Fleet, operation: &SimOperation) -> Result<(), Refuse
                 .crypto_units
                 .iter_mut()
                 .find(|u| u.hsm_id.eq_ignore_ascii_case(hsm_id))
-                .ok_or_else(|| Refused(format!("no crypto unit {hsm_id} in instance {}", operation.instance())))?;
+                .ok_or_else(|| {
+                    Refused(format!(
+                        "no crypto unit {hsm_id} in instance {}",
+                        operation.instance()
+                    ))
+                })?;
             if unit.mode == Mode::Imprint {
-                return Err(Refused(format!("crypto unit {hsm_id} is in imprint mode: register commands are refused")));
+                return Err(Refused(format!(
+                    "crypto unit {hsm_id} is in imprint mode: register commands are refused"
+                )));
             }
             if let Some(incident) = on_unit(unit, unit_operation, &storage)? {
                 incidents.push(incident);
@@ -83,7 +109,11 @@ pub fn perform(fleet: &mut Fleet, operation: &SimOperation) -> Result<(), Refuse
         }
     }
     let storage = &instance.key_storage.verification_pattern;
-    if instance.crypto_units.iter().all(|u| u.current_register.holds(storage)) {
+    if instance
+        .crypto_units
+        .iter()
+        .all(|u| u.current_register.holds(storage))
+    {
         // Every unit is promoted: the service no longer waits on set immediate.
         instance.key_storage.rewrapped_from = None;
     }
@@ -97,12 +127,14 @@ pub fn perform(fleet: &mut Fleet, operation: &SimOperation) -> Result<(), Refuse
         ));
     }
     let instance_id = instance.id.clone();
-    fleet.incidents.extend(incidents.into_iter().map(|description| Incident {
-        instance: instance_id.clone(),
-        unit: operation.unit().map(str::to_string),
-        operation: operation.name().into(),
-        description,
-    }));
+    fleet
+        .incidents
+        .extend(incidents.into_iter().map(|description| Incident {
+            instance: instance_id.clone(),
+            unit: operation.unit().map(str::to_string),
+            operation: operation.name().into(),
+            description,
+        }));
     Ok(())
 }
 
@@ -113,7 +145,10 @@ fn on_unit(
 ) -> Result<Option<String>, Refused> {
     let id = unit.hsm_id.clone();
     match operation {
-        SimOperation::LoadNewMk { verification_pattern, .. } => {
+        SimOperation::LoadNewMk {
+            verification_pattern,
+            ..
+        } => {
             if unit.new_register != NewRegister::Empty {
                 return Err(Refused(format!(
                     "the new register of crypto unit {id} is {}: clear it before loading",
@@ -122,7 +157,10 @@ fn on_unit(
             }
             unit.new_register = NewRegister::FullUncommitted(verification_pattern.clone());
         }
-        SimOperation::CommitNewMk { verification_pattern, .. } => match &unit.new_register {
+        SimOperation::CommitNewMk {
+            verification_pattern,
+            ..
+        } => match &unit.new_register {
             NewRegister::FullUncommitted(vp) if vp == verification_pattern => {
                 unit.new_register = NewRegister::FullCommitted(vp.clone());
             }
@@ -165,9 +203,16 @@ fn on_unit(
 fn rewrap(instance: &mut SimInstance, incidents: &mut Vec<String>) -> Result<(), Refused> {
     let units = &instance.crypto_units;
     if let Some(unit) = units.iter().find(|u| u.mode == Mode::Imprint) {
-        return Err(Refused(format!("rewrap refused: crypto unit {} is in imprint mode", unit.hsm_id)));
+        return Err(Refused(format!(
+            "rewrap refused: crypto unit {} is in imprint mode",
+            unit.hsm_id
+        )));
     }
-    let from = common(units.iter().map(|u| u.current_register.verification_pattern()));
+    let from = common(
+        units
+            .iter()
+            .map(|u| u.current_register.verification_pattern()),
+    );
     let to = common(units.iter().map(|u| u.new_register.committed()));
     let (Some(from), Some(to)) = (from, to) else {
         return Err(Refused(
@@ -187,7 +232,9 @@ fn rewrap(instance: &mut SimInstance, incidents: &mut Vec<String>) -> Result<(),
     Ok(())
 }
 
-fn common<'a>(mut vps: impl Iterator<Item = Option<&'a VerificationPattern>>) -> Option<VerificationPattern> {
+fn common<'a>(
+    mut vps: impl Iterator<Item = Option<&'a VerificationPattern>>,
+) -> Option<VerificationPattern> {
     let first = vps.next()??;
     vps.all(|vp| vp == Some(first)).then(|| first.clone())
 }

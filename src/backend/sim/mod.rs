@@ -51,9 +51,11 @@ impl Simulator {
 
     pub fn read(&self) -> Result<Fleet, BackendError> {
         let shown = self.path.display().to_string();
-        let text = fs::read_to_string(&self.path).map_err(|e| BackendError::Unreachable(format!(
-            "cannot read the simulator's fleet file {shown}: {e}"
-        )))?;
+        let text = fs::read_to_string(&self.path).map_err(|e| {
+            BackendError::Unreachable(format!(
+                "cannot read the simulator's fleet file {shown}: {e}"
+            ))
+        })?;
         Fleet::parse(&shown, &text).map_err(BackendError::Input)
     }
 
@@ -61,10 +63,12 @@ impl Simulator {
         let fleet = self.read()?;
         let mut live = LiveFleet::default();
         for id in instances {
-            let instance = fleet.instance(id).ok_or_else(|| BackendError::UnknownInstance {
-                instance: id.clone(),
-                known: fleet.instances.iter().map(|i| i.id.clone()).collect(),
-            })?;
+            let instance = fleet
+                .instance(id)
+                .ok_or_else(|| BackendError::UnknownInstance {
+                    instance: id.clone(),
+                    known: fleet.instances.iter().map(|i| i.id.clone()).collect(),
+                })?;
             live.instances.push(instance.live());
         }
         Ok(live)
@@ -108,16 +112,23 @@ impl Simulator {
     }
 
     fn lock_file(&self) -> Result<File, BackendError> {
-        let name = self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let lock_path = self.path.with_file_name(format!(".{name}.lock"));
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| BackendError::Unreachable(format!("cannot open {}: {e}", lock_path.display())))?;
-        file.lock()
-            .map_err(|e| BackendError::Unreachable(format!("cannot lock {}: {e}", lock_path.display())))?;
+            .map_err(|e| {
+                BackendError::Unreachable(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
+        file.lock().map_err(|e| {
+            BackendError::Unreachable(format!("cannot lock {}: {e}", lock_path.display()))
+        })?;
         Ok(file)
     }
 
@@ -128,15 +139,21 @@ impl Simulator {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let failed = |e: std::io::Error| BackendError::Unreachable(format!(
-            "cannot write the simulator's fleet file {}: {e}",
-            self.path.display()
-        ));
+        let failed = |e: std::io::Error| {
+            BackendError::Unreachable(format!(
+                "cannot write the simulator's fleet file {}: {e}",
+                self.path.display()
+            ))
+        };
         let mut temporary = tempfile::NamedTempFile::new_in(&folder).map_err(failed)?;
-        temporary.write_all(fleet.to_yaml().as_bytes()).map_err(failed)?;
+        temporary
+            .write_all(fleet.to_yaml().as_bytes())
+            .map_err(failed)?;
         temporary.as_file().sync_all().map_err(failed)?;
         temporary.persist(&self.path).map_err(|e| failed(e.error))?;
-        File::open(&folder).and_then(|f| f.sync_all()).map_err(failed)?;
+        File::open(&folder)
+            .and_then(|f| f.sync_all())
+            .map_err(failed)?;
         Ok(())
     }
 }

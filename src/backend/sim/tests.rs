@@ -49,11 +49,16 @@ fn op_unit(n: usize, make: fn(String, String) -> SimOperation) -> SimOperation {
 }
 
 fn set_immediate(n: usize) -> SimOperation {
-    op_unit(n, |instance, unit| SimOperation::SetImmediate { instance, unit })
+    op_unit(n, |instance, unit| SimOperation::SetImmediate {
+        instance,
+        unit,
+    })
 }
 
 fn rewrap() -> SimOperation {
-    SimOperation::RewrapKeyStorage { instance: INSTANCE.into() }
+    SimOperation::RewrapKeyStorage {
+        instance: INSTANCE.into(),
+    }
 }
 
 #[test]
@@ -75,14 +80,26 @@ fn a_full_rotation_causes_no_incident() {
 fn set_immediate_before_the_rewrap_is_performed_and_recorded() {
     let mut fleet = committed();
     hsm::perform(&mut fleet, &set_immediate(1)).unwrap();
-    assert_eq!(fleet.instances[0].crypto_units[0].current_register, CurrentRegister::Valid(key(0xB)));
+    assert_eq!(
+        fleet.instances[0].crypto_units[0].current_register,
+        CurrentRegister::Valid(key(0xB))
+    );
     assert_eq!(fleet.incidents.len(), 1);
-    assert!(fleet.incidents[0].description.contains("set immediate before the rewrap"));
+    assert!(
+        fleet.incidents[0]
+            .description
+            .contains("set immediate before the rewrap")
+    );
     // Promoting the others too loses the last holder of A: a second incident.
     hsm::perform(&mut fleet, &set_immediate(2)).unwrap();
     hsm::perform(&mut fleet, &set_immediate(3)).unwrap();
     assert!(fleet.instances[0].key_storage.unusable);
-    assert!(fleet.incidents.iter().any(|i| i.description.contains("no register of the instance holds")));
+    assert!(
+        fleet
+            .incidents
+            .iter()
+            .any(|i| i.description.contains("no register of the instance holds"))
+    );
 }
 
 #[test]
@@ -92,7 +109,11 @@ fn a_second_rewrap_is_performed_and_destroys_the_key_storage() {
     assert!(fleet.incidents.is_empty());
     hsm::perform(&mut fleet, &rewrap()).unwrap();
     assert!(fleet.instances[0].key_storage.unusable);
-    assert!(fleet.incidents[0].description.contains("rewrap started again after it completed"));
+    assert!(
+        fleet.incidents[0]
+            .description
+            .contains("rewrap started again after it completed")
+    );
 }
 
 #[test]
@@ -100,7 +121,14 @@ fn clearing_the_last_holder_after_the_rewrap_loses_the_key_storage() {
     let mut fleet = committed();
     hsm::perform(&mut fleet, &rewrap()).unwrap();
     for n in 1..=3 {
-        hsm::perform(&mut fleet, &op_unit(n, |instance, unit| SimOperation::ClearNewMk { instance, unit })).unwrap();
+        hsm::perform(
+            &mut fleet,
+            &op_unit(n, |instance, unit| SimOperation::ClearNewMk {
+                instance,
+                unit,
+            }),
+        )
+        .unwrap();
     }
     assert_eq!(fleet.incidents.len(), 1, "{:?}", fleet.incidents);
     assert_eq!(fleet.incidents[0].operation, "clear_new_mk");
@@ -113,19 +141,63 @@ fn refuses_what_the_hsm_refuses() {
     let empty = ("{ status: Empty }".to_string(), reg("Valid", &a));
     let units = vec![(empty.0.as_str(), empty.1.as_str()); 2];
     let mut fleet = Fleet::parse("f.yaml", &fleet_yaml(&units, &a)).unwrap();
-    let commit = |vp: &VerificationPattern| SimOperation::CommitNewMk { instance: INSTANCE.into(), unit: unit_id(1), verification_pattern: vp.clone() };
-    assert!(hsm::perform(&mut fleet, &commit(&b)).unwrap_err().0.contains("Empty"));
-    assert!(hsm::perform(&mut fleet, &rewrap()).unwrap_err().0.contains("rewrap refused"));
-    assert!(hsm::perform(&mut fleet, &set_immediate(1)).unwrap_err().0.contains("not Full Committed"));
-    let load = SimOperation::LoadNewMk { instance: INSTANCE.into(), unit: unit_id(1), verification_pattern: b.clone() };
+    let commit = |vp: &VerificationPattern| SimOperation::CommitNewMk {
+        instance: INSTANCE.into(),
+        unit: unit_id(1),
+        verification_pattern: vp.clone(),
+    };
+    assert!(
+        hsm::perform(&mut fleet, &commit(&b))
+            .unwrap_err()
+            .0
+            .contains("Empty")
+    );
+    assert!(
+        hsm::perform(&mut fleet, &rewrap())
+            .unwrap_err()
+            .0
+            .contains("rewrap refused")
+    );
+    assert!(
+        hsm::perform(&mut fleet, &set_immediate(1))
+            .unwrap_err()
+            .0
+            .contains("not Full Committed")
+    );
+    let load = SimOperation::LoadNewMk {
+        instance: INSTANCE.into(),
+        unit: unit_id(1),
+        verification_pattern: b.clone(),
+    };
     hsm::perform(&mut fleet, &load).unwrap();
-    assert!(hsm::perform(&mut fleet, &load).unwrap_err().0.contains("clear it before loading"));
-    assert!(hsm::perform(&mut fleet, &commit(&key(0xC))).unwrap_err().0.contains("does not match"));
+    assert!(
+        hsm::perform(&mut fleet, &load)
+            .unwrap_err()
+            .0
+            .contains("clear it before loading")
+    );
+    assert!(
+        hsm::perform(&mut fleet, &commit(&key(0xC)))
+            .unwrap_err()
+            .0
+            .contains("does not match")
+    );
     fleet.instances[0].crypto_units[1].mode = Mode::Imprint;
-    let clear = op_unit(2, |instance, unit| SimOperation::ClearNewMk { instance, unit });
-    assert!(hsm::perform(&mut fleet, &clear).unwrap_err().0.contains("imprint"));
+    let clear = op_unit(2, |instance, unit| SimOperation::ClearNewMk {
+        instance,
+        unit,
+    });
+    assert!(
+        hsm::perform(&mut fleet, &clear)
+            .unwrap_err()
+            .0
+            .contains("imprint")
+    );
     assert!(fleet.incidents.is_empty());
-    assert_eq!(fleet.instances[0].crypto_units[0].new_register, NewRegister::FullUncommitted(b));
+    assert_eq!(
+        fleet.instances[0].crypto_units[0].new_register,
+        NewRegister::FullUncommitted(b)
+    );
 }
 
 fn simulator_on(folder: &Path, fleet: &Fleet, faults: &str) -> Simulator {
@@ -140,8 +212,14 @@ fn every_operation_is_persisted_before_it_returns() {
     let simulator = simulator_on(folder.path(), &committed(), "");
     simulator.perform(&rewrap()).unwrap();
     let reread = Fleet::parse("f", &std::fs::read_to_string(simulator.path()).unwrap()).unwrap();
-    assert_eq!(reread.instances[0].key_storage.verification_pattern, key(0xB));
-    assert_eq!(reread.instances[0].key_storage.rewrapped_from, Some(key(0xA)));
+    assert_eq!(
+        reread.instances[0].key_storage.verification_pattern,
+        key(0xB)
+    );
+    assert_eq!(
+        reread.instances[0].key_storage.rewrapped_from,
+        Some(key(0xA))
+    );
     // The fleet round-trips through YAML exactly.
     assert_eq!(Fleet::parse("f", &reread.to_yaml()).unwrap(), reread);
 }
@@ -152,10 +230,20 @@ fn fail_op_has_no_effect_and_lose_response_op_has_its_effect() {
     let simulator = simulator_on(folder.path(), &committed(), "fail_op=1,lose_response_op=2");
     let failed = simulator.perform(&rewrap()).unwrap_err();
     assert!(matches!(failed, BackendError::Transient(_)), "{failed}");
-    assert_eq!(simulator.read().unwrap().instances[0].key_storage.verification_pattern, key(0xA));
+    assert_eq!(
+        simulator.read().unwrap().instances[0]
+            .key_storage
+            .verification_pattern,
+        key(0xA)
+    );
     let lost = simulator.perform(&rewrap()).unwrap_err();
     assert!(matches!(lost, BackendError::Transient(_)), "{lost}");
-    assert_eq!(simulator.read().unwrap().instances[0].key_storage.verification_pattern, key(0xB));
+    assert_eq!(
+        simulator.read().unwrap().instances[0]
+            .key_storage
+            .verification_pattern,
+        key(0xB)
+    );
     // Operation 3 has no fault.
     simulator.perform(&set_immediate(1)).unwrap();
 }
@@ -175,7 +263,11 @@ fn latency_ms_delays_every_operation() {
 #[test]
 fn crash_after_op_persists_the_operation_then_aborts() {
     if let Ok(folder) = std::env::var("MKPLAN_TEST_CRASH_CHILD") {
-        let simulator = Simulator::open(&Path::new(&folder).join("fleet.yaml"), Faults::parse("crash_after_op=2").unwrap()).unwrap();
+        let simulator = Simulator::open(
+            &Path::new(&folder).join("fleet.yaml"),
+            Faults::parse("crash_after_op=2").unwrap(),
+        )
+        .unwrap();
         simulator.perform(&rewrap()).unwrap();
         let _ = simulator.perform(&set_immediate(1));
         unreachable!("crash_after_op=2 must abort during the second operation");
@@ -183,14 +275,34 @@ fn crash_after_op_persists_the_operation_then_aborts() {
     let folder = tempfile::tempdir().unwrap();
     simulator_on(folder.path(), &committed(), "");
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "backend::sim::tests::crash_after_op_persists_the_operation_then_aborts", "--nocapture"])
+        .args([
+            "--exact",
+            "backend::sim::tests::crash_after_op_persists_the_operation_then_aborts",
+            "--nocapture",
+        ])
         .env("MKPLAN_TEST_CRASH_CHILD", folder.path())
         .status()
         .unwrap();
     #[cfg(unix)]
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(6), "{status:?}");
-    let fleet = Fleet::parse("f", &std::fs::read_to_string(folder.path().join("fleet.yaml")).unwrap()).unwrap();
-    assert_eq!(fleet.instances[0].crypto_units[0].current_register, CurrentRegister::Valid(key(0xB)), "operation 2 took effect");
-    assert_eq!(fleet.instances[0].crypto_units[1].new_register, NewRegister::FullCommitted(key(0xB)), "nothing after it");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(6),
+        "{status:?}"
+    );
+    let fleet = Fleet::parse(
+        "f",
+        &std::fs::read_to_string(folder.path().join("fleet.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        fleet.instances[0].crypto_units[0].current_register,
+        CurrentRegister::Valid(key(0xB)),
+        "operation 2 took effect"
+    );
+    assert_eq!(
+        fleet.instances[0].crypto_units[1].new_register,
+        NewRegister::FullCommitted(key(0xB)),
+        "nothing after it"
+    );
     assert!(fleet.incidents.is_empty());
 }
