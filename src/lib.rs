@@ -13,8 +13,10 @@
 //! - [`backend`]: the only code that touches crypto units: the simulator today; HTTP, the TKE
 //!   wire protocol and smart cards behind the same trait later.
 //! - [`keypart`]: key part files: generation, password protection, combination, VPs.
+//! - [`apply`]: the executor's parts: the write-ahead journal (apply itself comes next).
 //! - [`cli`]: argument parsing and the commands that glue the rest together.
 
+pub mod apply;
 pub mod backend;
 pub mod cli;
 pub mod error;
