@@ -218,8 +218,29 @@ fn random_operation(units: usize) -> impl Strategy<Value = SimOperation> {
     ]
 }
 
+/// A fixed seed keeps CI repeatable; `MKPLAN_PROPTEST_SEED=N` explores others. The seed is
+/// printed so a failure can be replayed.
+fn config() -> ProptestConfig {
+    let seed = std::env::var("MKPLAN_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_127);
+    let cases = std::env::var("MKPLAN_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    eprintln!("property tests: MKPLAN_PROPTEST_SEED={seed} MKPLAN_PROPTEST_CASES={cases}");
+    ProptestConfig {
+        cases,
+        max_global_rejects: cases * 10,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// Any register state, on a service that does not report the rewrap, with the key
     /// storage under any key some register still holds.
@@ -350,5 +371,45 @@ fn generators_reach_plans_with_rewraps_and_resumes() {
     assert!(
         rewraps > 100 && resumes > 20 && refusals > 20,
         "rewraps {rewraps}, resumes {resumes}, refusals {refusals}"
+    );
+}
+
+/// Regression: after a rewrap to C, one unit promoted to C and then given B staged, the other
+/// having lost C, the service still waits on set immediate. The planner once took the only
+/// staged key (B) for the key storage's and planned a set immediate that lost C.
+#[test]
+fn regression_rewrapped_status_does_not_name_a_key_staged_after_the_rewrap() {
+    let unit = |i: usize| format!("0a1b2c3d-0000-4000-8000-{i:012}");
+    let after = vec![
+        SimOperation::ClearNewMk {
+            instance: INSTANCE.into(),
+            unit: unit(1),
+        },
+        SimOperation::SetImmediate {
+            instance: INSTANCE.into(),
+            unit: unit(0),
+        },
+        SimOperation::LoadNewMk {
+            instance: INSTANCE.into(),
+            unit: unit(0),
+            verification_pattern: key(0xB),
+        },
+        SimOperation::CommitNewMk {
+            instance: INSTANCE.into(),
+            unit: unit(0),
+            verification_pattern: key(0xB),
+        },
+    ];
+    let fleet = walked_fleet(2, (3, 0xC, 0), &after, true);
+    assert!(fleet.incidents.is_empty() && !fleet.instances[0].key_storage.unusable);
+    let outcome = plan(
+        &desired(key(0xB)),
+        "sha",
+        &live(&fleet),
+        &JournalEvidence::none(),
+    );
+    assert!(
+        outcome.is_err(),
+        "must refuse: the key storage is under C, held only by one current register"
     );
 }

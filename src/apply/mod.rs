@@ -1,4 +1,7 @@
-//! The executor's parts. Today: the write-ahead journal that `apply` will write an intent to
-//! before every operation and an outcome after it (issue: apply with journal).
+//! The executor: the write-ahead journal, the state directory lock, the settlement of
+//! operations whose outcome is unknown, and the step runner.
 
+pub mod evidence;
+pub mod executor;
 pub mod journal;
+pub mod lock;

@@ -100,7 +100,9 @@ fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
 /// part paths start (the desired file's folder).
 pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredState, InputError> {
     let raw: RawDesired =
-        serde_saphyr::from_str(text).map_err(|e| InputError::from_yaml(file, text, &e))?;
+        serde_saphyr::from_str(text).map_err(|e| {
+            InputError::from_yaml(file, text, &e, "correct the desired file at that place; its format is in README.md (Desired key state)")
+        })?;
     let error = |at: (u64, u64), message: String, fix: &str| {
         InputError::new(file, message).at(text, at.0, at.1).fix(fix)
     };

@@ -41,18 +41,21 @@ impl InputError {
         self
     }
 
-    /// Turns a YAML parser error into one that names the file, and a fix where we know it.
-    pub fn from_yaml(file: &str, text: &str, error: &serde_saphyr::Error) -> Self {
+    /// Turns a YAML parser error into one that names the file and a fix: a specific one where
+    /// we know it, else `default_fix`.
+    pub fn from_yaml(
+        file: &str,
+        text: &str,
+        error: &serde_saphyr::Error,
+        default_fix: &str,
+    ) -> Self {
         let plain = error.without_snippet().to_string();
         let mut result = Self::new(file, strip_position_suffix(&plain));
         if let Some(location) = error.location() {
             result = result.at(text, location.line(), location.column());
         }
-        let fix = yaml_fix(&result.message);
-        match fix {
-            Some(fix) => result.fix(fix),
-            None => result,
-        }
+        let fix = yaml_fix(&result.message).unwrap_or_else(|| default_fix.to_string());
+        result.fix(fix)
     }
 }
 
@@ -73,6 +76,8 @@ fn yaml_fix(message: &str) -> Option<String> {
         Some("add the key named above".into())
     } else if message.starts_with("duplicate mapping key") {
         Some("a key may appear once per mapping: remove one of them".into())
+    } else if message.starts_with("a verification pattern") {
+        Some("copy the whole 64-hex verification pattern as `mkplan keypart vp` or `ibmcloud tke cryptounit-mk` prints it".into())
     } else {
         None
     }

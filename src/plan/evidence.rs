@@ -87,24 +87,20 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
             )),
         },
         RewrapStatus::Rewrapped => {
-            let staged: BTreeSet<&VerificationPattern> = live
-                .crypto_units
-                .iter()
-                .filter_map(|u| u.new_register.committed())
-                .collect();
-            match staged.into_iter().collect::<Vec<_>>().as_slice() {
+            let candidates = rewrapped_candidates(live);
+            match candidates.as_slice() {
                 [only] => Ok(Some(Claim {
                     witness: "service",
                     under: (*only).clone(),
                     why: format!("reports \"{}\"", RewrapStatus::Rewrapped.describe()),
                 })),
-                staged => Err(Refusal::new(
+                candidates => Err(Refusal::new(
                     &live.id,
                     Check::EvidenceConsistent,
                     format!(
-                        "the service reports \"{}\", but the crypto units hold {} different committed new master keys, so the staged key is unknown",
+                        "the service reports \"{}\", but the registers fit {} master keys as the one the key storage was rewrapped to, so it is unknown",
                         RewrapStatus::Rewrapped.describe(),
-                        staged.len()
+                        candidates.len()
                     ),
                 )
                 .units(new_registers(live))
@@ -112,6 +108,30 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
             }
         }
     }
+}
+
+/// The keys the service can have rewrapped to, given that it waits on set immediate: a key
+/// staged (committed) in some new register, such that every unit not yet promoted to it
+/// still holds one and the same old key in its current register (a rewrap needs equal
+/// current registers, and only set immediate changes them).
+fn rewrapped_candidates(live: &LiveInstance) -> Vec<&VerificationPattern> {
+    let staged: BTreeSet<&VerificationPattern> = live
+        .crypto_units
+        .iter()
+        .filter_map(|u| u.new_register.committed())
+        .collect();
+    staged
+        .into_iter()
+        .filter(|candidate| {
+            let old: BTreeSet<Option<&VerificationPattern>> = live
+                .crypto_units
+                .iter()
+                .filter(|u| !u.current_register.holds(candidate))
+                .map(|u| u.current_register.verification_pattern())
+                .collect();
+            old.len() == 1 && !old.contains(&None)
+        })
+        .collect()
 }
 
 fn journal_claim(rotation: &JournalRotation) -> Option<Claim> {

@@ -1,0 +1,71 @@
+//! One apply per state directory: an OS file lock, which dies with its process, so a crashed
+//! apply never blocks its rerun. The lock file names its holder for the refusal message.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub struct Holder {
+    pub lock_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started: String,
+}
+
+pub struct StateLock {
+    _file: File,
+}
+
+pub fn acquire(state_dir: &Path, holder: &Holder) -> Result<StateLock, String> {
+    fs::create_dir_all(state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
+    let path = state_dir.join("lock");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let held = fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Holder>(&t).ok());
+            return Err(match held {
+                Some(h) => format!(
+                    "another apply holds the lock on {}: lock {} by process {} on {} since {}; wait for it to finish",
+                    state_dir.display(),
+                    h.lock_id,
+                    h.pid,
+                    h.host,
+                    h.started
+                ),
+                None => format!(
+                    "another apply holds the lock on {}; wait for it to finish",
+                    state_dir.display()
+                ),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", path.display()));
+        }
+    }
+    file.set_len(0).map_err(|e| e.to_string())?;
+    file.write_all(
+        serde_json::to_string(holder)
+            .expect("holder serializes")
+            .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())?;
+    Ok(StateLock { _file: file })
+}

@@ -1,0 +1,6 @@
+mod bad_input;
+mod dependencies;
+mod mixed;
+mod scenarios;
+mod untouched;
+mod views;

@@ -1,0 +1,12 @@
+//! mkplan's integration tests: one test binary that drives the real `mkplan` executable on the
+//! embedded simulator, each test in its own temporary folder.
+//!
+//! - `cases::scenarios`: every row of shared/scenarios.md
+//! - `cases::mixed`: mixed and unusual live states, and the pre-checks
+//! - `cases::dependencies`: the step graph of a full rotation
+//! - `cases::bad_input`: malformed desired, fleet and key part files
+//! - `cases::views`: plan files, `show`, DOT, Markdown, `status`, and no secrets in any view
+//! - `cases::untouched`: `plan`, `status` and `validate` never change the simulator
+
+mod cases;
+mod support;
