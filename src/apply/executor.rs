@@ -32,7 +32,7 @@ pub enum ApplyError {
     Step {
         step: String,
         action: Action,
-        source: BackendError,
+        source: Box<BackendError>,
     },
     #[error(
         "step {step} ({action}): the outcome is unknown ({why}) and the live state cannot settle it. Nothing more was sent. Run `mkplan apply` again: it will settle it from the service's status or refuse with what evidence it needs"
@@ -43,7 +43,10 @@ pub enum ApplyError {
         why: String,
     },
     #[error("reading the live state to settle step {step}: {source}")]
-    Refresh { step: String, source: BackendError },
+    Refresh {
+        step: String,
+        source: Box<BackendError>,
+    },
 }
 
 /// Settles, from the live state the plan was made from, the intents a crashed run left
@@ -243,7 +246,7 @@ async fn perform_settled<B: Backend>(
                 return Err(ApplyError::Step {
                     step: step.id.clone(),
                     action: step.action,
-                    source,
+                    source: Box::new(source),
                 });
             }
         };
@@ -256,7 +259,7 @@ async fn perform_settled<B: Backend>(
             .await
             .map_err(|source| ApplyError::Refresh {
                 step: step.id.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let found = &live.instances[0];
         let done = match step.action {
@@ -286,7 +289,7 @@ async fn perform_settled<B: Backend>(
                 return Err(ApplyError::Step {
                     step: step.id.clone(),
                     action: step.action,
-                    source: error,
+                    source: Box::new(error),
                 });
             }
             None => {

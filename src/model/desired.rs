@@ -100,7 +100,7 @@ fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
 /// part paths start (the desired file's folder).
 pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredState, InputError> {
     let raw: RawDesired =
-        serde_saphyr::from_str(text).map_err(|e| {
+        crate::model::from_yaml_str(text).map_err(|e| {
             InputError::from_yaml(file, text, &e, "correct the desired file at that place; its format is in README.md (Desired key state)")
         })?;
     let error = |at: (u64, u64), message: String, fix: &str| {
@@ -366,5 +366,18 @@ mod tests {
         ))
         .unwrap_err();
         assert!(env.to_string().contains("environment variable"), "{env}");
+    }
+
+    /// Regression: the YAML parser's default budget (250,000 nodes) refused desired files
+    /// far below `INSTANCES_MAX` instances.
+    #[test]
+    fn reads_a_desired_file_of_instances_max_instances() {
+        let mut text = String::from("version: 1\ninstances:\n");
+        for n in 0..INSTANCES_MAX {
+            text.push_str(&format!(
+                "  - id: 5b2e6f7a-0c1d-4e8f-9a3b-{n:012x}\n    crypto_units: all\n    signature_threshold: 2\n    revocation_threshold: 2\n    administrators: [alice, bob]\n    master_key:\n      verification_pattern: \"{VP}\"\n      key_parts:\n        - file: a.json\n        - file: b.json\n"
+            ));
+        }
+        assert_eq!(parse(&text).unwrap().instances.len(), INSTANCES_MAX);
     }
 }

@@ -4,6 +4,19 @@
 
 use std::fmt;
 
+/// YAML nodes a desired or fleet file may hold: room for `INSTANCES_MAX` instances of
+/// `UNITS_PER_INSTANCE_MAX` units (the parser's default, 250,000, stops near 1,850 instances).
+pub const YAML_NODES_MAX: usize = 10_000_000;
+
+/// Parses YAML with the node budget above (the other limits stay at the parser's defaults).
+pub fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = YAML_NODES_MAX;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    serde_saphyr::from_str_with_options(text, options)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {
     pub file: String,

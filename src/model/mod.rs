@@ -10,7 +10,7 @@ pub mod unit;
 mod vp;
 
 pub use desired::{DesiredInstance, DesiredMasterKey, DesiredState, KeyPartSource, parse_desired};
-pub use input_error::InputError;
+pub use input_error::{InputError, YAML_NODES_MAX, from_yaml_str};
 pub use journal_evidence::{JournalEvidence, JournalRewrap, JournalRotation};
 pub use live::{LiveFleet, LiveInstance, RewrapStatus};
 pub use register::{CurrentRegister, NewRegister};

@@ -21,6 +21,8 @@ pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};
 pub use step::{Action, Step};
 
+use std::collections::HashMap;
+
 use diff::Draft;
 
 use crate::model::{
@@ -36,8 +38,10 @@ pub fn plan(
     let mut refusals = Vec::new();
     let mut steps = Vec::new();
     let mut instances = Vec::new();
+    let live_by_id: HashMap<&str, &LiveInstance> =
+        live.instances.iter().map(|i| (i.id.as_str(), i)).collect();
     for wanted in &desired.instances {
-        let Some(found) = live.instance(&wanted.id) else {
+        let Some(found) = live_by_id.get(wanted.id.as_str()).copied() else {
             refusals.push(
                 Refusal::new(
                     &wanted.id,
@@ -65,14 +69,16 @@ pub fn plan(
         .into_iter()
         .map(|i| steps[i].clone())
         .collect();
+    let mut by_instance: HashMap<&str, Vec<&Step>> = HashMap::new();
+    for step in &ordered {
+        by_instance
+            .entry(step.instance.as_str())
+            .or_default()
+            .push(step);
+    }
     for instance in &instances {
-        let of_instance: Vec<&Step> = ordered
-            .iter()
-            .filter(|s| s.instance == instance.id)
-            .collect();
-        let found = live
-            .instance(&instance.id)
-            .expect("planned instances are live");
+        let of_instance = by_instance.remove(instance.id.as_str()).unwrap_or_default();
+        let found = live_by_id[instance.id.as_str()];
         if let Err(why) = replay::replay(
             found,
             &instance.key_storage_under,

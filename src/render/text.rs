@@ -25,21 +25,29 @@ pub fn text(plan: &Plan, source: &str) -> String {
             legend[3..].join("   ")
         );
     }
+    let mut by_instance: std::collections::HashMap<&str, Vec<&Step>> =
+        std::collections::HashMap::new();
+    for step in &plan.steps {
+        by_instance
+            .entry(step.instance.as_str())
+            .or_default()
+            .push(step);
+    }
     for instance in &plan.instances {
-        instance_section(&mut out, plan, instance);
+        let steps = by_instance.remove(instance.id.as_str()).unwrap_or_default();
+        instance_section(&mut out, instance, &steps);
     }
     out.push_str(&summary(plan));
     out
 }
 
-fn instance_section(out: &mut String, plan: &Plan, instance: &InstancePlan) {
-    let steps: Vec<&Step> = plan.steps_of(&instance.id).collect();
+fn instance_section(out: &mut String, instance: &InstancePlan, steps: &[&Step]) {
     let _ = writeln!(
         out,
         "Service instance {} ({})",
         instance.id, instance.region
     );
-    let _ = writeln!(out, "  {}", instance.phase(&steps));
+    let _ = writeln!(out, "  {}", instance.phase(steps));
     let target = &instance.target_verification_pattern;
     let _ = writeln!(out, "  desired master key:  {target}");
     let storage = &instance.key_storage_under;
@@ -86,7 +94,7 @@ fn instance_section(out: &mut String, plan: &Plan, instance: &InstancePlan) {
         return;
     }
     let _ = writeln!(out, "  Steps, in the order apply runs them:");
-    out.push_str(&step_table(&steps));
+    out.push_str(&step_table(steps));
     out.push('\n');
     let _ = writeln!(out, "  Register diff (live → after apply):");
     out.push_str(&register_diff(instance));

@@ -62,7 +62,7 @@ pub struct Incident {
 impl Fleet {
     pub fn parse(file: &str, text: &str) -> Result<Self, InputError> {
         let fleet: Fleet =
-            serde_saphyr::from_str(text).map_err(|e| {
+            crate::model::from_yaml_str(text).map_err(|e| {
             InputError::from_yaml(file, text, &e, "correct the fleet file at that place; it is the simulator's whole state, in the format of examples/fleets/*.yaml")
         })?;
         fleet.check().map_err(|message| {

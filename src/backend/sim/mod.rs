@@ -33,16 +33,21 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Opens a fleet file, checking that it reads.
+    /// Opens a fleet file. It is parsed on every read, so that each read sees what other
+    /// processes wrote; opening only checks that the file is there.
     pub fn open(path: &Path, faults: Faults) -> Result<Self, BackendError> {
-        let simulator = Self {
+        fs::metadata(path).map_err(|e| {
+            BackendError::Unreachable(format!(
+                "cannot read the simulator's fleet file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Self {
             path: path.to_path_buf(),
             faults,
             operations: AtomicU64::new(0),
             in_process: Mutex::new(()),
-        };
-        simulator.read()?;
-        Ok(simulator)
+        })
     }
 
     pub fn path(&self) -> &Path {
