@@ -8,10 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::BackendArg;
 use crate::backend::sim::Faults;
-use crate::backend::{AnyBackend, BackendSpec};
+use crate::backend::{AnyBackend, Backend, BackendSpec};
 use crate::error::{Error, Result};
 use crate::keypart;
-use crate::model::{DesiredState, InputError, KeyPartSource, parse_desired};
+use crate::model::{DesiredState, InputError, KeyPartSource, LiveFleet, parse_desired};
 
 pub struct Desired {
     pub path: PathBuf,
@@ -89,4 +89,19 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
         Err(_) => Faults::default(),
     };
     Ok(AnyBackend::open(&spec, faults)?)
+}
+
+/// Reads the desired file, opens its backend and refreshes the live state of its instances:
+/// the start of every command that looks at crypto units.
+pub async fn refresh(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, LiveFleet)> {
+    let desired = read_desired(path)?;
+    let backend = open_backend(&desired, flag)?;
+    let ids: Vec<String> = desired
+        .state
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    let live = backend.refresh(&ids).await?;
+    Ok((desired, backend, live))
 }

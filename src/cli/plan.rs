@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::PlanArgs;
-use super::context::{open_backend, read_desired};
+use super::context::{read_desired, refresh};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{InputError, JournalEvidence};
@@ -24,15 +24,7 @@ pub fn validate(desired: &Path) -> Result<u8> {
 }
 
 pub async fn plan(args: &PlanArgs) -> Result<u8> {
-    let desired = read_desired(&args.desired)?;
-    let backend = open_backend(&desired, &args.backend)?;
-    let ids: Vec<String> = desired
-        .state
-        .instances
-        .iter()
-        .map(|i| i.id.clone())
-        .collect();
-    let live = backend.refresh(&ids).await?;
+    let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
     let journal = JournalEvidence::none();
     let plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,

@@ -3,21 +3,13 @@
 use std::path::Path;
 
 use super::BackendArg;
-use super::context::{open_backend, read_desired};
+use super::context::refresh;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::render;
 
 pub async fn status(desired: &Path, backend: &BackendArg, json: bool) -> Result<u8> {
-    let desired = read_desired(desired)?;
-    let backend = open_backend(&desired, backend)?;
-    let ids: Vec<String> = desired
-        .state
-        .instances
-        .iter()
-        .map(|i| i.id.clone())
-        .collect();
-    let live = backend.refresh(&ids).await?;
+    let (_, backend, live) = refresh(desired, backend).await?;
     if json {
         println!(
             "{}",
