@@ -9,7 +9,10 @@ fn fresh() -> Workspace {
 
 /// 1-based number of the first line of `text` that contains `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in\n{text}")) + 1
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+        + 1
 }
 
 /// 1-based column where `needle` starts on that line.
@@ -46,24 +49,42 @@ fn assert_refused_input(workspace: &Workspace, location: &str, also_validate: bo
     let mut first_stderr = None;
     for args in commands {
         let run = workspace.mkplan(&args);
-        assert_eq!(run.code, 1, "mkplan {args:?}: exit {}\n{}", run.code, run.stderr);
+        assert_eq!(
+            run.code, 1,
+            "mkplan {args:?}: exit {}\n{}",
+            run.code, run.stderr
+        );
         assert!(
             run.stderr.contains(location),
             "mkplan {args:?}: stderr does not contain {location:?}:\n{}",
             run.stderr
         );
-        assert!(run.stdout.trim().is_empty() || !run.stdout.contains("\"steps\""), "a plan was printed: {}", run.stdout);
+        assert!(
+            run.stdout.trim().is_empty() || !run.stdout.contains("\"steps\""),
+            "a plan was printed: {}",
+            run.stdout
+        );
         first_stderr.get_or_insert(run.stderr);
     }
-    assert_eq!(workspace.bytes(FLEET), fleet_before, "the fleet file changed");
-    assert_eq!(workspace.listing(), listing_before, "files were created or removed");
+    assert_eq!(
+        workspace.bytes(FLEET),
+        fleet_before,
+        "the fleet file changed"
+    );
+    assert_eq!(
+        workspace.listing(),
+        listing_before,
+        "files were created or removed"
+    );
     first_stderr.unwrap()
 }
 
 #[track_caller]
 fn assert_fix_line(stderr: &str) {
     assert!(
-        stderr.lines().any(|l| l.trim_start().starts_with("fix: ") && l.trim().len() > "fix: ".len() + 10),
+        stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("fix: ") && l.trim().len() > "fix: ".len() + 10),
         "no `fix:` line in:\n{stderr}"
     );
 }
@@ -78,7 +99,10 @@ fn unknown_key_in_the_desired_file() {
     workspace.write(DESIRED, &(lines.join("\n") + "\n"));
     let line = vp_line + 1;
     let stderr = assert_refused_input(&workspace, &format!("{DESIRED}:{line}:7:"), true);
-    assert!(stderr.contains("colour"), "the message does not name the key:\n{stderr}");
+    assert!(
+        stderr.contains("colour"),
+        "the message does not name the key:\n{stderr}"
+    );
     assert_fix_line(&stderr);
 }
 
@@ -88,7 +112,11 @@ fn wrong_vp_length() -> (Workspace, String) {
     let short = &B[..40];
     let text = text.replace(B, short);
     workspace.write(DESIRED, &text);
-    let location = format!("{DESIRED}:{}:{}:", line_of(&text, short), column_of(&text, &format!("\"{short}")));
+    let location = format!(
+        "{DESIRED}:{}:{}:",
+        line_of(&text, short),
+        column_of(&text, &format!("\"{short}"))
+    );
     (workspace, location)
 }
 
@@ -110,7 +138,11 @@ fn verification_pattern_of_wrong_length_has_a_fix_line() {
 /// A YAML syntax error in the middle of the fleet file: `key: value: more`.
 fn fleet_with_syntax_error() -> (Workspace, String) {
     let workspace = fresh();
-    let (text, line) = replace_line(&workspace.read(FLEET), "revocation_threshold: 2", "        revocation_threshold: 2: 3");
+    let (text, line) = replace_line(
+        &workspace.read(FLEET),
+        "revocation_threshold: 2",
+        "        revocation_threshold: 2: 3",
+    );
     workspace.write(FLEET, &text);
     (workspace, format!("{FLEET}:{line}:32:"))
 }
@@ -136,7 +168,9 @@ fn fleet_file_that_is_not_yaml_has_a_fix_line() {
 #[test]
 fn missing_key_part_file() {
     let workspace = fresh();
-    let text = workspace.read(DESIRED).replace("keyparts/custodian-2.json", "keyparts/custodian-9.json");
+    let text = workspace
+        .read(DESIRED)
+        .replace("keyparts/custodian-2.json", "keyparts/custodian-9.json");
     workspace.write(DESIRED, &text);
     let location = format!(
         "{DESIRED}:{}:{}:",
@@ -151,10 +185,19 @@ fn missing_key_part_file() {
 #[test]
 fn crypto_units_other_than_all() {
     let workspace = fresh();
-    let text = workspace.read(DESIRED).replace("crypto_units: all", "crypto_units: some");
+    let text = workspace
+        .read(DESIRED)
+        .replace("crypto_units: all", "crypto_units: some");
     workspace.write(DESIRED, &text);
-    let location = format!("{DESIRED}:{}:{}:", line_of(&text, "crypto_units: some"), column_of(&text, "some"));
+    let location = format!(
+        "{DESIRED}:{}:{}:",
+        line_of(&text, "crypto_units: some"),
+        column_of(&text, "some")
+    );
     let stderr = assert_refused_input(&workspace, &location, true);
-    assert!(stderr.contains("crypto_units: all"), "the fix should say `crypto_units: all`:\n{stderr}");
+    assert!(
+        stderr.contains("crypto_units: all"),
+        "the fix should say `crypto_units: all`:\n{stderr}"
+    );
     assert_fix_line(&stderr);
 }

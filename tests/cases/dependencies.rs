@@ -5,7 +5,10 @@ use crate::support::*;
 
 #[test]
 fn full_rotation_orders_load_commit_rewrap_set_immediate() {
-    let fleet = Fleet::instance().key_storage(A).reports_rotation_status(true).units(3, empty(), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(A)
+        .reports_rotation_status(true)
+        .units(3, empty(), valid(A));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(2);
     let plan = run.json();
@@ -15,7 +18,10 @@ fn full_rotation_orders_load_commit_rewrap_set_immediate() {
     assert_eq!(rewraps.len(), 1);
     let rewrap = rewraps[0];
     assert_eq!(rewrap["instance"], INSTANCE);
-    assert!(rewrap.get("unit").is_none(), "the rewrap is instance-wide: {rewrap}");
+    assert!(
+        rewrap.get("unit").is_none(),
+        "the rewrap is instance-wide: {rewrap}"
+    );
     assert_eq!(rewrap["point_of_no_return"], true, "{rewrap}");
     assert_eq!(rewrap["reversible"], false, "{rewrap}");
 
@@ -24,7 +30,10 @@ fn full_rotation_orders_load_commit_rewrap_set_immediate() {
     assert_eq!(commits.len(), 3);
     let rewrap_deps = depends_on(rewrap);
     for commit in &commits {
-        assert!(rewrap_deps.contains(&id(commit)), "the rewrap does not wait for {commit}");
+        assert!(
+            rewrap_deps.contains(&id(commit)),
+            "the rewrap does not wait for {commit}"
+        );
     }
 
     // Each commit waits for its own unit's load.
@@ -43,12 +52,22 @@ fn full_rotation_orders_load_commit_rewrap_set_immediate() {
     let set_immediates = find(&plan, "set_immediate", None);
     assert_eq!(set_immediates.len(), 3);
     for step in set_immediates {
-        assert!(depends_on(step).contains(&id(rewrap)), "set immediate before the rewrap: {step}");
+        assert!(
+            depends_on(step).contains(&id(rewrap)),
+            "set immediate before the rewrap: {step}"
+        );
         assert_eq!(step["reversible"], false, "{step}");
-        assert_ne!(step.get("point_of_no_return"), Some(&serde_json::Value::Bool(true)), "{step}");
+        assert_ne!(
+            step.get("point_of_no_return"),
+            Some(&serde_json::Value::Bool(true)),
+            "{step}"
+        );
     }
 
     // Only the rewrap is the point of no return.
-    let points: Vec<_> = steps(&plan).iter().filter(|s| s["point_of_no_return"] == true).collect();
+    let points: Vec<_> = steps(&plan)
+        .iter()
+        .filter(|s| s["point_of_no_return"] == true)
+        .collect();
     assert_eq!(points.len(), 1);
 }

@@ -27,9 +27,15 @@ fn unit_that_lost_its_new_register_after_the_rewrap_is_staged_again() {
             on("remove_unit", u(1)),
         ],
     );
-    assert!(find(&plan, "rewrap_key_storage", None).is_empty(), "rewrap after the rewrap");
+    assert!(
+        find(&plan, "rewrap_key_storage", None).is_empty(),
+        "rewrap after the rewrap"
+    );
     // u2 is the only unit whose new register holds B: it must never be cleared.
-    assert!(find(&plan, "clear_new_mk", None).is_empty(), "a new register holding B is cleared");
+    assert!(
+        find(&plan, "clear_new_mk", None).is_empty(),
+        "a new register holding B is cleared"
+    );
     // u3 is promoted only once it holds B committed.
     let commit = find(&plan, "commit_new_mk", Some(&u(3)))[0];
     let load = find(&plan, "load_new_mk", Some(&u(3)))[0];
@@ -66,7 +72,10 @@ fn wrong_key_loaded_before_the_rewrap_is_cleared_and_reloaded() {
     );
     let clear = find(&plan, "clear_new_mk", Some(&u(2)))[0];
     let load = find(&plan, "load_new_mk", Some(&u(2)))[0];
-    assert!(depends_on(load).contains(&id(clear)), "load before the clear");
+    assert!(
+        depends_on(load).contains(&id(clear)),
+        "load before the clear"
+    );
 }
 
 /// Four instances at four stages of the same rotation in one desired file (the shape of
@@ -122,7 +131,11 @@ fn several_instances_at_different_stages_are_planned_each_on_its_own() {
     assert_steps_of(
         &plan,
         Some(&ids[2]),
-        [each_of(2, "remove_unit", [1]), each_of(2, "set_immediate", 2..=3)].concat(),
+        [
+            each_of(2, "remove_unit", [1]),
+            each_of(2, "set_immediate", 2..=3),
+        ]
+        .concat(),
     );
     assert_steps_of(&plan, Some(&ids[3]), vec![]);
     // Nothing else: every step belongs to one of the four instances.
@@ -135,13 +148,27 @@ fn several_instances_at_different_stages_are_planned_each_on_its_own() {
     // Every unit step names a unit of its own instance.
     for step in steps(&plan) {
         if let Some(unit) = step.get("unit").and_then(|u| u.as_str()) {
-            let index = ids.iter().position(|i| step["instance"] == i.as_str()).expect("known instance");
-            assert!((1..=3).any(|n| hsm(index, n) == unit), "step {step} names a unit of another instance");
+            let index = ids
+                .iter()
+                .position(|i| step["instance"] == i.as_str())
+                .expect("known instance");
+            assert!(
+                (1..=3).any(|n| hsm(index, n) == unit),
+                "step {step} names a unit of another instance"
+            );
         }
     }
     // The plan describes all four instances.
-    let described: Vec<&str> = plan["instances"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
-    assert_eq!(described, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let described: Vec<&str> = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        described,
+        ids.iter().map(String::as_str).collect::<Vec<_>>()
+    );
 }
 
 /// 3 operational + 2 recovery + 2 failover units: a rotation selects every one of them.
@@ -182,17 +209,25 @@ fn every_unit_type_is_rotated() {
 /// Committed C, currents A, status reported): rotating to B now would lose the storage.
 #[test]
 fn another_rotation_past_its_rewrap_is_refused() {
-    let fleet = Fleet::instance().key_storage(C).reports_rotation_status(true).units(3, committed(C), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(C)
+        .reports_rotation_status(true)
+        .units(3, committed(C), valid(A));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(3);
     let refused = run.json();
     let in_flight = refusal(&refused, "no_other_rotation_in_flight");
     assert_eq!(refused_units(in_flight), set([u(1), u(2), u(3)]));
     assert!(refused_value(in_flight, &u(1)).contains(C), "{in_flight:#}");
-    assert!(in_flight["fix"].as_str().unwrap().contains(C), "the fix should name C: {in_flight:#}");
+    assert!(
+        in_flight["fix"].as_str().unwrap().contains(C),
+        "the fix should name C: {in_flight:#}"
+    );
     assert!(
         run.stderr.contains("no_other_rotation_in_flight")
-            || run.stderr.contains("no other rotation past its point of no return"),
+            || run
+                .stderr
+                .contains("no other rotation past its point of no return"),
         "{}",
         run.stderr
     );
@@ -210,10 +245,16 @@ fn administrator_missing_on_one_unit_is_refused() {
     run.expect_code(3);
     let refused = run.json();
     let admins = refusal(&refused, "common_administrators");
-    assert!(admins["detail"].as_str().unwrap().contains("bob"), "{admins:#}");
+    assert!(
+        admins["detail"].as_str().unwrap().contains("bob"),
+        "{admins:#}"
+    );
     let u3 = refused_value(admins, &u(3));
     assert!(u3.contains("alice") && !u3.contains("bob"), "{u3}");
-    assert!(run.stderr.contains("common_administrators") || run.stderr.contains("a common set of administrators"));
+    assert!(
+        run.stderr.contains("common_administrators")
+            || run.stderr.contains("a common set of administrators")
+    );
     assert!(run.stderr.contains(&u(3)), "{}", run.stderr);
 }
 
@@ -221,14 +262,21 @@ fn administrator_missing_on_one_unit_is_refused() {
 #[test]
 fn desired_thresholds_that_differ_from_the_units_are_refused() {
     let fleet = Fleet::instance().key_storage(A).units(3, empty(), valid(A));
-    let desired = Desired::rotate_to(B).thresholds(3, 3).administrators(&["alice", "bob", "carol"]);
+    let desired = Desired::rotate_to(B)
+        .thresholds(3, 3)
+        .administrators(&["alice", "bob", "carol"]);
     let run = Workspace::new(&fleet, &desired).plan();
     run.expect_code(3);
     let refused = run.json();
     let thresholds = refusal(&refused, "thresholds_match_desired");
     assert_eq!(refused_units(thresholds), set([u(1), u(2), u(3)]));
     assert!(refused_value(thresholds, &u(1)).contains('2'));
-    assert!(run.stderr.contains("thresholds_match_desired") || run.stderr.contains("thresholds installed match the desired file"));
+    assert!(
+        run.stderr.contains("thresholds_match_desired")
+            || run
+                .stderr
+                .contains("thresholds installed match the desired file")
+    );
 }
 
 /// A load is needed but the desired file names no key parts.
@@ -244,14 +292,18 @@ fn load_needed_without_key_parts_is_refused() {
     let refused = run.json();
     let parts = refusal(&refused, "key_parts_available");
     assert_eq!(refused_units(parts), set([u(2)]));
-    assert!(run.stderr.contains("key_parts_available") || run.stderr.contains("key parts available"));
+    assert!(
+        run.stderr.contains("key_parts_available") || run.stderr.contains("key parts available")
+    );
     assert!(run.stderr.contains(&u(2)), "{}", run.stderr);
 }
 
 /// Without key parts, a plan that needs no load is fine (the desired file may omit them).
 #[test]
 fn key_parts_may_be_omitted_when_nothing_is_loaded() {
-    let fleet = Fleet::instance().key_storage(B).units(3, committed(B), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(B)
+        .units(3, committed(B), valid(A));
     let run = Workspace::new(&fleet, &Desired::rotate_to(B).without_key_parts()).plan();
     run.expect_code(2);
     assert_steps(&run.json(), each("set_immediate", 1..=3));
@@ -272,10 +324,19 @@ fn verification_patterns_compare_on_56_hex_characters_case_insensitively() {
     assert_steps(&run.json(), vec![]);
 
     // And the other way round: a unit already staging B-as-shown is not reloaded.
-    let fleet = Fleet::instance().key_storage(A).units(3, committed(B_AS_SHOWN), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(A)
+        .units(3, committed(B_AS_SHOWN), valid(A));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(2);
-    assert_steps(&run.json(), [vec![wide("rewrap_key_storage")], each("set_immediate", 1..=3)].concat());
+    assert_steps(
+        &run.json(),
+        [
+            vec![wide("rewrap_key_storage")],
+            each("set_immediate", 1..=3),
+        ]
+        .concat(),
+    );
 }
 
 /// `--backend sim:PATH` (relative to the working directory) wins over `backend:` in the
@@ -283,9 +344,18 @@ fn verification_patterns_compare_on_56_hex_characters_case_insensitively() {
 #[test]
 fn backend_flag_overrides_the_desired_file() {
     let workspace = rotate_to_b(&Fleet::instance().key_storage(A).units(3, empty(), valid(A)));
-    let other = Fleet::instance().key_storage(B).units(3, committed(B), valid(A));
+    let other = Fleet::instance()
+        .key_storage(B)
+        .units(3, committed(B), valid(A));
     workspace.write("other.yaml", &other.to_yaml());
-    let run = workspace.mkplan(&["plan", DESIRED, "--json", "--detailed-exitcode", "--backend", "sim:other.yaml"]);
+    let run = workspace.mkplan(&[
+        "plan",
+        DESIRED,
+        "--json",
+        "--detailed-exitcode",
+        "--backend",
+        "sim:other.yaml",
+    ]);
     run.expect_code(2);
     assert_steps(&run.json(), each("set_immediate", 1..=3));
 }

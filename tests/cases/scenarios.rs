@@ -6,7 +6,10 @@ use crate::support::*;
 /// Row 1: current A everywhere, new Empty; status reported (not rewrapped).
 #[test]
 fn row1_fresh_instance_loads_commits_rewraps_and_sets_immediate() {
-    let fleet = Fleet::instance().key_storage(A).reports_rotation_status(true).units(3, empty(), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(A)
+        .reports_rotation_status(true)
+        .units(3, empty(), valid(A));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(2);
     let plan = run.json();
@@ -26,19 +29,34 @@ fn row1_fresh_instance_loads_commits_rewraps_and_sets_immediate() {
 /// Row 2: new Full Committed B everywhere, rewrap not done (status reported: not rewrapped).
 #[test]
 fn row2_all_committed_not_rewrapped_rewraps_then_sets_immediate() {
-    let fleet = Fleet::instance().key_storage(A).reports_rotation_status(true).units(3, committed(B), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(A)
+        .reports_rotation_status(true)
+        .units(3, committed(B), valid(A));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(2);
     let plan = run.json();
     assert_well_formed(&plan);
-    assert_steps(&plan, [vec![wide("rewrap_key_storage")], each("set_immediate", 1..=3)].concat());
-    assert!(find(&plan, "load_new_mk", None).is_empty() && find(&plan, "clear_new_mk", None).is_empty());
+    assert_steps(
+        &plan,
+        [
+            vec![wide("rewrap_key_storage")],
+            each("set_immediate", 1..=3),
+        ]
+        .concat(),
+    );
+    assert!(
+        find(&plan, "load_new_mk", None).is_empty() && find(&plan, "clear_new_mk", None).is_empty()
+    );
 }
 
 /// Row 3: new Full Committed B everywhere, rewrap done (status reported: rewrapped).
 #[test]
 fn row3_all_committed_rewrapped_only_sets_immediate() {
-    let fleet = Fleet::instance().key_storage(B).reports_rotation_status(true).units(3, committed(B), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(B)
+        .reports_rotation_status(true)
+        .units(3, committed(B), valid(A));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(2);
     let plan = run.json();
@@ -59,13 +77,19 @@ fn row4_after_rewrap_with_u1_promoted_removes_u1_and_sets_immediate_on_the_rest(
     run.expect_code(2);
     let plan = run.json();
     assert_well_formed(&plan);
-    assert_steps(&plan, [vec![on("remove_unit", u(1))], each("set_immediate", 2..=3)].concat());
+    assert_steps(
+        &plan,
+        [vec![on("remove_unit", u(1))], each("set_immediate", 2..=3)].concat(),
+    );
 }
 
 /// Row 5: current B everywhere, new Empty, status reported: nothing to do.
 #[test]
 fn row5_converged_with_status_reported_has_no_changes() {
-    let fleet = Fleet::instance().key_storage(B).reports_rotation_status(true).units(3, empty(), valid(B));
+    let fleet = Fleet::instance()
+        .key_storage(B)
+        .reports_rotation_status(true)
+        .units(3, empty(), valid(B));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(0);
     let plan = run.json();
@@ -78,7 +102,10 @@ fn row5_converged_with_status_reported_has_no_changes() {
 /// the storage is under B.
 #[test]
 fn row5_converged_without_status_has_no_changes() {
-    let fleet = Fleet::instance().key_storage(B).reports_rotation_status(false).units(3, empty(), valid(B));
+    let fleet = Fleet::instance()
+        .key_storage(B)
+        .reports_rotation_status(false)
+        .units(3, empty(), valid(B));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(0);
     let plan = run.json();
@@ -109,7 +136,11 @@ fn row6_unit_in_imprint_mode_is_refused() {
         "stderr does not name the pre-check:\n{}",
         run.stderr
     );
-    assert!(run.stderr.contains(&u(2)), "stderr does not name u2:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(&u(2)),
+        "stderr does not name u2:\n{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("imprint"), "{}", run.stderr);
 }
 
@@ -126,25 +157,44 @@ fn row7_unequal_signature_thresholds_are_refused() {
     let refused = run.json();
     let thresholds = refusal(&refused, "signature_thresholds_equal");
     assert_eq!(refused_units(thresholds), set([u(1), u(2), u(3)]));
-    assert!(refused_value(thresholds, &u(3)).contains('3'), "{thresholds:#}");
-    assert!(refused_value(thresholds, &u(1)).contains('2'), "{thresholds:#}");
+    assert!(
+        refused_value(thresholds, &u(3)).contains('3'),
+        "{thresholds:#}"
+    );
+    assert!(
+        refused_value(thresholds, &u(1)).contains('2'),
+        "{thresholds:#}"
+    );
     assert!(
         run.stderr.contains("signature_thresholds_equal")
-            || run.stderr.contains("signature thresholds equal on all crypto units"),
+            || run
+                .stderr
+                .contains("signature thresholds equal on all crypto units"),
         "stderr does not name the pre-check:\n{}",
         run.stderr
     );
     for n in 1..=3 {
-        assert!(run.stderr.contains(&u(n)), "stderr does not name u{n}:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(&u(n)),
+            "stderr does not name u{n}:\n{}",
+            run.stderr
+        );
     }
-    assert!(run.stderr.contains("signature threshold 3"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("signature threshold 3"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Row 8: new Full Committed B everywhere, status not reported, no journal: cannot tell
 /// whether the rewrap ran; refuse and say what evidence would settle it.
 #[test]
 fn row8_committed_everywhere_without_status_or_journal_is_refused() {
-    let fleet = Fleet::instance().key_storage(A).reports_rotation_status(false).units(3, committed(B), valid(A));
+    let fleet = Fleet::instance()
+        .key_storage(A)
+        .reports_rotation_status(false)
+        .units(3, committed(B), valid(A));
     let run = rotate_to_b(&fleet).plan();
     run.expect_code(3);
     let refused = run.json();
@@ -152,15 +202,24 @@ fn row8_committed_everywhere_without_status_or_journal_is_refused() {
     assert_eq!(refused_units(evidence), set([u(1), u(2), u(3)]));
     assert!(refused_value(evidence, &u(1)).contains(B), "{evidence:#}");
     let fix = evidence["fix"].as_str().unwrap();
-    assert!(fix.contains("journal") && fix.contains("rotation status"), "{fix}");
+    assert!(
+        fix.contains("journal") && fix.contains("rotation status"),
+        "{fix}"
+    );
     let stderr = &run.stderr;
     assert!(
         stderr.contains("rewrap_evidence") || stderr.contains("evidence of whether the rewrap ran"),
         "stderr does not name the check:\n{stderr}"
     );
-    assert!(stderr.contains("cannot tell whether the rewrap"), "{stderr}");
+    assert!(
+        stderr.contains("cannot tell whether the rewrap"),
+        "{stderr}"
+    );
     for n in 1..=3 {
-        assert!(stderr.contains(&u(n)), "stderr does not name u{n}:\n{stderr}");
+        assert!(
+            stderr.contains(&u(n)),
+            "stderr does not name u{n}:\n{stderr}"
+        );
     }
     // What would settle it: the journal, the service's status, or IBM support.
     assert!(stderr.contains("journal"), "{stderr}");

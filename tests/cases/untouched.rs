@@ -8,14 +8,29 @@ use crate::support::*;
 fn assert_untouched(fleet: &Fleet, commands: &[&[&str]]) {
     let workspace = rotate_to_b(fleet);
     let bytes = workspace.bytes(FLEET);
-    let modified = fs::metadata(workspace.path(FLEET)).unwrap().modified().unwrap();
+    let modified = fs::metadata(workspace.path(FLEET))
+        .unwrap()
+        .modified()
+        .unwrap();
     let listing = workspace.listing();
     for args in commands {
         let run = workspace.mkplan(args);
-        assert!([0, 2, 3].contains(&run.code), "mkplan {args:?}: exit {}\n{}", run.code, run.stderr);
-        assert_eq!(workspace.bytes(FLEET), bytes, "mkplan {args:?} changed the fleet file");
+        assert!(
+            [0, 2, 3].contains(&run.code),
+            "mkplan {args:?}: exit {}\n{}",
+            run.code,
+            run.stderr
+        );
         assert_eq!(
-            fs::metadata(workspace.path(FLEET)).unwrap().modified().unwrap(),
+            workspace.bytes(FLEET),
+            bytes,
+            "mkplan {args:?} changed the fleet file"
+        );
+        assert_eq!(
+            fs::metadata(workspace.path(FLEET))
+                .unwrap()
+                .modified()
+                .unwrap(),
             modified,
             "mkplan {args:?} rewrote the fleet file"
         );
@@ -38,7 +53,10 @@ const READERS: &[&[&str]] = &[
 
 #[test]
 fn plan_and_status_never_touch_a_fresh_fleet() {
-    assert_untouched(&Fleet::instance().key_storage(A).units(3, empty(), valid(A)), READERS);
+    assert_untouched(
+        &Fleet::instance().key_storage(A).units(3, empty(), valid(A)),
+        READERS,
+    );
 }
 
 #[test]
@@ -54,9 +72,16 @@ fn plan_and_status_never_touch_a_fleet_after_the_rewrap() {
 
 #[test]
 fn a_refused_plan_never_touches_the_fleet() {
-    let readers: &[&[&str]] = &[&["plan", DESIRED], &["plan", DESIRED, "--json"], &["status", DESIRED, "--json"]];
+    let readers: &[&[&str]] = &[
+        &["plan", DESIRED],
+        &["plan", DESIRED, "--json"],
+        &["status", DESIRED, "--json"],
+    ];
     assert_untouched(
-        &Fleet::instance().key_storage(A).reports_rotation_status(false).units(3, committed(B), valid(A)),
+        &Fleet::instance()
+            .key_storage(A)
+            .reports_rotation_status(false)
+            .units(3, committed(B), valid(A)),
         readers,
     );
 }

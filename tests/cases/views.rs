@@ -33,7 +33,8 @@ fn saved_plan_shows_as_the_same_json() {
     planned.expect_code(0);
     let plan = planned.json();
     assert_well_formed(&plan);
-    let saved: Value = serde_json::from_str(&workspace.read("p.json")).expect("the plan file is JSON");
+    let saved: Value =
+        serde_json::from_str(&workspace.read("p.json")).expect("the plan file is JSON");
     assert_eq!(saved, plan, "the saved plan differs from the plan printed");
     let shown = workspace.mkplan(&["show", "p.json", "--json"]);
     shown.expect_code(0);
@@ -44,7 +45,9 @@ fn saved_plan_shows_as_the_same_json() {
 #[test]
 fn dot_has_an_edge_for_every_dependency() {
     let workspace = rotate_to_b(&every_action());
-    let plan = workspace.mkplan(&["plan", DESIRED, "--json", "--out", "p.json"]).json();
+    let plan = workspace
+        .mkplan(&["plan", DESIRED, "--json", "--out", "p.json"])
+        .json();
     let run = workspace.mkplan(&["show", "p.json", "--dot"]);
     run.expect_code(0);
     let dot = &run.stdout;
@@ -53,14 +56,24 @@ fn dot_has_an_edge_for_every_dependency() {
     let mut edges = 0;
     for step in steps(&plan) {
         let to = id(step);
-        assert!(dot.contains(&format!("\"{to}\"")), "no node for {to}:\n{dot}");
+        assert!(
+            dot.contains(&format!("\"{to}\"")),
+            "no node for {to}:\n{dot}"
+        );
         for from in depends_on(step) {
             edges += 1;
-            assert!(dot.contains(&format!("\"{from}\" -> \"{to}\"")), "no edge {from} -> {to}:\n{dot}");
+            assert!(
+                dot.contains(&format!("\"{from}\" -> \"{to}\"")),
+                "no edge {from} -> {to}:\n{dot}"
+            );
         }
     }
     assert!(edges > 0);
-    assert_eq!(dot.matches(" -> ").count(), edges, "the DOT has edges that are not dependencies:\n{dot}");
+    assert_eq!(
+        dot.matches(" -> ").count(),
+        edges,
+        "the DOT has edges that are not dependencies:\n{dot}"
+    );
 }
 
 /// The summary rows of the first Markdown table: action name → count.
@@ -91,7 +104,11 @@ fn assert_summary_matches(markdown: &str, plan: &Value) {
         let count = find(plan, action, None).len();
         let row = rows.iter().find(|(name, _)| name.contains(action));
         match row {
-            Some((_, shown)) => assert_eq!(shown, &count.to_string(), "count of {action} in\n{markdown}"),
+            Some((_, shown)) => assert_eq!(
+                shown,
+                &count.to_string(),
+                "count of {action} in\n{markdown}"
+            ),
             None => assert_eq!(count, 0, "no summary row for {action} in\n{markdown}"),
         }
     }
@@ -100,9 +117,14 @@ fn assert_summary_matches(markdown: &str, plan: &Value) {
 #[test]
 fn markdown_has_a_summary_row_per_action_and_details() {
     let workspace = rotate_to_b(&every_action());
-    let plan = workspace.mkplan(&["plan", DESIRED, "--json", "--out", "p.json"]).json();
+    let plan = workspace
+        .mkplan(&["plan", DESIRED, "--json", "--out", "p.json"])
+        .json();
     for action in ACTIONS {
-        assert!(!find(&plan, action, None).is_empty(), "the fixture should plan every action; no {action}");
+        assert!(
+            !find(&plan, action, None).is_empty(),
+            "the fixture should plan every action; no {action}"
+        );
     }
     let from_plan = workspace.mkplan(&["plan", DESIRED, "--markdown", "--detailed-exitcode"]);
     from_plan.expect_code(2);
@@ -113,7 +135,10 @@ fn markdown_has_a_summary_row_per_action_and_details() {
         assert!(markdown.contains("<details>"), "{markdown}");
         assert!(markdown.contains("</details>"), "{markdown}");
         for instance in plan["instances"].as_array().unwrap() {
-            assert!(markdown.contains(instance["id"].as_str().unwrap()), "instance missing:\n{markdown}");
+            assert!(
+                markdown.contains(instance["id"].as_str().unwrap()),
+                "instance missing:\n{markdown}"
+            );
         }
         assert!(markdown.chars().count() < 65_000);
     }
@@ -123,7 +148,10 @@ fn markdown_has_a_summary_row_per_action_and_details() {
 fn markdown_stays_under_65000_characters_for_300_instances() {
     let mut fleet = Fleet::instance().key_storage(A).units(3, empty(), valid(A));
     for _ in 1..300 {
-        fleet = fleet.and_instance().key_storage(A).units(3, empty(), valid(A));
+        fleet = fleet
+            .and_instance()
+            .key_storage(A)
+            .units(3, empty(), valid(A));
     }
     let workspace = rotate_to_b(&fleet);
     let json = workspace.plan();
@@ -147,7 +175,9 @@ fn status_json_lists_every_units_registers() {
     let run = workspace.mkplan(&["status", DESIRED, "--json"]);
     run.expect_code(0);
     let status = run.json();
-    let instances = status["instances"].as_array().unwrap_or_else(|| panic!("{status:#}"));
+    let instances = status["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status:#}"));
     assert_eq!(instances.len(), fleet.instances.len());
     for instance in &fleet.instances {
         let live = instances
@@ -161,18 +191,38 @@ fn status_json_lists_every_units_registers() {
                 .iter()
                 .find(|u| u["hsm_id"] == unit.hsm_id.as_str())
                 .unwrap_or_else(|| panic!("unit {} missing from {live:#}", unit.hsm_id));
-            assert_eq!(shown["new_register"]["status"], unit.new.status(), "{shown:#}");
-            assert_eq!(shown["new_register"].get("verification_pattern").and_then(Value::as_str), unit.new.vp(), "{shown:#}");
-            assert_eq!(shown["current_register"]["status"], unit.current.status(), "{shown:#}");
             assert_eq!(
-                shown["current_register"].get("verification_pattern").and_then(Value::as_str),
+                shown["new_register"]["status"],
+                unit.new.status(),
+                "{shown:#}"
+            );
+            assert_eq!(
+                shown["new_register"]
+                    .get("verification_pattern")
+                    .and_then(Value::as_str),
+                unit.new.vp(),
+                "{shown:#}"
+            );
+            assert_eq!(
+                shown["current_register"]["status"],
+                unit.current.status(),
+                "{shown:#}"
+            );
+            assert_eq!(
+                shown["current_register"]
+                    .get("verification_pattern")
+                    .and_then(Value::as_str),
                 unit.current.vp(),
                 "{shown:#}"
             );
         }
     }
     // The live state never reveals the simulator's ground truth.
-    assert!(!run.stdout.contains("key_storage"), "status reveals the key storage:\n{}", run.stdout);
+    assert!(
+        !run.stdout.contains("key_storage"),
+        "status reveals the key storage:\n{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -180,7 +230,8 @@ fn no_secret_in_any_view() {
     let workspace = row1();
     let mut secrets: Vec<String> = DEMO_PASSWORDS.iter().map(|p| p.to_string()).collect();
     for n in 1..=2 {
-        let file: Value = serde_json::from_str(&workspace.read(&format!("keyparts/custodian-{n}.json"))).unwrap();
+        let file: Value =
+            serde_json::from_str(&workspace.read(&format!("keyparts/custodian-{n}.json"))).unwrap();
         let ciphertext = file["ciphertext"].as_str().expect("ciphertext").to_string();
         assert!(ciphertext.len() > 32);
         secrets.push(ciphertext.clone());
@@ -188,7 +239,10 @@ fn no_secret_in_any_view() {
         secrets.push(ciphertext[..32].to_string());
     }
     // The passwords are in the environment, as an operator would have them.
-    let env = [("MKPLAN_PART1_PASSWORD", DEMO_PASSWORDS[0]), ("MKPLAN_PART2_PASSWORD", DEMO_PASSWORDS[1])];
+    let env = [
+        ("MKPLAN_PART1_PASSWORD", DEMO_PASSWORDS[0]),
+        ("MKPLAN_PART2_PASSWORD", DEMO_PASSWORDS[1]),
+    ];
     let runs = [
         workspace.mkplan_with_env(&["plan", DESIRED, "--json", "--out", "p.json"], &env),
         workspace.mkplan_with_env(&["plan", DESIRED, "--markdown"], &env),
@@ -206,13 +260,26 @@ fn no_secret_in_any_view() {
         run.expect_code(0);
         assert!(!run.stdout.is_empty() || !run.stderr.is_empty());
         for secret in &secrets {
-            assert!(!run.stdout.contains(secret.as_str()), "a secret on stdout: {secret}");
-            assert!(!run.stderr.contains(secret.as_str()), "a secret on stderr: {secret}");
+            assert!(
+                !run.stdout.contains(secret.as_str()),
+                "a secret on stdout: {secret}"
+            );
+            assert!(
+                !run.stderr.contains(secret.as_str()),
+                "a secret on stderr: {secret}"
+            );
         }
     }
     for secret in &secrets {
-        assert!(!plan_file.contains(secret.as_str()), "a secret in the plan file: {secret}");
+        assert!(
+            !plan_file.contains(secret.as_str()),
+            "a secret in the plan file: {secret}"
+        );
     }
     // The human plan on stderr is a real plan, not an empty one.
-    assert!(runs[2].stderr.contains("rewrap_key_storage"), "{}", runs[2].stderr);
+    assert!(
+        runs[2].stderr.contains("rewrap_key_storage"),
+        "{}",
+        runs[2].stderr
+    );
 }

@@ -26,9 +26,18 @@ pub const INSTANCE: &str = "5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b";
 pub const DEMO_PASSWORDS: [&str; 2] = ["demo-custodian-1", "demo-custodian-2"];
 
 const ADMINS: [(&str, &str); 3] = [
-    ("alice", "3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a"),
-    ("bob", "7c217c217c217c217c217c217c217c217c217c217c217c217c217c217c217c21"),
-    ("carol", "9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d"),
+    (
+        "alice",
+        "3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a3f0a",
+    ),
+    (
+        "bob",
+        "7c217c217c217c217c217c217c217c217c217c217c217c217c217c217c217c21",
+    ),
+    (
+        "carol",
+        "9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d9e5d",
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -116,7 +125,10 @@ pub fn instance_id(index: usize) -> String {
 
 /// The hsm_id of unit `n` (1-based, as in u1..u3) of the `instance`-th instance.
 pub fn hsm(instance: usize, n: usize) -> String {
-    format!("{:08x}-0000-4000-8000-{n:012x}", 0xa000_0000usize + instance)
+    format!(
+        "{:08x}-0000-4000-8000-{n:012x}",
+        0xa000_0000usize + instance
+    )
 }
 
 /// The hsm_id of unit `n` of the first instance.
@@ -159,7 +171,10 @@ impl Fleet {
     /// A fleet with one instance (id `INSTANCE`), key storage under `A`, reporting its
     /// rotation status, and no units yet.
     pub fn instance() -> Self {
-        Fleet { instances: Vec::new() }.and_instance()
+        Fleet {
+            instances: Vec::new(),
+        }
+        .and_instance()
     }
 
     /// Adds another instance (same defaults as `instance`).
@@ -179,7 +194,10 @@ impl Fleet {
     }
 
     fn last_unit(&mut self) -> &mut Unit {
-        self.last_instance().units.last_mut().expect("add a unit first")
+        self.last_instance()
+            .units
+            .last_mut()
+            .expect("add a unit first")
     }
 
     /// The MK the key storage is encrypted under (the simulator's ground truth).
@@ -257,7 +275,10 @@ impl Fleet {
             out += "    key_storage:\n";
             out += &format!("      verification_pattern: \"{}\"\n", instance.key_storage);
             out += "      keys: 3000\n";
-            out += &format!("    reports_rotation_status: {}\n", instance.reports_rotation_status);
+            out += &format!(
+                "    reports_rotation_status: {}\n",
+                instance.reports_rotation_status
+            );
             out += "    crypto_units:\n";
             for (n, unit) in instance.units.iter().enumerate() {
                 out += &format!("      - hsm_id: {}\n", unit.hsm_id);
@@ -270,8 +291,14 @@ impl Fleet {
                     index % 100
                 );
                 out += &format!("        mode: {}\n", unit.mode);
-                out += &format!("        signature_threshold: {}\n", unit.signature_threshold);
-                out += &format!("        revocation_threshold: {}\n", unit.revocation_threshold);
+                out += &format!(
+                    "        signature_threshold: {}\n",
+                    unit.signature_threshold
+                );
+                out += &format!(
+                    "        revocation_threshold: {}\n",
+                    unit.revocation_threshold
+                );
                 if unit.admins.is_empty() {
                     out += "        administrators: []\n";
                 } else {
@@ -280,7 +307,10 @@ impl Fleet {
                         out += &format!("          - {{ name: {name}, ski: \"{ski}\" }}\n");
                     }
                 }
-                out += &format!("        new_register: {}\n", register_yaml(unit.new.status(), unit.new.vp()));
+                out += &format!(
+                    "        new_register: {}\n",
+                    register_yaml(unit.new.status(), unit.new.vp())
+                );
                 out += &format!(
                     "        current_register: {}\n",
                     register_yaml(unit.current.status(), unit.current.vp())
@@ -379,7 +409,10 @@ impl Run {
     /// stdout as JSON; panics with both streams when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 
@@ -407,11 +440,15 @@ impl Workspace {
 
     /// A temporary folder holding only copies of the two demo key part files.
     pub fn empty() -> Self {
-        let dir = tempfile::Builder::new().prefix("mkplan-test-").tempdir().expect("temporary folder");
+        let dir = tempfile::Builder::new()
+            .prefix("mkplan-test-")
+            .tempdir()
+            .expect("temporary folder");
         fs::create_dir(dir.path().join("keyparts")).expect("keyparts folder");
         for n in 1..=2 {
             let name = format!("keyparts/custodian-{n}.json");
-            fs::copy(repo_file(&format!("plans/{name}")), dir.path().join(&name)).expect("copy a demo key part file");
+            fs::copy(repo_file(&format!("plans/{name}")), dir.path().join(&name))
+                .expect("copy a demo key part file");
         }
         Workspace { dir }
     }
@@ -509,17 +546,24 @@ pub fn each(action: &str, ns: impl IntoIterator<Item = usize>) -> Vec<Pair> {
 
 /// `action` on units `ns` of the `instance`-th instance.
 pub fn each_of(instance: usize, action: &str, ns: impl IntoIterator<Item = usize>) -> Vec<Pair> {
-    ns.into_iter().map(|n| on(action, hsm(instance, n))).collect()
+    ns.into_iter()
+        .map(|n| on(action, hsm(instance, n)))
+        .collect()
 }
 
 pub fn steps(plan: &Value) -> &Vec<Value> {
-    plan["steps"].as_array().unwrap_or_else(|| panic!("no steps array in {plan:#}"))
+    plan["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps array in {plan:#}"))
 }
 
 fn pair(step: &Value) -> Pair {
     (
         step["action"].as_str().expect("action").to_string(),
-        step.get("unit").and_then(Value::as_str).unwrap_or("").to_string(),
+        step.get("unit")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
     )
 }
 
@@ -545,10 +589,21 @@ pub fn assert_steps_of(plan: &Value, instance: Option<&str>, mut expected: Vec<P
     expected.sort();
     let actual = pairs(plan, instance);
     assert_eq!(
-        actual, expected,
+        actual,
+        expected,
         "steps of {} differ\n--- plan steps\n{}",
         instance.unwrap_or("the plan"),
-        steps(plan).iter().map(|s| format!("{} {} {:?} deps {}", s["id"], s["action"], s.get("unit"), s["depends_on"])).collect::<Vec<_>>().join("\n")
+        steps(plan)
+            .iter()
+            .map(|s| format!(
+                "{} {} {:?} deps {}",
+                s["id"],
+                s["action"],
+                s.get("unit"),
+                s["depends_on"]
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -558,17 +613,31 @@ pub fn assert_steps_of(plan: &Value, instance: Option<&str>, mut expected: Vec<P
 pub fn assert_well_formed(plan: &Value) {
     assert_eq!(plan["format_version"], "1", "{plan:#}");
     let steps = steps(plan);
-    assert_eq!(plan["changes"].as_bool(), Some(!steps.is_empty()), "changes flag");
+    assert_eq!(
+        plan["changes"].as_bool(),
+        Some(!steps.is_empty()),
+        "changes flag"
+    );
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for step in steps {
         let id = step["id"].as_str().expect("step id");
         let instance = step["instance"].as_str().expect("step instance");
-        assert!(seen.iter().all(|(s, _)| *s != id), "step id {id} appears twice");
+        assert!(
+            seen.iter().all(|(s, _)| *s != id),
+            "step id {id} appears twice"
+        );
         for dependency in step["depends_on"].as_array().expect("depends_on") {
             let dependency = dependency.as_str().expect("dependency id");
             let earlier = seen.iter().find(|(s, _)| *s == dependency);
-            assert!(earlier.is_some(), "step {id} depends on {dependency}, which is not an earlier step");
-            assert_eq!(earlier.unwrap().1, instance, "step {id} depends on a step of another instance");
+            assert!(
+                earlier.is_some(),
+                "step {id} depends on {dependency}, which is not an earlier step"
+            );
+            assert_eq!(
+                earlier.unwrap().1,
+                instance,
+                "step {id} depends on a step of another instance"
+            );
         }
         seen.push((id, instance));
     }
@@ -601,7 +670,9 @@ pub fn id(step: &Value) -> String {
 /// The refusal with this check id in `{"refusals": [...]}`; panics listing the checks found.
 #[track_caller]
 pub fn refusal<'a>(refused: &'a Value, check: &str) -> &'a Value {
-    let refusals = refused["refusals"].as_array().unwrap_or_else(|| panic!("no refusals in {refused:#}"));
+    let refusals = refused["refusals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no refusals in {refused:#}"));
     for r in refusals {
         for field in ["instance", "detail", "fix"] {
             assert!(
@@ -610,12 +681,18 @@ pub fn refusal<'a>(refused: &'a Value, check: &str) -> &'a Value {
             );
         }
     }
-    refusals.iter().find(|r| r["check"] == check).unwrap_or_else(|| {
-        panic!(
-            "no refusal with check {check}; found {:?}",
-            refusals.iter().map(|r| r["check"].clone()).collect::<Vec<_>>()
-        )
-    })
+    refusals
+        .iter()
+        .find(|r| r["check"] == check)
+        .unwrap_or_else(|| {
+            panic!(
+                "no refusal with check {check}; found {:?}",
+                refusals
+                    .iter()
+                    .map(|r| r["check"].clone())
+                    .collect::<Vec<_>>()
+            )
+        })
 }
 
 /// The hsm_ids a refusal names.
