@@ -116,10 +116,11 @@ pub fn record_rotations(
     plan: &Plan,
     evidence: &JournalEvidence,
 ) -> Result<(), ApplyError> {
+    let grouped = crate::plan::by_instance(&plan.steps);
     for instance in &plan.instances {
-        let rewraps = plan
-            .steps_of(&instance.id)
-            .any(|s| s.action == Action::RewrapKeyStorage);
+        let rewraps = grouped
+            .get(instance.id.as_str())
+            .is_some_and(|steps| steps.iter().any(|s| s.action == Action::RewrapKeyStorage));
         let known = evidence.rotation(&instance.id).is_some_and(|r| {
             r.to == instance.target_verification_pattern
                 && matches!(&r.rewrap, JournalRewrap::NotStarted { from } if *from == instance.key_storage_under)

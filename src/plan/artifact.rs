@@ -54,10 +54,6 @@ impl Plan {
         self.steps.iter().filter(|s| s.action == action).count()
     }
 
-    pub fn steps_of<'a>(&'a self, instance: &'a str) -> impl Iterator<Item = &'a Step> + 'a {
-        self.steps.iter().filter(move |s| s.instance == instance)
-    }
-
     pub fn signatures(&self) -> u32 {
         self.steps.iter().map(|s| s.signatures).sum()
     }

@@ -19,7 +19,7 @@ pub use artifact::{InstancePlan, PLAN_FORMAT_VERSION, Plan, Registers, UnitChang
 pub use evidence::StorageFinding;
 pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};
-pub use step::{Action, Step};
+pub use step::{Action, Step, by_instance};
 
 use std::collections::HashMap;
 
@@ -69,13 +69,7 @@ pub fn plan(
         .into_iter()
         .map(|i| steps[i].clone())
         .collect();
-    let mut by_instance: HashMap<&str, Vec<&Step>> = HashMap::new();
-    for step in &ordered {
-        by_instance
-            .entry(step.instance.as_str())
-            .or_default()
-            .push(step);
-    }
+    let mut by_instance = step::by_instance(&ordered);
     for instance in &instances {
         let of_instance = by_instance.remove(instance.id.as_str()).unwrap_or_default();
         let found = live_by_id[instance.id.as_str()];

@@ -1,6 +1,7 @@
 //! Steps and their actions. The action is the symbol an operator reads (OpenTofu's `+`/`-`),
 //! and one name per concept is used in code, JSON and text alike.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -90,4 +91,19 @@ pub struct Step {
     /// The rewrap: after it, the rotation can only go forward.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub point_of_no_return: bool,
+}
+
+/// The steps of each service instance, in the order given: one pass, so views and checks of
+/// large fleets stay linear.
+pub fn by_instance<'a>(
+    steps: impl IntoIterator<Item = &'a Step>,
+) -> HashMap<&'a str, Vec<&'a Step>> {
+    let mut grouped: HashMap<&str, Vec<&Step>> = HashMap::new();
+    for step in steps {
+        grouped
+            .entry(step.instance.as_str())
+            .or_default()
+            .push(step);
+    }
+    grouped
 }

@@ -4,13 +4,14 @@
 use std::fmt::Write;
 
 use crate::model::unit::short_id;
-use crate::plan::{Plan, StepGraph};
+use crate::plan::{Plan, StepGraph, by_instance};
 
 pub fn dot(plan: &Plan) -> String {
     let graph = StepGraph::new(&plan.steps).expect("a plan that was read back is a valid graph");
     let mut out = String::from(
         "digraph mkplan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
     );
+    let grouped = by_instance(&plan.steps);
     for (index, instance) in plan.instances.iter().enumerate() {
         let _ = writeln!(out, "  subgraph \"cluster_{index}\" {{");
         let _ = writeln!(
@@ -18,7 +19,7 @@ pub fn dot(plan: &Plan) -> String {
             "    label=\"service instance {} ({})\";",
             instance.id, instance.region
         );
-        for step in plan.steps_of(&instance.id) {
+        for step in grouped.get(instance.id.as_str()).into_iter().flatten() {
             let unit = step
                 .unit
                 .as_deref()

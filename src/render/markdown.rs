@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::{counts, plural};
-use crate::plan::{InstancePlan, Plan, Step};
+use crate::plan::{InstancePlan, Plan, Step, by_instance};
 
 pub const MARKDOWN_LEN_MAX: usize = 65_000;
 /// Room kept for the closing note about instances left out.
@@ -14,8 +14,13 @@ const CLOSING_RESERVE: usize = 400;
 pub fn markdown(plan: &Plan, source: &str) -> String {
     let mut out = header(plan, source);
     let mut shown = 0;
+    let grouped = by_instance(&plan.steps);
     for instance in &plan.instances {
-        let section = instance_section(plan, instance);
+        let steps = grouped
+            .get(instance.id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let section = instance_section(instance, &steps);
         if out.len() + section.len() + CLOSING_RESERVE > MARKDOWN_LEN_MAX {
             break;
         }
@@ -78,15 +83,14 @@ fn header(plan: &Plan, source: &str) -> String {
     out
 }
 
-fn instance_section(plan: &Plan, instance: &InstancePlan) -> String {
-    let steps: Vec<&Step> = plan.steps_of(&instance.id).collect();
+fn instance_section(instance: &InstancePlan, steps: &[&Step]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "<details><summary>Service instance <code>{}</code> ({}): {} ({})</summary>\n",
         instance.id,
         instance.region,
-        instance.phase(&steps),
+        instance.phase(steps),
         plural(steps.len(), "step", "steps")
     );
     let _ = writeln!(
@@ -124,7 +128,7 @@ fn instance_section(plan: &Plan, instance: &InstancePlan) -> String {
             out,
             "\n| step | action | crypto unit | signatures | reversible | after | what it does |\n|---|---|---|---:|---|---|---|"
         );
-        for step in &steps {
+        for step in steps {
             let _ = writeln!(
                 out,
                 "| {} | `{}` {} | {} | {} | {} | {} | {} |",

@@ -8,7 +8,7 @@ use similar::{ChangeTag, TextDiff};
 
 use super::table::table;
 use super::{counts, plural};
-use crate::plan::{Action, InstancePlan, Plan, Registers, Step, StepGraph};
+use crate::plan::{Action, InstancePlan, Plan, Registers, Step, StepGraph, by_instance};
 
 pub fn text(plan: &Plan, source: &str) -> String {
     let mut out = String::new();
@@ -25,14 +25,7 @@ pub fn text(plan: &Plan, source: &str) -> String {
             legend[3..].join("   ")
         );
     }
-    let mut by_instance: std::collections::HashMap<&str, Vec<&Step>> =
-        std::collections::HashMap::new();
-    for step in &plan.steps {
-        by_instance
-            .entry(step.instance.as_str())
-            .or_default()
-            .push(step);
-    }
+    let mut by_instance = by_instance(&plan.steps);
     for instance in &plan.instances {
         let steps = by_instance.remove(instance.id.as_str()).unwrap_or_default();
         instance_section(&mut out, instance, &steps);

@@ -10,9 +10,7 @@ fn full_rotation_orders_load_commit_rewrap_set_immediate() {
         .reports_rotation_status(true)
         .units(3, empty(), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
 
     let rewraps = find(&plan, "rewrap_key_storage", None);
     assert_eq!(rewraps.len(), 1);

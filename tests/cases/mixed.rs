@@ -14,9 +14,7 @@ fn unit_that_lost_its_new_register_after_the_rewrap_is_staged_again() {
         .unit(committed(B), valid(A))
         .unit(empty(), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(
         &plan,
         vec![
@@ -54,9 +52,7 @@ fn wrong_key_loaded_before_the_rewrap_is_cleared_and_reloaded() {
         .unit(uncommitted(C), valid(A))
         .unit(committed(B), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(
         &plan,
         [
@@ -103,9 +99,7 @@ fn several_instances_at_different_stages_are_planned_each_on_its_own() {
         .units(3, empty(), valid(B));
     let ids = fleet.ids();
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps_of(
         &plan,
         Some(&ids[0]),
@@ -186,9 +180,7 @@ fn every_unit_type_is_rotated() {
         .unit(empty(), valid(A))
         .kind("failover");
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(
         &plan,
         [

@@ -11,9 +11,7 @@ fn row1_fresh_instance_loads_commits_rewraps_and_sets_immediate() {
         .reports_rotation_status(true)
         .units(3, empty(), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(
         &plan,
         [
@@ -34,9 +32,7 @@ fn row2_all_committed_not_rewrapped_rewraps_then_sets_immediate() {
         .reports_rotation_status(true)
         .units(3, committed(B), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(
         &plan,
         [
@@ -58,9 +54,7 @@ fn row3_all_committed_rewrapped_only_sets_immediate() {
         .reports_rotation_status(true)
         .units(3, committed(B), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(&plan, each("set_immediate", 1..=3));
 }
 
@@ -74,9 +68,7 @@ fn row4_after_rewrap_with_u1_promoted_removes_u1_and_sets_immediate_on_the_rest(
         .unit(committed(B), valid(A))
         .unit(committed(B), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(
         &plan,
         [vec![on("remove_unit", u(1))], each("set_immediate", 2..=3)].concat(),
@@ -91,9 +83,7 @@ fn row5_converged_with_status_reported_has_no_changes() {
         .reports_rotation_status(true)
         .units(3, empty(), valid(B));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(0);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(0);
     assert_eq!(plan["changes"], false);
     assert_steps(&plan, vec![]);
 }
@@ -107,9 +97,7 @@ fn row5_converged_without_status_has_no_changes() {
         .reports_rotation_status(false)
         .units(3, empty(), valid(B));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(0);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(0);
     assert_eq!(plan["changes"], false);
     assert_steps(&plan, vec![]);
 }
@@ -237,9 +225,7 @@ fn row9_partly_loaded_instance_finishes_staging_then_rotates() {
         .unit(committed(B), valid(A))
         .unit(empty(), valid(A));
     let run = rotate_to_b(&fleet).plan();
-    run.expect_code(2);
-    let plan = run.json();
-    assert_well_formed(&plan);
+    let plan = run.planned(2);
     assert_steps(
         &plan,
         [

@@ -424,6 +424,14 @@ impl Run {
         );
         self
     }
+
+    /// A plan that exited with `code`: its JSON, checked to be well formed.
+    pub fn planned(&self, code: i32) -> Value {
+        self.expect_code(code);
+        let plan = self.json();
+        assert_well_formed(&plan);
+        plan
+    }
 }
 
 pub fn repo_file(relative: &str) -> PathBuf {
