@@ -16,6 +16,9 @@ pub enum Error {
     Refused(#[from] PlanRefused),
     #[error("{0}")]
     Stale(String),
+    /// Evidence that is damaged or contradicts itself (a corrupt journal): stop, exit 3.
+    #[error("{0}")]
+    Unsafe(String),
     /// Anything else the operator can fix: the message says how.
     #[error("{0}")]
     Other(String),
@@ -24,7 +27,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Refused(_) => 3,
+            Self::Refused(_) | Self::Unsafe(_) => 3,
             Self::Stale(_) => 4,
             Self::Input(_) | Self::Backend(_) | Self::Other(_) => 1,
         }

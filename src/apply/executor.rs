@@ -3,22 +3,30 @@
 //! reading the live state before anything is retried; an outcome that cannot be settled stops
 //! the apply, and the rerun plans from the live state and the journal.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
+use serde_json::json;
+
+use super::audit::{Audit, AuditError};
 use super::evidence::unsettled;
 use super::journal::{Journal, JournalError, Outcome, Record};
 use crate::backend::{Backend, BackendError, Operation};
 use crate::keypart::Secret32;
 use crate::model::{
-    JournalEvidence, JournalRewrap, LiveInstance, NewRegister, RewrapStatus, VerificationPattern,
+    CryptoUnit, JournalEvidence, JournalRewrap, LiveInstance, NewRegister, RewrapStatus,
+    VerificationPattern,
 };
-use crate::plan::{Action, InstancePlan, Plan, Step};
+use crate::plan::{Action, InstancePlan, Plan, Registers, Step, by_instance, effect};
 
 /// Attempts of one operation whose earlier attempt was settled as not done.
 pub const OPERATION_ATTEMPTS_MAX: u32 = 3;
 
 /// Where the executor reports what it does; only views print.
 pub trait Progress {
+    /// A step is about to start: `index` of `total`.
+    fn step_started(&mut self, index: usize, total: usize, step: &Step);
+    /// A line for the operator.
     fn line(&mut self, text: &str);
 }
 
@@ -26,6 +34,8 @@ pub trait Progress {
 pub enum ApplyError {
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error(
         "step {step} ({action}) failed: {source}. The journal records it; fix the cause and run apply again"
     )]
@@ -35,7 +45,7 @@ pub enum ApplyError {
         source: Box<BackendError>,
     },
     #[error(
-        "step {step} ({action}): the outcome is unknown ({why}) and the live state cannot settle it. Nothing more was sent. Run `mkplan apply` again: it will settle it from the service's status or refuse with what evidence it needs"
+        "step {step} ({action}): the outcome is unknown ({why}) and the live state cannot settle it. Nothing more was sent. Run `mkplan apply` again: it settles it from the service's status, or refuses and says what evidence it needs"
     )]
     Unknown {
         step: String,
@@ -49,18 +59,19 @@ pub enum ApplyError {
     },
 }
 
-/// Settles, from the live state the plan was made from, the intents a crashed run left
-/// without an outcome, so the journal says what happened before anything new is sent.
+/// Settles the intents that an earlier run left without an outcome, from the live state the
+/// plan was made from and the plan's finding about the key storage, so that the journal says
+/// what happened before anything new is sent. Returns one line per settled intent.
 pub fn settle_previous(
     journal: &mut Journal,
     plan: &Plan,
     live: &[LiveInstance],
-    progress: &mut dyn Progress,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<String>, ApplyError> {
     let open: Vec<Record> = unsettled(journal.records())
         .into_iter()
         .map(|(_, r)| r.clone())
         .collect();
+    let mut settled = Vec::new();
     for record in open {
         let Record::Intent {
             step,
@@ -71,16 +82,16 @@ pub fn settle_previous(
         else {
             continue;
         };
-        let (Some(found), Some(planned)) = (
-            live.iter().find(|i| i.id == instance),
-            plan.instances.iter().find(|i| i.id == instance),
-        ) else {
+        let found = live.iter().find(|i| i.id == instance);
+        let planned = plan.instances.iter().find(|i| i.id == instance);
+        let (Some(found), Some(planned)) = (found, planned) else {
             continue;
         };
         let done = match action {
             Action::RewrapKeyStorage => {
                 planned.key_storage_under == planned.target_verification_pattern
             }
+            Action::RemoveUnit => true,
             _ => observed(
                 action,
                 found,
@@ -89,16 +100,15 @@ pub fn settle_previous(
             ),
         };
         let evidence = format!(
-            "live state read after the previous run stopped (key storage under {}…)",
+            "live state read by a later run: the key storage is under {}…, the unit's registers as refreshed",
             planned.key_storage_under.short()
         );
-        progress.line(&format!(
-            "settled {step} ({action}) from the previous run: {}",
-            if done {
-                "it took effect"
-            } else {
-                "it had no effect"
-            }
+        settled.push(format!(
+            "{step} {action}{}: {}",
+            unit.as_deref()
+                .map(|u| format!(" on {u}"))
+                .unwrap_or_default(),
+            if done { "took effect" } else { "had no effect" }
         ));
         let outcome = if done {
             Outcome::SettledDone { evidence }
@@ -107,7 +117,7 @@ pub fn settle_previous(
         };
         journal.append(Record::Outcome { step, outcome })?;
     }
-    Ok(())
+    Ok(settled)
 }
 
 /// Records the start of each rotation the plan rewraps, unless the journal already has it.
@@ -116,7 +126,7 @@ pub fn record_rotations(
     plan: &Plan,
     evidence: &JournalEvidence,
 ) -> Result<(), ApplyError> {
-    let grouped = crate::plan::by_instance(&plan.steps);
+    let grouped = by_instance(&plan.steps);
     for instance in &plan.instances {
         let rewraps = grouped
             .get(instance.id.as_str())
@@ -153,56 +163,126 @@ fn observed(
         Action::SetImmediate => {
             unit.current_register.holds(target) && !unit.new_register.holds(target)
         }
-        Action::RemoveUnit | Action::RewrapKeyStorage => false,
+        Action::RemoveUnit => true,
+        Action::RewrapKeyStorage => false,
     }
 }
 
+/// What the executor needs besides the plan.
+pub struct Context<'a, B: Backend> {
+    pub backend: &'a B,
+    pub journal: &'a mut Journal,
+    pub audit: &'a mut Audit,
+    pub progress: &'a mut dyn Progress,
+    /// The apply run number in the journal.
+    pub run: u32,
+    /// The decrypted key parts of each instance that loads.
+    pub key_parts: &'a HashMap<String, Vec<Secret32>>,
+}
+
+/// Runs every step of `plan` in order. `live` is the state the plan was made from; the
+/// executor tracks each unit's registers from it for the audit trail.
 pub async fn run<B: Backend>(
-    backend: &B,
+    context: &mut Context<'_, B>,
     plan: &Plan,
-    key_parts: &dyn Fn(&str) -> Option<&[Secret32]>,
-    journal: &mut Journal,
-    progress: &mut dyn Progress,
+    live: &[LiveInstance],
 ) -> Result<(), ApplyError> {
-    for step in &plan.steps {
-        let instance = plan
-            .instances
-            .iter()
-            .find(|i| i.id == step.instance)
-            .expect("steps name planned instances");
+    let mut units: HashMap<&str, CryptoUnit> = live
+        .iter()
+        .flat_map(|i| i.crypto_units.iter())
+        .map(|u| (u.hsm_id.as_str(), u.clone()))
+        .collect();
+    let instances: HashMap<&str, &InstancePlan> =
+        plan.instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    for (index, step) in plan.steps.iter().enumerate() {
+        let instance = instances[step.instance.as_str()];
+        let key = format!("r{}.{}", context.run, step.id);
+        context.progress.step_started(index, plan.steps.len(), step);
         let started = Instant::now();
-        journal.append(Record::Intent {
-            step: step.id.clone(),
+        context.journal.append(Record::Intent {
+            step: key.clone(),
             action: step.action,
             instance: step.instance.clone(),
             unit: step.unit.clone(),
         })?;
-        let outcome = if step.action == Action::RemoveUnit {
-            Outcome::Done
+        let result = if step.action == Action::RemoveUnit {
+            Ok(Outcome::Done)
         } else {
+            let parts = context
+                .key_parts
+                .get(&step.instance)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             perform_settled(
-                backend,
+                context.backend,
                 step,
                 instance,
-                key_parts(&step.instance).unwrap_or(&[]),
-                progress,
+                parts,
+                &mut *context.progress,
             )
-            .await?
+            .await
         };
-        journal.append(Record::Outcome {
-            step: step.id.clone(),
-            outcome,
+        let unit = step.unit.as_deref().and_then(|id| units.get_mut(id));
+        let before = unit.as_ref().map(|u| registers(u));
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                if let ApplyError::Step { source, .. } = &error {
+                    context.journal.append(Record::Outcome {
+                        step: key.clone(),
+                        outcome: Outcome::NotDone {
+                            reason: source.to_string(),
+                        },
+                    })?;
+                }
+                context.audit.record(json!({
+                    "kind": "step", "run": context.run, "step": step.id, "action": step.action,
+                    "instance": step.instance, "unit": step.unit, "before": before,
+                    "outcome": "failed", "error": error.to_string(),
+                    "elapsed_ms": started.elapsed().as_millis() as u64,
+                }))?;
+                return Err(error);
+            }
+        };
+        context.journal.append(Record::Outcome {
+            step: key,
+            outcome: outcome.clone(),
         })?;
-        progress.line(&format!(
-            "{} {} {:<18} {}  done in {:.2} s",
+        let after = unit.map(|u| {
+            effect(
+                step.action,
+                &mut u.new_register,
+                &mut u.current_register,
+                &instance.target_verification_pattern,
+            );
+            registers(u)
+        });
+        context.audit.record(json!({
+            "kind": "step", "run": context.run, "step": step.id, "action": step.action,
+            "instance": step.instance, "unit": step.unit, "before": before, "after": after,
+            "outcome": outcome, "elapsed_ms": started.elapsed().as_millis() as u64,
+        }))?;
+        context.progress.line(&format!(
+            "{} {:<4} {:<18} {}  done in {:.2} s{}",
             step.action.symbol(),
             step.id,
             step.action.as_str(),
             step.unit.as_deref().unwrap_or("(whole service instance)"),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            match &outcome {
+                Outcome::SettledDone { .. } => " (response lost; settled from the live state)",
+                _ => "",
+            }
         ));
     }
     Ok(())
+}
+
+fn registers(unit: &CryptoUnit) -> Registers {
+    Registers {
+        new_register: unit.new_register.clone(),
+        current_register: unit.current_register.clone(),
+    }
 }
 
 async fn perform_settled<B: Backend>(
@@ -252,7 +332,7 @@ async fn perform_settled<B: Backend>(
             }
         };
         progress.line(&format!(
-            "{} {}: {error}; reading the live state to settle it",
+            "  {} {}: {error}; reading the live state to settle it",
             step.id, step.action
         ));
         let live = backend
@@ -279,7 +359,7 @@ async fn perform_settled<B: Backend>(
             }
             Some(false) if attempt < OPERATION_ATTEMPTS_MAX => {
                 progress.line(&format!(
-                    "{} {}: no effect; sending it again (attempt {})",
+                    "  {} {}: it had no effect; sending it again (attempt {})",
                     step.id,
                     step.action,
                     attempt + 1

@@ -24,6 +24,9 @@ pub const JOURNAL_RECORDS_MAX: usize = 1_000_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
+    /// An apply run begins; `run` counts runs in this journal from 1. Intents and outcomes
+    /// name their step as `r{run}.{step id}`, unique across runs.
+    ApplyStarted { run: u32, plan_sha256: String },
     /// An instance's rotation begins under this journal: its key storage is under `from`.
     RotationStarted {
         instance: String,
@@ -118,8 +121,32 @@ impl Journal {
         })
     }
 
+    /// Reads the records without creating or repairing anything (for `plan`, which must not
+    /// write). A missing journal has no records.
+    pub fn read(state_dir: &Path) -> Result<Vec<Record>, JournalError> {
+        let path = state_dir.join("journal.jsonl");
+        match fs::read(&path) {
+            Ok(bytes) => parse(&path, &bytes).map(|(records, _)| records),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(JournalError::Io {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            }),
+        }
+    }
+
     pub fn records(&self) -> &[Record] {
         &self.records
+    }
+
+    /// The number the next apply run takes.
+    pub fn next_run(&self) -> u32 {
+        let runs = self
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::ApplyStarted { .. }))
+            .count();
+        u32::try_from(runs).unwrap_or(u32::MAX - 1) + 1
     }
 
     /// Appends one record and fsyncs it: when this returns, the record survives a crash.

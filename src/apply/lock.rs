@@ -69,3 +69,39 @@ pub fn acquire(state_dir: &Path, holder: &Holder) -> Result<StateLock, String> {
     file.sync_all().map_err(|e| e.to_string())?;
     Ok(StateLock { _file: file })
 }
+
+/// Releases a lock left by a process that is gone, given its exact id. A lock that a live
+/// process holds is never broken: it is released when that process ends.
+pub fn release(state_dir: &Path, lock_id: &str) -> Result<(), String> {
+    let path = state_dir.join("lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("no lock at {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "the lock on {} is held by a running process; mkplan never breaks a live lock (it ends with its process)",
+                state_dir.display()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.to_string()),
+    }
+    let held = fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Holder>(&t).ok());
+    match held {
+        Some(h) if h.lock_id == lock_id => {
+            file.set_len(0).map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| e.to_string())
+        }
+        Some(h) => Err(format!(
+            "the lock on {} has id {}, not {lock_id}; give its exact id",
+            state_dir.display(),
+            h.lock_id
+        )),
+        None => Err(format!("no lock is recorded on {}", state_dir.display())),
+    }
+}

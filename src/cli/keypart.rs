@@ -71,29 +71,35 @@ pub fn vp(files: &[std::path::PathBuf], password_envs: &[String]) -> Result<u8> 
     }
     let mut parts = Vec::with_capacity(files.len());
     for (index, path) in files.iter().enumerate() {
-        let shown = path.display().to_string();
-        let text = fs::read_to_string(path)
-            .map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
-        let file = keypart::parse_file(&shown, &text)?;
         let env = password_envs
             .get(index)
             .or(password_envs.first())
             .map(String::as_str);
-        let password = password(env, &format!("Password for key part {shown}: "), false)?;
-        let part = keypart::open(&file, &password)
-            .map_err(|e| Error::Other(format!("key part file {shown}: {e}")))?;
-        parts.push(part);
+        parts.push(open_key_part(path, env)?);
     }
     let key = keypart::combine(&parts).map_err(|e| Error::Other(e.to_string()))?;
     println!("{}", key.verification_pattern());
     Ok(0)
 }
 
+/// Reads, decrypts and checks one key part file; the password comes from `env` or a prompt.
+pub(super) fn open_key_part(
+    path: &std::path::Path,
+    env: Option<&str>,
+) -> Result<keypart::Secret32> {
+    let shown = path.display().to_string();
+    let text = fs::read_to_string(path)
+        .map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
+    let file = keypart::parse_file(&shown, &text)?;
+    let password = password(env, &format!("Password for key part {shown}: "), false)?;
+    keypart::open(&file, &password).map_err(|e| Error::Other(format!("key part file {shown}: {e}")))
+}
+
 fn password(env: Option<&str>, prompt: &str, confirm: bool) -> Result<Password> {
     if let Some(name) = env {
         return std::env::var(name).map(Password::new).map_err(|_| {
             Error::Other(format!(
-                "the environment variable {name} (named by --password-env) is not set"
+                "the environment variable {name}, named to hold a key part password, is not set"
             ))
         });
     }

@@ -1,6 +1,7 @@
 //! The command line: clap definitions (raw flags) and the commands, each a thin function that
 //! resolves its inputs once (`context`), calls the library, and hands the result to a view.
 
+mod apply;
 mod context;
 mod keypart;
 mod plan;
@@ -37,6 +38,22 @@ pub enum Command {
     Validate { desired: PathBuf },
     /// Refresh the live state, diff it against the desired state, and show the checked plan.
     Plan(PlanArgs),
+    /// Run a saved plan, or plan DESIRED.yaml and run it after confirmation; rerun after any
+    /// failure to resume.
+    Apply {
+        /// A plan file from `plan --out`, or a desired key-state YAML file.
+        target: PathBuf,
+        #[command(flatten)]
+        backend: BackendArg,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Release a lock left by an apply that is gone, by its exact id.
+    Unlock { lock_id: String },
+    /// The audit trail of applies.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show a saved plan file.
     Show {
         planfile: PathBuf,
@@ -59,6 +76,12 @@ pub enum Command {
     /// Key part files: create one, or compute the VP that parts combine into.
     #[command(subcommand)]
     Keypart(KeypartCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of the audit trail and report the first broken link.
+    Verify,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -110,7 +133,14 @@ pub enum KeypartCommand {
 pub async fn run(args: Args) -> Result<u8> {
     match args.command {
         Command::Validate { desired } => plan::validate(&desired),
-        Command::Plan(plan_args) => plan::plan(&plan_args).await,
+        Command::Plan(plan_args) => plan::plan(&plan_args, &args.state_dir).await,
+        Command::Apply {
+            target,
+            backend,
+            auto_approve,
+        } => apply::apply(&target, &backend, auto_approve, &args.state_dir).await,
+        Command::Unlock { lock_id } => apply::unlock(&lock_id, &args.state_dir),
+        Command::Audit(AuditCommand::Verify) => apply::audit_verify(&args.state_dir),
         Command::Show {
             planfile,
             json,

@@ -6,9 +6,11 @@ use std::path::Path;
 
 use super::PlanArgs;
 use super::context::{read_desired, refresh};
+use crate::apply::evidence::journal_evidence;
+use crate::apply::journal::Journal;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{InputError, JournalEvidence};
+use crate::model::InputError;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, StepGraph};
 use crate::render;
 
@@ -23,10 +25,11 @@ pub fn validate(desired: &Path) -> Result<u8> {
     Ok(0)
 }
 
-pub async fn plan(args: &PlanArgs) -> Result<u8> {
+pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
     let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
-    let journal = JournalEvidence::none();
-    let plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
+    let journal =
+        journal_evidence(&Journal::read(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?);
+    let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,
         Err(refused) => {
             if args.json {
@@ -38,6 +41,8 @@ pub async fn plan(args: &PlanArgs) -> Result<u8> {
             return Err(Error::Refused(refused));
         }
     };
+    plan.desired_file = Some(desired.path.display().to_string());
+    plan.backend = Some(backend.describe());
     if let Some(out) = &args.out {
         save(&plan, out)?;
     }
@@ -64,7 +69,7 @@ pub async fn plan(args: &PlanArgs) -> Result<u8> {
 }
 
 /// Writes the plan file atomically: a half-written plan must never be applied.
-fn save(plan: &Plan, out: &Path) -> Result<()> {
+pub(super) fn save(plan: &Plan, out: &Path) -> Result<()> {
     let folder = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -14,6 +14,12 @@ pub struct Plan {
     pub format_version: String,
     pub desired_sha256: String,
     pub live_fingerprint: String,
+    /// The desired file and backend the plan was made from, as given (set by `plan --out`,
+    /// read by `apply PLANFILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     pub changes: bool,
     /// Steps in the order apply runs them.
     pub steps: Vec<Step>,

@@ -247,18 +247,7 @@ pub(crate) fn after_state(
     let mut new = unit.new_register.clone();
     let mut current = unit.current_register.clone();
     for draft in drafts.iter().filter(|d| d.unit == Some(index)) {
-        match draft.action {
-            Action::ClearNewMk => new = NewRegister::Empty,
-            Action::LoadNewMk => new = NewRegister::FullUncommitted(target.clone()),
-            Action::CommitNewMk => new = NewRegister::FullCommitted(target.clone()),
-            Action::SetImmediate => {
-                if let Some(vp) = new.verification_pattern() {
-                    current = CurrentRegister::Valid(vp.clone());
-                }
-                new = NewRegister::Empty;
-            }
-            Action::RewrapKeyStorage | Action::RemoveUnit => {}
-        }
+        super::step::effect(draft.action, &mut new, &mut current, target);
     }
     (new, current)
 }

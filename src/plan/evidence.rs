@@ -38,7 +38,10 @@ pub(crate) fn find_key_storage_mk(
         claims.push(claim);
     }
     let unsettled = journal.is_some_and(|j| matches!(j.rewrap, JournalRewrap::Unsettled { .. }));
-    if let Some(claim) = journal.and_then(journal_claim) {
+    if let Some(claim) = journal
+        .filter(|j| journal_applies(j, live))
+        .and_then(journal_claim)
+    {
         claims.push(claim);
     }
     if let Some(claim) = live_claim(live) {
@@ -132,6 +135,24 @@ fn rewrapped_candidates(live: &LiveInstance) -> Vec<&VerificationPattern> {
             old.len() == 1 && !old.contains(&None)
         })
         .collect()
+}
+
+/// The journal speaks only of its own rotation: it applies while every register holds that
+/// rotation's old key, its new key, or nothing. A register holding any other key means
+/// something happened that the journal did not see, so its word no longer counts.
+fn journal_applies(rotation: &JournalRotation, live: &LiveInstance) -> bool {
+    let from = match &rotation.rewrap {
+        JournalRewrap::NotStarted { from }
+        | JournalRewrap::Unsettled { from }
+        | JournalRewrap::Completed { from } => from,
+    };
+    let known =
+        |vp: Option<&VerificationPattern>| vp.is_none_or(|vp| vp == from || *vp == rotation.to);
+    live.crypto_units.iter().all(|u| {
+        known(u.new_register.verification_pattern())
+            && u.current_register.verification_pattern().is_some()
+            && known(u.current_register.verification_pattern())
+    })
 }
 
 fn journal_claim(rotation: &JournalRotation) -> Option<Claim> {

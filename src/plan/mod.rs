@@ -19,7 +19,7 @@ pub use artifact::{InstancePlan, PLAN_FORMAT_VERSION, Plan, Registers, UnitChang
 pub use evidence::StorageFinding;
 pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};
-pub use step::{Action, Step, by_instance};
+pub use step::{Action, Step, by_instance, effect};
 
 use std::collections::HashMap;
 
@@ -92,6 +92,8 @@ pub fn plan(
         format_version: PLAN_FORMAT_VERSION.into(),
         desired_sha256: desired_sha256.into(),
         live_fingerprint: live.fingerprint(),
+        desired_file: None,
+        backend: None,
         changes: !ordered.is_empty(),
         steps: ordered,
         instances,

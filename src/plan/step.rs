@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::model::{CurrentRegister, NewRegister, VerificationPattern};
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,4 +108,25 @@ pub fn by_instance<'a>(
             .push(step);
     }
     grouped
+}
+
+/// What a step does to one crypto unit's registers when it succeeds (rotating to `target`).
+pub fn effect(
+    action: Action,
+    new: &mut NewRegister,
+    current: &mut CurrentRegister,
+    target: &VerificationPattern,
+) {
+    match action {
+        Action::ClearNewMk => *new = NewRegister::Empty,
+        Action::LoadNewMk => *new = NewRegister::FullUncommitted(target.clone()),
+        Action::CommitNewMk => *new = NewRegister::FullCommitted(target.clone()),
+        Action::SetImmediate => {
+            if let Some(vp) = new.verification_pattern() {
+                *current = CurrentRegister::Valid(vp.clone());
+            }
+            *new = NewRegister::Empty;
+        }
+        Action::RewrapKeyStorage | Action::RemoveUnit => {}
+    }
 }

@@ -1,3 +1,4 @@
+mod apply;
 mod bad_input;
 mod dependencies;
 mod mixed;

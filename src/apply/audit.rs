@@ -1,0 +1,169 @@
+//! The audit trail: a hash-chained JSON-lines log of every apply in the state directory
+//! (`audit.jsonl`). Each entry carries the SHA-256 of the previous entry's line, so editing,
+//! removing or reordering any entry breaks the chain at that point; `mkplan audit verify`
+//! finds the first broken link. Entries hold register states and VPs, never a secret.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The hash the first entry links to.
+pub const CHAIN_START: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    seq: u64,
+    /// SHA-256 of the previous line (without its newline), or `CHAIN_START`.
+    prev: String,
+    /// Seconds since the Unix epoch, UTC.
+    time: u64,
+    event: Value,
+}
+
+pub struct Audit {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    prev: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("audit trail {path}: {why}")]
+pub struct AuditError {
+    pub path: String,
+    pub why: String,
+}
+
+impl Audit {
+    /// Opens the trail for appending, checking its chain first: a broken trail is not
+    /// extended (the break would be hidden under new entries).
+    pub fn open(state_dir: &Path) -> Result<Self, AuditError> {
+        let path = state_dir.join("audit.jsonl");
+        let error = |why: String| AuditError {
+            path: path.display().to_string(),
+            why,
+        };
+        fs::create_dir_all(state_dir).map_err(|e| error(e.to_string()))?;
+        let (seq, prev) = match verify(&path) {
+            Ok(Verified { entries, last_hash }) => (entries, last_hash),
+            Err(broken) => {
+                return Err(error(format!(
+                    "{broken}; run `mkplan audit verify` and keep the file for investigation"
+                )));
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| error(e.to_string()))?;
+        Ok(Self {
+            path,
+            file,
+            seq,
+            prev,
+        })
+    }
+
+    pub fn record(&mut self, event: Value) -> Result<(), AuditError> {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let entry = Entry {
+            seq: self.seq + 1,
+            prev: self.prev.clone(),
+            time,
+            event,
+        };
+        let line = serde_json::to_string(&entry).expect("audit entries serialize");
+        let error = |e: std::io::Error| AuditError {
+            path: self.path.display().to_string(),
+            why: e.to_string(),
+        };
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(error)?;
+        self.file.sync_data().map_err(error)?;
+        self.seq += 1;
+        self.prev = hex::encode(Sha256::digest(line.as_bytes()));
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct Verified {
+    pub entries: u64,
+    pub last_hash: String,
+}
+
+/// Walks the chain. A missing file is an empty, valid trail.
+pub fn verify(path: &Path) -> Result<Verified, String> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    let mut prev = CHAIN_START.to_string();
+    let mut count = 0u64;
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let entry: Entry = serde_json::from_str(line)
+            .map_err(|e| format!("line {number} is not an audit entry ({e})"))?;
+        if entry.seq != count + 1 {
+            return Err(format!(
+                "first broken link at line {number}: sequence number {} where {} was expected (an entry was removed or reordered)",
+                entry.seq,
+                count + 1
+            ));
+        }
+        if entry.prev != prev {
+            return Err(format!(
+                "first broken link at line {number}: it does not link to the entry before it (that entry, or this one, was altered)"
+            ));
+        }
+        prev = hex::encode(Sha256::digest(line.as_bytes()));
+        count += 1;
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(format!("the last line ({count}) is incomplete"));
+    }
+    Ok(Verified {
+        entries: count,
+        last_hash: prev,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_chain_verifies_and_any_edit_breaks_it_where_it_was_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut audit = Audit::open(dir.path()).unwrap();
+        for n in 0..4 {
+            audit.record(json!({"kind": "step", "n": n})).unwrap();
+        }
+        drop(audit);
+        let path = dir.path().join("audit.jsonl");
+        assert_eq!(verify(&path).unwrap().entries, 4);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replacen("\"n\":2", "\"n\":7", 1)).unwrap();
+        let broken = verify(&path).unwrap_err();
+        assert!(broken.contains("line 4"), "{broken}");
+        assert!(
+            Audit::open(dir.path()).is_err(),
+            "a broken trail is not extended"
+        );
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.remove(1);
+        fs::write(&path, lines.join("\n") + "\n").unwrap();
+        assert!(verify(&path).unwrap_err().contains("line 2"));
+    }
+}

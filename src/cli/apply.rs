@@ -1,0 +1,437 @@
+//! `apply`, `unlock` and `audit verify`: the commands that change crypto units, and those
+//! that look after the state directory.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::BackendArg;
+use super::context::{Desired, open_backend, read_desired, refresh};
+use super::keypart::open_key_part;
+use super::plan::read_plan_file;
+use crate::apply::audit::{self, Audit};
+use crate::apply::evidence::journal_evidence;
+use crate::apply::executor::{self, Context, Progress};
+use crate::apply::journal::{Journal, Record};
+use crate::apply::lock::{self, Holder};
+use crate::backend::{AnyBackend, Backend};
+use crate::error::{Error, Result};
+use crate::keypart::{self, Secret32};
+use crate::model::{KeyPartSource, LiveFleet, NewRegister};
+use crate::plan::{Action, Plan};
+use crate::render;
+
+pub async fn apply(
+    target: &Path,
+    flag: &BackendArg,
+    auto_approve: bool,
+    state_dir: &Path,
+) -> Result<u8> {
+    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
+    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let evidence = journal_evidence(journal.records());
+    let saved_plan = !is_yaml(target);
+    let (desired, backend, live, mut plan) = if saved_plan {
+        saved(target, flag).await?
+    } else {
+        let (desired, backend, live) = refresh(target, flag).await?;
+        let plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
+        (desired, backend, live, plan)
+    };
+    plan.desired_file = Some(desired.path.display().to_string());
+    plan.backend = Some(backend.describe());
+    report_resume(&plan, &live, journal.records());
+    if !plan.changes {
+        executor::settle_previous(&mut journal, &plan, &live.instances).map_err(apply_error)?;
+        eprintln!(
+            "No changes: every crypto unit already holds the desired master key. Nothing was sent."
+        );
+        return Ok(0);
+    }
+    if !saved_plan {
+        eprint!(
+            "{}",
+            render::text(
+                &plan,
+                &format!("{} against {}", desired.path.display(), backend.describe())
+            )
+        );
+        if !auto_approve {
+            confirm()?;
+        }
+    }
+    let key_parts = key_parts(&desired, &plan)?;
+    let mut audit = Audit::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let run = journal.next_run();
+    let plan_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        render::json(&plan).as_bytes(),
+    ));
+    journal
+        .append(Record::ApplyStarted {
+            run,
+            plan_sha256: plan_sha256.clone(),
+        })
+        .map_err(|e| Error::Other(e.to_string()))?;
+    audit
+        .record(json!({
+            "kind": "apply_started", "run": run, "plan_sha256": plan_sha256,
+            "desired_sha256": plan.desired_sha256, "live_fingerprint": plan.live_fingerprint,
+            "backend": plan.backend, "steps": plan.steps.len(),
+        }))
+        .map_err(|e| Error::Other(e.to_string()))?;
+    for line in
+        executor::settle_previous(&mut journal, &plan, &live.instances).map_err(apply_error)?
+    {
+        eprintln!("settled from the previous run: {line}");
+    }
+    executor::record_rotations(&mut journal, &plan, &evidence).map_err(apply_error)?;
+    let mut progress = TerminalProgress::new();
+    let mut context = Context {
+        backend: &backend,
+        journal: &mut journal,
+        audit: &mut audit,
+        progress: &mut progress,
+        run,
+        key_parts: &key_parts,
+    };
+    let outcome = executor::run(&mut context, &plan, &live.instances).await;
+    progress.finish();
+    let finished = match &outcome {
+        Ok(()) => verify_converged(&backend, &plan).await,
+        Err(error) => Err(apply_error_ref(error)),
+    };
+    audit
+        .record(json!({
+            "kind": "apply_finished", "run": run,
+            "outcome": match &finished { Ok(()) => "converged".to_string(), Err(e) => format!("stopped: {e}") },
+        }))
+        .map_err(|e| Error::Other(e.to_string()))?;
+    finished?;
+    eprintln!(
+        "Apply complete: {} steps run; every crypto unit's current register holds the desired master key.",
+        plan.steps.len()
+    );
+    Ok(0)
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// `apply PLANFILE`: the plan as saved, if the desired file and the live state are still
+/// the ones it was made from; otherwise exit 4 with what changed.
+async fn saved(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
+    let plan = read_plan_file(path)?;
+    let desired_file = plan.desired_file.clone().ok_or_else(|| {
+        Error::Other(format!(
+            "{} does not name its desired file; make it with `mkplan plan DESIRED --out`",
+            path.display()
+        ))
+    })?;
+    let desired = read_desired(Path::new(&desired_file))?;
+    if desired.sha256 != plan.desired_sha256 {
+        return Err(Error::Stale(format!(
+            "the plan {} is stale: the desired file {desired_file} changed since it was made. Nothing was touched; make a new plan",
+            path.display()
+        )));
+    }
+    let spec = BackendArg {
+        backend: flag.backend.clone().or_else(|| plan.backend.clone()),
+    };
+    let backend = open_backend(&desired, &spec)?;
+    let ids: Vec<String> = desired
+        .state
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    let live = backend.refresh(&ids).await?;
+    if live.fingerprint() != plan.live_fingerprint {
+        return Err(Error::Stale(format!(
+            "the plan {} is stale: the live state changed since it was made. Nothing was touched; make a new plan.\n{}",
+            path.display(),
+            changes_since(&plan, &live).join("\n")
+        )));
+    }
+    Ok((desired, backend, live, plan))
+}
+
+/// Per crypto unit, what differs between the plan's "before" and the live state now.
+fn changes_since(plan: &Plan, live: &LiveFleet) -> Vec<String> {
+    let mut lines = Vec::new();
+    for instance in &plan.instances {
+        let Some(now) = live.instance(&instance.id) else {
+            lines.push(format!(
+                "  service instance {}: no longer reported",
+                instance.id
+            ));
+            continue;
+        };
+        if now.rewrap_status != instance.rewrap_status {
+            lines.push(format!(
+                "  service instance {}: rewrap status was \"{}\", now \"{}\"",
+                instance.id,
+                instance.rewrap_status.describe(),
+                now.rewrap_status.describe()
+            ));
+        }
+        for unit in &instance.units {
+            let Some(current) = now.unit(&unit.hsm_id) else {
+                lines.push(format!("  crypto unit {}: no longer reported", unit.hsm_id));
+                continue;
+            };
+            if current.new_register != unit.before.new_register {
+                lines.push(format!(
+                    "  crypto unit {}: new register was {:#}, now {:#}",
+                    unit.hsm_id, unit.before.new_register, current.new_register
+                ));
+            }
+            if current.current_register != unit.before.current_register {
+                lines.push(format!(
+                    "  crypto unit {}: current register was {:#}, now {:#}",
+                    unit.hsm_id, unit.before.current_register, current.current_register
+                ));
+            }
+        }
+    }
+    if lines.is_empty() {
+        lines.push("  (a mode, threshold, administrator or crypto unit list changed)".into());
+    }
+    lines
+}
+
+/// On a rerun, says what is already done and what the journal left open.
+fn report_resume(plan: &Plan, live: &LiveFleet, records: &[Record]) {
+    let open = crate::apply::evidence::unsettled(records).len();
+    let runs = records
+        .iter()
+        .filter(|r| matches!(r, Record::ApplyStarted { .. }))
+        .count();
+    if runs == 0 {
+        return;
+    }
+    let units: usize = live.instances.iter().map(|i| i.crypto_units.len()).sum();
+    let done = plan
+        .instances
+        .iter()
+        .flat_map(|i| i.units.iter().map(move |u| (i, u)))
+        .filter(|(i, u)| {
+            u.before
+                .current_register
+                .holds(&i.target_verification_pattern)
+                && u.before.new_register == NewRegister::Empty
+        })
+        .count();
+    eprintln!(
+        "Resuming from the journal ({runs} earlier run(s)): found {done} of {units} crypto units already done; {open} operation(s) with no recorded outcome to settle; {} step(s) remain.",
+        plan.steps.len()
+    );
+}
+
+fn confirm() -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Other(
+            "no terminal to confirm the plan: review it, then run again with --auto-approve (or apply a saved plan file)".into(),
+        ));
+    }
+    eprint!("Apply these steps? Only 'yes' is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    if answer.trim() != "yes" {
+        return Err(Error::Other("apply cancelled; nothing was touched".into()));
+    }
+    Ok(())
+}
+
+/// Decrypts and combines the key parts of every instance that loads, and checks that they
+/// make the desired master key, before the first step: a wrong part must touch nothing.
+fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secret32>>> {
+    let mut parts = HashMap::new();
+    for instance in &desired.state.instances {
+        let loads = plan
+            .steps
+            .iter()
+            .any(|s| s.instance == instance.id && s.action == Action::LoadNewMk);
+        if !loads {
+            continue;
+        }
+        let mut opened = Vec::with_capacity(instance.master_key.key_parts.len());
+        for source in &instance.master_key.key_parts {
+            let KeyPartSource::File {
+                file, password_env, ..
+            } = source;
+            opened.push(open_key_part(file, password_env.as_deref())?);
+        }
+        let combined = keypart::combine(&opened).map_err(|e| {
+            Error::Other(format!(
+                "service instance {}: {e}; nothing was touched",
+                instance.id
+            ))
+        })?;
+        let vp = combined.verification_pattern();
+        if vp != instance.master_key.verification_pattern {
+            return Err(Error::Other(format!(
+                "service instance {}: the key parts combine into the master key {vp}, not the desired {}. Nothing was touched: check the key part files and the desired verification_pattern",
+                instance.id, instance.master_key.verification_pattern
+            )));
+        }
+        parts.insert(instance.id.clone(), opened);
+    }
+    Ok(parts)
+}
+
+/// Reads the live state after the last step and checks that it is the desired one.
+async fn verify_converged(backend: &AnyBackend, plan: &Plan) -> Result<()> {
+    let ids: Vec<String> = plan.instances.iter().map(|i| i.id.clone()).collect();
+    let live = backend.refresh(&ids).await?;
+    for instance in &plan.instances {
+        let now = live
+            .instance(&instance.id)
+            .expect("refresh returns the instances asked for");
+        for unit in &now.crypto_units {
+            if !unit
+                .current_register
+                .holds(&instance.target_verification_pattern)
+                || unit.new_register != NewRegister::Empty
+            {
+                return Err(Error::Other(format!(
+                    "after the last step crypto unit {} holds new {:#}, current {:#}, not the desired state; run apply again to plan from here",
+                    unit.hsm_id, unit.new_register, unit.current_register
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_error(error: executor::ApplyError) -> Error {
+    apply_error_ref(&error)
+}
+
+fn apply_error_ref(error: &executor::ApplyError) -> Error {
+    match error {
+        executor::ApplyError::Journal(_) | executor::ApplyError::Audit(_) => {
+            Error::Unsafe(error.to_string())
+        }
+        _ => Error::Other(error.to_string()),
+    }
+}
+
+fn holder() -> Holder {
+    let mut id = [0u8; 8];
+    let _ = getrandom::fill(&mut id);
+    Holder {
+        lock_id: hex::encode(id),
+        host: std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "unknown host".into()),
+        pid: std::process::id(),
+        started: utc_now(),
+    }
+}
+
+/// RFC 3339 UTC, from the system clock (days-from-civil, without a date crate).
+fn utc_now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// A progress bar on a terminal (step, unit, elapsed), plain lines otherwise.
+struct TerminalProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl TerminalProgress {
+    fn new() -> Self {
+        Self { bar: None }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn step_started(&mut self, index: usize, total: usize, step: &crate::plan::Step) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(total as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        bar.set_position(index as u64);
+        bar.set_message(format!(
+            "{} {} {}",
+            step.id,
+            step.action,
+            step.unit.as_deref().unwrap_or("")
+        ));
+    }
+
+    fn line(&mut self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+pub fn unlock(lock_id: &str, state_dir: &Path) -> Result<u8> {
+    lock::release(state_dir, lock_id).map_err(Error::Other)?;
+    eprintln!("Lock {lock_id} on {} released.", state_dir.display());
+    Ok(0)
+}
+
+pub fn audit_verify(state_dir: &Path) -> Result<u8> {
+    let path = state_dir.join("audit.jsonl");
+    match audit::verify(&path) {
+        Ok(verified) => {
+            eprintln!(
+                "Audit trail {} is intact: {} entries, each linked to the one before.",
+                path.display(),
+                verified.entries
+            );
+            Ok(0)
+        }
+        Err(broken) => Err(Error::Other(format!(
+            "audit trail {} is broken: {broken}",
+            path.display()
+        ))),
+    }
+}

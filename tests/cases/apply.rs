@@ -1,0 +1,383 @@
+//! `apply` through the binary: every fault at every operation, then a plain rerun, on a
+//! 3-unit instance and on one with 3 operational, 2 recovery and 2 failover units, with and
+//! without a service that reports its rewrap status. The simulator is the judge: after every
+//! sequence it must show zero incidents, and the fleet must be converged or untouched.
+
+use mkplan::backend::sim::Fleet as SimFleet;
+
+use crate::support::*;
+
+const PASSWORDS: [(&str, &str); 2] = [
+    ("MKPLAN_PART1_PASSWORD", "demo-custodian-1"),
+    ("MKPLAN_PART2_PASSWORD", "demo-custodian-2"),
+];
+
+fn apply(ws: &Workspace, faults: &str) -> Run {
+    let mut env = PASSWORDS.to_vec();
+    if !faults.is_empty() {
+        env.push(("MKPLAN_SIM_FAULTS", faults));
+    }
+    ws.mkplan_with_env(&["apply", "desired.yaml", "--auto-approve"], &env)
+}
+
+fn three_units(reports: bool) -> Fleet {
+    Fleet::instance()
+        .key_storage(A)
+        .reports_rotation_status(reports)
+        .units(3, empty(), valid(A))
+}
+
+fn seven_units(reports: bool) -> Fleet {
+    let mut fleet = Fleet::instance()
+        .key_storage(A)
+        .reports_rotation_status(reports)
+        .units(3, empty(), valid(A));
+    for kind in ["recovery", "recovery", "failover", "failover"] {
+        fleet = fleet.unit(empty(), valid(A)).kind(kind);
+    }
+    fleet
+}
+
+/// Mutating operations of a full rotation of `units` crypto units.
+fn operations(units: usize) -> usize {
+    3 * units + 1
+}
+
+fn sim(ws: &Workspace) -> SimFleet {
+    SimFleet::parse("fleet.yaml", &ws.read("fleet.yaml")).expect("the fleet reads")
+}
+
+fn assert_no_incidents(ws: &Workspace, context: &str) {
+    let fleet = sim(ws);
+    assert!(
+        fleet.incidents.is_empty(),
+        "{context}: incidents {:#?}",
+        fleet.incidents
+    );
+    assert!(
+        !fleet.instances[0].key_storage.unusable,
+        "{context}: key storage unusable"
+    );
+}
+
+fn assert_converged(ws: &Workspace, context: &str) {
+    assert_no_incidents(ws, context);
+    let fleet = sim(ws);
+    let instance = &fleet.instances[0];
+    assert_eq!(
+        instance.key_storage.verification_pattern.as_str(),
+        B,
+        "{context}: key storage"
+    );
+    for unit in &instance.crypto_units {
+        assert_eq!(
+            unit.current_register.to_string().split(' ').next(),
+            Some("Valid"),
+            "{context}"
+        );
+        assert!(
+            unit.current_register
+                .verification_pattern()
+                .unwrap()
+                .as_str()
+                == B,
+            "{context}: {unit:?}"
+        );
+        assert_eq!(unit.new_register.status(), "Empty", "{context}: {unit:?}");
+    }
+}
+
+/// Journal records of rewraps that took effect in the fleet: a second one would be an incident
+/// too, but this names it.
+fn rewraps_in_audit(ws: &Workspace) -> usize {
+    let text = std::fs::read_to_string(ws.path(".mkplan/audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"action\":\"rewrap_key_storage\"") && l.contains("\"after\""))
+        .count()
+}
+
+fn sweep(fleet: fn(bool) -> Fleet, units: usize, fault: &str, reports: bool) {
+    let rewrap_op = 2 * units + 1;
+    for n in 1..=operations(units) {
+        let ws = rotate_to_b(&fleet(reports));
+        let context = format!("{fault}={n}, reports_rotation_status={reports}");
+        let first = apply(&ws, &format!("{fault}={n}"));
+        match fault {
+            "crash_after_op" => assert_eq!(
+                first.code, -1,
+                "{context}: the first run must die\n{}",
+                first.stderr
+            ),
+            _ => assert_ne!(first.code, 3, "{context}: {}", first.stderr),
+        }
+        assert_no_incidents(&ws, &context);
+        let before = ws.bytes("fleet.yaml");
+        let rerun = apply(&ws, "");
+        // A transient error on the rewrap leaves its outcome unknown, whether or not it took
+        // effect: without the service's status the rerun must refuse, never resend it.
+        let unknown_rewrap = n == rewrap_op && !reports;
+        if unknown_rewrap && first.code != 0 {
+            assert_eq!(
+                rerun.code, 3,
+                "{context}: the rerun must refuse\n{}",
+                rerun.stderr
+            );
+            assert!(
+                rerun.stderr.contains("rewrap_evidence"),
+                "{context}: {}",
+                rerun.stderr
+            );
+            assert_eq!(
+                ws.bytes("fleet.yaml"),
+                before,
+                "{context}: the refused rerun touched the fleet"
+            );
+            assert_no_incidents(&ws, &context);
+        } else {
+            assert_eq!(
+                rerun.code, 0,
+                "{context}: the rerun must converge\n{}",
+                rerun.stderr
+            );
+            assert_converged(&ws, &context);
+        }
+        assert!(
+            rewraps_in_audit(&ws) <= 1,
+            "{context}: rewrap recorded twice"
+        );
+    }
+}
+
+#[test]
+fn crash_at_every_operation_then_rerun_three_units() {
+    sweep(three_units, 3, "crash_after_op", true);
+    sweep(three_units, 3, "crash_after_op", false);
+}
+
+#[test]
+fn crash_at_every_operation_then_rerun_seven_units() {
+    sweep(seven_units, 7, "crash_after_op", true);
+    sweep(seven_units, 7, "crash_after_op", false);
+}
+
+#[test]
+fn lost_response_at_every_operation_three_units() {
+    sweep(three_units, 3, "lose_response_op", true);
+    sweep(three_units, 3, "lose_response_op", false);
+}
+
+#[test]
+fn lost_response_at_every_operation_seven_units() {
+    sweep(seven_units, 7, "lose_response_op", true);
+    sweep(seven_units, 7, "lose_response_op", false);
+}
+
+#[test]
+fn failed_operation_at_every_operation() {
+    sweep(three_units, 3, "fail_op", true);
+    sweep(three_units, 3, "fail_op", false);
+    sweep(seven_units, 7, "fail_op", true);
+    sweep(seven_units, 7, "fail_op", false);
+}
+
+#[test]
+fn a_lost_rewrap_response_is_settled_by_the_status_and_never_resent() {
+    let ws = rotate_to_b(&three_units(true));
+    let run = apply(&ws, "lose_response_op=7");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("settled from the live state"),
+        "{}",
+        run.stderr
+    );
+    assert_converged(&ws, "lost rewrap response");
+}
+
+#[test]
+fn a_saved_plan_that_went_stale_is_refused_and_nothing_is_touched() {
+    let ws = rotate_to_b(&three_units(true));
+    ws.mkplan(&["plan", "desired.yaml", "--out", "plan.json"])
+        .expect_code(0);
+    // Someone loads a key on unit 2 after the review.
+    let changed = Fleet::instance()
+        .key_storage(A)
+        .unit(empty(), valid(A))
+        .unit(uncommitted(C), valid(A))
+        .unit(empty(), valid(A));
+    ws.write("fleet.yaml", &changed.to_yaml());
+    let before = ws.bytes("fleet.yaml");
+    let run = ws.mkplan_with_env(&["apply", "plan.json"], &PASSWORDS);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("stale"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("new register was Empty, now Full Uncommitted"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ws.bytes("fleet.yaml"), before);
+}
+
+#[test]
+fn a_saved_plan_applies_as_reviewed() {
+    let ws = rotate_to_b(&three_units(false));
+    ws.mkplan(&["plan", "desired.yaml", "--out", "plan.json"])
+        .expect_code(0);
+    let run = ws.mkplan_with_env(&["apply", "plan.json"], &PASSWORDS);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_converged(&ws, "saved plan");
+    let verify = ws.mkplan(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+}
+
+#[test]
+fn wrong_key_parts_stop_before_the_first_step() {
+    let ws = Workspace::new(&three_units(true), &Desired::rotate_to(C));
+    let before = ws.bytes("fleet.yaml");
+    let run = apply(&ws, "");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("Nothing was touched"), "{}", run.stderr);
+    assert_eq!(ws.bytes("fleet.yaml"), before);
+    let missing = rotate_to_b(&three_units(true));
+    let run = missing.mkplan_with_env(
+        &["apply", "desired.yaml", "--auto-approve"],
+        &PASSWORDS[..1],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("MKPLAN_PART2_PASSWORD"),
+        "{}",
+        run.stderr
+    );
+    assert_no_incidents(&missing, "missing password");
+}
+
+#[test]
+fn apply_without_approval_on_no_terminal_touches_nothing() {
+    let ws = rotate_to_b(&three_units(true));
+    let before = ws.bytes("fleet.yaml");
+    let run = ws.mkplan_with_env(&["apply", "desired.yaml"], &PASSWORDS);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("--auto-approve"), "{}", run.stderr);
+    assert_eq!(ws.bytes("fleet.yaml"), before);
+}
+
+#[test]
+fn a_second_apply_while_the_first_runs_is_refused_by_the_lock() {
+    let ws = rotate_to_b(&three_units(true));
+    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
+        .current_dir(ws.path(""))
+        .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
+        .env("MKPLAN_SIM_FAULTS", "latency_ms=400")
+        .envs(PASSWORDS)
+        .args(["apply", "desired.yaml", "--auto-approve"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the first apply");
+    // Wait until the first holds the lock and has begun (its journal exists).
+    let started = std::time::Instant::now();
+    while !ws.path(".mkplan/journal.jsonl").exists()
+        && started.elapsed() < std::time::Duration::from_secs(20)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = apply(&ws, "");
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another apply holds the lock"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!("process {}", first.id())),
+        "{}",
+        second.stderr
+    );
+    assert!(first.wait().expect("the first apply ends").success());
+    assert_converged(&ws, "after the first apply");
+}
+
+#[test]
+fn a_torn_journal_tail_is_tolerated_and_a_flipped_bit_is_refused() {
+    let ws = rotate_to_b(&three_units(true));
+    assert_eq!(apply(&ws, "crash_after_op=4").code, -1);
+    let journal = ws.path(".mkplan/journal.jsonl");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(b"{\"sha256\":\"12\",\"record\":{\"kind\":\"outc");
+    std::fs::write(&journal, &bytes).unwrap();
+    let run = apply(&ws, "");
+    assert_eq!(run.code, 0, "torn tail: {}", run.stderr);
+    assert_converged(&ws, "torn tail");
+
+    let ws = rotate_to_b(&three_units(true));
+    assert_eq!(apply(&ws, "crash_after_op=4").code, -1);
+    let journal = ws.path(".mkplan/journal.jsonl");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let at = bytes.iter().position(|b| *b == b'r').unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&journal, &bytes).unwrap();
+    let before = ws.bytes("fleet.yaml");
+    let run = apply(&ws, "");
+    assert_eq!(run.code, 3, "flipped bit: {}", run.stderr);
+    assert!(run.stderr.contains("damaged at line 1"), "{}", run.stderr);
+    assert_eq!(ws.bytes("fleet.yaml"), before);
+}
+
+#[test]
+fn audit_verify_finds_the_first_broken_link() {
+    let ws = rotate_to_b(&three_units(true));
+    assert_eq!(apply(&ws, "").code, 0);
+    let path = ws.path(".mkplan/audit.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().count() >= 12);
+    let tampered = text.replacen("\"outcome\":\"done\"", "\"outcome\":\"not_done\"", 1);
+    assert_ne!(tampered, text);
+    let line = tampered
+        .lines()
+        .position(|l| l.contains("not_done"))
+        .unwrap()
+        + 1;
+    std::fs::write(&path, tampered).unwrap();
+    let run = ws.mkplan(&["audit", "verify"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("first broken link at line {}", line + 1)),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn no_secret_reaches_the_state_directory_plan_files_or_output() {
+    let ws = rotate_to_b(&three_units(true));
+    let plan = ws.mkplan(&["plan", "desired.yaml", "--out", "plan.json", "--json"]);
+    let crash = apply(&ws, "crash_after_op=5");
+    let rerun = apply(&ws, "");
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    let mut haystack = format!(
+        "{}{}{}{}{}{}",
+        plan.stdout, plan.stderr, crash.stdout, crash.stderr, rerun.stdout, rerun.stderr
+    );
+    for name in [
+        ".mkplan/journal.jsonl",
+        ".mkplan/audit.jsonl",
+        ".mkplan/lock",
+        "plan.json",
+        "fleet.yaml",
+    ] {
+        haystack.push_str(&ws.read(name));
+    }
+    for (_, password) in PASSWORDS {
+        assert!(!haystack.contains(password), "a password leaked");
+    }
+    for n in 1..=2 {
+        let part: serde_json::Value =
+            serde_json::from_str(&ws.read(&format!("keyparts/custodian-{n}.json"))).unwrap();
+        let ciphertext = part["ciphertext"].as_str().unwrap();
+        assert!(
+            !haystack.contains(&ciphertext[..16]),
+            "key part ciphertext leaked"
+        );
+    }
+}
