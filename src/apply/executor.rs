@@ -335,13 +335,13 @@ async fn perform_settled<B: Backend>(
             "  {} {}: {error}; reading the live state to settle it",
             step.id, step.action
         ));
-        let live = backend
-            .refresh(std::slice::from_ref(&step.instance))
-            .await
-            .map_err(|source| ApplyError::Refresh {
-                step: step.id.clone(),
-                source: Box::new(source),
-            })?;
+        let live =
+            crate::backend::refresh_with_retries(backend, std::slice::from_ref(&step.instance))
+                .await
+                .map_err(|source| ApplyError::Refresh {
+                    step: step.id.clone(),
+                    source: Box::new(source),
+                })?;
         let found = &live.instances[0];
         let done = match step.action {
             Action::RewrapKeyStorage => match found.rewrap_status {

@@ -74,6 +74,31 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
+/// Attempts of a read before its transient error is reported, and the first pause between
+/// them (doubled each time).
+pub const READ_ATTEMPTS_MAX: u32 = 4;
+pub const READ_BACKOFF_MS_INITIAL: u64 = 200;
+
+/// Reads the live state, retrying transient errors a bounded number of times. Only reads are
+/// retried blindly: a mutating operation with a transient error is settled by a read first.
+pub async fn refresh_with_retries<B: Backend>(
+    backend: &B,
+    instances: &[String],
+) -> Result<LiveFleet, BackendError> {
+    let mut pause = std::time::Duration::from_millis(READ_BACKOFF_MS_INITIAL);
+    let mut attempt = 1;
+    loop {
+        match backend.refresh(instances).await {
+            Err(BackendError::Transient(_)) if attempt < READ_ATTEMPTS_MAX => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// `--backend SPEC`, the `MKPLAN_BACKEND` variable, or `backend:` in the desired file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendSpec {
@@ -201,4 +226,54 @@ fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendError> 
             unit: own(unit),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A backend whose reads fail transiently a given number of times.
+    struct Flaky {
+        failures: u32,
+        reads: AtomicU32,
+    }
+
+    impl Backend for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+
+        async fn refresh(&self, _: &[String]) -> Result<LiveFleet, BackendError> {
+            let n = self.reads.fetch_add(1, Ordering::SeqCst);
+            if n < self.failures {
+                Err(BackendError::Transient(format!("read {n} timed out")))
+            } else {
+                Ok(LiveFleet::default())
+            }
+        }
+
+        async fn perform(&self, _: &Operation<'_>) -> Result<(), BackendError> {
+            unreachable!("reads only")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_are_retried_a_bounded_number_of_times() {
+        let recovers = Flaky {
+            failures: READ_ATTEMPTS_MAX - 1,
+            reads: AtomicU32::new(0),
+        };
+        assert!(refresh_with_retries(&recovers, &[]).await.is_ok());
+        let down = Flaky {
+            failures: u32::MAX,
+            reads: AtomicU32::new(0),
+        };
+        assert!(matches!(
+            refresh_with_retries(&down, &[]).await,
+            Err(BackendError::Transient(_))
+        ));
+        assert_eq!(down.reads.load(Ordering::SeqCst), READ_ATTEMPTS_MAX);
+    }
 }

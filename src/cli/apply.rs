@@ -151,7 +151,7 @@ async fn saved(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, L
         .iter()
         .map(|i| i.id.clone())
         .collect();
-    let live = backend.refresh(&ids).await?;
+    let live = crate::backend::refresh_with_retries(&backend, &ids).await?;
     if live.fingerprint() != plan.live_fingerprint {
         return Err(Error::Stale(format!(
             "the plan {} is stale: the live state changed since it was made. Nothing was touched; make a new plan.\n{}",
@@ -293,7 +293,7 @@ fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secre
 /// Reads the live state after the last step and checks that it is the desired one.
 async fn verify_converged(backend: &AnyBackend, plan: &Plan) -> Result<()> {
     let ids: Vec<String> = plan.instances.iter().map(|i| i.id.clone()).collect();
-    let live = backend.refresh(&ids).await?;
+    let live = crate::backend::refresh_with_retries(backend, &ids).await?;
     for instance in &plan.instances {
         let now = live
             .instance(&instance.id)

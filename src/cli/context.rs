@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::BackendArg;
 use crate::backend::sim::Faults;
-use crate::backend::{AnyBackend, Backend, BackendSpec};
+use crate::backend::{AnyBackend, BackendSpec};
 use crate::error::{Error, Result};
 use crate::keypart;
 use crate::model::{DesiredState, InputError, KeyPartSource, LiveFleet, parse_desired};
@@ -102,6 +102,6 @@ pub async fn refresh(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBack
         .iter()
         .map(|i| i.id.clone())
         .collect();
-    let live = backend.refresh(&ids).await?;
+    let live = crate::backend::refresh_with_retries(&backend, &ids).await?;
     Ok((desired, backend, live))
 }
