@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::BackendArg;
-use super::context::{Desired, open_backend, read_desired, refresh};
+use super::context::{Desired, read_desired, refresh, refresh_desired};
 use super::keypart::open_key_part;
 use super::plan::read_plan_file;
 use crate::apply::audit::{self, Audit};
@@ -144,14 +144,7 @@ async fn saved(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, L
     let spec = BackendArg {
         backend: flag.backend.clone().or_else(|| plan.backend.clone()),
     };
-    let backend = open_backend(&desired, &spec)?;
-    let ids: Vec<String> = desired
-        .state
-        .instances
-        .iter()
-        .map(|i| i.id.clone())
-        .collect();
-    let live = crate::backend::refresh_with_retries(&backend, &ids).await?;
+    let (backend, live) = refresh_desired(&desired, &spec).await?;
     if live.fingerprint() != plan.live_fingerprint {
         return Err(Error::Stale(format!(
             "the plan {} is stale: the live state changed since it was made. Nothing was touched; make a new plan.\n{}",

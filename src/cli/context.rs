@@ -95,7 +95,16 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
 /// the start of every command that looks at crypto units.
 pub async fn refresh(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, LiveFleet)> {
     let desired = read_desired(path)?;
-    let backend = open_backend(&desired, flag)?;
+    let (backend, live) = refresh_desired(&desired, flag).await?;
+    Ok((desired, backend, live))
+}
+
+/// Opens the desired file's backend and refreshes the live state of its instances.
+pub async fn refresh_desired(
+    desired: &Desired,
+    flag: &BackendArg,
+) -> Result<(AnyBackend, LiveFleet)> {
+    let backend = open_backend(desired, flag)?;
     let ids: Vec<String> = desired
         .state
         .instances
@@ -103,5 +112,5 @@ pub async fn refresh(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBack
         .map(|i| i.id.clone())
         .collect();
     let live = crate::backend::refresh_with_retries(&backend, &ids).await?;
-    Ok((desired, backend, live))
+    Ok((backend, live))
 }
