@@ -71,26 +71,40 @@ impl Audit {
     }
 
     pub fn record(&mut self, event: Value) -> Result<(), AuditError> {
+        self.record_all(vec![event])
+    }
+
+    /// Appends several entries with one fsync.
+    pub fn record_all(&mut self, events: Vec<Value>) -> Result<(), AuditError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let entry = Entry {
-            seq: self.seq + 1,
-            prev: self.prev.clone(),
-            time,
-            event,
-        };
-        let line = serde_json::to_string(&entry).expect("audit entries serialize");
+        let (mut seq, mut prev) = (self.seq, self.prev.clone());
+        let mut text = String::new();
+        for event in events {
+            let entry = Entry {
+                seq: seq + 1,
+                prev,
+                time,
+                event,
+            };
+            let line = serde_json::to_string(&entry).expect("audit entries serialize");
+            seq += 1;
+            prev = hex::encode(Sha256::digest(line.as_bytes()));
+            text += &line;
+            text.push('\n');
+        }
         let error = |e: std::io::Error| AuditError {
             path: self.path.display().to_string(),
             why: e.to_string(),
         };
-        self.file
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(error)?;
+        self.file.write_all(text.as_bytes()).map_err(error)?;
         self.file.sync_data().map_err(error)?;
-        self.seq += 1;
-        self.prev = hex::encode(Sha256::digest(line.as_bytes()));
+        self.seq = seq;
+        self.prev = prev;
         Ok(())
     }
 }

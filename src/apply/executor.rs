@@ -1,11 +1,19 @@
-//! Runs a checked plan, one step at a time in plan order, journal before effect: an intent
-//! (fsynced) before every operation, the outcome after it. A transient error is settled by
-//! reading the live state before anything is retried; an outcome that cannot be settled stops
-//! the apply, and the rerun plans from the live state and the journal.
+//! Runs a checked plan, journal before effect: an intent (fsynced) before every operation, the
+//! outcome after it. Steps whose dependencies are met run concurrently, up to `parallelism`
+//! operations in flight and one at a time per crypto unit (a real unit takes one command at a
+//! time); a step starts only after the outcomes of all its dependencies are journaled. Intents
+//! of steps started together, and outcomes that arrive together, share one fsync.
+//!
+//! A transient error is settled by reading the live state before anything is retried; an
+//! outcome that cannot be settled stops the apply (the steps in flight finish and are
+//! journaled first), and the rerun plans from the live state and the journal.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 
 use super::audit::{Audit, AuditError};
@@ -21,11 +29,16 @@ use crate::plan::{Action, InstancePlan, Plan, Registers, Step, by_instance, effe
 
 /// Attempts of one operation whose earlier attempt was settled as not done.
 pub const OPERATION_ATTEMPTS_MAX: u32 = 3;
+/// Operations in flight at most (`--parallelism`), and the default.
+pub const PARALLELISM_MAX: usize = 256;
+pub const PARALLELISM_DEFAULT: usize = 10;
 
 /// Where the executor reports what it does; only views print.
 pub trait Progress {
-    /// A step is about to start: `index` of `total`.
-    fn step_started(&mut self, index: usize, total: usize, step: &Step);
+    /// A step was sent (its intent is journaled).
+    fn step_started(&mut self, step: &Step);
+    /// A step's outcome is journaled: `finished` of `total` steps are.
+    fn step_finished(&mut self, finished: usize, total: usize, step: &Step);
     /// A line for the operator.
     fn line(&mut self, text: &str);
 }
@@ -178,10 +191,134 @@ pub struct Context<'a, B: Backend> {
     pub run: u32,
     /// The decrypted key parts of each instance that loads.
     pub key_parts: &'a HashMap<String, Vec<Secret32>>,
+    /// Operations in flight at most (1 ..= PARALLELISM_MAX).
+    pub parallelism: usize,
 }
 
-/// Runs every step of `plan` in order. `live` is the state the plan was made from; the
-/// executor tracks each unit's registers from it for the audit trail.
+/// Which steps may start: dependencies finished, crypto unit free. Among those, the step with
+/// the longest chain of steps after it goes first (so the critical path is never kept
+/// waiting), then plan order.
+struct Schedule<'p> {
+    steps: &'p [Step],
+    unmet: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+    height: Vec<usize>,
+    ready: BinaryHeap<(usize, Reverse<usize>)>,
+    /// Crypto units with an operation in flight, and per instance how many; an instance
+    /// with its rewrap in flight is in `units` under its own id.
+    busy_units: HashMap<&'p str, ()>,
+    busy_per_instance: HashMap<&'p str, usize>,
+    finished: usize,
+}
+
+impl<'p> Schedule<'p> {
+    fn new(steps: &'p [Step]) -> Self {
+        let index: HashMap<&str, usize> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut unmet = vec![0; steps.len()];
+        let mut dependents = vec![Vec::new(); steps.len()];
+        for (i, step) in steps.iter().enumerate() {
+            for dependency in &step.depends_on {
+                let d = index[dependency.as_str()];
+                assert!(d < i, "plan steps are in dependency order");
+                unmet[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+        let mut height = vec![1; steps.len()];
+        for i in (0..steps.len()).rev() {
+            height[i] = 1 + dependents[i].iter().map(|&d| height[d]).max().unwrap_or(0);
+        }
+        let ready = (0..steps.len())
+            .filter(|&i| unmet[i] == 0)
+            .map(|i| (height[i], Reverse(i)))
+            .collect();
+        Self {
+            steps,
+            unmet,
+            dependents,
+            height,
+            ready,
+            busy_units: HashMap::new(),
+            busy_per_instance: HashMap::new(),
+            finished: 0,
+        }
+    }
+
+    fn free(&self, step: &Step) -> bool {
+        let instance_busy = self.busy_units.contains_key(step.instance.as_str());
+        match &step.unit {
+            Some(unit) => !instance_busy && !self.busy_units.contains_key(unit.as_str()),
+            None => {
+                !instance_busy
+                    && self
+                        .busy_per_instance
+                        .get(step.instance.as_str())
+                        .copied()
+                        .unwrap_or(0)
+                        == 0
+            }
+        }
+    }
+
+    /// Up to `slots` steps that may start now; marks their units busy.
+    fn start(&mut self, slots: usize) -> Vec<usize> {
+        let mut started = Vec::new();
+        let mut deferred = Vec::new();
+        while started.len() < slots {
+            let Some((height, Reverse(i))) = self.ready.pop() else {
+                break;
+            };
+            let step = &self.steps[i];
+            if !self.free(step) {
+                deferred.push((height, Reverse(i)));
+                continue;
+            }
+            let key = step.unit.as_deref().unwrap_or(step.instance.as_str());
+            self.busy_units.insert(key, ());
+            *self
+                .busy_per_instance
+                .entry(step.instance.as_str())
+                .or_default() += 1;
+            started.push(i);
+        }
+        self.ready.extend(deferred);
+        started
+    }
+
+    fn release(&mut self, i: usize) {
+        let step = &self.steps[i];
+        let key = step.unit.as_deref().unwrap_or(step.instance.as_str());
+        self.busy_units.remove(key);
+        if let Some(count) = self.busy_per_instance.get_mut(step.instance.as_str()) {
+            *count -= 1;
+        }
+    }
+
+    fn finish(&mut self, i: usize) {
+        self.finished += 1;
+        for &d in &self.dependents[i] {
+            self.unmet[d] -= 1;
+            if self.unmet[d] == 0 {
+                self.ready.push((self.height[d], Reverse(d)));
+            }
+        }
+    }
+}
+
+/// What one step's future yields to the driver.
+struct Finished {
+    index: usize,
+    started: Instant,
+    result: Result<Outcome, ApplyError>,
+    notes: Vec<String>,
+}
+
+/// Runs the steps of `plan`. `live` is the state the plan was made from; the executor tracks
+/// each unit's registers from it for the audit trail.
 pub async fn run<B: Backend>(
     context: &mut Context<'_, B>,
     plan: &Plan,
@@ -194,87 +331,147 @@ pub async fn run<B: Backend>(
         .collect();
     let instances: HashMap<&str, &InstancePlan> =
         plan.instances.iter().map(|i| (i.id.as_str(), i)).collect();
-    for (index, step) in plan.steps.iter().enumerate() {
-        let instance = instances[step.instance.as_str()];
-        let key = format!("r{}.{}", context.run, step.id);
-        context.progress.step_started(index, plan.steps.len(), step);
-        let started = Instant::now();
-        context.journal.append(Record::Intent {
-            step: key.clone(),
-            action: step.action,
-            instance: step.instance.clone(),
-            unit: step.unit.clone(),
-        })?;
-        let result = if step.action == Action::RemoveUnit {
-            Ok(Outcome::Done)
-        } else {
-            let parts = context
-                .key_parts
-                .get(&step.instance)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            perform_settled(
-                context.backend,
-                step,
-                instance,
-                parts,
-                &mut *context.progress,
-            )
-            .await
+    let parallelism = context.parallelism.clamp(1, PARALLELISM_MAX);
+    let backend = context.backend;
+    let key_parts = context.key_parts;
+    let mut schedule = Schedule::new(&plan.steps);
+    let mut in_flight = FuturesUnordered::new();
+    let mut stopped: Option<ApplyError> = None;
+    loop {
+        if stopped.is_none() {
+            let started = schedule.start(parallelism - in_flight.len());
+            context.journal.append_all(
+                started
+                    .iter()
+                    .map(|&i| {
+                        let step = &plan.steps[i];
+                        Record::Intent {
+                            step: format!("r{}.{}", context.run, step.id),
+                            action: step.action,
+                            instance: step.instance.clone(),
+                            unit: step.unit.clone(),
+                        }
+                    })
+                    .collect(),
+            )?;
+            for index in started {
+                let step = &plan.steps[index];
+                context.progress.step_started(step);
+                let instance = instances[step.instance.as_str()];
+                let parts = key_parts
+                    .get(&step.instance)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                in_flight.push(async move {
+                    let started = Instant::now();
+                    let (result, notes) = if step.action == Action::RemoveUnit {
+                        (Ok(Outcome::Done), Vec::new())
+                    } else {
+                        perform_settled(backend, step, instance, parts).await
+                    };
+                    Finished {
+                        index,
+                        started,
+                        result,
+                        notes,
+                    }
+                });
+            }
+        }
+        let Some(first) = in_flight.next().await else {
+            break;
         };
-        let unit = step.unit.as_deref().and_then(|id| units.get_mut(id));
-        let before = unit.as_ref().map(|u| registers(u));
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                if let ApplyError::Step { source, .. } = &error {
-                    context.journal.append(Record::Outcome {
-                        step: key.clone(),
-                        outcome: Outcome::NotDone {
-                            reason: source.to_string(),
-                        },
-                    })?;
+        let mut finished = vec![first];
+        while let Some(Some(more)) = in_flight.next().now_or_never() {
+            finished.push(more);
+        }
+        let mut outcomes = Vec::new();
+        let mut audits = Vec::new();
+        let mut lines = Vec::new();
+        for done in finished {
+            let step = &plan.steps[done.index];
+            schedule.release(done.index);
+            let key = format!("r{}.{}", context.run, step.id);
+            let elapsed = done.started.elapsed();
+            let unit = step.unit.as_deref().and_then(|id| units.get_mut(id));
+            let before = unit.as_ref().map(|u| registers(u));
+            lines.extend(done.notes);
+            match done.result {
+                Ok(outcome) => {
+                    let after = unit.map(|u| {
+                        effect(
+                            step.action,
+                            &mut u.new_register,
+                            &mut u.current_register,
+                            &instances[step.instance.as_str()].target_verification_pattern,
+                        );
+                        registers(u)
+                    });
+                    audits.push(json!({
+                        "kind": "step", "run": context.run, "step": step.id, "action": step.action,
+                        "instance": step.instance, "unit": step.unit, "before": before, "after": after,
+                        "outcome": outcome, "elapsed_ms": elapsed.as_millis() as u64,
+                    }));
+                    lines.push(format!(
+                        "{} {:<4} {:<18} {}  done in {:.2} s{}",
+                        step.action.symbol(),
+                        step.id,
+                        step.action.as_str(),
+                        step.unit.as_deref().unwrap_or("(whole service instance)"),
+                        elapsed.as_secs_f64(),
+                        match &outcome {
+                            Outcome::SettledDone { .. } =>
+                                " (response lost; settled from the live state)",
+                            _ => "",
+                        }
+                    ));
+                    outcomes.push((done.index, Record::Outcome { step: key, outcome }));
                 }
-                context.audit.record(json!({
-                    "kind": "step", "run": context.run, "step": step.id, "action": step.action,
-                    "instance": step.instance, "unit": step.unit, "before": before,
-                    "outcome": "failed", "error": error.to_string(),
-                    "elapsed_ms": started.elapsed().as_millis() as u64,
-                }))?;
-                return Err(error);
+                Err(error) => {
+                    if let ApplyError::Step { source, .. } = &error {
+                        outcomes.push((
+                            usize::MAX,
+                            Record::Outcome {
+                                step: key,
+                                outcome: Outcome::NotDone {
+                                    reason: source.to_string(),
+                                },
+                            },
+                        ));
+                    }
+                    audits.push(json!({
+                        "kind": "step", "run": context.run, "step": step.id, "action": step.action,
+                        "instance": step.instance, "unit": step.unit, "before": before,
+                        "outcome": "failed", "error": error.to_string(),
+                        "elapsed_ms": elapsed.as_millis() as u64,
+                    }));
+                    // The first error is the one reported; the steps in flight still finish
+                    // and are journaled, nothing new starts.
+                    stopped.get_or_insert(error);
+                }
             }
-        };
-        context.journal.append(Record::Outcome {
-            step: key,
-            outcome: outcome.clone(),
-        })?;
-        let after = unit.map(|u| {
-            effect(
-                step.action,
-                &mut u.new_register,
-                &mut u.current_register,
-                &instance.target_verification_pattern,
-            );
-            registers(u)
-        });
-        context.audit.record(json!({
-            "kind": "step", "run": context.run, "step": step.id, "action": step.action,
-            "instance": step.instance, "unit": step.unit, "before": before, "after": after,
-            "outcome": outcome, "elapsed_ms": started.elapsed().as_millis() as u64,
-        }))?;
-        context.progress.line(&format!(
-            "{} {:<4} {:<18} {}  done in {:.2} s{}",
-            step.action.symbol(),
-            step.id,
-            step.action.as_str(),
-            step.unit.as_deref().unwrap_or("(whole service instance)"),
-            started.elapsed().as_secs_f64(),
-            match &outcome {
-                Outcome::SettledDone { .. } => " (response lost; settled from the live state)",
-                _ => "",
-            }
-        ));
+        }
+        let (indices, records): (Vec<usize>, Vec<Record>) = outcomes.into_iter().unzip();
+        context.journal.append_all(records)?;
+        context.audit.record_all(audits)?;
+        for line in &lines {
+            context.progress.line(line);
+        }
+        for index in indices.into_iter().filter(|&i| i != usize::MAX) {
+            schedule.finish(index);
+            context
+                .progress
+                .step_finished(schedule.finished, plan.steps.len(), &plan.steps[index]);
+        }
     }
+    if let Some(error) = stopped {
+        return Err(error);
+    }
+    assert_eq!(
+        schedule.finished,
+        plan.steps.len(),
+        "every step of an acyclic plan runs"
+    );
     Ok(())
 }
 
@@ -290,7 +487,18 @@ async fn perform_settled<B: Backend>(
     step: &Step,
     instance: &InstancePlan,
     key_parts: &[Secret32],
-    progress: &mut dyn Progress,
+) -> (Result<Outcome, ApplyError>, Vec<String>) {
+    let mut notes = Vec::new();
+    let result = settle(backend, step, instance, key_parts, &mut notes).await;
+    (result, notes)
+}
+
+async fn settle<B: Backend>(
+    backend: &B,
+    step: &Step,
+    instance: &InstancePlan,
+    key_parts: &[Secret32],
+    notes: &mut Vec<String>,
 ) -> Result<Outcome, ApplyError> {
     let target = &instance.target_verification_pattern;
     let unit = step.unit.as_deref().unwrap_or_default();
@@ -331,7 +539,7 @@ async fn perform_settled<B: Backend>(
                 });
             }
         };
-        progress.line(&format!(
+        notes.push(format!(
             "  {} {}: {error}; reading the live state to settle it",
             step.id, step.action
         ));
@@ -358,7 +566,7 @@ async fn perform_settled<B: Backend>(
                 });
             }
             Some(false) if attempt < OPERATION_ATTEMPTS_MAX => {
-                progress.line(&format!(
+                notes.push(format!(
                     "  {} {}: it had no effect; sending it again (attempt {})",
                     step.id,
                     step.action,

@@ -151,25 +151,40 @@ impl Journal {
 
     /// Appends one record and fsyncs it: when this returns, the record survives a crash.
     pub fn append(&mut self, record: Record) -> Result<(), JournalError> {
+        self.append_all(vec![record])
+    }
+
+    /// Appends several records with one fsync (a group commit): the executor journals the
+    /// intents of the steps it starts together, and the outcomes that arrive together.
+    pub fn append_all(&mut self, records: Vec<Record>) -> Result<(), JournalError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let io = |why: std::io::Error| JournalError::Io {
             path: self.path.display().to_string(),
             why: why.to_string(),
         };
-        if self.records.len() >= JOURNAL_RECORDS_MAX {
+        if self.records.len() + records.len() > JOURNAL_RECORDS_MAX {
             return Err(JournalError::Io {
                 path: self.path.display().to_string(),
                 why: format!("over {JOURNAL_RECORDS_MAX} records"),
             });
         }
-        let line = Line {
-            sha256: checksum(&record),
-            record,
-        };
-        let mut text = serde_json::to_string(&line).expect("records serialize");
-        text.push('\n');
+        let mut text = String::new();
+        let lines: Vec<Line> = records
+            .into_iter()
+            .map(|record| Line {
+                sha256: checksum(&record),
+                record,
+            })
+            .collect();
+        for line in &lines {
+            text += &serde_json::to_string(line).expect("records serialize");
+            text.push('\n');
+        }
         self.file.write_all(text.as_bytes()).map_err(io)?;
         self.file.sync_data().map_err(io)?;
-        self.records.push(line.record);
+        self.records.extend(lines.into_iter().map(|l| l.record));
         Ok(())
     }
 }

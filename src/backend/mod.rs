@@ -3,6 +3,7 @@
 //! ceremonies later) implements [`Backend`], so the planner, the executor and the scenario
 //! tests are the same on all of them.
 
+pub mod http;
 pub mod sim;
 
 use std::future::Future;
@@ -55,6 +56,17 @@ pub enum BackendError {
     },
     #[error("{0}")]
     Input(InputError),
+    /// The service does not accept the credentials: nothing was done.
+    #[error(
+        "{0}. Log in again and set MKPLAN_TOKEN to a fresh token, then rerun: the journal keeps the place"
+    )]
+    Unauthorized(String),
+    /// The service instance or crypto unit is not there.
+    #[error("{0}. Check the instance id, the region and the account (and the backend URL)")]
+    NotFound(String),
+    /// The service answered something mkplan cannot read, or that contradicts itself.
+    #[error("{0}")]
+    Protocol(String),
 }
 
 pub trait Backend: Send + Sync {
@@ -149,21 +161,34 @@ fn lexically_normal(path: &Path) -> PathBuf {
     out
 }
 
+/// How to open a backend, besides its spec.
+pub struct OpenOptions {
+    /// Faults for the embedded simulator (`MKPLAN_SIM_FAULTS`).
+    pub faults: sim::Faults,
+    /// The bearer token for HTTP backends (`MKPLAN_TOKEN`).
+    pub token: Option<http::Token>,
+    /// Requests in flight at most.
+    pub parallelism: usize,
+}
+
 /// The backends this build has, behind one type so commands need not be generic.
 pub enum AnyBackend {
     Sim(sim::Simulator, String),
+    Http(http::HttpBackend),
 }
 
 impl AnyBackend {
-    pub fn open(spec: &BackendSpec, faults: sim::Faults) -> Result<Self, BackendError> {
+    pub fn open(spec: &BackendSpec, options: OpenOptions) -> Result<Self, BackendError> {
         match spec {
             BackendSpec::Sim(path) => Ok(Self::Sim(
-                sim::Simulator::open(path, faults)?,
+                sim::Simulator::open(path, options.faults)?,
                 format!("sim:{}", path.display()),
             )),
-            BackendSpec::Http(url) => Err(BackendError::Unreachable(format!(
-                "the HTTP backend ({url}) is not in this build yet; use a sim:FLEET.yaml backend"
-            ))),
+            BackendSpec::Http(url) => Ok(Self::Http(http::HttpBackend::new(
+                url,
+                options.token,
+                options.parallelism,
+            )?)),
         }
     }
 }
@@ -172,18 +197,21 @@ impl Backend for AnyBackend {
     fn describe(&self) -> String {
         match self {
             Self::Sim(_, name) => name.clone(),
+            Self::Http(backend) => backend.describe(),
         }
     }
 
     async fn refresh(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
         match self {
             Self::Sim(simulator, _) => simulator.live(instances),
+            Self::Http(backend) => backend.refresh(instances).await,
         }
     }
 
     async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
         match self {
-            Self::Sim(simulator, _) => simulator.perform(&to_sim(operation)?),
+            Self::Sim(simulator, _) => simulator.perform(&to_sim(operation)?).await,
+            Self::Http(backend) => backend.perform(operation).await,
         }
     }
 }

@@ -88,7 +88,7 @@ pub async fn apply(
         eprintln!("settled from the previous run: {line}");
     }
     executor::record_rotations(&mut journal, &plan, &evidence).map_err(apply_error)?;
-    let mut progress = TerminalProgress::new();
+    let mut progress = TerminalProgress::new(plan.steps.len());
     let mut context = Context {
         backend: &backend,
         journal: &mut journal,
@@ -96,6 +96,7 @@ pub async fn apply(
         progress: &mut progress,
         run,
         key_parts: &key_parts,
+        parallelism: usize::from(flag.parallelism),
     };
     let outcome = executor::run(&mut context, &plan, &live.instances).await;
     progress.finish();
@@ -143,6 +144,7 @@ async fn saved(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, L
     }
     let spec = BackendArg {
         backend: flag.backend.clone().or_else(|| plan.backend.clone()),
+        parallelism: flag.parallelism,
     };
     let (backend, live) = refresh_desired(&desired, &spec).await?;
     if live.fingerprint() != plan.live_fingerprint {
@@ -357,14 +359,16 @@ fn utc_now() -> String {
     )
 }
 
-/// A progress bar on a terminal (step, unit, elapsed), plain lines otherwise.
+/// A progress bar on a terminal (steps finished, the step last sent, elapsed), plain lines
+/// otherwise.
 struct TerminalProgress {
+    total: usize,
     bar: Option<ProgressBar>,
 }
 
 impl TerminalProgress {
-    fn new() -> Self {
-        Self { bar: None }
+    fn new(total: usize) -> Self {
+        Self { total, bar: None }
     }
 
     fn finish(&mut self) {
@@ -372,29 +376,40 @@ impl TerminalProgress {
             bar.finish_and_clear();
         }
     }
-}
 
-impl Progress for TerminalProgress {
-    fn step_started(&mut self, index: usize, total: usize, step: &crate::plan::Step) {
+    fn bar(&mut self) -> Option<&ProgressBar> {
         if !std::io::stderr().is_terminal() {
-            return;
+            return None;
         }
-        let bar = self.bar.get_or_insert_with(|| {
-            let bar = ProgressBar::new(total as u64);
+        let total = self.total as u64;
+        Some(self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(total);
             if let Ok(style) =
                 ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             {
                 bar.set_style(style);
             }
             bar
-        });
-        bar.set_position(index as u64);
-        bar.set_message(format!(
-            "{} {} {}",
-            step.id,
-            step.action,
-            step.unit.as_deref().unwrap_or("")
-        ));
+        }))
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn step_started(&mut self, step: &crate::plan::Step) {
+        if let Some(bar) = self.bar() {
+            bar.set_message(format!(
+                "sent {} {} {}",
+                step.id,
+                step.action,
+                step.unit.as_deref().unwrap_or("")
+            ));
+        }
+    }
+
+    fn step_finished(&mut self, finished: usize, _total: usize, _step: &crate::plan::Step) {
+        if let Some(bar) = self.bar() {
+            bar.set_position(finished as u64);
+        }
     }
 
     fn line(&mut self, text: &str) {

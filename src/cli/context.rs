@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::BackendArg;
+use crate::backend::http::Token;
 use crate::backend::sim::Faults;
-use crate::backend::{AnyBackend, BackendSpec};
+use crate::backend::{AnyBackend, BackendSpec, OpenOptions};
 use crate::error::{Error, Result};
 use crate::keypart;
 use crate::model::{DesiredState, InputError, KeyPartSource, LiveFleet, parse_desired};
@@ -83,12 +84,28 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
     }
     .map_err(Error::Other)?;
     let faults = match std::env::var("MKPLAN_SIM_FAULTS") {
+        Ok(_) if matches!(spec, BackendSpec::Http(_)) => {
+            return Err(Error::Other(
+                "MKPLAN_SIM_FAULTS applies to the embedded simulator (sim:FLEET.yaml); give faults to the server instead: `mkplan sim serve --faults SPEC`".into(),
+            ));
+        }
         Ok(spec) => {
             Faults::parse(&spec).map_err(|e| Error::Other(format!("MKPLAN_SIM_FAULTS: {e}")))?
         }
         Err(_) => Faults::default(),
     };
-    Ok(AnyBackend::open(&spec, faults)?)
+    let token = std::env::var("MKPLAN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(Token::new);
+    Ok(AnyBackend::open(
+        &spec,
+        OpenOptions {
+            faults,
+            token,
+            parallelism: usize::from(flag.parallelism),
+        },
+    )?)
 }
 
 /// Reads the desired file, opens its backend and refreshes the live state of its instances:

@@ -5,6 +5,7 @@ mod apply;
 mod context;
 mod keypart;
 mod plan;
+mod sim;
 mod status;
 
 use std::path::PathBuf;
@@ -76,6 +77,16 @@ pub enum Command {
     /// Key part files: create one, or compute the VP that parts combine into.
     #[command(subcommand)]
     Keypart(KeypartCommand),
+    /// The simulator: serve a fleet file over HTTP.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Serve a simulated fleet over an HTTP JSON API laid out like the TKE API
+    /// (docs/http-api.md), for `--backend http://HOST:PORT`. Prints its URL on stdout.
+    Serve(sim::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +100,11 @@ pub struct BackendArg {
     /// sim:FLEET.yaml (embedded simulator) or http://HOST:PORT; default: `backend:` in the desired file.
     #[arg(long, env = "MKPLAN_BACKEND")]
     pub backend: Option<String>,
+    /// Operations (and requests) in flight at most; operations on one crypto unit always run
+    /// one at a time.
+    #[arg(long, env = "MKPLAN_PARALLELISM", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=crate::apply::executor::PARALLELISM_MAX as i64))]
+    pub parallelism: u16,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -159,5 +175,6 @@ pub async fn run(args: Args) -> Result<u8> {
             files,
             password_env,
         }) => keypart::vp(&files, &password_env),
+        Command::Sim(SimCommand::Serve(serve)) => sim::serve(serve).await,
     }
 }

@@ -9,6 +9,7 @@
 pub mod faults;
 pub mod fleet;
 pub mod hsm;
+pub mod server;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -80,10 +81,10 @@ impl Simulator {
     }
 
     /// Performs one mutating operation, with the faults injected for its number.
-    pub fn perform(&self, operation: &SimOperation) -> Result<(), BackendError> {
+    pub async fn perform(&self, operation: &SimOperation) -> Result<(), BackendError> {
         let number = self.operations.fetch_add(1, Ordering::SeqCst) + 1;
         if self.faults.latency_ms > 0 {
-            std::thread::sleep(Duration::from_millis(self.faults.latency_ms));
+            tokio::time::sleep(Duration::from_millis(self.faults.latency_ms)).await;
         }
         if self.faults.fail_op.contains(&number) {
             return Err(BackendError::Transient(format!(
@@ -116,13 +117,10 @@ impl Simulator {
         self.write(&fleet)
     }
 
+    /// The fleet's lock, waited for a bounded time: a `sim serve` holds it for its lifetime,
+    /// another apply only for one operation.
     fn lock_file(&self) -> Result<File, BackendError> {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        let lock_path = self.path.with_file_name(format!(".{name}.lock"));
+        let lock_path = lock_path(&self.path);
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -131,36 +129,64 @@ impl Simulator {
             .map_err(|e| {
                 BackendError::Unreachable(format!("cannot open {}: {e}", lock_path.display()))
             })?;
-        file.lock().map_err(|e| {
-            BackendError::Unreachable(format!("cannot lock {}: {e}", lock_path.display()))
-        })?;
-        Ok(file)
+        let deadline = std::time::Instant::now() + Duration::from_millis(LOCK_WAIT_MS_MAX);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(BackendError::Unreachable(format!(
+                        "the fleet file {} stayed locked for {} s: another process holds it (a `mkplan sim serve` on it? use --backend http://… to reach that server instead)",
+                        self.path.display(),
+                        LOCK_WAIT_MS_MAX / 1000
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(BackendError::Unreachable(format!(
+                        "cannot lock {}: {e}",
+                        lock_path.display()
+                    )));
+                }
+            }
+        }
     }
 
-    /// Atomic replace: write a temporary file in the same folder, fsync it, rename it over
-    /// the fleet, fsync the folder so the rename itself is durable.
     pub fn write(&self, fleet: &Fleet) -> Result<(), BackendError> {
-        let folder = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let failed = |e: std::io::Error| {
+        write_atomically(&self.path, fleet.to_yaml().as_bytes()).map_err(|e| {
             BackendError::Unreachable(format!(
                 "cannot write the simulator's fleet file {}: {e}",
                 self.path.display()
             ))
-        };
-        let mut temporary = tempfile::NamedTempFile::new_in(&folder).map_err(failed)?;
-        temporary
-            .write_all(fleet.to_yaml().as_bytes())
-            .map_err(failed)?;
-        temporary.as_file().sync_all().map_err(failed)?;
-        temporary.persist(&self.path).map_err(|e| failed(e.error))?;
-        File::open(&folder)
-            .and_then(|f| f.sync_all())
-            .map_err(failed)?;
-        Ok(())
+        })
     }
+}
+
+/// How long an operation waits for the fleet file's lock.
+pub const LOCK_WAIT_MS_MAX: u64 = 10_000;
+
+/// `.NAME.lock` beside the fleet file.
+pub fn lock_path(fleet: &Path) -> PathBuf {
+    let name = fleet
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    fleet.with_file_name(format!(".{name}.lock"))
+}
+
+/// Atomic replace: write a temporary file in the same folder, fsync it, rename it over
+/// `path`, fsync the folder so the rename itself is durable.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut temporary = tempfile::NamedTempFile::new_in(&folder)?;
+    temporary.write_all(bytes)?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|e| e.error)?;
+    File::open(&folder)?.sync_all()
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ fn simulator_on(folder: &Path, fleet: &Fleet, faults: &str) -> Simulator {
 fn every_operation_is_persisted_before_it_returns() {
     let folder = tempfile::tempdir().unwrap();
     let simulator = simulator_on(folder.path(), &committed(), "");
-    simulator.perform(&rewrap()).unwrap();
+    block_on(simulator.perform(&rewrap())).unwrap();
     let reread = Fleet::parse("f", &std::fs::read_to_string(simulator.path()).unwrap()).unwrap();
     assert_eq!(
         reread.instances[0].key_storage.verification_pattern,
@@ -228,7 +228,7 @@ fn every_operation_is_persisted_before_it_returns() {
 fn fail_op_has_no_effect_and_lose_response_op_has_its_effect() {
     let folder = tempfile::tempdir().unwrap();
     let simulator = simulator_on(folder.path(), &committed(), "fail_op=1,lose_response_op=2");
-    let failed = simulator.perform(&rewrap()).unwrap_err();
+    let failed = block_on(simulator.perform(&rewrap())).unwrap_err();
     assert!(matches!(failed, BackendError::Transient(_)), "{failed}");
     assert_eq!(
         simulator.read().unwrap().instances[0]
@@ -236,7 +236,7 @@ fn fail_op_has_no_effect_and_lose_response_op_has_its_effect() {
             .verification_pattern,
         key(0xA)
     );
-    let lost = simulator.perform(&rewrap()).unwrap_err();
+    let lost = block_on(simulator.perform(&rewrap())).unwrap_err();
     assert!(matches!(lost, BackendError::Transient(_)), "{lost}");
     assert_eq!(
         simulator.read().unwrap().instances[0]
@@ -245,7 +245,7 @@ fn fail_op_has_no_effect_and_lose_response_op_has_its_effect() {
         key(0xB)
     );
     // Operation 3 has no fault.
-    simulator.perform(&set_immediate(1)).unwrap();
+    block_on(simulator.perform(&set_immediate(1))).unwrap();
 }
 
 #[test]
@@ -253,8 +253,8 @@ fn latency_ms_delays_every_operation() {
     let folder = tempfile::tempdir().unwrap();
     let simulator = simulator_on(folder.path(), &committed(), "latency_ms=30");
     let started = std::time::Instant::now();
-    simulator.perform(&rewrap()).unwrap();
-    simulator.perform(&set_immediate(1)).unwrap();
+    block_on(simulator.perform(&rewrap())).unwrap();
+    block_on(simulator.perform(&set_immediate(1))).unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_millis(60));
 }
 
@@ -268,8 +268,8 @@ fn crash_after_op_persists_the_operation_then_aborts() {
             Faults::parse("crash_after_op=2").unwrap(),
         )
         .unwrap();
-        simulator.perform(&rewrap()).unwrap();
-        let _ = simulator.perform(&set_immediate(1));
+        block_on(simulator.perform(&rewrap())).unwrap();
+        let _ = block_on(simulator.perform(&set_immediate(1)));
         unreachable!("crash_after_op=2 must abort during the second operation");
     }
     let folder = tempfile::tempdir().unwrap();
@@ -305,4 +305,12 @@ fn crash_after_op_persists_the_operation_then_aborts() {
         "nothing after it"
     );
     assert!(fleet.incidents.is_empty());
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
 }

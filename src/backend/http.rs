@@ -1,0 +1,391 @@
+//! `--backend http://HOST:PORT` (or https): the HTTP JSON API that `mkplan sim serve` serves,
+//! laid out like the TKE API (docs/http-api.md). reqwest with rustls (ring), no OpenSSL.
+//!
+//! Reads are safe to repeat; a mutating request whose outcome is unknown (timeout, reset
+//! connection, 5xx) comes back as `Transient`, and the executor settles it by reading the
+//! unit's state before anything else. A 401 stops cleanly with "log in again" advice. At most
+//! `parallelism` requests are in flight at once, reads and commands together.
+
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Client, Method, StatusCode, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use super::{BackendError, Operation};
+use crate::model::live::UNITS_PER_INSTANCE_MAX;
+use crate::model::{CryptoUnit, LiveFleet, LiveInstance, RewrapStatus, UnitType};
+
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// A read answers at once on any service; a command may wait for the unit (the simulator's
+/// `latency_ms` goes up to 60 s).
+pub const READ_TIMEOUT_MS: u64 = 30_000;
+pub const COMMAND_TIMEOUT_MS: u64 = 90_000;
+/// Largest response body read.
+pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+
+/// A bearer token: zeroized on drop, never printed.
+pub struct Token(Zeroizing<String>);
+
+impl Token {
+    /// `MKPLAN_TOKEN` may hold the bare token or the whole `Bearer …` value.
+    pub fn new(text: String) -> Self {
+        let text = Zeroizing::new(text);
+        let trimmed = text.trim();
+        Self(Zeroizing::new(match trimmed.strip_prefix("Bearer ") {
+            Some(bare) => format!("Bearer {}", bare.trim()),
+            None => format!("Bearer {trimmed}"),
+        }))
+    }
+
+    fn header(&self) -> Result<HeaderValue, BackendError> {
+        let mut value = HeaderValue::from_str(&self.0).map_err(|_| {
+            BackendError::Unauthorized(
+                "MKPLAN_TOKEN holds characters that cannot go in an HTTP header; set it to the token alone".into(),
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+pub struct HttpBackend {
+    base: Url,
+    shown: String,
+    client: Client,
+    token: Option<Token>,
+    in_flight: Semaphore,
+}
+
+impl HttpBackend {
+    pub fn new(base: &str, token: Option<Token>, parallelism: usize) -> Result<Self, BackendError> {
+        let bad = |why: String| BackendError::Unreachable(format!("backend {base}: {why}"));
+        let base = Url::parse(base).map_err(|e| bad(e.to_string()))?;
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(bad("give it as http://HOST:PORT or https://HOST".into()));
+        }
+        // reqwest is built without a default crypto provider (ring is far cheaper to build
+        // than aws-lc), and its client wants one even for plain http; installing it twice is
+        // harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::builder()
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .pool_max_idle_per_host(parallelism)
+            .user_agent(concat!("mkplan/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            shown: base.as_str().trim_end_matches('/').to_string(),
+            base,
+            client,
+            token,
+            in_flight: Semaphore::new(parallelism.max(1)),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("checked in new: the base URL can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// One request; the body of a 2xx answer, or the error it maps to.
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Zeroizing<String>>,
+        timeout_ms: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        let _permit = self.in_flight.acquire().await.expect("never closed");
+        let mut request = self
+            .client
+            .request(method, url)
+            .timeout(Duration::from_millis(timeout_ms))
+            .header("accept", "application/json");
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, token.header().map_err(Failure::Final)?);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.as_bytes().to_vec());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::Network(describe(&e)))?;
+        let status = response.status();
+        if response
+            .content_length()
+            .is_some_and(|n| n > RESPONSE_BYTES_MAX as u64)
+        {
+            return Err(Failure::Final(BackendError::Protocol(format!(
+                "{} answered with {} bytes, over the limit of {RESPONSE_BYTES_MAX}",
+                self.shown,
+                response.content_length().unwrap_or_default()
+            ))));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::Network(describe(&e)))?;
+        if bytes.len() > RESPONSE_BYTES_MAX {
+            return Err(Failure::Final(BackendError::Protocol(format!(
+                "{} answered with more than {RESPONSE_BYTES_MAX} bytes",
+                self.shown
+            ))));
+        }
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        Err(Failure::Status(status, error_message(&bytes)))
+    }
+
+    async fn read<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, BackendError> {
+        let url = self.url(segments);
+        let bytes = self
+            .call(Method::GET, url.clone(), None, READ_TIMEOUT_MS)
+            .await
+            .map_err(|f| self.read_error(f, &url))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            BackendError::Protocol(format!(
+                "GET {url} answered something mkplan cannot read: {e}"
+            ))
+        })
+    }
+
+    fn read_error(&self, failure: Failure, url: &Url) -> BackendError {
+        match failure {
+            Failure::Final(error) => error,
+            Failure::Network(why) => {
+                BackendError::Transient(format!("GET {url}: cannot reach {}: {why}", self.shown))
+            }
+            Failure::Status(status, message) => {
+                status_error(status, message, &format!("GET {url}"))
+                    .unwrap_or_else(|| BackendError::Protocol(format!("GET {url}: {status}")))
+            }
+        }
+    }
+
+    async fn instance(&self, id: &str) -> Result<LiveInstance, BackendError> {
+        let list: UnitList = self.read(&["v1", "tke", id, "hsms"]).await?;
+        let listed = list.entries();
+        if listed.len() > UNITS_PER_INSTANCE_MAX {
+            return Err(BackendError::Protocol(format!(
+                "service instance {id} lists {} crypto units, over the limit of {UNITS_PER_INSTANCE_MAX}",
+                listed.len()
+            )));
+        }
+        let units = try_join_all(listed.iter().map(|(kind, entry)| async move {
+            let unit: CryptoUnit = self
+                .read(&["v1", "tke", id, "hsms", &entry.hsm_id])
+                .await?;
+            if !unit.hsm_id.eq_ignore_ascii_case(&entry.hsm_id) || unit.unit_type != *kind {
+                return Err(BackendError::Protocol(format!(
+                    "service instance {id}: crypto unit {} is listed as {} but its state names {} ({})",
+                    entry.hsm_id,
+                    kind.as_str(),
+                    unit.hsm_id,
+                    unit.unit_type.as_str()
+                )));
+            }
+            Ok(unit)
+        }));
+        let status = async {
+            let status: StatusBody = self.read(&["v1", "tke", id, "rewrap"]).await?;
+            Ok::<_, BackendError>(status.status)
+        };
+        let (crypto_units, rewrap_status) = tokio::try_join!(units, status)?;
+        Ok(LiveInstance {
+            id: id.to_ascii_lowercase(),
+            region: list.region.unwrap_or_default(),
+            rewrap_status,
+            crypto_units,
+        })
+    }
+
+    pub async fn refresh(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
+        let instances = try_join_all(instances.iter().map(|id| self.instance(id))).await?;
+        Ok(LiveFleet { instances })
+    }
+
+    pub async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
+        let (name, segments, body): (&str, Vec<&str>, Zeroizing<String>) = match *operation {
+            Operation::LoadNewMk {
+                instance,
+                unit,
+                key_parts,
+            } => {
+                let parts: Vec<Zeroizing<String>> = key_parts
+                    .iter()
+                    .map(|p| Zeroizing::new(hex::encode(p.expose())))
+                    .collect();
+                let mut body = Zeroizing::new(String::from("{\"key_parts\":["));
+                for (index, part) in parts.iter().enumerate() {
+                    if index > 0 {
+                        body.push(',');
+                    }
+                    body.push('"');
+                    body.push_str(part);
+                    body.push('"');
+                }
+                body.push_str("]}");
+                (
+                    "load_new_mk",
+                    vec!["v1", "tke", instance, "hsms", unit, "load_new_mk"],
+                    body,
+                )
+            }
+            Operation::CommitNewMk {
+                instance,
+                unit,
+                verification_pattern,
+            } => (
+                "commit_new_mk",
+                vec!["v1", "tke", instance, "hsms", unit, "commit_new_mk"],
+                Zeroizing::new(
+                    json!({ "verification_pattern": verification_pattern.as_str() }).to_string(),
+                ),
+            ),
+            Operation::ClearNewMk { instance, unit } => (
+                "clear_new_mk",
+                vec!["v1", "tke", instance, "hsms", unit, "clear_new_mk"],
+                Zeroizing::new("{}".into()),
+            ),
+            Operation::SetImmediate { instance, unit } => (
+                "set_immediate",
+                vec!["v1", "tke", instance, "hsms", unit, "set_immediate"],
+                Zeroizing::new("{}".into()),
+            ),
+            Operation::RewrapKeyStorage { instance } => (
+                "rewrap_key_storage",
+                vec!["v1", "tke", instance, "rewrap"],
+                Zeroizing::new("{}".into()),
+            ),
+        };
+        let url = self.url(&segments);
+        match self
+            .call(Method::POST, url.clone(), Some(body), COMMAND_TIMEOUT_MS)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Failure::Final(error)) => Err(error),
+            // The request may or may not have reached the unit: unknown, settle by reading.
+            Err(Failure::Network(why)) => Err(BackendError::Transient(format!(
+                "{name}: no answer from {} ({why}); the outcome is unknown",
+                self.shown
+            ))),
+            Err(Failure::Status(status, message)) => {
+                Err(
+                    status_error(status, message.clone(), name).unwrap_or(BackendError::Refused {
+                        operation: name.into(),
+                        reason: format!("{status}: {message}"),
+                    }),
+                )
+            }
+        }
+    }
+}
+
+/// What went wrong with one request, before it is given a meaning.
+enum Failure {
+    /// No complete answer: connection refused or reset, timeout.
+    Network(String),
+    /// An answer outside 2xx, with the service's message.
+    Status(StatusCode, String),
+    Final(BackendError),
+}
+
+/// 401, 404 and 5xx mean the same for reads and commands; the rest depends on which.
+fn status_error(status: StatusCode, message: String, what: &str) -> Option<BackendError> {
+    Some(match status {
+        StatusCode::UNAUTHORIZED => BackendError::Unauthorized(format!(
+            "{what}: the service rejected the token ({message})"
+        )),
+        StatusCode::NOT_FOUND => BackendError::NotFound(format!("{what}: {message}")),
+        s if s.is_server_error() => {
+            BackendError::Transient(format!("{what}: the service answered {s}: {message}"))
+        }
+        StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
+            BackendError::Refused {
+                operation: what.into(),
+                reason: message,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The service's `{"error": {"message": …}}`, or the start of whatever it sent.
+fn error_message(bytes: &[u8]) -> String {
+    if let Ok(value) = serde_json::from_slice::<Value>(bytes)
+        && let Some(message) = value["error"]["message"].as_str()
+    {
+        return message.to_string();
+    }
+    let text = String::from_utf8_lossy(bytes);
+    text.chars().take(200).collect()
+}
+
+/// reqwest's message with its causes (the top one alone is often just "error sending request").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The TKE list of an instance's crypto units.
+#[derive(Deserialize)]
+struct UnitList {
+    hsms: Vec<Entry>,
+    #[serde(default)]
+    source_hsms: Vec<Entry>,
+    #[serde(default)]
+    failover_hsms: Vec<Entry>,
+    #[serde(default)]
+    region: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    hsm_id: String,
+}
+
+impl UnitList {
+    /// Operational, then recovery, then failover units, each in the service's order.
+    fn entries(&self) -> Vec<(UnitType, &Entry)> {
+        let operational = self.hsms.iter().map(|e| (UnitType::Operational, e));
+        let recovery = self.source_hsms.iter().map(|e| (UnitType::Recovery, e));
+        let failover = self.failover_hsms.iter().map(|e| (UnitType::Failover, e));
+        operational.chain(recovery).chain(failover).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct StatusBody {
+    status: RewrapStatus,
+}

@@ -1,0 +1,589 @@
+//! `mkplan sim serve`: the simulator behind an HTTP JSON API whose resource layout follows the
+//! TKE API (`/v1/tke/{instance}/hsms`), so that the HTTP backend, its timeouts, tokens and
+//! lost responses, and the concurrent executor are exercised over a real network stack.
+//! docs/http-api.md describes the API.
+//!
+//! The fleet lives in memory and every operation is durable before its response: operations
+//! apply to the in-memory fleet under a mutex, then wait for a *group commit* that writes the
+//! whole fleet atomically (temporary file, fsync, rename, fsync of the folder) for every
+//! operation applied so far. Reads wait for the same commit, so no client ever sees a state
+//! that a crash could take back. The server holds the fleet file's lock for its lifetime, so an
+//! embedded `sim:` backend on the same file cannot race it.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use zeroize::Zeroizing;
+
+use super::{Faults, Fleet, SimOperation, hsm};
+use crate::keypart::{self, KEY_LEN, Secret32};
+use crate::model::{CryptoUnit, UnitType, VerificationPattern};
+
+/// Largest request body the server reads (a load with three key parts is under 300 bytes).
+pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
+
+/// Bearer tokens the server accepts, and how long each lives after its first use.
+pub struct Tokens {
+    accepted: Vec<(Zeroizing<String>, OnceLock<Instant>)>,
+    ttl: Option<Duration>,
+}
+
+impl Tokens {
+    /// No token: every request is accepted.
+    pub fn none() -> Self {
+        Self {
+            accepted: Vec::new(),
+            ttl: None,
+        }
+    }
+
+    pub fn new(accepted: Vec<Zeroizing<String>>, ttl: Option<Duration>) -> Self {
+        Self {
+            accepted: accepted.into_iter().map(|t| (t, OnceLock::new())).collect(),
+            ttl,
+        }
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
+        if self.accepted.is_empty() {
+            return Ok(());
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Box::new(problem(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_token",
+                    "this server needs `Authorization: Bearer TOKEN`",
+                ))
+            })?;
+        let found = self
+            .accepted
+            .iter()
+            .find(|(token, _)| constant_time_eq(token.as_bytes(), given.as_bytes()))
+            .ok_or_else(|| {
+                Box::new(problem(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the bearer token is not valid here",
+                ))
+            })?;
+        let first_use = *found.1.get_or_init(Instant::now);
+        if self.ttl.is_some_and(|ttl| first_use.elapsed() > ttl) {
+            return Err(Box::new(problem(
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "the bearer token has expired",
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub struct ServeOptions {
+    pub fleet: PathBuf,
+    pub listen: SocketAddr,
+    pub faults: Faults,
+    pub tokens: Tokens,
+}
+
+struct Shared {
+    path: PathBuf,
+    faults: Faults,
+    tokens: Tokens,
+    /// Mutating requests received, counted from 1, for fault injection.
+    operations: AtomicU64,
+    state: Mutex<Durable>,
+    /// The number of the last operation written to disk.
+    committed: watch::Sender<u64>,
+    commit_wanted: Notify,
+    /// Crypto units (and instances, for the rewrap) with a command in progress: a real unit
+    /// takes one command at a time (each carries the unit's transaction counter + 1).
+    busy: Mutex<HashSet<String>>,
+    /// Held for the server's lifetime.
+    _lock: File,
+}
+
+struct Durable {
+    fleet: Fleet,
+    /// Operations applied to `fleet` so far.
+    applied: u64,
+}
+
+/// Binds, prints the URL on stdout (one line, for scripts and the test harness), and serves
+/// until Ctrl-C or SIGTERM; then waits for the last group commit.
+pub async fn serve(options: ServeOptions) -> Result<(), String> {
+    let shown = options.fleet.display().to_string();
+    let lock = lock_exclusively(&options.fleet)?;
+    let text = std::fs::read_to_string(&options.fleet)
+        .map_err(|e| format!("cannot read the fleet file {shown}: {e}"))?;
+    let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
+    let (committed, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        path: options.fleet.clone(),
+        faults: options.faults,
+        tokens: options.tokens,
+        operations: AtomicU64::new(0),
+        state: Mutex::new(Durable { fleet, applied: 0 }),
+        committed,
+        commit_wanted: Notify::new(),
+        busy: Mutex::new(HashSet::new()),
+        _lock: lock,
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("http://{address}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "mkplan sim serve: fleet {shown} on http://{address}; every operation is durable before its response. Ctrl-C stops."
+    );
+    tokio::spawn(group_commits(shared.clone()));
+    axum::serve(listener, router(shared.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    let applied = lock_state(&shared).applied;
+    let mut committed = shared.committed.subscribe();
+    let _ = committed.wait_for(|c| *c >= applied).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn lock_exclusively(fleet: &Path) -> Result<File, String> {
+    let lock_path = super::lock_path(fleet);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!(
+            "the fleet file {} is in use by another process (another `mkplan sim serve`, or an apply on sim:{}): stop it first",
+            fleet.display(),
+            fleet.display()
+        )
+    })?;
+    Ok(file)
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/tke/{instance}/hsms", get(list_units))
+        .route("/v1/tke/{instance}/hsms/{hsm_id}", get(unit_state))
+        .route(
+            "/v1/tke/{instance}/hsms/{hsm_id}/{command}",
+            axum::routing::post(unit_command),
+        )
+        .route("/v1/tke/{instance}/rewrap", get(rewrap_status).post(rewrap))
+        .fallback(|| async {
+            problem(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource; see docs/http-api.md",
+            )
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        .with_state(shared)
+}
+
+async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    match shared.tokens.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(response) => *response,
+    }
+}
+
+/// `{"error": {"code": …, "message": …}}` with a status.
+fn problem(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+fn lock_state(shared: &Shared) -> std::sync::MutexGuard<'_, Durable> {
+    shared.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until the operations applied so far are on disk.
+async fn durable(shared: &Shared, applied: u64) {
+    let mut committed = shared.committed.subscribe();
+    let _ = committed.wait_for(|c| *c >= applied).await;
+}
+
+/// Writes the fleet whenever operations are applied that are not on disk yet: one write for
+/// every operation that arrived while the previous write was running.
+async fn group_commits(shared: Arc<Shared>) {
+    loop {
+        shared.commit_wanted.notified().await;
+        let (yaml, applied) = {
+            let state = lock_state(&shared);
+            if state.applied <= *shared.committed.borrow() {
+                continue;
+            }
+            (state.fleet.to_yaml(), state.applied)
+        };
+        let path = shared.path.clone();
+        let written =
+            tokio::task::spawn_blocking(move || super::write_atomically(&path, yaml.as_bytes()))
+                .await;
+        if let Err(e) = written
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            // Memory and disk now disagree and no response may claim durability: stop as a
+            // crash would. The operations waiting get no response; their clients settle them
+            // by reading the state after a restart.
+            eprintln!(
+                "mkplan sim serve: cannot write the fleet file {}: {e}; stopping",
+                shared.path.display()
+            );
+            std::process::abort();
+        }
+        shared.committed.send_replace(applied);
+    }
+}
+
+fn unknown_instance(instance: &str) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "instance_not_found",
+        &format!(
+            "no service instance {instance}: check the instance id, the region and the account"
+        ),
+    )
+}
+
+/// The TKE list of crypto units: `hsms` (operational), `source_hsms` (recovery) and
+/// `failover_hsms`, plus the instance's region (an extension of the TKE shape).
+async fn list_units(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(instance): UrlPath<String>,
+) -> Response {
+    let (body, applied) = {
+        let state = lock_state(&shared);
+        let Some(found) = state.fleet.instance(&instance) else {
+            return unknown_instance(&instance);
+        };
+        let entries = |kind: UnitType| -> Vec<Value> {
+            found
+                .crypto_units
+                .iter()
+                .filter(|u| u.unit_type == kind)
+                .map(|u| {
+                    json!({
+                        "hsm_id": u.hsm_id, "location": u.location,
+                        "serial_number": format!("SIM-{}", u.short_id()),
+                        "state": "ACTIVE", "version": 1,
+                    })
+                })
+                .collect()
+        };
+        let body = json!({
+            "metadata": [{ "collectionType": "application/json", "collectionTotal": found.crypto_units.len() }],
+            "region": found.region,
+            "hsms": entries(UnitType::Operational),
+            "source_hsms": entries(UnitType::Recovery),
+            "failover_hsms": entries(UnitType::Failover),
+        });
+        (body, state.applied)
+    };
+    durable(&shared, applied).await;
+    Json(body).into_response()
+}
+
+/// One unit's mode, thresholds, administrators and registers (what the TKE queries return).
+async fn unit_state(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((instance, hsm_id)): UrlPath<(String, String)>,
+) -> Response {
+    let (unit, applied) = {
+        let state = lock_state(&shared);
+        let Some(found) = state.fleet.instance(&instance) else {
+            return unknown_instance(&instance);
+        };
+        match find_unit(&found.crypto_units, &hsm_id) {
+            Some(unit) => (unit.clone(), state.applied),
+            None => return unknown_unit(&instance, &hsm_id),
+        }
+    };
+    durable(&shared, applied).await;
+    Json(unit).into_response()
+}
+
+fn find_unit<'a>(units: &'a [CryptoUnit], hsm_id: &str) -> Option<&'a CryptoUnit> {
+    units.iter().find(|u| u.hsm_id.eq_ignore_ascii_case(hsm_id))
+}
+
+fn unknown_unit(instance: &str, hsm_id: &str) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "crypto_unit_not_found",
+        &format!("service instance {instance} has no crypto unit {hsm_id}"),
+    )
+}
+
+async fn rewrap_status(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(instance): UrlPath<String>,
+) -> Response {
+    let (status, applied) = {
+        let state = lock_state(&shared);
+        let Some(found) = state.fleet.instance(&instance) else {
+            return unknown_instance(&instance);
+        };
+        (found.rewrap_status(), state.applied)
+    };
+    durable(&shared, applied).await;
+    Json(json!({ "status": status })).into_response()
+}
+
+/// The body of a unit command. `key_parts` (hex) only for `load_new_mk`,
+/// `verification_pattern` only for `commit_new_mk`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    #[serde(default)]
+    key_parts: Vec<HexPart>,
+    #[serde(default)]
+    verification_pattern: Option<String>,
+}
+
+/// A key part in hex, zeroized when dropped.
+struct HexPart(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for HexPart {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|text| Self(Zeroizing::new(text)))
+    }
+}
+
+async fn unit_command(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((instance, hsm_id, command)): UrlPath<(String, String, String)>,
+    body: Option<Json<CommandBody>>,
+) -> Response {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let operation = match parse_command(&instance, &hsm_id, &command, &body) {
+        Ok(operation) => operation,
+        Err(response) => return *response,
+    };
+    {
+        let state = lock_state(&shared);
+        let Some(found) = state.fleet.instance(&instance) else {
+            return unknown_instance(&instance);
+        };
+        if find_unit(&found.crypto_units, &hsm_id).is_none() {
+            return unknown_unit(&instance, &hsm_id);
+        }
+    }
+    mutate(&shared, hsm_id.to_ascii_lowercase(), operation).await
+}
+
+fn parse_command(
+    instance: &str,
+    hsm_id: &str,
+    command: &str,
+    body: &CommandBody,
+) -> Result<SimOperation, Box<Response>> {
+    let bad = |message: String| Box::new(problem(StatusCode::BAD_REQUEST, "bad_request", &message));
+    let (instance, unit) = (instance.to_string(), hsm_id.to_string());
+    Ok(match command {
+        "load_new_mk" => {
+            let mut parts = Vec::with_capacity(body.key_parts.len());
+            for (index, part) in body.key_parts.iter().enumerate() {
+                let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+                hex::decode_to_slice(part.0.as_bytes(), &mut bytes[..]).map_err(|_| {
+                    bad(format!(
+                        "key part {} is not {} hex characters",
+                        index + 1,
+                        2 * KEY_LEN
+                    ))
+                })?;
+                parts.push(Secret32::from_bytes(*bytes));
+            }
+            let combined = keypart::combine(&parts).map_err(|e| bad(e.to_string()))?;
+            SimOperation::LoadNewMk {
+                instance,
+                unit,
+                verification_pattern: combined.verification_pattern(),
+            }
+        }
+        "commit_new_mk" => {
+            let text = body.verification_pattern.as_deref().ok_or_else(|| {
+                bad(
+                    "commit_new_mk needs the verification_pattern the new register must hold"
+                        .into(),
+                )
+            })?;
+            SimOperation::CommitNewMk {
+                instance,
+                unit,
+                verification_pattern: VerificationPattern::parse(text)
+                    .map_err(|e| bad(format!("verification_pattern: {e}")))?,
+            }
+        }
+        "clear_new_mk" => SimOperation::ClearNewMk { instance, unit },
+        "set_immediate" => SimOperation::SetImmediate { instance, unit },
+        other => {
+            return Err(Box::new(problem(
+                StatusCode::NOT_FOUND,
+                "unknown_command",
+                &format!(
+                    "unknown command {other:?}: the commands are load_new_mk, commit_new_mk, clear_new_mk and set_immediate"
+                ),
+            )));
+        }
+    })
+}
+
+async fn rewrap(State(shared): State<Arc<Shared>>, UrlPath(instance): UrlPath<String>) -> Response {
+    if lock_state(&shared).fleet.instance(&instance).is_none() {
+        return unknown_instance(&instance);
+    }
+    let busy = format!("instance {}", instance.to_ascii_lowercase());
+    mutate(&shared, busy, SimOperation::RewrapKeyStorage { instance }).await
+}
+
+/// Releases a unit's "command in progress" mark when the response is sent, or when the
+/// client goes away and the handler is dropped.
+struct BusyGuard<'a> {
+    shared: &'a Shared,
+    key: String,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// One mutating operation: faults by its number, the simulator's rules, a durable write
+/// before the response.
+async fn mutate(shared: &Shared, busy: String, operation: SimOperation) -> Response {
+    if !shared
+        .busy
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(busy.clone())
+    {
+        return problem(
+            StatusCode::CONFLICT,
+            "crypto_unit_busy",
+            &format!(
+                "another command for {} is in progress: a crypto unit takes one command at a time",
+                operation.unit().unwrap_or(operation.instance())
+            ),
+        );
+    }
+    let _busy = BusyGuard { shared, key: busy };
+    let number = shared.operations.fetch_add(1, Ordering::SeqCst) + 1;
+    if shared.faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(shared.faults.latency_ms)).await;
+    }
+    if shared.faults.fail_op.contains(&number) {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            &format!(
+                "injected fault fail_op={number}: {} failed with a transient error and had no effect",
+                operation.name()
+            ),
+        );
+    }
+    let (result, applied) = {
+        let mut state = lock_state(shared);
+        let result = hsm::perform(&mut state.fleet, &operation);
+        if result.is_ok() {
+            state.applied += 1;
+        }
+        let after = after_state(&state.fleet, &operation);
+        (result.map(|()| after), state.applied)
+    };
+    shared.commit_wanted.notify_one();
+    durable(shared, applied).await;
+    if shared.faults.crash_after_op.contains(&number) {
+        // As if the service's host lost power right after the write: no response, no cleanup.
+        std::process::abort();
+    }
+    if shared.faults.lose_response_op.contains(&number) {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            &format!(
+                "injected fault lose_response_op={number}: the response to {} was lost",
+                operation.name()
+            ),
+        );
+    }
+    match result {
+        Ok(after) => Json(after).into_response(),
+        Err(refused) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+            &format!("the service refused {}: {}", operation.name(), refused.0),
+        ),
+    }
+}
+
+/// The state the response reports: the unit after a unit command, the rewrap status after
+/// a rewrap.
+fn after_state(fleet: &Fleet, operation: &SimOperation) -> Value {
+    let Some(instance) = fleet.instance(operation.instance()) else {
+        return Value::Null;
+    };
+    match operation.unit() {
+        Some(hsm_id) => find_unit(&instance.crypto_units, hsm_id)
+            .map(|u| serde_json::to_value(u).expect("units serialize"))
+            .unwrap_or(Value::Null),
+        None => json!({ "status": instance.rewrap_status() }),
+    }
+}
