@@ -4,9 +4,12 @@
 
 #![allow(dead_code)]
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -395,6 +398,10 @@ pub const DESIRED: &str = "desired.yaml";
 
 pub struct Workspace {
     pub dir: TempDir,
+    /// The backend every `mkplan` run of this workspace uses.
+    pub via: Via,
+    /// With `Via::Http`: the `mkplan sim serve` on this workspace's fleet, started on demand.
+    server: RefCell<Option<Server>>,
 }
 
 /// The outcome of one run of the binary.
@@ -458,7 +465,11 @@ impl Workspace {
             fs::copy(repo_file(&format!("plans/{name}")), dir.path().join(&name))
                 .expect("copy a demo key part file");
         }
-        Workspace { dir }
+        Workspace {
+            dir,
+            via: via(),
+            server: RefCell::new(None),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -466,6 +477,10 @@ impl Workspace {
     }
 
     pub fn write(&self, name: &str, text: &str) {
+        if name == FLEET {
+            // The server holds the fleet in memory: the next run starts one on the new file.
+            self.server.borrow_mut().take();
+        }
         fs::write(self.path(name), text).expect("write a test file");
     }
 
@@ -499,6 +514,14 @@ impl Workspace {
     }
 
     pub fn mkplan_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let faults = env
+            .iter()
+            .find(|(k, _)| *k == "MKPLAN_SIM_FAULTS")
+            .map_or("", |(_, v)| *v);
+        let backend = match self.via {
+            Via::Sim => None,
+            Via::Http => Some(self.server_for(faults)),
+        };
         let mut command = Command::cargo_bin("mkplan").expect("the mkplan binary");
         command
             .current_dir(self.dir.path())
@@ -511,7 +534,12 @@ impl Workspace {
             .timeout(Duration::from_secs(60))
             .args(args);
         for (key, value) in env {
-            command.env(key, value);
+            if backend.is_none() || *key != "MKPLAN_SIM_FAULTS" {
+                command.env(key, value);
+            }
+        }
+        if let Some(url) = &backend {
+            command.env("MKPLAN_BACKEND", url);
         }
         let output = command.output().expect("run mkplan");
         Run {
@@ -519,6 +547,22 @@ impl Workspace {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+
+    /// The URL of a server on this workspace's fleet, with `faults`. A run with faults gets a
+    /// fresh server, so that operations count from 1 for that run, as the embedded simulator
+    /// counts them per process; a server that died (crash_after_op) is started again.
+    fn server_for(&self, faults: &str) -> String {
+        let mut server = self.server.borrow_mut();
+        let reusable = match server.as_mut() {
+            Some(running) => faults.is_empty() && running.faults.is_empty() && running.alive(),
+            None => false,
+        };
+        if !reusable {
+            server.take();
+            *server = Some(Server::start(&self.path(FLEET), faults, &[]));
+        }
+        server.as_ref().expect("started").url.clone()
     }
 
     /// `mkplan plan desired.yaml --json --detailed-exitcode`.
@@ -729,4 +773,111 @@ pub fn refused_value(refusal: &Value, hsm_id: &str) -> String {
 
 pub fn set(items: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     items.into_iter().collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends: every scenario runs on the embedded simulator and over HTTP
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// `backend: sim:fleet.yaml` from the desired file.
+    Sim,
+    /// `MKPLAN_BACKEND=http://…` of a `mkplan sim serve` on the workspace's fleet.
+    Http,
+}
+
+thread_local! {
+    static VIA: Cell<Via> = const { Cell::new(Via::Sim) };
+}
+
+/// The backend of workspaces created on this thread from now on.
+pub fn via() -> Via {
+    VIA.with(Cell::get)
+}
+
+/// Runs `scenario` with workspaces on `backend`.
+pub fn run_on(backend: Via, scenario: fn()) {
+    VIA.with(|v| v.set(backend));
+    scenario();
+    VIA.with(|v| v.set(Via::Sim));
+}
+
+/// `on_both_backends! { /// doc \n fn name() { … } }` makes a module `name` with two tests,
+/// `name::sim` and `name::http`, that run the same body on each backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($(#[$meta:meta])* fn $name:ident() $body:block)*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn scenario() $body
+
+                #[test]
+                fn sim() {
+                    $crate::support::run_on($crate::support::Via::Sim, scenario);
+                }
+
+                #[test]
+                fn http() {
+                    $crate::support::run_on($crate::support::Via::Http, scenario);
+                }
+            }
+        )*
+    };
+}
+
+/// A `mkplan sim serve` child process; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub faults: String,
+}
+
+impl Server {
+    /// Starts a server on `fleet` (port chosen by the system) and waits for its URL.
+    pub fn start(fleet: &Path, faults: &str, extra: &[&str]) -> Server {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
+            .args(["sim", "serve", "--listen", "127.0.0.1:0", "--fleet"])
+            .arg(fleet)
+            .args(["--faults", faults])
+            .args(extra)
+            .env_remove("MKPLAN_SIM_TOKENS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mkplan sim serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("read the server's URL");
+        assert!(
+            line.starts_with("http://"),
+            "mkplan sim serve did not start (printed {line:?}; is the fleet file locked?)"
+        );
+        Server {
+            child,
+            url: line.trim().to_string(),
+            faults: faults.to_string(),
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the server to exit (after a crash fault); its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the server")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
