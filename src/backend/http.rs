@@ -340,22 +340,26 @@ fn error_message(bytes: &[u8]) -> String {
     text.chars().take(200).collect()
 }
 
-/// reqwest's message with its causes (the top one alone is often just "error sending request").
+/// The causes of a reqwest error, without its top line ("error sending request for url …",
+/// which repeats the URL the message already names).
 fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_timeout() {
-        "timed out".to_string()
-    } else {
-        error.to_string()
-    };
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut causes: Vec<String> = Vec::new();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
+        let text = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
         }
         source = cause.source();
     }
-    text
+    if causes.is_empty() {
+        error.to_string()
+    } else {
+        causes.join(": ")
+    }
 }
 
 /// The TKE list of an instance's crypto units.

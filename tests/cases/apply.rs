@@ -7,7 +7,7 @@ use mkplan::backend::sim::Fleet as SimFleet;
 
 use crate::support::*;
 
-const PASSWORDS: [(&str, &str); 2] = [
+pub(crate) const PASSWORDS: [(&str, &str); 2] = [
     ("MKPLAN_PART1_PASSWORD", "demo-custodian-1"),
     ("MKPLAN_PART2_PASSWORD", "demo-custodian-2"),
 ];
@@ -20,7 +20,7 @@ fn apply(ws: &Workspace, faults: &str) -> Run {
     ws.mkplan_with_env(&["apply", "desired.yaml", "--auto-approve"], &env)
 }
 
-fn three_units(reports: bool) -> Fleet {
+pub(crate) fn three_units(reports: bool) -> Fleet {
     Fleet::instance()
         .key_storage(A)
         .reports_rotation_status(reports)
@@ -43,11 +43,11 @@ fn operations(units: usize) -> usize {
     3 * units + 1
 }
 
-fn sim(ws: &Workspace) -> SimFleet {
+pub(crate) fn sim(ws: &Workspace) -> SimFleet {
     SimFleet::parse("fleet.yaml", &ws.read("fleet.yaml")).expect("the fleet reads")
 }
 
-fn assert_no_incidents(ws: &Workspace, context: &str) {
+pub(crate) fn assert_no_incidents(ws: &Workspace, context: &str) {
     let fleet = sim(ws);
     assert!(
         fleet.incidents.is_empty(),
@@ -60,7 +60,7 @@ fn assert_no_incidents(ws: &Workspace, context: &str) {
     );
 }
 
-fn assert_converged(ws: &Workspace, context: &str) {
+pub(crate) fn assert_converged(ws: &Workspace, context: &str) {
     assert_no_incidents(ws, context);
     let fleet = sim(ws);
     let instance = &fleet.instances[0];

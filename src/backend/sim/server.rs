@@ -135,25 +135,11 @@ struct Durable {
 /// until Ctrl-C or SIGTERM; then waits for the last group commit.
 pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let shown = options.fleet.display().to_string();
-    let lock = lock_exclusively(&options.fleet)?;
-    let text = std::fs::read_to_string(&options.fleet)
-        .map_err(|e| format!("cannot read the fleet file {shown}: {e}"))?;
-    let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
-    let (committed, _) = watch::channel(0);
-    let shared = Arc::new(Shared {
-        path: options.fleet.clone(),
-        faults: options.faults,
-        tokens: options.tokens,
-        operations: AtomicU64::new(0),
-        state: Mutex::new(Durable { fleet, applied: 0 }),
-        committed,
-        commit_wanted: Notify::new(),
-        busy: Mutex::new(HashSet::new()),
-        _lock: lock,
-    });
-    let listener = tokio::net::TcpListener::bind(options.listen)
+    let listen = options.listen;
+    let shared = open(options)?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("http://{address}");
     use std::io::Write;
@@ -170,6 +156,27 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let mut committed = shared.committed.subscribe();
     let _ = committed.wait_for(|c| *c >= applied).await;
     Ok(())
+}
+
+/// Locks and reads the fleet file.
+fn open(options: ServeOptions) -> Result<Arc<Shared>, String> {
+    let shown = options.fleet.display().to_string();
+    let lock = lock_exclusively(&options.fleet)?;
+    let text = std::fs::read_to_string(&options.fleet)
+        .map_err(|e| format!("cannot read the fleet file {shown}: {e}"))?;
+    let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
+    let (committed, _) = watch::channel(0);
+    Ok(Arc::new(Shared {
+        path: options.fleet,
+        faults: options.faults,
+        tokens: options.tokens,
+        operations: AtomicU64::new(0),
+        state: Mutex::new(Durable { fleet, applied: 0 }),
+        committed,
+        commit_wanted: Notify::new(),
+        busy: Mutex::new(HashSet::new()),
+        _lock: lock,
+    }))
 }
 
 async fn shutdown_signal() {
@@ -585,5 +592,135 @@ fn after_state(fleet: &Fleet, operation: &SimOperation) -> Value {
             .map(|u| serde_json::to_value(u).expect("units serialize"))
             .unwrap_or(Value::Null),
         None => json!({ "status": instance.rewrap_status() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewRegister;
+
+    const INSTANCE: &str = "5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b";
+    const UNIT: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+
+    /// A server on a copy of examples/fleets/three-units.yaml; its URL and the fleet's path.
+    async fn start(faults: &str, tokens: Tokens) -> (String, PathBuf, tempfile::TempDir) {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("fleet.yaml");
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/fleets/three-units.yaml"
+            ),
+            &path,
+        )
+        .unwrap();
+        let shared = open(ServeOptions {
+            fleet: path.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            faults: Faults::parse(faults).unwrap(),
+            tokens,
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(group_commits(shared.clone()));
+        tokio::spawn(async move { axum::serve(listener, router(shared)).await });
+        (url, path, folder)
+    }
+
+    fn client() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    fn load(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+        let parts = [hex::encode([1u8; 32]), hex::encode([2u8; 32])];
+        client
+            .post(format!("{url}/v1/tke/{INSTANCE}/hsms/{UNIT}/load_new_mk"))
+            .json(&json!({ "key_parts": parts }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_command_on_a_busy_unit_is_refused_with_409() {
+        let (url, path, _folder) = start("latency_ms=300", Tokens::none()).await;
+        let client = client();
+        let (first, second) = tokio::join!(load(&client, &url).send(), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            load(&client, &url).send().await
+        });
+        assert_eq!(first.unwrap().status(), 200);
+        let second = second.unwrap();
+        assert_eq!(second.status(), 409);
+        assert!(second.text().await.unwrap().contains("crypto_unit_busy"));
+        // The first was durable before its response.
+        let fleet = Fleet::parse("f", &std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(matches!(
+            fleet.instances[0].crypto_units[0].new_register,
+            NewRegister::FullUncommitted(_)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_are_required_checked_and_expire() {
+        let tokens = Tokens::new(
+            vec![Zeroizing::new("good".into())],
+            Some(Duration::from_millis(200)),
+        );
+        let (url, _path, _folder) = start("", tokens).await;
+        let client = client();
+        let list = format!("{url}/v1/tke/{INSTANCE}/hsms");
+        let status = |r: reqwest::Response| r.status().as_u16();
+        assert_eq!(status(client.get(&list).send().await.unwrap()), 401);
+        let wrong = client.get(&list).bearer_auth("bad").send().await.unwrap();
+        assert_eq!(status(wrong), 401);
+        let good = client.get(&list).bearer_auth("good").send().await.unwrap();
+        assert_eq!(status(good), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let expired = client.get(&list).bearer_auth("good").send().await.unwrap();
+        assert_eq!(expired.status(), 401);
+        assert!(expired.text().await.unwrap().contains("token_expired"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn faults_count_commands_and_concurrent_commands_are_all_durable() {
+        let (url, path, _folder) = start("fail_op=1,lose_response_op=2", Tokens::none()).await;
+        let client = client();
+        let failed = load(&client, &url).send().await.unwrap();
+        assert_eq!(failed.status(), 503);
+        let lost = load(&client, &url).send().await.unwrap();
+        assert_eq!(
+            lost.status(),
+            503,
+            "the response is lost, the load took effect"
+        );
+        let units = [
+            "0a1b2c3d-0000-4000-8000-000000000002",
+            "0a1b2c3d-0000-4000-8000-000000000003",
+        ];
+        let sent = futures_util::future::join_all(units.iter().map(|unit| {
+            client
+                .post(format!("{url}/v1/tke/{INSTANCE}/hsms/{unit}/load_new_mk"))
+                .json(&json!({ "key_parts": [hex::encode([1u8; 32]), hex::encode([2u8; 32])] }))
+                .send()
+        }))
+        .await;
+        assert!(sent.into_iter().all(|r| r.unwrap().status() == 200));
+        let fleet = Fleet::parse("f", &std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(
+            fleet.instances[0]
+                .crypto_units
+                .iter()
+                .all(|u| matches!(u.new_register, NewRegister::FullUncommitted(_))),
+            "every load is on disk"
+        );
+        let unknown = client
+            .get(format!(
+                "{url}/v1/tke/00000000-0000-4000-8000-000000000000/hsms"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
     }
 }
