@@ -111,7 +111,7 @@ fn a_token_that_expires_mid_apply_stops_cleanly_and_a_new_token_resumes() {
 fn a_server_killed_mid_apply_and_restarted_lets_the_rerun_converge() {
     let ws = rotate_to_b(&three_units(true));
     let server = Server::start(&ws.path(FLEET), "latency_ms=300", &[]);
-    let mut apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
+    let apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
         .current_dir(ws.path(""))
         .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
         .env("MKPLAN_BACKEND", &server.url)
