@@ -6,7 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = mkplan::cli::Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Two workers: HTTP responses keep arriving while the executor fsyncs its journal.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

@@ -76,6 +76,23 @@ impl Audit {
 
     /// Appends several entries with one fsync.
     pub fn record_all(&mut self, events: Vec<Value>) -> Result<(), AuditError> {
+        self.write_all(events)?;
+        self.sync()
+    }
+
+    /// Forces the entries written so far to disk.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|e| AuditError {
+            path: self.path.display().to_string(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Appends entries without waiting for the disk: the executor's step entries, synced when
+    /// the run ends. The journal, not the audit trail, is what a rerun relies on, and it is
+    /// synced before every operation; an entry lost to a power cut leaves the chain intact,
+    /// only shorter.
+    pub fn write_all(&mut self, events: Vec<Value>) -> Result<(), AuditError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -102,7 +119,6 @@ impl Audit {
             why: e.to_string(),
         };
         self.file.write_all(text.as_bytes()).map_err(error)?;
-        self.file.sync_data().map_err(error)?;
         self.seq = seq;
         self.prev = prev;
         Ok(())

@@ -337,23 +337,27 @@ pub async fn run<B: Backend>(
     let mut schedule = Schedule::new(&plan.steps);
     let mut in_flight = FuturesUnordered::new();
     let mut stopped: Option<ApplyError> = None;
+    // Outcomes that arrived since the last write. They are written together with the intents
+    // of the steps that start next, outcomes first, under one fsync: a dependency's outcome is
+    // never behind its dependent's intent in the file, and a torn tail loses a suffix only.
+    let mut records: Vec<Record> = Vec::new();
     loop {
-        if stopped.is_none() {
-            let started = schedule.start(parallelism - in_flight.len());
-            context.journal.append_all(
-                started
-                    .iter()
-                    .map(|&i| {
-                        let step = &plan.steps[i];
-                        Record::Intent {
-                            step: format!("r{}.{}", context.run, step.id),
-                            action: step.action,
-                            instance: step.instance.clone(),
-                            unit: step.unit.clone(),
-                        }
-                    })
-                    .collect(),
-            )?;
+        let started = if stopped.is_none() {
+            schedule.start(parallelism - in_flight.len())
+        } else {
+            Vec::new()
+        };
+        records.extend(started.iter().map(|&i| {
+            let step = &plan.steps[i];
+            Record::Intent {
+                step: format!("r{}.{}", context.run, step.id),
+                action: step.action,
+                instance: step.instance.clone(),
+                unit: step.unit.clone(),
+            }
+        }));
+        context.journal.append_all(std::mem::take(&mut records))?;
+        {
             for index in started {
                 let step = &plan.steps[index];
                 context.progress.step_started(step);
@@ -451,9 +455,9 @@ pub async fn run<B: Backend>(
                 }
             }
         }
-        let (indices, records): (Vec<usize>, Vec<Record>) = outcomes.into_iter().unzip();
-        context.journal.append_all(records)?;
-        context.audit.record_all(audits)?;
+        let (indices, outcomes): (Vec<usize>, Vec<Record>) = outcomes.into_iter().unzip();
+        records = outcomes;
+        context.audit.write_all(audits)?;
         for line in &lines {
             context.progress.line(line);
         }
@@ -464,6 +468,7 @@ pub async fn run<B: Backend>(
                 .step_finished(schedule.finished, plan.steps.len(), &plan.steps[index]);
         }
     }
+    context.audit.sync()?;
     if let Some(error) = stopped {
         return Err(error);
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::BackendArg;
 use super::context::{Desired, read_desired, refresh, refresh_desired};
-use super::keypart::open_key_part;
+use super::keypart::open_key_parts;
 use super::plan::read_plan_file;
 use crate::apply::audit::{self, Audit};
 use crate::apply::evidence::journal_evidence;
@@ -98,7 +98,9 @@ pub async fn apply(
         key_parts: &key_parts,
         parallelism: usize::from(flag.parallelism),
     };
+    let started = std::time::Instant::now();
     let outcome = executor::run(&mut context, &plan, &live.instances).await;
+    let elapsed = started.elapsed();
     progress.finish();
     let finished = match &outcome {
         Ok(()) => verify_converged(&backend, &plan).await,
@@ -112,8 +114,10 @@ pub async fn apply(
         .map_err(|e| Error::Other(e.to_string()))?;
     finished?;
     eprintln!(
-        "Apply complete: {} steps run; every crypto unit's current register holds the desired master key.",
-        plan.steps.len()
+        "Apply complete: {} steps in {:.2} s, at most {} at a time; every crypto unit's current register holds the desired master key.",
+        plan.steps.len(),
+        elapsed.as_secs_f64(),
+        flag.parallelism
     );
     Ok(0)
 }
@@ -249,25 +253,51 @@ fn confirm() -> Result<()> {
 }
 
 /// Decrypts and combines the key parts of every instance that loads, and checks that they
-/// make the desired master key, before the first step: a wrong part must touch nothing.
+/// make the desired master key, before the first step: a wrong part must touch nothing. A
+/// file that several instances share is decrypted once.
 fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secret32>>> {
+    let loading: Vec<_> = desired
+        .state
+        .instances
+        .iter()
+        .filter(|instance| {
+            plan.steps
+                .iter()
+                .any(|s| s.instance == instance.id && s.action == Action::LoadNewMk)
+        })
+        .collect();
+    let mut sources: Vec<(&Path, Option<&str>)> = Vec::new();
+    for instance in &loading {
+        for KeyPartSource::File {
+            file, password_env, ..
+        } in &instance.master_key.key_parts
+        {
+            let source = (file.as_path(), password_env.as_deref());
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+    }
+    let opened = open_key_parts(&sources)?;
     let mut parts = HashMap::new();
-    for instance in &desired.state.instances {
-        let loads = plan
-            .steps
+    for instance in loading {
+        let mine: Vec<Secret32> = instance
+            .master_key
+            .key_parts
             .iter()
-            .any(|s| s.instance == instance.id && s.action == Action::LoadNewMk);
-        if !loads {
-            continue;
-        }
-        let mut opened = Vec::with_capacity(instance.master_key.key_parts.len());
-        for source in &instance.master_key.key_parts {
-            let KeyPartSource::File {
-                file, password_env, ..
-            } = source;
-            opened.push(open_key_part(file, password_env.as_deref())?);
-        }
-        let combined = keypart::combine(&opened).map_err(|e| {
+            .map(
+                |KeyPartSource::File {
+                     file, password_env, ..
+                 }| {
+                    let index = sources
+                        .iter()
+                        .position(|s| *s == (file.as_path(), password_env.as_deref()))
+                        .expect("every source was opened");
+                    opened[index].clone()
+                },
+            )
+            .collect();
+        let combined = keypart::combine(&mine).map_err(|e| {
             Error::Other(format!(
                 "service instance {}: {e}; nothing was touched",
                 instance.id
@@ -280,7 +310,7 @@ fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secre
                 instance.id, instance.master_key.verification_pattern
             )));
         }
-        parts.insert(instance.id.clone(), opened);
+        parts.insert(instance.id.clone(), mine);
     }
     Ok(parts)
 }

@@ -69,30 +69,60 @@ pub fn vp(files: &[std::path::PathBuf], password_envs: &[String]) -> Result<u8> 
             files.len()
         )));
     }
-    let mut parts = Vec::with_capacity(files.len());
-    for (index, path) in files.iter().enumerate() {
-        let env = password_envs
-            .get(index)
-            .or(password_envs.first())
-            .map(String::as_str);
-        parts.push(open_key_part(path, env)?);
-    }
+    let sources: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(index, path)| {
+            let env = password_envs
+                .get(index)
+                .or(password_envs.first())
+                .map(String::as_str);
+            (path.as_path(), env)
+        })
+        .collect();
+    let parts = open_key_parts(&sources)?;
     let key = keypart::combine(&parts).map_err(|e| Error::Other(e.to_string()))?;
     println!("{}", key.verification_pattern());
     Ok(0)
 }
 
-/// Reads, decrypts and checks one key part file; the password comes from `env` or a prompt.
-pub(super) fn open_key_part(
-    path: &std::path::Path,
-    env: Option<&str>,
-) -> Result<keypart::Secret32> {
-    let shown = path.display().to_string();
-    let text = fs::read_to_string(path)
-        .map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
-    let file = keypart::parse_file(&shown, &text)?;
-    let password = password(env, &format!("Password for key part {shown}: "), false)?;
-    keypart::open(&file, &password).map_err(|e| Error::Other(format!("key part file {shown}: {e}")))
+/// Reads and decrypts several key part files: passwords first, one at a time (a prompt at a
+/// time on the terminal), then the memory-hard decryptions in parallel, one thread per core.
+pub(super) fn open_key_parts(
+    sources: &[(&std::path::Path, Option<&str>)],
+) -> Result<Vec<keypart::Secret32>> {
+    let mut sealed = Vec::with_capacity(sources.len());
+    for (path, env) in sources {
+        let shown = path.display().to_string();
+        let text = fs::read_to_string(path)
+            .map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
+        let file = keypart::parse_file(&shown, &text)?;
+        let password = password(*env, &format!("Password for key part {shown}: "), false)?;
+        sealed.push((shown, file, password));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut opened = Vec::with_capacity(sealed.len());
+    for chunk in sealed.chunks(threads) {
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(shown, file, password)| {
+                    scope.spawn(move || {
+                        keypart::open(file, password)
+                            .map_err(|e| Error::Other(format!("key part file {shown}: {e}")))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a decryption thread does not panic"))
+                .collect()
+        });
+        for result in results {
+            opened.push(result?);
+        }
+    }
+    Ok(opened)
 }
 
 fn password(env: Option<&str>, prompt: &str, confirm: bool) -> Result<Password> {

@@ -29,7 +29,8 @@ pub const KDF_MEMORY_KIB_MIN: u32 = 19 * 1024;
 pub const KDF_ITERATIONS_MIN: u32 = 2;
 pub const PASSWORD_LEN_MIN: usize = 8;
 
-/// 32 secret bytes: a key part or a combined master key.
+/// 32 secret bytes: a key part or a combined master key. A clone is zeroized on drop too.
+#[derive(Clone)]
 pub struct Secret32(Zeroizing<[u8; KEY_LEN]>);
 
 impl Secret32 {

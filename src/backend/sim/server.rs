@@ -267,17 +267,20 @@ async fn durable(shared: &Shared, applied: u64) {
 async fn group_commits(shared: Arc<Shared>) {
     loop {
         shared.commit_wanted.notified().await;
-        let (yaml, applied) = {
+        // A copy under the lock (fast); serializing and writing without it, so that
+        // operations keep applying while the disk works.
+        let (fleet, applied) = {
             let state = lock_state(&shared);
             if state.applied <= *shared.committed.borrow() {
                 continue;
             }
-            (state.fleet.to_yaml(), state.applied)
+            (state.fleet.clone(), state.applied)
         };
         let path = shared.path.clone();
-        let written =
-            tokio::task::spawn_blocking(move || super::write_atomically(&path, yaml.as_bytes()))
-                .await;
+        let written = tokio::task::spawn_blocking(move || {
+            super::write_atomically(&path, fleet.to_yaml().as_bytes())
+        })
+        .await;
         if let Err(e) = written
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
