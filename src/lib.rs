@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod backend;
 pub mod cli;
+pub mod drill;
 pub mod error;
 pub mod keypart;
 pub mod model;

@@ -70,6 +70,9 @@ pub enum ApplyError {
         step: String,
         source: Box<BackendError>,
     },
+    /// Every step ran, but the live state read back is not the desired one.
+    #[error("{0}")]
+    NotConverged(String),
 }
 
 /// Settles the intents that an earlier run left without an outcome, from the live state the

@@ -6,3 +6,4 @@ pub mod evidence;
 pub mod executor;
 pub mod journal;
 pub mod lock;
+pub mod session;

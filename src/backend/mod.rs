@@ -216,7 +216,7 @@ impl Backend for AnyBackend {
     }
 }
 
-fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendError> {
+pub fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendError> {
     let own = |s: &str| s.to_string();
     Ok(match *operation {
         Operation::LoadNewMk {

@@ -17,6 +17,7 @@ use crate::apply::evidence::journal_evidence;
 use crate::apply::executor::{self, Context, Progress};
 use crate::apply::journal::{Journal, Record};
 use crate::apply::lock::{self, Holder};
+use crate::apply::session::{self, Started};
 use crate::backend::{AnyBackend, Backend};
 use crate::error::{Error, Result};
 use crate::keypart::{self, Secret32};
@@ -65,29 +66,11 @@ pub async fn apply(
     }
     let key_parts = key_parts(&desired, &plan)?;
     let mut audit = Audit::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
-    let run = journal.next_run();
-    let plan_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        render::json(&plan).as_bytes(),
-    ));
-    journal
-        .append(Record::ApplyStarted {
-            run,
-            plan_sha256: plan_sha256.clone(),
-        })
-        .map_err(|e| Error::Other(e.to_string()))?;
-    audit
-        .record(json!({
-            "kind": "apply_started", "run": run, "plan_sha256": plan_sha256,
-            "desired_sha256": plan.desired_sha256, "live_fingerprint": plan.live_fingerprint,
-            "backend": plan.backend, "steps": plan.steps.len(),
-        }))
-        .map_err(|e| Error::Other(e.to_string()))?;
-    for line in
-        executor::settle_previous(&mut journal, &plan, &live.instances).map_err(apply_error)?
-    {
+    let Started { run, settled } =
+        session::begin(&mut journal, &mut audit, &plan, &live, &evidence).map_err(apply_error)?;
+    for line in settled {
         eprintln!("settled from the previous run: {line}");
     }
-    executor::record_rotations(&mut journal, &plan, &evidence).map_err(apply_error)?;
     let mut progress = TerminalProgress::new(plan.steps.len());
     let mut context = Context {
         backend: &backend,
@@ -103,7 +86,9 @@ pub async fn apply(
     let elapsed = started.elapsed();
     progress.finish();
     let finished = match &outcome {
-        Ok(()) => verify_converged(&backend, &plan).await,
+        Ok(()) => session::verify_converged(&backend, &plan)
+            .await
+            .map_err(apply_error),
         Err(error) => Err(apply_error_ref(error)),
     };
     audit
@@ -255,7 +240,7 @@ fn confirm() -> Result<()> {
 /// Decrypts and combines the key parts of every instance that loads, and checks that they
 /// make the desired master key, before the first step: a wrong part must touch nothing. A
 /// file that several instances share is decrypted once.
-fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secret32>>> {
+pub(super) fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secret32>>> {
     let loading: Vec<_> = desired
         .state
         .instances
@@ -313,30 +298,6 @@ fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secre
         parts.insert(instance.id.clone(), mine);
     }
     Ok(parts)
-}
-
-/// Reads the live state after the last step and checks that it is the desired one.
-async fn verify_converged(backend: &AnyBackend, plan: &Plan) -> Result<()> {
-    let ids: Vec<String> = plan.instances.iter().map(|i| i.id.clone()).collect();
-    let live = crate::backend::refresh_with_retries(backend, &ids).await?;
-    for instance in &plan.instances {
-        let now = live
-            .instance(&instance.id)
-            .expect("refresh returns the instances asked for");
-        for unit in &now.crypto_units {
-            if !unit
-                .current_register
-                .holds(&instance.target_verification_pattern)
-                || unit.new_register != NewRegister::Empty
-            {
-                return Err(Error::Other(format!(
-                    "after the last step crypto unit {} holds new {:#}, current {:#}, not the desired state; run apply again to plan from here",
-                    unit.hsm_id, unit.new_register, unit.current_register
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn apply_error(error: executor::ApplyError) -> Error {

@@ -3,6 +3,7 @@
 
 mod apply;
 mod context;
+mod drill;
 mod keypart;
 mod plan;
 mod sim;
@@ -73,7 +74,14 @@ pub enum Command {
         backend: BackendArg,
         #[arg(long)]
         json: bool,
+        /// Also write the live state as a simulator fleet file (for drills), its key storage
+        /// inferred from the evidence.
+        #[arg(long, value_name = "FILE")]
+        export_fleet: Option<PathBuf>,
     },
+    /// Rehearse the rotation on copies of a fleet under many seeded fault schedules, and
+    /// prove every run ends converged or safely refused with zero incidents.
+    Drill(drill::DrillArgs),
     /// Key part files: create one, or compute the VP that parts combine into.
     #[command(subcommand)]
     Keypart(KeypartCommand),
@@ -167,7 +175,18 @@ pub async fn run(args: Args) -> Result<u8> {
             desired,
             backend,
             json,
-        } => status::status(&desired, &backend, json).await,
+            export_fleet,
+        } => {
+            status::status(
+                &desired,
+                &backend,
+                json,
+                export_fleet.as_deref(),
+                &args.state_dir,
+            )
+            .await
+        }
+        Command::Drill(drill_args) => drill::drill(&drill_args, &args.state_dir).await,
         Command::Keypart(KeypartCommand::New { out, password_env }) => {
             keypart::new(&out, password_env.as_deref())
         }

@@ -1,15 +1,22 @@
-//! `status`: the live register table.
+//! `status`: the live register table, and the live state exported as a simulator fleet.
 
 use std::path::Path;
 
 use super::BackendArg;
-use super::context::refresh;
+use super::context::{read_desired, refresh_desired};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::render;
 
-pub async fn status(desired: &Path, backend: &BackendArg, json: bool) -> Result<u8> {
-    let (_, backend, live) = refresh(desired, backend).await?;
+pub async fn status(
+    desired: &Path,
+    flag: &BackendArg,
+    json: bool,
+    export_fleet: Option<&Path>,
+    state_dir: &Path,
+) -> Result<u8> {
+    let desired = read_desired(desired)?;
+    let (backend, live) = refresh_desired(&desired, flag).await?;
     if json {
         println!(
             "{}",
@@ -17,6 +24,9 @@ pub async fn status(desired: &Path, backend: &BackendArg, json: bool) -> Result<
         );
     } else {
         eprint!("{}", render::status(&live, &backend.describe()));
+    }
+    if let Some(out) = export_fleet {
+        super::drill::export_fleet(&desired, &live, state_dir, out)?;
     }
     Ok(0)
 }

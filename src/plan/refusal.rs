@@ -35,6 +35,14 @@ pub enum Check {
 }
 
 impl Check {
+    /// The check's id, as in JSON: `rewrap_evidence`.
+    pub fn id(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Self::Selection => "all crypto units of exactly one service instance selected",

@@ -1,6 +1,7 @@
 mod apply;
 mod bad_input;
 mod dependencies;
+mod drill;
 mod mixed;
 mod network;
 mod scenarios;

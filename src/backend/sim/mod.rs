@@ -66,18 +66,7 @@ impl Simulator {
     }
 
     pub fn live(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
-        let fleet = self.read()?;
-        let mut live = LiveFleet::default();
-        for id in instances {
-            let instance = fleet
-                .instance(id)
-                .ok_or_else(|| BackendError::UnknownInstance {
-                    instance: id.clone(),
-                    known: fleet.instances.iter().map(|i| i.id.clone()).collect(),
-                })?;
-            live.instances.push(instance.live());
-        }
-        Ok(live)
+        live_of(&self.read()?, instances)
     }
 
     /// Performs one mutating operation, with the faults injected for its number.
@@ -161,6 +150,21 @@ impl Simulator {
             ))
         })
     }
+}
+
+/// What the service reports about the named instances of a fleet.
+pub fn live_of(fleet: &Fleet, instances: &[String]) -> Result<LiveFleet, BackendError> {
+    let mut live = LiveFleet::default();
+    for id in instances {
+        let instance = fleet
+            .instance(id)
+            .ok_or_else(|| BackendError::UnknownInstance {
+                instance: id.clone(),
+                known: fleet.instances.iter().map(|i| i.id.clone()).collect(),
+            })?;
+        live.instances.push(instance.live());
+    }
+    Ok(live)
 }
 
 /// How long an operation waits for the fleet file's lock.

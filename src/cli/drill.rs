@@ -1,0 +1,297 @@
+//! `drill`: rehearse a rotation under seeded fault schedules on copies of a fleet, and
+//! `status --export-fleet`: a simulator fleet from the live state.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::BackendArg;
+use super::apply::key_parts;
+use super::context::{Desired, read_desired, refresh_desired};
+use crate::apply::evidence::journal_evidence;
+use crate::apply::journal::Journal;
+use crate::backend::BackendSpec;
+use crate::backend::sim::{Fleet, write_atomically};
+use crate::drill::{self, Drill, DrillResult, RUNS_MAX, report, run_seed};
+use crate::error::{Error, Result};
+use crate::model::{JournalEvidence, LiveFleet};
+
+#[derive(Debug, ClapArgs)]
+pub struct DrillArgs {
+    pub desired: PathBuf,
+    /// The fleet to drill: sim:FLEET.yaml (default: `backend:` in the desired file).
+    #[arg(long, conflicts_with = "from_live")]
+    pub backend: Option<String>,
+    /// Snapshot the live state of this backend (sim:… or http://…) and drill that.
+    #[arg(long, value_name = "BACKEND")]
+    pub from_live: Option<String>,
+    /// Runs, each with its own fault schedule.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=RUNS_MAX))]
+    pub runs: u64,
+    /// Seed of the schedules (default: random, printed); run i uses seed + i.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the evidence report (Markdown) to this file.
+    #[arg(long, value_name = "FILE.md")]
+    pub report: Option<PathBuf>,
+}
+
+pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
+    let desired = read_desired(&args.desired)?;
+    let (fleet, source, replay_backend) = starting_fleet(&desired, args, state_dir).await?;
+    let fleet_fingerprint = LiveFleet {
+        instances: fleet.instances.iter().map(|i| i.live()).collect(),
+    }
+    .fingerprint();
+    let live = LiveFleet {
+        instances: fleet.instances.iter().map(|i| i.live()).collect(),
+    };
+    let plan = crate::plan::plan(
+        &desired.state,
+        &desired.sha256,
+        &live,
+        &JournalEvidence::none(),
+    )?;
+    if !plan.changes {
+        eprintln!(
+            "Nothing to drill: {source} already holds the desired state (the plan has no steps)."
+        );
+        return Ok(0);
+    }
+    let parts = key_parts(&desired, &plan)?;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let drill = Drill {
+        desired: &desired.state,
+        desired_sha256: &desired.sha256,
+        fleet: &fleet,
+        key_parts: &parts,
+        planner: crate::plan::plan,
+    };
+    let operations = drill::operations(&plan);
+    eprintln!(
+        "Drilling {} against {source}: {} runs, seed {seed}, {operations} operations per rotation.",
+        desired.path.display(),
+        args.runs
+    );
+    let started = Instant::now();
+    // The runs need a runtime of their own (one thread, a simulated clock), which cannot be
+    // started from inside this command's runtime: they run on a thread of their own.
+    let results = std::thread::scope(|scope| {
+        scope
+            .spawn(|| run_all(&drill, args.runs, seed, operations))
+            .join()
+            .expect("the drill thread does not panic")
+    })?;
+    let elapsed = started.elapsed();
+    let result = DrillResult::new(
+        args.runs,
+        seed,
+        &plan,
+        fleet_fingerprint,
+        results,
+        elapsed.as_millis() as u64,
+    );
+    let replay = format!(
+        "mkplan drill {} {replay_backend} --runs 1 --seed {{seed}}",
+        desired.path.display()
+    );
+    summarize(&result, &replay, elapsed.as_secs_f64());
+    if let Some(path) = &args.report {
+        let text = report::markdown(
+            &result,
+            &format!("{} against {source}", desired.path.display()),
+            &replay,
+        );
+        write_atomically(path, text.as_bytes()).map_err(|e| {
+            Error::Other(format!("cannot write the report {}: {e}", path.display()))
+        })?;
+        eprintln!("Evidence report: {}", path.display());
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).expect("drill results serialize")
+        );
+    }
+    if result.failed > 0 {
+        return Err(Error::Other(format!(
+            "the drill failed: {} of {} runs lost data or did not converge; each is listed above with the command that replays it",
+            result.failed, result.runs
+        )));
+    }
+    Ok(0)
+}
+
+fn run_all(
+    drill: &Drill<'_>,
+    runs: u64,
+    seed: u64,
+    operations: u64,
+) -> Result<Vec<drill::RunResult>> {
+    let runtime = drill::runtime()
+        .map_err(|e| Error::Other(format!("cannot start the drill's runtime: {e}")))?;
+    let scratch = tempfile::tempdir()
+        .map_err(|e| Error::Other(format!("cannot make a scratch folder: {e}")))?;
+    let bar = progress_bar(runs);
+    let mut results = Vec::with_capacity(runs.min(100_000) as usize);
+    for index in 0..runs {
+        let result = runtime
+            .block_on(drill::run_one(
+                drill,
+                index,
+                run_seed(seed, index),
+                operations,
+                scratch.path(),
+            ))
+            .map_err(|e| Error::Other(format!("drill run {index}: {e}")))?;
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+        results.push(result);
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(results)
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes) >> 16
+}
+
+fn progress_bar(runs: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(runs);
+    if let Ok(style) = ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} runs")
+    {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+fn summarize(result: &DrillResult, replay: &str, seconds: f64) {
+    for run in result.schedules.iter().filter(|r| r.failed()) {
+        if let drill::Verdict::Failed { why } = &run.verdict {
+            eprintln!(
+                "FAILED run {} (seed {}), schedule {}: {why}\n  replay: {}",
+                run.run,
+                run.schedule.seed,
+                run.schedule.describe(),
+                replay.replace("{seed}", &run.schedule.seed.to_string())
+            );
+        }
+    }
+    eprintln!(
+        "{} runs in {seconds:.1} s: {} converged, {} refused safely, {} failed; {} incidents.",
+        result.runs, result.converged, result.refused, result.failed, result.incidents
+    );
+    if let Some(longest) = result.longest_recovery() {
+        eprintln!(
+            "Longest recovery: run {} (seed {}), {} attempts, {} operations after the first fault ({}).",
+            longest.run,
+            longest.schedule.seed,
+            longest.attempts,
+            longest.recovery_operations,
+            longest.schedule.describe()
+        );
+    }
+}
+
+/// The fleet every run starts from, how to name it, and the backend flag that replays a run.
+async fn starting_fleet(
+    desired: &Desired,
+    args: &DrillArgs,
+    state_dir: &Path,
+) -> Result<(Fleet, String, String)> {
+    if let Some(spec) = &args.from_live {
+        let flag = BackendArg {
+            backend: Some(spec.clone()),
+            parallelism: 10,
+        };
+        let (_, live) = refresh_desired(desired, &flag).await?;
+        let fleet = snapshot_live(desired, &live, state_dir)?;
+        return Ok((
+            fleet,
+            format!("a snapshot of {spec}"),
+            format!("--from-live {spec}"),
+        ));
+    }
+    let spec = match (&args.backend, &desired.state.backend) {
+        (Some(spec), _) => BackendSpec::parse(spec, None),
+        (None, Some(spec)) => BackendSpec::parse(spec, desired.path.parent()),
+        (None, None) => {
+            return Err(Error::Other(
+                "no fleet to drill: pass --backend sim:FLEET.yaml, or --from-live BACKEND to snapshot a live state".into(),
+            ));
+        }
+    }
+    .map_err(Error::Other)?;
+    let BackendSpec::Sim(path) = spec else {
+        return Err(Error::Other(
+            "a drill runs on copies of a simulator fleet: for an HTTP backend use --from-live http://… (it snapshots the live state first)".into(),
+        ));
+    };
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Other(format!("cannot read the fleet file {shown}: {e}")))?;
+    let fleet = Fleet::parse(&shown, &text)?;
+    Ok((
+        fleet,
+        format!("sim:{shown}"),
+        format!("--backend sim:{shown}"),
+    ))
+}
+
+/// The live state as a simulator fleet, its key storage inferred from the evidence (the
+/// service status, the journal in the state directory, the registers).
+fn snapshot_live(desired: &Desired, live: &LiveFleet, state_dir: &Path) -> Result<Fleet> {
+    let records = Journal::read(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    Ok(drill::snapshot(
+        &desired.state,
+        &desired.sha256,
+        live,
+        &journal_evidence(&records),
+    )?)
+}
+
+/// `status --export-fleet FILE`.
+pub fn export_fleet(
+    desired: &Desired,
+    live: &LiveFleet,
+    state_dir: &Path,
+    out: &Path,
+) -> Result<()> {
+    if out.exists() {
+        return Err(Error::Other(format!(
+            "{} exists: give a new file name (an export never overwrites a fleet)",
+            out.display()
+        )));
+    }
+    let fleet = snapshot_live(desired, live, state_dir)?;
+    let text = format!(
+        "# Exported by mkplan {} from the live state of {}.\n# key_storage is inferred from the evidence (service status, journal, registers), not read:\n# a real service does not reveal it. keys: 0 means unknown.\n{}",
+        env!("CARGO_PKG_VERSION"),
+        desired.path.display(),
+        fleet.to_yaml()
+    );
+    write_atomically(out, text.as_bytes())
+        .map_err(|e| Error::Other(format!("cannot write {}: {e}", out.display())))?;
+    eprintln!(
+        "Exported {} service instance(s) to {}; drill it with `mkplan drill {} --backend sim:{}`.",
+        fleet.instances.len(),
+        out.display(),
+        desired.path.display(),
+        out.display()
+    );
+    Ok(())
+}
