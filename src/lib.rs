@@ -3,17 +3,21 @@
 //! Where a reader starts, and what depends on what (arrows point at dependencies):
 //!
 //! ```text
-//! cli ──> plan ──> model          cli ──> render ──> plan, model
-//!  └────> backend ──> model       cli ──> keypart
+//! cli ──> apply ──> plan ──> model     cli ──> render ──> plan, model
+//!  │        └─────> backend ──> model   cli ──> keypart
+//!  └────> drill ──> apply, backend, plan
 //! ```
 //!
 //! - [`model`]: pure types: desired state, live crypto units, registers, VPs, journal evidence.
 //! - [`plan`]: pure: pre-checks, the key storage finding, the step graph, its replay, the plan.
 //! - [`render`]: pure: plan and live state → terminal text, Markdown, JSON, DOT.
-//! - [`backend`]: the only code that touches crypto units: the simulator today; HTTP, the TKE
-//!   wire protocol and smart cards behind the same trait later.
+//! - [`backend`]: the only code that touches crypto units: the simulator, its HTTP server and
+//!   the HTTP client; the TKE wire protocol and smart cards behind the same trait later.
 //! - [`keypart`]: key part files: generation, password protection, combination, VPs.
-//! - [`apply`]: the executor's parts: the write-ahead journal (apply itself comes next).
+//! - [`apply`]: the concurrent executor, the write-ahead journal, the lock, the audit trail,
+//!   and the session bookkeeping around a run.
+//! - [`drill`]: seeded fault schedules applied to in-memory copies of a fleet, judged by the
+//!   simulator's ground truth.
 //! - [`cli`]: argument parsing and the commands that glue the rest together.
 
 pub mod apply;

@@ -68,7 +68,11 @@ pub fn markdown(result: &DrillResult, subject: &str, replay: &str) -> String {
     let _ = writeln!(out, "## By fault\n");
     let _ = writeln!(
         out,
-        "| fault in some attempt | runs | converged | refused | failed |\n|---|---|---|---|---|"
+        "A fault counts where it fired: a scheduled fault whose attempt ended, or succeeded, before its operation never fires.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| fault that fired | runs | converged | refused | failed |\n|---|---|---|---|---|"
     );
     for (kind, counts) in by_fault(&result.schedules) {
         let _ = writeln!(
