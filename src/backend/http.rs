@@ -30,6 +30,7 @@ pub const COMMAND_TIMEOUT_MS: u64 = 90_000;
 pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 
 /// A bearer token: zeroized on drop, never printed.
+#[derive(Clone)]
 pub struct Token(Zeroizing<String>);
 
 impl Token {
@@ -58,7 +59,8 @@ pub struct HttpBackend {
     base: Url,
     shown: String,
     client: Client,
-    token: Option<Token>,
+    /// Replaced when a fresh token is obtained (the TKE backend's IAM exchange).
+    token: std::sync::RwLock<Option<Token>>,
     in_flight: Semaphore,
 }
 
@@ -83,7 +85,7 @@ impl HttpBackend {
             shown: base.as_str().trim_end_matches('/').to_string(),
             base,
             client,
-            token,
+            token: std::sync::RwLock::new(token),
             in_flight: Semaphore::new(parallelism.max(1)),
         })
     }
@@ -92,7 +94,17 @@ impl HttpBackend {
         self.shown.clone()
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    /// Sends every later request with this token.
+    pub fn set_token(&self, token: Token) {
+        *self.token.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
+    }
+
+    /// The client, for requests to other hosts (the IAM token exchange).
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("checked in new: the base URL can be a base")
@@ -102,7 +114,7 @@ impl HttpBackend {
     }
 
     /// One request; the body of a 2xx answer, or the error it maps to.
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         url: Url,
@@ -115,8 +127,12 @@ impl HttpBackend {
             .request(method, url)
             .timeout(Duration::from_millis(timeout_ms))
             .header("accept", "application/json");
-        if let Some(token) = &self.token {
-            request = request.header(AUTHORIZATION, token.header().map_err(Failure::Final)?);
+        let header = match &*self.token.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(token) => Some(token.header().map_err(Failure::Final)?),
+            None => None,
+        };
+        if let Some(header) = header {
+            request = request.header(AUTHORIZATION, header);
         }
         if let Some(body) = body {
             request = request
@@ -154,7 +170,10 @@ impl HttpBackend {
         Err(Failure::Status(status, error_message(&bytes)))
     }
 
-    async fn read<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, BackendError> {
+    pub(super) async fn read<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<T, BackendError> {
         let url = self.url(segments);
         let bytes = self
             .call(Method::GET, url.clone(), None, READ_TIMEOUT_MS)
@@ -167,7 +186,7 @@ impl HttpBackend {
         })
     }
 
-    fn read_error(&self, failure: Failure, url: &Url) -> BackendError {
+    pub(super) fn read_error(&self, failure: Failure, url: &Url) -> BackendError {
         match failure {
             Failure::Final(error) => error,
             Failure::Network(why) => {
@@ -301,7 +320,7 @@ impl HttpBackend {
 }
 
 /// What went wrong with one request, before it is given a meaning.
-enum Failure {
+pub(super) enum Failure {
     /// No complete answer: connection refused or reset, timeout.
     Network(String),
     /// An answer outside 2xx, with the service's message.
@@ -364,7 +383,7 @@ fn describe(error: &reqwest::Error) -> String {
 
 /// The TKE list of an instance's crypto units.
 #[derive(Deserialize)]
-struct UnitList {
+pub(super) struct UnitList {
     hsms: Vec<Entry>,
     #[serde(default)]
     source_hsms: Vec<Entry>,
@@ -375,13 +394,17 @@ struct UnitList {
 }
 
 #[derive(Deserialize)]
-struct Entry {
-    hsm_id: String,
+pub(super) struct Entry {
+    pub(super) hsm_id: String,
+    #[serde(default)]
+    pub(super) location: String,
+    #[serde(default)]
+    pub(super) serial_number: String,
 }
 
 impl UnitList {
     /// Operational, then recovery, then failover units, each in the service's order.
-    fn entries(&self) -> Vec<(UnitType, &Entry)> {
+    pub(super) fn entries(&self) -> Vec<(UnitType, &Entry)> {
         let operational = self.hsms.iter().map(|e| (UnitType::Operational, e));
         let recovery = self.source_hsms.iter().map(|e| (UnitType::Recovery, e));
         let failover = self.failover_hsms.iter().map(|e| (UnitType::Failover, e));

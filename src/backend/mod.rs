@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod sim;
+pub mod tke;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

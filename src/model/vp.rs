@@ -54,6 +54,13 @@ impl VerificationPattern {
         }
     }
 
+    /// The 32 bytes the 64 hex characters spell.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(self.as_str(), &mut bytes).expect("a VP holds 64 hex characters");
+        bytes
+    }
+
     pub fn as_str(&self) -> &str {
         &self.hex
     }

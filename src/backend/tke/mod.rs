@@ -1,0 +1,464 @@
+//! `--backend tke:REGION`: the real service's TKE API, read-only (shared/tke-wire.md §1–§3).
+//! One `GET …/hsms` lists an instance's crypto units; per unit, three unsigned EP11 queries
+//! (domain attributes, administrators and their certificates, domain info) give its
+//! thresholds, mode, administrators and both master-key registers. Mutations (signed admin
+//! commands, §4) are not in this backend yet: `perform` says so and names the way that exists.
+//!
+//! Authentication: an IAM bearer token from `IBMCLOUD_IAM_TOKEN`, or an API key from
+//! `IBMCLOUD_API_KEY` exchanged at IAM (`MKPLAN_IAM_ENDPOINT` overrides the endpoint), renewed
+//! before it expires. Tokens and keys are zeroized and never printed.
+
+pub mod der;
+pub mod ep11;
+pub mod htp;
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::http::{Failure, HttpBackend, Token, UnitList};
+use super::{BackendError, Operation};
+use crate::model::live::UNITS_PER_INSTANCE_MAX;
+use crate::model::unit::ADMINISTRATOR_NAME_LEN_MAX;
+use crate::model::{
+    Administrator, CryptoUnit, LiveFleet, LiveInstance, Mode, RewrapStatus, Ski, UnitType,
+};
+
+/// The IAM endpoint that exchanges API keys for tokens.
+pub const IAM_ENDPOINT: &str = "https://iam.cloud.ibm.com";
+/// A token is renewed when less than this is left of it.
+pub const TOKEN_RENEW_BEFORE_S: u64 = 300;
+/// Largest threshold a unit may report (EP11 allows 8 administrators).
+const THRESHOLD_MAX: u32 = 8;
+
+/// A protocol-level problem with one request or reply; turned into `BackendError::Protocol`
+/// with the unit's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WireError {
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// An EP11 return value (and reason) as the SDK names it: `3-<rc>-<reason>` (§5.3).
+    pub fn ep11(rc: u32, reason: Option<u32>) -> Self {
+        let (name, meaning) = match rc {
+            0x03 => ("SLOT_ID_INVALID", "invalid domain"),
+            0x07 => ("ARGUMENTS_BAD", "bad arguments"),
+            0x20 => (
+                "DATA_INVALID",
+                "invalid data (an administrator's SKI not found, with reason 32)",
+            ),
+            0x21 => ("DATA_LEN_RANGE", "an input is missing or unexpected"),
+            0x31 => ("DEVICE_MEMORY", "the crypto unit is out of memory"),
+            0x50 => (
+                "FUNCTION_CANCELED",
+                "the domain's attributes forbid it (reason 80: loading a master key)",
+            ),
+            0x54 => (
+                "FUNCTION_NOT_SUPPORTED",
+                "not supported on this crypto module",
+            ),
+            0x60 => (
+                "KEY_HANDLE_INVALID",
+                "a key, certificate or record was not found",
+            ),
+            0x65 => (
+                "KEY_CHANGED",
+                "the new register's VP is not the one supplied (commit VP mismatch)",
+            ),
+            0x66 => ("KEY_NEEDED", "a needed key is missing"),
+            0x91 => (
+                "OPERATION_NOT_INITIALIZED",
+                "not initialized (reason 61: FCV not loaded)",
+            ),
+            0xA3 => (
+                "PIN_EXPIRED",
+                "invalid transaction counter: re-query it and sign again",
+            ),
+            0xB3 => ("SESSION_HANDLE_INVALID", "not allowed in imprint mode"),
+            0xC0 => ("SIGNATURE_INVALID", "a signature is invalid"),
+            0xC1 => ("SIGNATURE_LEN_RANGE", "a signature is malformed"),
+            0xD0 => ("TEMPLATE_INCOMPLETE", "not enough signatures"),
+            0xD1 => (
+                "TEMPLATE_INCONSISTENT",
+                "a threshold or attribute rule is violated",
+            ),
+            0x100 => ("USER_ALREADY_LOGGED_IN", "the administrator already exists"),
+            0x101 => (
+                "USER_NOT_LOGGED_IN",
+                "the signer is not an installed administrator",
+            ),
+            0x105 => (
+                "USER_TOO_MANY_TYPES",
+                "too many administrators (at most 8 per domain)",
+            ),
+            0x8001_0002 => ("IBM_INTERNAL_ERROR", "internal error of the crypto unit"),
+            _ => ("unknown", "an EP11 error mkplan does not know"),
+        };
+        Self::new(format!(
+            "EP11 error 3-{rc}-{} ({name}): {meaning}",
+            reason.unwrap_or(0)
+        ))
+    }
+}
+
+/// `[zone].[host].[CM index].[domain index]` → (CM, domain) (§1.1).
+pub fn parse_location(location: &str) -> Result<(u32, u32), WireError> {
+    let parts: Vec<&str> = location.split('.').collect();
+    let [_, _, cm, domain] = parts[..] else {
+        return Err(WireError::new(format!(
+            "location {location:?} does not have 4 parts [zone].[host].[CM].[domain]"
+        )));
+    };
+    let number = |part: &str, what: &str| {
+        part.trim_matches(['[', ']']).parse::<u32>().map_err(|_| {
+            WireError::new(format!(
+                "location {location:?}: the {what} index is not a number"
+            ))
+        })
+    };
+    Ok((number(cm, "crypto module")?, number(domain, "domain")?))
+}
+
+/// The zone of a location, `us-south` for `[us-south].[AZ3-CS3].[02].[03]`.
+fn zone(location: &str) -> String {
+    location
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string()
+}
+
+/// The TKE base URL for a region (§1, public endpoint of `cloud.ibm.com`).
+pub fn base_url(region: &str) -> Result<String, String> {
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "tke:{region}: a region is like us-south or eu-de (lower-case letters, digits, hyphens)"
+        ));
+    }
+    Ok(format!("https://tke.{region}.hs-crypto.cloud.ibm.com"))
+}
+
+/// Where the bearer token comes from.
+pub enum Credentials {
+    /// `IBMCLOUD_IAM_TOKEN`: used as it is; a 401 means log in again.
+    Token(Token),
+    /// `IBMCLOUD_API_KEY`: exchanged at IAM, and again before the token expires.
+    ApiKey {
+        key: Zeroizing<String>,
+        iam: String,
+    },
+    None,
+}
+
+pub struct TkeBackend {
+    transport: HttpBackend,
+    shown: String,
+    credentials: Credentials,
+    /// When the token from the API key must be renewed.
+    renew_at: std::sync::Mutex<Option<Instant>>,
+    exchange: tokio::sync::Mutex<()>,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    response: String,
+}
+
+#[derive(Deserialize)]
+struct IamToken {
+    access_token: Zeroizing<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl TkeBackend {
+    /// `shown` is how the operator named it (`tke:us-south`); `base` the URL it talks to.
+    pub fn new(
+        shown: &str,
+        base: &str,
+        credentials: Credentials,
+        parallelism: usize,
+    ) -> Result<Self, BackendError> {
+        let token = match &credentials {
+            Credentials::Token(token) => Some(token.clone()),
+            _ => None,
+        };
+        Ok(Self {
+            transport: HttpBackend::new(base, token, parallelism)?,
+            shown: format!("{shown} ({})", base.trim_end_matches('/')),
+            credentials,
+            renew_at: std::sync::Mutex::new(None),
+            exchange: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    /// With an API key: a token from IAM if there is none yet or it expires soon.
+    async fn authenticate(&self) -> Result<(), BackendError> {
+        let Credentials::ApiKey { key, iam } = &self.credentials else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.exchange.lock().await;
+        let due = |renew_at: Option<Instant>| renew_at.is_none_or(|at| Instant::now() >= at);
+        if !due(*self.renew_at.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(());
+        }
+        let mut form = Zeroizing::new(String::from(
+            "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey=",
+        ));
+        for byte in key.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                form.push(char::from(byte));
+            } else {
+                form.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        let url = format!("{}/identity/token", iam.trim_end_matches('/'));
+        let response = self
+            .transport
+            .client()
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .timeout(Duration::from_millis(super::http::READ_TIMEOUT_MS))
+            .body(form.as_bytes().to_vec())
+            .send()
+            .await
+            .map_err(|e| BackendError::Transient(format!("IAM at {iam}: {e}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::UNAUTHORIZED
+        {
+            return Err(BackendError::Unauthorized(format!(
+                "IAM at {iam} refused the API key in IBMCLOUD_API_KEY ({status})"
+            )));
+        }
+        if !status.is_success() {
+            return Err(BackendError::Transient(format!(
+                "IAM at {iam} answered {status}"
+            )));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| BackendError::Transient(format!("IAM at {iam}: {e}")))?;
+        let token: IamToken = serde_json::from_slice(&bytes).map_err(|_| {
+            BackendError::Protocol(format!("IAM at {iam} answered without an access_token"))
+        })?;
+        let lifetime = token.expires_in.unwrap_or(3600);
+        self.transport
+            .set_token(Token::new(token.access_token.to_string()));
+        *self.renew_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+            Instant::now() + Duration::from_secs(lifetime.saturating_sub(TOKEN_RENEW_BEFORE_S)),
+        );
+        Ok(())
+    }
+
+    /// One HTP request to one crypto unit; the checked payload of its reply.
+    async fn query(
+        &self,
+        instance: &str,
+        hsm_id: &str,
+        cm: u32,
+        domain: u32,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let url = self.transport.url(&["v1", "tke", instance, "hsms", hsm_id]);
+        let body =
+            Zeroizing::new(json!({ "request": htp::request(cm, domain, payload) }).to_string());
+        let bytes = self
+            .transport
+            .call(Method::POST, url.clone(), Some(body), super::http::READ_TIMEOUT_MS)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Status(status, message) if status == reqwest::StatusCode::NOT_FOUND => BackendError::NotFound(format!(
+                    "POST {url}: crypto unit {hsm_id} or instance {instance} not found ({message}); the instance, the region or the account is wrong"
+                )),
+                other => self.transport.read_error(other, &url),
+            })?;
+        let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
+            BackendError::Protocol(format!(
+                "crypto unit {hsm_id}: the reply is not {{\"response\": …}} ({e})"
+            ))
+        })?;
+        if reply.response.is_empty() {
+            return Err(BackendError::Protocol(format!(
+                "crypto unit {hsm_id}: the reply's response is empty"
+            )));
+        }
+        htp::parse_response(&reply.response)
+            .map_err(|e| BackendError::Protocol(format!("crypto unit {hsm_id}: {e}")))
+    }
+
+    async fn admin(
+        &self,
+        instance: &str,
+        hsm_id: &str,
+        cm: u32,
+        domain: u32,
+        command: u32,
+        input: &[u8],
+    ) -> Result<ep11::AdminResponse, BackendError> {
+        let payload = self
+            .query(
+                instance,
+                hsm_id,
+                cm,
+                domain,
+                &ep11::admin_query(domain, command, input),
+            )
+            .await?;
+        ep11::parse_admin_response(&payload, domain, command)
+            .map_err(|e| BackendError::Protocol(format!("crypto unit {hsm_id}: {e}")))
+    }
+
+    /// Thresholds, mode, administrators and registers of one unit (§3.5 step 4).
+    async fn unit(
+        &self,
+        instance: &str,
+        kind: UnitType,
+        hsm_id: &str,
+        location: &str,
+        serial: &str,
+    ) -> Result<CryptoUnit, BackendError> {
+        let wire = |e: WireError| BackendError::Protocol(format!("crypto unit {hsm_id}: {e}"));
+        let (cm, domain) = parse_location(location).map_err(wire)?;
+        let attributes = self
+            .admin(instance, hsm_id, cm, domain, ep11::ADMQ_DOM_ATTRS, &[])
+            .await?;
+        if !serial.is_empty() && attributes.serial() != serial {
+            return Err(BackendError::Protocol(format!(
+                "crypto unit {hsm_id}: serial number mismatch: the service lists {serial}, the crypto module answers {}; stop and ask IBM support",
+                attributes.serial()
+            )));
+        }
+        let values = ep11::parse_attributes(&attributes.output).map_err(wire)?;
+        let threshold = |value: u32, what: &str| {
+            u8::try_from(value).ok().filter(|v| u32::from(*v) <= THRESHOLD_MAX).ok_or_else(|| {
+                BackendError::Protocol(format!("crypto unit {hsm_id}: the {what} threshold is {value} (missing or out of range)"))
+            })
+        };
+        let signature_threshold = threshold(values.signature_threshold, "signature")?;
+        let revocation_threshold = threshold(values.revocation_threshold, "revocation")?;
+        let listed = self
+            .admin(instance, hsm_id, cm, domain, ep11::ADMQ_DOMADMIN, &[])
+            .await?;
+        let skis = ep11::parse_ski_list(&listed.output).map_err(wire)?;
+        let administrators = try_join_all(skis.iter().map(|ski| async move {
+            let certificate = self
+                .admin(instance, hsm_id, cm, domain, ep11::ADMQ_DOMADMIN, ski)
+                .await?;
+            let name = ep11::certificate_name(&certificate.output).map_err(wire)?;
+            let name: String = name.chars().take(ADMINISTRATOR_NAME_LEN_MAX).collect();
+            Ok::<_, BackendError>(Administrator {
+                name,
+                ski: Ski::parse(&hex::encode(ski)).map_err(BackendError::Protocol)?,
+            })
+        }))
+        .await?;
+        let info = self
+            .query(
+                instance,
+                hsm_id,
+                cm,
+                domain,
+                &ep11::domain_info_request(domain),
+            )
+            .await?;
+        let info = ep11::parse_xcp_info(&info, domain).map_err(wire)?;
+        let registers = ep11::parse_domain_info(&info, domain).map_err(wire)?;
+        Ok(CryptoUnit {
+            hsm_id: hsm_id.to_ascii_lowercase(),
+            unit_type: kind,
+            location: location.to_string(),
+            // The SDK's rule: signature threshold 0 means imprint mode.
+            mode: if signature_threshold == 0 {
+                Mode::Imprint
+            } else {
+                Mode::Admin
+            },
+            signature_threshold,
+            revocation_threshold,
+            administrators,
+            new_register: registers.new,
+            current_register: registers.current,
+        })
+    }
+
+    async fn instance(&self, id: &str) -> Result<LiveInstance, BackendError> {
+        self.authenticate().await?;
+        let list: UnitList = self.transport.read(&["v1", "tke", id, "hsms"]).await?;
+        let listed = list.entries();
+        if listed.len() > UNITS_PER_INSTANCE_MAX {
+            return Err(BackendError::Protocol(format!(
+                "service instance {id} lists {} crypto units, over the limit of {UNITS_PER_INSTANCE_MAX}",
+                listed.len()
+            )));
+        }
+        let crypto_units = try_join_all(listed.iter().map(|(kind, entry)| {
+            self.unit(
+                id,
+                *kind,
+                &entry.hsm_id,
+                &entry.location,
+                &entry.serial_number,
+            )
+        }))
+        .await?;
+        Ok(LiveInstance {
+            id: id.to_ascii_lowercase(),
+            region: crypto_units
+                .first()
+                .map(|u| zone(&u.location))
+                .unwrap_or_default(),
+            // The real service publishes no rotation status.
+            rewrap_status: RewrapStatus::NotReported,
+            crypto_units,
+        })
+    }
+
+    pub async fn refresh(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
+        let instances = try_join_all(instances.iter().map(|id| self.instance(id))).await?;
+        Ok(LiveFleet { instances })
+    }
+
+    pub async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
+        let name = match operation {
+            Operation::LoadNewMk { .. } => "load_new_mk",
+            Operation::CommitNewMk { .. } => "commit_new_mk",
+            Operation::ClearNewMk { .. } => "clear_new_mk",
+            Operation::RewrapKeyStorage { .. } => "rewrap_key_storage",
+            Operation::SetImmediate { .. } => "set_immediate",
+        };
+        Err(BackendError::Refused {
+            operation: name.into(),
+            reason: format!(
+                "{} reads crypto units but does not send signed commands yet. Nothing was sent. Run the step with the TKE CLI (`ibmcloud tke cryptounit-mk-load`, `-commit`, `-rotate`, `-setimm`) or the TKE application, then run `mkplan plan` again: it reads what you did",
+                self.shown
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
