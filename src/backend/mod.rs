@@ -117,6 +117,8 @@ pub async fn refresh_with_retries<B: Backend>(
 pub enum BackendSpec {
     Sim(PathBuf),
     Http(String),
+    /// The real service's TKE API in a region (read-only for now).
+    Tke(String),
 }
 
 impl BackendSpec {
@@ -138,8 +140,12 @@ impl BackendSpec {
         if spec.starts_with("http://") || spec.starts_with("https://") {
             return Ok(Self::Http(spec.trim_end_matches('/').to_string()));
         }
+        if let Some(region) = spec.strip_prefix("tke:") {
+            tke::base_url(region)?;
+            return Ok(Self::Tke(region.to_string()));
+        }
         Err(format!(
-            "unknown backend {spec:?}: use sim:FLEET.yaml (the embedded simulator) or http://HOST:PORT"
+            "unknown backend {spec:?}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service, read-only)"
         ))
     }
 }
@@ -170,12 +176,17 @@ pub struct OpenOptions {
     pub token: Option<http::Token>,
     /// Requests in flight at most.
     pub parallelism: usize,
+    /// For `tke:`: another base URL (a private endpoint, a local emulator).
+    pub tke_endpoint: Option<String>,
+    /// For `tke:`: where its bearer token comes from.
+    pub tke_credentials: tke::Credentials,
 }
 
 /// The backends this build has, behind one type so commands need not be generic.
 pub enum AnyBackend {
     Sim(sim::Simulator, String),
     Http(http::HttpBackend),
+    Tke(tke::TkeBackend),
 }
 
 impl AnyBackend {
@@ -190,6 +201,30 @@ impl AnyBackend {
                 options.token,
                 options.parallelism,
             )?)),
+            BackendSpec::Tke(region) => {
+                let base = match options.tke_endpoint {
+                    Some(endpoint) => endpoint,
+                    None => tke::base_url(region).map_err(BackendError::Unreachable)?,
+                };
+                Ok(Self::Tke(tke::TkeBackend::new(
+                    &format!("tke:{region}"),
+                    &base,
+                    options.tke_credentials,
+                    options.parallelism,
+                )?))
+            }
+        }
+    }
+
+    /// Why this backend cannot change crypto units, if it cannot: `apply` says so before it
+    /// touches anything.
+    pub fn read_only(&self) -> Option<String> {
+        match self {
+            Self::Tke(backend) => Some(format!(
+                "{} reads crypto units but cannot change them yet (signed TKE commands are the next step). Nothing was touched. Use `mkplan plan` to review the steps, run each with the TKE CLI (`ibmcloud tke cryptounit-mk-load`, `cryptounit-mk-commit`, `cryptounit-mk-rotate`, `cryptounit-mk-setimm`) or the TKE application, and run `mkplan plan` again after each: it reads what was done and plans the rest",
+                backend.describe()
+            )),
+            _ => None,
         }
     }
 }
@@ -199,6 +234,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Sim(_, name) => name.clone(),
             Self::Http(backend) => backend.describe(),
+            Self::Tke(backend) => backend.describe(),
         }
     }
 
@@ -206,6 +242,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Sim(simulator, _) => simulator.live(instances),
             Self::Http(backend) => backend.refresh(instances).await,
+            Self::Tke(backend) => backend.refresh(instances).await,
         }
     }
 
@@ -213,6 +250,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Sim(simulator, _) => simulator.perform(&to_sim(operation)?).await,
             Self::Http(backend) => backend.perform(operation).await,
+            Self::Tke(backend) => backend.perform(operation).await,
         }
     }
 }

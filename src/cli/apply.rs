@@ -44,6 +44,16 @@ pub async fn apply(
     };
     plan.desired_file = Some(desired.path.display().to_string());
     plan.backend = Some(backend.describe());
+    if let Some(why) = backend.read_only().filter(|_| plan.changes) {
+        eprint!(
+            "{}",
+            render::text(
+                &plan,
+                &format!("{} against {}", desired.path.display(), backend.describe())
+            )
+        );
+        return Err(Error::Other(why));
+    }
     report_resume(&plan, &live, journal.records());
     if !plan.changes {
         executor::settle_previous(&mut journal, &plan, &live.instances).map_err(apply_error)?;
@@ -134,6 +144,7 @@ async fn saved(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, L
     let spec = BackendArg {
         backend: flag.backend.clone().or_else(|| plan.backend.clone()),
         parallelism: flag.parallelism,
+        tke_endpoint: flag.tke_endpoint.clone(),
     };
     let (backend, live) = refresh_desired(&desired, &spec).await?;
     if live.fingerprint() != plan.live_fingerprint {

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::BackendArg;
 use crate::backend::http::Token;
 use crate::backend::sim::Faults;
+use crate::backend::tke::Credentials;
 use crate::backend::{AnyBackend, BackendSpec, OpenOptions};
 use crate::error::{Error, Result};
 use crate::keypart;
@@ -104,8 +105,26 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
             faults,
             token,
             parallelism: usize::from(flag.parallelism),
+            tke_endpoint: flag.tke_endpoint.clone(),
+            tke_credentials: tke_credentials(),
         },
     )?)
+}
+
+/// `IBMCLOUD_IAM_TOKEN`, else `IBMCLOUD_API_KEY` (exchanged at IAM, `MKPLAN_IAM_ENDPOINT`).
+fn tke_credentials() -> Credentials {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(token) = set("IBMCLOUD_IAM_TOKEN") {
+        return Credentials::Token(Token::new(token));
+    }
+    if let Some(key) = set("IBMCLOUD_API_KEY") {
+        return Credentials::ApiKey {
+            key: zeroize::Zeroizing::new(key),
+            iam: set("MKPLAN_IAM_ENDPOINT")
+                .unwrap_or_else(|| crate::backend::tke::IAM_ENDPOINT.into()),
+        };
+    }
+    Credentials::None
 }
 
 /// Reads the desired file, opens its backend and refreshes the live state of its instances:

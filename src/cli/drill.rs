@@ -217,6 +217,7 @@ async fn starting_fleet(
         let flag = BackendArg {
             backend: Some(spec.clone()),
             parallelism: 10,
+            tke_endpoint: std::env::var("MKPLAN_TKE_ENDPOINT").ok(),
         };
         let (_, live) = refresh_desired(desired, &flag).await?;
         let fleet = snapshot_live(desired, &live, state_dir)?;

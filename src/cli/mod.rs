@@ -113,6 +113,10 @@ pub struct BackendArg {
     #[arg(long, env = "MKPLAN_PARALLELISM", default_value_t = 10,
           value_parser = clap::value_parser!(u16).range(1..=crate::apply::executor::PARALLELISM_MAX as i64))]
     pub parallelism: u16,
+    /// For tke:REGION: another TKE base URL (a private endpoint, or `mkplan sim serve
+    /// --protocol tke` for a rehearsal).
+    #[arg(long, env = "MKPLAN_TKE_ENDPOINT")]
+    pub tke_endpoint: Option<String>,
 }
 
 #[derive(Debug, ClapArgs)]

@@ -5,5 +5,6 @@ mod drill;
 mod mixed;
 mod network;
 mod scenarios;
+mod tke;
 mod untouched;
 mod views;

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod fleet;
 pub mod hsm;
 pub mod server;
+mod tke_front;
 
 use std::fs::{self, File};
 use std::io::Write;

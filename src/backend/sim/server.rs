@@ -38,29 +38,72 @@ use crate::model::{CryptoUnit, UnitType, VerificationPattern};
 pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
 
 /// Bearer tokens the server accepts, and how long each lives after its first use.
+/// A token and the moment of its first use.
+type Accepted = (Zeroizing<String>, Arc<OnceLock<Instant>>);
+
 pub struct Tokens {
-    accepted: Vec<(Zeroizing<String>, OnceLock<Instant>)>,
+    accepted: Mutex<Vec<Accepted>>,
     ttl: Option<Duration>,
+    /// API keys the IAM exchange (`POST /identity/token`, TKE protocol) accepts.
+    api_keys: Vec<Zeroizing<String>>,
 }
 
 impl Tokens {
     /// No token: every request is accepted.
     pub fn none() -> Self {
-        Self {
-            accepted: Vec::new(),
-            ttl: None,
-        }
+        Self::new(Vec::new(), None)
     }
 
     pub fn new(accepted: Vec<Zeroizing<String>>, ttl: Option<Duration>) -> Self {
         Self {
-            accepted: accepted.into_iter().map(|t| (t, OnceLock::new())).collect(),
+            accepted: Mutex::new(
+                accepted
+                    .into_iter()
+                    .map(|t| (t, Arc::new(OnceLock::new())))
+                    .collect(),
+            ),
             ttl,
+            api_keys: Vec::new(),
         }
     }
 
+    /// Also accept these API keys at the IAM exchange; each exchange issues a new token.
+    pub fn with_api_keys(mut self, api_keys: Vec<Zeroizing<String>>) -> Self {
+        self.api_keys = api_keys;
+        self
+    }
+
+    pub(super) fn api_keys(&self) -> &[Zeroizing<String>] {
+        &self.api_keys
+    }
+
+    pub(super) fn ttl_s(&self) -> Option<u64> {
+        self.ttl.map(|t| t.as_secs())
+    }
+
+    fn required(&self) -> bool {
+        !self.api_keys.is_empty()
+            || !self
+                .accepted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
+    /// A new random token, valid from now on (as IAM issues them).
+    pub(super) fn issue(&self) -> Zeroizing<String> {
+        let mut bytes = [0u8; 24];
+        let _ = getrandom::fill(&mut bytes);
+        let token = Zeroizing::new(hex::encode(bytes));
+        self.accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((token.clone(), Arc::new(OnceLock::new())));
+        token
+    }
+
     fn check(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
-        if self.accepted.is_empty() {
+        if !self.required() {
             return Ok(());
         }
         let given = headers
@@ -74,10 +117,13 @@ impl Tokens {
                     "this server needs `Authorization: Bearer TOKEN`",
                 ))
             })?;
-        let found = self
+        let first_use = self
             .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .find(|(token, _)| constant_time_eq(token.as_bytes(), given.as_bytes()))
+            .map(|(_, first_use)| first_use.clone())
             .ok_or_else(|| {
                 Box::new(problem(
                     StatusCode::UNAUTHORIZED,
@@ -85,7 +131,7 @@ impl Tokens {
                     "the bearer token is not valid here",
                 ))
             })?;
-        let first_use = *found.1.get_or_init(Instant::now);
+        let first_use = *first_use.get_or_init(Instant::now);
         if self.ttl.is_some_and(|ttl| first_use.elapsed() > ttl) {
             return Err(Box::new(problem(
                 StatusCode::UNAUTHORIZED,
@@ -101,34 +147,45 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Which API the server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// JSON resources and register commands (docs/http-api.md).
+    Json,
+    /// The TKE API's read half: HTP strings carrying EP11 queries (tke-wire.md §1–§3).
+    Tke,
+}
+
 pub struct ServeOptions {
+    pub protocol: Protocol,
     pub fleet: PathBuf,
     pub listen: SocketAddr,
     pub faults: Faults,
     pub tokens: Tokens,
 }
 
-struct Shared {
-    path: PathBuf,
-    faults: Faults,
-    tokens: Tokens,
+pub(super) struct Shared {
+    pub(super) protocol: Protocol,
+    pub(super) path: PathBuf,
+    pub(super) faults: Faults,
+    pub(super) tokens: Tokens,
     /// Mutating requests received, counted from 1, for fault injection.
-    operations: AtomicU64,
-    state: Mutex<Durable>,
+    pub(super) operations: AtomicU64,
+    pub(super) state: Mutex<Durable>,
     /// The number of the last operation written to disk.
-    committed: watch::Sender<u64>,
-    commit_wanted: Notify,
+    pub(super) committed: watch::Sender<u64>,
+    pub(super) commit_wanted: Notify,
     /// Crypto units (and instances, for the rewrap) with a command in progress: a real unit
     /// takes one command at a time (each carries the unit's transaction counter + 1).
-    busy: Mutex<HashSet<String>>,
+    pub(super) busy: Mutex<HashSet<String>>,
     /// Held for the server's lifetime.
-    _lock: File,
+    pub(super) _lock: File,
 }
 
-struct Durable {
-    fleet: Fleet,
+pub(super) struct Durable {
+    pub(super) fleet: Fleet,
     /// Operations applied to `fleet` so far.
-    applied: u64,
+    pub(super) applied: u64,
 }
 
 /// Binds, prints the URL on stdout (one line, for scripts and the test harness), and serves
@@ -167,6 +224,7 @@ fn open(options: ServeOptions) -> Result<Arc<Shared>, String> {
     let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
     let (committed, _) = watch::channel(0);
     Ok(Arc::new(Shared {
+        protocol: options.protocol,
         path: options.fleet,
         faults: options.faults,
         tokens: options.tokens,
@@ -216,14 +274,11 @@ fn lock_exclusively(fleet: &Path) -> Result<File, String> {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v1/tke/{instance}/hsms", get(list_units))
-        .route("/v1/tke/{instance}/hsms/{hsm_id}", get(unit_state))
-        .route(
-            "/v1/tke/{instance}/hsms/{hsm_id}/{command}",
-            axum::routing::post(unit_command),
-        )
-        .route("/v1/tke/{instance}/rewrap", get(rewrap_status).post(rewrap))
+    let routes = match shared.protocol {
+        Protocol::Json => json_routes(),
+        Protocol::Tke => super::tke_front::routes(),
+    };
+    routes
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,
@@ -236,7 +291,21 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+fn json_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/tke/{instance}/hsms", get(list_units))
+        .route("/v1/tke/{instance}/hsms/{hsm_id}", get(unit_state))
+        .route(
+            "/v1/tke/{instance}/hsms/{hsm_id}/{command}",
+            axum::routing::post(unit_command),
+        )
+        .route("/v1/tke/{instance}/rewrap", get(rewrap_status).post(rewrap))
+}
+
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if request.uri().path() == super::tke_front::IAM_TOKEN_PATH {
+        return next.run(request).await;
+    }
     match shared.tokens.check(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(response) => *response,
@@ -244,7 +313,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
 }
 
 /// `{"error": {"code": …, "message": …}}` with a status.
-fn problem(status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn problem(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(json!({ "error": { "code": code, "message": message } })),
@@ -252,12 +321,12 @@ fn problem(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn lock_state(shared: &Shared) -> std::sync::MutexGuard<'_, Durable> {
+pub(super) fn lock_state(shared: &Shared) -> std::sync::MutexGuard<'_, Durable> {
     shared.state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits until the operations applied so far are on disk.
-async fn durable(shared: &Shared, applied: u64) {
+pub(super) async fn durable(shared: &Shared, applied: u64) {
     let mut committed = shared.committed.subscribe();
     let _ = committed.wait_for(|c| *c >= applied).await;
 }
@@ -298,7 +367,7 @@ async fn group_commits(shared: Arc<Shared>) {
     }
 }
 
-fn unknown_instance(instance: &str) -> Response {
+pub(super) fn unknown_instance(instance: &str) -> Response {
     problem(
         StatusCode::NOT_FOUND,
         "instance_not_found",
@@ -310,7 +379,7 @@ fn unknown_instance(instance: &str) -> Response {
 
 /// The TKE list of crypto units: `hsms` (operational), `source_hsms` (recovery) and
 /// `failover_hsms`, plus the instance's region (an extension of the TKE shape).
-async fn list_units(
+pub(super) async fn list_units(
     State(shared): State<Arc<Shared>>,
     UrlPath(instance): UrlPath<String>,
 ) -> Response {
@@ -327,7 +396,7 @@ async fn list_units(
                 .map(|u| {
                     json!({
                         "hsm_id": u.hsm_id, "location": u.location,
-                        "serial_number": format!("SIM-{}", u.short_id()),
+                        "serial_number": serial_of(&u.hsm_id),
                         "state": "ACTIVE", "version": 1,
                     })
                 })
@@ -351,25 +420,49 @@ async fn unit_state(
     State(shared): State<Arc<Shared>>,
     UrlPath((instance, hsm_id)): UrlPath<(String, String)>,
 ) -> Response {
-    let (unit, applied) = {
-        let state = lock_state(&shared);
-        let Some(found) = state.fleet.instance(&instance) else {
-            return unknown_instance(&instance);
-        };
-        match find_unit(&found.crypto_units, &hsm_id) {
-            Some(unit) => (unit.clone(), state.applied),
-            None => return unknown_unit(&instance, &hsm_id),
-        }
-    };
-    durable(&shared, applied).await;
-    Json(unit).into_response()
+    match durable_unit(&shared, &instance, &hsm_id).await {
+        Ok(unit) => Json(unit).into_response(),
+        Err(response) => *response,
+    }
 }
 
-fn find_unit<'a>(units: &'a [CryptoUnit], hsm_id: &str) -> Option<&'a CryptoUnit> {
+/// A copy of one unit, once the state it shows is on disk; or the 404 that says which id is
+/// wrong.
+pub(super) async fn durable_unit(
+    shared: &Shared,
+    instance: &str,
+    hsm_id: &str,
+) -> Result<CryptoUnit, Box<Response>> {
+    let (unit, applied) = {
+        let state = lock_state(shared);
+        let Some(found) = state.fleet.instance(instance) else {
+            return Err(Box::new(unknown_instance(instance)));
+        };
+        match find_unit(&found.crypto_units, hsm_id) {
+            Some(unit) => (unit.clone(), state.applied),
+            None => return Err(Box::new(unknown_unit(instance, hsm_id))),
+        }
+    };
+    durable(shared, applied).await;
+    Ok(unit)
+}
+
+/// The 8-character serial number of the crypto module of a simulated unit: the `/hsms` list
+/// and the module id in EP11 replies must agree on it (tke-wire.md §3.5).
+pub(super) fn serial_of(hsm_id: &str) -> String {
+    hsm_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+pub(super) fn find_unit<'a>(units: &'a [CryptoUnit], hsm_id: &str) -> Option<&'a CryptoUnit> {
     units.iter().find(|u| u.hsm_id.eq_ignore_ascii_case(hsm_id))
 }
 
-fn unknown_unit(instance: &str, hsm_id: &str) -> Response {
+pub(super) fn unknown_unit(instance: &str, hsm_id: &str) -> Response {
     problem(
         StatusCode::NOT_FOUND,
         "crypto_unit_not_found",
@@ -619,6 +712,7 @@ mod tests {
         )
         .unwrap();
         let shared = open(ServeOptions {
+            protocol: Protocol::Json,
             fleet: path.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
             faults: Faults::parse(faults).unwrap(),

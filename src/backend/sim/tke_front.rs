@@ -1,0 +1,214 @@
+//! `mkplan sim serve --protocol tke`: the simulator answering the TKE API's read half
+//! exactly as the real service frames it (tke-wire.md §1–§3), so that `--backend tke:REGION
+//! --tke-endpoint http://127.0.0.1:PORT` is tested end to end over loopback.
+//!
+//! - `GET /v1/tke/{instance}/hsms`: the TKE list (`hsms`, `source_hsms`, `failover_hsms`).
+//! - `POST /v1/tke/{instance}/hsms/{hsm_id}` `{"request": HTP}` → `{"response": HTP}`: domain
+//!   info, domain attributes, the administrator list and each administrator's certificate,
+//!   built from the fleet. Signed commands are answered with FUNCTION_NOT_SUPPORTED.
+//! - `POST /identity/token`: an IAM-like exchange of an API key (`--api-key`) for a token.
+//!
+//! No rewrap status is published, as the real service publishes none. Faults count the
+//! POSTed requests: `fail_op`/`lose_response_op` answer 500, `latency_ms` delays each one,
+//! `crash_after_op` aborts after answering nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::server::{Shared, durable_unit, problem, serial_of};
+use crate::backend::tke::{ep11, htp, parse_location};
+use crate::model::{CryptoUnit, Mode};
+
+pub const IAM_TOKEN_PATH: &str = "/identity/token";
+/// Permissions the simulated domains report (load, commit, … allowed; tke-wire.md §3.2).
+const PERMISSIONS: u32 = 0x0030_204D;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/tke/{instance}/hsms", get(super::server::list_units))
+        .route("/v1/tke/{instance}/hsms/{hsm_id}", post(query))
+        .route(IAM_TOKEN_PATH, post(iam_token))
+}
+
+#[derive(Deserialize)]
+struct Body {
+    request: String,
+}
+
+async fn query(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((instance, hsm_id)): UrlPath<(String, String)>,
+    body: Option<Json<Body>>,
+) -> Response {
+    let Some(Json(body)) = body else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body must be {\"request\": \"<HTP request>\"}",
+        );
+    };
+    let number = shared
+        .operations
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    if shared.faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(shared.faults.latency_ms)).await;
+    }
+    if shared.faults.fail_op.contains(&number) || shared.faults.lose_response_op.contains(&number) {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "transient",
+            &format!("injected fault on request {number}: service unavailable, retry later"),
+        );
+    }
+    let unit = match durable_unit(&shared, &instance, &hsm_id).await {
+        Ok(unit) => unit,
+        Err(response) => return *response,
+    };
+    if shared.faults.crash_after_op.contains(&number) {
+        std::process::abort();
+    }
+    Json(json!({ "response": answer(&unit, &body.request) })).into_response()
+}
+
+/// The HTP response to one HTP request, as the crypto unit and its host would give it.
+fn answer(unit: &CryptoUnit, request: &str) -> String {
+    let request = match htp::parse_request(request) {
+        Ok(request) => request,
+        Err(e) => return htp::host_error_response(9, 12, 0, &e.message),
+    };
+    let Ok((cm, domain)) = parse_location(&unit.location) else {
+        return htp::host_error_response(11, 1, 0, "the unit's location cannot be read");
+    };
+    if request.cm != cm {
+        return htp::host_error_response(9, 2, 0, "crypto module index out of range");
+    }
+    if request.domain != domain {
+        return htp::host_error_response(9, 5, 0, "domain index out of range");
+    }
+    let payload = match ep11::function_of(&request.payload) {
+        Ok((ep11::GET_XCP_INFO, _)) => domain_info(unit, domain, &request.payload),
+        Ok((ep11::M_ADMIN, _)) => admin(unit, domain, &request.payload),
+        Ok((function, _)) => ep11::error_response(function, domain, 0x54),
+        Err(e) => return htp::host_error_response(9, 12, 0, &e.message),
+    };
+    htp::response(domain, &payload)
+}
+
+fn domain_info(unit: &CryptoUnit, domain: u32, payload: &[u8]) -> Vec<u8> {
+    let subtype = crate::backend::tke::der::octet_strings(payload, "request")
+        .ok()
+        .and_then(|fields| fields.get(2).map(|f| f.to_vec()));
+    if subtype.as_deref() != Some(&ep11::INFO_DOMAIN.to_be_bytes()[..]) {
+        return ep11::error_response(ep11::GET_XCP_INFO, domain, 0x54);
+    }
+    ep11::domain_info_response(
+        domain,
+        &unit.current_register,
+        &unit.new_register,
+        !unit.administrators.is_empty(),
+        unit.mode == Mode::Imprint,
+    )
+}
+
+fn admin(unit: &CryptoUnit, domain: u32, payload: &[u8]) -> Vec<u8> {
+    let Ok((command, input)) = ep11::parse_admin_query(payload, domain) else {
+        return ep11::error_response(ep11::M_ADMIN, domain, 0x07);
+    };
+    let module = [serial_of(&unit.hsm_id).into_bytes(), vec![0; 7], vec![1]].concat();
+    let ok = |output: &[u8]| ep11::admin_response(domain, command, &module, 0, 0, output);
+    match command {
+        ep11::ADMQ_DOM_ATTRS => ok(&ep11::attributes_output(
+            u32::from(unit.signature_threshold),
+            u32::from(unit.revocation_threshold),
+            PERMISSIONS,
+        )),
+        ep11::ADMQ_DOMADMIN if input.is_empty() => {
+            let skis: Vec<u8> = unit
+                .administrators
+                .iter()
+                .flat_map(|a| hex::decode(a.ski.as_str()).unwrap_or_default())
+                .collect();
+            ok(&skis)
+        }
+        ep11::ADMQ_DOMADMIN => match unit
+            .administrators
+            .iter()
+            .find(|a| hex::decode(a.ski.as_str()).ok().as_deref() == Some(&input[..]))
+        {
+            Some(administrator) => ok(&ep11::certificate(&administrator.name, &input)),
+            None => ep11::admin_response(domain, command, &module, 0, 0x20, &32u32.to_be_bytes()),
+        },
+        _ => ep11::admin_response(domain, command, &module, 0, 0x54, &[]),
+    }
+}
+
+/// `POST /identity/token` with `grant_type=…apikey&apikey=K`: a new token for a known key.
+async fn iam_token(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    let key = body
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("apikey="))
+        .map(percent_decode)
+        .unwrap_or_default();
+    let known = shared
+        .tokens
+        .api_keys()
+        .iter()
+        .any(|k| !key.is_empty() && k.as_bytes() == key.as_bytes());
+    if !known {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "errorCode": "BXNIM0415E", "errorMessage": "Provided API key could not be found." })),
+        )
+            .into_response();
+    }
+    let token = shared.tokens.issue();
+    Json(json!({
+        "access_token": token.as_str(), "token_type": "Bearer",
+        "expires_in": shared.tokens.ttl_s().unwrap_or(3600),
+    }))
+    .into_response()
+}
+
+fn percent_decode(text: &str) -> zeroize::Zeroizing<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let decoded = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match decoded {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    zeroize::Zeroizing::new(String::from_utf8_lossy(&out).into_owned())
+}
