@@ -11,8 +11,9 @@
 //! - [`model`]: pure types: desired state, live crypto units, registers, VPs, journal evidence.
 //! - [`plan`]: pure: pre-checks, the key storage finding, the step graph, its replay, the plan.
 //! - [`render`]: pure: plan and live state → terminal text, Markdown, JSON, DOT.
-//! - [`backend`]: the only code that touches crypto units: the simulator, its HTTP server and
-//!   the HTTP client; the TKE wire protocol and smart cards behind the same trait later.
+//! - [`backend`]: the only code that touches crypto units: the simulator (embedded, and
+//!   served over HTTP or the TKE wire protocol), the HTTP client, and the real service's TKE
+//!   API (read-only); smart cards behind the same trait later.
 //! - [`keypart`]: key part files: generation, password protection, combination, VPs.
 //! - [`apply`]: the concurrent executor, the write-ahead journal, the lock, the audit trail,
 //!   and the session bookkeeping around a run.
