@@ -10,7 +10,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -25,6 +26,7 @@ use crate::model::{
     CryptoUnit, JournalEvidence, JournalRewrap, LiveInstance, NewRegister, RewrapStatus,
     VerificationPattern,
 };
+use crate::plan::ceremony::Instruction;
 use crate::plan::{Action, InstancePlan, Plan, Registers, Step, by_instance, effect};
 
 /// Attempts of one operation whose earlier attempt was settled as not done.
@@ -32,6 +34,42 @@ pub const OPERATION_ATTEMPTS_MAX: u32 = 3;
 /// Operations in flight at most (`--parallelism`), and the default.
 pub const PARALLELISM_MAX: usize = 256;
 pub const PARALLELISM_DEFAULT: usize = 10;
+
+/// What an operator answers at a ceremony step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Done, or yes.
+    Yes,
+    /// Not done, or no: said deliberately.
+    No,
+    /// The operator stopped, or cannot say; why.
+    Stopped(String),
+}
+
+/// The person who performs ceremony steps by hand. Only views talk to people: the command
+/// line implements this with prompts, tests with a script.
+pub trait Operator: Send + Sync {
+    /// Shows the instruction and waits until the operator says it is done.
+    fn perform(&self, instruction: &Instruction) -> impl Future<Output = Answer> + Send;
+    /// Asks the operator for evidence only a person saw (a message of the TKE CLI).
+    fn attest(&self, question: &str) -> impl Future<Output = Answer> + Send;
+}
+
+/// For applies without ceremony steps.
+pub struct NoOperator;
+
+impl Operator for NoOperator {
+    async fn perform(&self, _: &Instruction) -> Answer {
+        Answer::Stopped("no operator to perform a ceremony step".into())
+    }
+
+    async fn attest(&self, _: &str) -> Answer {
+        Answer::Stopped("no operator to ask".into())
+    }
+}
+
+/// Polls of the live state after a ceremony step, until it shows the step's effect.
+pub const CEREMONY_POLL_MS: u64 = 500;
 
 /// Where the executor reports what it does; only views print.
 pub trait Progress {
@@ -185,7 +223,7 @@ fn observed(
 }
 
 /// What the executor needs besides the plan.
-pub struct Context<'a, B: Backend> {
+pub struct Context<'a, B: Backend, O: Operator> {
     pub backend: &'a B,
     pub journal: &'a mut Journal,
     pub audit: &'a mut Audit,
@@ -196,6 +234,12 @@ pub struct Context<'a, B: Backend> {
     pub key_parts: &'a HashMap<String, Vec<Secret32>>,
     /// Operations in flight at most (1 ..= PARALLELISM_MAX).
     pub parallelism: usize,
+    /// The ceremony steps, by step id: the operator performs these by hand, and the executor
+    /// verifies each in the live state.
+    pub ceremony: &'a HashMap<String, Instruction>,
+    pub operator: &'a O,
+    /// How long the live state may take to show a ceremony step's effect.
+    pub verify_timeout: Duration,
 }
 
 /// Which steps may start: dependencies finished, crypto unit free. Among those, the step with
@@ -322,8 +366,8 @@ struct Finished {
 
 /// Runs the steps of `plan`. `live` is the state the plan was made from; the executor tracks
 /// each unit's registers from it for the audit trail.
-pub async fn run<B: Backend>(
-    context: &mut Context<'_, B>,
+pub async fn run<B: Backend, O: Operator>(
+    context: &mut Context<'_, B, O>,
     plan: &Plan,
     live: &[LiveInstance],
 ) -> Result<(), ApplyError> {
@@ -337,6 +381,8 @@ pub async fn run<B: Backend>(
     let parallelism = context.parallelism.clamp(1, PARALLELISM_MAX);
     let backend = context.backend;
     let key_parts = context.key_parts;
+    let (ceremony, operator, verify_timeout) =
+        (context.ceremony, context.operator, context.verify_timeout);
     let mut schedule = Schedule::new(&plan.steps);
     let mut in_flight = FuturesUnordered::new();
     let mut stopped: Option<ApplyError> = None;
@@ -373,6 +419,16 @@ pub async fn run<B: Backend>(
                     let started = Instant::now();
                     let (result, notes) = if step.action == Action::RemoveUnit {
                         (Ok(Outcome::Done), Vec::new())
+                    } else if let Some(instruction) = ceremony.get(&step.id) {
+                        perform_by_hand(
+                            backend,
+                            operator,
+                            step,
+                            instance,
+                            instruction,
+                            verify_timeout,
+                        )
+                        .await
                     } else {
                         perform_settled(backend, step, instance, parts).await
                     };
@@ -427,6 +483,8 @@ pub async fn run<B: Backend>(
                         step.unit.as_deref().unwrap_or("(whole service instance)"),
                         elapsed.as_secs_f64(),
                         match &outcome {
+                            Outcome::SettledDone { evidence } if evidence.starts_with(CEREMONY) =>
+                                " (by hand; verified in the live state)",
                             Outcome::SettledDone { .. } =>
                                 " (response lost; settled from the live state)",
                             _ => "",
@@ -599,5 +657,174 @@ async fn settle<B: Backend>(
                 });
             }
         }
+    }
+}
+
+/// How the journal's evidence of a ceremony step begins.
+pub const CEREMONY: &str = "ceremony:";
+
+/// A ceremony step: the operator performs it, then the live state must show its effect
+/// within the timeout. The outcome carries the evidence: what the live state showed, or what
+/// the operator attested.
+async fn perform_by_hand<B: Backend, O: Operator>(
+    backend: &B,
+    operator: &O,
+    step: &Step,
+    instance: &InstancePlan,
+    instruction: &Instruction,
+    timeout: Duration,
+) -> (Result<Outcome, ApplyError>, Vec<String>) {
+    let stopped = |why: String| ApplyError::Step {
+        step: step.id.clone(),
+        action: step.action,
+        source: Box::new(BackendError::Refused {
+            operation: step.action.as_str().into(),
+            reason: why,
+        }),
+    };
+    match operator.perform(instruction).await {
+        Answer::Yes => {}
+        Answer::No => {
+            return (
+                Err(stopped("the operator did not perform it".into())),
+                Vec::new(),
+            );
+        }
+        Answer::Stopped(why) => {
+            // Whether the operator did something is unknown: the intent stays open and the
+            // rerun settles it from the live state.
+            return (
+                Err(ApplyError::Unknown {
+                    step: step.id.clone(),
+                    action: step.action,
+                    why: format!("the ceremony stopped: {why}"),
+                }),
+                Vec::new(),
+            );
+        }
+    }
+    let target = &instance.target_verification_pattern;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let live = match crate::backend::refresh_with_retries(
+            backend,
+            std::slice::from_ref(&step.instance),
+        )
+        .await
+        {
+            Ok(live) => live,
+            Err(source) => {
+                return (
+                    Err(ApplyError::Refresh {
+                        step: step.id.clone(),
+                        source: Box::new(source),
+                    }),
+                    Vec::new(),
+                );
+            }
+        };
+        let found = &live.instances[0];
+        if step.action == Action::RewrapKeyStorage {
+            match found.rewrap_status {
+                RewrapStatus::Rewrapped => {
+                    return (
+                        Ok(Outcome::SettledDone {
+                            evidence: format!("{CEREMONY} the service reports the rewrap as done"),
+                        }),
+                        Vec::new(),
+                    );
+                }
+                RewrapStatus::NotReported => return attest_rewrap(operator, step).await,
+                RewrapStatus::NotRewrapped => {}
+            }
+        } else if observed(step.action, found, step.unit.as_deref(), target) {
+            return (
+                Ok(Outcome::SettledDone {
+                    evidence: format!(
+                        "{CEREMONY} performed by the operator; the live state shows {}",
+                        instruction.expected
+                    ),
+                }),
+                Vec::new(),
+            );
+        } else if let Some(other) = wrong_key(step, found, target) {
+            return (
+                Err(stopped(format!(
+                    "after the ceremony the new register of crypto unit {} holds {other}, not the desired {target}. Nothing more was done; run apply again: the plan clears the new register and loads it again",
+                    step.unit.as_deref().unwrap_or_default()
+                ))),
+                Vec::new(),
+            );
+        }
+        if Instant::now() >= deadline {
+            return (
+                Err(ApplyError::Unknown {
+                    step: step.id.clone(),
+                    action: step.action,
+                    why: format!(
+                        "the live state did not show \"{}\" within {} s of the operator's \"done\"",
+                        instruction.expected,
+                        timeout.as_secs()
+                    ),
+                }),
+                Vec::new(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(CEREMONY_POLL_MS)).await;
+    }
+}
+
+/// A key other than the target in the new register after a load or commit by hand.
+fn wrong_key(step: &Step, live: &LiveInstance, target: &VerificationPattern) -> Option<String> {
+    if !matches!(step.action, Action::LoadNewMk | Action::CommitNewMk) {
+        return None;
+    }
+    let unit = live.unit(step.unit.as_deref()?)?;
+    let held = unit.new_register.verification_pattern()?;
+    (held != target).then(|| format!("{:#}", unit.new_register))
+}
+
+/// Without a rotation status, only the operator saw whether the rewrap ran: the answer is
+/// journaled as the operator's evidence. "I cannot say" leaves it unknown, and the next plan
+/// refuses until the evidence is there.
+async fn attest_rewrap<O: Operator>(
+    operator: &O,
+    step: &Step,
+) -> (Result<Outcome, ApplyError>, Vec<String>) {
+    let question = format!(
+        "The service does not report its rotation status. Did `ibmcloud tke cryptounit-mk-rotate` report \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\" for service instance {}?",
+        step.instance
+    );
+    match operator.attest(&question).await {
+        Answer::Yes => (
+            Ok(Outcome::SettledDone {
+                evidence: format!(
+                    "{CEREMONY} the operator attests the service reported \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\""
+                ),
+            }),
+            Vec::new(),
+        ),
+        // Recorded as not done, so nothing after it runs; the next plan rewraps again.
+        Answer::No => (
+            Err(ApplyError::Step {
+                step: step.id.clone(),
+                action: step.action,
+                source: Box::new(BackendError::Refused {
+                    operation: step.action.as_str().into(),
+                    reason: "the operator attests the rewrap did not run".into(),
+                }),
+            }),
+            Vec::new(),
+        ),
+        Answer::Stopped(why) => (
+            Err(ApplyError::Unknown {
+                step: step.id.clone(),
+                action: step.action,
+                why: format!(
+                    "the service reports no rotation status and the operator could not say ({why})"
+                ),
+            }),
+            Vec::new(),
+        ),
     }
 }

@@ -221,7 +221,7 @@ impl AnyBackend {
     pub fn read_only(&self) -> Option<String> {
         match self {
             Self::Tke(backend) => Some(format!(
-                "{} reads crypto units but cannot change them yet (signed TKE commands are the next step). Nothing was touched. Use `mkplan plan` to review the steps, run each with the TKE CLI (`ibmcloud tke cryptounit-mk-load`, `cryptounit-mk-commit`, `cryptounit-mk-rotate`, `cryptounit-mk-setimm`) or the TKE application, and run `mkplan plan` again after each: it reads what was done and plans the rest",
+                "{} reads crypto units but cannot send commands yet (signed TKE commands are the next step): every step is a ceremony step. Perform each with the TKE CLI (`ibmcloud tke cryptounit-mk-load`, `cryptounit-mk-commit`, `cryptounit-mk-rotate`, `cryptounit-mk-setimm`) or the TKE application when mkplan shows it; mkplan checks the live state before it journals the step",
                 backend.describe()
             )),
             _ => None,

@@ -8,10 +8,11 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::BackendArg;
+use super::ceremony::{TerminalOperator, ceremony_steps};
 use super::context::{Desired, read_desired, refresh, refresh_desired};
 use super::keypart::open_key_parts;
 use super::plan::read_plan_file;
+use super::{ApplyArgs, BackendArg};
 use crate::apply::audit::{self, Audit};
 use crate::apply::evidence::journal_evidence;
 use crate::apply::executor::{self, Context, Progress};
@@ -22,15 +23,12 @@ use crate::backend::{AnyBackend, Backend};
 use crate::error::{Error, Result};
 use crate::keypart::{self, Secret32};
 use crate::model::{KeyPartSource, LiveFleet, NewRegister};
+use crate::plan::ceremony::Instruction;
 use crate::plan::{Action, Plan};
 use crate::render;
 
-pub async fn apply(
-    target: &Path,
-    flag: &BackendArg,
-    auto_approve: bool,
-    state_dir: &Path,
-) -> Result<u8> {
+pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
+    let (target, flag) = (args.target.as_path(), &args.backend);
     let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
     let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
     let evidence = journal_evidence(journal.records());
@@ -44,16 +42,6 @@ pub async fn apply(
     };
     plan.desired_file = Some(desired.path.display().to_string());
     plan.backend = Some(backend.describe());
-    if let Some(why) = backend.read_only().filter(|_| plan.changes) {
-        eprint!(
-            "{}",
-            render::text(
-                &plan,
-                &format!("{} against {}", desired.path.display(), backend.describe())
-            )
-        );
-        return Err(Error::Other(why));
-    }
     report_resume(&plan, &live, journal.records());
     if !plan.changes {
         executor::settle_previous(&mut journal, &plan, &live.instances).map_err(apply_error)?;
@@ -70,11 +58,22 @@ pub async fn apply(
                 &format!("{} against {}", desired.path.display(), backend.describe())
             )
         );
-        if !auto_approve {
+        if !args.auto_approve {
             confirm()?;
         }
     }
-    let key_parts = key_parts(&desired, &plan)?;
+    let by_hand = args.manual || backend.read_only().is_some();
+    let ceremony = ceremony_steps(&desired, &plan, by_hand);
+    if let Some(why) = backend.read_only() {
+        eprintln!("{why}");
+    }
+    if !ceremony.is_empty() {
+        eprintln!(
+            "{} ceremony step(s): you perform each by hand; mkplan shows it, waits for you on stdin, and checks the live state before it journals the step.",
+            ceremony.len()
+        );
+    }
+    let key_parts = key_parts(&desired, &plan, &ceremony)?;
     let mut audit = Audit::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
     let Started { run, settled } =
         session::begin(&mut journal, &mut audit, &plan, &live, &evidence).map_err(apply_error)?;
@@ -90,6 +89,9 @@ pub async fn apply(
         run,
         key_parts: &key_parts,
         parallelism: usize::from(flag.parallelism),
+        ceremony: &ceremony,
+        operator: &TerminalOperator::new(),
+        verify_timeout: std::time::Duration::from_secs(args.verify_timeout_s),
     };
     let started = std::time::Instant::now();
     let outcome = executor::run(&mut context, &plan, &live.instances).await;
@@ -251,15 +253,22 @@ fn confirm() -> Result<()> {
 /// Decrypts and combines the key parts of every instance that loads, and checks that they
 /// make the desired master key, before the first step: a wrong part must touch nothing. A
 /// file that several instances share is decrypted once.
-pub(super) fn key_parts(desired: &Desired, plan: &Plan) -> Result<HashMap<String, Vec<Secret32>>> {
+pub(super) fn key_parts(
+    desired: &Desired,
+    plan: &Plan,
+    by_hand: &HashMap<String, Instruction>,
+) -> Result<HashMap<String, Vec<Secret32>>> {
+    // A load done by hand takes its key parts in the TKE tools, not from mkplan.
     let loading: Vec<_> = desired
         .state
         .instances
         .iter()
         .filter(|instance| {
-            plan.steps
-                .iter()
-                .any(|s| s.instance == instance.id && s.action == Action::LoadNewMk)
+            plan.steps.iter().any(|s| {
+                s.instance == instance.id
+                    && s.action == Action::LoadNewMk
+                    && !by_hand.contains_key(&s.id)
+            })
         })
         .collect();
     let mut sources: Vec<(&Path, Option<&str>)> = Vec::new();

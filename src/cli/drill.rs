@@ -64,7 +64,7 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
         );
         return Ok(0);
     }
-    let parts = key_parts(&desired, &plan)?;
+    let parts = key_parts(&desired, &plan, &std::collections::HashMap::new())?;
     let seed = args.seed.unwrap_or_else(random_seed);
     let drill = Drill {
         desired: &desired.state,

@@ -2,6 +2,7 @@
 //! resolves its inputs once (`context`), calls the library, and hands the result to a view.
 
 mod apply;
+mod ceremony;
 mod context;
 mod drill;
 mod keypart;
@@ -42,15 +43,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a saved plan, or plan DESIRED.yaml and run it after confirmation; rerun after any
     /// failure to resume.
-    Apply {
-        /// A plan file from `plan --out`, or a desired key-state YAML file.
-        target: PathBuf,
-        #[command(flatten)]
-        backend: BackendArg,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        auto_approve: bool,
-    },
+    Apply(ApplyArgs),
     /// Release a lock left by an apply that is gone, by its exact id.
     Unlock { lock_id: String },
     /// The audit trail of applies.
@@ -120,6 +113,24 @@ pub struct BackendArg {
 }
 
 #[derive(Debug, ClapArgs)]
+pub struct ApplyArgs {
+    /// A plan file from `plan --out`, or a desired key-state YAML file.
+    pub target: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Perform every step by hand (TKE CLI or TKE application): mkplan shows each step,
+    /// waits for "done" on stdin, and checks the live state before it journals the step.
+    #[arg(long)]
+    pub manual: bool,
+    /// Seconds the live state may take to show a step done by hand.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub verify_timeout_s: u64,
+}
+
+#[derive(Debug, ClapArgs)]
 pub struct PlanArgs {
     pub desired: PathBuf,
     #[command(flatten)]
@@ -162,11 +173,7 @@ pub async fn run(args: Args) -> Result<u8> {
     match args.command {
         Command::Validate { desired } => plan::validate(&desired),
         Command::Plan(plan_args) => plan::plan(&plan_args, &args.state_dir).await,
-        Command::Apply {
-            target,
-            backend,
-            auto_approve,
-        } => apply::apply(&target, &backend, auto_approve, &args.state_dir).await,
+        Command::Apply(apply_args) => apply::apply(&apply_args, &args.state_dir).await,
         Command::Unlock { lock_id } => apply::unlock(&lock_id, &args.state_dir),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&args.state_dir),
         Command::Show {

@@ -299,6 +299,9 @@ async fn attempt_once(
         run: started.run,
         key_parts: drill.key_parts,
         parallelism,
+        ceremony: &HashMap::new(),
+        operator: &executor::NoOperator,
+        verify_timeout: std::time::Duration::ZERO,
     };
     let result = tokio::select! {
         result = executor::run(&mut context, &plan, &live.instances) => result,

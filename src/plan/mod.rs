@@ -7,6 +7,7 @@
 //! whole plan: an operator acts on all instances of a change window or on none.
 
 mod artifact;
+pub mod ceremony;
 mod diff;
 mod evidence;
 mod graph;

@@ -1,5 +1,6 @@
 mod apply;
 mod bad_input;
+mod ceremony;
 mod dependencies;
 mod drill;
 mod mixed;

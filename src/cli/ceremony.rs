@@ -1,0 +1,184 @@
+//! Ceremony steps at the command line: which steps of a plan the operator performs by hand,
+//! and the operator itself: each instruction on stderr, answers read from stdin one line at a
+//! time (a terminal, or a script that drives the ceremony).
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use super::context::Desired;
+use crate::apply::executor::{Answer, Operator};
+use crate::model::KeyPartSource;
+use crate::plan::ceremony::{Instruction, KeyPartHolder, instruction};
+use crate::plan::{Action, Plan};
+
+/// The key part holders of each instance of the desired file.
+pub fn holders(desired: &Desired) -> HashMap<String, Vec<KeyPartHolder>> {
+    desired
+        .state
+        .instances
+        .iter()
+        .map(|instance| {
+            let holders = instance
+                .master_key
+                .key_parts
+                .iter()
+                .map(|part| match part {
+                    KeyPartSource::File { written, .. } => KeyPartHolder {
+                        holder: format!("the custodian of key part file {written}"),
+                        smart_card_reader: None,
+                    },
+                })
+                .collect();
+            (instance.id.clone(), holders)
+        })
+        .collect()
+}
+
+/// The instruction of every step of the plan.
+pub fn instructions(desired: &Desired, plan: &Plan) -> Vec<Instruction> {
+    let holders = holders(desired);
+    plan.steps
+        .iter()
+        .map(|step| {
+            instruction(
+                plan,
+                step,
+                holders
+                    .get(&step.instance)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            )
+        })
+        .collect()
+}
+
+/// The steps the operator performs by hand: every step with `--manual` or on a backend that
+/// cannot send commands.
+pub fn ceremony_steps(
+    desired: &Desired,
+    plan: &Plan,
+    all_by_hand: bool,
+) -> HashMap<String, Instruction> {
+    instructions(desired, plan)
+        .into_iter()
+        .filter(|i| all_by_hand && i.action != Action::RemoveUnit)
+        .map(|i| (i.step.clone(), i))
+        .collect()
+}
+
+/// The instruction block an operator reads.
+pub fn describe(instruction: &Instruction) -> String {
+    let mut text = format!(
+        "\n── ceremony step {}: {} {} ──\n",
+        instruction.step,
+        instruction.action.symbol(),
+        instruction.action.label()
+    );
+    let mut line = |label: &str, value: &str| text.push_str(&format!("  {label:<17}{value}\n"));
+    line("service instance", &instruction.instance);
+    if let Some(unit) = &instruction.unit {
+        line(
+            "crypto unit",
+            &format!(
+                "{unit} {}",
+                instruction.location.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    line("TKE CLI", &instruction.tke_cli);
+    line("TKE application", &instruction.tke_application);
+    if !instruction.present.is_empty() {
+        line("present", &instruction.present.join("; "));
+    }
+    if instruction.pin_entries > 0 {
+        line("PIN entries", &instruction.pin_entries.to_string());
+    }
+    line("afterwards", &instruction.expected);
+    line("mkplan checks", &instruction.verified_by);
+    text
+}
+
+/// The operator at this terminal (or the script on stdin).
+pub struct TerminalOperator {
+    lines: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// One ceremony step at a time: there is one operator.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl TerminalOperator {
+    pub fn new() -> Self {
+        Self {
+            lines: Mutex::new(None),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The next line on stdin, read by a thread of its own so the executor keeps running.
+    async fn read_line(&self) -> Option<String> {
+        let mut receiver = {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            lines.take().unwrap_or_else(|| {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                std::thread::spawn(move || {
+                    for line in std::io::stdin().lock().lines() {
+                        let Ok(line) = line else { break };
+                        if sender.send(line).is_err() {
+                            break;
+                        }
+                    }
+                });
+                receiver
+            })
+        };
+        let line = receiver.recv().await;
+        *self.lines.lock().unwrap_or_else(|e| e.into_inner()) = Some(receiver);
+        line
+    }
+
+    async fn ask(&self, prompt: &str, yes: &str, no: &str) -> Answer {
+        loop {
+            eprintln!("{prompt}");
+            let Some(line) = self.read_line().await else {
+                return Answer::Stopped("no more input on stdin".into());
+            };
+            match line.trim() {
+                answer if answer == yes => return Answer::Yes,
+                answer if answer == no => return Answer::No,
+                "stop" => return Answer::Stopped("the operator stopped".into()),
+                other => eprintln!("  {other:?} is not an answer here."),
+            }
+        }
+    }
+}
+
+impl Default for TerminalOperator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Operator for TerminalOperator {
+    async fn perform(&self, instruction: &Instruction) -> Answer {
+        let _turn = self.turn.lock().await;
+        eprint!("{}", describe(instruction));
+        self.ask(
+            "Type 'done' when it is done, 'not done' if you did not do it, or 'stop' to stop here:",
+            "done",
+            "not done",
+        )
+        .await
+    }
+
+    async fn attest(&self, question: &str) -> Answer {
+        let _turn = self.turn.lock().await;
+        self.ask(
+            &format!("{question}\nType 'yes' if it did, 'no' if the rewrap did not run, or 'stop' if you cannot say:"),
+            "yes",
+            "no",
+        )
+        .await
+    }
+}

@@ -1,0 +1,291 @@
+//! Ceremony steps through the binary: `apply --manual` with a scripted operator who performs
+//! each step on the simulator and answers on stdin. mkplan must wait, verify each step in the
+//! live state before journaling it, report a wrong key, journal the operator's evidence, and
+//! settle a ceremony interrupted by a crash from the live state.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mkplan::backend::sim::{Faults, SimOperation, Simulator};
+use mkplan::model::VerificationPattern;
+
+use crate::cases::apply::{assert_converged, assert_no_incidents, three_units};
+use crate::support::*;
+
+/// What the scripted operator is asked.
+#[derive(Debug, Clone)]
+enum Asked {
+    /// A step to perform: action (as in JSON), instance, unit.
+    Step {
+        action: String,
+        instance: String,
+        unit: Option<String>,
+    },
+    /// Whether the rewrap message appeared.
+    Rewrap,
+}
+
+/// A running `mkplan apply --manual`, its stderr read line by line.
+struct Ceremony {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    pub transcript: String,
+}
+
+impl Ceremony {
+    fn start(ws: &Workspace, extra: &[&str]) -> Self {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
+            .current_dir(ws.path(""))
+            .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
+            .env_remove("MKPLAN_BACKEND")
+            .env_remove("MKPLAN_SIM_FAULTS")
+            .args([
+                "apply",
+                "desired.yaml",
+                "--auto-approve",
+                "--manual",
+                "--verify-timeout-s",
+                "5",
+            ])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mkplan apply --manual");
+        let stdin = child.stdin.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+            transcript: String::new(),
+        }
+    }
+
+    /// The next question, or None when mkplan has exited.
+    fn next(&mut self) -> Option<Asked> {
+        let mut action = String::new();
+        let (mut instance, mut unit) = (String::new(), None);
+        loop {
+            let line = self.lines.recv_timeout(Duration::from_secs(60)).ok()?;
+            self.transcript.push_str(&line);
+            self.transcript.push('\n');
+            if let Some(rest) = line.strip_prefix("── ceremony step ") {
+                action = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+            } else if let Some(rest) = line.trim_start().strip_prefix("service instance ") {
+                instance = rest.trim().to_string();
+            } else if let Some(rest) = line.trim_start().strip_prefix("crypto unit ") {
+                unit = rest.split_whitespace().next().map(String::from);
+            } else if line.starts_with("Type 'done'") {
+                return Some(Asked::Step {
+                    action: action_name(&action),
+                    instance: instance.clone(),
+                    unit: unit.clone(),
+                });
+            } else if line.starts_with("Type 'yes'") {
+                return Some(Asked::Rewrap);
+            }
+        }
+    }
+
+    fn answer(&mut self, text: &str) {
+        writeln!(self.stdin, "{text}").expect("answer on stdin");
+    }
+
+    /// Kills mkplan (as a power cut would) and returns the transcript.
+    fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.transcript
+    }
+
+    fn finish(mut self) -> (i32, String) {
+        drop(self.stdin);
+        let status = self.child.wait().expect("mkplan ends");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.transcript.push_str(&line);
+            self.transcript.push('\n');
+        }
+        (status.code().unwrap_or(-1), self.transcript)
+    }
+}
+
+/// The symbol in the block title → the action's JSON name.
+fn action_name(symbol: &str) -> String {
+    match symbol {
+        "+" => "load_new_mk",
+        "~" => "commit_new_mk",
+        "-" => "clear_new_mk",
+        "!" => "rewrap_key_storage",
+        ">" => "set_immediate",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The operator's hands: performs the step on the simulator, loading `key` where asked.
+fn perform(ws: &Workspace, asked: &Asked, key: &str) {
+    let Asked::Step {
+        action,
+        instance,
+        unit,
+    } = asked
+    else {
+        return;
+    };
+    let (instance, unit) = (instance.clone(), unit.clone().unwrap_or_default());
+    let vp = VerificationPattern::parse(key).unwrap();
+    let operation = match action.as_str() {
+        "load_new_mk" => SimOperation::LoadNewMk {
+            instance,
+            unit,
+            verification_pattern: vp,
+        },
+        "commit_new_mk" => SimOperation::CommitNewMk {
+            instance,
+            unit,
+            verification_pattern: vp,
+        },
+        "clear_new_mk" => SimOperation::ClearNewMk { instance, unit },
+        "rewrap_key_storage" => SimOperation::RewrapKeyStorage { instance },
+        "set_immediate" => SimOperation::SetImmediate { instance, unit },
+        other => panic!("unexpected ceremony step {other}"),
+    };
+    let simulator = Simulator::open(&ws.path(FLEET), Faults::default()).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(simulator.perform(&operation))
+        .expect("the simulator accepts the operator's step");
+}
+
+/// Runs a whole ceremony, performing every step correctly and answering yes.
+fn run_correctly(ws: &Workspace) -> (i32, String) {
+    let mut ceremony = Ceremony::start(ws, &[]);
+    while let Some(asked) = ceremony.next() {
+        perform(ws, &asked, B);
+        ceremony.answer(if matches!(asked, Asked::Rewrap) {
+            "yes"
+        } else {
+            "done"
+        });
+    }
+    ceremony.finish()
+}
+
+#[test]
+fn a_rotation_by_hand_is_verified_step_by_step_and_journaled() {
+    let ws = rotate_to_b(&three_units(true));
+    let (code, transcript) = run_correctly(&ws);
+    assert_eq!(code, 0, "{transcript}");
+    assert_eq!(
+        transcript.matches("── ceremony step").count(),
+        10,
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("ibmcloud tke cryptounit-mk-load"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("(by hand; verified in the live state)"),
+        "{transcript}"
+    );
+    assert_converged(&ws, "by hand");
+    let journal = ws.read(".mkplan/journal.jsonl");
+    assert_eq!(
+        journal
+            .matches("ceremony: performed by the operator")
+            .count(),
+        9
+    );
+    assert!(journal.contains("ceremony: the service reports the rewrap as done"));
+}
+
+#[test]
+fn without_a_status_the_operator_attests_the_rewrap_and_the_journal_keeps_it() {
+    let ws = rotate_to_b(&three_units(false));
+    let (code, transcript) = run_correctly(&ws);
+    assert_eq!(code, 0, "{transcript}");
+    assert!(
+        transcript.contains("KMS CRK rewrap successful, waiting on cryptounit-mk-setimm"),
+        "{transcript}"
+    );
+    assert!(
+        ws.read(".mkplan/journal.jsonl")
+            .contains("the operator attests the service reported")
+    );
+    assert_converged(&ws, "attested rewrap");
+}
+
+#[test]
+fn a_wrong_key_loaded_by_hand_is_reported_and_the_next_plan_clears_and_reloads_it() {
+    let ws = rotate_to_b(&three_units(true));
+    let mut ceremony = Ceremony::start(&ws, &["--parallelism", "1"]);
+    let mut loads = 0;
+    while let Some(asked) = ceremony.next() {
+        let wrong = matches!(&asked, Asked::Step { action, .. } if action == "load_new_mk" && { loads += 1; loads == 2 });
+        perform(&ws, &asked, if wrong { C } else { B });
+        ceremony.answer("done");
+    }
+    let (code, transcript) = ceremony.finish();
+    assert_eq!(code, 1, "{transcript}");
+    assert!(
+        transcript.contains(&format!("holds Full Uncommitted {C}, not the desired {B}")),
+        "{transcript}"
+    );
+    assert_no_incidents(&ws, "after the wrong key");
+    let plan = ws.plan().planned(2);
+    assert!(
+        !find(&plan, "clear_new_mk", Some(&u(2))).is_empty(),
+        "the next plan clears unit 2"
+    );
+    let (code, transcript) = run_correctly(&ws);
+    assert_eq!(code, 0, "{transcript}");
+    assert_converged(&ws, "after clearing and reloading");
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_ceremony_step_is_settled_from_the_live_state() {
+    let ws = rotate_to_b(&three_units(true));
+    let mut ceremony = Ceremony::start(&ws, &["--parallelism", "1"]);
+    let mut steps = 0;
+    loop {
+        let asked = ceremony.next().expect("a ceremony step");
+        perform(&ws, &asked, B);
+        steps += 1;
+        if steps == 4 {
+            // The operator committed on unit 1; mkplan dies before it hears "done".
+            break;
+        }
+        ceremony.answer("done");
+    }
+    let transcript = ceremony.kill();
+    assert!(transcript.contains("commit"), "{transcript}");
+    let (code, rerun) = run_correctly(&ws);
+    assert_eq!(code, 0, "{rerun}");
+    assert!(rerun.contains("commit_new_mk on"), "{rerun}");
+    assert!(
+        rerun.contains("took effect"),
+        "the rerun settles the interrupted step: {rerun}"
+    );
+    assert_converged(&ws, "after the crash");
+}
