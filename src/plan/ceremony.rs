@@ -108,7 +108,7 @@ pub fn instruction(plan: &Plan, step: &Step, holders: &[KeyPartHolder]) -> Instr
             "ibmcloud tke cryptounit-mk-commit".to_string(),
             format!("{}: Domain Keys → New master key register → Commit", on_unit("Commit the new master key")),
             vec![signers.clone()],
-            u32::from(step.signatures),
+            step.signatures,
             format!("new master key register Full Committed, verification pattern {target}"),
             "reads the unit's registers until the new register is Full Committed with the desired verification pattern".to_string(),
         ),
