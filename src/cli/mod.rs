@@ -49,6 +49,13 @@ pub enum Command {
     /// The audit trail of applies.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The change window's checklist for a saved plan: every step with its instruction, who
+    /// must be present, the state expected afterwards, and how mkplan checks it.
+    Runbook {
+        planfile: PathBuf,
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Show a saved plan file.
     Show {
         planfile: PathBuf,
@@ -176,6 +183,7 @@ pub async fn run(args: Args) -> Result<u8> {
         Command::Apply(apply_args) => apply::apply(&apply_args, &args.state_dir).await,
         Command::Unlock { lock_id } => apply::unlock(&lock_id, &args.state_dir),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&args.state_dir),
+        Command::Runbook { planfile, markdown } => plan::runbook(&planfile, markdown),
         Command::Show {
             planfile,
             json,

@@ -130,3 +130,24 @@ pub fn show(path: &Path, json: bool, markdown: bool, dot: bool) -> Result<u8> {
     }
     Ok(0)
 }
+
+/// `runbook PLANFILE`: the plan's steps as a checklist; the desired file it names gives the
+/// key part holders.
+pub fn runbook(path: &Path, markdown: bool) -> Result<u8> {
+    let plan = read_plan_file(path)?;
+    let desired_file = plan.desired_file.clone().ok_or_else(|| {
+        Error::Other(format!(
+            "{} does not name its desired file; make it with `mkplan plan DESIRED --out`",
+            path.display()
+        ))
+    })?;
+    let desired = super::context::read_desired(Path::new(&desired_file))?;
+    let instructions = super::ceremony::instructions(&desired, &plan);
+    let text = render::runbook(&plan, &instructions, markdown);
+    if markdown {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+    Ok(0)
+}

@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use super::{Action, Plan, Step};
 
+/// How the `present` entry for signing administrators begins.
+pub const ADMINISTRATORS: &str = "administrators";
+
 /// Who holds one key part of an instance's new master key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KeyPartHolder {
@@ -65,7 +68,7 @@ pub fn instruction(plan: &Plan, step: &Step, holders: &[KeyPartHolder]) -> Instr
         )
     };
     let signers = format!(
-        "{} administrator(s) with their signature key (smart card in the signature reader, or key file)",
+        "{ADMINISTRATORS} giving {} signature(s) (signature key on a smart card in the signature reader, or a key file)",
         step.signatures
     );
     let cards: Vec<&KeyPartHolder> = holders
@@ -76,13 +79,13 @@ pub fn instruction(plan: &Plan, step: &Step, holders: &[KeyPartHolder]) -> Instr
         Action::LoadNewMk => (
             "ibmcloud tke cryptounit-mk-load (enter each key part file's password when asked)".to_string(),
             format!(
-                "{}: Domains tab → select the domain → Domain Keys → New master key register → Load; insert each key part card when asked{}",
+                "{}: Domains tab → select the domain → Domain Keys → New master key register → Load{}",
                 on_unit("Load the new master key"),
                 if cards.is_empty() {
-                    String::new()
+                    "; key parts in files load with the TKE CLI only".to_string()
                 } else {
                     format!(
-                        " ({})",
+                        "; insert each key part card when asked ({})",
                         cards
                             .iter()
                             .map(|c| format!(

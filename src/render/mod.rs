@@ -3,12 +3,14 @@
 
 mod dot;
 mod markdown;
+mod runbook;
 mod status;
 mod table;
 mod text;
 
 pub use dot::dot;
 pub use markdown::{MARKDOWN_LEN_MAX, markdown};
+pub use runbook::runbook;
 pub use status::status;
 pub use text::text;
 
