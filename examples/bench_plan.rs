@@ -475,7 +475,9 @@ fn measure_pure(n: usize, variant: Variant) -> (Row, String) {
     let desired: DesiredState = parse_desired("desired.yaml", &text, Path::new("/nonexistent"))
         .expect("the desired text parses");
     let base_bytes = heap_now().saturating_sub(base_before);
-    let KeyPartSource::File { file, .. } = &desired.instances[0].master_key.key_parts[0];
+    let KeyPartSource::File { file, .. } = &desired.instances[0].master_key.key_parts[0] else {
+        unreachable!("the benchmark's key parts are files");
+    };
     assert!(file.ends_with(KEY_PART_FILES[0]));
     drop(fleet);
     drop(text);
@@ -554,7 +556,9 @@ fn whole_path_once(case: &Case) -> Result<(StageTimes, usize, [usize; 3]), Strin
     lap(0);
     for instance in &desired.instances {
         for part in &instance.master_key.key_parts {
-            let KeyPartSource::File { file, .. } = part;
+            let KeyPartSource::File { file, .. } = part else {
+                unreachable!("the benchmark's key parts are files");
+            };
             let content = fs::read_to_string(file).expect("read a key part file");
             keypart::parse_file(&file.display().to_string(), &content)
                 .expect("a well-formed key part file");

@@ -250,6 +250,16 @@ fn confirm() -> Result<()> {
     Ok(())
 }
 
+/// A key part file and its password variable; smart cards are read by the TKE application.
+fn file_source(part: &KeyPartSource) -> Option<(&Path, Option<&str>)> {
+    match part {
+        KeyPartSource::File {
+            file, password_env, ..
+        } => Some((file.as_path(), password_env.as_deref())),
+        KeyPartSource::SmartCard { .. } => None,
+    }
+}
+
 /// Decrypts and combines the key parts of every instance that loads, and checks that they
 /// make the desired master key, before the first step: a wrong part must touch nothing. A
 /// file that several instances share is decrypted once.
@@ -273,11 +283,7 @@ pub(super) fn key_parts(
         .collect();
     let mut sources: Vec<(&Path, Option<&str>)> = Vec::new();
     for instance in &loading {
-        for KeyPartSource::File {
-            file, password_env, ..
-        } in &instance.master_key.key_parts
-        {
-            let source = (file.as_path(), password_env.as_deref());
+        for source in instance.master_key.key_parts.iter().filter_map(file_source) {
             if !sources.contains(&source) {
                 sources.push(source);
             }
@@ -290,17 +296,14 @@ pub(super) fn key_parts(
             .master_key
             .key_parts
             .iter()
-            .map(
-                |KeyPartSource::File {
-                     file, password_env, ..
-                 }| {
-                    let index = sources
-                        .iter()
-                        .position(|s| *s == (file.as_path(), password_env.as_deref()))
-                        .expect("every source was opened");
-                    opened[index].clone()
-                },
-            )
+            .filter_map(file_source)
+            .map(|source| {
+                let index = sources
+                    .iter()
+                    .position(|s| *s == source)
+                    .expect("every source was opened");
+                opened[index].clone()
+            })
             .collect();
         let combined = keypart::combine(&mine).map_err(|e| {
             Error::Other(format!(

@@ -30,6 +30,10 @@ pub fn holders(desired: &Desired) -> HashMap<String, Vec<KeyPartHolder>> {
                         holder: format!("the custodian of key part file {written}"),
                         smart_card_reader: None,
                     },
+                    KeyPartSource::SmartCard { holder, reader, .. } => KeyPartHolder {
+                        holder: holder.clone(),
+                        smart_card_reader: Some(reader.clone()),
+                    },
                 })
                 .collect();
             (instance.id.clone(), holders)
@@ -56,15 +60,33 @@ pub fn instructions(desired: &Desired, plan: &Plan) -> Vec<Instruction> {
 }
 
 /// The steps the operator performs by hand: every step with `--manual` or on a backend that
-/// cannot send commands.
+/// cannot send commands; and where key parts are on smart cards, the load (the TKE
+/// application reads the cards) and the commit (the administrators sign with theirs).
 pub fn ceremony_steps(
     desired: &Desired,
     plan: &Plan,
     all_by_hand: bool,
 ) -> HashMap<String, Instruction> {
+    let with_cards: std::collections::HashSet<&str> = desired
+        .state
+        .instances
+        .iter()
+        .filter(|i| {
+            i.master_key
+                .key_parts
+                .iter()
+                .any(KeyPartSource::is_smart_card)
+        })
+        .map(|i| i.id.as_str())
+        .collect();
     instructions(desired, plan)
         .into_iter()
-        .filter(|i| all_by_hand && i.action != Action::RemoveUnit)
+        .filter(|i| {
+            i.action != Action::RemoveUnit
+                && (all_by_hand
+                    || (with_cards.contains(i.instance.as_str())
+                        && matches!(i.action, Action::LoadNewMk | Action::CommitNewMk)))
+        })
         .map(|i| (i.step.clone(), i))
         .collect()
 }

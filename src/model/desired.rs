@@ -40,7 +40,8 @@ pub struct DesiredMasterKey {
     pub key_parts: Vec<KeyPartSource>,
 }
 
-/// Where one key part comes from. Smart cards join this enum later.
+/// Where one key part comes from: a password-protected file mkplan can read, or an EP11 smart
+/// card that only the TKE application reads (its load is a ceremony step).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyPartSource {
     File {
@@ -52,7 +53,24 @@ pub enum KeyPartSource {
         /// Line and column of `file:` in the desired file.
         position: (u64, u64),
     },
+    SmartCard {
+        /// Who holds the card and enters its PIN.
+        holder: String,
+        /// A pattern of the PC/SC name of the reader the card goes in (a substring, case
+        /// ignored), e.g. "Key part reader".
+        reader: String,
+        position: (u64, u64),
+    },
 }
+
+impl KeyPartSource {
+    pub fn is_smart_card(&self) -> bool {
+        matches!(self, Self::SmartCard { .. })
+    }
+}
+
+/// Longest reader pattern.
+pub const READER_PATTERN_LEN_MAX: usize = 100;
 
 // The raw YAML form, with locations for the checks serde cannot make on its own.
 
@@ -81,15 +99,25 @@ struct RawInstance {
 struct RawMasterKey {
     verification_pattern: VerificationPattern,
     #[serde(default)]
-    key_parts: Option<Spanned<Vec<RawKeyPart>>>,
+    key_parts: Option<Spanned<Vec<Spanned<RawKeyPart>>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeyPart {
-    file: Spanned<String>,
+    #[serde(default)]
+    file: Option<Spanned<String>>,
     #[serde(default)]
     password_env: Option<Spanned<String>>,
+    #[serde(default)]
+    smart_card: Option<Spanned<RawSmartCard>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmartCard {
+    holder: Spanned<String>,
+    reader: Spanned<String>,
 }
 
 fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
@@ -238,7 +266,7 @@ fn validate_administrators(
 }
 
 fn validate_key_parts(
-    raw: Option<Spanned<Vec<RawKeyPart>>>,
+    raw: Option<Spanned<Vec<Spanned<RawKeyPart>>>>,
     error: &impl Fn((u64, u64), String, &str) -> InputError,
     folder: &Path,
 ) -> Result<Vec<KeyPartSource>, InputError> {
@@ -253,36 +281,118 @@ fn validate_key_parts(
             "a master key combines 2 or 3 key parts, each held by a different custodian",
         ));
     }
+    let list_at = at(&raw);
     let mut parts = Vec::with_capacity(count);
     let mut files = BTreeSet::new();
-    for part in raw.value {
-        let file_at = at(&part.file);
-        let path = folder.join(&part.file.value);
-        if !files.insert(path.clone()) {
-            return Err(error(
-                file_at,
-                format!("key part file {} is listed twice", part.file.value),
-                "each key part comes from a different custodian's file",
-            ));
-        }
-        let password_env = match part.password_env {
-            Some(env) if !is_env_name(&env.value) => {
+    let mut holders = BTreeSet::new();
+    for spanned in raw.value {
+        let part_at = at(&spanned);
+        let part = spanned.value;
+        let source = match (part.file, part.smart_card) {
+            (Some(file), None) => {
+                key_part_file(file, part.password_env, folder, &mut files, error)?
+            }
+            (None, Some(card)) => {
+                if let Some(env) = part.password_env {
+                    return Err(error(
+                        at(&env),
+                        "password_env given for a key part on a smart card".into(),
+                        "a smart card's PIN is entered on the PIN pad, never given to mkplan; remove password_env",
+                    ));
+                }
+                smart_card(card, &mut holders, error)?
+            }
+            _ => {
                 return Err(error(
-                    at(&env),
-                    "password_env is not an environment variable name (its value is not shown, in case it is a password)".to_string(),
-                    "password_env names the variable that holds the password (letters, digits, _), never the password itself",
+                    part_at,
+                    "a key part needs exactly one of file: and smart_card:".into(),
+                    "write `- file: keyparts/NAME.json` (with password_env) or `- smart_card: {holder: NAME, reader: PATTERN}`",
                 ));
             }
-            other => other.map(|s| s.value),
         };
-        parts.push(KeyPartSource::File {
-            file: path,
-            written: part.file.value,
-            password_env,
-            position: file_at,
-        });
+        parts.push(source);
+    }
+    if parts.iter().any(KeyPartSource::is_smart_card)
+        && !parts.iter().all(KeyPartSource::is_smart_card)
+    {
+        return Err(error(
+            list_at,
+            "key parts in files and on smart cards are mixed".into(),
+            "one load takes all key parts at once, in one tool: put them all in files (mkplan or the TKE CLI loads them) or all on smart cards (the TKE application loads them)",
+        ));
     }
     Ok(parts)
+}
+
+fn key_part_file(
+    file: Spanned<String>,
+    password_env: Option<Spanned<String>>,
+    folder: &Path,
+    files: &mut BTreeSet<std::path::PathBuf>,
+    error: &impl Fn((u64, u64), String, &str) -> InputError,
+) -> Result<KeyPartSource, InputError> {
+    let file_at = at(&file);
+    let path = folder.join(&file.value);
+    if !files.insert(path.clone()) {
+        return Err(error(
+            file_at,
+            format!("key part file {} is listed twice", file.value),
+            "each key part comes from a different custodian's file",
+        ));
+    }
+    let password_env = match password_env {
+        Some(env) if !is_env_name(&env.value) => {
+            return Err(error(
+                at(&env),
+                "password_env is not an environment variable name (its value is not shown, in case it is a password)".to_string(),
+                "password_env names the variable that holds the password (letters, digits, _), never the password itself",
+            ));
+        }
+        other => other.map(|s| s.value),
+    };
+    Ok(KeyPartSource::File {
+        file: path,
+        written: file.value,
+        password_env,
+        position: file_at,
+    })
+}
+
+fn smart_card(
+    card: Spanned<RawSmartCard>,
+    holders: &mut BTreeSet<String>,
+    error: &impl Fn((u64, u64), String, &str) -> InputError,
+) -> Result<KeyPartSource, InputError> {
+    let card_at = at(&card);
+    let RawSmartCard { holder, reader } = card.value;
+    let name = holder.value.trim().to_string();
+    if name.is_empty() || name.chars().count() > crate::model::unit::ADMINISTRATOR_NAME_LEN_MAX {
+        return Err(error(
+            at(&holder),
+            format!("holder {name:?} is empty or longer than 30 characters"),
+            "name the custodian who holds the card and knows its PIN, in at most 30 characters",
+        ));
+    }
+    if !holders.insert(name.to_lowercase()) {
+        return Err(error(
+            at(&holder),
+            format!("holder {name} holds two key parts"),
+            "each key part is held by a different custodian",
+        ));
+    }
+    let pattern = reader.value.trim().to_string();
+    if pattern.is_empty() || pattern.len() > READER_PATTERN_LEN_MAX {
+        return Err(error(
+            at(&reader),
+            "the reader pattern is empty or too long".into(),
+            "give part of the PC/SC reader's name (see `mkplan cards`), e.g. \"Key part reader\"",
+        ));
+    }
+    Ok(KeyPartSource::SmartCard {
+        holder: name,
+        reader: pattern,
+        position: card_at,
+    })
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -315,8 +425,39 @@ mod tests {
         .unwrap();
         let instance = &desired.instances[0];
         assert_eq!(instance.administrators, ["alice", "bob"]);
-        let KeyPartSource::File { file, .. } = &instance.master_key.key_parts[0];
+        let KeyPartSource::File { file, .. } = &instance.master_key.key_parts[0] else {
+            panic!("a file key part");
+        };
         assert_eq!(file, Path::new("plans/k/1.json"));
+    }
+
+    #[test]
+    fn smart_card_key_parts_are_read_and_checked() {
+        let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
+        let desired = parse(&doc(cards)).unwrap();
+        assert!(desired.instances[0].master_key.key_parts.iter().all(KeyPartSource::is_smart_card));
+        for (extra, message) in [
+            (
+                "      key_parts:\n        - smart_card: { holder: dana, reader: r }\n        - file: k/2.json\n",
+                "mixed",
+            ),
+            (
+                "      key_parts:\n        - smart_card: { holder: dana, reader: r }\n          password_env: P\n        - smart_card: { holder: eli, reader: r }\n",
+                "password_env given for a key part on a smart card",
+            ),
+            (
+                "      key_parts:\n        - password_env: P\n        - smart_card: { holder: eli, reader: r }\n",
+                "exactly one of file: and smart_card:",
+            ),
+            (
+                "      key_parts:\n        - smart_card: { holder: dana, reader: r }\n        - smart_card: { holder: Dana, reader: r }\n",
+                "holds two key parts",
+            ),
+        ] {
+            let error = parse(&doc(extra)).unwrap_err();
+            assert!(error.message.contains(message), "{error}");
+            assert!(error.position.is_some() && error.fix.is_some(), "{error}");
+        }
     }
 
     #[test]

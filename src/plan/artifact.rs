@@ -37,6 +37,24 @@ pub struct InstancePlan {
     pub rewrap_status: RewrapStatus,
     pub evidence: Vec<String>,
     pub units: Vec<UnitChange>,
+    /// What the smart-card ceremony of this instance needs, when its key parts are on cards
+    /// and the plan loads or commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceremony: Option<CeremonyNeeds>,
+}
+
+/// Readers, people and PIN entries a smart-card ceremony needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeremonyNeeds {
+    /// Patterns of the PC/SC names of the readers the key part cards go in.
+    pub key_part_readers: Vec<String>,
+    pub key_part_holders: Vec<String>,
+    /// The administrators who may sign (their signature cards go in the signature reader).
+    pub administrators: Vec<String>,
+    /// The most signatures one step needs.
+    pub signatures_max: u8,
+    /// PIN entries on the PIN pad over all loads and commits: one per card used.
+    pub pin_entries: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ mod refusal;
 mod replay;
 mod step;
 
-pub use artifact::{InstancePlan, PLAN_FORMAT_VERSION, Plan, Registers, UnitChange};
+pub use artifact::{CeremonyNeeds, InstancePlan, PLAN_FORMAT_VERSION, Plan, Registers, UnitChange};
 pub use evidence::StorageFinding;
 pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};
@@ -122,7 +122,8 @@ fn plan_instance(
         .iter()
         .zip(&ids)
         .map(|(draft, id)| number(draft, id, &ids, desired, live))
-        .collect();
+        .collect::<Vec<Step>>();
+    let ceremony = ceremony_needs(desired, &steps);
     let units = live
         .crypto_units
         .iter()
@@ -152,8 +153,57 @@ fn plan_instance(
         rewrap_status: live.rewrap_status,
         evidence: finding.evidence,
         units,
+        ceremony,
     };
     Ok((instance, steps))
+}
+
+/// With key parts on smart cards, the loads and commits are ceremonies in the TKE
+/// application: which readers, which people, how many PIN entries.
+fn ceremony_needs(desired: &DesiredInstance, steps: &[Step]) -> Option<CeremonyNeeds> {
+    let cards: Vec<(&str, &str)> = desired
+        .master_key
+        .key_parts
+        .iter()
+        .filter_map(|part| match part {
+            crate::model::KeyPartSource::SmartCard { holder, reader, .. } => {
+                Some((holder.as_str(), reader.as_str()))
+            }
+            crate::model::KeyPartSource::File { .. } => None,
+        })
+        .collect();
+    let by_hand: Vec<&Step> = steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::LoadNewMk | Action::CommitNewMk))
+        .collect();
+    if cards.is_empty() || by_hand.is_empty() {
+        return None;
+    }
+    let mut readers: Vec<String> = cards.iter().map(|(_, r)| r.to_string()).collect();
+    readers.dedup();
+    let pin_entries = by_hand
+        .iter()
+        .map(|s| {
+            let key_part_cards = if s.action == Action::LoadNewMk {
+                cards.len()
+            } else {
+                0
+            };
+            key_part_cards as u32 + s.signatures.saturating_sub(key_part_cards as u32)
+        })
+        .sum();
+    Some(CeremonyNeeds {
+        key_part_readers: readers,
+        key_part_holders: cards.iter().map(|(h, _)| h.to_string()).collect(),
+        administrators: desired.administrators.clone(),
+        signatures_max: by_hand
+            .iter()
+            .map(|s| s.signatures)
+            .max()
+            .unwrap_or(0)
+            .min(u32::from(u8::MAX)) as u8,
+        pin_entries,
+    })
 }
 
 fn number(

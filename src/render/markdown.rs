@@ -99,6 +99,9 @@ fn instance_section(instance: &InstancePlan, steps: &[&Step]) -> String {
         instance.target_verification_pattern
     );
     let _ = writeln!(out, "- key storage under: `{}`", instance.key_storage_under);
+    if let Some(ceremony) = &instance.ceremony {
+        let _ = writeln!(out, "  - {}", crate::render::ceremony_line(ceremony));
+    }
     for evidence in &instance.evidence {
         let _ = writeln!(out, "  - evidence, {evidence}");
     }

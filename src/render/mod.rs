@@ -30,3 +30,20 @@ pub(crate) fn counts(plan: &Plan) -> Vec<(Action, usize)> {
 pub(crate) fn plural(count: usize, one: &str, many: &str) -> String {
     format!("{count} {}", if count == 1 { one } else { many })
 }
+
+/// The smart-card ceremony an instance needs, in one line.
+pub fn ceremony_line(ceremony: &crate::plan::CeremonyNeeds) -> String {
+    format!(
+        "ceremony with smart cards: key part cards of {} in readers matching {}; administrators {} (up to {} signatures in one step, signature cards in the signature reader); {} PIN entries",
+        ceremony.key_part_holders.join(", "),
+        ceremony
+            .key_part_readers
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ceremony.administrators.join(", "),
+        ceremony.signatures_max,
+        ceremony.pin_entries
+    )
+}

@@ -17,7 +17,13 @@ fn attendance(plan: &Plan, instructions: &[Instruction]) -> (BTreeSet<String>, u
         .filter(|p| !p.starts_with(ADMINISTRATORS))
         .cloned()
         .collect();
-    if let Some(most) = plan.steps.iter().map(|s| s.signatures).max().filter(|m| *m > 0) {
+    if let Some(most) = plan
+        .steps
+        .iter()
+        .map(|s| s.signatures)
+        .max()
+        .filter(|m| *m > 0)
+    {
         people.insert(format!(
             "{ADMINISTRATORS} with their signature keys, enough for {most} signatures in one step"
         ));
@@ -56,7 +62,13 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
             plan.desired_sha256,
             plan.live_fingerprint
         );
-        let _ = writeln!(out, "**{} steps**, at most {} PIN entries (smart cards), {} rewrap(s). Present during the window:\n", instructions.len(), pins, rewraps);
+        let _ = writeln!(
+            out,
+            "**{} steps**, at most {} PIN entries (smart cards), {} rewrap(s). Present during the window:\n",
+            instructions.len(),
+            pins,
+            rewraps
+        );
         for person in &people {
             let _ = writeln!(out, "- {person}");
         }
@@ -80,7 +92,10 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
                     .unwrap_or_else(|| format!(" on service instance `{}`", instruction.instance))
             );
             if instruction.action == Action::RewrapKeyStorage {
-                let _ = writeln!(out, "> **Point of no return.** After this step, never rewrap again and never clear a new register holding the new key: the only way forward is set immediate.\n");
+                let _ = writeln!(
+                    out,
+                    "> **Point of no return.** After this step, never rewrap again and never clear a new register holding the new key: the only way forward is set immediate.\n"
+                );
             } else if irreversible {
                 let _ = writeln!(out, "> Irreversible.\n");
             }
@@ -98,9 +113,22 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
         }
         return out;
     }
-    let _ = writeln!(out, "RUNBOOK: master key rotation, {} steps, at most {pins} PIN entries (smart cards)", instructions.len());
-    let _ = writeln!(out, "desired {} (sha256 {})", plan.desired_file.as_deref().unwrap_or("?"), plan.desired_sha256);
-    let _ = writeln!(out, "present: {}", people.into_iter().collect::<Vec<_>>().join("; "));
+    let _ = writeln!(
+        out,
+        "RUNBOOK: master key rotation, {} steps, at most {pins} PIN entries (smart cards)",
+        instructions.len()
+    );
+    let _ = writeln!(
+        out,
+        "desired {} (sha256 {})",
+        plan.desired_file.as_deref().unwrap_or("?"),
+        plan.desired_sha256
+    );
+    let _ = writeln!(
+        out,
+        "present: {}",
+        people.into_iter().collect::<Vec<_>>().join("; ")
+    );
     for instruction in instructions {
         let _ = writeln!(
             out,
@@ -108,15 +136,26 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
             instruction.step,
             instruction.action.symbol(),
             instruction.action.label(),
-            instruction.unit.as_deref().map(|u| format!(" on {u}")).unwrap_or_default(),
+            instruction
+                .unit
+                .as_deref()
+                .map(|u| format!(" on {u}"))
+                .unwrap_or_default(),
             depends(plan, &instruction.step)
         );
         if instruction.action == Action::RewrapKeyStorage {
-            let _ = writeln!(out, "    POINT OF NO RETURN: afterwards only set immediate goes forward");
+            let _ = writeln!(
+                out,
+                "    POINT OF NO RETURN: afterwards only set immediate goes forward"
+            );
         }
         let _ = writeln!(out, "    TKE CLI:          {}", instruction.tke_cli);
         let _ = writeln!(out, "    TKE application:  {}", instruction.tke_application);
-        let _ = writeln!(out, "    present:          {}", instruction.present.join("; "));
+        let _ = writeln!(
+            out,
+            "    present:          {}",
+            instruction.present.join("; ")
+        );
         let _ = writeln!(out, "    afterwards:       {}", instruction.expected);
         let _ = writeln!(out, "    mkplan checks:    {}", instruction.verified_by);
     }

@@ -50,6 +50,9 @@ fn instance_section(out: &mut String, instance: &InstancePlan, steps: &[&Step]) 
         "the current master key"
     };
     let _ = writeln!(out, "  key storage under:   {storage} ({whose})");
+    if let Some(ceremony) = &instance.ceremony {
+        let _ = writeln!(out, "    {}", crate::render::ceremony_line(ceremony));
+    }
     for evidence in &instance.evidence {
         let _ = writeln!(out, "    evidence, {evidence}");
     }

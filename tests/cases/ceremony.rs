@@ -46,7 +46,6 @@ impl Ceremony {
                 "apply",
                 "desired.yaml",
                 "--auto-approve",
-                "--manual",
                 "--verify-timeout-s",
                 "5",
             ])
@@ -179,7 +178,11 @@ fn perform(ws: &Workspace, asked: &Asked, key: &str) {
 
 /// Runs a whole ceremony, performing every step correctly and answering yes.
 fn run_correctly(ws: &Workspace) -> (i32, String) {
-    let mut ceremony = Ceremony::start(ws, &[]);
+    run_correctly_with(ws, &["--manual"])
+}
+
+fn run_correctly_with(ws: &Workspace, flags: &[&str]) -> (i32, String) {
+    let mut ceremony = Ceremony::start(ws, flags);
     while let Some(asked) = ceremony.next() {
         perform(ws, &asked, B);
         ceremony.answer(if matches!(asked, Asked::Rewrap) {
@@ -239,7 +242,7 @@ fn without_a_status_the_operator_attests_the_rewrap_and_the_journal_keeps_it() {
 #[test]
 fn a_wrong_key_loaded_by_hand_is_reported_and_the_next_plan_clears_and_reloads_it() {
     let ws = rotate_to_b(&three_units(true));
-    let mut ceremony = Ceremony::start(&ws, &["--parallelism", "1"]);
+    let mut ceremony = Ceremony::start(&ws, &["--manual", "--parallelism", "1"]);
     let mut loads = 0;
     while let Some(asked) = ceremony.next() {
         let wrong = matches!(&asked, Asked::Step { action, .. } if action == "load_new_mk" && { loads += 1; loads == 2 });
@@ -266,7 +269,7 @@ fn a_wrong_key_loaded_by_hand_is_reported_and_the_next_plan_clears_and_reloads_i
 #[test]
 fn a_crash_in_the_middle_of_a_ceremony_step_is_settled_from_the_live_state() {
     let ws = rotate_to_b(&three_units(true));
-    let mut ceremony = Ceremony::start(&ws, &["--parallelism", "1"]);
+    let mut ceremony = Ceremony::start(&ws, &["--manual", "--parallelism", "1"]);
     let mut steps = 0;
     loop {
         let asked = ceremony.next().expect("a ceremony step");
@@ -288,4 +291,39 @@ fn a_crash_in_the_middle_of_a_ceremony_step_is_settled_from_the_live_state() {
         "the rerun settles the interrupted step: {rerun}"
     );
     assert_converged(&ws, "after the crash");
+}
+
+/// Key parts on smart cards: the loads and commits are ceremonies (the TKE application reads
+/// the cards, the administrators sign with theirs); mkplan sends the rewrap and the set
+/// immediates itself, without --manual and without any password.
+#[test]
+fn key_parts_on_smart_cards_make_the_loads_and_commits_ceremonies() {
+    let ws = rotate_to_b(&three_units(true));
+    let desired = ws.read(DESIRED);
+    let start = desired.find("      key_parts:").unwrap();
+    let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
+    ws.write(DESIRED, &format!("{}{cards}", &desired[..start]));
+    let plan = ws.plan().planned(2);
+    assert_eq!(
+        plan["instances"][0]["ceremony"]["key_part_holders"],
+        serde_json::json!(["dana", "eli"])
+    );
+    assert_eq!(
+        plan["instances"][0]["ceremony"]["key_part_readers"],
+        serde_json::json!(["Key part reader"])
+    );
+    let (code, transcript) = run_correctly_with(&ws, &[]);
+    assert_eq!(code, 0, "{transcript}");
+    assert_eq!(
+        transcript.matches("── ceremony step").count(),
+        6,
+        "3 loads and 3 commits by hand: {transcript}"
+    );
+    assert!(
+        transcript.contains("dana's card in the reader matching \"Key part reader\""),
+        "{transcript}"
+    );
+    assert_converged(&ws, "smart cards");
+    let runbook_plan = ws.mkplan(&["plan", DESIRED, "--out", "plan.json"]);
+    assert_eq!(runbook_plan.code, 0, "{}", runbook_plan.stderr);
 }
