@@ -3,6 +3,8 @@
 //! ceremonies later) implements [`Backend`], so the planner, the executor and the scenario
 //! tests are the same on all of them.
 
+#[cfg(feature = "smartcards")]
+pub mod cards;
 pub mod http;
 pub mod sim;
 pub mod tke;

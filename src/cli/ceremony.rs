@@ -186,6 +186,9 @@ impl Operator for TerminalOperator {
     async fn perform(&self, instruction: &Instruction) -> Answer {
         let _turn = self.turn.lock().await;
         eprint!("{}", describe(instruction));
+        if let Err(why) = wait_for_cards(instruction).await {
+            return Answer::Stopped(why);
+        }
         self.ask(
             "Type 'done' when it is done, 'not done' if you did not do it, or 'stop' to stop here:",
             "done",
@@ -203,4 +206,127 @@ impl Operator for TerminalOperator {
         )
         .await
     }
+}
+
+/// `mkplan cards`.
+#[cfg(feature = "smartcards")]
+pub async fn cards(watch: bool, json: bool) -> crate::error::Result<u8> {
+    use crate::backend::cards;
+    use crate::error::Error;
+    let readers = tokio::task::spawn_blocking(cards::readers)
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?
+        .map_err(Error::Other)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "readers": readers }))
+                .expect("readers serialize")
+        );
+        return Ok(0);
+    }
+    if readers.is_empty() {
+        eprintln!("No smart card readers.");
+    }
+    for reader in &readers {
+        eprintln!("{}", describe_reader(reader));
+    }
+    if !watch {
+        return Ok(0);
+    }
+    eprintln!("Watching; Ctrl-C stops.");
+    let mut last = readers;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let now = tokio::task::spawn_blocking(cards::readers)
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?
+            .map_err(Error::Other)?;
+        for reader in &now {
+            if last.iter().find(|r| r.name == reader.name) != Some(reader) {
+                eprintln!("{}", describe_reader(reader));
+            }
+        }
+        for gone in last.iter().filter(|r| now.iter().all(|n| n.name != r.name)) {
+            eprintln!("{}: reader removed", gone.name);
+        }
+        last = now;
+    }
+}
+
+#[cfg(feature = "smartcards")]
+fn describe_reader(reader: &crate::backend::cards::Reader) -> String {
+    match &reader.atr {
+        Some(atr) => format!("{}: card present, ATR {atr}", reader.name),
+        None if reader.card_present => format!("{}: card present", reader.name),
+        None => format!("{}: no card", reader.name),
+    }
+}
+
+#[cfg(not(feature = "smartcards"))]
+pub async fn cards(_watch: bool, _json: bool) -> crate::error::Result<u8> {
+    Err(crate::error::Error::Other(
+        "this mkplan is built without smart card support: build it with `cargo build --release --features smartcards` (needs libpcsclite-dev and a running pcscd)".into(),
+    ))
+}
+
+/// Seconds a ceremony step waits for a key part card in its reader.
+#[cfg(feature = "smartcards")]
+pub const CARD_WAIT_S: u64 = 300;
+
+/// Before a load from smart cards: waits until each holder's card is in a matching reader
+/// (one at a time, as the TKE application asks for them), reporting insertions and
+/// removals. Without PC/SC support, says what to check by eye.
+async fn wait_for_cards(instruction: &Instruction) -> Result<(), String> {
+    #[cfg(feature = "smartcards")]
+    let mut previous: Option<String> = None;
+    for card in &instruction.cards {
+        let Some(pattern) = card.smart_card_reader.clone() else {
+            continue;
+        };
+        #[cfg(feature = "smartcards")]
+        {
+            use crate::backend::cards::{self, Event};
+            eprintln!(
+                "  waiting for {}'s key part card in a reader matching {pattern:?}{} …",
+                card.holder,
+                if previous.is_some() {
+                    " (the previous card comes out first)"
+                } else {
+                    ""
+                }
+            );
+            let after = previous.take();
+            let found = tokio::task::spawn_blocking(move || {
+                cards::wait_for_card(
+                    &pattern,
+                    std::time::Duration::from_secs(CARD_WAIT_S),
+                    after.as_deref(),
+                    |event| match event {
+                        Event::Inserted(reader) => eprintln!(
+                            "  card inserted in {} (ATR {})",
+                            reader.name,
+                            reader.atr.as_deref().unwrap_or("-")
+                        ),
+                        Event::Removed(reader) => eprintln!("  card removed from {reader}"),
+                    },
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            eprintln!(
+                "  {}'s card is in {} (ATR {})",
+                card.holder,
+                found.name,
+                found.atr.as_deref().unwrap_or("-")
+            );
+            previous = Some(found.name);
+        }
+        #[cfg(not(feature = "smartcards"))]
+        eprintln!(
+            "  {}'s key part card goes in the reader matching {pattern:?} when the TKE application asks (this mkplan cannot see readers: built without smart card support)",
+            card.holder
+        );
+    }
+    Ok(())
 }

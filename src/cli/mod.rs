@@ -85,6 +85,14 @@ pub enum Command {
     /// Key part files: create one, or compute the VP that parts combine into.
     #[command(subcommand)]
     Keypart(KeypartCommand),
+    /// Smart card readers (PC/SC): names, card presence, ATR.
+    Cards {
+        /// Keep watching and print every insertion and removal (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+    },
     /// The simulator: serve a fleet file over HTTP.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -214,5 +222,6 @@ pub async fn run(args: Args) -> Result<u8> {
             password_env,
         }) => keypart::vp(&files, &password_env),
         Command::Sim(SimCommand::Serve(serve)) => sim::serve(serve).await,
+        Command::Cards { watch, json } => ceremony::cards(watch, json).await,
     }
 }

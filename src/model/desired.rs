@@ -435,7 +435,13 @@ mod tests {
     fn smart_card_key_parts_are_read_and_checked() {
         let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
         let desired = parse(&doc(cards)).unwrap();
-        assert!(desired.instances[0].master_key.key_parts.iter().all(KeyPartSource::is_smart_card));
+        assert!(
+            desired.instances[0]
+                .master_key
+                .key_parts
+                .iter()
+                .all(KeyPartSource::is_smart_card)
+        );
         for (extra, message) in [
             (
                 "      key_parts:\n        - smart_card: { holder: dana, reader: r }\n        - file: k/2.json\n",

@@ -43,6 +43,9 @@ pub struct Instruction {
     pub expected: String,
     /// How mkplan checks it before journaling the step as done.
     pub verified_by: String,
+    /// Key part cards this step reads, with the readers they go in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cards: Vec<KeyPartHolder>,
 }
 
 /// The instruction for `step` of `plan`; `holders` are the key part holders of its instance.
@@ -160,5 +163,10 @@ pub fn instruction(plan: &Plan, step: &Step, holders: &[KeyPartHolder]) -> Instr
         pin_entries,
         expected,
         verified_by,
+        cards: if step.action == Action::LoadNewMk {
+            cards.into_iter().cloned().collect()
+        } else {
+            Vec::new()
+        },
     }
 }

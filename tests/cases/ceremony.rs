@@ -16,7 +16,7 @@ use crate::support::*;
 
 /// What the scripted operator is asked.
 #[derive(Debug, Clone)]
-enum Asked {
+pub(crate) enum Asked {
     /// A step to perform: action (as in JSON), instance, unit.
     Step {
         action: String,
@@ -28,7 +28,7 @@ enum Asked {
 }
 
 /// A running `mkplan apply --manual`, its stderr read line by line.
-struct Ceremony {
+pub(crate) struct Ceremony {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
@@ -36,7 +36,7 @@ struct Ceremony {
 }
 
 impl Ceremony {
-    fn start(ws: &Workspace, extra: &[&str]) -> Self {
+    pub(crate) fn start(ws: &Workspace, extra: &[&str]) -> Self {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
             .current_dir(ws.path(""))
             .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
@@ -75,13 +75,19 @@ impl Ceremony {
     }
 
     /// The next question, or None when mkplan has exited.
-    fn next(&mut self) -> Option<Asked> {
+    pub(crate) fn next(&mut self) -> Option<Asked> {
+        self.next_watching(|_| {})
+    }
+
+    /// The next question; `on_line` sees every line before it.
+    pub(crate) fn next_watching(&mut self, mut on_line: impl FnMut(&str)) -> Option<Asked> {
         let mut action = String::new();
         let (mut instance, mut unit) = (String::new(), None);
         loop {
             let line = self.lines.recv_timeout(Duration::from_secs(60)).ok()?;
             self.transcript.push_str(&line);
             self.transcript.push('\n');
+            on_line(&line);
             if let Some(rest) = line.strip_prefix("── ceremony step ") {
                 action = rest
                     .split_whitespace()
@@ -104,7 +110,7 @@ impl Ceremony {
         }
     }
 
-    fn answer(&mut self, text: &str) {
+    pub(crate) fn answer(&mut self, text: &str) {
         writeln!(self.stdin, "{text}").expect("answer on stdin");
     }
 
@@ -115,7 +121,7 @@ impl Ceremony {
         self.transcript
     }
 
-    fn finish(mut self) -> (i32, String) {
+    pub(crate) fn finish(mut self) -> (i32, String) {
         drop(self.stdin);
         let status = self.child.wait().expect("mkplan ends");
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
@@ -140,7 +146,7 @@ fn action_name(symbol: &str) -> String {
 }
 
 /// The operator's hands: performs the step on the simulator, loading `key` where asked.
-fn perform(ws: &Workspace, asked: &Asked, key: &str) {
+pub(crate) fn perform(ws: &Workspace, asked: &Asked, key: &str) {
     let Asked::Step {
         action,
         instance,

@@ -6,6 +6,8 @@ mod drill;
 mod mixed;
 mod network;
 mod scenarios;
+#[cfg(feature = "smartcards")]
+mod smartcards;
 mod tke;
 mod untouched;
 mod views;

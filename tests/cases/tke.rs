@@ -87,7 +87,7 @@ fn every_example_plans_and_reads_the_same_over_the_tke_protocol() {
 }
 
 #[test]
-fn reads_are_retried_through_faults_and_apply_refuses_plainly() {
+fn reads_are_retried_through_faults_and_apply_is_a_ceremony() {
     let ws = example("three-units");
     let embedded = ws.mkplan(&["plan", DESIRED, "--json"]);
     let before = ws.bytes(FLEET);
@@ -110,7 +110,13 @@ fn reads_are_retried_through_faults_and_apply_refuses_plainly() {
     );
     assert_eq!(apply.code, 1, "{}", apply.stderr);
     assert!(
-        apply.stderr.contains("cannot change them yet"),
+        apply.stderr.contains("cannot send commands yet"),
+        "{}",
+        apply.stderr
+    );
+    // Every step is a ceremony step; with nobody at stdin, nothing is done.
+    assert!(
+        apply.stderr.contains("── ceremony step s1"),
         "{}",
         apply.stderr
     );
