@@ -457,3 +457,58 @@ pub fn audit_verify(state_dir: &Path) -> Result<u8> {
         ))),
     }
 }
+
+/// `attest rewrap INSTANCE --completed|--not-run`: the operator's evidence for a rewrap whose
+/// outcome the journal does not know, journaled as the outcome of that intent.
+pub fn attest_rewrap(instance: &str, completed: bool, state_dir: &Path) -> Result<u8> {
+    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
+    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let open: Vec<String> = crate::apply::evidence::unsettled(journal.records())
+        .into_iter()
+        .filter_map(|(_, record)| match record {
+            Record::Intent {
+                step,
+                action: Action::RewrapKeyStorage,
+                instance: i,
+                ..
+            } if i.eq_ignore_ascii_case(instance) => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    let [step] = &open[..] else {
+        return Err(Error::Other(format!(
+            "the journal in {} has no rewrap of service instance {instance} with an unknown outcome ({} found); nothing was written",
+            state_dir.display(),
+            open.len()
+        )));
+    };
+    let evidence = if completed {
+        "ceremony: the operator attests the service reported \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\" (mkplan attest rewrap --completed)"
+    } else {
+        "ceremony: the operator attests the rewrap did not run (mkplan attest rewrap --not-run)"
+    };
+    let outcome = if completed {
+        crate::apply::journal::Outcome::SettledDone {
+            evidence: evidence.into(),
+        }
+    } else {
+        crate::apply::journal::Outcome::SettledNotDone {
+            evidence: evidence.into(),
+        }
+    };
+    journal
+        .append(Record::Outcome {
+            step: step.clone(),
+            outcome,
+        })
+        .map_err(|e| Error::Other(e.to_string()))?;
+    eprintln!(
+        "Journaled for {step} (rewrap of {instance}): {}. Run `mkplan plan` again: it plans from this evidence.",
+        if completed {
+            "the rewrap completed"
+        } else {
+            "the rewrap did not run"
+        }
+    );
+    Ok(0)
+}

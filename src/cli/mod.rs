@@ -44,6 +44,9 @@ pub enum Command {
     /// Run a saved plan, or plan DESIRED.yaml and run it after confirmation; rerun after any
     /// failure to resume.
     Apply(ApplyArgs),
+    /// Journal what the operator saw, to settle an operation whose outcome is unknown.
+    #[command(subcommand)]
+    Attest(AttestCommand),
     /// Release a lock left by an apply that is gone, by its exact id.
     Unlock { lock_id: String },
     /// The audit trail of applies.
@@ -103,6 +106,25 @@ pub enum SimCommand {
     /// Serve a simulated fleet over an HTTP JSON API laid out like the TKE API
     /// (docs/http-api.md), for `--backend http://HOST:PORT`. Prints its URL on stdout.
     Serve(sim::ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// A rewrap whose outcome the journal does not know (a crash or a lost response, on a
+    /// service that reports no rotation status): say whether the service reported "KMS CRK
+    /// rewrap successful, waiting on cryptounit-mk-setimm". Journaled as your evidence.
+    Rewrap {
+        /// The service instance GUID.
+        instance: String,
+        /// The service reported the message: the key storage is under the new master key.
+        /// Only on that evidence: the next plan sets immediate, which would make the key
+        /// storage unusable if the rewrap had not run.
+        #[arg(long, conflicts_with = "not_run", required_unless_present = "not_run")]
+        completed: bool,
+        /// The rewrap did not run (the command was never sent, or failed before it started).
+        #[arg(long)]
+        not_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +211,11 @@ pub async fn run(args: Args) -> Result<u8> {
         Command::Validate { desired } => plan::validate(&desired),
         Command::Plan(plan_args) => plan::plan(&plan_args, &args.state_dir).await,
         Command::Apply(apply_args) => apply::apply(&apply_args, &args.state_dir).await,
+        Command::Attest(AttestCommand::Rewrap {
+            instance,
+            completed,
+            not_run: _,
+        }) => apply::attest_rewrap(&instance, completed, &args.state_dir),
         Command::Unlock { lock_id } => apply::unlock(&lock_id, &args.state_dir),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&args.state_dir),
         Command::Runbook { planfile, markdown } => plan::runbook(&planfile, markdown),

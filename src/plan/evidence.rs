@@ -239,5 +239,5 @@ fn silent(live: &LiveInstance, target: &VerificationPattern, unsettled: bool) ->
             .map(|u| UnitValue::new(u, format!("new {:#}, current {:#}", u.new_register, u.current_register)))
             .collect(),
     )
-    .fix("settle it with one of: the journal of the mkplan run that started this rotation (rerun with its --state-dir); the service's rotation status (`KMS CRK rewrap successful, waiting on cryptounit-mk-setimm` means the rewrap ran); or IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register")
+    .fix("settle it with one of: the journal of the mkplan run that started this rotation (rerun with its --state-dir); the service's rotation status (`KMS CRK rewrap successful, waiting on cryptounit-mk-setimm` means the rewrap ran); what the operator saw, journaled with `mkplan attest rewrap INSTANCE --completed` or `--not-run` when the journal holds that rewrap; or IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register")
 }

@@ -333,3 +333,43 @@ fn key_parts_on_smart_cards_make_the_loads_and_commits_ceremonies() {
     let runbook_plan = ws.mkplan(&["plan", DESIRED, "--out", "plan.json"]);
     assert_eq!(runbook_plan.code, 0, "{}", runbook_plan.stderr);
 }
+
+/// After a crash or a lost response on the rewrap of a service that reports no status, the
+/// plan refuses until someone says what happened; `attest rewrap` journals the operator's
+/// word, and the next apply goes on from it.
+#[test]
+fn an_unknown_rewrap_is_settled_by_the_operators_attestation() {
+    let passwords = [
+        ("MKPLAN_PART1_PASSWORD", "demo-custodian-1"),
+        ("MKPLAN_PART2_PASSWORD", "demo-custodian-2"),
+    ];
+    for (fault, attest) in [
+        ("lose_response_op=7", "--completed"),
+        ("fail_op=7", "--not-run"),
+    ] {
+        let ws = rotate_to_b(&three_units(false));
+        let mut env = passwords.to_vec();
+        env.push(("MKPLAN_SIM_FAULTS", fault));
+        let first = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+        assert_eq!(first.code, 1, "{fault}: {}", first.stderr);
+        let refused = ws.mkplan(&["plan", DESIRED]);
+        assert_eq!(refused.code, 3, "{fault}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains("mkplan attest rewrap"),
+            "{}",
+            refused.stderr
+        );
+        let wrong = ws.mkplan(&[
+            "attest",
+            "rewrap",
+            "11111111-2222-4333-8444-000000000009",
+            attest,
+        ]);
+        assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+        let attested = ws.mkplan(&["attest", "rewrap", INSTANCE, attest]);
+        assert_eq!(attested.code, 0, "{}", attested.stderr);
+        let rerun = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &passwords);
+        assert_eq!(rerun.code, 0, "{fault}: {}", rerun.stderr);
+        assert_converged(&ws, fault);
+    }
+}
