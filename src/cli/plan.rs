@@ -143,7 +143,10 @@ pub fn runbook(path: &Path, markdown: bool) -> Result<u8> {
     })?;
     let desired = super::context::read_desired(Path::new(&desired_file))?;
     let instructions = super::ceremony::instructions(&desired, &plan);
-    let text = render::runbook(&plan, &instructions, markdown);
+    let by_hand = super::ceremony::ceremony_steps(&desired, &plan, false)
+        .into_keys()
+        .collect();
+    let text = render::runbook(&plan, &instructions, &by_hand, markdown);
     if markdown {
         print!("{text}");
     } else {

@@ -80,7 +80,11 @@ pub fn instruction(plan: &Plan, step: &Step, holders: &[KeyPartHolder]) -> Instr
         .collect();
     let (tke_cli, tke_application, present, pin_entries, expected, verified_by) = match step.action {
         Action::LoadNewMk => (
-            "ibmcloud tke cryptounit-mk-load (enter each key part file's password when asked)".to_string(),
+            if cards.is_empty() {
+                "ibmcloud tke cryptounit-mk-load (enter each key part file's password when asked)".to_string()
+            } else {
+                "(not with the TKE CLI: key parts on smart cards load in the TKE application)".to_string()
+            },
             format!(
                 "{}: Domains tab → select the domain → Domain Keys → New master key register → Load{}",
                 on_unit("Load the new master key"),

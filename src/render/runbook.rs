@@ -46,9 +46,28 @@ fn depends(plan: &Plan, step: &str) -> String {
         .unwrap_or_default()
 }
 
-pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> String {
+/// `by_hand` are the steps a person always performs (smart-card loads and commits); the rest
+/// mkplan sends, unless it runs with `--manual` or on a backend that cannot send commands.
+pub fn runbook(
+    plan: &Plan,
+    instructions: &[Instruction],
+    by_hand: &std::collections::HashSet<String>,
+    markdown: bool,
+) -> String {
+    let who = |step: &str| {
+        if by_hand.contains(step) {
+            "by hand"
+        } else {
+            "mkplan sends it; by hand with --manual"
+        }
+    };
     let mut out = String::new();
     let (people, pins) = attendance(plan, instructions);
+    let pins_by_hand: u32 = instructions
+        .iter()
+        .filter(|i| by_hand.contains(&i.step))
+        .map(|i| i.pin_entries)
+        .sum();
     let rewraps = instructions
         .iter()
         .filter(|i| i.action == Action::RewrapKeyStorage)
@@ -64,9 +83,9 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
         );
         let _ = writeln!(
             out,
-            "**{} steps**, at most {} PIN entries (smart cards), {} rewrap(s). Present during the window:\n",
+            "**{} steps**, {} by hand; PIN entries (smart cards): {pins_by_hand} for the steps by hand, at most {pins} if every step is done by hand; {} rewrap(s). Present during the window:\n",
             instructions.len(),
-            pins,
+            by_hand.len(),
             rewraps
         );
         for person in &people {
@@ -74,7 +93,7 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
         }
         let _ = writeln!(
             out,
-            "\nRun it with `mkplan apply --manual {}` (or let mkplan send what it can): mkplan shows each step, waits, and checks the live state before it ticks the step off in its journal. Never start a step before the steps it depends on are ticked.\n",
+            "\nRun it with `mkplan apply {}`: mkplan sends what it can and stops at each step by hand; `--manual` makes every step a step by hand. For each, mkplan shows it, waits, and checks the live state before it ticks the step off in its journal. Never start a step before the steps it depends on are ticked.\n",
             plan.desired_file.as_deref().unwrap_or("DESIRED.yaml")
         );
         for instruction in instructions {
@@ -100,6 +119,7 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
                 let _ = writeln!(out, "> Irreversible.\n");
             }
             let _ = writeln!(out, "| | |\n|---|---|");
+            let _ = writeln!(out, "| who | {} |", who(&instruction.step));
             let _ = writeln!(out, "| after | {} |", depends(plan, &instruction.step));
             if let Some(location) = &instruction.location {
                 let _ = writeln!(out, "| location | `{location}` |");
@@ -115,8 +135,9 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
     }
     let _ = writeln!(
         out,
-        "RUNBOOK: master key rotation, {} steps, at most {pins} PIN entries (smart cards)",
-        instructions.len()
+        "RUNBOOK: master key rotation, {} steps ({} by hand), PIN entries: {pins_by_hand} (at most {pins} with every step by hand)",
+        instructions.len(),
+        by_hand.len()
     );
     let _ = writeln!(
         out,
@@ -132,7 +153,7 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
     for instruction in instructions {
         let _ = writeln!(
             out,
-            "\n[ ] {} {} {}{}   (after: {})",
+            "\n[ ] {} {} {}{}   (after: {}; {})",
             instruction.step,
             instruction.action.symbol(),
             instruction.action.label(),
@@ -141,7 +162,8 @@ pub fn runbook(plan: &Plan, instructions: &[Instruction], markdown: bool) -> Str
                 .as_deref()
                 .map(|u| format!(" on {u}"))
                 .unwrap_or_default(),
-            depends(plan, &instruction.step)
+            depends(plan, &instruction.step),
+            who(&instruction.step)
         );
         if instruction.action == Action::RewrapKeyStorage {
             let _ = writeln!(

@@ -334,6 +334,34 @@ fn key_parts_on_smart_cards_make_the_loads_and_commits_ceremonies() {
     assert_eq!(runbook_plan.code, 0, "{}", runbook_plan.stderr);
 }
 
+#[test]
+fn the_runbook_lists_every_step_who_does_it_and_how_it_is_checked() {
+    let ws = rotate_to_b(&three_units(true));
+    let desired = ws.read(DESIRED);
+    let start = desired.find("      key_parts:").unwrap();
+    let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
+    ws.write(DESIRED, &format!("{}{cards}", &desired[..start]));
+    assert_eq!(ws.mkplan(&["plan", DESIRED, "--out", "plan.json"]).code, 0);
+    let runbook = ws.mkplan(&["runbook", "plan.json", "--markdown"]);
+    assert_eq!(runbook.code, 0, "{}", runbook.stderr);
+    let text = &runbook.stdout;
+    for step in 1..=10 {
+        assert!(
+            text.contains(&format!("## s{step} ")),
+            "step s{step} missing:\n{text}"
+        );
+    }
+    assert_eq!(text.matches("| who | by hand |").count(), 6, "{text}");
+    assert_eq!(text.matches("| who | mkplan sends it").count(), 4, "{text}");
+    assert!(text.contains("**Point of no return.**"), "{text}");
+    assert!(text.contains("key part holder dana"), "{text}");
+    assert!(
+        text.contains("PIN entries (smart cards): 15 for the steps by hand"),
+        "{text}"
+    );
+    assert!(text.contains("| mkplan checks |"), "{text}");
+}
+
 /// After a crash or a lost response on the rewrap of a service that reports no status, the
 /// plan refuses until someone says what happened; `attest rewrap` journals the operator's
 /// word, and the next apply goes on from it.
