@@ -305,10 +305,7 @@ fn a_crash_in_the_middle_of_a_ceremony_step_is_settled_from_the_live_state() {
 #[test]
 fn key_parts_on_smart_cards_make_the_loads_and_commits_ceremonies() {
     let ws = rotate_to_b(&three_units(true));
-    let desired = ws.read(DESIRED);
-    let start = desired.find("      key_parts:").unwrap();
-    let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
-    ws.write(DESIRED, &format!("{}{cards}", &desired[..start]));
+    with_smart_cards(&ws);
     let plan = ws.plan().planned(2);
     assert_eq!(
         plan["instances"][0]["ceremony"]["key_part_holders"],
@@ -337,10 +334,7 @@ fn key_parts_on_smart_cards_make_the_loads_and_commits_ceremonies() {
 #[test]
 fn the_runbook_lists_every_step_who_does_it_and_how_it_is_checked() {
     let ws = rotate_to_b(&three_units(true));
-    let desired = ws.read(DESIRED);
-    let start = desired.find("      key_parts:").unwrap();
-    let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
-    ws.write(DESIRED, &format!("{}{cards}", &desired[..start]));
+    with_smart_cards(&ws);
     assert_eq!(ws.mkplan(&["plan", DESIRED, "--out", "plan.json"]).code, 0);
     let runbook = ws.mkplan(&["runbook", "plan.json", "--markdown"]);
     assert_eq!(runbook.code, 0, "{}", runbook.stderr);
@@ -400,4 +394,15 @@ fn an_unknown_rewrap_is_settled_by_the_operators_attestation() {
         assert_eq!(rerun.code, 0, "{fault}: {}", rerun.stderr);
         assert_converged(&ws, fault);
     }
+}
+
+/// Puts the desired file's key parts on two smart cards, held by dana and eli, both going in
+/// the reader named like "Key part reader".
+pub(crate) fn with_smart_cards(ws: &Workspace) {
+    let desired = ws.read(DESIRED);
+    let start = desired
+        .find("      key_parts:")
+        .expect("key parts in the desired file");
+    let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
+    ws.write(DESIRED, &format!("{}{cards}", &desired[..start]));
 }

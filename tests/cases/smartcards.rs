@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::cases::apply::{assert_converged, three_units};
-use crate::cases::ceremony::{Asked, Ceremony, perform};
+use crate::cases::ceremony::{Asked, Ceremony, perform, with_smart_cards};
 use crate::support::*;
 
 const ATR: &str = "3B8F800180318065B0850300EF120FFF82900067";
@@ -135,10 +135,7 @@ fn cards_and_a_smart_card_ceremony_on_a_real_pcsc_stack() {
     card.pull();
     wait_for(&ws, false);
 
-    let desired = ws.read(DESIRED);
-    let start = desired.find("      key_parts:").unwrap();
-    let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
-    ws.write(DESIRED, &format!("{}{cards}", &desired[..start]));
+    with_smart_cards(&ws);
     let mut ceremony = Ceremony::start(&ws, &["--parallelism", "1"]);
     // The first load: dana's card, then eli's, one after the other in the same reader, as
     // the TKE application asks for them; eli's must be a new insertion, so the card that is
