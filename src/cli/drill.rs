@@ -37,6 +37,11 @@ pub struct DrillArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run over HTTP: each run's fleet is served by an in-process `sim serve` on loopback,
+    /// reached with the HTTP backend, and schedules may restart the server in the middle of
+    /// an operation. Slower (a real clock), so use fewer runs.
+    #[arg(long)]
+    pub over_http: bool,
     /// Write the evidence report (Markdown) to this file.
     #[arg(long, value_name = "FILE.md")]
     pub report: Option<PathBuf>,
@@ -84,7 +89,7 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
     // started from inside this command's runtime: they run on a thread of their own.
     let results = std::thread::scope(|scope| {
         scope
-            .spawn(|| run_all(&drill, args.runs, seed, operations))
+            .spawn(|| run_all(&drill, args.runs, seed, operations, args.over_http))
             .join()
             .expect("the drill thread does not panic")
     })?;
@@ -98,8 +103,9 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
         elapsed.as_millis() as u64,
     );
     let replay = format!(
-        "mkplan drill {} {replay_backend} --runs 1 --seed {{seed}}",
-        desired.path.display()
+        "mkplan drill {} {replay_backend} --runs 1 --seed {{seed}}{}",
+        desired.path.display(),
+        if args.over_http { " --over-http" } else { "" }
     );
     summarize(&result, &replay, elapsed.as_secs_f64());
     if let Some(path) = &args.report {
@@ -133,8 +139,9 @@ fn run_all(
     runs: u64,
     seed: u64,
     operations: u64,
+    over_http: bool,
 ) -> Result<Vec<drill::RunResult>> {
-    let runtime = drill::runtime()
+    let runtime = drill::runtime(over_http)
         .map_err(|e| Error::Other(format!("cannot start the drill's runtime: {e}")))?;
     let scratch = tempfile::tempdir()
         .map_err(|e| Error::Other(format!("cannot make a scratch folder: {e}")))?;
@@ -142,12 +149,13 @@ fn run_all(
     let mut results = Vec::with_capacity(runs.min(100_000) as usize);
     for index in 0..runs {
         let result = runtime
-            .block_on(drill::run_one(
+            .block_on(drill::run_one_via(
                 drill,
                 index,
                 run_seed(seed, index),
                 operations,
                 scratch.path(),
+                over_http,
             ))
             .map_err(|e| Error::Other(format!("drill run {index}: {e}")))?;
         if let Some(bar) = &bar {

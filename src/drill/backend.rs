@@ -3,7 +3,9 @@
 //! key-safety invariant (some register of the instance holds the key storage's MK) and keeps
 //! every operation in a log, so a run's verdict rests on the simulator, not on mkplan.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +13,10 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::schedule::{AttemptFaults, Schedule};
-use crate::backend::sim::{Fleet, Incident, hsm, live_of};
+use crate::apply::executor::PARALLELISM_MAX;
+use crate::backend::http::HttpBackend;
+use crate::backend::sim::server::InProcess;
+use crate::backend::sim::{Faults, Fleet, Incident, hsm, live_of};
 use crate::backend::{Backend, BackendError, Operation, to_sim};
 use crate::model::LiveFleet;
 
@@ -33,8 +38,55 @@ struct Current {
     crashed: Arc<Notify>,
 }
 
+/// Where the fleet lives in a run: in memory, or behind an in-process `sim serve` reached
+/// over loopback HTTP (the fleet file is then the ground truth).
+enum Store {
+    Memory(Mutex<Fleet>),
+    Http(Arc<HttpStore>),
+}
+
+struct HttpStore {
+    path: PathBuf,
+    address: SocketAddr,
+    client: HttpBackend,
+    server: Mutex<Option<InProcess>>,
+    /// Watches the current server's crash signal, to restart it.
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    incidents_seen: AtomicUsize,
+    restarts: Mutex<Vec<String>>,
+}
+
+impl HttpStore {
+    fn read(&self) -> Fleet {
+        let text = std::fs::read_to_string(&self.path).expect("the drill's fleet file reads");
+        Fleet::parse("drill fleet", &text).expect("the server writes a valid fleet")
+    }
+
+    /// Kills the running server (if any) and starts one on the same file and port, with
+    /// `faults`; a crash fault restarts it again, without faults.
+    fn restart(self: &Arc<Self>, faults: Faults) {
+        if let Some(server) = lock(&self.server).take() {
+            server.kill();
+        }
+        if let Some(watcher) = lock(&self.watcher).take() {
+            watcher.abort();
+        }
+        let crashed = Arc::new(Notify::new());
+        let server = InProcess::start(&self.path, self.address, &faults, crashed.clone())
+            .expect("the drill's server starts again on its port");
+        *lock(&self.server) = Some(server);
+        let store = self.clone();
+        *lock(&self.watcher) = Some(tokio::spawn(async move {
+            crashed.notified().await;
+            lock(&store.restarts)
+                .push("the server died after an operation and was restarted (injected)".into());
+            store.restart(Faults::default());
+        }));
+    }
+}
+
 pub struct DrillBackend {
-    fleet: Mutex<Fleet>,
+    store: Store,
     schedule: Schedule,
     current: Mutex<Current>,
     operations: AtomicU64,
@@ -46,8 +98,39 @@ pub struct DrillBackend {
 
 impl DrillBackend {
     pub fn new(fleet: Fleet, schedule: Schedule) -> Self {
+        Self::with_store(Store::Memory(Mutex::new(fleet)), schedule)
+    }
+
+    /// The fleet written to `folder` and served by an in-process `sim serve` on loopback;
+    /// mkplan reaches it with the HTTP backend.
+    pub fn over_http(fleet: &Fleet, schedule: Schedule, folder: &Path) -> Result<Self, String> {
+        let path = folder.join("fleet.yaml");
+        std::fs::write(&path, fleet.to_yaml()).map_err(|e| e.to_string())?;
+        let crashed = Arc::new(Notify::new());
+        let server = InProcess::start(
+            &path,
+            "127.0.0.1:0".parse().expect("an address"),
+            &Faults::default(),
+            crashed,
+        )?;
+        let address = server.address;
+        let client = HttpBackend::new(&format!("http://{address}"), None, PARALLELISM_MAX)
+            .map_err(|e| e.to_string())?;
+        let store = Arc::new(HttpStore {
+            path,
+            address,
+            client,
+            server: Mutex::new(Some(server)),
+            watcher: Mutex::new(None),
+            incidents_seen: AtomicUsize::new(fleet.incidents.len()),
+            restarts: Mutex::new(Vec::new()),
+        });
+        Ok(Self::with_store(Store::Http(store), schedule))
+    }
+
+    fn with_store(store: Store, schedule: Schedule) -> Self {
         Self {
-            fleet: Mutex::new(fleet),
+            store,
             schedule,
             current: Mutex::new(Current {
                 attempt: 0,
@@ -72,11 +155,48 @@ impl DrillBackend {
         };
         self.operations.store(0, Ordering::SeqCst);
         self.token_expired.store(false, Ordering::SeqCst);
+        if let Store::Http(store) = &self.store {
+            // A fresh server for each attempt, so the server counts this attempt's
+            // operations from 1, as the schedule does.
+            let faults = Faults {
+                crash_after_op: self
+                    .schedule
+                    .attempt(attempt - 1)
+                    .restart_server_after_op
+                    .into_iter()
+                    .collect(),
+                ..Faults::default()
+            };
+            store.restart(faults);
+        }
         crashed
     }
 
+    /// Stops the server of an HTTP run; its fleet file stays.
+    pub fn stop(&self) {
+        if let Store::Http(store) = &self.store {
+            if let Some(watcher) = lock(&store.watcher).take() {
+                watcher.abort();
+            }
+            if let Some(server) = lock(&store.server).take() {
+                server.kill();
+            }
+        }
+    }
+
+    /// Server restarts that happened (HTTP runs).
+    pub fn restarts(&self) -> Vec<String> {
+        match &self.store {
+            Store::Http(store) => lock(&store.restarts).clone(),
+            Store::Memory(_) => Vec::new(),
+        }
+    }
+
     pub fn fleet(&self) -> Fleet {
-        lock(&self.fleet).clone()
+        match &self.store {
+            Store::Memory(fleet) => lock(fleet).clone(),
+            Store::Http(store) => store.read(),
+        }
     }
 
     pub fn log(&self) -> Vec<Performed> {
@@ -96,11 +216,39 @@ impl DrillBackend {
         });
     }
 
-    /// Applies the operation to the fleet and checks the invariant after it.
-    fn apply(&self, operation: &crate::backend::sim::SimOperation) -> Result<(), hsm::Refused> {
-        let mut fleet = lock(&self.fleet);
-        let before = fleet.incidents.len();
-        let result = hsm::perform(&mut fleet, operation);
+    /// Performs the operation on the fleet (in memory, or through the server) and checks the
+    /// invariant after it on the ground truth.
+    async fn apply(
+        &self,
+        original: &Operation<'_>,
+        operation: &crate::backend::sim::SimOperation,
+    ) -> Result<(), BackendError> {
+        match &self.store {
+            Store::Memory(fleet) => {
+                let mut fleet = lock(fleet);
+                let before = fleet.incidents.len();
+                let result = hsm::perform(&mut fleet, operation);
+                self.check(&fleet, before, operation.name());
+                result.map_err(|refused| BackendError::Refused {
+                    operation: operation.name().into(),
+                    reason: refused.0,
+                })
+            }
+            Store::Http(store) => {
+                let result = store.client.perform(original).await;
+                let fleet = store.read();
+                let before = store
+                    .incidents_seen
+                    .swap(fleet.incidents.len(), Ordering::SeqCst);
+                self.check(&fleet, before.min(fleet.incidents.len()), operation.name());
+                result
+            }
+        }
+    }
+
+    /// Records the incidents after the first `before`, and any instance whose key storage's
+    /// MK no register holds.
+    fn check(&self, fleet: &Fleet, before: usize, operation: &str) {
         let mut violations = lock(&self.violations);
         for incident in &fleet.incidents[before..] {
             violations.push(describe(incident));
@@ -108,14 +256,12 @@ impl DrillBackend {
         for instance in &fleet.instances {
             if !instance.key_storage_held() && !instance.key_storage.unusable {
                 violations.push(format!(
-                    "after {} no register of instance {} holds the key storage's MK {}",
-                    operation.name(),
+                    "after {operation} no register of instance {} holds the key storage's MK {}",
                     instance.id,
                     instance.key_storage.verification_pattern.short()
                 ));
             }
         }
-        result
     }
 }
 
@@ -143,18 +289,24 @@ fn expired() -> BackendError {
 
 impl Backend for DrillBackend {
     fn describe(&self) -> String {
-        "drill (in-memory simulator)".into()
+        match &self.store {
+            Store::Memory(_) => "drill (in-memory simulator)".into(),
+            Store::Http(store) => format!("drill (sim serve on http://{})", store.address),
+        }
     }
 
     async fn refresh(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
         if self.token_expired.load(Ordering::SeqCst) {
             return Err(expired());
         }
-        live_of(&lock(&self.fleet), instances)
+        match &self.store {
+            Store::Memory(fleet) => live_of(&lock(fleet), instances),
+            Store::Http(store) => store.client.refresh(instances).await,
+        }
     }
 
-    async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
-        let operation = to_sim(operation)?;
+    async fn perform(&self, original: &Operation<'_>) -> Result<(), BackendError> {
+        let operation = to_sim(original)?;
         let name = operation.name();
         let number = self.operations.fetch_add(1, Ordering::SeqCst) + 1;
         let (attempt, faults, crashed) = {
@@ -182,10 +334,11 @@ impl Backend for DrillBackend {
                 "injected fault fail_op={number}"
             )));
         }
-        let result = self.apply(&operation);
+        let result = self.apply(original, &operation).await;
         let shown = match &result {
             Ok(()) => "done".to_string(),
-            Err(refused) => format!("refused: {}", refused.0),
+            Err(BackendError::Refused { reason, .. }) => format!("refused: {reason}"),
+            Err(other) => format!("failed: {other}"),
         };
         if faults.crash_after_op == Some(number) {
             self.note(
@@ -210,9 +363,6 @@ impl Backend for DrillBackend {
             )));
         }
         self.note(attempt, number, name, shown);
-        result.map_err(|refused| BackendError::Refused {
-            operation: name.into(),
-            reason: refused.0,
-        })
+        result
     }
 }

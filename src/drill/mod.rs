@@ -79,6 +79,8 @@ pub struct RunResult {
     pub operations: usize,
     /// Operations after the first injected fault: the cost of recovering.
     pub recovery_operations: usize,
+    /// The run went over HTTP.
+    pub over_http: bool,
     /// The faults that fired, as `attempt 1, operation 4 (commit_new_mk): lost response`: a
     /// scheduled fault fires only if its attempt reaches that operation.
     pub fired: Vec<String>,
@@ -102,8 +104,14 @@ pub fn operations(plan: &Plan) -> u64 {
         .count() as u64
 }
 
-/// The runtime drills run on: one thread, a simulated clock.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The runtime drills run on: one thread, a simulated clock; over HTTP a real clock and
+/// network (each in-process server has a runtime of its own).
+pub fn runtime(over_http: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    if over_http {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -119,9 +127,29 @@ pub async fn run_one(
     operations: u64,
     scratch: &Path,
 ) -> std::io::Result<RunResult> {
-    let schedule = Schedule::draw(seed, operations);
+    run_one_via(drill, run, seed, operations, scratch, false).await
+}
+
+/// One run, in memory or over HTTP: `over_http` serves the fleet from an in-process
+/// `sim serve` on loopback (real clock, server restarts in the schedule).
+pub async fn run_one_via(
+    drill: &Drill<'_>,
+    run: u64,
+    seed: u64,
+    operations: u64,
+    scratch: &Path,
+    over_http: bool,
+) -> std::io::Result<RunResult> {
+    let schedule = Schedule::draw_for(seed, operations, over_http);
     let state_dir = tempfile::tempdir_in(scratch)?;
-    let backend = DrillBackend::new(drill.fleet.clone(), schedule.clone());
+    let backend = if over_http {
+        // Removed with the scratch folder, after the run.
+        let folder = tempfile::tempdir_in(scratch)?.keep();
+        DrillBackend::over_http(drill.fleet, schedule.clone(), &folder)
+            .map_err(std::io::Error::other)?
+    } else {
+        DrillBackend::new(drill.fleet.clone(), schedule.clone())
+    };
     let ids: Vec<String> = drill
         .desired
         .instances
@@ -157,9 +185,11 @@ pub async fn run_one(
             break;
         }
     }
+    backend.stop();
     let fleet = backend.fleet();
     let violations = backend.violations();
     let log = backend.log();
+    let restarts = backend.restarts();
     let verdict = judge(drill.desired, &fleet, &violations, verdict, attempts_max);
     let first_fault = log.iter().position(|p| p.result.contains("(injected)"));
     let fired = log
@@ -171,6 +201,7 @@ pub async fn run_one(
                 p.attempt, p.number, p.operation, p.result
             )
         })
+        .chain(restarts)
         .collect();
     Ok(RunResult {
         run,
@@ -180,6 +211,7 @@ pub async fn run_one(
         attempt_endings: endings,
         operations: log.len(),
         recovery_operations: first_fault.map_or(0, |i| log.len() - i - 1),
+        over_http,
         fired,
         violations,
         log,
@@ -338,6 +370,8 @@ pub struct DrillResult {
     pub fleet_fingerprint: String,
     pub mkplan_version: &'static str,
     pub operations_per_rotation: u64,
+    /// Runs went over HTTP to an in-process `sim serve`.
+    pub over_http: bool,
     pub elapsed_ms: u64,
     pub schedules: Vec<RunResult>,
 }
@@ -364,6 +398,7 @@ impl DrillResult {
             fleet_fingerprint,
             mkplan_version: env!("CARGO_PKG_VERSION"),
             operations_per_rotation: operations(plan),
+            over_http: results.iter().any(|r| r.over_http),
             elapsed_ms,
             schedules: results,
         }

@@ -65,6 +65,12 @@ pub fn markdown(result: &DrillResult, subject: &str, replay: &str) -> String {
         out,
         "- **In process**, on a simulated clock: failed operations, lost responses, an expiring token (every request after it gets 401, reads included), latency with per-operation jitter (which reorders concurrent steps), and the parallelism of each run.\n- **Crashes** are in process too: the apply is dropped right after the crashing operation took effect. Every journal record written before that point stays and nothing after it is written, as when the process dies, because the executor writes each record before the next operation starts. Real process aborts (`MKPLAN_SIM_FAULTS=crash_after_op=N`) are covered by mkplan's crash sweeps on the embedded simulator and over HTTP.\n"
     );
+    if result.over_http {
+        let _ = writeln!(
+            out,
+            "- **Over HTTP** (`--over-http`): each run's fleet is served by an in-process `sim serve` on loopback and reached with mkplan's HTTP backend, on a real clock. `restart_server_after_op=N` kills the server right after its N-th operation is on disk, before it answers, and starts it again on the same file and port.\n"
+        );
+    }
     let _ = writeln!(out, "## By fault\n");
     let _ = writeln!(
         out,
@@ -169,7 +175,9 @@ fn by_fault(runs: &[RunResult]) -> BTreeMap<&'static str, [u64; 4]> {
             .fired
             .iter()
             .map(|fired| {
-                if fired.contains("crashed") {
+                if fired.contains("server died") {
+                    "restart_server_after_op"
+                } else if fired.contains("crashed") {
                     "crash_after_op"
                 } else if fired.contains("lost response") {
                     "lose_response_op"

@@ -30,6 +30,10 @@ pub struct AttemptFaults {
     /// From this operation on, the token is rejected (401), reads included.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expires_at_op: Option<u64>,
+    /// Over HTTP: the server dies right after this operation (counted by the server) is on
+    /// disk, without answering, and is started again on the same file and port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_server_after_op: Option<u64>,
 }
 
 impl AttemptFaults {
@@ -52,6 +56,9 @@ impl AttemptFaults {
         if let Some(n) = self.token_expires_at_op {
             parts.push(format!("token_expires_at_op={n}"));
         }
+        if let Some(n) = self.restart_server_after_op {
+            parts.push(format!("restart_server_after_op={n}"));
+        }
         if parts.is_empty() {
             "none".into()
         } else {
@@ -73,6 +80,12 @@ pub struct Schedule {
 impl Schedule {
     /// Draws a schedule for a plan of `operations` mutating operations.
     pub fn draw(seed: u64, operations: u64) -> Self {
+        Self::draw_for(seed, operations, false)
+    }
+
+    /// Over HTTP a fault may also restart the server, and there is no latency: the clock is
+    /// real.
+    pub fn draw_for(seed: u64, operations: u64, over_http: bool) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let operations = operations.max(1);
         let faulty = match rng.random_range(0..100) {
@@ -85,7 +98,9 @@ impl Schedule {
             .map(|_| {
                 let mut faults = AttemptFaults::default();
                 let at = rng.random_range(1..=operations);
-                match rng.random_range(0..4) {
+                let kinds = if over_http { 5 } else { 4 };
+                match rng.random_range(0..kinds) {
+                    4 => faults.restart_server_after_op = Some(at),
                     0 => faults.crash_after_op = Some(at),
                     1 => {
                         faults.lose_response_op.insert(at);
@@ -107,7 +122,7 @@ impl Schedule {
             })
             .collect();
         let parallelism = PARALLELISM_CHOICES[rng.random_range(0..PARALLELISM_CHOICES.len())];
-        let latency_ms = if rng.random_bool(0.5) {
+        let latency_ms = if over_http || rng.random_bool(0.5) {
             0
         } else {
             rng.random_range(1..=LATENCY_MS_MAX)

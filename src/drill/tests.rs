@@ -56,7 +56,7 @@ fn drill_runs(planner: Planner, reports_status: bool, seed: u64, runs: u64) -> V
         planner,
     };
     let scratch = tempfile::tempdir().unwrap();
-    let runtime = runtime().unwrap();
+    let runtime = runtime(false).unwrap();
     (0..runs)
         .map(|i| {
             runtime

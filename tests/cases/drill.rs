@@ -172,3 +172,40 @@ fn a_drill_needs_a_simulator_fleet_or_a_live_snapshot() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("rewrap_evidence"), "{}", run.stderr);
 }
+
+#[test]
+fn a_drill_over_http_restarts_the_server_mid_operation_and_stays_safe() {
+    let ws = rotate_to_b(&three_units(true));
+    let before = ws.bytes(FLEET);
+    let run = drill(
+        &ws,
+        &[
+            "--over-http",
+            "--runs",
+            "40",
+            "--seed",
+            "11",
+            "--json",
+            "--report",
+            "http.md",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let result = run.json();
+    assert_eq!(result["over_http"], true);
+    assert_eq!(result["incidents"], 0);
+    assert_eq!(result["failed"], 0);
+    let restarts = result["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["fired"].as_array().unwrap().iter())
+        .filter(|f| f.as_str().unwrap().contains("server died"))
+        .count();
+    assert!(
+        restarts > 0,
+        "some schedule restarted the server mid-operation"
+    );
+    assert!(ws.read("http.md").contains("restart_server_after_op"));
+    assert_eq!(ws.bytes(FLEET), before, "the drill works on copies");
+}

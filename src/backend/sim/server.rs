@@ -164,6 +164,15 @@ pub struct ServeOptions {
     pub tokens: Tokens,
 }
 
+/// What `crash_after_op` does: abort the process (`sim serve`), or, for a server inside a
+/// drill, raise this signal and never answer, so that the drill kills and restarts it.
+#[derive(Clone, Default)]
+pub enum Crash {
+    #[default]
+    Abort,
+    Signal(Arc<Notify>),
+}
+
 pub(super) struct Shared {
     pub(super) protocol: Protocol,
     pub(super) path: PathBuf,
@@ -180,6 +189,7 @@ pub(super) struct Shared {
     pub(super) busy: Mutex<HashSet<String>>,
     /// Held for the server's lifetime.
     pub(super) _lock: File,
+    pub(super) crash: Crash,
 }
 
 pub(super) struct Durable {
@@ -234,6 +244,7 @@ fn open(options: ServeOptions) -> Result<Arc<Shared>, String> {
         commit_wanted: Notify::new(),
         busy: Mutex::new(HashSet::new()),
         _lock: lock,
+        crash: Crash::Abort,
     }))
 }
 
@@ -321,6 +332,93 @@ pub(super) fn problem(status: StatusCode, code: &str, message: &str) -> Response
         .into_response()
 }
 
+impl Shared {
+    /// The crash fault: the process dies, or the drill that runs this server is told and
+    /// the request never gets an answer.
+    pub(super) async fn crash(&self) {
+        match &self.crash {
+            Crash::Abort => std::process::abort(),
+            Crash::Signal(signal) => {
+                signal.notify_one();
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// A server inside this process (drills), on a runtime of its own: killing the runtime drops
+/// every connection at once, as a power cut would.
+pub struct InProcess {
+    pub address: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl InProcess {
+    /// Starts a JSON-API server on `fleet`, listening on `listen`, with no tokens;
+    /// `crash_after_op` raises `crashed` instead of aborting the process. The fleet's lock
+    /// may still be held by a server just killed: waits for it a bounded time.
+    pub fn start(
+        fleet: &Path,
+        listen: SocketAddr,
+        faults: &Faults,
+        crashed: Arc<Notify>,
+    ) -> Result<Self, String> {
+        let deadline = Instant::now() + Duration::from_millis(super::LOCK_WAIT_MS_MAX);
+        let mut shared = loop {
+            let options = ServeOptions {
+                protocol: Protocol::Json,
+                fleet: fleet.to_path_buf(),
+                listen,
+                faults: faults.clone(),
+                tokens: Tokens::none(),
+            };
+            match open(options) {
+                Ok(shared) => break shared,
+                Err(e) if Instant::now() < deadline && e.contains("in use") => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Arc::get_mut(&mut shared).expect("just made").crash = Crash::Signal(crashed);
+        let listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.spawn(group_commits(shared.clone()));
+        runtime.spawn(async move {
+            if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                let _ = axum::serve(listener, router(shared)).await;
+            }
+        });
+        Ok(Self {
+            address,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Kills the server: connections drop, nothing more is written (every answered operation
+    /// is already on disk), the fleet's lock is released as the tasks go.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 pub(super) fn lock_state(shared: &Shared) -> std::sync::MutexGuard<'_, Durable> {
     shared.state.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -345,15 +443,21 @@ async fn group_commits(shared: Arc<Shared>) {
             }
             (state.fleet.clone(), state.applied)
         };
-        let path = shared.path.clone();
+        // The write holds the server (and so the fleet file's lock) until it is done: a
+        // server started again on the file after a kill reads it only then.
+        let writer = shared.clone();
         let written = tokio::task::spawn_blocking(move || {
-            super::write_atomically(&path, fleet.to_yaml().as_bytes())
+            super::write_atomically(&writer.path, fleet.to_yaml().as_bytes())
         })
         .await;
-        if let Err(e) = written
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
+        let failed = match written {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            // The server is being killed (a drill's restart): nothing more to do.
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
             // Memory and disk now disagree and no response may claim durability: stop as a
             // crash would. The operations waiting get no response; their clients settle them
             // by reading the state after a restart.
@@ -361,7 +465,7 @@ async fn group_commits(shared: Arc<Shared>) {
                 "mkplan sim serve: cannot write the fleet file {}: {e}; stopping",
                 shared.path.display()
             );
-            std::process::abort();
+            shared.crash().await;
         }
         shared.committed.send_replace(applied);
     }
@@ -655,7 +759,7 @@ async fn mutate(shared: &Shared, busy: String, operation: SimOperation) -> Respo
     durable(shared, applied).await;
     if shared.faults.crash_after_op.contains(&number) {
         // As if the service's host lost power right after the write: no response, no cleanup.
-        std::process::abort();
+        shared.crash().await;
     }
     if shared.faults.lose_response_op.contains(&number) {
         return problem(

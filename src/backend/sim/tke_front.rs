@@ -75,7 +75,7 @@ async fn query(
         Err(response) => return *response,
     };
     if shared.faults.crash_after_op.contains(&number) {
-        std::process::abort();
+        shared.crash().await;
     }
     Json(json!({ "response": answer(&unit, &body.request) })).into_response()
 }
