@@ -142,9 +142,16 @@ pub fn settle_previous(
             continue;
         };
         let done = match action {
-            Action::RewrapKeyStorage => {
-                planned.key_storage_under == planned.target_verification_pattern
-            }
+            // Only the service's status settles a rewrap: the plan's finding may have been
+            // made before it was sent. Without a status the intent stays open, and every
+            // plan refuses until the operator attests what happened (`mkplan attest`).
+            Action::RewrapKeyStorage => match found.rewrap_status {
+                RewrapStatus::Rewrapped => true,
+                RewrapStatus::NotRewrapped => {
+                    planned.key_storage_under == planned.target_verification_pattern
+                }
+                RewrapStatus::NotReported => continue,
+            },
             Action::RemoveUnit => true,
             _ => observed(
                 action,
@@ -189,6 +196,20 @@ pub fn record_rotations(
             r.to == instance.target_verification_pattern
                 && matches!(&r.rewrap, JournalRewrap::NotStarted { from } if *from == instance.key_storage_under)
         });
+        let unsettled = evidence
+            .rotation(&instance.id)
+            .is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }));
+        if rewraps && unsettled {
+            // The planner refuses this; a plan that gets here anyway must not start over.
+            return Err(ApplyError::Unknown {
+                step: "(before the first step)".into(),
+                action: Action::RewrapKeyStorage,
+                why: format!(
+                    "the journal holds a rewrap of service instance {} whose outcome is unknown; refusing to start another",
+                    instance.id
+                ),
+            });
+        }
         if rewraps && !known {
             journal.append(Record::RotationStarted {
                 instance: instance.id.clone(),

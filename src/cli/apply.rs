@@ -34,7 +34,7 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let evidence = journal_evidence(journal.records());
     let saved_plan = !is_yaml(target);
     let (desired, backend, live, mut plan) = if saved_plan {
-        saved(target, flag).await?
+        saved(target, flag, &evidence).await?
     } else {
         let (desired, backend, live) = refresh(target, flag).await?;
         let plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
@@ -127,8 +127,15 @@ fn is_yaml(path: &Path) -> bool {
 }
 
 /// `apply PLANFILE`: the plan as saved, if the desired file and the live state are still
-/// the ones it was made from; otherwise exit 4 with what changed.
-async fn saved(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
+/// the ones it was made from, and planning again from them and from the journal as it is now
+/// gives the same steps and the same key storage finding; otherwise exit 4 with what changed
+/// (or exit 3 if the planner now refuses). A rewrap leaves no trace in the registers of a
+/// service without a rotation status: only the journal knows it was sent.
+async fn saved(
+    path: &Path,
+    flag: &BackendArg,
+    evidence: &crate::model::JournalEvidence,
+) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
     let plan = read_plan_file(path)?;
     let desired_file = plan.desired_file.clone().ok_or_else(|| {
         Error::Other(format!(
@@ -154,6 +161,39 @@ async fn saved(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, L
             "the plan {} is stale: the live state changed since it was made. Nothing was touched; make a new plan.\n{}",
             path.display(),
             changes_since(&plan, &live).join("\n")
+        )));
+    }
+    let fresh = crate::plan::plan(&desired.state, &desired.sha256, &live, evidence)?;
+    let shape = |p: &Plan| {
+        let steps: Vec<_> = p
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.action,
+                    s.instance.clone(),
+                    s.unit.clone(),
+                    s.depends_on.clone(),
+                )
+            })
+            .collect();
+        let findings: Vec<_> = p
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    i.key_storage_under.clone(),
+                    i.target_verification_pattern.clone(),
+                )
+            })
+            .collect();
+        (steps, findings)
+    };
+    if shape(&fresh) != shape(&plan) {
+        return Err(Error::Stale(format!(
+            "the plan {} is stale: planned again from the live state and the journal in the state directory, the steps or the key storage finding differ (the journal recorded operations since the plan was made). Nothing was touched; make a new plan with `mkplan plan {desired_file} --out …`",
+            path.display()
         )));
     }
     Ok((desired, backend, live, plan))

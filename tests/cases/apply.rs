@@ -428,3 +428,51 @@ fn unlock_needs_the_exact_id_and_never_breaks_a_live_lock() {
     assert_eq!(apply(&ws, "").code, 0);
     assert_converged(&ws, "after unlock");
 }
+
+/// Regression (found in review): a plan saved before a rewrap was sent, on a service that
+/// reports no rotation status, still matched the live state (a rewrap changes no register),
+/// and applying it again sent a second rewrap. A saved plan is now planned again from the
+/// journal, and planning refuses until the rewrap's outcome is known.
+#[test]
+fn a_saved_plan_never_resends_a_rewrap_the_journal_has_sent() {
+    let ws = rotate_to_b(&three_units(false));
+    let first = ws.mkplan_with_env(
+        &[
+            "apply",
+            "desired.yaml",
+            "--auto-approve",
+            "--parallelism",
+            "1",
+        ],
+        &[
+            PASSWORDS[0],
+            PASSWORDS[1],
+            ("MKPLAN_SIM_FAULTS", "crash_after_op=6"),
+        ],
+    );
+    assert_eq!(first.code, -1, "{}", first.stderr);
+    ws.mkplan(&["plan", "desired.yaml", "--out", "plan.json"])
+        .expect_code(0);
+    let crash = ws.mkplan_with_env(
+        &["apply", "plan.json"],
+        &[
+            PASSWORDS[0],
+            PASSWORDS[1],
+            ("MKPLAN_SIM_FAULTS", "crash_after_op=1"),
+        ],
+    );
+    assert_eq!(
+        crash.code, -1,
+        "the rewrap is sent, then mkplan dies: {}",
+        crash.stderr
+    );
+    let before = ws.bytes("fleet.yaml");
+    let again = ws.mkplan_with_env(&["apply", "plan.json"], &PASSWORDS);
+    assert_eq!(again.code, 3, "planned again, it refuses: {}", again.stderr);
+    assert!(again.stderr.contains("rewrap_evidence"), "{}", again.stderr);
+    assert_eq!(ws.bytes("fleet.yaml"), before, "nothing was sent");
+    let fresh = ws.mkplan(&["plan", "desired.yaml"]);
+    assert_eq!(fresh.code, 3, "{}", fresh.stderr);
+    assert!(fresh.stderr.contains("rewrap_evidence"), "{}", fresh.stderr);
+    assert_no_incidents(&ws, "after the saved plan was refused");
+}
