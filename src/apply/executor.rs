@@ -44,6 +44,8 @@ pub enum Answer {
     No,
     /// The operator stopped, or cannot say; why.
     Stopped(String),
+    /// Not shown: an earlier step stopped the apply.
+    Skipped,
 }
 
 /// The person who performs ceremony steps by hand. Only views talk to people: the command
@@ -53,6 +55,8 @@ pub trait Operator: Send + Sync {
     fn perform(&self, instruction: &Instruction) -> impl Future<Output = Answer> + Send;
     /// Asks the operator for evidence only a person saw (a message of the TKE CLI).
     fn attest(&self, question: &str) -> impl Future<Output = Answer> + Send;
+    /// The apply stops: ceremony steps not yet shown are not shown (they answer `Skipped`).
+    fn halt(&self) {}
 }
 
 /// For applies without ceremony steps.
@@ -411,8 +415,10 @@ pub async fn run<B: Backend, O: Operator>(
     // of the steps that start next, outcomes first, under one fsync: a dependency's outcome is
     // never behind its dependent's intent in the file, and a torn tail loses a suffix only.
     let mut records: Vec<Record> = Vec::new();
+    // Audit entries of the outcomes in `records`: written after the journal has them.
+    let mut audits: Vec<serde_json::Value> = Vec::new();
     loop {
-        let started = if stopped.is_none() {
+        let mut started = if stopped.is_none() {
             schedule.start(parallelism - in_flight.len())
         } else {
             Vec::new()
@@ -426,7 +432,17 @@ pub async fn run<B: Backend, O: Operator>(
                 unit: step.unit.clone(),
             }
         }));
-        context.journal.append_all(std::mem::take(&mut records))?;
+        // If the journal cannot be written, nothing new may start (its intent is not on
+        // disk); the steps in flight still finish, and their outcomes stay unknown to the
+        // journal, so the rerun settles them from the live state.
+        if let Err(error) = context.journal.append_all(std::mem::take(&mut records)) {
+            started.clear();
+            operator.halt();
+            stopped.get_or_insert(error.into());
+        } else if let Err(error) = context.audit.write_all(std::mem::take(&mut audits)) {
+            operator.halt();
+            stopped.get_or_insert(error.into());
+        }
         {
             for index in started {
                 let step = &plan.steps[index];
@@ -470,7 +486,6 @@ pub async fn run<B: Backend, O: Operator>(
             finished.push(more);
         }
         let mut outcomes = Vec::new();
-        let mut audits = Vec::new();
         let mut lines = Vec::new();
         for done in finished {
             let step = &plan.steps[done.index];
@@ -532,14 +547,14 @@ pub async fn run<B: Backend, O: Operator>(
                         "elapsed_ms": elapsed.as_millis() as u64,
                     }));
                     // The first error is the one reported; the steps in flight still finish
-                    // and are journaled, nothing new starts.
+                    // and are journaled, nothing new starts, no ceremony step is shown.
+                    operator.halt();
                     stopped.get_or_insert(error);
                 }
             }
         }
         let (indices, outcomes): (Vec<usize>, Vec<Record>) = outcomes.into_iter().unzip();
         records = outcomes;
-        context.audit.write_all(audits)?;
         for line in &lines {
             context.progress.line(line);
         }
@@ -639,10 +654,12 @@ async fn settle<B: Backend>(
                 })?;
         let found = &live.instances[0];
         let done = match step.action {
+            // A rewrap is never sent again by itself: the first may still be running on the
+            // service (it re-encrypts for minutes), and a second one loses the key storage.
+            // "Not rewrapped" only stops the apply; the next run decides from fresh evidence.
             Action::RewrapKeyStorage => match found.rewrap_status {
                 RewrapStatus::Rewrapped => Some(true),
-                RewrapStatus::NotRewrapped => Some(false),
-                RewrapStatus::NotReported => None,
+                RewrapStatus::NotRewrapped | RewrapStatus::NotReported => None,
             },
             action => Some(observed(action, found, step.unit.as_deref(), target)),
         };
@@ -672,9 +689,14 @@ async fn settle<B: Backend>(
                 return Err(ApplyError::Unknown {
                     step: step.id.clone(),
                     action: step.action,
-                    why: format!(
-                        "{error}; the service does not report whether the rewrap completed"
-                    ),
+                    why: match found.rewrap_status {
+                        RewrapStatus::NotReported => format!(
+                            "{error}; the service does not report whether the rewrap completed"
+                        ),
+                        _ => format!(
+                            "{error}; the service reports no rewrap yet, but the first may still be running, so it is not sent again"
+                        ),
+                    },
                 });
             }
         }
@@ -708,6 +730,14 @@ async fn perform_by_hand<B: Backend, O: Operator>(
         Answer::No => {
             return (
                 Err(stopped("the operator did not perform it".into())),
+                Vec::new(),
+            );
+        }
+        Answer::Skipped => {
+            return (
+                Err(stopped(
+                    "not started: an earlier step stopped the apply".into(),
+                )),
                 Vec::new(),
             );
         }
@@ -825,15 +855,17 @@ async fn attest_rewrap<O: Operator>(
             }),
             Vec::new(),
         ),
-        // Recorded as not done, so nothing after it runs; the next plan rewraps again.
+        // Not seeing the success message is not evidence that nothing ran (the command may
+        // have failed half-way through the re-encryption): the outcome stays unknown. Only an
+        // explicit `mkplan attest rewrap … --not-run` says it did not run.
         Answer::No => (
-            Err(ApplyError::Step {
+            Err(ApplyError::Unknown {
                 step: step.id.clone(),
                 action: step.action,
-                source: Box::new(BackendError::Refused {
-                    operation: step.action.as_str().into(),
-                    reason: "the operator attests the rewrap did not run".into(),
-                }),
+                why: format!(
+                    "the operator did not see the rewrap's success message. If the rewrap did not run at all, record that with `mkplan attest rewrap {} --not-run`; if it did, with `--completed`",
+                    step.instance
+                ),
             }),
             Vec::new(),
         ),
@@ -844,6 +876,14 @@ async fn attest_rewrap<O: Operator>(
                 why: format!(
                     "the service reports no rotation status and the operator could not say ({why})"
                 ),
+            }),
+            Vec::new(),
+        ),
+        Answer::Skipped => (
+            Err(ApplyError::Unknown {
+                step: step.id.clone(),
+                action: step.action,
+                why: "the apply stopped before the operator was asked".into(),
             }),
             Vec::new(),
         ),

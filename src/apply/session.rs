@@ -9,7 +9,7 @@ use super::audit::Audit;
 use super::executor::{self, ApplyError};
 use super::journal::{Journal, Record};
 use crate::backend::{Backend, refresh_with_retries};
-use crate::model::{JournalEvidence, LiveFleet, NewRegister};
+use crate::model::{LiveFleet, NewRegister};
 use crate::plan::Plan;
 
 pub struct Started {
@@ -24,14 +24,13 @@ pub fn plan_sha256(plan: &Plan) -> String {
     hex::encode(Sha256::digest(crate::render::json(plan).as_bytes()))
 }
 
-/// Journals the start of a run of `plan` (made from `live` and `evidence`), settles the
-/// operations that earlier runs left without an outcome, and records the rotations it starts.
+/// Journals the start of a run of `plan` (made from `live`), settles the operations that
+/// earlier runs left without an outcome, and records the rotations it starts.
 pub fn begin(
     journal: &mut Journal,
     audit: &mut Audit,
     plan: &Plan,
     live: &LiveFleet,
-    evidence: &JournalEvidence,
 ) -> Result<Started, ApplyError> {
     let run = journal.next_run();
     let plan_sha256 = plan_sha256(plan);
@@ -45,7 +44,9 @@ pub fn begin(
         "backend": plan.backend, "steps": plan.steps.len(),
     }))?;
     let settled = executor::settle_previous(journal, plan, &live.instances)?;
-    executor::record_rotations(journal, plan, evidence)?;
+    // What the journal says now that the earlier intents are settled.
+    let evidence = super::evidence::journal_evidence(journal.records());
+    executor::record_rotations(journal, plan, &evidence)?;
     Ok(Started { run, settled })
 }
 

@@ -56,6 +56,8 @@ impl Token {
 }
 
 pub struct HttpBackend {
+    /// Plain http to a host other than this machine: nothing secret is sent there.
+    clear_text: bool,
     base: Url,
     shown: String,
     client: Client,
@@ -71,17 +73,33 @@ impl HttpBackend {
         if base.cannot_be_a_base() || base.host().is_none() {
             return Err(bad("give it as http://HOST:PORT or https://HOST".into()));
         }
+        let host = base.host_str().unwrap_or_default();
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback());
+        let clear_text = base.scheme() == "http" && !loopback;
+        if clear_text && token.is_some() {
+            return Err(bad(
+                "a bearer token is never sent in clear text to another machine: use https://"
+                    .into(),
+            ));
+        }
         // reqwest is built without a default crypto provider (ring is far cheaper to build
         // than aws-lc), and its client wants one even for plain http; installing it twice is
         // harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::builder()
+            // A redirect would send a command (and its key parts) again, elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .pool_max_idle_per_host(parallelism)
             .user_agent(concat!("mkplan/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(e.to_string()))?;
         Ok(Self {
+            clear_text,
             shown: base.as_str().trim_end_matches('/').to_string(),
             base,
             client,
@@ -248,6 +266,15 @@ impl HttpBackend {
                 unit,
                 key_parts,
             } => {
+                if self.clear_text {
+                    return Err(BackendError::Refused {
+                        operation: "load_new_mk".into(),
+                        reason: format!(
+                            "key parts are never sent in clear text to another machine; reach {} with https://",
+                            self.shown
+                        ),
+                    });
+                }
                 let parts: Vec<Zeroizing<String>> = key_parts
                     .iter()
                     .map(|p| Zeroizing::new(hex::encode(p.expose())))
@@ -301,6 +328,10 @@ impl HttpBackend {
             .await
         {
             Ok(_) => Ok(()),
+            // An answer mkplan cannot read (too long, say) came after the request arrived.
+            Err(Failure::Final(BackendError::Protocol(why))) => Err(BackendError::Transient(
+                format!("{name}: {why}; the outcome is unknown"),
+            )),
             Err(Failure::Final(error)) => Err(error),
             // The request may or may not have reached the unit: unknown, settle by reading.
             Err(Failure::Network(why)) => Err(BackendError::Transient(format!(
@@ -338,12 +369,14 @@ fn status_error(status: StatusCode, message: String, what: &str) -> Option<Backe
         s if s.is_server_error() => {
             BackendError::Transient(format!("{what}: the service answered {s}: {message}"))
         }
-        StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
-            BackendError::Refused {
-                operation: what.into(),
-                reason: message,
-            }
-        }
+        // The unit is busy with a command: maybe an earlier attempt of this one. Unknown.
+        StatusCode::CONFLICT => BackendError::Transient(format!(
+            "{what}: the crypto unit is busy with another command ({message})"
+        )),
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => BackendError::Refused {
+            operation: what.into(),
+            reason: message,
+        },
         _ => return None,
     })
 }

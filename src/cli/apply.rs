@@ -76,7 +76,7 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let key_parts = key_parts(&desired, &plan, &ceremony)?;
     let mut audit = Audit::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
     let Started { run, settled } =
-        session::begin(&mut journal, &mut audit, &plan, &live, &evidence).map_err(apply_error)?;
+        session::begin(&mut journal, &mut audit, &plan, &live).map_err(apply_error)?;
     for line in settled {
         eprintln!("settled from the previous run: {line}");
     }

@@ -128,6 +128,8 @@ pub struct TerminalOperator {
     lines: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// One ceremony step at a time: there is one operator.
     turn: tokio::sync::Mutex<()>,
+    /// Set when the apply stops: steps waiting for their turn are not shown.
+    halted: std::sync::atomic::AtomicBool,
 }
 
 impl TerminalOperator {
@@ -135,6 +137,7 @@ impl TerminalOperator {
         Self {
             lines: Mutex::new(None),
             turn: tokio::sync::Mutex::new(()),
+            halted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -170,7 +173,8 @@ impl TerminalOperator {
                 answer if answer == yes => return Answer::Yes,
                 answer if answer == no => return Answer::No,
                 "stop" => return Answer::Stopped("the operator stopped".into()),
-                other => eprintln!("  {other:?} is not an answer here."),
+                // Not echoed: it may be a password or PIN typed into the wrong window.
+                _ => eprintln!("  That is not an answer here."),
             }
         }
     }
@@ -185,16 +189,31 @@ impl Default for TerminalOperator {
 impl Operator for TerminalOperator {
     async fn perform(&self, instruction: &Instruction) -> Answer {
         let _turn = self.turn.lock().await;
-        eprint!("{}", describe(instruction));
-        if let Err(why) = wait_for_cards(instruction).await {
-            return Answer::Stopped(why);
+        if self.halted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Answer::Skipped;
         }
-        self.ask(
-            "Type 'done' when it is done, 'not done' if you did not do it, or 'stop' to stop here:",
-            "done",
-            "not done",
-        )
-        .await
+        eprint!("{}", describe(instruction));
+        let answer = match wait_for_cards(instruction).await {
+            Err(why) => Answer::Stopped(why),
+            Ok(()) => {
+                self.ask(
+                    "Type 'done' when it is done, 'not done' if you did not do it, or 'stop' to stop here:",
+                    "done",
+                    "not done",
+                )
+                .await
+            }
+        };
+        // Anything but "done" stops the apply: the steps queued behind this one are not
+        // shown (set before the turn passes on).
+        if answer != Answer::Yes {
+            self.halt();
+        }
+        answer
+    }
+
+    fn halt(&self) {
+        self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn attest(&self, question: &str) -> Answer {

@@ -318,7 +318,7 @@ async fn attempt_once(
         Ok(audit) => audit,
         Err(e) => return Ending::Stopped(format!("audit: {e}")),
     };
-    let started = match session::begin(&mut journal, &mut audit, &plan, &live, &evidence) {
+    let started = match session::begin(&mut journal, &mut audit, &plan, &live) {
         Ok(started) => started,
         Err(e) => return Ending::Stopped(e.to_string()),
     };
@@ -336,6 +336,7 @@ async fn attempt_once(
         verify_timeout: std::time::Duration::ZERO,
     };
     let result = tokio::select! {
+        biased;
         result = executor::run(&mut context, &plan, &live.instances) => result,
         () = crashed.notified() => return Ending::Stopped("crashed (injected)".into()),
     };

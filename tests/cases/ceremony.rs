@@ -406,3 +406,46 @@ pub(crate) fn with_smart_cards(ws: &Workspace) {
     let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
     ws.write(DESIRED, &format!("{}{cards}", &desired[..start]));
 }
+
+/// Regression (found in review): after the operator said "stop", the ceremony steps already
+/// queued behind it were still shown and asked for.
+#[test]
+fn stop_shows_no_further_ceremony_step() {
+    let ws = rotate_to_b(&three_units(true));
+    let mut ceremony = Ceremony::start(&ws, &["--manual"]);
+    let first = ceremony.next().expect("the first step");
+    assert!(matches!(first, Asked::Step { .. }));
+    ceremony.answer("stop");
+    let (code, transcript) = ceremony.finish();
+    assert_eq!(code, 1, "{transcript}");
+    assert_eq!(
+        transcript.matches("── ceremony step").count(),
+        1,
+        "{transcript}"
+    );
+    assert_no_incidents(&ws, "after stop");
+}
+
+/// Regression (found in review): "no" to "did the CLI report success?" was journaled as
+/// "the rewrap did not run", and the next plan rewrapped again. Not seeing the message is
+/// not evidence; the outcome stays unknown and the next plan refuses.
+#[test]
+fn not_seeing_the_rewrap_message_leaves_the_rewrap_unknown() {
+    let ws = rotate_to_b(&three_units(false));
+    let mut ceremony = Ceremony::start(&ws, &["--manual"]);
+    while let Some(asked) = ceremony.next() {
+        perform(&ws, &asked, B);
+        ceremony.answer(if matches!(asked, Asked::Rewrap) {
+            "no"
+        } else {
+            "done"
+        });
+    }
+    let (code, transcript) = ceremony.finish();
+    assert_eq!(code, 1, "{transcript}");
+    assert!(transcript.contains("attest rewrap"), "{transcript}");
+    let plan = ws.mkplan(&["plan", DESIRED]);
+    assert_eq!(plan.code, 3, "{}", plan.stderr);
+    assert!(plan.stderr.contains("rewrap_evidence"), "{}", plan.stderr);
+    assert_no_incidents(&ws, "after no");
+}

@@ -346,7 +346,12 @@ impl TkeBackend {
         let attributes = self
             .admin(instance, hsm_id, cm, domain, ep11::ADMQ_DOM_ATTRS, &[])
             .await?;
-        if !serial.is_empty() && attributes.serial() != serial {
+        if serial.is_empty() {
+            return Err(BackendError::Protocol(format!(
+                "crypto unit {hsm_id}: the service lists it without a serial number, so the crypto module that answers cannot be checked"
+            )));
+        }
+        if attributes.serial() != serial {
             return Err(BackendError::Protocol(format!(
                 "crypto unit {hsm_id}: serial number mismatch: the service lists {serial}, the crypto module answers {}; stop and ask IBM support",
                 attributes.serial()
