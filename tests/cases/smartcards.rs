@@ -1,7 +1,7 @@
 //! Smart cards over a real PC/SC stack (cargo feature `smartcards`): `pcscd` with the vpcd
 //! virtual reader, and a virtual card of our own in this process (the vpcd protocol: every
 //! message a 2-byte big-endian length and a payload; control codes 00 power off, 01 power on,
-//! 02 reset, 04 get ATR; longer payloads are APDUs). `scripts/test` starts `pcscd` and runs
+//! 02 reset, 04 get ATR; longer payloads are APDUs). `scripts/smartcard-tests` starts `pcscd` and runs
 //! these; the reader's port comes from `MKPLAN_TEST_VPCD_PORT`.
 
 use std::io::{Read, Write};
@@ -34,7 +34,7 @@ struct VirtualCard {
 impl VirtualCard {
     fn insert() -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port()))
-            .expect("connect to the vpcd reader (is pcscd running with it? see scripts/test)");
+            .expect("connect to the vpcd reader (is pcscd running with it? see scripts/smartcard-tests)");
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
