@@ -32,6 +32,20 @@ fn attendance(plan: &Plan, instructions: &[Instruction]) -> (BTreeSet<String>, u
     (people, pins)
 }
 
+/// `s1 + load new master key on UNIT` (or `on service instance ID`), ids quoted with `quote`.
+fn title(instruction: &Instruction, quote: &str) -> String {
+    let on = match &instruction.unit {
+        Some(unit) => format!("{quote}{unit}{quote}"),
+        None => format!("service instance {quote}{}{quote}", instruction.instance),
+    };
+    format!(
+        "{} {} {} on {on}",
+        instruction.step,
+        instruction.action.symbol(),
+        instruction.action.label()
+    )
+}
+
 fn depends(plan: &Plan, step: &str) -> String {
     plan.steps
         .iter()
@@ -100,15 +114,8 @@ pub fn runbook(
             let irreversible = !instruction.action.reversible();
             let _ = writeln!(
                 out,
-                "## {} {} {}{}\n\n- [ ] done, and mkplan's check passed\n",
-                instruction.step,
-                instruction.action.symbol(),
-                instruction.action.label(),
-                instruction
-                    .unit
-                    .as_deref()
-                    .map(|u| format!(" on `{u}`"))
-                    .unwrap_or_else(|| format!(" on service instance `{}`", instruction.instance))
+                "## {}\n\n- [ ] done, and mkplan's check passed\n",
+                title(instruction, "`")
             );
             if instruction.action == Action::RewrapKeyStorage {
                 let _ = writeln!(
@@ -153,15 +160,8 @@ pub fn runbook(
     for instruction in instructions {
         let _ = writeln!(
             out,
-            "\n[ ] {} {} {}{}   (after: {}; {})",
-            instruction.step,
-            instruction.action.symbol(),
-            instruction.action.label(),
-            instruction
-                .unit
-                .as_deref()
-                .map(|u| format!(" on {u}"))
-                .unwrap_or_default(),
+            "\n[ ] {}   (after: {}; {})",
+            title(instruction, ""),
             depends(plan, &instruction.step),
             who(&instruction.step)
         );

@@ -33,8 +33,9 @@ struct VirtualCard {
 
 impl VirtualCard {
     fn insert() -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port()))
-            .expect("connect to the vpcd reader (is pcscd running with it? see scripts/smartcard-tests)");
+        let stream = TcpStream::connect(("127.0.0.1", port())).expect(
+            "connect to the vpcd reader (is pcscd running with it? see scripts/smartcard-tests)",
+        );
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();

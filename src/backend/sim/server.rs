@@ -594,19 +594,11 @@ async fn rewrap_status(
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommandBody {
+    /// In hex; zeroized when dropped.
     #[serde(default)]
-    key_parts: Vec<HexPart>,
+    key_parts: Vec<Zeroizing<String>>,
     #[serde(default)]
     verification_pattern: Option<String>,
-}
-
-/// A key part in hex, zeroized when dropped.
-struct HexPart(Zeroizing<String>);
-
-impl<'de> Deserialize<'de> for HexPart {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|text| Self(Zeroizing::new(text)))
-    }
 }
 
 async fn unit_command(
@@ -644,7 +636,7 @@ fn parse_command(
             let mut parts = Vec::with_capacity(body.key_parts.len());
             for (index, part) in body.key_parts.iter().enumerate() {
                 let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-                hex::decode_to_slice(part.0.as_bytes(), &mut bytes[..]).map_err(|_| {
+                hex::decode_to_slice(part.as_bytes(), &mut bytes[..]).map_err(|_| {
                     bad(format!(
                         "key part {} is not {} hex characters",
                         index + 1,
