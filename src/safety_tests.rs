@@ -45,6 +45,11 @@ fn current_strategy() -> impl Strategy<Value = CurrentRegister> {
     ]
 }
 
+/// The administrators who sign commits and set immediates in these tests.
+fn signers() -> Vec<String> {
+    vec!["alice".into(), "bob".into()]
+}
+
 fn administrators() -> Vec<Administrator> {
     ["alice", "bob"]
         .iter()
@@ -137,9 +142,15 @@ fn run(fleet: &mut Fleet, plan: &Plan, target: &VerificationPattern) -> Result<(
                 instance,
                 unit,
                 verification_pattern: target.clone(),
+                signers: signers(),
             },
             Action::RewrapKeyStorage => SimOperation::RewrapKeyStorage { instance },
-            Action::SetImmediate => SimOperation::SetImmediate { instance, unit },
+            Action::SetImmediate => SimOperation::SetImmediate {
+                instance,
+                unit,
+                verification_pattern: target.clone(),
+                signers: signers(),
+            },
         };
         hsm::perform(fleet, &operation)
             .map_err(|refused| format!("step {} refused: {refused}", step.id))?;
@@ -202,6 +213,7 @@ fn random_operation(units: usize) -> impl Strategy<Value = SimOperation> {
                 instance: instance(),
                 unit: unit(i),
                 verification_pattern: key(k),
+                signers: signers(),
             }
         }),
         (0..units).prop_map(move |i| SimOperation::ClearNewMk {
@@ -211,9 +223,13 @@ fn random_operation(units: usize) -> impl Strategy<Value = SimOperation> {
         Just(SimOperation::RewrapKeyStorage {
             instance: instance()
         }),
-        (0..units).prop_map(move |i| SimOperation::SetImmediate {
-            instance: instance(),
-            unit: unit(i)
+        (0..units, prop_oneof![Just(0xAu8), Just(0xB), Just(0xC)]).prop_map(move |(i, k)| {
+            SimOperation::SetImmediate {
+                instance: instance(),
+                unit: unit(i),
+                verification_pattern: key(k),
+                signers: signers(),
+            }
         }),
     ]
 }
@@ -315,6 +331,7 @@ fn walked_fleet(
             instance: INSTANCE.into(),
             unit: u,
             verification_pattern: k,
+            signers: signers(),
         }),
     ] {
         if progress >= stage {
@@ -333,6 +350,8 @@ fn walked_fleet(
                 .map(|u| SimOperation::SetImmediate {
                     instance: instance(),
                     unit: u.clone(),
+                    verification_pattern: key(to),
+                    signers: signers(),
                 }),
         );
     }
@@ -388,6 +407,8 @@ fn regression_rewrapped_status_does_not_name_a_key_staged_after_the_rewrap() {
         SimOperation::SetImmediate {
             instance: INSTANCE.into(),
             unit: unit(0),
+            verification_pattern: key(0xC),
+            signers: signers(),
         },
         SimOperation::LoadNewMk {
             instance: INSTANCE.into(),
@@ -398,6 +419,7 @@ fn regression_rewrapped_status_does_not_name_a_key_staged_after_the_rewrap() {
             instance: INSTANCE.into(),
             unit: unit(0),
             verification_pattern: key(0xB),
+            signers: signers(),
         },
     ];
     let fleet = walked_fleet(2, (3, 0xC, 0), &after, true);

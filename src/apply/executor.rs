@@ -154,7 +154,7 @@ pub fn settle_previous(
                 RewrapStatus::NotRewrapped => {
                     planned.key_storage_under == planned.target_verification_pattern
                 }
-                RewrapStatus::NotReported => continue,
+                RewrapStatus::NotReported | RewrapStatus::InProgress => continue,
             },
             Action::RemoveUnit => true,
             _ => observed(
@@ -604,6 +604,8 @@ async fn settle<B: Backend>(
 ) -> Result<Outcome, ApplyError> {
     let target = &instance.target_verification_pattern;
     let unit = step.unit.as_deref().unwrap_or_default();
+    let signing = (step.signatures as usize).min(instance.administrators.len());
+    let signers = &instance.administrators[..signing];
     let operation = match step.action {
         Action::LoadNewMk => Operation::LoadNewMk {
             instance: &step.instance,
@@ -614,6 +616,7 @@ async fn settle<B: Backend>(
             instance: &step.instance,
             unit,
             verification_pattern: target,
+            signers,
         },
         Action::ClearNewMk => Operation::ClearNewMk {
             instance: &step.instance,
@@ -625,6 +628,8 @@ async fn settle<B: Backend>(
         Action::SetImmediate => Operation::SetImmediate {
             instance: &step.instance,
             unit,
+            verification_pattern: target,
+            signers,
         },
         Action::RemoveUnit => unreachable!("remove_unit sends nothing"),
     };
@@ -659,7 +664,9 @@ async fn settle<B: Backend>(
             // "Not rewrapped" only stops the apply; the next run decides from fresh evidence.
             Action::RewrapKeyStorage => match found.rewrap_status {
                 RewrapStatus::Rewrapped => Some(true),
-                RewrapStatus::NotRewrapped | RewrapStatus::NotReported => None,
+                RewrapStatus::NotRewrapped
+                | RewrapStatus::NotReported
+                | RewrapStatus::InProgress => None,
             },
             action => Some(observed(action, found, step.unit.as_deref(), target)),
         };
@@ -786,7 +793,7 @@ async fn perform_by_hand<B: Backend, O: Operator>(
                     );
                 }
                 RewrapStatus::NotReported => return attest_rewrap(operator, step).await,
-                RewrapStatus::NotRewrapped => {}
+                RewrapStatus::NotRewrapped | RewrapStatus::InProgress => {}
             }
         } else if observed(step.action, found, step.unit.as_deref(), target) {
             return (

@@ -299,11 +299,13 @@ impl HttpBackend {
                 instance,
                 unit,
                 verification_pattern,
+                signers,
             } => (
                 "commit_new_mk",
                 vec!["v1", "tke", instance, "hsms", unit, "commit_new_mk"],
                 Zeroizing::new(
-                    json!({ "verification_pattern": verification_pattern.as_str() }).to_string(),
+                    json!({ "verification_pattern": verification_pattern.as_str(), "signers": signers })
+                        .to_string(),
                 ),
             ),
             Operation::ClearNewMk { instance, unit } => (
@@ -311,10 +313,18 @@ impl HttpBackend {
                 vec!["v1", "tke", instance, "hsms", unit, "clear_new_mk"],
                 Zeroizing::new("{}".into()),
             ),
-            Operation::SetImmediate { instance, unit } => (
+            Operation::SetImmediate {
+                instance,
+                unit,
+                verification_pattern,
+                signers,
+            } => (
                 "set_immediate",
                 vec!["v1", "tke", instance, "hsms", unit, "set_immediate"],
-                Zeroizing::new("{}".into()),
+                Zeroizing::new(
+                    json!({ "verification_pattern": verification_pattern.as_str(), "signers": signers })
+                        .to_string(),
+                ),
             ),
             Operation::RewrapKeyStorage { instance } => (
                 "rewrap_key_storage",

@@ -23,10 +23,12 @@ pub enum Operation<'a> {
         unit: &'a str,
         key_parts: &'a [Secret32],
     },
+    /// Signed by at least the unit's signature threshold of installed administrators.
     CommitNewMk {
         instance: &'a str,
         unit: &'a str,
         verification_pattern: &'a VerificationPattern,
+        signers: &'a [String],
     },
     ClearNewMk {
         instance: &'a str,
@@ -35,9 +37,13 @@ pub enum Operation<'a> {
     RewrapKeyStorage {
         instance: &'a str,
     },
+    /// Names the VP it promotes: the service refuses when the committed register holds
+    /// another key.
     SetImmediate {
         instance: &'a str,
         unit: &'a str,
+        verification_pattern: &'a VerificationPattern,
+        signers: &'a [String],
     },
 }
 
@@ -278,10 +284,12 @@ pub fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendErr
             instance,
             unit,
             verification_pattern,
+            signers,
         } => sim::SimOperation::CommitNewMk {
             instance: own(instance),
             unit: own(unit),
             verification_pattern: verification_pattern.clone(),
+            signers: signers.to_vec(),
         },
         Operation::ClearNewMk { instance, unit } => sim::SimOperation::ClearNewMk {
             instance: own(instance),
@@ -290,9 +298,16 @@ pub fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendErr
         Operation::RewrapKeyStorage { instance } => sim::SimOperation::RewrapKeyStorage {
             instance: own(instance),
         },
-        Operation::SetImmediate { instance, unit } => sim::SimOperation::SetImmediate {
+        Operation::SetImmediate {
+            instance,
+            unit,
+            verification_pattern,
+            signers,
+        } => sim::SimOperation::SetImmediate {
             instance: own(instance),
             unit: own(unit),
+            verification_pattern: verification_pattern.clone(),
+            signers: signers.to_vec(),
         },
     })
 }

@@ -15,8 +15,12 @@ pub const UNITS_PER_INSTANCE_MAX: usize = 16;
 pub enum RewrapStatus {
     /// The service does not answer "has the rewrap completed?".
     NotReported,
-    /// No rewrap is waiting on set immediate: the key storage is under the current MK.
+    /// No rewrap is running and none is waiting on set immediate: the key storage is under
+    /// the current MK.
     NotRewrapped,
+    /// A rewrap of the key storage is running (it takes about 60 s per 3,000 keys); it
+    /// completes on the service whatever happens to the client that sent it.
+    InProgress,
     /// "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm": the key storage is under
     /// the MK staged in the new registers.
     Rewrapped,
@@ -27,6 +31,7 @@ impl RewrapStatus {
         match self {
             Self::NotReported => "not reported by the service",
             Self::NotRewrapped => "no rewrap waiting on set immediate",
+            Self::InProgress => "rewrap of the key storage in progress",
             Self::Rewrapped => "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm",
         }
     }

@@ -36,6 +36,10 @@ pub struct InstancePlan {
     pub key_storage_under: VerificationPattern,
     pub rewrap_status: RewrapStatus,
     pub evidence: Vec<String>,
+    /// The administrators who sign this instance's commits and set immediates (the desired
+    /// file's, installed on every crypto unit).
+    #[serde(default)]
+    pub administrators: Vec<String>,
     pub units: Vec<UnitChange>,
     /// What the smart-card ceremony of this instance needs, when its key parts are on cards
     /// and the plan loads or commits.

@@ -78,6 +78,12 @@ pub(crate) fn find_key_storage_mk(
 fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
     match live.rewrap_status {
         RewrapStatus::NotReported => Ok(None),
+        RewrapStatus::InProgress => Err(Refusal::new(
+            &live.id,
+            Check::RewrapEvidence,
+            "the service reports a rewrap of the key storage in progress: it completes on the service whatever happens to the client that sent it",
+        )
+        .fix("wait until the service reports the rewrap done (about 60 s per 3,000 keys), then plan again; do not send another rewrap, set immediate or clear any new register meanwhile")),
         RewrapStatus::NotRewrapped => match common_current(live) {
             Some(under) => Ok(Some(Claim {
                 witness: "service",

@@ -152,6 +152,7 @@ fn plan_instance(
         key_storage_under: finding.key_storage_under,
         rewrap_status: live.rewrap_status,
         evidence: finding.evidence,
+        administrators: desired.administrators.clone(),
         units,
         ceremony,
     };
@@ -221,8 +222,8 @@ fn number(
     let key_parts = desired.master_key.key_parts.len() as u32;
     let signatures = match draft.action {
         Action::LoadNewMk => key_parts + 1,
-        Action::CommitNewMk => threshold,
-        Action::ClearNewMk | Action::SetImmediate => 1,
+        Action::CommitNewMk | Action::SetImmediate => threshold,
+        Action::ClearNewMk => 1,
         Action::RewrapKeyStorage | Action::RemoveUnit => 0,
     };
     Step {

@@ -167,10 +167,16 @@ pub(crate) fn perform(ws: &Workspace, asked: &Asked, key: &str) {
             instance,
             unit,
             verification_pattern: vp,
+            signers: vec!["alice".into(), "bob".into()],
         },
         "clear_new_mk" => SimOperation::ClearNewMk { instance, unit },
         "rewrap_key_storage" => SimOperation::RewrapKeyStorage { instance },
-        "set_immediate" => SimOperation::SetImmediate { instance, unit },
+        "set_immediate" => SimOperation::SetImmediate {
+            instance,
+            unit,
+            verification_pattern: vp,
+            signers: vec!["alice".into(), "bob".into()],
+        },
         other => panic!("unexpected ceremony step {other}"),
     };
     let simulator = Simulator::open(&ws.path(FLEET), Faults::default()).unwrap();

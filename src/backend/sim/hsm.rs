@@ -19,6 +19,8 @@ pub enum SimOperation {
         instance: String,
         unit: String,
         verification_pattern: VerificationPattern,
+        /// Administrator names who signed the command.
+        signers: Vec<String>,
     },
     ClearNewMk {
         instance: String,
@@ -34,6 +36,9 @@ pub enum SimOperation {
     SetImmediate {
         instance: String,
         unit: String,
+        /// The VP the committed new register must hold.
+        verification_pattern: VerificationPattern,
+        signers: Vec<String>,
     },
 }
 

@@ -599,6 +599,9 @@ struct CommandBody {
     key_parts: Vec<Zeroizing<String>>,
     #[serde(default)]
     verification_pattern: Option<String>,
+    /// The administrators who signed a commit or a set immediate.
+    #[serde(default)]
+    signers: Vec<String>,
 }
 
 async fn unit_command(
@@ -652,22 +655,32 @@ fn parse_command(
                 verification_pattern: combined.verification_pattern(),
             }
         }
-        "commit_new_mk" => {
+        "commit_new_mk" | "set_immediate" => {
             let text = body.verification_pattern.as_deref().ok_or_else(|| {
-                bad(
-                    "commit_new_mk needs the verification_pattern the new register must hold"
-                        .into(),
-                )
+                bad(format!(
+                    "{command} needs the verification_pattern the new register must hold"
+                ))
             })?;
-            SimOperation::CommitNewMk {
-                instance,
-                unit,
-                verification_pattern: VerificationPattern::parse(text)
-                    .map_err(|e| bad(format!("verification_pattern: {e}")))?,
+            let verification_pattern = VerificationPattern::parse(text)
+                .map_err(|e| bad(format!("verification_pattern: {e}")))?;
+            let signers = body.signers.clone();
+            if command == "commit_new_mk" {
+                SimOperation::CommitNewMk {
+                    instance,
+                    unit,
+                    verification_pattern,
+                    signers,
+                }
+            } else {
+                SimOperation::SetImmediate {
+                    instance,
+                    unit,
+                    verification_pattern,
+                    signers,
+                }
             }
         }
         "clear_new_mk" => SimOperation::ClearNewMk { instance, unit },
-        "set_immediate" => SimOperation::SetImmediate { instance, unit },
         other => {
             return Err(Box::new(problem(
                 StatusCode::NOT_FOUND,

@@ -52,6 +52,8 @@ fn set_immediate(n: usize) -> SimOperation {
     op_unit(n, |instance, unit| SimOperation::SetImmediate {
         instance,
         unit,
+        verification_pattern: key(0xB),
+        signers: Vec::new(),
     })
 }
 
@@ -145,6 +147,7 @@ fn refuses_what_the_hsm_refuses() {
         instance: INSTANCE.into(),
         unit: unit_id(1),
         verification_pattern: vp.clone(),
+        signers: Vec::new(),
     };
     assert!(
         hsm::perform(&mut fleet, &commit(&b))
