@@ -55,10 +55,7 @@ fn in_process(state_dir: &Path) -> Vec<f64> {
             })
             .unwrap();
         journal
-            .append(Record::Outcome {
-                step,
-                outcome: Outcome::Done,
-            })
+            .append(Record::outcome(step, Outcome::Done))
             .unwrap();
         audit
             .record(json!({"kind": "step", "step": n, "outcome": "done"}))

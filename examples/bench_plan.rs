@@ -275,9 +275,11 @@ fn build_fleet(n: usize, variant: Variant) -> Fleet {
                 key_storage: KeyStorage {
                     verification_pattern: storage,
                     keys: 3000,
+                    rewrap_ms_per_key: 0,
                     unusable: false,
                     // As the simulator records it between the rewrap and the last set immediate.
                     rewrapped_from: matches!(stage, Stage::AfterRewrap).then(|| vp(VP_A)),
+                    rewrap_in_progress: None,
                 },
                 reports_rotation_status: true,
                 crypto_units,

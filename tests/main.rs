@@ -7,6 +7,8 @@
 //! - `cases::bad_input`: malformed desired, fleet and key part files
 //! - `cases::views`: plan files, `show`, DOT, Markdown, `status`, and no secrets in any view
 //! - `cases::untouched`: `plan`, `status` and `validate` never change the simulator
+//! - `cases::witnesses`: the witnesses of the key storage's MK (status, journal, registers,
+//!   the operator's attestation) across folders, backends, aborts, unknown and slow rewraps
 
 mod cases;
 mod support;

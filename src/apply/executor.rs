@@ -18,16 +18,16 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 
 use super::audit::{Audit, AuditError};
-use super::evidence::unsettled;
+pub use super::by_hand::CEREMONY;
+use super::by_hand::perform_by_hand;
 use super::journal::{Journal, JournalError, Outcome, Record};
-use crate::backend::{Backend, BackendError, Operation};
+pub use super::resume::{record_rotations, settle_previous};
+use super::send::perform_settled;
+use crate::backend::{Backend, BackendError};
 use crate::keypart::Secret32;
-use crate::model::{
-    CryptoUnit, JournalEvidence, JournalRewrap, LiveInstance, NewRegister, RewrapStatus,
-    VerificationPattern,
-};
+use crate::model::{CryptoUnit, LiveInstance};
 use crate::plan::ceremony::Instruction;
-use crate::plan::{Action, InstancePlan, Plan, Registers, Step, by_instance, effect};
+use crate::plan::{Action, InstancePlan, Plan, Registers, Step, effect};
 
 /// Attempts of one operation whose earlier attempt was settled as not done.
 pub const OPERATION_ATTEMPTS_MAX: u32 = 3;
@@ -115,136 +115,11 @@ pub enum ApplyError {
     /// Every step ran, but the live state read back is not the desired one.
     #[error("{0}")]
     NotConverged(String),
-}
-
-/// Settles the intents that an earlier run left without an outcome, from the live state the
-/// plan was made from and the plan's finding about the key storage, so that the journal says
-/// what happened before anything new is sent. Returns one line per settled intent.
-pub fn settle_previous(
-    journal: &mut Journal,
-    plan: &Plan,
-    live: &[LiveInstance],
-) -> Result<Vec<String>, ApplyError> {
-    let open: Vec<Record> = unsettled(journal.records())
-        .into_iter()
-        .map(|(_, r)| r.clone())
-        .collect();
-    let mut settled = Vec::new();
-    for record in open {
-        let Record::Intent {
-            step,
-            action,
-            instance,
-            unit,
-        } = record
-        else {
-            continue;
-        };
-        let found = live.iter().find(|i| i.id == instance);
-        let planned = plan.instances.iter().find(|i| i.id == instance);
-        let (Some(found), Some(planned)) = (found, planned) else {
-            continue;
-        };
-        let done = match action {
-            // Only the service's status settles a rewrap: the plan's finding may have been
-            // made before it was sent. Without a status the intent stays open, and every
-            // plan refuses until the operator attests what happened (`mkplan attest`).
-            Action::RewrapKeyStorage => match found.rewrap_status {
-                RewrapStatus::Rewrapped => true,
-                RewrapStatus::NotRewrapped => {
-                    planned.key_storage_under == planned.target_verification_pattern
-                }
-                RewrapStatus::NotReported | RewrapStatus::InProgress => continue,
-            },
-            Action::RemoveUnit => true,
-            _ => observed(
-                action,
-                found,
-                unit.as_deref(),
-                &planned.target_verification_pattern,
-            ),
-        };
-        let evidence = format!(
-            "live state read by a later run: the key storage is under {}…, the unit's registers as refreshed",
-            planned.key_storage_under.short()
-        );
-        settled.push(format!(
-            "{step} {action}{}: {}",
-            unit.as_deref()
-                .map(|u| format!(" on {u}"))
-                .unwrap_or_default(),
-            if done { "took effect" } else { "had no effect" }
-        ));
-        let outcome = if done {
-            Outcome::SettledDone { evidence }
-        } else {
-            Outcome::SettledNotDone { evidence }
-        };
-        journal.append(Record::Outcome { step, outcome })?;
-    }
-    Ok(settled)
-}
-
-/// Records the start of each rotation the plan rewraps, unless the journal already has it.
-pub fn record_rotations(
-    journal: &mut Journal,
-    plan: &Plan,
-    evidence: &JournalEvidence,
-) -> Result<(), ApplyError> {
-    let grouped = by_instance(&plan.steps);
-    for instance in &plan.instances {
-        let rewraps = grouped
-            .get(instance.id.as_str())
-            .is_some_and(|steps| steps.iter().any(|s| s.action == Action::RewrapKeyStorage));
-        let known = evidence.rotation(&instance.id).is_some_and(|r| {
-            r.to == instance.target_verification_pattern
-                && matches!(&r.rewrap, JournalRewrap::NotStarted { from } if *from == instance.key_storage_under)
-        });
-        let unsettled = evidence
-            .rotation(&instance.id)
-            .is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }));
-        if rewraps && unsettled {
-            // The planner refuses this; a plan that gets here anyway must not start over.
-            return Err(ApplyError::Unknown {
-                step: "(before the first step)".into(),
-                action: Action::RewrapKeyStorage,
-                why: format!(
-                    "the journal holds a rewrap of service instance {} whose outcome is unknown; refusing to start another",
-                    instance.id
-                ),
-            });
-        }
-        if rewraps && !known {
-            journal.append(Record::RotationStarted {
-                instance: instance.id.clone(),
-                from: instance.key_storage_under.clone(),
-                to: instance.target_verification_pattern.clone(),
-            })?;
-        }
-    }
-    Ok(())
-}
-
-/// Whether a unit operation's effect shows in the live state.
-fn observed(
-    action: Action,
-    live: &LiveInstance,
-    unit: Option<&str>,
-    target: &VerificationPattern,
-) -> bool {
-    let Some(unit) = unit.and_then(|id| live.unit(id)) else {
-        return false;
-    };
-    match action {
-        Action::LoadNewMk => unit.new_register.holds(target),
-        Action::CommitNewMk => unit.new_register == NewRegister::FullCommitted(target.clone()),
-        Action::ClearNewMk => unit.new_register == NewRegister::Empty,
-        Action::SetImmediate => {
-            unit.current_register.holds(target) && !unit.new_register.holds(target)
-        }
-        Action::RemoveUnit => true,
-        Action::RewrapKeyStorage => false,
-    }
+    /// Just before the rewrap, the live state was not the one the plan expects there.
+    #[error(
+        "step {step} (rewrap_key_storage) was not sent: the live state changed since the plan was made ({why}). Someone else acted on this instance; nothing more was sent. Find out who, then plan again"
+    )]
+    Changed { step: String, why: String },
 }
 
 /// What the executor needs besides the plan.
@@ -526,18 +401,20 @@ pub async fn run<B: Backend, O: Operator>(
                             _ => "",
                         }
                     ));
-                    outcomes.push((done.index, Record::Outcome { step: key, outcome }));
+                    outcomes.push((done.index, Record::outcome(key, outcome)));
                 }
                 Err(error) => {
-                    if let ApplyError::Step { source, .. } = &error {
+                    let not_done = match &error {
+                        ApplyError::Step { source, .. } => Some(source.to_string()),
+                        ApplyError::Changed { why, .. } => {
+                            Some(format!("not sent: the live state changed ({why})"))
+                        }
+                        _ => None,
+                    };
+                    if let Some(reason) = not_done {
                         outcomes.push((
                             usize::MAX,
-                            Record::Outcome {
-                                step: key,
-                                outcome: Outcome::NotDone {
-                                    reason: source.to_string(),
-                                },
-                            },
+                            Record::outcome(key, Outcome::NotDone { reason }),
                         ));
                     }
                     audits.push(json!({
@@ -581,318 +458,5 @@ fn registers(unit: &CryptoUnit) -> Registers {
     Registers {
         new_register: unit.new_register.clone(),
         current_register: unit.current_register.clone(),
-    }
-}
-
-async fn perform_settled<B: Backend>(
-    backend: &B,
-    step: &Step,
-    instance: &InstancePlan,
-    key_parts: &[Secret32],
-) -> (Result<Outcome, ApplyError>, Vec<String>) {
-    let mut notes = Vec::new();
-    let result = settle(backend, step, instance, key_parts, &mut notes).await;
-    (result, notes)
-}
-
-async fn settle<B: Backend>(
-    backend: &B,
-    step: &Step,
-    instance: &InstancePlan,
-    key_parts: &[Secret32],
-    notes: &mut Vec<String>,
-) -> Result<Outcome, ApplyError> {
-    let target = &instance.target_verification_pattern;
-    let unit = step.unit.as_deref().unwrap_or_default();
-    let signing = (step.signatures as usize).min(instance.administrators.len());
-    let signers = &instance.administrators[..signing];
-    let operation = match step.action {
-        Action::LoadNewMk => Operation::LoadNewMk {
-            instance: &step.instance,
-            unit,
-            key_parts,
-        },
-        Action::CommitNewMk => Operation::CommitNewMk {
-            instance: &step.instance,
-            unit,
-            verification_pattern: target,
-            signers,
-        },
-        Action::ClearNewMk => Operation::ClearNewMk {
-            instance: &step.instance,
-            unit,
-        },
-        Action::RewrapKeyStorage => Operation::RewrapKeyStorage {
-            instance: &step.instance,
-        },
-        Action::SetImmediate => Operation::SetImmediate {
-            instance: &step.instance,
-            unit,
-            verification_pattern: target,
-            signers,
-        },
-        Action::RemoveUnit => unreachable!("remove_unit sends nothing"),
-    };
-    let mut attempt = 1;
-    loop {
-        let error = match backend.perform(&operation).await {
-            Ok(()) => return Ok(Outcome::Done),
-            Err(error @ BackendError::Transient(_)) => error,
-            Err(source) => {
-                return Err(ApplyError::Step {
-                    step: step.id.clone(),
-                    action: step.action,
-                    source: Box::new(source),
-                });
-            }
-        };
-        notes.push(format!(
-            "  {} {}: {error}; reading the live state to settle it",
-            step.id, step.action
-        ));
-        let live =
-            crate::backend::refresh_with_retries(backend, std::slice::from_ref(&step.instance))
-                .await
-                .map_err(|source| ApplyError::Refresh {
-                    step: step.id.clone(),
-                    source: Box::new(source),
-                })?;
-        let found = &live.instances[0];
-        let done = match step.action {
-            // A rewrap is never sent again by itself: the first may still be running on the
-            // service (it re-encrypts for minutes), and a second one loses the key storage.
-            // "Not rewrapped" only stops the apply; the next run decides from fresh evidence.
-            Action::RewrapKeyStorage => match found.rewrap_status {
-                RewrapStatus::Rewrapped => Some(true),
-                RewrapStatus::NotRewrapped
-                | RewrapStatus::NotReported
-                | RewrapStatus::InProgress => None,
-            },
-            action => Some(observed(action, found, step.unit.as_deref(), target)),
-        };
-        match done {
-            Some(true) => {
-                return Ok(Outcome::SettledDone {
-                    evidence: format!("after \"{error}\", the live state shows the effect"),
-                });
-            }
-            Some(false) if attempt < OPERATION_ATTEMPTS_MAX => {
-                notes.push(format!(
-                    "  {} {}: it had no effect; sending it again (attempt {})",
-                    step.id,
-                    step.action,
-                    attempt + 1
-                ));
-                attempt += 1;
-            }
-            Some(false) => {
-                return Err(ApplyError::Step {
-                    step: step.id.clone(),
-                    action: step.action,
-                    source: Box::new(error),
-                });
-            }
-            None => {
-                return Err(ApplyError::Unknown {
-                    step: step.id.clone(),
-                    action: step.action,
-                    why: match found.rewrap_status {
-                        RewrapStatus::NotReported => format!(
-                            "{error}; the service does not report whether the rewrap completed"
-                        ),
-                        _ => format!(
-                            "{error}; the service reports no rewrap yet, but the first may still be running, so it is not sent again"
-                        ),
-                    },
-                });
-            }
-        }
-    }
-}
-
-/// How the journal's evidence of a ceremony step begins.
-pub const CEREMONY: &str = "ceremony:";
-
-/// A ceremony step: the operator performs it, then the live state must show its effect
-/// within the timeout. The outcome carries the evidence: what the live state showed, or what
-/// the operator attested.
-async fn perform_by_hand<B: Backend, O: Operator>(
-    backend: &B,
-    operator: &O,
-    step: &Step,
-    instance: &InstancePlan,
-    instruction: &Instruction,
-    timeout: Duration,
-) -> (Result<Outcome, ApplyError>, Vec<String>) {
-    let stopped = |why: String| ApplyError::Step {
-        step: step.id.clone(),
-        action: step.action,
-        source: Box::new(BackendError::Refused {
-            operation: step.action.as_str().into(),
-            reason: why,
-        }),
-    };
-    match operator.perform(instruction).await {
-        Answer::Yes => {}
-        Answer::No => {
-            return (
-                Err(stopped("the operator did not perform it".into())),
-                Vec::new(),
-            );
-        }
-        Answer::Skipped => {
-            return (
-                Err(stopped(
-                    "not started: an earlier step stopped the apply".into(),
-                )),
-                Vec::new(),
-            );
-        }
-        Answer::Stopped(why) => {
-            // Whether the operator did something is unknown: the intent stays open and the
-            // rerun settles it from the live state.
-            return (
-                Err(ApplyError::Unknown {
-                    step: step.id.clone(),
-                    action: step.action,
-                    why: format!("the ceremony stopped: {why}"),
-                }),
-                Vec::new(),
-            );
-        }
-    }
-    let target = &instance.target_verification_pattern;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let live = match crate::backend::refresh_with_retries(
-            backend,
-            std::slice::from_ref(&step.instance),
-        )
-        .await
-        {
-            Ok(live) => live,
-            Err(source) => {
-                return (
-                    Err(ApplyError::Refresh {
-                        step: step.id.clone(),
-                        source: Box::new(source),
-                    }),
-                    Vec::new(),
-                );
-            }
-        };
-        let found = &live.instances[0];
-        if step.action == Action::RewrapKeyStorage {
-            match found.rewrap_status {
-                RewrapStatus::Rewrapped => {
-                    return (
-                        Ok(Outcome::SettledDone {
-                            evidence: format!("{CEREMONY} the service reports the rewrap as done"),
-                        }),
-                        Vec::new(),
-                    );
-                }
-                RewrapStatus::NotReported => return attest_rewrap(operator, step).await,
-                RewrapStatus::NotRewrapped | RewrapStatus::InProgress => {}
-            }
-        } else if observed(step.action, found, step.unit.as_deref(), target) {
-            return (
-                Ok(Outcome::SettledDone {
-                    evidence: format!(
-                        "{CEREMONY} performed by the operator; the live state shows {}",
-                        instruction.expected
-                    ),
-                }),
-                Vec::new(),
-            );
-        } else if let Some(other) = wrong_key(step, found, target) {
-            return (
-                Err(stopped(format!(
-                    "after the ceremony the new register of crypto unit {} holds {other}, not the desired {target}. Nothing more was done; run apply again: the plan clears the new register and loads it again",
-                    step.unit.as_deref().unwrap_or_default()
-                ))),
-                Vec::new(),
-            );
-        }
-        if Instant::now() >= deadline {
-            return (
-                Err(ApplyError::Unknown {
-                    step: step.id.clone(),
-                    action: step.action,
-                    why: format!(
-                        "the live state did not show \"{}\" within {} s of the operator's \"done\"",
-                        instruction.expected,
-                        timeout.as_secs()
-                    ),
-                }),
-                Vec::new(),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(CEREMONY_POLL_MS)).await;
-    }
-}
-
-/// A key other than the target in the new register after a load or commit by hand.
-fn wrong_key(step: &Step, live: &LiveInstance, target: &VerificationPattern) -> Option<String> {
-    if !matches!(step.action, Action::LoadNewMk | Action::CommitNewMk) {
-        return None;
-    }
-    let unit = live.unit(step.unit.as_deref()?)?;
-    let held = unit.new_register.verification_pattern()?;
-    (held != target).then(|| format!("{:#}", unit.new_register))
-}
-
-/// Without a rotation status, only the operator saw whether the rewrap ran: the answer is
-/// journaled as the operator's evidence. "I cannot say" leaves it unknown, and the next plan
-/// refuses until the evidence is there.
-async fn attest_rewrap<O: Operator>(
-    operator: &O,
-    step: &Step,
-) -> (Result<Outcome, ApplyError>, Vec<String>) {
-    let question = format!(
-        "The service does not report its rotation status. Did `ibmcloud tke cryptounit-mk-rotate` report \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\" for service instance {}?",
-        step.instance
-    );
-    match operator.attest(&question).await {
-        Answer::Yes => (
-            Ok(Outcome::SettledDone {
-                evidence: format!(
-                    "{CEREMONY} the operator attests the service reported \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\""
-                ),
-            }),
-            Vec::new(),
-        ),
-        // Not seeing the success message is not evidence that nothing ran (the command may
-        // have failed half-way through the re-encryption): the outcome stays unknown. Only an
-        // explicit `mkplan attest rewrap … --not-run` says it did not run.
-        Answer::No => (
-            Err(ApplyError::Unknown {
-                step: step.id.clone(),
-                action: step.action,
-                why: format!(
-                    "the operator did not see the rewrap's success message. If the rewrap did not run at all, record that with `mkplan attest rewrap {} --not-run`; if it did, with `--completed`",
-                    step.instance
-                ),
-            }),
-            Vec::new(),
-        ),
-        Answer::Stopped(why) => (
-            Err(ApplyError::Unknown {
-                step: step.id.clone(),
-                action: step.action,
-                why: format!(
-                    "the service reports no rotation status and the operator could not say ({why})"
-                ),
-            }),
-            Vec::new(),
-        ),
-        Answer::Skipped => (
-            Err(ApplyError::Unknown {
-                step: step.id.clone(),
-                action: step.action,
-                why: "the apply stopped before the operator was asked".into(),
-            }),
-            Vec::new(),
-        ),
     }
 }

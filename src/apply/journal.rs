@@ -25,13 +25,32 @@ pub const JOURNAL_RECORDS_MAX: usize = 1_000_000;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     /// An apply run begins; `run` counts runs in this journal from 1. Intents and outcomes
-    /// name their step as `r{run}.{step id}`, unique across runs.
-    ApplyStarted { run: u32, plan_sha256: String },
-    /// An instance's rotation begins under this journal: its key storage is under `from`.
+    /// name their step as `r{run}.{step id}`, unique across runs. `backend` is the identity of
+    /// the backend the run acts on: every intent of the run is bound to it.
+    ApplyStarted {
+        run: u32,
+        plan_sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backend: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
+    /// An instance's rotation begins under this journal: its key storage is under `from`. The
+    /// record is bound to the backend's identity and to the crypto units (hsm_ids, sorted) and
+    /// their registers (`registers`: the live instance's fingerprint) at its start: it is
+    /// evidence for that backend and those units only.
     RotationStarted {
         instance: String,
         from: VerificationPattern,
         to: VerificationPattern,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backend: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        units: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registers: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
     },
     /// About to send an operation.
     Intent {
@@ -41,7 +60,47 @@ pub enum Record {
         unit: Option<String>,
     },
     /// What came of the intent with the same `step`.
-    Outcome { step: String, outcome: Outcome },
+    Outcome {
+        step: String,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
+    /// The operator's word about the rewrap of one rotation (`mkplan attest rewrap`), bound
+    /// like a rotation record. `ran`: the rewrap completed (true) or did not run (false).
+    Attested {
+        instance: String,
+        backend: String,
+        units: Vec<String>,
+        from: VerificationPattern,
+        to: VerificationPattern,
+        ran: bool,
+        /// What the operator attests, in words, as it was put to them.
+        statement: String,
+        /// With `--service-evidence`: what the service showed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_evidence: Option<String>,
+        at: String,
+    },
+    /// `mkplan journal close`: the live state showed this instance's rotation finished; the
+    /// records before this one say nothing more about it.
+    RotationClosed {
+        instance: String,
+        backend: String,
+        why: String,
+        at: String,
+    },
+}
+
+impl Record {
+    /// The outcome record of `step`, stamped with the time.
+    pub fn outcome(step: String, outcome: Outcome) -> Self {
+        Self::Outcome {
+            step,
+            outcome,
+            at: Some(utc_now()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +119,36 @@ pub enum Outcome {
     SettledNotDone {
         evidence: String,
     },
+}
+
+impl Outcome {
+    pub fn took_effect(&self) -> bool {
+        matches!(self, Self::Done | Self::SettledDone { .. })
+    }
+}
+
+/// RFC 3339 UTC from the system clock (days-from-civil, without a date crate): the time
+/// stamps of journal records, shown to the operator as "witnessed the commits at T".
+pub fn utc_now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -185,6 +274,13 @@ impl Journal {
         let mut text = String::new();
         let lines: Vec<Line> = records
             .into_iter()
+            .map(|record| {
+                if self.sync {
+                    record
+                } else {
+                    without_time(record)
+                }
+            })
             .map(|record| Line {
                 sha256: checksum(&record),
                 record,
@@ -201,6 +297,21 @@ impl Journal {
         self.records.extend(lines.into_iter().map(|l| l.record));
         Ok(())
     }
+}
+
+/// A drill's scratch journal runs on a simulated clock: its records carry no wall-clock time,
+/// so that a seed replays to the same words.
+fn without_time(mut record: Record) -> Record {
+    match &mut record {
+        Record::ApplyStarted { at, .. }
+        | Record::RotationStarted { at, .. }
+        | Record::Outcome { at, .. } => *at = None,
+        Record::Attested { at, .. } | Record::RotationClosed { at, .. } => {
+            *at = "(drill time)".into();
+        }
+        Record::Intent { .. } => {}
+    }
+    record
 }
 
 fn checksum(record: &Record) -> String {
@@ -261,6 +372,7 @@ mod tests {
             .append(Record::Outcome {
                 step: "s1".into(),
                 outcome: Outcome::Done,
+                at: None,
             })
             .unwrap();
         drop(journal);

@@ -1,9 +1,20 @@
 //! The executor: the write-ahead journal, the state directory lock, the settlement of
 //! operations whose outcome is unknown, and the step runner.
+//!
+//! - `executor`: the concurrent scheduler and its journal writes;
+//! - `send`: one operation sent and settled, and the re-read before a rewrap;
+//! - `by_hand`: ceremony steps the operator performs;
+//! - `resume`: before a run, settling what earlier runs left open, and recording rotations;
+//! - `evidence`: journal records → the planner's evidence;
+//! - `attest`: the operator's attestation, as journal records.
 
+pub mod attest;
 pub mod audit;
+mod by_hand;
 pub mod evidence;
 pub mod executor;
 pub mod journal;
 pub mod lock;
+pub mod resume;
+mod send;
 pub mod session;

@@ -24,29 +24,33 @@ pub fn plan_sha256(plan: &Plan) -> String {
     hex::encode(Sha256::digest(crate::render::json(plan).as_bytes()))
 }
 
-/// Journals the start of a run of `plan` (made from `live`), settles the operations that
-/// earlier runs left without an outcome, and records the rotations it starts.
+/// Journals the start of a run of `plan` (made from `live`) against the backend whose
+/// identity is `backend`, settles the operations that earlier runs against it left without an
+/// outcome, and records the rotations it starts.
 pub fn begin(
     journal: &mut Journal,
     audit: &mut Audit,
     plan: &Plan,
     live: &LiveFleet,
+    backend: &str,
 ) -> Result<Started, ApplyError> {
     let run = journal.next_run();
     let plan_sha256 = plan_sha256(plan);
     journal.append(Record::ApplyStarted {
         run,
         plan_sha256: plan_sha256.clone(),
+        backend: Some(backend.to_string()),
+        at: Some(super::journal::utc_now()),
     })?;
     audit.record(json!({
         "kind": "apply_started", "run": run, "plan_sha256": plan_sha256,
         "desired_sha256": plan.desired_sha256, "live_fingerprint": plan.live_fingerprint,
         "backend": plan.backend, "steps": plan.steps.len(),
     }))?;
-    let settled = executor::settle_previous(journal, plan, &live.instances)?;
+    let settled = executor::settle_previous(journal, plan, &live.instances, backend)?;
     // What the journal says now that the earlier intents are settled.
-    let evidence = super::evidence::journal_evidence(journal.records());
-    executor::record_rotations(journal, plan, &evidence)?;
+    let evidence = super::evidence::journal_evidence(journal.records(), backend, "");
+    executor::record_rotations(journal, plan, &live.instances, &evidence, backend)?;
     Ok(Started { run, settled })
 }
 

@@ -82,6 +82,13 @@ pub trait Backend: Send + Sync {
     /// How the operator named this backend, for messages.
     fn describe(&self) -> String;
 
+    /// What the journal binds its records to: the same for every way of naming this service
+    /// (a fleet file by its canonical path, an endpoint by its URL), different for a copy, a
+    /// rehearsal or another endpoint.
+    fn identity(&self) -> String {
+        self.describe()
+    }
+
     /// Reads the live state of the named service instances.
     fn refresh(
         &self,
@@ -241,6 +248,18 @@ impl Backend for AnyBackend {
     fn describe(&self) -> String {
         match self {
             Self::Sim(_, name) => name.clone(),
+            Self::Http(backend) => backend.describe(),
+            Self::Tke(backend) => backend.describe(),
+        }
+    }
+
+    fn identity(&self) -> String {
+        match self {
+            Self::Sim(simulator, _) => {
+                let path = simulator.path();
+                let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                format!("sim:{}", canonical.display())
+            }
             Self::Http(backend) => backend.describe(),
             Self::Tke(backend) => backend.describe(),
         }

@@ -9,15 +9,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::ceremony::{TerminalOperator, ceremony_steps};
-use super::context::{Desired, read_desired, refresh, refresh_desired};
+use super::context::{Desired, evidence_for, read_desired, refresh, refresh_desired};
 use super::keypart::open_key_parts;
 use super::plan::read_plan_file;
 use super::{ApplyArgs, BackendArg};
 use crate::apply::audit::{self, Audit};
-use crate::apply::evidence::journal_evidence;
 use crate::apply::executor::{self, Context, Progress};
 use crate::apply::journal::{Journal, Record};
 use crate::apply::lock::{self, Holder};
+use crate::apply::resume::close_finished;
 use crate::apply::session::{self, Started};
 use crate::backend::{AnyBackend, Backend};
 use crate::error::{Error, Result};
@@ -31,20 +31,25 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let (target, flag) = (args.target.as_path(), &args.backend);
     let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
     let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
-    let evidence = journal_evidence(journal.records());
     let saved_plan = !is_yaml(target);
     let (desired, backend, live, mut plan) = if saved_plan {
-        saved(target, flag, &evidence).await?
+        saved(target, flag, journal.records(), state_dir).await?
     } else {
         let (desired, backend, live) = refresh(target, flag).await?;
+        let evidence = evidence_for(journal.records(), &backend, state_dir, &desired);
         let plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
         (desired, backend, live, plan)
     };
+    let identity = backend.identity();
     plan.desired_file = Some(desired.path.display().to_string());
     plan.backend = Some(backend.describe());
     report_resume(&plan, &live, journal.records());
     if !plan.changes {
-        executor::settle_previous(&mut journal, &plan, &live.instances).map_err(apply_error)?;
+        executor::settle_previous(&mut journal, &plan, &live.instances, &identity)
+            .map_err(apply_error)?;
+        for line in close_finished(&mut journal, &live.instances, &identity).map_err(apply_error)? {
+            eprintln!("{line}");
+        }
         eprintln!(
             "No changes: every crypto unit already holds the desired master key. Nothing was sent."
         );
@@ -76,7 +81,7 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let key_parts = key_parts(&desired, &plan, &ceremony)?;
     let mut audit = Audit::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
     let Started { run, settled } =
-        session::begin(&mut journal, &mut audit, &plan, &live).map_err(apply_error)?;
+        session::begin(&mut journal, &mut audit, &plan, &live, &identity).map_err(apply_error)?;
     for line in settled {
         eprintln!("settled from the previous run: {line}");
     }
@@ -134,7 +139,8 @@ fn is_yaml(path: &Path) -> bool {
 async fn saved(
     path: &Path,
     flag: &BackendArg,
-    evidence: &crate::model::JournalEvidence,
+    records: &[Record],
+    state_dir: &Path,
 ) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
     let plan = read_plan_file(path)?;
     let desired_file = plan.desired_file.clone().ok_or_else(|| {
@@ -163,7 +169,8 @@ async fn saved(
             changes_since(&plan, &live).join("\n")
         )));
     }
-    let fresh = crate::plan::plan(&desired.state, &desired.sha256, &live, evidence)?;
+    let evidence = evidence_for(records, &backend, state_dir, &desired);
+    let fresh = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
     let shape = |p: &Plan| {
         let steps: Vec<_> = p
             .steps
@@ -372,11 +379,12 @@ fn apply_error_ref(error: &executor::ApplyError) -> Error {
         executor::ApplyError::Journal(_) | executor::ApplyError::Audit(_) => {
             Error::Unsafe(error.to_string())
         }
+        executor::ApplyError::Changed { .. } => Error::Stale(error.to_string()),
         _ => Error::Other(error.to_string()),
     }
 }
 
-fn holder() -> Holder {
+pub(super) fn holder() -> Holder {
     let mut id = [0u8; 8];
     let _ = getrandom::fill(&mut id);
     Holder {
@@ -386,31 +394,8 @@ fn holder() -> Holder {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "unknown host".into()),
         pid: std::process::id(),
-        started: utc_now(),
+        started: crate::apply::journal::utc_now(),
     }
-}
-
-/// RFC 3339 UTC, from the system clock (days-from-civil, without a date crate).
-fn utc_now() -> String {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 /// A progress bar on a terminal (steps finished, the step last sent, elapsed), plain lines
@@ -496,59 +481,4 @@ pub fn audit_verify(state_dir: &Path) -> Result<u8> {
             path.display()
         ))),
     }
-}
-
-/// `attest rewrap INSTANCE --completed|--not-run`: the operator's evidence for a rewrap whose
-/// outcome the journal does not know, journaled as the outcome of that intent.
-pub fn attest_rewrap(instance: &str, completed: bool, state_dir: &Path) -> Result<u8> {
-    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
-    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
-    let open: Vec<String> = crate::apply::evidence::unsettled(journal.records())
-        .into_iter()
-        .filter_map(|(_, record)| match record {
-            Record::Intent {
-                step,
-                action: Action::RewrapKeyStorage,
-                instance: i,
-                ..
-            } if i.eq_ignore_ascii_case(instance) => Some(step.clone()),
-            _ => None,
-        })
-        .collect();
-    let [step] = &open[..] else {
-        return Err(Error::Other(format!(
-            "the journal in {} has no rewrap of service instance {instance} with an unknown outcome ({} found); nothing was written",
-            state_dir.display(),
-            open.len()
-        )));
-    };
-    let evidence = if completed {
-        "ceremony: the operator attests the service reported \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\" (mkplan attest rewrap --completed)"
-    } else {
-        "ceremony: the operator attests the rewrap did not run (mkplan attest rewrap --not-run)"
-    };
-    let outcome = if completed {
-        crate::apply::journal::Outcome::SettledDone {
-            evidence: evidence.into(),
-        }
-    } else {
-        crate::apply::journal::Outcome::SettledNotDone {
-            evidence: evidence.into(),
-        }
-    };
-    journal
-        .append(Record::Outcome {
-            step: step.clone(),
-            outcome,
-        })
-        .map_err(|e| Error::Other(e.to_string()))?;
-    eprintln!(
-        "Journaled for {step} (rewrap of {instance}): {}. Run `mkplan plan` again: it plans from this evidence.",
-        if completed {
-            "the rewrap completed"
-        } else {
-            "the rewrap did not run"
-        }
-    );
-    Ok(0)
 }

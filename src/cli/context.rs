@@ -154,3 +154,21 @@ pub async fn refresh_desired(
     let live = crate::backend::refresh_with_retries(&backend, &ids).await?;
     Ok((backend, live))
 }
+
+/// The journal's evidence for planning `desired` against `backend`: only the records bound to
+/// that backend count, and refusals name the state directory and the desired file.
+pub fn evidence_for(
+    records: &[crate::apply::journal::Record],
+    backend: &AnyBackend,
+    state_dir: &Path,
+    desired: &Desired,
+) -> crate::model::JournalEvidence {
+    use crate::backend::Backend;
+    let mut evidence = crate::apply::evidence::journal_evidence(
+        records,
+        &backend.identity(),
+        &format!("the journal in {}", state_dir.display()),
+    );
+    evidence.desired_file = desired.path.display().to_string();
+    evidence
+}

@@ -10,11 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::BackendArg;
 use super::apply::key_parts;
-use super::context::{Desired, read_desired, refresh_desired};
-use crate::apply::evidence::journal_evidence;
+use super::context::{Desired, evidence_for, read_desired, refresh_desired};
 use crate::apply::journal::Journal;
-use crate::backend::BackendSpec;
 use crate::backend::sim::{Fleet, write_atomically};
+use crate::backend::{AnyBackend, BackendSpec};
 use crate::drill::{self, Drill, DrillResult, RUNS_MAX, report, run_seed};
 use crate::error::{Error, Result};
 use crate::model::{JournalEvidence, LiveFleet};
@@ -42,6 +41,12 @@ pub struct DrillArgs {
     /// an operation. Slower (a real clock), so use fewer runs.
     #[arg(long)]
     pub over_http: bool,
+    /// Several actors take turns on each run's fleet: mkplan from two state folders (X and
+    /// Y), and an operator with the TKE CLI who also acts outside mkplan and attests the
+    /// truth when a plan asks for it. Faults hit mkplan's applies; rewraps run as slowly as
+    /// the fleet says (`rewrap_ms_per_key`). In memory only.
+    #[arg(long, conflicts_with = "over_http")]
+    pub actors: bool,
     /// Write the evidence report (Markdown) to this file.
     #[arg(long, value_name = "FILE.md")]
     pub report: Option<PathBuf>,
@@ -89,7 +94,7 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
     // started from inside this command's runtime: they run on a thread of their own.
     let results = std::thread::scope(|scope| {
         scope
-            .spawn(|| run_all(&drill, args.runs, seed, operations, args.over_http))
+            .spawn(|| run_all(&drill, args.runs, seed, operations, args))
             .join()
             .expect("the drill thread does not panic")
     })?;
@@ -103,9 +108,10 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
         elapsed.as_millis() as u64,
     );
     let replay = format!(
-        "mkplan drill {} {replay_backend} --runs 1 --seed {{seed}}{}",
+        "mkplan drill {} {replay_backend} --runs 1 --seed {{seed}}{}{}",
         desired.path.display(),
-        if args.over_http { " --over-http" } else { "" }
+        if args.over_http { " --over-http" } else { "" },
+        if args.actors { " --actors" } else { "" }
     );
     summarize(&result, &replay, elapsed.as_secs_f64());
     if let Some(path) = &args.report {
@@ -139,8 +145,9 @@ fn run_all(
     runs: u64,
     seed: u64,
     operations: u64,
-    over_http: bool,
+    args: &DrillArgs,
 ) -> Result<Vec<drill::RunResult>> {
+    let over_http = args.over_http;
     let runtime = drill::runtime(over_http)
         .map_err(|e| Error::Other(format!("cannot start the drill's runtime: {e}")))?;
     let scratch = tempfile::tempdir()
@@ -148,16 +155,26 @@ fn run_all(
     let bar = progress_bar(runs);
     let mut results = Vec::with_capacity(runs.min(100_000) as usize);
     for index in 0..runs {
-        let result = runtime
-            .block_on(drill::run_one_via(
+        let seed = run_seed(seed, index);
+        let result = if args.actors {
+            runtime.block_on(drill::actors::run_cast(
                 drill,
                 index,
-                run_seed(seed, index),
+                seed,
+                operations,
+                scratch.path(),
+            ))
+        } else {
+            runtime.block_on(drill::run_one_via(
+                drill,
+                index,
+                seed,
                 operations,
                 scratch.path(),
                 over_http,
             ))
-            .map_err(|e| Error::Other(format!("drill run {index}: {e}")))?;
+        }
+        .map_err(|e| Error::Other(format!("drill run {index}: {e}")))?;
         if let Some(bar) = &bar {
             bar.inc(1);
         }
@@ -227,8 +244,8 @@ async fn starting_fleet(
             parallelism: 10,
             tke_endpoint: std::env::var("MKPLAN_TKE_ENDPOINT").ok(),
         };
-        let (_, live) = refresh_desired(desired, &flag).await?;
-        let fleet = snapshot_live(desired, &live, state_dir)?;
+        let (backend, live) = refresh_desired(desired, &flag).await?;
+        let fleet = snapshot_live(desired, &live, &backend, state_dir)?;
         return Ok((
             fleet,
             format!("a snapshot of {spec}"),
@@ -263,13 +280,18 @@ async fn starting_fleet(
 
 /// The live state as a simulator fleet, its key storage inferred from the evidence (the
 /// service status, the journal in the state directory, the registers).
-fn snapshot_live(desired: &Desired, live: &LiveFleet, state_dir: &Path) -> Result<Fleet> {
+fn snapshot_live(
+    desired: &Desired,
+    live: &LiveFleet,
+    backend: &AnyBackend,
+    state_dir: &Path,
+) -> Result<Fleet> {
     let records = Journal::read(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
     Ok(drill::snapshot(
         &desired.state,
         &desired.sha256,
         live,
-        &journal_evidence(&records),
+        &evidence_for(&records, backend, state_dir, desired),
     )?)
 }
 
@@ -277,6 +299,7 @@ fn snapshot_live(desired: &Desired, live: &LiveFleet, state_dir: &Path) -> Resul
 pub fn export_fleet(
     desired: &Desired,
     live: &LiveFleet,
+    backend: &AnyBackend,
     state_dir: &Path,
     out: &Path,
 ) -> Result<()> {
@@ -286,7 +309,7 @@ pub fn export_fleet(
             out.display()
         )));
     }
-    let fleet = snapshot_live(desired, live, state_dir)?;
+    let fleet = snapshot_live(desired, live, backend, state_dir)?;
     let text = format!(
         "# Exported by mkplan {} from the live state of {}.\n# key_storage is inferred from the evidence (service status, journal, registers), not read:\n# a real service does not reveal it. keys: 0 means unknown.\n{}",
         env!("CARGO_PKG_VERSION"),

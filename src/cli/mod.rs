@@ -2,6 +2,7 @@
 //! resolves its inputs once (`context`), calls the library, and hands the result to a view.
 
 mod apply;
+mod attest;
 mod ceremony;
 mod context;
 mod drill;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Journal what the operator saw, to settle an operation whose outcome is unknown.
     #[command(subcommand)]
     Attest(AttestCommand),
+    /// The journal in the state directory.
+    #[command(subcommand)]
+    Journal(JournalCommand),
     /// Release a lock left by an apply that is gone, by its exact id.
     Unlock { lock_id: String },
     /// The audit trail of applies.
@@ -110,20 +114,46 @@ pub enum SimCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AttestCommand {
-    /// A rewrap whose outcome the journal does not know (a crash or a lost response, on a
-    /// service that reports no rotation status): say whether the service reported "KMS CRK
-    /// rewrap successful, waiting on cryptounit-mk-setimm". Journaled as your evidence.
-    Rewrap {
-        /// The service instance GUID.
-        instance: String,
-        /// The service reported the message: the key storage is under the new master key.
-        /// Only on that evidence: the next plan sets immediate, which would make the key
-        /// storage unusable if the rewrap had not run.
-        #[arg(long, conflicts_with = "not_run", required_unless_present = "not_run")]
-        completed: bool,
-        /// The rewrap did not run (the command was never sent, or failed before it started).
-        #[arg(long)]
-        not_run: bool,
+    /// Journal what you know about the rewrap of a rotation that the journal cannot settle
+    /// (a crash or a lost response; a rotation interrupted after its commits; a rotation run
+    /// elsewhere), on a service that reports no rotation status. Bound to the backend, the
+    /// instance and the rotation the live registers show.
+    Rewrap(AttestRewrapArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct AttestRewrapArgs {
+    /// The service instance GUID.
+    pub instance: String,
+    /// The service reported "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm":
+    /// the key storage is under the new master key. Only on that evidence: the next plan
+    /// sets immediate, which would make the key storage unusable if the rewrap had not run.
+    #[arg(long, conflicts_with = "not_run", required_unless_present = "not_run")]
+    pub completed: bool,
+    /// Nobody sent a rewrap of this rotation (you checked with everyone who can act on the
+    /// instance, and the TKE CLI output). Holds until the next apply run begins.
+    #[arg(long)]
+    pub not_run: bool,
+    /// The desired file of the rotation (it names the backend).
+    #[arg(long)]
+    pub desired: PathBuf,
+    /// With --not-run after mkplan's own rewrap went unanswered: what the service showed
+    /// (IBM support's word, the service's status). Journaled.
+    #[arg(long, value_name = "TEXT", requires = "not_run")]
+    pub service_evidence: Option<String>,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Close the journal's open rotation of every instance the live state shows finished
+    /// (every current register one key, every new register Empty): older records then say
+    /// nothing more about it.
+    Close {
+        desired: PathBuf,
+        #[command(flatten)]
+        backend: BackendArg,
     },
 }
 
@@ -211,11 +241,12 @@ pub async fn run(args: Args) -> Result<u8> {
         Command::Validate { desired } => plan::validate(&desired),
         Command::Plan(plan_args) => plan::plan(&plan_args, &args.state_dir).await,
         Command::Apply(apply_args) => apply::apply(&apply_args, &args.state_dir).await,
-        Command::Attest(AttestCommand::Rewrap {
-            instance,
-            completed,
-            not_run: _,
-        }) => apply::attest_rewrap(&instance, completed, &args.state_dir),
+        Command::Attest(AttestCommand::Rewrap(attest_args)) => {
+            attest::attest_rewrap(&attest_args, &args.state_dir).await
+        }
+        Command::Journal(JournalCommand::Close { desired, backend }) => {
+            attest::journal_close(&desired, &backend, &args.state_dir).await
+        }
         Command::Unlock { lock_id } => apply::unlock(&lock_id, &args.state_dir),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&args.state_dir),
         Command::Runbook { planfile, markdown } => plan::runbook(&planfile, markdown),

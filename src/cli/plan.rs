@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::PlanArgs;
-use super::context::{read_desired, refresh};
-use crate::apply::evidence::journal_evidence;
+use super::context::{evidence_for, read_desired, refresh};
 use crate::apply::journal::Journal;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -27,8 +26,8 @@ pub fn validate(desired: &Path) -> Result<u8> {
 
 pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
     let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
-    let journal =
-        journal_evidence(&Journal::read(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?);
+    let records = Journal::read(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let journal = evidence_for(&records, &backend, state_dir, &desired);
     let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,
         Err(refused) => {

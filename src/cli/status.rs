@@ -26,7 +26,7 @@ pub async fn status(
         eprint!("{}", render::status(&live, &backend.describe()));
     }
     if let Some(out) = export_fleet {
-        super::drill::export_fleet(&desired, &live, state_dir, out)?;
+        super::drill::export_fleet(&desired, &live, &backend, state_dir, out)?;
     }
     Ok(0)
 }

@@ -2,6 +2,11 @@
 //! (`sim::hsm`), and the faults of the current attempt. After every operation it checks the
 //! key-safety invariant (some register of the instance holds the key storage's MK) and keeps
 //! every operation in a log, so a run's verdict rests on the simulator, not on mkplan.
+//!
+//! A rewrap is slow, as on the service. In memory it runs on tokio's clock, which the drill's
+//! paused runtime advances only when every task waits: the faults act right after the
+//! rewrap's acceptance, then the operation waits for its completion at no real cost. Over
+//! HTTP the in-process servers read a wall clock running `HTTP_CLOCK_SPEED` times faster.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,10 +20,19 @@ use tokio::sync::Notify;
 use super::schedule::{AttemptFaults, Schedule};
 use crate::apply::executor::PARALLELISM_MAX;
 use crate::backend::http::HttpBackend;
+use crate::backend::sim::clock::{self, Clock, FastClock, TokioClock};
 use crate::backend::sim::server::InProcess;
-use crate::backend::sim::{Faults, Fleet, Incident, hsm, live_of};
+use crate::backend::sim::{Accepted, Faults, Fleet, Incident, hsm, live_of, refused_error};
 use crate::backend::{Backend, BackendError, Operation, to_sim};
 use crate::model::LiveFleet;
+
+/// Where the in-memory drill's clock starts (Unix ms): fixed, so that a seed replays exactly.
+/// A rewrap the source fleet shows in progress completes as the drill starts if it was due
+/// by then.
+pub const CLOCK_START_MS: u64 = 1_800_000_000_000;
+/// How much faster than the wall clock the servers of a drill over HTTP see time pass: a
+/// rewrap of 3,000 keys at 20 ms each takes 0.6 s instead of a minute.
+pub const HTTP_CLOCK_SPEED: u64 = 100;
 
 /// One operation as the simulator received it.
 #[derive(Clone, Debug, Serialize)]
@@ -36,6 +50,9 @@ struct Current {
     attempt: usize,
     faults: AttemptFaults,
     crashed: Arc<Notify>,
+    /// The operator waits for the service's running rewraps before this attempt's first
+    /// request (`Schedule::rerun_at_once`).
+    pause: bool,
 }
 
 /// Where the fleet lives in a run: in memory, or behind an in-process `sim serve` reached
@@ -48,6 +65,8 @@ enum Store {
 struct HttpStore {
     path: PathBuf,
     address: SocketAddr,
+    /// The servers' clock, the same across restarts.
+    clock: Arc<dyn Clock>,
     client: HttpBackend,
     server: Mutex<Option<InProcess>>,
     /// Watches the current server's crash signal, to restart it.
@@ -57,9 +76,13 @@ struct HttpStore {
 }
 
 impl HttpStore {
+    /// The fleet file, with the rewraps that are due completed.
     fn read(&self) -> Fleet {
         let text = std::fs::read_to_string(&self.path).expect("the drill's fleet file reads");
-        Fleet::parse("drill fleet", &text).expect("the server writes a valid fleet")
+        let mut fleet =
+            Fleet::parse("drill fleet", &text).expect("the server writes a valid fleet");
+        hsm::complete_rewraps(&mut fleet, self.clock.now_ms());
+        fleet
     }
 
     /// Kills the running server (if any) and starts one on the same file and port, with
@@ -72,8 +95,14 @@ impl HttpStore {
             watcher.abort();
         }
         let crashed = Arc::new(Notify::new());
-        let server = InProcess::start(&self.path, self.address, &faults, crashed.clone())
-            .expect("the drill's server starts again on its port");
+        let server = InProcess::start(
+            &self.path,
+            self.address,
+            &faults,
+            crashed.clone(),
+            self.clock.clone(),
+        )
+        .expect("the drill's server starts again on its port");
         *lock(&self.server) = Some(server);
         let store = self.clone();
         *lock(&self.watcher) = Some(tokio::spawn(async move {
@@ -87,6 +116,8 @@ impl HttpStore {
 
 pub struct DrillBackend {
     store: Store,
+    /// The in-memory fleet's clock (over HTTP, the servers keep theirs).
+    clock: Arc<dyn Clock>,
     schedule: Schedule,
     current: Mutex<Current>,
     operations: AtomicU64,
@@ -97,8 +128,10 @@ pub struct DrillBackend {
 }
 
 impl DrillBackend {
+    /// Call it inside the drill's runtime: the clock is tokio's.
     pub fn new(fleet: Fleet, schedule: Schedule) -> Self {
-        Self::with_store(Store::Memory(Mutex::new(fleet)), schedule)
+        let clock = Arc::new(TokioClock::starting_at(CLOCK_START_MS));
+        Self::with_store(Store::Memory(Mutex::new(fleet)), schedule, clock)
     }
 
     /// The fleet written to `folder` and served by an in-process `sim serve` on loopback;
@@ -107,11 +140,13 @@ impl DrillBackend {
         let path = folder.join("fleet.yaml");
         std::fs::write(&path, fleet.to_yaml()).map_err(|e| e.to_string())?;
         let crashed = Arc::new(Notify::new());
+        let clock: Arc<dyn Clock> = Arc::new(FastClock::new(HTTP_CLOCK_SPEED));
         let server = InProcess::start(
             &path,
             "127.0.0.1:0".parse().expect("an address"),
             &Faults::default(),
             crashed,
+            clock.clone(),
         )?;
         let address = server.address;
         let client = HttpBackend::new(&format!("http://{address}"), None, PARALLELISM_MAX)
@@ -119,23 +154,26 @@ impl DrillBackend {
         let store = Arc::new(HttpStore {
             path,
             address,
+            clock: clock.clone(),
             client,
             server: Mutex::new(Some(server)),
             watcher: Mutex::new(None),
             incidents_seen: AtomicUsize::new(fleet.incidents.len()),
             restarts: Mutex::new(Vec::new()),
         });
-        Ok(Self::with_store(Store::Http(store), schedule))
+        Ok(Self::with_store(Store::Http(store), schedule, clock))
     }
 
-    fn with_store(store: Store, schedule: Schedule) -> Self {
+    fn with_store(store: Store, schedule: Schedule, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
+            clock,
             schedule,
             current: Mutex::new(Current {
                 attempt: 0,
                 faults: AttemptFaults::default(),
                 crashed: Arc::new(Notify::new()),
+                pause: false,
             }),
             operations: AtomicU64::new(0),
             token_expired: AtomicBool::new(false),
@@ -144,14 +182,27 @@ impl DrillBackend {
         }
     }
 
-    /// Starts attempt `attempt` (from 1): its faults, a fresh operation count and token, and
-    /// the signal its crash fault raises.
+    /// Starts attempt `attempt` (from 1) of the schedule: its faults, a fresh operation count
+    /// and token, and the signal its crash fault raises. A rerun starts once the rewraps the
+    /// service is running have completed, unless the schedule says the operator reran at once.
     pub fn start_attempt(&self, attempt: usize) -> Arc<Notify> {
+        let pause = attempt >= 2 && !self.schedule.rerun_at_once(attempt);
+        self.begin(attempt, self.schedule.attempt(attempt - 1), pause)
+    }
+
+    /// Starts attempt `attempt` with `faults` instead of the schedule's, at once.
+    pub fn start_attempt_with(&self, attempt: usize, faults: AttemptFaults) -> Arc<Notify> {
+        self.begin(attempt, faults, false)
+    }
+
+    fn begin(&self, attempt: usize, faults: AttemptFaults, pause: bool) -> Arc<Notify> {
         let crashed = Arc::new(Notify::new());
+        let restart_server_after_op = faults.restart_server_after_op;
         *lock(&self.current) = Current {
             attempt,
-            faults: self.schedule.attempt(attempt - 1),
+            faults,
             crashed: crashed.clone(),
+            pause,
         };
         self.operations.store(0, Ordering::SeqCst);
         self.token_expired.store(false, Ordering::SeqCst);
@@ -159,17 +210,56 @@ impl DrillBackend {
             // A fresh server for each attempt, so the server counts this attempt's
             // operations from 1, as the schedule does.
             let faults = Faults {
-                crash_after_op: self
-                    .schedule
-                    .attempt(attempt - 1)
-                    .restart_server_after_op
-                    .into_iter()
-                    .collect(),
+                crash_after_op: restart_server_after_op.into_iter().collect(),
                 ..Faults::default()
             };
             store.restart(faults);
         }
         crashed
+    }
+
+    /// Lets the drill's clock run until `at_ms` (Unix ms, as the fleet records times).
+    pub async fn wait_until(&self, at_ms: u64) {
+        clock::sleep_until(self.clock.as_ref(), at_ms).await;
+    }
+
+    /// Lets the drill's clock run until every rewrap the service is running has completed.
+    pub async fn wait_for_running_rewraps(&self) {
+        let until = self
+            .fleet()
+            .instances
+            .iter()
+            .filter_map(|i| i.key_storage.rewrap_in_progress.as_ref())
+            .map(|r| r.completes_at_ms)
+            .max();
+        if let Some(until) = until {
+            self.wait_until(until).await;
+        }
+    }
+
+    /// The operator's pause before the first request of a rerun, if the attempt has one.
+    async fn operator_pause(&self) {
+        let pause = std::mem::take(&mut lock(&self.current).pause);
+        if pause {
+            self.wait_for_running_rewraps().await;
+        }
+    }
+
+    /// Another operator's command with the TKE CLI, straight to the in-memory service: no
+    /// fault, no mkplan, checked like mkplan's. What happened, for the run's endings.
+    pub fn operator_perform(&self, operation: &crate::backend::sim::SimOperation) -> String {
+        let Store::Memory(fleet) = &self.store else {
+            return "not done: the TKE CLI operator acts on in-memory drills only".into();
+        };
+        let mut fleet = lock(fleet);
+        let before = fleet.incidents.len();
+        let result = hsm::perform_at(&mut fleet, operation, self.clock.now_ms());
+        self.check(&fleet, before, operation.name());
+        match result {
+            Ok(Accepted::Done) => "done".into(),
+            Ok(Accepted::RewrapRunning { .. }) => "accepted, running".into(),
+            Err(refused) => format!("refused: {refused}"),
+        }
     }
 
     /// Stops the server of an HTTP run; its fleet file stays.
@@ -192,11 +282,19 @@ impl DrillBackend {
         }
     }
 
+    /// The fleet as it is now, the rewraps that are due completed.
     pub fn fleet(&self) -> Fleet {
         match &self.store {
-            Store::Memory(fleet) => lock(fleet).clone(),
+            Store::Memory(fleet) => self.memory_now(fleet).clone(),
             Store::Http(store) => store.read(),
         }
+    }
+
+    /// The in-memory fleet, its rewraps that are due completed.
+    fn memory_now<'a>(&self, fleet: &'a Mutex<Fleet>) -> std::sync::MutexGuard<'a, Fleet> {
+        let mut fleet = lock(fleet);
+        hsm::complete_rewraps(&mut fleet, self.clock.now_ms());
+        fleet
     }
 
     pub fn log(&self) -> Vec<Performed> {
@@ -217,22 +315,20 @@ impl DrillBackend {
     }
 
     /// Performs the operation on the fleet (in memory, or through the server) and checks the
-    /// invariant after it on the ground truth.
+    /// invariant after it on the ground truth. In memory a rewrap returns once accepted, still
+    /// running; over HTTP the server answers when it has completed.
     async fn apply(
         &self,
         original: &Operation<'_>,
         operation: &crate::backend::sim::SimOperation,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Accepted, BackendError> {
         match &self.store {
             Store::Memory(fleet) => {
                 let mut fleet = lock(fleet);
                 let before = fleet.incidents.len();
-                let result = hsm::perform(&mut fleet, operation);
+                let result = hsm::perform_at(&mut fleet, operation, self.clock.now_ms());
                 self.check(&fleet, before, operation.name());
-                result.map_err(|refused| BackendError::Refused {
-                    operation: operation.name().into(),
-                    reason: refused.0,
-                })
+                result.map_err(|refused| refused_error(operation, refused))
             }
             Store::Http(store) => {
                 let result = store.client.perform(original).await;
@@ -241,8 +337,17 @@ impl DrillBackend {
                     .incidents_seen
                     .swap(fleet.incidents.len(), Ordering::SeqCst);
                 self.check(&fleet, before.min(fleet.incidents.len()), operation.name());
-                result
+                result.map(|()| Accepted::Done)
             }
+        }
+    }
+
+    /// Waits on the drill's clock for a rewrap in memory to complete.
+    async fn complete(&self, completes_at_ms: u64, operation: &str) {
+        clock::sleep_until(self.clock.as_ref(), completes_at_ms).await;
+        if let Store::Memory(fleet) = &self.store {
+            let fleet = self.memory_now(fleet);
+            self.check(&fleet, fleet.incidents.len(), operation);
         }
     }
 
@@ -296,16 +401,18 @@ impl Backend for DrillBackend {
     }
 
     async fn refresh(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
+        self.operator_pause().await;
         if self.token_expired.load(Ordering::SeqCst) {
             return Err(expired());
         }
         match &self.store {
-            Store::Memory(fleet) => live_of(&lock(fleet), instances),
+            Store::Memory(fleet) => live_of(&self.memory_now(fleet), instances),
             Store::Http(store) => store.client.refresh(instances).await,
         }
     }
 
     async fn perform(&self, original: &Operation<'_>) -> Result<(), BackendError> {
+        self.operator_pause().await;
         let operation = to_sim(original)?;
         let name = operation.name();
         let number = self.operations.fetch_add(1, Ordering::SeqCst) + 1;
@@ -336,7 +443,8 @@ impl Backend for DrillBackend {
         }
         let result = self.apply(original, &operation).await;
         let shown = match &result {
-            Ok(()) => "done".to_string(),
+            Ok(Accepted::Done) => "done".to_string(),
+            Ok(Accepted::RewrapRunning { .. }) => "accepted, running".to_string(),
             Err(BackendError::Refused { reason, .. }) => format!("refused: {reason}"),
             Err(other) => format!("failed: {other}"),
         };
@@ -363,6 +471,120 @@ impl Backend for DrillBackend {
             )));
         }
         self.note(attempt, number, name, shown);
-        result
+        if let Accepted::RewrapRunning { completes_at_ms } = result? {
+            self.complete(completes_at_ms, name).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::model::{NewRegister, RewrapStatus, VerificationPattern};
+
+    const INSTANCE: &str = "5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b";
+
+    /// examples/fleets/three-units.yaml, every new register Full Committed: a rewrap of
+    /// 3,000 keys at 20 ms each, a minute on the service.
+    fn staged() -> Fleet {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/fleets/three-units.yaml"
+        );
+        let mut fleet = Fleet::parse(path, &std::fs::read_to_string(path).unwrap()).unwrap();
+        let instance = &mut fleet.instances[0];
+        instance.key_storage.rewrap_ms_per_key = 20;
+        let new = VerificationPattern::parse(&"b".repeat(64)).unwrap();
+        for unit in &mut instance.crypto_units {
+            unit.new_register = NewRegister::FullCommitted(new.clone());
+        }
+        fleet
+    }
+
+    fn schedule(attempts: Vec<AttemptFaults>) -> Schedule {
+        Schedule {
+            seed: 1,
+            parallelism: 1,
+            latency_ms: 0,
+            attempts,
+            actors: Vec::new(),
+        }
+    }
+
+    async fn status(backend: &DrillBackend) -> RewrapStatus {
+        let ids = [INSTANCE.to_string()];
+        backend.refresh(&ids).await.unwrap().instances[0].rewrap_status
+    }
+
+    const REWRAP: Operation<'static> = Operation::RewrapKeyStorage { instance: INSTANCE };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rewrap_returns_once_completed_on_the_drills_clock() {
+        let backend = DrillBackend::new(staged(), schedule(Vec::new()));
+        backend.start_attempt(1);
+        let (real, simulated) = (std::time::Instant::now(), tokio::time::Instant::now());
+        backend.perform(&REWRAP).await.unwrap();
+        assert!(simulated.elapsed() >= Duration::from_secs(60));
+        assert!(real.elapsed() < Duration::from_secs(5), "no real time");
+        assert_eq!(status(&backend).await, RewrapStatus::Rewrapped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_rewrap_response_comes_at_acceptance_and_the_rewrap_runs_on() {
+        let lost = AttemptFaults {
+            lose_response_op: BTreeSet::from([1]),
+            ..AttemptFaults::default()
+        };
+        let backend = DrillBackend::new(staged(), schedule(vec![lost]));
+        backend.start_attempt(1);
+        let simulated = tokio::time::Instant::now();
+        let error = backend.perform(&REWRAP).await.unwrap_err();
+        assert!(matches!(error, BackendError::Transient(_)), "{error}");
+        assert!(simulated.elapsed() < Duration::from_secs(1));
+        assert_eq!(status(&backend).await, RewrapStatus::InProgress);
+        // A rerun at once: its rewrap finds the instance busy, and nothing is lost.
+        backend.start_attempt_with(2, AttemptFaults::default());
+        let busy = backend.perform(&REWRAP).await.unwrap_err();
+        assert!(busy.to_string().contains("in progress"), "{busy}");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(status(&backend).await, RewrapStatus::Rewrapped);
+        assert!(
+            backend.violations().is_empty(),
+            "{:?}",
+            backend.violations()
+        );
+        assert!(backend.fleet().incidents.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rerun_starts_at_once_or_after_the_running_rewrap_as_the_schedule_says() {
+        let lost = AttemptFaults {
+            lose_response_op: BTreeSet::from([1]),
+            ..AttemptFaults::default()
+        };
+        let drawn = |at_once: bool| {
+            (0..)
+                .map(|seed| Schedule {
+                    seed,
+                    ..schedule(vec![lost.clone()])
+                })
+                .find(|s| s.rerun_at_once(2) == at_once)
+                .unwrap()
+        };
+        for at_once in [true, false] {
+            let backend = DrillBackend::new(staged(), drawn(at_once));
+            backend.start_attempt(1);
+            let _ = backend.perform(&REWRAP).await;
+            backend.start_attempt(2);
+            let expected = if at_once {
+                RewrapStatus::InProgress
+            } else {
+                RewrapStatus::Rewrapped
+            };
+            assert_eq!(status(&backend).await, expected, "at once: {at_once}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! written, exactly as when the process dies (every record is written before the next
 //! operation starts). Real process aborts are exercised by the crash sweeps in the tests.
 
+pub mod actors;
 pub mod backend;
 pub mod report;
 pub mod schedule;
@@ -25,8 +26,8 @@ use crate::apply::evidence::journal_evidence;
 use crate::apply::executor::{self, Context, Progress};
 use crate::apply::journal::Journal;
 use crate::apply::session;
-use crate::backend::refresh_with_retries;
 use crate::backend::sim::{Fleet, KeyStorage, SimInstance};
+use crate::backend::{Backend, refresh_with_retries};
 use crate::keypart::Secret32;
 use crate::model::{
     DesiredState, JournalEvidence, LiveFleet, NewRegister, RewrapStatus, VerificationPattern,
@@ -292,7 +293,8 @@ async fn attempt_once(
         Ok(journal) => journal,
         Err(e) => return Ending::Stopped(format!("journal: {e}")),
     };
-    let evidence = journal_evidence(journal.records());
+    let identity = backend.identity();
+    let evidence = journal_evidence(journal.records(), &identity, "the drill's journal");
     let live = match refresh_with_retries(backend, ids).await {
         Ok(live) => live,
         Err(e) => return Ending::Stopped(format!("refresh failed: {e}")),
@@ -309,7 +311,7 @@ async fn attempt_once(
         }
     };
     if !plan.changes {
-        return match executor::settle_previous(&mut journal, &plan, &live.instances) {
+        return match executor::settle_previous(&mut journal, &plan, &live.instances, &identity) {
             Ok(_) => Ending::Converged,
             Err(e) => Ending::Stopped(e.to_string()),
         };
@@ -318,7 +320,7 @@ async fn attempt_once(
         Ok(audit) => audit,
         Err(e) => return Ending::Stopped(format!("audit: {e}")),
     };
-    let started = match session::begin(&mut journal, &mut audit, &plan, &live) {
+    let started = match session::begin(&mut journal, &mut audit, &plan, &live, &identity) {
         Ok(started) => started,
         Err(e) => return Ending::Stopped(e.to_string()),
     };
@@ -454,8 +456,10 @@ pub fn snapshot(
             key_storage: KeyStorage {
                 verification_pattern: storage,
                 keys: 0,
+                rewrap_ms_per_key: 0,
                 unusable: false,
                 rewrapped_from,
+                rewrap_in_progress: None,
             },
             reports_rotation_status: found.rewrap_status != RewrapStatus::NotReported,
             crypto_units: found.crypto_units.clone(),
@@ -469,3 +473,6 @@ pub fn snapshot(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod actors_tests;

@@ -65,6 +65,17 @@ pub fn markdown(result: &DrillResult, subject: &str, replay: &str) -> String {
         out,
         "- **In process**, on a simulated clock: failed operations, lost responses, an expiring token (every request after it gets 401, reads included), latency with per-operation jitter (which reorders concurrent steps), and the parallelism of each run.\n- **Crashes** are in process too: the apply is dropped right after the crashing operation took effect. Every journal record written before that point stays and nothing after it is written, as when the process dies, because the executor writes each record before the next operation starts. Real process aborts (`MKPLAN_SIM_FAULTS=crash_after_op=N`) are covered by mkplan's crash sweeps on the embedded simulator and over HTTP.\n"
     );
+    if result
+        .schedules
+        .iter()
+        .any(|r| !r.schedule.actors.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "- **Several actors** (`--actors`): each run takes turns drawn from its seed between mkplan from state folder X, mkplan from state folder Y (each with its own journal, each seeing only what it did), an operator with the TKE CLI who loads, commits, rewraps and sets immediate outside mkplan (never harmfully, by the simulator's ground truth), and pauses while slow rewraps run on. When a plan asks for the operator's word, the operator attests the truth (`mkplan attest rewrap`) and reruns at once; the run ends with up to {} clean applies from X. Rewraps take as long as the fleet says (`rewrap_ms_per_key`), on the simulated clock.\n",
+            super::actors::SETTLING_APPLIES_MAX
+        );
+    }
     if result.over_http {
         let _ = writeln!(
             out,

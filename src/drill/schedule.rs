@@ -14,6 +14,9 @@ pub const FAULTY_ATTEMPTS_MAX: usize = 3;
 pub const PARALLELISM_CHOICES: [usize; 4] = [1, 2, 4, 10];
 /// Latency a run may draw per operation (the drill's clock is simulated: it costs no time).
 pub const LATENCY_MS_MAX: u64 = 250;
+/// Mixed into the seed for the draws that came after the first schedules were pinned, so
+/// that those stay as they were drawn.
+const RERUN_STREAM: u64 = 0x5e12_3a7e_0f0c_e000;
 
 /// The faults of one apply attempt, counting its mutating operations from 1.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -75,6 +78,10 @@ pub struct Schedule {
     pub latency_ms: u64,
     /// The faulty attempts, in order; the attempts after them have no faults.
     pub attempts: Vec<AttemptFaults>,
+    /// In a drill with several actors (`--actors`): the turns of mkplan from state folders X
+    /// and Y, and of the operator with the TKE CLI; the attempts above are then unused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<super::actors::Turn>,
 }
 
 impl Schedule {
@@ -132,6 +139,7 @@ impl Schedule {
             parallelism,
             latency_ms,
             attempts,
+            actors: Vec::new(),
         }
     }
 
@@ -154,15 +162,43 @@ impl Schedule {
         self.latency_ms + rng.random_range(0..=self.latency_ms / 2)
     }
 
-    /// "1: crash_after_op=4; 2: fail_op=2" for tables.
+    /// Whether the operator starts attempt `attempt` (from 2) at once after the one before
+    /// stopped, while a rewrap the service accepted may still run; otherwise only once it has
+    /// completed (a rewrap takes about a minute). Drawn from the seed. Only the rerun right
+    /// after a faulty attempt may come at once, so every run ends with reruns that find the
+    /// service idle.
+    pub fn rerun_at_once(&self, attempt: usize) -> bool {
+        if attempt < 2 || attempt > self.attempts.len() + 1 {
+            return false;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ RERUN_STREAM ^ attempt as u64);
+        rng.random_bool(0.5)
+    }
+
+    /// "1: crash_after_op=4, rerun at once; 2: fail_op=2" for tables.
     pub fn describe(&self) -> String {
+        if !self.actors.is_empty() {
+            return self
+                .actors
+                .iter()
+                .map(super::actors::Turn::describe)
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
         if self.attempts.is_empty() {
             return "no faults".into();
         }
         self.attempts
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("{}: {}", i + 1, a.describe()))
+            .map(|(i, a)| {
+                let at_once = if self.rerun_at_once(i + 2) {
+                    ", rerun at once"
+                } else {
+                    ""
+                };
+                format!("{}: {}{at_once}", i + 1, a.describe())
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -179,6 +215,21 @@ mod tests {
             .map(|s| format!("{:?}", Schedule::draw(s, 10)))
             .collect();
         assert!(distinct.len() > 40, "seeds must give different schedules");
+    }
+
+    #[test]
+    fn only_the_rerun_after_a_faulty_attempt_may_come_at_once() {
+        let mut at_once = BTreeSet::new();
+        for seed in 0..200 {
+            let schedule = Schedule::draw(seed, 10);
+            let faulty = schedule.attempts.len();
+            assert!(!schedule.rerun_at_once(1), "the first attempt is no rerun");
+            for attempt in faulty + 2..faulty + 5 {
+                assert!(!schedule.rerun_at_once(attempt), "seed {seed}");
+            }
+            at_once.extend((2..=faulty + 1).map(|a| schedule.rerun_at_once(a)));
+        }
+        assert_eq!(at_once, BTreeSet::from([false, true]), "both are drawn");
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn fleet(reports_status: bool) -> Fleet {
 }
 
 /// The demo key parts, decrypted once for all tests (Argon2id is slow by design).
-fn key_parts() -> &'static HashMap<String, Vec<Secret32>> {
+pub(super) fn key_parts() -> &'static HashMap<String, Vec<Secret32>> {
     static PARTS: OnceLock<HashMap<String, Vec<Secret32>>> = OnceLock::new();
     PARTS.get_or_init(|| {
         let (state, _) = desired();
@@ -120,8 +120,9 @@ fn without_a_status_only_an_unsettled_rewrap_is_refused() {
     }
 }
 
-/// A planner that forgets the journal and believes no rewrap ever happened: after a rewrap
-/// whose response was lost, or a crash after it, it plans the rewrap again.
+/// A planner that forgets the journal and believes every rewrap has run: after a crash
+/// between the commits and the rewrap, it plans set immediate before the rewrap. (One that
+/// plans a second rewrap is stopped by the executor's re-read just before the rewrap.)
 fn forgetful(
     desired: &DesiredState,
     sha: &str,
@@ -130,7 +131,9 @@ fn forgetful(
 ) -> Result<Plan, PlanRefused> {
     let mut live = live.clone();
     for instance in &mut live.instances {
-        instance.rewrap_status = RewrapStatus::NotRewrapped;
+        if instance.rewrap_status == RewrapStatus::NotRewrapped {
+            instance.rewrap_status = RewrapStatus::Rewrapped;
+        }
     }
     crate::plan::plan(desired, sha, &live, &JournalEvidence::none())
 }

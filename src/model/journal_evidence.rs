@@ -1,33 +1,67 @@
 //! What mkplan's own journal says about a rotation, as the planner needs it. The journal file
 //! itself lives in `apply`; this is the pure summary the planner takes as input, so planning
 //! stays a function of (desired, live, journal evidence).
+//!
+//! A journal is one witness among others: one folder on one machine. It speaks only of the
+//! rotations it recorded against this backend and these crypto units, and only of what it
+//! saw; the planner (`plan::evidence`) decides what that proves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::VerificationPattern;
 
-/// The journal's word on the rewrap of one instance, for the rotation to `to`.
+/// The journal's word on the rewrap of one rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalRewrap {
-    /// mkplan ran this rotation's earlier steps and never sent a rewrap: the key storage is
-    /// still under `from`.
-    NotStarted { from: VerificationPattern },
-    /// A rewrap was sent and its outcome never recorded (crash, lost response): unknown.
-    Unsettled { from: VerificationPattern },
-    /// The rewrap completed: mkplan's own "KMS CRK rewrap successful".
-    Completed { from: VerificationPattern },
+    /// This journal never sent the rewrap of this rotation.
+    NotSent,
+    /// This journal sent it and never learnt its outcome (a crash, a lost response): unknown.
+    /// `sent_at`: when the run that sent it began.
+    Unsettled { sent_at: Option<String> },
+    /// It completed: mkplan's own "KMS CRK rewrap successful", the service's status read
+    /// later, or the operator's attestation. `how` says which.
+    Completed { how: String },
+    /// It was sent and did not run, settled by evidence about that very request.
+    NotRun { how: String },
+}
+
+/// The operator's attestation that the rewrap of this rotation did not run, made after the
+/// last apply run in this journal ended: it covers the time between that run and now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRunAttestation {
+    pub at: String,
+    pub statement: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRotation {
+    pub from: VerificationPattern,
     pub to: VerificationPattern,
+    /// The crypto units (hsm_ids, lower case, sorted) the rotation was recorded against.
+    pub units: Vec<String>,
+    pub started_at: Option<String>,
     pub rewrap: JournalRewrap,
+    /// Crypto units whose load of `to` this journal saw take effect.
+    pub loaded: BTreeSet<String>,
+    /// Crypto units whose commit of `to` this journal saw take effect, and when the last was.
+    pub committed: BTreeSet<String>,
+    pub committed_at: Option<String>,
+    /// A not-run attestation still in force (no apply run began after it).
+    pub attested_not_run: Option<NotRunAttestation>,
 }
 
-/// Per service instance id, the rotation the journal knows about, if any.
+/// Per service instance id (lower case), the latest open rotation this journal recorded
+/// against the backend being planned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalEvidence {
+    /// The journal, as the operator knows it: "the journal in .mkplan".
+    pub witness: String,
+    /// The desired file being planned, for the commands a refusal suggests.
+    pub desired_file: String,
     pub rotations: BTreeMap<String, JournalRotation>,
+    /// Per instance id, the other backends this journal holds rotation records of: they are
+    /// no evidence here, but a refusal names them.
+    pub elsewhere: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl JournalEvidence {
@@ -36,6 +70,10 @@ impl JournalEvidence {
     }
 
     pub fn rotation(&self, instance: &str) -> Option<&JournalRotation> {
-        self.rotations.get(instance)
+        self.rotations.get(&instance.to_ascii_lowercase())
+    }
+
+    pub fn elsewhere(&self, instance: &str) -> Option<&BTreeSet<String>> {
+        self.elsewhere.get(&instance.to_ascii_lowercase())
     }
 }

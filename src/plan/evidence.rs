@@ -1,8 +1,17 @@
 //! Which MK is the key storage encrypted under? The whole safety of a rotation hangs on this
 //! answer, and the service does not reveal it directly. Three witnesses may speak: the
-//! service's rotation status, mkplan's journal, and the live registers themselves. Each gives
-//! an answer or stays silent; if they disagree, or all stay silent, the planner refuses and
-//! says what evidence would settle it. It never guesses.
+//! service's rotation status, mkplan's journal (with the operator's attestations), and the
+//! live registers themselves. Each names the keys the storage may be under, or stays silent;
+//! the answer is the one key they all allow. If they allow none (a contradiction), several,
+//! or all stay silent, the planner refuses and says what evidence would settle it. It never
+//! guesses.
+//!
+//! A journal is a witness only of what it saw: the rotations it recorded against this
+//! backend and these crypto units. Its silence about a rewrap proves nothing unless it saw the
+//! key staged on every unit arrive, and nothing could have happened out of its sight since:
+//! once any new register is committed, a run that stopped before its rewrap leaves a gap in
+//! which another operator, state folder or the TKE CLI may have rewrapped. Only the
+//! operator's attestation (`mkplan attest rewrap`) closes that gap.
 
 use std::collections::BTreeSet;
 
@@ -10,8 +19,8 @@ use serde::Serialize;
 
 use super::refusal::{Check, Refusal, UnitValue};
 use crate::model::{
-    CurrentRegister, JournalRewrap, JournalRotation, LiveInstance, RewrapStatus,
-    VerificationPattern,
+    CurrentRegister, JournalEvidence, JournalRewrap, JournalRotation, LiveInstance, NewRegister,
+    RewrapStatus, VerificationPattern,
 };
 
 /// The planner's finding about the key storage, with the evidence that supports it.
@@ -22,59 +31,115 @@ pub struct StorageFinding {
     pub evidence: Vec<String>,
 }
 
+/// One witness's word: the key storage is under one of `under`.
 struct Claim {
     witness: &'static str,
-    under: VerificationPattern,
+    under: BTreeSet<VerificationPattern>,
     why: String,
+}
+
+impl Claim {
+    fn one(witness: &'static str, under: VerificationPattern, why: impl Into<String>) -> Self {
+        Self {
+            witness,
+            under: BTreeSet::from([under]),
+            why: why.into(),
+        }
+    }
+}
+
+/// Why the journal said nothing, and what would settle it: the refusal's words.
+struct JournalSilence {
+    detail: String,
+    fix: String,
 }
 
 pub(crate) fn find_key_storage_mk(
     live: &LiveInstance,
     target: &VerificationPattern,
-    journal: Option<&JournalRotation>,
+    journal: &JournalEvidence,
 ) -> Result<StorageFinding, Refusal> {
+    if converged(live, target) {
+        return Ok(StorageFinding {
+            key_storage_under: target.clone(),
+            evidence: vec!["live state: every current register holds the desired master key and every new register is Empty; the rotation is finished, whatever older records say".into()],
+        });
+    }
     let mut claims = Vec::new();
     if let Some(claim) = status_claim(live)? {
         claims.push(claim);
     }
-    let unsettled = journal.is_some_and(|j| matches!(j.rewrap, JournalRewrap::Unsettled { .. }));
-    if let Some(claim) = journal
-        .filter(|j| journal_applies(j, live))
-        .and_then(journal_claim)
-    {
-        claims.push(claim);
-    }
+    let journal_word = journal_claim(live, target, journal);
+    let silence = match journal_word {
+        Ok(claim) => {
+            claims.push(claim);
+            None
+        }
+        Err(silence) => Some(silence),
+    };
     if let Some(claim) = live_claim(live) {
         claims.push(claim);
     }
-    let answers: BTreeSet<&VerificationPattern> = claims.iter().map(|c| &c.under).collect();
-    match answers.len() {
+    let Some(first) = claims.first() else {
+        return Err(silent(live, target, silence));
+    };
+    let allowed: BTreeSet<VerificationPattern> = claims
+        .iter()
+        .skip(1)
+        .fold(first.under.clone(), |acc, c| &acc & &c.under);
+    let evidence: Vec<String> = claims
+        .iter()
+        .map(|c| format!("{}: {}", c.witness, c.why))
+        .collect();
+    match allowed.len() {
         1 => Ok(StorageFinding {
-            key_storage_under: claims[0].under.clone(),
-            evidence: claims
-                .iter()
-                .map(|c| format!("{}: {}", c.witness, c.why))
-                .collect(),
+            key_storage_under: allowed.into_iter().next().expect("one key"),
+            evidence,
         }),
-        0 => Err(silent(live, target, unsettled)),
-        _ => Err(Refusal::new(
+        0 => Err(Refusal::new(
             &live.id,
             Check::EvidenceConsistent,
             format!(
                 "the evidence about the key storage's master key contradicts itself:\n{}",
                 claims
                     .iter()
-                    .map(|c| format!("- {} says it is under {}…: {}", c.witness, c.under.short(), c.why))
+                    .map(|c| format!("- {} says it is under {}: {}", c.witness, keys(&c.under), c.why))
                     .collect::<Vec<_>>()
                     .join("\n")
             ),
         )
-        .fix("find out which witness is wrong before acting (a journal from another rotation? a register changed by hand?); do not rerun the rotation or clear any new register until it is settled")),
+        .units(registers(live))
+        .fix("find out which witness is wrong before acting (a journal from another rotation? a register changed by hand?); do not rerun the rotation, set immediate or clear any new register until it is settled")),
+        _ => {
+            let mut refusal = silent(live, target, silence);
+            refusal.detail = format!(
+                "the key storage may be under any of {}: {}; nothing settles which.\n{}",
+                keys(&allowed),
+                evidence.join("; "),
+                refusal.detail
+            );
+            Err(refusal)
+        }
     }
 }
 
+/// Every current register holds the target and every new register is Empty.
+fn converged(live: &LiveInstance, target: &VerificationPattern) -> bool {
+    live.crypto_units
+        .iter()
+        .all(|u| u.current_register.holds(target) && u.new_register == NewRegister::Empty)
+}
+
+fn keys(set: &BTreeSet<VerificationPattern>) -> String {
+    set.iter()
+        .map(|k| format!("{}…", k.short()))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 /// The service's word. `NotRewrapped` means the storage is under the MK all current registers
-/// hold; `Rewrapped` means it is under the MK staged in the committed new registers.
+/// hold; `Rewrapped` means it is under a key it rewrapped to and some unit still waits to be
+/// promoted to; `InProgress` means nothing may be done until it completes.
 fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
     match live.rewrap_status {
         RewrapStatus::NotReported => Ok(None),
@@ -83,77 +148,162 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
             Check::RewrapEvidence,
             "the service reports a rewrap of the key storage in progress: it completes on the service whatever happens to the client that sent it",
         )
+        .units(registers(live))
         .fix("wait until the service reports the rewrap done (about 60 s per 3,000 keys), then plan again; do not send another rewrap, set immediate or clear any new register meanwhile")),
         RewrapStatus::NotRewrapped => match common_current(live) {
-            Some(under) => Ok(Some(Claim {
-                witness: "service",
+            Some(under) => Ok(Some(Claim::one(
+                "service",
                 under,
-                why: "reports no rewrap waiting on set immediate".into(),
-            })),
+                "reports no rewrap in progress and none waiting on set immediate",
+            ))),
             None => Err(currents_differ(
                 live,
                 "the service reports no rewrap waiting on set immediate, yet the current registers differ: no rotation explains it",
             )),
         },
         RewrapStatus::Rewrapped => {
-            let candidates = rewrapped_candidates(live);
-            match candidates.as_slice() {
-                [only] => Ok(Some(Claim {
-                    witness: "service",
-                    under: (*only).clone(),
-                    why: format!("reports \"{}\"", RewrapStatus::Rewrapped.describe()),
-                })),
-                candidates => Err(Refusal::new(
+            let (under, why) = rewrapped_candidates(live);
+            if under.is_empty() {
+                return Err(Refusal::new(
                     &live.id,
                     Check::EvidenceConsistent,
                     format!(
-                        "the service reports \"{}\", but the registers fit {} master keys as the one the key storage was rewrapped to, so it is unknown",
-                        RewrapStatus::Rewrapped.describe(),
-                        candidates.len()
+                        "the service reports \"{}\", but no register holds any key",
+                        RewrapStatus::Rewrapped.describe()
                     ),
                 )
-                .units(new_registers(live))
-                .fix("do not clear any new register: ask IBM support which master key the key storage is under")),
+                .units(registers(live))
+                .fix("ask IBM support which master key the key storage is under; do not act until then"));
             }
+            Ok(Some(Claim {
+                witness: "service",
+                under,
+                why: format!("reports \"{}\"; {why}", RewrapStatus::Rewrapped.describe()),
+            }))
         }
     }
 }
 
-/// The keys the service can have rewrapped to, given that it waits on set immediate: a key
-/// staged (committed) in some new register, such that every unit not yet promoted to it
-/// still holds one and the same old key in its current register (a rewrap needs equal
-/// current registers, and only set immediate changes them).
-fn rewrapped_candidates(live: &LiveInstance) -> Vec<&VerificationPattern> {
-    let staged: BTreeSet<&VerificationPattern> = live
+/// The keys the service can have rewrapped to, given that it waits on set immediate. A rewrap
+/// leaves its key in every unit's new register, and only set immediate moves it to the current
+/// register; so the key a rewrap left behind is one that every unit still holds in one of its
+/// registers, while the units not yet promoted to it share one old current key. When no key
+/// fits (some unit lost its copy), any key held in any register may be the one: nothing may
+/// be cleared or overwritten on the service's word alone, and other witnesses must say which.
+fn rewrapped_candidates(live: &LiveInstance) -> (BTreeSet<VerificationPattern>, String) {
+    let held: BTreeSet<&VerificationPattern> = live
         .crypto_units
         .iter()
-        .filter_map(|u| u.new_register.committed())
+        .flat_map(|u| {
+            u.new_register
+                .verification_pattern()
+                .into_iter()
+                .chain(u.current_register.verification_pattern())
+        })
         .collect();
-    staged
-        .into_iter()
-        .filter(|candidate| {
+    let left_behind: BTreeSet<VerificationPattern> = held
+        .iter()
+        .filter(|key| {
+            let everywhere = live
+                .crypto_units
+                .iter()
+                .all(|u| u.current_register.holds(key) || u.new_register.holds(key));
             let old: BTreeSet<Option<&VerificationPattern>> = live
                 .crypto_units
                 .iter()
-                .filter(|u| !u.current_register.holds(candidate))
+                .filter(|u| !u.current_register.holds(key))
                 .map(|u| u.current_register.verification_pattern())
                 .collect();
-            old.len() == 1 && !old.contains(&None)
+            everywhere && old.len() == 1 && !old.contains(&None)
         })
-        .collect()
+        .map(|key| (*key).clone())
+        .collect();
+    if left_behind.is_empty() {
+        (
+            held.into_iter().cloned().collect(),
+            "no key is held by every crypto unit, so any key in any register may be the one it rewrapped to".into(),
+        )
+    } else {
+        (
+            left_behind,
+            "every crypto unit still holds the key it rewrapped to".into(),
+        )
+    }
 }
 
-/// The journal speaks only of its own rotation: it applies while every register holds that
-/// rotation's old key, its new key, or nothing. A register holding any other key means
-/// something happened that the journal did not see, so its word no longer counts.
-fn journal_applies(rotation: &JournalRotation, live: &LiveInstance) -> bool {
-    let from = match &rotation.rewrap {
-        JournalRewrap::NotStarted { from }
-        | JournalRewrap::Unsettled { from }
-        | JournalRewrap::Completed { from } => from,
+/// The journal's word, or why it has none.
+fn journal_claim(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    journal: &JournalEvidence,
+) -> Result<Claim, JournalSilence> {
+    let witness = if journal.witness.is_empty() {
+        "the journal"
+    } else {
+        journal.witness.as_str()
     };
-    let known =
-        |vp: Option<&VerificationPattern>| vp.is_none_or(|vp| vp == from || *vp == rotation.to);
+    let Some(rotation) = journal.rotation(&live.id) else {
+        return Err(not_recorded(live, target, journal, witness));
+    };
+    let mut live_units: Vec<String> = live
+        .crypto_units
+        .iter()
+        .map(|u| u.hsm_id.to_ascii_lowercase())
+        .collect();
+    live_units.sort();
+    if rotation.units != live_units {
+        return Err(JournalSilence {
+            detail: format!(
+                "{witness} recorded this instance's rotation to {}… against other crypto units ({}), so it is no evidence for these",
+                rotation.to.short(),
+                rotation.units.join(", ")
+            ),
+            fix: attest_fix(live, target, journal, false),
+        });
+    }
+    if !registers_fit(rotation, live) {
+        return Err(JournalSilence {
+            detail: format!(
+                "{witness} recorded a rotation from {}… to {}…, but the registers now hold other keys: something happened that it did not see",
+                rotation.from.short(),
+                rotation.to.short()
+            ),
+            fix: attest_fix(live, target, journal, false),
+        });
+    }
+    match &rotation.rewrap {
+        JournalRewrap::Completed { how } => Ok(Claim::one(
+            "journal",
+            rotation.to.clone(),
+            format!("the rewrap to {}… completed ({how})", rotation.to.short()),
+        )),
+        JournalRewrap::Unsettled { sent_at } => Err(JournalSilence {
+            detail: format!(
+                "{witness} shows mkplan's own rewrap to {}… sent{} whose outcome was never recorded (a crash or a lost response); it may still be running or have completed",
+                rotation.to.short(),
+                sent_at
+                    .as_ref()
+                    .map(|t| format!(" in the run of {t}"))
+                    .unwrap_or_default()
+            ),
+            fix: format!(
+                "settle it with evidence about that rewrap: the service's rotation status, or what the TKE CLI or IBM support showed, journaled with `mkplan attest rewrap {} --completed --desired {}`. `--not-run` needs `--service-evidence` here: the request left mkplan, so nobody at this end can see that it did not run. Never send another rewrap, set immediate, or clear a new register until then",
+                live.id,
+                desired_file(journal)
+            ),
+        }),
+        JournalRewrap::NotSent | JournalRewrap::NotRun { .. } => {
+            not_sent_claim(live, rotation, journal, witness)
+        }
+    }
+}
+
+/// The journal's rotation speaks of the registers as they are: every register holds its old
+/// key, its new key or nothing, and every current register holds a key.
+fn registers_fit(rotation: &JournalRotation, live: &LiveInstance) -> bool {
+    let known = |vp: Option<&VerificationPattern>| {
+        vp.is_none_or(|vp| *vp == rotation.from || *vp == rotation.to)
+    };
     live.crypto_units.iter().all(|u| {
         known(u.new_register.verification_pattern())
             && u.current_register.verification_pattern().is_some()
@@ -161,23 +311,150 @@ fn journal_applies(rotation: &JournalRotation, live: &LiveInstance) -> bool {
     })
 }
 
-fn journal_claim(rotation: &JournalRotation) -> Option<Claim> {
-    match &rotation.rewrap {
-        JournalRewrap::NotStarted { from } => Some(Claim {
-            witness: "journal",
-            under: from.clone(),
-            why: format!(
-                "mkplan started this rotation to {}… and never sent a rewrap",
-                rotation.to.short()
+/// "The rewrap was not sent": proof only if the journal saw the whole rotation so far.
+fn not_sent_claim(
+    live: &LiveInstance,
+    rotation: &JournalRotation,
+    journal: &JournalEvidence,
+    witness: &str,
+) -> Result<Claim, JournalSilence> {
+    let (from, to) = (&rotation.from, &rotation.to);
+    let settled = match &rotation.rewrap {
+        JournalRewrap::NotRun { how } => format!("its rewrap did not run ({how}); "),
+        _ => String::new(),
+    };
+    if let Some(promoted) = live
+        .crypto_units
+        .iter()
+        .find(|u| !u.current_register.holds(from))
+    {
+        return Err(JournalSilence {
+            detail: format!(
+                "{witness} never saw the rewrap to {}… complete, yet crypto unit {} holds {:#} in its current register: a set immediate it did not see",
+                to.short(),
+                promoted.hsm_id,
+                promoted.current_register
             ),
-        }),
-        JournalRewrap::Completed { .. } => Some(Claim {
-            witness: "journal",
-            under: rotation.to.clone(),
-            why: "mkplan recorded the rewrap as completed".into(),
-        }),
-        JournalRewrap::Unsettled { .. } => None,
+            fix: attest_fix(live, to, journal, false),
+        });
     }
+    let committed: Vec<&str> = live
+        .crypto_units
+        .iter()
+        .filter(|u| u.new_register == NewRegister::FullCommitted(to.clone()))
+        .map(|u| u.hsm_id.as_str())
+        .collect();
+    if let Some(attested) = &rotation.attested_not_run {
+        let seen = match &rotation.committed_at {
+            Some(at) => format!("{witness} witnessed the commits at {at}"),
+            None => format!("{witness} recorded this rotation"),
+        };
+        return Ok(Claim::one(
+            "journal",
+            from.clone(),
+            format!(
+                "{settled}rewrap not yet sent: {seen}; confirmed by the operator at {}",
+                attested.at
+            ),
+        ));
+    }
+    if !committed.is_empty() {
+        let seen = rotation
+            .committed_at
+            .as_ref()
+            .map(|at| format!("witnessed the commits (the last at {at})"))
+            .unwrap_or_else(|| "did not witness the commits".into());
+        let unseen: Vec<&str> = committed
+            .iter()
+            .copied()
+            .filter(|u| !rotation.committed.contains(&u.to_ascii_lowercase()))
+            .collect();
+        let by_whom = if unseen.is_empty() {
+            String::new()
+        } else {
+            format!(" (someone else committed on {})", unseen.join(", "))
+        };
+        return Err(JournalSilence {
+            detail: format!(
+                "{witness} {seen}{by_whom} and never sent the rewrap, but the run stopped before it: since then another operator, another state folder, the TKE CLI or the TKE application may have sent it, and a second rewrap would make the key storage unusable"
+            ),
+            fix: attest_fix(live, to, journal, true),
+        });
+    }
+    let unseen: Vec<&str> = live
+        .crypto_units
+        .iter()
+        .filter(|u| {
+            u.new_register.holds(to) && !rotation.loaded.contains(&u.hsm_id.to_ascii_lowercase())
+        })
+        .map(|u| u.hsm_id.as_str())
+        .collect();
+    if !unseen.is_empty() {
+        return Err(JournalSilence {
+            detail: format!(
+                "{witness} did not see the load of {}… on crypto unit(s) {}: someone else staged it",
+                to.short(),
+                unseen.join(", ")
+            ),
+            fix: attest_fix(live, to, journal, true),
+        });
+    }
+    Ok(Claim::one(
+        "journal",
+        from.clone(),
+        format!(
+            "{settled}{witness} loaded {}… on every unit that holds it and no new register is committed, so no rewrap can have run",
+            to.short()
+        ),
+    ))
+}
+
+fn not_recorded(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    journal: &JournalEvidence,
+    witness: &str,
+) -> JournalSilence {
+    let elsewhere = match journal.elsewhere(&live.id) {
+        Some(backends) => format!(
+            " against this backend; its records of this instance were made against {} and are no evidence here (a rehearsal is not the real service)",
+            backends.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        None => String::new(),
+    };
+    JournalSilence {
+        detail: format!("{witness} has no record of this rotation{elsewhere}"),
+        fix: attest_fix(live, target, journal, false),
+    }
+}
+
+fn desired_file(journal: &JournalEvidence) -> &str {
+    if journal.desired_file.is_empty() {
+        "DESIRED.yaml"
+    } else {
+        &journal.desired_file
+    }
+}
+
+/// The evidence that settles whether the rewrap ran.
+fn attest_fix(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    journal: &JournalEvidence,
+    interrupted: bool,
+) -> String {
+    let ask = if interrupted {
+        "ask everyone who can act on this instance (other operators and state folders, TKE CLI and TKE application users) and check the TKE CLI output since the interruption"
+    } else {
+        "use the journal of the mkplan run that started this rotation (rerun with its --state-dir), or find out from the TKE CLI output and from everyone who can act on this instance whether a rewrap ran"
+    };
+    format!(
+        "{ask}; then journal what you found with `mkplan attest rewrap {id} --not-run --desired {file}` (nobody rewrapped since) or `--completed` (the service reported \"{ok}\"). The service's rotation status, where it reports one, settles it too, and so does IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register (target {t}…)",
+        id = live.id,
+        file = desired_file(journal),
+        ok = RewrapStatus::Rewrapped.describe(),
+        t = target.short()
+    )
 }
 
 /// What the registers alone prove. A rewrap needs every new register Full Committed with one
@@ -191,14 +468,14 @@ fn live_claim(live: &LiveInstance) -> Option<Claim> {
             .verification_pattern()
             .is_some_and(|vp| *vp != current)
     });
-    (!other_staged).then(|| Claim {
-        witness: "live state",
-        under: current,
-        why: "every current register holds it and no new register holds another key, so no rewrap can have moved the key storage".into(),
-    })
+    (!other_staged).then(|| Claim::one(
+        "live state",
+        current,
+        "every current register holds it and no new register holds another key, so no rewrap can have moved the key storage",
+    ))
 }
 
-pub(crate) fn common_current(live: &LiveInstance) -> Option<VerificationPattern> {
+pub fn common_current(live: &LiveInstance) -> Option<VerificationPattern> {
     let mut vps = live.crypto_units.iter().map(|u| match &u.current_register {
         CurrentRegister::Valid(vp) => Some(vp),
         CurrentRegister::Empty => None,
@@ -218,32 +495,46 @@ pub(crate) fn currents_differ(live: &LiveInstance, detail: &str) -> Refusal {
         .fix("find out how the current registers came to differ (a set immediate on some units only? a zeroized unit?) before acting; mkplan will not guess")
 }
 
-fn new_registers(live: &LiveInstance) -> Vec<UnitValue> {
+fn registers(live: &LiveInstance) -> Vec<UnitValue> {
     live.crypto_units
         .iter()
-        .map(|u| UnitValue::new(u, format!("new register {:#}", u.new_register)))
+        .map(|u| {
+            UnitValue::new(
+                u,
+                format!("new {:#}, current {:#}", u.new_register, u.current_register),
+            )
+        })
         .collect()
 }
 
-fn silent(live: &LiveInstance, target: &VerificationPattern, unsettled: bool) -> Refusal {
-    let journal = if unsettled {
-        "the journal shows a rewrap that was sent but whose outcome was never recorded (a crash or a lost response)"
-    } else {
-        "the journal in the state directory has no record of this rotation"
+fn silent(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    silence: Option<JournalSilence>,
+) -> Refusal {
+    let (journal, fix) = match silence {
+        Some(s) => (s.detail, s.fix),
+        None => (
+            "the journal is silent".into(),
+            "settle it with the service's rotation status or `mkplan attest rewrap`".into(),
+        ),
     };
     Refusal::new(
         &live.id,
         Check::RewrapEvidence,
         format!(
-            "cannot tell whether the rewrap of the key storage ran (target {}…): the service does not report its rotation status, {journal}, and the registers alone cannot prove it",
-            target.short()
+            "cannot tell whether the rewrap of the key storage ran (target {}…): the service {}, {journal}, and the registers alone cannot prove it",
+            target.short(),
+            match live.rewrap_status {
+                RewrapStatus::NotReported => "does not report its rotation status",
+                _ => "does not settle it",
+            }
         ),
     )
-    .units(
-        live.crypto_units
-            .iter()
-            .map(|u| UnitValue::new(u, format!("new {:#}, current {:#}", u.new_register, u.current_register)))
-            .collect(),
-    )
-    .fix("settle it with one of: the journal of the mkplan run that started this rotation (rerun with its --state-dir); the service's rotation status (`KMS CRK rewrap successful, waiting on cryptounit-mk-setimm` means the rewrap ran); what the operator saw, journaled with `mkplan attest rewrap INSTANCE --completed` or `--not-run` when the journal holds that rewrap; or IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register")
+    .units(registers(live))
+    .fix(fix)
 }
+
+#[cfg(test)]
+#[path = "evidence_tests.rs"]
+mod tests;

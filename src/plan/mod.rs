@@ -17,7 +17,7 @@ mod replay;
 mod step;
 
 pub use artifact::{CeremonyNeeds, InstancePlan, PLAN_FORMAT_VERSION, Plan, Registers, UnitChange};
-pub use evidence::StorageFinding;
+pub use evidence::{StorageFinding, common_current};
 pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};
 pub use step::{Action, Step, by_instance, effect};
@@ -112,8 +112,7 @@ fn plan_instance(
         return Err(refusals);
     }
     let target = &desired.master_key.verification_pattern;
-    let finding = evidence::find_key_storage_mk(live, target, journal.rotation(&live.id))
-        .map_err(|r| vec![r])?;
+    let finding = evidence::find_key_storage_mk(live, target, journal).map_err(|r| vec![r])?;
     let drafts = diff::draft_steps(desired, live, &finding).map_err(|r| vec![r])?;
     let ids: Vec<String> = (0..drafts.len())
         .map(|i| format!("s{}", numbered_before + i + 1))

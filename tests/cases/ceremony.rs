@@ -371,9 +371,18 @@ fn an_unknown_rewrap_is_settled_by_the_operators_attestation() {
         ("MKPLAN_PART1_PASSWORD", "demo-custodian-1"),
         ("MKPLAN_PART2_PASSWORD", "demo-custodian-2"),
     ];
+    // mkplan's own rewrap went unanswered: nobody at this end can see that it did not run,
+    // so --not-run needs what the service showed.
     for (fault, attest) in [
-        ("lose_response_op=7", "--completed"),
-        ("fail_op=7", "--not-run"),
+        ("lose_response_op=7", vec!["--completed"]),
+        (
+            "fail_op=7",
+            vec![
+                "--not-run",
+                "--service-evidence",
+                "IBM support: no rotation ran",
+            ],
+        ),
     ] {
         let ws = rotate_to_b(&three_units(false));
         let mut env = passwords.to_vec();
@@ -387,14 +396,14 @@ fn an_unknown_rewrap_is_settled_by_the_operators_attestation() {
             "{}",
             refused.stderr
         );
-        let wrong = ws.mkplan(&[
-            "attest",
-            "rewrap",
-            "11111111-2222-4333-8444-000000000009",
-            attest,
-        ]);
+        let attest_args = |instance: &'static str| {
+            let mut args = vec!["attest", "rewrap", instance, "--desired", DESIRED];
+            args.extend(attest.iter().copied());
+            args
+        };
+        let wrong = ws.mkplan(&attest_args("11111111-2222-4333-8444-000000000009"));
         assert_eq!(wrong.code, 1, "{}", wrong.stderr);
-        let attested = ws.mkplan(&["attest", "rewrap", INSTANCE, attest]);
+        let attested = ws.mkplan(&attest_args(INSTANCE));
         assert_eq!(attested.code, 0, "{}", attested.stderr);
         let rerun = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &passwords);
         assert_eq!(rerun.code, 0, "{fault}: {}", rerun.stderr);

@@ -49,7 +49,9 @@ fn a_drill_proves_every_run_safe_reports_it_and_replays_by_seed() {
     let converged = result["converged"].as_u64().unwrap();
     let refused = result["refused"].as_u64().unwrap();
     assert_eq!(converged + refused, 200);
-    assert!(converged > 150, "{converged}");
+    // Without a rotation status, a crash between the commits and the rewrap needs the
+    // operator's word (a drill never gives it): those runs refuse.
+    assert!(converged > 120, "{converged}");
     // Without a rotation status, a rewrap whose outcome is lost must be refused, never resent.
     for r in result["schedules"].as_array().unwrap() {
         if r["verdict"] == "refused" {

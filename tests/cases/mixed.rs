@@ -4,8 +4,9 @@ use crate::support::*;
 
 crate::on_both_backends! {
     /// After the rewrap (storage under B), u1 is promoted, u2 still stages B, and u3 lost its new
-    /// register. u3 must stage B again and be promoted; never rewrap, never clear a register
-    /// holding B.
+    /// register. The status alone cannot tell this from a rewrap B → A after which u1 lost
+    /// its staged A: the plan refuses until the operator attests the rewrap to B. Then u3
+    /// must stage B again and be promoted; never rewrap, never clear a register holding B.
     fn unit_that_lost_its_new_register_after_the_rewrap_is_staged_again() {
         let fleet = Fleet::instance()
             .key_storage(B)
@@ -13,7 +14,14 @@ crate::on_both_backends! {
             .unit(empty(), valid(B))
             .unit(committed(B), valid(A))
             .unit(empty(), valid(A));
-        let run = rotate_to_b(&fleet).plan();
+        let ws = rotate_to_b(&fleet);
+        let refused = ws.plan();
+        refused.expect_code(3);
+        assert!(refused.stdout.contains("rewrap_evidence"), "{}", refused.stdout);
+        let instance = fleet.ids()[0].clone();
+        ws.mkplan(&["attest", "rewrap", &instance, "--completed", "--desired", DESIRED])
+            .expect_code(0);
+        let run = ws.plan();
         let plan = run.planned(2);
         assert_steps(
             &plan,

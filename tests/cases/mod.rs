@@ -11,3 +11,4 @@ mod smartcards;
 mod tke;
 mod untouched;
 mod views;
+mod witnesses;

@@ -278,6 +278,8 @@ impl Fleet {
             out += "    key_storage:\n";
             out += &format!("      verification_pattern: \"{}\"\n", instance.key_storage);
             out += "      keys: 3000\n";
+            // The service takes a minute per 3,000 keys; the tests that want it slow say so.
+            out += "      rewrap_ms_per_key: 0\n";
             out += &format!(
                 "    reports_rotation_status: {}\n",
                 instance.reports_rotation_status
@@ -402,6 +404,8 @@ pub struct Workspace {
     pub via: Via,
     /// With `Via::Http`: the `mkplan sim serve` on this workspace's fleet, started on demand.
     server: RefCell<Option<Server>>,
+    /// The address its first server listened on; later ones listen there too.
+    address: RefCell<Option<String>>,
 }
 
 /// The outcome of one run of the binary.
@@ -469,6 +473,7 @@ impl Workspace {
             dir,
             via: via(),
             server: RefCell::new(None),
+            address: RefCell::new(None),
         }
     }
 
@@ -560,7 +565,17 @@ impl Workspace {
         };
         if !reusable {
             server.take();
-            *server = Some(Server::start(&self.path(FLEET), faults, &[]));
+            // The same address every time: the service keeps its endpoint across restarts,
+            // and the journal binds its records to that endpoint.
+            let listen = self
+                .address
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:0".into());
+            let started = Server::start_on(&self.path(FLEET), faults, &[], &listen);
+            let address = started.url.trim_start_matches("http://").to_string();
+            *self.address.borrow_mut() = Some(address);
+            *server = Some(started);
         }
         server.as_ref().expect("started").url.clone()
     }
@@ -839,8 +854,13 @@ pub struct Server {
 impl Server {
     /// Starts a server on `fleet` (port chosen by the system) and waits for its URL.
     pub fn start(fleet: &Path, faults: &str, extra: &[&str]) -> Server {
+        Self::start_on(fleet, faults, extra, "127.0.0.1:0")
+    }
+
+    /// Starts a server on `fleet` listening on `listen` and waits for its URL.
+    pub fn start_on(fleet: &Path, faults: &str, extra: &[&str], listen: &str) -> Server {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
-            .args(["sim", "serve", "--listen", "127.0.0.1:0", "--fleet"])
+            .args(["sim", "serve", "--listen", listen, "--fleet"])
             .arg(fleet)
             .args(["--faults", faults])
             .args(extra)

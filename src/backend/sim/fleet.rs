@@ -1,13 +1,20 @@
 //! The simulator's whole state: the fleet file (`examples/fleets/*.yaml`). Unlike a live
 //! state it holds the ground truth a real service keeps to itself: the MK the key storage is
-//! encrypted under, and the incidents (every loss the simulator has seen happen).
+//! encrypted under, the rewrap the service is running or remembers, and the incidents (every
+//! loss the simulator has seen happen).
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::consistency;
 use crate::model::unit::is_uuid;
 use crate::model::{CryptoUnit, InputError, LiveInstance, RewrapStatus, VerificationPattern};
+
+/// How long the real service takes to re-encrypt one key: about 3,000 keys a minute.
+pub const REWRAP_MS_PER_KEY_DEFAULT: u64 = 20;
+/// The slowest re-encryption a fleet may ask for, so that a typo cannot stall a test for days.
+pub const REWRAP_MS_PER_KEY_MAX: u64 = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,20 +39,43 @@ fn yes() -> bool {
     true
 }
 
+fn rewrap_ms_per_key_default() -> u64 {
+    REWRAP_MS_PER_KEY_DEFAULT
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyStorage {
     /// The MK the key storage is encrypted under.
     pub verification_pattern: VerificationPattern,
     pub keys: u64,
+    /// How long the service takes to re-encrypt one key: a rewrap runs for
+    /// `keys × rewrap_ms_per_key` milliseconds.
+    #[serde(default = "rewrap_ms_per_key_default")]
+    pub rewrap_ms_per_key: u64,
     /// Set once the key storage has been destroyed (an incident says how).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unusable: bool,
-    /// The service's memory of a rewrap: the MK the key storage was rewrapped from, kept
-    /// from the rewrap until every current register holds the new MK. The simulator writes
-    /// it; a hand-written fleet may leave it out (see `SimInstance::rewrap_status`).
+    /// The service's memory of a completed rewrap: the MK the key storage was rewrapped from,
+    /// kept until every current register holds the new MK. The simulator writes it; a
+    /// hand-written fleet may leave it out (see `SimInstance::mid_rotation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrapped_from: Option<VerificationPattern>,
+    /// A rewrap the service accepted and is still running. It completes when the clock
+    /// passes `completes_at_ms`, whoever touches the fleet first: the client that sent it
+    /// may be long gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrap_in_progress: Option<RewrapInProgress>,
+}
+
+/// A running rewrap: the key storage is being re-encrypted from `from` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewrapInProgress {
+    pub from: VerificationPattern,
+    pub to: VerificationPattern,
+    /// Wall-clock Unix milliseconds (the simulator's clock).
+    pub completes_at_ms: u64,
 }
 
 /// A loss, or a harmful operation, that the simulator performed as the real service would.
@@ -69,6 +99,7 @@ impl Fleet {
             InputError::new(file, message)
                 .fix("correct the fleet file; it is the simulator's whole state")
         })?;
+        consistency::check(&fleet).map_err(|found| found.into_input_error(file, text))?;
         Ok(fleet)
     }
 
@@ -111,18 +142,38 @@ impl Fleet {
     }
 }
 
+impl KeyStorage {
+    /// How long a rewrap of this key storage runs.
+    pub fn rewrap_ms(&self) -> u64 {
+        self.keys.saturating_mul(self.rewrap_ms_per_key)
+    }
+}
+
 impl SimInstance {
-    /// What the service would say about the rewrap. A real service remembers that it ran a
-    /// rewrap and is waiting on set immediate: that is `rewrapped_from`. A hand-written fleet
-    /// may not say; then the answer is derived from the ground truth: some unit's current
-    /// register does not hold the storage's MK yet, and the storage's MK is staged
-    /// (committed) in some new register.
+    /// What the service would say about the rewrap: running, done and waiting on set
+    /// immediate, or neither. Complete the rewraps that are due first
+    /// (`hsm::complete_rewraps`): this reads the fleet as it is.
     pub fn rewrap_status(&self) -> RewrapStatus {
         if !self.reports_rotation_status {
-            return RewrapStatus::NotReported;
+            RewrapStatus::NotReported
+        } else if self.key_storage.rewrap_in_progress.is_some() {
+            RewrapStatus::InProgress
+        } else if self.mid_rotation() {
+            RewrapStatus::Rewrapped
+        } else {
+            RewrapStatus::NotRewrapped
         }
+    }
+
+    /// Whether a completed rewrap waits on set immediate. The service remembers it
+    /// (`rewrapped_from`); where a hand-written fleet does not say, the registers do: the
+    /// key storage is under a key that some current register does not hold yet while a new
+    /// register holds it, and only a rewrap moves the key storage to a staged key. (With no
+    /// current register holding the storage's key, a new register must hold it, or the key
+    /// storage is lost: `consistency` refuses such a fleet unless it is marked `unusable`.)
+    pub fn mid_rotation(&self) -> bool {
         if self.key_storage.rewrapped_from.is_some() {
-            return RewrapStatus::Rewrapped;
+            return true;
         }
         let storage = &self.key_storage.verification_pattern;
         let waiting = self
@@ -132,12 +183,8 @@ impl SimInstance {
         let staged = self
             .crypto_units
             .iter()
-            .any(|u| u.new_register.committed() == Some(storage));
-        if waiting && staged {
-            RewrapStatus::Rewrapped
-        } else {
-            RewrapStatus::NotRewrapped
-        }
+            .any(|u| u.new_register.holds(storage));
+        waiting && staged
     }
 
     /// The instance as the service reports it: no key storage, no incidents.
@@ -156,5 +203,11 @@ impl SimInstance {
         self.crypto_units
             .iter()
             .any(|u| u.current_register.holds(storage) || u.new_register.holds(storage))
+    }
+
+    pub fn unit(&self, hsm_id: &str) -> Option<&CryptoUnit> {
+        self.crypto_units
+            .iter()
+            .find(|u| u.hsm_id.eq_ignore_ascii_case(hsm_id))
     }
 }

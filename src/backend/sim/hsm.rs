@@ -2,9 +2,17 @@
 //! refuses what the HSM refuses, and *performs* what the HSM performs even when that destroys
 //! the key storage, recording each loss as an incident. After every operation it checks the
 //! key-safety invariant: some register of the instance holds the key storage's MK.
+//!
+//! The rewrap, its pre-checks and its slow completion are in `rewrap`. Time comes in as
+//! `now_ms` (see `clock`), so these rules stay pure.
+
+use std::collections::BTreeSet;
 
 use super::fleet::{Fleet, Incident, SimInstance};
+use super::rewrap;
 use crate::model::{CryptoUnit, CurrentRegister, Mode, NewRegister, VerificationPattern};
+
+pub use super::rewrap::complete_rewraps;
 
 /// A mutating operation as the simulator receives it. A load carries only the VP of the
 /// combined key: the simulator never needs the key itself.
@@ -79,40 +87,94 @@ impl SimOperation {
 
 /// The service said no; nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
+pub enum Refused {
+    /// The operation breaks a rule of the service or of the crypto unit.
+    #[error("{0}")]
+    Rule(String),
+    /// The instance is running a rewrap and takes no command until it completes: the same
+    /// command may succeed later.
+    #[error("{0}")]
+    Busy(String),
+}
 
-/// Applies one operation to the fleet; on `Err` nothing changed.
-pub fn perform(fleet: &mut Fleet, operation: &SimOperation) -> Result<(), Refused> {
-    let instance = fleet
-        .instance_mut(operation.instance())
-        .ok_or_else(|| Refused(format!("no service instance {}", operation.instance())))?;
-    let mut incidents = Vec::new();
-    match operation {
-        SimOperation::RewrapKeyStorage { .. } => rewrap(instance, &mut incidents)?,
-        unit_operation => {
-            let hsm_id = unit_operation.unit().expect("unit operations name a unit");
-            let storage = instance.key_storage.verification_pattern.clone();
-            let unit = instance
-                .crypto_units
-                .iter_mut()
-                .find(|u| u.hsm_id.eq_ignore_ascii_case(hsm_id))
-                .ok_or_else(|| {
-                    Refused(format!(
-                        "no crypto unit {hsm_id} in instance {}",
-                        operation.instance()
-                    ))
-                })?;
-            if unit.mode == Mode::Imprint {
-                return Err(Refused(format!(
-                    "crypto unit {hsm_id} is in imprint mode: register commands are refused"
-                )));
-            }
-            if let Some(incident) = on_unit(unit, unit_operation, &storage)? {
-                incidents.push(incident);
-            }
+impl Refused {
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Rule(reason) | Self::Busy(reason) => reason,
         }
     }
+}
+
+/// A refusal for breaking a rule.
+pub(super) fn refuse<T>(reason: String) -> Result<T, Refused> {
+    Err(Refused::Rule(reason))
+}
+
+/// What the service did with an operation it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// The operation has taken effect.
+    Done,
+    /// A rewrap started; it completes when the clock passes `completes_at_ms`.
+    RewrapRunning { completes_at_ms: u64 },
+}
+
+/// Applies one operation at time `now_ms`; on `Err` nothing changed. The rewraps that are due
+/// complete first, as they would have on the service whether or not anyone looked.
+pub fn perform_at(
+    fleet: &mut Fleet,
+    operation: &SimOperation,
+    now_ms: u64,
+) -> Result<Accepted, Refused> {
+    complete_rewraps(fleet, now_ms);
+    let instance = fleet
+        .instance_mut(operation.instance())
+        .ok_or_else(|| Refused::Rule(format!("no service instance {}", operation.instance())))?;
+    rewrap::refuse_while_running(instance, operation, now_ms)?;
+    let mut incidents = Vec::new();
+    let accepted = match operation {
+        SimOperation::RewrapKeyStorage { .. } => rewrap::start(instance, now_ms, &mut incidents)?,
+        unit_operation => {
+            on_instance_unit(instance, unit_operation, &mut incidents)?;
+            Accepted::Done
+        }
+    };
+    after_operation(instance, operation, &mut incidents);
+    let instance_id = instance.id.clone();
+    fleet
+        .incidents
+        .extend(incidents.into_iter().map(|description| Incident {
+            instance: instance_id.clone(),
+            unit: operation.unit().map(str::to_string),
+            operation: operation.name().into(),
+            description,
+        }));
+    // A rewrap of an empty key storage (or at zero cost per key) is done as it starts.
+    Ok(match accepted {
+        Accepted::RewrapRunning { completes_at_ms } if completes_at_ms <= now_ms => {
+            complete_rewraps(fleet, now_ms);
+            Accepted::Done
+        }
+        other => other,
+    })
+}
+
+/// Applies one operation as if no time passed and every rewrap completed at once: for tests
+/// of plans, where only the order of operations matters.
+pub fn perform(fleet: &mut Fleet, operation: &SimOperation) -> Result<(), Refused> {
+    complete_rewraps(fleet, u64::MAX);
+    perform_at(fleet, operation, 0)?;
+    complete_rewraps(fleet, u64::MAX);
+    Ok(())
+}
+
+/// The bookkeeping after every accepted operation: the service forgets a rewrap once every
+/// unit is promoted, and a key storage no register can decrypt any more is lost.
+fn after_operation(
+    instance: &mut SimInstance,
+    operation: &SimOperation,
+    incidents: &mut Vec<String>,
+) {
     let storage = &instance.key_storage.verification_pattern;
     if instance
         .crypto_units
@@ -131,15 +193,31 @@ pub fn perform(fleet: &mut Fleet, operation: &SimOperation) -> Result<(), Refuse
             instance.key_storage.keys
         ));
     }
-    let instance_id = instance.id.clone();
-    fleet
-        .incidents
-        .extend(incidents.into_iter().map(|description| Incident {
-            instance: instance_id.clone(),
-            unit: operation.unit().map(str::to_string),
-            operation: operation.name().into(),
-            description,
-        }));
+}
+
+fn on_instance_unit(
+    instance: &mut SimInstance,
+    operation: &SimOperation,
+    incidents: &mut Vec<String>,
+) -> Result<(), Refused> {
+    let hsm_id = operation.unit().expect("unit operations name a unit");
+    let storage = instance.key_storage.verification_pattern.clone();
+    let unit = instance
+        .crypto_units
+        .iter_mut()
+        .find(|u| u.hsm_id.eq_ignore_ascii_case(hsm_id))
+        .ok_or_else(|| {
+            Refused::Rule(format!(
+                "no crypto unit {hsm_id} in instance {}",
+                operation.instance()
+            ))
+        })?;
+    if unit.mode == Mode::Imprint {
+        return refuse(format!(
+            "crypto unit {hsm_id} is in imprint mode: register commands are refused"
+        ));
+    }
+    incidents.extend(on_unit(unit, operation, &storage)?);
     Ok(())
 }
 
@@ -155,40 +233,72 @@ fn on_unit(
             ..
         } => {
             if unit.new_register != NewRegister::Empty {
-                return Err(Refused(format!(
+                return refuse(format!(
                     "the new register of crypto unit {id} is {}: clear it before loading",
                     unit.new_register.status()
-                )));
+                ));
+            }
+            if unit.current_register.holds(verification_pattern) {
+                return refuse(format!(
+                    "load on crypto unit {id}: the key parts combine into {verification_pattern}, the unit's current master key; a rotation needs a new key (at least one key part must change)"
+                ));
             }
             unit.new_register = NewRegister::FullUncommitted(verification_pattern.clone());
         }
         SimOperation::CommitNewMk {
             verification_pattern,
+            signers,
             ..
-        } => match &unit.new_register {
-            NewRegister::FullUncommitted(vp) if vp == verification_pattern => {
-                unit.new_register = NewRegister::FullCommitted(vp.clone());
+        } => {
+            check_signatures(unit, "commit", signers)?;
+            match &unit.new_register {
+                NewRegister::FullUncommitted(vp) if vp == verification_pattern => {
+                    unit.new_register = NewRegister::FullCommitted(vp.clone());
+                }
+                NewRegister::FullUncommitted(vp) => {
+                    return refuse(format!(
+                        "commit on crypto unit {id}: the verification pattern given does not match the new register's {vp}"
+                    ));
+                }
+                other => {
+                    return refuse(format!(
+                        "commit on crypto unit {id}: the new register is {}, not Full Uncommitted",
+                        other.status()
+                    ));
+                }
             }
-            NewRegister::FullUncommitted(vp) => {
-                return Err(Refused(format!(
-                    "commit on crypto unit {id}: the verification pattern given does not match the new register's {vp}"
+        }
+        SimOperation::ClearNewMk { .. } => {
+            let strands = unit.new_register.holds(storage) && !unit.current_register.holds(storage);
+            unit.new_register = NewRegister::Empty;
+            if strands {
+                return Ok(Some(format!(
+                    "clear new of the key storage's master key: crypto unit {id}'s new register held {storage}, which its current register does not hold; the unit can no longer be promoted to it without loading it again (after the rewrap, a new register holding the new key must never be cleared)"
                 )));
             }
-            other => {
-                return Err(Refused(format!(
-                    "commit on crypto unit {id}: the new register is {}, not Full Uncommitted",
-                    other.status()
-                )));
-            }
-        },
-        SimOperation::ClearNewMk { .. } => unit.new_register = NewRegister::Empty,
+        }
         SimOperation::ClearCurrentMk { .. } => unit.current_register = CurrentRegister::Empty,
-        SimOperation::SetImmediate { .. } => {
-            let Some(staged) = unit.new_register.committed().cloned() else {
-                return Err(Refused(format!(
-                    "set immediate on crypto unit {id}: the new register is {}, not Full Committed",
-                    unit.new_register.status()
-                )));
+        SimOperation::SetImmediate {
+            verification_pattern,
+            signers,
+            ..
+        } => {
+            check_signatures(unit, "set immediate", signers)?;
+            let staged = match &unit.new_register {
+                NewRegister::FullCommitted(staged) if staged == verification_pattern => {
+                    staged.clone()
+                }
+                NewRegister::FullCommitted(staged) => {
+                    return refuse(format!(
+                        "set immediate on crypto unit {id} names {verification_pattern}, but its new register holds {staged}: the service promotes only the key the command names"
+                    ));
+                }
+                other => {
+                    return refuse(format!(
+                        "set immediate on crypto unit {id}: the new register is {}, not Full Committed",
+                        other.status()
+                    ));
+                }
             };
             unit.current_register = CurrentRegister::Valid(staged.clone());
             unit.new_register = NewRegister::Empty;
@@ -203,43 +313,40 @@ fn on_unit(
     Ok(None)
 }
 
-/// The service's rewrap: its pre-checks, then the re-encryption from the current MK to the
-/// new one, whether or not the key storage is really under the current MK.
-fn rewrap(instance: &mut SimInstance, incidents: &mut Vec<String>) -> Result<(), Refused> {
-    let units = &instance.crypto_units;
-    if let Some(unit) = units.iter().find(|u| u.mode == Mode::Imprint) {
-        return Err(Refused(format!(
-            "rewrap refused: crypto unit {} is in imprint mode",
-            unit.hsm_id
-        )));
-    }
-    let from = common(
-        units
+/// A signed command carries at least the unit's signature threshold of signatures, each by an
+/// administrator installed on that unit.
+fn check_signatures(unit: &CryptoUnit, command: &str, signers: &[String]) -> Result<(), Refused> {
+    let id = &unit.hsm_id;
+    if let Some(stranger) = signers.iter().find(|s| unit.administrator(s).is_none()) {
+        let installed: Vec<&str> = unit
+            .administrators
             .iter()
-            .map(|u| u.current_register.verification_pattern()),
-    );
-    let to = common(units.iter().map(|u| u.new_register.committed()));
-    let (Some(from), Some(to)) = (from, to) else {
-        return Err(Refused(
-            "rewrap refused: every current register must be Valid with the same verification pattern and every new register Full Committed with the same verification pattern".into(),
-        ));
-    };
-    let storage = &mut instance.key_storage;
-    if storage.verification_pattern != from && !storage.unusable {
-        storage.unusable = true;
-        incidents.push(format!(
-            "rewrap started again after it completed: the key storage, under {}, was re-encrypted as if it were under {from}; its {} keys are lost",
-            storage.verification_pattern, storage.keys
+            .map(|a| a.name.as_str())
+            .collect();
+        return refuse(format!(
+            "{command} on crypto unit {id}: {stranger:?} signed it but is not an administrator of this unit (its administrators: {}); only installed administrators can sign",
+            if installed.is_empty() {
+                "none".into()
+            } else {
+                installed.join(", ")
+            }
         ));
     }
-    storage.verification_pattern = to;
-    storage.rewrapped_from = Some(from);
+    let distinct: BTreeSet<&str> = signers.iter().map(String::as_str).collect();
+    let threshold = usize::from(unit.signature_threshold);
+    if distinct.len() < threshold {
+        return refuse(format!(
+            "{command} on crypto unit {id} needs {threshold} signatures (its signature threshold) from different administrators, and has {}{}",
+            distinct.len(),
+            if distinct.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    distinct.iter().copied().collect::<Vec<_>>().join(", ")
+                )
+            }
+        ));
+    }
     Ok(())
-}
-
-fn common<'a>(
-    mut vps: impl Iterator<Item = Option<&'a VerificationPattern>>,
-) -> Option<VerificationPattern> {
-    let first = vps.next()??;
-    vps.all(|vp| vp == Some(first)).then(|| first.clone())
 }

@@ -5,23 +5,31 @@
 //!
 //! Each operation re-reads the fleet under a lock file beside it, so several processes
 //! (an apply and a `status`, two test runs) see one consistent fleet.
+//!
+//! A rewrap is slow, as on the service: its acceptance is written at once, the operation
+//! then waits (outside the lock) until the clock passes its end, completes it and returns.
+//! Whoever reads or operates on the fleet after that moment completes it too, so a rewrap
+//! finishes even when the process that sent it died.
 
+pub mod clock;
+mod consistency;
 pub mod faults;
 pub mod fleet;
 pub mod hsm;
+mod rewrap;
 pub mod server;
-mod tke_front;
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use clock::{Clock, SystemClock};
 pub use faults::Faults;
-pub use fleet::{Fleet, Incident, KeyStorage, SimInstance};
-pub use hsm::{Refused, SimOperation};
+pub use fleet::{Fleet, Incident, KeyStorage, RewrapInProgress, SimInstance};
+pub use hsm::{Accepted, Refused, SimOperation};
 
 use super::BackendError;
 use crate::model::LiveFleet;
@@ -29,6 +37,7 @@ use crate::model::LiveFleet;
 pub struct Simulator {
     path: PathBuf,
     faults: Faults,
+    clock: Arc<dyn Clock>,
     /// Mutating operations received by this process, for fault injection.
     operations: AtomicU64,
     in_process: Mutex<()>,
@@ -47,16 +56,32 @@ impl Simulator {
         Ok(Self {
             path: path.to_path_buf(),
             faults,
+            clock: Arc::new(SystemClock),
             operations: AtomicU64::new(0),
             in_process: Mutex::new(()),
         })
+    }
+
+    /// Reads the time from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The fleet as it is now: the file, with the rewraps that are due completed (in memory;
+    /// the next operation writes them).
     pub fn read(&self) -> Result<Fleet, BackendError> {
+        let mut fleet = self.read_file()?;
+        hsm::complete_rewraps(&mut fleet, self.clock.now_ms());
+        Ok(fleet)
+    }
+
+    /// The fleet as the file says.
+    fn read_file(&self) -> Result<Fleet, BackendError> {
         let shown = self.path.display().to_string();
         let text = fs::read_to_string(&self.path).map_err(|e| {
             BackendError::Unreachable(format!(
@@ -70,7 +95,9 @@ impl Simulator {
         live_of(&self.read()?, instances)
     }
 
-    /// Performs one mutating operation, with the faults injected for its number.
+    /// Performs one mutating operation, with the faults injected for its number. A rewrap
+    /// returns when it has completed; its faults act right after its acceptance (a crash
+    /// leaves it running, a lost response returns at once while it runs on).
     pub async fn perform(&self, operation: &SimOperation) -> Result<(), BackendError> {
         let number = self.operations.fetch_add(1, Ordering::SeqCst) + 1;
         if self.faults.latency_ms > 0 {
@@ -93,18 +120,32 @@ impl Simulator {
                 operation.name()
             )));
         }
-        result
+        if let Accepted::RewrapRunning { completes_at_ms } = result? {
+            clock::sleep_until(self.clock.as_ref(), completes_at_ms).await;
+            self.complete_durably()?;
+        }
+        Ok(())
     }
 
-    fn perform_durably(&self, operation: &SimOperation) -> Result<(), BackendError> {
+    fn perform_durably(&self, operation: &SimOperation) -> Result<Accepted, BackendError> {
         let _in_process = self.in_process.lock().unwrap_or_else(|e| e.into_inner());
         let _across_processes = self.lock_file()?;
         let mut fleet = self.read()?;
-        hsm::perform(&mut fleet, operation).map_err(|refused| BackendError::Refused {
-            operation: operation.name().into(),
-            reason: refused.0,
-        })?;
-        self.write(&fleet)
+        let accepted = hsm::perform_at(&mut fleet, operation, self.clock.now_ms())
+            .map_err(|refused| refused_error(operation, refused))?;
+        self.write(&fleet)?;
+        Ok(accepted)
+    }
+
+    /// Writes the rewraps that have completed.
+    fn complete_durably(&self) -> Result<(), BackendError> {
+        let _in_process = self.in_process.lock().unwrap_or_else(|e| e.into_inner());
+        let _across_processes = self.lock_file()?;
+        let mut fleet = self.read_file()?;
+        if hsm::complete_rewraps(&mut fleet, self.clock.now_ms()) {
+            self.write(&fleet)?;
+        }
+        Ok(())
     }
 
     /// The fleet's lock, waited for a bounded time: a `sim serve` holds it for its lifetime,
@@ -153,7 +194,22 @@ impl Simulator {
     }
 }
 
-/// What the service reports about the named instances of a fleet.
+/// The error a refusal is for the executor: a broken rule is final; a busy instance had no
+/// effect and may take the command later, as the HTTP API's 409 says.
+pub fn refused_error(operation: &SimOperation, refused: Refused) -> BackendError {
+    match refused {
+        Refused::Rule(reason) => BackendError::Refused {
+            operation: operation.name().into(),
+            reason,
+        },
+        Refused::Busy(reason) => {
+            BackendError::Transient(format!("{} had no effect: {reason}", operation.name()))
+        }
+    }
+}
+
+/// What the service reports about the named instances of a fleet (complete the rewraps that
+/// are due first).
 pub fn live_of(fleet: &Fleet, instances: &[String]) -> Result<LiveFleet, BackendError> {
     let mut live = LiveFleet::default();
     for id in instances {

@@ -24,7 +24,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::server::{Shared, durable_unit, problem, serial_of};
+use super::durable::Shared;
+use super::resources::{durable_unit, problem, serial_of};
 use crate::backend::tke::{ep11, htp, parse_location};
 use crate::model::{CryptoUnit, Mode};
 
@@ -34,7 +35,7 @@ const PERMISSIONS: u32 = 0x0030_204D;
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/v1/tke/{instance}/hsms", get(super::server::list_units))
+        .route("/v1/tke/{instance}/hsms", get(super::resources::list_units))
         .route("/v1/tke/{instance}/hsms/{hsm_id}", post(query))
         .route(IAM_TOKEN_PATH, post(iam_token))
 }

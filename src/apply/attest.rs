@@ -1,0 +1,185 @@
+//! The operator's attestation about a rewrap, as journal records: which rotation it speaks of
+//! (the journal's, or the one the live registers show), whether it may be given at all, and
+//! the records that carry it. Shared by `mkplan attest rewrap` and the multi-actor drills.
+
+use std::collections::BTreeSet;
+
+use super::evidence::{journal_evidence, unit_ids, unsettled};
+use super::journal::{Outcome, Record, utc_now};
+use crate::model::{JournalRewrap, LiveInstance, RewrapStatus, VerificationPattern};
+use crate::plan::{Action, common_current};
+
+/// What the operator says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attestation {
+    /// The rewrap completed (the service reported it), or nobody sent it.
+    pub ran: bool,
+    /// With `ran == false` after mkplan's own rewrap went unanswered: what the service showed.
+    pub service_evidence: Option<String>,
+}
+
+/// Why an attestation cannot be taken: nothing is journaled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotTaken(pub String);
+
+/// The records that journal `attestation` about `found` (against the backend `backend`), and
+/// the statement as the operator gave it. `target` is the desired key, used when the
+/// registers show no staged key and the journal no rotation.
+pub fn attestation_records(
+    records: &[Record],
+    found: &LiveInstance,
+    target: &VerificationPattern,
+    backend: &str,
+    witness: &str,
+    attestation: &Attestation,
+) -> Result<(Vec<Record>, String), NotTaken> {
+    let evidence = journal_evidence(records, backend, witness);
+    let units = unit_ids(found.crypto_units.iter().map(|u| u.hsm_id.as_str()));
+    let rotation = evidence.rotation(&found.id).filter(|r| r.units == units);
+    let (from, to) = rotation_of(records, found, target, backend)?;
+    let own_unknown = rotation.is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }));
+    if !attestation.ran && own_unknown && attestation.service_evidence.is_none() {
+        return Err(NotTaken(format!(
+            "refused: {witness} holds mkplan's own rewrap of service instance {} from {}… to {}…, sent and never answered. Nobody at this end can see that it did not run: it may have completed, or still be running on the service. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
+            found.id,
+            from.short(),
+            to.short(),
+            RewrapStatus::Rewrapped.describe()
+        )));
+    }
+    let statement = if attestation.ran {
+        format!(
+            "the service reported \"{}\" for the rewrap from {}… to {}…",
+            RewrapStatus::Rewrapped.describe(),
+            from.short(),
+            to.short()
+        )
+    } else {
+        format!(
+            "nobody sent a rewrap from {}… to {}… (checked with everyone who can act on the instance)",
+            from.short(),
+            to.short()
+        )
+    };
+    let mut out = Vec::new();
+    if own_unknown {
+        let said = format!(
+            "ceremony: the operator attests: {statement}{}",
+            attestation
+                .service_evidence
+                .as_ref()
+                .map(|e| format!("; the service showed: {e}"))
+                .unwrap_or_default()
+        );
+        for step in open_rewraps(records, &found.id) {
+            let outcome = if attestation.ran {
+                Outcome::SettledDone {
+                    evidence: said.clone(),
+                }
+            } else {
+                Outcome::SettledNotDone {
+                    evidence: said.clone(),
+                }
+            };
+            out.push(Record::outcome(step, outcome));
+        }
+    }
+    out.push(Record::Attested {
+        instance: found.id.to_ascii_lowercase(),
+        backend: backend.to_string(),
+        units,
+        from,
+        to,
+        ran: attestation.ran,
+        statement: statement.clone(),
+        service_evidence: attestation.service_evidence.clone(),
+        at: utc_now(),
+    });
+    Ok((out, statement))
+}
+
+/// The rotation an attestation about `found` speaks of: the journal's (bound to `backend`
+/// and these crypto units), or else the one the live registers show.
+pub fn rotation_of(
+    records: &[Record],
+    found: &LiveInstance,
+    target: &VerificationPattern,
+    backend: &str,
+) -> Result<(VerificationPattern, VerificationPattern), NotTaken> {
+    let evidence = journal_evidence(records, backend, "");
+    let units = unit_ids(found.crypto_units.iter().map(|u| u.hsm_id.as_str()));
+    let fits = |r: &&crate::model::JournalRotation| {
+        let known =
+            |vp: Option<&VerificationPattern>| vp.is_none_or(|vp| *vp == r.from || *vp == r.to);
+        found.crypto_units.iter().all(|u| {
+            known(u.new_register.verification_pattern())
+                && known(u.current_register.verification_pattern())
+        })
+    };
+    match evidence
+        .rotation(&found.id)
+        .filter(|r| r.units == units)
+        .filter(fits)
+    {
+        Some(r) => Ok((r.from.clone(), r.to.clone())),
+        None => from_to(found, target),
+    }
+}
+
+/// The rotation the live registers show, when the journal recorded none: to is the key
+/// staged in the new registers (the desired key when none is), from the key in the current
+/// registers of the units not promoted to it.
+fn from_to(
+    found: &LiveInstance,
+    target: &VerificationPattern,
+) -> Result<(VerificationPattern, VerificationPattern), NotTaken> {
+    let current = common_current(found);
+    let staged: BTreeSet<&VerificationPattern> = found
+        .crypto_units
+        .iter()
+        .filter_map(|u| u.new_register.verification_pattern())
+        .filter(|vp| Some(*vp) != current.as_ref())
+        .collect();
+    let to = match staged.len() {
+        0 => target.clone(),
+        1 => (*staged.iter().next().expect("one key")).clone(),
+        _ => {
+            return Err(NotTaken(format!(
+                "the new registers of service instance {} hold {} different keys: an attestation about \"the\" rewrap would be ambiguous. Nothing was journaled; find out which rotation ran first",
+                found.id,
+                staged.len()
+            )));
+        }
+    };
+    let old: BTreeSet<Option<&VerificationPattern>> = found
+        .crypto_units
+        .iter()
+        .filter(|u| !u.current_register.holds(&to))
+        .map(|u| u.current_register.verification_pattern())
+        .collect();
+    match old.into_iter().collect::<Vec<_>>()[..] {
+        [Some(from)] if *from != to => Ok((from.clone(), to)),
+        _ => Err(NotTaken(format!(
+            "the registers of service instance {} do not show one rotation to {}… (the units not promoted to it hold different keys, or none, or it is finished); nothing was journaled",
+            found.id,
+            to.short()
+        ))),
+    }
+}
+
+/// The rewrap intents of `instance` with no outcome.
+fn open_rewraps(records: &[Record], instance: &str) -> Vec<String> {
+    unsettled(records)
+        .into_iter()
+        .filter_map(|(_, record)| match record {
+            Record::Intent {
+                step,
+                action: Action::RewrapKeyStorage,
+                instance: i,
+                ..
+            } if i.eq_ignore_ascii_case(instance) => Some(step.clone()),
+            _ => None,
+        })
+        .collect()
+}

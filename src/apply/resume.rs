@@ -1,0 +1,295 @@
+//! What a run does before its first step: settle the intents that earlier runs against this
+//! backend left without an outcome, each from evidence about that very operation, and record
+//! the rotations it starts, bound to the backend, its crypto units and their registers.
+
+use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
+use super::executor::ApplyError;
+use super::journal::{Journal, Outcome, Record, utc_now};
+use crate::model::{
+    JournalEvidence, JournalRewrap, LiveInstance, NewRegister, RewrapStatus, VerificationPattern,
+};
+use crate::plan::{Action, Plan, by_instance};
+
+/// Settles the intents that an earlier run against `backend` left without an outcome, from
+/// the live state the plan was made from, so that the journal says what happened before
+/// anything new is sent. An intent that the live state cannot settle stays open. Returns one
+/// line per settled intent.
+pub fn settle_previous(
+    journal: &mut Journal,
+    plan: &Plan,
+    live: &[LiveInstance],
+    backend: &str,
+) -> Result<Vec<String>, ApplyError> {
+    let evidence = journal_evidence(journal.records(), backend, "");
+    let open: Vec<Record> = unsettled(journal.records())
+        .into_iter()
+        .filter(|(_, r)| match r {
+            Record::Intent { step, .. } => {
+                backend_of_step(journal.records(), step) == Some(backend)
+            }
+            _ => false,
+        })
+        .map(|(_, r)| r.clone())
+        .collect();
+    let mut settled = Vec::new();
+    for record in open {
+        let Record::Intent {
+            step,
+            action,
+            instance,
+            unit,
+        } = record
+        else {
+            continue;
+        };
+        let Some(found) = live.iter().find(|i| i.id.eq_ignore_ascii_case(&instance)) else {
+            continue;
+        };
+        // The key the operation was about: its rotation's, whatever the plan aims at now (an
+        // abort must never settle the earlier rotation's rewrap as done).
+        let rotation = evidence.rotation(&instance);
+        let planned = plan
+            .instances
+            .iter()
+            .find(|i| i.id.eq_ignore_ascii_case(&instance));
+        let Some(to) = rotation
+            .map(|r| &r.to)
+            .or(planned.map(|p| &p.target_verification_pattern))
+        else {
+            continue;
+        };
+        let settled_as = match action {
+            Action::RewrapKeyStorage => {
+                let Some(rotation) = rotation else { continue };
+                rewrap_settled(found, &rotation.from, &rotation.to)
+            }
+            Action::RemoveUnit => Some((true, "remove_unit sends nothing".to_string())),
+            _ => {
+                let done = observed(action, found, unit.as_deref(), to);
+                Some((
+                    done,
+                    format!(
+                        "the unit's registers as a later run read them: {}",
+                        unit.as_deref()
+                            .and_then(|u| found.unit(u))
+                            .map(|u| format!(
+                                "new {}, current {}",
+                                u.new_register, u.current_register
+                            ))
+                            .unwrap_or_else(|| "not reported".into())
+                    ),
+                ))
+            }
+        };
+        let Some((done, evidence)) = settled_as else {
+            continue;
+        };
+        settled.push(format!(
+            "{step} {action}{}: {} ({evidence})",
+            unit.as_deref()
+                .map(|u| format!(" on {u}"))
+                .unwrap_or_default(),
+            if done { "took effect" } else { "had no effect" }
+        ));
+        let outcome = if done {
+            Outcome::SettledDone { evidence }
+        } else {
+            Outcome::SettledNotDone { evidence }
+        };
+        journal.append(Record::outcome(step, outcome))?;
+    }
+    Ok(settled)
+}
+
+/// What settles a rewrap from `from` to `to` whose outcome was never recorded: the service
+/// reporting it done, or units promoted to `to` (only a completed rewrap allows that); the
+/// service reporting no rewrap in progress and none waiting, with every current register
+/// still `from`, settles it as not run. Anything else (no status, a rewrap in progress)
+/// leaves it unknown: a real rewrap runs for minutes.
+pub(crate) fn rewrap_settled(
+    found: &LiveInstance,
+    from: &VerificationPattern,
+    to: &VerificationPattern,
+) -> Option<(bool, String)> {
+    if let Some(promoted) = found
+        .crypto_units
+        .iter()
+        .find(|u| u.current_register.holds(to) && from != to)
+    {
+        return Some((
+            true,
+            format!(
+                "crypto unit {} was promoted to {}…, which only a completed rewrap allows",
+                promoted.hsm_id,
+                to.short()
+            ),
+        ));
+    }
+    match found.rewrap_status {
+        RewrapStatus::Rewrapped
+            if found
+                .crypto_units
+                .iter()
+                .all(|u| u.new_register.holds(to) || u.current_register.holds(to)) =>
+        {
+            Some((
+                true,
+                format!(
+                    "the service reports \"{}\" and every crypto unit holds {}…",
+                    RewrapStatus::Rewrapped.describe(),
+                    to.short()
+                ),
+            ))
+        }
+        RewrapStatus::NotRewrapped
+            if found
+                .crypto_units
+                .iter()
+                .all(|u| u.current_register.holds(from)) =>
+        {
+            Some((
+                false,
+                format!(
+                    "the service reports no rewrap in progress and none waiting on set immediate, and every current register still holds {}…",
+                    from.short()
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a unit operation's effect shows in the live state (rotating to `target`).
+pub(crate) fn observed(
+    action: Action,
+    live: &LiveInstance,
+    unit: Option<&str>,
+    target: &VerificationPattern,
+) -> bool {
+    let Some(unit) = unit.and_then(|id| live.unit(id)) else {
+        return false;
+    };
+    match action {
+        Action::LoadNewMk => unit.new_register.holds(target),
+        Action::CommitNewMk => unit.new_register == NewRegister::FullCommitted(target.clone()),
+        Action::ClearNewMk => unit.new_register == NewRegister::Empty,
+        Action::SetImmediate => {
+            unit.current_register.holds(target) && !unit.new_register.holds(target)
+        }
+        Action::RemoveUnit => true,
+        Action::RewrapKeyStorage => false,
+    }
+}
+
+/// Records the start of each rotation the plan rewraps, unless the journal already has it,
+/// bound to `backend`, the instance's crypto units and their registers as the plan found them.
+pub fn record_rotations(
+    journal: &mut Journal,
+    plan: &Plan,
+    live: &[LiveInstance],
+    evidence: &JournalEvidence,
+    backend: &str,
+) -> Result<(), ApplyError> {
+    let grouped = by_instance(&plan.steps);
+    for instance in &plan.instances {
+        let rewraps = grouped
+            .get(instance.id.as_str())
+            .is_some_and(|steps| steps.iter().any(|s| s.action == Action::RewrapKeyStorage));
+        if !rewraps {
+            continue;
+        }
+        let Some(found) = live
+            .iter()
+            .find(|i| i.id.eq_ignore_ascii_case(&instance.id))
+        else {
+            continue;
+        };
+        let units = unit_ids(found.crypto_units.iter().map(|u| u.hsm_id.as_str()));
+        let rotation = evidence.rotation(&instance.id);
+        if rotation.is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. })) {
+            // The planner refuses this; a plan that gets here anyway must not start over.
+            return Err(ApplyError::Unknown {
+                step: "(before the first step)".into(),
+                action: Action::RewrapKeyStorage,
+                why: format!(
+                    "the journal holds a rewrap of service instance {} whose outcome is unknown; refusing to start another",
+                    instance.id
+                ),
+            });
+        }
+        let known = rotation.is_some_and(|r| {
+            r.to == instance.target_verification_pattern
+                && r.from == instance.key_storage_under
+                && r.units == units
+                && matches!(
+                    r.rewrap,
+                    JournalRewrap::NotSent | JournalRewrap::NotRun { .. }
+                )
+        });
+        if !known {
+            journal.append(Record::RotationStarted {
+                instance: instance.id.to_ascii_lowercase(),
+                from: instance.key_storage_under.clone(),
+                to: instance.target_verification_pattern.clone(),
+                backend: Some(backend.to_string()),
+                units: Some(units),
+                registers: Some(
+                    crate::model::LiveFleet {
+                        instances: vec![found.clone()],
+                    }
+                    .fingerprint(),
+                ),
+                at: Some(utc_now()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Closes the journal's open rotation of every instance in `live` that the live state shows
+/// finished (every current register holds one key, every new register is Empty), so that
+/// older records say nothing more about it. Returns one line per closed rotation.
+pub fn close_finished(
+    journal: &mut Journal,
+    live: &[LiveInstance],
+    backend: &str,
+) -> Result<Vec<String>, ApplyError> {
+    let evidence = journal_evidence(journal.records(), backend, "");
+    let mut closed = Vec::new();
+    for instance in live {
+        let Some(rotation) = evidence.rotation(&instance.id) else {
+            continue;
+        };
+        let Some(why) = finished(instance) else {
+            continue;
+        };
+        journal.append(Record::RotationClosed {
+            instance: instance.id.to_ascii_lowercase(),
+            backend: backend.to_string(),
+            why: why.clone(),
+            at: utc_now(),
+        })?;
+        closed.push(format!(
+            "Closed the journal's rotation of service instance {} from {}… to {}…: {why}.",
+            instance.id,
+            rotation.from.short(),
+            rotation.to.short()
+        ));
+    }
+    Ok(closed)
+}
+
+/// Why the live state shows the instance's rotation finished, or None when it does not.
+pub fn finished(instance: &LiveInstance) -> Option<String> {
+    let current = crate::plan::common_current(instance)?;
+    instance
+        .crypto_units
+        .iter()
+        .all(|u| u.new_register == NewRegister::Empty)
+        .then(|| {
+            format!(
+                "every current register holds {}… and every new register is Empty",
+                current.short()
+            )
+        })
+}

@@ -1,0 +1,192 @@
+//! `mkplan sim serve`: the simulator behind an HTTP JSON API whose resource layout follows the
+//! TKE API (`/v1/tke/{instance}/hsms`), so that the HTTP backend, its timeouts, tokens and
+//! lost responses, and the concurrent executor are exercised over a real network stack.
+//! docs/http-api.md describes the API.
+//!
+//! Here: opening the fleet and routing. The fleet lives in memory and every change is durable
+//! before its response (`durable`: group commits); `resources` reads, `commands` mutates (with
+//! the faults), `tke_front` speaks the TKE wire protocol instead, `tokens` authorizes. The
+//! server holds the fleet file's lock for its lifetime, so an embedded `sim:` backend on the
+//! same file cannot race it.
+
+mod commands;
+mod durable;
+mod in_process;
+mod resources;
+mod tke_front;
+mod tokens;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::sync::{Notify, watch};
+
+pub use in_process::InProcess;
+pub use tokens::Tokens;
+
+use super::{Clock, Faults, Fleet, SystemClock};
+use durable::{Crash, Durable, Shared, group_commits};
+use resources::problem;
+
+/// Largest request body the server reads (a load with three key parts is under 300 bytes).
+pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
+
+/// Which API the server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// JSON resources and register commands (docs/http-api.md).
+    Json,
+    /// The TKE API's read half: HTP strings carrying EP11 queries (tke-wire.md §1–§3).
+    Tke,
+}
+
+pub struct ServeOptions {
+    pub protocol: Protocol,
+    pub fleet: PathBuf,
+    pub listen: SocketAddr,
+    pub faults: Faults,
+    pub tokens: Tokens,
+}
+
+/// Binds, prints the URL on stdout (one line, for scripts and the test harness), and serves
+/// until Ctrl-C or SIGTERM; then waits for the last group commit.
+pub async fn serve(options: ServeOptions) -> Result<(), String> {
+    let shown = options.fleet.display().to_string();
+    let listen = options.listen;
+    let shared = open(options, Arc::new(SystemClock), Crash::Abort)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("http://{address}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "mkplan sim serve: fleet {shown} on http://{address}; every operation is durable before its response. Ctrl-C stops."
+    );
+    tokio::spawn(group_commits(shared.clone()));
+    axum::serve(listener, router(shared.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    let applied = shared.state().applied;
+    shared.durable(applied).await;
+    Ok(())
+}
+
+/// Locks and reads the fleet file.
+fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Arc<Shared>, String> {
+    let shown = options.fleet.display().to_string();
+    let lock = lock_exclusively(&options.fleet)?;
+    let text = std::fs::read_to_string(&options.fleet)
+        .map_err(|e| format!("cannot read the fleet file {shown}: {e}"))?;
+    let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
+    let (committed, _) = watch::channel(0);
+    Ok(Arc::new(Shared {
+        protocol: options.protocol,
+        path: options.fleet,
+        faults: options.faults,
+        tokens: options.tokens,
+        clock,
+        operations: AtomicU64::new(0),
+        state: Mutex::new(Durable { fleet, applied: 0 }),
+        committed,
+        commit_wanted: Notify::new(),
+        busy: Mutex::new(Default::default()),
+        _lock: lock,
+        crash,
+    }))
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn lock_exclusively(fleet: &Path) -> Result<File, String> {
+    let lock_path = super::lock_path(fleet);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!(
+            "the fleet file {} is in use by another process (another `mkplan sim serve`, or an apply on sim:{}): stop it first",
+            fleet.display(),
+            fleet.display()
+        )
+    })?;
+    Ok(file)
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let routes = match shared.protocol {
+        Protocol::Json => json_routes(),
+        Protocol::Tke => tke_front::routes(),
+    };
+    routes
+        .fallback(|| async {
+            problem(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource; see docs/http-api.md",
+            )
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        .with_state(shared)
+}
+
+fn json_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/tke/{instance}/hsms", get(resources::list_units))
+        .route(
+            "/v1/tke/{instance}/hsms/{hsm_id}",
+            get(resources::unit_state),
+        )
+        .route(
+            "/v1/tke/{instance}/hsms/{hsm_id}/{command}",
+            post(commands::unit_command),
+        )
+        .route(
+            "/v1/tke/{instance}/rewrap",
+            get(resources::rewrap_status).post(commands::rewrap),
+        )
+}
+
+async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if request.uri().path() == tke_front::IAM_TOKEN_PATH {
+        return next.run(request).await;
+    }
+    match shared.tokens.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(response) => *response,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! `attest rewrap` and `journal close`: the operator's evidence, journaled. Where the service
+//! does not report its rotation status and the journal did not witness everything, only a
+//! person can say whether a rewrap ran: what they saw is journaled as an attestation, bound
+//! like every rotation record to the backend, the instance, its crypto units and the
+//! rotation's from → to. `--auto-approve` never answers it.
+
+use std::path::Path;
+
+use super::apply::holder;
+use super::context::{evidence_for, refresh};
+use super::{AttestRewrapArgs, BackendArg};
+use crate::apply::attest::{Attestation, attestation_records};
+use crate::apply::journal::Journal;
+use crate::apply::lock;
+use crate::apply::resume::{close_finished, finished};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+
+pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<u8> {
+    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
+    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
+    let Some(found) = live.instance(&args.instance.to_ascii_lowercase()) else {
+        return Err(Error::Other(format!(
+            "service instance {} is not in {}; name one of its instances",
+            args.instance,
+            desired.path.display()
+        )));
+    };
+    let target = desired
+        .state
+        .instances
+        .iter()
+        .find(|i| i.id.eq_ignore_ascii_case(&found.id))
+        .map(|i| i.master_key.verification_pattern.clone())
+        .expect("the live state holds the desired file's instances");
+    let (records, statement) = attestation_records(
+        journal.records(),
+        found,
+        &target,
+        &backend.identity(),
+        &format!("the journal in {}", state_dir.display()),
+        &Attestation {
+            ran: args.completed,
+            service_evidence: args.service_evidence.clone(),
+        },
+    )
+    .map_err(|refused| Error::Unsafe(refused.0))?;
+    journal
+        .append_all(records)
+        .map_err(|e| Error::Unsafe(e.to_string()))?;
+    eprintln!(
+        "Journaled in {} for service instance {} on {}: {statement}. `mkplan plan {}` now plans from this evidence{}.",
+        state_dir.display(),
+        found.id,
+        backend.describe(),
+        desired.path.display(),
+        if args.completed {
+            ""
+        } else {
+            " until the next apply run begins (an interruption after it needs a new attestation)"
+        }
+    );
+    Ok(0)
+}
+
+/// `journal close DESIRED.yaml`: closes the open rotation records of every instance that the
+/// live state shows finished; an unfinished one is refused with what it shows.
+pub async fn journal_close(desired: &Path, flag: &BackendArg, state_dir: &Path) -> Result<u8> {
+    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
+    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let (desired, backend, live) = refresh(desired, flag).await?;
+    let evidence = evidence_for(journal.records(), &backend, state_dir, &desired);
+    let unfinished: Vec<String> = live
+        .instances
+        .iter()
+        .filter(|i| evidence.rotation(&i.id).is_some() && finished(i).is_none())
+        .map(|i| {
+            format!(
+                "service instance {}: {}",
+                i.id,
+                i.crypto_units
+                    .iter()
+                    .map(|u| format!(
+                        "{} new {:#}, current {:#}",
+                        u.hsm_id, u.new_register, u.current_register
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+        .collect();
+    if !unfinished.is_empty() {
+        return Err(Error::Unsafe(format!(
+            "refused: the live state does not show these rotations finished (every current register one key, every new register Empty), so their records are still evidence. Nothing was closed.\n  {}",
+            unfinished.join("\n  ")
+        )));
+    }
+    let closed = close_finished(&mut journal, &live.instances, &backend.identity())
+        .map_err(|e| Error::Unsafe(e.to_string()))?;
+    if closed.is_empty() {
+        eprintln!(
+            "{} has no open rotation of these instances on {}: nothing to close.",
+            evidence.witness,
+            backend.describe()
+        );
+    }
+    for line in closed {
+        eprintln!("{line}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,207 @@
+//! The witness rules, on live states built in memory.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::keypart::Secret32;
+use crate::model::{
+    Administrator, CryptoUnit, JournalRotation, Mode, NotRunAttestation, Ski, UnitType,
+};
+
+const INSTANCE: &str = "5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b";
+
+fn key(byte: u8) -> VerificationPattern {
+    Secret32::from_bytes([byte; 32]).verification_pattern()
+}
+
+fn unit(index: usize, new_register: NewRegister, current: u8) -> CryptoUnit {
+    CryptoUnit {
+        hsm_id: format!("0a1b2c3d-0000-4000-8000-{index:012}"),
+        unit_type: UnitType::Operational,
+        location: format!("[us-south].[AZ1-CS1].[01].[{index:02}]"),
+        mode: Mode::Admin,
+        signature_threshold: 2,
+        revocation_threshold: 2,
+        administrators: vec![Administrator {
+            name: "alice".into(),
+            ski: Ski::parse(&format!("{:064x}", 1)).unwrap(),
+        }],
+        new_register,
+        current_register: CurrentRegister::Valid(key(current)),
+    }
+}
+
+fn instance(status: RewrapStatus, units: Vec<CryptoUnit>) -> LiveInstance {
+    LiveInstance {
+        id: INSTANCE.into(),
+        region: "us-south".into(),
+        rewrap_status: status,
+        crypto_units: units,
+    }
+}
+
+fn committed(byte: u8) -> NewRegister {
+    NewRegister::FullCommitted(key(byte))
+}
+
+fn rotation(rewrap: JournalRewrap, seen: &[usize]) -> JournalRotation {
+    let ids = |ns: &[usize]| -> BTreeSet<String> {
+        ns.iter()
+            .map(|i| format!("0a1b2c3d-0000-4000-8000-{i:012}"))
+            .collect()
+    };
+    JournalRotation {
+        from: key(0xA),
+        to: key(0xB),
+        units: (0..3)
+            .map(|i| format!("0a1b2c3d-0000-4000-8000-{i:012}"))
+            .collect(),
+        started_at: Some("2026-11-30T10:00:00Z".into()),
+        rewrap,
+        loaded: ids(seen),
+        committed: ids(seen),
+        committed_at: Some("2026-11-30T10:05:00Z".into()),
+        attested_not_run: None,
+    }
+}
+
+fn journal(rotation: Option<JournalRotation>) -> JournalEvidence {
+    let mut evidence = JournalEvidence {
+        witness: "the journal in .mkplan".into(),
+        ..JournalEvidence::default()
+    };
+    if let Some(r) = rotation {
+        evidence.rotations.insert(INSTANCE.into(), r);
+    }
+    evidence
+}
+
+fn staged_everywhere(status: RewrapStatus) -> LiveInstance {
+    instance(
+        status,
+        (0..3).map(|i| unit(i, committed(0xB), 0xA)).collect(),
+    )
+}
+
+#[test]
+fn a_journal_interrupted_after_its_commits_is_not_proof() {
+    let live = staged_everywhere(RewrapStatus::NotReported);
+    let refused = find_key_storage_mk(
+        &live,
+        &key(0xB),
+        &journal(Some(rotation(JournalRewrap::NotSent, &[0, 1, 2]))),
+    )
+    .unwrap_err();
+    assert_eq!(refused.check, Check::RewrapEvidence);
+    assert!(
+        refused.detail.contains("run stopped before it"),
+        "{refused}"
+    );
+    assert!(refused.fix.contains("mkplan attest rewrap"), "{refused}");
+}
+
+#[test]
+fn the_operators_attestation_closes_the_gap() {
+    let live = staged_everywhere(RewrapStatus::NotReported);
+    let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
+    attested.attested_not_run = Some(NotRunAttestation {
+        at: "2026-11-30T11:00:00Z".into(),
+        statement: "nobody rewrapped".into(),
+    });
+    let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap();
+    assert_eq!(found.key_storage_under, key(0xA));
+    let said = found.evidence.join("\n");
+    assert!(
+        said.contains("witnessed the commits at 2026-11-30T10:05:00Z"),
+        "{said}"
+    );
+    assert!(
+        said.contains("confirmed by the operator at 2026-11-30T11:00:00Z"),
+        "{said}"
+    );
+}
+
+#[test]
+fn loads_by_someone_else_are_not_witnessed() {
+    let units = (0..3)
+        .map(|i| unit(i, NewRegister::FullUncommitted(key(0xB)), 0xA))
+        .collect();
+    let live = instance(RewrapStatus::NotReported, units);
+    let partly = rotation(JournalRewrap::NotSent, &[0, 1]);
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(Some(partly))).unwrap_err();
+    assert!(refused.detail.contains("did not see the load"), "{refused}");
+    let mut all = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
+    all.committed.clear();
+    let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(all))).unwrap();
+    assert_eq!(found.key_storage_under, key(0xA));
+}
+
+#[test]
+fn a_rotation_recorded_against_other_units_is_no_evidence() {
+    let live = staged_everywhere(RewrapStatus::NotReported);
+    let mut elsewhere = rotation(JournalRewrap::Completed { how: "done".into() }, &[0, 1, 2]);
+    elsewhere.units = vec!["ffffffff-0000-4000-8000-000000000000".into()];
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(Some(elsewhere))).unwrap_err();
+    assert!(
+        refused.detail.contains("against other crypto units"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_converged_instance_is_finished_whatever_old_records_say() {
+    let units = (0..3).map(|i| unit(i, NewRegister::Empty, 0xB)).collect();
+    let live = instance(RewrapStatus::NotReported, units);
+    let stale = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
+    let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(stale))).unwrap();
+    assert_eq!(found.key_storage_under, key(0xB));
+}
+
+#[test]
+fn rewrapped_candidates_come_from_every_register() {
+    // A rewrap A → C, then u2 and u3 restaged with B by hand: C may be the storage's key.
+    let units = vec![
+        unit(0, NewRegister::FullUncommitted(key(0xC)), 0xA),
+        unit(1, committed(0xB), 0xA),
+        unit(2, committed(0xB), 0xA),
+    ];
+    let live = instance(RewrapStatus::Rewrapped, units);
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(None)).unwrap_err();
+    assert_eq!(refused.check, Check::RewrapEvidence, "{refused}");
+}
+
+#[test]
+fn promoted_units_and_staged_copies_name_the_rewrapped_key() {
+    // scenarios.md row 4: u1 promoted, u2 and u3 staged.
+    let units = vec![
+        unit(0, NewRegister::Empty, 0xB),
+        unit(1, committed(0xB), 0xA),
+        unit(2, committed(0xB), 0xA),
+    ];
+    let live = instance(RewrapStatus::Rewrapped, units);
+    let found = find_key_storage_mk(&live, &key(0xB), &journal(None)).unwrap();
+    assert_eq!(found.key_storage_under, key(0xB));
+}
+
+#[test]
+fn lost_staged_copies_need_a_second_witness() {
+    // u1 promoted; u2 and u3 lost their staged copy: A or B, by the registers and status.
+    let units = vec![
+        unit(0, NewRegister::Empty, 0xB),
+        unit(1, NewRegister::Empty, 0xA),
+        unit(2, NewRegister::Empty, 0xA),
+    ];
+    let live = instance(RewrapStatus::Rewrapped, units);
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(None)).unwrap_err();
+    assert!(refused.detail.contains("may be under any of"), "{refused}");
+    let done = rotation(JournalRewrap::Completed { how: "done".into() }, &[0, 1, 2]);
+    let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(done))).unwrap();
+    assert_eq!(found.key_storage_under, key(0xB));
+}
+
+#[test]
+fn a_rewrap_in_progress_refuses() {
+    let live = staged_everywhere(RewrapStatus::InProgress);
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(None)).unwrap_err();
+    assert!(refused.detail.contains("in progress"), "{refused}");
+}
