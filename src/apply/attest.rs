@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::evidence::{journal_evidence, unit_ids, unsettled};
+use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
 use super::journal::{Outcome, Record, utc_now};
 use crate::model::{JournalRewrap, LiveInstance, RewrapStatus, VerificationPattern};
 use crate::plan::{Action, common_current};
@@ -38,7 +38,10 @@ pub fn attestation_records(
     let units = unit_ids(found.crypto_units.iter().map(|u| u.hsm_id.as_str()));
     let rotation = evidence.rotation(&found.id).filter(|r| r.units == units);
     let (from, to) = rotation_of(records, found, target, backend)?;
-    let own_unknown = rotation.is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }));
+    // mkplan's own rewrap of this instance on this backend, sent and never answered: whatever
+    // the rotation record says now (a unit removed since, a rotation record replaced).
+    let own_unknown = rotation.is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }))
+        || !open_rewraps(records, &found.id, backend).is_empty();
     if !attestation.ran && own_unknown && attestation.service_evidence.is_none() {
         return Err(NotTaken(format!(
             "refused: {witness} holds mkplan's own rewrap of service instance {} from {}… to {}…, sent and never answered. Nobody at this end can see that it did not run: it may have completed, or still be running on the service. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
@@ -72,7 +75,7 @@ pub fn attestation_records(
                 .map(|e| format!("; the service showed: {e}"))
                 .unwrap_or_default()
         );
-        for step in open_rewraps(records, &found.id) {
+        for step in open_rewraps(records, &found.id, backend) {
             let outcome = if attestation.ran {
                 Outcome::SettledDone {
                     evidence: said.clone(),
@@ -109,18 +112,10 @@ pub fn rotation_of(
 ) -> Result<(VerificationPattern, VerificationPattern), NotTaken> {
     let evidence = journal_evidence(records, backend, "");
     let units = unit_ids(found.crypto_units.iter().map(|u| u.hsm_id.as_str()));
-    let fits = |r: &&crate::model::JournalRotation| {
-        let known =
-            |vp: Option<&VerificationPattern>| vp.is_none_or(|vp| *vp == r.from || *vp == r.to);
-        found.crypto_units.iter().all(|u| {
-            known(u.new_register.verification_pattern())
-                && known(u.current_register.verification_pattern())
-        })
-    };
     match evidence
         .rotation(&found.id)
         .filter(|r| r.units == units)
-        .filter(fits)
+        .filter(|r| crate::plan::registers_fit(r, found))
     {
         Some(r) => Ok((r.from.clone(), r.to.clone())),
         None => from_to(found, target),
@@ -168,8 +163,8 @@ fn from_to(
     }
 }
 
-/// The rewrap intents of `instance` with no outcome.
-fn open_rewraps(records: &[Record], instance: &str) -> Vec<String> {
+/// The rewrap intents of `instance` on `backend` with no outcome.
+fn open_rewraps(records: &[Record], instance: &str, backend: &str) -> Vec<String> {
     unsettled(records)
         .into_iter()
         .filter_map(|(_, record)| match record {
@@ -178,7 +173,11 @@ fn open_rewraps(records: &[Record], instance: &str) -> Vec<String> {
                 action: Action::RewrapKeyStorage,
                 instance: i,
                 ..
-            } if i.eq_ignore_ascii_case(instance) => Some(step.clone()),
+            } if i.eq_ignore_ascii_case(instance)
+                && backend_of_step(records, step) == Some(backend) =>
+            {
+                Some(step.clone())
+            }
             _ => None,
         })
         .collect()

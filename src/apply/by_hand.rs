@@ -179,7 +179,7 @@ async fn attest_rewrap<O: Operator>(
                 step: step.id.clone(),
                 action: step.action,
                 why: format!(
-                    "the operator did not see the rewrap's success message. If the rewrap did not run at all, record that with `mkplan attest rewrap {} --not-run`; if it did, with `--completed`",
+                    "the operator did not see the rewrap's success message. If the service showed that the rewrap did not run, record what it showed with `mkplan attest rewrap {} --not-run --service-evidence \"…\" --desired DESIRED.yaml`; if it did run, with `--completed --desired DESIRED.yaml`",
                     step.instance
                 ),
             }),

@@ -77,6 +77,7 @@ pub fn journal_evidence(records: &[Record], backend: &str, witness: &str) -> Jou
                             loaded: BTreeSet::new(),
                             committed: BTreeSet::new(),
                             committed_at: None,
+                            promoted: BTreeSet::new(),
                             attested_not_run: None,
                         },
                     );
@@ -182,6 +183,7 @@ fn fresh(
         loaded: BTreeSet::new(),
         committed: BTreeSet::new(),
         committed_at: None,
+        promoted: BTreeSet::new(),
         attested_not_run: None,
     }
 }
@@ -209,6 +211,9 @@ fn witness_step(
                 .and_then(|(_, at)| at)
                 .or(run_at)
                 .map(str::to_string);
+        }
+        (Action::SetImmediate, Some(unit)) if took_effect => {
+            rotation.promoted.insert(unit);
         }
         (Action::ClearNewMk, Some(unit)) if took_effect => {
             rotation.loaded.remove(&unit);

@@ -21,7 +21,7 @@ use super::audit::{Audit, AuditError};
 pub use super::by_hand::CEREMONY;
 use super::by_hand::perform_by_hand;
 use super::journal::{Journal, JournalError, Outcome, Record};
-pub use super::resume::{record_rotations, settle_previous};
+pub use super::resume::{close_finished, record_rotations, settle_previous};
 use super::send::perform_settled;
 use crate::backend::{Backend, BackendError};
 use crate::keypart::Secret32;

@@ -56,7 +56,10 @@ pub fn begin(
 
 /// Reads the live state after the last step: every unit of every planned instance must hold
 /// the target in its current register and nothing in its new register.
-pub async fn verify_converged<B: Backend>(backend: &B, plan: &Plan) -> Result<(), ApplyError> {
+pub async fn verify_converged<B: Backend>(
+    backend: &B,
+    plan: &Plan,
+) -> Result<LiveFleet, ApplyError> {
     let ids: Vec<String> = plan.instances.iter().map(|i| i.id.clone()).collect();
     let live = refresh_with_retries(backend, &ids).await.map_err(|e| {
         ApplyError::NotConverged(format!("reading the live state after the last step: {e}"))
@@ -81,5 +84,5 @@ pub async fn verify_converged<B: Backend>(backend: &B, plan: &Plan) -> Result<()
             }
         }
     }
-    Ok(())
+    Ok(live)
 }

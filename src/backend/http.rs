@@ -64,6 +64,8 @@ pub struct HttpBackend {
     /// Replaced when a fresh token is obtained (the TKE backend's IAM exchange).
     token: std::sync::RwLock<Option<Token>>,
     in_flight: Semaphore,
+    /// What the service called itself in its last list of crypto units.
+    service: std::sync::Mutex<Option<String>>,
 }
 
 impl HttpBackend {
@@ -105,11 +107,22 @@ impl HttpBackend {
             client,
             token: std::sync::RwLock::new(token),
             in_flight: Semaphore::new(parallelism.max(1)),
+            service: std::sync::Mutex::new(None),
         })
     }
 
     pub fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    /// What journal records bind to: the service's own name once a refresh has read it (the
+    /// same fleet served at another address is the same service), else the URL.
+    pub fn identity(&self) -> String {
+        self.service
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.shown.clone())
     }
 
     /// Sends every later request with this token.
@@ -246,6 +259,9 @@ impl HttpBackend {
             Ok::<_, BackendError>(status.status)
         };
         let (crypto_units, rewrap_status) = tokio::try_join!(units, status)?;
+        if let Some(service) = &list.service {
+            *self.service.lock().unwrap_or_else(|e| e.into_inner()) = Some(service.clone());
+        }
         Ok(LiveInstance {
             id: id.to_ascii_lowercase(),
             region: list.region.unwrap_or_default(),
@@ -434,6 +450,10 @@ pub(super) struct UnitList {
     failover_hsms: Vec<Entry>,
     #[serde(default)]
     region: Option<String>,
+    /// The service's own name for itself (`sim serve`: its fleet file), whatever address it
+    /// is reached at.
+    #[serde(default)]
+    service: Option<String>,
 }
 
 #[derive(Deserialize)]

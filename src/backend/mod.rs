@@ -153,6 +153,15 @@ impl BackendSpec {
             }));
         }
         if spec.starts_with("http://") || spec.starts_with("https://") {
+            let authority = spec.split("://").nth(1).unwrap_or_default();
+            let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                // It would reach plans, the journal, the audit trail and error messages.
+                return Err(
+                    "a backend URL carries no user name or password: give the token in MKPLAN_TOKEN instead"
+                        .into(),
+                );
+            }
             return Ok(Self::Http(spec.trim_end_matches('/').to_string()));
         }
         if let Some(region) = spec.strip_prefix("tke:") {
@@ -255,12 +264,8 @@ impl Backend for AnyBackend {
 
     fn identity(&self) -> String {
         match self {
-            Self::Sim(simulator, _) => {
-                let path = simulator.path();
-                let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-                format!("sim:{}", canonical.display())
-            }
-            Self::Http(backend) => backend.describe(),
+            Self::Sim(simulator, _) => format!("sim:{}", simulator.path().display()),
+            Self::Http(backend) => backend.identity(),
             Self::Tke(backend) => backend.describe(),
         }
     }

@@ -103,9 +103,13 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let elapsed = started.elapsed();
     progress.finish();
     let finished = match &outcome {
-        Ok(()) => session::verify_converged(&backend, &plan)
-            .await
-            .map_err(apply_error),
+        Ok(()) => match session::verify_converged(&backend, &plan).await {
+            // The rotation is finished: its records say nothing more about what comes next.
+            Ok(now) => close_finished(&mut journal, &now.instances, &identity)
+                .map(|_| ())
+                .map_err(apply_error),
+            Err(error) => Err(apply_error(error)),
+        },
         Err(error) => Err(apply_error_ref(error)),
     };
     audit

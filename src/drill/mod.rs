@@ -311,7 +311,9 @@ async fn attempt_once(
         }
     };
     if !plan.changes {
-        return match executor::settle_previous(&mut journal, &plan, &live.instances, &identity) {
+        return match executor::settle_previous(&mut journal, &plan, &live.instances, &identity)
+            .and_then(|_| executor::close_finished(&mut journal, &live.instances, &identity))
+        {
             Ok(_) => Ending::Converged,
             Err(e) => Ending::Stopped(e.to_string()),
         };
@@ -346,7 +348,10 @@ async fn attempt_once(
         return Ending::Stopped(format!("stopped: {e}"));
     }
     match session::verify_converged(backend, &plan).await {
-        Ok(()) => Ending::Converged,
+        Ok(now) => match executor::close_finished(&mut journal, &now.instances, &identity) {
+            Ok(_) => Ending::Converged,
+            Err(e) => Ending::Stopped(format!("stopped: {e}")),
+        },
         Err(e) => Ending::Stopped(format!("stopped: {e}")),
     }
 }

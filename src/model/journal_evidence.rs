@@ -46,6 +46,8 @@ pub struct JournalRotation {
     /// Crypto units whose commit of `to` this journal saw take effect, and when the last was.
     pub committed: BTreeSet<String>,
     pub committed_at: Option<String>,
+    /// Crypto units whose set immediate to `to` this journal saw take effect.
+    pub promoted: BTreeSet<String>,
     /// A not-run attestation still in force (no apply run began after it).
     pub attested_not_run: Option<NotRunAttestation>,
 }

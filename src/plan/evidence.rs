@@ -271,6 +271,17 @@ fn journal_claim(
             fix: attest_fix(live, target, journal, false),
         });
     }
+    if let Some(unit) = promoted_elsewhere(rotation, live) {
+        return Err(JournalSilence {
+            detail: format!(
+                "{witness} saw set immediate of {}… take effect on crypto unit {}, whose current register holds {:#}: its records speak of another history (another fleet, a restored unit)",
+                rotation.to.short(),
+                unit.hsm_id,
+                unit.current_register
+            ),
+            fix: attest_fix(live, target, journal, false),
+        });
+    }
     match &rotation.rewrap {
         JournalRewrap::Completed { how } => Ok(Claim::one(
             "journal",
@@ -279,7 +290,7 @@ fn journal_claim(
         )),
         JournalRewrap::Unsettled { sent_at } => Err(JournalSilence {
             detail: format!(
-                "{witness} shows mkplan's own rewrap to {}… sent{} whose outcome was never recorded (a crash or a lost response); it may still be running or have completed",
+                "{witness} shows mkplan's own rewrap to {}… sent{} whose outcome was never recorded (a crash, a lost response, or a rewrap by hand whose outcome nobody saw); it may still be running or have completed",
                 rotation.to.short(),
                 sent_at
                     .as_ref()
@@ -298,16 +309,30 @@ fn journal_claim(
     }
 }
 
-/// The journal's rotation speaks of the registers as they are: every register holds its old
-/// key, its new key or nothing, and every current register holds a key.
-fn registers_fit(rotation: &JournalRotation, live: &LiveInstance) -> bool {
-    let known = |vp: Option<&VerificationPattern>| {
-        vp.is_none_or(|vp| *vp == rotation.from || *vp == rotation.to)
-    };
+/// The journal's rotation speaks of the registers as they are: every new register holds its
+/// new key or nothing, and every current register its old key or its new one. A new register
+/// holding the old key means a rotation back (a later one), any other key something the
+/// journal did not see.
+pub fn registers_fit(rotation: &JournalRotation, live: &LiveInstance) -> bool {
     live.crypto_units.iter().all(|u| {
-        known(u.new_register.verification_pattern())
-            && u.current_register.verification_pattern().is_some()
-            && known(u.current_register.verification_pattern())
+        u.new_register
+            .verification_pattern()
+            .is_none_or(|vp| *vp == rotation.to)
+            && u.current_register
+                .verification_pattern()
+                .is_some_and(|vp| *vp == rotation.from || *vp == rotation.to)
+    })
+}
+
+/// A unit whose set immediate to the rotation's key the journal saw, that does not hold that
+/// key in its current register: the journal speaks of another history.
+fn promoted_elsewhere<'a>(
+    rotation: &JournalRotation,
+    live: &'a LiveInstance,
+) -> Option<&'a crate::model::CryptoUnit> {
+    live.crypto_units.iter().find(|u| {
+        rotation.promoted.contains(&u.hsm_id.to_ascii_lowercase())
+            && !u.current_register.holds(&rotation.to)
     })
 }
 

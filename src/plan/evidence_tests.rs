@@ -61,6 +61,7 @@ fn rotation(rewrap: JournalRewrap, seen: &[usize]) -> JournalRotation {
         loaded: ids(seen),
         committed: ids(seen),
         committed_at: Some("2026-11-30T10:05:00Z".into()),
+        promoted: BTreeSet::new(),
         attested_not_run: None,
     }
 }

@@ -17,7 +17,7 @@ mod replay;
 mod step;
 
 pub use artifact::{CeremonyNeeds, InstancePlan, PLAN_FORMAT_VERSION, Plan, Registers, UnitChange};
-pub use evidence::{StorageFinding, common_current};
+pub use evidence::{StorageFinding, common_current, registers_fit};
 pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};
 pub use step::{Action, Step, by_instance, effect};

@@ -53,8 +53,16 @@ impl Simulator {
                 path.display()
             ))
         })?;
+        // The file itself, not a symlink to it: an atomic write renames over the path it is
+        // given, and must replace the fleet, not the link.
+        let path = fs::canonicalize(path).map_err(|e| {
+            BackendError::Unreachable(format!(
+                "cannot resolve the simulator's fleet file {}: {e}",
+                path.display()
+            ))
+        })?;
         Ok(Self {
-            path: path.to_path_buf(),
+            path,
             faults,
             clock: Arc::new(SystemClock),
             operations: AtomicU64::new(0),

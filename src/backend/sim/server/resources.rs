@@ -80,9 +80,13 @@ pub(super) async fn list_units(
                 })
                 .collect()
         };
+        // Which service this is, whatever address it is reached at: the fleet file itself.
+        // mkplan binds its journal records to it (an extension of the TKE shape).
+        let service = std::fs::canonicalize(&shared.path).unwrap_or_else(|_| shared.path.clone());
         let body = json!({
             "metadata": [{ "collectionType": "application/json", "collectionTotal": found.crypto_units.len() }],
             "region": found.region,
+            "service": format!("sim:{}", service.display()),
             "hsms": entries(UnitType::Operational),
             "source_hsms": entries(UnitType::Recovery),
             "failover_hsms": entries(UnitType::Failover),

@@ -1,0 +1,190 @@
+//! Regressions from an adversarial review: each lost a key storage (or hid a credential)
+//! before its fix.
+
+use super::*;
+use crate::cases::apply::{PASSWORDS, assert_no_incidents, three_units};
+use crate::support::*;
+
+/// Key parts for a third master key in `keyparts/custodian-3.json` and `-4.json` (passwords
+/// in MKPLAN_PART3_PASSWORD and MKPLAN_PART4_PASSWORD), and a desired file `name` rotating to
+/// it; returns the key's VP.
+fn third_key(ws: &Workspace, name: &str) -> String {
+    for n in 3..=4 {
+        ws.mkplan_with_env(
+            &[
+                "keypart",
+                "new",
+                "--out",
+                &format!("keyparts/custodian-{n}.json"),
+                "--password-env",
+                "PW",
+            ],
+            &[("PW", &format!("demo-custodian-{n}"))],
+        )
+        .expect_code(0);
+    }
+    let vp = ws.mkplan_with_env(
+        &[
+            "keypart",
+            "vp",
+            "keyparts/custodian-3.json",
+            "keyparts/custodian-4.json",
+            "--password-env",
+            "PW3",
+            "--password-env",
+            "PW4",
+        ],
+        &[("PW3", "demo-custodian-3"), ("PW4", "demo-custodian-4")],
+    );
+    let vp = vp.stdout.trim().to_string();
+    assert_eq!(vp.len(), 64, "{vp:?}");
+    let desired = ws
+        .read(DESIRED)
+        .replace(B, &vp)
+        .replace("custodian-1", "custodian-3")
+        .replace("custodian-2", "custodian-4")
+        .replace("MKPLAN_PART1_PASSWORD", "MKPLAN_PART3_PASSWORD")
+        .replace("MKPLAN_PART2_PASSWORD", "MKPLAN_PART4_PASSWORD");
+    ws.write(name, &desired);
+    vp
+}
+
+fn with_all_passwords(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut env = PASSWORDS.to_vec();
+    env.extend([
+        ("MKPLAN_PART3_PASSWORD", "demo-custodian-3"),
+        ("MKPLAN_PART4_PASSWORD", "demo-custodian-4"),
+    ]);
+    env.extend_from_slice(extra);
+    env
+}
+
+/// Regression (adversarial review, F1): folder X rotated A → B to completion; folder Y then
+/// rotated B → D and died right after its rewrap. X, asked to rotate to D, took its old
+/// "rewrap A → B completed" record for this rotation (every register held B or D) and sent
+/// a second rewrap. A finished rotation is closed when its apply converges, and a record
+/// speaks only of registers that fit its direction: X must refuse, not rewrap.
+#[test]
+fn a_finished_rotations_record_is_no_evidence_for_a_later_one() {
+    let ws = rotate_to_b(&three_units(false));
+    let _d = third_key(&ws, "to-d.yaml");
+    let env = with_all_passwords(&[]);
+    ws.mkplan_with_env(
+        &["--state-dir", "x", "apply", DESIRED, "--auto-approve"],
+        &env,
+    )
+    .expect_code(0);
+    let crash = with_all_passwords(&[("MKPLAN_SIM_FAULTS", "crash_after_op=7")]);
+    let died = ws.mkplan_with_env(
+        &["--state-dir", "y", "apply", "to-d.yaml", "--auto-approve"],
+        &crash,
+    );
+    assert_eq!(died.code, -1, "{}", died.stderr);
+    let before = ws.bytes(FLEET);
+    let again = ws.mkplan_with_env(
+        &["--state-dir", "x", "apply", "to-d.yaml", "--auto-approve"],
+        &env,
+    );
+    assert_eq!(again.code, 3, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(
+        ws.bytes(FLEET),
+        before,
+        "the refused apply touched the fleet"
+    );
+    assert_no_incidents(&ws, "X after Y's rewrap");
+}
+
+/// Regression (adversarial review, F2): `sim:link.yaml`, a symlink to the fleet file, made the
+/// simulator's atomic write replace the link with a file of its own, while the journal bound
+/// its records to the fleet file; a later apply on the fleet file then trusted records of the
+/// copy and set immediate before the rewrap. The simulator writes the file the link names.
+#[test]
+fn a_symlink_to_the_fleet_file_is_the_same_fleet() {
+    let ws = rotate_to_b(&three_units(false));
+    std::os::unix::fs::symlink(ws.path(FLEET), ws.path("link.yaml")).unwrap();
+    apply(&ws, "", &["--backend", "sim:link.yaml"]).expect_code(0);
+    assert!(
+        std::fs::symlink_metadata(ws.path("link.yaml"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is still a link"
+    );
+    assert_converged(&ws, "applied through the link");
+}
+
+/// Regression (adversarial review, F5): after mkplan's own rewrap lost its response, a crypto
+/// unit left the instance; the changed unit list made `attest --not-run` forget that the
+/// rewrap was mkplan's own and accept it without the service's evidence, and the next apply
+/// rewrapped again.
+#[test]
+fn an_unknown_rewrap_stays_unknown_when_the_units_change() {
+    let fleet = three_units(false);
+    let ws = rotate_to_b(&fleet);
+    let first = apply(&ws, "lose_response_op=7", &[]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let text = ws.read(FLEET);
+    let third = text.find(&format!("  - hsm_id: {}", u(3))).expect("unit 3");
+    let end = text.find("incidents:").expect("incidents");
+    ws.write(FLEET, &format!("{}{}", &text[..third], &text[end..]));
+    let id = fleet.ids()[0].clone();
+    let attest = ws.mkplan(&["attest", "rewrap", &id, "--not-run", "--desired", DESIRED]);
+    assert_eq!(attest.code, 3, "{}", attest.stderr);
+    assert!(
+        attest.stderr.contains("--service-evidence"),
+        "{}",
+        attest.stderr
+    );
+    let rerun = apply(&ws, "", &[]);
+    assert_eq!(rerun.code, 3, "{}", rerun.stderr);
+    assert_no_incidents(&ws, "after the unit left");
+}
+
+/// Regression (adversarial review, F8): a password in the backend URL reached the journal,
+/// the audit trail and error messages. Such a URL is refused before anything is read.
+#[test]
+fn a_backend_url_with_a_password_is_refused() {
+    let ws = rotate_to_b(&three_units(true));
+    let run = ws.mkplan(&[
+        "plan",
+        DESIRED,
+        "--backend",
+        "http://user:hunter2@127.0.0.1:9",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("MKPLAN_TOKEN"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+}
+
+/// Regression (adversarial review, F3): over HTTP the journal bound its records to the URL
+/// alone, so a rehearsal served on one address and the real fleet served later on the same
+/// address shared them; the real fleet, staged by hand, got set immediate before its rewrap.
+/// `sim serve` names its fleet file in its answers, and records bind to that.
+#[test]
+fn a_rehearsal_and_the_real_fleet_on_one_address_are_two_services() {
+    let ws = rotate_to_b(&three_units(false));
+    ws.write("rehearsal.yaml", &ws.read(FLEET));
+    let staged = three_units(false).to_yaml().replace(
+        "new_register: { status: Empty }",
+        &format!("new_register: {{ status: Full Committed, verification_pattern: \"{B}\" }}"),
+    );
+    assert!(staged.contains("Full Committed"), "{staged}");
+    ws.write(FLEET, &staged);
+    let rehearsal = Server::start(&ws.path("rehearsal.yaml"), "", &[]);
+    let url = rehearsal.url.clone();
+    apply(&ws, "", &["--backend", &url]).expect_code(0);
+    drop(rehearsal);
+    let listen = url.trim_start_matches("http://").to_string();
+    let _real = Server::start_on(&ws.path(FLEET), "", &[], &listen);
+    let before = ws.bytes(FLEET);
+    let run = apply(&ws, "", &["--backend", &url]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("no evidence here"), "{}", run.stderr);
+    drop(_real);
+    assert_eq!(
+        ws.bytes(FLEET),
+        before,
+        "the refused apply touched the real fleet"
+    );
+    assert_no_incidents(&ws, "the real fleet");
+}
