@@ -52,6 +52,7 @@ fn in_process(state_dir: &Path) -> Vec<f64> {
                 action: Action::CommitNewMk,
                 instance: "i".into(),
                 unit: Some("u".into()),
+                by_hand: false,
             })
             .unwrap();
         journal

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
-use super::journal::{Outcome, Record, utc_now};
-use crate::model::{JournalRewrap, LiveInstance, RewrapStatus, VerificationPattern};
+use super::journal::{Outcome, Record, unix_now, utc_now};
+use crate::model::{LiveInstance, RewrapStatus, VerificationPattern};
 use crate::plan::{Action, common_current};
 
 /// What the operator says.
@@ -34,14 +34,25 @@ pub fn attestation_records(
     witness: &str,
     attestation: &Attestation,
 ) -> Result<(Vec<Record>, String), NotTaken> {
-    let evidence = journal_evidence(records, backend, witness);
     let units = unit_ids(found.crypto_units.iter().map(|u| u.hsm_id.as_str()));
-    let rotation = evidence.rotation(&found.id).filter(|r| r.units == units);
     let (from, to) = rotation_of(records, found, target, backend)?;
     // mkplan's own rewrap of this instance on this backend, sent and never answered: whatever
-    // the rotation record says now (a unit removed since, a rotation record replaced).
-    let own_unknown = rotation.is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }))
-        || !open_rewraps(records, &found.id, backend).is_empty();
+    // the rotation record says now (a unit removed since, a rotation record replaced). A
+    // rewrap step by hand is the operator's own: they saw whether they ran it.
+    let open = open_rewraps(records, &found.id, backend);
+    let own_unknown = open.iter().any(|(_, by_hand)| !by_hand);
+    if attestation.ran
+        && !found
+            .crypto_units
+            .iter()
+            .any(|u| u.new_register.holds(&to) || u.current_register.holds(&to))
+    {
+        return Err(NotTaken(format!(
+            "refused: no register of service instance {} holds {}…, and a rewrap to it leaves it in the new registers until set immediate: it cannot have completed. Nothing was journaled",
+            found.id,
+            to.short()
+        )));
+    }
     if !attestation.ran && own_unknown && attestation.service_evidence.is_none() {
         return Err(NotTaken(format!(
             "refused: {witness} holds mkplan's own rewrap of service instance {} from {}… to {}…, sent and never answered. Nobody at this end can see that it did not run: it may have completed, or still be running on the service. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
@@ -66,7 +77,7 @@ pub fn attestation_records(
         )
     };
     let mut out = Vec::new();
-    if own_unknown {
+    if !open.is_empty() {
         let said = format!(
             "ceremony: the operator attests: {statement}{}",
             attestation
@@ -75,7 +86,7 @@ pub fn attestation_records(
                 .map(|e| format!("; the service showed: {e}"))
                 .unwrap_or_default()
         );
-        for step in open_rewraps(records, &found.id, backend) {
+        for (step, _) in open {
             let outcome = if attestation.ran {
                 Outcome::SettledDone {
                     evidence: said.clone(),
@@ -98,6 +109,7 @@ pub fn attestation_records(
         statement: statement.clone(),
         service_evidence: attestation.service_evidence.clone(),
         at: utc_now(),
+        at_unix: Some(unix_now()),
     });
     Ok((out, statement))
 }
@@ -163,8 +175,9 @@ fn from_to(
     }
 }
 
-/// The rewrap intents of `instance` on `backend` with no outcome.
-fn open_rewraps(records: &[Record], instance: &str, backend: &str) -> Vec<String> {
+/// The rewrap intents of `instance` on `backend` with no outcome, and whether each was a
+/// step by hand.
+fn open_rewraps(records: &[Record], instance: &str, backend: &str) -> Vec<(String, bool)> {
     unsettled(records)
         .into_iter()
         .filter_map(|(_, record)| match record {
@@ -172,11 +185,12 @@ fn open_rewraps(records: &[Record], instance: &str, backend: &str) -> Vec<String
                 step,
                 action: Action::RewrapKeyStorage,
                 instance: i,
+                by_hand,
                 ..
             } if i.eq_ignore_ascii_case(instance)
                 && backend_of_step(records, step) == Some(backend) =>
             {
-                Some(step.clone())
+                Some((step.clone(), *by_hand))
             }
             _ => None,
         })

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::journal::{Outcome, Record};
-use crate::model::{JournalEvidence, JournalRewrap, JournalRotation, NotRunAttestation};
+use crate::model::{
+    ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
+};
 use crate::plan::Action;
 
 /// The unit ids a record binds to, in the form records keep them: lower case, sorted.
@@ -18,8 +20,20 @@ pub fn unit_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 }
 
 /// `witness` names the journal for messages ("the journal in .mkplan"); `backend` is the
-/// identity of the backend being planned (`Backend::identity`).
+/// identity of the backend being planned (`Backend::identity`). Attestations are in force
+/// until the next apply run begins (their age is not checked: see `journal_evidence_at`).
 pub fn journal_evidence(records: &[Record], backend: &str, witness: &str) -> JournalEvidence {
+    journal_evidence_at(records, backend, witness, None)
+}
+
+/// As `journal_evidence`, with the time now (seconds since the epoch): an attestation older
+/// than `ATTESTATION_TTL_S` is no longer in force.
+pub fn journal_evidence_at(
+    records: &[Record],
+    backend: &str,
+    witness: &str,
+    now_unix: Option<u64>,
+) -> JournalEvidence {
     let mut evidence = JournalEvidence {
         witness: witness.to_string(),
         ..JournalEvidence::default()
@@ -78,7 +92,9 @@ pub fn journal_evidence(records: &[Record], backend: &str, witness: &str) -> Jou
                             committed: BTreeSet::new(),
                             committed_at: None,
                             promoted: BTreeSet::new(),
+                            promotion_sent: BTreeSet::new(),
                             attested_not_run: None,
+                            attested_completed: None,
                         },
                     );
                 }
@@ -92,6 +108,7 @@ pub fn journal_evidence(records: &[Record], backend: &str, witness: &str) -> Jou
                 ran,
                 statement,
                 at,
+                at_unix,
                 ..
             } => {
                 let key = instance.to_ascii_lowercase();
@@ -108,17 +125,20 @@ pub fn journal_evidence(records: &[Record], backend: &str, witness: &str) -> Jou
                         }
                     })
                     .or_insert_with(|| fresh(from, to, units, Some(at.clone())));
+                let expired = matches!((now_unix, at_unix), (Some(now), Some(then)) if now.saturating_sub(*then) > ATTESTATION_TTL_S);
+                let word = (!expired).then(|| FreshAttestation {
+                    at: at.clone(),
+                    statement: statement.clone(),
+                });
                 if *ran {
                     rotation.rewrap = JournalRewrap::Completed {
                         how: format!("the operator attested at {at}: {statement}"),
                     };
+                    rotation.attested_completed = word;
                 } else {
-                    rotation.attested_not_run = Some(NotRunAttestation {
-                        at: at.clone(),
-                        statement: statement.clone(),
-                    });
-                    attested_at.insert(key, index);
+                    rotation.attested_not_run = word;
                 }
+                attested_at.insert(key, index);
             }
             Record::RotationClosed {
                 instance,
@@ -132,6 +152,7 @@ pub fn journal_evidence(records: &[Record], backend: &str, witness: &str) -> Jou
                 action,
                 instance,
                 unit,
+                ..
             } => {
                 let (bound, run_at) = run_of(step)
                     .and_then(|run| run_backend.get(&run).copied())
@@ -154,6 +175,7 @@ pub fn journal_evidence(records: &[Record], backend: &str, witness: &str) -> Jou
             && let Some(rotation) = evidence.rotations.get_mut(&instance)
         {
             rotation.attested_not_run = None;
+            rotation.attested_completed = None;
         }
     }
     evidence
@@ -184,7 +206,9 @@ fn fresh(
         committed: BTreeSet::new(),
         committed_at: None,
         promoted: BTreeSet::new(),
+        promotion_sent: BTreeSet::new(),
         attested_not_run: None,
+        attested_completed: None,
     }
 }
 
@@ -214,6 +238,9 @@ fn witness_step(
         }
         (Action::SetImmediate, Some(unit)) if took_effect => {
             rotation.promoted.insert(unit);
+        }
+        (Action::SetImmediate, Some(unit)) if sent => {
+            rotation.promotion_sent.insert(unit);
         }
         (Action::ClearNewMk, Some(unit)) if took_effect => {
             rotation.loaded.remove(&unit);
@@ -288,4 +315,56 @@ pub fn backend_of_step<'a>(records: &'a [Record], step: &str) -> Option<&'a str>
         } if *n == run => backend.as_deref(),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keypart::Secret32;
+
+    fn attested(ran: bool, at_unix: u64) -> Record {
+        let key = |b: u8| Secret32::from_bytes([b; 32]).verification_pattern();
+        Record::Attested {
+            instance: "i".into(),
+            backend: "sim:/f".into(),
+            units: vec!["u".into()],
+            from: key(0xA),
+            to: key(0xB),
+            ran,
+            statement: "s".into(),
+            service_evidence: None,
+            at: "t".into(),
+            at_unix: Some(at_unix),
+        }
+    }
+
+    #[test]
+    fn an_attestation_expires_with_time_and_with_the_next_run() {
+        let fresh = |records: &[Record], now| {
+            let e = journal_evidence_at(records, "sim:/f", "", Some(now));
+            let r = e.rotation("i").unwrap();
+            (r.attested_not_run.is_some(), r.attested_completed.is_some())
+        };
+        let not_run = [attested(false, 1_000)];
+        assert_eq!(fresh(&not_run, 1_000 + ATTESTATION_TTL_S), (true, false));
+        assert_eq!(fresh(&not_run, 1_001 + ATTESTATION_TTL_S), (false, false));
+        let completed = [attested(true, 1_000)];
+        assert_eq!(fresh(&completed, 1_000), (false, true));
+        let then_a_run = [
+            attested(true, 1_000),
+            Record::ApplyStarted {
+                run: 1,
+                plan_sha256: "p".into(),
+                backend: Some("sim:/f".into()),
+                at: None,
+            },
+        ];
+        assert_eq!(fresh(&then_a_run, 1_000), (false, false));
+        // Bound to another backend: no evidence at all.
+        assert!(
+            journal_evidence(&not_run, "sim:/other", "")
+                .rotation("i")
+                .is_none()
+        );
+    }
 }

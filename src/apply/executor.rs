@@ -305,6 +305,7 @@ pub async fn run<B: Backend, O: Operator>(
                 action: step.action,
                 instance: step.instance.clone(),
                 unit: step.unit.clone(),
+                by_hand: ceremony.contains_key(&step.id),
             }
         }));
         // If the journal cannot be written, nothing new may start (its intent is not on

@@ -52,12 +52,14 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
     },
-    /// About to send an operation.
+    /// About to send an operation, or (`by_hand`) to show the operator a ceremony step.
     Intent {
         step: String,
         action: Action,
         instance: String,
         unit: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_hand: bool,
     },
     /// What came of the intent with the same `step`.
     Outcome {
@@ -81,6 +83,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service_evidence: Option<String>,
         at: String,
+        /// `at` in seconds since the Unix epoch: an attestation expires.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_unix: Option<u64>,
     },
     /// `mkplan journal close`: the live state showed this instance's rotation finished; the
     /// records before this one say nothing more about it.
@@ -125,6 +130,13 @@ impl Outcome {
     pub fn took_effect(&self) -> bool {
         matches!(self, Self::Done | Self::SettledDone { .. })
     }
+}
+
+/// Seconds since the Unix epoch, from the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// RFC 3339 UTC from the system clock (days-from-civil, without a date crate): the time
@@ -306,9 +318,11 @@ fn without_time(mut record: Record) -> Record {
         Record::ApplyStarted { at, .. }
         | Record::RotationStarted { at, .. }
         | Record::Outcome { at, .. } => *at = None,
-        Record::Attested { at, .. } | Record::RotationClosed { at, .. } => {
+        Record::Attested { at, at_unix, .. } => {
             *at = "(drill time)".into();
+            *at_unix = None;
         }
+        Record::RotationClosed { at, .. } => *at = "(drill time)".into(),
         Record::Intent { .. } => {}
     }
     record
@@ -360,6 +374,7 @@ mod tests {
             action: Action::RewrapKeyStorage,
             instance: "i".into(),
             unit: None,
+            by_hand: false,
         }
     }
 

@@ -38,6 +38,7 @@ pub fn settle_previous(
             action,
             instance,
             unit,
+            ..
         } = record
         else {
             continue;

@@ -164,10 +164,11 @@ pub fn evidence_for(
     desired: &Desired,
 ) -> crate::model::JournalEvidence {
     use crate::backend::Backend;
-    let mut evidence = crate::apply::evidence::journal_evidence(
+    let mut evidence = crate::apply::evidence::journal_evidence_at(
         records,
         &backend.identity(),
         &format!("the journal in {}", state_dir.display()),
+        Some(crate::apply::journal::unix_now()),
     );
     evidence.desired_file = desired.path.display().to_string();
     evidence

@@ -10,6 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::VerificationPattern;
 
+/// How long an attestation stays in force at most, even when no apply run follows it: it
+/// speaks of the moment it was made, and other operators may act after it.
+pub const ATTESTATION_TTL_S: u64 = 900;
+
 /// The journal's word on the rewrap of one rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalRewrap {
@@ -25,10 +29,11 @@ pub enum JournalRewrap {
     NotRun { how: String },
 }
 
-/// The operator's attestation that the rewrap of this rotation did not run, made after the
-/// last apply run in this journal ended: it covers the time between that run and now.
+/// The operator's attestation about the rewrap of this rotation, still in force: made after
+/// the last apply run in this journal began, and not older than `ATTESTATION_TTL_S`. It
+/// covers the time between the run before it and now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotRunAttestation {
+pub struct FreshAttestation {
     pub at: String,
     pub statement: String,
 }
@@ -46,10 +51,15 @@ pub struct JournalRotation {
     /// Crypto units whose commit of `to` this journal saw take effect, and when the last was.
     pub committed: BTreeSet<String>,
     pub committed_at: Option<String>,
-    /// Crypto units whose set immediate to `to` this journal saw take effect.
+    /// Crypto units whose set immediate to `to` this journal saw take effect, and those whose
+    /// set immediate it sent without learning the outcome.
     pub promoted: BTreeSet<String>,
-    /// A not-run attestation still in force (no apply run began after it).
-    pub attested_not_run: Option<NotRunAttestation>,
+    pub promotion_sent: BTreeSet<String>,
+    /// A not-run attestation still in force.
+    pub attested_not_run: Option<FreshAttestation>,
+    /// A completed attestation still in force: it vouches that the rewrap this journal saw
+    /// complete is still the last one (nobody rotated on and back since).
+    pub attested_completed: Option<FreshAttestation>,
 }
 
 /// Per service instance id (lower case), the latest open rotation this journal recorded

@@ -11,7 +11,9 @@ mod vp;
 
 pub use desired::{DesiredInstance, DesiredMasterKey, DesiredState, KeyPartSource, parse_desired};
 pub use input_error::{InputError, YAML_NODES_MAX, from_yaml_str};
-pub use journal_evidence::{JournalEvidence, JournalRewrap, JournalRotation, NotRunAttestation};
+pub use journal_evidence::{
+    ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
+};
 pub use live::{LiveFleet, LiveInstance, RewrapStatus};
 pub use register::{CurrentRegister, NewRegister};
 pub use unit::{Administrator, CryptoUnit, Mode, Ski, UnitType};

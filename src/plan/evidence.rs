@@ -283,11 +283,7 @@ fn journal_claim(
         });
     }
     match &rotation.rewrap {
-        JournalRewrap::Completed { how } => Ok(Claim::one(
-            "journal",
-            rotation.to.clone(),
-            format!("the rewrap to {}… completed ({how})", rotation.to.short()),
-        )),
+        JournalRewrap::Completed { how } => completed_claim(live, rotation, journal, witness, how),
         JournalRewrap::Unsettled { sent_at } => Err(JournalSilence {
             detail: format!(
                 "{witness} shows mkplan's own rewrap to {}… sent{} whose outcome was never recorded (a crash, a lost response, or a rewrap by hand whose outcome nobody saw); it may still be running or have completed",
@@ -333,6 +329,49 @@ fn promoted_elsewhere<'a>(
     live.crypto_units.iter().find(|u| {
         rotation.promoted.contains(&u.hsm_id.to_ascii_lowercase())
             && !u.current_register.holds(&rotation.to)
+    })
+}
+
+/// "The rewrap completed": proof that the key storage is still under its key only while no
+/// other rotation can have come and gone since. The registers cannot show it (a rotation on
+/// and back leaves them as they were), so the journal must vouch for the time since its run
+/// stopped: a unit it promoted still holds the key (a rotation back would have promoted it
+/// again), or the operator's fresh attestation.
+fn completed_claim(
+    live: &LiveInstance,
+    rotation: &JournalRotation,
+    journal: &JournalEvidence,
+    witness: &str,
+    how: &str,
+) -> Result<Claim, JournalSilence> {
+    let to = &rotation.to;
+    let why = format!("the rewrap to {}… completed ({how})", to.short());
+    if let Some(attested) = &rotation.attested_completed {
+        return Ok(Claim::one(
+            "journal",
+            to.clone(),
+            format!("{why}; confirmed by the operator at {}", attested.at),
+        ));
+    }
+    if let Some(unit) = live.crypto_units.iter().find(|u| {
+        let id = u.hsm_id.to_ascii_lowercase();
+        (rotation.promoted.contains(&id) || rotation.promotion_sent.contains(&id))
+            && u.current_register.holds(to)
+    }) {
+        return Ok(Claim::one(
+            "journal",
+            to.clone(),
+            format!(
+                "{why}; crypto unit {}, which it promoted, still holds it",
+                unit.hsm_id
+            ),
+        ));
+    }
+    Err(JournalSilence {
+        detail: format!(
+            "{witness} saw {why}, but its run stopped before any unit it promoted: since then another operator or state folder may have finished this rotation and rotated back, which leaves the registers as they are now"
+        ),
+        fix: attest_fix(live, to, journal, true),
     })
 }
 
@@ -548,7 +587,7 @@ fn silent(
         &live.id,
         Check::RewrapEvidence,
         format!(
-            "cannot tell whether the rewrap of the key storage ran (target {}…): the service {}, {journal}, and the registers alone cannot prove it",
+            "cannot tell whether the rewrap of the key storage ran (target {}…):\n- service: {}\n- journal: {journal}\n- registers: they alone cannot prove it",
             target.short(),
             match live.rewrap_status {
                 RewrapStatus::NotReported => "does not report its rotation status",

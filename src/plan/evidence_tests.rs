@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::keypart::Secret32;
 use crate::model::{
-    Administrator, CryptoUnit, JournalRotation, Mode, NotRunAttestation, Ski, UnitType,
+    Administrator, CryptoUnit, FreshAttestation, JournalRotation, Mode, Ski, UnitType,
 };
 
 const INSTANCE: &str = "5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b";
@@ -62,7 +62,9 @@ fn rotation(rewrap: JournalRewrap, seen: &[usize]) -> JournalRotation {
         committed: ids(seen),
         committed_at: Some("2026-11-30T10:05:00Z".into()),
         promoted: BTreeSet::new(),
+        promotion_sent: BTreeSet::new(),
         attested_not_run: None,
+        attested_completed: None,
     }
 }
 
@@ -105,7 +107,7 @@ fn a_journal_interrupted_after_its_commits_is_not_proof() {
 fn the_operators_attestation_closes_the_gap() {
     let live = staged_everywhere(RewrapStatus::NotReported);
     let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
-    attested.attested_not_run = Some(NotRunAttestation {
+    attested.attested_not_run = Some(FreshAttestation {
         at: "2026-11-30T11:00:00Z".into(),
         statement: "nobody rewrapped".into(),
     });
@@ -195,8 +197,27 @@ fn lost_staged_copies_need_a_second_witness() {
     let live = instance(RewrapStatus::Rewrapped, units);
     let refused = find_key_storage_mk(&live, &key(0xB), &journal(None)).unwrap_err();
     assert!(refused.detail.contains("may be under any of"), "{refused}");
-    let done = rotation(JournalRewrap::Completed { how: "done".into() }, &[0, 1, 2]);
+    let mut done = rotation(JournalRewrap::Completed { how: "done".into() }, &[0, 1, 2]);
+    done.promoted
+        .insert("0a1b2c3d-0000-4000-8000-000000000000".into());
     let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(done))).unwrap();
+    assert_eq!(found.key_storage_under, key(0xB));
+}
+
+#[test]
+fn a_completed_rewrap_needs_a_voucher_for_the_time_since() {
+    // Rewrapped A → B, nobody promoted: the same registers as after a rotation on to B and
+    // back to A with B staged again.
+    let live = staged_everywhere(RewrapStatus::NotReported);
+    let done = rotation(JournalRewrap::Completed { how: "done".into() }, &[0, 1, 2]);
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(Some(done.clone()))).unwrap_err();
+    assert!(refused.detail.contains("rotated back"), "{refused}");
+    let mut attested = done;
+    attested.attested_completed = Some(FreshAttestation {
+        at: "2026-11-30T11:00:00Z".into(),
+        statement: "completed".into(),
+    });
+    let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap();
     assert_eq!(found.key_storage_under, key(0xB));
 }
 

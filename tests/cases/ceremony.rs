@@ -115,7 +115,7 @@ impl Ceremony {
     }
 
     /// Kills mkplan (as a power cut would) and returns the transcript.
-    fn kill(mut self) -> String {
+    pub(crate) fn kill(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.transcript

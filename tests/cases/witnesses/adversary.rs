@@ -2,7 +2,7 @@
 //! before its fix.
 
 use super::*;
-use crate::cases::apply::{PASSWORDS, assert_no_incidents, three_units};
+use crate::cases::apply::{PASSWORDS, assert_converged, assert_no_incidents, sim, three_units};
 use crate::support::*;
 
 /// Key parts for a third master key in `keyparts/custodian-3.json` and `-4.json` (passwords
@@ -187,4 +187,98 @@ fn a_rehearsal_and_the_real_fleet_on_one_address_are_two_services() {
         "the refused apply touched the real fleet"
     );
     assert_no_incidents(&ws, "the real fleet");
+}
+
+/// Regression (second adversarial review, finding 1): folder X's rotation D → B stopped right
+/// after its rewrap, before any set immediate; folder Y finished it, rotated back to D, and
+/// staged B again. X's "rewrap to B completed" record fit those registers, so X set
+/// immediate before any new rewrap. A completed rewrap counts only while a unit the journal
+/// promoted still holds its key, or the operator vouches for the time since.
+#[test]
+fn a_rotation_on_and_back_does_not_revive_a_completed_rewrap() {
+    let ws = rotate_to_b(&three_units(false));
+    let d = third_key(&ws, "to-d.yaml");
+    ws.write(FLEET, &ws.read(FLEET).replace(A, &d));
+    let env = with_all_passwords(&[]);
+    let x = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--state-dir", "x"];
+        all.extend_from_slice(args);
+        ws.mkplan_with_env(&all, env)
+    };
+    let y = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--state-dir", "y"];
+        all.extend_from_slice(args);
+        ws.mkplan_with_env(&all, env)
+    };
+    // The rewrap completes and is journaled; every attempt of the first set immediate fails,
+    // so X stops having promoted nobody.
+    let stopped = x(
+        &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
+        &with_all_passwords(&[("MKPLAN_SIM_FAULTS", "fail_op=8,fail_op=9,fail_op=10")]),
+    );
+    assert_eq!(stopped.code, 1, "{}", stopped.stderr);
+    let id = sim(&ws).instances[0].id.clone();
+    y(
+        &["attest", "rewrap", &id, "--completed", "--desired", DESIRED],
+        &[],
+    )
+    .expect_code(0);
+    y(&["apply", DESIRED, "--auto-approve"], &env).expect_code(0);
+    y(&["apply", "to-d.yaml", "--auto-approve"], &env).expect_code(0);
+    let loads = y(
+        &["apply", DESIRED, "--auto-approve"],
+        &with_all_passwords(&[("MKPLAN_SIM_FAULTS", "crash_after_op=3")]),
+    );
+    assert_eq!(loads.code, -1, "{}", loads.stderr);
+    let before = ws.bytes(FLEET);
+    let again = x(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(again.code, 3, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(
+        ws.bytes(FLEET),
+        before,
+        "the refused apply touched the fleet"
+    );
+    assert_no_incidents(&ws, "X after a rotation on and back");
+}
+
+/// Regression (second adversarial review, finding 5): `attest rewrap --completed` was taken
+/// on a fleet where no register holds the key, which no completed rewrap can leave.
+#[test]
+fn a_completed_rewrap_cannot_be_attested_where_no_register_holds_its_key() {
+    let ws = rotate_to_b(&three_units(false));
+    let id = sim(&ws).instances[0].id.clone();
+    let run = ws.mkplan(&["attest", "rewrap", &id, "--completed", "--desired", DESIRED]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        !ws.path(".mkplan/journal.jsonl").exists() || ws.read(".mkplan/journal.jsonl").is_empty()
+    );
+}
+
+/// Regression (second adversarial review, finding 4): mkplan died while showing the rewrap
+/// ceremony step, before the operator ran anything; the operator's true `--not-run` was
+/// refused as if mkplan's own request had gone unanswered. A step by hand is the operator's
+/// own: they saw whether they ran it.
+#[test]
+fn the_operator_may_say_a_rewrap_by_hand_did_not_run() {
+    let staged = three_units(false).to_yaml().replace(
+        "new_register: { status: Empty }",
+        &format!("new_register: {{ status: Full Committed, verification_pattern: \"{B}\" }}"),
+    );
+    let ws = rotate_to_b(&three_units(false));
+    ws.write(FLEET, &staged);
+    let id = sim(&ws).instances[0].id.clone();
+    ws.mkplan(&["attest", "rewrap", &id, "--not-run", "--desired", DESIRED])
+        .expect_code(0);
+    let mut ceremony = crate::cases::ceremony::Ceremony::start(&ws, &["--manual"]);
+    let first = ceremony.next().expect("the rewrap step is shown");
+    assert!(
+        matches!(&first, crate::cases::ceremony::Asked::Step { action, .. } if action == "rewrap_key_storage"),
+        "{first:?}"
+    );
+    let _ = ceremony.kill();
+    ws.mkplan(&["plan", DESIRED]).expect_code(3);
+    ws.mkplan(&["attest", "rewrap", &id, "--not-run", "--desired", DESIRED])
+        .expect_code(0);
+    apply(&ws, "", &[]).expect_code(0);
+    assert_converged(&ws, "after the ceremony that never ran");
 }
