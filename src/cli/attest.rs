@@ -58,7 +58,7 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<
         if args.completed {
             ""
         } else {
-            " until the next apply run begins (an interruption after it needs a new attestation)"
+            " until the next apply run begins, for 15 minutes at most (an interruption after it needs a new attestation)"
         }
     );
     Ok(0)
