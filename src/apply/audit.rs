@@ -3,7 +3,7 @@
 //! removing or reordering any entry breaks the chain at that point; `mkplan audit verify`
 //! finds the first broken link. Entries hold register states and VPs, never a secret.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -50,7 +50,7 @@ impl Audit {
             path: path.display().to_string(),
             why,
         };
-        fs::create_dir_all(state_dir).map_err(|e| error(e.to_string()))?;
+        super::state_dir::prepare(state_dir).map_err(error)?;
         let (seq, prev) = match verify(&path) {
             Ok(Verified { entries, last_hash }) => (entries, last_hash),
             Err(broken) => {
@@ -59,10 +59,7 @@ impl Audit {
                 )));
             }
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
+        let file = super::state_dir::open(&path, OpenOptions::new().append(true))
             .map_err(|e| error(e.to_string()))?;
         Ok(Self {
             path,
@@ -147,9 +144,11 @@ pub struct Verified {
 
 /// Walks the chain. A missing file is an empty, valid trail.
 pub fn verify(path: &Path) -> Result<Verified, String> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let text = match super::state_dir::read(path) {
+        Ok(Some(bytes)) => {
+            String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?
+        }
+        Ok(None) => String::new(),
         Err(e) => return Err(format!("cannot read it: {e}")),
     };
     let mut prev = CHAIN_START.to_string();
@@ -184,6 +183,8 @@ pub fn verify(path: &Path) -> Result<Verified, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use serde_json::json;
 

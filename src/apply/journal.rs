@@ -8,7 +8,7 @@
 //! completed, so it is dropped and overwritten by the next append. Damage anywhere else is
 //! refused: a journal that lies in the middle cannot be trusted to settle anything.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -203,15 +203,15 @@ impl Journal {
             path: path.display().to_string(),
             why: why.to_string(),
         };
-        fs::create_dir_all(state_dir).map_err(io)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .append(true)
-            .open(&path)
+        super::state_dir::prepare(state_dir).map_err(|why| JournalError::Io {
+            path: path.display().to_string(),
+            why,
+        })?;
+        let mut file = super::state_dir::open(&path, OpenOptions::new().read(true).append(true))
             .map_err(io)?;
-        let bytes = fs::read(&path).map_err(io)?;
+        let bytes = super::state_dir::read(&path)
+            .map_err(io)?
+            .unwrap_or_default();
         let (records, good_len) = parse(&path, &bytes)?;
         if good_len < bytes.len() {
             file.set_len(good_len as u64).map_err(io)?;
@@ -238,13 +238,18 @@ impl Journal {
     /// write). A missing journal has no records.
     pub fn read(state_dir: &Path) -> Result<Vec<Record>, JournalError> {
         let path = state_dir.join("journal.jsonl");
-        match fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes).map(|(records, _)| records),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(JournalError::Io {
-                path: path.display().to_string(),
-                why: e.to_string(),
-            }),
+        let io = |why: String| JournalError::Io {
+            path: path.display().to_string(),
+            why,
+        };
+        if !state_dir.exists() {
+            return Ok(Vec::new());
+        }
+        super::state_dir::check(state_dir).map_err(io)?;
+        match super::state_dir::read(&path) {
+            Ok(Some(bytes)) => parse(&path, &bytes).map(|(records, _)| records),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(io(e.to_string())),
         }
     }
 
@@ -366,6 +371,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, usize), JournalError
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn intent(step: &str) -> Record {

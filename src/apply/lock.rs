@@ -20,19 +20,9 @@ pub struct StateLock {
 }
 
 pub fn acquire(state_dir: &Path, holder: &Holder) -> Result<StateLock, String> {
-    fs::create_dir_all(state_dir).map_err(|e| {
-        format!(
-            "cannot create the state directory {}: {e}",
-            state_dir.display()
-        )
-    })?;
+    super::state_dir::prepare(state_dir)?;
     let path = state_dir.join("lock");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
+    let mut file = super::state_dir::open(&path, OpenOptions::new().read(true).write(true))
         .map_err(|e| format!("cannot open the lock {}: {e}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
@@ -73,11 +63,12 @@ pub fn acquire(state_dir: &Path, holder: &Holder) -> Result<StateLock, String> {
 /// Releases a lock left by a process that is gone, given its exact id. A lock that a live
 /// process holds is never broken: it is released when that process ends.
 pub fn release(state_dir: &Path, lock_id: &str) -> Result<(), String> {
+    super::state_dir::check(state_dir)?;
     let path = state_dir.join("lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
+    if !path.exists() {
+        return Err(format!("no lock at {}", path.display()));
+    }
+    let file = super::state_dir::open(&path, OpenOptions::new().read(true).write(true))
         .map_err(|e| format!("no lock at {}: {e}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}

@@ -18,3 +18,4 @@ pub mod lock;
 pub mod resume;
 mod send;
 pub mod session;
+pub mod state_dir;

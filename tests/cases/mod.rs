@@ -6,6 +6,7 @@ mod drill;
 mod mixed;
 mod network;
 mod scenarios;
+mod security;
 #[cfg(feature = "smartcards")]
 mod smartcards;
 mod tke;
