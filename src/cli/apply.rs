@@ -43,6 +43,7 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let identity = backend.identity();
     plan.desired_file = Some(desired.path.display().to_string());
     plan.backend = Some(backend.describe());
+    plan.backend_identity = Some(backend.identity());
     report_resume(&plan, &live, journal.records());
     if !plan.changes {
         executor::settle_previous(&mut journal, &plan, &live.instances, &identity)
@@ -160,12 +161,37 @@ async fn saved(
             path.display()
         )));
     }
-    let spec = BackendArg {
-        backend: flag.backend.clone().or_else(|| plan.backend.clone()),
-        parallelism: flag.parallelism,
-        tke_endpoint: flag.tke_endpoint.clone(),
+    // The backend comes from the command line or the desired file, never from the plan file:
+    // a plan file that names another server must not send the key parts there.
+    let (backend, live) = refresh_desired(&desired, flag).await?;
+    let (planned, now) = match &plan.backend_identity {
+        Some(identity) => (identity.clone(), backend.identity()),
+        None => (plan.backend.clone().unwrap_or_default(), backend.describe()),
     };
-    let (backend, live) = refresh_desired(&desired, &spec).await?;
+    if planned != now {
+        return Err(Error::Stale(format!(
+            "the plan {} was made against {}, but this apply reaches {} (from {}). Nothing was sent to either; apply it against its own backend, or make a new plan",
+            path.display(),
+            plan.backend.as_deref().unwrap_or("an unnamed backend"),
+            backend.describe(),
+            if flag.backend.is_some() {
+                "--backend or MKPLAN_BACKEND".to_string()
+            } else {
+                format!("`backend:` in {desired_file}")
+            }
+        )));
+    }
+    eprintln!(
+        "Applying the saved plan {}: made from {desired_file} against {}; {} step(s) on {}.",
+        path.display(),
+        backend.describe(),
+        plan.steps.len(),
+        plan.instances
+            .iter()
+            .map(|i| format!("{} (to {}…)", i.id, i.target_verification_pattern.short()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if live.fingerprint() != plan.live_fingerprint {
         return Err(Error::Stale(format!(
             "the plan {} is stale: the live state changed since it was made. Nothing was touched; make a new plan.\n{}",

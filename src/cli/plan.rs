@@ -42,6 +42,7 @@ pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
     };
     plan.desired_file = Some(desired.path.display().to_string());
     plan.backend = Some(backend.describe());
+    plan.backend_identity = Some(backend.identity());
     if let Some(out) = &args.out {
         save(&plan, out)?;
     }

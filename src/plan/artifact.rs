@@ -20,6 +20,10 @@ pub struct Plan {
     pub desired_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// The backend's identity (`Backend::identity`): `apply PLANFILE` refuses to run the
+    /// plan against any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_identity: Option<String>,
     pub changes: bool,
     /// Steps in the order apply runs them.
     pub steps: Vec<Step>,

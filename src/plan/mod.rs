@@ -95,6 +95,7 @@ pub fn plan(
         live_fingerprint: live.fingerprint(),
         desired_file: None,
         backend: None,
+        backend_identity: None,
         changes: !ordered.is_empty(),
         steps: ordered,
         instances,

@@ -83,3 +83,30 @@ fn the_state_folder_and_its_files_are_private() {
         assert_eq!(mode(&format!(".mkplan/{file}")), 0o600, "{file}");
     }
 }
+
+/// A saved plan whose `backend` was changed to another server (a logging listener on
+/// loopback stands in for it): `apply PLANFILE` takes its backend from the desired file or the
+/// command line, never from the plan, refuses the mismatch (exit 4), and sends nothing, key
+/// parts included, to the other server.
+#[test]
+fn a_saved_plan_naming_another_server_sends_nothing_there() {
+    let ws = rotate_to_b(&three_units(true));
+    ws.mkplan(&["plan", DESIRED, "--out", "plan.json"])
+        .expect_code(0);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut plan: serde_json::Value = serde_json::from_str(&ws.read("plan.json")).unwrap();
+    plan["backend"] = url.clone().into();
+    plan["backend_identity"] = url.clone().into();
+    ws.write("plan.json", &plan.to_string());
+    let fleet = ws.bytes(FLEET);
+    let run = ws.mkplan_with_env(&["apply", "plan.json"], &PASSWORDS);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains(&url), "{}", run.stderr);
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "mkplan connected to the server named by the plan file"
+    );
+    assert_eq!(ws.bytes(FLEET), fleet, "the fleet was touched");
+}

@@ -44,6 +44,7 @@ fn comparable(run: &Run) -> serde_json::Value {
     let mut value = run.json();
     if let Some(object) = value.as_object_mut() {
         object.remove("backend");
+        object.remove("backend_identity");
         object.remove("desired_file");
     }
     value
