@@ -80,23 +80,9 @@ pub fn journal_evidence_at(
                     .get(&key)
                     .is_some_and(|r| r.from == *from && r.to == *to && r.units == *units);
                 if !same {
-                    evidence.rotations.insert(
-                        key,
-                        JournalRotation {
-                            from: from.clone(),
-                            to: to.clone(),
-                            units: units.clone(),
-                            started_at: at.clone(),
-                            rewrap: JournalRewrap::NotSent,
-                            loaded: BTreeSet::new(),
-                            committed: BTreeSet::new(),
-                            committed_at: None,
-                            promoted: BTreeSet::new(),
-                            promotion_sent: BTreeSet::new(),
-                            attested_not_run: None,
-                            attested_completed: None,
-                        },
-                    );
+                    evidence
+                        .rotations
+                        .insert(key, fresh(from, to, units, at.clone()));
                 }
             }
             Record::Attested {
@@ -126,10 +112,7 @@ pub fn journal_evidence_at(
                     })
                     .or_insert_with(|| fresh(from, to, units, Some(at.clone())));
                 let expired = matches!((now_unix, at_unix), (Some(now), Some(then)) if now.saturating_sub(*then) > ATTESTATION_TTL_S);
-                let word = (!expired).then(|| FreshAttestation {
-                    at: at.clone(),
-                    statement: statement.clone(),
-                });
+                let word = (!expired).then(|| FreshAttestation { at: at.clone() });
                 if *ran {
                     rotation.rewrap = JournalRewrap::Completed {
                         how: format!("the operator attested at {at}: {statement}"),

@@ -35,7 +35,6 @@ pub enum JournalRewrap {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FreshAttestation {
     pub at: String,
-    pub statement: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -109,7 +109,6 @@ fn the_operators_attestation_closes_the_gap() {
     let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
     attested.attested_not_run = Some(FreshAttestation {
         at: "2026-11-30T11:00:00Z".into(),
-        statement: "nobody rewrapped".into(),
     });
     let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap();
     assert_eq!(found.key_storage_under, key(0xA));
@@ -215,7 +214,6 @@ fn a_completed_rewrap_needs_a_voucher_for_the_time_since() {
     let mut attested = done;
     attested.attested_completed = Some(FreshAttestation {
         at: "2026-11-30T11:00:00Z".into(),
-        statement: "completed".into(),
     });
     let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap();
     assert_eq!(found.key_storage_under, key(0xB));

@@ -128,7 +128,7 @@ fn an_unknown_rewrap_stays_unknown_when_the_units_change() {
     let end = text.find("incidents:").expect("incidents");
     ws.write(FLEET, &format!("{}{}", &text[..third], &text[end..]));
     let id = fleet.ids()[0].clone();
-    let attest = ws.mkplan(&["attest", "rewrap", &id, "--not-run", "--desired", DESIRED]);
+    let attest = attest(&ws, &id, &["--not-run"]);
     assert_eq!(attest.code, 3, "{}", attest.stderr);
     assert!(
         attest.stderr.contains("--service-evidence"),
@@ -247,7 +247,7 @@ fn a_rotation_on_and_back_does_not_revive_a_completed_rewrap() {
 fn a_completed_rewrap_cannot_be_attested_where_no_register_holds_its_key() {
     let ws = rotate_to_b(&three_units(false));
     let id = sim(&ws).instances[0].id.clone();
-    let run = ws.mkplan(&["attest", "rewrap", &id, "--completed", "--desired", DESIRED]);
+    let run = attest(&ws, &id, &["--completed"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         !ws.path(".mkplan/journal.jsonl").exists() || ws.read(".mkplan/journal.jsonl").is_empty()
@@ -267,8 +267,7 @@ fn the_operator_may_say_a_rewrap_by_hand_did_not_run() {
     let ws = rotate_to_b(&three_units(false));
     ws.write(FLEET, &staged);
     let id = sim(&ws).instances[0].id.clone();
-    ws.mkplan(&["attest", "rewrap", &id, "--not-run", "--desired", DESIRED])
-        .expect_code(0);
+    attest(&ws, &id, &["--not-run"]).expect_code(0);
     let mut ceremony = crate::cases::ceremony::Ceremony::start(&ws, &["--manual"]);
     let first = ceremony.next().expect("the rewrap step is shown");
     assert!(
@@ -277,8 +276,7 @@ fn the_operator_may_say_a_rewrap_by_hand_did_not_run() {
     );
     let _ = ceremony.kill();
     ws.mkplan(&["plan", DESIRED]).expect_code(3);
-    ws.mkplan(&["attest", "rewrap", &id, "--not-run", "--desired", DESIRED])
-        .expect_code(0);
+    attest(&ws, &id, &["--not-run"]).expect_code(0);
     apply(&ws, "", &[]).expect_code(0);
     assert_converged(&ws, "after the ceremony that never ran");
 }

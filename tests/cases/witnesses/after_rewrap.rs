@@ -170,15 +170,7 @@ fn after_the_rewrap_lost_copies_without_a_journal_need_the_operators_word() {
         said(&refused)
     );
     let instance = fleet.ids()[0].clone();
-    ws.mkplan(&[
-        "attest",
-        "rewrap",
-        &instance,
-        "--completed",
-        "--desired",
-        DESIRED,
-    ])
-    .expect_code(0);
+    attest(&ws, &instance, &["--completed"]).expect_code(0);
     let plan = ws.plan().planned(2);
     assert_steps(&plan, reload_after_the_rewrap());
     let run = apply(&ws, "", &[]);

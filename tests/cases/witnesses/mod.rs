@@ -29,6 +29,13 @@ use crate::support::*;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// `mkplan attest rewrap INSTANCE --desired desired.yaml HOW…` for the workspace's instance.
+fn attest(ws: &Workspace, instance: &str, how: &[&str]) -> Run {
+    let mut args = vec!["attest", "rewrap", instance, "--desired", DESIRED];
+    args.extend_from_slice(how);
+    ws.mkplan(&args)
+}
+
 /// `mkplan apply desired.yaml --auto-approve EXTRA…` with the demo passwords and `faults`.
 fn apply(ws: &Workspace, faults: &str, extra: &[&str]) -> Run {
     let mut env = PASSWORDS.to_vec();
@@ -252,14 +259,7 @@ fn an_interrupted_rotation_without_status_needs_the_operators_attestation() {
         "{}",
         said(&rerun)
     );
-    let attest = ws.mkplan(&[
-        "attest",
-        "rewrap",
-        INSTANCE,
-        "--not-run",
-        "--desired",
-        DESIRED,
-    ]);
+    let attest = attest(&ws, INSTANCE, &["--not-run"]);
     assert_eq!(attest.code, 0, "attest --not-run: {}", said(&attest));
     let plan = ws.mkplan(&["plan", DESIRED]);
     assert_eq!(plan.code, 0, "plan after the attestation: {}", said(&plan));

@@ -288,14 +288,7 @@ fn a_lost_rewrap_response_cannot_be_attested_as_not_run() {
     assert_eq!(first.code, 1, "{}", said(&first));
     assert_no_incidents(&ws, "lost rewrap response");
     let journaled = journal(&ws);
-    let not_run = ws.mkplan(&[
-        "attest",
-        "rewrap",
-        INSTANCE,
-        "--not-run",
-        "--desired",
-        DESIRED,
-    ]);
+    let not_run = attest(&ws, INSTANCE, &["--not-run"]);
     assert_eq!(
         not_run.code,
         3,
@@ -312,14 +305,7 @@ fn a_lost_rewrap_response_cannot_be_attested_as_not_run() {
     let rerun = apply(&ws, "", &[]);
     assert_refused_untouched(&ws, &rerun, &before, "rerun after the refused attestation");
 
-    let completed = ws.mkplan(&[
-        "attest",
-        "rewrap",
-        INSTANCE,
-        "--completed",
-        "--desired",
-        DESIRED,
-    ]);
+    let completed = attest(&ws, INSTANCE, &["--completed"]);
     assert_eq!(completed.code, 0, "--completed: {}", said(&completed));
     let rerun = apply(&ws, "", &[]);
     assert_eq!(rerun.code, 0, "{}", said(&rerun));
@@ -336,16 +322,15 @@ fn not_run_with_the_services_evidence_is_journaled() {
     let first = apply(&ws, "lose_response_op=7", &["--parallelism", "1"]);
     assert_eq!(first.code, 1, "{}", said(&first));
     let journaled = journal(&ws);
-    let attest = ws.mkplan(&[
-        "attest",
-        "rewrap",
+    let attest = attest(
+        &ws,
         INSTANCE,
-        "--not-run",
-        "--desired",
-        DESIRED,
-        "--service-evidence",
-        "IBM support case 123: no rotation ran",
-    ]);
+        &[
+            "--not-run",
+            "--service-evidence",
+            "IBM support case 123: no rotation ran",
+        ],
+    );
     assert_eq!(attest.code, 0, "{}", said(&attest));
     assert!(
         journal(&ws).len() > journaled.len(),
