@@ -7,6 +7,9 @@ mod mixed;
 mod network;
 mod scenarios;
 mod security;
+mod security_credentials;
+mod security_input;
+mod security_serve;
 #[cfg(feature = "smartcards")]
 mod smartcards;
 mod tke;
