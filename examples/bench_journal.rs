@@ -40,7 +40,8 @@ fn main() {
 }
 
 fn in_process(state_dir: &Path) -> Vec<f64> {
-    let mut journal = Journal::open(state_dir).expect("journal");
+    let key = mkplan::apply::journal_key::JournalKey::ephemeral();
+    let mut journal = Journal::open(state_dir, &key).expect("journal");
     let mut audit = Audit::open(state_dir).expect("audit");
     let mut times = Vec::with_capacity(STEPS);
     for n in 0..STEPS {
@@ -122,6 +123,7 @@ fn end_to_end() {
             .args(["apply", "plans/three-units.yaml", "--auto-approve"])
             .env("MKPLAN_SIM_FAULTS", "latency_ms=50")
             .env("MKPLAN_STATE_DIR", work.path().join(".mkplan"))
+            .env("MKPLAN_JOURNAL_KEY", work.path().join("journal.key"))
             .envs(passwords)
             .output()
             .unwrap();

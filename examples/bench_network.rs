@@ -115,6 +115,7 @@ fn mkplan(folder: &Path, args: &[&str], backend: &str) -> (f64, String) {
         .args(args)
         .env("MKPLAN_BACKEND", backend)
         .env("MKPLAN_STATE_DIR", folder.join(".mkplan"))
+        .env("MKPLAN_JOURNAL_KEY", folder.join("journal.key"))
         .envs(PASSWORDS)
         .output()
         .expect("run mkplan");

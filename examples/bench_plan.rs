@@ -692,6 +692,7 @@ fn plan_command(program: &Path, case: &Case) -> Command {
         .arg("--json")
         .current_dir(&case.folder)
         .env("MKPLAN_STATE_DIR", case.folder.join(".mkplan"))
+        .env("MKPLAN_JOURNAL_KEY", case.folder.join("journal.key"))
         .env_remove("MKPLAN_BACKEND")
         .env_remove("MKPLAN_SIM_FAULTS");
     command
@@ -717,6 +718,7 @@ fn peak_rss_kib(time: &Path, binary: &Path, case: &Case, out: &Path) -> Option<u
         .args(inner.get_args())
         .current_dir(&case.folder)
         .env("MKPLAN_STATE_DIR", case.folder.join(".mkplan"))
+        .env("MKPLAN_JOURNAL_KEY", case.folder.join("journal.key"))
         .env_remove("MKPLAN_BACKEND")
         .env_remove("MKPLAN_SIM_FAULTS")
         .stdout(Stdio::null())

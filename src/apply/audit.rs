@@ -2,6 +2,10 @@
 //! (`audit.jsonl`). Each entry carries the SHA-256 of the previous entry's line, so editing,
 //! removing or reordering any entry breaks the chain at that point; `mkplan audit verify`
 //! finds the first broken link. Entries hold register states and VPs, never a secret.
+//!
+//! A chain alone cannot show that its last entries were removed. The journal anchors it: each
+//! run's start and end record the trail's head in a sealed journal record, and
+//! `verify_anchored` checks the trail still holds every anchored entry.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -10,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use super::journal::{AuditHead, Record};
 
 /// The hash the first entry links to.
 pub const CHAIN_START: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -52,7 +58,9 @@ impl Audit {
         };
         super::state_dir::prepare(state_dir).map_err(error)?;
         let (seq, prev) = match verify(&path) {
-            Ok(Verified { entries, last_hash }) => (entries, last_hash),
+            Ok(Verified {
+                entries, last_hash, ..
+            }) => (entries, last_hash),
             Err(broken) => {
                 return Err(error(format!(
                     "{broken}; run `mkplan audit verify` and keep the file for investigation"
@@ -76,6 +84,14 @@ impl Audit {
         let mut audit = Self::open(state_dir)?;
         audit.sync = false;
         Ok(audit)
+    }
+
+    /// The trail's head, for a journal record to anchor.
+    pub fn head(&self) -> AuditHead {
+        AuditHead {
+            entries: self.seq,
+            head: self.prev.clone(),
+        }
     }
 
     pub fn record(&mut self, event: Value) -> Result<(), AuditError> {
@@ -140,6 +156,68 @@ impl Audit {
 pub struct Verified {
     pub entries: u64,
     pub last_hash: String,
+    /// The hash of each entry's line, in order.
+    hashes: Vec<String>,
+}
+
+/// What the journal's anchors say of an intact trail.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Anchored {
+    /// The most entries a sealed journal record saw the trail hold.
+    pub entries: u64,
+    /// Anchors in records that are not authenticated: not checked.
+    pub unauthenticated: usize,
+}
+
+/// Walks the chain, then checks it against the audit heads that the journal's authenticated
+/// `records` anchored: the trail must still hold each anchored entry, unchanged.
+pub fn verify_anchored(path: &Path, records: &[Record]) -> Result<(Verified, Anchored), String> {
+    let verified = verify(path)?;
+    let mut anchored = Anchored {
+        entries: 0,
+        unauthenticated: 0,
+    };
+    for record in records {
+        let head = match record {
+            Record::ApplyStarted {
+                audit: Some(head), ..
+            }
+            | Record::AuditAnchored { audit: head, .. } => head,
+            Record::Unauthenticated { record, .. }
+                if matches!(
+                    **record,
+                    Record::ApplyStarted { audit: Some(_), .. } | Record::AuditAnchored { .. }
+                ) =>
+            {
+                anchored.unauthenticated += 1;
+                continue;
+            }
+            _ => continue,
+        };
+        let held = match head.entries {
+            0 => Some(CHAIN_START),
+            n => usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| verified.hashes.get(i))
+                .map(String::as_str),
+        };
+        match held {
+            None => {
+                return Err(format!(
+                    "it holds {} entries, but the journal (a sealed record) saw it hold {}: its last entries were removed",
+                    verified.entries, head.entries
+                ));
+            }
+            Some(hash) if hash != head.head => {
+                return Err(format!(
+                    "its entry {} is not the one the journal (a sealed record) anchored: entries up to it were replaced",
+                    head.entries
+                ));
+            }
+            Some(_) => anchored.entries = anchored.entries.max(head.entries),
+        }
+    }
+    Ok((verified, anchored))
 }
 
 /// Walks the chain. A missing file is an empty, valid trail.
@@ -153,6 +231,7 @@ pub fn verify(path: &Path) -> Result<Verified, String> {
     };
     let mut prev = CHAIN_START.to_string();
     let mut count = 0u64;
+    let mut hashes = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let entry: Entry = serde_json::from_str(line)
@@ -170,6 +249,7 @@ pub fn verify(path: &Path) -> Result<Verified, String> {
             ));
         }
         prev = hex::encode(Sha256::digest(line.as_bytes()));
+        hashes.push(prev.clone());
         count += 1;
     }
     if !text.is_empty() && !text.ends_with('\n') {
@@ -178,6 +258,7 @@ pub fn verify(path: &Path) -> Result<Verified, String> {
     Ok(Verified {
         entries: count,
         last_hash: prev,
+        hashes,
     })
 }
 

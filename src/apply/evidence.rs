@@ -2,7 +2,9 @@
 //! this journal recorded against the backend being planned, what it saw of its loads and
 //! commits, what became of its rewrap, and the operator's attestations. Records bound to
 //! another backend (a rehearsal on a simulator copy, another fleet with the same instance id)
-//! are no evidence here: they are only named. Pure.
+//! are no evidence here: they are only named. Neither are records whose seal does not verify
+//! (`journal_key`): such a record voids what the journal recorded of its instance up to it,
+//! because someone without the key wrote, moved or removed something there. Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +13,9 @@ use crate::model::{
     ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
 };
 use crate::plan::Action;
+
+/// How far in the future an attestation's time may lie (clock steps) and still be in force.
+const ATTESTATION_SKEW_S: u64 = 60;
 
 /// The unit ids a record binds to, in the form records keep them: lower case, sorted.
 pub fn unit_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
@@ -111,7 +116,16 @@ pub fn journal_evidence_at(
                         }
                     })
                     .or_insert_with(|| fresh(from, to, units, Some(at.clone())));
-                let expired = matches!((now_unix, at_unix), (Some(now), Some(then)) if now.saturating_sub(*then) > ATTESTATION_TTL_S);
+                // Out of force when old, stamped in the future (a clock, or a hand, that
+                // cannot be trusted), or unstamped when the time now is known.
+                let expired = match (now_unix, at_unix) {
+                    (Some(now), Some(then)) => {
+                        now.saturating_sub(*then) > ATTESTATION_TTL_S
+                            || *then > now + ATTESTATION_SKEW_S
+                    }
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
                 let word = (!expired).then(|| FreshAttestation { at: at.clone() });
                 if *ran {
                     rotation.rewrap = JournalRewrap::Completed {
@@ -129,6 +143,35 @@ pub fn journal_evidence_at(
                 ..
             } if bound == backend => {
                 evidence.rotations.remove(&instance.to_ascii_lowercase());
+            }
+            Record::Unauthenticated { line, why, record } => {
+                // A run may have started there: attestations before it are out of force.
+                if matches!(**record, Record::ApplyStarted { .. }) {
+                    last_run = Some(index);
+                }
+                // An audit anchor, or a record about another backend, is about nothing here.
+                if matches!(record.written(), Record::AuditAnchored { .. })
+                    || bound_elsewhere(record, backend)
+                {
+                    continue;
+                }
+                let reason = format!(
+                    "its record at line {line} ({}) is not authenticated: {}",
+                    record.kind(),
+                    why.describe()
+                );
+                match instance_of(records, record) {
+                    Some(instance) => {
+                        evidence.rotations.remove(&instance);
+                        attested_at.remove(&instance);
+                        evidence.unauthenticated.entry(instance).or_insert(reason);
+                    }
+                    None => {
+                        evidence.rotations.clear();
+                        attested_at.clear();
+                        evidence.unauthenticated_all.get_or_insert(reason);
+                    }
+                }
             }
             Record::Intent {
                 step,
@@ -162,6 +205,42 @@ pub fn journal_evidence_at(
         }
     }
     evidence
+}
+
+/// The instance (lower case) a record speaks of; `None` when it may be any (a run's start, an
+/// outcome whose intent is unknown).
+fn instance_of(records: &[Record], record: &Record) -> Option<String> {
+    match record.written() {
+        Record::RotationStarted { instance, .. }
+        | Record::Intent { instance, .. }
+        | Record::Attested { instance, .. }
+        | Record::RotationClosed { instance, .. } => Some(instance.to_ascii_lowercase()),
+        Record::Outcome { step, .. } => records.iter().find_map(|r| match r.written() {
+            Record::Intent {
+                step: s, instance, ..
+            } if s == step => Some(instance.to_ascii_lowercase()),
+            _ => None,
+        }),
+        Record::ApplyStarted { .. }
+        | Record::AuditAnchored { .. }
+        | Record::Unauthenticated { .. } => None,
+    }
+}
+
+/// A record that names another backend than `backend`: no evidence here either way.
+fn bound_elsewhere(record: &Record, backend: &str) -> bool {
+    match record.written() {
+        Record::RotationStarted {
+            backend: Some(b), ..
+        }
+        | Record::ApplyStarted {
+            backend: Some(b), ..
+        } => b != backend,
+        Record::Attested { backend: b, .. } | Record::RotationClosed { backend: b, .. } => {
+            b != backend
+        }
+        _ => false,
+    }
 }
 
 /// Records made against another backend: no evidence here, but a refusal names them.
@@ -331,6 +410,8 @@ mod tests {
         let not_run = [attested(false, 1_000)];
         assert_eq!(fresh(&not_run, 1_000 + ATTESTATION_TTL_S), (true, false));
         assert_eq!(fresh(&not_run, 1_001 + ATTESTATION_TTL_S), (false, false));
+        assert_eq!(fresh(&not_run, 1_000 - ATTESTATION_SKEW_S), (true, false));
+        assert_eq!(fresh(&not_run, 999 - ATTESTATION_SKEW_S), (false, false));
         let completed = [attested(true, 1_000)];
         assert_eq!(fresh(&completed, 1_000), (false, true));
         let then_a_run = [
@@ -340,6 +421,7 @@ mod tests {
                 plan_sha256: "p".into(),
                 backend: Some("sim:/f".into()),
                 at: None,
+                audit: None,
             },
         ];
         assert_eq!(fresh(&then_a_run, 1_000), (false, false));
@@ -349,5 +431,72 @@ mod tests {
                 .rotation("i")
                 .is_none()
         );
+    }
+
+    fn unauthenticated(record: Record) -> Record {
+        Record::Unauthenticated {
+            line: 9,
+            why: crate::apply::journal_key::SealFault::Mismatch,
+            record: Box::new(record),
+        }
+    }
+
+    /// A record whose seal fails voids what the journal recorded of its instance up to it
+    /// (here: the attestation), and is named; about another backend, it voids nothing; a run
+    /// start that fails ends every attestation's force, as a run would.
+    #[test]
+    fn an_unauthenticated_record_is_no_evidence_and_voids_its_instance() {
+        let completed = attested(true, 1_000);
+        let forged_intent = Record::Intent {
+            step: "r1.s9".into(),
+            action: Action::RewrapKeyStorage,
+            instance: "I".into(),
+            unit: None,
+            by_hand: false,
+        };
+        let e = journal_evidence_at(
+            &[completed.clone(), unauthenticated(forged_intent.clone())],
+            "sim:/f",
+            "",
+            Some(1_000),
+        );
+        assert!(e.rotation("i").is_none());
+        let why = e.unauthenticated("i").unwrap();
+        assert!(why.contains("line 9 (intent)"), "{why}");
+        // An attestation after it is the operator's word now: evidence again.
+        let e = journal_evidence_at(
+            &[unauthenticated(forged_intent), completed.clone()],
+            "sim:/f",
+            "",
+            Some(1_000),
+        );
+        assert!(e.rotation("i").unwrap().attested_completed.is_some());
+        let elsewhere = Record::RotationClosed {
+            instance: "i".into(),
+            backend: "sim:/other".into(),
+            why: "w".into(),
+            at: "t".into(),
+        };
+        let e = journal_evidence_at(
+            &[completed.clone(), unauthenticated(elsewhere)],
+            "sim:/f",
+            "",
+            Some(1_000),
+        );
+        assert!(e.rotation("i").unwrap().attested_completed.is_some());
+        let run = Record::ApplyStarted {
+            run: 1,
+            plan_sha256: "p".into(),
+            backend: Some("sim:/other".into()),
+            at: None,
+            audit: None,
+        };
+        let e = journal_evidence_at(
+            &[completed, unauthenticated(run)],
+            "sim:/f",
+            "",
+            Some(1_000),
+        );
+        assert!(e.rotation("i").unwrap().attested_completed.is_none());
     }
 }

@@ -1,5 +1,7 @@
 //! The write-ahead journal: append-only JSON lines in the state directory, one record each,
-//! each carrying the SHA-256 of its own body and fsynced before `append` returns. Apply writes
+//! each carrying the SHA-256 of its own body and a seal (`journal_key`: an HMAC under a key
+//! kept outside the state folder, chained to the seal of the line before), fsynced before
+//! `append` returns. Apply writes
 //! an intent before every operation and an outcome after it; an intent without an outcome is
 //! *unknown* and is settled by re-reading live state, never by repeating the operation.
 //!
@@ -7,6 +9,10 @@
 //! (no newline, or a checksum that fails on the last line only). That record never
 //! completed, so it is dropped and overwritten by the next append. Damage anywhere else is
 //! refused: a journal that lies in the middle cannot be trusted to settle anything.
+//!
+//! A record whose seal does not verify (forged, moved, sealed with another key, or from an
+//! mkplan before seals) is read as `Record::Unauthenticated`: it is kept, so that messages
+//! can name it, but it is no evidence of anything (`evidence`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -15,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::journal_key::{JournalKey, SealFault};
 use crate::model::VerificationPattern;
 use crate::plan::Action;
 
@@ -32,6 +39,16 @@ pub enum Record {
         plan_sha256: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         backend: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+        /// The audit trail's head when the run began: anchors it, so that removing its last
+        /// entries is seen (`audit::verify_anchored`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit: Option<AuditHead>,
+    },
+    /// The audit trail's head when a run ended.
+    AuditAnchored {
+        audit: AuditHead,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
     },
@@ -95,6 +112,15 @@ pub enum Record {
         why: String,
         at: String,
     },
+    /// A record read from the file whose seal does not verify: kept to be named, never
+    /// evidence. Never written.
+    #[serde(skip)]
+    Unauthenticated {
+        /// Its line in the journal, from 1.
+        line: usize,
+        why: SealFault,
+        record: Box<Record>,
+    },
 }
 
 impl Record {
@@ -106,6 +132,37 @@ impl Record {
             at: Some(utc_now()),
         }
     }
+
+    /// The record as written, authenticated or not.
+    pub fn written(&self) -> &Record {
+        match self {
+            Self::Unauthenticated { record, .. } => record,
+            other => other,
+        }
+    }
+
+    /// What the record is, in a word, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self.written() {
+            Self::ApplyStarted { .. } => "apply started",
+            Self::AuditAnchored { .. } => "audit anchor",
+            Self::RotationStarted { .. } => "rotation started",
+            Self::Intent { .. } => "intent",
+            Self::Outcome { .. } => "outcome",
+            Self::Attested { .. } => "attestation",
+            Self::RotationClosed { .. } => "rotation closed",
+            Self::Unauthenticated { .. } => "unauthenticated",
+        }
+    }
+}
+
+/// How many entries the audit trail held, and the SHA-256 of the last one's line
+/// (`audit::CHAIN_START` for none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditHead {
+    pub entries: u64,
+    pub head: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +224,9 @@ pub fn utc_now() -> String {
 #[serde(deny_unknown_fields)]
 struct Line {
     sha256: String,
+    /// `journal_key::JournalKey::seal` of this record after the line before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<String>,
     record: Record,
 }
 
@@ -189,15 +249,19 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     records: Vec<Record>,
+    key: JournalKey,
+    /// The seal of the last intact line, which the next one chains to.
+    last_seal: String,
     /// False only for a drill's scratch journal, which simulates crashes by cancelling the
     /// apply (every record is written before that point) and never a power cut.
     sync: bool,
 }
 
 impl Journal {
-    /// Opens (creating) `journal.jsonl` in `state_dir`, reads every record, and cuts off a
-    /// torn last record so the next append starts on a clean line.
-    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+    /// Opens (creating) `journal.jsonl` in `state_dir`, reads every record (checking its seal
+    /// with `key`, which seals every record appended), and cuts off a torn last record so the
+    /// next append starts on a clean line.
+    pub fn open(state_dir: &Path, key: &JournalKey) -> Result<Self, JournalError> {
         let path = state_dir.join("journal.jsonl");
         let io = |why: std::io::Error| JournalError::Io {
             path: path.display().to_string(),
@@ -212,7 +276,11 @@ impl Journal {
         let bytes = super::state_dir::read(&path)
             .map_err(io)?
             .unwrap_or_default();
-        let (records, good_len) = parse(&path, &bytes)?;
+        let Parsed {
+            records,
+            good_len,
+            last_seal,
+        } = parse(&path, &bytes, Some(key))?;
         if good_len < bytes.len() {
             file.set_len(good_len as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -222,21 +290,25 @@ impl Journal {
             path,
             file,
             records,
+            key: key.clone(),
+            last_seal,
             sync: true,
         })
     }
 
-    /// A journal whose appends are written but not fsynced: for a drill's scratch state
-    /// directory only.
+    /// A journal whose appends are written but not fsynced, sealed with a key this process
+    /// holds in memory: for a drill's scratch state directory only.
     pub fn open_scratch(state_dir: &Path) -> Result<Self, JournalError> {
-        let mut journal = Self::open(state_dir)?;
+        static SCRATCH: std::sync::OnceLock<JournalKey> = std::sync::OnceLock::new();
+        let mut journal = Self::open(state_dir, SCRATCH.get_or_init(JournalKey::ephemeral))?;
         journal.sync = false;
         Ok(journal)
     }
 
     /// Reads the records without creating or repairing anything (for `plan`, which must not
-    /// write). A missing journal has no records.
-    pub fn read(state_dir: &Path) -> Result<Vec<Record>, JournalError> {
+    /// write), checking their seals with `key` (with none, no record is authenticated). A
+    /// missing journal has no records.
+    pub fn read(state_dir: &Path, key: Option<&JournalKey>) -> Result<Vec<Record>, JournalError> {
         let path = state_dir.join("journal.jsonl");
         let io = |why: String| JournalError::Io {
             path: path.display().to_string(),
@@ -247,7 +319,7 @@ impl Journal {
         }
         super::state_dir::check(state_dir).map_err(io)?;
         match super::state_dir::read(&path) {
-            Ok(Some(bytes)) => parse(&path, &bytes).map(|(records, _)| records),
+            Ok(Some(bytes)) => parse(&path, &bytes, key).map(|parsed| parsed.records),
             Ok(None) => Ok(Vec::new()),
             Err(e) => Err(io(e.to_string())),
         }
@@ -257,12 +329,13 @@ impl Journal {
         &self.records
     }
 
-    /// The number the next apply run takes.
+    /// The number the next apply run takes (runs whose record is not authenticated count
+    /// too: their step names stay theirs).
     pub fn next_run(&self) -> u32 {
         let runs = self
             .records
             .iter()
-            .filter(|r| matches!(r, Record::ApplyStarted { .. }))
+            .filter(|r| matches!(r.written(), Record::ApplyStarted { .. }))
             .count();
         u32::try_from(runs).unwrap_or(u32::MAX - 1) + 1
     }
@@ -289,28 +362,31 @@ impl Journal {
             });
         }
         let mut text = String::new();
-        let lines: Vec<Line> = records
-            .into_iter()
-            .map(|record| {
-                if self.sync {
-                    record
-                } else {
-                    without_time(record)
-                }
-            })
-            .map(|record| Line {
-                sha256: checksum(&record),
+        let mut last_seal = self.last_seal.clone();
+        let mut lines = Vec::with_capacity(records.len());
+        for record in records {
+            let record = if self.sync {
+                record
+            } else {
+                without_time(record)
+            };
+            let sha256 = checksum(&record);
+            let seal = self.key.seal(&last_seal, &sha256);
+            let line = Line {
+                sha256,
+                seal: Some(seal),
                 record,
-            })
-            .collect();
-        for line in &lines {
-            text += &serde_json::to_string(line).expect("records serialize");
+            };
+            text += &serde_json::to_string(&line).expect("records serialize");
             text.push('\n');
+            last_seal = line.seal.clone().unwrap_or_default();
+            lines.push(line);
         }
         self.file.write_all(text.as_bytes()).map_err(io)?;
         if self.sync {
             self.file.sync_data().map_err(io)?;
         }
+        self.last_seal = last_seal;
         self.records.extend(lines.into_iter().map(|l| l.record));
         Ok(())
     }
@@ -321,6 +397,7 @@ impl Journal {
 fn without_time(mut record: Record) -> Record {
     match &mut record {
         Record::ApplyStarted { at, .. }
+        | Record::AuditAnchored { at, .. }
         | Record::RotationStarted { at, .. }
         | Record::Outcome { at, .. } => *at = None,
         Record::Attested { at, at_unix, .. } => {
@@ -328,7 +405,7 @@ fn without_time(mut record: Record) -> Record {
             *at_unix = None;
         }
         Record::RotationClosed { at, .. } => *at = "(drill time)".into(),
-        Record::Intent { .. } => {}
+        Record::Intent { .. } | Record::Unauthenticated { .. } => {}
     }
     record
 }
@@ -339,10 +416,19 @@ fn checksum(record: &Record) -> String {
     ))
 }
 
-/// Returns the records and the length of the intact prefix of `bytes`.
-fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, usize), JournalError> {
+struct Parsed {
+    records: Vec<Record>,
+    /// The length of the intact prefix of the bytes.
+    good_len: usize,
+    /// The seal of the last intact line.
+    last_seal: String,
+}
+
+/// Reads the intact records of `bytes`, each checked against its seal with `key`.
+fn parse(path: &Path, bytes: &[u8], key: Option<&JournalKey>) -> Result<Parsed, JournalError> {
     let mut records = Vec::new();
     let mut offset = 0;
+    let mut last_seal = String::new();
     let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
     for (index, raw) in lines.iter().enumerate() {
         let last = index + 1 == lines.len();
@@ -352,9 +438,31 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, usize), JournalError
             .flatten()
             .filter(|line| checksum(&line.record) == line.sha256);
         match decoded {
-            Some(line) => records.push(line.record),
+            Some(line) => {
+                let seal = line.seal.as_deref().unwrap_or_default();
+                let verified = match (key, &line.seal) {
+                    (_, None) => Err(SealFault::Missing),
+                    (None, Some(_)) => Err(SealFault::NoKey),
+                    (Some(key), Some(seal)) => key.verify(&last_seal, &line.sha256, seal),
+                };
+                last_seal = seal.to_string();
+                records.push(match verified {
+                    Ok(()) => line.record,
+                    Err(why) => Record::Unauthenticated {
+                        line: index + 1,
+                        why,
+                        record: Box::new(line.record),
+                    },
+                });
+            }
             // A crash can only tear the record it was writing: the last one.
-            None if last => return Ok((records, offset)),
+            None if last => {
+                return Ok(Parsed {
+                    records,
+                    good_len: offset,
+                    last_seal,
+                });
+            }
             None => {
                 return Err(JournalError::Corrupt {
                     path: path.display().to_string(),
@@ -366,7 +474,11 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, usize), JournalError
         }
         offset += raw.len();
     }
-    Ok((records, offset))
+    Ok(Parsed {
+        records,
+        good_len: offset,
+        last_seal,
+    })
 }
 
 #[cfg(test)]
@@ -374,6 +486,11 @@ mod tests {
     use std::fs;
 
     use super::*;
+
+    fn key() -> &'static JournalKey {
+        static KEY: std::sync::OnceLock<JournalKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(JournalKey::ephemeral)
+    }
 
     fn intent(step: &str) -> Record {
         Record::Intent {
@@ -388,7 +505,7 @@ mod tests {
     #[test]
     fn records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path()).unwrap();
+        let mut journal = Journal::open(dir.path(), key()).unwrap();
         journal.append(intent("s1")).unwrap();
         journal
             .append(Record::Outcome {
@@ -398,7 +515,7 @@ mod tests {
             })
             .unwrap();
         drop(journal);
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = Journal::open(dir.path(), key()).unwrap();
         assert_eq!(journal.records().len(), 2);
         assert_eq!(journal.records()[0], intent("s1"));
     }
@@ -406,7 +523,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_dropped_and_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path()).unwrap();
+        let mut journal = Journal::open(dir.path(), key()).unwrap();
         journal.append(intent("s1")).unwrap();
         drop(journal);
         let path = dir.path().join("journal.jsonl");
@@ -414,17 +531,17 @@ mod tests {
         file.write_all(b"{\"sha256\":\"00\",\"record\":{\"kind\":\"inte")
             .unwrap();
         drop(file);
-        let mut journal = Journal::open(dir.path()).unwrap();
+        let mut journal = Journal::open(dir.path(), key()).unwrap();
         assert_eq!(journal.records().len(), 1);
         journal.append(intent("s2")).unwrap();
         drop(journal);
-        assert_eq!(Journal::open(dir.path()).unwrap().records().len(), 2);
+        assert_eq!(Journal::open(dir.path(), key()).unwrap().records().len(), 2);
     }
 
     #[test]
     fn a_flipped_bit_in_the_middle_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path()).unwrap();
+        let mut journal = Journal::open(dir.path(), key()).unwrap();
         journal.append(intent("s1")).unwrap();
         journal.append(intent("s2")).unwrap();
         drop(journal);
@@ -433,9 +550,61 @@ mod tests {
         let at = bytes.iter().position(|b| *b == b'1').unwrap();
         bytes[at] ^= 0x02;
         fs::write(&path, &bytes).unwrap();
-        let error = Journal::open(dir.path())
+        let error = Journal::open(dir.path(), key())
             .err()
             .expect("corrupt journal refused");
         assert!(error.to_string().contains("line 1 of 2"), "{error}");
+    }
+
+    /// A line written by someone without the key (its checksum recomputed) is read, but as
+    /// unauthenticated; so is the genuine line after it, whose chain it broke. The others
+    /// stay evidence, and a reader without the key authenticates nothing.
+    #[test]
+    fn a_forged_line_is_read_as_unauthenticated_and_so_is_the_one_it_displaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), key()).unwrap();
+        for step in ["s1", "s2", "s3"] {
+            journal.append(intent(step)).unwrap();
+        }
+        drop(journal);
+        let path = dir.path().join("journal.jsonl");
+        let text = fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let forged = intent("forged");
+        let forged = serde_json::to_string(&Line {
+            sha256: checksum(&forged),
+            seal: Some(format!("{}:{}", key().id(), "ab".repeat(32))),
+            record: forged,
+        })
+        .unwrap();
+        lines.insert(1, forged);
+        fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let records = Journal::read(dir.path(), Some(key())).unwrap();
+        let authentic: Vec<bool> = records
+            .iter()
+            .map(|r| !matches!(r, Record::Unauthenticated { .. }))
+            .collect();
+        assert_eq!(authentic, [true, false, false, true]);
+        assert!(matches!(
+            &records[1],
+            Record::Unauthenticated {
+                line: 2,
+                why: SealFault::Mismatch,
+                ..
+            }
+        ));
+        let unkeyed = Journal::read(dir.path(), None).unwrap();
+        assert!(unkeyed.iter().all(|r| matches!(
+            r,
+            Record::Unauthenticated {
+                why: SealFault::NoKey,
+                ..
+            }
+        )));
+        // Appending after the forgery chains to the last line: the new record verifies.
+        let mut journal = Journal::open(dir.path(), key()).unwrap();
+        journal.append(intent("s4")).unwrap();
+        let records = Journal::read(dir.path(), Some(key())).unwrap();
+        assert!(!matches!(records[4], Record::Unauthenticated { .. }));
     }
 }

@@ -5,6 +5,7 @@
 //! - `send`: one operation sent and settled, and the re-read before a rewrap;
 //! - `by_hand`: ceremony steps the operator performs;
 //! - `resume`: before a run, settling what earlier runs left open, and recording rotations;
+//! - `journal_key`: the key, kept outside the state folder, that seals journal records;
 //! - `evidence`: journal records → the planner's evidence;
 //! - `attest`: the operator's attestation, as journal records.
 
@@ -14,6 +15,7 @@ mod by_hand;
 pub mod evidence;
 pub mod executor;
 pub mod journal;
+pub mod journal_key;
 pub mod lock;
 pub mod resume;
 mod send;

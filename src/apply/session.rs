@@ -41,6 +41,7 @@ pub fn begin(
         plan_sha256: plan_sha256.clone(),
         backend: Some(backend.to_string()),
         at: Some(super::journal::utc_now()),
+        audit: Some(audit.head()),
     })?;
     audit.record(json!({
         "kind": "apply_started", "run": run, "plan_sha256": plan_sha256,

@@ -15,7 +15,7 @@ use super::plan::read_plan_file;
 use super::{ApplyArgs, BackendArg};
 use crate::apply::audit::{self, Audit};
 use crate::apply::executor::{self, Context, Progress};
-use crate::apply::journal::{Journal, Record};
+use crate::apply::journal::Record;
 use crate::apply::lock::{self, Holder};
 use crate::apply::resume::close_finished;
 use crate::apply::session::{self, Started};
@@ -30,7 +30,7 @@ use crate::render;
 pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let (target, flag) = (args.target.as_path(), &args.backend);
     let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
-    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let mut journal = super::journal_key::open_journal(state_dir)?;
     let saved_plan = !is_yaml(target);
     let (desired, backend, live, mut plan) = if saved_plan {
         saved(target, flag, journal.records(), state_dir).await?
@@ -80,6 +80,13 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
         );
     }
     let key_parts = key_parts(&desired, &plan, &ceremony)?;
+    // A trail whose anchored entries were removed is not extended: new entries would hide it.
+    audit::verify_anchored(&state_dir.join("audit.jsonl"), journal.records()).map_err(|broken| {
+        Error::Unsafe(format!(
+            "audit trail {}: {broken}. Keep it and the journal for investigation (`mkplan audit verify`); nothing was sent",
+            state_dir.join("audit.jsonl").display()
+        ))
+    })?;
     let mut audit = Audit::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
     let Started { run, settled } =
         session::begin(&mut journal, &mut audit, &plan, &live, &identity).map_err(apply_error)?;
@@ -119,6 +126,12 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
             "outcome": match &finished { Ok(()) => "converged".to_string(), Err(e) => format!("stopped: {e}") },
         }))
         .map_err(|e| Error::Other(e.to_string()))?;
+    journal
+        .append(Record::AuditAnchored {
+            audit: audit.head(),
+            at: Some(crate::apply::journal::utc_now()),
+        })
+        .map_err(|e| Error::Unsafe(e.to_string()))?;
     finished?;
     eprintln!(
         "Apply complete: {} steps in {:.2} s, at most {} at a time; every crypto unit's current register holds the desired master key.",
@@ -497,12 +510,22 @@ pub fn unlock(lock_id: &str, state_dir: &Path) -> Result<u8> {
 
 pub fn audit_verify(state_dir: &Path) -> Result<u8> {
     let path = state_dir.join("audit.jsonl");
-    match audit::verify(&path) {
-        Ok(verified) => {
+    let records = super::journal_key::read_journal(state_dir)?;
+    match audit::verify_anchored(&path, &records) {
+        Ok((verified, anchored)) => {
             eprintln!(
-                "Audit trail {} is intact: {} entries, each linked to the one before.",
+                "Audit trail {} is intact: {} entries, each linked to the one before; the journal's sealed records anchor the first {} of them{}.",
                 path.display(),
-                verified.entries
+                verified.entries,
+                anchored.entries,
+                if anchored.unauthenticated > 0 {
+                    format!(
+                        " ({} anchor(s) in journal records that are not authenticated were not checked)",
+                        anchored.unauthenticated
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(0)
         }

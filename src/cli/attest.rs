@@ -10,7 +10,6 @@ use super::apply::holder;
 use super::context::{evidence_for, refresh};
 use super::{AttestRewrapArgs, BackendArg};
 use crate::apply::attest::{Attestation, attestation_records};
-use crate::apply::journal::Journal;
 use crate::apply::lock;
 use crate::apply::resume::{close_finished, finished};
 use crate::backend::Backend;
@@ -18,7 +17,7 @@ use crate::error::{Error, Result};
 
 pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<u8> {
     let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
-    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let mut journal = super::journal_key::open_journal(state_dir)?;
     let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
     let Some(found) = live.instance(&args.instance.to_ascii_lowercase()) else {
         return Err(Error::Other(format!(
@@ -68,7 +67,7 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<
 /// live state shows finished; an unfinished one is refused with what it shows.
 pub async fn journal_close(desired: &Path, flag: &BackendArg, state_dir: &Path) -> Result<u8> {
     let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
-    let mut journal = Journal::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let mut journal = super::journal_key::open_journal(state_dir)?;
     let (desired, backend, live) = refresh(desired, flag).await?;
     let evidence = evidence_for(journal.records(), &backend, state_dir, &desired);
     let unfinished: Vec<String> = live

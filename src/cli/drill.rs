@@ -11,7 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::BackendArg;
 use super::apply::key_parts;
 use super::context::{Desired, evidence_for, read_desired, refresh_desired};
-use crate::apply::journal::Journal;
 use crate::backend::sim::{Fleet, write_atomically};
 use crate::backend::{AnyBackend, BackendSpec};
 use crate::drill::{self, Drill, DrillResult, RUNS_MAX, report, run_seed};
@@ -286,7 +285,7 @@ fn snapshot_live(
     backend: &AnyBackend,
     state_dir: &Path,
 ) -> Result<Fleet> {
-    let records = Journal::read(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let records = super::journal_key::read_journal(state_dir)?;
     Ok(drill::snapshot(
         &desired.state,
         &desired.sha256,

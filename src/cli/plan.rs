@@ -6,7 +6,6 @@ use std::path::Path;
 
 use super::PlanArgs;
 use super::context::{evidence_for, read_desired, refresh};
-use crate::apply::journal::Journal;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::InputError;
@@ -26,7 +25,7 @@ pub fn validate(desired: &Path) -> Result<u8> {
 
 pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
     let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
-    let records = Journal::read(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let records = super::journal_key::read_journal(state_dir)?;
     let journal = evidence_for(&records, &backend, state_dir, &desired);
     let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,

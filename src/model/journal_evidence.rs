@@ -73,6 +73,11 @@ pub struct JournalEvidence {
     /// Per instance id, the other backends this journal holds rotation records of: they are
     /// no evidence here, but a refusal names them.
     pub elsewhere: BTreeMap<String, BTreeSet<String>>,
+    /// Per instance id, the first record about it whose seal did not verify, and why: it and
+    /// everything this journal recorded of the instance before it are no evidence.
+    pub unauthenticated: BTreeMap<String, String>,
+    /// The same for a record that may concern every instance (an apply run's start).
+    pub unauthenticated_all: Option<String>,
 }
 
 impl JournalEvidence {
@@ -86,5 +91,13 @@ impl JournalEvidence {
 
     pub fn elsewhere(&self, instance: &str) -> Option<&BTreeSet<String>> {
         self.elsewhere.get(&instance.to_ascii_lowercase())
+    }
+
+    /// Why this journal's records of `instance` are no evidence, if some are not.
+    pub fn unauthenticated(&self, instance: &str) -> Option<&str> {
+        self.unauthenticated
+            .get(&instance.to_ascii_lowercase())
+            .or(self.unauthenticated_all.as_ref())
+            .map(String::as_str)
     }
 }

@@ -486,8 +486,14 @@ fn not_recorded(
         ),
         None => String::new(),
     };
+    let detail = match journal.unauthenticated(&live.id) {
+        Some(why) => format!(
+            "{witness} cannot vouch for this rotation: {why}. Neither that record nor what the journal recorded of this instance before it is evidence; keep the journal for investigation"
+        ),
+        None => format!("{witness} has no record of this rotation{elsewhere}"),
+    };
     JournalSilence {
-        detail: format!("{witness} has no record of this rotation{elsewhere}"),
+        detail,
         fix: attest_fix(live, target, journal, false),
     }
 }

@@ -9,6 +9,7 @@ mod scenarios;
 mod security;
 mod security_credentials;
 mod security_input;
+mod security_journal;
 mod security_serve;
 #[cfg(feature = "smartcards")]
 mod smartcards;

@@ -112,6 +112,7 @@ fn a_server_killed_mid_apply_and_restarted_lets_the_rerun_converge() {
     let ws = rotate_to_b(&three_units(true));
     let server = Server::start(&ws.path(FLEET), "latency_ms=300", &[]);
     let apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
+        .env("MKPLAN_JOURNAL_KEY", journal_key())
         .current_dir(ws.path(""))
         .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
         .env("MKPLAN_BACKEND", &server.url)

@@ -535,6 +535,7 @@ impl Workspace {
             .env_remove("MKPLAN_PART1_PASSWORD")
             .env_remove("MKPLAN_PART2_PASSWORD")
             .env("MKPLAN_STATE_DIR", self.path(".mkplan"))
+            .env("MKPLAN_JOURNAL_KEY", journal_key())
             .env("NO_COLOR", "1")
             .timeout(Duration::from_secs(60))
             .args(args);
@@ -849,6 +850,18 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub faults: String,
+}
+
+/// The journal key every mkplan this test process runs seals its journals with (as one user
+/// on one machine would): kept outside every workspace, made by the first run that needs it.
+pub fn journal_key() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        DIR.get_or_init(|| tempfile::tempdir().expect("a folder for the journal key"))
+            .path()
+            .join("journal.key")
+    })
 }
 
 impl Server {

@@ -1,0 +1,319 @@
+//! The journal key: a secret kept outside the state folder, with which every journal record
+//! is sealed (HMAC-SHA256, chained to the record before it). Whoever can write the state
+//! folder but not read the key (a repository that ships a `.mkplan/`, a shared folder, a
+//! restored backup) cannot make a record that verifies, so a forged "the rewrap completed"
+//! is no evidence.
+//!
+//! The key lives in `$MKPLAN_JOURNAL_KEY`, else `$XDG_CONFIG_HOME/mkplan/journal.key`, else
+//! `~/.config/mkplan/journal.key`: one line of 64 hex digits, mode 0600, in a folder of the
+//! user's. `apply`, `attest` and `journal close` create it on first use; `plan`, `status`
+//! and `audit verify` only read it.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+const KEY_LEN: usize = 32;
+const BLOCK: usize = 64;
+/// What a seal's MAC covers, before the previous seal and the record's checksum.
+const DOMAIN: &[u8] = b"mkplan journal seal v1\n";
+
+#[derive(Clone)]
+pub struct JournalKey {
+    key: Zeroizing<[u8; KEY_LEN]>,
+    /// Names the key in seals and messages without revealing it.
+    id: String,
+    /// Where it was read from (`None`: a drill's key, in memory only).
+    path: Option<PathBuf>,
+}
+
+/// Why a record's seal does not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealFault {
+    /// No seal (an mkplan before journal keys, or a line written by hand).
+    Missing,
+    /// Sealed with another journal key (another machine, user or key file).
+    OtherKey { id: String, mine: String },
+    /// No journal key here to verify it with.
+    NoKey,
+    /// The seal does not match: the record was changed, added, moved, or one before it
+    /// removed, by someone without the key.
+    Mismatch,
+}
+
+impl SealFault {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Missing => "it carries no seal (written by hand, or by an mkplan older than journal keys)".into(),
+            Self::OtherKey { id, mine } => format!(
+                "it was sealed with another journal key ({id}) than this one ({mine}): another machine, user or MKPLAN_JOURNAL_KEY"
+            ),
+            Self::NoKey => "there is no journal key here to check its seal with".into(),
+            Self::Mismatch => "its seal does not match: it was changed, added or moved, or a record before it removed, by someone without the journal key".into(),
+        }
+    }
+}
+
+impl JournalKey {
+    /// A key that lives in memory only: a drill's scratch journals.
+    pub fn ephemeral() -> Self {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        getrandom::fill(key.as_mut()).expect("the system's random source works");
+        Self::from_secret(key, None)
+    }
+
+    fn from_secret(key: Zeroizing<[u8; KEY_LEN]>, path: Option<PathBuf>) -> Self {
+        let id = format!("jk-{}", &hex::encode(hmac(&key, &[b"key id"]))[..16]);
+        Self { key, id, path }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Reads the key at `path`, or `None` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Self>, String> {
+        let mut options = OpenOptions::new();
+        options.read(true).custom_flags(libc::O_NOFOLLOW);
+        let file = match options.open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(format!(
+                    "the journal key {} is a symlink: keep the key in a real file of your own",
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the journal key {}: {e}",
+                    path.display()
+                ));
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot read the journal key {}: {e}", path.display()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(format!(
+                "the journal key {} belongs to user {}, not to you ({me}): use a key of your own (MKPLAN_JOURNAL_KEY)",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "the journal key {} may be read or written by others (mode {:o}): fix it with `chmod 600 {}`, and if others could read it, move it away so that a new key is made",
+                path.display(),
+                meta.mode() & 0o777,
+                path.display()
+            ));
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.take(256)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the journal key {}: {e}", path.display()))?;
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        hex::decode_to_slice(text.trim(), key.as_mut()).map_err(|_| {
+            format!(
+                "the journal key {} is not 64 hex digits: restore it from where you keep it, or move it away so that a new key is made (records it sealed then stop being evidence)",
+                path.display()
+            )
+        })?;
+        Ok(Some(Self::from_secret(key, Some(path.to_path_buf()))))
+    }
+
+    /// Reads the key at `path`, making a new one (0600, in a 0700 folder) when there is none.
+    /// Returns whether it was made.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), String> {
+        if let Some(key) = Self::load(path)? {
+            return Ok((key, false));
+        }
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(folder)
+                .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        getrandom::fill(key.as_mut()).map_err(|e| format!("no random source: {e}"))?;
+        let text = Zeroizing::new(format!("{}\n", hex::encode(key.as_ref())));
+        let made = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            });
+        match made {
+            Ok(()) => Ok((Self::from_secret(key, Some(path.to_path_buf())), true)),
+            // Another mkplan made it first: use theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load(path)?
+                .map(|key| (key, false))
+                .ok_or_else(|| format!("the journal key {} vanished", path.display())),
+            Err(e) => Err(format!(
+                "cannot create the journal key {}: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    /// The seal of a record whose checksum is `checksum`, written after a record sealed
+    /// `previous` (empty for the first record).
+    pub fn seal(&self, previous: &str, checksum: &str) -> String {
+        let mac = hmac(
+            &self.key,
+            &[DOMAIN, previous.as_bytes(), b"\n", checksum.as_bytes()],
+        );
+        format!("{}:{}", self.id, hex::encode(mac))
+    }
+
+    /// Checks `seal` against the record before it, in constant time.
+    pub fn verify(&self, previous: &str, checksum: &str, seal: &str) -> Result<(), SealFault> {
+        let Some((id, _)) = seal.split_once(':') else {
+            return Err(SealFault::Mismatch);
+        };
+        if id != self.id {
+            return Err(SealFault::OtherKey {
+                id: id.to_string(),
+                mine: self.id.clone(),
+            });
+        }
+        let expected = self.seal(previous, checksum);
+        if expected.len() == seal.len()
+            && expected
+                .bytes()
+                .zip(seal.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+        {
+            Ok(())
+        } else {
+            Err(SealFault::Mismatch)
+        }
+    }
+}
+
+/// Where the journal key lives, from the environment (`lookup` reads a variable).
+pub fn key_path(lookup: impl Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
+    let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    if let Some(path) = set("MKPLAN_JOURNAL_KEY") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(config) = set("XDG_CONFIG_HOME") {
+        return Ok(Path::new(&config).join("mkplan/journal.key"));
+    }
+    if let Some(home) = set("HOME") {
+        return Ok(Path::new(&home).join(".config/mkplan/journal.key"));
+    }
+    Err("no place for the journal key: set MKPLAN_JOURNAL_KEY to a file outside the state folder (or HOME)".into())
+}
+
+/// Refuses a key kept inside the state folder: whoever can write the journal could then
+/// read the key too, or plant one of their own.
+pub fn check_outside(key: &Path, state_dir: &Path) -> Result<(), String> {
+    let absolute = |p: &Path| {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        p.canonicalize().unwrap_or(p)
+    };
+    let folder = key.parent().map(absolute).unwrap_or_default();
+    if folder.starts_with(absolute(state_dir)) {
+        return Err(format!(
+            "the journal key {} is inside the state folder {}: anyone who can write the journal could forge its seals. Keep it elsewhere (MKPLAN_JOURNAL_KEY)",
+            key.display(),
+            state_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
+fn hmac(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = Zeroizing::new([0u8; BLOCK]);
+    block[..KEY_LEN].copy_from_slice(key);
+    let pad = |byte: u8| {
+        let mut padded = Zeroizing::new([0u8; BLOCK]);
+        for (p, k) in padded.iter_mut().zip(block.iter()) {
+            *p = k ^ byte;
+        }
+        padded
+    };
+    let mut inner = Sha256::new();
+    inner.update(pad(0x36).as_ref());
+    for part in parts {
+        inner.update(part);
+    }
+    let mut outer = Sha256::new();
+    outer.update(pad(0x5c).as_ref());
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231_test_case_1() {
+        // RFC 4231 test case 1 uses a 20-byte key of 0x0b; padded to 32 bytes with zeros it is
+        // the same HMAC key (keys shorter than the block are zero-padded).
+        let mut key = [0u8; KEY_LEN];
+        key[..20].copy_from_slice(&[0x0b; 20]);
+        assert_eq!(
+            hex::encode(hmac(&key, &[b"Hi ", b"There"])),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+    }
+
+    #[test]
+    fn a_seal_verifies_only_for_its_record_its_predecessor_and_its_key() {
+        let key = JournalKey::ephemeral();
+        let seal = key.seal("prev", "sum");
+        assert_eq!(key.verify("prev", "sum", &seal), Ok(()));
+        assert_eq!(key.verify("prev", "sun", &seal), Err(SealFault::Mismatch));
+        assert_eq!(key.verify("other", "sum", &seal), Err(SealFault::Mismatch));
+        let other = JournalKey::ephemeral();
+        assert!(matches!(
+            other.verify("prev", "sum", &seal),
+            Err(SealFault::OtherKey { .. })
+        ));
+        let forged = format!("{}:{}", key.id(), "0".repeat(64));
+        assert_eq!(key.verify("prev", "sum", &forged), Err(SealFault::Mismatch));
+    }
+
+    #[test]
+    fn a_key_is_made_private_once_and_refused_when_others_may_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cfg/mkplan/journal.key");
+        let (made, fresh) = JournalKey::load_or_create(&path).unwrap();
+        assert!(fresh);
+        let (again, fresh) = JournalKey::load_or_create(&path).unwrap();
+        assert!(!fresh);
+        assert_eq!(made.id(), again.id());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let error = JournalKey::load(&path).err().unwrap();
+        assert!(error.contains("chmod 600"), "{error}");
+        let inside = dir.path().join("state/key");
+        fs::create_dir_all(dir.path().join("state")).unwrap();
+        assert!(check_outside(&inside, &dir.path().join("state")).is_err());
+        assert!(check_outside(&path, &dir.path().join("state")).is_ok());
+    }
+}

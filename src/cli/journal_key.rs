@@ -1,0 +1,48 @@
+//! Finding the journal key for a command: commands that append to the journal make it on
+//! first use (and say where); commands that only read take it if it is there.
+
+use std::path::Path;
+
+use crate::apply::journal::{Journal, JournalError, Record};
+use crate::apply::journal_key::{self, JournalKey};
+use crate::error::{Error, Result};
+
+fn path(state_dir: &Path) -> Result<std::path::PathBuf> {
+    let path = journal_key::key_path(|name| std::env::var(name).ok()).map_err(Error::Other)?;
+    journal_key::check_outside(&path, state_dir).map_err(Error::Other)?;
+    Ok(path)
+}
+
+/// The key that seals what this command appends, made (0600) when there is none yet.
+pub fn for_writing(state_dir: &Path) -> Result<JournalKey> {
+    let (key, made) = JournalKey::load_or_create(&path(state_dir)?).map_err(Error::Other)?;
+    if made {
+        eprintln!(
+            "Made a journal key at {} ({}): it seals the journal's records, and only records it sealed are evidence. Keep it with your user, never in the state folder; back it up where you back up the state folder's machine.",
+            key.path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            key.id()
+        );
+    }
+    Ok(key)
+}
+
+/// The journal's records, read without writing anything; with no journal key here, none is
+/// authenticated.
+pub fn read_journal(state_dir: &Path) -> Result<Vec<Record>> {
+    let key = JournalKey::load(&path(state_dir)?).map_err(Error::Other)?;
+    Journal::read(state_dir, key.as_ref()).map_err(unsafe_journal)
+}
+
+/// Opens the journal for appending, sealed with this user's journal key.
+pub fn open_journal(state_dir: &Path) -> Result<Journal> {
+    // A state folder that is refused makes no key either.
+    crate::apply::state_dir::prepare(state_dir).map_err(Error::Unsafe)?;
+    let key = for_writing(state_dir)?;
+    Journal::open(state_dir, &key).map_err(unsafe_journal)
+}
+
+fn unsafe_journal(error: JournalError) -> Error {
+    Error::Unsafe(error.to_string())
+}
