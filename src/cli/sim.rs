@@ -8,7 +8,10 @@ use clap::Args as ClapArgs;
 use zeroize::Zeroizing;
 
 use crate::backend::sim::Faults;
-use crate::backend::sim::server::{self, Protocol, ServeOptions, Tokens};
+use crate::backend::sim::server::{
+    self, BODY_TIMEOUT_MS_DEFAULT, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT,
+    HEADER_TIMEOUT_MS_DEFAULT, Limits, Protocol, ServeOptions, TIMEOUT_MS_MAX, Tokens,
+};
 use crate::error::{Error, Result};
 
 /// Longest token lifetime the server accepts (IAM tokens live one hour).
@@ -23,7 +26,8 @@ pub struct ServeArgs {
     /// The fleet file: the simulator's whole state, written back after every operation.
     #[arg(long)]
     pub fleet: PathBuf,
-    /// Address to listen on; port 0 picks a free port (the URL is printed on stdout).
+    /// Address to listen on; port 0 picks a free port (the URL is printed on stdout). An
+    /// address other than loopback (127.0.0.1, ::1) needs --token or --api-key.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Faults, as in MKPLAN_SIM_FAULTS: crash_after_op=N,fail_op=N,lose_response_op=N,latency_ms=N.
@@ -50,6 +54,19 @@ pub struct ServeArgs {
     /// Seconds each token stays valid after its first use (default: forever).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=TOKEN_TTL_S_MAX))]
     pub token_ttl_s: Option<u64>,
+    /// Milliseconds a client has, from connecting (or from its previous answer), to send a
+    /// request's headers; then the connection is closed.
+    #[arg(long, default_value_t = HEADER_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=TIMEOUT_MS_MAX))]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has, after the headers, to send the request's body; then 408.
+    #[arg(long, default_value_t = BODY_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=TIMEOUT_MS_MAX))]
+    pub body_timeout_ms: u64,
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, default_value_t = CONNECTIONS_MAX_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=CONNECTIONS_MAX_LIMIT as u64))]
+    pub connections_max: u64,
 }
 
 /// Tokens are secrets: never shown.
@@ -66,6 +83,9 @@ impl std::fmt::Debug for ServeArgs {
                 &format_args!("[{} hidden]", self.api_keys.len()),
             )
             .field("token_ttl_s", &self.token_ttl_s)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("body_timeout_ms", &self.body_timeout_ms)
+            .field("connections_max", &self.connections_max)
             .finish()
     }
 }
@@ -88,6 +108,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
         listen: args.listen,
         faults,
         tokens,
+        limits: Limits {
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            body_timeout: Duration::from_millis(args.body_timeout_ms),
+            connections_max: usize::try_from(args.connections_max)
+                .expect("at most CONNECTIONS_MAX_LIMIT"),
+        },
     })
     .await
     .map_err(Error::Other)?;

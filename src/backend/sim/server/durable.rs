@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, watch};
 
 use super::super::{Clock, Faults, Fleet, hsm};
-use super::{Protocol, Tokens};
+use super::{Limits, Protocol, Tokens};
 
 /// What `crash_after_op` does: abort the process (`sim serve`), or, for a server inside a
 /// drill, raise this signal and never answer, so that the drill kills and restarts it.
@@ -28,6 +28,7 @@ pub(super) struct Shared {
     pub(super) path: PathBuf,
     pub(super) faults: Faults,
     pub(super) tokens: Tokens,
+    pub(super) limits: Limits,
     pub(super) clock: Arc<dyn Clock>,
     /// Mutating requests received, counted from 1, for fault injection.
     pub(super) operations: AtomicU64,

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::super::{Clock, Faults};
 use super::durable::{Crash, group_commits};
-use super::{Protocol, ServeOptions, Tokens, open, router};
+use super::{Limits, Protocol, ServeOptions, Tokens, connections, open, router};
 
 pub struct InProcess {
     pub address: SocketAddr,
@@ -37,6 +37,7 @@ impl InProcess {
                 listen,
                 faults: faults.clone(),
                 tokens: Tokens::none(),
+                limits: Limits::default(),
             };
             match open(options, clock.clone(), Crash::Signal(crashed.clone())) {
                 Ok(shared) => break shared,
@@ -58,7 +59,8 @@ impl InProcess {
         runtime.spawn(group_commits(shared.clone()));
         runtime.spawn(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                let _ = axum::serve(listener, router(shared)).await;
+                let limits = shared.limits;
+                connections::serve(listener, router(shared), limits, std::future::pending()).await;
             }
         });
         Ok(Self {

@@ -3,13 +3,15 @@
 //! lost responses, and the concurrent executor are exercised over a real network stack.
 //! docs/http-api.md describes the API.
 //!
-//! Here: opening the fleet and routing. The fleet lives in memory and every change is durable
-//! before its response (`durable`: group commits); `resources` reads, `commands` mutates (with
-//! the faults), `tke_front` speaks the TKE wire protocol instead, `tokens` authorizes. The
-//! server holds the fleet file's lock for its lifetime, so an embedded `sim:` backend on the
-//! same file cannot race it.
+//! Here: opening the fleet, where the server may listen, and routing. The fleet lives in memory
+//! and every change is durable before its response (`durable`: group commits); `resources`
+//! reads, `commands` mutates (with the faults), `tke_front` speaks the TKE wire protocol
+//! instead, `tokens` authorizes, `connections` bounds how many clients are served at once and
+//! how long each may take to send its request. The server holds the fleet file's lock for its
+//! lifetime, so an embedded `sim:` backend on the same file cannot race it.
 
 mod commands;
+mod connections;
 mod durable;
 mod in_process;
 mod resources;
@@ -30,6 +32,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::sync::{Notify, watch};
 
+pub use connections::{
+    BODY_TIMEOUT_MS_DEFAULT, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT,
+    HEADER_TIMEOUT_MS_DEFAULT, Limits, TIMEOUT_MS_MAX,
+};
 pub use in_process::InProcess;
 pub use tokens::Tokens;
 
@@ -55,13 +61,17 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub faults: Faults,
     pub tokens: Tokens,
+    pub limits: Limits,
 }
 
 /// Binds, prints the URL on stdout (one line, for scripts and the test harness), and serves
-/// until Ctrl-C or SIGTERM; then waits for the last group commit.
+/// until Ctrl-C or SIGTERM; then waits for the last group commit. An address other than
+/// loopback is refused without a token, before anything is opened.
 pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let shown = options.fleet.display().to_string();
     let listen = options.listen;
+    let limits = options.limits;
+    let beyond_this_machine = beyond_this_machine(&options)?;
     let shared = open(options, Arc::new(SystemClock), Crash::Abort)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -73,14 +83,31 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     eprintln!(
         "mkplan sim serve: fleet {shown} on http://{address}; every operation is durable before its response. Ctrl-C stops."
     );
+    if beyond_this_machine {
+        eprintln!(
+            "mkplan sim serve: warning: {address} is reachable from other machines over plain HTTP, where a token crosses the network in clear text. mkplan sends tokens and key parts to another machine only over https://: put a TLS proxy in front, or listen on 127.0.0.1."
+        );
+    }
     tokio::spawn(group_commits(shared.clone()));
-    axum::serve(listener, router(shared.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    connections::serve(listener, router(shared.clone()), limits, shutdown_signal()).await;
     let applied = shared.state().applied;
     shared.durable(applied).await;
     Ok(())
+}
+
+/// An address other than loopback without a token or API key would let anyone who reaches it
+/// read and change the fleet: refused. Otherwise, whether the address is beyond this machine.
+fn beyond_this_machine(options: &ServeOptions) -> Result<bool, String> {
+    if options.listen.ip().to_canonical().is_loopback() {
+        return Ok(false);
+    }
+    if !options.tokens.required() {
+        return Err(format!(
+            "--listen {} is not a loopback address and no --token is set: anyone who can reach it could read the fleet and change its registers. Pass --token (or MKPLAN_SIM_TOKENS; with --protocol tke, --api-key), or listen on 127.0.0.1 or [::1]",
+            options.listen
+        ));
+    }
+    Ok(true)
 }
 
 /// Locks and reads the fleet file.
@@ -96,6 +123,7 @@ fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Ar
         path: options.fleet,
         faults: options.faults,
         tokens: options.tokens,
+        limits: options.limits,
         clock,
         operations: AtomicU64::new(0),
         state: Mutex::new(Durable { fleet, applied: 0 }),
@@ -156,6 +184,12 @@ fn router(shared: Arc<Shared>) -> Router {
                 "no such resource; see docs/http-api.md",
             )
         })
+        // Inner to `authorize`: a request without a valid token is refused before its body is
+        // read.
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            connections::read_body_within,
+        ))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(shared)

@@ -39,12 +39,19 @@ async fn start_on(
         listen: "127.0.0.1:0".parse().unwrap(),
         faults: Faults::parse(faults).unwrap(),
         tokens,
+        limits: Limits::default(),
     };
     let shared = open(options, Arc::new(SystemClock), Crash::Abort).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(group_commits(shared.clone()));
-    tokio::spawn(async move { axum::serve(listener, router(shared)).await });
+    let limits = shared.limits;
+    tokio::spawn(connections::serve(
+        listener,
+        router(shared),
+        limits,
+        std::future::pending(),
+    ));
     (url, path, folder)
 }
 

@@ -160,12 +160,7 @@ async fn iam_token(State(shared): State<Arc<Shared>>, body: String) -> Response 
         .find_map(|pair| pair.strip_prefix("apikey="))
         .map(percent_decode)
         .unwrap_or_default();
-    let known = shared
-        .tokens
-        .api_keys()
-        .iter()
-        .any(|k| !key.is_empty() && k.as_bytes() == key.as_bytes());
-    if !known {
+    if !shared.tokens.knows_api_key(&key) {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({ "errorCode": "BXNIM0415E", "errorMessage": "Provided API key could not be found." })),
