@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use super::{BackendError, Operation};
+use super::wiped::{self, wiped};
+use super::{BackendError, Operation, endpoint};
 use crate::model::live::UNITS_PER_INSTANCE_MAX;
 use crate::model::{CryptoUnit, LiveFleet, LiveInstance, RewrapStatus, UnitType};
 
@@ -34,18 +35,23 @@ pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 pub struct Token(Zeroizing<String>);
 
 impl Token {
-    /// `MKPLAN_TOKEN` may hold the bare token or the whole `Bearer …` value.
-    pub fn new(text: String) -> Self {
-        let text = Zeroizing::new(text);
+    /// `MKPLAN_TOKEN` may hold the bare token or the whole `Bearer …` value. The header value
+    /// is built at its final size, so no growth leaves a copy behind.
+    pub fn new(text: impl Into<Zeroizing<String>>) -> Self {
+        const BEARER: &str = "Bearer ";
+        let text = text.into();
         let trimmed = text.trim();
-        Self(Zeroizing::new(match trimmed.strip_prefix("Bearer ") {
-            Some(bare) => format!("Bearer {}", bare.trim()),
-            None => format!("Bearer {trimmed}"),
-        }))
+        let bare = trimmed.strip_prefix(BEARER).map_or(trimmed, str::trim);
+        let mut header = Zeroizing::new(String::with_capacity(BEARER.len() + bare.len()));
+        header.push_str(BEARER);
+        header.push_str(bare);
+        Self(header)
     }
 
+    /// The header shares a zeroizing copy of the token (see `wiped`) instead of copying it
+    /// into a plain buffer on every request.
     fn header(&self) -> Result<HeaderValue, BackendError> {
-        let mut value = HeaderValue::from_str(&self.0).map_err(|_| {
+        let mut value = HeaderValue::from_maybe_shared(wiped(self.0.clone())).map_err(|_| {
             BackendError::Unauthorized(
                 "MKPLAN_TOKEN holds characters that cannot go in an HTTP header; set it to the token alone".into(),
             )
@@ -69,25 +75,23 @@ pub struct HttpBackend {
 }
 
 impl HttpBackend {
-    pub fn new(base: &str, token: Option<Token>, parallelism: usize) -> Result<Self, BackendError> {
-        let bad = |why: String| BackendError::Unreachable(format!("backend {base}: {why}"));
-        let base = Url::parse(base).map_err(|e| bad(e.to_string()))?;
-        if base.cannot_be_a_base() || base.host().is_none() {
-            return Err(bad("give it as http://HOST:PORT or https://HOST".into()));
-        }
-        let host = base.host_str().unwrap_or_default();
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|address| address.is_loopback());
-        let clear_text = base.scheme() == "http" && !loopback;
-        if clear_text && token.is_some() {
-            return Err(bad(
-                "a bearer token is never sent in clear text to another machine: use https://"
-                    .into(),
-            ));
-        }
+    /// `carried` names every secret that will be sent to `base` (`MKPLAN_TOKEN`, key parts):
+    /// plain http to another machine is refused here, before the first request.
+    pub fn new(
+        base: &str,
+        token: Option<Token>,
+        parallelism: usize,
+        carried: &[&str],
+    ) -> Result<Self, BackendError> {
+        assert!(
+            token.is_none() || !carried.is_empty(),
+            "a backend's token is named among what it carries"
+        );
+        let base = endpoint::parse("backend", base)?;
+        endpoint::refuse_clear_text("backend", &base, carried)?;
+        let bad = |why: String| {
+            BackendError::Unreachable(format!("backend {}: {why}", endpoint::shown(&base)))
+        };
         // reqwest is built without a default crypto provider (ring is far cheaper to build
         // than aws-lc), and its client wants one even for plain http; installing it twice is
         // harmless.
@@ -101,8 +105,8 @@ impl HttpBackend {
             .build()
             .map_err(|e| bad(e.to_string()))?;
         Ok(Self {
-            clear_text,
-            shown: base.as_str().trim_end_matches('/').to_string(),
+            clear_text: base.scheme() == "http" && !endpoint::is_loopback(&base),
+            shown: endpoint::shown(&base),
             base,
             client,
             token: std::sync::RwLock::new(token),
@@ -166,9 +170,11 @@ impl HttpBackend {
             request = request.header(AUTHORIZATION, header);
         }
         if let Some(body) = body {
+            // reqwest keeps the body until the request is done with; `wiped` makes that our
+            // zeroizing buffer rather than a plain copy of a load's key parts.
             request = request
                 .header("content-type", "application/json")
-                .body(body.as_bytes().to_vec());
+                .body(wiped(body));
         }
         let response = request
             .send()
@@ -291,20 +297,7 @@ impl HttpBackend {
                         ),
                     });
                 }
-                let parts: Vec<Zeroizing<String>> = key_parts
-                    .iter()
-                    .map(|p| Zeroizing::new(hex::encode(p.expose())))
-                    .collect();
-                let mut body = Zeroizing::new(String::from("{\"key_parts\":["));
-                for (index, part) in parts.iter().enumerate() {
-                    if index > 0 {
-                        body.push(',');
-                    }
-                    body.push('"');
-                    body.push_str(part);
-                    body.push('"');
-                }
-                body.push_str("]}");
+                let body = wiped::key_parts_body(key_parts);
                 (
                     "load_new_mk",
                     vec!["v1", "tke", instance, "hsms", unit, "load_new_mk"],

@@ -5,9 +5,11 @@
 
 #[cfg(feature = "smartcards")]
 pub mod cards;
+pub mod endpoint;
 pub mod http;
 pub mod sim;
 pub mod tke;
+pub mod wiped;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,10 @@ pub enum BackendError {
     Transient(String),
     #[error("{0}")]
     Unreachable(String),
+    /// A URL mkplan will not send to: malformed, holding a user name or password, or plain
+    /// http to another machine while a credential would go there. Nothing was sent.
+    #[error("{0}")]
+    Endpoint(String),
     #[error("service instance {instance} is not known to the backend (it knows {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
     UnknownInstance {
         instance: String,
@@ -162,6 +168,7 @@ impl BackendSpec {
                         .into(),
                 );
             }
+            endpoint::parse("backend", spec).map_err(|e| e.to_string())?;
             return Ok(Self::Http(spec.trim_end_matches('/').to_string()));
         }
         if let Some(region) = spec.strip_prefix("tke:") {
@@ -169,7 +176,8 @@ impl BackendSpec {
             return Ok(Self::Tke(region.to_string()));
         }
         Err(format!(
-            "unknown backend {spec:?}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service, read-only)"
+            "unknown backend {:?}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service, read-only)",
+            endpoint::redacted(spec)
         ))
     }
 }
@@ -198,6 +206,9 @@ pub struct OpenOptions {
     pub faults: sim::Faults,
     /// The bearer token for HTTP backends (`MKPLAN_TOKEN`).
     pub token: Option<http::Token>,
+    /// An `http://` backend will be sent key parts (an `apply` that loads them from files):
+    /// like a token, they never travel in clear text to another machine.
+    pub key_parts: bool,
     /// Requests in flight at most.
     pub parallelism: usize,
     /// For `tke:`: another base URL (a private endpoint, a local emulator).
@@ -220,11 +231,21 @@ impl AnyBackend {
                 sim::Simulator::open(path, options.faults)?,
                 format!("sim:{}", path.display()),
             )),
-            BackendSpec::Http(url) => Ok(Self::Http(http::HttpBackend::new(
-                url,
-                options.token,
-                options.parallelism,
-            )?)),
+            BackendSpec::Http(url) => {
+                let mut carried = Vec::new();
+                if options.token.is_some() {
+                    carried.push("MKPLAN_TOKEN");
+                }
+                if options.key_parts {
+                    carried.push("the key parts this apply would load");
+                }
+                Ok(Self::Http(http::HttpBackend::new(
+                    url,
+                    options.token,
+                    options.parallelism,
+                    &carried,
+                )?))
+            }
             BackendSpec::Tke(region) => {
                 let base = match options.tke_endpoint {
                     Some(endpoint) => endpoint,

@@ -103,11 +103,21 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
         .ok()
         .filter(|t| !t.trim().is_empty())
         .map(Token::new);
+    // Key part files (not smart cards: the TKE application reads those) are credentials too.
+    let key_parts = flag.loads_key_parts
+        && desired.state.instances.iter().any(|instance| {
+            instance
+                .master_key
+                .key_parts
+                .iter()
+                .any(|part| !part.is_smart_card())
+        });
     Ok(AnyBackend::open(
         &spec,
         OpenOptions {
             faults,
             token,
+            key_parts,
             parallelism: usize::from(flag.parallelism),
             tke_endpoint: flag.tke_endpoint.clone(),
             tke_credentials: tke_credentials(),

@@ -242,6 +242,8 @@ async fn starting_fleet(
             backend: Some(spec.clone()),
             parallelism: 10,
             tke_endpoint: std::env::var("MKPLAN_TKE_ENDPOINT").ok(),
+            // A snapshot only reads; the drill's loads go to its own simulators.
+            loads_key_parts: false,
         };
         let (backend, live) = refresh_desired(desired, &flag).await?;
         let fleet = snapshot_live(desired, &live, &backend, state_dir)?;

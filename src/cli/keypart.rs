@@ -5,11 +5,13 @@ use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
+use super::password_env::Passwords;
 use crate::error::{Error, Result};
 use crate::keypart::{self, NONCE_LEN, Password, SALT_LEN, SealRandom, Secret32};
 
 pub fn new(out: &Path, password_env: Option<&str>) -> Result<u8> {
     let password = password(
+        &mut Passwords::default(),
         password_env,
         &format!("Password for the new key part {}: ", out.display()),
         true,
@@ -87,17 +89,25 @@ pub fn vp(files: &[std::path::PathBuf], password_envs: &[String]) -> Result<u8> 
 }
 
 /// Reads and decrypts several key part files: passwords first, one at a time (a prompt at a
-/// time on the terminal), then the memory-hard decryptions in parallel, one thread per core.
+/// time on the terminal; a variable read once however many files name it, then gone from the
+/// environment), then the memory-hard decryptions in parallel, one thread per core. Called
+/// with no request in flight (see `Passwords::get`).
 pub(super) fn open_key_parts(
     sources: &[(&std::path::Path, Option<&str>)],
 ) -> Result<Vec<keypart::Secret32>> {
+    let mut passwords = Passwords::default();
     let mut sealed = Vec::with_capacity(sources.len());
     for (path, env) in sources {
         let shown = path.display().to_string();
         let text = fs::read_to_string(path)
             .map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
         let file = keypart::parse_file(&shown, &text)?;
-        let password = password(*env, &format!("Password for key part {shown}: "), false)?;
+        let password = password(
+            &mut passwords,
+            *env,
+            &format!("Password for key part {shown}: "),
+            false,
+        )?;
         sealed.push((shown, file, password));
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -125,13 +135,14 @@ pub(super) fn open_key_parts(
     Ok(opened)
 }
 
-fn password(env: Option<&str>, prompt: &str, confirm: bool) -> Result<Password> {
+fn password(
+    passwords: &mut Passwords,
+    env: Option<&str>,
+    prompt: &str,
+    confirm: bool,
+) -> Result<Password> {
     if let Some(name) = env {
-        return std::env::var(name).map(Password::new).map_err(|_| {
-            Error::Other(format!(
-                "the environment variable {name}, named to hold a key part password, is not set"
-            ))
-        });
+        return passwords.get(name);
     }
     if !std::io::stdin().is_terminal() {
         return Err(Error::Other(

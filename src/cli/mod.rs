@@ -8,6 +8,7 @@ mod context;
 mod drill;
 mod journal_key;
 mod keypart;
+mod password_env;
 mod plan;
 mod sim;
 mod status;
@@ -178,6 +179,11 @@ pub struct BackendArg {
     /// --protocol tke` for a rehearsal).
     #[arg(long, env = "MKPLAN_TKE_ENDPOINT")]
     pub tke_endpoint: Option<String>,
+    /// Not a flag: set for `apply` (unless --manual), which sends the key parts of the desired
+    /// file's key part files to an `http://` backend: opening it then applies the rule for
+    /// credentials (see `backend::endpoint`).
+    #[arg(skip)]
+    pub loads_key_parts: bool,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -241,7 +247,10 @@ pub async fn run(args: Args) -> Result<u8> {
     match args.command {
         Command::Validate { desired } => plan::validate(&desired),
         Command::Plan(plan_args) => plan::plan(&plan_args, &args.state_dir).await,
-        Command::Apply(apply_args) => apply::apply(&apply_args, &args.state_dir).await,
+        Command::Apply(mut apply_args) => {
+            apply_args.backend.loads_key_parts = !apply_args.manual;
+            apply::apply(&apply_args, &args.state_dir).await
+        }
         Command::Attest(AttestCommand::Rewrap(attest_args)) => {
             attest::attest_rewrap(&attest_args, &args.state_dir).await
         }

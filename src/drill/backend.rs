@@ -149,7 +149,7 @@ impl DrillBackend {
             clock.clone(),
         )?;
         let address = server.address;
-        let client = HttpBackend::new(&format!("http://{address}"), None, PARALLELISM_MAX)
+        let client = HttpBackend::new(&format!("http://{address}"), None, PARALLELISM_MAX, &[])
             .map_err(|e| e.to_string())?;
         let store = Arc::new(HttpStore {
             path,

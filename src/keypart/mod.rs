@@ -53,12 +53,18 @@ impl Secret32 {
     }
 }
 
-/// A password, taken from the environment or a prompt; never from a flag's value.
+/// A password, taken from the environment or a prompt; never from a flag's value. A clone
+/// is zeroized on drop too.
+#[derive(Clone)]
 pub struct Password(Zeroizing<String>);
 
 impl Password {
     pub fn new(text: String) -> Self {
         Self(Zeroizing::new(text))
+    }
+
+    pub fn from_zeroizing(text: Zeroizing<String>) -> Self {
+        Self(text)
     }
 
     fn bytes(&self) -> &[u8] {

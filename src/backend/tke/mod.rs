@@ -21,7 +21,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::http::{Failure, HttpBackend, Token, UnitList};
-use super::{BackendError, Operation};
+use super::{BackendError, Operation, endpoint};
 use crate::model::live::UNITS_PER_INSTANCE_MAX;
 use crate::model::unit::ADMINISTRATOR_NAME_LEN_MAX;
 use crate::model::{
@@ -191,19 +191,28 @@ struct IamToken {
 
 impl TkeBackend {
     /// `shown` is how the operator named it (`tke:us-south`); `base` the URL it talks to.
+    /// Plain http to another machine is refused here, before any request, for the TKE
+    /// endpoint when a token goes there and for the IAM endpoint when an API key does.
     pub fn new(
         shown: &str,
         base: &str,
         credentials: Credentials,
         parallelism: usize,
     ) -> Result<Self, BackendError> {
-        let token = match &credentials {
-            Credentials::Token(token) => Some(token.clone()),
-            _ => None,
+        let (token, carried): (Option<Token>, &[&str]) = match &credentials {
+            Credentials::Token(token) => (Some(token.clone()), &["IBMCLOUD_IAM_TOKEN"]),
+            Credentials::ApiKey { .. } => (None, &["the IAM token bought with IBMCLOUD_API_KEY"]),
+            Credentials::None => (None, &[]),
         };
+        let endpoint = endpoint::parse("TKE endpoint", base)?;
+        endpoint::refuse_clear_text("TKE endpoint", &endpoint, carried)?;
+        if let Credentials::ApiKey { iam, .. } = &credentials {
+            let role = "IAM endpoint (MKPLAN_IAM_ENDPOINT)";
+            endpoint::refuse_clear_text(role, &endpoint::parse(role, iam)?, &["IBMCLOUD_API_KEY"])?;
+        }
         Ok(Self {
-            transport: HttpBackend::new(base, token, parallelism)?,
-            shown: format!("{shown} ({})", base.trim_end_matches('/')),
+            transport: HttpBackend::new(base, token, parallelism, carried)?,
+            shown: format!("{shown} ({})", endpoint::shown(&endpoint)),
             credentials,
             renew_at: std::sync::Mutex::new(None),
             exchange: tokio::sync::Mutex::new(()),
@@ -224,16 +233,7 @@ impl TkeBackend {
         if !due(*self.renew_at.lock().unwrap_or_else(|e| e.into_inner())) {
             return Ok(());
         }
-        let mut form = Zeroizing::new(String::from(
-            "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey=",
-        ));
-        for byte in key.bytes() {
-            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-                form.push(char::from(byte));
-            } else {
-                form.push_str(&format!("%{byte:02X}"));
-            }
-        }
+        let form = super::wiped::iam_form(key);
         let url = format!("{}/identity/token", iam.trim_end_matches('/'));
         let response = self
             .transport
@@ -242,7 +242,7 @@ impl TkeBackend {
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
             .timeout(Duration::from_millis(super::http::READ_TIMEOUT_MS))
-            .body(form.as_bytes().to_vec())
+            .body(super::wiped::wiped(form))
             .send()
             .await
             .map_err(|e| BackendError::Transient(format!("IAM at {iam}: {e}")))?;
@@ -258,16 +258,19 @@ impl TkeBackend {
                 "IAM at {iam} answered {status}"
             )));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::Transient(format!("IAM at {iam}: {e}")))?;
+        // The answer holds the token: kept in a zeroizing buffer (the same allocation when
+        // the client hands over the only handle to it).
+        let bytes = Zeroizing::new(Vec::from(
+            response
+                .bytes()
+                .await
+                .map_err(|e| BackendError::Transient(format!("IAM at {iam}: {e}")))?,
+        ));
         let token: IamToken = serde_json::from_slice(&bytes).map_err(|_| {
             BackendError::Protocol(format!("IAM at {iam} answered without an access_token"))
         })?;
         let lifetime = token.expires_in.unwrap_or(3600);
-        self.transport
-            .set_token(Token::new(token.access_token.to_string()));
+        self.transport.set_token(Token::new(token.access_token));
         *self.renew_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(
             Instant::now() + Duration::from_secs(lifetime.saturating_sub(TOKEN_RENEW_BEFORE_S)),
         );
