@@ -22,6 +22,8 @@ use super::{BackendError, Operation, endpoint};
 use crate::model::live::UNITS_PER_INSTANCE_MAX;
 use crate::model::{CryptoUnit, LiveFleet, LiveInstance, RewrapStatus, UnitType};
 
+/// How long an idle connection is kept for the next request.
+const POOL_IDLE_S: u64 = 4;
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// A read answers at once on any service; a command may wait for the unit (the simulator's
 /// `latency_ms` goes up to 60 s).
@@ -101,6 +103,10 @@ impl HttpBackend {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .pool_max_idle_per_host(parallelism)
+            // `sim serve` closes a connection idle for its header timeout (10 s by default):
+            // drop ours well before, so that a command is never written to a connection the
+            // server is closing (its outcome would then be unknown).
+            .pool_idle_timeout(Duration::from_secs(POOL_IDLE_S))
             .user_agent(concat!("mkplan/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(e.to_string()))?;
