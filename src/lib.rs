@@ -20,15 +20,19 @@
 //! - [`drill`]: seeded fault schedules applied to in-memory copies of a fleet, judged by the
 //!   simulator's ground truth.
 //! - [`cli`]: argument parsing and the commands that glue the rest together.
+//! - [`quote`], [`bounded_read`]: leaves every layer may use: input shown in a message,
+//!   bounded and made inert; a file that input names, read only if regular and not too long.
 
 pub mod apply;
 pub mod backend;
+pub mod bounded_read;
 pub mod cli;
 pub mod drill;
 pub mod error;
 pub mod keypart;
 pub mod model;
 pub mod plan;
+pub mod quote;
 pub mod render;
 
 #[cfg(test)]

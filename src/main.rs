@@ -21,7 +21,9 @@ fn main() -> ExitCode {
     match runtime.block_on(mkplan::cli::run(args)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error}");
+            // Each piece of input in a message is quoted where it is put in; this catches a
+            // control character that slipped through anyway.
+            eprintln!("error: {}", mkplan::quote::inert(&error.to_string()));
             ExitCode::from(error.exit_code())
         }
     }

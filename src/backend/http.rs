@@ -224,12 +224,16 @@ impl HttpBackend {
             .map_err(|f| self.read_error(f, &url))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             BackendError::Protocol(format!(
-                "GET {url} answered something mkplan cannot read: {e}"
+                "GET {} answered something mkplan cannot read: {}",
+                crate::quote::name(url.as_str()),
+                crate::quote::message(&e.to_string())
             ))
         })
     }
 
     pub(super) fn read_error(&self, failure: Failure, url: &Url) -> BackendError {
+        // The URL holds ids the service listed: shown cut and inert.
+        let url = crate::quote::name(url.as_str());
         match failure {
             Failure::Final(error) => error,
             Failure::Network(why) => {
@@ -258,9 +262,9 @@ impl HttpBackend {
             if !unit.hsm_id.eq_ignore_ascii_case(&entry.hsm_id) || unit.unit_type != *kind {
                 return Err(BackendError::Protocol(format!(
                     "service instance {id}: crypto unit {} is listed as {} but its state names {} ({})",
-                    entry.hsm_id,
+                    crate::quote::bare(&entry.hsm_id),
                     kind.as_str(),
-                    unit.hsm_id,
+                    crate::quote::bare(&unit.hsm_id),
                     unit.unit_type.as_str()
                 )));
             }
@@ -406,15 +410,15 @@ fn status_error(status: StatusCode, message: String, what: &str) -> Option<Backe
     })
 }
 
-/// The service's `{"error": {"message": …}}`, or the start of whatever it sent.
+/// The service's `{"error": {"message": …}}`, or the start of whatever it sent: cut and
+/// inert, as it ends up in an error message.
 fn error_message(bytes: &[u8]) -> String {
     if let Ok(value) = serde_json::from_slice::<Value>(bytes)
         && let Some(message) = value["error"]["message"].as_str()
     {
-        return message.to_string();
+        return crate::quote::message(message);
     }
-    let text = String::from_utf8_lossy(bytes);
-    text.chars().take(200).collect()
+    crate::quote::message(&String::from_utf8_lossy(bytes))
 }
 
 /// The causes of a reqwest error, without its top line ("error sending request for url …",

@@ -64,7 +64,11 @@ pub enum BackendError {
     /// http to another machine while a credential would go there. Nothing was sent.
     #[error("{0}")]
     Endpoint(String),
-    #[error("service instance {instance} is not known to the backend (it knows {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    #[error(
+        "service instance {} is not known to the backend (it knows {})",
+        crate::quote::bare(instance),
+        known_instances(known)
+    )]
     UnknownInstance {
         instance: String,
         known: Vec<String>,
@@ -82,6 +86,27 @@ pub enum BackendError {
     /// The service answered something mkplan cannot read, or that contradicts itself.
     #[error("{0}")]
     Protocol(String),
+}
+
+/// Instances a message about an unknown instance lists at most.
+const KNOWN_INSTANCES_SHOWN_MAX: usize = 10;
+
+fn known_instances(known: &[String]) -> String {
+    if known.is_empty() {
+        return "none".into();
+    }
+    let mut shown: Vec<String> = known
+        .iter()
+        .take(KNOWN_INSTANCES_SHOWN_MAX)
+        .map(|id| crate::quote::bare(id))
+        .collect();
+    if known.len() > KNOWN_INSTANCES_SHOWN_MAX {
+        shown.push(format!(
+            "and {} more",
+            known.len() - KNOWN_INSTANCES_SHOWN_MAX
+        ));
+    }
+    shown.join(", ")
 }
 
 pub trait Backend: Send + Sync {
@@ -133,6 +158,9 @@ pub async fn refresh_with_retries<B: Backend>(
     }
 }
 
+/// Longest backend spec: room for any real path or URL.
+pub const BACKEND_SPEC_LEN_MAX: usize = 4096;
+
 /// `--backend SPEC`, the `MKPLAN_BACKEND` variable, or `backend:` in the desired file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendSpec {
@@ -145,6 +173,14 @@ pub enum BackendSpec {
 impl BackendSpec {
     /// `relative_to` is the desired file's folder when the spec comes from inside that file.
     pub fn parse(spec: &str, relative_to: Option<&Path>) -> Result<Self, String> {
+        // A spec reaches plans, the journal and every message about the backend: one that no
+        // operator would write is refused here, shown cut and inert.
+        if spec.len() > BACKEND_SPEC_LEN_MAX || spec.chars().any(crate::quote::is_control_like) {
+            return Err(format!(
+                "backend {} is longer than {BACKEND_SPEC_LEN_MAX} bytes or holds control characters (a newline, an escape): use sim:FLEET.yaml, http://HOST:PORT or tke:REGION",
+                crate::quote::quote(spec)
+            ));
+        }
         if let Some(path) = spec.strip_prefix("sim:") {
             if path.is_empty() {
                 return Err(
@@ -176,8 +212,8 @@ impl BackendSpec {
             return Ok(Self::Tke(region.to_string()));
         }
         Err(format!(
-            "unknown backend {:?}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service, read-only)",
-            endpoint::redacted(spec)
+            "unknown backend {}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service, read-only)",
+            crate::quote::quote(&endpoint::redacted(spec))
         ))
     }
 }

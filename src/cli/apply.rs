@@ -25,6 +25,7 @@ use crate::keypart::{self, Secret32};
 use crate::model::{KeyPartSource, LiveFleet, NewRegister};
 use crate::plan::ceremony::Instruction;
 use crate::plan::{Action, Plan};
+use crate::quote;
 use crate::render;
 
 pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
@@ -168,6 +169,8 @@ async fn saved(
         ))
     })?;
     let desired = read_desired(Path::new(&desired_file))?;
+    // The plan file's words, shown cut and inert: the file may come from anyone.
+    let desired_file = quote::name(&desired_file);
     if desired.sha256 != plan.desired_sha256 {
         return Err(Error::Stale(format!(
             "the plan {} is stale: the desired file {desired_file} changed since it was made. Nothing was touched; make a new plan",
@@ -185,7 +188,9 @@ async fn saved(
         return Err(Error::Stale(format!(
             "the plan {} was made against {}, but this apply reaches {} (from {}). Nothing was sent to either; apply it against its own backend, or make a new plan",
             path.display(),
-            plan.backend.as_deref().unwrap_or("an unnamed backend"),
+            plan.backend
+                .as_deref()
+                .map_or("an unnamed backend".into(), quote::name),
             backend.describe(),
             if flag.backend.is_some() {
                 "--backend or MKPLAN_BACKEND".to_string()
@@ -201,7 +206,11 @@ async fn saved(
         plan.steps.len(),
         plan.instances
             .iter()
-            .map(|i| format!("{} (to {}…)", i.id, i.target_verification_pattern.short()))
+            .map(|i| format!(
+                "{} (to {}…)",
+                quote::bare(&i.id),
+                i.target_verification_pattern.short()
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -256,7 +265,7 @@ fn changes_since(plan: &Plan, live: &LiveFleet) -> Vec<String> {
         let Some(now) = live.instance(&instance.id) else {
             lines.push(format!(
                 "  service instance {}: no longer reported",
-                instance.id
+                quote::bare(&instance.id)
             ));
             continue;
         };
@@ -270,7 +279,10 @@ fn changes_since(plan: &Plan, live: &LiveFleet) -> Vec<String> {
         }
         for unit in &instance.units {
             let Some(current) = now.unit(&unit.hsm_id) else {
-                lines.push(format!("  crypto unit {}: no longer reported", unit.hsm_id));
+                lines.push(format!(
+                    "  crypto unit {}: no longer reported",
+                    quote::bare(&unit.hsm_id)
+                ));
                 continue;
             };
             if current.new_register != unit.before.new_register {

@@ -14,6 +14,7 @@ use crate::backend::{AnyBackend, BackendSpec, OpenOptions};
 use crate::error::{Error, Result};
 use crate::keypart;
 use crate::model::{DesiredState, InputError, KeyPartSource, LiveFleet, parse_desired};
+use crate::quote;
 
 pub struct Desired {
     pub path: PathBuf,
@@ -61,15 +62,19 @@ fn check_key_part_file(desired: &str, text: &str, part: &KeyPartSource) -> Resul
             .at(text, position.0, position.1)
             .fix(fix)
     };
-    let content = fs::read_to_string(file).map_err(|e| {
+    let content = keypart::read_text(file).map_err(|e| {
         at(
-            format!("key part file {written} ({}): {e}", file.display()),
+            format!(
+                "key part file {} ({}): {e}",
+                quote::name(written),
+                quote::path(file)
+            ),
             "paths in key_parts are relative to the desired file's folder; create the file with `mkplan keypart new --out FILE`",
         )
     })?;
     keypart::parse_file(&file.display().to_string(), &content).map_err(|inner| {
         at(
-            format!("key part file {written}: {}", inner.message),
+            format!("key part file {}: {}", quote::name(written), inner.message),
             inner.fix.as_deref().unwrap_or("restore the key part file"),
         )
     })?;

@@ -269,8 +269,12 @@ async fn starting_fleet(
         ));
     };
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::Other(format!("cannot read the fleet file {shown}: {e}")))?;
+    let text = Fleet::read_text(&path).map_err(|e| {
+        Error::Other(format!(
+            "cannot read the fleet file {}: {e}",
+            crate::quote::name(&shown)
+        ))
+    })?;
     let fleet = Fleet::parse(&shown, &text)?;
     Ok((
         fleet,

@@ -99,8 +99,12 @@ pub(super) fn open_key_parts(
     let mut sealed = Vec::with_capacity(sources.len());
     for (path, env) in sources {
         let shown = path.display().to_string();
-        let text = fs::read_to_string(path)
-            .map_err(|e| Error::Other(format!("cannot read key part file {shown}: {e}")))?;
+        let text = keypart::read_text(path).map_err(|e| {
+            Error::Other(format!(
+                "cannot read key part file {}: {e}",
+                crate::quote::name(&shown)
+            ))
+        })?;
         let file = keypart::parse_file(&shown, &text)?;
         let password = password(
             &mut passwords,
@@ -118,8 +122,12 @@ pub(super) fn open_key_parts(
                 .iter()
                 .map(|(shown, file, password)| {
                     scope.spawn(move || {
-                        keypart::open(file, password)
-                            .map_err(|e| Error::Other(format!("key part file {shown}: {e}")))
+                        keypart::open(file, password).map_err(|e| {
+                            Error::Other(format!(
+                                "key part file {}: {e}",
+                                crate::quote::name(shown)
+                            ))
+                        })
                     })
                 })
                 .collect();

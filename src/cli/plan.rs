@@ -14,6 +14,14 @@ use crate::render;
 
 pub fn validate(desired: &Path) -> Result<u8> {
     let desired = read_desired(desired)?;
+    // The backend's spec is checked too (without opening it): a spec that `plan` would refuse
+    // fails review here.
+    if let Some(spec) = &desired.state.backend {
+        crate::backend::BackendSpec::parse(spec, desired.path.parent()).map_err(|problem| {
+            InputError::new(&desired.path.display().to_string(), problem)
+                .fix("write `backend: sim:FLEET.yaml`, `backend: http://HOST:PORT` or `backend: tke:REGION`, or leave it out")
+        })?;
+    }
     let units: usize = desired.state.instances.len();
     eprintln!(
         "{} is valid: {} service instance(s), key part files present and well formed.",
@@ -92,17 +100,13 @@ pub fn read_plan_file(path: &Path) -> Result<Plan> {
         InputError::new(&shown, format!("cannot read the plan file: {e}"))
             .fix("write one with `mkplan plan DESIRED.yaml --out PLANFILE`")
     })?;
-    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
-        InputError::new(&shown, format!("not a plan file: {e}"))
-            .at(&text, e.line() as u64, e.column() as u64)
-            .fix("write plan files with `mkplan plan --out`; do not edit them")
-    })?;
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| not_a_plan(&shown, &text, &e))?;
     if plan.format_version != PLAN_FORMAT_VERSION {
         return Err(InputError::new(
             &shown,
             format!(
                 "plan format version {} is not {PLAN_FORMAT_VERSION}",
-                plan.format_version
+                crate::quote::quote(&plan.format_version)
             ),
         )
         .fix("make the plan again with this mkplan")
@@ -113,6 +117,27 @@ pub fn read_plan_file(path: &Path) -> Result<Plan> {
             .fix("make the plan again with `mkplan plan --out`")
     })?;
     Ok(plan)
+}
+
+/// A file that does not parse as a plan: the parser's words (cut and inert) when it says it
+/// is one (it has `format_version`), else only where it departs from JSON. No line of it is
+/// shown either way: a plan is written by mkplan, and a path mistyped on the command line
+/// may name any file.
+fn not_a_plan(shown: &str, text: &str, error: &serde_json::Error) -> InputError {
+    let position = (error.line() as u64, error.column() as u64);
+    let says_plan = serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|value| value.get("format_version").is_some());
+    let fix = "write plan files with `mkplan plan --out`; do not edit them";
+    if says_plan {
+        return InputError::from_json(shown, "damaged plan file", error).fix(fix);
+    }
+    InputError::not_a(
+        shown,
+        "a plan file",
+        "a plan file is the JSON `mkplan plan --out` writes, with \"format_version\"",
+        (position.0 > 0).then_some(position),
+    )
+    .fix(fix)
 }
 
 pub fn show(path: &Path, json: bool, markdown: bool, dot: bool) -> Result<u8> {

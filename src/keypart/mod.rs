@@ -11,9 +11,11 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::fmt;
 use zeroize::Zeroizing;
 
 use crate::model::{InputError, VerificationPattern};
+use crate::quote::quote;
 
 pub const KEY_LEN: usize = 32;
 pub const FILE_FORMAT: &str = "mkplan-keypart";
@@ -27,6 +29,17 @@ pub const KDF_PARALLELISM: u32 = 1;
 /// Lower bounds a file must meet, so a tampered header cannot weaken the KDF to nothing.
 pub const KDF_MEMORY_KIB_MIN: u32 = 19 * 1024;
 pub const KDF_ITERATIONS_MIN: u32 = 2;
+/// Upper bounds, checked before the KDF runs, so a tampered (or hostile) header cannot make
+/// opening a key part take hours or all the machine's memory: 16 times the cost this mkplan
+/// writes, in memory, in passes, and in their product (the work), and 16 lanes.
+pub const KDF_COST_FACTOR_MAX: u64 = 16;
+pub const KDF_MEMORY_KIB_MAX: u32 = KDF_MEMORY_KIB * KDF_COST_FACTOR_MAX as u32;
+pub const KDF_ITERATIONS_MAX: u32 = KDF_ITERATIONS * KDF_COST_FACTOR_MAX as u32;
+pub const KDF_WORK_KIB_MAX: u64 =
+    KDF_MEMORY_KIB as u64 * KDF_ITERATIONS as u64 * KDF_COST_FACTOR_MAX;
+pub const KDF_PARALLELISM_MAX: u32 = KDF_PARALLELISM * KDF_COST_FACTOR_MAX as u32;
+/// Longest key part file: what `keypart new` writes is about 600 bytes.
+pub const FILE_BYTES_MAX: u64 = 64 * 1024;
 pub const PASSWORD_LEN_MIN: usize = 8;
 
 /// 32 secret bytes: a key part or a combined master key. A clone is zeroized on drop too.
@@ -94,6 +107,58 @@ pub enum KeyPartError {
     ZeroKey,
     #[error("the key derivation failed: {0}")]
     Kdf(String),
+    #[error("{0}")]
+    KdfCost(KdfCostError),
+}
+
+/// A KDF parameter over its limit: the file asks for more work than any key part mkplan
+/// writes, so it was altered, or written by something else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KdfCostError {
+    pub parameter: &'static str,
+    pub value: u64,
+    pub limit: u64,
+}
+
+impl fmt::Display for KdfCostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "its KDF's {} is {}, over the limit of {} ({KDF_COST_FACTOR_MAX} times what `mkplan keypart new` writes), so the key derivation was not run",
+            self.parameter, self.value, self.limit
+        )
+    }
+}
+
+/// How to fix a [`KdfCostError`].
+pub const KDF_COST_FIX: &str = "check that the key part file was not tampered with (compare it with the custodian's backup); if it was written this way on purpose, re-create the key part with `mkplan keypart new` (the master key changes with it: update verification_pattern in the desired file)";
+
+/// Refuses KDF parameters that would cost more than [`KDF_COST_FACTOR_MAX`] times the default.
+pub fn check_kdf_cost(kdf: &Kdf) -> Result<(), KdfCostError> {
+    let memory = u64::from(kdf.memory_kib);
+    let iterations = u64::from(kdf.iterations);
+    let limits = [
+        ("memory_kib", memory, u64::from(KDF_MEMORY_KIB_MAX)),
+        ("iterations", iterations, u64::from(KDF_ITERATIONS_MAX)),
+        (
+            "memory_kib × iterations",
+            memory * iterations,
+            KDF_WORK_KIB_MAX,
+        ),
+        (
+            "parallelism",
+            u64::from(kdf.parallelism),
+            u64::from(KDF_PARALLELISM_MAX),
+        ),
+    ];
+    match limits.into_iter().find(|(_, value, limit)| value > limit) {
+        Some((parameter, value, limit)) => Err(KdfCostError {
+            parameter,
+            value,
+            limit,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Combines key parts by XOR into the master key.
@@ -220,6 +285,8 @@ pub fn open(file: &KeyPartFile, password: &Password) -> Result<Secret32, KeyPart
 }
 
 fn file_cipher(file: &KeyPartFile, password: &Password) -> Result<XChaCha20Poly1305, KeyPartError> {
+    // `parse_file` checks it too; a file built another way is checked here, before the work.
+    check_kdf_cost(&file.kdf).map_err(KeyPartError::KdfCost)?;
     let salt: [u8; SALT_LEN] = decode_exact(&file.kdf.salt).ok_or(KeyPartError::DoesNotOpen)?;
     let params = Params::new(
         file.kdf.memory_kib,
@@ -256,23 +323,27 @@ fn decode_exact<const N: usize>(text: &str) -> Option<[u8; N]> {
     hex::decode(text).ok()?.try_into().ok()
 }
 
+/// The text of the key part file at `path`: a regular file, at most `FILE_BYTES_MAX` bytes.
+pub fn read_text(path: &std::path::Path) -> std::io::Result<String> {
+    crate::bounded_read::read_to_string(path, FILE_BYTES_MAX)
+}
+
 /// Reads a key part file and checks that it is well formed, without any secret: what `plan`
-/// and `validate` can check. `name` is for messages.
+/// and `validate` can check. `name` is for messages. A file that is not a key part file at
+/// all (a desired file may name any path) is refused without a word of its content.
 pub fn parse_file(name: &str, text: &str) -> Result<KeyPartFile, InputError> {
-    let file: KeyPartFile = serde_json::from_str(text).map_err(|e| {
-        InputError::new(name, format!("not a key part file: {e}"))
-            .at(text, e.line() as u64, e.column() as u64)
-            .fix("point the desired file at a file written by `mkplan keypart new`")
-    })?;
+    let file: KeyPartFile = serde_json::from_str(text).map_err(|e| not_parsed(name, text, &e))?;
     let problem = if file.format != FILE_FORMAT || file.version != FILE_VERSION {
         Some(format!(
-            "format {:?} version {}, expected {FILE_FORMAT:?} version {FILE_VERSION}",
-            file.format, file.version
+            "format {} version {}, expected {FILE_FORMAT:?} version {FILE_VERSION}",
+            quote(&file.format),
+            file.version
         ))
     } else if file.kdf.algorithm != "argon2id" || file.cipher.algorithm != "xchacha20poly1305" {
         Some(format!(
             "algorithms {}/{}, expected argon2id/xchacha20poly1305",
-            file.kdf.algorithm, file.cipher.algorithm
+            quote(&file.kdf.algorithm),
+            quote(&file.cipher.algorithm)
         ))
     } else if file.kdf.memory_kib < KDF_MEMORY_KIB_MIN
         || file.kdf.iterations < KDF_ITERATIONS_MIN
@@ -282,6 +353,8 @@ pub fn parse_file(name: &str, text: &str) -> Result<KeyPartFile, InputError> {
             "KDF cost {} KiB × {} passes is below the minimum {KDF_MEMORY_KIB_MIN} KiB × {KDF_ITERATIONS_MIN}",
             file.kdf.memory_kib, file.kdf.iterations
         ))
+    } else if let Err(cost) = check_kdf_cost(&file.kdf) {
+        return Err(InputError::new(name, cost.to_string()).fix(KDF_COST_FIX));
     } else if decode_exact::<SALT_LEN>(&file.kdf.salt).is_none()
         || decode_exact::<NONCE_LEN>(&file.cipher.nonce).is_none()
         || hex::decode(&file.ciphertext).map(|c| c.len()) != Ok(KEY_LEN + 16)
@@ -297,6 +370,27 @@ pub fn parse_file(name: &str, text: &str) -> Result<KeyPartFile, InputError> {
         ),
         None => Ok(file),
     }
+}
+
+/// The error for a file that does not parse as a key part file: the parser's words (cut and
+/// inert) when the file says it is one (`"format": "mkplan-keypart"`), else only where it
+/// departs from JSON.
+fn not_parsed(name: &str, text: &str, error: &serde_json::Error) -> InputError {
+    let position = (error.line() as u64, error.column() as u64);
+    let says_key_part = serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|value| value["format"].as_str() == Some(FILE_FORMAT));
+    if says_key_part {
+        return InputError::from_json(name, "damaged key part file", error)
+            .fix("restore the custodian's key part file from its backup");
+    }
+    let position = (position.0 > 0).then_some(position);
+    InputError::not_a(
+        name,
+        "a key part file",
+        "a key part file is the JSON `mkplan keypart new` writes, with \"format\": \"mkplan-keypart\"",
+        position,
+    )
+    .fix("point the desired file at a file written by `mkplan keypart new`")
 }
 
 #[cfg(test)]
@@ -361,5 +455,77 @@ mod tests {
         let mut weakened = parsed;
         weakened.kdf.memory_kib = 8;
         assert!(parse_file("p.json", &serde_json::to_string(&weakened).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_costly_kdf_is_refused_before_it_runs() {
+        let part = Secret32::from_bytes([0x42; 32]);
+        let password = Password::new("correct horse".into());
+        let file = seal(&part, &password, &random()).unwrap();
+        for (parameter, change) in [
+            (
+                "memory_kib",
+                (4 * 1024 * 1024, KDF_ITERATIONS, KDF_PARALLELISM),
+            ),
+            (
+                "iterations",
+                (KDF_MEMORY_KIB, 1_000_000_000, KDF_PARALLELISM),
+            ),
+            (
+                "memory_kib × iterations",
+                (KDF_MEMORY_KIB_MAX, KDF_ITERATIONS_MAX, 1),
+            ),
+            ("parallelism", (KDF_MEMORY_KIB, KDF_ITERATIONS, 1000)),
+        ] {
+            let mut costly = file.clone();
+            (
+                costly.kdf.memory_kib,
+                costly.kdf.iterations,
+                costly.kdf.parallelism,
+            ) = change;
+            let started = std::time::Instant::now();
+            let Err(KeyPartError::KdfCost(cost)) = open(&costly, &password) else {
+                panic!("{parameter}: opened");
+            };
+            assert!(started.elapsed().as_secs() < 5, "{parameter}: the KDF ran");
+            assert_eq!(cost.parameter, parameter);
+            let text = serde_json::to_string(&costly).unwrap();
+            let error = parse_file("p.json", &text).unwrap_err().to_string();
+            assert!(
+                error.contains(parameter) && error.contains("limit"),
+                "{error}"
+            );
+            assert!(error.contains("mkplan keypart new"), "{error}");
+        }
+        // Exactly at the limits is allowed.
+        let mut dear = file.kdf.clone();
+        (dear.memory_kib, dear.iterations, dear.parallelism) =
+            (KDF_MEMORY_KIB_MAX, KDF_ITERATIONS, KDF_PARALLELISM_MAX);
+        assert_eq!(check_kdf_cost(&dear), Ok(()));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_key_part_file_is_not_echoed() {
+        for text in [
+            "{\"type\": \"service_account\", \"private_key\": \"hunter2-canary\"}",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nhunter2-canary\n",
+            "{\"hunter2-canary\": 1}",
+        ] {
+            let error = parse_file("p.json", text).unwrap_err();
+            let shown = error.to_string();
+            assert!(shown.contains("is not a key part file"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        // A file that says it is one gets the parser's words.
+        let error = parse_file(
+            "p.json",
+            "{\"format\": \"mkplan-keypart\", \"version\": \"x\"}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("damaged key part file: invalid type"),
+            "{error}"
+        );
     }
 }

@@ -10,6 +10,10 @@ use serde_saphyr::Spanned;
 
 use super::unit::{ADMINISTRATOR_NAME_LEN_MAX, ADMINISTRATORS_MAX, THRESHOLD_MAX, is_uuid};
 use super::{InputError, VerificationPattern};
+use crate::quote::quote;
+
+/// The keys a desired file may start with (it is written `version:` first).
+const DESIRED_FIRST_KEYS: &[&str] = &["version", "backend", "instances"];
 
 /// The only format version this mkplan reads.
 pub const DESIRED_VERSION: u32 = 1;
@@ -127,10 +131,22 @@ fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
 /// Reads a desired state. `file` names the file in messages; `folder` is where relative key
 /// part paths start (the desired file's folder).
 pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredState, InputError> {
-    let raw: RawDesired =
-        crate::model::from_yaml_str(text).map_err(|e| {
+    let raw: RawDesired = crate::model::from_yaml_str(text).map_err(|e| {
+        // A plan file names its desired file, so this may be any file: echo nothing of one
+        // that does not start like a desired file (see `Fleet::parse`).
+        let top = crate::model::yaml_top(text);
+        if top.is_first_key(DESIRED_FIRST_KEYS) {
             InputError::from_yaml(file, text, &e, "correct the desired file at that place; its format is in README.md (Desired key state)")
-        })?;
+        } else {
+            InputError::not_a(
+                file,
+                "a desired key-state file",
+                "a desired file is YAML whose first key is `version:`, as in plans/*.yaml",
+                Some(top.position()),
+            )
+            .fix("give the path of a desired key-state YAML file, e.g. plans/three-units.yaml")
+        }
+    })?;
     let error = |at: (u64, u64), message: String, fix: &str| {
         InputError::new(file, message).at(text, at.0, at.1).fix(fix)
     };
@@ -157,7 +173,10 @@ pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredSta
         if !seen.insert(raw_instance.id.value.to_ascii_lowercase()) {
             return Err(error(
                 at(&raw_instance.id),
-                format!("service instance {} is listed twice", raw_instance.id.value),
+                format!(
+                    "service instance {} is listed twice",
+                    quote(&raw_instance.id.value)
+                ),
                 "list each service instance once",
             ));
         }
@@ -177,14 +196,14 @@ fn validate_instance(
     if !is_uuid(&raw.id.value) {
         return Err(error(
             at(&raw.id),
-            format!("{:?} is not a service instance GUID", raw.id.value),
+            format!("{} is not a service instance GUID", quote(&raw.id.value)),
             "use the instance's GUID (8-4-4-4-12 hex), as `ibmcloud resource service-instance` shows it",
         ));
     }
     if raw.crypto_units.value != "all" {
         return Err(error(
             at(&raw.crypto_units),
-            format!("crypto_units is {:?}", raw.crypto_units.value),
+            format!("crypto_units is {}", quote(&raw.crypto_units.value)),
             "write `crypto_units: all`: a master key rotation must select every crypto unit of the instance (operational, recovery and failover)",
         ));
     }
@@ -247,16 +266,17 @@ fn validate_administrators(
             return Err(error(
                 name_at,
                 format!(
-                    "administrator name {:?} has {length} characters",
-                    name.value
+                    "administrator name {} has {length} characters",
+                    quote(&name.value)
                 ),
                 "an administrator name is 1 to 30 characters, as installed on the crypto units",
             ));
         }
+        printable(name, "an administrator name", error)?;
         if names.contains(&name.value) {
             return Err(error(
                 name_at,
-                format!("administrator {:?} is listed twice", name.value),
+                format!("administrator {} is listed twice", quote(&name.value)),
                 "list each administrator once",
             ));
         }
@@ -332,11 +352,12 @@ fn key_part_file(
     error: &impl Fn((u64, u64), String, &str) -> InputError,
 ) -> Result<KeyPartSource, InputError> {
     let file_at = at(&file);
+    printable(&file, "a key part file's path", error)?;
     let path = folder.join(&file.value);
     if !files.insert(path.clone()) {
         return Err(error(
             file_at,
-            format!("key part file {} is listed twice", file.value),
+            format!("key part file {} is listed twice", quote(&file.value)),
             "each key part comes from a different custodian's file",
         ));
     }
@@ -369,10 +390,15 @@ fn smart_card(
     if name.is_empty() || name.chars().count() > crate::model::unit::ADMINISTRATOR_NAME_LEN_MAX {
         return Err(error(
             at(&holder),
-            format!("holder {name:?} is empty or longer than 30 characters"),
+            format!(
+                "holder {} is empty or longer than 30 characters",
+                quote(&name)
+            ),
             "name the custodian who holds the card and knows its PIN, in at most 30 characters",
         ));
     }
+    printable(&holder, "a holder's name", error)?;
+    printable(&reader, "a reader pattern", error)?;
     if !holders.insert(name.to_lowercase()) {
         return Err(error(
             at(&holder),
@@ -393,6 +419,27 @@ fn smart_card(
         reader: pattern,
         position: card_at,
     })
+}
+
+/// Names and paths in a desired file reach plans, runbooks and the terminal: a control
+/// character (a newline, an escape) in one could forge a line of a runbook or drive the
+/// terminal, and no operator writes one.
+fn printable(
+    value: &Spanned<String>,
+    what: &str,
+    error: &impl Fn((u64, u64), String, &str) -> InputError,
+) -> Result<(), InputError> {
+    if !value.value.chars().any(crate::quote::is_control_like) {
+        return Ok(());
+    }
+    Err(error(
+        at(value),
+        format!(
+            "{what} holds a control character (a newline, a tab, an escape, a direction override): {}",
+            quote(&value.value)
+        ),
+        "write it on one line with printable characters only",
+    ))
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -513,6 +560,31 @@ mod tests {
         ))
         .unwrap_err();
         assert!(env.to_string().contains("environment variable"), "{env}");
+    }
+
+    #[test]
+    fn names_and_paths_with_control_characters_are_refused_and_values_are_cut() {
+        for (from, to) in [
+            ("[alice, bob]", "[alice, \"b\\e[2Jo\\nb\"]"),
+            ("[alice, bob]", "[alice, \"b\\u202eob\"]"),
+        ] {
+            let error = parse(&doc("").replace(from, to)).unwrap_err();
+            assert!(error.message.contains("control character"), "{error}");
+            assert!(!error.to_string().contains('\u{1b}'), "{error}");
+        }
+        let big = "A".repeat(1 << 20);
+        let error = parse(&doc("").replace("id: 5b2e", &format!("id: {big}5b2e"))).unwrap_err();
+        assert!(
+            error.to_string().len() < 1000,
+            "{} bytes",
+            error.to_string().len()
+        );
+        let not_desired = parse("password: hunter2\n").unwrap_err().to_string();
+        assert!(
+            not_desired.contains("is not a desired key-state file"),
+            "{not_desired}"
+        );
+        assert!(!not_desired.contains("hunter2"), "{not_desired}");
     }
 
     /// Regression: the YAML parser's default budget (250,000 nodes) refused desired files

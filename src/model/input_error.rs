@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::quote;
+
 /// YAML nodes a desired or fleet file may hold: room for `INSTANCES_MAX` instances of
 /// `UNITS_PER_INSTANCE_MAX` units (the parser's default, 250,000, stops near 1,850 instances).
 pub const YAML_NODES_MAX: usize = 10_000_000;
@@ -54,8 +56,17 @@ impl InputError {
         self
     }
 
+    /// Places the error at `line:column` without showing the line: for files whose content
+    /// is not ours to echo (a file that is not what it was named as may hold secrets).
+    pub fn located(mut self, line: u64, column: u64) -> Self {
+        self.position = Some((line, column));
+        self.source_line = None;
+        self
+    }
+
     /// Turns a YAML parser error into one that names the file and a fix: a specific one where
-    /// we know it, else `default_fix`.
+    /// we know it, else `default_fix`. The parser's words may quote the file; they are cut and
+    /// made inert (`quote::message`).
     pub fn from_yaml(
         file: &str,
         text: &str,
@@ -63,13 +74,111 @@ impl InputError {
         default_fix: &str,
     ) -> Self {
         let plain = error.without_snippet().to_string();
-        let mut result = Self::new(file, strip_position_suffix(&plain));
+        let mut result = Self::new(file, quote::message(&strip_position_suffix(&plain)));
         if let Some(location) = error.location() {
             result = result.at(text, location.line(), location.column());
         }
         let fix = yaml_fix(&result.message).unwrap_or_else(|| default_fix.to_string());
         result.fix(fix)
     }
+
+    /// Turns a JSON parser error in a file mkplan wrote (a key part file, a plan) into
+    /// "`what`: the parser's words" at its line and column, the words cut and made inert, and
+    /// no line of the file shown (the file is not written to be read by people).
+    pub fn from_json(file: &str, what: &str, error: &serde_json::Error) -> Self {
+        let words = error.to_string();
+        let words = match words.rfind(" at line ") {
+            Some(index) if words[index..].contains(" column ") => &words[..index],
+            _ => words.as_str(),
+        };
+        Self::new(file, format!("{what}: {}", quote::message(words)))
+            .located(error.line() as u64, error.column() as u64)
+    }
+
+    /// The error for a file that is not the kind of file it was named as (`what`, e.g. "a
+    /// simulator fleet file"): it says what was expected and where the file departs from it,
+    /// and shows nothing of the file, which may be anything (a password file, a private key).
+    pub fn not_a(file: &str, what: &str, expected: &str, position: Option<(u64, u64)>) -> Self {
+        let error = Self::new(
+            file,
+            format!(
+                "this is not {what} ({expected}); nothing of the file is shown, in case it holds secrets"
+            ),
+        );
+        match position {
+            Some((line, column)) => error.located(line, column),
+            None => error,
+        }
+    }
+}
+
+/// How a YAML document starts, as far as telling what kind of file it is goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum YamlTop {
+    /// A mapping whose first key is `key`, at `line:column`.
+    FirstKey { key: String, line: u64, column: u64 },
+    /// Anything else (a list, a scalar, an empty file, not YAML): where the parser gave up.
+    Other { line: u64, column: u64 },
+}
+
+impl YamlTop {
+    pub fn is_first_key(&self, keys: &[&str]) -> bool {
+        matches!(self, Self::FirstKey { key, .. } if keys.contains(&key.as_str()))
+    }
+
+    pub fn position(&self) -> (u64, u64) {
+        match self {
+            Self::FirstKey { line, column, .. } | Self::Other { line, column } => (*line, *column),
+        }
+    }
+}
+
+/// Reads a YAML document only as far as its first key: the parser stops there, so a file
+/// with a mistake further down still shows what kind of file it means to be, and a file that
+/// is no YAML at all is not read to its end.
+pub fn yaml_top(text: &str) -> YamlTop {
+    use serde::de::{Error as _, MapAccess, Visitor};
+
+    thread_local! {
+        static FIRST_KEY: std::cell::RefCell<Option<YamlTop>> = const { std::cell::RefCell::new(None) };
+    }
+    struct FirstKey;
+    struct FirstKeyVisitor;
+    impl<'de> Visitor<'de> for FirstKeyVisitor {
+        type Value = FirstKey;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FirstKey, A::Error> {
+            if let Some(key) = map.next_key::<serde_saphyr::Spanned<String>>()? {
+                let top = YamlTop::FirstKey {
+                    key: key.value,
+                    line: key.referenced.line(),
+                    column: key.referenced.column(),
+                };
+                FIRST_KEY.with(|first| *first.borrow_mut() = Some(top));
+            }
+            // Stop here: the rest of the document is not read.
+            Err(A::Error::custom("first key read"))
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for FirstKey {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(FirstKeyVisitor)
+        }
+    }
+
+    FIRST_KEY.with(|first| first.borrow_mut().take());
+    let result = from_yaml_str::<FirstKey>(text);
+    FIRST_KEY
+        .with(|first| first.borrow_mut().take())
+        .unwrap_or_else(|| {
+            let (line, column) = result
+                .err()
+                .and_then(|e| e.location())
+                .map_or((1, 1), |l| (l.line(), l.column()));
+            YamlTop::Other { line, column }
+        })
 }
 
 /// serde-saphyr appends " at line N, column M"; we print the place ourselves, before the text.
@@ -98,15 +207,19 @@ fn yaml_fix(message: &str) -> Option<String> {
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = quote::name(&self.file);
         match self.position {
-            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message)?,
-            None => write!(f, "{}: {}", self.file, self.message)?,
+            Some((line, column)) => write!(f, "{file}:{line}:{column}: {}", self.message)?,
+            None => write!(f, "{file}: {}", self.message)?,
         }
         if let (Some((line, column)), Some(source)) = (self.position, &self.source_line) {
+            // A window around the column, escaped: a line may be a megabyte long, or hold
+            // characters that would drive the terminal.
+            let (shown, caret) = quote::snippet(source, column as usize);
             let gutter = line.to_string().len();
             let pad = " ".repeat(gutter);
-            write!(f, "\n {pad} |\n {line} | {source}\n {pad} | ")?;
-            write!(f, "{}^", " ".repeat(column.saturating_sub(1) as usize))?;
+            write!(f, "\n {pad} |\n {line} | {shown}\n {pad} | ")?;
+            write!(f, "{}^", " ".repeat(caret))?;
         }
         if let Some(fix) = &self.fix {
             write!(f, "\n  fix: {fix}")?;
@@ -131,5 +244,49 @@ mod tests {
         assert!(shown.starts_with("plans/a.yaml:2:12: bad"), "{shown}");
         assert!(shown.contains(" 2 | instances: x"), "{shown}");
         assert!(shown.contains("  fix: do better"), "{shown}");
+    }
+
+    #[test]
+    fn yaml_top_reads_only_as_far_as_the_first_key() {
+        let fleet = yaml_top("# a fleet\n---\ninstances:\n  - a: b: c\n");
+        assert_eq!(
+            fleet,
+            YamlTop::FirstKey {
+                key: "instances".into(),
+                line: 3,
+                column: 1
+            }
+        );
+        assert!(fleet.is_first_key(&["instances", "incidents"]));
+        assert!(yaml_top("{incidents: []}").is_first_key(&["incidents"]));
+        assert!(!yaml_top("password: hunter2\n").is_first_key(&["instances"]));
+        for other in ["root:x:0:0:root:/root:/bin/bash\n", "", "- a\n", "[1]: 2\n"] {
+            assert!(
+                matches!(yaml_top(other), YamlTop::Other { .. }),
+                "{other:?}: {:?}",
+                yaml_top(other)
+            );
+        }
+    }
+
+    #[test]
+    fn a_snippet_is_escaped_and_cut_around_its_column() {
+        let line = format!("id: \u{1b}[31m{}", "A".repeat(1 << 20));
+        let error = InputError::new("d.yaml", "bad").at(&line, 1, 5);
+        let shown = error.to_string();
+        assert!(shown.len() < 400, "{shown}");
+        assert!(!shown.contains('\u{1b}'), "{shown}");
+    }
+
+    #[test]
+    fn not_a_file_shows_nothing_of_it() {
+        let text = "password: hunter2-canary\n";
+        let error = InputError::not_a("s.txt", "a simulator fleet file", "expected", Some((1, 1)));
+        let shown = error.to_string();
+        assert!(
+            shown.starts_with("s.txt:1:1: this is not a simulator fleet file"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown} / {text}");
     }
 }

@@ -112,14 +112,19 @@ fn from_form<T, E: serde::de::Error>(
     match build(form.status.as_str(), form.verification_pattern) {
         Some(result) => result.map_err(E::custom),
         None => Err(E::custom(format!(
-            "unknown register status {:?}; this register's statuses are {allowed}",
-            form.status
+            "unknown register status {}; this register's statuses are {allowed}",
+            crate::quote::quote(&form.status)
         ))),
     }
 }
 
 fn full(status: &str, vp: Option<VerificationPattern>) -> Result<VerificationPattern, String> {
-    vp.ok_or_else(|| format!("a register with status {status:?} needs a verification_pattern"))
+    vp.ok_or_else(|| {
+        format!(
+            "a register with status {} needs a verification_pattern",
+            crate::quote::quote(status)
+        )
+    })
 }
 
 fn empty<T>(value: T, vp: Option<VerificationPattern>) -> Result<T, String> {

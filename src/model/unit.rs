@@ -62,7 +62,8 @@ impl Ski {
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!(
-                "an administrator's ski is 64 hex characters (the SHA-256 of its public key), found {text:?}"
+                "an administrator's ski is 64 hex characters (the SHA-256 of its public key), found {}",
+                crate::quote::quote(text)
             ));
         }
         Ok(Self(text.to_ascii_lowercase()))

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::quote::quote;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     pub crash_after_op: BTreeSet<u64>,
@@ -22,11 +24,14 @@ impl Faults {
         for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (key, value) = item
                 .split_once('=')
-                .ok_or_else(|| format!("fault {item:?} has no value; write KEY=N"))?;
-            let number: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("fault {item:?}: {value:?} is not a whole number"))?;
+                .ok_or_else(|| format!("fault {} has no value; write KEY=N", quote(item)))?;
+            let number: u64 = value.trim().parse().map_err(|_| {
+                format!(
+                    "fault {}: {} is not a whole number",
+                    quote(item),
+                    quote(value)
+                )
+            })?;
             let set = match key.trim() {
                 "crash_after_op" => &mut faults.crash_after_op,
                 "fail_op" => &mut faults.fail_op,
@@ -42,13 +47,15 @@ impl Faults {
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms"
+                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms",
+                        quote(other)
                     ));
                 }
             };
             if number == 0 || number > FAULT_OP_MAX {
                 return Err(format!(
-                    "fault {item:?}: operations count from 1 to {FAULT_OP_MAX}"
+                    "fault {}: operations count from 1 to {FAULT_OP_MAX}",
+                    quote(item)
                 ));
             }
             set.insert(number);

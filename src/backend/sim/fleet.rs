@@ -10,9 +10,13 @@ use serde::{Deserialize, Serialize};
 use super::consistency;
 use crate::model::unit::is_uuid;
 use crate::model::{CryptoUnit, InputError, LiveInstance, RewrapStatus, VerificationPattern};
+use crate::quote::quote;
 
 /// How long the real service takes to re-encrypt one key: about 3,000 keys a minute.
 pub const REWRAP_MS_PER_KEY_DEFAULT: u64 = 20;
+/// Longest fleet file: room for `INSTANCES_MAX` instances of `UNITS_PER_INSTANCE_MAX` units
+/// (about 1.5 KB of YAML each with 8 administrators).
+pub const FLEET_FILE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// The slowest re-encryption a fleet may ask for, so that a typo cannot stall a test for days.
 pub const REWRAP_MS_PER_KEY_MAX: u64 = 10_000;
 
@@ -90,10 +94,19 @@ pub struct Incident {
 }
 
 impl Fleet {
+    /// Reads a fleet file. A file that does not even start like a fleet (a YAML mapping whose
+    /// first key is `instances:` or `incidents:`) is refused with its position only: `sim:`
+    /// may name any file by mistake (`/etc/passwd`, a private key), and neither the parser's
+    /// words (``unknown field `password` ``) nor the offending line may echo it. A file that
+    /// does start like a fleet gets the parser's message and the line, as any file we wrote.
     pub fn parse(file: &str, text: &str) -> Result<Self, InputError> {
-        let fleet: Fleet =
-            crate::model::from_yaml_str(text).map_err(|e| {
-            InputError::from_yaml(file, text, &e, "correct the fleet file at that place; it is the simulator's whole state, in the format of examples/fleets/*.yaml")
+        let fleet: Fleet = crate::model::from_yaml_str(text).map_err(|e| {
+            let top = crate::model::yaml_top(text);
+            if top.is_first_key(FLEET_FIRST_KEYS) {
+                InputError::from_yaml(file, text, &e, "correct the fleet file at that place; it is the simulator's whole state, in the format of examples/fleets/*.yaml")
+            } else {
+                not_a_fleet(file, top.position())
+            }
         })?;
         fleet.check().map_err(|message| {
             InputError::new(file, message)
@@ -101,6 +114,11 @@ impl Fleet {
         })?;
         consistency::check(&fleet).map_err(|found| found.into_input_error(file, text))?;
         Ok(fleet)
+    }
+
+    /// The text of the fleet file at `path`: a regular file, at most `FLEET_FILE_BYTES_MAX`.
+    pub fn read_text(path: &std::path::Path) -> std::io::Result<String> {
+        crate::bounded_read::read_to_string(path, FLEET_FILE_BYTES_MAX)
     }
 
     pub fn to_yaml(&self) -> String {
@@ -112,14 +130,14 @@ impl Fleet {
         let mut units = BTreeSet::new();
         for instance in &self.instances {
             if !is_uuid(&instance.id) {
-                return Err(format!("instance id {:?} is not a GUID", instance.id));
+                return Err(format!("instance id {} is not a GUID", quote(&instance.id)));
             }
             if !instances.insert(instance.id.to_ascii_lowercase()) {
                 return Err(format!("instance {} appears twice", instance.id));
             }
             for unit in &instance.crypto_units {
                 if !is_uuid(&unit.hsm_id) {
-                    return Err(format!("hsm_id {:?} is not a UUID", unit.hsm_id));
+                    return Err(format!("hsm_id {} is not a UUID", quote(&unit.hsm_id)));
                 }
                 if !units.insert(unit.hsm_id.to_ascii_lowercase()) {
                     return Err(format!("crypto unit {} appears twice", unit.hsm_id));
@@ -140,6 +158,19 @@ impl Fleet {
             .iter_mut()
             .find(|i| i.id.eq_ignore_ascii_case(id))
     }
+}
+
+/// The keys a fleet file starts with (the simulator writes `instances:` first).
+const FLEET_FIRST_KEYS: &[&str] = &["instances", "incidents"];
+
+fn not_a_fleet(file: &str, position: (u64, u64)) -> InputError {
+    InputError::not_a(
+        file,
+        "a simulator fleet file",
+        "a fleet file is YAML whose first key is `instances:`, as in examples/fleets/*.yaml",
+        Some(position),
+    )
+    .fix("point sim: (in `backend:` of the desired file, --backend or MKPLAN_BACKEND) at a fleet file, such as examples/fleets/three-units.yaml")
 }
 
 impl KeyStorage {

@@ -324,7 +324,8 @@ fn check_signatures(unit: &CryptoUnit, command: &str, signers: &[String]) -> Res
             .map(|a| a.name.as_str())
             .collect();
         return refuse(format!(
-            "{command} on crypto unit {id}: {stranger:?} signed it but is not an administrator of this unit (its administrators: {}); only installed administrators can sign",
+            "{command} on crypto unit {id}: {} signed it but is not an administrator of this unit (its administrators: {}); only installed administrators can sign",
+            crate::quote::quote(stranger),
             if installed.is_empty() {
                 "none".into()
             } else {

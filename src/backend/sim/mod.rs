@@ -50,7 +50,7 @@ impl Simulator {
         fs::metadata(path).map_err(|e| {
             BackendError::Unreachable(format!(
                 "cannot read the simulator's fleet file {}: {e}",
-                path.display()
+                crate::quote::path(path)
             ))
         })?;
         // The file itself, not a symlink to it: an atomic write renames over the path it is
@@ -58,7 +58,7 @@ impl Simulator {
         let path = fs::canonicalize(path).map_err(|e| {
             BackendError::Unreachable(format!(
                 "cannot resolve the simulator's fleet file {}: {e}",
-                path.display()
+                crate::quote::path(path)
             ))
         })?;
         Ok(Self {
@@ -91,9 +91,10 @@ impl Simulator {
     /// The fleet as the file says.
     fn read_file(&self) -> Result<Fleet, BackendError> {
         let shown = self.path.display().to_string();
-        let text = fs::read_to_string(&self.path).map_err(|e| {
+        let text = Fleet::read_text(&self.path).map_err(|e| {
             BackendError::Unreachable(format!(
-                "cannot read the simulator's fleet file {shown}: {e}"
+                "cannot read the simulator's fleet file {}: {e}",
+                crate::quote::name(&shown)
             ))
         })?;
         Fleet::parse(&shown, &text).map_err(BackendError::Input)

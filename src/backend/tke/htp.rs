@@ -54,7 +54,8 @@ pub fn parse_request(text: &str) -> Result<Request, WireError> {
     let after = text.len() - length.len();
     if length.parse::<usize>().ok() != Some(after) {
         return Err(WireError::new(format!(
-            "the request string's length prefix {length:?} is not the {after} characters after it"
+            "the request string's length prefix {} is not the {after} characters after it",
+            crate::quote::quote(length)
         )));
     }
     if pci != "PCI request" || rule != "XPNUM   " || blank != "        " {
@@ -62,9 +63,12 @@ pub fn parse_request(text: &str) -> Result<Request, WireError> {
             "the request string's fixed fields are wrong",
         ));
     }
-    let cm = cm
-        .parse()
-        .map_err(|_| WireError::new(format!("the crypto module index {cm:?} is not an integer")))?;
+    let cm = cm.parse().map_err(|_| {
+        WireError::new(format!(
+            "the crypto module index {} is not an integer",
+            crate::quote::quote(cm)
+        ))
+    })?;
     let bytes = hex::decode(hex_cprb)
         .map_err(|_| WireError::new("the request's CPRB is not hex (odd length or a bad digit)"))?;
     let (domain, payload) = cprb_payload(&bytes)?;

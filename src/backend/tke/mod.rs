@@ -118,13 +118,15 @@ pub fn parse_location(location: &str) -> Result<(u32, u32), WireError> {
     let parts: Vec<&str> = location.split('.').collect();
     let [_, _, cm, domain] = parts[..] else {
         return Err(WireError::new(format!(
-            "location {location:?} does not have 4 parts [zone].[host].[CM].[domain]"
+            "location {} does not have 4 parts [zone].[host].[CM].[domain]",
+            crate::quote::quote(location)
         )));
     };
     let number = |part: &str, what: &str| {
         part.trim_matches(['[', ']']).parse::<u32>().map_err(|_| {
             WireError::new(format!(
-                "location {location:?}: the {what} index is not a number"
+                "location {}: the {what} index is not a number",
+                crate::quote::quote(location)
             ))
         })
     };
@@ -149,7 +151,8 @@ pub fn base_url(region: &str) -> Result<String, String> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
         return Err(format!(
-            "tke:{region}: a region is like us-south or eu-de (lower-case letters, digits, hyphens)"
+            "tke:{}: a region is like us-south or eu-de (lower-case letters, digits, hyphens)",
+            crate::quote::bare(region)
         ));
     }
     Ok(format!("https://tke.{region}.hs-crypto.cloud.ibm.com"))
@@ -295,13 +298,16 @@ impl TkeBackend {
             .await
             .map_err(|failure| match failure {
                 Failure::Status(status, message) if status == reqwest::StatusCode::NOT_FOUND => BackendError::NotFound(format!(
-                    "POST {url}: crypto unit {hsm_id} or instance {instance} not found ({message}); the instance, the region or the account is wrong"
+                    "POST {}: crypto unit {} or instance {instance} not found ({message}); the instance, the region or the account is wrong",
+                    crate::quote::name(url.as_str()),
+                    crate::quote::bare(hsm_id)
                 )),
                 other => self.transport.read_error(other, &url),
             })?;
         let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
             BackendError::Protocol(format!(
-                "crypto unit {hsm_id}: the reply is not {{\"response\": …}} ({e})"
+                "crypto unit {hsm_id}: the reply is not {{\"response\": …}} ({})",
+                crate::quote::message(&e.to_string())
             ))
         })?;
         if reply.response.is_empty() {

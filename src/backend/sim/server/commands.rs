@@ -120,7 +120,8 @@ fn parse_command(
                 StatusCode::NOT_FOUND,
                 "unknown_command",
                 &format!(
-                    "unknown command {other:?}: the commands are load_new_mk, commit_new_mk, clear_new_mk and set_immediate"
+                    "unknown command {}: the commands are load_new_mk, commit_new_mk, clear_new_mk and set_immediate",
+                    crate::quote::quote(other)
                 ),
             )));
         }

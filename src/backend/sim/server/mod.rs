@@ -114,8 +114,12 @@ fn beyond_this_machine(options: &ServeOptions) -> Result<bool, String> {
 fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Arc<Shared>, String> {
     let shown = options.fleet.display().to_string();
     let lock = lock_exclusively(&options.fleet)?;
-    let text = std::fs::read_to_string(&options.fleet)
-        .map_err(|e| format!("cannot read the fleet file {shown}: {e}"))?;
+    let text = Fleet::read_text(&options.fleet).map_err(|e| {
+        format!(
+            "cannot read the fleet file {}: {e}",
+            crate::quote::name(&shown)
+        )
+    })?;
     let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
     let (committed, _) = watch::channel(0);
     Ok(Arc::new(Shared {
