@@ -47,8 +47,19 @@ impl InProcess {
                 Err(e) => return Err(e),
             }
         };
-        let listener = std::net::TcpListener::bind(listen)
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        // A server just killed lets go of its port as its runtime winds down, in the
+        // background: wait for it a bounded time too.
+        let listener = loop {
+            match std::net::TcpListener::bind(listen) {
+                Ok(listener) => break listener,
+                Err(e)
+                    if Instant::now() < deadline && e.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("cannot listen on {listen}: {e}")),
+            }
+        };
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
