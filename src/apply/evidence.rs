@@ -144,6 +144,22 @@ pub fn journal_evidence_at(
             } if bound == backend => {
                 evidence.rotations.remove(&instance.to_ascii_lowercase());
             }
+            Record::RolledBack {
+                expected,
+                found,
+                at,
+            } => {
+                // Whatever the missing records said, and whatever the older ones still say
+                // (an attestation now out of date, a rewrap not yet sent), is no evidence.
+                evidence.rotations.clear();
+                attested_at.clear();
+                last_run = Some(index);
+                evidence.unauthenticated.clear();
+                evidence.unauthenticated_all = Some(format!(
+                    "it was cut back or replaced by an older copy: mkplan last left it with {expected} records and found {found}{}",
+                    at.as_ref().map(|t| format!(" at {t}")).unwrap_or_default()
+                ));
+            }
             Record::Unauthenticated { line, why, record } => {
                 // A run may have started there: attestations before it are out of force.
                 if matches!(**record, Record::ApplyStarted { .. }) {
@@ -223,6 +239,7 @@ fn instance_of(records: &[Record], record: &Record) -> Option<String> {
         }),
         Record::ApplyStarted { .. }
         | Record::AuditAnchored { .. }
+        | Record::RolledBack { .. }
         | Record::Unauthenticated { .. } => None,
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::journal_key::{JournalKey, SealFault};
+use super::journal_key::{self, Head, JournalKey, SealFault};
 use crate::model::VerificationPattern;
 use crate::plan::Action;
 
@@ -112,6 +112,17 @@ pub enum Record {
         why: String,
         at: String,
     },
+    /// The journal was found shorter than, or different from, what this user's mkplan last
+    /// wrote to it (`journal_key::Head`): cut back, or replaced by an older copy. Nothing
+    /// before this record is evidence. Written when a run or an attestation opens such a
+    /// journal; shown, not written, when `plan` reads it.
+    RolledBack {
+        /// The records mkplan had last written, and those found.
+        expected: u64,
+        found: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
     /// A record read from the file whose seal does not verify: kept to be named, never
     /// evidence. Never written.
     #[serde(skip)]
@@ -151,6 +162,7 @@ impl Record {
             Self::Outcome { .. } => "outcome",
             Self::Attested { .. } => "attestation",
             Self::RotationClosed { .. } => "rotation closed",
+            Self::RolledBack { .. } => "rolled back",
             Self::Unauthenticated { .. } => "unauthenticated",
         }
     }
@@ -250,8 +262,10 @@ pub struct Journal {
     file: File,
     records: Vec<Record>,
     key: JournalKey,
-    /// The seal of the last intact line, which the next one chains to.
+    /// The seal of the last line that verified, which the next one chains to.
     last_seal: String,
+    /// Where the journal's head is kept (`None` for a drill's scratch journal).
+    head: Option<PathBuf>,
     /// False only for a drill's scratch journal, which simulates crashes by cancelling the
     /// apply (every record is written before that point) and never a power cut.
     sync: bool,
@@ -276,24 +290,33 @@ impl Journal {
         let bytes = super::state_dir::read(&path)
             .map_err(io)?
             .unwrap_or_default();
+        let head_path = key.head_path(state_dir);
+        let head = load_head(head_path.as_deref(), &path)?;
         let Parsed {
             records,
             good_len,
             last_seal,
-        } = parse(&path, &bytes, Some(key))?;
+            seal_at,
+        } = parse(&path, &bytes, Some(key), head.as_ref())?;
         if good_len < bytes.len() {
             file.set_len(good_len as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        Ok(Self {
+        let rolled_back = rolled_back(head.as_ref(), records.len(), seal_at.as_deref());
+        let mut journal = Self {
             path,
             file,
             records,
             key: key.clone(),
             last_seal,
+            head: head_path,
             sync: true,
-        })
+        };
+        if let Some(record) = rolled_back {
+            journal.append(record)?;
+        }
+        Ok(journal)
     }
 
     /// A journal whose appends are written but not fsynced, sealed with a key this process
@@ -314,15 +337,20 @@ impl Journal {
             path: path.display().to_string(),
             why,
         };
-        if !state_dir.exists() {
-            return Ok(Vec::new());
+        if state_dir.exists() {
+            super::state_dir::check(state_dir).map_err(io)?;
         }
-        super::state_dir::check(state_dir).map_err(io)?;
-        match super::state_dir::read(&path) {
-            Ok(Some(bytes)) => parse(&path, &bytes, key).map(|parsed| parsed.records),
-            Ok(None) => Ok(Vec::new()),
-            Err(e) => Err(io(e.to_string())),
+        let head = load_head(key.and_then(|k| k.head_path(state_dir)).as_deref(), &path)?;
+        let bytes = match super::state_dir::read(&path) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(e) => return Err(io(e.to_string())),
+        };
+        let parsed = parse(&path, &bytes, key, head.as_ref())?;
+        let mut records = parsed.records;
+        if let Some(record) = rolled_back(head.as_ref(), records.len(), parsed.seal_at.as_deref()) {
+            records.push(record);
         }
+        Ok(records)
     }
 
     pub fn records(&self) -> &[Record] {
@@ -388,6 +416,21 @@ impl Journal {
         }
         self.last_seal = last_seal;
         self.records.extend(lines.into_iter().map(|l| l.record));
+        if let Some(head) = &self.head {
+            let state_dir = self.path.parent().unwrap_or(Path::new("."));
+            journal_key::store_head(
+                head,
+                &Head {
+                    state_dir: state_dir.display().to_string(),
+                    records: self.records.len() as u64,
+                    seal: self.last_seal.clone(),
+                },
+            )
+            .map_err(|why| JournalError::Io {
+                path: head.display().to_string(),
+                why: format!("cannot record the journal's head: {why}"),
+            })?;
+        }
         Ok(())
     }
 }
@@ -398,6 +441,7 @@ fn without_time(mut record: Record) -> Record {
     match &mut record {
         Record::ApplyStarted { at, .. }
         | Record::AuditAnchored { at, .. }
+        | Record::RolledBack { at, .. }
         | Record::RotationStarted { at, .. }
         | Record::Outcome { at, .. } => *at = None,
         Record::Attested { at, at_unix, .. } => {
@@ -416,16 +460,48 @@ fn checksum(record: &Record) -> String {
     ))
 }
 
+/// The head recorded at `head`, if any; one that cannot be read is an error.
+fn load_head(head: Option<&Path>, journal: &Path) -> Result<Option<Head>, JournalError> {
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    journal_key::load_head(head).map_err(|why| JournalError::Io {
+        path: journal.display().to_string(),
+        why: format!("its head, kept beside the journal key, cannot be trusted: {why}. Keep both for investigation"),
+    })
+}
+
+/// The record that says the journal does not extend `head`: it holds fewer records, or its
+/// record at the head's place is not the one mkplan wrote there.
+fn rolled_back(head: Option<&Head>, found: usize, seal_at: Option<&str>) -> Option<Record> {
+    let head = head?;
+    let extends = found as u64 >= head.records && seal_at == Some(head.seal.as_str());
+    (!extends).then(|| Record::RolledBack {
+        expected: head.records,
+        found: found as u64,
+        at: Some(utc_now()),
+    })
+}
+
 struct Parsed {
+    /// The seal of the record at the head's place (its `records`-th), if the journal has one.
+    seal_at: Option<String>,
     records: Vec<Record>,
     /// The length of the intact prefix of the bytes.
     good_len: usize,
-    /// The seal of the last intact line.
+    /// The seal of the last line that verified: the next one chains to it.
     last_seal: String,
 }
 
 /// Reads the intact records of `bytes`, each checked against its seal with `key`.
-fn parse(path: &Path, bytes: &[u8], key: Option<&JournalKey>) -> Result<Parsed, JournalError> {
+fn parse(
+    path: &Path,
+    bytes: &[u8],
+    key: Option<&JournalKey>,
+    head: Option<&Head>,
+) -> Result<Parsed, JournalError> {
+    let at = head.and_then(|h| usize::try_from(h.records).ok());
+    let mut seal_at = None;
     let mut records = Vec::new();
     let mut offset = 0;
     let mut last_seal = String::new();
@@ -440,12 +516,19 @@ fn parse(path: &Path, bytes: &[u8], key: Option<&JournalKey>) -> Result<Parsed, 
         match decoded {
             Some(line) => {
                 let seal = line.seal.as_deref().unwrap_or_default();
+                // Each seal chains to the last one that verified: a line removed voids every
+                // line after it, and no unauthenticated line can bring the chain back in step.
                 let verified = match (key, &line.seal) {
                     (_, None) => Err(SealFault::Missing),
                     (None, Some(_)) => Err(SealFault::NoKey),
                     (Some(key), Some(seal)) => key.verify(&last_seal, &line.sha256, seal),
                 };
-                last_seal = seal.to_string();
+                if verified.is_ok() {
+                    last_seal = seal.to_string();
+                }
+                if at == Some(records.len() + 1) {
+                    seal_at = Some(seal.to_string());
+                }
                 records.push(match verified {
                     Ok(()) => line.record,
                     Err(why) => Record::Unauthenticated {
@@ -458,6 +541,7 @@ fn parse(path: &Path, bytes: &[u8], key: Option<&JournalKey>) -> Result<Parsed, 
             // A crash can only tear the record it was writing: the last one.
             None if last => {
                 return Ok(Parsed {
+                    seal_at,
                     records,
                     good_len: offset,
                     last_seal,
@@ -475,6 +559,7 @@ fn parse(path: &Path, bytes: &[u8], key: Option<&JournalKey>) -> Result<Parsed, 
         offset += raw.len();
     }
     Ok(Parsed {
+        seal_at,
         records,
         good_len: offset,
         last_seal,
@@ -557,10 +642,10 @@ mod tests {
     }
 
     /// A line written by someone without the key (its checksum recomputed) is read, but as
-    /// unauthenticated; so is the genuine line after it, whose chain it broke. The others
-    /// stay evidence, and a reader without the key authenticates nothing.
+    /// unauthenticated; the genuine lines stay evidence; a line removed voids every line
+    /// after it; a reader without the key authenticates nothing.
     #[test]
-    fn a_forged_line_is_read_as_unauthenticated_and_so_is_the_one_it_displaced() {
+    fn a_forged_line_is_read_as_unauthenticated_and_a_removed_one_voids_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(dir.path(), key()).unwrap();
         for step in ["s1", "s2", "s3"] {
@@ -584,7 +669,7 @@ mod tests {
             .iter()
             .map(|r| !matches!(r, Record::Unauthenticated { .. }))
             .collect();
-        assert_eq!(authentic, [true, false, false, true]);
+        assert_eq!(authentic, [true, false, true, true]);
         assert!(matches!(
             &records[1],
             Record::Unauthenticated {
@@ -601,10 +686,20 @@ mod tests {
                 ..
             }
         )));
-        // Appending after the forgery chains to the last line: the new record verifies.
+        // Appending after the forgery chains to the last line that verified.
         let mut journal = Journal::open(dir.path(), key()).unwrap();
         journal.append(intent("s4")).unwrap();
         let records = Journal::read(dir.path(), Some(key())).unwrap();
         assert!(!matches!(records[4], Record::Unauthenticated { .. }));
+        // Removing a genuine line (s2) voids every line after it.
+        let text = fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text.lines().filter(|l| !l.contains("\"s2\"")).collect();
+        fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let authentic: Vec<bool> = Journal::read(dir.path(), Some(key()))
+            .unwrap()
+            .iter()
+            .map(|r| !matches!(r, Record::Unauthenticated { .. }))
+            .collect();
+        assert_eq!(authentic, [true, false, false, false]);
     }
 }

@@ -111,6 +111,18 @@ impl JournalKey {
                 meta.uid()
             ));
         }
+        if let Some(folder) = path.parent()
+            && let Ok(folder_meta) = fs::metadata(folder)
+            && (folder_meta.uid() != me || folder_meta.mode() & 0o022 != 0)
+        {
+            return Err(format!(
+                "the journal key's folder {} is not yours alone (owner {}, mode {:o}): others could replace the key or the journal heads beside it. Fix it with `chmod go-w {}`, or keep the key in a folder of your own",
+                folder.display(),
+                folder_meta.uid(),
+                folder_meta.mode() & 0o777,
+                folder.display()
+            ));
+        }
         if meta.mode() & 0o077 != 0 {
             return Err(format!(
                 "the journal key {} may be read or written by others (mode {:o}): fix it with `chmod 600 {}`, and if others could read it, move it away so that a new key is made",
@@ -208,17 +220,113 @@ impl JournalKey {
     }
 }
 
+/// How far a journal had come when this user's mkplan last wrote it: its record count and
+/// the seal of its last record. Kept beside the key, outside the state folder, so that a
+/// journal cut back or replaced by an older genuine copy (which verifies, line by line) is
+/// still seen: the journal must extend its head.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    /// The state folder, for a human reading the file.
+    pub state_dir: String,
+    pub records: u64,
+    pub seal: String,
+}
+
+impl JournalKey {
+    /// The file that keeps the head of the journal in `state_dir`; `None` for a drill's key,
+    /// which lives in memory only.
+    pub fn head_path(&self, state_dir: &Path) -> Option<PathBuf> {
+        let heads = self.path.as_ref()?.parent()?.join("heads");
+        let name = std::path::absolute(state_dir).ok()?;
+        // The folder itself may be gone (removed with its journal): resolve its parent.
+        let name = match (name.parent(), name.file_name()) {
+            (Some(parent), Some(file)) => parent
+                .canonicalize()
+                .map_or_else(|_| name.clone(), |p| p.join(file)),
+            _ => name,
+        };
+        let digest = Sha256::digest(name.as_os_str().as_encoded_bytes());
+        Some(heads.join(hex::encode(&digest[..16])))
+    }
+}
+
+/// The head recorded at `path`, if any. A head that cannot be read is an error: the caller
+/// then trusts nothing the journal says.
+pub fn load_head(path: &Path) -> Result<Option<Head>, String> {
+    let mut options = OpenOptions::new();
+    options.read(true).custom_flags(libc::O_NOFOLLOW);
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is not yours alone (owner {}, mode {:o})",
+            path.display(),
+            meta.uid(),
+            meta.mode() & 0o777
+        ));
+    }
+    let mut text = String::new();
+    file.take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|_| format!("{} is not a journal head", path.display()))
+}
+
+/// Records `head` at `path` (write a new file, then rename over the old one). Not fsynced: a
+/// head lost to a power cut is only behind the journal, which is allowed.
+pub fn store_head(path: &Path, head: &Head) -> io::Result<()> {
+    if let Some(folder) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)?;
+    }
+    let fresh = path.with_extension(format!("{}.new", std::process::id()));
+    let _ = fs::remove_file(&fresh);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&fresh)?;
+    file.write_all(&serde_json::to_vec(head).expect("heads serialize"))?;
+    drop(file);
+    fs::rename(&fresh, path)
+}
+
 /// Where the journal key lives, from the environment (`lookup` reads a variable).
 pub fn key_path(lookup: impl Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
-    let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    // Only absolute places count (as the XDG spec says): a relative one would land in
+    // whatever folder mkplan runs in, a working copy someone else may have filled.
+    let set = |name: &str| {
+        lookup(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(path) = set("MKPLAN_JOURNAL_KEY") {
-        return Ok(PathBuf::from(path));
+        if path.is_relative() {
+            return Err(format!(
+                "MKPLAN_JOURNAL_KEY is a relative path ({}): give the key's absolute path, outside any working copy",
+                path.display()
+            ));
+        }
+        return Ok(path);
     }
-    if let Some(config) = set("XDG_CONFIG_HOME") {
-        return Ok(Path::new(&config).join("mkplan/journal.key"));
+    if let Some(config) = set("XDG_CONFIG_HOME").filter(|p| p.is_absolute()) {
+        return Ok(config.join("mkplan/journal.key"));
     }
-    if let Some(home) = set("HOME") {
-        return Ok(Path::new(&home).join(".config/mkplan/journal.key"));
+    if let Some(home) = set("HOME").filter(|p| p.is_absolute()) {
+        return Ok(home.join(".config/mkplan/journal.key"));
     }
     Err("no place for the journal key: set MKPLAN_JOURNAL_KEY to a file outside the state folder (or HOME)".into())
 }
@@ -315,5 +423,25 @@ mod tests {
         fs::create_dir_all(dir.path().join("state")).unwrap();
         assert!(check_outside(&inside, &dir.path().join("state")).is_err());
         assert!(check_outside(&path, &dir.path().join("state")).is_ok());
+    }
+
+    /// Only absolute places count: a relative `XDG_CONFIG_HOME` or `HOME` would put the key
+    /// in whatever folder mkplan runs in (a working copy someone else filled).
+    #[test]
+    fn a_relative_key_place_is_never_used() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            key_path(env(&[("XDG_CONFIG_HOME", "cfg"), ("HOME", "/home/u")])).unwrap(),
+            PathBuf::from("/home/u/.config/mkplan/journal.key")
+        );
+        assert!(key_path(env(&[("MKPLAN_JOURNAL_KEY", "k/journal.key")])).is_err());
+        assert!(key_path(env(&[("HOME", "here")])).is_err());
     }
 }

@@ -523,21 +523,30 @@ pub fn unlock(lock_id: &str, state_dir: &Path) -> Result<u8> {
 pub fn audit_verify(state_dir: &Path) -> Result<u8> {
     let path = state_dir.join("audit.jsonl");
     let records = super::journal_key::read_journal(state_dir)?;
+    // The journal that anchors the trail was itself cut back: the trail may have been cut
+    // with it, and nothing here can tell.
+    if let Some(Record::RolledBack {
+        expected, found, ..
+    }) = records.last()
+    {
+        return Err(Error::Other(format!(
+            "audit trail {}: cannot be vouched for: the journal that anchors it was cut back or replaced (mkplan last left it with {expected} records; it holds {found}). Keep both for investigation",
+            path.display()
+        )));
+    }
     match audit::verify_anchored(&path, &records) {
+        Ok((verified, anchored)) if anchored.unauthenticated > 0 => Err(Error::Other(format!(
+            "audit trail {}: its chain holds ({} entries), but {} of the journal's anchors of it are not authenticated (see `mkplan plan` for why), so the trail cannot be vouched for: it may have been replaced",
+            path.display(),
+            verified.entries,
+            anchored.unauthenticated
+        ))),
         Ok((verified, anchored)) => {
             eprintln!(
-                "Audit trail {} is intact: {} entries, each linked to the one before; the journal's sealed records anchor the first {} of them{}.",
+                "Audit trail {} is intact: {} entries, each linked to the one before; the journal's sealed records anchor the first {} of them.",
                 path.display(),
                 verified.entries,
                 anchored.entries,
-                if anchored.unauthenticated > 0 {
-                    format!(
-                        " ({} anchor(s) in journal records that are not authenticated were not checked)",
-                        anchored.unauthenticated
-                    )
-                } else {
-                    String::new()
-                }
             );
             Ok(0)
         }

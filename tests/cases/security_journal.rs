@@ -265,3 +265,63 @@ fn says(run: &Run, code: i32, words: &str) {
     assert_eq!(run.code, code, "{}", run.stderr);
     assert!(run.stderr.contains(words), "{}", run.stderr);
 }
+
+/// The adversarial review's break: every genuine prefix of a journal verifies line by line,
+/// so cutting the journal back to a fresh `--not-run` attestation (after mkplan had sent the
+/// rewrap it allowed) used to send a second rewrap and lose the key storage. The journal's
+/// head, kept beside the key, shows the cut: the rerun refuses (exit 3) and sends nothing.
+#[test]
+fn cutting_the_journal_back_to_a_fresh_attestation_sends_no_second_rewrap() {
+    let ws = interrupted_after_the_commits();
+    ws.mkplan(&[
+        "attest",
+        "rewrap",
+        INSTANCE,
+        "--not-run",
+        "--desired",
+        DESIRED,
+    ])
+    .expect_code(0);
+    let attested = ws.read(".mkplan/journal.jsonl");
+    // The rewrap is sent (and completes); the run dies before set immediate.
+    assert_eq!(apply(&ws, "crash_after_op=1").code, -1);
+    ws.write(".mkplan/journal.jsonl", &attested);
+    let before = ws.bytes(FLEET);
+    let rerun = apply(&ws, "");
+    says(&rerun, 3, "cut back or replaced");
+    assert_eq!(
+        ws.bytes(FLEET),
+        before,
+        "the refused rerun touched the fleet"
+    );
+    assert_no_incidents(&ws, "the rerun after the cut");
+    // The audit trail cannot be vouched for either, and says why.
+    says(&ws.mkplan(&["audit", "verify"]), 1, "");
+}
+
+/// The same cut, back to before the attestation, used to make the plan say "the journal
+/// never sent the rewrap" about a rewrap mkplan itself had sent. Now the plan says the
+/// journal was cut back, and never that.
+#[test]
+fn a_journal_cut_back_never_speaks_for_what_it_lost() {
+    let ws = interrupted_after_the_commits();
+    let before_attesting = ws.read(".mkplan/journal.jsonl");
+    ws.mkplan(&[
+        "attest",
+        "rewrap",
+        INSTANCE,
+        "--not-run",
+        "--desired",
+        DESIRED,
+    ])
+    .expect_code(0);
+    assert_eq!(apply(&ws, "crash_after_op=1").code, -1);
+    ws.write(".mkplan/journal.jsonl", &before_attesting);
+    let plan = ws.mkplan(&["plan", DESIRED]);
+    says(&plan, 3, "cut back or replaced");
+    assert!(!plan.stderr.contains("never sent"), "{}", plan.stderr);
+    // Removing the whole state folder is a cut too.
+    std::fs::remove_dir_all(ws.path(".mkplan")).unwrap();
+    says(&ws.mkplan(&["plan", DESIRED]), 3, "cut back or replaced");
+    assert_no_incidents(&ws, "plans after the cut");
+}
