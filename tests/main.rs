@@ -6,6 +6,9 @@
 //! - `cases::dependencies`: the step graph of a full rotation
 //! - `cases::bad_input`: malformed desired, fleet and key part files
 //! - `cases::views`: plan files, `show`, DOT, Markdown, `status`, and no secrets in any view
+//! - `cases::saved_plans`: a plan saved in one folder applied from another, `--desired`,
+//!   `--backend`
+//! - `cases::targeting`: `--instance` on `plan`, `apply`, `status` and `drill`
 //! - `cases::untouched`: `plan`, `status` and `validate` never change the simulator
 //! - `cases::witnesses`: the witnesses of the key storage's MK (status, journal, registers,
 //!   the operator's attestation) across folders, backends, aborts, unknown and slow rewraps

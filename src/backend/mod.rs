@@ -219,7 +219,7 @@ impl BackendSpec {
 }
 
 /// `plans/../examples/x.yaml` → `examples/x.yaml`, without touching the disk.
-fn lexically_normal(path: &Path) -> PathBuf {
+pub(crate) fn lexically_normal(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for component in path.components() {

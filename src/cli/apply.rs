@@ -8,24 +8,23 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::ApplyArgs;
 use super::ceremony::{TerminalOperator, ceremony_steps};
-use super::context::{Desired, evidence_for, read_desired, refresh, refresh_desired};
+use super::context::{Desired, evidence_for, read_desired, refresh_desired};
 use super::keypart::open_key_parts;
-use super::plan::read_plan_file;
-use super::{ApplyArgs, BackendArg};
+use super::saved_plan::saved;
 use crate::apply::audit::{self, Audit};
 use crate::apply::executor::{self, Context, Progress};
 use crate::apply::journal::Record;
 use crate::apply::lock::{self, Holder};
 use crate::apply::resume::close_finished;
 use crate::apply::session::{self, Started};
-use crate::backend::{AnyBackend, Backend};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::keypart::{self, Secret32};
 use crate::model::{KeyPartSource, LiveFleet, NewRegister};
 use crate::plan::ceremony::Instruction;
 use crate::plan::{Action, Plan};
-use crate::quote;
 use crate::render;
 
 pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
@@ -34,11 +33,20 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let mut journal = super::journal_key::open_journal(state_dir)?;
     let saved_plan = !is_yaml(target);
     let (desired, backend, live, mut plan) = if saved_plan {
-        saved(target, flag, journal.records(), state_dir).await?
+        saved(target, args, journal.records(), state_dir).await?
     } else {
-        let (desired, backend, live) = refresh(target, flag).await?;
+        if let Some(other) = &args.desired {
+            return Err(Error::Other(format!(
+                "--desired {} goes with a saved plan file (`apply PLANFILE --desired FILE`); {} is itself a desired file. Nothing was touched",
+                other.display(),
+                target.display()
+            )));
+        }
+        let desired = read_desired(target)?.only(&args.only.instances)?;
+        let (backend, live) = refresh_desired(&desired, flag).await?;
         let evidence = evidence_for(journal.records(), &backend, state_dir, &desired);
-        let plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
+        let mut plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
+        desired.stamp(&mut plan, &backend);
         (desired, backend, live, plan)
     };
     let identity = backend.identity();
@@ -53,7 +61,12 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
             eprintln!("{line}");
         }
         eprintln!(
-            "No changes: every crypto unit already holds the desired master key. Nothing was sent."
+            "No changes: every crypto unit {}already holds the desired master key. Nothing was sent.",
+            if plan.left_out.is_empty() {
+                ""
+            } else {
+                "of the instances named by --instance "
+            }
         );
         return Ok(0);
     }
@@ -148,161 +161,6 @@ fn is_yaml(path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     )
-}
-
-/// `apply PLANFILE`: the plan as saved, if the desired file and the live state are still
-/// the ones it was made from, and planning again from them and from the journal as it is now
-/// gives the same steps and the same key storage finding; otherwise exit 4 with what changed
-/// (or exit 3 if the planner now refuses). A rewrap leaves no trace in the registers of a
-/// service without a rotation status: only the journal knows it was sent.
-async fn saved(
-    path: &Path,
-    flag: &BackendArg,
-    records: &[Record],
-    state_dir: &Path,
-) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
-    let plan = read_plan_file(path)?;
-    let desired_file = plan.desired_file.clone().ok_or_else(|| {
-        Error::Other(format!(
-            "{} does not name its desired file; make it with `mkplan plan DESIRED --out`",
-            path.display()
-        ))
-    })?;
-    let desired = read_desired(Path::new(&desired_file))?;
-    // The plan file's words, shown cut and inert: the file may come from anyone.
-    let desired_file = quote::name(&desired_file);
-    if desired.sha256 != plan.desired_sha256 {
-        return Err(Error::Stale(format!(
-            "the plan {} is stale: the desired file {desired_file} changed since it was made. Nothing was touched; make a new plan",
-            path.display()
-        )));
-    }
-    // The backend comes from the command line or the desired file, never from the plan file:
-    // a plan file that names another server must not send the key parts there.
-    let (backend, live) = refresh_desired(&desired, flag).await?;
-    let (planned, now) = match &plan.backend_identity {
-        Some(identity) => (identity.clone(), backend.identity()),
-        None => (plan.backend.clone().unwrap_or_default(), backend.describe()),
-    };
-    if planned != now {
-        return Err(Error::Stale(format!(
-            "the plan {} was made against {}, but this apply reaches {} (from {}). Nothing was sent to either; apply it against its own backend, or make a new plan",
-            path.display(),
-            plan.backend
-                .as_deref()
-                .map_or("an unnamed backend".into(), quote::name),
-            backend.describe(),
-            if flag.backend.is_some() {
-                "--backend or MKPLAN_BACKEND".to_string()
-            } else {
-                format!("`backend:` in {desired_file}")
-            }
-        )));
-    }
-    eprintln!(
-        "Applying the saved plan {}: made from {desired_file} against {}; {} step(s) on {}.",
-        path.display(),
-        backend.describe(),
-        plan.steps.len(),
-        plan.instances
-            .iter()
-            .map(|i| format!(
-                "{} (to {}…)",
-                quote::bare(&i.id),
-                i.target_verification_pattern.short()
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if live.fingerprint() != plan.live_fingerprint {
-        return Err(Error::Stale(format!(
-            "the plan {} is stale: the live state changed since it was made. Nothing was touched; make a new plan.\n{}",
-            path.display(),
-            changes_since(&plan, &live).join("\n")
-        )));
-    }
-    let evidence = evidence_for(records, &backend, state_dir, &desired);
-    let fresh = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
-    let shape = |p: &Plan| {
-        let steps: Vec<_> = p
-            .steps
-            .iter()
-            .map(|s| {
-                (
-                    s.action,
-                    s.instance.clone(),
-                    s.unit.clone(),
-                    s.depends_on.clone(),
-                )
-            })
-            .collect();
-        let findings: Vec<_> = p
-            .instances
-            .iter()
-            .map(|i| {
-                (
-                    i.id.clone(),
-                    i.key_storage_under.clone(),
-                    i.target_verification_pattern.clone(),
-                )
-            })
-            .collect();
-        (steps, findings)
-    };
-    if shape(&fresh) != shape(&plan) {
-        return Err(Error::Stale(format!(
-            "the plan {} is stale: planned again from the live state and the journal in the state directory, the steps or the key storage finding differ (the journal recorded operations since the plan was made). Nothing was touched; make a new plan with `mkplan plan {desired_file} --out …`",
-            path.display()
-        )));
-    }
-    Ok((desired, backend, live, plan))
-}
-
-/// Per crypto unit, what differs between the plan's "before" and the live state now.
-fn changes_since(plan: &Plan, live: &LiveFleet) -> Vec<String> {
-    let mut lines = Vec::new();
-    for instance in &plan.instances {
-        let Some(now) = live.instance(&instance.id) else {
-            lines.push(format!(
-                "  service instance {}: no longer reported",
-                quote::bare(&instance.id)
-            ));
-            continue;
-        };
-        if now.rewrap_status != instance.rewrap_status {
-            lines.push(format!(
-                "  service instance {}: rewrap status was \"{}\", now \"{}\"",
-                instance.id,
-                instance.rewrap_status.describe(),
-                now.rewrap_status.describe()
-            ));
-        }
-        for unit in &instance.units {
-            let Some(current) = now.unit(&unit.hsm_id) else {
-                lines.push(format!(
-                    "  crypto unit {}: no longer reported",
-                    quote::bare(&unit.hsm_id)
-                ));
-                continue;
-            };
-            if current.new_register != unit.before.new_register {
-                lines.push(format!(
-                    "  crypto unit {}: new register was {:#}, now {:#}",
-                    unit.hsm_id, unit.before.new_register, current.new_register
-                ));
-            }
-            if current.current_register != unit.before.current_register {
-                lines.push(format!(
-                    "  crypto unit {}: current register was {:#}, now {:#}",
-                    unit.hsm_id, unit.before.current_register, current.current_register
-                ));
-            }
-        }
-    }
-    if lines.is_empty() {
-        lines.push("  (a mode, threshold, administrator or crypto unit list changed)".into());
-    }
-    lines
 }
 
 /// On a rerun, says what is already done and what the journal left open.

@@ -14,12 +14,131 @@ use crate::backend::{AnyBackend, BackendSpec, OpenOptions};
 use crate::error::{Error, Result};
 use crate::keypart;
 use crate::model::{DesiredState, InputError, KeyPartSource, LiveFleet, parse_desired};
+use crate::plan::Plan;
 use crate::quote;
 
 pub struct Desired {
     pub path: PathBuf,
+    /// The desired key state; with `--instance`, only the named service instances.
     pub state: DesiredState,
+    /// The SHA-256 of the whole file, whatever `--instance` names.
     pub sha256: String,
+    /// With `--instance`: the service instances kept, and those of the file left out.
+    pub targeted: Vec<String>,
+    pub left_out: Vec<String>,
+}
+
+/// Ids an error lists at most when `--instance` names one the desired file does not have.
+const INSTANCE_IDS_SHOWN_MAX: usize = 20;
+
+impl Desired {
+    /// `--instance ID…`, like Terraform's `-target`: keeps only the named service instances
+    /// (in the file's order), so only they are refreshed, planned, applied and shown; the
+    /// others are remembered as left out. An id the file does not have is an error that
+    /// names the ids it has. No ids: every instance.
+    pub fn only(mut self, ids: &[String]) -> Result<Self> {
+        if ids.is_empty() {
+            return Ok(self);
+        }
+        let named = |id: &str| ids.iter().any(|wanted| wanted.eq_ignore_ascii_case(id));
+        let unknown: Vec<&str> = ids
+            .iter()
+            .filter(|wanted| {
+                !self
+                    .state
+                    .instances
+                    .iter()
+                    .any(|i| i.id.eq_ignore_ascii_case(wanted))
+            })
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let existing: Vec<&str> = self.state.instances.iter().map(|i| i.id.as_str()).collect();
+            let mut listed = existing
+                .iter()
+                .take(INSTANCE_IDS_SHOWN_MAX)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if existing.len() > INSTANCE_IDS_SHOWN_MAX {
+                listed += &format!(" and {} more", existing.len() - INSTANCE_IDS_SHOWN_MAX);
+            }
+            return Err(Error::Other(format!(
+                "--instance {}: {} has no such service instance. Its service instances: {listed}. Nothing was read or touched",
+                unknown.join(", "),
+                self.path.display()
+            )));
+        }
+        let (kept, left_out): (Vec<_>, Vec<_>) = std::mem::take(&mut self.state.instances)
+            .into_iter()
+            .partition(|i| named(&i.id));
+        self.targeted = kept.iter().map(|i| i.id.clone()).collect();
+        self.left_out = left_out.into_iter().map(|i| i.id).collect();
+        self.state.instances = kept;
+        Ok(self)
+    }
+
+    /// Writes where a fresh plan came from into it: the desired file, the backend, and what
+    /// `--instance` kept and left out.
+    pub fn stamp(&self, plan: &mut Plan, backend: &AnyBackend) {
+        use crate::backend::Backend;
+        plan.desired_file = Some(self.path.display().to_string());
+        plan.backend = Some(backend.describe());
+        plan.backend_identity = Some(backend.identity());
+        plan.targeted = self.targeted.clone();
+        plan.left_out = self.left_out.clone();
+    }
+}
+
+/// The desired file's path as a plan file saved at `plan_file` records it: relative to the
+/// plan file's folder, so that the plan applies from any working folder (absolute when no
+/// relative path leads there).
+pub fn path_from_plan_file(desired: &Path, plan_file: &Path) -> String {
+    let folder = match plan_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Ok(desired), Ok(folder)) = (fs::canonicalize(desired), fs::canonicalize(folder)) else {
+        return std::path::absolute(desired)
+            .unwrap_or_else(|_| desired.to_path_buf())
+            .display()
+            .to_string();
+    };
+    let common = desired
+        .components()
+        .zip(folder.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == 0 {
+        return desired.display().to_string();
+    }
+    let mut relative = PathBuf::new();
+    for _ in folder.components().skip(common) {
+        relative.push("..");
+    }
+    for component in desired.components().skip(common) {
+        relative.push(component);
+    }
+    relative.display().to_string()
+}
+
+/// The desired file a plan file names, found from the plan file's folder (or absolute).
+pub fn path_in_plan_file(recorded: &str, plan_file: &Path) -> PathBuf {
+    let recorded = Path::new(recorded);
+    if recorded.is_absolute() {
+        return recorded.to_path_buf();
+    }
+    let folder = match plan_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        // A plan file in the working folder: the path as recorded.
+        _ => return recorded.to_path_buf(),
+    };
+    // From the folder's real path, `..` means what the disk means by it, even through a
+    // symlink, and the result reads cleanly.
+    match fs::canonicalize(folder) {
+        Ok(real) => crate::backend::lexically_normal(&real.join(recorded)),
+        Err(_) => folder.join(recorded),
+    }
 }
 
 /// Reads the desired file and checks it, and checks that every key part file exists and is
@@ -43,6 +162,8 @@ pub fn read_desired(path: &Path) -> Result<Desired> {
         path: path.to_path_buf(),
         state,
         sha256: hex::encode(Sha256::digest(&bytes)),
+        targeted: Vec::new(),
+        left_out: Vec::new(),
     })
 }
 
@@ -187,4 +308,43 @@ pub fn evidence_for(
     );
     evidence.desired_file = desired.path.display().to_string();
     evidence
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_file_records_its_desired_file_relative_to_itself_even_through_a_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(root.path()).unwrap();
+        fs::create_dir_all(root.join("repo/plans")).unwrap();
+        fs::create_dir_all(root.join("window/saved")).unwrap();
+        fs::write(root.join("repo/plans/desired.yaml"), "version: 1\n").unwrap();
+        let desired = root.join("repo/plans/desired.yaml");
+
+        let recorded = path_from_plan_file(&desired, &root.join("window/saved/plan.json"));
+        assert_eq!(recorded, "../../repo/plans/desired.yaml");
+        let found = path_in_plan_file(&recorded, &root.join("window/saved/plan.json"));
+        assert_eq!(found, desired);
+
+        // The plan file reached through a symlink to its folder: `..` is the disk's.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.join("window/saved"), root.join("link")).unwrap();
+            let found = path_in_plan_file(&recorded, &root.join("link/plan.json"));
+            assert_eq!(found, desired);
+        }
+
+        // Absolute paths stay; a plan file in the working folder keeps the path as recorded.
+        let absolute = desired.display().to_string();
+        assert_eq!(
+            path_in_plan_file(&absolute, Path::new("x/plan.json")),
+            desired
+        );
+        assert_eq!(
+            path_in_plan_file("plans/desired.yaml", Path::new("plan.json")),
+            Path::new("plans/desired.yaml")
+        );
+    }
 }

@@ -26,6 +26,8 @@ pub struct DrillArgs {
     /// Snapshot the live state of this backend (sim:… or http://…) and drill that.
     #[arg(long, value_name = "BACKEND")]
     pub from_live: Option<String>,
+    #[command(flatten)]
+    pub only: super::InstanceArg,
     /// Runs, each with its own fault schedule.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=RUNS_MAX))]
     pub runs: u64,
@@ -52,8 +54,23 @@ pub struct DrillArgs {
 }
 
 pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
-    let desired = read_desired(&args.desired)?;
-    let (fleet, source, replay_backend) = starting_fleet(&desired, args, state_dir).await?;
+    let desired = read_desired(&args.desired)?.only(&args.only.instances)?;
+    let (mut fleet, source, replay_backend) = starting_fleet(&desired, args, state_dir).await?;
+    if !desired.targeted.is_empty() {
+        // The runs rotate the named instances on copies that hold only them.
+        fleet.instances.retain(|i| {
+            desired
+                .targeted
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(&i.id))
+        });
+    }
+    if !desired.left_out.is_empty() {
+        eprintln!(
+            "{}",
+            crate::render::left_out_because(&desired.left_out, "not in the drill's fleet copies")
+        );
+    }
     let fleet_fingerprint = LiveFleet {
         instances: fleet.instances.iter().map(|i| i.live()).collect(),
     }
@@ -107,8 +124,13 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
         elapsed.as_millis() as u64,
     );
     let replay = format!(
-        "mkplan drill {} {replay_backend} --runs 1 --seed {{seed}}{}{}",
+        "mkplan drill {} {replay_backend}{} --runs 1 --seed {{seed}}{}{}",
         desired.path.display(),
+        desired
+            .targeted
+            .iter()
+            .map(|id| format!(" --instance {id}"))
+            .collect::<String>(),
         if args.over_http { " --over-http" } else { "" },
         if args.actors { " --actors" } else { "" }
     );

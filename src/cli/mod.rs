@@ -10,6 +10,7 @@ mod journal_key;
 mod keypart;
 mod password_env;
 mod plan;
+mod saved_plan;
 mod sim;
 mod status;
 
@@ -83,6 +84,8 @@ pub enum Command {
         backend: BackendArg,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        only: InstanceArg,
         /// Also write the live state as a simulator fleet file (for drills), its key storage
         /// inferred from the evidence.
         #[arg(long, value_name = "FILE")]
@@ -186,12 +189,27 @@ pub struct BackendArg {
     pub loads_key_parts: bool,
 }
 
+/// `--instance ID`, repeatable, like Terraform's `-target`.
+#[derive(Debug, Default, ClapArgs)]
+pub struct InstanceArg {
+    /// Only this service instance of the desired file (repeat for several): only the named
+    /// instances are refreshed, planned, applied and shown; the plan names those left out.
+    #[arg(long = "instance", value_name = "ID")]
+    pub instances: Vec<String>,
+}
+
 #[derive(Debug, ClapArgs)]
 pub struct ApplyArgs {
     /// A plan file from `plan --out`, or a desired key-state YAML file.
     pub target: PathBuf,
     #[command(flatten)]
     pub backend: BackendArg,
+    /// With a plan file: the desired file to check it against instead of the one the plan
+    /// file names (same content, or exit 4); it also gives the backend unless --backend does.
+    #[arg(long, value_name = "DESIRED.yaml")]
+    pub desired: Option<PathBuf>,
+    #[command(flatten)]
+    pub only: InstanceArg,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
@@ -209,6 +227,8 @@ pub struct PlanArgs {
     pub desired: PathBuf,
     #[command(flatten)]
     pub backend: BackendArg,
+    #[command(flatten)]
+    pub only: InstanceArg,
     /// Save the plan (JSON, no secrets) for `show` and `apply`.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -270,12 +290,14 @@ pub async fn run(args: Args) -> Result<u8> {
             desired,
             backend,
             json,
+            only,
             export_fleet,
         } => {
             status::status(
                 &desired,
                 &backend,
                 json,
+                &only.instances,
                 export_fleet.as_deref(),
                 &args.state_dir,
             )

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::Path;
 
 use super::PlanArgs;
-use super::context::{evidence_for, read_desired, refresh};
+use super::context::{
+    evidence_for, path_from_plan_file, path_in_plan_file, read_desired, refresh_desired,
+};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::InputError;
@@ -32,7 +34,8 @@ pub fn validate(desired: &Path) -> Result<u8> {
 }
 
 pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
-    let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
+    let desired = read_desired(&args.desired)?.only(&args.only.instances)?;
+    let (backend, live) = refresh_desired(&desired, &args.backend).await?;
     let records = super::journal_key::read_journal(state_dir)?;
     let journal = evidence_for(&records, &backend, state_dir, &desired);
     let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
@@ -47,10 +50,9 @@ pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
             return Err(Error::Refused(refused));
         }
     };
-    plan.desired_file = Some(desired.path.display().to_string());
-    plan.backend = Some(backend.describe());
-    plan.backend_identity = Some(backend.identity());
+    desired.stamp(&mut plan, &backend);
     if let Some(out) = &args.out {
+        plan.desired_file = Some(path_from_plan_file(&desired.path, out));
         save(&plan, out)?;
     }
     let source = format!("{} against {}", desired.path.display(), backend.describe());
@@ -158,14 +160,16 @@ pub fn show(path: &Path, json: bool, markdown: bool, dot: bool) -> Result<u8> {
 /// `runbook PLANFILE`: the plan's steps as a checklist; the desired file it names gives the
 /// key part holders.
 pub fn runbook(path: &Path, markdown: bool) -> Result<u8> {
-    let plan = read_plan_file(path)?;
+    let mut plan = read_plan_file(path)?;
     let desired_file = plan.desired_file.clone().ok_or_else(|| {
         Error::Other(format!(
             "{} does not name its desired file; make it with `mkplan plan DESIRED --out`",
             path.display()
         ))
     })?;
-    let desired = super::context::read_desired(Path::new(&desired_file))?;
+    let desired = read_desired(&path_in_plan_file(&desired_file, path))?;
+    // The checklist names the desired file as it is found from here.
+    plan.desired_file = Some(desired.path.display().to_string());
     let instructions = super::ceremony::instructions(&desired, &plan);
     let by_hand = super::ceremony::ceremony_steps(&desired, &plan, false)
         .into_keys()

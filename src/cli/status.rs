@@ -12,11 +12,18 @@ pub async fn status(
     desired: &Path,
     flag: &BackendArg,
     json: bool,
+    instances: &[String],
     export_fleet: Option<&Path>,
     state_dir: &Path,
 ) -> Result<u8> {
-    let desired = read_desired(desired)?;
+    let desired = read_desired(desired)?.only(instances)?;
     let (backend, live) = refresh_desired(&desired, flag).await?;
+    if !desired.left_out.is_empty() {
+        eprintln!(
+            "{}",
+            render::left_out_because(&desired.left_out, "not refreshed, not shown")
+        );
+    }
     if json {
         println!(
             "{}",

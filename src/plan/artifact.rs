@@ -14,8 +14,9 @@ pub struct Plan {
     pub format_version: String,
     pub desired_sha256: String,
     pub live_fingerprint: String,
-    /// The desired file and backend the plan was made from, as given (set by `plan --out`,
-    /// read by `apply PLANFILE`).
+    /// The desired file and backend the plan was made from (set by `plan`, read by
+    /// `apply PLANFILE`). In a plan file saved by `plan --out`, the desired file's path is
+    /// relative to the plan file's folder (or absolute), so the plan applies from any folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,6 +25,14 @@ pub struct Plan {
     /// plan against any other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_identity: Option<String>,
+    /// With `plan --instance`: the service instances the plan is limited to. `apply PLANFILE`
+    /// refreshes, checks and applies exactly these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targeted: Vec<String>,
+    /// The desired file's service instances that `--instance` left out: not refreshed, not
+    /// planned, not applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     pub changes: bool,
     /// Steps in the order apply runs them.
     pub steps: Vec<Step>,

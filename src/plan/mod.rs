@@ -96,6 +96,8 @@ pub fn plan(
         desired_file: None,
         backend: None,
         backend_identity: None,
+        targeted: Vec::new(),
+        left_out: Vec::new(),
         changes: !ordered.is_empty(),
         steps: ordered,
         instances,

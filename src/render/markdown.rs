@@ -57,6 +57,9 @@ fn header(plan: &Plan, source: &str) -> String {
         plural(units, "crypto unit", "crypto units")
     );
     let _ = writeln!(out, "`{source}`\n");
+    if !plan.left_out.is_empty() {
+        let _ = writeln!(out, "> {}\n", super::left_out_markdown(&plan.left_out));
+    }
     let _ = writeln!(out, "| action | steps |\n|---|---:|");
     for (action, count) in counts(plan) {
         let _ = writeln!(

@@ -31,6 +31,41 @@ pub(crate) fn plural(count: usize, one: &str, many: &str) -> String {
     format!("{count} {}", if count == 1 { one } else { many })
 }
 
+/// Service instances a "left out" line names at most; the plan JSON has them all.
+pub const LEFT_OUT_SHOWN_MAX: usize = 20;
+
+/// "Left out by --instance: A, B (not refreshed, not planned, not applied)": the desired
+/// file's service instances that a plan limited by `--instance` does not cover.
+pub fn left_out_line(ids: &[String]) -> String {
+    left_out_because(ids, PLAN_LEFT_OUT)
+}
+
+/// The same for another command: `why` says what it did not do with them.
+pub fn left_out_because(ids: &[String], why: &str) -> String {
+    left_out(ids, "Left out by --instance", why, |id| id.to_string())
+}
+
+const PLAN_LEFT_OUT: &str = "not refreshed, not planned, not applied";
+
+/// The same, for Markdown.
+pub(crate) fn left_out_markdown(ids: &[String]) -> String {
+    left_out(ids, "**Left out by `--instance`**", PLAN_LEFT_OUT, |id| {
+        format!("`{id}`")
+    })
+}
+
+fn left_out(ids: &[String], lead: &str, why: &str, quote: fn(&str) -> String) -> String {
+    let mut shown: Vec<String> = ids
+        .iter()
+        .take(LEFT_OUT_SHOWN_MAX)
+        .map(|id| quote(id))
+        .collect();
+    if ids.len() > LEFT_OUT_SHOWN_MAX {
+        shown.push(format!("and {} more", ids.len() - LEFT_OUT_SHOWN_MAX));
+    }
+    format!("{lead}: {} ({why}).", shown.join(", "))
+}
+
 /// The smart-card ceremony an instance needs, in one line.
 pub fn ceremony_line(ceremony: &crate::plan::CeremonyNeeds) -> String {
     format!(

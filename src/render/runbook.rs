@@ -107,9 +107,16 @@ pub fn runbook(
         }
         let _ = writeln!(
             out,
-            "\nRun it with `mkplan apply {}`: mkplan sends what it can and stops at each step by hand; `--manual` makes every step a step by hand. For each, mkplan shows it, waits, and checks the live state before it ticks the step off in its journal. Never start a step before the steps it depends on are ticked.\n",
-            plan.desired_file.as_deref().unwrap_or("DESIRED.yaml")
+            "\nRun it with `mkplan apply {}{}`: mkplan sends what it can and stops at each step by hand; `--manual` makes every step a step by hand. For each, mkplan shows it, waits, and checks the live state before it ticks the step off in its journal. Never start a step before the steps it depends on are ticked.\n",
+            plan.desired_file.as_deref().unwrap_or("DESIRED.yaml"),
+            plan.targeted
+                .iter()
+                .map(|id| format!(" --instance {id}"))
+                .collect::<String>()
         );
+        if !plan.left_out.is_empty() {
+            let _ = writeln!(out, "> {}\n", super::left_out_markdown(&plan.left_out));
+        }
         for instruction in instructions {
             let irreversible = !instruction.action.reversible();
             let _ = writeln!(
@@ -152,6 +159,9 @@ pub fn runbook(
         plan.desired_file.as_deref().unwrap_or("?"),
         plan.desired_sha256
     );
+    if !plan.left_out.is_empty() {
+        let _ = writeln!(out, "{}", super::left_out_line(&plan.left_out));
+    }
     let _ = writeln!(
         out,
         "present: {}",

@@ -13,6 +13,9 @@ use crate::plan::{Action, InstancePlan, Plan, Registers, Step, StepGraph, by_ins
 pub fn text(plan: &Plan, source: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "mkplan plan: {source}\n");
+    if !plan.left_out.is_empty() {
+        let _ = writeln!(out, "{}\n", super::left_out_line(&plan.left_out));
+    }
     if plan.changes {
         let legend: Vec<String> = Action::ALL
             .iter()

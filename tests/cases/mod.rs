@@ -5,6 +5,7 @@ mod dependencies;
 mod drill;
 mod mixed;
 mod network;
+mod saved_plans;
 mod scenarios;
 mod security;
 mod security_credentials;
@@ -13,6 +14,7 @@ mod security_journal;
 mod security_serve;
 #[cfg(feature = "smartcards")]
 mod smartcards;
+mod targeting;
 mod tke;
 mod untouched;
 mod views;

@@ -155,15 +155,7 @@ fn forged_rewrap_completed_lines_are_no_evidence() {
         let rerun = apply(&ws, "");
         assert_refused_untouched(&ws, &rerun, &before, "apply after the forgery");
         assert!(!rerun.stderr.contains("set_immediate"), "{}", rerun.stderr);
-        ws.mkplan(&[
-            "attest",
-            "rewrap",
-            INSTANCE,
-            "--not-run",
-            "--desired",
-            DESIRED,
-        ])
-        .expect_code(0);
+        attest_not_run(&ws);
         let settled = apply(&ws, "");
         assert_eq!(settled.code, 0, "{}", settled.stderr);
         assert_converged(&ws, B);
@@ -273,15 +265,7 @@ fn says(run: &Run, code: i32, words: &str) {
 #[test]
 fn cutting_the_journal_back_to_a_fresh_attestation_sends_no_second_rewrap() {
     let ws = interrupted_after_the_commits();
-    ws.mkplan(&[
-        "attest",
-        "rewrap",
-        INSTANCE,
-        "--not-run",
-        "--desired",
-        DESIRED,
-    ])
-    .expect_code(0);
+    attest_not_run(&ws);
     let attested = ws.read(".mkplan/journal.jsonl");
     // The rewrap is sent (and completes); the run dies before set immediate.
     assert_eq!(apply(&ws, "crash_after_op=1").code, -1);
@@ -306,15 +290,7 @@ fn cutting_the_journal_back_to_a_fresh_attestation_sends_no_second_rewrap() {
 fn a_journal_cut_back_never_speaks_for_what_it_lost() {
     let ws = interrupted_after_the_commits();
     let before_attesting = ws.read(".mkplan/journal.jsonl");
-    ws.mkplan(&[
-        "attest",
-        "rewrap",
-        INSTANCE,
-        "--not-run",
-        "--desired",
-        DESIRED,
-    ])
-    .expect_code(0);
+    attest_not_run(&ws);
     assert_eq!(apply(&ws, "crash_after_op=1").code, -1);
     ws.write(".mkplan/journal.jsonl", &before_attesting);
     let plan = ws.mkplan(&["plan", DESIRED]);
@@ -324,4 +300,17 @@ fn a_journal_cut_back_never_speaks_for_what_it_lost() {
     std::fs::remove_dir_all(ws.path(".mkplan")).unwrap();
     says(&ws.mkplan(&["plan", DESIRED]), 3, "cut back or replaced");
     assert_no_incidents(&ws, "plans after the cut");
+}
+
+/// The operator's word: nobody rewrapped since.
+fn attest_not_run(ws: &Workspace) {
+    ws.mkplan(&[
+        "attest",
+        "rewrap",
+        INSTANCE,
+        "--not-run",
+        "--desired",
+        DESIRED,
+    ])
+    .expect_code(0);
 }

@@ -519,6 +519,12 @@ impl Workspace {
     }
 
     pub fn mkplan_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.mkplan_in(self.dir.path(), args, env)
+    }
+
+    /// Runs `mkplan ARGS` with `cwd` as the working folder (the state directory, the journal
+    /// key and the backend stay this workspace's).
+    pub fn mkplan_in(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         let faults = env
             .iter()
             .find(|(k, _)| *k == "MKPLAN_SIM_FAULTS")
@@ -529,7 +535,7 @@ impl Workspace {
         };
         let mut command = Command::cargo_bin("mkplan").expect("the mkplan binary");
         command
-            .current_dir(self.dir.path())
+            .current_dir(cwd)
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_SIM_FAULTS")
             .env_remove("MKPLAN_PART1_PASSWORD")
