@@ -388,7 +388,7 @@ pub fn audit_verify(state_dir: &Path) -> Result<u8> {
     }) = records.last()
     {
         return Err(Error::Other(format!(
-            "audit trail {}: cannot be vouched for: the journal that anchors it was cut back or replaced (mkplan last left it with {expected} records; it holds {found}). Keep both for investigation",
+            "audit trail {}: cannot be vouched for: the journal that anchors it was cut back or replaced (mkplan had left it with {expected} records and found {found}). Keep both for investigation",
             path.display()
         )));
     }

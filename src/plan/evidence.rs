@@ -488,7 +488,7 @@ fn not_recorded(
     };
     let detail = match journal.unauthenticated(&live.id) {
         Some(why) => format!(
-            "{witness} cannot vouch for this rotation: {why}. Neither that record nor what the journal recorded of this instance before it is evidence; keep the journal for investigation"
+            "{witness} cannot vouch for this rotation: {why}. Nothing it recorded of this instance before that point is evidence; keep the journal for investigation"
         ),
         None => format!("{witness} has no record of this rotation{elsewhere}"),
     };
