@@ -51,9 +51,10 @@ pub(super) async fn perform_by_hand<B: Backend, O: Operator>(
         }
         Answer::Skipped => {
             return (
-                Err(stopped(
-                    "not started: an earlier step stopped the apply".into(),
-                )),
+                Err(ApplyError::NotStarted {
+                    step: step.id.clone(),
+                    action: step.action,
+                }),
                 Vec::new(),
             );
         }

@@ -6,7 +6,8 @@
 //!
 //! A transient error is settled by reading the live state before anything is retried; an
 //! outcome that cannot be settled stops the apply (the steps in flight finish and are
-//! journaled first), and the rerun plans from the live state and the journal.
+//! journaled first), and the rerun plans from the live state and the journal. The operator's
+//! interrupt stops it the same way (`interrupt`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -20,6 +21,7 @@ use serde_json::json;
 use super::audit::{Audit, AuditError};
 pub use super::by_hand::CEREMONY;
 use super::by_hand::perform_by_hand;
+use super::interrupt::{Interrupt, StepEnd, Stopped};
 use super::journal::{Journal, JournalError, Outcome, Record};
 pub use super::resume::{close_finished, record_rotations, settle_previous};
 use super::send::perform_settled;
@@ -83,6 +85,8 @@ pub trait Progress {
     fn step_finished(&mut self, finished: usize, total: usize, step: &Step);
     /// A line for the operator.
     fn line(&mut self, text: &str);
+    /// The operator interrupted: nothing new starts; `in_flight` steps are finishing.
+    fn interrupted(&mut self, _in_flight: usize) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +124,12 @@ pub enum ApplyError {
         "step {step} (rewrap_key_storage) was not sent: the live state changed since the plan was made ({why}). Someone else acted on this instance; nothing more was sent. Find out who, then plan again"
     )]
     Changed { step: String, why: String },
+    /// A ceremony step never shown to the operator: the apply stopped first.
+    #[error("step {step} ({action}) was not started: an earlier step stopped the apply")]
+    NotStarted { step: String, action: Action },
+    /// The operator interrupted; the steps in flight finished and are journaled.
+    #[error("{0}")]
+    Interrupted(Box<Stopped>),
 }
 
 /// What the executor needs besides the plan.
@@ -271,6 +281,18 @@ pub async fn run<B: Backend, O: Operator>(
     plan: &Plan,
     live: &[LiveInstance],
 ) -> Result<(), ApplyError> {
+    run_interruptible(context, plan, live, &Interrupt::new()).await
+}
+
+/// `run`, until `interrupt` is raised: then no step starts (no ceremony step is shown), the
+/// steps in flight finish and are journaled, and it ends with `ApplyError::Interrupted`
+/// saying where it stopped. An error writing the journal or the audit trail still wins.
+pub async fn run_interruptible<B: Backend, O: Operator>(
+    context: &mut Context<'_, B, O>,
+    plan: &Plan,
+    live: &[LiveInstance],
+    interrupt: &Interrupt,
+) -> Result<(), ApplyError> {
     let mut units: HashMap<&str, CryptoUnit> = live
         .iter()
         .flat_map(|i| i.crypto_units.iter())
@@ -292,8 +314,19 @@ pub async fn run<B: Backend, O: Operator>(
     let mut records: Vec<Record> = Vec::new();
     // Audit entries of the outcomes in `records`: written after the journal has them.
     let mut audits: Vec<serde_json::Value> = Vec::new();
+    // How each step ended, the steps in flight, and those in flight when the interrupt came.
+    let mut ends: Vec<Option<StepEnd>> = vec![None; plan.steps.len()];
+    let mut running: Vec<usize> = Vec::new();
+    let mut interrupted: Option<Vec<usize>> = None;
+    let mut stopping_before_interrupt = false;
     loop {
-        let mut started = if stopped.is_none() {
+        if interrupted.is_none() && interrupt.is_raised() {
+            operator.halt();
+            context.progress.interrupted(running.len());
+            interrupted = Some(running.clone());
+            stopping_before_interrupt = stopped.is_some();
+        }
+        let mut started = if stopped.is_none() && interrupted.is_none() {
             schedule.start(parallelism - in_flight.len())
         } else {
             Vec::new()
@@ -319,6 +352,7 @@ pub async fn run<B: Backend, O: Operator>(
             operator.halt();
             stopped.get_or_insert(error.into());
         }
+        running.extend(&started);
         {
             for index in started {
                 let step = &plan.steps[index];
@@ -354,7 +388,14 @@ pub async fn run<B: Backend, O: Operator>(
                 });
             }
         }
-        let Some(first) = in_flight.next().await else {
+        let next = tokio::select! {
+            biased;
+            () = interrupt.raised(), if interrupted.is_none() => None,
+            next = in_flight.next() => Some(next),
+        };
+        // Interrupted: the top of the loop stops the schedule, then the steps in flight drain.
+        let Some(next) = next else { continue };
+        let Some(first) = next else {
             break;
         };
         let mut finished = vec![first];
@@ -366,6 +407,8 @@ pub async fn run<B: Backend, O: Operator>(
         for done in finished {
             let step = &plan.steps[done.index];
             schedule.release(done.index);
+            running.retain(|&i| i != done.index);
+            ends[done.index] = Some(StepEnd::of(&done.result));
             let key = format!("r{}.{}", context.run, step.id);
             let elapsed = done.started.elapsed();
             let unit = step.unit.as_deref().and_then(|id| units.get_mut(id));
@@ -410,6 +453,9 @@ pub async fn run<B: Backend, O: Operator>(
                         ApplyError::Changed { why, .. } => {
                             Some(format!("not sent: the live state changed ({why})"))
                         }
+                        ApplyError::NotStarted { .. } => {
+                            Some("not started: an earlier step stopped the apply".into())
+                        }
                         _ => None,
                     };
                     if let Some(reason) = not_done {
@@ -444,6 +490,15 @@ pub async fn run<B: Backend, O: Operator>(
         }
     }
     context.audit.sync()?;
+    if let Some(in_flight) = interrupted
+        && !matches!(stopped, Some(ApplyError::Journal(_) | ApplyError::Audit(_)))
+    {
+        // An error that the interrupt caused (a prompt it ended) is in the steps' ends.
+        let earlier = stopped.filter(|_| stopping_before_interrupt);
+        return Err(ApplyError::Interrupted(Box::new(where_stopped(
+            plan, ends, &in_flight, earlier,
+        ))));
+    }
     if let Some(error) = stopped {
         return Err(error);
     }
@@ -453,6 +508,30 @@ pub async fn run<B: Backend, O: Operator>(
         "every step of an acyclic plan runs"
     );
     Ok(())
+}
+
+/// The account of an interrupted run: `ends` of every step that finished, `in_flight` the
+/// steps running when the interrupt came, `earlier` the error that had stopped it before.
+fn where_stopped(
+    plan: &Plan,
+    ends: Vec<Option<StepEnd>>,
+    in_flight: &[usize],
+    earlier: Option<ApplyError>,
+) -> Stopped {
+    let mut stopped = Stopped {
+        earlier_error: earlier.map(Box::new),
+        ..Stopped::default()
+    };
+    for (index, end) in ends.into_iter().enumerate() {
+        let id = plan.steps[index].id.clone();
+        match end {
+            None | Some(StepEnd::NotStarted) => stopped.not_started.push(id),
+            Some(end) if in_flight.contains(&index) => stopped.in_flight.push((id, end)),
+            Some(StepEnd::Done) => stopped.done.push(id),
+            Some(end) => stopped.failed.push((id, end)),
+        }
+    }
+    stopped
 }
 
 fn registers(unit: &CryptoUnit) -> Registers {

@@ -4,6 +4,7 @@
 //! - `executor`: the concurrent scheduler and its journal writes;
 //! - `send`: one operation sent and settled, and the re-read before a rewrap;
 //! - `by_hand`: ceremony steps the operator performs;
+//! - `interrupt`: the operator's Ctrl-C, and where the run stopped for it;
 //! - `resume`: before a run, settling what earlier runs left open, and recording rotations;
 //! - `journal_key`: the key, kept outside the state folder, that seals journal records;
 //! - `evidence`: journal records → the planner's evidence;
@@ -14,6 +15,7 @@ pub mod audit;
 mod by_hand;
 pub mod evidence;
 pub mod executor;
+pub mod interrupt;
 pub mod journal;
 pub mod journal_key;
 pub mod lock;

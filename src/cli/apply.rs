@@ -2,7 +2,7 @@
 //! that look after the state directory.
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,7 +11,8 @@ use serde_json::json;
 use super::ApplyArgs;
 use super::ceremony::{TerminalOperator, ceremony_steps};
 use super::context::{Desired, evidence_for, read_desired, refresh_desired};
-use super::keypart::open_key_parts;
+use super::interrupt;
+use super::keypart::{NamedBy, open_key_parts};
 use super::saved_plan::saved;
 use crate::apply::audit::{self, Audit};
 use crate::apply::executor::{self, Context, Progress};
@@ -78,9 +79,6 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
                 &format!("{} against {}", desired.path.display(), backend.describe())
             )
         );
-        if !args.auto_approve {
-            confirm()?;
-        }
     }
     let by_hand = args.manual || backend.read_only().is_some();
     let ceremony = ceremony_steps(&desired, &plan, by_hand);
@@ -93,7 +91,25 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
             ceremony.len()
         );
     }
+    // From here Ctrl-C is caught: the password prompt (which reads Ctrl-C itself, with the
+    // terminal's echo off) then restores the terminal before it reports the interrupt.
+    let interrupt = interrupt::listen();
+    // Before the "yes": a wrong or missing password stops the apply while nothing is sent.
     let key_parts = key_parts(&desired, &plan, &ceremony)?;
+    if !key_parts.is_empty() {
+        eprintln!(
+            "Key parts decrypted and checked: they combine into the desired master key ({} service instance(s) load it).",
+            key_parts.len()
+        );
+    }
+    if !saved_plan && !args.auto_approve {
+        interrupt::confirm(&interrupt).await?;
+    }
+    if interrupt.is_raised() {
+        return Err(Error::Other(
+            "apply cancelled by the interrupt before the first step; nothing was touched".into(),
+        ));
+    }
     // A trail whose anchored entries were removed is not extended: new entries would hide it.
     audit::verify_anchored(&state_dir.join("audit.jsonl"), journal.records()).map_err(|broken| {
         Error::Unsafe(format!(
@@ -117,22 +133,21 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
         key_parts: &key_parts,
         parallelism: usize::from(flag.parallelism),
         ceremony: &ceremony,
-        operator: &TerminalOperator::new(),
+        operator: &TerminalOperator::with_interrupt(interrupt.clone()),
         verify_timeout: std::time::Duration::from_secs(args.verify_timeout_s),
     };
     let started = std::time::Instant::now();
-    let outcome = executor::run(&mut context, &plan, &live.instances).await;
+    let outcome =
+        executor::run_interruptible(&mut context, &plan, &live.instances, &interrupt).await;
     let elapsed = started.elapsed();
     progress.finish();
-    let finished = match &outcome {
+    let finished = match outcome {
         Ok(()) => match session::verify_converged(&backend, &plan).await {
             // The rotation is finished: its records say nothing more about what comes next.
-            Ok(now) => close_finished(&mut journal, &now.instances, &identity)
-                .map(|_| ())
-                .map_err(apply_error),
-            Err(error) => Err(apply_error(error)),
+            Ok(now) => close_finished(&mut journal, &now.instances, &identity).map(|_| ()),
+            Err(error) => Err(error),
         },
-        Err(error) => Err(apply_error_ref(error)),
+        Err(error) => Err(error),
     };
     audit
         .record(json!({
@@ -146,7 +161,8 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
             at: Some(crate::apply::journal::utc_now()),
         })
         .map_err(|e| Error::Unsafe(e.to_string()))?;
-    finished?;
+    let resume = interrupt::resume_command(args, &desired.path, state_dir);
+    finished.map_err(|error| stopped_error(error, &plan, &resume))?;
     eprintln!(
         "Apply complete: {} steps in {:.2} s, at most {} at a time; every crypto unit's current register holds the desired master key.",
         plan.steps.len(),
@@ -191,25 +207,6 @@ fn report_resume(plan: &Plan, live: &LiveFleet, records: &[Record]) {
     );
 }
 
-fn confirm() -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Other(
-            "no terminal to confirm the plan: review it, then run again with --auto-approve (or apply a saved plan file)".into(),
-        ));
-    }
-    eprint!("Apply these steps? Only 'yes' is accepted: ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| Error::Other(e.to_string()))?;
-    if answer.trim() != "yes" {
-        return Err(Error::Other("apply cancelled; nothing was touched".into()));
-    }
-    Ok(())
-}
-
 /// A key part file and its password variable; smart cards are read by the TKE application.
 fn file_source(part: &KeyPartSource) -> Option<(&Path, Option<&str>)> {
     match part {
@@ -249,7 +246,7 @@ pub(super) fn key_parts(
             }
         }
     }
-    let opened = open_key_parts(&sources)?;
+    let opened = open_key_parts(&sources, NamedBy::DesiredFile)?;
     let mut parts = HashMap::new();
     for instance in loading {
         let mine: Vec<Secret32> = instance
@@ -283,12 +280,25 @@ pub(super) fn key_parts(
     Ok(parts)
 }
 
-fn apply_error(error: executor::ApplyError) -> Error {
-    apply_error_ref(&error)
+/// The error an apply ends with once steps may have run: where it stopped, and the command
+/// that resumes it. Damaged evidence (the journal, the audit trail) and a live state that
+/// someone else changed are not resumed blindly: their messages say what to do first.
+fn stopped_error(error: executor::ApplyError, plan: &Plan, resume: &str) -> Error {
+    use executor::ApplyError;
+    match error {
+        ApplyError::Interrupted(stopped) => Error::Other(format!(
+            "{}To resume: {resume}",
+            interrupt::describe_stopped(plan, &stopped)
+        )),
+        ApplyError::Journal(_) | ApplyError::Audit(_) | ApplyError::Changed { .. } => {
+            apply_error(error)
+        }
+        other => Error::Other(format!("{other}\nTo resume: {resume}")),
+    }
 }
 
-fn apply_error_ref(error: &executor::ApplyError) -> Error {
-    match error {
+fn apply_error(error: executor::ApplyError) -> Error {
+    match &error {
         executor::ApplyError::Journal(_) | executor::ApplyError::Audit(_) => {
             Error::Unsafe(error.to_string())
         }
@@ -369,6 +379,16 @@ impl Progress for TerminalProgress {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),
         }
+    }
+
+    fn interrupted(&mut self, in_flight: usize) {
+        self.line(&if in_flight == 0 {
+            "Interrupt received: no step starts.".to_string()
+        } else {
+            format!(
+                "Interrupt received: no new step starts. Waiting for the {in_flight} step(s) in flight to finish and be journaled; interrupt again to exit at once (the next apply settles them from the live state)."
+            )
+        });
     }
 }
 

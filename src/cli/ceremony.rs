@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::context::Desired;
 use crate::apply::executor::{Answer, Operator};
+use crate::apply::interrupt::Interrupt;
 use crate::model::KeyPartSource;
 use crate::plan::ceremony::{Instruction, KeyPartHolder, instruction};
 use crate::plan::{Action, Plan};
@@ -130,14 +131,22 @@ pub struct TerminalOperator {
     turn: tokio::sync::Mutex<()>,
     /// Set when the apply stops: steps waiting for their turn are not shown.
     halted: std::sync::atomic::AtomicBool,
+    /// The operator's Ctrl-C: it ends the prompt the operator is at.
+    interrupt: Interrupt,
 }
 
 impl TerminalOperator {
     pub fn new() -> Self {
+        Self::with_interrupt(Interrupt::new())
+    }
+
+    /// An operator whose prompt ends when `interrupt` is raised.
+    pub fn with_interrupt(interrupt: Interrupt) -> Self {
         Self {
             lines: Mutex::new(None),
             turn: tokio::sync::Mutex::new(()),
             halted: std::sync::atomic::AtomicBool::new(false),
+            interrupt,
         }
     }
 
@@ -163,7 +172,18 @@ impl TerminalOperator {
         line
     }
 
+    /// Asks until the operator answers, stops, or interrupts.
     async fn ask(&self, prompt: &str, yes: &str, no: &str) -> Answer {
+        tokio::select! {
+            biased;
+            // Whether the operator did it half-way is for the live state to say: the next run
+            // settles it from there.
+            () = self.interrupt.raised() => Answer::Stopped("interrupted at the prompt".into()),
+            answer = self.ask_until_answered(prompt, yes, no) => answer,
+        }
+    }
+
+    async fn ask_until_answered(&self, prompt: &str, yes: &str, no: &str) -> Answer {
         loop {
             eprintln!("{prompt}");
             let Some(line) = self.read_line().await else {
@@ -193,7 +213,14 @@ impl Operator for TerminalOperator {
             return Answer::Skipped;
         }
         eprint!("{}", describe(instruction));
-        let answer = match wait_for_cards(instruction).await {
+        let cards = async {
+            tokio::select! {
+                biased;
+                () = self.interrupt.raised() => Err("interrupted while waiting for the cards".into()),
+                waited = wait_for_cards(instruction) => waited,
+            }
+        };
+        let answer = match cards.await {
             Err(why) => Answer::Stopped(why),
             Ok(()) => {
                 self.ask(

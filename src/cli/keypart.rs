@@ -1,5 +1,7 @@
-//! `keypart new` and `keypart vp`. Passwords come from the environment variable named by
-//! `--password-env`, or from a prompt on the terminal; never from a flag's value.
+//! `keypart new` and `keypart vp`, and the opening of key part files for `apply` and `drill`.
+//! Passwords come from the environment variable named by `--password-env` or by the desired
+//! file's `password_env`, else from a prompt on the terminal that does not echo; never from a
+//! flag's value.
 
 use std::fs;
 use std::io::{IsTerminal, Write};
@@ -12,8 +14,12 @@ use crate::keypart::{self, NONCE_LEN, Password, SALT_LEN, SealRandom, Secret32};
 pub fn new(out: &Path, password_env: Option<&str>) -> Result<u8> {
     let password = password(
         &mut Passwords::default(),
-        password_env,
-        &format!("Password for the new key part {}: ", out.display()),
+        &Asked {
+            what: format!("the new key part {}", out.display()),
+            prompt: format!("Password for the new key part {}: ", out.display()),
+            variable: password_env,
+            named_by: NamedBy::Flag,
+        },
         true,
     )?;
     if !password.is_long_enough() {
@@ -82,18 +88,37 @@ pub fn vp(files: &[std::path::PathBuf], password_envs: &[String]) -> Result<u8> 
             (path.as_path(), env)
         })
         .collect();
-    let parts = open_key_parts(&sources)?;
+    let parts = open_key_parts(&sources, NamedBy::Flag)?;
     let key = keypart::combine(&parts).map_err(|e| Error::Other(e.to_string()))?;
     println!("{}", key.verification_pattern());
     Ok(0)
 }
 
-/// Reads and decrypts several key part files: passwords first, one at a time (a prompt at a
-/// time on the terminal; a variable read once however many files name it, then gone from the
-/// environment), then the memory-hard decryptions in parallel, one thread per core. Called
-/// with no request in flight (see `Passwords::get`).
+/// Who names the variables that hold key part passwords, for the fix when one is not set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NamedBy {
+    /// `password_env:` under the key part in the desired file.
+    DesiredFile,
+    /// `--password-env`.
+    Flag,
+}
+
+/// One password to obtain: for what, the prompt on a terminal, and the variable that may
+/// hold it.
+struct Asked<'a> {
+    what: String,
+    prompt: String,
+    variable: Option<&'a str>,
+    named_by: NamedBy,
+}
+
+/// Reads and decrypts several key part files: passwords first, one at a time (a variable read
+/// once however many files name it, then gone from the environment; else a prompt on the
+/// terminal, asked once per variable), then the memory-hard decryptions in parallel, one
+/// thread per core. Called with no request in flight (see `Passwords::get`).
 pub(super) fn open_key_parts(
     sources: &[(&std::path::Path, Option<&str>)],
+    named_by: NamedBy,
 ) -> Result<Vec<keypart::Secret32>> {
     let mut passwords = Passwords::default();
     let mut sealed = Vec::with_capacity(sources.len());
@@ -106,12 +131,17 @@ pub(super) fn open_key_parts(
             ))
         })?;
         let file = keypart::parse_file(&shown, &text)?;
-        let password = password(
-            &mut passwords,
-            *env,
-            &format!("Password for key part {shown}: "),
-            false,
-        )?;
+        let unset = env.map_or(String::new(), |name| format!("; {name} is not set"));
+        let asked = Asked {
+            what: format!("key part file {shown}"),
+            prompt: format!(
+                "Password for key part {shown} (custodian of key part VP {}…{unset}): ",
+                file.verification_pattern.short()
+            ),
+            variable: *env,
+            named_by,
+        };
+        let password = password(&mut passwords, &asked, false)?;
         sealed.push((shown, file, password));
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -143,34 +173,59 @@ pub(super) fn open_key_parts(
     Ok(opened)
 }
 
-fn password(
-    passwords: &mut Passwords,
-    env: Option<&str>,
-    prompt: &str,
-    confirm: bool,
-) -> Result<Password> {
-    if let Some(name) = env {
-        return passwords.get(name);
+/// The password from its variable if it is set, else typed on the terminal without echo
+/// (twice with `confirm`), else an error that names the variable and the fix.
+fn password(passwords: &mut Passwords, asked: &Asked, confirm: bool) -> Result<Password> {
+    if let Some(name) = asked.variable
+        && let Some(password) = passwords.take(name)
+    {
+        return Ok(password);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(Error::Other(
-            "no terminal to ask for the password: put it in an environment variable and name the variable with --password-env".into(),
-        ));
+        return Err(no_terminal(asked));
     }
-    let first = Password::new(
-        rpassword::prompt_password(prompt)
-            .map_err(|e| Error::Other(format!("cannot read the password: {e}")))?,
-    );
+    let first = Password::new(rpassword::prompt_password(&asked.prompt).map_err(unread)?);
     if confirm {
-        let again = zeroize::Zeroizing::new(
-            rpassword::prompt_password("Again: ")
-                .map_err(|e| Error::Other(format!("cannot read the password: {e}")))?,
-        );
+        let again = zeroize::Zeroizing::new(rpassword::prompt_password("Again: ").map_err(unread)?);
         if !first.matches(&again) {
             return Err(Error::Other(
                 "the two passwords differ; nothing was written".into(),
             ));
         }
     }
+    if let Some(name) = asked.variable {
+        passwords.remember(name, first.clone());
+    }
     Ok(first)
+}
+
+/// The prompt read no password: Ctrl-C (the prompt restored the terminal first), or no input.
+fn unread(error: std::io::Error) -> Error {
+    Error::Other(match error.kind() {
+        std::io::ErrorKind::Interrupted => {
+            "interrupted at the password prompt; nothing was touched".into()
+        }
+        _ => format!("cannot read the password: {error}"),
+    })
+}
+
+/// No variable holds the password and no terminal can ask for it: which variable, named
+/// where, and the ways to give it that keep it off the command line (where the shell's
+/// history and `ps` would show it).
+fn no_terminal(asked: &Asked) -> Error {
+    let what = &asked.what;
+    Error::Other(match (asked.variable, asked.named_by) {
+        (Some(name), NamedBy::DesiredFile) => format!(
+            "{what}: its password variable {name} (`password_env` in the desired file) is not set, and there is no terminal to ask on. Run on a terminal to type it, or set the variable without putting the password on the command line: `read -rs {name} && export {name}`, or `set -a; . FILE; set +a` with a file readable only by you. Nothing was touched"
+        ),
+        (Some(name), NamedBy::Flag) => format!(
+            "{what}: its password variable {name} (--password-env) is not set, and there is no terminal to ask on. Run on a terminal to type it, or set it without putting the password on the command line: `read -rs {name} && export {name}`"
+        ),
+        (None, NamedBy::DesiredFile) => format!(
+            "{what}: the desired file names no `password_env` for it, and there is no terminal to ask for its password. Run on a terminal to type it, or add `password_env: VARIABLE` under this key part and set the variable (`read -rs VARIABLE && export VARIABLE`). Nothing was touched"
+        ),
+        (None, NamedBy::Flag) => format!(
+            "{what}: no terminal to ask for the password: put it in an environment variable (`read -rs VARIABLE && export VARIABLE`) and name the variable with --password-env"
+        ),
+    })
 }

@@ -6,6 +6,7 @@ mod attest;
 mod ceremony;
 mod context;
 mod drill;
+mod interrupt;
 mod journal_key;
 mod keypart;
 mod password_env;

@@ -39,6 +39,18 @@ impl Passwords {
         self.taken.insert(name.to_string(), password.clone());
         Ok(password)
     }
+
+    /// As `get`, but `None` when the variable is not set (or is not UTF-8), and no error: the
+    /// caller then asks on the terminal.
+    pub fn take(&mut self, name: &str) -> Option<Password> {
+        self.get(name).ok()
+    }
+
+    /// A password typed for the variable `name`, which was not set: a second key part that
+    /// names it gets it without asking again.
+    pub fn remember(&mut self, name: &str, password: Password) {
+        self.taken.insert(name.to_string(), password);
+    }
 }
 
 /// Reads the variable into a zeroizing buffer, then wipes and removes it from the environment.

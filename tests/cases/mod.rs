@@ -1,6 +1,7 @@
 mod apply;
 mod bad_input;
 mod ceremony;
+mod change_window;
 mod dependencies;
 mod drill;
 mod mixed;
