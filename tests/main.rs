@@ -6,6 +6,10 @@
 //! - `cases::dependencies`: the step graph of a full rotation
 //! - `cases::bad_input`: malformed desired, fleet and key part files
 //! - `cases::views`: plan files, `show`, DOT, Markdown, `status`, and no secrets in any view
+//! - `cases::output`: the report on stdout, diagnostics on stderr, a refusal in Markdown, exit
+//!   codes of usage errors, and closed pipes
+//! - `cases::json_formats`: every JSON document against its schema (docs/schemas) and
+//!   docs/json.md; the harness checks every `--json` output of every test too
 //! - `cases::untouched`: `plan`, `status` and `validate` never change the simulator
 //! - `cases::witnesses`: the witnesses of the key storage's MK (status, journal, registers,
 //!   the operator's attestation) across folders, backends, aborts, unknown and slow rewraps

@@ -1,4 +1,4 @@
-//! `validate`, `plan` and `show`.
+//! `validate`, `plan`, `show` and `runbook`: each prints its report on stdout (`output`).
 
 use std::fs;
 use std::io::Write;
@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::PlanArgs;
 use super::context::{evidence_for, read_desired, refresh};
+use super::output;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::InputError;
@@ -27,14 +28,16 @@ pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
     let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
     let records = super::journal_key::read_journal(state_dir)?;
     let journal = evidence_for(&records, &backend, state_dir, &desired);
+    let source = format!("{} against {}", desired.path.display(), backend.describe());
     let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,
         Err(refused) => {
+            // A refusal is a report too: in the format asked for on stdout, and in words on
+            // stderr (the error), exit 3.
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&refused).expect("refusals serialize")
-                );
+                output::report_line(&render::refusal_json(&refused))?;
+            } else if args.markdown {
+                output::report(&render::refusal_markdown(&refused, &source))?;
             }
             return Err(Error::Refused(refused));
         }
@@ -45,20 +48,19 @@ pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
     if let Some(out) = &args.out {
         save(&plan, out)?;
     }
-    let source = format!("{} against {}", desired.path.display(), backend.describe());
     if args.json {
-        println!("{}", render::json(&plan));
+        output::report_line(&render::json(&plan))?;
     } else if args.markdown {
-        print!("{}", render::markdown(&plan, &source));
+        output::report(&render::markdown(&plan, &source))?;
     } else {
-        eprint!("{}", render::text(&plan, &source));
+        output::report(&render::text(&plan, &source))?;
     }
     if let Some(out) = &args.out {
-        eprintln!(
+        output::note(&format!(
             "Saved the plan to {}. Review it with `mkplan show {}`.",
             out.display(),
             out.display()
-        );
+        ));
     }
     Ok(if args.detailed_exitcode && plan.changes {
         2
@@ -86,28 +88,39 @@ pub(super) fn save(plan: &Plan, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The one field read before the rest of a plan file.
+#[derive(serde::Deserialize)]
+struct FormatVersion {
+    format_version: Option<serde_json::Value>,
+}
+
 pub fn read_plan_file(path: &Path) -> Result<Plan> {
     let shown = path.display().to_string();
     let text = fs::read_to_string(path).map_err(|e| {
         InputError::new(&shown, format!("cannot read the plan file: {e}"))
             .fix("write one with `mkplan plan DESIRED.yaml --out PLANFILE`")
     })?;
-    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+    let not_a_plan = |e: serde_json::Error| {
         InputError::new(&shown, format!("not a plan file: {e}"))
             .at(&text, e.line() as u64, e.column() as u64)
             .fix("write plan files with `mkplan plan --out`; do not edit them")
-    })?;
-    if plan.format_version != PLAN_FORMAT_VERSION {
+    };
+    // The version first: a plan of another format is reported as such, not by the first
+    // field this mkplan does not know.
+    let versioned: FormatVersion = serde_json::from_str(&text).map_err(not_a_plan)?;
+    if versioned.format_version.as_ref().and_then(|v| v.as_str()) != Some(PLAN_FORMAT_VERSION) {
+        let found = match &versioned.format_version {
+            Some(version) => format!("is of format version {version}"),
+            None => "has no format_version".to_string(),
+        };
         return Err(InputError::new(
             &shown,
-            format!(
-                "plan format version {} is not {PLAN_FORMAT_VERSION}",
-                plan.format_version
-            ),
+            format!("this plan file {found}; this mkplan reads format version \"{PLAN_FORMAT_VERSION}\" (docs/json.md)"),
         )
-        .fix("make the plan again with this mkplan")
+        .fix("make the plan again with this mkplan (`mkplan plan DESIRED.yaml --out PLANFILE`), or apply it with the mkplan that made it")
         .into());
     }
+    let plan: Plan = serde_json::from_str(&text).map_err(not_a_plan)?;
     StepGraph::new(&plan.steps).map_err(|e| {
         InputError::new(&shown, format!("damaged plan: {e}"))
             .fix("make the plan again with `mkplan plan --out`")
@@ -119,13 +132,13 @@ pub fn show(path: &Path, json: bool, markdown: bool, dot: bool) -> Result<u8> {
     let plan = read_plan_file(path)?;
     let source = format!("saved plan {}", path.display());
     if json {
-        println!("{}", render::json(&plan));
+        output::report_line(&render::json(&plan))?;
     } else if markdown {
-        print!("{}", render::markdown(&plan, &source));
+        output::report(&render::markdown(&plan, &source))?;
     } else if dot {
-        print!("{}", render::dot(&plan));
+        output::report(&render::dot(&plan))?;
     } else {
-        eprint!("{}", render::text(&plan, &source));
+        output::report(&render::text(&plan, &source))?;
     }
     Ok(0)
 }
@@ -145,11 +158,6 @@ pub fn runbook(path: &Path, markdown: bool) -> Result<u8> {
     let by_hand = super::ceremony::ceremony_steps(&desired, &plan, false)
         .into_keys()
         .collect();
-    let text = render::runbook(&plan, &instructions, &by_hand, markdown);
-    if markdown {
-        print!("{text}");
-    } else {
-        eprint!("{text}");
-    }
+    output::report(&render::runbook(&plan, &instructions, &by_hand, markdown))?;
     Ok(0)
 }
