@@ -10,7 +10,8 @@
 //!
 //! - [`model`]: pure types: desired state, live crypto units, registers, VPs, journal evidence.
 //! - [`plan`]: pure: pre-checks, the key storage finding, the step graph, its replay, the plan.
-//! - [`render`]: pure: plan and live state → terminal text, Markdown, JSON, DOT.
+//! - [`render`]: pure: plan, refusal and live state → terminal text, Markdown, JSON (each
+//!   document with its format version), DOT.
 //! - [`backend`]: the only code that touches crypto units: the simulator (embedded, and
 //!   served over HTTP or the TKE wire protocol), the HTTP client, and the real service's TKE
 //!   API (read-only); smart cards behind the same trait later.

@@ -9,6 +9,10 @@
 //! - `cases::saved_plans`: a plan saved in one folder applied from another, `--desired`,
 //!   `--backend`
 //! - `cases::targeting`: `--instance` on `plan`, `apply`, `status` and `drill`
+//! - `cases::output`: the report on stdout, diagnostics on stderr, a refusal in Markdown, exit
+//!   codes of usage errors, and closed pipes
+//! - `cases::json_formats`: every JSON document against its schema (docs/schemas) and
+//!   docs/json.md; the harness checks every `--json` output of every test too
 //! - `cases::untouched`: `plan`, `status` and `validate` never change the simulator
 //! - `cases::witnesses`: the witnesses of the key storage's MK (status, journal, registers,
 //!   the operator's attestation) across folders, backends, aborts, unknown and slow rewraps

@@ -263,19 +263,20 @@ pub async fn cards(watch: bool, json: bool) -> crate::error::Result<u8> {
         .await
         .map_err(|e| Error::Other(e.to_string()))?
         .map_err(Error::Other)?;
+    use super::output;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "readers": readers }))
-                .expect("readers serialize")
-        );
+        output::report_line(&crate::render::versioned_json(
+            crate::render::CARDS_FORMAT_VERSION,
+            &serde_json::json!({ "readers": readers }),
+        ))?;
         return Ok(0);
     }
+    // The readers are the report (stdout); with --watch, so is every change after them.
     if readers.is_empty() {
-        eprintln!("No smart card readers.");
+        output::report_line("No smart card readers.")?;
     }
     for reader in &readers {
-        eprintln!("{}", describe_reader(reader));
+        output::report_line(&describe_reader(reader))?;
     }
     if !watch {
         return Ok(0);
@@ -290,11 +291,14 @@ pub async fn cards(watch: bool, json: bool) -> crate::error::Result<u8> {
             .map_err(Error::Other)?;
         for reader in &now {
             if last.iter().find(|r| r.name == reader.name) != Some(reader) {
-                eprintln!("{}", describe_reader(reader));
+                output::report_line(&describe_reader(reader))?;
             }
         }
         for gone in last.iter().filter(|r| now.iter().all(|n| n.name != r.name)) {
-            eprintln!("{}: reader removed", gone.name);
+            output::report_line(&format!("{}: reader removed", gone.name))?;
+        }
+        if output::stdout_closed() {
+            return Ok(0);
         }
         last = now;
     }

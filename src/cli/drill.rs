@@ -1,6 +1,8 @@
 //! `drill`: rehearse a rotation under seeded fault schedules on copies of a fleet, and
-//! `status --export-fleet`: a simulator fleet from the live state.
+//! `status --export-fleet`: a simulator fleet from the live state. The drill's summary (or,
+//! with `--json`, its result) is its report, on stdout; progress goes to stderr.
 
+use std::fmt::Write;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,11 +13,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::BackendArg;
 use super::apply::key_parts;
 use super::context::{Desired, evidence_for, read_desired, refresh_desired};
+use super::output;
 use crate::backend::sim::{Fleet, write_atomically};
 use crate::backend::{AnyBackend, BackendSpec};
 use crate::drill::{self, Drill, DrillResult, RUNS_MAX, report, run_seed};
 use crate::error::{Error, Result};
 use crate::model::{JournalEvidence, LiveFleet};
+use crate::render;
 
 #[derive(Debug, ClapArgs)]
 pub struct DrillArgs {
@@ -134,7 +138,13 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
         if args.over_http { " --over-http" } else { "" },
         if args.actors { " --actors" } else { "" }
     );
-    summarize(&result, &replay, elapsed.as_secs_f64());
+    // The summary is the report unless JSON was asked for: then it is a note beside it.
+    let summary = summary(&result, &replay, elapsed.as_secs_f64());
+    if args.json {
+        output::note(summary.trim_end());
+    } else {
+        output::report(&summary)?;
+    }
     if let Some(path) = &args.report {
         let text = report::markdown(
             &result,
@@ -144,13 +154,13 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
         write_atomically(path, text.as_bytes()).map_err(|e| {
             Error::Other(format!("cannot write the report {}: {e}", path.display()))
         })?;
-        eprintln!("Evidence report: {}", path.display());
+        output::note(&format!("Evidence report: {}", path.display()));
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result).expect("drill results serialize")
-        );
+        output::report_line(&render::versioned_json(
+            render::DRILL_FORMAT_VERSION,
+            &result,
+        ))?;
     }
     if result.failed > 0 {
         return Err(Error::Other(format!(
@@ -225,10 +235,13 @@ fn progress_bar(runs: u64) -> Option<ProgressBar> {
     Some(bar)
 }
 
-fn summarize(result: &DrillResult, replay: &str, seconds: f64) {
+/// The failed runs with the command that replays each, the counts, and the longest recovery.
+fn summary(result: &DrillResult, replay: &str, seconds: f64) -> String {
+    let mut out = String::new();
     for run in result.schedules.iter().filter(|r| r.failed()) {
         if let drill::Verdict::Failed { why } = &run.verdict {
-            eprintln!(
+            let _ = writeln!(
+                out,
                 "FAILED run {} (seed {}), schedule {}: {why}\n  replay: {}",
                 run.run,
                 run.schedule.seed,
@@ -237,12 +250,14 @@ fn summarize(result: &DrillResult, replay: &str, seconds: f64) {
             );
         }
     }
-    eprintln!(
+    let _ = writeln!(
+        out,
         "{} runs in {seconds:.1} s: {} converged, {} refused safely, {} failed; {} incidents.",
         result.runs, result.converged, result.refused, result.failed, result.incidents
     );
     if let Some(longest) = result.longest_recovery() {
-        eprintln!(
+        let _ = writeln!(
+            out,
             "Longest recovery: run {} (seed {}), {} attempts, {} operations after the first fault ({}).",
             longest.run,
             longest.schedule.seed,
@@ -251,6 +266,7 @@ fn summarize(result: &DrillResult, replay: &str, seconds: f64) {
             longest.schedule.describe()
         );
     }
+    out
 }
 
 /// The fleet every run starts from, how to name it, and the backend flag that replays a run.
@@ -345,12 +361,12 @@ pub fn export_fleet(
     );
     write_atomically(out, text.as_bytes())
         .map_err(|e| Error::Other(format!("cannot write {}: {e}", out.display())))?;
-    eprintln!(
+    output::note(&format!(
         "Exported {} service instance(s) to {}; drill it with `mkplan drill {} --backend sim:{}`.",
         fleet.instances.len(),
         out.display(),
         desired.path.display(),
         out.display()
-    );
+    ));
     Ok(())
 }

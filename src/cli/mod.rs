@@ -9,6 +9,7 @@ mod drill;
 mod interrupt;
 mod journal_key;
 mod keypart;
+mod output;
 mod password_env;
 mod plan;
 mod saved_plan;
@@ -233,10 +234,10 @@ pub struct PlanArgs {
     /// Save the plan (JSON, no secrets) for `show` and `apply`.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Print the plan as JSON on stdout.
+    /// Print the plan (or its refusal) as JSON on stdout (docs/json.md).
     #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
-    /// Print the plan as Markdown on stdout, for a pull request.
+    /// Print the plan (or its refusal) as Markdown on stdout, for a pull request.
     #[arg(long)]
     pub markdown: bool,
     /// Exit 2 when the plan has changes, 0 when it has none.

@@ -1,4 +1,4 @@
-//! `validate`, `plan` and `show`.
+//! `validate`, `plan`, `show` and `runbook`: each prints its report on stdout (`output`).
 
 use std::fs;
 use std::io::Write;
@@ -8,6 +8,7 @@ use super::PlanArgs;
 use super::context::{
     evidence_for, path_from_plan_file, path_in_plan_file, read_desired, refresh_desired,
 };
+use super::output;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::InputError;
@@ -38,14 +39,16 @@ pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
     let (backend, live) = refresh_desired(&desired, &args.backend).await?;
     let records = super::journal_key::read_journal(state_dir)?;
     let journal = evidence_for(&records, &backend, state_dir, &desired);
+    let source = format!("{} against {}", desired.path.display(), backend.describe());
     let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,
         Err(refused) => {
+            // A refusal is a report too: in the format asked for on stdout, and in words on
+            // stderr (the error), exit 3.
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&refused).expect("refusals serialize")
-                );
+                output::report_line(&render::refusal_json(&refused))?;
+            } else if args.markdown {
+                output::report(&render::refusal_markdown(&refused, &source))?;
             }
             return Err(Error::Refused(refused));
         }
@@ -55,20 +58,19 @@ pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
         plan.desired_file = Some(path_from_plan_file(&desired.path, out));
         save(&plan, out)?;
     }
-    let source = format!("{} against {}", desired.path.display(), backend.describe());
     if args.json {
-        println!("{}", render::json(&plan));
+        output::report_line(&render::json(&plan))?;
     } else if args.markdown {
-        print!("{}", render::markdown(&plan, &source));
+        output::report(&render::markdown(&plan, &source))?;
     } else {
-        eprint!("{}", render::text(&plan, &source));
+        output::report(&render::text(&plan, &source))?;
     }
     if let Some(out) = &args.out {
-        eprintln!(
+        output::note(&format!(
             "Saved the plan to {}. Review it with `mkplan show {}`.",
             out.display(),
             out.display()
-        );
+        ));
     }
     Ok(if args.detailed_exitcode && plan.changes {
         2
@@ -96,24 +98,38 @@ pub(super) fn save(plan: &Plan, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The one field read before the rest of a plan file.
+#[derive(serde::Deserialize)]
+struct FormatVersion {
+    format_version: Option<serde_json::Value>,
+}
+
 pub fn read_plan_file(path: &Path) -> Result<Plan> {
     let shown = path.display().to_string();
     let text = fs::read_to_string(path).map_err(|e| {
         InputError::new(&shown, format!("cannot read the plan file: {e}"))
             .fix("write one with `mkplan plan DESIRED.yaml --out PLANFILE`")
     })?;
-    let plan: Plan = serde_json::from_str(&text).map_err(|e| not_a_plan(&shown, &text, &e))?;
-    if plan.format_version != PLAN_FORMAT_VERSION {
+    // The version first: a plan of another format is reported as such, not by the first
+    // field this mkplan does not know. Nothing of the file is shown (`not_a_plan`).
+    let versioned: FormatVersion =
+        serde_json::from_str(&text).map_err(|e| not_a_plan(&shown, &text, &e))?;
+    if versioned.format_version.as_ref().and_then(|v| v.as_str()) != Some(PLAN_FORMAT_VERSION) {
+        let found = match &versioned.format_version {
+            Some(version) => format!(
+                "is of format version {}",
+                crate::quote::bare(&version.to_string())
+            ),
+            None => "has no format_version".to_string(),
+        };
         return Err(InputError::new(
             &shown,
-            format!(
-                "plan format version {} is not {PLAN_FORMAT_VERSION}",
-                crate::quote::quote(&plan.format_version)
-            ),
+            format!("this plan file {found}; this mkplan reads format version \"{PLAN_FORMAT_VERSION}\" (docs/json.md)"),
         )
-        .fix("make the plan again with this mkplan")
+        .fix("make the plan again with this mkplan (`mkplan plan DESIRED.yaml --out PLANFILE`), or apply it with the mkplan that made it")
         .into());
     }
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| not_a_plan(&shown, &text, &e))?;
     StepGraph::new(&plan.steps).map_err(|e| {
         InputError::new(&shown, format!("damaged plan: {e}"))
             .fix("make the plan again with `mkplan plan --out`")
@@ -146,13 +162,13 @@ pub fn show(path: &Path, json: bool, markdown: bool, dot: bool) -> Result<u8> {
     let plan = read_plan_file(path)?;
     let source = format!("saved plan {}", path.display());
     if json {
-        println!("{}", render::json(&plan));
+        output::report_line(&render::json(&plan))?;
     } else if markdown {
-        print!("{}", render::markdown(&plan, &source));
+        output::report(&render::markdown(&plan, &source))?;
     } else if dot {
-        print!("{}", render::dot(&plan));
+        output::report(&render::dot(&plan))?;
     } else {
-        eprint!("{}", render::text(&plan, &source));
+        output::report(&render::text(&plan, &source))?;
     }
     Ok(0)
 }
@@ -174,11 +190,6 @@ pub fn runbook(path: &Path, markdown: bool) -> Result<u8> {
     let by_hand = super::ceremony::ceremony_steps(&desired, &plan, false)
         .into_keys()
         .collect();
-    let text = render::runbook(&plan, &instructions, &by_hand, markdown);
-    if markdown {
-        print!("{text}");
-    } else {
-        eprint!("{text}");
-    }
+    output::report(&render::runbook(&plan, &instructions, &by_hand, markdown))?;
     Ok(0)
 }

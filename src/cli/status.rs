@@ -1,9 +1,11 @@
-//! `status`: the live register table, and the live state exported as a simulator fleet.
+//! `status`: the live register table (on stdout, like `ibmcloud tke cryptounit-mk`), and the
+//! live state exported as a simulator fleet.
 
 use std::path::Path;
 
 use super::BackendArg;
 use super::context::{read_desired, refresh_desired};
+use super::output;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::render;
@@ -25,12 +27,9 @@ pub async fn status(
         );
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&live).expect("live state serializes")
-        );
+        output::report_line(&render::status_json(&live))?;
     } else {
-        eprint!("{}", render::status(&live, &backend.describe()));
+        output::report(&render::status(&live, &backend.describe()))?;
     }
     if let Some(out) = export_fleet {
         super::drill::export_fleet(&desired, &live, &backend, state_dir, out)?;

@@ -1,22 +1,30 @@
-//! Views: pure functions from a plan (or a live state) to what a person or a program reads.
-//! Only the command layer prints; these only build strings.
+//! Views: pure functions from a plan (or a live state, or a refusal) to what a person or a
+//! program reads. Only the command layer prints; these only build strings.
 
+mod documents;
 mod dot;
 mod markdown;
+mod refusal;
 mod runbook;
 mod status;
 mod table;
 mod text;
 
+pub use documents::{
+    CARDS_FORMAT_VERSION, DRILL_FORMAT_VERSION, PLAN_FORMAT_VERSION, REFUSAL_FORMAT_VERSION,
+    STATUS_FORMAT_VERSION, refusal_json, status_json, versioned_json,
+};
 pub use dot::dot;
 pub use markdown::{MARKDOWN_LEN_MAX, markdown};
+pub use refusal::refusal_markdown;
 pub use runbook::runbook;
 pub use status::status;
 pub use text::text;
 
 use crate::plan::{Action, Plan};
 
-/// The plan JSON of contract.md, pretty-printed.
+/// The plan JSON of contract.md, pretty-printed. Its bytes are also what the journal's
+/// plan hash covers (`apply::session::plan_sha256`).
 pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("a plan serializes")
 }

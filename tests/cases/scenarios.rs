@@ -1,5 +1,7 @@
 //! The rows of shared/scenarios.md, one test each (row 5 twice: with and without a reported
 //! rotation status). Three operational units u1..u3 rotating from A to B.
+//! Each row's plan or refusal JSON is checked against docs/schemas by the harness
+//! (`support::schemas`), on both backends.
 
 use crate::support::*;
 

@@ -146,7 +146,10 @@ fn iam_api_keys_are_exchanged_and_bad_credentials_say_log_in_again() {
         &[iam[0], ("IBMCLOUD_API_KEY", "key-for-tests-0123")],
     );
     assert_eq!(good.code, 0, "{}", good.stderr);
-    assert!(!good.stderr.contains("key-for-tests"), "the API key leaked");
+    assert!(
+        !good.stderr.contains("key-for-tests") && !good.stdout.contains("key-for-tests"),
+        "the API key leaked"
+    );
     let wrong = via_tke(
         &ws,
         &server,

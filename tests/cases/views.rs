@@ -276,10 +276,10 @@ fn no_secret_in_any_view() {
             "a secret in the plan file: {secret}"
         );
     }
-    // The human plan on stderr is a real plan, not an empty one.
+    // The human plan (on stdout, like the other reports) is a real plan, not an empty one.
     assert!(
-        runs[2].stderr.contains("rewrap_key_storage"),
+        runs[2].stdout.contains("rewrap_key_storage"),
         "{}",
-        runs[2].stderr
+        runs[2].stdout
     );
 }

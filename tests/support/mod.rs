@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod schemas;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fs;
@@ -554,11 +556,13 @@ impl Workspace {
             command.env("MKPLAN_BACKEND", url);
         }
         let output = command.output().expect("run mkplan");
-        Run {
+        let run = Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        };
+        schemas::check_output(args, run.code, &run.stdout, &run.stderr);
+        run
     }
 
     /// The URL of a server on this workspace's fleet, with `faults`. A run with faults gets a
