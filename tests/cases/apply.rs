@@ -327,13 +327,10 @@ fn apply_without_approval_on_no_terminal_touches_nothing() {
 #[test]
 fn a_second_apply_while_the_first_runs_is_refused_by_the_lock() {
     let ws = rotate_to_b(&three_units(true));
-    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
-        .env("MKPLAN_JOURNAL_KEY", journal_key())
-        .current_dir(ws.path(""))
-        .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
+    let mut first = ws
+        .process(&["apply", "desired.yaml", "--auto-approve"])
         .env("MKPLAN_SIM_FAULTS", "latency_ms=400")
         .envs(PASSWORDS)
-        .args(["apply", "desired.yaml", "--auto-approve"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the first apply");

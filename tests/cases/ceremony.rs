@@ -37,13 +37,8 @@ pub(crate) struct Ceremony {
 
 impl Ceremony {
     pub(crate) fn start(ws: &Workspace, extra: &[&str]) -> Self {
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
-            .env("MKPLAN_JOURNAL_KEY", journal_key())
-            .current_dir(ws.path(""))
-            .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
-            .env_remove("MKPLAN_BACKEND")
-            .env_remove("MKPLAN_SIM_FAULTS")
-            .args([
+        let mut child = ws
+            .process(&[
                 "apply",
                 "desired.yaml",
                 "--auto-approve",

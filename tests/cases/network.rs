@@ -111,14 +111,10 @@ fn a_token_that_expires_mid_apply_stops_cleanly_and_a_new_token_resumes() {
 fn a_server_killed_mid_apply_and_restarted_lets_the_rerun_converge() {
     let ws = rotate_to_b(&three_units(true));
     let server = Server::start(&ws.path(FLEET), "latency_ms=300", &[]);
-    let apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
-        .env("MKPLAN_JOURNAL_KEY", journal_key())
-        .current_dir(ws.path(""))
-        .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
+    let apply = ws
+        .process(&["apply", "desired.yaml", "--auto-approve"])
         .env("MKPLAN_BACKEND", &server.url)
-        .env_remove("MKPLAN_SIM_FAULTS")
         .envs(PASSWORDS)
-        .args(["apply", "desired.yaml", "--auto-approve"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

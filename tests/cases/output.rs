@@ -188,15 +188,8 @@ fn help_and_version_print_to_stdout_and_exit_0() {
 
 /// `mkplan ARGS` in `ws` as the harness runs it, but bare, for the pipe tests.
 fn command(ws: &Workspace, args: &[&str]) -> Command {
-    let mut command = Command::new(assert_cmd::cargo::cargo_bin("mkplan"));
-    command
-        .current_dir(ws.dir.path())
-        .env_remove("MKPLAN_BACKEND")
-        .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
-        .env("MKPLAN_JOURNAL_KEY", journal_key())
-        .env("NO_COLOR", "1")
-        .args(args)
-        .stdin(Stdio::null());
+    let mut command = ws.process(args);
+    command.stdin(Stdio::null());
     command
 }
 

@@ -524,6 +524,24 @@ impl Workspace {
         self.mkplan_in(self.dir.path(), args, env)
     }
 
+    /// `mkplan ARGS` in the folder, not yet started, with a clean environment for mkplan's own
+    /// variables: the state folder and journal key of the workspace's other runs, no backend,
+    /// faults or passwords (a test adds what it needs).
+    pub fn process(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"));
+        command
+            .current_dir(self.dir.path())
+            .env_remove("MKPLAN_BACKEND")
+            .env_remove("MKPLAN_SIM_FAULTS")
+            .env_remove("MKPLAN_PART1_PASSWORD")
+            .env_remove("MKPLAN_PART2_PASSWORD")
+            .env("MKPLAN_STATE_DIR", self.path(".mkplan"))
+            .env("MKPLAN_JOURNAL_KEY", journal_key())
+            .env("NO_COLOR", "1")
+            .args(args);
+        command
+    }
+
     /// Runs `mkplan ARGS` with `cwd` as the working folder (the state directory, the journal
     /// key and the backend stay this workspace's).
     pub fn mkplan_in(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -535,18 +553,10 @@ impl Workspace {
             Via::Sim => None,
             Via::Http => Some(self.server_for(faults)),
         };
-        let mut command = Command::cargo_bin("mkplan").expect("the mkplan binary");
-        command
-            .current_dir(cwd)
-            .env_remove("MKPLAN_BACKEND")
-            .env_remove("MKPLAN_SIM_FAULTS")
-            .env_remove("MKPLAN_PART1_PASSWORD")
-            .env_remove("MKPLAN_PART2_PASSWORD")
-            .env("MKPLAN_STATE_DIR", self.path(".mkplan"))
-            .env("MKPLAN_JOURNAL_KEY", journal_key())
-            .env("NO_COLOR", "1")
-            .timeout(Duration::from_secs(60))
-            .args(args);
+        let mut process = self.process(args);
+        process.current_dir(cwd);
+        let mut command = Command::from_std(process);
+        command.timeout(Duration::from_secs(60));
         for (key, value) in env {
             if backend.is_none() || *key != "MKPLAN_SIM_FAULTS" {
                 command.env(key, value);

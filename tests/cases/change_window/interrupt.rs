@@ -17,18 +17,8 @@ fn mkplan_command(
     args: &[&str],
     passwords: &[(&str, &str)],
 ) -> std::process::Command {
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"));
-    command
-        .current_dir(ws.path(""))
-        .env_remove("MKPLAN_BACKEND")
-        .env_remove("MKPLAN_SIM_FAULTS")
-        .env_remove("MKPLAN_PART1_PASSWORD")
-        .env_remove("MKPLAN_PART2_PASSWORD")
-        .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
-        .env("MKPLAN_JOURNAL_KEY", journal_key())
-        .env("NO_COLOR", "1")
-        .envs(passwords.iter().copied())
-        .args(args);
+    let mut command = ws.process(args);
+    command.envs(passwords.iter().copied());
     command
 }
 

@@ -10,18 +10,8 @@ use crate::cases::apply::{PASSWORDS, assert_no_incidents, three_units};
 use crate::support::*;
 
 fn apply_on_a_terminal(ws: &Workspace, passwords: &[(&str, &str)]) -> Terminal {
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"));
-    command
-        .current_dir(ws.path(""))
-        .env_remove("MKPLAN_BACKEND")
-        .env_remove("MKPLAN_SIM_FAULTS")
-        .env_remove("MKPLAN_PART1_PASSWORD")
-        .env_remove("MKPLAN_PART2_PASSWORD")
-        .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
-        .env("MKPLAN_JOURNAL_KEY", journal_key())
-        .env("NO_COLOR", "1")
-        .envs(passwords.iter().copied())
-        .args(["apply", DESIRED]);
+    let mut command = ws.process(&["apply", DESIRED]);
+    command.envs(passwords.iter().copied());
     Terminal::spawn(command)
 }
 

@@ -153,15 +153,10 @@ fn a_rewrap_by_someone_else_before_ours_by_hand_stops_the_apply() {
 #[test]
 fn a_change_before_the_rewrap_stops_the_apply_before_it_sends_the_rewrap() {
     let ws = rotate_to_b(&three_units(true));
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
-        .env("MKPLAN_JOURNAL_KEY", journal_key())
-        .current_dir(ws.path(""))
-        .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
-        .env_remove("MKPLAN_BACKEND")
-        .env("NO_COLOR", "1")
+    let child = ws
+        .process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"])
         .env("MKPLAN_SIM_FAULTS", "latency_ms=400")
         .envs(PASSWORDS)
-        .args(["apply", DESIRED, "--auto-approve", "--parallelism", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
