@@ -23,6 +23,8 @@
 //! - [`cli`]: argument parsing and the commands that glue the rest together.
 //! - [`quote`], [`bounded_read`]: leaves every layer may use: input shown in a message,
 //!   bounded and made inert; a file that input names, read only if regular and not too long.
+//! - `fuzzing` (hidden): the parsers that are not public on their own, for the fuzz targets
+//!   under `fuzz/`; nothing in the crate depends on it.
 
 pub mod apply;
 pub mod backend;
@@ -30,6 +32,8 @@ pub mod bounded_read;
 pub mod cli;
 pub mod drill;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keypart;
 pub mod model;
 pub mod plan;

@@ -126,21 +126,7 @@ impl Audit {
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let (mut seq, mut prev) = (self.seq, self.prev.clone());
-        let mut text = String::new();
-        for event in events {
-            let entry = Entry {
-                seq: seq + 1,
-                prev,
-                time,
-                event,
-            };
-            let line = serde_json::to_string(&entry).expect("audit entries serialize");
-            seq += 1;
-            prev = hex::encode(Sha256::digest(line.as_bytes()));
-            text += &line;
-            text.push('\n');
-        }
+        let (text, seq, prev) = chained_lines(self.seq, &self.prev, time, events);
         let error = |e: std::io::Error| AuditError {
             path: self.path.display().to_string(),
             why: e.to_string(),
@@ -150,6 +136,32 @@ impl Audit {
         self.prev = prev;
         Ok(())
     }
+}
+
+/// The lines that extend a trail of `seq` entries whose last line hashes to `prev` with
+/// `events`, stamped `time`; and the trail's new entry count and head.
+pub(crate) fn chained_lines(
+    mut seq: u64,
+    prev: &str,
+    time: u64,
+    events: Vec<Value>,
+) -> (String, u64, String) {
+    let mut prev = prev.to_string();
+    let mut text = String::new();
+    for event in events {
+        let entry = Entry {
+            seq: seq + 1,
+            prev,
+            time,
+            event,
+        };
+        let line = serde_json::to_string(&entry).expect("audit entries serialize");
+        seq += 1;
+        prev = hex::encode(Sha256::digest(line.as_bytes()));
+        text += &line;
+        text.push('\n');
+    }
+    (text, seq, prev)
 }
 
 #[derive(Debug)]
@@ -172,7 +184,14 @@ pub struct Anchored {
 /// Walks the chain, then checks it against the audit heads that the journal's authenticated
 /// `records` anchored: the trail must still hold each anchored entry, unchanged.
 pub fn verify_anchored(path: &Path, records: &[Record]) -> Result<(Verified, Anchored), String> {
-    let verified = verify(path)?;
+    check_anchors(verify(path)?, records)
+}
+
+/// Checks a walked chain against the audit heads the journal's `records` anchored.
+pub fn check_anchors(
+    verified: Verified,
+    records: &[Record],
+) -> Result<(Verified, Anchored), String> {
     let mut anchored = Anchored {
         entries: 0,
         unauthenticated: 0,
@@ -229,13 +248,24 @@ pub fn verify(path: &Path) -> Result<Verified, String> {
         Ok(None) => String::new(),
         Err(e) => return Err(format!("cannot read it: {e}")),
     };
+    verify_text(&text)
+}
+
+/// Walks the chain of a trail's text.
+pub fn verify_text(text: &str) -> Result<Verified, String> {
     let mut prev = CHAIN_START.to_string();
     let mut count = 0u64;
     let mut hashes = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
-        let entry: Entry = serde_json::from_str(line)
-            .map_err(|e| format!("line {number} is not an audit entry ({e})"))?;
+        // The parser's words quote the line (`unknown field …`): cut and made inert, so that
+        // a line of the file cannot flood the message or forge a line of its own.
+        let entry: Entry = serde_json::from_str(line).map_err(|e| {
+            format!(
+                "line {number} is not an audit entry ({})",
+                crate::quote::message(&e.to_string())
+            )
+        })?;
         if entry.seq != count + 1 {
             return Err(format!(
                 "first broken link at line {number}: sequence number {} where {} was expected (an entry was removed or reordered)",
@@ -291,5 +321,16 @@ mod tests {
         lines.remove(1);
         fs::write(&path, lines.join("\n") + "\n").unwrap();
         assert!(verify(&path).unwrap_err().contains("line 2"));
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/audit_lines.rs`): the parser's words about a line
+    /// that is no entry quoted its key raw, a newline or an escape included, at any length.
+    #[test]
+    fn a_line_that_is_no_entry_is_reported_cut_and_inert() {
+        let key = format!("s\\u001b[2J\\nforged line {}", "x".repeat(100_000));
+        let broken = verify_text(&format!("{{\"{key}\": 1}}\n")).unwrap_err();
+        assert!(broken.starts_with("line 1 is not an audit entry (unknown field `s"), "{broken}");
+        assert!(broken.len() < 1_000, "{} bytes", broken.len());
+        assert!(!broken.chars().any(crate::quote::is_control_like), "{broken}");
     }
 }

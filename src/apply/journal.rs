@@ -242,6 +242,14 @@ struct Line {
     record: Record,
 }
 
+/// A `Line` as written, borrowing its parts.
+#[derive(Serialize)]
+struct LineRef<'a> {
+    sha256: &'a str,
+    seal: &'a str,
+    record: &'a Record,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error(
@@ -389,33 +397,18 @@ impl Journal {
                 why: format!("over {JOURNAL_RECORDS_MAX} records"),
             });
         }
-        let mut text = String::new();
-        let mut last_seal = self.last_seal.clone();
-        let mut lines = Vec::with_capacity(records.len());
-        for record in records {
-            let record = if self.sync {
-                record
-            } else {
-                without_time(record)
-            };
-            let sha256 = checksum(&record);
-            let seal = self.key.seal(&last_seal, &sha256);
-            let line = Line {
-                sha256,
-                seal: Some(seal),
-                record,
-            };
-            text += &serde_json::to_string(&line).expect("records serialize");
-            text.push('\n');
-            last_seal = line.seal.clone().unwrap_or_default();
-            lines.push(line);
-        }
+        let records = if self.sync {
+            records
+        } else {
+            records.into_iter().map(without_time).collect()
+        };
+        let (text, last_seal) = sealed_lines(&self.key, &self.last_seal, &records);
         self.file.write_all(text.as_bytes()).map_err(io)?;
         if self.sync {
             self.file.sync_data().map_err(io)?;
         }
         self.last_seal = last_seal;
-        self.records.extend(lines.into_iter().map(|l| l.record));
+        self.records.extend(records);
         if let Some(head) = &self.head {
             let state_dir = self.path.parent().unwrap_or(Path::new("."));
             journal_key::store_head(
@@ -433,6 +426,26 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// The lines that append `records` to a journal whose last seal is `last_seal`, one JSON
+/// object and a newline each, and the seal of the last of them.
+pub(crate) fn sealed_lines(key: &JournalKey, last_seal: &str, records: &[Record]) -> (String, String) {
+    let mut text = String::new();
+    let mut last_seal = last_seal.to_string();
+    for record in records {
+        let sha256 = checksum(record);
+        let seal = key.seal(&last_seal, &sha256);
+        let line = LineRef {
+            sha256: &sha256,
+            seal: &seal,
+            record,
+        };
+        text += &serde_json::to_string(&line).expect("records serialize");
+        text.push('\n');
+        last_seal = seal;
+    }
+    (text, last_seal)
 }
 
 /// A drill's scratch journal runs on a simulated clock: its records carry no wall-clock time,
@@ -483,18 +496,18 @@ fn rolled_back(head: Option<&Head>, found: usize, seal_at: Option<&str>) -> Opti
     })
 }
 
-struct Parsed {
+pub(crate) struct Parsed {
     /// The seal of the record at the head's place (its `records`-th), if the journal has one.
-    seal_at: Option<String>,
-    records: Vec<Record>,
+    pub(crate) seal_at: Option<String>,
+    pub(crate) records: Vec<Record>,
     /// The length of the intact prefix of the bytes.
-    good_len: usize,
+    pub(crate) good_len: usize,
     /// The seal of the last line that verified: the next one chains to it.
-    last_seal: String,
+    pub(crate) last_seal: String,
 }
 
 /// Reads the intact records of `bytes`, each checked against its seal with `key`.
-fn parse(
+pub(crate) fn parse(
     path: &Path,
     bytes: &[u8],
     key: Option<&JournalKey>,

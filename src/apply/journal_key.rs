@@ -66,7 +66,7 @@ impl JournalKey {
         Self::from_secret(key, None)
     }
 
-    fn from_secret(key: Zeroizing<[u8; KEY_LEN]>, path: Option<PathBuf>) -> Self {
+    pub(crate) fn from_secret(key: Zeroizing<[u8; KEY_LEN]>, path: Option<PathBuf>) -> Self {
         let id = format!("jk-{}", &hex::encode(hmac(&key, &[b"key id"]))[..16]);
         Self { key, id, path }
     }

@@ -412,7 +412,7 @@ fn status_error(status: StatusCode, message: String, what: &str) -> Option<Backe
 
 /// The service's `{"error": {"message": …}}`, or the start of whatever it sent: cut and
 /// inert, as it ends up in an error message.
-fn error_message(bytes: &[u8]) -> String {
+pub(crate) fn error_message(bytes: &[u8]) -> String {
     if let Ok(value) = serde_json::from_slice::<Value>(bytes)
         && let Some(message) = value["error"]["message"].as_str()
     {
@@ -445,7 +445,7 @@ fn describe(error: &reqwest::Error) -> String {
 
 /// The TKE list of an instance's crypto units.
 #[derive(Deserialize)]
-pub(super) struct UnitList {
+pub(crate) struct UnitList {
     hsms: Vec<Entry>,
     #[serde(default)]
     source_hsms: Vec<Entry>,
@@ -460,17 +460,17 @@ pub(super) struct UnitList {
 }
 
 #[derive(Deserialize)]
-pub(super) struct Entry {
-    pub(super) hsm_id: String,
+pub(crate) struct Entry {
+    pub(crate) hsm_id: String,
     #[serde(default)]
-    pub(super) location: String,
+    pub(crate) location: String,
     #[serde(default)]
-    pub(super) serial_number: String,
+    pub(crate) serial_number: String,
 }
 
 impl UnitList {
     /// Operational, then recovery, then failover units, each in the service's order.
-    pub(super) fn entries(&self) -> Vec<(UnitType, &Entry)> {
+    pub(crate) fn entries(&self) -> Vec<(UnitType, &Entry)> {
         let operational = self.hsms.iter().map(|e| (UnitType::Operational, e));
         let recovery = self.source_hsms.iter().map(|e| (UnitType::Recovery, e));
         let failover = self.failover_hsms.iter().map(|e| (UnitType::Failover, e));
@@ -479,6 +479,6 @@ impl UnitList {
 }
 
 #[derive(Deserialize)]
-struct StatusBody {
-    status: RewrapStatus,
+pub(crate) struct StatusBody {
+    pub(crate) status: RewrapStatus,
 }

@@ -11,7 +11,7 @@ mod journal_key;
 mod keypart;
 mod output;
 mod password_env;
-mod plan;
+pub(crate) mod plan;
 mod saved_plan;
 mod sim;
 mod status;

@@ -1,6 +1,5 @@
 //! `validate`, `plan`, `show` and `runbook`: each prints its report on stdout (`output`).
 
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 
@@ -12,7 +11,7 @@ use super::output;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::InputError;
-use crate::plan::{PLAN_FORMAT_VERSION, Plan, StepGraph};
+use crate::plan::{PLAN_FILE_BYTES_MAX, PLAN_FORMAT_VERSION, Plan, StepGraph};
 use crate::render;
 
 pub fn validate(desired: &Path) -> Result<u8> {
@@ -104,16 +103,23 @@ struct FormatVersion {
     format_version: Option<serde_json::Value>,
 }
 
+/// Reads a plan file: only a regular file, and at most `PLAN_FILE_BYTES_MAX` (a path typed
+/// on the command line may name a device or a pipe).
 pub fn read_plan_file(path: &Path) -> Result<Plan> {
     let shown = path.display().to_string();
-    let text = fs::read_to_string(path).map_err(|e| {
+    let text = crate::bounded_read::read_to_string(path, PLAN_FILE_BYTES_MAX).map_err(|e| {
         InputError::new(&shown, format!("cannot read the plan file: {e}"))
             .fix("write one with `mkplan plan DESIRED.yaml --out PLANFILE`")
     })?;
+    parse_plan_file(&shown, &text)
+}
+
+/// Reads the text of a plan file; `shown` names it in messages.
+pub(crate) fn parse_plan_file(shown: &str, text: &str) -> Result<Plan> {
     // The version first: a plan of another format is reported as such, not by the first
     // field this mkplan does not know. Nothing of the file is shown (`not_a_plan`).
     let versioned: FormatVersion =
-        serde_json::from_str(&text).map_err(|e| not_a_plan(&shown, &text, &e))?;
+        serde_json::from_str(text).map_err(|e| not_a_plan(shown, text, &e))?;
     if versioned.format_version.as_ref().and_then(|v| v.as_str()) != Some(PLAN_FORMAT_VERSION) {
         let found = match &versioned.format_version {
             Some(version) => format!(
@@ -123,18 +129,54 @@ pub fn read_plan_file(path: &Path) -> Result<Plan> {
             None => "has no format_version".to_string(),
         };
         return Err(InputError::new(
-            &shown,
+            shown,
             format!("this plan file {found}; this mkplan reads format version \"{PLAN_FORMAT_VERSION}\" (docs/json.md)"),
         )
         .fix("make the plan again with this mkplan (`mkplan plan DESIRED.yaml --out PLANFILE`), or apply it with the mkplan that made it")
         .into());
     }
-    let plan: Plan = serde_json::from_str(&text).map_err(|e| not_a_plan(&shown, &text, &e))?;
+    let plan: Plan = serde_json::from_str(text).map_err(|e| not_a_plan(shown, text, &e))?;
+    // `show` prints the plan's words as they are: a control character in one (an escape, a
+    // newline) would drive the terminal or forge a line. mkplan writes none.
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| not_a_plan(shown, text, &e))?;
+    if let Some(at) = control_character_at(&value) {
+        return Err(InputError::new(
+            shown,
+            format!("damaged plan file: the text at {at} holds a control character (an escape, a newline), which mkplan never writes"),
+        )
+        .fix("write plan files with `mkplan plan --out`; do not edit them")
+        .into());
+    }
     StepGraph::new(&plan.steps).map_err(|e| {
-        InputError::new(&shown, format!("damaged plan: {e}"))
+        InputError::new(shown, format!("damaged plan: {e}"))
             .fix("make the plan again with `mkplan plan --out`")
     })?;
     Ok(plan)
+}
+
+/// Where in `value` the first string (key or text) with a control character is, as a path
+/// like `instances[0].region`.
+fn control_character_at(value: &serde_json::Value) -> Option<String> {
+    fn path_to(value: &serde_json::Value) -> Option<String> {
+        use serde_json::Value;
+        let has = |text: &str| text.chars().any(crate::quote::is_control_like);
+        match value {
+            Value::String(text) => has(text).then(String::new),
+            Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+                path_to(item).map(|rest| format!("[{index}]{rest}"))
+            }),
+            Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+                let shown = crate::quote::bare(key);
+                if has(key) {
+                    return Some(format!(".{shown}"));
+                }
+                path_to(item).map(|rest| format!(".{shown}{rest}"))
+            }),
+            _ => None,
+        }
+    }
+    path_to(value).map(|path| path.trim_start_matches('.').to_string())
 }
 
 /// A file that does not parse as a plan: the parser's words (cut and inert) when it says it
@@ -192,4 +234,46 @@ pub fn runbook(path: &Path, markdown: bool) -> Result<u8> {
         .collect();
     output::report(&render::runbook(&plan, &instructions, &by_hand, markdown))?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `show /dev/zero` read until memory ran out, and `show` of a FIFO waited for a writer
+    /// (the plan file was read whole with no bound; found beside the fuzz targets).
+    #[test]
+    fn a_plan_file_that_is_a_device_is_refused_without_reading_it() {
+        let error = read_plan_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/plan_json.rs`): `show` printed a saved plan's
+    /// words as they were, so a plan file from anyone could drive the terminal (an escape in
+    /// a region) or forge lines of the plan (a newline in an evidence line).
+    #[test]
+    fn a_plan_file_with_a_control_character_is_refused_before_it_is_shown() {
+        let desired = include_str!("../../plans/three-units.yaml");
+        let desired = crate::model::parse_desired("d.yaml", desired, Path::new("plans")).unwrap();
+        let fleet = include_str!("../../examples/fleets/three-units.yaml");
+        let fleet = crate::backend::sim::Fleet::parse("f.yaml", fleet).unwrap();
+        let live = crate::model::LiveFleet {
+            instances: fleet.instances.iter().map(|i| i.live()).collect(),
+        };
+        let evidence = crate::model::JournalEvidence::default();
+        let plan = crate::render::json(&crate::plan::plan(&desired, "0", &live, &evidence).unwrap());
+        let plan = plan.as_str();
+        parse_plan_file("p.json", plan).unwrap();
+        let evil = plan.replacen("\"us-south\"", "\"us\\u001b[2Jsouth\"", 1);
+        assert_ne!(evil, plan);
+        let error = parse_plan_file("p.json", &evil).unwrap_err().to_string();
+        assert!(
+            error.contains("damaged plan file: the text at instances[0].region holds a control character"),
+            "{error}"
+        );
+        let forged = plan.replacen("\"evidence\": [", "\"evidence\": [\"ok\\nforged\", ", 1);
+        assert_ne!(forged, plan);
+        let error = parse_plan_file("p.json", &forged).unwrap_err().to_string();
+        assert!(error.contains("instances[0].evidence[0]"), "{error}");
+    }
 }

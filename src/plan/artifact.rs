@@ -8,6 +8,8 @@ use super::step::{Action, Step};
 use crate::model::{CurrentRegister, NewRegister, RewrapStatus, UnitType, VerificationPattern};
 
 pub const PLAN_FORMAT_VERSION: &str = "1";
+/// Longest plan file read: room for a plan of `INSTANCES_MAX` instances of 16 units.
+pub const PLAN_FILE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {

@@ -16,7 +16,10 @@ mod refusal;
 mod replay;
 mod step;
 
-pub use artifact::{CeremonyNeeds, InstancePlan, PLAN_FORMAT_VERSION, Plan, Registers, UnitChange};
+pub use artifact::{
+    CeremonyNeeds, InstancePlan, PLAN_FILE_BYTES_MAX, PLAN_FORMAT_VERSION, Plan, Registers,
+    UnitChange,
+};
 pub use evidence::{StorageFinding, common_current, registers_fit};
 pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};

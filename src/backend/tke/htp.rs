@@ -166,17 +166,22 @@ pub fn parse_response(text: &str) -> Result<Vec<u8>, WireError> {
     Ok(payload.to_vec())
 }
 
-/// A host or catcher error (§5.2), as `type-rc-reason` with its meaning.
+/// A host or catcher error (§5.2), as `type-rc-reason` with its meaning. The block is the
+/// service's text: its fields are shown escaped (an ASCII control character, a newline, could
+/// drive the terminal or forge a line of the message).
 fn host_error(block: &str) -> WireError {
     let number = |range: std::ops::Range<usize>| {
         let field = block[range].trim();
         field
             .parse::<u64>()
-            .map_or_else(|_| field.to_string(), |n| n.to_string())
+            .map_or_else(|_| crate::quote::bare(field), |n| n.to_string())
     };
     let kind = number(0..2);
     let (rc, reason) = (number(2..10), number(10..18));
-    let text = block[56..ERROR_BLOCK_LEN].trim();
+    let text = crate::quote::bare_at_most(
+        block[56..ERROR_BLOCK_LEN].trim(),
+        ERROR_BLOCK_LEN - 56,
+    );
     let meaning = match kind.as_str() {
         "9" => match rc.as_str() {
             "1" | "2" => "the crypto module index is not an integer or out of range",

@@ -180,16 +180,16 @@ pub struct TkeBackend {
 }
 
 #[derive(Deserialize)]
-struct Reply {
+pub(crate) struct Reply {
     #[serde(default)]
-    response: String,
+    pub(crate) response: String,
 }
 
 #[derive(Deserialize)]
-struct IamToken {
-    access_token: Zeroizing<String>,
+pub(crate) struct IamToken {
+    pub(crate) access_token: Zeroizing<String>,
     #[serde(default)]
-    expires_in: Option<u64>,
+    pub(crate) expires_in: Option<u64>,
 }
 
 impl TkeBackend {

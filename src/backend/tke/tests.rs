@@ -233,6 +233,27 @@ fn host_errors_and_adapter_errors_are_clear() {
     assert!(htp::parse_request("150;PCI request;XPNUM   ;2;        ;00").is_err());
 }
 
+/// Found by fuzzing (`fuzz/fuzz_targets/tke_htp.rs`): the text of a host error block reached
+/// the message raw, ASCII control characters (an escape, a NUL, a newline) included.
+#[test]
+fn a_host_error_block_is_shown_inert() {
+    let block = format!(
+        "0\x1b{:<54}{:<100}",
+        "\x0012345",
+        "IBM says\nforged line \x1b[2J\x7f"
+    );
+    let error = htp::parse_response(&format!("1;{block};")).unwrap_err();
+    assert!(
+        error.message.contains("forged line"),
+        "the service's text is shown: {error}"
+    );
+    assert!(
+        !error.message.chars().any(crate::quote::is_control_like),
+        "{:?}",
+        error.message
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, rng_seed: proptest::test_runner::RngSeed::Fixed(20261127), ..ProptestConfig::default() })]
 

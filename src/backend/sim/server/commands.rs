@@ -26,7 +26,7 @@ use crate::model::VerificationPattern;
 /// `verification_pattern` and `signers` for `commit_new_mk` and `set_immediate`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct CommandBody {
+pub(crate) struct CommandBody {
     /// In hex; zeroized when dropped.
     #[serde(default)]
     key_parts: Vec<Zeroizing<String>>,
@@ -60,7 +60,7 @@ pub(super) async fn unit_command(
     mutate(&shared, hsm_id.to_ascii_lowercase(), operation).await
 }
 
-fn parse_command(
+pub(crate) fn parse_command(
     instance: &str,
     hsm_id: &str,
     command: &str,

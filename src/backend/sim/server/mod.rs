@@ -10,12 +10,12 @@
 //! how long each may take to send its request. The server holds the fleet file's lock for its
 //! lifetime, so an embedded `sim:` backend on the same file cannot race it.
 
-mod commands;
+pub(crate) mod commands;
 mod connections;
 mod durable;
 mod in_process;
 mod resources;
-mod tke_front;
+pub(crate) mod tke_front;
 mod tokens;
 
 use std::fs::File;

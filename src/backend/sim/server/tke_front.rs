@@ -33,7 +33,7 @@ pub const IAM_TOKEN_PATH: &str = "/identity/token";
 /// Permissions the simulated domains report (load, commit, … allowed; tke-wire.md §3.2).
 const PERMISSIONS: u32 = 0x0030_204D;
 
-pub fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/tke/{instance}/hsms", get(super::resources::list_units))
         .route("/v1/tke/{instance}/hsms/{hsm_id}", post(query))
@@ -41,8 +41,8 @@ pub fn routes() -> Router<Arc<Shared>> {
 }
 
 #[derive(Deserialize)]
-struct Body {
-    request: String,
+pub(crate) struct Body {
+    pub(crate) request: String,
 }
 
 async fn query(
@@ -82,7 +82,7 @@ async fn query(
 }
 
 /// The HTP response to one HTP request, as the crypto unit and its host would give it.
-fn answer(unit: &CryptoUnit, request: &str) -> String {
+pub(crate) fn answer(unit: &CryptoUnit, request: &str) -> String {
     let request = match htp::parse_request(request) {
         Ok(request) => request,
         Err(e) => return htp::host_error_response(9, 12, 0, &e.message),
@@ -155,11 +155,7 @@ fn admin(unit: &CryptoUnit, domain: u32, payload: &[u8]) -> Vec<u8> {
 
 /// `POST /identity/token` with `grant_type=…apikey&apikey=K`: a new token for a known key.
 async fn iam_token(State(shared): State<Arc<Shared>>, body: String) -> Response {
-    let key = body
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("apikey="))
-        .map(percent_decode)
-        .unwrap_or_default();
+    let key = api_key_of(&body);
     if !shared.tokens.knows_api_key(&key) {
         return (
             StatusCode::BAD_REQUEST,
@@ -173,6 +169,14 @@ async fn iam_token(State(shared): State<Arc<Shared>>, body: String) -> Response 
         "expires_in": shared.tokens.ttl_s().unwrap_or(3600),
     }))
     .into_response()
+}
+
+/// The `apikey` of a form body (`grant_type=…&apikey=K`), percent-decoded.
+pub(crate) fn api_key_of(body: &str) -> zeroize::Zeroizing<String> {
+    body.split('&')
+        .find_map(|pair| pair.strip_prefix("apikey="))
+        .map(percent_decode)
+        .unwrap_or_default()
 }
 
 fn percent_decode(text: &str) -> zeroize::Zeroizing<String> {
