@@ -15,11 +15,12 @@ use super::apply::key_parts;
 use super::context::{Desired, evidence_for, read_desired, refresh_desired};
 use super::output;
 use crate::backend::sim::{Fleet, write_atomically};
-use crate::backend::{AnyBackend, BackendSpec};
+use crate::backend::{AnyBackend, Backend, BackendSpec};
 use crate::drill::{self, Drill, DrillResult, RUNS_MAX, report, run_seed};
 use crate::error::{Error, Result};
 use crate::model::{JournalEvidence, LiveFleet};
 use crate::render;
+use crate::store::Store;
 
 #[derive(Debug, ClapArgs)]
 pub struct DrillArgs {
@@ -57,9 +58,9 @@ pub struct DrillArgs {
     pub report: Option<PathBuf>,
 }
 
-pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
+pub async fn drill(args: &DrillArgs, store: &Store) -> Result<u8> {
     let desired = read_desired(&args.desired)?.only(&args.only.instances)?;
-    let (mut fleet, source, replay_backend) = starting_fleet(&desired, args, state_dir).await?;
+    let (mut fleet, source, replay_backend) = starting_fleet(&desired, args, store).await?;
     if !desired.targeted.is_empty() {
         // The runs rotate the named instances on copies that hold only them.
         fleet.instances.retain(|i| {
@@ -273,7 +274,7 @@ fn summary(result: &DrillResult, replay: &str, seconds: f64) -> String {
 async fn starting_fleet(
     desired: &Desired,
     args: &DrillArgs,
-    state_dir: &Path,
+    store: &Store,
 ) -> Result<(Fleet, String, String)> {
     if let Some(spec) = &args.from_live {
         let flag = BackendArg {
@@ -284,7 +285,7 @@ async fn starting_fleet(
             loads_key_parts: false,
         };
         let (backend, live) = refresh_desired(desired, &flag).await?;
-        let fleet = snapshot_live(desired, &live, &backend, state_dir)?;
+        let fleet = snapshot_live(desired, &live, &backend, store)?;
         return Ok((
             fleet,
             format!("a snapshot of {spec}"),
@@ -327,14 +328,14 @@ fn snapshot_live(
     desired: &Desired,
     live: &LiveFleet,
     backend: &AnyBackend,
-    state_dir: &Path,
+    store: &Store,
 ) -> Result<Fleet> {
-    let records = super::journal_key::read_journal(state_dir)?;
+    let records = store.read_journal(&backend.identity(), Some(&desired.instance_ids()))?;
     Ok(drill::snapshot(
         &desired.state,
         &desired.sha256,
         live,
-        &evidence_for(&records, backend, state_dir, desired),
+        &evidence_for(&records, backend, store, desired),
     )?)
 }
 
@@ -343,7 +344,7 @@ pub fn export_fleet(
     desired: &Desired,
     live: &LiveFleet,
     backend: &AnyBackend,
-    state_dir: &Path,
+    store: &Store,
     out: &Path,
 ) -> Result<()> {
     if out.exists() {
@@ -352,7 +353,7 @@ pub fn export_fleet(
             out.display()
         )));
     }
-    let fleet = snapshot_live(desired, live, backend, state_dir)?;
+    let fleet = snapshot_live(desired, live, backend, store)?;
     let text = format!(
         "# Exported by mkplan {} from the live state of {}.\n# key_storage is inferred from the evidence (service status, journal, registers), not read:\n# a real service does not reveal it. keys: 0 means unknown.\n{}",
         env!("CARGO_PKG_VERSION"),

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::InputError;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, StepGraph};
 use crate::render;
+use crate::store::Store;
 
 pub fn validate(desired: &Path) -> Result<u8> {
     let desired = read_desired(desired)?;
@@ -34,11 +35,11 @@ pub fn validate(desired: &Path) -> Result<u8> {
     Ok(0)
 }
 
-pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
+pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     let desired = read_desired(&args.desired)?.only(&args.only.instances)?;
     let (backend, live) = refresh_desired(&desired, &args.backend).await?;
-    let records = super::journal_key::read_journal(state_dir)?;
-    let journal = evidence_for(&records, &backend, state_dir, &desired);
+    let records = store.read_journal(&backend.identity(), Some(&desired.instance_ids()))?;
+    let journal = evidence_for(&records, &backend, store, &desired);
     let source = format!("{} against {}", desired.path.display(), backend.describe());
     let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,

@@ -8,6 +8,7 @@ mod json_formats;
 mod mixed;
 mod network;
 mod output;
+mod postgres_store;
 mod saved_plans;
 mod scenarios;
 mod security;
