@@ -3,6 +3,7 @@ mod bad_input;
 mod ceremony;
 mod change_window;
 mod dependencies;
+mod docs;
 mod drill;
 mod json_formats;
 mod mixed;
