@@ -95,6 +95,8 @@ impl Store {
         let holder = holder();
         match self {
             Self::Files(dir) => {
+                // A folder others could write is unsafe evidence (exit 3), as on every read.
+                crate::apply::state_dir::prepare(dir).map_err(Error::Unsafe)?;
                 let lock = lock::acquire(dir, &holder).map_err(Error::Other)?;
                 let journal = files::open_journal(dir)?;
                 Ok(Writer {
