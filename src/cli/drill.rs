@@ -53,6 +53,11 @@ pub struct DrillArgs {
     /// the fleet says (`rewrap_ms_per_key`). In memory only.
     #[arg(long, conflicts_with = "over_http")]
     pub actors: bool,
+    /// With --actors: X and Y share one journal in this PostgreSQL database instead of two
+    /// state folders, as a team does. Name a scratch database: each run writes a scope of its
+    /// own there (`drill …`), with leases, as `apply --state` would.
+    #[arg(long, requires = "actors", value_name = "postgres://…")]
+    pub shared_state: Option<String>,
     /// Write the evidence report (Markdown) to this file.
     #[arg(long, value_name = "FILE.md")]
     pub report: Option<PathBuf>,
@@ -129,7 +134,7 @@ pub async fn drill(args: &DrillArgs, store: &Store) -> Result<u8> {
         elapsed.as_millis() as u64,
     );
     let replay = format!(
-        "mkplan drill {} {replay_backend}{} --runs 1 --seed {{seed}}{}{}",
+        "mkplan drill {} {replay_backend}{} --runs 1 --seed {{seed}}{}{}{}",
         desired.path.display(),
         desired
             .targeted
@@ -137,7 +142,14 @@ pub async fn drill(args: &DrillArgs, store: &Store) -> Result<u8> {
             .map(|id| format!(" --instance {id}"))
             .collect::<String>(),
         if args.over_http { " --over-http" } else { "" },
-        if args.actors { " --actors" } else { "" }
+        if args.actors { " --actors" } else { "" },
+        match &args.shared_state {
+            // Shown without its password, as every URL mkplan prints.
+            Some(url) => Store::parse(url)
+                .map(|store| format!(" --shared-state {}", store.shown()))
+                .unwrap_or_default(),
+            None => String::new(),
+        }
     );
     // The summary is the report unless JSON was asked for: then it is a note beside it.
     let summary = summary(&result, &replay, elapsed.as_secs_f64());
@@ -184,6 +196,17 @@ fn run_all(
         .map_err(|e| Error::Other(format!("cannot start the drill's runtime: {e}")))?;
     let scratch = tempfile::tempdir()
         .map_err(|e| Error::Other(format!("cannot make a scratch folder: {e}")))?;
+    let shared = match &args.shared_state {
+        None => None,
+        Some(url) => match Store::parse(url).map_err(Error::Other)? {
+            store @ Store::Postgres(_) => Some(store),
+            Store::Files(_) => {
+                return Err(Error::Other(format!(
+                    "--shared-state {url}: name a PostgreSQL database (postgres://USER@HOST:PORT/DATABASE); without it the actors keep two state folders"
+                )));
+            }
+        },
+    };
     let bar = progress_bar(runs);
     let mut results = Vec::with_capacity(runs.min(100_000) as usize);
     for index in 0..runs {
@@ -195,6 +218,7 @@ fn run_all(
                 seed,
                 operations,
                 scratch.path(),
+                shared.as_ref(),
             ))
         } else {
             runtime.block_on(drill::run_one_via(

@@ -415,3 +415,71 @@ fn the_database_password_never_reaches_a_message() {
         elsewhere.stderr
     );
 }
+
+/// The multi-actor property of the key-safety work with both mkplans on one database: X and
+/// Y take turns with faults, an operator acts with the TKE CLI outside mkplan and attests the
+/// truth when asked. Seeded runs, judged by the simulator: zero incidents, every run converged
+/// or refused safely, and no more refusals than with two state folders (one database is a
+/// witness to both). Rotations that X started and left are finished by Y.
+#[test]
+fn the_actors_drill_with_both_mkplans_on_one_database_loses_nothing() {
+    let Some(url) = database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(false));
+    let drill = |shared: Option<&str>| {
+        let mut args = vec![
+            "drill", DESIRED, "--actors", "--runs", "30", "--seed", "11", "--json",
+        ];
+        if let Some(url) = shared {
+            args.extend(["--shared-state", url]);
+        }
+        let run = ws.mkplan_with_env(&args, &PASSWORDS);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json()
+    };
+    let apart = drill(None);
+    let together = drill(Some(&url));
+    for result in [&apart, &together] {
+        assert_eq!(result["failed"], 0, "{result:#}");
+        assert_eq!(result["incidents"], 0, "{result:#}");
+    }
+    let refused = |r: &serde_json::Value| r["refused"].as_u64().expect("a count");
+    assert!(
+        refused(&together) <= refused(&apart),
+        "one database refused more than two folders: {} > {}",
+        refused(&together),
+        refused(&apart)
+    );
+    let y_finished_x = together["schedules"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|run| {
+            let endings: Vec<&str> = run["attempt_endings"]
+                .as_array()
+                .expect("endings")
+                .iter()
+                .filter_map(|e| e.as_str())
+                .collect();
+            endings
+                .iter()
+                .position(|e| e.starts_with("X: ") && !e.ends_with("converged"))
+                .is_some_and(|x| endings[x..].contains(&"Y: converged"))
+        })
+        .count();
+    assert!(
+        y_finished_x > 0,
+        "no run where Y finished what X left: {together:#}"
+    );
+    let scopes = count(
+        &url,
+        "SELECT count(*) FROM mkplan_scopes WHERE scope LIKE 'drill %'",
+    );
+    assert_eq!(scopes, 30, "each run keeps a scope of its own");
+    eprintln!(
+        "actors drill, 30 runs: refused {} with two folders, {} with one database; Y finished X's rotation in {y_finished_x} runs",
+        refused(&apart),
+        refused(&together)
+    );
+}
