@@ -483,3 +483,40 @@ fn the_actors_drill_with_both_mkplans_on_one_database_loses_nothing() {
         refused(&together)
     );
 }
+
+/// `mkplan unlock ID` on a database removes a live holder's lease at once, when the operator
+/// knows better: the holder's next write is refused, it stops, and the next apply converges.
+#[test]
+fn unlock_removes_a_lease_and_its_holder_can_write_nothing_more() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    let server = Server::start(&ws.path(FLEET), "latency_ms=1000", &[]);
+    let holder = spawn_apply(&ws, Some(&server.url), "", &[]);
+    wait_until("the holder journals its first intents", || {
+        intents(&url) > 0
+    });
+    let id = column(&url, "SELECT id FROM mkplan_leases")
+        .pop()
+        .expect("the holder's lease");
+    let wrong = other(&ws, None, &["unlock", "0000"]);
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    let unlocked = other(&ws, None, &["unlock", &id]);
+    assert_eq!(unlocked.code, 0, "{}", unlocked.stderr);
+    assert!(
+        unlocked.stderr.contains(&format!("Released lease {id}")),
+        "{}",
+        unlocked.stderr
+    );
+    let (code, stderr) = stderr_of(holder);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no longer holds its lease"), "{stderr}");
+    let resumed = other(
+        &ws,
+        Some(&server.url),
+        &["apply", DESIRED, "--auto-approve"],
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_converged(&ws, "after unlock");
+    assert_no_incidents(&ws, "unlock of a live holder");
+}
