@@ -5,6 +5,8 @@ mod change_window;
 mod dependencies;
 mod drill;
 mod json_formats;
+mod messages;
+mod messages_http;
 mod mixed;
 mod network;
 mod output;
