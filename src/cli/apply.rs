@@ -191,11 +191,11 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     Ok(0)
 }
 
+/// A desired file is named `.yaml` or `.yml`, in any case (`PLAN.YAML` from a Windows share).
 fn is_yaml(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
 /// On a rerun, says what is already done and what the journal left open.

@@ -208,17 +208,19 @@ fn check_key_part_file(desired: &str, text: &str, part: &KeyPartSource) -> Resul
 }
 
 pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> {
-    let spec = match (&flag.backend, &desired.state.backend) {
-        (Some(spec), _) => BackendSpec::parse(spec, None),
-        (None, Some(spec)) => BackendSpec::parse(spec, desired.path.parent()),
-        (None, None) => {
+    let spec = match &flag.backend {
+        Some(spec) => Some(BackendSpec::parse(spec, None).map_err(Error::Other)?),
+        None => super::validate::spec_in_desired(desired)?,
+    };
+    let spec = match spec {
+        Some(spec) => spec,
+        None => {
             return Err(Error::Other(format!(
                 "no backend for {}: pass --backend sim:FLEET.yaml (or http://HOST:PORT), set MKPLAN_BACKEND, or add `backend:` to the desired file",
                 desired.path.display()
             )));
         }
-    }
-    .map_err(Error::Other)?;
+    };
     let faults = match std::env::var("MKPLAN_SIM_FAULTS") {
         Ok(_) if matches!(spec, BackendSpec::Http(_)) => {
             return Err(Error::Other(

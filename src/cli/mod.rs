@@ -15,6 +15,7 @@ mod saved_plan;
 mod sim;
 mod state;
 mod status;
+mod validate;
 
 use std::path::PathBuf;
 
@@ -48,8 +49,14 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a desired key-state file (and its key part files) without touching anything.
-    Validate { desired: PathBuf },
+    /// Check a desired key-state file, its key part files and its backend, offline and
+    /// without touching anything: the backend's spec, and for sim:FLEET.yaml that the fleet
+    /// file exists, parses and holds every service instance (no request is sent).
+    Validate {
+        desired: PathBuf,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
     /// Refresh the live state, diff it against the desired state, and show the checked plan.
     Plan(PlanArgs),
     /// Run a saved plan, or plan DESIRED.yaml and run it after confirmation; rerun after any
@@ -212,7 +219,8 @@ pub struct InstanceArg {
 
 #[derive(Debug, ClapArgs)]
 pub struct ApplyArgs {
-    /// A plan file from `plan --out`, or a desired key-state YAML file.
+    /// A plan file from `plan --out`, or a desired key-state YAML file (named .yaml or .yml,
+    /// in any case).
     pub target: PathBuf,
     #[command(flatten)]
     pub backend: BackendArg,
@@ -318,7 +326,7 @@ pub enum StateCommand {
 pub async fn run(args: Args) -> Result<u8> {
     let store = args.store()?;
     match args.command {
-        Command::Validate { desired } => plan::validate(&desired),
+        Command::Validate { desired, backend } => validate::validate(&desired, &backend).await,
         Command::Plan(plan_args) => plan::plan(&plan_args, &store).await,
         Command::Apply(mut apply_args) => {
             apply_args.backend.loads_key_parts = !apply_args.manual;

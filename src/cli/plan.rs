@@ -1,4 +1,4 @@
-//! `validate`, `plan`, `show` and `runbook`: each prints its report on stdout (`output`).
+//! `plan`, `show` and `runbook`: each prints its report on stdout (`output`).
 
 use std::fs;
 use std::io::Write;
@@ -15,25 +15,6 @@ use crate::model::InputError;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, StepGraph};
 use crate::render;
 use crate::store::Store;
-
-pub fn validate(desired: &Path) -> Result<u8> {
-    let desired = read_desired(desired)?;
-    // The backend's spec is checked too (without opening it): a spec that `plan` would refuse
-    // fails review here.
-    if let Some(spec) = &desired.state.backend {
-        crate::backend::BackendSpec::parse(spec, desired.path.parent()).map_err(|problem| {
-            InputError::new(&desired.path.display().to_string(), problem)
-                .fix("write `backend: sim:FLEET.yaml`, `backend: http://HOST:PORT` or `backend: tke:REGION`, or leave it out")
-        })?;
-    }
-    let units: usize = desired.state.instances.len();
-    eprintln!(
-        "{} is valid: {} service instance(s), key part files present and well formed.",
-        desired.path.display(),
-        units
-    );
-    Ok(0)
-}
 
 pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     let desired = read_desired(&args.desired)?.only(&args.only.instances)?;
@@ -148,7 +129,7 @@ fn not_a_plan(shown: &str, text: &str, error: &serde_json::Error) -> InputError 
         .is_ok_and(|value| value.get("format_version").is_some());
     let fix = "write plan files with `mkplan plan --out`; do not edit them";
     if says_plan {
-        return InputError::from_json(shown, "damaged plan file", error).fix(fix);
+        return InputError::from_json(shown, "damaged plan file", text, error, &[]).fix(fix);
     }
     InputError::not_a(
         shown,

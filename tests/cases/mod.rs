@@ -6,6 +6,8 @@ mod dependencies;
 mod docs;
 mod drill;
 mod json_formats;
+mod messages;
+mod messages_http;
 mod mixed;
 mod network;
 mod output;
