@@ -37,6 +37,12 @@ impl Store {
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             Database::parse(text, |name| std::env::var(name).ok())
                 .map(|db| Self::Postgres(Box::new(db)))
+        } else if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+            // A URL that lost its slashes is a typo, never a folder to make.
+            Err(format!(
+                "--state {}: a PostgreSQL URL begins postgres:// (postgres://USER@HOST:PORT/DATABASE)",
+                postgres::redacted(&text.replacen(':', "://", 1))
+            ))
         } else if lower.contains("://") {
             Err(format!(
                 "--state {}: mkplan keeps its state in a folder or in PostgreSQL (postgres://USER@HOST:PORT/DATABASE)",
@@ -113,7 +119,7 @@ impl Store {
                         scope,
                         instances: instances.to_vec(),
                         command,
-                        holder: std::env::var("USER").unwrap_or_else(|_| "unknown user".into()),
+                        holder: user_name(),
                         host: holder.host.clone(),
                         pid: holder.pid,
                         ttl: lease_ttl()?,
@@ -125,6 +131,17 @@ impl Store {
                         "Reclaimed {}: its process is gone from this machine, or stopped renewing it until it expired (killed, paused or cut off); it can write nothing more. What it left unsettled is settled from the live state.",
                         gone.describe()
                     );
+                }
+                // A holder that stopped renewing may be alive elsewhere (paused, cut off) with a
+                // request already on its way to the service: wait until no request it sent can
+                // still arrive, so that the live state read next shows what it did.
+                if lease.reclaimed.iter().any(|l| !l.holder_gone()) {
+                    let grace = reclaim_grace()?;
+                    eprintln!(
+                        "Waiting {} s before reading the live state: the previous holder's last request may still be on its way to the service (MKPLAN_RECLAIM_GRACE_S).",
+                        grace.as_secs()
+                    );
+                    std::thread::sleep(grace);
                 }
                 let records = postgres::read_journal(&connection, scope, Some(instances))
                     .map_err(Error::Unsafe)?;
@@ -158,12 +175,17 @@ impl Store {
             Self::Postgres(database) => {
                 let connection = Self::connect(database)?;
                 match postgres::unlock(&connection, id).map_err(|e| Error::Other(e.to_string()))? {
-                    Some(gone) => Ok(format!(
-                        "Released {} in {}. If its process still runs, it can write nothing more: its next journal write is refused.",
+                    postgres::Unlocked::Released(gone) => Ok(format!(
+                        "Released {} in {}: it had expired, or its process is gone from this machine.",
                         gone.describe(),
                         connection.shown()
                     )),
-                    None => Err(Error::Other(format!(
+                    postgres::Unlocked::Live(live) => Err(Error::Other(format!(
+                        "{} in {} is live: its process renews it, so it may still have a request on its way to the service, and whoever took over would settle that request as never sent. mkplan never releases a live lease. Stop that process; its lease then expires by itself (or, on this machine, is reclaimed at once)",
+                        live.describe(),
+                        connection.shown()
+                    ))),
+                    postgres::Unlocked::Missing => Err(Error::Other(format!(
                         "no lease {id} in {}: it was released or reclaimed already (`mkplan status` shows the leases held)",
                         connection.shown()
                     ))),
@@ -266,6 +288,22 @@ fn verify_one(
     }
 }
 
+/// How long a request may take to reach the service and take effect, unless
+/// `MKPLAN_RECLAIM_GRACE_S` says: the HTTP client's timeout for a command.
+fn reclaim_grace() -> Result<Duration> {
+    let default = Duration::from_millis(crate::backend::http::COMMAND_TIMEOUT_MS);
+    match std::env::var("MKPLAN_RECLAIM_GRACE_S") {
+        Err(_) => Ok(default),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) if seconds <= 3_600 => Ok(Duration::from_secs(seconds)),
+            _ => Err(Error::Other(format!(
+                "MKPLAN_RECLAIM_GRACE_S={}: give whole seconds from 0 to 3600 (how long a request the previous holder sent may still take to reach the service)",
+                crate::quote::bare(&text)
+            ))),
+        },
+    }
+}
+
 /// `MKPLAN_LEASE_TTL_S`, else a minute.
 fn lease_ttl() -> Result<Duration> {
     match std::env::var("MKPLAN_LEASE_TTL_S") {
@@ -277,6 +315,27 @@ fn lease_ttl() -> Result<Duration> {
                 crate::quote::bare(&text)
             ))),
         },
+    }
+}
+
+/// Who runs this process: `USER`, else `LOGNAME`, else the password database's name for the
+/// effective user id, else `uid N`.
+fn user_name() -> String {
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(name) = from_env("USER").or_else(|| from_env("LOGNAME")) {
+        return name;
+    }
+    // SAFETY: geteuid cannot fail; getpwuid returns null or a pointer to a static entry whose
+    // name is a NUL-terminated string, read at once (no other thread here calls getpw*).
+    unsafe {
+        let uid = libc::geteuid();
+        let entry = libc::getpwuid(uid);
+        if !entry.is_null() && !(*entry).pw_name.is_null() {
+            return std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        format!("uid {uid}")
     }
 }
 

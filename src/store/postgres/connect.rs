@@ -140,15 +140,21 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A URL shown in a message: whatever sits between `://` and `@` is replaced.
+/// A URL shown in a message: whatever sits between `://` and `@` is replaced, and so is its
+/// query (`?password=…`, `?sslpassword=…`), which may hold secrets too.
 pub fn redacted(url: &str) -> String {
     let shown = crate::quote::bare(url);
-    match (shown.find("://"), shown.rfind('@')) {
+    let (shown, query) = match shown.find('?') {
+        Some(at) => (shown[..at].to_string(), "?…"),
+        None => (shown, ""),
+    };
+    let shown = match (shown.find("://"), shown.rfind('@')) {
         (Some(start), Some(at)) if at > start => {
             format!("{}…{}", &shown[..start + 3], &shown[at..])
         }
         _ => shown,
-    }
+    };
+    shown + query
 }
 
 /// The password for this connection in PostgreSQL's password file, which must be private
@@ -245,6 +251,14 @@ mod tests {
         );
         let bad = Database::parse("postgres://ops:s3cret@h:notaport/x", no_env).unwrap_err();
         assert!(!bad.contains("s3cret"), "{bad}");
+        for url in [
+            "postgres://ops@db.example:5432/mkplan?password=s3cret",
+            "postgres://ops@db.example:5432/?password=s3cret",
+            "postgres://ops@h:notaport/x?password=s3cret",
+        ] {
+            let refused = Database::parse(url, no_env).unwrap_err();
+            assert!(!refused.contains("s3cret"), "{refused}");
+        }
     }
 
     #[test]

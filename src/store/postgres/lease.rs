@@ -233,19 +233,21 @@ fn remove(connection: &Connection, lease: &LeaseInfo) -> Result<u64, DbError> {
     })
 }
 
-/// This machine and this boot of it: `/etc/machine-id` and the kernel's boot id. Empty when
-/// neither can be read: then no lease is ever taken for gone without its expiry.
+/// Where a process id names one process: this boot of this kernel (its boot id, different on
+/// every machine and every boot) and this process id namespace (`/proc/self/ns/pid`: containers
+/// on one kernel share a boot id, not a pid namespace, unless they share the host's). Empty when
+/// either cannot be read: then no lease is taken for gone before its expiry.
 pub fn host_id() -> String {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    let boot = read("/proc/sys/kernel/random/boot_id");
-    if boot.is_empty() {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if boot.is_empty() || namespace.is_empty() {
         return String::new();
     }
-    format!("{}/{boot}", read("/etc/machine-id"))
+    format!("{boot}/{namespace}")
 }
 
 /// Whether a process with this id runs on this machine (a reused id counts as running).
@@ -321,19 +323,39 @@ pub fn holders(connection: &Connection, scope: &str) -> Result<Vec<LeaseInfo>, D
     Ok(rows.iter().map(|row| LeaseInfo::from_row(row, 0)).collect())
 }
 
-/// Removes the lease `id`, whatever its state: the operator says its holder is gone. Its
-/// holder, if it still runs, can write nothing more (its fence no longer holds).
-pub fn unlock(connection: &Connection, id: &str) -> Result<Option<LeaseInfo>, DbError> {
-    let id = id.to_string();
+/// What `unlock` found.
+pub enum Unlocked {
+    Released(LeaseInfo),
+    /// The lease is live: renewed within its term by a process that may run elsewhere.
+    Live(LeaseInfo),
+    Missing,
+}
+
+/// Removes the lease `id` if it expired, or if its holder ran on this machine and is gone.
+/// A live lease is never removed: its holder may have a request on its way to the service,
+/// which no journal can call back, and whoever took over would settle it as not sent.
+pub fn unlock(connection: &Connection, id: &str) -> Result<Unlocked, DbError> {
+    let key = id.to_string();
     let rows = connection.call(move |client| {
         Box::pin(async move {
             client
                 .query(
-                    &format!("DELETE FROM mkplan_leases WHERE id = $1 RETURNING {COLUMNS}"),
-                    &[&id],
+                    &format!(
+                        "SELECT {COLUMNS}, expires <= clock_timestamp() FROM mkplan_leases WHERE id = $1"
+                    ),
+                    &[&key],
                 )
                 .await
         })
     })?;
-    Ok(rows.first().map(|row| LeaseInfo::from_row(row, 0)))
+    let Some(row) = rows.first() else {
+        return Ok(Unlocked::Missing);
+    };
+    let info = LeaseInfo::from_row(row, 0);
+    let expired: bool = row.get(10);
+    if !expired && !info.holder_gone() {
+        return Ok(Unlocked::Live(info));
+    }
+    remove(connection, &info)?;
+    Ok(Unlocked::Released(info))
 }

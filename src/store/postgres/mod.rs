@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 pub use connect::{Database, redacted};
 pub use journal::{PgAudit, PgJournal, read_audit, read_journal, scopes};
-pub use lease::{Lease, LeaseInfo, Request as LeaseRequest, holders, unlock};
+pub use lease::{Lease, LeaseInfo, Request as LeaseRequest, Unlocked, holders, unlock};
 pub use transfer::{Push, journal_lines, push};
 
 /// The schema versions this mkplan knows, in order; each entry is applied in one transaction.

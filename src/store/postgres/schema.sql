@@ -34,7 +34,7 @@ CREATE TABLE mkplan_journal (
     chain      text NOT NULL,
     batch      text NOT NULL,
     fence      bigint,
-    written_by text NOT NULL DEFAULT current_user,
+    written_by text NOT NULL DEFAULT session_user,
     written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (scope, seq)
 );
@@ -48,7 +48,7 @@ CREATE TABLE mkplan_audit (
     seq        bigint NOT NULL,
     line       text NOT NULL,
     batch      text NOT NULL,
-    written_by text NOT NULL DEFAULT current_user,
+    written_by text NOT NULL DEFAULT session_user,
     PRIMARY KEY (scope, seq)
 );
 CREATE INDEX mkplan_audit_batch ON mkplan_audit (batch);
@@ -88,15 +88,15 @@ CREATE TRIGGER mkplan_audit_append_only BEFORE UPDATE OR DELETE ON mkplan_audit
 CREATE TRIGGER mkplan_audit_no_truncate BEFORE TRUNCATE ON mkplan_audit
     FOR EACH STATEMENT EXECUTE FUNCTION mkplan_append_only();
 
--- Refuses unless lease `p_lease` still holds fence `p_fence` and has not expired; a NULL
--- lease is a push of a file journal, which holds none.
+-- Refuses unless lease `p_lease` still holds fence `p_fence` and has not expired.
 CREATE FUNCTION mkplan_check_fence(p_lease text, p_fence bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     held record;
 BEGIN
     IF p_lease IS NULL THEN
-        RETURN;
+        RAISE EXCEPTION USING ERRCODE = 'MKP01',
+            MESSAGE = 'a journal write names no lease: only a writer holding a lease may append';
     END IF;
     SELECT * INTO held FROM mkplan_leases WHERE id = p_lease FOR SHARE;
     IF NOT FOUND OR held.fence <> p_fence THEN
@@ -109,16 +109,26 @@ BEGIN
     END IF;
 END $$;
 
--- Appends journal lines as one batch, chained after the scope's last record. A batch that is
--- already there (a retry after a lost reply) is not written twice.
+-- Appends journal lines as one batch under a lease, chained after the scope's last record.
+-- It runs with its owner's rights (SECURITY DEFINER): operators need no INSERT on the journal,
+-- so nothing reaches it but through a lease's fence. A batch that is already there (a retry
+-- after a lost reply) is not written twice.
 CREATE FUNCTION mkplan_journal_append(p_scope text, p_lease text, p_fence bigint, p_batch text,
+    p_lines text[], p_sha256 text[], p_instances text[]) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    PERFORM mkplan_check_fence(p_lease, p_fence);
+    RETURN mkplan_journal_write(p_scope, p_fence, p_batch, p_lines, p_sha256, p_instances);
+END $$;
+
+-- The write itself, for append and push only: no one else may call it.
+CREATE FUNCTION mkplan_journal_write(p_scope text, p_fence bigint, p_batch text,
     p_lines text[], p_sha256 text[], p_instances text[]) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     n bigint;
     c text;
 BEGIN
-    PERFORM mkplan_check_fence(p_lease, p_fence);
     INSERT INTO mkplan_scopes (scope) VALUES (p_scope) ON CONFLICT DO NOTHING;
     SELECT journal_records, journal_chain INTO n, c FROM mkplan_scopes
         WHERE scope = p_scope FOR UPDATE;
@@ -139,7 +149,7 @@ END $$;
 -- scope at once keep one chain. Returns the trail's length and head.
 CREATE FUNCTION mkplan_audit_append(p_scope text, p_lease text, p_fence bigint, p_batch text,
     p_time bigint, p_events text[], OUT entries bigint, OUT head text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 #variable_conflict use_column
 DECLARE
     line text;
@@ -162,7 +172,7 @@ END $$;
 
 -- Hands out the scope's next run number.
 CREATE FUNCTION mkplan_next_run(p_scope text, p_lease text, p_fence bigint) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     n integer;
 BEGIN
@@ -179,7 +189,7 @@ CREATE FUNCTION mkplan_lease_take(p_id text, p_scope text, p_instances text[], p
     p_holder text, p_host text, p_host_id text, p_pid integer, p_ttl_ms bigint)
 RETURNS TABLE (outcome text, id text, fence bigint, command text, holder text, host text,
     pid integer, started timestamptz, expires timestamptz, instances text[], host_id text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 #variable_conflict use_column
 DECLARE
     f bigint;
@@ -220,7 +230,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MKP02',
             MESSAGE = format('the database already holds %s journal records and %s audit entries of %s, or a lease on it: a push would mix two histories', n, a, p_scope);
     END IF;
-    PERFORM mkplan_journal_append(p_scope, NULL, NULL, p_batch, p_lines, p_sha256, p_instances);
+    PERFORM mkplan_journal_write(p_scope, NULL, p_batch, p_lines, p_sha256, p_instances);
     FOR i IN 1 .. coalesce(array_length(p_audit, 1), 0) LOOP
         INSERT INTO mkplan_audit (scope, seq, line, batch) VALUES (p_scope, i, p_audit[i], p_batch);
     END LOOP;
@@ -228,5 +238,9 @@ BEGIN
         audit_head = p_audit_head, runs = p_runs WHERE scope = p_scope;
     RETURN coalesce(array_length(p_lines, 1), 0);
 END $$;
+
+-- Only the owner (who ran `mkplan state init`) writes the journal directly, and pushes.
+REVOKE EXECUTE ON FUNCTION mkplan_journal_write(text, bigint, text, text[], text[], text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION mkplan_push(text, text, text[], text[], text[], text[], text, integer) FROM PUBLIC;
 
 INSERT INTO mkplan_schema (version) VALUES (1);
