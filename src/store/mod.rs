@@ -90,7 +90,12 @@ impl Store {
             Self::Files(dir) => files::read_journal(dir),
             Self::Postgres(database) => {
                 let connection = Self::connect(database)?;
-                postgres::read_journal(&connection, scope, instances).map_err(Error::Unsafe)
+                let mut records =
+                    postgres::read_journal(&connection, scope, instances).map_err(Error::Unsafe)?;
+                if let Some(record) = rolled_back(&connection, scope)? {
+                    records.push(record);
+                }
+                Ok(records)
             }
         }
     }
@@ -145,7 +150,8 @@ impl Store {
                 }
                 let records = postgres::read_journal(&connection, scope, Some(instances))
                     .map_err(Error::Unsafe)?;
-                let journal = Journal::shared(
+                let rolled_back = rolled_back(&connection, scope)?;
+                let mut journal = Journal::shared(
                     records,
                     Box::new(postgres::PgJournal::new(
                         connection.clone(),
@@ -153,6 +159,13 @@ impl Store {
                         Some(&lease),
                     )),
                 );
+                // Journaled, so that every later read of the database knows too: nothing
+                // before it is evidence.
+                if let Some(record) = rolled_back {
+                    journal
+                        .append(record)
+                        .map_err(|e| Error::Unsafe(e.to_string()))?;
+                }
                 Ok(Writer {
                     journal,
                     held: Held::Lease {
@@ -254,6 +267,21 @@ impl Store {
             }
         }
     }
+}
+
+/// The record that says `scope`'s journal holds fewer records than this machine saw it hold
+/// (a database restored from an older backup, or a replica that lagged): nothing before it is
+/// evidence.
+fn rolled_back(connection: &Connection, scope: &str) -> Result<Option<Record>> {
+    let Some(seen) = postgres::seen(connection, scope).map_err(Error::Unsafe)? else {
+        return Ok(None);
+    };
+    let found = postgres::scope_records(connection, scope).map_err(Error::Unsafe)?;
+    Ok((found < seen).then(|| Record::RolledBack {
+        expected: seen,
+        found,
+        at: Some(crate::apply::journal::utc_now()),
+    }))
 }
 
 fn verify_one(

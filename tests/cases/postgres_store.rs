@@ -533,3 +533,52 @@ fn unlock_releases_only_an_expired_lease_and_its_holder_writes_nothing_more() {
     assert_converged(&ws, "after unlock");
     assert_no_incidents(&ws, "unlock of an expired lease");
 }
+
+/// A database restored from a backup taken before a rewrap, under the same name: the machine
+/// that wrote the later records sees the journal hold fewer than it saw, journals that it was
+/// rolled back, and refuses (exit 3) instead of rewrapping again on the older attestation.
+#[test]
+fn a_database_restored_to_before_a_rewrap_is_seen_by_the_machine_that_wrote_after_it() {
+    let Some((ws, url)) = with_database(&three_units(false)) else {
+        return;
+    };
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=6"));
+    let staged = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(staged.code, -1, "{}", staged.stderr);
+    let instance = instance_id(0);
+    ws.mkplan(&[
+        "attest",
+        "rewrap",
+        &instance,
+        "--not-run",
+        "--desired",
+        DESIRED,
+    ])
+    .expect_code(0);
+    let server = std::env::var("MKPLAN_TEST_POSTGRES").expect("a server");
+    let (base, name) = url.rsplit_once('/').expect("a URL");
+    execute(
+        &server,
+        &format!("CREATE DATABASE {name}_backup TEMPLATE {name}"),
+    );
+    // The attested apply sends the rewrap, then dies.
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=1"));
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+    // The restore, under the database's own name.
+    execute(&server, &format!("DROP DATABASE {name} WITH (FORCE)"));
+    execute(
+        &server,
+        &format!("ALTER DATABASE {name}_backup RENAME TO {name}"),
+    );
+    assert_eq!(format!("{base}/{name}"), url);
+    let after = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_eq!(
+        after.code, 3,
+        "refused, not rewrapped again: {}",
+        after.stderr
+    );
+    assert_no_incidents(&ws, "a database restored to before a rewrap");
+}

@@ -33,6 +33,40 @@ impl PgJournal {
     }
 }
 
+/// Where this machine's user keeps the length it last saw a scope's journal reach, beside
+/// the journal key (as the file store keeps its heads): a database restored from an older
+/// backup holds fewer records, and that is seen. `None` when no journal key place is known.
+pub fn head_path(connection: &Connection, scope: &str) -> Option<std::path::PathBuf> {
+    let key = crate::apply::journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        format!("{}\n{scope}", connection.shown()),
+    ));
+    Some(key.parent()?.join("heads").join(hex::encode(&digest[..16])))
+}
+
+/// The records this machine last saw `scope`'s journal hold, if it wrote or read any.
+pub fn seen(connection: &Connection, scope: &str) -> Result<Option<u64>, String> {
+    let Some(path) = head_path(connection, scope) else {
+        return Ok(None);
+    };
+    Ok(crate::apply::journal_key::load_head(&path)?.map(|h| h.records))
+}
+
+/// Records that `scope`'s journal held `records` when this machine last saw it.
+pub fn remember(connection: &Connection, scope: &str, records: u64) {
+    if let Some(path) = head_path(connection, scope) {
+        let _ = crate::apply::journal_key::store_head(
+            &path,
+            &crate::apply::journal_key::Head {
+                state_dir: format!("{} {scope}", connection.shown()),
+                records,
+                seal: String::new(),
+            },
+        );
+    }
+}
+
 fn batch_id() -> String {
     let mut id = [0u8; 16];
     let _ = getrandom::fill(&mut id);
@@ -93,22 +127,28 @@ impl SharedJournal for PgJournal {
             instances.push(line.instance);
         }
         let scope = self.scope.clone();
-        with_retries(|| {
+        let records: i64 = with_retries(|| {
             let (scope, lease, batch) = (scope.clone(), lease.clone(), batch.clone());
             let (texts, sums, instances) = (texts.clone(), sums.clone(), instances.clone());
             self.connection.call(move |client| {
                 Box::pin(async move {
-                    client
-                        .execute(
+                    Ok(client
+                        .query_one(
                             "SELECT mkplan_journal_append($1, $2, $3, $4, $5, $6, $7)",
                             &[&scope, &lease, &fence, &batch, &texts, &sums, &instances],
                         )
-                        .await
+                        .await?
+                        .get(0))
                 })
             })
         })
-        .map(|_| ())
-        .map_err(|failed| write_failed("journal records", failed))
+        .map_err(|failed| write_failed("journal records", failed))?;
+        remember(
+            &self.connection,
+            &self.scope,
+            u64::try_from(records).unwrap_or(0),
+        );
+        Ok(())
     }
 
     fn next_run(&mut self) -> Result<u32, String> {
@@ -322,4 +362,23 @@ impl SharedAudit for PgAudit {
             })
             .map_err(|e| format!("cannot read the audit trail's head: {e}"))
     }
+}
+
+/// How many records `scope`'s journal holds.
+pub fn scope_records(connection: &Connection, scope: &str) -> Result<u64, String> {
+    let key = scope.to_string();
+    let count: i64 = connection
+        .call(move |client| {
+            Box::pin(async move {
+                Ok(client
+                    .query_one(
+                        "SELECT count(*) FROM mkplan_journal WHERE scope = $1",
+                        &[&key],
+                    )
+                    .await?
+                    .get(0))
+            })
+        })
+        .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 pub use connect::{Database, redacted};
-pub use journal::{PgAudit, PgJournal, read_audit, read_journal, scopes};
+pub use journal::{
+    PgAudit, PgJournal, read_audit, read_journal, remember, scope_records, scopes, seen,
+};
 pub use lease::{Lease, LeaseInfo, Request as LeaseRequest, Unlocked, holders, unlock};
 pub use transfer::{Push, journal_lines, push};
 
