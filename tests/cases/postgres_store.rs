@@ -256,7 +256,9 @@ fn a_connection_lost_mid_apply_is_written_again_and_the_apply_converges() {
     });
     execute(
         &url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mkplan'",
+        // Only this test's database: the other tests run at the same time on the same cluster.
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'mkplan' AND datname = current_database()",
     );
     let (code, stderr) = stderr_of(holder);
     assert_eq!(code, 0, "{stderr}");
