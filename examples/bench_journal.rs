@@ -9,6 +9,10 @@
 //! (b) End to end: `mkplan apply` with `MKPLAN_SIM_FAULTS=latency_ms=50` on a 3-unit
 //!     instance (10 operations), wall time against 10 × 50 ms, with the key part decryption
 //!     (Argon2id, by design slow) measured on its own and shown apart.
+//! (c) With `MKPLAN_TEST_POSTGRES` set (a database URL): (a) on the PostgreSQL store, each
+//!     record a committed row that checks the writer's lease. For figures a real server would
+//!     give, run it under a cluster that keeps PostgreSQL's own fsync:
+//!     `DURABLE=1 scripts/with-postgres cargo run --release --example bench_journal`.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 use mkplan::apply::audit::Audit;
 use mkplan::apply::journal::{Journal, Outcome, Record};
 use mkplan::plan::Action;
+use mkplan::store::Store;
 use serde_json::json;
 
 const STEP_LATENCY_MS: f64 = 50.0;
@@ -36,13 +41,43 @@ fn main() {
         100.0 * median / STEP_LATENCY_MS,
         100.0 * p90 / STEP_LATENCY_MS
     );
+    match std::env::var("MKPLAN_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => {
+            let store = Store::parse(&url).expect("a PostgreSQL URL");
+            let scope = format!("bench:{}", std::process::id());
+            let mut writer = store
+                .writer(&scope, &["i".to_string()], "bench")
+                .expect("a lease");
+            let audit = writer.audit().expect("the audit trail");
+            let per_step = steps(&mut writer.journal, audit);
+            let (pg_median, pg_p90) = (percentile(&per_step, 0.5), percentile(&per_step, 0.9));
+            println!(
+                "(c) PostgreSQL ({}): per step median {pg_median:.3} ms, p90 {pg_p90:.3} ms",
+                store.shown()
+            );
+            println!(
+                "    against a {STEP_LATENCY_MS} ms step: median {:.2} %, p90 {:.2} % (goal ≤ 5 %); {:.1} × the file store's median",
+                100.0 * pg_median / STEP_LATENCY_MS,
+                100.0 * pg_p90 / STEP_LATENCY_MS,
+                pg_median / median
+            );
+        }
+        _ => println!(
+            "(c) PostgreSQL skipped: set MKPLAN_TEST_POSTGRES (scripts/with-postgres does)"
+        ),
+    }
     end_to_end();
 }
 
 fn in_process(state_dir: &Path) -> Vec<f64> {
     let key = mkplan::apply::journal_key::JournalKey::ephemeral();
     let mut journal = Journal::open(state_dir, &key).expect("journal");
-    let mut audit = Audit::open(state_dir).expect("audit");
+    let audit = Audit::open(state_dir).expect("audit");
+    steps(&mut journal, audit)
+}
+
+/// Per step: an intent, an outcome and an audit entry, each durable before the next.
+fn steps(journal: &mut Journal, mut audit: Audit) -> Vec<f64> {
     let mut times = Vec::with_capacity(STEPS);
     for n in 0..STEPS {
         let step = format!("r1.s{n}");

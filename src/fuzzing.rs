@@ -47,9 +47,7 @@ pub fn parse_plan_file(text: &str) -> crate::error::Result<Plan> {
 
 /// What the HTTP backend reads from `GET /v1/tke/{instance}/hsms`: (type, hsm_id, location,
 /// serial number) per listed crypto unit, in the backend's order.
-pub fn http_unit_list(
-    body: &[u8],
-) -> serde_json::Result<Vec<(UnitType, String, String, String)>> {
+pub fn http_unit_list(body: &[u8]) -> serde_json::Result<Vec<(UnitType, String, String, String)>> {
     let list: UnitList = serde_json::from_slice(body)?;
     Ok(list
         .entries()
@@ -78,6 +76,23 @@ pub fn http_rewrap_status(body: &[u8]) -> serde_json::Result<RewrapStatus> {
 /// What the HTTP backend shows of an error answer's body.
 pub fn http_error_message(body: &[u8]) -> String {
     crate::backend::http::error_message(body)
+}
+
+/// What the HTTP backend (`tke` false: `mkplan sim serve`; true: the TKE API) says of who
+/// sent an error answer with these `Server` and `Content-Type` headers and `body`, when it is
+/// not the service expected at the address.
+pub fn http_stranger(
+    tke: bool,
+    server: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Option<String> {
+    let peer = if tke {
+        crate::backend::http::Peer::Tke { api_key: false }
+    } else {
+        crate::backend::http::Peer::SimServe
+    };
+    peer.stranger(server, content_type, body)
 }
 
 /// What the TKE backend reads from a `POST …/hsms/{hsm_id}` answer: its HTP response string.

@@ -39,6 +39,7 @@ pub mod model;
 pub mod plan;
 pub mod quote;
 pub mod render;
+pub mod store;
 
 #[cfg(test)]
 mod safety_tests;

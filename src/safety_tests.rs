@@ -108,6 +108,7 @@ fn desired(target: VerificationPattern) -> DesiredState {
     };
     DesiredState {
         backend: None,
+        backend_at: None,
         instances: vec![DesiredInstance {
             id: INSTANCE.into(),
             signature_threshold: 2,

@@ -16,6 +16,8 @@
 //! - `cases::untouched`: `plan`, `status` and `validate` never change the simulator
 //! - `cases::witnesses`: the witnesses of the key storage's MK (status, journal, registers,
 //!   the operator's attestation) across folders, backends, aborts, unknown and slow rewraps
+//! - `cases::docs`: the user docs: links that resolve inside the repository, complete
+//!   examples the binary reads and plans, error outputs as mkplan prints them, scripts that run
 
 mod cases;
 mod support;

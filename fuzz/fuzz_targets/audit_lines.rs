@@ -1,11 +1,11 @@
-//! The audit trail (`.mkplan/audit.jsonl`), walked by `audit verify` and before every apply:
-//! `audit::verify_text`. A trail that verifies, extended by mkplan's own writer, still
-//! verifies, with the entries and head the writer says, and the journal's anchor at that head
-//! holds.
+//! The audit trail (`.mkplan/audit.jsonl`, or a team's database's trail as text), walked by
+//! `audit verify` and before every apply: `audit::verify_text`. A trail that verifies,
+//! extended by mkplan's own writer, still verifies, with the entries and head the writer says,
+//! and the journal's anchors at those heads hold (`verify_text_anchored`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mkplan::apply::audit::{check_anchors, verify_text};
+use mkplan::apply::audit::{verify_text, verify_text_anchored};
 use mkplan::apply::journal::{AuditHead, Record};
 use mkplan::fuzzing::extend_audit;
 use mkplan_fuzz::assert_inert_line;
@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         Err(broken) => return assert_inert_line("audit trail", &broken),
     };
     assert_eq!(verified.entries, text.lines().count() as u64);
-    let events = vec![serde_json::json!({"event": "fuzz", "n": 1}), serde_json::Value::Null];
+    let events = vec![
+        serde_json::json!({"event": "fuzz", "n": 1}),
+        serde_json::Value::Null,
+    ];
     let extended = format!("{text}{}", extend_audit(&verified, 1_800_000_000, events));
     let again = verify_text(&extended)
         .unwrap_or_else(|e| panic!("a trail extended by mkplan does not verify: {e}\n{extended}"));
@@ -40,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
             at: None,
         },
     ];
-    let (_, anchored) = check_anchors(again, &anchors)
+    let (_, anchored) = verify_text_anchored(&extended, &anchors)
         .unwrap_or_else(|e| panic!("the trail's own heads are not held: {e}"));
     assert_eq!(anchored.entries, verified.entries + 2);
 });

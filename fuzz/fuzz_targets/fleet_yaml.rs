@@ -16,15 +16,23 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => assert_input_error("fleet file", &error),
         Ok(fleet) => {
             let written = fleet.to_yaml();
-            let again = Fleet::parse("fleet.yaml", &written)
-                .unwrap_or_else(|e| panic!("the fleet as written does not read back: {e}\n{written}"));
-            assert_eq!(again, fleet, "the fleet changed through to_yaml:\n{written}");
+            let again = Fleet::parse("fleet.yaml", &written).unwrap_or_else(|e| {
+                panic!("the fleet as written does not read back: {e}\n{written}")
+            });
+            assert_eq!(
+                again, fleet,
+                "the fleet changed through to_yaml:\n{written}"
+            );
             let live = LiveFleet {
                 instances: fleet.instances.iter().map(|i| i.live()).collect(),
             };
             let _ = live.fingerprint();
             for instance in &fleet.instances {
-                let _ = (instance.mid_rotation(), instance.key_storage_held(), instance.key_storage.rewrap_ms());
+                let _ = (
+                    instance.mid_rotation(),
+                    instance.key_storage_held(),
+                    instance.key_storage.rewrap_ms(),
+                );
             }
         }
     }

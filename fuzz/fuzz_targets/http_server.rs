@@ -27,8 +27,11 @@ const START_MS: u64 = 1_800_000_000_000;
 const STEP_MS: u64 = 3_600_000;
 
 static FLEET: LazyLock<Fleet> = LazyLock::new(|| {
-    Fleet::parse("three-units.yaml", include_str!("../../examples/fleets/three-units.yaml"))
-        .unwrap()
+    Fleet::parse(
+        "three-units.yaml",
+        include_str!("../../examples/fleets/three-units.yaml"),
+    )
+    .unwrap()
 });
 
 fuzz_target!(|data: &[u8]| {

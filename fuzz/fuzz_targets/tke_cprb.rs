@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
             // The header's length field says how much of the rest is the payload.
             let length = u32::from_be_bytes(data[28..32].try_into().unwrap()) as usize;
             assert_eq!(payload, &data[CPRB_LEN..CPRB_LEN + length]);
-            assert_eq!(&data[16..20], &[0, 0, 0, 0], "a return code or reason was let through");
+            assert_eq!(
+                &data[16..20],
+                &[0, 0, 0, 0],
+                "a return code or reason was let through"
+            );
         }
         Err(e) => assert_inert_line("CPRB", &e.message),
     }
@@ -29,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     match htp::parse_request(&request) {
         Ok(request) => {
             assert_eq!(request.cm, 1);
-            assert_eq!(request.domain, u32::from_be_bytes(data[12..16].try_into().unwrap()));
+            assert_eq!(
+                request.domain,
+                u32::from_be_bytes(data[12..16].try_into().unwrap())
+            );
             assert!(request.payload.len() <= htp::PAYLOAD_LEN_MAX);
         }
         Err(e) => assert_inert_line("CPRB", &e.message),

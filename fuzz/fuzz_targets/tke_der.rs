@@ -23,8 +23,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(after.is_empty());
         if let Ok(elements) = der::elements(tlv.value) {
             assert!(elements.len() <= der::ELEMENTS_MAX);
-            let concat: Vec<u8> = elements.iter().flat_map(|e| der::element(e.tag, e.value)).collect();
-            assert_eq!(der::elements(&concat).expect("written elements read"), elements);
+            let concat: Vec<u8> = elements
+                .iter()
+                .flat_map(|e| der::element(e.tag, e.value))
+                .collect();
+            assert_eq!(
+                der::elements(&concat).expect("written elements read"),
+                elements
+            );
         }
     }
     check(der::octet_strings(data, "fuzz"));

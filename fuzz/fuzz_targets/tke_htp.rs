@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     match htp::parse_request(text) {
         Ok(request) => {
             let written = htp::request(request.cm, request.domain, &request.payload);
-            assert_eq!(htp::parse_request(&written).expect("a written request reads"), request);
+            assert_eq!(
+                htp::parse_request(&written).expect("a written request reads"),
+                request
+            );
         }
         Err(e) => assert_inert_line("HTP request", &e.message),
     }
@@ -22,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(payload) => {
             assert!(payload.len() <= htp::PAYLOAD_LEN_MAX);
             let written = htp::response(0, &payload);
-            assert_eq!(htp::parse_response(&written).expect("a written response reads"), payload);
+            assert_eq!(
+                htp::parse_response(&written).expect("a written response reads"),
+                payload
+            );
         }
         Err(e) => assert_inert_line("HTP response", &e.message),
     }

@@ -32,12 +32,30 @@ struct Entry {
 }
 
 pub struct Audit {
-    path: PathBuf,
-    file: File,
+    sink: Sink,
     seq: u64,
     prev: String,
-    /// False only for a drill's scratch trail (see `Journal::open_scratch`).
-    sync: bool,
+}
+
+enum Sink {
+    /// `audit.jsonl` in a state folder.
+    File {
+        path: PathBuf,
+        file: File,
+        /// False only for a drill's scratch trail (see `Journal::open_scratch`).
+        sync: bool,
+    },
+    /// A store shared by a team, which chains the entries of all its writers.
+    Shared(Box<dyn SharedAudit>),
+}
+
+/// An audit trail kept by a shared store: it builds each entry's line itself (the entry
+/// before may be another writer's) and returns the trail's head after the batch.
+pub trait SharedAudit: Send {
+    fn describe(&self) -> String;
+    /// Appends one entry per event (each the event's JSON text), stamped `time`.
+    fn append(&mut self, events: Vec<String>, time: u64) -> Result<AuditHead, String>;
+    fn head(&mut self) -> Result<AuditHead, String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +88,13 @@ impl Audit {
         let file = super::state_dir::open(&path, OpenOptions::new().append(true))
             .map_err(|e| error(e.to_string()))?;
         Ok(Self {
-            path,
-            file,
+            sink: Sink::File {
+                path,
+                file,
+                sync: true,
+            },
             seq,
             prev,
-            sync: true,
         })
     }
 
@@ -82,8 +102,23 @@ impl Audit {
     /// directory only.
     pub fn open_scratch(state_dir: &Path) -> Result<Self, AuditError> {
         let mut audit = Self::open(state_dir)?;
-        audit.sync = false;
+        if let Sink::File { sync, .. } = &mut audit.sink {
+            *sync = false;
+        }
         Ok(audit)
+    }
+
+    /// A trail kept by a shared store (whose chain the caller has checked).
+    pub fn shared(mut store: Box<dyn SharedAudit>) -> Result<Self, AuditError> {
+        let head = store.head().map_err(|why| AuditError {
+            path: store.describe(),
+            why,
+        })?;
+        Ok(Self {
+            sink: Sink::Shared(store),
+            seq: head.entries,
+            prev: head.head,
+        })
     }
 
     /// The trail's head, for a journal record to anchor.
@@ -106,13 +141,18 @@ impl Audit {
 
     /// Forces the entries written so far to disk.
     pub fn sync(&mut self) -> Result<(), AuditError> {
-        if !self.sync {
-            return Ok(());
+        match &mut self.sink {
+            Sink::File {
+                path,
+                file,
+                sync: true,
+            } => file.sync_data().map_err(|e| AuditError {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            }),
+            // A shared store commits each batch before it returns.
+            Sink::File { .. } | Sink::Shared(_) => Ok(()),
         }
-        self.file.sync_data().map_err(|e| AuditError {
-            path: self.path.display().to_string(),
-            why: e.to_string(),
-        })
     }
 
     /// Appends entries without waiting for the disk: the executor's step entries, synced when
@@ -126,12 +166,25 @@ impl Audit {
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let (path, file) = match &mut self.sink {
+            Sink::File { path, file, .. } => (path, file),
+            Sink::Shared(store) => {
+                let events = events.iter().map(Value::to_string).collect();
+                let head = store.append(events, time).map_err(|why| AuditError {
+                    path: store.describe(),
+                    why,
+                })?;
+                self.seq = head.entries;
+                self.prev = head.head;
+                return Ok(());
+            }
+        };
         let (text, seq, prev) = chained_lines(self.seq, &self.prev, time, events);
         let error = |e: std::io::Error| AuditError {
-            path: self.path.display().to_string(),
+            path: path.display().to_string(),
             why: e.to_string(),
         };
-        self.file.write_all(text.as_bytes()).map_err(error)?;
+        file.write_all(text.as_bytes()).map_err(error)?;
         self.seq = seq;
         self.prev = prev;
         Ok(())
@@ -184,14 +237,15 @@ pub struct Anchored {
 /// Walks the chain, then checks it against the audit heads that the journal's authenticated
 /// `records` anchored: the trail must still hold each anchored entry, unchanged.
 pub fn verify_anchored(path: &Path, records: &[Record]) -> Result<(Verified, Anchored), String> {
-    check_anchors(verify(path)?, records)
+    verify_text_anchored(&read(path)?, records)
 }
 
-/// Checks a walked chain against the audit heads the journal's `records` anchored.
-pub fn check_anchors(
-    verified: Verified,
+/// `verify_anchored` over a trail's text, from any store.
+pub fn verify_text_anchored(
+    text: &str,
     records: &[Record],
 ) -> Result<(Verified, Anchored), String> {
+    let verified = verify_text(text)?;
     let mut anchored = Anchored {
         entries: 0,
         unauthenticated: 0,
@@ -241,17 +295,18 @@ pub fn check_anchors(
 
 /// Walks the chain. A missing file is an empty, valid trail.
 pub fn verify(path: &Path) -> Result<Verified, String> {
-    let text = match super::state_dir::read(path) {
-        Ok(Some(bytes)) => {
-            String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?
-        }
-        Ok(None) => String::new(),
-        Err(e) => return Err(format!("cannot read it: {e}")),
-    };
-    verify_text(&text)
+    verify_text(&read(path)?)
 }
 
-/// Walks the chain of a trail's text.
+fn read(path: &Path) -> Result<String, String> {
+    match super::state_dir::read(path) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string()),
+        Ok(None) => Ok(String::new()),
+        Err(e) => Err(format!("cannot read it: {e}")),
+    }
+}
+
+/// Walks the chain of a trail's text, one entry per line.
 pub fn verify_text(text: &str) -> Result<Verified, String> {
     let mut prev = CHAIN_START.to_string();
     let mut count = 0u64;
@@ -329,8 +384,14 @@ mod tests {
     fn a_line_that_is_no_entry_is_reported_cut_and_inert() {
         let key = format!("s\\u001b[2J\\nforged line {}", "x".repeat(100_000));
         let broken = verify_text(&format!("{{\"{key}\": 1}}\n")).unwrap_err();
-        assert!(broken.starts_with("line 1 is not an audit entry (unknown field `s"), "{broken}");
+        assert!(
+            broken.starts_with("line 1 is not an audit entry (unknown field `s"),
+            "{broken}"
+        );
         assert!(broken.len() < 1_000, "{} bytes", broken.len());
-        assert!(!broken.chars().any(crate::quote::is_control_like), "{broken}");
+        assert!(
+            !broken.chars().any(crate::quote::is_control_like),
+            "{broken}"
+        );
     }
 }

@@ -242,7 +242,7 @@ struct Line {
     record: Record,
 }
 
-/// A `Line` as written, borrowing its parts.
+/// A sealed `Line` as written, borrowing its parts (the same JSON).
 #[derive(Serialize)]
 struct LineRef<'a> {
     sha256: &'a str,
@@ -266,9 +266,22 @@ pub enum JournalError {
 }
 
 pub struct Journal {
+    records: Vec<Record>,
+    sink: Sink,
+}
+
+/// Where a journal's appends go.
+enum Sink {
+    /// `journal.jsonl` in a state folder, each line sealed with this user's journal key.
+    File(FileSink),
+    /// A store shared by a team (PostgreSQL): its database authenticates the writer, keeps
+    /// the records append-only and chains them.
+    Shared(Box<dyn SharedJournal>),
+}
+
+struct FileSink {
     path: PathBuf,
     file: File,
-    records: Vec<Record>,
     key: JournalKey,
     /// The seal of the last line that verified, which the next one chains to.
     last_seal: String,
@@ -277,6 +290,24 @@ pub struct Journal {
     /// False only for a drill's scratch journal, which simulates crashes by cancelling the
     /// apply (every record is written before that point) and never a power cut.
     sync: bool,
+}
+
+/// One record on its way to a shared store: the line as the file store writes it (without a
+/// seal), its checksum, and the service instance it speaks of (`None`: a run's own record).
+pub struct SharedLine {
+    pub line: String,
+    pub sha256: String,
+    pub instance: Option<String>,
+}
+
+/// A journal kept by a shared store. `append` returns once the records are committed, never
+/// before; it fails when this writer no longer holds its lease (another took over).
+pub trait SharedJournal: Send {
+    /// The store, for messages (never with a password).
+    fn describe(&self) -> String;
+    fn append(&mut self, lines: Vec<SharedLine>) -> Result<(), String>;
+    /// A run number no other writer of this store's scope holds.
+    fn next_run(&mut self) -> Result<u32, String>;
 }
 
 impl Journal {
@@ -313,13 +344,15 @@ impl Journal {
         }
         let rolled_back = rolled_back(head.as_ref(), records.len(), seal_at.as_deref());
         let mut journal = Self {
-            path,
-            file,
             records,
-            key: key.clone(),
-            last_seal,
-            head: head_path,
-            sync: true,
+            sink: Sink::File(FileSink {
+                path,
+                file,
+                key: key.clone(),
+                last_seal,
+                head: head_path,
+                sync: true,
+            }),
         };
         if let Some(record) = rolled_back {
             journal.append(record)?;
@@ -332,8 +365,18 @@ impl Journal {
     pub fn open_scratch(state_dir: &Path) -> Result<Self, JournalError> {
         static SCRATCH: std::sync::OnceLock<JournalKey> = std::sync::OnceLock::new();
         let mut journal = Self::open(state_dir, SCRATCH.get_or_init(JournalKey::ephemeral))?;
-        journal.sync = false;
+        if let Sink::File(file) = &mut journal.sink {
+            file.sync = false;
+        }
         Ok(journal)
+    }
+
+    /// A journal kept by a shared store, holding `records` as read from it.
+    pub fn shared(records: Vec<Record>, store: Box<dyn SharedJournal>) -> Self {
+        Self {
+            records,
+            sink: Sink::Shared(store),
+        }
     }
 
     /// Reads the records without creating or repairing anything (for `plan`, which must not
@@ -366,14 +409,31 @@ impl Journal {
     }
 
     /// The number the next apply run takes (runs whose record is not authenticated count
-    /// too: their step names stay theirs).
-    pub fn next_run(&self) -> u32 {
-        let runs = self
-            .records
-            .iter()
-            .filter(|r| matches!(r.written(), Record::ApplyStarted { .. }))
-            .count();
-        u32::try_from(runs).unwrap_or(u32::MAX - 1) + 1
+    /// too: their step names stay theirs). A shared store hands it out, so that two applies
+    /// on different instances never take the same one.
+    pub fn next_run(&mut self) -> Result<u32, JournalError> {
+        match &mut self.sink {
+            Sink::File(_) => {
+                let runs = self
+                    .records
+                    .iter()
+                    .filter(|r| matches!(r.written(), Record::ApplyStarted { .. }))
+                    .count();
+                Ok(u32::try_from(runs).unwrap_or(u32::MAX - 1) + 1)
+            }
+            Sink::Shared(store) => store.next_run().map_err(|why| JournalError::Io {
+                path: store.describe(),
+                why,
+            }),
+        }
+    }
+
+    /// Where the journal is, for messages.
+    pub fn describe(&self) -> String {
+        match &self.sink {
+            Sink::File(file) => file.path.display().to_string(),
+            Sink::Shared(store) => store.describe(),
+        }
     }
 
     /// Appends one record and fsyncs it: when this returns, the record survives a crash.
@@ -387,50 +447,145 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
+        if self.records.len() + records.len() > JOURNAL_RECORDS_MAX {
+            return Err(JournalError::Io {
+                path: self.describe(),
+                why: format!("over {JOURNAL_RECORDS_MAX} records"),
+            });
+        }
+        let records = match &mut self.sink {
+            Sink::File(file) => {
+                let written = file.append(records)?;
+                file.store_head(self.records.len() + written.len())?;
+                written
+            }
+            Sink::Shared(store) => {
+                let mut lines = shared_lines(&records);
+                // An outcome's instance is its intent's, which may be in an earlier batch.
+                for (line, record) in lines.iter_mut().zip(&records) {
+                    if line.instance.is_none() {
+                        line.instance = instance_of(&self.records, record);
+                    }
+                }
+                store.append(lines).map_err(|why| JournalError::Io {
+                    path: store.describe(),
+                    why,
+                })?;
+                records
+            }
+        };
+        self.records.extend(records);
+        Ok(())
+    }
+}
+
+impl FileSink {
+    /// Writes and syncs `records`; returns them as written.
+    fn append(&mut self, records: Vec<Record>) -> Result<Vec<Record>, JournalError> {
         let io = |why: std::io::Error| JournalError::Io {
             path: self.path.display().to_string(),
             why: why.to_string(),
         };
-        if self.records.len() + records.len() > JOURNAL_RECORDS_MAX {
-            return Err(JournalError::Io {
-                path: self.path.display().to_string(),
-                why: format!("over {JOURNAL_RECORDS_MAX} records"),
-            });
-        }
-        let records = if self.sync {
+        let written = if self.sync {
             records
         } else {
             records.into_iter().map(without_time).collect()
         };
-        let (text, last_seal) = sealed_lines(&self.key, &self.last_seal, &records);
+        let (text, last_seal) = sealed_lines(&self.key, &self.last_seal, &written);
         self.file.write_all(text.as_bytes()).map_err(io)?;
         if self.sync {
             self.file.sync_data().map_err(io)?;
         }
         self.last_seal = last_seal;
-        self.records.extend(records);
-        if let Some(head) = &self.head {
-            let state_dir = self.path.parent().unwrap_or(Path::new("."));
-            journal_key::store_head(
-                head,
-                &Head {
-                    state_dir: state_dir.display().to_string(),
-                    records: self.records.len() as u64,
-                    seal: self.last_seal.clone(),
-                },
-            )
-            .map_err(|why| JournalError::Io {
-                path: head.display().to_string(),
-                why: format!("cannot record the journal's head: {why}"),
-            })?;
-        }
-        Ok(())
+        Ok(written)
     }
+
+    /// Records where this user's mkplan left the journal, `records` long.
+    fn store_head(&self, records: usize) -> Result<(), JournalError> {
+        let Some(head) = &self.head else {
+            return Ok(());
+        };
+        let state_dir = self.path.parent().unwrap_or(Path::new("."));
+        journal_key::store_head(
+            head,
+            &Head {
+                state_dir: state_dir.display().to_string(),
+                records: records as u64,
+                seal: self.last_seal.clone(),
+            },
+        )
+        .map_err(|why| JournalError::Io {
+            path: head.display().to_string(),
+            why: format!("cannot record the journal's head: {why}"),
+        })
+    }
+}
+
+/// Reads one line of a shared store: its record, if the line holds `sha256` and the record
+/// matches it.
+pub fn shared_record(line: &str, sha256: &str) -> Result<Record, String> {
+    // The parser's words quote the row (`unknown field …`): cut and made inert, so that a
+    // row cannot flood the message or forge a line of its own.
+    let line: Line = serde_json::from_str(line).map_err(|e| {
+        format!(
+            "it is not a journal record ({})",
+            crate::quote::message(&e.to_string())
+        )
+    })?;
+    if line.sha256 != sha256 || checksum(&line.record) != sha256 {
+        return Err("the record does not match its checksum".into());
+    }
+    Ok(line.record)
+}
+
+/// `records` as a shared store keeps them (`state push`): each as the file store writes it,
+/// without a seal.
+pub fn shared_lines(records: &[Record]) -> Vec<SharedLine> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let sha256 = checksum(record);
+            SharedLine {
+                line: serde_json::to_string(&Line {
+                    sha256: sha256.clone(),
+                    seal: None,
+                    record: record.clone(),
+                })
+                .expect("records serialize"),
+                sha256,
+                instance: instance_of(&records[..index], record),
+            }
+        })
+        .collect()
+}
+
+/// The service instance a record speaks of, lower case (an outcome: its intent's); `None`
+/// for a run's own records. A shared store keys its rows by it.
+fn instance_of(earlier: &[Record], record: &Record) -> Option<String> {
+    let instance = match record {
+        Record::RotationStarted { instance, .. }
+        | Record::Intent { instance, .. }
+        | Record::Attested { instance, .. }
+        | Record::RotationClosed { instance, .. } => Some(instance.as_str()),
+        Record::Outcome { step, .. } => earlier.iter().rev().find_map(|r| match r.written() {
+            Record::Intent {
+                step: s, instance, ..
+            } if s == step => Some(instance.as_str()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    instance.map(str::to_lowercase)
 }
 
 /// The lines that append `records` to a journal whose last seal is `last_seal`, one JSON
 /// object and a newline each, and the seal of the last of them.
-pub(crate) fn sealed_lines(key: &JournalKey, last_seal: &str, records: &[Record]) -> (String, String) {
+pub(crate) fn sealed_lines(
+    key: &JournalKey,
+    last_seal: &str,
+    records: &[Record],
+) -> (String, String) {
     let mut text = String::new();
     let mut last_seal = last_seal.to_string();
     for record in records {

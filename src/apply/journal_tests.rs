@@ -134,3 +134,19 @@ fn a_forged_line_is_read_as_unauthenticated_and_a_removed_one_voids_the_rest() {
         .collect();
     assert_eq!(authentic, [true, false, false, false]);
 }
+
+/// Found by fuzzing (`fuzz/fuzz_targets/journal_lines.rs`): the parser's words about a
+/// database row that is no journal record quoted its key raw, a newline or an escape
+/// included, at any length, into the "damaged" message.
+#[test]
+fn a_row_that_is_no_record_is_reported_cut_and_inert() {
+    let key = format!("ru\\n8d53\\u001b[2Jforged line {}", "x".repeat(100_000));
+    let why = shared_record(&format!("{{\"{key}\": 1}}"), "").unwrap_err();
+    assert!(
+        why.starts_with("it is not a journal record (unknown field `ru"),
+        "{why}"
+    );
+    assert!(why.contains("forged line"), "{why}");
+    assert!(why.len() < 1_000, "{} bytes", why.len());
+    assert!(!why.chars().any(crate::quote::is_control_like), "{why}");
+}

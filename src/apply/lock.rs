@@ -96,3 +96,19 @@ pub fn release(state_dir: &Path, lock_id: &str) -> Result<(), String> {
         None => Err(format!("no lock is recorded on {}", state_dir.display())),
     }
 }
+
+/// The holder of the state folder's lock, if a running process holds it.
+pub fn holder_of(state_dir: &Path) -> Option<Holder> {
+    let path = state_dir.join("lock");
+    // A command that only reads creates nothing.
+    if !path.exists() {
+        return None;
+    }
+    let file = super::state_dir::open(&path, OpenOptions::new().read(true)).ok()?;
+    match file.try_lock() {
+        Ok(()) => None,
+        Err(_) => fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Holder>(&t).ok()),
+    }
+}

@@ -34,7 +34,7 @@ pub fn begin(
     live: &LiveFleet,
     backend: &str,
 ) -> Result<Started, ApplyError> {
-    let run = journal.next_run();
+    let run = journal.next_run()?;
     let plan_sha256 = plan_sha256(plan);
     journal.append(Record::ApplyStarted {
         run,

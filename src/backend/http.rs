@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use super::peer::Answer;
+pub use super::peer::Peer;
 use super::wiped::{self, wiped};
 use super::{BackendError, Operation, endpoint};
 use crate::model::live::UNITS_PER_INSTANCE_MAX;
@@ -52,11 +54,15 @@ impl Token {
 
     /// The header shares a zeroizing copy of the token (see `wiped`) instead of copying it
     /// into a plain buffer on every request.
-    fn header(&self) -> Result<HeaderValue, BackendError> {
+    fn header(&self, peer: Peer) -> Result<HeaderValue, BackendError> {
         let mut value = HeaderValue::from_maybe_shared(wiped(self.0.clone())).map_err(|_| {
-            BackendError::Unauthorized(
-                "MKPLAN_TOKEN holds characters that cannot go in an HTTP header; set it to the token alone".into(),
-            )
+            BackendError::Unauthorized {
+                problem: format!(
+                    "{} holds characters that cannot go in an HTTP header",
+                    peer.token_source()
+                ),
+                renew: "Set it to the token alone (no quotes, no line breaks)".into(),
+            }
         })?;
         value.set_sensitive(true);
         Ok(value)
@@ -71,6 +77,8 @@ pub struct HttpBackend {
     client: Client,
     /// Replaced when a fresh token is obtained (the TKE backend's IAM exchange).
     token: std::sync::RwLock<Option<Token>>,
+    /// Who should answer, for messages.
+    peer: Peer,
     in_flight: Semaphore,
     /// What the service called itself in its last list of crypto units.
     service: std::sync::Mutex<Option<String>>,
@@ -116,6 +124,7 @@ impl HttpBackend {
             base,
             client,
             token: std::sync::RwLock::new(token),
+            peer: Peer::SimServe,
             in_flight: Semaphore::new(parallelism.max(1)),
             service: std::sync::Mutex::new(None),
         })
@@ -123,6 +132,12 @@ impl HttpBackend {
 
     pub fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    /// Says who should answer (the TKE API rather than `mkplan sim serve`), for messages.
+    pub(super) fn answered_by(mut self, peer: Peer) -> Self {
+        self.peer = peer;
+        self
     }
 
     /// What journal records bind to: the service's own name once a refresh has read it (the
@@ -169,7 +184,7 @@ impl HttpBackend {
             .timeout(Duration::from_millis(timeout_ms))
             .header("accept", "application/json");
         let header = match &*self.token.read().unwrap_or_else(|e| e.into_inner()) {
-            Some(token) => Some(token.header().map_err(Failure::Final)?),
+            Some(token) => Some(token.header(self.peer).map_err(Failure::Final)?),
             None => None,
         };
         if let Some(header) = header {
@@ -187,6 +202,17 @@ impl HttpBackend {
             .await
             .map_err(|e| Failure::Network(describe(&e)))?;
         let status = response.status();
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+        };
+        let (server, content_type) = (
+            header(reqwest::header::SERVER),
+            header(reqwest::header::CONTENT_TYPE),
+        );
         if response
             .content_length()
             .is_some_and(|n| n > RESPONSE_BYTES_MAX as u64)
@@ -210,7 +236,13 @@ impl HttpBackend {
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
-        Err(Failure::Status(status, error_message(&bytes)))
+        Err(Failure::Status(Answer {
+            status,
+            message: error_message(&bytes),
+            stranger: self
+                .peer
+                .stranger(server.as_deref(), content_type.as_deref(), &bytes),
+        }))
     }
 
     pub(super) async fn read<T: DeserializeOwned>(
@@ -221,7 +253,7 @@ impl HttpBackend {
         let bytes = self
             .call(Method::GET, url.clone(), None, READ_TIMEOUT_MS)
             .await
-            .map_err(|f| self.read_error(f, &url))?;
+            .map_err(|f| self.read_error(f, &Method::GET, &url))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             BackendError::Protocol(format!(
                 "GET {} answered something mkplan cannot read: {}",
@@ -231,19 +263,78 @@ impl HttpBackend {
         })
     }
 
-    pub(super) fn read_error(&self, failure: Failure, url: &Url) -> BackendError {
-        // The URL holds ids the service listed: shown cut and inert.
-        let url = crate::quote::name(url.as_str());
+    /// The error of a request that reads (and may be repeated), named by its method and URL.
+    pub(super) fn read_error(&self, failure: Failure, method: &Method, url: &Url) -> BackendError {
+        let request = request_name(method, url);
         match failure {
             Failure::Final(error) => error,
             Failure::Network(why) => {
-                BackendError::Transient(format!("GET {url}: cannot reach {}: {why}", self.shown))
+                BackendError::Transient(format!("{request}: cannot reach {}: {why}", self.shown))
             }
-            Failure::Status(status, message) => {
-                status_error(status, message, &format!("GET {url}"))
-                    .unwrap_or_else(|| BackendError::Protocol(format!("GET {url}: {status}")))
+            Failure::Status(answer) => {
+                let status = answer.status;
+                self.status_error(answer, &request).unwrap_or_else(|| {
+                    BackendError::Protocol(format!("{request}: the service answered {status}"))
+                })
             }
         }
+    }
+
+    /// 401, 404, 5xx and an answer from another server mean the same for reads and commands;
+    /// the rest depends on which. `request` names the request (`POST URL`, and the operation).
+    fn status_error(&self, answer: Answer, request: &str) -> Option<BackendError> {
+        let Answer {
+            status,
+            message,
+            stranger,
+        } = answer;
+        if let Some(who) = stranger
+            && status.is_client_error()
+        {
+            // Not the service's answer: its body says nothing about instances or tokens.
+            return Some(BackendError::Unreachable(format!(
+                "{request}: the server at {} answered {status}, and it is not {}: {who}. {}",
+                self.shown,
+                match self.peer {
+                    Peer::SimServe => "mkplan's",
+                    Peer::Tke { .. } => "the TKE API",
+                },
+                self.peer.stranger_fix()
+            )));
+        }
+        Some(match status {
+            StatusCode::UNAUTHORIZED => {
+                let sent = self
+                    .token
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some();
+                BackendError::Unauthorized {
+                    problem: if sent {
+                        format!(
+                            "{request}: the service rejected {} ({message})",
+                            self.peer.token_source()
+                        )
+                    } else {
+                        format!("{request}: the service asks for a token ({message})")
+                    },
+                    renew: self.peer.renew(sent),
+                }
+            }
+            StatusCode::NOT_FOUND => BackendError::NotFound(format!("{request}: {message}")),
+            s if s.is_server_error() => {
+                BackendError::Transient(format!("{request}: the service answered {s}: {message}"))
+            }
+            // The unit is busy with a command: maybe an earlier attempt of this one. Unknown.
+            StatusCode::CONFLICT => BackendError::Transient(format!(
+                "{request}: the crypto unit is busy with another command ({message})"
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => BackendError::Refused {
+                operation: request.into(),
+                reason: message,
+            },
+            _ => return None,
+        })
     }
 
     async fn instance(&self, id: &str) -> Result<LiveInstance, BackendError> {
@@ -352,6 +443,8 @@ impl HttpBackend {
             ),
         };
         let url = self.url(&segments);
+        // The operation, and the request that carried it (ids and path: nothing secret).
+        let request = format!("{name} ({})", request_name(&Method::POST, &url));
         match self
             .call(Method::POST, url.clone(), Some(body), COMMAND_TIMEOUT_MS)
             .await
@@ -359,21 +452,22 @@ impl HttpBackend {
             Ok(_) => Ok(()),
             // An answer mkplan cannot read (too long, say) came after the request arrived.
             Err(Failure::Final(BackendError::Protocol(why))) => Err(BackendError::Transient(
-                format!("{name}: {why}; the outcome is unknown"),
+                format!("{request}: {why}; the outcome is unknown"),
             )),
             Err(Failure::Final(error)) => Err(error),
             // The request may or may not have reached the unit: unknown, settle by reading.
             Err(Failure::Network(why)) => Err(BackendError::Transient(format!(
-                "{name}: no answer from {} ({why}); the outcome is unknown",
+                "{request}: no answer from {} ({why}); the outcome is unknown",
                 self.shown
             ))),
-            Err(Failure::Status(status, message)) => {
-                Err(
-                    status_error(status, message.clone(), name).unwrap_or(BackendError::Refused {
-                        operation: name.into(),
+            Err(Failure::Status(answer)) => {
+                let (status, message) = (answer.status, answer.message.clone());
+                Err(self
+                    .status_error(answer, &request)
+                    .unwrap_or(BackendError::Refused {
+                        operation: request,
                         reason: format!("{status}: {message}"),
-                    }),
-                )
+                    }))
             }
         }
     }
@@ -383,31 +477,15 @@ impl HttpBackend {
 pub(super) enum Failure {
     /// No complete answer: connection refused or reset, timeout.
     Network(String),
-    /// An answer outside 2xx, with the service's message.
-    Status(StatusCode, String),
+    /// An answer outside 2xx.
+    Status(Answer),
     Final(BackendError),
 }
 
-/// 401, 404 and 5xx mean the same for reads and commands; the rest depends on which.
-fn status_error(status: StatusCode, message: String, what: &str) -> Option<BackendError> {
-    Some(match status {
-        StatusCode::UNAUTHORIZED => BackendError::Unauthorized(format!(
-            "{what}: the service rejected the token ({message})"
-        )),
-        StatusCode::NOT_FOUND => BackendError::NotFound(format!("{what}: {message}")),
-        s if s.is_server_error() => {
-            BackendError::Transient(format!("{what}: the service answered {s}: {message}"))
-        }
-        // The unit is busy with a command: maybe an earlier attempt of this one. Unknown.
-        StatusCode::CONFLICT => BackendError::Transient(format!(
-            "{what}: the crypto unit is busy with another command ({message})"
-        )),
-        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => BackendError::Refused {
-            operation: what.into(),
-            reason: message,
-        },
-        _ => return None,
-    })
+/// `METHOD URL`, for messages. The URL holds the base the operator gave and ids the service
+/// listed (never a token: a URL with a user name or password is refused), cut and inert.
+pub(super) fn request_name(method: &Method, url: &Url) -> String {
+    format!("{method} {}", crate::quote::name(url.as_str()))
 }
 
 /// The service's `{"error": {"message": …}}`, or the start of whatever it sent: cut and

@@ -7,6 +7,7 @@
 pub mod cards;
 pub mod endpoint;
 pub mod http;
+mod peer;
 pub mod sim;
 pub mod tke;
 pub mod wiped;
@@ -16,6 +17,10 @@ use std::path::{Path, PathBuf};
 
 use crate::keypart::{self, Secret32};
 use crate::model::{InputError, LiveFleet, VerificationPattern};
+
+/// What `mkplan sim serve` calls itself in the `Server` header of every answer
+/// (`mkplan-sim/VERSION`, docs/http-api.md): a client tells its 404 from another server's.
+pub const SIM_SERVER_NAME: &str = "mkplan-sim";
 
 /// One mutating operation on the service. A load carries the key parts themselves: the
 /// simulator only needs their combined VP, a real service needs the parts (encrypted for it).
@@ -75,11 +80,10 @@ pub enum BackendError {
     },
     #[error("{0}")]
     Input(InputError),
-    /// The service does not accept the credentials: nothing was done.
-    #[error(
-        "{0}. Log in again and set MKPLAN_TOKEN to a fresh token, then rerun: the journal keeps the place"
-    )]
-    Unauthorized(String),
+    /// The service does not accept the credentials: nothing was done. `renew` names the
+    /// variable to set, as this backend reads it (`MKPLAN_TOKEN`, `IBMCLOUD_IAM_TOKEN`…).
+    #[error("{problem}. {renew}, then rerun: the journal keeps the place")]
+    Unauthorized { problem: String, renew: String },
     /// The service instance or crypto unit is not there.
     #[error("{0}. Check the instance id, the region and the account (and the backend URL)")]
     NotFound(String),

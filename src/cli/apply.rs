@@ -10,14 +10,14 @@ use serde_json::json;
 
 use super::ApplyArgs;
 use super::ceremony::{TerminalOperator, ceremony_steps};
-use super::context::{Desired, evidence_for, read_desired, refresh_desired};
+use super::context::{
+    Desired, evidence_for, open_backend, read_desired, refresh_backend, scope_for,
+};
 use super::interrupt;
 use super::keypart::{NamedBy, open_key_parts};
-use super::saved_plan::saved;
-use crate::apply::audit::{self, Audit};
+use super::saved_plan::{check_saved, open_saved};
 use crate::apply::executor::{self, Context, Progress};
 use crate::apply::journal::Record;
-use crate::apply::lock::{self, Holder};
 use crate::apply::resume::close_finished;
 use crate::apply::session::{self, Started};
 use crate::backend::Backend;
@@ -27,14 +27,16 @@ use crate::model::{KeyPartSource, LiveFleet, NewRegister};
 use crate::plan::ceremony::Instruction;
 use crate::plan::{Action, Plan};
 use crate::render;
+use crate::store::Store;
 
-pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
+pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     let (target, flag) = (args.target.as_path(), &args.backend);
-    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
-    let mut journal = super::journal_key::open_journal(state_dir)?;
     let saved_plan = !is_yaml(target);
-    let (desired, backend, live, mut plan) = if saved_plan {
-        saved(target, args, journal.records(), state_dir).await?
+    // What this apply acts on (the desired file's instances on its backend) is known before
+    // the lock: a database locks just those instances.
+    let (desired, backend, saved) = if saved_plan {
+        let saved = open_saved(target, args)?;
+        (None, None, Some(saved))
     } else {
         if let Some(other) = &args.desired {
             return Err(Error::Other(format!(
@@ -44,11 +46,32 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
             )));
         }
         let desired = read_desired(target)?.only(&args.only.instances)?;
-        let (backend, live) = refresh_desired(&desired, flag).await?;
-        let evidence = evidence_for(journal.records(), &backend, state_dir, &desired);
-        let mut plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
-        desired.stamp(&mut plan, &backend);
-        (desired, backend, live, plan)
+        let backend = open_backend(&desired, flag)?;
+        (Some(desired), Some(backend), None)
+    };
+    let (scope, instances) = match (&saved, &desired, &backend) {
+        (Some(saved), _, _) => (
+            scope_for(store, &saved.desired, &saved.backend).await?,
+            saved.desired.instance_ids(),
+        ),
+        (None, Some(desired), Some(backend)) => (
+            scope_for(store, desired, backend).await?,
+            desired.instance_ids(),
+        ),
+        _ => unreachable!("a saved plan or a desired file"),
+    };
+    let mut writer = store.writer(&scope, &instances, "apply")?;
+    let journal = &mut writer.journal;
+    let (desired, backend, live, mut plan) = match (saved, desired, backend) {
+        (Some(saved), _, _) => check_saved(saved, journal.records(), store).await?,
+        (None, Some(desired), Some(backend)) => {
+            let live = refresh_backend(&desired, &backend).await?;
+            let evidence = evidence_for(journal.records(), &backend, store, &desired);
+            let mut plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
+            desired.stamp(&mut plan, &backend);
+            (desired, backend, live, plan)
+        }
+        _ => unreachable!("a saved plan or a desired file"),
     };
     let identity = backend.identity();
     plan.desired_file = Some(desired.path.display().to_string());
@@ -56,9 +79,9 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     plan.backend_identity = Some(backend.identity());
     report_resume(&plan, &live, journal.records());
     if !plan.changes {
-        executor::settle_previous(&mut journal, &plan, &live.instances, &identity)
+        executor::settle_previous(journal, &plan, &live.instances, &identity)
             .map_err(apply_error)?;
-        for line in close_finished(&mut journal, &live.instances, &identity).map_err(apply_error)? {
+        for line in close_finished(journal, &live.instances, &identity).map_err(apply_error)? {
             eprintln!("{line}");
         }
         eprintln!(
@@ -111,22 +134,17 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
         ));
     }
     // A trail whose anchored entries were removed is not extended: new entries would hide it.
-    audit::verify_anchored(&state_dir.join("audit.jsonl"), journal.records()).map_err(|broken| {
-        Error::Unsafe(format!(
-            "audit trail {}: {broken}. Keep it and the journal for investigation (`mkplan audit verify`); nothing was sent",
-            state_dir.join("audit.jsonl").display()
-        ))
-    })?;
-    let mut audit = Audit::open(state_dir).map_err(|e| Error::Unsafe(e.to_string()))?;
+    let mut audit = writer.audit()?;
+    let journal = &mut writer.journal;
     let Started { run, settled } =
-        session::begin(&mut journal, &mut audit, &plan, &live, &identity).map_err(apply_error)?;
+        session::begin(journal, &mut audit, &plan, &live, &identity).map_err(apply_error)?;
     for line in settled {
         eprintln!("settled from the previous run: {line}");
     }
     let mut progress = TerminalProgress::new(plan.steps.len());
     let mut context = Context {
         backend: &backend,
-        journal: &mut journal,
+        journal,
         audit: &mut audit,
         progress: &mut progress,
         run,
@@ -144,7 +162,7 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     let finished = match outcome {
         Ok(()) => match session::verify_converged(&backend, &plan).await {
             // The rotation is finished: its records say nothing more about what comes next.
-            Ok(now) => close_finished(&mut journal, &now.instances, &identity).map(|_| ()),
+            Ok(now) => close_finished(&mut writer.journal, &now.instances, &identity).map(|_| ()),
             Err(error) => Err(error),
         },
         Err(error) => Err(error),
@@ -155,13 +173,14 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
             "outcome": match &finished { Ok(()) => "converged".to_string(), Err(e) => format!("stopped: {e}") },
         }))
         .map_err(|e| Error::Other(e.to_string()))?;
-    journal
+    writer
+        .journal
         .append(Record::AuditAnchored {
             audit: audit.head(),
             at: Some(crate::apply::journal::utc_now()),
         })
         .map_err(|e| Error::Unsafe(e.to_string()))?;
-    let resume = interrupt::resume_command(args, &desired.path, state_dir);
+    let resume = interrupt::resume_command(args, &desired.path, store);
     finished.map_err(|error| stopped_error(error, &plan, &resume))?;
     eprintln!(
         "Apply complete: {} steps in {:.2} s, at most {} at a time; every crypto unit's current register holds the desired master key.",
@@ -172,11 +191,11 @@ pub async fn apply(args: &ApplyArgs, state_dir: &Path) -> Result<u8> {
     Ok(0)
 }
 
+/// A desired file is named `.yaml` or `.yml`, in any case (`PLAN.YAML` from a Windows share).
 fn is_yaml(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
 /// On a rerun, says what is already done and what the journal left open.
@@ -307,20 +326,6 @@ fn apply_error(error: executor::ApplyError) -> Error {
     }
 }
 
-pub(super) fn holder() -> Holder {
-    let mut id = [0u8; 8];
-    let _ = getrandom::fill(&mut id);
-    Holder {
-        lock_id: hex::encode(id),
-        host: std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "unknown host".into()),
-        pid: std::process::id(),
-        started: crate::apply::journal::utc_now(),
-    }
-}
-
 /// A progress bar on a terminal (steps finished, the step last sent, elapsed), plain lines
 /// otherwise.
 struct TerminalProgress {
@@ -392,45 +397,23 @@ impl Progress for TerminalProgress {
     }
 }
 
-pub fn unlock(lock_id: &str, state_dir: &Path) -> Result<u8> {
-    lock::release(state_dir, lock_id).map_err(Error::Other)?;
-    eprintln!("Lock {lock_id} on {} released.", state_dir.display());
+pub fn unlock(lock_id: &str, store: &Store) -> Result<u8> {
+    eprintln!("{}", store.unlock(lock_id)?);
     Ok(0)
 }
 
-pub fn audit_verify(state_dir: &Path) -> Result<u8> {
-    let path = state_dir.join("audit.jsonl");
-    let records = super::journal_key::read_journal(state_dir)?;
-    // The journal that anchors the trail was itself cut back: the trail may have been cut
-    // with it, and nothing here can tell.
-    if let Some(Record::RolledBack {
-        expected, found, ..
-    }) = records.last()
-    {
-        return Err(Error::Other(format!(
-            "audit trail {}: cannot be vouched for: the journal that anchors it was cut back or replaced (mkplan had left it with {expected} records and found {found}). Keep both for investigation",
-            path.display()
-        )));
-    }
-    match audit::verify_anchored(&path, &records) {
-        Ok((verified, anchored)) if anchored.unauthenticated > 0 => Err(Error::Other(format!(
-            "audit trail {}: its chain holds ({} entries), but {} of the journal's anchors of it are not authenticated (see `mkplan plan` for why), so the trail cannot be vouched for: it may have been replaced",
-            path.display(),
-            verified.entries,
-            anchored.unauthenticated
-        ))),
-        Ok((verified, anchored)) => {
-            eprintln!(
-                "Audit trail {} is intact: {} entries, each linked to the one before; the journal's sealed records anchor the first {} of them.",
-                path.display(),
-                verified.entries,
-                anchored.entries,
-            );
-            Ok(0)
+/// `audit verify`: every audit trail of the store, each checked against its journal.
+pub fn audit_verify(store: &Store) -> Result<u8> {
+    let mut broken = Vec::new();
+    for result in store.audit_verify()? {
+        match result {
+            Ok(line) => eprintln!("{line}"),
+            Err(why) => broken.push(why),
         }
-        Err(broken) => Err(Error::Other(format!(
-            "audit trail {} is broken: {broken}",
-            path.display()
-        ))),
+    }
+    if broken.is_empty() {
+        Ok(0)
+    } else {
+        Err(Error::Other(broken.join("\n")))
     }
 }

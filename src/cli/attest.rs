@@ -6,19 +6,25 @@
 
 use std::path::Path;
 
-use super::apply::holder;
-use super::context::{evidence_for, refresh};
+use super::context::{evidence_for, open_backend, read_desired, refresh_backend, scope_for};
 use super::{AttestRewrapArgs, BackendArg};
 use crate::apply::attest::{Attestation, attestation_records};
-use crate::apply::lock;
 use crate::apply::resume::{close_finished, finished};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::store::Store;
 
-pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<u8> {
-    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
-    let mut journal = super::journal_key::open_journal(state_dir)?;
-    let (desired, backend, live) = refresh(&args.desired, &args.backend).await?;
+pub async fn attest_rewrap(args: &AttestRewrapArgs, store: &Store) -> Result<u8> {
+    let desired = read_desired(&args.desired)?;
+    let backend = open_backend(&desired, &args.backend)?;
+    let scope = scope_for(store, &desired, &backend).await?;
+    let mut writer = store.writer(
+        &scope,
+        std::slice::from_ref(&args.instance),
+        "attest rewrap",
+    )?;
+    let journal = &mut writer.journal;
+    let live = refresh_backend(&desired, &backend).await?;
     let Some(found) = live.instance(&args.instance.to_ascii_lowercase()) else {
         return Err(Error::Other(format!(
             "service instance {} is not in {}; name one of its instances",
@@ -38,7 +44,7 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<
         found,
         &target,
         &backend.identity(),
-        &format!("the journal in {}", state_dir.display()),
+        &store.journal_named(&scope),
         &Attestation {
             ran: args.completed,
             service_evidence: args.service_evidence.clone(),
@@ -50,7 +56,7 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<
         .map_err(|e| Error::Unsafe(e.to_string()))?;
     eprintln!(
         "Journaled in {} for service instance {} on {}: {statement}. `mkplan plan {}` now plans from this evidence{}.",
-        state_dir.display(),
+        store.shown(),
         found.id,
         backend.describe(),
         desired.path.display(),
@@ -65,11 +71,14 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, state_dir: &Path) -> Result<
 
 /// `journal close DESIRED.yaml`: closes the open rotation records of every instance that the
 /// live state shows finished; an unfinished one is refused with what it shows.
-pub async fn journal_close(desired: &Path, flag: &BackendArg, state_dir: &Path) -> Result<u8> {
-    let _lock = lock::acquire(state_dir, &holder()).map_err(Error::Other)?;
-    let mut journal = super::journal_key::open_journal(state_dir)?;
-    let (desired, backend, live) = refresh(desired, flag).await?;
-    let evidence = evidence_for(journal.records(), &backend, state_dir, &desired);
+pub async fn journal_close(desired: &Path, flag: &BackendArg, store: &Store) -> Result<u8> {
+    let desired = read_desired(desired)?;
+    let backend = open_backend(&desired, flag)?;
+    let scope = scope_for(store, &desired, &backend).await?;
+    let mut writer = store.writer(&scope, &desired.instance_ids(), "journal close")?;
+    let journal = &mut writer.journal;
+    let live = refresh_backend(&desired, &backend).await?;
+    let evidence = evidence_for(journal.records(), &backend, store, &desired);
     let unfinished: Vec<String> = live
         .instances
         .iter()
@@ -95,7 +104,7 @@ pub async fn journal_close(desired: &Path, flag: &BackendArg, state_dir: &Path) 
             unfinished.join("\n  ")
         )));
     }
-    let closed = close_finished(&mut journal, &live.instances, &backend.identity())
+    let closed = close_finished(journal, &live.instances, &backend.identity())
         .map_err(|e| Error::Unsafe(e.to_string()))?;
     if closed.is_empty() {
         eprintln!(

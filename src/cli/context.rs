@@ -36,6 +36,11 @@ impl Desired {
     /// (in the file's order), so only they are refreshed, planned, applied and shown; the
     /// others are remembered as left out. An id the file does not have is an error that
     /// names the ids it has. No ids: every instance.
+    /// The service instances this command acts on (what a database lease covers).
+    pub fn instance_ids(&self) -> Vec<String> {
+        self.state.instances.iter().map(|i| i.id.clone()).collect()
+    }
+
     pub fn only(mut self, ids: &[String]) -> Result<Self> {
         if ids.is_empty() {
             return Ok(self);
@@ -203,17 +208,19 @@ fn check_key_part_file(desired: &str, text: &str, part: &KeyPartSource) -> Resul
 }
 
 pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> {
-    let spec = match (&flag.backend, &desired.state.backend) {
-        (Some(spec), _) => BackendSpec::parse(spec, None),
-        (None, Some(spec)) => BackendSpec::parse(spec, desired.path.parent()),
-        (None, None) => {
+    let spec = match &flag.backend {
+        Some(spec) => Some(BackendSpec::parse(spec, None).map_err(Error::Other)?),
+        None => super::validate::spec_in_desired(desired)?,
+    };
+    let spec = match spec {
+        Some(spec) => spec,
+        None => {
             return Err(Error::Other(format!(
                 "no backend for {}: pass --backend sim:FLEET.yaml (or http://HOST:PORT), set MKPLAN_BACKEND, or add `backend:` to the desired file",
                 desired.path.display()
             )));
         }
-    }
-    .map_err(Error::Other)?;
+    };
     let faults = match std::env::var("MKPLAN_SIM_FAULTS") {
         Ok(_) if matches!(spec, BackendSpec::Http(_)) => {
             return Err(Error::Other(
@@ -267,28 +274,34 @@ fn tke_credentials() -> Credentials {
     Credentials::None
 }
 
-/// Reads the desired file, opens its backend and refreshes the live state of its instances:
-/// the start of every command that looks at crypto units.
-pub async fn refresh(path: &Path, flag: &BackendArg) -> Result<(Desired, AnyBackend, LiveFleet)> {
-    let desired = read_desired(path)?;
-    let (backend, live) = refresh_desired(&desired, flag).await?;
-    Ok((desired, backend, live))
-}
-
 /// Opens the desired file's backend and refreshes the live state of its instances.
 pub async fn refresh_desired(
     desired: &Desired,
     flag: &BackendArg,
 ) -> Result<(AnyBackend, LiveFleet)> {
     let backend = open_backend(desired, flag)?;
-    let ids: Vec<String> = desired
-        .state
-        .instances
-        .iter()
-        .map(|i| i.id.clone())
-        .collect();
-    let live = crate::backend::refresh_with_retries(&backend, &ids).await?;
+    let live = refresh_backend(desired, &backend).await?;
     Ok((backend, live))
+}
+
+/// What a database store keys this command's records and lease by: the backend's identity,
+/// which for an HTTP backend is the service's own name, read by a first refresh. A folder
+/// needs none before its lock (its records carry their backend).
+pub async fn scope_for(
+    store: &crate::store::Store,
+    desired: &Desired,
+    backend: &AnyBackend,
+) -> Result<String> {
+    use crate::backend::Backend;
+    if store.folder().is_none() {
+        refresh_backend(desired, backend).await?;
+    }
+    Ok(backend.identity())
+}
+
+/// Refreshes the live state of the desired file's instances on an open backend.
+pub async fn refresh_backend(desired: &Desired, backend: &AnyBackend) -> Result<LiveFleet> {
+    Ok(crate::backend::refresh_with_retries(backend, &desired.instance_ids()).await?)
 }
 
 /// The journal's evidence for planning `desired` against `backend`: only the records bound to
@@ -296,14 +309,14 @@ pub async fn refresh_desired(
 pub fn evidence_for(
     records: &[crate::apply::journal::Record],
     backend: &AnyBackend,
-    state_dir: &Path,
+    store: &crate::store::Store,
     desired: &Desired,
 ) -> crate::model::JournalEvidence {
     use crate::backend::Backend;
     let mut evidence = crate::apply::evidence::journal_evidence_at(
         records,
         &backend.identity(),
-        &format!("the journal in {}", state_dir.display()),
+        &store.journal_named(&backend.identity()),
         Some(crate::apply::journal::unix_now()),
     );
     evidence.desired_file = desired.path.display().to_string();

@@ -15,11 +15,12 @@ use super::apply::key_parts;
 use super::context::{Desired, evidence_for, read_desired, refresh_desired};
 use super::output;
 use crate::backend::sim::{Fleet, write_atomically};
-use crate::backend::{AnyBackend, BackendSpec};
+use crate::backend::{AnyBackend, Backend, BackendSpec};
 use crate::drill::{self, Drill, DrillResult, RUNS_MAX, report, run_seed};
 use crate::error::{Error, Result};
 use crate::model::{JournalEvidence, LiveFleet};
 use crate::render;
+use crate::store::Store;
 
 #[derive(Debug, ClapArgs)]
 pub struct DrillArgs {
@@ -52,14 +53,19 @@ pub struct DrillArgs {
     /// the fleet says (`rewrap_ms_per_key`). In memory only.
     #[arg(long, conflicts_with = "over_http")]
     pub actors: bool,
+    /// With --actors: X and Y share one journal in this PostgreSQL database instead of two
+    /// state folders, as a team does. Name a scratch database: each run writes a scope of its
+    /// own there (`drill …`), with leases, as `apply --state` would.
+    #[arg(long, requires = "actors", value_name = "postgres://…")]
+    pub shared_state: Option<String>,
     /// Write the evidence report (Markdown) to this file.
     #[arg(long, value_name = "FILE.md")]
     pub report: Option<PathBuf>,
 }
 
-pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
+pub async fn drill(args: &DrillArgs, store: &Store) -> Result<u8> {
     let desired = read_desired(&args.desired)?.only(&args.only.instances)?;
-    let (mut fleet, source, replay_backend) = starting_fleet(&desired, args, state_dir).await?;
+    let (mut fleet, source, replay_backend) = starting_fleet(&desired, args, store).await?;
     if !desired.targeted.is_empty() {
         // The runs rotate the named instances on copies that hold only them.
         fleet.instances.retain(|i| {
@@ -128,7 +134,7 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
         elapsed.as_millis() as u64,
     );
     let replay = format!(
-        "mkplan drill {} {replay_backend}{} --runs 1 --seed {{seed}}{}{}",
+        "mkplan drill {} {replay_backend}{} --runs 1 --seed {{seed}}{}{}{}",
         desired.path.display(),
         desired
             .targeted
@@ -136,7 +142,14 @@ pub async fn drill(args: &DrillArgs, state_dir: &Path) -> Result<u8> {
             .map(|id| format!(" --instance {id}"))
             .collect::<String>(),
         if args.over_http { " --over-http" } else { "" },
-        if args.actors { " --actors" } else { "" }
+        if args.actors { " --actors" } else { "" },
+        match &args.shared_state {
+            // Shown without its password, as every URL mkplan prints.
+            Some(url) => Store::parse(url)
+                .map(|store| format!(" --shared-state {}", store.shown()))
+                .unwrap_or_default(),
+            None => String::new(),
+        }
     );
     // The summary is the report unless JSON was asked for: then it is a note beside it.
     let summary = summary(&result, &replay, elapsed.as_secs_f64());
@@ -183,6 +196,17 @@ fn run_all(
         .map_err(|e| Error::Other(format!("cannot start the drill's runtime: {e}")))?;
     let scratch = tempfile::tempdir()
         .map_err(|e| Error::Other(format!("cannot make a scratch folder: {e}")))?;
+    let shared = match &args.shared_state {
+        None => None,
+        Some(url) => match Store::parse(url).map_err(Error::Other)? {
+            store @ Store::Postgres(_) => Some(store),
+            Store::Files(_) => {
+                return Err(Error::Other(format!(
+                    "--shared-state {url}: name a PostgreSQL database (postgres://USER@HOST:PORT/DATABASE); without it the actors keep two state folders"
+                )));
+            }
+        },
+    };
     let bar = progress_bar(runs);
     let mut results = Vec::with_capacity(runs.min(100_000) as usize);
     for index in 0..runs {
@@ -194,6 +218,7 @@ fn run_all(
                 seed,
                 operations,
                 scratch.path(),
+                shared.as_ref(),
             ))
         } else {
             runtime.block_on(drill::run_one_via(
@@ -273,7 +298,7 @@ fn summary(result: &DrillResult, replay: &str, seconds: f64) -> String {
 async fn starting_fleet(
     desired: &Desired,
     args: &DrillArgs,
-    state_dir: &Path,
+    store: &Store,
 ) -> Result<(Fleet, String, String)> {
     if let Some(spec) = &args.from_live {
         let flag = BackendArg {
@@ -284,7 +309,7 @@ async fn starting_fleet(
             loads_key_parts: false,
         };
         let (backend, live) = refresh_desired(desired, &flag).await?;
-        let fleet = snapshot_live(desired, &live, &backend, state_dir)?;
+        let fleet = snapshot_live(desired, &live, &backend, store)?;
         return Ok((
             fleet,
             format!("a snapshot of {spec}"),
@@ -327,14 +352,14 @@ fn snapshot_live(
     desired: &Desired,
     live: &LiveFleet,
     backend: &AnyBackend,
-    state_dir: &Path,
+    store: &Store,
 ) -> Result<Fleet> {
-    let records = super::journal_key::read_journal(state_dir)?;
+    let records = store.read_journal(&backend.identity(), Some(&desired.instance_ids()))?;
     Ok(drill::snapshot(
         &desired.state,
         &desired.sha256,
         live,
-        &evidence_for(&records, backend, state_dir, desired),
+        &evidence_for(&records, backend, store, desired),
     )?)
 }
 
@@ -343,7 +368,7 @@ pub fn export_fleet(
     desired: &Desired,
     live: &LiveFleet,
     backend: &AnyBackend,
-    state_dir: &Path,
+    store: &Store,
     out: &Path,
 ) -> Result<()> {
     if out.exists() {
@@ -352,7 +377,7 @@ pub fn export_fleet(
             out.display()
         )));
     }
-    let fleet = snapshot_live(desired, live, backend, state_dir)?;
+    let fleet = snapshot_live(desired, live, backend, store)?;
     let text = format!(
         "# Exported by mkplan {} from the live state of {}.\n# key_storage is inferred from the evidence (service status, journal, registers), not read:\n# a real service does not reveal it. keys: 0 means unknown.\n{}",
         env!("CARGO_PKG_VERSION"),

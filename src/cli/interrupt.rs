@@ -13,13 +13,13 @@ use super::ApplyArgs;
 use crate::apply::interrupt::{Interrupt, StepEnd, Stopped};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::store::Store;
 
 /// The exit status after a second interrupt (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED_TWICE: i32 = 130;
 
 /// The defaults of the options the resume command repeats only when the operator changed them
 /// (a test checks them against the command line's).
-const STATE_DIR_DEFAULT: &str = ".mkplan";
 const VERIFY_TIMEOUT_S_DEFAULT: u64 = 120;
 
 /// Catches SIGINT and SIGTERM from now on, for the rest of the process: the first raises the
@@ -91,7 +91,7 @@ pub async fn confirm(interrupt: &Interrupt) -> Result<()> {
 
 /// The command that resumes this apply: the desired file (a saved plan is stale once steps
 /// ran), and every option the operator gave that changes where or how it applies.
-pub fn resume_command(args: &ApplyArgs, desired: &Path, state_dir: &Path) -> String {
+pub fn resume_command(args: &ApplyArgs, desired: &Path, store: &Store) -> String {
     let mut words = vec![
         "mkplan".to_string(),
         "apply".into(),
@@ -108,8 +108,8 @@ pub fn resume_command(args: &ApplyArgs, desired: &Path, state_dir: &Path) -> Str
     if let Some(endpoint) = &args.backend.tke_endpoint {
         option("--tke-endpoint", endpoint);
     }
-    if state_dir != Path::new(STATE_DIR_DEFAULT) {
-        option("--state-dir", &state_dir.display().to_string());
+    if store.folder() != Some(Path::new(super::STATE_DIR_DEFAULT)) {
+        option("--state", &store.shown());
     }
     if usize::from(args.backend.parallelism) != crate::apply::executor::PARALLELISM_DEFAULT {
         option("--parallelism", &args.backend.parallelism.to_string());
@@ -240,10 +240,10 @@ mod tests {
     fn the_resume_command_repeats_only_what_the_operator_gave() {
         let parse = |words: &[&str]| {
             let args = super::super::Args::try_parse_from(words).expect("parses");
-            let super::super::Command::Apply(apply) = args.command else {
+            let super::super::Command::Apply(ref apply) = args.command else {
                 panic!("apply")
             };
-            resume_command(&apply, &apply.target, &args.state_dir)
+            resume_command(apply, &apply.target, &args.store().expect("a store"))
         };
         // With the defaults (the environment may not set them for this test).
         if std::env::vars().all(|(k, _)| !k.starts_with("MKPLAN_")) {
@@ -265,7 +265,7 @@ mod tests {
                 "4",
                 "--manual",
             ]),
-            "mkplan apply a.yaml --auto-approve --backend http://127.0.0.1:8080 --state-dir '/srv/state dir' --parallelism 4 --manual"
+            "mkplan apply a.yaml --auto-approve --backend http://127.0.0.1:8080 --state '/srv/state dir' --parallelism 4 --manual"
         );
     }
 

@@ -7,20 +7,22 @@ mod ceremony;
 mod context;
 mod drill;
 mod interrupt;
-mod journal_key;
 mod keypart;
 mod output;
 mod password_env;
 pub(crate) mod plan;
 mod saved_plan;
 mod sim;
+mod state;
 mod status;
+mod validate;
 
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::error::Result;
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,22 +31,32 @@ use crate::error::Result;
     about = "Plan and apply HSM master key rotations safely (IBM Cloud Hyper Protect Crypto Services)"
 )]
 pub struct Args {
-    /// Folder holding the journal and the lock.
+    /// Where the journal, the lock and the audit trail are kept: a folder (default `.mkplan`;
+    /// `MKPLAN_STATE_DIR` is read too), or a PostgreSQL database a team shares,
+    /// `postgres://USER@HOST:PORT/DATABASE` (password from PGPASSWORD or ~/.pgpass).
     #[arg(
         long,
         global = true,
-        env = "MKPLAN_STATE_DIR",
-        default_value = ".mkplan"
+        alias = "state-dir",
+        env = "MKPLAN_STATE",
+        value_name = "FOLDER|URL",
+        hide_env_values = true
     )]
-    pub state_dir: PathBuf,
+    pub state: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a desired key-state file (and its key part files) without touching anything.
-    Validate { desired: PathBuf },
+    /// Check a desired key-state file, its key part files and its backend, offline and
+    /// without touching anything: the backend's spec, and for sim:FLEET.yaml that the fleet
+    /// file exists, parses and holds every service instance (no request is sent).
+    Validate {
+        desired: PathBuf,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
     /// Refresh the live state, diff it against the desired state, and show the checked plan.
     Plan(PlanArgs),
     /// Run a saved plan, or plan DESIRED.yaml and run it after confirmation; rerun after any
@@ -56,8 +68,13 @@ pub enum Command {
     /// The journal in the state directory.
     #[command(subcommand)]
     Journal(JournalCommand),
-    /// Release a lock left by an apply that is gone, by its exact id.
+    /// Release a lock (a state folder's) or a lease (a database's) left by a process that is
+    /// gone, by its exact id (`mkplan status` and the refusal name it).
     Unlock { lock_id: String },
+    /// The state store named by --state: prepare a team's PostgreSQL database, move a state
+    /// folder into it, or export it for archiving.
+    #[command(subcommand)]
+    State(StateCommand),
     /// The audit trail of applies.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -202,7 +219,8 @@ pub struct InstanceArg {
 
 #[derive(Debug, ClapArgs)]
 pub struct ApplyArgs {
-    /// A plan file from `plan --out`, or a desired key-state YAML file.
+    /// A plan file from `plan --out`, or a desired key-state YAML file (named .yaml or .yml,
+    /// in any case).
     pub target: PathBuf,
     #[command(flatten)]
     pub backend: BackendArg,
@@ -265,22 +283,66 @@ pub enum KeypartCommand {
     },
 }
 
+/// The state folder when none is named.
+pub const STATE_DIR_DEFAULT: &str = ".mkplan";
+
+impl Args {
+    /// The store `--state` names, else `MKPLAN_STATE_DIR`, else `.mkplan`.
+    pub fn store(&self) -> Result<Store> {
+        let named = self
+            .state
+            .clone()
+            .or_else(|| {
+                std::env::var("MKPLAN_STATE_DIR")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| STATE_DIR_DEFAULT.into());
+        Store::parse(&named).map_err(crate::error::Error::Other)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Create or upgrade mkplan's schema in the database (every command also does it on
+    /// first use; a database with a newer schema is refused).
+    Init,
+    /// Move a state folder's journal and audit trail into the database: refused unless your
+    /// journal key vouches for every record, they are about one backend, and the database
+    /// holds nothing of that backend yet.
+    Push {
+        /// The state folder to move (it is left as it is, as an archive).
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Export every journal and audit trail of the database to a new folder, for archiving.
+    Pull {
+        /// A folder that does not exist yet.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
 pub async fn run(args: Args) -> Result<u8> {
+    let store = args.store()?;
     match args.command {
-        Command::Validate { desired } => plan::validate(&desired),
-        Command::Plan(plan_args) => plan::plan(&plan_args, &args.state_dir).await,
+        Command::Validate { desired, backend } => validate::validate(&desired, &backend).await,
+        Command::Plan(plan_args) => plan::plan(&plan_args, &store).await,
         Command::Apply(mut apply_args) => {
             apply_args.backend.loads_key_parts = !apply_args.manual;
-            apply::apply(&apply_args, &args.state_dir).await
+            apply::apply(&apply_args, &store).await
         }
         Command::Attest(AttestCommand::Rewrap(attest_args)) => {
-            attest::attest_rewrap(&attest_args, &args.state_dir).await
+            attest::attest_rewrap(&attest_args, &store).await
         }
         Command::Journal(JournalCommand::Close { desired, backend }) => {
-            attest::journal_close(&desired, &backend, &args.state_dir).await
+            attest::journal_close(&desired, &backend, &store).await
         }
-        Command::Unlock { lock_id } => apply::unlock(&lock_id, &args.state_dir),
-        Command::Audit(AuditCommand::Verify) => apply::audit_verify(&args.state_dir),
+        Command::Unlock { lock_id } => apply::unlock(&lock_id, &store),
+        Command::State(StateCommand::Init) => state::init(&store),
+        Command::State(StateCommand::Push { from }) => state::push(&store, &from),
+        Command::State(StateCommand::Pull { to }) => state::pull(&store, &to),
+        Command::Audit(AuditCommand::Verify) => apply::audit_verify(&store),
         Command::Runbook { planfile, markdown } => plan::runbook(&planfile, markdown),
         Command::Show {
             planfile,
@@ -301,11 +363,11 @@ pub async fn run(args: Args) -> Result<u8> {
                 json,
                 &only.instances,
                 export_fleet.as_deref(),
-                &args.state_dir,
+                &store,
             )
             .await
         }
-        Command::Drill(drill_args) => drill::drill(&drill_args, &args.state_dir).await,
+        Command::Drill(drill_args) => drill::drill(&drill_args, &store).await,
         Command::Keypart(KeypartCommand::New { out, password_env }) => {
             keypart::new(&out, password_env.as_deref())
         }

@@ -1,4 +1,4 @@
-//! `validate`, `plan`, `show` and `runbook`: each prints its report on stdout (`output`).
+//! `plan`, `show` and `runbook`: each prints its report on stdout (`output`).
 
 use std::io::Write;
 use std::path::Path;
@@ -13,31 +13,13 @@ use crate::error::{Error, Result};
 use crate::model::InputError;
 use crate::plan::{PLAN_FILE_BYTES_MAX, PLAN_FORMAT_VERSION, Plan, StepGraph};
 use crate::render;
+use crate::store::Store;
 
-pub fn validate(desired: &Path) -> Result<u8> {
-    let desired = read_desired(desired)?;
-    // The backend's spec is checked too (without opening it): a spec that `plan` would refuse
-    // fails review here.
-    if let Some(spec) = &desired.state.backend {
-        crate::backend::BackendSpec::parse(spec, desired.path.parent()).map_err(|problem| {
-            InputError::new(&desired.path.display().to_string(), problem)
-                .fix("write `backend: sim:FLEET.yaml`, `backend: http://HOST:PORT` or `backend: tke:REGION`, or leave it out")
-        })?;
-    }
-    let units: usize = desired.state.instances.len();
-    eprintln!(
-        "{} is valid: {} service instance(s), key part files present and well formed.",
-        desired.path.display(),
-        units
-    );
-    Ok(0)
-}
-
-pub async fn plan(args: &PlanArgs, state_dir: &Path) -> Result<u8> {
+pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     let desired = read_desired(&args.desired)?.only(&args.only.instances)?;
     let (backend, live) = refresh_desired(&desired, &args.backend).await?;
-    let records = super::journal_key::read_journal(state_dir)?;
-    let journal = evidence_for(&records, &backend, state_dir, &desired);
+    let records = store.read_journal(&backend.identity(), Some(&desired.instance_ids()))?;
+    let journal = evidence_for(&records, &backend, store, &desired);
     let source = format!("{} against {}", desired.path.display(), backend.describe());
     let mut plan = match crate::plan::plan(&desired.state, &desired.sha256, &live, &journal) {
         Ok(plan) => plan,
@@ -163,9 +145,10 @@ fn control_character_at(value: &serde_json::Value) -> Option<String> {
         let has = |text: &str| text.chars().any(crate::quote::is_control_like);
         match value {
             Value::String(text) => has(text).then(String::new),
-            Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
-                path_to(item).map(|rest| format!("[{index}]{rest}"))
-            }),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(index, item)| path_to(item).map(|rest| format!("[{index}]{rest}"))),
             Value::Object(fields) => fields.iter().find_map(|(key, item)| {
                 let shown = crate::quote::bare(key);
                 if has(key) {
@@ -189,7 +172,7 @@ fn not_a_plan(shown: &str, text: &str, error: &serde_json::Error) -> InputError 
         .is_ok_and(|value| value.get("format_version").is_some());
     let fix = "write plan files with `mkplan plan --out`; do not edit them";
     if says_plan {
-        return InputError::from_json(shown, "damaged plan file", error).fix(fix);
+        return InputError::from_json(shown, "damaged plan file", text, error, &[]).fix(fix);
     }
     InputError::not_a(
         shown,
@@ -244,7 +227,9 @@ mod tests {
     /// (the plan file was read whole with no bound; found beside the fuzz targets).
     #[test]
     fn a_plan_file_that_is_a_device_is_refused_without_reading_it() {
-        let error = read_plan_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        let error = read_plan_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("not a regular file"), "{error}");
     }
 
@@ -261,14 +246,17 @@ mod tests {
             instances: fleet.instances.iter().map(|i| i.live()).collect(),
         };
         let evidence = crate::model::JournalEvidence::default();
-        let plan = crate::render::json(&crate::plan::plan(&desired, "0", &live, &evidence).unwrap());
+        let plan =
+            crate::render::json(&crate::plan::plan(&desired, "0", &live, &evidence).unwrap());
         let plan = plan.as_str();
         parse_plan_file("p.json", plan).unwrap();
         let evil = plan.replacen("\"us-south\"", "\"us\\u001b[2Jsouth\"", 1);
         assert_ne!(evil, plan);
         let error = parse_plan_file("p.json", &evil).unwrap_err().to_string();
         assert!(
-            error.contains("damaged plan file: the text at instances[0].region holds a control character"),
+            error.contains(
+                "damaged plan file: the text at instances[0].region holds a control character"
+            ),
             "{error}"
         );
         let forged = plan.replacen("\"evidence\": [", "\"evidence\": [\"ok\\nforged\", ", 1);

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use super::ApplyArgs;
-use super::context::{Desired, evidence_for, path_in_plan_file, read_desired, refresh_desired};
+use super::context::{
+    Desired, evidence_for, open_backend, path_in_plan_file, read_desired, refresh_backend,
+};
 use super::plan::read_plan_file;
 use crate::apply::journal::Record;
 use crate::backend::{AnyBackend, Backend};
@@ -13,8 +15,9 @@ use crate::model::LiveFleet;
 use crate::plan::Plan;
 use crate::quote;
 use crate::render;
+use crate::store::Store;
 
-/// `apply PLANFILE`: the plan as saved, if the desired file and the live state are still
+/// The first half of `apply PLANFILE`, before the lock: the plan as saved, if the desired file and the live state are still
 /// the ones it was made from, and planning again from them and from the journal as it is now
 /// gives the same steps and the same key storage finding; otherwise exit 4 with what changed
 /// (or exit 3 if the planner now refuses). A rewrap leaves no trace in the registers of a
@@ -22,12 +25,7 @@ use crate::render;
 ///
 /// The desired file is `--desired`, else the one the plan names, found from the plan file's
 /// folder; a plan made with `--instance` refreshes, checks and applies only its instances.
-pub(super) async fn saved(
-    path: &Path,
-    args: &ApplyArgs,
-    records: &[Record],
-    state_dir: &Path,
-) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
+pub(super) fn open_saved(path: &Path, args: &ApplyArgs) -> Result<Saved> {
     let flag = &args.backend;
     let plan = read_plan_file(path)?;
     let desired_path = match (&args.desired, &plan.desired_file) {
@@ -82,7 +80,43 @@ pub(super) async fn saved(
     let desired = desired.only(&plan.targeted)?;
     // The backend comes from the command line or the desired file, never from the plan file:
     // a plan file that names another server must not send the key parts there.
-    let (backend, live) = refresh_desired(&desired, flag).await?;
+    let backend = open_backend(&desired, flag)?;
+    Ok(Saved {
+        path: path.to_path_buf(),
+        plan,
+        desired,
+        backend,
+        backend_from_flag: flag.backend.is_some(),
+    })
+}
+
+/// A saved plan, its desired file and its backend, checked before the lock is taken.
+pub(super) struct Saved {
+    path: std::path::PathBuf,
+    plan: Plan,
+    pub desired: Desired,
+    pub backend: AnyBackend,
+    backend_from_flag: bool,
+}
+
+/// The second half of `apply PLANFILE`, under the lock: refreshes the live state and checks
+/// the plan against it and against the journal's `records`.
+pub(super) async fn check_saved(
+    saved: Saved,
+    records: &[Record],
+    store: &Store,
+) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
+    let Saved {
+        path,
+        plan,
+        desired,
+        backend,
+        backend_from_flag,
+    } = saved;
+    let path = path.as_path();
+    let desired_file = quote::path(&desired.path);
+    let live = refresh_backend(&desired, &backend).await?;
+    // An HTTP backend's identity is the service's own name, read by the refresh.
     let (planned, now) = match &plan.backend_identity {
         Some(identity) => (identity.clone(), backend.identity()),
         None => (plan.backend.clone().unwrap_or_default(), backend.describe()),
@@ -95,7 +129,7 @@ pub(super) async fn saved(
                 .as_deref()
                 .map_or("an unnamed backend".into(), quote::name),
             backend.describe(),
-            if flag.backend.is_some() {
+            if backend_from_flag {
                 "--backend or MKPLAN_BACKEND".to_string()
             } else {
                 format!("`backend:` in {desired_file}")
@@ -127,7 +161,7 @@ pub(super) async fn saved(
             changes_since(&plan, &live).join("\n")
         )));
     }
-    let evidence = evidence_for(records, &backend, state_dir, &desired);
+    let evidence = evidence_for(records, &backend, store, &desired);
     let fresh = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
     let shape = |p: &Plan| {
         let steps: Vec<_> = p

@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use super::BackendArg;
-use super::context::{read_desired, refresh_desired};
+use super::context::{evidence_for, read_desired, refresh_desired};
 use super::output;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::render;
+use crate::store::Store;
 
 pub async fn status(
     desired: &Path,
@@ -16,7 +17,7 @@ pub async fn status(
     json: bool,
     instances: &[String],
     export_fleet: Option<&Path>,
-    state_dir: &Path,
+    store: &Store,
 ) -> Result<u8> {
     let desired = read_desired(desired)?.only(instances)?;
     let (backend, live) = refresh_desired(&desired, flag).await?;
@@ -29,10 +30,24 @@ pub async fn status(
     if json {
         output::report_line(&render::status_json(&live))?;
     } else {
-        output::report(&render::status(&live, &backend.describe()))?;
+        let mut report = render::status(&live, &backend.describe());
+        // The store's view: who holds the lock, which rotations are open. A store that cannot
+        // be read does not hide the live state.
+        let scope = backend.identity();
+        let section = store
+            .read_journal(&scope, Some(&desired.instance_ids()))
+            .and_then(|records| {
+                let evidence = evidence_for(&records, &backend, store, &desired);
+                super::state::status_section(store, &scope, &evidence)
+            });
+        match section {
+            Ok(section) => report += &section,
+            Err(error) => report += &format!("\nState: cannot be read: {error}\n"),
+        }
+        output::report(&report)?;
     }
     if let Some(out) = export_fleet {
-        super::drill::export_fleet(&desired, &live, &backend, state_dir, out)?;
+        super::drill::export_fleet(&desired, &live, &backend, store, out)?;
     }
     Ok(0)
 }

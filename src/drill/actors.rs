@@ -15,12 +15,22 @@ use serde::Serialize;
 
 use super::backend::DrillBackend;
 use super::schedule::{AttemptFaults, PARALLELISM_CHOICES, Schedule};
-use super::{Drill, Ending, RunResult, Verdict, attempt_once, judge};
+use super::{Drill, Ending, Opened, Place, RunResult, Verdict, attempt_once, judge};
 use crate::apply::attest::{Attestation, attestation_records, rotation_of};
-use crate::apply::journal::Journal;
 use crate::backend::Backend;
 use crate::backend::sim::{Fleet, SimOperation, live_of};
 use crate::model::NewRegister;
+use crate::store::Store;
+
+/// This drill's name in a shared database: every `mkplan drill` writes scopes of its own.
+fn invocation() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut nonce = [0u8; 6];
+        let _ = getrandom::fill(&mut nonce);
+        format!("{}-{}", std::process::id(), hex::encode(nonce))
+    })
+}
 
 /// Turns drawn for one run, at most, before the settling turns.
 pub const TURNS_MAX: usize = 6;
@@ -99,13 +109,15 @@ fn draw_faults(rng: &mut ChaCha8Rng, operations: u64) -> AttemptFaults {
     faults
 }
 
-/// One multi-actor run from `seed`, in scratch state folders under `scratch`.
+/// One multi-actor run from `seed`, in scratch state folders under `scratch`; with `shared`,
+/// X and Y instead share one journal, in a scope of their own in that database.
 pub async fn run_cast(
     drill: &Drill<'_>,
     run: u64,
     seed: u64,
     operations: u64,
     scratch: &Path,
+    shared: Option<&Store>,
 ) -> std::io::Result<RunResult> {
     let turns = draw_turns(seed, operations);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -120,7 +132,14 @@ pub async fn run_cast(
         tempfile::tempdir_in(scratch)?,
         tempfile::tempdir_in(scratch)?,
     ];
-    let folder = |name: char| folders[usize::from(name == 'Y')].path();
+    let scope = format!("drill {} run {run} seed {seed}", invocation());
+    let folder = |name: char| match shared {
+        Some(store) => Place::Shared {
+            store,
+            scope: &scope,
+        },
+        None => Place::Folder(folders[usize::from(name == 'Y')].path()),
+    };
     let backend = DrillBackend::new(drill.fleet.clone(), schedule.clone());
     let ids: Vec<String> = drill
         .desired
@@ -218,7 +237,7 @@ struct Cast<'a> {
 impl Cast<'_> {
     /// One apply from `state_dir`; when the plan asks for the operator's word, the operator
     /// gives it truthfully (if the truth is known) and reruns at once, without faults.
-    async fn apply(&mut self, name: char, state_dir: &Path, faults: AttemptFaults) -> Ending {
+    async fn apply(&mut self, name: char, state_dir: Place<'_>, faults: AttemptFaults) -> Ending {
         let mut ending = self.attempt_from(name, state_dir, faults).await;
         if let Ending::Refused(_) = &ending
             && self.attest_truthfully(name, state_dir).await
@@ -244,7 +263,7 @@ impl Cast<'_> {
     async fn attempt_from(
         &mut self,
         name: char,
-        state_dir: &Path,
+        state_dir: Place<'_>,
         faults: AttemptFaults,
     ) -> Ending {
         self.attempt += 1;
@@ -281,7 +300,7 @@ impl Cast<'_> {
     /// The operator answers a refused plan from the ground truth: waits for a running
     /// rewrap, then journals in `state_dir` whether the rewrap of the rotation the journal or
     /// the registers show ran. Returns whether something was attested.
-    async fn attest_truthfully(&mut self, name: char, state_dir: &Path) -> bool {
+    async fn attest_truthfully(&mut self, name: char, state_dir: Place<'_>) -> bool {
         if let Some(until) = self
             .backend
             .fleet()
@@ -297,9 +316,10 @@ impl Cast<'_> {
         let Ok(live) = live_of(&fleet, self.ids) else {
             return false;
         };
-        let Ok(mut journal) = Journal::open_scratch(state_dir) else {
+        let Ok(mut opened) = Opened::open(state_dir, self.ids, "drill attest") else {
             return false;
         };
+        let journal = opened.journal();
         let identity = self.backend.identity();
         let mut attested = false;
         for wanted in &self.drill.desired.instances {

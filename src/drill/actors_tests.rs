@@ -74,7 +74,7 @@ fn actors_case(seed: u64, scratch: &Path) -> RunResult {
     let operations = 3 * fleet.instances[0].crypto_units.len() as u64 + 1;
     runtime(false)
         .unwrap()
-        .block_on(run_cast(&drill, seed, seed, operations, scratch))
+        .block_on(run_cast(&drill, seed, seed, operations, scratch, None))
         .unwrap()
 }
 

@@ -389,7 +389,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn expired() -> BackendError {
-    BackendError::Unauthorized("the token has expired (injected)".into())
+    BackendError::Unauthorized {
+        problem: "the token has expired (injected)".into(),
+        renew: "Log in again and set MKPLAN_TOKEN to a fresh token".into(),
+    }
 }
 
 impl Backend for DrillBackend {

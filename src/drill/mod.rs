@@ -33,6 +33,7 @@ use crate::model::{
     DesiredState, JournalEvidence, LiveFleet, NewRegister, RewrapStatus, VerificationPattern,
 };
 use crate::plan::{Action, Plan, PlanRefused, Step};
+use crate::store::Store;
 use backend::{DrillBackend, Performed};
 use schedule::Schedule;
 
@@ -166,7 +167,7 @@ pub async fn run_one_via(
             drill,
             &backend,
             &ids,
-            state_dir.path(),
+            Place::Folder(state_dir.path()),
             schedule.parallelism,
             &crashed,
         )
@@ -280,21 +281,68 @@ enum Ending {
     Stopped(String),
 }
 
+/// Where a drill's mkplan keeps its journal: a scratch state folder, or a scope of its own in
+/// a PostgreSQL database that several actors share.
+#[derive(Clone, Copy)]
+pub enum Place<'a> {
+    Folder(&'a Path),
+    Shared { store: &'a Store, scope: &'a str },
+}
+
+/// A journal opened at a place; with a database, the lease and the store that keep it.
+pub(crate) enum Opened {
+    Folder(Journal),
+    Shared(Box<crate::store::Writer>),
+}
+
+impl Opened {
+    pub(crate) fn open(place: Place<'_>, ids: &[String], command: &str) -> Result<Self, String> {
+        match place {
+            Place::Folder(dir) => Journal::open_scratch(dir)
+                .map(Self::Folder)
+                .map_err(|e| e.to_string()),
+            Place::Shared { store, scope } => store
+                .writer(scope, ids, command)
+                .map(|w| Self::Shared(Box::new(w)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub(crate) fn journal(&mut self) -> &mut Journal {
+        match self {
+            Self::Folder(journal) => journal,
+            Self::Shared(writer) => &mut writer.journal,
+        }
+    }
+
+    fn audit(&self, place: Place<'_>) -> Result<Audit, String> {
+        match (self, place) {
+            (Self::Shared(writer), _) => writer.audit().map_err(|e| e.to_string()),
+            (Self::Folder(_), Place::Folder(dir)) => {
+                Audit::open_scratch(dir).map_err(|e| e.to_string())
+            }
+            (Self::Folder(_), Place::Shared { .. }) => {
+                Err("a folder's journal, a database's place".into())
+            }
+        }
+    }
+}
+
 /// One `mkplan apply DESIRED --auto-approve`, as the command runs it.
 async fn attempt_once(
     drill: &Drill<'_>,
     backend: &DrillBackend,
     ids: &[String],
-    state_dir: &Path,
+    place: Place<'_>,
     parallelism: usize,
     crashed: &tokio::sync::Notify,
 ) -> Ending {
-    let mut journal = match Journal::open_scratch(state_dir) {
-        Ok(journal) => journal,
+    let mut opened = match Opened::open(place, ids, "drill apply") {
+        Ok(opened) => opened,
         Err(e) => return Ending::Stopped(format!("journal: {e}")),
     };
     let identity = backend.identity();
-    let evidence = journal_evidence(journal.records(), &identity, "the drill's journal");
+    let evidence = journal_evidence(opened.journal().records(), &identity, "the drill's journal");
     let live = match refresh_with_retries(backend, ids).await {
         Ok(live) => live,
         Err(e) => return Ending::Stopped(format!("refresh failed: {e}")),
@@ -311,25 +359,26 @@ async fn attempt_once(
         }
     };
     if !plan.changes {
-        return match executor::settle_previous(&mut journal, &plan, &live.instances, &identity)
-            .and_then(|_| executor::close_finished(&mut journal, &live.instances, &identity))
+        return match executor::settle_previous(opened.journal(), &plan, &live.instances, &identity)
+            .and_then(|_| executor::close_finished(opened.journal(), &live.instances, &identity))
         {
             Ok(_) => Ending::Converged,
             Err(e) => Ending::Stopped(e.to_string()),
         };
     }
-    let mut audit = match Audit::open_scratch(state_dir) {
+    let mut audit = match opened.audit(place) {
         Ok(audit) => audit,
         Err(e) => return Ending::Stopped(format!("audit: {e}")),
     };
-    let started = match session::begin(&mut journal, &mut audit, &plan, &live, &identity) {
+    let journal = opened.journal();
+    let started = match session::begin(journal, &mut audit, &plan, &live, &identity) {
         Ok(started) => started,
         Err(e) => return Ending::Stopped(e.to_string()),
     };
     let mut progress = Silent;
     let mut context = Context {
         backend,
-        journal: &mut journal,
+        journal,
         audit: &mut audit,
         progress: &mut progress,
         run: started.run,
@@ -348,7 +397,7 @@ async fn attempt_once(
         return Ending::Stopped(format!("stopped: {e}"));
     }
     match session::verify_converged(backend, &plan).await {
-        Ok(now) => match executor::close_finished(&mut journal, &now.instances, &identity) {
+        Ok(now) => match executor::close_finished(journal, &now.instances, &identity) {
             Ok(_) => Ending::Converged,
             Err(e) => Ending::Stopped(format!("stopped: {e}")),
         },

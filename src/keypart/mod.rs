@@ -372,6 +372,28 @@ pub fn parse_file(name: &str, text: &str) -> Result<KeyPartFile, InputError> {
     }
 }
 
+/// What each key of a key part file holds, for an error about a value of the wrong type.
+const KEY_PART_KEY_WORDS: crate::model::KeyWords = &[
+    ("format", "\"mkplan-keypart\""),
+    ("version", "the format version, a whole number"),
+    (
+        "verification_pattern",
+        "the key part's verification pattern: 64 hex digits",
+    ),
+    (
+        "kdf",
+        "an object with algorithm, memory_kib, iterations, parallelism and salt",
+    ),
+    ("cipher", "an object with algorithm and nonce"),
+    ("algorithm", "the algorithm's name"),
+    ("memory_kib", "a whole number of KiB"),
+    ("iterations", "a whole number of passes"),
+    ("parallelism", "a whole number of lanes"),
+    ("salt", "hex digits"),
+    ("nonce", "hex digits"),
+    ("ciphertext", "hex digits"),
+];
+
 /// The error for a file that does not parse as a key part file: the parser's words (cut and
 /// inert) when the file says it is one (`"format": "mkplan-keypart"`), else only where it
 /// departs from JSON.
@@ -380,8 +402,14 @@ fn not_parsed(name: &str, text: &str, error: &serde_json::Error) -> InputError {
     let says_key_part = serde_json::from_str::<serde_json::Value>(text)
         .is_ok_and(|value| value["format"].as_str() == Some(FILE_FORMAT));
     if says_key_part {
-        return InputError::from_json(name, "damaged key part file", error)
-            .fix("restore the custodian's key part file from its backup");
+        return InputError::from_json(
+            name,
+            "damaged key part file",
+            text,
+            error,
+            KEY_PART_KEY_WORDS,
+        )
+        .fix("restore the custodian's key part file from its backup");
     }
     let position = (position.0 > 0).then_some(position);
     InputError::not_a(
@@ -516,7 +544,7 @@ mod tests {
             assert!(shown.contains("is not a key part file"), "{shown}");
             assert!(!shown.contains("hunter2"), "{shown}");
         }
-        // A file that says it is one gets the parser's words.
+        // A file that says it is one gets the parser's complaint, in the file's words.
         let error = parse_file(
             "p.json",
             "{\"format\": \"mkplan-keypart\", \"version\": \"x\"}",
@@ -524,7 +552,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            error.contains("damaged key part file: invalid type"),
+            error.contains("damaged key part file: version must be the format version"),
             "{error}"
         );
     }

@@ -9,11 +9,58 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::unit::{ADMINISTRATOR_NAME_LEN_MAX, ADMINISTRATORS_MAX, THRESHOLD_MAX, is_uuid};
-use super::{InputError, VerificationPattern};
+use super::{InputError, KeyWords, VerificationPattern};
 use crate::quote::quote;
 
 /// The keys a desired file may start with (it is written `version:` first).
 const DESIRED_FIRST_KEYS: &[&str] = &["version", "backend", "instances"];
+
+/// What each key of a desired file holds, for an error about a value of the wrong type.
+const DESIRED_KEY_WORDS: KeyWords = &[
+    ("version", "the format version, `1`"),
+    (
+        "backend",
+        "one value: sim:FLEET.yaml, http://HOST:PORT or tke:REGION",
+    ),
+    (
+        "instances",
+        "a list of service instances, each starting `- id: GUID`",
+    ),
+    ("id", "a service instance GUID (8-4-4-4-12 hex)"),
+    ("crypto_units", "`all`"),
+    ("signature_threshold", "a whole number from 1 to 8"),
+    ("revocation_threshold", "a whole number from 1 to 8"),
+    (
+        "administrators",
+        "a list of administrator names, e.g. [alice, bob]",
+    ),
+    (
+        "master_key",
+        "a mapping with verification_pattern: and key_parts:",
+    ),
+    (
+        "verification_pattern",
+        "the new master key's verification pattern: 64 hex digits in quotes",
+    ),
+    (
+        "key_parts",
+        "a list of 2 or 3 key parts, each `- file: PATH` or `- smart_card: {holder: NAME, reader: PATTERN}`",
+    ),
+    (
+        "file",
+        "the path of a key part file, relative to the desired file's folder",
+    ),
+    (
+        "password_env",
+        "the name of an environment variable (letters, digits, _)",
+    ),
+    ("smart_card", "a mapping `{holder: NAME, reader: PATTERN}`"),
+    ("holder", "the name of the custodian who holds the card"),
+    (
+        "reader",
+        "part of the card reader's name, e.g. \"Key part reader\"",
+    ),
+];
 
 /// The only format version this mkplan reads.
 pub const DESIRED_VERSION: u32 = 1;
@@ -26,6 +73,8 @@ pub const KEY_PARTS_MAX: usize = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredState {
     pub backend: Option<String>,
+    /// Line and column of `backend:`'s value, for an error found when the backend is opened.
+    pub backend_at: Option<(u64, u64)>,
     pub instances: Vec<DesiredInstance>,
 }
 
@@ -83,7 +132,7 @@ pub const READER_PATTERN_LEN_MAX: usize = 100;
 struct RawDesired {
     version: Spanned<u32>,
     #[serde(default)]
-    backend: Option<String>,
+    backend: Option<Spanned<String>>,
     instances: Spanned<Vec<RawInstance>>,
 }
 
@@ -136,7 +185,7 @@ pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredSta
         // that does not start like a desired file (see `Fleet::parse`).
         let top = crate::model::yaml_top(text);
         if top.is_first_key(DESIRED_FIRST_KEYS) {
-            InputError::from_yaml(file, text, &e, "correct the desired file at that place; its format is in README.md (Desired key state)")
+            InputError::from_yaml(file, text, &e, DESIRED_KEY_WORDS, "correct the desired file at that place; its format is in README.md (Desired key state)")
         } else {
             InputError::not_a(
                 file,
@@ -183,7 +232,8 @@ pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredSta
         instances.push(validate_instance(raw_instance, &error, folder)?);
     }
     Ok(DesiredState {
-        backend: raw.backend,
+        backend_at: raw.backend.as_ref().map(at),
+        backend: raw.backend.map(|spec| spec.value),
         instances,
     })
 }
@@ -449,154 +499,5 @@ fn is_env_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const VP: &str = "5c1b924542fecd099a9568826bce5018476b3c2a29944c9c7ff6e47f00000000";
-
-    fn doc(extra: &str) -> String {
-        format!(
-            "version: 1\ninstances:\n  - id: 5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b\n    crypto_units: all\n    signature_threshold: 2\n    revocation_threshold: 2\n    administrators: [alice, bob]\n    master_key:\n      verification_pattern: \"{VP}\"\n{extra}"
-        )
-    }
-
-    fn parse(text: &str) -> Result<DesiredState, InputError> {
-        parse_desired("d.yaml", text, Path::new("plans"))
-    }
-
-    #[test]
-    fn reads_a_valid_file_and_resolves_key_parts() {
-        let desired = parse(&doc(
-            "      key_parts:\n        - file: k/1.json\n          password_env: P1\n        - file: k/2.json\n",
-        ))
-        .unwrap();
-        let instance = &desired.instances[0];
-        assert_eq!(instance.administrators, ["alice", "bob"]);
-        let KeyPartSource::File { file, .. } = &instance.master_key.key_parts[0] else {
-            panic!("a file key part");
-        };
-        assert_eq!(file, Path::new("plans/k/1.json"));
-    }
-
-    #[test]
-    fn smart_card_key_parts_are_read_and_checked() {
-        let cards = "      key_parts:\n        - smart_card: { holder: dana, reader: \"Key part reader\" }\n        - smart_card: { holder: eli, reader: \"Key part reader\" }\n";
-        let desired = parse(&doc(cards)).unwrap();
-        assert!(
-            desired.instances[0]
-                .master_key
-                .key_parts
-                .iter()
-                .all(KeyPartSource::is_smart_card)
-        );
-        for (extra, message) in [
-            (
-                "      key_parts:\n        - smart_card: { holder: dana, reader: r }\n        - file: k/2.json\n",
-                "mixed",
-            ),
-            (
-                "      key_parts:\n        - smart_card: { holder: dana, reader: r }\n          password_env: P\n        - smart_card: { holder: eli, reader: r }\n",
-                "password_env given for a key part on a smart card",
-            ),
-            (
-                "      key_parts:\n        - password_env: P\n        - smart_card: { holder: eli, reader: r }\n",
-                "exactly one of file: and smart_card:",
-            ),
-            (
-                "      key_parts:\n        - smart_card: { holder: dana, reader: r }\n        - smart_card: { holder: Dana, reader: r }\n",
-                "holds two key parts",
-            ),
-        ] {
-            let error = parse(&doc(extra)).unwrap_err();
-            assert!(error.message.contains(message), "{error}");
-            assert!(error.position.is_some() && error.fix.is_some(), "{error}");
-        }
-    }
-
-    #[test]
-    fn unknown_key_names_line_and_column() {
-        let error = parse(&doc("      colour: blue\n")).unwrap_err();
-        assert_eq!(error.position, Some((10, 7)), "{error}");
-        assert!(error.message.contains("colour"), "{error}");
-    }
-
-    #[test]
-    fn wrong_vp_length_names_line() {
-        let error = parse(&doc("").replace(VP, "abcd")).unwrap_err();
-        assert_eq!(error.position.map(|p| p.0), Some(9), "{error}");
-        assert!(error.message.contains("64 hex"), "{error}");
-    }
-
-    #[test]
-    fn thresholds_admins_and_selection_are_checked() {
-        let cases = [
-            ("signature_threshold: 2", "signature_threshold: 9", "1 to 8"),
-            (
-                "crypto_units: all",
-                "crypto_units: some",
-                "crypto_units: all",
-            ),
-            ("[alice, bob]", "[alice]", "at least as many"),
-            ("[alice, bob]", "[alice, alice]", "listed twice"),
-            (
-                "[alice, bob]",
-                "[alice, abcdefghijabcdefghijabcdefghijk]",
-                "1 to 30",
-            ),
-        ];
-        for (from, to, needle) in cases {
-            let error = parse(&doc("").replace(from, to)).unwrap_err();
-            assert!(error.to_string().contains(needle), "{from}->{to}: {error}");
-            assert!(error.position.is_some());
-        }
-    }
-
-    #[test]
-    fn key_part_count_and_env_name() {
-        let one = parse(&doc("      key_parts:\n        - file: a.json\n")).unwrap_err();
-        assert!(one.to_string().contains("2 or 3"), "{one}");
-        let env = parse(&doc(
-            "      key_parts:\n        - file: a.json\n          password_env: \"hunter 2\"\n        - file: b.json\n",
-        ))
-        .unwrap_err();
-        assert!(env.to_string().contains("environment variable"), "{env}");
-    }
-
-    #[test]
-    fn names_and_paths_with_control_characters_are_refused_and_values_are_cut() {
-        for (from, to) in [
-            ("[alice, bob]", "[alice, \"b\\e[2Jo\\nb\"]"),
-            ("[alice, bob]", "[alice, \"b\\u202eob\"]"),
-        ] {
-            let error = parse(&doc("").replace(from, to)).unwrap_err();
-            assert!(error.message.contains("control character"), "{error}");
-            assert!(!error.to_string().contains('\u{1b}'), "{error}");
-        }
-        let big = "A".repeat(1 << 20);
-        let error = parse(&doc("").replace("id: 5b2e", &format!("id: {big}5b2e"))).unwrap_err();
-        assert!(
-            error.to_string().len() < 1000,
-            "{} bytes",
-            error.to_string().len()
-        );
-        let not_desired = parse("password: hunter2\n").unwrap_err().to_string();
-        assert!(
-            not_desired.contains("is not a desired key-state file"),
-            "{not_desired}"
-        );
-        assert!(!not_desired.contains("hunter2"), "{not_desired}");
-    }
-
-    /// Regression: the YAML parser's default budget (250,000 nodes) refused desired files
-    /// far below `INSTANCES_MAX` instances.
-    #[test]
-    fn reads_a_desired_file_of_instances_max_instances() {
-        let mut text = String::from("version: 1\ninstances:\n");
-        for n in 0..INSTANCES_MAX {
-            text.push_str(&format!(
-                "  - id: 5b2e6f7a-0c1d-4e8f-9a3b-{n:012x}\n    crypto_units: all\n    signature_threshold: 2\n    revocation_threshold: 2\n    administrators: [alice, bob]\n    master_key:\n      verification_pattern: \"{VP}\"\n      key_parts:\n        - file: a.json\n        - file: b.json\n"
-            ));
-        }
-        assert_eq!(parse(&text).unwrap().instances.len(), INSTANCES_MAX);
-    }
-}
+#[path = "desired_tests.rs"]
+mod tests;

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::parser_words::KeyWords;
 use crate::quote;
 
 /// YAML nodes a desired or fleet file may hold: room for `INSTANCES_MAX` instances of
@@ -65,16 +66,17 @@ impl InputError {
     }
 
     /// Turns a YAML parser error into one that names the file and a fix: a specific one where
-    /// we know it, else `default_fix`. The parser's words may quote the file; they are cut and
-    /// made inert (`quote::message`).
+    /// we know it, else `default_fix`. The parser's words become the file's (`parser_words`,
+    /// with `keys`); they may quote the file, and are cut and made inert (`quote::message`).
     pub fn from_yaml(
         file: &str,
         text: &str,
         error: &serde_saphyr::Error,
+        keys: KeyWords,
         default_fix: &str,
     ) -> Self {
-        let plain = error.without_snippet().to_string();
-        let mut result = Self::new(file, quote::message(&strip_position_suffix(&plain)));
+        let words = super::parser_words::yaml(error, text, keys);
+        let mut result = Self::new(file, quote::message(&words));
         if let Some(location) = error.location() {
             result = result.at(text, location.line(), location.column());
         }
@@ -83,15 +85,18 @@ impl InputError {
     }
 
     /// Turns a JSON parser error in a file mkplan wrote (a key part file, a plan) into
-    /// "`what`: the parser's words" at its line and column, the words cut and made inert, and
-    /// no line of the file shown (the file is not written to be read by people).
-    pub fn from_json(file: &str, what: &str, error: &serde_json::Error) -> Self {
-        let words = error.to_string();
-        let words = match words.rfind(" at line ") {
-            Some(index) if words[index..].contains(" column ") => &words[..index],
-            _ => words.as_str(),
-        };
-        Self::new(file, format!("{what}: {}", quote::message(words)))
+    /// "`what`: the parser's complaint in words" at its line and column, the words cut and
+    /// made inert, and no line of the file shown (the file is not written to be read by
+    /// people).
+    pub fn from_json(
+        file: &str,
+        what: &str,
+        text: &str,
+        error: &serde_json::Error,
+        keys: KeyWords,
+    ) -> Self {
+        let words = super::parser_words::json(error, text, keys);
+        Self::new(file, format!("{what}: {}", quote::message(&words)))
             .located(error.line() as u64, error.column() as u64)
     }
 
@@ -181,23 +186,20 @@ pub fn yaml_top(text: &str) -> YamlTop {
         })
 }
 
-/// serde-saphyr appends " at line N, column M"; we print the place ourselves, before the text.
-fn strip_position_suffix(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) if message[index..].contains(", column ") => message[..index].to_string(),
-        _ => message.to_string(),
-    }
-}
-
 fn yaml_fix(message: &str) -> Option<String> {
-    if message.starts_with("unknown field") {
+    if message.starts_with("unknown key") {
         Some(
             "remove the key or correct its spelling; the keys allowed here are listed above".into(),
         )
-    } else if message.starts_with("missing field") {
+    } else if message.starts_with("missing key") {
         Some("add the key named above".into())
-    } else if message.starts_with("duplicate mapping key") {
+    } else if message.starts_with("duplicate key") {
         Some("a key may appear once per mapping: remove one of them".into())
+    } else if message.contains("through aliases") {
+        Some(
+            "write each value out: mkplan's files need no anchors (`&name`) or aliases (`*name`)"
+                .into(),
+        )
     } else if message.starts_with("a verification pattern") {
         Some("copy the whole 64-hex verification pattern as `mkplan keypart vp` or `ibmcloud tke cryptounit-mk` prints it".into())
     } else {

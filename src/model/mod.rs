@@ -5,6 +5,7 @@ pub mod desired;
 mod input_error;
 pub mod journal_evidence;
 pub mod live;
+pub mod parser_words;
 mod register;
 pub mod unit;
 mod vp;
@@ -15,6 +16,7 @@ pub use journal_evidence::{
     ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
 };
 pub use live::{LiveFleet, LiveInstance, RewrapStatus};
+pub use parser_words::KeyWords;
 pub use register::{CurrentRegister, NewRegister};
 pub use unit::{Administrator, CryptoUnit, Mode, Ski, UnitType};
 pub use vp::{VerificationPattern, VerificationPatternError};

@@ -86,7 +86,9 @@ fn a_token_that_expires_mid_apply_stops_cleanly_and_a_new_token_resumes() {
     );
     assert_eq!(missing.code, 1, "{}", missing.stderr);
     assert!(
-        missing.stderr.contains("Log in again"),
+        missing
+            .stderr
+            .contains("No token was sent: set MKPLAN_TOKEN"),
         "{}",
         missing.stderr
     );

@@ -42,7 +42,8 @@ fn a_state_folder_others_may_write_is_refused() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
     let fleet = ws.bytes(FLEET);
     let run = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
-    assert_ne!(run.code, 0, "{}", run.stderr);
+    // The same refusal, exit 3, from a command that writes as from one that reads.
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("chmod go-w"), "{}", run.stderr);
     assert_eq!(ws.bytes(FLEET), fleet);
     let plan = ws.mkplan(&["plan", DESIRED]);
@@ -60,7 +61,7 @@ fn a_state_folder_others_may_write_is_refused() {
         ],
         &PASSWORDS,
     );
-    assert_ne!(linked.code, 0, "{}", linked.stderr);
+    assert_eq!(linked.code, 3, "{}", linked.stderr);
     assert!(linked.stderr.contains("is a symlink"), "{}", linked.stderr);
     assert_eq!(ws.bytes(FLEET), fleet);
 }

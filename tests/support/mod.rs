@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod schemas;
 
 use std::cell::{Cell, RefCell};
@@ -408,6 +409,9 @@ pub struct Workspace {
     server: RefCell<Option<Server>>,
     /// The address its first server listened on; later ones listen there too.
     address: RefCell<Option<String>>,
+    /// The PostgreSQL database that keeps this workspace's state (`MKPLAN_STATE`), if any;
+    /// else its `.mkplan` folder.
+    pub store: Option<String>,
 }
 
 /// The outcome of one run of the binary.
@@ -474,6 +478,7 @@ impl Workspace {
         Workspace {
             dir,
             via: via(),
+            store: postgres::store(),
             server: RefCell::new(None),
             address: RefCell::new(None),
         }
@@ -539,7 +544,48 @@ impl Workspace {
             .env("MKPLAN_JOURNAL_KEY", journal_key())
             .env("NO_COLOR", "1")
             .args(args);
+        match &self.store {
+            Some(url) => command.env("MKPLAN_STATE", url),
+            None => command.env_remove("MKPLAN_STATE"),
+        };
         command
+    }
+
+    /// `mkplan ARGS` as another operator: from a folder of their own inside the workspace
+    /// (`other-operator/`, so the desired file is `../desired.yaml`), with their own journal
+    /// key. On a shared database they see what this workspace's operator journaled.
+    pub fn mkplan_as_other(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let folder = self.path("other-operator");
+        fs::create_dir_all(&folder).expect("the other operator's folder");
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == DESIRED { "../desired.yaml" } else { a })
+            .collect();
+        let key = other_journal_key().display().to_string();
+        let mut env = env.to_vec();
+        env.push(("MKPLAN_JOURNAL_KEY", &key));
+        self.mkplan_in(&folder, &args, &env)
+    }
+
+    /// The audit trail's lines, from the workspace's store.
+    pub fn audit_text(&self) -> String {
+        match &self.store {
+            Some(url) => {
+                // The database may serve other workspaces' fleets too: this one's scopes name
+                // its folder (`sim:/tmp/…/fleet.yaml`, or the served fleet's path).
+                let folder = self.dir.path().display().to_string().replace('\'', "''");
+                let mut text = postgres::column(
+                    url,
+                    &format!(
+                        "SELECT line FROM mkplan_audit WHERE strpos(scope, '{folder}') > 0 ORDER BY scope, seq"
+                    ),
+                )
+                .join("\n");
+                text.push('\n');
+                text
+            }
+            None => fs::read_to_string(self.path(".mkplan/audit.jsonl")).unwrap_or_default(),
+        }
     }
 
     /// Runs `mkplan ARGS` with `cwd` as the working folder (the state directory, the journal
@@ -838,8 +884,9 @@ pub fn run_on(backend: Via, scenario: fn()) {
     VIA.with(|v| v.set(Via::Sim));
 }
 
-/// `on_both_backends! { /// doc \n fn name() { … } }` makes a module `name` with two tests,
-/// `name::sim` and `name::http`, that run the same body on each backend.
+/// `on_both_backends! { /// doc \n fn name() { … } }` makes a module `name` with three tests,
+/// `name::sim` and `name::http`, that run the same body on each backend, and
+/// `name::postgres`, on the simulator with the state in a PostgreSQL database of its own.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($(#[$meta:meta])* fn $name:ident() $body:block)*) => {
@@ -860,6 +907,12 @@ macro_rules! on_both_backends {
                 fn http() {
                     $crate::support::run_on($crate::support::Via::Http, scenario);
                 }
+
+                /// On the embedded simulator, with the state in PostgreSQL.
+                #[test]
+                fn postgres() {
+                    $crate::support::postgres::run_on_postgres(scenario);
+                }
             }
         )*
     };
@@ -879,6 +932,17 @@ pub fn journal_key() -> &'static Path {
     static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     KEY.get_or_init(|| {
         DIR.get_or_init(|| tempfile::tempdir().expect("a folder for the journal key"))
+            .path()
+            .join("journal.key")
+    })
+}
+
+/// The journal key of a second operator (another user, another machine).
+pub fn other_journal_key() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        DIR.get_or_init(|| tempfile::tempdir().expect("a folder for the other journal key"))
             .path()
             .join("journal.key")
     })

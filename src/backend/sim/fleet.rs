@@ -9,8 +9,88 @@ use serde::{Deserialize, Serialize};
 
 use super::consistency;
 use crate::model::unit::is_uuid;
-use crate::model::{CryptoUnit, InputError, LiveInstance, RewrapStatus, VerificationPattern};
+use crate::model::{
+    CryptoUnit, InputError, KeyWords, LiveInstance, RewrapStatus, VerificationPattern,
+};
 use crate::quote::quote;
+
+/// What each key of a fleet file holds, for an error about a value of the wrong type.
+const FLEET_KEY_WORDS: KeyWords = &[
+    (
+        "instances",
+        "a list of service instances, each starting `- id: GUID`",
+    ),
+    (
+        "incidents",
+        "a list of incidents (the simulator writes them)",
+    ),
+    ("id", "a service instance GUID (8-4-4-4-12 hex)"),
+    ("region", "the instance's region, e.g. us-south"),
+    (
+        "key_storage",
+        "a mapping with verification_pattern: and keys:",
+    ),
+    ("reports_rotation_status", "true or false"),
+    (
+        "crypto_units",
+        "a list of crypto units, each starting `- hsm_id: UUID`",
+    ),
+    (
+        "verification_pattern",
+        "a verification pattern: 64 hex digits in quotes",
+    ),
+    (
+        "rewrapped_from",
+        "a verification pattern: 64 hex digits in quotes",
+    ),
+    ("from", "a verification pattern: 64 hex digits in quotes"),
+    ("to", "a verification pattern: 64 hex digits in quotes"),
+    ("keys", "a whole number (the keys in the key storage)"),
+    ("rewrap_ms_per_key", "a whole number of milliseconds"),
+    (
+        "completes_at_ms",
+        "a whole number of milliseconds since 1970 (Unix time)",
+    ),
+    ("unusable", "true or false"),
+    (
+        "rewrap_in_progress",
+        "a mapping with from:, to: and completes_at_ms:",
+    ),
+    ("hsm_id", "a crypto unit UUID"),
+    ("type", "operational, recovery or failover"),
+    (
+        "location",
+        "the crypto unit's location, e.g. \"[us-south].[AZ1-CS1].[01].[04]\"",
+    ),
+    ("mode", "admin or imprint"),
+    (
+        "signature_threshold",
+        "a whole number from 0 to 8 (0 in imprint mode)",
+    ),
+    (
+        "revocation_threshold",
+        "a whole number from 0 to 8 (0 in imprint mode)",
+    ),
+    (
+        "administrators",
+        "a list of administrators, each `{ name: NAME, ski: \"64 hex\" }`",
+    ),
+    ("name", "the administrator's name"),
+    (
+        "ski",
+        "the administrator's key identifier: 64 hex digits in quotes",
+    ),
+    ("new_register", "a register, e.g. `{ status: Empty }`"),
+    (
+        "current_register",
+        "a register, e.g. `{ status: Valid, verification_pattern: \"…\" }`",
+    ),
+    ("status", "the register's status, e.g. Empty or Valid"),
+    ("instance", "a service instance GUID"),
+    ("unit", "a crypto unit UUID"),
+    ("operation", "the operation's name"),
+    ("description", "text"),
+];
 
 /// How long the real service takes to re-encrypt one key: about 3,000 keys a minute.
 pub const REWRAP_MS_PER_KEY_DEFAULT: u64 = 20;
@@ -97,13 +177,13 @@ impl Fleet {
     /// Reads a fleet file. A file that does not even start like a fleet (a YAML mapping whose
     /// first key is `instances:` or `incidents:`) is refused with its position only: `sim:`
     /// may name any file by mistake (`/etc/passwd`, a private key), and neither the parser's
-    /// words (``unknown field `password` ``) nor the offending line may echo it. A file that
+    /// words (``unknown key `password` ``) nor the offending line may echo it. A file that
     /// does start like a fleet gets the parser's message and the line, as any file we wrote.
     pub fn parse(file: &str, text: &str) -> Result<Self, InputError> {
         let fleet: Fleet = crate::model::from_yaml_str(text).map_err(|e| {
             let top = crate::model::yaml_top(text);
             if top.is_first_key(FLEET_FIRST_KEYS) {
-                InputError::from_yaml(file, text, &e, "correct the fleet file at that place; it is the simulator's whole state, in the format of examples/fleets/*.yaml")
+                InputError::from_yaml(file, text, &e, FLEET_KEY_WORDS, "correct the fleet file at that place; it is the simulator's whole state, in the format of examples/fleets/*.yaml")
             } else {
                 not_a_fleet(file, top.position())
             }

@@ -178,10 +178,7 @@ fn host_error(block: &str) -> WireError {
     };
     let kind = number(0..2);
     let (rc, reason) = (number(2..10), number(10..18));
-    let text = crate::quote::bare_at_most(
-        block[56..ERROR_BLOCK_LEN].trim(),
-        ERROR_BLOCK_LEN - 56,
-    );
+    let text = crate::quote::bare_at_most(block[56..ERROR_BLOCK_LEN].trim(), ERROR_BLOCK_LEN - 56);
     let meaning = match kind.as_str() {
         "9" => match rc.as_str() {
             "1" | "2" => "the crypto module index is not an integer or out of range",

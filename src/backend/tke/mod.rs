@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::http::{Failure, HttpBackend, Token, UnitList};
+use super::http::{Failure, HttpBackend, Peer, Token, UnitList, request_name};
 use super::{BackendError, Operation, endpoint};
 use crate::model::live::UNITS_PER_INSTANCE_MAX;
 use crate::model::unit::ADMINISTRATOR_NAME_LEN_MAX;
@@ -213,8 +213,10 @@ impl TkeBackend {
             let role = "IAM endpoint (MKPLAN_IAM_ENDPOINT)";
             endpoint::refuse_clear_text(role, &endpoint::parse(role, iam)?, &["IBMCLOUD_API_KEY"])?;
         }
+        let api_key = matches!(credentials, Credentials::ApiKey { .. });
         Ok(Self {
-            transport: HttpBackend::new(base, token, parallelism, carried)?,
+            transport: HttpBackend::new(base, token, parallelism, carried)?
+                .answered_by(Peer::Tke { api_key }),
             shown: format!("{shown} ({})", endpoint::shown(&endpoint)),
             credentials,
             renew_at: std::sync::Mutex::new(None),
@@ -238,6 +240,8 @@ impl TkeBackend {
         }
         let form = super::wiped::iam_form(key);
         let url = format!("{}/identity/token", iam.trim_end_matches('/'));
+        // The request, for messages: the form it carries (the API key) is never shown.
+        let request = format!("POST {}", crate::quote::name(&url));
         let response = self
             .transport
             .client()
@@ -248,29 +252,29 @@ impl TkeBackend {
             .body(super::wiped::wiped(form))
             .send()
             .await
-            .map_err(|e| BackendError::Transient(format!("IAM at {iam}: {e}")))?;
+            .map_err(|e| BackendError::Transient(format!("{request}: cannot reach IAM: {e}")))?;
         let status = response.status();
         if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::UNAUTHORIZED
         {
-            return Err(BackendError::Unauthorized(format!(
-                "IAM at {iam} refused the API key in IBMCLOUD_API_KEY ({status})"
-            )));
+            return Err(BackendError::Unauthorized {
+                problem: format!(
+                    "{request}: IAM refused the API key in IBMCLOUD_API_KEY ({status})"
+                ),
+                renew: Peer::Tke { api_key: true }.renew(true),
+            });
         }
         if !status.is_success() {
             return Err(BackendError::Transient(format!(
-                "IAM at {iam} answered {status}"
+                "{request}: IAM answered {status}"
             )));
         }
         // The answer holds the token: kept in a zeroizing buffer (the same allocation when
         // the client hands over the only handle to it).
-        let bytes = Zeroizing::new(Vec::from(
-            response
-                .bytes()
-                .await
-                .map_err(|e| BackendError::Transient(format!("IAM at {iam}: {e}")))?,
-        ));
+        let bytes = Zeroizing::new(Vec::from(response.bytes().await.map_err(|e| {
+            BackendError::Transient(format!("{request}: IAM's answer broke off: {e}"))
+        })?));
         let token: IamToken = serde_json::from_slice(&bytes).map_err(|_| {
-            BackendError::Protocol(format!("IAM at {iam} answered without an access_token"))
+            BackendError::Protocol(format!("{request}: IAM answered without an access_token"))
         })?;
         let lifetime = token.expires_in.unwrap_or(3600);
         self.transport.set_token(Token::new(token.access_token));
@@ -297,12 +301,18 @@ impl TkeBackend {
             .call(Method::POST, url.clone(), Some(body), super::http::READ_TIMEOUT_MS)
             .await
             .map_err(|failure| match failure {
-                Failure::Status(status, message) if status == reqwest::StatusCode::NOT_FOUND => BackendError::NotFound(format!(
-                    "POST {}: crypto unit {} or instance {instance} not found ({message}); the instance, the region or the account is wrong",
-                    crate::quote::name(url.as_str()),
-                    crate::quote::bare(hsm_id)
-                )),
-                other => self.transport.read_error(other, &url),
+                Failure::Status(answer)
+                    if answer.status == reqwest::StatusCode::NOT_FOUND
+                        && answer.stranger.is_none() =>
+                {
+                    BackendError::NotFound(format!(
+                        "{}: crypto unit {} or instance {instance} not found ({}); the instance, the region or the account is wrong",
+                        request_name(&Method::POST, &url),
+                        crate::quote::bare(hsm_id),
+                        answer.message
+                    ))
+                }
+                other => self.transport.read_error(other, &Method::POST, &url),
             })?;
         let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
             BackendError::Protocol(format!(

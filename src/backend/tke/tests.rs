@@ -239,8 +239,7 @@ fn host_errors_and_adapter_errors_are_clear() {
 fn a_host_error_block_is_shown_inert() {
     let block = format!(
         "0\x1b{:<54}{:<100}",
-        "\x0012345",
-        "IBM says\nforged line \x1b[2J\x7f"
+        "\x0012345", "IBM says\nforged line \x1b[2J\x7f"
     );
     let error = htp::parse_response(&format!("1;{block};")).unwrap_err();
     assert!(

@@ -107,7 +107,7 @@ fn ctrl_c_lets_the_steps_in_flight_finish_and_the_printed_command_resumes() {
     assert_eq!(
         resume,
         format!(
-            "mkplan apply desired.yaml --auto-approve --backend {url} --state-dir {}",
+            "mkplan apply desired.yaml --auto-approve --backend {url} --state {}",
             ws.path(".mkplan").display()
         )
     );
@@ -208,7 +208,7 @@ fn ctrl_c_at_a_ceremony_prompt_stops_and_the_next_run_settles_the_step() {
     assert_eq!(
         resume_command(&output),
         format!(
-            "mkplan apply desired.yaml --auto-approve --state-dir {} --manual",
+            "mkplan apply desired.yaml --auto-approve --state {} --manual",
             ws.path(".mkplan").display()
         )
     );
@@ -252,7 +252,7 @@ fn a_backend_that_dies_mid_apply_ends_with_the_resume_command() {
     assert_eq!(
         last,
         format!(
-            "To resume: mkplan apply desired.yaml --auto-approve --backend {url} --state-dir {}",
+            "To resume: mkplan apply desired.yaml --auto-approve --backend {url} --state {}",
             ws.path(".mkplan").display()
         ),
         "{}",

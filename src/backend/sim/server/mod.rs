@@ -40,6 +40,7 @@ pub use in_process::InProcess;
 pub use tokens::Tokens;
 
 use super::{Clock, Faults, Fleet, SystemClock};
+use crate::backend::SIM_SERVER_NAME;
 use durable::{Crash, Durable, Shared, group_commits};
 use resources::problem;
 
@@ -196,7 +197,21 @@ fn router(shared: Arc<Shared>) -> Router {
         ))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        // Outermost: every answer, a refusal of the token included, says whose it is.
+        .layer(middleware::map_response(identify))
         .with_state(shared)
+}
+
+/// `Server: mkplan-sim/VERSION` on every answer (docs/http-api.md): a client that reaches
+/// another server at this address can tell its 404 from ours.
+async fn identify(mut response: Response) -> Response {
+    let name = concat!("/", env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!("{SIM_SERVER_NAME}{name}")) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::SERVER, value);
+    }
+    response
 }
 
 fn json_routes() -> Router<Arc<Shared>> {

@@ -1,5 +1,6 @@
-//! Finding the journal key for a command: commands that append to the journal make it on
-//! first use (and say where); commands that only read take it if it is there.
+//! The file store: a state folder on this machine, its journal sealed with this user's
+//! journal key. Commands that append to the journal make the key on first use (and say
+//! where); commands that only read take it if it is there.
 
 use std::path::Path;
 

@@ -1,0 +1,273 @@
+//! `state init`, `state push` and `state pull`: preparing a team's database, moving a state
+//! folder into it, and exporting its records for archiving. And the store's part of `status`:
+//! who holds the lock, and which rotations are open.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::apply::audit;
+use crate::apply::journal::{Record, shared_lines};
+use crate::error::{Error, Result};
+use crate::model::{JournalEvidence, JournalRewrap};
+use crate::store::postgres::{self, Connection, Database};
+use crate::store::{Store, files};
+
+fn database(store: &Store, command: &str) -> Result<Arc<Connection>> {
+    match store {
+        Store::Postgres(database) => connect(database),
+        Store::Files(dir) => Err(Error::Other(format!(
+            "`mkplan state {command}` works on a PostgreSQL database: name it with --state postgres://USER@HOST:PORT/DATABASE (or MKPLAN_STATE); {} is a folder",
+            dir.display()
+        ))),
+    }
+}
+
+fn connect(database: &Database) -> Result<Arc<Connection>> {
+    Connection::open(database).map_err(Error::Other)
+}
+
+/// `state init`: creates or upgrades the schema (every command also does on first use).
+pub fn init(store: &Store) -> Result<u8> {
+    let connection = database(store, "init")?;
+    eprintln!(
+        "{} holds mkplan's schema, version {}: journals, audit trails and leases, per backend. Every operator and runner now names it with --state {} (or MKPLAN_STATE).",
+        connection.shown(),
+        postgres::SCHEMA_VERSION,
+        connection.shown()
+    );
+    Ok(0)
+}
+
+/// `state push --from DIR`: moves a state folder's journal and audit trail into the database,
+/// refused unless the folder's journal is one this user's key vouches for, about one
+/// backend, and the database holds nothing of that backend yet.
+pub fn push(store: &Store, from: &Path) -> Result<u8> {
+    let connection = database(store, "push")?;
+    let nothing = "Nothing was pushed";
+    if !from.join("journal.jsonl").exists() {
+        return Err(Error::Other(format!(
+            "{} holds no journal (journal.jsonl). {nothing}",
+            from.display()
+        )));
+    }
+    let records = files::read_journal(from)?;
+    for record in &records {
+        match record {
+            Record::Unauthenticated { line, why, .. } => {
+                return Err(Error::Unsafe(format!(
+                    "the journal in {} has a record at line {line} that is not authenticated ({}): push moves only a journal that your journal key vouches for. {nothing}; push it as the user who wrote it",
+                    from.display(),
+                    why.describe()
+                )));
+            }
+            Record::RolledBack {
+                expected, found, ..
+            } => {
+                return Err(Error::Unsafe(format!(
+                    "the journal in {} was rolled back (mkplan had left it with {expected} records and found {found}): it cannot be vouched for. {nothing}",
+                    from.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    let backends: BTreeSet<&str> = records.iter().filter_map(backend_of).collect();
+    let scope = match backends.len() {
+        0 => {
+            return Err(Error::Other(format!(
+                "the journal in {} names no backend (it records no apply). {nothing}",
+                from.display()
+            )));
+        }
+        1 => backends.first().expect("one").to_string(),
+        n => {
+            return Err(Error::Other(format!(
+                "the journal in {} holds records of {n} backends ({}): a database keeps one journal per backend, and push moves one. {nothing}",
+                from.display(),
+                backends.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    };
+    let audit_path = from.join("audit.jsonl");
+    let audit_text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+    let (verified, _) = audit::verify_text_anchored(&audit_text, &records).map_err(|broken| {
+        Error::Unsafe(format!(
+            "the audit trail {}: {broken}. {nothing}",
+            audit_path.display()
+        ))
+    })?;
+    let runs = records
+        .iter()
+        .filter(|r| matches!(r, Record::ApplyStarted { .. }))
+        .count();
+    let pushed = postgres::push(
+        &connection,
+        postgres::Push {
+            scope: scope.clone(),
+            lines: shared_lines(&records),
+            audit: audit_text.lines().map(str::to_string).collect(),
+            audit_head: verified.last_hash.clone(),
+            runs: u32::try_from(runs).unwrap_or(u32::MAX),
+        },
+    )
+    .map_err(|e| Error::Other(format!("{e}. {nothing}")))?;
+    eprintln!(
+        "Pushed {pushed} journal records and {} audit entries of {scope} from {} into {}. From now on name the database with --state (or MKPLAN_STATE). Keep {} as an archive and apply with it no more: two journals of one fleet would each miss what the other saw.",
+        verified.entries,
+        from.display(),
+        connection.shown(),
+        from.display()
+    );
+    Ok(0)
+}
+
+/// The backend a record is bound to, if it names one.
+fn backend_of(record: &Record) -> Option<&str> {
+    match record {
+        Record::ApplyStarted { backend, .. } | Record::RotationStarted { backend, .. } => {
+            backend.as_deref()
+        }
+        Record::Attested { backend, .. } | Record::RotationClosed { backend, .. } => Some(backend),
+        _ => None,
+    }
+}
+
+/// `state pull --to DIR`: every scope's journal and audit trail, checked, written to a new
+/// folder: `index.json`, and per scope a numbered folder with `journal.jsonl` (records as
+/// the database keeps them, unsealed: an archive is no evidence for a rerun) and
+/// `audit.jsonl`.
+pub fn pull(store: &Store, to: &Path) -> Result<u8> {
+    let connection = database(store, "pull")?;
+    if to.exists() {
+        return Err(Error::Other(format!(
+            "{} exists: pull writes a new folder, never over one. Name a folder that does not exist",
+            to.display()
+        )));
+    }
+    let scopes = postgres::scopes(&connection).map_err(|e| Error::Other(e.to_string()))?;
+    let mut folders = Vec::new();
+    let mut written = Vec::new();
+    for (number, scope) in scopes.iter().enumerate() {
+        // Checked first: a damaged journal is reported, not archived as if sound.
+        let records = postgres::read_journal(&connection, scope, None).map_err(Error::Unsafe)?;
+        let lines =
+            postgres::journal_lines(&connection, scope).map_err(|e| Error::Other(e.to_string()))?;
+        let audit_text = postgres::read_audit(&connection, scope).map_err(Error::Other)?;
+        let folder = (number + 1).to_string();
+        written.push((folder.clone(), lines, audit_text.clone()));
+        folders.push(serde_json::json!({
+            "scope": scope, "folder": folder, "journal_records": records.len(),
+            "audit_entries": audit_text.lines().count(),
+        }));
+    }
+    crate::apply::state_dir::prepare(to).map_err(Error::Other)?;
+    let io = |e: std::io::Error| Error::Other(format!("cannot write {}: {e}", to.display()));
+    for (folder, lines, audit_text) in written {
+        let dir = to.join(&folder);
+        crate::apply::state_dir::prepare(&dir).map_err(Error::Other)?;
+        let mut text = lines.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        std::fs::write(dir.join("journal.jsonl"), text).map_err(io)?;
+        std::fs::write(dir.join("audit.jsonl"), audit_text).map_err(io)?;
+    }
+    let index = serde_json::json!({
+        "database": connection.shown(),
+        "pulled_at": crate::apply::journal::utc_now(),
+        "scopes": folders,
+    });
+    std::fs::write(
+        to.join("index.json"),
+        serde_json::to_string_pretty(&index).expect("json") + "\n",
+    )
+    .map_err(io)?;
+    eprintln!(
+        "Pulled {} scope(s) from {} into {} (index.json lists them). The copy is an archive: its records carry no seal, so no apply takes them as evidence.",
+        scopes.len(),
+        connection.shown(),
+        to.display()
+    );
+    Ok(0)
+}
+
+/// The store's part of `status`: the lock or leases held, and the open rotations of the
+/// journal with what witnessed them.
+pub fn status_section(store: &Store, scope: &str, evidence: &JournalEvidence) -> Result<String> {
+    let mut out = format!("\nState: {}\n", store.journal_named(scope));
+    let holders = store.holders(scope)?;
+    if holders.is_empty() {
+        out += "  Lock: not held.\n";
+    }
+    for holder in &holders {
+        let _ = writeln!(
+            out,
+            "  Lock: held by {}{}",
+            holder.describe(),
+            if holder.holder_gone() {
+                "; its process is gone from this machine: the next writer reclaims it"
+            } else {
+                ""
+            }
+        );
+    }
+    if evidence.rotations.is_empty() {
+        out += "  Open rotations: none recorded.\n";
+    }
+    for (instance, rotation) in &evidence.rotations {
+        let _ = writeln!(
+            out,
+            "  Open rotation of {instance}: {} → {}, started {} on {} crypto unit(s)",
+            rotation.from.short(),
+            rotation.to.short(),
+            rotation
+                .started_at
+                .as_deref()
+                .unwrap_or("(time not recorded)"),
+            rotation.units.len()
+        );
+        let _ = writeln!(
+            out,
+            "    witnessed: loaded on {}, committed on {}, set immediate on {} of them",
+            rotation.loaded.len(),
+            rotation.committed.len(),
+            rotation.promoted.len()
+        );
+        let rewrap = match &rotation.rewrap {
+            JournalRewrap::NotSent => "not sent by this journal".to_string(),
+            JournalRewrap::Unsettled { sent_at } => format!(
+                "sent{}, outcome unknown",
+                sent_at
+                    .as_deref()
+                    .map(|t| format!(" by the run of {t}"))
+                    .unwrap_or_default()
+            ),
+            JournalRewrap::Completed { how } => format!("completed ({how})"),
+            JournalRewrap::NotRun { how } => format!("did not run ({how})"),
+        };
+        let _ = writeln!(out, "    rewrap: {rewrap}");
+        if let Some(attested) = &rotation.attested_not_run {
+            let _ = writeln!(
+                out,
+                "    attested: the rewrap did not run (at {}, in force)",
+                attested.at
+            );
+        }
+        if let Some(attested) = &rotation.attested_completed {
+            let _ = writeln!(
+                out,
+                "    attested: the rewrap completed (at {}, in force)",
+                attested.at
+            );
+        }
+    }
+    if let Some(why) = &evidence.unauthenticated_all {
+        let _ = writeln!(out, "  Not evidence: {why}");
+    }
+    for (instance, why) in &evidence.unauthenticated {
+        let _ = writeln!(out, "  Not evidence about {instance}: {why}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,289 @@
+//! A `postgres://` state URL: parsed, shown without its password, given the password that
+//! PostgreSQL's own tools would use (`PGPASSWORD`, then the password file), and connected to
+//! with TLS where it leaves this machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+use tokio_postgres::config::{Host, SslMode};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Database {
+    config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl Database {
+    /// Parses a `postgres://` or `postgresql://` URL. The password comes from the URL, else
+    /// `PGPASSWORD`, else the password file (`PGPASSFILE`, else `~/.pgpass`), as for `psql`.
+    /// A database on another machine must be reached with `sslmode=require` (TLS, the server's
+    /// certificate checked against this machine's trusted roots): the journal and its password
+    /// never cross a network in clear text.
+    pub fn parse(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            format!(
+                "the state URL {} is not a PostgreSQL URL mkplan can use: {e}. Write it as postgres://USER@HOST:PORT/DATABASE (the password in PGPASSWORD or ~/.pgpass, not in the URL)",
+                redacted(url)
+            )
+        })?;
+        if config.get_dbname().is_none() {
+            return Err(format!(
+                "the state URL {} names no database: add it, as in postgres://USER@HOST:PORT/mkplan",
+                redacted(url)
+            ));
+        }
+        let here = config.get_hosts().iter().all(|host| match host {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => is_loopback(name),
+        });
+        if !here && config.get_ssl_mode() != SslMode::Require {
+            return Err(format!(
+                "the state URL {} reaches another machine without TLS: add ?sslmode=require, so that the journal and the database password never cross the network in clear text (mkplan checks the server's certificate against this machine's trusted roots)",
+                redacted(url)
+            ));
+        }
+        if config.get_password().is_none() {
+            let password = env("PGPASSWORD")
+                .filter(|p| !p.is_empty())
+                .or_else(|| password_file(&config, &env));
+            if let Some(password) = password {
+                config.password(password);
+            }
+        }
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("mkplan");
+        Ok(Self { config })
+    }
+
+    /// The URL as messages show it: user, hosts, ports and database; never a password.
+    pub fn shown(&self) -> String {
+        let user = self
+            .config
+            .get_user()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let ports = self.config.get_ports();
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports
+                    .get(i)
+                    .or(ports.first())
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default();
+                match host {
+                    Host::Tcp(name) => format!("{name}{port}"),
+                    Host::Unix(path) => format!("[{}]{port}", path.display()),
+                }
+            })
+            .collect();
+        format!(
+            "postgres://{user}{}/{}",
+            hosts.join(","),
+            self.config.get_dbname().unwrap_or_default()
+        )
+    }
+
+    pub(super) async fn connect(&self) -> Result<Client, String> {
+        let result: Result<Client, String> = if self.config.get_ssl_mode() == SslMode::Disable
+            || self
+                .config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, Host::Unix(_)))
+        {
+            let (client, connection) = self
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(client)
+        } else {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = <rustls::ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
+                .map_err(|e| format!("cannot set up TLS: {e}"))?;
+            let (client, connection) = self
+                .config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(client)
+        };
+        result.map_err(|why| format!("cannot connect to {}: {why}", self.shown()))
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A URL shown in a message: whatever sits between `://` and `@` is replaced, and so is its
+/// query (`?password=…`, `?sslpassword=…`), which may hold secrets too.
+pub fn redacted(url: &str) -> String {
+    let shown = crate::quote::bare(url);
+    let (shown, query) = match shown.find('?') {
+        Some(at) => (shown[..at].to_string(), "?…"),
+        None => (shown, ""),
+    };
+    let shown = match (shown.find("://"), shown.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            format!("{}…{}", &shown[..start + 3], &shown[at..])
+        }
+        _ => shown,
+    };
+    shown + query
+}
+
+/// The password for this connection in PostgreSQL's password file, which must be private
+/// (0600) as `psql` insists: lines of `host:port:database:user:password`, `*` matching any.
+fn password_file(
+    config: &tokio_postgres::Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let path = env("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".pgpass")))?;
+    let text = crate::bounded_read::read_to_string(&path, 1 << 20).ok()?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "warning: the password file {} is not private (mode {:o}); it is ignored, as psql ignores it. Fix it with `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+            return None;
+        }
+    }
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        _ => "localhost".into(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let database = config.get_dbname().unwrap_or_default();
+    let user = config
+        .get_user()
+        .map(str::to_string)
+        .or_else(|| env("USER"))
+        .unwrap_or_default();
+    let wanted = [host.as_str(), port.as_str(), database, user.as_str()];
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = split_fields(line);
+            if fields.len() != 5 {
+                return None;
+            }
+            let matches = fields[..4]
+                .iter()
+                .zip(wanted)
+                .all(|(field, want)| field == "*" || field == want);
+            matches.then(|| fields[4].clone())
+        })
+}
+
+/// One line of the password file, split at unescaped colons (`\:` and `\\` are literal).
+fn split_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut().expect("one field at least").push(next);
+                }
+            }
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().expect("one field at least").push(c),
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_password_and_another_machine_needs_tls() {
+        let db = Database::parse("postgres://ops:s3cret@127.0.0.1:5433/mkplan", no_env).unwrap();
+        assert_eq!(db.shown(), "postgres://ops@127.0.0.1:5433/mkplan");
+        let refused =
+            Database::parse("postgres://ops:s3cret@db.example:5432/mkplan", no_env).unwrap_err();
+        assert!(refused.contains("sslmode=require"), "{refused}");
+        assert!(!refused.contains("s3cret"), "{refused}");
+        assert!(
+            Database::parse("postgres://ops@db.example/mkplan?sslmode=require", no_env).is_ok()
+        );
+        let bad = Database::parse("postgres://ops:s3cret@h:notaport/x", no_env).unwrap_err();
+        assert!(!bad.contains("s3cret"), "{bad}");
+        for url in [
+            "postgres://ops@db.example:5432/mkplan?password=s3cret",
+            "postgres://ops@db.example:5432/?password=s3cret",
+            "postgres://ops@h:notaport/x?password=s3cret",
+        ] {
+            let refused = Database::parse(url, no_env).unwrap_err();
+            assert!(!refused.contains("s3cret"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_password_file_is_read_as_psql_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(
+            &file,
+            "# comment\nother:5432:*:ops:wrong\n127.0.0.1:5433:mkplan:ops:pa\\:ss\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let env = |name: &str| (name == "PGPASSFILE").then(|| file.display().to_string());
+        let db = Database::parse("postgres://ops@127.0.0.1:5433/mkplan", env).unwrap();
+        assert_eq!(db.config.get_password(), Some(&b"pa:ss"[..]));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = Database::parse("postgres://ops@127.0.0.1:5433/mkplan", env).unwrap();
+        assert_eq!(
+            db.config.get_password(),
+            None,
+            "a file others may read is ignored"
+        );
+        let env = |name: &str| (name == "PGPASSWORD").then(|| "from-env".to_string());
+        let db = Database::parse("postgres://ops@127.0.0.1:5433/mkplan", env).unwrap();
+        assert_eq!(db.config.get_password(), Some(&b"from-env"[..]));
+    }
+}

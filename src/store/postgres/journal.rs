@@ -1,0 +1,384 @@
+//! The journal and the audit trail of one scope in the database: appended in batches that
+//! name their lease and fence, retried (without being written twice) when the connection is
+//! lost, and read back with every checksum and chain link checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lease::Lease;
+use super::{Connection, DbError};
+use crate::apply::audit::SharedAudit;
+use crate::apply::journal::{AuditHead, Record, SharedJournal, SharedLine, shared_record};
+
+/// Attempts at one write when the connection is lost, and the pause before the first retry
+/// (doubled each time): about 8 s in all, then the write fails.
+const ATTEMPTS: u32 = 6;
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// The journal of `scope`, written under `lease` (none: `state push`, which holds no lease
+/// but refuses a scope that has records).
+pub struct PgJournal {
+    connection: Arc<Connection>,
+    scope: String,
+    lease: Option<(String, i64)>,
+}
+
+impl PgJournal {
+    pub fn new(connection: Arc<Connection>, scope: &str, lease: Option<&Lease>) -> Self {
+        Self {
+            connection,
+            scope: scope.to_string(),
+            lease: lease.map(Lease::fence),
+        }
+    }
+}
+
+/// Where this machine's user keeps the length it last saw a scope's journal reach, beside
+/// the journal key (as the file store keeps its heads): a database restored from an older
+/// backup holds fewer records, and that is seen. `None` when no journal key place is known.
+pub fn head_path(connection: &Connection, scope: &str) -> Option<std::path::PathBuf> {
+    let key = crate::apply::journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        format!("{}\n{scope}", connection.shown()),
+    ));
+    Some(key.parent()?.join("heads").join(hex::encode(&digest[..16])))
+}
+
+/// The records this machine last saw `scope`'s journal hold, if it wrote or read any.
+pub fn seen(connection: &Connection, scope: &str) -> Result<Option<u64>, String> {
+    let Some(path) = head_path(connection, scope) else {
+        return Ok(None);
+    };
+    Ok(crate::apply::journal_key::load_head(&path)?.map(|h| h.records))
+}
+
+/// Records that `scope`'s journal held `records` when this machine last saw it.
+pub fn remember(connection: &Connection, scope: &str, records: u64) {
+    if let Some(path) = head_path(connection, scope) {
+        let _ = crate::apply::journal_key::store_head(
+            &path,
+            &crate::apply::journal_key::Head {
+                state_dir: format!("{} {scope}", connection.shown()),
+                records,
+                seal: String::new(),
+            },
+        );
+    }
+}
+
+fn batch_id() -> String {
+    let mut id = [0u8; 16];
+    let _ = getrandom::fill(&mut id);
+    hex::encode(id)
+}
+
+/// Runs an idempotent write, retrying while the connection is lost.
+fn with_retries<T>(mut write: impl FnMut() -> Result<T, DbError>) -> Result<T, (DbError, u32)> {
+    let mut pause = FIRST_PAUSE;
+    for attempt in 1..=ATTEMPTS {
+        match write() {
+            Err(DbError::Lost(why)) if attempt < ATTEMPTS => {
+                eprintln!(
+                    "warning: the database connection was lost ({why}); writing again in {} ms (attempt {} of {ATTEMPTS})",
+                    pause.as_millis(),
+                    attempt + 1
+                );
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            Err(error) => return Err((error, attempt)),
+            Ok(value) => return Ok(value),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+fn write_failed(what: &str, (error, attempts): (DbError, u32)) -> String {
+    match error {
+        DbError::Fenced(why) => format!(
+            "{why}. This process no longer holds its lease, so it writes and sends nothing more: another writer took the instances over (the lease expired while this process was stopped or cut off). The {what} not written leave their operations unknown; the writer that holds the lease now settles them from the live state"
+        ),
+        DbError::Lost(why) => format!(
+            "the {what} could not be written after {attempts} attempts ({why}). Nothing new was started; operations in flight whose outcome was not written are left unknown, and the next apply settles them from the live state"
+        ),
+        DbError::Refused(why) => format!("the database refused the {what}: {why}"),
+    }
+}
+
+impl SharedJournal for PgJournal {
+    fn describe(&self) -> String {
+        format!(
+            "the journal of {} in {}",
+            self.scope,
+            self.connection.shown()
+        )
+    }
+
+    fn append(&mut self, lines: Vec<SharedLine>) -> Result<(), String> {
+        let batch = batch_id();
+        let (lease, fence) = self.lease.clone().unzip();
+        let mut texts = Vec::with_capacity(lines.len());
+        let mut sums = Vec::with_capacity(lines.len());
+        let mut instances = Vec::with_capacity(lines.len());
+        for line in lines {
+            texts.push(line.line);
+            sums.push(line.sha256);
+            instances.push(line.instance);
+        }
+        let scope = self.scope.clone();
+        let records: i64 = with_retries(|| {
+            let (scope, lease, batch) = (scope.clone(), lease.clone(), batch.clone());
+            let (texts, sums, instances) = (texts.clone(), sums.clone(), instances.clone());
+            self.connection.call(move |client| {
+                Box::pin(async move {
+                    Ok(client
+                        .query_one(
+                            "SELECT mkplan_journal_append($1, $2, $3, $4, $5, $6, $7)",
+                            &[&scope, &lease, &fence, &batch, &texts, &sums, &instances],
+                        )
+                        .await?
+                        .get(0))
+                })
+            })
+        })
+        .map_err(|failed| write_failed("journal records", failed))?;
+        remember(
+            &self.connection,
+            &self.scope,
+            u64::try_from(records).unwrap_or(0),
+        );
+        Ok(())
+    }
+
+    fn next_run(&mut self) -> Result<u32, String> {
+        let scope = self.scope.clone();
+        let (lease, fence) = self.lease.clone().unzip();
+        let run: i32 = with_retries(|| {
+            let (scope, lease) = (scope.clone(), lease.clone());
+            self.connection.call(move |client| {
+                Box::pin(async move {
+                    Ok(client
+                        .query_one(
+                            "SELECT mkplan_next_run($1, $2, $3)",
+                            &[&scope, &lease, &fence],
+                        )
+                        .await?
+                        .get(0))
+                })
+            })
+        })
+        .map_err(|failed| write_failed("run number", failed))?;
+        u32::try_from(run).map_err(|_| format!("run number {run} out of range"))
+    }
+}
+
+/// The scopes the database holds, in order.
+pub fn scopes(connection: &Connection) -> Result<Vec<String>, DbError> {
+    connection.call(|client| {
+        Box::pin(async move {
+            Ok(client
+                .query("SELECT scope FROM mkplan_scopes ORDER BY scope", &[])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect())
+        })
+    })
+}
+
+/// Every record of `scope`, each checked against its checksum and chain; with `instances`,
+/// only those about them and the runs' own. A break anywhere is an error that names the row.
+pub fn read_journal(
+    connection: &Connection,
+    scope: &str,
+    instances: Option<&[String]>,
+) -> Result<Vec<Record>, String> {
+    let key = scope.to_string();
+    let (rows, head) = connection
+        .call(move |client| {
+            Box::pin(async move {
+                let rows = client
+                    .query(
+                        "SELECT seq, line, sha256, chain, instance FROM mkplan_journal WHERE scope = $1 ORDER BY seq",
+                        &[&key],
+                    )
+                    .await?;
+                let head = client
+                    .query_opt(
+                        "SELECT journal_records, journal_chain FROM mkplan_scopes WHERE scope = $1",
+                        &[&key],
+                    )
+                    .await?
+                    .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)));
+                Ok((rows, head))
+            })
+        })
+        .map_err(|e| format!("cannot read the journal of {scope} in {}: {e}", connection.shown()))?;
+    let damaged = |seq: i64, why: &str| {
+        format!(
+            "the journal of {scope} in {} is damaged at record {seq}: {why}. It cannot be trusted to settle what happened; keep the database as it is for investigation, compare the live state (`mkplan status`) with the audit trail, and ask for help before acting",
+            connection.shown()
+        )
+    };
+    let wanted: Option<Vec<String>> =
+        instances.map(|ids| ids.iter().map(|i| i.to_lowercase()).collect());
+    let mut chain = String::new();
+    let mut records = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        let seq: i64 = row.get(0);
+        if seq != index as i64 + 1 {
+            return Err(damaged(seq, "records before it are missing"));
+        }
+        let (line, sha256, link): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
+        let record = shared_record(line, sha256).map_err(|why| damaged(seq, &why))?;
+        chain = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            format!("{chain}{sha256}"),
+        )));
+        if chain != link {
+            return Err(damaged(seq, "it does not link to the record before it"));
+        }
+        let instance: Option<&str> = row.get(4);
+        let about_wanted = match (&wanted, instance) {
+            (Some(ids), Some(instance)) => ids.iter().any(|i| i == instance),
+            _ => true,
+        };
+        if about_wanted {
+            records.push(record);
+        }
+    }
+    match head {
+        Some((count, last)) if count != rows.len() as i64 || last != chain => Err(damaged(
+            count,
+            "the scope's head does not match its records (records were removed or added outside mkplan)",
+        )),
+        _ => Ok(records),
+    }
+}
+
+/// The audit trail of `scope`, with the lines as written.
+pub fn read_audit(connection: &Connection, scope: &str) -> Result<String, String> {
+    let key = scope.to_string();
+    let rows = connection
+        .call(move |client| {
+            Box::pin(async move {
+                client
+                    .query(
+                        "SELECT line FROM mkplan_audit WHERE scope = $1 ORDER BY seq",
+                        &[&key],
+                    )
+                    .await
+            })
+        })
+        .map_err(|e| {
+            format!(
+                "cannot read the audit trail of {scope} in {}: {e}",
+                connection.shown()
+            )
+        })?;
+    let mut text = String::new();
+    for row in &rows {
+        text += row.get::<_, &str>(0);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The audit trail of `scope`, written under a lease.
+pub struct PgAudit {
+    connection: Arc<Connection>,
+    scope: String,
+    lease: Option<(String, i64)>,
+}
+
+impl PgAudit {
+    pub fn new(connection: Arc<Connection>, scope: &str, lease: Option<&Lease>) -> Self {
+        Self {
+            connection,
+            scope: scope.to_string(),
+            lease: lease.map(Lease::fence),
+        }
+    }
+}
+
+impl SharedAudit for PgAudit {
+    fn describe(&self) -> String {
+        format!(
+            "the audit trail of {} in {}",
+            self.scope,
+            self.connection.shown()
+        )
+    }
+
+    fn append(&mut self, events: Vec<String>, time: u64) -> Result<AuditHead, String> {
+        let batch = batch_id();
+        let (lease, fence) = self.lease.clone().unzip();
+        let scope = self.scope.clone();
+        let time = i64::try_from(time).unwrap_or(i64::MAX);
+        with_retries(|| {
+            let (scope, lease, batch, events) =
+                (scope.clone(), lease.clone(), batch.clone(), events.clone());
+            self.connection.call(move |client| {
+                Box::pin(async move {
+                    let row = client
+                        .query_one(
+                            "SELECT entries, head FROM mkplan_audit_append($1, $2, $3, $4, $5, $6)",
+                            &[&scope, &lease, &fence, &batch, &time, &events],
+                        )
+                        .await?;
+                    Ok(AuditHead {
+                        entries: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
+                        head: row.get(1),
+                    })
+                })
+            })
+        })
+        .map_err(|failed| write_failed("audit entries", failed))
+    }
+
+    fn head(&mut self) -> Result<AuditHead, String> {
+        let scope = self.scope.clone();
+        self.connection
+            .call(move |client| {
+                Box::pin(async move {
+                    let row = client
+                        .query_opt(
+                            "SELECT audit_entries, audit_head FROM mkplan_scopes WHERE scope = $1",
+                            &[&scope],
+                        )
+                        .await?;
+                    Ok(match row {
+                        Some(row) => AuditHead {
+                            entries: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
+                            head: row.get(1),
+                        },
+                        None => AuditHead {
+                            entries: 0,
+                            head: crate::apply::audit::CHAIN_START.into(),
+                        },
+                    })
+                })
+            })
+            .map_err(|e| format!("cannot read the audit trail's head: {e}"))
+    }
+}
+
+/// How many records `scope`'s journal holds.
+pub fn scope_records(connection: &Connection, scope: &str) -> Result<u64, String> {
+    let key = scope.to_string();
+    let count: i64 = connection
+        .call(move |client| {
+            Box::pin(async move {
+                Ok(client
+                    .query_one(
+                        "SELECT count(*) FROM mkplan_journal WHERE scope = $1",
+                        &[&key],
+                    )
+                    .await?
+                    .get(0))
+            })
+        })
+        .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}

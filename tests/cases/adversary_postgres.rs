@@ -1,0 +1,421 @@
+//! Attacks on the PostgreSQL store (issue 15) that work: each test plants the attack through
+//! the binary and asserts what a safe mkplan must do (no incident in the simulator, no
+//! secret in a message, nothing written where it should not be). They fail today, so each is
+//! `#[ignore]`d with the attack it demonstrates; run them with
+//! `scripts/with-postgres cargo test --test main adversary_postgres -- --ignored`.
+//!
+//! 1. `mkplan unlock` of a live holder in the middle of its rewrap: the next writer settles
+//!    the rewrap as "had no effect" and sends its own; the holder's request lands after it.
+//! 2. The same with no operator at all: a writer in another PID namespace on the same machine
+//!    (two CI containers on one runner) takes the live holder for dead and reclaims its lease
+//!    at once.
+//! 3. The same again through lease expiry: a holder paused between its rewrap intent and the
+//!    send (the documented gap), whose request reaches the service after the takeover.
+//! 4. A role with exactly the grants docs/state.md gives operators appends a forged
+//!    attestation, in another operator's name, with no lease: the next apply reruns the rewrap.
+//! 5. A database restored from a backup taken between an attestation and the rewrap it
+//!    allowed: nothing sees the rollback, and the next apply rewraps again.
+//! 6. A password in the state URL's query (`?password=`) reaches the error message; a URL
+//!    missing its `//` is taken for a folder, shown with its password and created.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cases::apply::{PASSWORDS, assert_no_incidents, three_units};
+use crate::support::postgres::{column, database, execute, try_column};
+use crate::support::*;
+
+fn with_database(fleet: &Fleet) -> Option<(Workspace, String)> {
+    let url = database()?;
+    let mut ws = rotate_to_b(fleet);
+    ws.store = Some(url.clone());
+    Some((ws, url))
+}
+
+fn env_with(faults: &str, ttl: &str) -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&'static str, String)> =
+        PASSWORDS.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    env.push(("MKPLAN_LEASE_TTL_S", ttl.to_string()));
+    if !faults.is_empty() {
+        env.push(("MKPLAN_SIM_FAULTS", faults.to_string()));
+    }
+    env
+}
+
+/// `mkplan apply` in the background with `faults`, from the workspace's folder.
+fn spawn_apply(ws: &Workspace, faults: &str, ttl: &str) -> Child {
+    let desired = ws.path(DESIRED).display().to_string();
+    let mut command = ws.process(&["apply", &desired, "--auto-approve"]);
+    command
+        .envs(env_with(faults, ttl))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command.spawn().expect("start mkplan apply")
+}
+
+/// A second operator's `apply` with `faults`, from a folder of their own.
+fn other_apply(ws: &Workspace, faults: &str, ttl: &str) -> Run {
+    let env = env_with(faults, ttl);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ws.mkplan_as_other(&["apply", DESIRED, "--auto-approve"], &env)
+}
+
+fn stderr_of(child: Child) -> (i32, String) {
+    let output = child.wait_with_output().expect("wait for mkplan");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[track_caller]
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rewrap_intents(url: &str) -> usize {
+    try_column(
+        url,
+        "SELECT count(*) FROM mkplan_journal WHERE line LIKE '%\"kind\":\"intent\"%' AND line LIKE '%rewrap_key_storage%'",
+    )
+    .unwrap_or_default()
+    .first()
+    .and_then(|n| n.parse().ok())
+    .unwrap_or_default()
+}
+
+/// The first apply stops (power cut) right after its last commit: loads and commits are in
+/// the journal, the rewrap is not sent. What a rerun resumes from.
+fn staged_and_interrupted(ws: &Workspace) {
+    let env = env_with("crash_after_op=6", "600");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+}
+
+/// The holder resumes with a slow network: its rewrap intent is journaled (and its lease
+/// checked with it), then the request takes `latency` ms to reach the service.
+fn holder_sending_its_rewrap_slowly(
+    ws: &Workspace,
+    url: &str,
+    latency_ms: u64,
+    ttl: &str,
+) -> Child {
+    let holder = spawn_apply(ws, &format!("latency_ms={latency_ms}"), ttl);
+    wait_until("the holder journals its rewrap intent", || {
+        rewrap_intents(url) > 0
+    });
+    holder
+}
+
+fn signal(child: &Child, signal: i32) {
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: kill has no memory effects; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal}");
+}
+
+/// Attack 1: another operator reads the refusal ("release it now with `mkplan unlock`"),
+/// unlocks the live holder and applies. The holder is mid-rewrap: its intent is written,
+/// its request on the way. The taker settles that rewrap as "had no effect" from the
+/// service's "no rewrap in progress" and sends its own; the holder's request lands after
+/// it, before the taker's set immediate: a second rewrap.
+/// Fixed: `unlock` refuses a live lease (one its holder still renews).
+#[test]
+fn attack_1_unlocking_a_live_holder_mid_rewrap_must_not_lose_the_key_storage() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    staged_and_interrupted(&ws);
+    let holder = holder_sending_its_rewrap_slowly(&ws, &url, 6_000, "60");
+    let lease = column(&url, "SELECT id FROM mkplan_leases");
+    assert_eq!(lease.len(), 1, "{lease:?}");
+    let unlocked = ws.mkplan_as_other(&["unlock", &lease[0]], &[]);
+    assert_eq!(
+        unlocked.code, 1,
+        "a live lease is not released: {}",
+        unlocked.stderr
+    );
+    assert!(unlocked.stderr.contains("is live"), "{}", unlocked.stderr);
+    let taker = other_apply(&ws, "latency_ms=4000", "60");
+    assert_eq!(
+        taker.code, 1,
+        "the lease still refuses the taker: {}",
+        taker.stderr
+    );
+    let (_, holder_stderr) = stderr_of(holder);
+    assert_no_incidents(
+        &ws,
+        &format!(
+            "unlock of a live holder mid-rewrap\n--- taker\n{}\n--- holder\n{holder_stderr}",
+            taker.stderr
+        ),
+    );
+}
+
+/// Attack 2: as attack 1, with nobody typing `unlock`. The taker runs in another PID
+/// namespace on the same machine (two CI jobs in containers on one runner share the kernel's
+/// boot id, and an image's /etc/machine-id is often empty or the same): the holder's pid
+/// does not exist there, so its live lease is "gone from this machine" and reclaimed at once.
+/// Fixed: a lease's holder is "on this machine" only in the same boot and pid namespace.
+#[test]
+fn attack_2_a_live_holder_seen_from_another_pid_namespace_must_not_be_reclaimed() {
+    let unshare_works = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !unshare_works {
+        eprintln!("attack 2 skipped: `unshare --pid` is not allowed here");
+        return;
+    }
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    staged_and_interrupted(&ws);
+    let holder = holder_sending_its_rewrap_slowly(&ws, &url, 6_000, "60");
+    // The taker: the same command as another operator's, in a PID namespace of its own.
+    let folder = ws.path("other-operator");
+    std::fs::create_dir_all(&folder).expect("a folder");
+    let mut inner = ws.process(&["apply", "../desired.yaml", "--auto-approve"]);
+    inner
+        .current_dir(&folder)
+        .envs(env_with("latency_ms=4000", "60"));
+    let mut outer = Command::new("unshare");
+    outer
+        .args(["--pid", "--fork"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(&folder)
+        .stdin(Stdio::null());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => outer.env(key, value),
+            None => outer.env_remove(key),
+        };
+    }
+    let taker = outer.output().expect("run the taker");
+    let taker_stderr = String::from_utf8_lossy(&taker.stderr);
+    let (_, holder_stderr) = stderr_of(holder);
+    assert!(
+        !taker_stderr.contains("Reclaimed lease"),
+        "a live holder's lease was reclaimed: {taker_stderr}"
+    );
+    assert_no_incidents(
+        &ws,
+        &format!("another PID namespace\n--- taker\n{taker_stderr}\n--- holder\n{holder_stderr}"),
+    );
+}
+
+/// Attack 3: the documented gap, made concrete. The holder is paused (SIGSTOP: a suspended
+/// laptop) after journaling its rewrap intent and before the request leaves; its lease
+/// expires; the taker settles the rewrap as "had no effect" and sends its own; the holder
+/// wakes and its request goes out before the taker's set immediate.
+/// Open. A taker that reclaims an expired lease now waits MKPLAN_RECLAIM_GRACE_S (the
+/// command timeout, 90 s) before reading the live state, which covers a request already on
+/// the network when the holder stopped (see postgres_store's paused-holder test, over HTTP).
+/// Here the embedded simulator runs the holder's operation inside the paused process, so its
+/// effect waits for SIGCONT however long the pause: a request not yet sent when the holder
+/// was paused. Closing that needs a send deadline in each intent, checked by the sender.
+#[test]
+#[ignore = "reason: attack 3 (a holder paused between its rewrap intent and its send sends after a takeover: open, see the comment)"]
+fn attack_3_a_holder_paused_between_its_rewrap_intent_and_the_send_must_not_rewrap_again() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    staged_and_interrupted(&ws);
+    let holder = holder_sending_its_rewrap_slowly(&ws, &url, 1_500, "2");
+    signal(&holder, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3_000));
+    let taker = spawn_apply(&ws, "latency_ms=4000", "2");
+    // The taker's rewrap lands about 4 s after it starts, its set immediate about 8 s.
+    std::thread::sleep(Duration::from_millis(6_000));
+    signal(&holder, libc::SIGCONT);
+    let (_, taker_stderr) = stderr_of(taker);
+    let (_, holder_stderr) = stderr_of(holder);
+    assert_no_incidents(
+        &ws,
+        &format!("paused holder\n--- taker\n{taker_stderr}\n--- holder\n{holder_stderr}"),
+    );
+}
+
+/// Attack 4: docs/state.md gives operators `INSERT` on `mkplan_journal` and `UPDATE` on
+/// `mkplan_scopes`, and says only an administrator who disables triggers can forge the
+/// journal. A role with just those grants, holding no lease, appends through
+/// `mkplan_journal_append` (which skips the fence for a NULL lease) an outcome "the service
+/// refused the rewrap" for a rewrap that ran, then INSERTs an attestation that nobody
+/// rewrapped in alice's name (`written_by`), chained and headed as mkplan would: the next
+/// apply rewraps again.
+#[test]
+#[ignore = "reason: attack 4 (an operator role appends a forged attestation in another's name, no lease: second rewrap)"]
+fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence() {
+    let Some((ws, url)) = with_database(&three_units(false)) else {
+        return;
+    };
+    // The rewrap is accepted (it completes at once here), then the power goes.
+    let env = env_with("crash_after_op=7", "600");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+
+    let database_name = url.rsplit('/').next().expect("a database").to_string();
+    let role = format!("ops_{database_name}");
+    execute(
+        &url,
+        &format!(
+            "CREATE ROLE {role} LOGIN; \
+             GRANT SELECT, INSERT ON mkplan_journal, mkplan_audit TO {role}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON mkplan_scopes, mkplan_leases TO {role}; \
+             GRANT USAGE ON SEQUENCE mkplan_fence TO {role};"
+        ),
+    );
+    let as_operator = url.replacen("://mkplan@", &format!("://{role}@"), 1);
+    let started = column(
+        &as_operator,
+        "SELECT line FROM mkplan_journal WHERE line LIKE '%\"kind\":\"rotation_started\"%'",
+    );
+    let started: serde_json::Value = serde_json::from_str(&started[0]).expect("a record");
+    let record = &started["record"];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let forged = format!(
+        r#"{{"kind":"attested","instance":{},"backend":{},"units":{},"from":{},"to":{},"ran":false,"statement":"nobody rewrapped","at":"now","at_unix":{now}}}"#,
+        record["instance"], record["backend"], record["units"], record["from"], record["to"]
+    );
+    let scope = record["backend"].as_str().expect("a scope");
+    let instance = record["instance"].as_str().expect("an instance");
+    // The rewrap that left mkplan and was never answered: "refused by the service", says a
+    // forged outcome, appended through mkplan's own function with no lease at all.
+    let step = column(
+        &as_operator,
+        "SELECT line::json->'record'->>'step' FROM mkplan_journal WHERE line LIKE '%\"kind\":\"intent\"%' AND line LIKE '%rewrap_key_storage%'",
+    );
+    let outcome = format!(
+        r#"{{"kind":"outcome","step":"{}","outcome":{{"not_done":{{"reason":"the service refused it: busy"}}}},"at":"now"}}"#,
+        step[0]
+    );
+    execute(
+        &as_operator,
+        &format!(
+            "WITH f AS (SELECT '{outcome}'::text AS r, encode(sha256(convert_to('{outcome}', 'UTF8')), 'hex') AS s) \
+             SELECT mkplan_journal_append('{scope}', NULL, NULL, 'forged-outcome', \
+                    ARRAY['{{\"sha256\":\"' || f.s || '\",\"record\":' || f.r || '}}'], ARRAY[f.s], ARRAY['{instance}']) FROM f"
+        ),
+    );
+    execute(
+        &as_operator,
+        &format!(
+            "WITH f AS (SELECT '{forged}'::text AS r, encode(sha256(convert_to('{forged}', 'UTF8')), 'hex') AS s) \
+             INSERT INTO mkplan_journal (scope, seq, instance, line, sha256, chain, batch, fence, written_by) \
+             SELECT '{scope}', h.journal_records + 1, '{instance}', '{{\"sha256\":\"' || f.s || '\",\"record\":' || f.r || '}}', f.s, \
+                    encode(sha256(convert_to(h.journal_chain || f.s, 'UTF8')), 'hex'), 'forged', NULL, 'alice' \
+             FROM f, mkplan_scopes h WHERE h.scope = '{scope}'; \
+             UPDATE mkplan_scopes SET journal_records = journal_records + 1, \
+                    journal_chain = (SELECT chain FROM mkplan_journal WHERE batch = 'forged') \
+             WHERE scope = '{scope}';"
+        ),
+    );
+    let victim = ws.mkplan_as_other(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_no_incidents(
+        &ws,
+        &format!("forged attestation\n--- victim\n{}", victim.stderr),
+    );
+}
+
+/// Attack 5: the database is restored from a backup (or fails over to a replica that lagged)
+/// taken after an operator attested that nobody rewrapped and before the apply that then
+/// rewrapped. The file store finds such a rollback (its head is kept with the journal key);
+/// the database store trusts the restored journal, and the attestation, still fresh, lets
+/// the next apply rewrap again.
+#[test]
+#[ignore = "reason: attack 5 (a database restored from an older backup: the attestation in it allows a second rewrap)"]
+fn attack_5_a_database_restored_from_before_a_rewrap_must_not_rewrap_again() {
+    let Some((ws, url)) = with_database(&three_units(false)) else {
+        return;
+    };
+    staged_and_interrupted(&ws);
+    let instance = instance_id(0);
+    ws.mkplan(&[
+        "attest",
+        "rewrap",
+        &instance,
+        "--not-run",
+        "--desired",
+        DESIRED,
+    ])
+    .expect_code(0);
+    // The nightly backup.
+    let server = std::env::var("MKPLAN_TEST_POSTGRES").expect("a server");
+    let source = url.rsplit('/').next().expect("a database").to_string();
+    let backup = format!("{source}_backup");
+    execute(
+        &server,
+        &format!("CREATE DATABASE {backup} TEMPLATE {source}"),
+    );
+    // The attested apply sends the rewrap; the power goes right after it was accepted.
+    let env = env_with("crash_after_op=1", "600");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+    // The restore: everyone now names the restored database.
+    let mut restored = ws;
+    let (base, _) = url.rsplit_once('/').expect("a URL");
+    restored.store = Some(format!("{base}/{backup}"));
+    let after = restored.mkplan_as_other(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_no_incidents(
+        &restored,
+        &format!("restored database\n--- apply\n{}", after.stderr),
+    );
+}
+
+/// Attack 6a: `?password=` is a PostgreSQL URL's way to carry a password too; the refusals
+/// that show the URL (`redacted`) cut only what sits between `://` and `@`.
+/// Fixed: a URL's query is redacted in every message.
+#[test]
+fn attack_6_a_password_in_the_state_urls_query_never_reaches_a_message() {
+    let ws = rotate_to_b(&three_units(true));
+    for state in [
+        "postgres://ops@db.example:5432/mkplan?password=hunter2-secret",
+        "postgres://ops@127.0.0.1:5432/mkplan?password=hunter2-secret&sslmode=bogus",
+        "postgres://127.0.0.1/mkplan?user=ops&password=hunter2-secret&port=x",
+        "postgres://ops@127.0.0.1:5432/?password=hunter2-secret",
+    ] {
+        let run = ws.mkplan(&["--state", state, "plan", DESIRED]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"),
+            "{state}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Attack 6b: a state URL missing its `//` (`postgres:USER:PASSWORD@HOST/DB`) is taken for a
+/// folder: status shows it, password and all, and apply creates folders named after it.
+/// Fixed: `postgres:` without `//` is refused, never made a folder.
+#[test]
+fn attack_6_a_state_url_without_its_slashes_is_refused_not_made_a_folder() {
+    let ws = rotate_to_b(&three_units(true));
+    let state = "postgres:ops:hunter2-secret@db.example/mkplan";
+    let status = ws.mkplan(&["--state", state, "status", DESIRED]);
+    assert!(
+        !status.stdout.contains("hunter2") && !status.stderr.contains("hunter2"),
+        "{}",
+        status.stdout
+    );
+    let _ = ws.mkplan_with_env(
+        &["--state", state, "apply", DESIRED, "--auto-approve"],
+        &PASSWORDS,
+    );
+    let written: Vec<String> = ws
+        .listing()
+        .into_iter()
+        .filter(|name| name.contains("hunter2"))
+        .collect();
+    assert!(written.is_empty(), "written to disk: {written:?}");
+}

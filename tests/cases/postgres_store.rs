@@ -1,0 +1,586 @@
+//! Team state on PostgreSQL (issue 15), through the binary: two mkplan processes in different
+//! working folders share one database. The lease refuses the second and names the holder; a
+//! killed holder's lease is reclaimed after it expires and the resumed apply converges; a
+//! paused holder that wakes after another took over can write nothing; applies on different
+//! instances run at once; a lost connection is retried; push, pull and a newer schema. Each
+//! test gets a database of its own (skipped, with a message, where no PostgreSQL is set up).
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cases::apply::{PASSWORDS, assert_converged, assert_no_incidents, sim, three_units};
+use crate::support::postgres::{column, database, execute, try_column};
+use crate::support::*;
+
+/// How long a lease outlives its last renewal in these tests.
+const TTL_S: &str = "2";
+/// How long a taker waits after reclaiming an expired lease: longer than the served fleet's
+/// latency in these tests (1.5 s at most), so a request the holder sent has landed.
+const GRACE_S: &str = "3";
+
+fn with_database(fleet: &Fleet) -> Option<(Workspace, String)> {
+    let url = database()?;
+    let mut ws = rotate_to_b(fleet);
+    ws.store = Some(url.clone());
+    Some((ws, url))
+}
+
+/// `mkplan apply` started in the background against `backend` (none: the desired file's).
+fn spawn_apply(ws: &Workspace, backend: Option<&str>, faults: &str, extra: &[&str]) -> Child {
+    let desired = ws.path(DESIRED).display().to_string();
+    let mut args = vec!["apply", desired.as_str(), "--auto-approve"];
+    args.extend(extra);
+    let mut command = ws.process(&args);
+    command
+        .envs(PASSWORDS)
+        .env("MKPLAN_LEASE_TTL_S", TTL_S)
+        .env("MKPLAN_RECLAIM_GRACE_S", GRACE_S)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if !faults.is_empty() {
+        command.env("MKPLAN_SIM_FAULTS", faults);
+    }
+    if let Some(url) = backend {
+        command.env("MKPLAN_BACKEND", url);
+    }
+    command.spawn().expect("start mkplan apply")
+}
+
+/// A second operator's `mkplan ARGS` from a folder of their own.
+fn other(ws: &Workspace, backend: Option<&str>, args: &[&str]) -> Run {
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_LEASE_TTL_S", TTL_S));
+    env.push(("MKPLAN_RECLAIM_GRACE_S", GRACE_S));
+    if let Some(url) = backend {
+        env.push(("MKPLAN_BACKEND", url));
+    }
+    ws.mkplan_as_other(args, &env)
+}
+
+#[track_caller]
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The number `sql` counts; 0 before mkplan made its tables.
+fn count(url: &str, sql: &str) -> usize {
+    try_column(url, sql)
+        .unwrap_or_default()
+        .first()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default()
+}
+
+fn intents(url: &str) -> usize {
+    count(
+        url,
+        "SELECT count(*) FROM mkplan_journal WHERE line LIKE '%\"kind\":\"intent\"%'",
+    )
+}
+
+fn signal(child: &Child, signal: i32) {
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: kill has no memory effects; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal}");
+}
+
+fn stderr_of(child: Child) -> (i32, String) {
+    let output = child.wait_with_output().expect("wait for mkplan");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_apply_is_refused_by_the_lease_and_a_killed_holders_lease_is_reclaimed() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    let holder = spawn_apply(&ws, None, "latency_ms=1500", &[]);
+    wait_until("the holder journals its first intents", || {
+        intents(&url) > 0
+    });
+    // The holder runs on another machine, as far as the lease knows: its death cannot be seen
+    // from here, only its lease's expiry.
+    execute(&url, "UPDATE mkplan_leases SET host_id = 'another-machine'");
+
+    let refused = other(&ws, None, &["apply", DESIRED, "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("another writer holds")
+            && refused.stderr.contains(&format!("process {}", holder.id()))
+            && refused.stderr.contains("mkplan unlock"),
+        "the refusal names the holder and the way out: {}",
+        refused.stderr
+    );
+
+    signal(&holder, libc::SIGKILL);
+    let _ = stderr_of(holder);
+    // The lease outlives its holder until it expires: still refused right after the kill.
+    let early = other(&ws, None, &["apply", DESIRED, "--auto-approve"]);
+    assert_eq!(early.code, 1, "{}", early.stderr);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let resumed = other(&ws, None, &["apply", DESIRED, "--auto-approve"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(
+        resumed.stderr.contains("Reclaimed lease"),
+        "{}",
+        resumed.stderr
+    );
+    assert_converged(&ws, "after the killed holder's lease was reclaimed");
+    assert_no_incidents(&ws, "killed holder, reclaimed lease");
+    ws.mkplan(&["audit", "verify"]).expect_code(0);
+}
+
+#[test]
+fn a_paused_holder_that_wakes_after_a_takeover_writes_nothing_and_stops() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    let server = Server::start(&ws.path(FLEET), "latency_ms=1500", &[]);
+    let holder = spawn_apply(&ws, Some(&server.url), "", &[]);
+    wait_until("the holder journals its first intents", || {
+        intents(&url) > 0
+    });
+    signal(&holder, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3_000));
+
+    let taker = other(
+        &ws,
+        Some(&server.url),
+        &["apply", DESIRED, "--auto-approve"],
+    );
+    assert_eq!(taker.code, 0, "{}", taker.stderr);
+    assert!(taker.stderr.contains("Reclaimed lease"), "{}", taker.stderr);
+    assert!(taker.stderr.contains("Waiting 3 s"), "{}", taker.stderr);
+
+    signal(&holder, libc::SIGCONT);
+    let (code, stderr) = stderr_of(holder);
+    assert_eq!(code, 1, "the stale holder stops: {stderr}");
+    assert!(
+        stderr.contains("no longer holds its lease"),
+        "it says why: {stderr}"
+    );
+    // Every record the stale holder wrote comes before the first one of the taker.
+    let fences = column(
+        &url,
+        "SELECT DISTINCT fence FROM mkplan_journal ORDER BY fence",
+    );
+    assert_eq!(fences.len(), 2, "two writers: {fences:?}");
+    let last_stale = count(
+        &url,
+        &format!(
+            "SELECT max(seq) FROM mkplan_journal WHERE fence = {}",
+            fences[0]
+        ),
+    );
+    let first_taker = count(
+        &url,
+        &format!(
+            "SELECT min(seq) FROM mkplan_journal WHERE fence = {}",
+            fences[1]
+        ),
+    );
+    assert!(
+        last_stale < first_taker,
+        "the stale holder wrote record {last_stale} after the taker's first, {first_taker}"
+    );
+    assert_converged(&ws, "after the takeover");
+    assert_no_incidents(&ws, "paused holder, takeover, wake-up");
+    let status = other(&ws, Some(&server.url), &["status", DESIRED]);
+    assert!(
+        status.stdout.contains("Lock: not held."),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn applies_on_different_instances_of_one_database_run_at_once() {
+    let fleet = Fleet::instance()
+        .reports_rotation_status(true)
+        .units(2, empty(), valid(A))
+        .and_instance()
+        .reports_rotation_status(true)
+        .units(2, empty(), valid(A));
+    let Some((ws, url)) = with_database(&fleet) else {
+        return;
+    };
+    let server = Server::start(&ws.path(FLEET), "latency_ms=300", &[]);
+    let (first, second) = (instance_id(0), instance_id(1));
+    let a = spawn_apply(&ws, Some(&server.url), "", &["--instance", &first]);
+    wait_until("the first apply holds its lease", || {
+        count(&url, "SELECT count(*) FROM mkplan_leases") == 1
+    });
+    let b = other(
+        &ws,
+        Some(&server.url),
+        &["apply", DESIRED, "--auto-approve", "--instance", &second],
+    );
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let (code, stderr) = stderr_of(a);
+    assert_eq!(code, 0, "{stderr}");
+    let fleet = sim(&ws);
+    for instance in &fleet.instances {
+        assert_eq!(instance.key_storage.verification_pattern.as_str(), B);
+    }
+    assert_no_incidents(&ws, "two applies on two instances");
+    // The two runs took different numbers.
+    let runs = column(
+        &url,
+        "SELECT line FROM mkplan_journal WHERE line LIKE '%\"kind\":\"apply_started\"%'",
+    );
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs[0].contains("\"run\":1") != runs[1].contains("\"run\":1"),
+        "{runs:?}"
+    );
+    ws.mkplan(&["audit", "verify"]).expect_code(0);
+}
+
+#[test]
+fn a_connection_lost_mid_apply_is_written_again_and_the_apply_converges() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    let server = Server::start(&ws.path(FLEET), "latency_ms=600", &[]);
+    let holder = spawn_apply(&ws, Some(&server.url), "", &[]);
+    wait_until("the holder journals its first intents", || {
+        intents(&url) > 0
+    });
+    execute(
+        &url,
+        // Only this test's database: the other tests run at the same time on the same cluster.
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'mkplan' AND datname = current_database()",
+    );
+    let (code, stderr) = stderr_of(holder);
+    assert_eq!(code, 0, "{stderr}");
+    assert_converged(&ws, "after a lost connection");
+    assert_no_incidents(&ws, "lost connection");
+    ws.mkplan(&["audit", "verify"]).expect_code(0);
+}
+
+#[test]
+fn a_crashed_holders_lease_on_this_machine_is_reclaimed_at_once() {
+    let Some((ws, _url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=2"));
+    env.push(("MKPLAN_LEASE_TTL_S", "600"));
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+    let resumed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(
+        resumed.stderr.contains("Reclaimed lease"),
+        "{}",
+        resumed.stderr
+    );
+    assert_converged(&ws, "after a crash on this machine");
+    assert_no_incidents(&ws, "crash on this machine");
+}
+
+#[test]
+fn status_shows_the_lease_and_the_open_rotation_a_crash_left() {
+    let Some((ws, _url)) = with_database(&three_units(false)) else {
+        return;
+    };
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=4"));
+    env.push(("MKPLAN_LEASE_TTL_S", "600"));
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+    let status = ws.mkplan(&["status", DESIRED]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains("Lock: held by lease")
+            && status.stdout.contains("Open rotation of")
+            && status.stdout.contains("rewrap: not sent by this journal"),
+        "{}",
+        status.stdout
+    );
+    assert_no_incidents(&ws, "crash, then status");
+}
+
+#[test]
+fn push_moves_a_state_folder_once_and_pull_archives_it() {
+    let Some(url) = database() else {
+        return;
+    };
+    // The apply writes its journal in the workspace's folder, as before a team has a database.
+    let ws = rotate_to_b(&three_units(true));
+    let applied = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let folder = ws.path(".mkplan").display().to_string();
+    let state = ["--state", url.as_str()];
+    let push = ws.mkplan(&[&state[..], &["state", "push", "--from", &folder]].concat());
+    assert_eq!(push.code, 0, "{}", push.stderr);
+    let again = ws.mkplan(&[&state[..], &["state", "push", "--from", &folder]].concat());
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(again.stderr.contains("already holds"), "{}", again.stderr);
+    let verify = ws.mkplan(&[&state[..], &["audit", "verify"]].concat());
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    let plan = ws.mkplan(&[&state[..], &["plan", DESIRED, "--detailed-exitcode"]].concat());
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let archive = ws.path("archive").display().to_string();
+    let pull = ws.mkplan(&[&state[..], &["state", "pull", "--to", &archive]].concat());
+    assert_eq!(pull.code, 0, "{}", pull.stderr);
+    assert_eq!(
+        ws.read("archive/1/journal.jsonl").lines().count(),
+        ws.read(".mkplan/journal.jsonl").lines().count()
+    );
+    assert_eq!(
+        ws.read("archive/1/audit.jsonl"),
+        ws.read(".mkplan/audit.jsonl")
+    );
+    let over = ws.mkplan(&[&state[..], &["state", "pull", "--to", &archive]].concat());
+    assert_eq!(
+        over.code, 1,
+        "pull never writes over a folder: {}",
+        over.stderr
+    );
+}
+
+#[test]
+fn a_database_with_a_newer_schema_or_an_edited_record_is_refused() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    let applied = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+
+    // Rows are append-only: an edit by anyone but a superuser who disables the trigger fails.
+    let edit = std::panic::catch_unwind(|| {
+        execute(&url, "UPDATE mkplan_journal SET line = line WHERE seq = 1");
+    });
+    assert!(edit.is_err(), "the journal table refuses updates");
+    // A superuser who works around it breaks the chain, and mkplan refuses with exit 3.
+    execute(
+        &url,
+        "ALTER TABLE mkplan_journal DISABLE TRIGGER USER; \
+         UPDATE mkplan_journal SET chain = repeat('0', 64) WHERE seq = 2; \
+         ALTER TABLE mkplan_journal ENABLE TRIGGER USER;",
+    );
+    let plan = ws.mkplan(&["plan", DESIRED]);
+    assert_eq!(plan.code, 3, "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains("damaged at record 2"),
+        "{}",
+        plan.stderr
+    );
+
+    execute(&url, "INSERT INTO mkplan_schema (version) VALUES (99)");
+    let newer = ws.mkplan(&["plan", DESIRED]);
+    assert_eq!(newer.code, 1, "{}", newer.stderr);
+    assert!(
+        newer
+            .stderr
+            .contains("schema version 99, newer than this mkplan knows"),
+        "{}",
+        newer.stderr
+    );
+}
+
+#[test]
+fn the_database_password_never_reaches_a_message() {
+    let Some(url) = database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(true));
+    let with_password = url.replacen("://mkplan@", "://mkplan:hunter2-secret@", 1);
+    let wrong_port = with_password.replacen("127.0.0.1:", "127.0.0.1:1", 1);
+    for state in [&with_password, &wrong_port] {
+        let run = ws.mkplan(&["--state", state, "plan", DESIRED]);
+        assert!(
+            !run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"),
+            "{}",
+            run.stderr
+        );
+    }
+    let elsewhere = ws.mkplan(&[
+        "--state",
+        "postgres://ops:hunter2-secret@db.example:5432/mkplan",
+        "plan",
+        DESIRED,
+    ]);
+    assert_eq!(elsewhere.code, 1, "{}", elsewhere.stderr);
+    assert!(
+        elsewhere.stderr.contains("sslmode=require"),
+        "{}",
+        elsewhere.stderr
+    );
+    assert!(
+        !elsewhere.stderr.contains("hunter2"),
+        "{}",
+        elsewhere.stderr
+    );
+}
+
+/// The multi-actor property of the key-safety work with both mkplans on one database: X and
+/// Y take turns with faults, an operator acts with the TKE CLI outside mkplan and attests the
+/// truth when asked. Seeded runs, judged by the simulator: zero incidents, every run converged
+/// or refused safely, and no more refusals than with two state folders (one database is a
+/// witness to both). Rotations that X started and left are finished by Y.
+#[test]
+fn the_actors_drill_with_both_mkplans_on_one_database_loses_nothing() {
+    let Some(url) = database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(false));
+    let drill = |shared: Option<&str>| {
+        let mut args = vec![
+            "drill", DESIRED, "--actors", "--runs", "30", "--seed", "11", "--json",
+        ];
+        if let Some(url) = shared {
+            args.extend(["--shared-state", url]);
+        }
+        let run = ws.mkplan_with_env(&args, &PASSWORDS);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json()
+    };
+    let apart = drill(None);
+    let together = drill(Some(&url));
+    for result in [&apart, &together] {
+        assert_eq!(result["failed"], 0, "{result:#}");
+        assert_eq!(result["incidents"], 0, "{result:#}");
+    }
+    let refused = |r: &serde_json::Value| r["refused"].as_u64().expect("a count");
+    assert!(
+        refused(&together) <= refused(&apart),
+        "one database refused more than two folders: {} > {}",
+        refused(&together),
+        refused(&apart)
+    );
+    let y_finished_x = together["schedules"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|run| {
+            let endings: Vec<&str> = run["attempt_endings"]
+                .as_array()
+                .expect("endings")
+                .iter()
+                .filter_map(|e| e.as_str())
+                .collect();
+            endings
+                .iter()
+                .position(|e| e.starts_with("X: ") && !e.ends_with("converged"))
+                .is_some_and(|x| endings[x..].contains(&"Y: converged"))
+        })
+        .count();
+    assert!(
+        y_finished_x > 0,
+        "no run where Y finished what X left: {together:#}"
+    );
+    let scopes = count(
+        &url,
+        "SELECT count(*) FROM mkplan_scopes WHERE scope LIKE 'drill %'",
+    );
+    assert_eq!(scopes, 30, "each run keeps a scope of its own");
+    eprintln!(
+        "actors drill, 30 runs: refused {} with two folders, {} with one database; Y finished X's rotation in {y_finished_x} runs",
+        refused(&apart),
+        refused(&together)
+    );
+}
+
+/// `mkplan unlock ID` on a database never releases a live lease (its holder may have a request
+/// on its way to the service); once the lease expired (its holder paused past its term), it
+/// does, the holder's next write is refused, and the next apply converges.
+#[test]
+fn unlock_releases_only_an_expired_lease_and_its_holder_writes_nothing_more() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    let server = Server::start(&ws.path(FLEET), "latency_ms=1000", &[]);
+    let holder = spawn_apply(&ws, Some(&server.url), "", &[]);
+    wait_until("the holder journals its first intents", || {
+        intents(&url) > 0
+    });
+    let id = column(&url, "SELECT id FROM mkplan_leases")
+        .pop()
+        .expect("the holder's lease");
+    let wrong = other(&ws, None, &["unlock", "0000"]);
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    let live = other(&ws, None, &["unlock", &id]);
+    assert_eq!(live.code, 1, "a live lease stays: {}", live.stderr);
+    assert!(live.stderr.contains("is live"), "{}", live.stderr);
+    signal(&holder, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3_000));
+    let unlocked = other(&ws, None, &["unlock", &id]);
+    assert_eq!(unlocked.code, 0, "{}", unlocked.stderr);
+    assert!(
+        unlocked.stderr.contains(&format!("Released lease {id}")),
+        "{}",
+        unlocked.stderr
+    );
+    signal(&holder, libc::SIGCONT);
+    let (code, stderr) = stderr_of(holder);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no longer holds its lease"), "{stderr}");
+    let resumed = other(
+        &ws,
+        Some(&server.url),
+        &["apply", DESIRED, "--auto-approve"],
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_converged(&ws, "after unlock");
+    assert_no_incidents(&ws, "unlock of an expired lease");
+}
+
+/// A database restored from a backup taken before a rewrap, under the same name: the machine
+/// that wrote the later records sees the journal hold fewer than it saw, journals that it was
+/// rolled back, and refuses (exit 3) instead of rewrapping again on the older attestation.
+#[test]
+fn a_database_restored_to_before_a_rewrap_is_seen_by_the_machine_that_wrote_after_it() {
+    let Some((ws, url)) = with_database(&three_units(false)) else {
+        return;
+    };
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=6"));
+    let staged = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(staged.code, -1, "{}", staged.stderr);
+    let instance = instance_id(0);
+    ws.mkplan(&[
+        "attest",
+        "rewrap",
+        &instance,
+        "--not-run",
+        "--desired",
+        DESIRED,
+    ])
+    .expect_code(0);
+    let server = std::env::var("MKPLAN_TEST_POSTGRES").expect("a server");
+    let (base, name) = url.rsplit_once('/').expect("a URL");
+    execute(
+        &server,
+        &format!("CREATE DATABASE {name}_backup TEMPLATE {name}"),
+    );
+    // The attested apply sends the rewrap, then dies.
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=1"));
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+    // The restore, under the database's own name.
+    execute(&server, &format!("DROP DATABASE {name} WITH (FORCE)"));
+    execute(
+        &server,
+        &format!("ALTER DATABASE {name}_backup RENAME TO {name}"),
+    );
+    assert_eq!(format!("{base}/{name}"), url);
+    let after = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_eq!(
+        after.code, 3,
+        "refused, not rewrapped again: {}",
+        after.stderr
+    );
+    assert_no_incidents(&ws, "a database restored to before a rewrap");
+}
