@@ -89,6 +89,7 @@ fn steps(journal: &mut Journal, mut audit: Audit) -> Vec<f64> {
                 instance: "i".into(),
                 unit: Some("u".into()),
                 by_hand: false,
+                send_within_ms: journal.send_window().map(|w| w.as_millis() as u64),
             })
             .unwrap();
         journal

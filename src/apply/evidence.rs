@@ -470,6 +470,7 @@ mod tests {
             instance: "I".into(),
             unit: None,
             by_hand: false,
+            send_within_ms: None,
         };
         let e = journal_evidence_at(
             &[completed.clone(), unauthenticated(forged_intent.clone())],

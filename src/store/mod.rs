@@ -137,19 +137,29 @@ impl Store {
                         gone.describe()
                     );
                 }
-                // A holder that stopped renewing may be alive elsewhere (paused, cut off) with a
-                // request already on its way to the service: wait until no request it sent can
-                // still arrive, so that the live state read next shows what it did.
-                if lease.reclaimed.iter().any(|l| !l.holder_gone()) {
-                    let grace = reclaim_grace()?;
-                    eprintln!(
-                        "Waiting {} s before reading the live state: the previous holder's last request may still be on its way to the service (MKPLAN_RECLAIM_GRACE_S).",
-                        grace.as_secs()
-                    );
-                    std::thread::sleep(grace);
-                }
                 let records = postgres::read_journal(&connection, scope, Some(instances))
                     .map_err(Error::Unsafe)?;
+                // A writer that stopped (paused, cut off) may still send what it journaled,
+                // within each intent's send window, and a request sent may take a while to
+                // arrive: wait until none can, so that the live state read next shows what
+                // it did. A writer that released its lease, or whose process is gone from this
+                // machine, sends nothing more.
+                let reclaimed_live = lease.reclaimed.iter().any(|l| !l.holder_gone());
+                let wait = postgres::settle_wait(
+                    &connection,
+                    scope,
+                    &records,
+                    reclaim_grace()?,
+                    reclaimed_live,
+                )
+                .map_err(Error::Unsafe)?;
+                if let Some(wait) = wait {
+                    eprintln!(
+                        "Waiting {} s before reading the live state: an earlier writer left operations unsettled, and until then one it journaled may still be sent or on its way to the service (each intent's send window, then MKPLAN_RECLAIM_GRACE_S).",
+                        wait.as_secs_f64().ceil()
+                    );
+                    std::thread::sleep(wait);
+                }
                 let rolled_back = rolled_back(&connection, scope)?;
                 let mut journal = Journal::shared(
                     records,

@@ -21,6 +21,7 @@ pub struct PgJournal {
     connection: Arc<Connection>,
     scope: String,
     lease: Option<(String, i64)>,
+    send_window: Option<Duration>,
 }
 
 impl PgJournal {
@@ -29,6 +30,7 @@ impl PgJournal {
             connection,
             scope: scope.to_string(),
             lease: lease.map(Lease::fence),
+            send_window: lease.map(Lease::send_window),
         }
     }
 }
@@ -149,6 +151,10 @@ impl SharedJournal for PgJournal {
             u64::try_from(records).unwrap_or(0),
         );
         Ok(())
+    }
+
+    fn send_window(&self) -> Option<Duration> {
+        self.send_window
     }
 
     fn next_run(&mut self) -> Result<u32, String> {
@@ -381,4 +387,70 @@ pub fn scope_records(connection: &Connection, scope: &str) -> Result<u64, String
         })
         .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
     Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// How long a writer that just took `scope` over must wait before it reads the live state to
+/// settle the intents its journal holds open (`records`): until no operation they promise can
+/// still be sent (each intent's send window, from the moment the database committed it) and
+/// arrive (`grace`). A writer known to have stopped (`mkplan_writers_ended`: it released its
+/// lease, or its process was found gone) sends nothing more. An open intent without a send
+/// window (written before windows existed, or pushed from a folder) waits `grace` from now when
+/// `reclaimed_live`: a lease was reclaimed from a holder that may still run. None: no wait.
+pub fn settle_wait(
+    connection: &Connection,
+    scope: &str,
+    records: &[Record],
+    grace: Duration,
+    reclaimed_live: bool,
+) -> Result<Option<Duration>, String> {
+    let mut windowed = Vec::new();
+    let mut unbounded = false;
+    for (_, record) in crate::apply::evidence::unsettled(records) {
+        if let Record::Intent {
+            step,
+            by_hand: false,
+            send_within_ms,
+            ..
+        } = record
+        {
+            match send_within_ms {
+                Some(_) => windowed.push(step.clone()),
+                None => unbounded = true,
+            }
+        }
+    }
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let mut wait_ms: i64 = if unbounded && reclaimed_live {
+        grace_ms
+    } else {
+        0
+    };
+    if !windowed.is_empty() {
+        let key = scope.to_string();
+        // The database's clock on both sides: the commit time and now.
+        let row = connection
+            .call(move |client| {
+                Box::pin(async move {
+                    client
+                        .query_one(
+                            "SELECT max(ceil(extract(epoch FROM written_at - clock_timestamp()) * 1000) \
+                                 + (line::json->'record'->>'send_within_ms')::bigint)::bigint \
+                             FROM mkplan_journal WHERE scope = $1 \
+                             AND line::json->'record'->>'kind' = 'intent' \
+                             AND line::json->'record'->>'step' = ANY($2) \
+                             AND NOT EXISTS (SELECT 1 FROM mkplan_writers_ended e \
+                                             WHERE e.fence = mkplan_journal.fence)",
+                            &[&key, &windowed],
+                        )
+                        .await
+                })
+            })
+            .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
+        // None: every open intent's writer is known to have stopped.
+        let open_for: Option<i64> = row.get(0);
+        if let Some(open_for) = open_for {
+            wait_ms = wait_ms.max(open_for.saturating_add(grace_ms));
+        }
+    }
+    Ok((wait_ms > 0).then(|| Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))))
 }
