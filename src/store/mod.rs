@@ -161,12 +161,14 @@ impl Store {
                     std::thread::sleep(wait);
                 }
                 let rolled_back = rolled_back(&connection, scope)?;
+                let audit_queue = postgres::AuditQueue::default();
                 let mut journal = Journal::shared(
                     records,
                     Box::new(postgres::PgJournal::new(
                         connection.clone(),
                         scope,
                         Some(&lease),
+                        audit_queue.clone(),
                     )),
                 );
                 // Journaled, so that every later read of the database knows too: nothing
@@ -182,6 +184,7 @@ impl Store {
                         connection,
                         scope: scope.to_string(),
                         lease: Box::new(lease),
+                        audit_queue,
                     },
                 })
             }
@@ -405,6 +408,8 @@ enum Held {
         connection: Arc<Connection>,
         scope: String,
         lease: Box<Lease>,
+        /// Audit entries that go out with the journal's next batch.
+        audit_queue: postgres::AuditQueue,
     },
 }
 
@@ -439,10 +444,12 @@ impl Writer {
                 connection,
                 scope,
                 lease,
+                audit_queue,
             } => Audit::shared(Box::new(postgres::PgAudit::new(
                 connection.clone(),
                 scope,
                 Some(lease),
+                audit_queue.clone(),
             ))),
         }
         .map_err(|e| Error::Unsafe(e.to_string()))

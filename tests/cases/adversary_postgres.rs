@@ -11,8 +11,9 @@
 //!    at once.
 //! 3. The same again through lease expiry: a holder paused between its rewrap intent and the
 //!    send, whose request reaches the service after the takeover (fixed: send windows).
-//! 4. A role with exactly the grants docs/state.md gives operators appends a forged
-//!    attestation, in another operator's name, with no lease: the next apply reruns the rewrap.
+//! 4. A role with the grants docs/state.md once gave operators appends a forged attestation,
+//!    in another operator's name, with no lease: the next apply reruns the rewrap (fixed: the
+//!    documented grants refuse every way of planting it).
 //! 5. A database restored from a backup taken between an attestation and the rewrap it
 //!    allowed: nothing sees the rollback, and the next apply rewraps again.
 //! 6. A password in the state URL's query (`?password=`) reaches the error message; a URL
@@ -295,15 +296,16 @@ fn attack_3b_a_writer_that_takes_over_from_a_dead_taker_still_waits_for_the_paus
     assert_eq!(second_code, 0, "{second_stderr}");
 }
 
-/// Attack 4: docs/state.md gives operators `INSERT` on `mkplan_journal` and `UPDATE` on
-/// `mkplan_scopes`, and says only an administrator who disables triggers can forge the
-/// journal. A role with just those grants, holding no lease, appends through
-/// `mkplan_journal_append` (which skips the fence for a NULL lease) an outcome "the service
-/// refused the rewrap" for a rewrap that ran, then INSERTs an attestation that nobody
-/// rewrapped in alice's name (`written_by`), chained and headed as mkplan would: the next
-/// apply rewraps again.
+/// Attack 4: docs/state.md once gave operators `INSERT` on `mkplan_journal` and `UPDATE` on
+/// `mkplan_scopes`, and `mkplan_journal_append` skipped the fence for a NULL lease: a role with
+/// those grants, holding no lease, appended an outcome "the service refused the rewrap" for a
+/// rewrap that ran, then an attestation that nobody rewrapped in alice's name (`written_by`),
+/// chained and headed as mkplan would: the next apply rewrapped again.
+/// Fixed: the journal is written only through functions that check a lease and its fence, and
+/// record the caller's own login role; operators get `SELECT`, rights on the leases, and
+/// `EXECUTE`. With exactly the grants docs/state.md gives, each way of planting the forgery is
+/// refused, nothing is written, and the next apply settles the rewrap from the journal.
 #[test]
-#[ignore = "reason: attack 4 (an operator role appends a forged attestation in another's name, no lease: second rewrap)"]
 fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence() {
     let Some((ws, url)) = with_database(&three_units(false)) else {
         return;
@@ -316,13 +318,14 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
 
     let database_name = url.rsplit('/').next().expect("a database").to_string();
     let role = format!("ops_{database_name}");
+    // docs/state.md, "Roles": exactly these.
     execute(
         &url,
         &format!(
             "CREATE ROLE {role} LOGIN; \
-             GRANT SELECT, INSERT ON mkplan_journal, mkplan_audit TO {role}; \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON mkplan_scopes, mkplan_leases TO {role}; \
-             GRANT USAGE ON SEQUENCE mkplan_fence TO {role};"
+             GRANT SELECT ON mkplan_schema, mkplan_scopes, mkplan_journal, mkplan_audit, \
+                   mkplan_leases, mkplan_writers_ended TO {role}; \
+             GRANT UPDATE, DELETE ON mkplan_leases TO {role};"
         ),
     );
     let as_operator = url.replacen("://mkplan@", &format!("://{role}@"), 1);
@@ -342,8 +345,6 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
     );
     let scope = record["backend"].as_str().expect("a scope");
     let instance = record["instance"].as_str().expect("an instance");
-    // The rewrap that left mkplan and was never answered: "refused by the service", says a
-    // forged outcome, appended through mkplan's own function with no lease at all.
     let step = column(
         &as_operator,
         "SELECT line::json->'record'->>'step' FROM mkplan_journal WHERE line LIKE '%\"kind\":\"intent\"%' AND line LIKE '%rewrap_key_storage%'",
@@ -352,7 +353,9 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
         r#"{{"kind":"outcome","step":"{}","outcome":{{"not_done":{{"reason":"the service refused it: busy"}}}},"at":"now"}}"#,
         step[0]
     );
-    execute(
+    let records_before = column(&url, "SELECT count(*) FROM mkplan_journal");
+    // Through mkplan's own function, with no lease at all.
+    let through_function = try_column(
         &as_operator,
         &format!(
             "WITH f AS (SELECT '{outcome}'::text AS r, encode(sha256(convert_to('{outcome}', 'UTF8')), 'hex') AS s) \
@@ -360,19 +363,43 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
                     ARRAY['{{\"sha256\":\"' || f.s || '\",\"record\":' || f.r || '}}'], ARRAY[f.s], ARRAY['{instance}']) FROM f"
         ),
     );
-    execute(
+    assert!(through_function.is_err(), "{through_function:?}");
+    // The owner's direct write, which needs no lease.
+    let through_owner_function = try_column(
+        &as_operator,
+        &format!(
+            "SELECT mkplan_journal_write('{scope}', NULL, 'forged', ARRAY['x'], ARRAY['y'], ARRAY['{instance}'])"
+        ),
+    );
+    assert!(
+        through_owner_function.is_err(),
+        "{through_owner_function:?}"
+    );
+    // Straight into the table, in alice's name.
+    let inserted = try_column(
         &as_operator,
         &format!(
             "WITH f AS (SELECT '{forged}'::text AS r, encode(sha256(convert_to('{forged}', 'UTF8')), 'hex') AS s) \
              INSERT INTO mkplan_journal (scope, seq, instance, line, sha256, chain, batch, fence, written_by) \
              SELECT '{scope}', h.journal_records + 1, '{instance}', '{{\"sha256\":\"' || f.s || '\",\"record\":' || f.r || '}}', f.s, \
                     encode(sha256(convert_to(h.journal_chain || f.s, 'UTF8')), 'hex'), 'forged', NULL, 'alice' \
-             FROM f, mkplan_scopes h WHERE h.scope = '{scope}'; \
-             UPDATE mkplan_scopes SET journal_records = journal_records + 1, \
-                    journal_chain = (SELECT chain FROM mkplan_journal WHERE batch = 'forged') \
-             WHERE scope = '{scope}';"
+             FROM f, mkplan_scopes h WHERE h.scope = '{scope}'"
         ),
     );
+    assert!(inserted.is_err(), "{inserted:?}");
+    let moved_head = try_column(
+        &as_operator,
+        &format!(
+            "UPDATE mkplan_scopes SET journal_records = journal_records + 1 WHERE scope = '{scope}'"
+        ),
+    );
+    assert!(moved_head.is_err(), "{moved_head:?}");
+    assert_eq!(
+        column(&url, "SELECT count(*) FROM mkplan_journal"),
+        records_before,
+        "nothing was written"
+    );
+
     let victim = ws.mkplan_as_other(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
     assert_no_incidents(
         &ws,

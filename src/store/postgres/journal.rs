@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_postgres::types::{ToSql, Type};
+
+use super::audit::{self, AuditQueue};
 use super::lease::Lease;
 use super::{Connection, DbError};
-use crate::apply::audit::SharedAudit;
-use crate::apply::journal::{AuditHead, Record, SharedJournal, SharedLine, shared_record};
+use crate::apply::journal::{Record, SharedJournal, SharedLine, shared_record};
 
 /// Attempts at one write when the connection is lost, and the pause before the first retry
 /// (doubled each time): about 8 s in all, then the write fails.
@@ -22,15 +24,23 @@ pub struct PgJournal {
     scope: String,
     lease: Option<(String, i64)>,
     send_window: Option<Duration>,
+    /// The audit entries that go out with the next batch.
+    audit: AuditQueue,
 }
 
 impl PgJournal {
-    pub fn new(connection: Arc<Connection>, scope: &str, lease: Option<&Lease>) -> Self {
+    pub fn new(
+        connection: Arc<Connection>,
+        scope: &str,
+        lease: Option<&Lease>,
+        audit: AuditQueue,
+    ) -> Self {
         Self {
             connection,
             scope: scope.to_string(),
             lease: lease.map(Lease::fence),
             send_window: lease.map(Lease::send_window),
+            audit,
         }
     }
 }
@@ -69,14 +79,16 @@ pub fn remember(connection: &Connection, scope: &str, records: u64) {
     }
 }
 
-fn batch_id() -> String {
+pub(super) fn batch_id() -> String {
     let mut id = [0u8; 16];
     let _ = getrandom::fill(&mut id);
     hex::encode(id)
 }
 
 /// Runs an idempotent write, retrying while the connection is lost.
-fn with_retries<T>(mut write: impl FnMut() -> Result<T, DbError>) -> Result<T, (DbError, u32)> {
+pub(super) fn with_retries<T>(
+    mut write: impl FnMut() -> Result<T, DbError>,
+) -> Result<T, (DbError, u32)> {
     let mut pause = FIRST_PAUSE;
     for attempt in 1..=ATTEMPTS {
         match write() {
@@ -96,7 +108,7 @@ fn with_retries<T>(mut write: impl FnMut() -> Result<T, DbError>) -> Result<T, (
     unreachable!("the last attempt returns")
 }
 
-fn write_failed(what: &str, (error, attempts): (DbError, u32)) -> String {
+pub(super) fn write_failed(what: &str, (error, attempts): (DbError, u32)) -> String {
     match error {
         DbError::Fenced(why) => format!(
             "{why}. This process no longer holds its lease, so it writes and sends nothing more: another writer took the instances over (the lease expired while this process was stopped or cut off). The {what} not written leave their operations unknown; the writer that holds the lease now settles them from the live state"
@@ -129,22 +141,44 @@ impl SharedJournal for PgJournal {
             instances.push(line.instance);
         }
         let scope = self.scope.clone();
-        let records: i64 = with_retries(|| {
+        // The audit entries queued since the last batch go with this one, after it, in the
+        // same round trip (the statements are pipelined; each batch is written once).
+        let audit = Arc::new(std::mem::take(&mut audit::lock(&self.audit).pending));
+        let (records, head) = with_retries(|| {
             let (scope, lease, batch) = (scope.clone(), lease.clone(), batch.clone());
             let (texts, sums, instances) = (texts.clone(), sums.clone(), instances.clone());
+            let audit = audit.clone();
             self.connection.call(move |client| {
                 Box::pin(async move {
-                    Ok(client
-                        .query_one(
-                            "SELECT mkplan_journal_append($1, $2, $3, $4, $5, $6, $7)",
-                            &[&scope, &lease, &fence, &batch, &texts, &sums, &instances],
-                        )
-                        .await?
-                        .get(0))
+                    let journal = async {
+                        let params: [(&(dyn ToSql + Sync), Type); 7] = [
+                            (&scope, Type::TEXT),
+                            (&lease, Type::TEXT),
+                            (&fence, Type::INT8),
+                            (&batch, Type::TEXT),
+                            (&texts, Type::TEXT_ARRAY),
+                            (&sums, Type::TEXT_ARRAY),
+                            (&instances, Type::TEXT_ARRAY),
+                        ];
+                        client
+                            .query_typed(
+                                "SELECT mkplan_journal_append($1, $2, $3, $4, $5, $6, $7)",
+                                &params,
+                            )
+                            .await
+                    };
+                    let (journal, head) =
+                        futures_util::future::join(journal, audit::append_pending(&client, &audit))
+                            .await;
+                    let records: i64 = journal?.first().map_or(0, |row| row.get(0));
+                    Ok((records, head?))
                 })
             })
         })
         .map_err(|failed| write_failed("journal records", failed))?;
+        if head.is_some() {
+            audit::lock(&self.audit).head = head;
+        }
         remember(
             &self.connection,
             &self.scope,
@@ -260,113 +294,6 @@ pub fn read_journal(
             "the scope's head does not match its records (records were removed or added outside mkplan)",
         )),
         _ => Ok(records),
-    }
-}
-
-/// The audit trail of `scope`, with the lines as written.
-pub fn read_audit(connection: &Connection, scope: &str) -> Result<String, String> {
-    let key = scope.to_string();
-    let rows = connection
-        .call(move |client| {
-            Box::pin(async move {
-                client
-                    .query(
-                        "SELECT line FROM mkplan_audit WHERE scope = $1 ORDER BY seq",
-                        &[&key],
-                    )
-                    .await
-            })
-        })
-        .map_err(|e| {
-            format!(
-                "cannot read the audit trail of {scope} in {}: {e}",
-                connection.shown()
-            )
-        })?;
-    let mut text = String::new();
-    for row in &rows {
-        text += row.get::<_, &str>(0);
-        text.push('\n');
-    }
-    Ok(text)
-}
-
-/// The audit trail of `scope`, written under a lease.
-pub struct PgAudit {
-    connection: Arc<Connection>,
-    scope: String,
-    lease: Option<(String, i64)>,
-}
-
-impl PgAudit {
-    pub fn new(connection: Arc<Connection>, scope: &str, lease: Option<&Lease>) -> Self {
-        Self {
-            connection,
-            scope: scope.to_string(),
-            lease: lease.map(Lease::fence),
-        }
-    }
-}
-
-impl SharedAudit for PgAudit {
-    fn describe(&self) -> String {
-        format!(
-            "the audit trail of {} in {}",
-            self.scope,
-            self.connection.shown()
-        )
-    }
-
-    fn append(&mut self, events: Vec<String>, time: u64) -> Result<AuditHead, String> {
-        let batch = batch_id();
-        let (lease, fence) = self.lease.clone().unzip();
-        let scope = self.scope.clone();
-        let time = i64::try_from(time).unwrap_or(i64::MAX);
-        with_retries(|| {
-            let (scope, lease, batch, events) =
-                (scope.clone(), lease.clone(), batch.clone(), events.clone());
-            self.connection.call(move |client| {
-                Box::pin(async move {
-                    let row = client
-                        .query_one(
-                            "SELECT entries, head FROM mkplan_audit_append($1, $2, $3, $4, $5, $6)",
-                            &[&scope, &lease, &fence, &batch, &time, &events],
-                        )
-                        .await?;
-                    Ok(AuditHead {
-                        entries: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
-                        head: row.get(1),
-                    })
-                })
-            })
-        })
-        .map_err(|failed| write_failed("audit entries", failed))
-    }
-
-    fn head(&mut self) -> Result<AuditHead, String> {
-        let scope = self.scope.clone();
-        self.connection
-            .call(move |client| {
-                Box::pin(async move {
-                    let row = client
-                        .query_opt(
-                            "SELECT audit_entries, audit_head FROM mkplan_scopes WHERE scope = $1",
-                            &[&scope],
-                        )
-                        .await?;
-                    Ok(match row {
-                        Some(row) => AuditHead {
-                            entries: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
-                            head: row.get(1),
-                        },
-                        None => AuditHead {
-                            entries: 0,
-                            head: crate::apply::audit::CHAIN_START.into(),
-                        },
-                    })
-                })
-            })
-            .map_err(|e| format!("cannot read the audit trail's head: {e}"))
     }
 }
 

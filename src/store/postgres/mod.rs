@@ -6,6 +6,7 @@
 //! blocks its caller until the database has answered, from any thread, inside or outside the
 //! command's own runtime.
 
+mod audit;
 mod connect;
 mod journal;
 mod lease;
@@ -16,11 +17,9 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+pub use audit::{AuditQueue, PgAudit, read_audit};
 pub use connect::{Database, redacted};
-pub use journal::{
-    PgAudit, PgJournal, read_audit, read_journal, remember, scope_records, scopes, seen,
-    settle_wait,
-};
+pub use journal::{PgJournal, read_journal, remember, scope_records, scopes, seen, settle_wait};
 pub use lease::{Lease, LeaseInfo, Request as LeaseRequest, Unlocked, holders, unlock};
 pub use transfer::{Push, journal_lines, push};
 
