@@ -128,6 +128,9 @@ pub enum Record {
         found: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
+        /// What else showed it, when not the count (a database that is a copy or a restore).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     /// A record read from the file whose seal does not verify: kept to be named, never
     /// evidence. Never written.
@@ -646,6 +649,7 @@ fn rolled_back(head: Option<&Head>, found: usize, seal_at: Option<&str>) -> Opti
         expected: head.records,
         found: found as u64,
         at: Some(utc_now()),
+        why: None,
     })
 }
 

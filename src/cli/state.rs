@@ -63,11 +63,17 @@ pub fn push(store: &Store, from: &Path) -> Result<u8> {
                 )));
             }
             Record::RolledBack {
-                expected, found, ..
+                expected,
+                found,
+                why,
+                ..
             } => {
                 return Err(Error::Unsafe(format!(
-                    "the journal in {} was rolled back (mkplan had left it with {expected} records and found {found}): it cannot be vouched for. {nothing}",
-                    from.display()
+                    "the journal in {} was rolled back ({}): it cannot be vouched for. {nothing}",
+                    from.display(),
+                    why.clone().unwrap_or_else(|| format!(
+                        "mkplan had left it with {expected} records and found {found}"
+                    ))
                 )));
             }
             _ => {}

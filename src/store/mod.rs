@@ -172,12 +172,13 @@ impl Store {
                     )),
                 );
                 // Journaled, so that every later read of the database knows too: nothing
-                // before it is evidence.
+                // before it is evidence. Then the journal's new home is recorded.
                 if let Some(record) = rolled_back {
                     journal
                         .append(record)
                         .map_err(|e| Error::Unsafe(e.to_string()))?;
                 }
+                postgres::record_incarnation(&connection, scope, &lease).map_err(Error::Unsafe)?;
                 Ok(Writer {
                     journal,
                     held: Held::Lease {
@@ -282,18 +283,29 @@ impl Store {
     }
 }
 
-/// The record that says `scope`'s journal holds fewer records than this machine saw it hold
-/// (a database restored from an older backup, or a replica that lagged): nothing before it is
-/// evidence.
+/// The record that says `scope`'s journal may have lost records: it holds fewer than this
+/// machine saw it hold, or it lives in another database or on another WAL timeline than it was
+/// last written in (a restore from an older backup, a copy, a replica promoted after a
+/// failover). Nothing before it is evidence.
 fn rolled_back(connection: &Connection, scope: &str) -> Result<Option<Record>> {
-    let Some(seen) = postgres::seen(connection, scope).map_err(Error::Unsafe)? else {
-        return Ok(None);
-    };
     let found = postgres::scope_records(connection, scope).map_err(Error::Unsafe)?;
-    Ok((found < seen).then(|| Record::RolledBack {
-        expected: seen,
+    let at = Some(crate::apply::journal::utc_now());
+    if let Some(seen) = postgres::seen(connection, scope).map_err(Error::Unsafe)?
+        && found < seen
+    {
+        return Ok(Some(Record::RolledBack {
+            expected: seen,
+            found,
+            at,
+            why: None,
+        }));
+    }
+    let moved = postgres::incarnation_changed(connection, scope).map_err(Error::Unsafe)?;
+    Ok(moved.map(|why| Record::RolledBack {
+        expected: found,
         found,
-        at: Some(crate::apply::journal::utc_now()),
+        at,
+        why: Some(why),
     }))
 }
 
@@ -305,11 +317,17 @@ fn verify_one(
     // The journal that anchors the trail was itself cut back: the trail may have been cut
     // with it, and nothing here can tell.
     if let Some(Record::RolledBack {
-        expected, found, ..
+        expected,
+        found,
+        why,
+        ..
     }) = records.last()
     {
         return Err(format!(
-            "{named}: cannot be vouched for: the journal that anchors it was cut back or replaced (mkplan had left it with {expected} records and found {found}). Keep both for investigation"
+            "{named}: cannot be vouched for: the journal that anchors it was cut back or replaced ({}). Keep both for investigation",
+            why.clone().unwrap_or_else(|| format!(
+                "mkplan had left it with {expected} records and found {found}"
+            ))
         ));
     }
     match verified {

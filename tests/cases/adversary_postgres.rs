@@ -1,8 +1,7 @@
-//! Attacks on the PostgreSQL store (issue 15) that work: each test plants the attack through
-//! the binary and asserts what a safe mkplan must do (no incident in the simulator, no
-//! secret in a message, nothing written where it should not be). They fail today, so each is
-//! `#[ignore]`d with the attack it demonstrates; run them with
-//! `scripts/with-postgres cargo test --test main adversary_postgres -- --ignored`.
+//! Attacks on the PostgreSQL store (issue 15) that worked when an adversary found them: each
+//! test plants the attack through the binary and asserts what a safe mkplan must do (no
+//! incident in the simulator, no secret in a message, nothing written where it should not
+//! be). Each is fixed now, and its test fails without the fix.
 //!
 //! 1. `mkplan unlock` of a live holder in the middle of its rewrap: the next writer settles
 //!    the rewrap as "had no effect" and sends its own; the holder's request lands after it.
@@ -15,7 +14,8 @@
 //!    in another operator's name, with no lease: the next apply reruns the rewrap (fixed: the
 //!    documented grants refuse every way of planting it).
 //! 5. A database restored from a backup taken between an attestation and the rewrap it
-//!    allowed: nothing sees the rollback, and the next apply rewraps again.
+//!    allowed: nothing sees the rollback, and the next apply rewraps again (fixed: the database
+//!    and WAL timeline each scope was last written in).
 //! 6. A password in the state URL's query (`?password=`) reaches the error message; a URL
 //!    missing its `//` is taken for a folder, shown with its password and created.
 
@@ -410,10 +410,12 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
 /// Attack 5: the database is restored from a backup (or fails over to a replica that lagged)
 /// taken after an operator attested that nobody rewrapped and before the apply that then
 /// rewrapped. The file store finds such a rollback (its head is kept with the journal key);
-/// the database store trusts the restored journal, and the attestation, still fresh, lets
-/// the next apply rewrap again.
+/// the database store trusted the restored journal, and the attestation, still fresh, let
+/// the next apply, by an operator on another machine, rewrap again.
+/// Fixed: each scope records the database and WAL timeline its journal was last written in;
+/// a copy, a restore into a new database, a point-in-time recovery or a promoted replica
+/// changes them, and the journal is then taken as rolled back: nothing before is evidence.
 #[test]
-#[ignore = "reason: attack 5 (a database restored from an older backup: the attestation in it allows a second rewrap)"]
 fn attack_5_a_database_restored_from_before_a_rewrap_must_not_rewrap_again() {
     let Some((ws, url)) = with_database(&three_units(false)) else {
         return;
@@ -450,6 +452,13 @@ fn attack_5_a_database_restored_from_before_a_rewrap_must_not_rewrap_again() {
     assert_no_incidents(
         &restored,
         &format!("restored database\n--- apply\n{}", after.stderr),
+    );
+    // Refused for safety, and the refusal names the restore.
+    assert_eq!(after.code, 3, "{}", after.stderr);
+    assert!(
+        after.stderr.contains("not the one it was last written in"),
+        "{}",
+        after.stderr
     );
 }
 

@@ -381,3 +381,53 @@ pub fn settle_wait(
     }
     Ok((wait_ms > 0).then(|| Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))))
 }
+
+/// Why `scope`'s journal is not where it was last written (another database, or another WAL
+/// timeline: a restore, a copy, a promoted replica), or None when it is, or nothing was
+/// recorded yet, or this server cannot say (a standby).
+pub fn incarnation_changed(connection: &Connection, scope: &str) -> Result<Option<String>, String> {
+    let key = scope.to_string();
+    let row = connection
+        .call(move |client| {
+            Box::pin(async move {
+                client
+                    .query_opt(
+                        "SELECT incarnation, mkplan_incarnation() FROM mkplan_scopes WHERE scope = $1",
+                        &[&key],
+                    )
+                    .await
+            })
+        })
+        .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
+    let Some(row) = row else { return Ok(None) };
+    let (recorded, now): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    Ok(match (recorded, now) {
+        (Some(recorded), Some(now)) if recorded != now => Some(format!(
+            "the database holding it is not the one it was last written in (database and WAL timeline {recorded}, now {now}): a restore from a backup, a copy, or a replica promoted after a failover, which may lack the latest records"
+        )),
+        _ => None,
+    })
+}
+
+/// Records, under `lease`, that `scope`'s journal now lives in this database and timeline.
+pub fn record_incarnation(
+    connection: &Connection,
+    scope: &str,
+    lease: &Lease,
+) -> Result<(), String> {
+    let key = scope.to_string();
+    let (id, fence) = lease.fence();
+    connection
+        .call(move |client| {
+            Box::pin(async move {
+                client
+                    .execute(
+                        "SELECT mkplan_scope_incarnation($1, $2, $3)",
+                        &[&key, &id, &fence],
+                    )
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .map_err(|e| format!("cannot write the journal of {scope}: {e}"))
+}

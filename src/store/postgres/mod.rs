@@ -19,7 +19,10 @@ use tokio_postgres::Client;
 
 pub use audit::{AuditQueue, PgAudit, read_audit};
 pub use connect::{Database, redacted};
-pub use journal::{PgJournal, read_journal, remember, scope_records, scopes, seen, settle_wait};
+pub use journal::{
+    PgJournal, incarnation_changed, read_journal, record_incarnation, remember, scope_records,
+    scopes, seen, settle_wait,
+};
 pub use lease::{Lease, LeaseInfo, Request as LeaseRequest, Unlocked, holders, unlock};
 pub use transfer::{Push, journal_lines, push};
 

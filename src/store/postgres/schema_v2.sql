@@ -45,4 +45,31 @@ BEGIN
         ON CONFLICT (fence) DO NOTHING;
 END $$;
 
+-- Which database, on which timeline, each scope's journal was last written in. A restore from
+-- a dump or a copy (a new database), a point-in-time recovery or a replica promoted after a
+-- failover (a new WAL timeline) all change it: records written after the copy was taken may
+-- be missing, so nothing before that moment is evidence (mkplan journals it as rolled back).
+ALTER TABLE mkplan_scopes ADD COLUMN incarnation text;
+
+-- This database and its WAL timeline, or NULL where they cannot be read (a standby).
+CREATE FUNCTION mkplan_incarnation() RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, public AS $$
+BEGIN
+    RETURN (SELECT d.oid::text FROM pg_database d WHERE d.datname = current_database())
+        || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8);
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END $$;
+
+-- Records, under a lease, that `p_scope`'s journal now lives in this database on this
+-- timeline (after mkplan journaled any change of it).
+CREATE FUNCTION mkplan_scope_incarnation(p_scope text, p_lease text, p_fence bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    PERFORM mkplan_check_fence(p_lease, p_fence);
+    INSERT INTO mkplan_scopes (scope, incarnation) VALUES (p_scope, mkplan_incarnation())
+        ON CONFLICT (scope) DO UPDATE SET incarnation = mkplan_incarnation();
+END $$;
+
 INSERT INTO mkplan_schema (version) VALUES (2);
