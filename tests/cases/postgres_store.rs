@@ -313,6 +313,29 @@ fn status_shows_the_lease_and_the_open_rotation_a_crash_left() {
         "{}",
         status.stdout
     );
+    // The same, as data (the document is checked against its schema by the harness).
+    let json = ws.mkplan(&["status", DESIRED, "--json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let state = &json.json()["state"];
+    assert!(
+        state["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("postgres://")),
+        "{state:#}"
+    );
+    assert_eq!(
+        state["locks"].as_array().map(Vec::len),
+        Some(1),
+        "{state:#}"
+    );
+    assert_eq!(state["locks"][0]["holder_gone"], true, "{state:#}");
+    let rotation = &state["open_rotations"][0];
+    assert_eq!(rotation["rewrap"], "not_sent", "{state:#}");
+    assert_eq!(
+        rotation["crypto_units"].as_array().map(Vec::len),
+        Some(3),
+        "{state:#}"
+    );
     assert_no_incidents(&ws, "crash, then status");
 }
 
