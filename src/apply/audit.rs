@@ -53,8 +53,12 @@ enum Sink {
 /// before may be another writer's) and returns the trail's head after the batch.
 pub trait SharedAudit: Send {
     fn describe(&self) -> String;
-    /// Appends one entry per event (each the event's JSON text), stamped `time`.
-    fn append(&mut self, events: Vec<String>, time: u64) -> Result<AuditHead, String>;
+    /// Queues one entry per event (each the event's JSON text), stamped `time`: they go out
+    /// with the journal's next write, saving a round trip, or at `flush`.
+    fn defer(&mut self, events: Vec<String>, time: u64);
+    /// Writes what is queued; returns the trail's head if anything was written since the last
+    /// flush, with the journal or now.
+    fn flush(&mut self) -> Result<Option<AuditHead>, String>;
     fn head(&mut self) -> Result<AuditHead, String>;
 }
 
@@ -150,13 +154,25 @@ impl Audit {
                 path: path.display().to_string(),
                 why: e.to_string(),
             }),
-            // A shared store commits each batch before it returns.
-            Sink::File { .. } | Sink::Shared(_) => Ok(()),
+            // A shared store: what the journal has not carried yet goes now.
+            Sink::Shared(store) => {
+                let head = store.flush().map_err(|why| AuditError {
+                    path: store.describe(),
+                    why,
+                })?;
+                if let Some(head) = head {
+                    self.seq = head.entries;
+                    self.prev = head.head;
+                }
+                Ok(())
+            }
+            Sink::File { .. } => Ok(()),
         }
     }
 
-    /// Appends entries without waiting for the disk: the executor's step entries, synced when
-    /// the run ends. The journal, not the audit trail, is what a rerun relies on, and it is
+    /// Appends entries without waiting for the disk (or, on a shared store, for a round trip
+    /// of their own: they go with the journal's next write): the executor's step entries,
+    /// synced when the run ends. The journal, not the audit trail, is what a rerun relies on, and it is
     /// synced before every operation; an entry lost to a power cut leaves the chain intact,
     /// only shorter.
     pub fn write_all(&mut self, events: Vec<Value>) -> Result<(), AuditError> {
@@ -169,13 +185,8 @@ impl Audit {
         let (path, file) = match &mut self.sink {
             Sink::File { path, file, .. } => (path, file),
             Sink::Shared(store) => {
-                let events = events.iter().map(Value::to_string).collect();
-                let head = store.append(events, time).map_err(|why| AuditError {
-                    path: store.describe(),
-                    why,
-                })?;
-                self.seq = head.entries;
-                self.prev = head.head;
+                // The head is known again after `sync`.
+                store.defer(events.iter().map(Value::to_string).collect(), time);
                 return Ok(());
             }
         };

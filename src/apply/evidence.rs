@@ -148,6 +148,7 @@ pub fn journal_evidence_at(
                 expected,
                 found,
                 at,
+                why,
             } => {
                 // Whatever the missing records said, and whatever the older ones still say
                 // (an attestation now out of date, a rewrap not yet sent), is no evidence.
@@ -156,7 +157,10 @@ pub fn journal_evidence_at(
                 last_run = Some(index);
                 evidence.unauthenticated.clear();
                 evidence.unauthenticated_all = Some(format!(
-                    "it was cut back or replaced by an older copy: mkplan last left it with {expected} records and found {found}{}",
+                    "it was cut back or replaced by an older copy: {}{}",
+                    why.clone().unwrap_or_else(|| format!(
+                        "mkplan last left it with {expected} records and found {found}"
+                    )),
                     at.as_ref().map(|t| format!(" at {t}")).unwrap_or_default()
                 ));
             }
@@ -470,6 +474,7 @@ mod tests {
             instance: "I".into(),
             unit: None,
             by_hand: false,
+            send_within_ms: None,
         };
         let e = journal_evidence_at(
             &[completed.clone(), unauthenticated(forged_intent.clone())],

@@ -25,7 +25,8 @@ use super::interrupt::{Interrupt, StepEnd, Stopped};
 use super::journal::{Journal, JournalError, Outcome, Record};
 pub use super::resume::{close_finished, record_rotations, settle_previous};
 use super::send::perform_settled;
-use crate::backend::{Backend, BackendError};
+use crate::backend::send_by::boot_clock_ms;
+use crate::backend::{Backend, BackendError, SendBy};
 use crate::keypart::Secret32;
 use crate::model::{CryptoUnit, LiveInstance};
 use crate::plan::ceremony::Instruction;
@@ -331,14 +332,24 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
         } else {
             Vec::new()
         };
+        // Read before the intents are written: the deadline each request keeps is never later
+        // than the one its intent records.
+        let window = context.journal.send_window();
+        let send_by = window.map_or(SendBy::ANY_TIME, |window| {
+            SendBy::within(boot_clock_ms(), window)
+        });
         records.extend(started.iter().map(|&i| {
             let step = &plan.steps[i];
+            let by_hand = ceremony.contains_key(&step.id);
             Record::Intent {
                 step: format!("r{}.{}", context.run, step.id),
                 action: step.action,
                 instance: step.instance.clone(),
                 unit: step.unit.clone(),
-                by_hand: ceremony.contains_key(&step.id),
+                by_hand,
+                send_within_ms: window
+                    .filter(|_| !by_hand && step.action != Action::RemoveUnit)
+                    .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
             }
         }));
         // If the journal cannot be written, nothing new may start (its intent is not on
@@ -377,7 +388,7 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
                         )
                         .await
                     } else {
-                        perform_settled(backend, step, instance, parts).await
+                        perform_settled(backend, step, instance, parts, send_by).await
                     };
                     Finished {
                         index,

@@ -77,6 +77,12 @@ pub enum Record {
         unit: Option<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         by_hand: bool,
+        /// On a journal that other writers can take over (a database's): the operation is
+        /// sent within this many milliseconds of the intent being committed, or never. A
+        /// writer that takes over waits for it before settling the intent from the live
+        /// state (`backend::send_by`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        send_within_ms: Option<u64>,
     },
     /// What came of the intent with the same `step`.
     Outcome {
@@ -122,6 +128,9 @@ pub enum Record {
         found: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
+        /// What else showed it, when not the count (a database that is a copy or a restore).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     /// A record read from the file whose seal does not verify: kept to be named, never
     /// evidence. Never written.
@@ -308,6 +317,12 @@ pub trait SharedJournal: Send {
     fn append(&mut self, lines: Vec<SharedLine>) -> Result<(), String>;
     /// A run number no other writer of this store's scope holds.
     fn next_run(&mut self) -> Result<u32, String>;
+    /// How long after its intent is committed an operation may still be sent: another writer
+    /// can take this journal over from a writer that stopped (paused, cut off), and waits this
+    /// long before it settles what that writer left open. None: no send window.
+    fn send_window(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 impl Journal {
@@ -406,6 +421,15 @@ impl Journal {
 
     pub fn records(&self) -> &[Record] {
         &self.records
+    }
+
+    /// The send window each intent promises (`SharedJournal::send_window`); None on a
+    /// folder's journal, which no other writer takes over while its lock is held.
+    pub fn send_window(&self) -> Option<std::time::Duration> {
+        match &self.sink {
+            Sink::File(_) => None,
+            Sink::Shared(shared) => shared.send_window(),
+        }
     }
 
     /// The number the next apply run takes (runs whose record is not authenticated count
@@ -648,6 +672,7 @@ fn rolled_back(head: Option<&Head>, found: usize, seal_at: Option<&str>) -> Opti
         expected: head.records,
         found: found as u64,
         at: Some(utc_now()),
+        why: None,
     })
 }
 

@@ -16,6 +16,7 @@ fn intent(step: &str) -> Record {
         instance: "i".into(),
         unit: None,
         by_hand: false,
+        send_within_ms: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::executor::{ApplyError, OPERATION_ATTEMPTS_MAX};
 use super::journal::Outcome;
 use super::resume::{observed, rewrap_settled};
-use crate::backend::{Backend, BackendError, Operation, refresh_with_retries};
+use crate::backend::{Backend, BackendError, Operation, SendBy, refresh_with_retries};
 use crate::keypart::Secret32;
 use crate::model::{CurrentRegister, LiveInstance, NewRegister, RewrapStatus};
 use crate::plan::{Action, InstancePlan, Step};
@@ -28,9 +28,10 @@ pub(super) async fn perform_settled<B: Backend>(
     step: &Step,
     instance: &InstancePlan,
     key_parts: &[Secret32],
+    send_by: SendBy,
 ) -> (Result<Outcome, ApplyError>, Vec<String>) {
     let mut notes = Vec::new();
-    let result = send(backend, step, instance, key_parts, &mut notes).await;
+    let result = send(backend, step, instance, key_parts, send_by, &mut notes).await;
     (result, notes)
 }
 
@@ -101,6 +102,7 @@ async fn send<B: Backend>(
     step: &Step,
     instance: &InstancePlan,
     key_parts: &[Secret32],
+    send_by: SendBy,
     notes: &mut Vec<String>,
 ) -> Result<Outcome, ApplyError> {
     let target = &instance.target_verification_pattern;
@@ -139,7 +141,7 @@ async fn send<B: Backend>(
     }
     let mut attempt = 1;
     loop {
-        let error = match backend.perform(&operation).await {
+        let error = match backend.perform(&operation, send_by).await {
             Ok(()) => return Ok(Outcome::Done),
             Err(error @ BackendError::Transient(_)) => error,
             Err(source) => {

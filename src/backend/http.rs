@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use super::peer::Answer;
 pub use super::peer::Peer;
 use super::wiped::{self, wiped};
-use super::{BackendError, Operation, endpoint};
+use super::{BackendError, Operation, SendBy, endpoint};
 use crate::model::live::UNITS_PER_INSTANCE_MAX;
 use crate::model::{CryptoUnit, LiveFleet, LiveInstance, RewrapStatus, UnitType};
 
@@ -176,8 +176,14 @@ impl HttpBackend {
         url: Url,
         body: Option<Zeroizing<String>>,
         timeout_ms: u64,
+        send_by: SendBy,
     ) -> Result<Vec<u8>, Failure> {
         let _permit = self.in_flight.acquire().await.expect("never closed");
+        // As late as mkplan can look: after the wait for a free connection, just before the
+        // request is built and sent.
+        send_by
+            .check(&request_name(&method, &url))
+            .map_err(Failure::Final)?;
         let mut request = self
             .client
             .request(method, url)
@@ -251,7 +257,13 @@ impl HttpBackend {
     ) -> Result<T, BackendError> {
         let url = self.url(segments);
         let bytes = self
-            .call(Method::GET, url.clone(), None, READ_TIMEOUT_MS)
+            .call(
+                Method::GET,
+                url.clone(),
+                None,
+                READ_TIMEOUT_MS,
+                SendBy::ANY_TIME,
+            )
             .await
             .map_err(|f| self.read_error(f, &Method::GET, &url))?;
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -382,7 +394,11 @@ impl HttpBackend {
         Ok(LiveFleet { instances })
     }
 
-    pub async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
+    pub async fn perform(
+        &self,
+        operation: &Operation<'_>,
+        send_by: SendBy,
+    ) -> Result<(), BackendError> {
         let (name, segments, body): (&str, Vec<&str>, Zeroizing<String>) = match *operation {
             Operation::LoadNewMk {
                 instance,
@@ -446,7 +462,13 @@ impl HttpBackend {
         // The operation, and the request that carried it (ids and path: nothing secret).
         let request = format!("{name} ({})", request_name(&Method::POST, &url));
         match self
-            .call(Method::POST, url.clone(), Some(body), COMMAND_TIMEOUT_MS)
+            .call(
+                Method::POST,
+                url.clone(),
+                Some(body),
+                COMMAND_TIMEOUT_MS,
+                send_by,
+            )
             .await
         {
             Ok(_) => Ok(()),

@@ -8,6 +8,7 @@ pub mod cards;
 pub mod endpoint;
 pub mod http;
 mod peer;
+pub mod send_by;
 pub mod sim;
 pub mod tke;
 pub mod wiped;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::keypart::{self, Secret32};
 use crate::model::{InputError, LiveFleet, VerificationPattern};
+pub use send_by::SendBy;
 
 /// What `mkplan sim serve` calls itself in the `Server` header of every answer
 /// (`mkplan-sim/VERSION`, docs/http-api.md): a client tells its 404 from another server's.
@@ -63,6 +65,9 @@ pub enum BackendError {
     /// deciding anything.
     #[error("transient error: {0}")]
     Transient(String),
+    /// mkplan kept the request back: nothing left this process, nothing changed.
+    #[error("{operation} was not sent: {why}")]
+    NotSent { operation: String, why: String },
     #[error("{0}")]
     Unreachable(String),
     /// A URL mkplan will not send to: malformed, holding a user name or password, or plain
@@ -130,10 +135,12 @@ pub trait Backend: Send + Sync {
         instances: &[String],
     ) -> impl Future<Output = Result<LiveFleet, BackendError>> + Send;
 
-    /// Sends one mutating operation and waits for its outcome.
+    /// Sends one mutating operation and waits for its outcome. The request leaves only while
+    /// `send_by` allows: the check comes as late as the backend can make it.
     fn perform(
         &self,
         operation: &Operation<'_>,
+        send_by: SendBy,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
@@ -339,10 +346,14 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
+    async fn perform(
+        &self,
+        operation: &Operation<'_>,
+        send_by: SendBy,
+    ) -> Result<(), BackendError> {
         match self {
-            Self::Sim(simulator, _) => simulator.perform(&to_sim(operation)?).await,
-            Self::Http(backend) => backend.perform(operation).await,
+            Self::Sim(simulator, _) => simulator.perform_by(&to_sim(operation)?, send_by).await,
+            Self::Http(backend) => backend.perform(operation, send_by).await,
             Self::Tke(backend) => backend.perform(operation).await,
         }
     }
@@ -423,7 +434,7 @@ mod tests {
             }
         }
 
-        async fn perform(&self, _: &Operation<'_>) -> Result<(), BackendError> {
+        async fn perform(&self, _: &Operation<'_>, _: SendBy) -> Result<(), BackendError> {
             unreachable!("reads only")
         }
     }

@@ -63,11 +63,17 @@ pub fn push(store: &Store, from: &Path) -> Result<u8> {
                 )));
             }
             Record::RolledBack {
-                expected, found, ..
+                expected,
+                found,
+                why,
+                ..
             } => {
                 return Err(Error::Unsafe(format!(
-                    "the journal in {} was rolled back (mkplan had left it with {expected} records and found {found}): it cannot be vouched for. {nothing}",
-                    from.display()
+                    "the journal in {} was rolled back ({}): it cannot be vouched for. {nothing}",
+                    from.display(),
+                    why.clone().unwrap_or_else(|| format!(
+                        "mkplan had left it with {expected} records and found {found}"
+                    ))
                 )));
             }
             _ => {}
@@ -191,6 +197,67 @@ pub fn pull(store: &Store, to: &Path) -> Result<u8> {
         to.display()
     );
     Ok(0)
+}
+
+/// The store's part of `status --json`: the same as `status_section`, as data
+/// (docs/json.md, `state`).
+pub fn status_state(
+    store: &Store,
+    scope: &str,
+    evidence: &JournalEvidence,
+) -> Result<serde_json::Value> {
+    let locks: Vec<serde_json::Value> = store
+        .holders(scope)?
+        .iter()
+        .map(|holder| {
+            let mut lock = serde_json::to_value(holder).expect("a lease serializes");
+            lock["holder_gone"] = holder.holder_gone().into();
+            lock
+        })
+        .collect();
+    let rotations: Vec<serde_json::Value> = evidence
+        .rotations
+        .iter()
+        .map(|(instance, rotation)| {
+            let (rewrap, detail) = match &rotation.rewrap {
+                JournalRewrap::NotSent => ("not_sent", None),
+                JournalRewrap::Unsettled { sent_at } => ("unknown", sent_at.clone()),
+                JournalRewrap::Completed { how } => ("completed", Some(how.clone())),
+                JournalRewrap::NotRun { how } => ("not_run", Some(how.clone())),
+            };
+            serde_json::json!({
+                "instance": instance,
+                "from": rotation.from.as_str(),
+                "to": rotation.to.as_str(),
+                "started_at": rotation.started_at,
+                "crypto_units": rotation.units,
+                "loaded": rotation.loaded,
+                "committed": rotation.committed,
+                "promoted": rotation.promoted,
+                "rewrap": rewrap,
+                "rewrap_detail": detail,
+                "attested_not_run_at": rotation.attested_not_run.as_ref().map(|a| a.at.clone()),
+                "attested_completed_at": rotation.attested_completed.as_ref().map(|a| a.at.clone()),
+            })
+        })
+        .collect();
+    let mut not_evidence: Vec<serde_json::Value> = evidence
+        .unauthenticated_all
+        .iter()
+        .map(|why| serde_json::json!({ "instance": null, "why": why }))
+        .collect();
+    not_evidence.extend(
+        evidence
+            .unauthenticated
+            .iter()
+            .map(|(instance, why)| serde_json::json!({ "instance": instance, "why": why })),
+    );
+    Ok(serde_json::json!({
+        "store": store.journal_named(scope),
+        "locks": locks,
+        "open_rotations": rotations,
+        "not_evidence": not_evidence,
+    }))
 }
 
 /// The store's part of `status`: the lock or leases held, and the open rotations of the

@@ -27,20 +27,25 @@ pub async fn status(
             render::left_out_because(&desired.left_out, "not refreshed, not shown")
         );
     }
+    // The store's view: who holds the lock, which rotations are open. A store that cannot be
+    // read does not hide the live state.
+    let scope = backend.identity();
+    let evidence = store
+        .read_journal(&scope, Some(&desired.instance_ids()))
+        .map(|records| evidence_for(&records, &backend, store, &desired));
     if json {
-        output::report_line(&render::status_json(&live))?;
+        let state = evidence
+            .and_then(|evidence| super::state::status_state(store, &scope, &evidence))
+            .unwrap_or_else(|error| {
+                serde_json::json!({
+                    "store": store.journal_named(&scope),
+                    "error": error.to_string(),
+                })
+            });
+        output::report_line(&render::status_json_with_state(&live, &state))?;
     } else {
         let mut report = render::status(&live, &backend.describe());
-        // The store's view: who holds the lock, which rotations are open. A store that cannot
-        // be read does not hide the live state.
-        let scope = backend.identity();
-        let section = store
-            .read_journal(&scope, Some(&desired.instance_ids()))
-            .and_then(|records| {
-                let evidence = evidence_for(&records, &backend, store, &desired);
-                super::state::status_section(store, &scope, &evidence)
-            });
-        match section {
+        match evidence.and_then(|evidence| super::state::status_section(store, &scope, &evidence)) {
             Ok(section) => report += &section,
             Err(error) => report += &format!("\nState: cannot be read: {error}\n"),
         }

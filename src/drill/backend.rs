@@ -23,7 +23,7 @@ use crate::backend::http::HttpBackend;
 use crate::backend::sim::clock::{self, Clock, FastClock, TokioClock};
 use crate::backend::sim::server::InProcess;
 use crate::backend::sim::{Accepted, Faults, Fleet, Incident, hsm, live_of, refused_error};
-use crate::backend::{Backend, BackendError, Operation, to_sim};
+use crate::backend::{Backend, BackendError, Operation, SendBy, to_sim};
 use crate::model::LiveFleet;
 
 /// Where the in-memory drill's clock starts (Unix ms): fixed, so that a seed replays exactly.
@@ -321,6 +321,7 @@ impl DrillBackend {
         &self,
         original: &Operation<'_>,
         operation: &crate::backend::sim::SimOperation,
+        send_by: SendBy,
     ) -> Result<Accepted, BackendError> {
         match &self.store {
             Store::Memory(fleet) => {
@@ -331,7 +332,7 @@ impl DrillBackend {
                 result.map_err(|refused| refused_error(operation, refused))
             }
             Store::Http(store) => {
-                let result = store.client.perform(original).await;
+                let result = store.client.perform(original, send_by).await;
                 let fleet = store.read();
                 let before = store
                     .incidents_seen
@@ -414,7 +415,7 @@ impl Backend for DrillBackend {
         }
     }
 
-    async fn perform(&self, original: &Operation<'_>) -> Result<(), BackendError> {
+    async fn perform(&self, original: &Operation<'_>, send_by: SendBy) -> Result<(), BackendError> {
         self.operator_pause().await;
         let operation = to_sim(original)?;
         let name = operation.name();
@@ -444,7 +445,11 @@ impl Backend for DrillBackend {
                 "injected fault fail_op={number}"
             )));
         }
-        let result = self.apply(original, &operation).await;
+        if let Err(late) = send_by.check(name) {
+            self.note(attempt, number, name, format!("{late}"));
+            return Err(late);
+        }
+        let result = self.apply(original, &operation, send_by).await;
         let shown = match &result {
             Ok(Accepted::Done) => "done".to_string(),
             Ok(Accepted::RewrapRunning { .. }) => "accepted, running".to_string(),
@@ -529,7 +534,7 @@ mod tests {
         let backend = DrillBackend::new(staged(), schedule(Vec::new()));
         backend.start_attempt(1);
         let (real, simulated) = (std::time::Instant::now(), tokio::time::Instant::now());
-        backend.perform(&REWRAP).await.unwrap();
+        backend.perform(&REWRAP, SendBy::ANY_TIME).await.unwrap();
         assert!(simulated.elapsed() >= Duration::from_secs(60));
         assert!(real.elapsed() < Duration::from_secs(5), "no real time");
         assert_eq!(status(&backend).await, RewrapStatus::Rewrapped);
@@ -544,13 +549,19 @@ mod tests {
         let backend = DrillBackend::new(staged(), schedule(vec![lost]));
         backend.start_attempt(1);
         let simulated = tokio::time::Instant::now();
-        let error = backend.perform(&REWRAP).await.unwrap_err();
+        let error = backend
+            .perform(&REWRAP, SendBy::ANY_TIME)
+            .await
+            .unwrap_err();
         assert!(matches!(error, BackendError::Transient(_)), "{error}");
         assert!(simulated.elapsed() < Duration::from_secs(1));
         assert_eq!(status(&backend).await, RewrapStatus::InProgress);
         // A rerun at once: its rewrap finds the instance busy, and nothing is lost.
         backend.start_attempt_with(2, AttemptFaults::default());
-        let busy = backend.perform(&REWRAP).await.unwrap_err();
+        let busy = backend
+            .perform(&REWRAP, SendBy::ANY_TIME)
+            .await
+            .unwrap_err();
         assert!(busy.to_string().contains("in progress"), "{busy}");
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(status(&backend).await, RewrapStatus::Rewrapped);
@@ -580,7 +591,7 @@ mod tests {
         for at_once in [true, false] {
             let backend = DrillBackend::new(staged(), drawn(at_once));
             backend.start_attempt(1);
-            let _ = backend.perform(&REWRAP).await;
+            let _ = backend.perform(&REWRAP, SendBy::ANY_TIME).await;
             backend.start_attempt(2);
             let expected = if at_once {
                 RewrapStatus::InProgress

@@ -51,6 +51,18 @@ pub fn status_json(live: &LiveFleet) -> String {
     versioned_json(STATUS_FORMAT_VERSION, live)
 }
 
+/// `status_json` with the store's part: who holds the lock, which rotations are open
+/// (`cli::state::status_state`).
+pub fn status_json_with_state(live: &LiveFleet, state: &serde_json::Value) -> String {
+    #[derive(Serialize)]
+    struct WithState<'a> {
+        #[serde(flatten)]
+        live: &'a LiveFleet,
+        state: &'a serde_json::Value,
+    }
+    versioned_json(STATUS_FORMAT_VERSION, &WithState { live, state })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ mod text;
 
 pub use documents::{
     CARDS_FORMAT_VERSION, DRILL_FORMAT_VERSION, PLAN_FORMAT_VERSION, REFUSAL_FORMAT_VERSION,
-    STATUS_FORMAT_VERSION, refusal_json, status_json, versioned_json,
+    STATUS_FORMAT_VERSION, refusal_json, status_json, status_json_with_state, versioned_json,
 };
 pub use dot::dot;
 pub use markdown::{MARKDOWN_LEN_MAX, markdown};

@@ -137,41 +137,55 @@ impl Store {
                         gone.describe()
                     );
                 }
-                // A holder that stopped renewing may be alive elsewhere (paused, cut off) with a
-                // request already on its way to the service: wait until no request it sent can
-                // still arrive, so that the live state read next shows what it did.
-                if lease.reclaimed.iter().any(|l| !l.holder_gone()) {
-                    let grace = reclaim_grace()?;
-                    eprintln!(
-                        "Waiting {} s before reading the live state: the previous holder's last request may still be on its way to the service (MKPLAN_RECLAIM_GRACE_S).",
-                        grace.as_secs()
-                    );
-                    std::thread::sleep(grace);
-                }
                 let records = postgres::read_journal(&connection, scope, Some(instances))
                     .map_err(Error::Unsafe)?;
+                // A writer that stopped (paused, cut off) may still send what it journaled,
+                // within each intent's send window, and a request sent may take a while to
+                // arrive: wait until none can, so that the live state read next shows what
+                // it did. A writer that released its lease, or whose process is gone from this
+                // machine, sends nothing more.
+                let reclaimed_live = lease.reclaimed.iter().any(|l| !l.holder_gone());
+                let wait = postgres::settle_wait(
+                    &connection,
+                    scope,
+                    &records,
+                    reclaim_grace()?,
+                    reclaimed_live,
+                )
+                .map_err(Error::Unsafe)?;
+                if let Some(wait) = wait {
+                    eprintln!(
+                        "Waiting {} s before reading the live state: an earlier writer left operations unsettled, and until then one it journaled may still be sent or on its way to the service (each intent's send window, then MKPLAN_RECLAIM_GRACE_S).",
+                        wait.as_secs_f64().ceil()
+                    );
+                    std::thread::sleep(wait);
+                }
                 let rolled_back = rolled_back(&connection, scope)?;
+                let audit_queue = postgres::AuditQueue::default();
                 let mut journal = Journal::shared(
                     records,
                     Box::new(postgres::PgJournal::new(
                         connection.clone(),
                         scope,
                         Some(&lease),
+                        audit_queue.clone(),
                     )),
                 );
                 // Journaled, so that every later read of the database knows too: nothing
-                // before it is evidence.
+                // before it is evidence. Then the journal's new home is recorded.
                 if let Some(record) = rolled_back {
                     journal
                         .append(record)
                         .map_err(|e| Error::Unsafe(e.to_string()))?;
                 }
+                postgres::record_incarnation(&connection, scope, &lease).map_err(Error::Unsafe)?;
                 Ok(Writer {
                     journal,
                     held: Held::Lease {
                         connection,
                         scope: scope.to_string(),
                         lease: Box::new(lease),
+                        audit_queue,
                     },
                 })
             }
@@ -269,18 +283,29 @@ impl Store {
     }
 }
 
-/// The record that says `scope`'s journal holds fewer records than this machine saw it hold
-/// (a database restored from an older backup, or a replica that lagged): nothing before it is
-/// evidence.
+/// The record that says `scope`'s journal may have lost records: it holds fewer than this
+/// machine saw it hold, or it lives in another database or on another WAL timeline than it was
+/// last written in (a restore from an older backup, a copy, a replica promoted after a
+/// failover). Nothing before it is evidence.
 fn rolled_back(connection: &Connection, scope: &str) -> Result<Option<Record>> {
-    let Some(seen) = postgres::seen(connection, scope).map_err(Error::Unsafe)? else {
-        return Ok(None);
-    };
     let found = postgres::scope_records(connection, scope).map_err(Error::Unsafe)?;
-    Ok((found < seen).then(|| Record::RolledBack {
-        expected: seen,
+    let at = Some(crate::apply::journal::utc_now());
+    if let Some(seen) = postgres::seen(connection, scope).map_err(Error::Unsafe)?
+        && found < seen
+    {
+        return Ok(Some(Record::RolledBack {
+            expected: seen,
+            found,
+            at,
+            why: None,
+        }));
+    }
+    let moved = postgres::incarnation_changed(connection, scope).map_err(Error::Unsafe)?;
+    Ok(moved.map(|why| Record::RolledBack {
+        expected: found,
         found,
-        at: Some(crate::apply::journal::utc_now()),
+        at,
+        why: Some(why),
     }))
 }
 
@@ -292,11 +317,17 @@ fn verify_one(
     // The journal that anchors the trail was itself cut back: the trail may have been cut
     // with it, and nothing here can tell.
     if let Some(Record::RolledBack {
-        expected, found, ..
+        expected,
+        found,
+        why,
+        ..
     }) = records.last()
     {
         return Err(format!(
-            "{named}: cannot be vouched for: the journal that anchors it was cut back or replaced (mkplan had left it with {expected} records and found {found}). Keep both for investigation"
+            "{named}: cannot be vouched for: the journal that anchors it was cut back or replaced ({}). Keep both for investigation",
+            why.clone().unwrap_or_else(|| format!(
+                "mkplan had left it with {expected} records and found {found}"
+            ))
         ));
     }
     match verified {
@@ -395,6 +426,8 @@ enum Held {
         connection: Arc<Connection>,
         scope: String,
         lease: Box<Lease>,
+        /// Audit entries that go out with the journal's next batch.
+        audit_queue: postgres::AuditQueue,
     },
 }
 
@@ -429,10 +462,12 @@ impl Writer {
                 connection,
                 scope,
                 lease,
+                audit_queue,
             } => Audit::shared(Box::new(postgres::PgAudit::new(
                 connection.clone(),
                 scope,
                 Some(lease),
+                audit_queue.clone(),
             ))),
         }
         .map_err(|e| Error::Unsafe(e.to_string()))

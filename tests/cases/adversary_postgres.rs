@@ -1,8 +1,7 @@
-//! Attacks on the PostgreSQL store (issue 15) that work: each test plants the attack through
-//! the binary and asserts what a safe mkplan must do (no incident in the simulator, no
-//! secret in a message, nothing written where it should not be). They fail today, so each is
-//! `#[ignore]`d with the attack it demonstrates; run them with
-//! `scripts/with-postgres cargo test --test main adversary_postgres -- --ignored`.
+//! Attacks on the PostgreSQL store (issue 15) that worked when an adversary found them: each
+//! test plants the attack through the binary and asserts what a safe mkplan must do (no
+//! incident in the simulator, no secret in a message, nothing written where it should not
+//! be). Each is fixed now, and its test fails without the fix.
 //!
 //! 1. `mkplan unlock` of a live holder in the middle of its rewrap: the next writer settles
 //!    the rewrap as "had no effect" and sends its own; the holder's request lands after it.
@@ -10,11 +9,13 @@
 //!    (two CI containers on one runner) takes the live holder for dead and reclaims its lease
 //!    at once.
 //! 3. The same again through lease expiry: a holder paused between its rewrap intent and the
-//!    send (the documented gap), whose request reaches the service after the takeover.
-//! 4. A role with exactly the grants docs/state.md gives operators appends a forged
-//!    attestation, in another operator's name, with no lease: the next apply reruns the rewrap.
+//!    send, whose request reaches the service after the takeover (fixed: send windows).
+//! 4. A role with the grants docs/state.md once gave operators appends a forged attestation,
+//!    in another operator's name, with no lease: the next apply reruns the rewrap (fixed: the
+//!    documented grants refuse every way of planting it).
 //! 5. A database restored from a backup taken between an attestation and the rewrap it
-//!    allowed: nothing sees the rollback, and the next apply rewraps again.
+//!    allowed: nothing sees the rollback, and the next apply rewraps again (fixed: the database
+//!    and WAL timeline each scope was last written in).
 //! 6. A password in the state URL's query (`?password=`) reaches the error message; a URL
 //!    missing its `//` is taken for a folder, shown with its password and created.
 
@@ -36,6 +37,8 @@ fn env_with(faults: &str, ttl: &str) -> Vec<(&'static str, String)> {
     let mut env: Vec<(&'static str, String)> =
         PASSWORDS.iter().map(|(k, v)| (*k, v.to_string())).collect();
     env.push(("MKPLAN_LEASE_TTL_S", ttl.to_string()));
+    // A taker's wait for a request still on its way, after the send windows: short here.
+    env.push(("MKPLAN_RECLAIM_GRACE_S", "3".to_string()));
     if !faults.is_empty() {
         env.push(("MKPLAN_SIM_FAULTS", faults.to_string()));
     }
@@ -214,14 +217,12 @@ fn attack_2_a_live_holder_seen_from_another_pid_namespace_must_not_be_reclaimed(
 /// laptop) after journaling its rewrap intent and before the request leaves; its lease
 /// expires; the taker settles the rewrap as "had no effect" and sends its own; the holder
 /// wakes and its request goes out before the taker's set immediate.
-/// Open. A taker that reclaims an expired lease now waits MKPLAN_RECLAIM_GRACE_S (the
-/// command timeout, 90 s) before reading the live state, which covers a request already on
-/// the network when the holder stopped (see postgres_store's paused-holder test, over HTTP).
-/// Here the embedded simulator runs the holder's operation inside the paused process, so its
-/// effect waits for SIGCONT however long the pause: a request not yet sent when the holder
-/// was paused. Closing that needs a send deadline in each intent, checked by the sender.
+/// Fixed: every intent on a shared journal carries a send window (twice the lease's term, at
+/// least 10 s: 10 s here), the holder checks it just before the request leaves and sends
+/// nothing once it has passed, and a taker waits out the windows of the intents left open
+/// (plus MKPLAN_RECLAIM_GRACE_S for a request on its way) before it settles them. Here the
+/// holder is paused 12 s, past its window: it wakes up and sends nothing.
 #[test]
-#[ignore = "reason: attack 3 (a holder paused between its rewrap intent and its send sends after a takeover: open, see the comment)"]
 fn attack_3_a_holder_paused_between_its_rewrap_intent_and_the_send_must_not_rewrap_again() {
     let Some((ws, url)) = with_database(&three_units(true)) else {
         return;
@@ -231,26 +232,80 @@ fn attack_3_a_holder_paused_between_its_rewrap_intent_and_the_send_must_not_rewr
     signal(&holder, libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(3_000));
     let taker = spawn_apply(&ws, "latency_ms=4000", "2");
-    // The taker's rewrap lands about 4 s after it starts, its set immediate about 8 s.
-    std::thread::sleep(Duration::from_millis(6_000));
+    std::thread::sleep(Duration::from_millis(9_000));
     signal(&holder, libc::SIGCONT);
-    let (_, taker_stderr) = stderr_of(taker);
+    let (taker_code, taker_stderr) = stderr_of(taker);
     let (_, holder_stderr) = stderr_of(holder);
     assert_no_incidents(
         &ws,
         &format!("paused holder\n--- taker\n{taker_stderr}\n--- holder\n{holder_stderr}"),
     );
+    // The taker read the live state after the holder woke up (12 s) and its window closed
+    // (10 s after the intent): had the holder sent its rewrap, the taker would have found it.
+    assert!(taker_stderr.contains("Waiting "), "{taker_stderr}");
+    assert!(
+        taker_stderr.contains("rewrap_key_storage: had no effect"),
+        "{taker_stderr}"
+    );
+    assert!(
+        holder_stderr.contains("writes and sends nothing more"),
+        "{holder_stderr}"
+    );
+    assert_eq!(taker_code, 0, "{taker_stderr}");
 }
 
-/// Attack 4: docs/state.md gives operators `INSERT` on `mkplan_journal` and `UPDATE` on
-/// `mkplan_scopes`, and says only an administrator who disables triggers can forge the
-/// journal. A role with just those grants, holding no lease, appends through
-/// `mkplan_journal_append` (which skips the fence for a NULL lease) an outcome "the service
-/// refused the rewrap" for a rewrap that ran, then INSERTs an attestation that nobody
-/// rewrapped in alice's name (`written_by`), chained and headed as mkplan would: the next
-/// apply rewraps again.
+/// Attack 3b: a chain of takeovers. The first taker reclaims the paused holder's expired
+/// lease and, while it waits for the holder's request to arrive, is killed; a second writer on
+/// the same machine finds the first taker's process gone and reclaims its lease at once. The
+/// holder's intent is still open and within its window: the second writer must wait for it as
+/// the first would have, although the lease it reclaimed was not the holder's. The holder
+/// wakes within its window and sends its rewrap; the second writer's read must show it.
 #[test]
-#[ignore = "reason: attack 4 (an operator role appends a forged attestation in another's name, no lease: second rewrap)"]
+fn attack_3b_a_writer_that_takes_over_from_a_dead_taker_still_waits_for_the_paused_holder() {
+    let Some((ws, url)) = with_database(&three_units(true)) else {
+        return;
+    };
+    staged_and_interrupted(&ws);
+    let holder = holder_sending_its_rewrap_slowly(&ws, &url, 1_500, "2");
+    signal(&holder, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let first = spawn_apply(&ws, "", "2");
+    wait_until("the first taker holds a lease of its own", || {
+        try_column(&url, "SELECT count(*) FROM mkplan_leases")
+            .unwrap_or_default()
+            .first()
+            .is_some_and(|n| n == "1")
+            && try_column(&url, "SELECT pid FROM mkplan_leases")
+                .unwrap_or_default()
+                .first()
+                .is_some_and(|pid| *pid == first.id().to_string())
+    });
+    signal(&first, libc::SIGKILL);
+    let _ = stderr_of(first);
+    let second = spawn_apply(&ws, "latency_ms=2000", "2");
+    // Within the holder's window (10 s after its intent): its rewrap leaves now.
+    std::thread::sleep(Duration::from_millis(2_000));
+    signal(&holder, libc::SIGCONT);
+    let (second_code, second_stderr) = stderr_of(second);
+    let (_, holder_stderr) = stderr_of(holder);
+    assert_no_incidents(
+        &ws,
+        &format!("chain of takeovers\n--- second\n{second_stderr}\n--- holder\n{holder_stderr}"),
+    );
+    assert!(second_stderr.contains("Waiting "), "{second_stderr}");
+    assert_eq!(second_code, 0, "{second_stderr}");
+}
+
+/// Attack 4: docs/state.md once gave operators `INSERT` on `mkplan_journal` and `UPDATE` on
+/// `mkplan_scopes`, and `mkplan_journal_append` skipped the fence for a NULL lease: a role with
+/// those grants, holding no lease, appended an outcome "the service refused the rewrap" for a
+/// rewrap that ran, then an attestation that nobody rewrapped in alice's name (`written_by`),
+/// chained and headed as mkplan would: the next apply rewrapped again.
+/// Fixed: the journal is written only through functions that check a lease and its fence, and
+/// record the caller's own login role; operators get `SELECT`, rights on the leases, and
+/// `EXECUTE`. With exactly the grants docs/state.md gives, each way of planting the forgery is
+/// refused, nothing is written, and the next apply settles the rewrap from the journal.
+#[test]
 fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence() {
     let Some((ws, url)) = with_database(&three_units(false)) else {
         return;
@@ -263,13 +318,14 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
 
     let database_name = url.rsplit('/').next().expect("a database").to_string();
     let role = format!("ops_{database_name}");
+    // docs/state.md, "Roles": exactly these.
     execute(
         &url,
         &format!(
             "CREATE ROLE {role} LOGIN; \
-             GRANT SELECT, INSERT ON mkplan_journal, mkplan_audit TO {role}; \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON mkplan_scopes, mkplan_leases TO {role}; \
-             GRANT USAGE ON SEQUENCE mkplan_fence TO {role};"
+             GRANT SELECT ON mkplan_schema, mkplan_scopes, mkplan_journal, mkplan_audit, \
+                   mkplan_leases, mkplan_writers_ended TO {role}; \
+             GRANT UPDATE, DELETE ON mkplan_leases TO {role};"
         ),
     );
     let as_operator = url.replacen("://mkplan@", &format!("://{role}@"), 1);
@@ -289,8 +345,6 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
     );
     let scope = record["backend"].as_str().expect("a scope");
     let instance = record["instance"].as_str().expect("an instance");
-    // The rewrap that left mkplan and was never answered: "refused by the service", says a
-    // forged outcome, appended through mkplan's own function with no lease at all.
     let step = column(
         &as_operator,
         "SELECT line::json->'record'->>'step' FROM mkplan_journal WHERE line LIKE '%\"kind\":\"intent\"%' AND line LIKE '%rewrap_key_storage%'",
@@ -299,7 +353,9 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
         r#"{{"kind":"outcome","step":"{}","outcome":{{"not_done":{{"reason":"the service refused it: busy"}}}},"at":"now"}}"#,
         step[0]
     );
-    execute(
+    let records_before = column(&url, "SELECT count(*) FROM mkplan_journal");
+    // Through mkplan's own function, with no lease at all.
+    let through_function = try_column(
         &as_operator,
         &format!(
             "WITH f AS (SELECT '{outcome}'::text AS r, encode(sha256(convert_to('{outcome}', 'UTF8')), 'hex') AS s) \
@@ -307,19 +363,43 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
                     ARRAY['{{\"sha256\":\"' || f.s || '\",\"record\":' || f.r || '}}'], ARRAY[f.s], ARRAY['{instance}']) FROM f"
         ),
     );
-    execute(
+    assert!(through_function.is_err(), "{through_function:?}");
+    // The owner's direct write, which needs no lease.
+    let through_owner_function = try_column(
+        &as_operator,
+        &format!(
+            "SELECT mkplan_journal_write('{scope}', NULL, 'forged', ARRAY['x'], ARRAY['y'], ARRAY['{instance}'])"
+        ),
+    );
+    assert!(
+        through_owner_function.is_err(),
+        "{through_owner_function:?}"
+    );
+    // Straight into the table, in alice's name.
+    let inserted = try_column(
         &as_operator,
         &format!(
             "WITH f AS (SELECT '{forged}'::text AS r, encode(sha256(convert_to('{forged}', 'UTF8')), 'hex') AS s) \
              INSERT INTO mkplan_journal (scope, seq, instance, line, sha256, chain, batch, fence, written_by) \
              SELECT '{scope}', h.journal_records + 1, '{instance}', '{{\"sha256\":\"' || f.s || '\",\"record\":' || f.r || '}}', f.s, \
                     encode(sha256(convert_to(h.journal_chain || f.s, 'UTF8')), 'hex'), 'forged', NULL, 'alice' \
-             FROM f, mkplan_scopes h WHERE h.scope = '{scope}'; \
-             UPDATE mkplan_scopes SET journal_records = journal_records + 1, \
-                    journal_chain = (SELECT chain FROM mkplan_journal WHERE batch = 'forged') \
-             WHERE scope = '{scope}';"
+             FROM f, mkplan_scopes h WHERE h.scope = '{scope}'"
         ),
     );
+    assert!(inserted.is_err(), "{inserted:?}");
+    let moved_head = try_column(
+        &as_operator,
+        &format!(
+            "UPDATE mkplan_scopes SET journal_records = journal_records + 1 WHERE scope = '{scope}'"
+        ),
+    );
+    assert!(moved_head.is_err(), "{moved_head:?}");
+    assert_eq!(
+        column(&url, "SELECT count(*) FROM mkplan_journal"),
+        records_before,
+        "nothing was written"
+    );
+
     let victim = ws.mkplan_as_other(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
     assert_no_incidents(
         &ws,
@@ -330,10 +410,12 @@ fn attack_4_a_record_appended_outside_mkplan_by_an_operator_role_is_no_evidence(
 /// Attack 5: the database is restored from a backup (or fails over to a replica that lagged)
 /// taken after an operator attested that nobody rewrapped and before the apply that then
 /// rewrapped. The file store finds such a rollback (its head is kept with the journal key);
-/// the database store trusts the restored journal, and the attestation, still fresh, lets
-/// the next apply rewrap again.
+/// the database store trusted the restored journal, and the attestation, still fresh, let
+/// the next apply, by an operator on another machine, rewrap again.
+/// Fixed: each scope records the database and WAL timeline its journal was last written in;
+/// a copy, a restore into a new database, a point-in-time recovery or a promoted replica
+/// changes them, and the journal is then taken as rolled back: nothing before is evidence.
 #[test]
-#[ignore = "reason: attack 5 (a database restored from an older backup: the attestation in it allows a second rewrap)"]
 fn attack_5_a_database_restored_from_before_a_rewrap_must_not_rewrap_again() {
     let Some((ws, url)) = with_database(&three_units(false)) else {
         return;
@@ -370,6 +452,13 @@ fn attack_5_a_database_restored_from_before_a_rewrap_must_not_rewrap_again() {
     assert_no_incidents(
         &restored,
         &format!("restored database\n--- apply\n{}", after.stderr),
+    );
+    // Refused for safety, and the refusal names the restore.
+    assert_eq!(after.code, 3, "{}", after.stderr);
+    assert!(
+        after.stderr.contains("not the one it was last written in"),
+        "{}",
+        after.stderr
     );
 }
 

@@ -158,7 +158,13 @@ fn a_paused_holder_that_wakes_after_a_takeover_writes_nothing_and_stops() {
     );
     assert_eq!(taker.code, 0, "{}", taker.stderr);
     assert!(taker.stderr.contains("Reclaimed lease"), "{}", taker.stderr);
-    assert!(taker.stderr.contains("Waiting 3 s"), "{}", taker.stderr);
+    // The holder's intents stay sendable for their window (10 s at this lease term), and a
+    // request may then take MKPLAN_RECLAIM_GRACE_S (3 s) to arrive: the taker waits them out.
+    assert!(
+        taker.stderr.contains("Waiting ") && taker.stderr.contains("each intent's send window"),
+        "{}",
+        taker.stderr
+    );
 
     signal(&holder, libc::SIGCONT);
     let (code, stderr) = stderr_of(holder);
@@ -306,6 +312,29 @@ fn status_shows_the_lease_and_the_open_rotation_a_crash_left() {
             && status.stdout.contains("rewrap: not sent by this journal"),
         "{}",
         status.stdout
+    );
+    // The same, as data (the document is checked against its schema by the harness).
+    let json = ws.mkplan(&["status", DESIRED, "--json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let state = &json.json()["state"];
+    assert!(
+        state["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("postgres://")),
+        "{state:#}"
+    );
+    assert_eq!(
+        state["locks"].as_array().map(Vec::len),
+        Some(1),
+        "{state:#}"
+    );
+    assert_eq!(state["locks"][0]["holder_gone"], true, "{state:#}");
+    let rotation = &state["open_rotations"][0];
+    assert_eq!(rotation["rewrap"], "not_sent", "{state:#}");
+    assert_eq!(
+        rotation["crypto_units"].as_array().map(Vec::len),
+        Some(3),
+        "{state:#}"
     );
     assert_no_incidents(&ws, "crash, then status");
 }

@@ -57,6 +57,7 @@ fn rewrap_completed(seal: Option<&str>) -> String {
             instance: INSTANCE.into(),
             unit: None,
             by_hand: false,
+            send_within_ms: None,
         },
         Record::Outcome {
             step: "r1.rewrap".into(),

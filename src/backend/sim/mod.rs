@@ -31,7 +31,7 @@ pub use faults::Faults;
 pub use fleet::{Fleet, Incident, KeyStorage, RewrapInProgress, SimInstance};
 pub use hsm::{Accepted, Refused, SimOperation};
 
-use super::BackendError;
+use super::{BackendError, SendBy};
 use crate::model::LiveFleet;
 
 pub struct Simulator {
@@ -108,10 +108,22 @@ impl Simulator {
     /// returns when it has completed; its faults act right after its acceptance (a crash
     /// leaves it running, a lost response returns at once while it runs on).
     pub async fn perform(&self, operation: &SimOperation) -> Result<(), BackendError> {
+        self.perform_by(operation, SendBy::ANY_TIME).await
+    }
+
+    /// `perform` for a client that promised to send by `send_by`: the embedded simulator is
+    /// both the client and the service, and its latency is the way there, so the request
+    /// "leaves" when the latency has passed, and the deadline is checked then.
+    pub async fn perform_by(
+        &self,
+        operation: &SimOperation,
+        send_by: SendBy,
+    ) -> Result<(), BackendError> {
         let number = self.operations.fetch_add(1, Ordering::SeqCst) + 1;
         if self.faults.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.faults.latency_ms)).await;
         }
+        send_by.check(operation.name())?;
         if self.faults.fail_op.contains(&number) {
             return Err(BackendError::Transient(format!(
                 "injected fault fail_op={number}: {} failed with a transient error and had no effect",

@@ -298,7 +298,13 @@ impl TkeBackend {
             Zeroizing::new(json!({ "request": htp::request(cm, domain, payload) }).to_string());
         let bytes = self
             .transport
-            .call(Method::POST, url.clone(), Some(body), super::http::READ_TIMEOUT_MS)
+            .call(
+                Method::POST,
+                url.clone(),
+                Some(body),
+                super::http::READ_TIMEOUT_MS,
+                super::SendBy::ANY_TIME,
+            )
             .await
             .map_err(|failure| match failure {
                 Failure::Status(answer)

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_postgres::types::{ToSql, Type};
+
+use super::audit::{self, AuditQueue};
 use super::lease::Lease;
 use super::{Connection, DbError};
-use crate::apply::audit::SharedAudit;
-use crate::apply::journal::{AuditHead, Record, SharedJournal, SharedLine, shared_record};
+use crate::apply::journal::{Record, SharedJournal, SharedLine, shared_record};
 
 /// Attempts at one write when the connection is lost, and the pause before the first retry
 /// (doubled each time): about 8 s in all, then the write fails.
@@ -21,14 +23,24 @@ pub struct PgJournal {
     connection: Arc<Connection>,
     scope: String,
     lease: Option<(String, i64)>,
+    send_window: Option<Duration>,
+    /// The audit entries that go out with the next batch.
+    audit: AuditQueue,
 }
 
 impl PgJournal {
-    pub fn new(connection: Arc<Connection>, scope: &str, lease: Option<&Lease>) -> Self {
+    pub fn new(
+        connection: Arc<Connection>,
+        scope: &str,
+        lease: Option<&Lease>,
+        audit: AuditQueue,
+    ) -> Self {
         Self {
             connection,
             scope: scope.to_string(),
             lease: lease.map(Lease::fence),
+            send_window: lease.map(Lease::send_window),
+            audit,
         }
     }
 }
@@ -67,14 +79,16 @@ pub fn remember(connection: &Connection, scope: &str, records: u64) {
     }
 }
 
-fn batch_id() -> String {
+pub(super) fn batch_id() -> String {
     let mut id = [0u8; 16];
     let _ = getrandom::fill(&mut id);
     hex::encode(id)
 }
 
 /// Runs an idempotent write, retrying while the connection is lost.
-fn with_retries<T>(mut write: impl FnMut() -> Result<T, DbError>) -> Result<T, (DbError, u32)> {
+pub(super) fn with_retries<T>(
+    mut write: impl FnMut() -> Result<T, DbError>,
+) -> Result<T, (DbError, u32)> {
     let mut pause = FIRST_PAUSE;
     for attempt in 1..=ATTEMPTS {
         match write() {
@@ -94,7 +108,7 @@ fn with_retries<T>(mut write: impl FnMut() -> Result<T, DbError>) -> Result<T, (
     unreachable!("the last attempt returns")
 }
 
-fn write_failed(what: &str, (error, attempts): (DbError, u32)) -> String {
+pub(super) fn write_failed(what: &str, (error, attempts): (DbError, u32)) -> String {
     match error {
         DbError::Fenced(why) => format!(
             "{why}. This process no longer holds its lease, so it writes and sends nothing more: another writer took the instances over (the lease expired while this process was stopped or cut off). The {what} not written leave their operations unknown; the writer that holds the lease now settles them from the live state"
@@ -127,28 +141,54 @@ impl SharedJournal for PgJournal {
             instances.push(line.instance);
         }
         let scope = self.scope.clone();
-        let records: i64 = with_retries(|| {
+        // The audit entries queued since the last batch go with this one, after it, in the
+        // same round trip (the statements are pipelined; each batch is written once).
+        let audit = Arc::new(std::mem::take(&mut audit::lock(&self.audit).pending));
+        let (records, head) = with_retries(|| {
             let (scope, lease, batch) = (scope.clone(), lease.clone(), batch.clone());
             let (texts, sums, instances) = (texts.clone(), sums.clone(), instances.clone());
+            let audit = audit.clone();
             self.connection.call(move |client| {
                 Box::pin(async move {
-                    Ok(client
-                        .query_one(
-                            "SELECT mkplan_journal_append($1, $2, $3, $4, $5, $6, $7)",
-                            &[&scope, &lease, &fence, &batch, &texts, &sums, &instances],
-                        )
-                        .await?
-                        .get(0))
+                    let journal = async {
+                        let params: [(&(dyn ToSql + Sync), Type); 7] = [
+                            (&scope, Type::TEXT),
+                            (&lease, Type::TEXT),
+                            (&fence, Type::INT8),
+                            (&batch, Type::TEXT),
+                            (&texts, Type::TEXT_ARRAY),
+                            (&sums, Type::TEXT_ARRAY),
+                            (&instances, Type::TEXT_ARRAY),
+                        ];
+                        client
+                            .query_typed(
+                                "SELECT mkplan_journal_append($1, $2, $3, $4, $5, $6, $7)",
+                                &params,
+                            )
+                            .await
+                    };
+                    let (journal, head) =
+                        futures_util::future::join(journal, audit::append_pending(&client, &audit))
+                            .await;
+                    let records: i64 = journal?.first().map_or(0, |row| row.get(0));
+                    Ok((records, head?))
                 })
             })
         })
         .map_err(|failed| write_failed("journal records", failed))?;
+        if head.is_some() {
+            audit::lock(&self.audit).head = head;
+        }
         remember(
             &self.connection,
             &self.scope,
             u64::try_from(records).unwrap_or(0),
         );
         Ok(())
+    }
+
+    fn send_window(&self) -> Option<Duration> {
+        self.send_window
     }
 
     fn next_run(&mut self) -> Result<u32, String> {
@@ -257,113 +297,6 @@ pub fn read_journal(
     }
 }
 
-/// The audit trail of `scope`, with the lines as written.
-pub fn read_audit(connection: &Connection, scope: &str) -> Result<String, String> {
-    let key = scope.to_string();
-    let rows = connection
-        .call(move |client| {
-            Box::pin(async move {
-                client
-                    .query(
-                        "SELECT line FROM mkplan_audit WHERE scope = $1 ORDER BY seq",
-                        &[&key],
-                    )
-                    .await
-            })
-        })
-        .map_err(|e| {
-            format!(
-                "cannot read the audit trail of {scope} in {}: {e}",
-                connection.shown()
-            )
-        })?;
-    let mut text = String::new();
-    for row in &rows {
-        text += row.get::<_, &str>(0);
-        text.push('\n');
-    }
-    Ok(text)
-}
-
-/// The audit trail of `scope`, written under a lease.
-pub struct PgAudit {
-    connection: Arc<Connection>,
-    scope: String,
-    lease: Option<(String, i64)>,
-}
-
-impl PgAudit {
-    pub fn new(connection: Arc<Connection>, scope: &str, lease: Option<&Lease>) -> Self {
-        Self {
-            connection,
-            scope: scope.to_string(),
-            lease: lease.map(Lease::fence),
-        }
-    }
-}
-
-impl SharedAudit for PgAudit {
-    fn describe(&self) -> String {
-        format!(
-            "the audit trail of {} in {}",
-            self.scope,
-            self.connection.shown()
-        )
-    }
-
-    fn append(&mut self, events: Vec<String>, time: u64) -> Result<AuditHead, String> {
-        let batch = batch_id();
-        let (lease, fence) = self.lease.clone().unzip();
-        let scope = self.scope.clone();
-        let time = i64::try_from(time).unwrap_or(i64::MAX);
-        with_retries(|| {
-            let (scope, lease, batch, events) =
-                (scope.clone(), lease.clone(), batch.clone(), events.clone());
-            self.connection.call(move |client| {
-                Box::pin(async move {
-                    let row = client
-                        .query_one(
-                            "SELECT entries, head FROM mkplan_audit_append($1, $2, $3, $4, $5, $6)",
-                            &[&scope, &lease, &fence, &batch, &time, &events],
-                        )
-                        .await?;
-                    Ok(AuditHead {
-                        entries: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
-                        head: row.get(1),
-                    })
-                })
-            })
-        })
-        .map_err(|failed| write_failed("audit entries", failed))
-    }
-
-    fn head(&mut self) -> Result<AuditHead, String> {
-        let scope = self.scope.clone();
-        self.connection
-            .call(move |client| {
-                Box::pin(async move {
-                    let row = client
-                        .query_opt(
-                            "SELECT audit_entries, audit_head FROM mkplan_scopes WHERE scope = $1",
-                            &[&scope],
-                        )
-                        .await?;
-                    Ok(match row {
-                        Some(row) => AuditHead {
-                            entries: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
-                            head: row.get(1),
-                        },
-                        None => AuditHead {
-                            entries: 0,
-                            head: crate::apply::audit::CHAIN_START.into(),
-                        },
-                    })
-                })
-            })
-            .map_err(|e| format!("cannot read the audit trail's head: {e}"))
-    }
-}
-
 /// How many records `scope`'s journal holds.
 pub fn scope_records(connection: &Connection, scope: &str) -> Result<u64, String> {
     let key = scope.to_string();
@@ -381,4 +314,120 @@ pub fn scope_records(connection: &Connection, scope: &str) -> Result<u64, String
         })
         .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
     Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// How long a writer that just took `scope` over must wait before it reads the live state to
+/// settle the intents its journal holds open (`records`): until no operation they promise can
+/// still be sent (each intent's send window, from the moment the database committed it) and
+/// arrive (`grace`). A writer known to have stopped (`mkplan_writers_ended`: it released its
+/// lease, or its process was found gone) sends nothing more. An open intent without a send
+/// window (written before windows existed, or pushed from a folder) waits `grace` from now when
+/// `reclaimed_live`: a lease was reclaimed from a holder that may still run. None: no wait.
+pub fn settle_wait(
+    connection: &Connection,
+    scope: &str,
+    records: &[Record],
+    grace: Duration,
+    reclaimed_live: bool,
+) -> Result<Option<Duration>, String> {
+    let mut windowed = Vec::new();
+    let mut unbounded = false;
+    for (_, record) in crate::apply::evidence::unsettled(records) {
+        if let Record::Intent {
+            step,
+            by_hand: false,
+            send_within_ms,
+            ..
+        } = record
+        {
+            match send_within_ms {
+                Some(_) => windowed.push(step.clone()),
+                None => unbounded = true,
+            }
+        }
+    }
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let mut wait_ms: i64 = if unbounded && reclaimed_live {
+        grace_ms
+    } else {
+        0
+    };
+    if !windowed.is_empty() {
+        let key = scope.to_string();
+        // The database's clock on both sides: the commit time and now.
+        let row = connection
+            .call(move |client| {
+                Box::pin(async move {
+                    client
+                        .query_one(
+                            "SELECT max(ceil(extract(epoch FROM written_at - clock_timestamp()) * 1000) \
+                                 + (line::json->'record'->>'send_within_ms')::bigint)::bigint \
+                             FROM mkplan_journal WHERE scope = $1 \
+                             AND line::json->'record'->>'kind' = 'intent' \
+                             AND line::json->'record'->>'step' = ANY($2) \
+                             AND NOT EXISTS (SELECT 1 FROM mkplan_writers_ended e \
+                                             WHERE e.fence = mkplan_journal.fence)",
+                            &[&key, &windowed],
+                        )
+                        .await
+                })
+            })
+            .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
+        // None: every open intent's writer is known to have stopped.
+        let open_for: Option<i64> = row.get(0);
+        if let Some(open_for) = open_for {
+            wait_ms = wait_ms.max(open_for.saturating_add(grace_ms));
+        }
+    }
+    Ok((wait_ms > 0).then(|| Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))))
+}
+
+/// Why `scope`'s journal is not where it was last written (another database, or another WAL
+/// timeline: a restore, a copy, a promoted replica), or None when it is, or nothing was
+/// recorded yet, or this server cannot say (a standby).
+pub fn incarnation_changed(connection: &Connection, scope: &str) -> Result<Option<String>, String> {
+    let key = scope.to_string();
+    let row = connection
+        .call(move |client| {
+            Box::pin(async move {
+                client
+                    .query_opt(
+                        "SELECT incarnation, mkplan_incarnation() FROM mkplan_scopes WHERE scope = $1",
+                        &[&key],
+                    )
+                    .await
+            })
+        })
+        .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
+    let Some(row) = row else { return Ok(None) };
+    let (recorded, now): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    Ok(match (recorded, now) {
+        (Some(recorded), Some(now)) if recorded != now => Some(format!(
+            "the database holding it is not the one it was last written in (database and WAL timeline {recorded}, now {now}): a restore from a backup, a copy, or a replica promoted after a failover, which may lack the latest records"
+        )),
+        _ => None,
+    })
+}
+
+/// Records, under `lease`, that `scope`'s journal now lives in this database and timeline.
+pub fn record_incarnation(
+    connection: &Connection,
+    scope: &str,
+    lease: &Lease,
+) -> Result<(), String> {
+    let key = scope.to_string();
+    let (id, fence) = lease.fence();
+    connection
+        .call(move |client| {
+            Box::pin(async move {
+                client
+                    .execute(
+                        "SELECT mkplan_scope_incarnation($1, $2, $3)",
+                        &[&key, &id, &fence],
+                    )
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .map_err(|e| format!("cannot write the journal of {scope}: {e}"))
 }

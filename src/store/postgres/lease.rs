@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use super::{Connection, DbError};
 
+/// The shortest send window (`Lease::send_window`).
+pub const SEND_WINDOW_MIN: Duration = Duration::from_secs(10);
+
 /// A lease's holder and terms, as `status` and refusals show them.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LeaseInfo {
@@ -76,6 +79,8 @@ pub struct Lease {
     pub info: LeaseInfo,
     /// Leases this one reclaimed: their holders stopped renewing them.
     pub reclaimed: Vec<LeaseInfo>,
+    /// Its term: renewed every third of it.
+    pub ttl: Duration,
     /// Set when a renewal found the lease gone.
     lost: Arc<AtomicBool>,
     /// Dropping it stops the renewals.
@@ -102,6 +107,13 @@ impl Lease {
         let info = loop {
             attempt += 1;
             let outcome = take_once(connection, &request)?;
+            for expired in &outcome.reclaimed {
+                if expired.holder_gone() {
+                    writer_gone(connection, request.scope, expired.fence).map_err(|e| {
+                        format!("cannot take a lease in {}: {e}", connection.shown())
+                    })?;
+                }
+            }
             reclaimed.extend(outcome.reclaimed);
             if let Some(info) = outcome.taken {
                 break info;
@@ -114,7 +126,7 @@ impl Lease {
                 .collect();
             if attempt == 1 && !gone.is_empty() && gone.len() == outcome.held.len() {
                 for lease in gone {
-                    remove(connection, &lease).map_err(|e| {
+                    release(connection, &lease, true).map_err(|e| {
                         format!("cannot take a lease in {}: {e}", connection.shown())
                     })?;
                     reclaimed.push(lease);
@@ -145,6 +157,7 @@ impl Lease {
             connection: connection.clone(),
             info,
             reclaimed,
+            ttl: request.ttl,
             lost,
             _renewing: stop,
         })
@@ -155,6 +168,12 @@ impl Lease {
         (self.info.id.clone(), self.info.fence)
     }
 
+    /// How long after its intent this writer may still send an operation: twice the lease's
+    /// term, and at least `SEND_WINDOW_MIN` (time for the read before a rewrap, and a retry).
+    pub fn send_window(&self) -> Duration {
+        (self.ttl * 2).max(SEND_WINDOW_MIN)
+    }
+
     /// True once a renewal found the lease gone: another writer holds the instances.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
@@ -163,8 +182,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Best effort: a lease not released expires.
-        let _ = remove(&self.connection, &self.info);
+        // Best effort: a lease not released expires (and its writer is then not known to
+        // have stopped sending: takers wait out its intents' send windows).
+        let _ = release(&self.connection, &self.info, false);
     }
 }
 
@@ -218,7 +238,37 @@ fn take_once(connection: &Arc<Connection>, request: &Request<'_>) -> Result<Take
     Ok(taken)
 }
 
-/// Removes one lease, if it still has that fence.
+/// Ends one lease, if it still has that fence, and records that its writer sends nothing
+/// more: it released the lease itself, or its process is `gone` from this machine.
+fn release(connection: &Connection, lease: &LeaseInfo, gone: bool) -> Result<i32, DbError> {
+    let (id, fence) = (lease.id.clone(), lease.fence);
+    connection.call(move |client| {
+        Box::pin(async move {
+            Ok(client
+                .query_one(
+                    "SELECT mkplan_lease_release($1, $2, $3)",
+                    &[&id, &fence, &gone],
+                )
+                .await?
+                .get(0))
+        })
+    })
+}
+
+/// Records that the writer of an expired lease, reclaimed already, is gone from this machine.
+fn writer_gone(connection: &Connection, scope: &str, fence: i64) -> Result<(), DbError> {
+    let scope = scope.to_string();
+    connection.call(move |client| {
+        Box::pin(async move {
+            client
+                .execute("SELECT mkplan_writer_gone($1, $2)", &[&scope, &fence])
+                .await
+                .map(|_| ())
+        })
+    })
+}
+
+/// Removes one lease, if it still has that fence; its writer is not known to have stopped.
 fn remove(connection: &Connection, lease: &LeaseInfo) -> Result<u64, DbError> {
     let (id, fence) = (lease.id.clone(), lease.fence);
     connection.call(move |client| {
@@ -353,9 +403,14 @@ pub fn unlock(connection: &Connection, id: &str) -> Result<Unlocked, DbError> {
     };
     let info = LeaseInfo::from_row(row, 0);
     let expired: bool = row.get(10);
-    if !expired && !info.holder_gone() {
+    let gone = info.holder_gone();
+    if !expired && !gone {
         return Ok(Unlocked::Live(info));
     }
-    remove(connection, &info)?;
+    if gone {
+        release(connection, &info, true)?;
+    } else {
+        remove(connection, &info)?;
+    }
     Ok(Unlocked::Released(info))
 }

@@ -6,6 +6,7 @@
 //! blocks its caller until the database has answered, from any thread, inside or outside the
 //! command's own runtime.
 
+mod audit;
 mod connect;
 mod journal;
 mod lease;
@@ -16,18 +17,23 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+pub use audit::{AuditQueue, PgAudit, read_audit};
 pub use connect::{Database, redacted};
 pub use journal::{
-    PgAudit, PgJournal, read_audit, read_journal, remember, scope_records, scopes, seen,
+    PgJournal, incarnation_changed, read_journal, record_incarnation, remember, scope_records,
+    scopes, seen, settle_wait,
 };
 pub use lease::{Lease, LeaseInfo, Request as LeaseRequest, Unlocked, holders, unlock};
 pub use transfer::{Push, journal_lines, push};
 
 /// The schema versions this mkplan knows, in order; each entry is applied in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("schema.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("schema.sql")),
+    (2, include_str!("schema_v2.sql")),
+];
 
 /// The schema version this mkplan writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// How long one call may take before it counts as a lost connection.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
