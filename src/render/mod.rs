@@ -4,6 +4,7 @@
 mod documents;
 mod dot;
 mod markdown;
+pub mod paint;
 mod refusal;
 mod runbook;
 mod status;
@@ -19,7 +20,7 @@ pub use markdown::{MARKDOWN_LEN_MAX, markdown};
 pub use refusal::refusal_markdown;
 pub use runbook::runbook;
 pub use status::status;
-pub use text::text;
+pub use text::{text, text_in_colour};
 
 use crate::plan::{Action, Plan};
 
