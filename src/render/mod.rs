@@ -4,6 +4,7 @@
 mod documents;
 mod dot;
 mod markdown;
+mod mermaid;
 pub mod paint;
 mod refusal;
 mod runbook;

@@ -5,5 +5,6 @@
 mod conventions;
 mod interrupt;
 mod passwords;
+mod pictures;
 mod readme;
 mod terminal;
