@@ -96,7 +96,8 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         return Ok(0);
     }
     // With -q the plan is shown only where it is asked to be approved.
-    if !saved_plan && !(quiet() && args.auto_approve) {
+    let silent = quiet() && args.auto_approve;
+    if !saved_plan && !silent {
         let source = format!("{} against {}", desired.path.display(), backend.describe());
         eprint!(
             "{}",
@@ -181,7 +182,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         .journal
         .append(Record::AuditAnchored {
             audit: audit.head(),
-            at: Some(crate::apply::journal::utc_now()),
+            at: Some(crate::timestamp::utc_now()),
         })
         .map_err(|e| Error::Unsafe(e.to_string()))?;
     let resume = interrupt::resume_command(args, &desired.path, store);

@@ -66,6 +66,14 @@ pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
+/// The width of the terminal stdout goes to, if it goes to one: tables are fitted to it.
+pub fn terminal_width() -> Option<u16> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    terminal_size::terminal_size().map(|(terminal_size::Width(width), _)| width)
+}
+
 /// The usual rules (no-color.org, bixense.com/clicolors): an explicit `--color` wins, then
 /// `NO_COLOR` (set, whatever its value) turns colour off, `CLICOLOR_FORCE` (not "0") turns it
 /// on, and otherwise a terminal that is not "dumb" gets it.

@@ -30,7 +30,11 @@ pub async fn status(
     if json {
         output::report_line(&render::status_json(&live))?;
     } else {
-        let mut report = render::status(&live, &backend.describe());
+        let mut report = render::status_fitted(
+            &live,
+            &backend.describe(),
+            super::conventions::terminal_width(),
+        );
         // The store's view: who holds the lock, which rotations are open. A store that cannot
         // be read does not hide the live state.
         let scope = backend.identity();

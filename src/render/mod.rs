@@ -20,7 +20,7 @@ pub use dot::dot;
 pub use markdown::{MARKDOWN_LEN_MAX, markdown};
 pub use refusal::refusal_markdown;
 pub use runbook::runbook;
-pub use status::status;
+pub use status::{status, status_fitted};
 pub use text::{text, text_in_colour};
 
 use crate::plan::{Action, Plan};
