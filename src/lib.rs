@@ -21,8 +21,9 @@
 //! - [`drill`]: seeded fault schedules applied to in-memory copies of a fleet, judged by the
 //!   simulator's ground truth.
 //! - [`cli`]: argument parsing and the commands that glue the rest together.
-//! - [`quote`], [`bounded_read`]: leaves every layer may use: input shown in a message,
-//!   bounded and made inert; a file that input names, read only if regular and not too long.
+//! - [`quote`], [`bounded_read`], [`timestamp`]: leaves every layer may use: input shown in a
+//!   message, bounded and made inert; a file that input names, read only if regular and not
+//!   too long; RFC 3339 time stamps.
 //! - `fuzzing` (hidden): the parsers that are not public on their own, for the fuzz targets
 //!   under `fuzz/`; nothing in the crate depends on it.
 
@@ -40,6 +41,7 @@ pub mod plan;
 pub mod quote;
 pub mod render;
 pub mod store;
+pub mod timestamp;
 
 #[cfg(test)]
 mod safety_tests;

@@ -34,11 +34,13 @@ fn main() -> ExitCode {
         Err(error) => {
             // Each piece of input in a message is quoted where it is put in; this catches a
             // control character that slipped through anyway. A closed stderr is not a panic.
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "error: {}",
-                mkplan::quote::inert(&error.to_string())
-            );
+            let message = format!("error: {}", mkplan::quote::inert(&error.to_string()));
+            let message = if mkplan::cli::colour_stderr() {
+                mkplan::render::paint::refusal(&message)
+            } else {
+                message
+            };
+            let _ = writeln!(std::io::stderr().lock(), "{message}");
             ExitCode::from(error.exit_code())
         }
     }

@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 
 use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
-use super::journal::{Outcome, Record, unix_now, utc_now};
+use super::journal::{Outcome, Record, unix_now};
 use crate::model::{LiveInstance, RewrapStatus, VerificationPattern};
 use crate::plan::{Action, common_current};
+use crate::timestamp::utc_now;
 
 /// What the operator says.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,11 +4,12 @@
 
 use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
 use super::executor::ApplyError;
-use super::journal::{Journal, Outcome, Record, utc_now};
+use super::journal::{Journal, Outcome, Record};
 use crate::model::{
     JournalEvidence, JournalRewrap, LiveInstance, NewRegister, RewrapStatus, VerificationPattern,
 };
 use crate::plan::{Action, Plan, by_instance};
+use crate::timestamp::utc_now;
 
 /// Settles the intents that an earlier run against `backend` left without an outcome, from
 /// the live state the plan was made from, so that the journal says what happened before

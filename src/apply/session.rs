@@ -40,7 +40,7 @@ pub fn begin(
         run,
         plan_sha256: plan_sha256.clone(),
         backend: Some(backend.to_string()),
-        at: Some(super::journal::utc_now()),
+        at: Some(crate::timestamp::utc_now()),
         audit: Some(audit.head()),
     })?;
     audit.record(json!({

@@ -6,7 +6,7 @@
 //! unit's state before anything else. A 401 stops cleanly with "log in again" advice. At most
 //! `parallelism` requests are in flight at once, reads and commands together.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -184,6 +184,8 @@ impl HttpBackend {
         send_by
             .check(&request_name(&method, &url))
             .map_err(Failure::Final)?;
+        // `-v`: the request line, its status and its time; never a header value or a body.
+        let (logged, started) = (format!("{method} {}", logged_url(&url)), Instant::now());
         let mut request = self
             .client
             .request(method, url)
@@ -193,6 +195,15 @@ impl HttpBackend {
             Some(token) => Some(token.header(self.peer).map_err(Failure::Final)?),
             None => None,
         };
+        tracing::debug!(
+            "{logged}: {} bytes sent, {}",
+            body.as_ref().map_or(0, |b| b.len()),
+            if header.is_some() {
+                "with a token"
+            } else {
+                "without a token"
+            }
+        );
         if let Some(header) = header {
             request = request.header(AUTHORIZATION, header);
         }
@@ -203,11 +214,16 @@ impl HttpBackend {
                 .header("content-type", "application/json")
                 .body(wiped(body));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Failure::Network(describe(&e)))?;
+        let response = request.send().await.map_err(|e| {
+            let why = describe(&e);
+            tracing::info!(
+                "{logged} → no answer after {} ms: {why}",
+                started.elapsed().as_millis()
+            );
+            Failure::Network(why)
+        })?;
         let status = response.status();
+        tracing::info!("{logged} → {status} ({} ms)", started.elapsed().as_millis());
         let header = |name: reqwest::header::HeaderName| {
             response
                 .headers()
@@ -239,6 +255,11 @@ impl HttpBackend {
                 self.shown
             ))));
         }
+        tracing::debug!(
+            "{logged}: {} bytes answered ({})",
+            bytes.len(),
+            content_type.as_deref().unwrap_or("no content type")
+        );
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
@@ -506,6 +527,16 @@ pub(super) enum Failure {
 
 /// `METHOD URL`, for messages. The URL holds the base the operator gave and ids the service
 /// listed (never a token: a URL with a user name or password is refused), cut and inert.
+/// A URL for the `-v` log: scheme, host, port and path (the query and any user info left out).
+pub(super) fn logged_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    crate::quote::name(shown.as_str())
+}
+
 pub(super) fn request_name(method: &Method, url: &Url) -> String {
     format!("{method} {}", crate::quote::name(url.as_str()))
 }

@@ -13,6 +13,7 @@ use super::ceremony::{TerminalOperator, ceremony_steps};
 use super::context::{
     Desired, evidence_for, open_backend, read_desired, refresh_backend, scope_for,
 };
+use super::conventions::quiet;
 use super::interrupt;
 use super::keypart::{NamedBy, open_key_parts};
 use super::saved_plan::{check_saved, open_saved};
@@ -94,13 +95,17 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         );
         return Ok(0);
     }
-    if !saved_plan {
+    // With -q the plan is shown only where it is asked to be approved.
+    let silent = quiet() && args.auto_approve;
+    if !saved_plan && !silent {
+        let source = format!("{} against {}", desired.path.display(), backend.describe());
         eprint!(
             "{}",
-            render::text(
-                &plan,
-                &format!("{} against {}", desired.path.display(), backend.describe())
-            )
+            if super::conventions::colour_stderr() {
+                render::text_in_colour(&plan, &source)
+            } else {
+                render::text(&plan, &source)
+            }
         );
     }
     let by_hand = args.manual || backend.read_only().is_some();
@@ -119,7 +124,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     let interrupt = interrupt::listen();
     // Before the "yes": a wrong or missing password stops the apply while nothing is sent.
     let key_parts = key_parts(&desired, &plan, &ceremony)?;
-    if !key_parts.is_empty() {
+    if !key_parts.is_empty() && !quiet() {
         eprintln!(
             "Key parts decrypted and checked: they combine into the desired master key ({} service instance(s) load it).",
             key_parts.len()
@@ -177,7 +182,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         .journal
         .append(Record::AuditAnchored {
             audit: audit.head(),
-            at: Some(crate::apply::journal::utc_now()),
+            at: Some(crate::timestamp::utc_now()),
         })
         .map_err(|e| Error::Unsafe(e.to_string()))?;
     let resume = interrupt::resume_command(args, &desired.path, store);
@@ -345,7 +350,7 @@ impl TerminalProgress {
     }
 
     fn bar(&mut self) -> Option<&ProgressBar> {
-        if !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() || quiet() {
             return None;
         }
         let total = self.total as u64;
@@ -358,6 +363,15 @@ impl TerminalProgress {
             }
             bar
         }))
+    }
+}
+
+impl TerminalProgress {
+    fn say(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
     }
 }
 
@@ -380,14 +394,14 @@ impl Progress for TerminalProgress {
     }
 
     fn line(&mut self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+        if !quiet() {
+            self.say(text);
         }
     }
 
     fn interrupted(&mut self, in_flight: usize) {
-        self.line(&if in_flight == 0 {
+        // Said even with -q: it explains why the apply stops.
+        self.say(&if in_flight == 0 {
             "Interrupt received: no step starts.".to_string()
         } else {
             format!(

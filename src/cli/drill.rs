@@ -249,7 +249,7 @@ fn random_seed() -> u64 {
 }
 
 fn progress_bar(runs: u64) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
+    if !std::io::stderr().is_terminal() || super::conventions::quiet() {
         return None;
     }
     let bar = ProgressBar::new(runs);

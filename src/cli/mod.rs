@@ -5,7 +5,9 @@ mod apply;
 mod attest;
 mod ceremony;
 mod context;
+mod conventions;
 mod drill;
+mod examples;
 mod interrupt;
 mod keypart;
 mod output;
@@ -27,8 +29,9 @@ use crate::store::Store;
 #[derive(Debug, Parser)]
 #[command(
     name = "mkplan",
-    version,
-    about = "Plan and apply HSM master key rotations safely (IBM Cloud Hyper Protect Crypto Services)"
+    version = conventions::VERSION,
+    about = "Plan and apply HSM master key rotations safely (IBM Cloud Hyper Protect Crypto Services)",
+    after_help = "Examples:\n  mkplan plan plans/three-units.yaml      # from the root of a clone\n  mkplan help plan                        # each command's flags and examples\n  mkplan man | man -l -                   # the manual page\nDocs: README.md and docs/ in the repository."
 )]
 pub struct Args {
     /// Where the journal, the lock and the audit trail are kept: a folder (default `.mkplan`;
@@ -43,6 +46,17 @@ pub struct Args {
         hide_env_values = true
     )]
     pub state: Option<String>,
+    /// More on stderr: -v each HTTP/TKE request (method, path, status, time), -vv also sizes
+    /// and the IAM token exchange. Never a token, API key, password or key part.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors and the report: no notes, no progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Colour: auto (on a terminal, off with NO_COLOR; CLICOLOR_FORCE forces it), always,
+    /// never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
+    pub color: conventions::ColorWhen,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,15 +66,18 @@ pub enum Command {
     /// Check a desired key-state file, its key part files and its backend, offline and
     /// without touching anything: the backend's spec, and for sim:FLEET.yaml that the fleet
     /// file exists, parses and holds every service instance (no request is sent).
+    #[command(after_help = examples::VALIDATE)]
     Validate {
         desired: PathBuf,
         #[command(flatten)]
         backend: BackendArg,
     },
     /// Refresh the live state, diff it against the desired state, and show the checked plan.
+    #[command(after_help = examples::PLAN)]
     Plan(PlanArgs),
     /// Run a saved plan, or plan DESIRED.yaml and run it after confirmation; rerun after any
     /// failure to resume.
+    #[command(after_help = examples::APPLY)]
     Apply(ApplyArgs),
     /// Journal what the operator saw, to settle an operation whose outcome is unknown.
     #[command(subcommand)]
@@ -70,6 +87,7 @@ pub enum Command {
     Journal(JournalCommand),
     /// Release a lock (a state folder's) or a lease (a database's) left by a process that is
     /// gone, by its exact id (`mkplan status` and the refusal name it).
+    #[command(after_help = examples::UNLOCK)]
     Unlock { lock_id: String },
     /// The state store named by --state: prepare a team's PostgreSQL database, move a state
     /// folder into it, or export it for archiving.
@@ -80,12 +98,14 @@ pub enum Command {
     Audit(AuditCommand),
     /// The change window's checklist for a saved plan: every step with its instruction, who
     /// must be present, the state expected afterwards, and how mkplan checks it.
+    #[command(after_help = examples::RUNBOOK)]
     Runbook {
         planfile: PathBuf,
         #[arg(long)]
         markdown: bool,
     },
     /// Show a saved plan file.
+    #[command(after_help = examples::SHOW)]
     Show {
         planfile: PathBuf,
         #[arg(long, conflicts_with_all = ["markdown", "dot"])]
@@ -97,6 +117,7 @@ pub enum Command {
         dot: bool,
     },
     /// The live register table of every crypto unit, like `ibmcloud tke cryptounit-mk`.
+    #[command(after_help = examples::STATUS)]
     Status {
         desired: PathBuf,
         #[command(flatten)]
@@ -112,11 +133,13 @@ pub enum Command {
     },
     /// Rehearse the rotation on copies of a fleet under many seeded fault schedules, and
     /// prove every run ends converged or safely refused with zero incidents.
+    #[command(after_help = examples::DRILL)]
     Drill(drill::DrillArgs),
     /// Key part files: create one, or compute the VP that parts combine into.
     #[command(subcommand)]
     Keypart(KeypartCommand),
     /// Smart card readers (PC/SC): names, card presence, ATR.
+    #[command(after_help = examples::CARDS)]
     Cards {
         /// Keep watching and print every insertion and removal (Ctrl-C stops).
         #[arg(long)]
@@ -127,12 +150,26 @@ pub enum Command {
     /// The simulator: serve a fleet file over HTTP.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page mkplan(1) in roff, or write one page per command into a folder.
+    #[command(after_help = examples::MAN)]
+    Man {
+        /// Write mkplan.1, mkplan-plan.1, … into this folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Serve a simulated fleet over an HTTP JSON API laid out like the TKE API
     /// (docs/http-api.md), for `--backend http://HOST:PORT`. Prints its URL on stdout.
+    #[command(after_help = examples::SIM_SERVE)]
     Serve(sim::ServeArgs),
 }
 
@@ -142,6 +179,7 @@ pub enum AttestCommand {
     /// (a crash or a lost response; a rotation interrupted after its commits; a rotation run
     /// elsewhere), on a service that reports no rotation status. Bound to the backend, the
     /// instance and the rotation the live registers show.
+    #[command(after_help = examples::ATTEST_REWRAP)]
     Rewrap(AttestRewrapArgs),
 }
 
@@ -174,6 +212,7 @@ pub enum JournalCommand {
     /// Close the journal's open rotation of every instance the live state shows finished
     /// (every current register one key, every new register Empty): older records then say
     /// nothing more about it.
+    #[command(after_help = examples::JOURNAL_CLOSE)]
     Close {
         desired: PathBuf,
         #[command(flatten)]
@@ -184,6 +223,7 @@ pub enum JournalCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain of the audit trail and report the first broken link.
+    #[command(after_help = examples::AUDIT_VERIFY)]
     Verify,
 }
 
@@ -266,6 +306,7 @@ pub struct PlanArgs {
 #[derive(Debug, Subcommand)]
 pub enum KeypartCommand {
     /// Create a random 32-byte key part in a new password-protected file; prints its VP.
+    #[command(after_help = examples::KEYPART_NEW)]
     New {
         #[arg(long)]
         out: PathBuf,
@@ -274,6 +315,7 @@ pub enum KeypartCommand {
         password_env: Option<String>,
     },
     /// Print the VP of the master key that these key part files combine into.
+    #[command(after_help = examples::KEYPART_VP)]
     Vp {
         #[arg(required = true, num_args = 2..=3)]
         files: Vec<PathBuf>,
@@ -306,16 +348,19 @@ impl Args {
 pub enum StateCommand {
     /// Create or upgrade mkplan's schema in the database (every command also does it on
     /// first use; a database with a newer schema is refused).
+    #[command(after_help = examples::STATE_INIT)]
     Init,
     /// Move a state folder's journal and audit trail into the database: refused unless your
     /// journal key vouches for every record, they are about one backend, and the database
     /// holds nothing of that backend yet.
+    #[command(after_help = examples::STATE_PUSH)]
     Push {
         /// The state folder to move (it is left as it is, as an archive).
         #[arg(long)]
         from: PathBuf,
     },
     /// Export every journal and audit trail of the database to a new folder, for archiving.
+    #[command(after_help = examples::STATE_PULL)]
     Pull {
         /// A folder that does not exist yet.
         #[arg(long)]
@@ -323,7 +368,10 @@ pub enum StateCommand {
     },
 }
 
+pub use conventions::{colour_stderr, quiet};
+
 pub async fn run(args: Args) -> Result<u8> {
+    conventions::setup(args.color, args.verbose, args.quiet);
     let store = args.store()?;
     match args.command {
         Command::Validate { desired, backend } => validate::validate(&desired, &backend).await,
@@ -377,5 +425,7 @@ pub async fn run(args: Args) -> Result<u8> {
         }) => keypart::vp(&files, &password_env),
         Command::Sim(SimCommand::Serve(serve)) => sim::serve(serve).await,
         Command::Cards { watch, json } => ceremony::cards(watch, json).await,
+        Command::Completions { shell } => conventions::completions(shell),
+        Command::Man { out } => conventions::man(out.as_deref()),
     }
 }

@@ -48,6 +48,10 @@ pub fn report_line(text: &str) -> Result<()> {
 
 /// A note on stderr (where the plan was saved, what was exported). Unlike `eprintln!`, a
 /// closed stderr does not end the command: the work is done, only the note is lost.
+/// `-q` drops it.
 pub fn note(text: &str) {
+    if super::conventions::quiet() {
+        return;
+    }
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }

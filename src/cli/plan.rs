@@ -44,7 +44,7 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     } else if args.markdown {
         output::report(&render::markdown(&plan, &source))?;
     } else {
-        output::report(&render::text(&plan, &source))?;
+        output::report(&plan_text(&plan, &source))?;
     }
     if let Some(out) = &args.out {
         output::note(&format!(
@@ -193,7 +193,7 @@ pub fn show(path: &Path, json: bool, markdown: bool, dot: bool) -> Result<u8> {
     } else if dot {
         output::report(&render::dot(&plan))?;
     } else {
-        output::report(&render::text(&plan, &source))?;
+        output::report(&plan_text(&plan, &source))?;
     }
     Ok(0)
 }
@@ -217,6 +217,15 @@ pub fn runbook(path: &Path, markdown: bool) -> Result<u8> {
         .collect();
     output::report(&render::runbook(&plan, &instructions, &by_hand, markdown))?;
     Ok(0)
+}
+
+/// The plan in words, in colour when stdout is a terminal that takes it.
+fn plan_text(plan: &Plan, source: &str) -> String {
+    if super::conventions::colour_stdout() {
+        render::text_in_colour(plan, source)
+    } else {
+        render::text(plan, source)
+    }
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ pub fn pull(store: &Store, to: &Path) -> Result<u8> {
     }
     let index = serde_json::json!({
         "database": connection.shown(),
-        "pulled_at": crate::apply::journal::utc_now(),
+        "pulled_at": crate::timestamp::utc_now(),
         "scopes": folders,
     });
     std::fs::write(

@@ -44,7 +44,11 @@ pub async fn status(
             });
         output::report_line(&render::status_json_with_state(&live, &state))?;
     } else {
-        let mut report = render::status(&live, &backend.describe());
+        let mut report = render::status_fitted(
+            &live,
+            &backend.describe(),
+            super::conventions::terminal_width(),
+        );
         match evidence.and_then(|evidence| super::state::status_section(store, &scope, &evidence)) {
             Ok(section) => report += &section,
             Err(error) => report += &format!("\nState: cannot be read: {error}\n"),

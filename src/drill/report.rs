@@ -91,13 +91,15 @@ pub fn markdown(result: &DrillResult, subject: &str, replay: &str) -> String {
         out,
         "| fault that fired | runs | converged | refused | failed |\n|---|---|---|---|---|"
     );
-    for (kind, counts) in by_fault(&result.schedules) {
+    let faults = by_fault(&result.schedules);
+    for (kind, counts) in &faults {
         let _ = writeln!(
             out,
             "| {kind} | {} | {} | {} | {} |",
             counts[0], counts[1], counts[2], counts[3]
         );
     }
+    out.push_str(&charts(result, &faults));
     if let Some(longest) = result.longest_recovery() {
         let _ = writeln!(out, "\n## Longest recovery\n");
         let _ = writeln!(
@@ -175,6 +177,55 @@ pub fn markdown(result: &DrillResult, subject: &str, replay: &str) -> String {
     if result.schedules.len() > TABLE_ROWS_OPEN {
         let _ = writeln!(out, "\n</details>");
     }
+    out
+}
+
+/// Glyphs of the longest bar in the per-fault chart.
+const BAR_WIDTH_MAX: u64 = 24;
+
+/// The outcomes as pictures: a Mermaid pie of all runs (GitHub and GitLab draw it), and per
+/// fault kind a bar of text glyphs, which reads the same in a terminal, in a change record
+/// that does not draw Mermaid, and in a pull request.
+fn charts(result: &DrillResult, faults: &BTreeMap<&'static str, [u64; 4]>) -> String {
+    let mut out = String::from("\n### Outcomes, as pictures\n\n");
+    let _ = writeln!(
+        out,
+        "```mermaid\npie showData title Outcomes of {} runs",
+        result.runs
+    );
+    for (name, count) in [
+        ("converged", result.converged),
+        ("refused safely", result.refused),
+        ("failed", result.failed),
+    ] {
+        // A slice of nothing draws as a stray label.
+        if count > 0 {
+            let _ = writeln!(out, "  \"{name}\" : {count}");
+        }
+    }
+    out.push_str("```\n\n");
+    if faults.is_empty() {
+        out.push_str("No fault fired in any run.\n");
+        return out;
+    }
+    let longest = faults.values().map(|c| c[0]).max().unwrap_or(1).max(1);
+    let glyphs = |count: u64| (count * BAR_WIDTH_MAX).div_ceil(longest) as usize;
+    let _ = writeln!(out, "| fault that fired | outcomes |\n|---|---|");
+    for (kind, [_, converged, refused, failed]) in faults {
+        let bar = format!(
+            "{}{}{}",
+            "█".repeat(glyphs(*converged)),
+            "▒".repeat(glyphs(*refused)),
+            "░".repeat(glyphs(*failed))
+        );
+        let _ = writeln!(
+            out,
+            "| {kind} | `{bar}` {converged} converged, {refused} refused, {failed} failed |"
+        );
+    }
+    out.push_str(
+        "\n`█` converged, `▒` refused safely, `░` failed; bars to scale, per fault kind.\n",
+    );
     out
 }
 

@@ -1,4 +1,5 @@
-//! The plan for a pull request: counts per action above the fold, then one collapsible
+//! The plan for a pull request: counts per action above the fold, a Mermaid picture of the
+//! step graph (`mermaid`), then one collapsible
 //! section per service instance. GitHub refuses comments over 65,536 characters, so the
 //! output stops adding instance sections before `MARKDOWN_LEN_MAX` and says what it left out.
 
@@ -83,6 +84,21 @@ fn header(plan: &Plan, source: &str) -> String {
         "Desired file SHA-256 `{}`; live state fingerprint `{}`.\n",
         plan.desired_sha256, plan.live_fingerprint
     );
+    let chart = super::mermaid::flowchart(plan);
+    if !chart.is_empty() {
+        let summarized = plan.instances.len() > super::mermaid::INSTANCES_DRAWN_MAX;
+        let _ = writeln!(
+            out,
+            "**Step graph**{}: red steps are irreversible; the dark red hexagon is the point of no return (the rewrap), and from it the thick arrows lead only forward.\n",
+            if summarized {
+                ", one box per shape of steps (the instances that share it are named)"
+            } else {
+                ", one box per service instance"
+            }
+        );
+        out.push_str(&chart);
+        out.push('\n');
+    }
     out
 }
 

@@ -4,6 +4,8 @@
 mod documents;
 mod dot;
 mod markdown;
+mod mermaid;
+pub mod paint;
 mod refusal;
 mod runbook;
 mod status;
@@ -18,8 +20,8 @@ pub use dot::dot;
 pub use markdown::{MARKDOWN_LEN_MAX, markdown};
 pub use refusal::refusal_markdown;
 pub use runbook::runbook;
-pub use status::status;
-pub use text::text;
+pub use status::{status, status_fitted};
+pub use text::{text, text_in_colour};
 
 use crate::plan::{Action, Plan};
 

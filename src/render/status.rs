@@ -3,10 +3,15 @@
 
 use std::fmt::Write;
 
-use super::table::table;
+use super::table::fitted;
 use crate::model::LiveFleet;
 
 pub fn status(live: &LiveFleet, backend: &str) -> String {
+    status_fitted(live, backend, None)
+}
+
+/// `status` with each table wrapped to `width` columns (a terminal's).
+pub fn status_fitted(live: &LiveFleet, backend: &str, width: Option<u16>) -> String {
     let mut out = format!("Live state from {backend}\n\n");
     for instance in &live.instances {
         let _ = writeln!(
@@ -49,7 +54,7 @@ pub fn status(live: &LiveFleet, backend: &str) -> String {
                 vp(unit.current_register.verification_pattern()),
             ]);
         }
-        out.push_str(&table(&rows, ""));
+        out.push_str(&fitted(&rows, "", width));
         out.push('\n');
     }
     out

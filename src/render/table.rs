@@ -1,27 +1,128 @@
-//! Left-aligned text columns, measured in characters (VPs and ids are ASCII, arrows are not).
+//! Left-aligned text columns two spaces apart (comfy-table). Piped, a table is as wide as its
+//! cells; on a terminal (`width`), columns are wrapped to fit it, VPs and ids kept whole
+//! where they can be.
+
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, TableStyle, Width};
+
+/// Columns `gap` apart: each column's right padding, the last one's none.
+const GAP: u16 = 2;
+/// Words up to this long are never broken on a terminal; longer ones (VPs) into halves.
+const WORD_WHOLE_MAX: usize = 36;
 
 pub(crate) fn table(rows: &[Vec<String>], indent: &str) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
+    fitted(rows, indent, None)
+}
+
+/// `table`, wrapped to `width` columns (the terminal's) when given.
+pub(crate) fn fitted(rows: &[Vec<String>], indent: &str, width: Option<u16>) -> String {
+    let mut table = Table::new();
+    table.load_style(TableStyle::new());
     for row in rows {
-        let mut line = String::from(indent);
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if c + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
-            }
+        table.add_row(row);
+    }
+    let columns = table.column_count();
+    for (index, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if index + 1 < columns { GAP } else { 0 }));
+    }
+    if let Some(width) = width {
+        // A column is never narrower than its longest word (an HSM id, a location), or half
+        // of it past 36 characters (a 64-hex VP on two lines): an id cut anywhere cannot be
+        // compared; a table that cannot fit then runs past the edge instead.
+        for (index, column) in table.column_iter_mut().enumerate() {
+            let word = rows
+                .iter()
+                .filter_map(|r| r.get(index))
+                .flat_map(|cell| cell.split_whitespace())
+                .map(|w| w.chars().count())
+                .max()
+                .unwrap_or(1);
+            let least = if word > WORD_WHOLE_MAX {
+                word.div_ceil(2)
+            } else {
+                word
+            };
+            // The bound counts the column's padding too.
+            let least = u16::try_from(least).unwrap_or(u16::MAX).saturating_add(GAP);
+            column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(least)));
         }
-        out.push_str(line.trim_end());
+        let indent_width = u16::try_from(indent.chars().count()).unwrap_or(u16::MAX);
+        table
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(width.saturating_sub(indent_width).max(20));
+    }
+    let mut out = String::new();
+    for line in table.lines() {
+        out.push_str(indent);
+        out.push_str(&line);
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout before comfy-table, measured in characters: piped output must not change.
+    fn by_hand(rows: &[Vec<String>], indent: &str) -> String {
+        let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                let cells = rows.iter().filter_map(|r| r.get(c));
+                cells.map(|s| s.chars().count()).max().unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in rows {
+            let mut line = String::from(indent);
+            for (c, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                if c + 1 < row.len() {
+                    line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    fn rows() -> Vec<Vec<String>> {
+        [
+            vec![" ", "step", "crypto unit", "new register", "undo"],
+            vec![
+                "+",
+                "s1",
+                "0a1b2c3d-0000-4000-8000-000000000001",
+                "Empty → Full Uncommitted",
+                "reversible",
+            ],
+            vec!["!", "s12", "(whole service instance)", "", "IRREVERSIBLE"],
+            vec![">", "s3", "u3", "Full Committed c2ad0a99… → Empty", "-"],
+        ]
+        .into_iter()
+        .map(|r| r.into_iter().map(String::from).collect())
+        .collect()
+    }
+
+    #[test]
+    fn piped_tables_are_laid_out_as_before() {
+        for indent in ["", "    "] {
+            assert_eq!(table(&rows(), indent), by_hand(&rows(), indent));
+        }
+    }
+
+    #[test]
+    fn a_terminal_table_fits_its_width() {
+        let fitted = fitted(&rows(), "    ", Some(76));
+        assert!(fitted.lines().all(|l| l.chars().count() <= 76), "{fitted}");
+        // Words wrap; an id stays whole.
+        assert!(fitted.lines().count() > rows().len(), "{fitted}");
+        assert!(
+            fitted.contains("0a1b2c3d-0000-4000-8000-000000000001"),
+            "{fitted}"
+        );
+    }
 }

@@ -6,11 +6,22 @@ use std::fmt::Write;
 
 use similar::{ChangeTag, TextDiff};
 
+use super::paint::{BOLD_RED, GREEN, RED, action_style, paint};
 use super::table::table;
 use super::{counts, plural};
 use crate::plan::{Action, InstancePlan, Plan, Registers, Step, StepGraph, by_instance};
 
 pub fn text(plan: &Plan, source: &str) -> String {
+    styled(plan, source, false)
+}
+
+/// The same with ANSI colour, for a terminal: each action's symbol in its colour, IRREVERSIBLE
+/// and the point of no return in red, the register diff's lines red and green.
+pub fn text_in_colour(plan: &Plan, source: &str) -> String {
+    styled(plan, source, true)
+}
+
+fn styled(plan: &Plan, source: &str, colour: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "mkplan plan: {source}\n");
     if !plan.left_out.is_empty() {
@@ -19,7 +30,7 @@ pub fn text(plan: &Plan, source: &str) -> String {
     if plan.changes {
         let legend: Vec<String> = Action::ALL
             .iter()
-            .map(|a| format!("{} {}", a.symbol(), a.label()))
+            .map(|a| format!("{} {}", symbol(*a, colour), a.label()))
             .collect();
         let _ = writeln!(
             out,
@@ -31,13 +42,21 @@ pub fn text(plan: &Plan, source: &str) -> String {
     let mut by_instance = by_instance(&plan.steps);
     for instance in &plan.instances {
         let steps = by_instance.remove(instance.id.as_str()).unwrap_or_default();
-        instance_section(&mut out, instance, &steps);
+        instance_section(&mut out, instance, &steps, colour);
     }
     out.push_str(&summary(plan));
     out
 }
 
-fn instance_section(out: &mut String, instance: &InstancePlan, steps: &[&Step]) {
+fn symbol(action: Action, colour: bool) -> String {
+    if colour {
+        paint(action_style(action), &action.symbol().to_string())
+    } else {
+        action.symbol().to_string()
+    }
+}
+
+fn instance_section(out: &mut String, instance: &InstancePlan, steps: &[&Step], colour: bool) {
     let _ = writeln!(
         out,
         "Service instance {} ({})",
@@ -93,12 +112,15 @@ fn instance_section(out: &mut String, instance: &InstancePlan, steps: &[&Step]) 
         return;
     }
     let _ = writeln!(out, "  Steps, in the order apply runs them:");
-    out.push_str(&step_table(steps));
+    out.push_str(&step_table(steps, colour));
     out.push('\n');
     let _ = writeln!(out, "  Register diff (live → after apply):");
-    out.push_str(&register_diff(instance));
+    out.push_str(&register_diff(instance, colour));
     out.push('\n');
 }
+
+/// The step table's indent; its rows start with the action's symbol.
+const INDENT: &str = "    ";
 
 fn arrow(before: &str, after: &str) -> String {
     if before == after {
@@ -108,7 +130,7 @@ fn arrow(before: &str, after: &str) -> String {
     }
 }
 
-fn step_table(steps: &[&Step]) -> String {
+fn step_table(steps: &[&Step], colour: bool) -> String {
     let mut rows = vec![vec![
         " ".into(),
         "step".into(),
@@ -140,7 +162,7 @@ fn step_table(steps: &[&Step]) -> String {
             },
         ]);
     }
-    let rendered = table(&rows, "    ");
+    let rendered = table(&rows, INDENT);
     // The point of no return goes right under the rewrap's row.
     let mut lines = rendered.lines();
     if let Some(header) = lines.next() {
@@ -148,10 +170,27 @@ fn step_table(steps: &[&Step]) -> String {
         out.push('\n');
     }
     for (line, step) in lines.zip(steps) {
-        out.push_str(line);
-        out.push('\n');
+        if colour {
+            // The row starts with the indent and the symbol; the words come after the layout.
+            let (indent, rest) = line.split_at(INDENT.len() + 1);
+            let painted = rest.replacen("IRREVERSIBLE", &paint(RED, "IRREVERSIBLE"), 1);
+            let _ = writeln!(
+                out,
+                "{}{}{painted}",
+                &indent[..INDENT.len()],
+                symbol(step.action, true)
+            );
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
         if step.point_of_no_return {
-            out.push_str("    ══ point of no return: after the rewrap, never rewrap again and never clear a new register holding the new key; the only way forward is set immediate ══\n");
+            let line = "══ point of no return: after the rewrap, never rewrap again and never clear a new register holding the new key; the only way forward is set immediate ══";
+            if colour {
+                let _ = writeln!(out, "{INDENT}{}", paint(BOLD_RED, line));
+            } else {
+                let _ = writeln!(out, "{INDENT}{line}");
+            }
         }
     }
     out
@@ -165,7 +204,7 @@ fn register_lines(hsm_id: &str, registers: &Registers) -> String {
 }
 
 /// One diff per crypto unit, so that each unit's removed and added lines stand together.
-fn register_diff(instance: &InstancePlan) -> String {
+fn register_diff(instance: &InstancePlan, colour: bool) -> String {
     let mut out = String::new();
     for unit in &instance.units {
         let before = register_lines(&unit.hsm_id, &unit.before);
@@ -176,7 +215,13 @@ fn register_diff(instance: &InstancePlan) -> String {
                 ChangeTag::Insert => '+',
                 ChangeTag::Equal => continue,
             };
-            let _ = write!(out, "    {sign} {}", change.value());
+            let line = format!("{sign} {}", change.value().trim_end_matches('\n'));
+            if colour {
+                let style = if sign == '-' { RED } else { GREEN };
+                let _ = writeln!(out, "    {}", paint(style, &line));
+            } else {
+                let _ = writeln!(out, "    {line}");
+            }
         }
     }
     out

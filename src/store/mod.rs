@@ -404,13 +404,24 @@ pub fn holder() -> Holder {
     let _ = getrandom::fill(&mut id);
     Holder {
         lock_id: hex::encode(id),
-        host: std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "unknown host".into()),
+        host: host_name().unwrap_or_else(|| "unknown host".into()),
         pid: std::process::id(),
         started: crate::apply::journal::utc_now(),
     }
+}
+
+/// The kernel's name for this machine (`uname -n`), which is what other holders see; a
+/// container's `/etc/hostname` may say something else.
+fn host_name() -> Option<String> {
+    let mut name = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, which is what is passed.
+    let result = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) };
+    if result != 0 {
+        return None;
+    }
+    let end = name.iter().position(|&b| b == 0)?;
+    let name = String::from_utf8_lossy(&name[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
 }
 
 /// What a command that writes holds while it runs: the journal, open for appending, and the

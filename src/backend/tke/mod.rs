@@ -242,6 +242,7 @@ impl TkeBackend {
         let url = format!("{}/identity/token", iam.trim_end_matches('/'));
         // The request, for messages: the form it carries (the API key) is never shown.
         let request = format!("POST {}", crate::quote::name(&url));
+        let started = Instant::now();
         let response = self
             .transport
             .client()
@@ -254,6 +255,12 @@ impl TkeBackend {
             .await
             .map_err(|e| BackendError::Transient(format!("{request}: cannot reach IAM: {e}")))?;
         let status = response.status();
+        // `-v`: the exchange's request line and status; the form (the API key) and the answer
+        // (the token) never.
+        tracing::info!(
+            "{request} → {status} ({} ms)",
+            started.elapsed().as_millis()
+        );
         if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::UNAUTHORIZED
         {
             return Err(BackendError::Unauthorized {
@@ -277,6 +284,7 @@ impl TkeBackend {
             BackendError::Protocol(format!("{request}: IAM answered without an access_token"))
         })?;
         let lifetime = token.expires_in.unwrap_or(3600);
+        tracing::debug!("{request}: IAM gave a token valid for {lifetime} s");
         self.transport.set_token(Token::new(token.access_token));
         *self.renew_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(
             Instant::now() + Duration::from_secs(lifetime.saturating_sub(TOKEN_RENEW_BEFORE_S)),
@@ -294,6 +302,11 @@ impl TkeBackend {
         payload: &[u8],
     ) -> Result<Vec<u8>, BackendError> {
         let url = self.transport.url(&["v1", "tke", instance, "hsms", hsm_id]);
+        tracing::debug!(
+            "HTP query to crypto unit {}: CM {cm:#x}, domain {domain}, {} payload bytes",
+            crate::quote::bare(hsm_id),
+            payload.len()
+        );
         let body =
             Zeroizing::new(json!({ "request": htp::request(cm, domain, payload) }).to_string());
         let bytes = self

@@ -2,7 +2,9 @@
 //! command, key part passwords asked before the approval, and the README's walk-through run
 //! as written.
 
+mod conventions;
 mod interrupt;
 mod passwords;
+mod pictures;
 mod readme;
 mod terminal;
