@@ -6,12 +6,14 @@
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::password_env::Passwords;
 use crate::error::{Error, Result};
 use crate::keypart::{self, NONCE_LEN, Password, SALT_LEN, SealRandom, Secret32};
 
 pub fn new(out: &Path, password_env: Option<&str>) -> Result<u8> {
+    end_on_interrupt_outside_prompts();
     let password = password(
         &mut Passwords::default(),
         &Asked {
@@ -70,6 +72,7 @@ fn write_new(out: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn vp(files: &[std::path::PathBuf], password_envs: &[String]) -> Result<u8> {
+    end_on_interrupt_outside_prompts();
     if password_envs.len() > 1 && password_envs.len() != files.len() {
         return Err(Error::Other(format!(
             "{} --password-env given for {} files: give one for all files, or one per file in order",
@@ -184,9 +187,9 @@ fn password(passwords: &mut Passwords, asked: &Asked, confirm: bool) -> Result<P
     if !std::io::stdin().is_terminal() {
         return Err(no_terminal(asked));
     }
-    let first = Password::new(rpassword::prompt_password(&asked.prompt).map_err(unread)?);
+    let first = Password::new(prompt(&asked.prompt)?);
     if confirm {
-        let again = zeroize::Zeroizing::new(rpassword::prompt_password("Again: ").map_err(unread)?);
+        let again = zeroize::Zeroizing::new(prompt("Again: ")?);
         if !first.matches(&again) {
             return Err(Error::Other(
                 "the two passwords differ; nothing was written".into(),
@@ -197,6 +200,48 @@ fn password(passwords: &mut Passwords, asked: &Asked, confirm: bool) -> Result<P
         passwords.remember(name, first.clone());
     }
     Ok(first)
+}
+
+/// A prompt is reading a password: the terminal's echo is off, and Ctrl-C reaches mkplan as a
+/// key the prompt reads itself, then raises SIGINT once the terminal is restored.
+static PROMPTING: AtomicBool = AtomicBool::new(false);
+
+/// One password typed without echo.
+fn prompt(text: &str) -> Result<String> {
+    PROMPTING.store(true, Ordering::SeqCst);
+    let typed = rpassword::prompt_password(text);
+    PROMPTING.store(false, Ordering::SeqCst);
+    typed.map_err(unread)
+}
+
+/// For `keypart new` and `keypart vp`, which have nothing to finish when interrupted: SIGINT
+/// and SIGTERM end mkplan (130) at once, except while a prompt reads a password. There the
+/// prompt raises SIGINT for Ctrl-C before it has restored the terminal, and the default action
+/// would end mkplan with the echo still off; caught, the prompt restores the terminal and
+/// returns, and mkplan says it was interrupted. (`apply` catches the signals itself.)
+fn end_on_interrupt_outside_prompts() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let _inside = runtime.enter();
+    let (Ok(mut sigint), Ok(mut sigterm)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+            if !PROMPTING.load(Ordering::SeqCst) {
+                std::process::exit(128 + libc::SIGINT);
+            }
+        }
+    });
 }
 
 /// The prompt read no password: Ctrl-C (the prompt restored the terminal first), or no input.

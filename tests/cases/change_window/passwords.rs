@@ -132,3 +132,54 @@ fn a_password_variable_not_set_without_a_terminal_names_the_variable_file_and_fi
     assert_eq!(ws.bytes(FLEET), before, "the fleet changed");
     assert_no_incidents(&ws, "missing password");
 }
+
+/// Ctrl-C at `keypart new`'s and `keypart vp`'s prompts: before the fix, the prompt's own
+/// SIGINT ended mkplan with the terminal's echo still off, and no word. Now it cancels, says
+/// so, writes nothing and leaves the terminal echoing.
+#[test]
+fn ctrl_c_at_a_keypart_prompt_cancels_and_restores_the_terminal() {
+    let ws = rotate_to_b(&three_units(true));
+    for (args, prompt) in [
+        (
+            &["keypart", "new", "--out", "keyparts/new.json"][..],
+            "Password for the new key part keyparts/new.json: ",
+        ),
+        (
+            &[
+                "keypart",
+                "vp",
+                "keyparts/custodian-1.json",
+                "keyparts/custodian-2.json",
+            ][..],
+            "Password for key part keyparts/custodian-1.json",
+        ),
+    ] {
+        let mut terminal = Terminal::spawn(ws.process(args));
+        terminal.wait_for(prompt, Duration::from_secs(30));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while terminal.echoes() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !terminal.echoes(),
+            "{args:?}: the prompt echoes the password"
+        );
+        terminal.type_text("secret-so-far");
+        terminal.ctrl_c();
+        let (status, output, terminal) = terminal.wait_keeping(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{args:?}: {output}");
+        assert!(
+            output.contains("interrupted at the password prompt; nothing was touched"),
+            "{args:?}: {output}"
+        );
+        assert!(
+            terminal.echoes(),
+            "{args:?}: the terminal was left without echo"
+        );
+        assert!(!output.contains("secret-so-far"), "{args:?}: {output}");
+    }
+    assert!(
+        !ws.path("keyparts/new.json").exists(),
+        "keypart new wrote a file"
+    );
+}
