@@ -12,6 +12,7 @@ pub mod send_by;
 pub mod sim;
 pub mod tke;
 pub mod wiped;
+pub mod zcrypt;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

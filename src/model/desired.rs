@@ -185,7 +185,13 @@ pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredSta
         // that does not start like a desired file (see `Fleet::parse`).
         let top = crate::model::yaml_top(text);
         if top.is_first_key(DESIRED_FIRST_KEYS) {
-            InputError::from_yaml(file, text, &e, DESIRED_KEY_WORDS, "correct the desired file at that place; its format is in docs/desired.md")
+            InputError::from_yaml(
+                file,
+                text,
+                &e,
+                DESIRED_KEY_WORDS,
+                "correct the desired file at that place; its format is in docs/desired.md",
+            )
         } else {
             InputError::not_a(
                 file,
