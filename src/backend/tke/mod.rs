@@ -11,6 +11,7 @@
 pub mod der;
 pub mod ep11;
 pub mod htp;
+pub mod oa;
 pub mod pacing;
 
 use std::time::{Duration, Instant};
