@@ -231,9 +231,10 @@ impl HttpBackend {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_string)
         };
-        let (server, content_type) = (
+        let (server, content_type, retry_after) = (
             header(reqwest::header::SERVER),
             header(reqwest::header::CONTENT_TYPE),
+            header(reqwest::header::RETRY_AFTER),
         );
         if response
             .content_length()
@@ -269,6 +270,7 @@ impl HttpBackend {
             stranger: self
                 .peer
                 .stranger(server.as_deref(), content_type.as_deref(), &bytes),
+            retry_after,
         }))
     }
 
@@ -320,6 +322,7 @@ impl HttpBackend {
             status,
             message,
             stranger,
+            ..
         } = answer;
         if let Some(who) = stranger
             && status.is_client_error()
@@ -578,9 +581,9 @@ fn describe(error: &reqwest::Error) -> String {
 #[derive(Deserialize)]
 pub(crate) struct UnitList {
     hsms: Vec<Entry>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     source_hsms: Vec<Entry>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     failover_hsms: Vec<Entry>,
     #[serde(default)]
     region: Option<String>,
@@ -588,6 +591,14 @@ pub(crate) struct UnitList {
     /// is reached at.
     #[serde(default)]
     service: Option<String>,
+}
+
+/// `"source_hsms": null` (or `"failover_hsms": null`) lists no units, as the SDK reads it
+/// (common/submit.go skips a missing or null list). `hsms` stays required, as there.
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Entry>, D::Error> {
+    Ok(Option::<Vec<Entry>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]

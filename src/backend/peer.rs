@@ -114,4 +114,6 @@ pub(super) struct Answer {
     pub(super) message: String,
     /// Who answered, when it is not the service expected at this address (`Peer::stranger`).
     pub(super) stranger: Option<String>,
+    /// The `Retry-After` header as sent (seconds or an HTTP date), for a 429 or 503.
+    pub(super) retry_after: Option<String>,
 }

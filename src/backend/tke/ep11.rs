@@ -120,6 +120,26 @@ pub struct AdminResponse {
 }
 
 impl AdminResponse {
+    /// The admin domain of a domain-level query's answer must name the domain asked: it is the
+    /// one domain field under the card's OA signature, and signed commands carry it back
+    /// (§4.2). The SDK checks no echoed domain (ep11cmds/ep11cprb.go `buildAdminRspBlk`);
+    /// mkplan refuses a mismatch rather than plan against another domain's registers.
+    pub fn check_admin_domain(&self, domain: u32) -> Result<(), WireError> {
+        if self.admin_domain.len() != 8 {
+            return Err(WireError::new(format!(
+                "the response block's admin domain has {} bytes, not 8",
+                self.admin_domain.len()
+            )));
+        }
+        let echoed = be_u32(&self.admin_domain[..4], "the response block's admin domain")?;
+        if echoed != domain {
+            return Err(WireError::new(format!(
+                "the response block is for domain {echoed}, not {domain}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The module's serial number: the ASCII of the module id's first 8 bytes.
     pub fn serial(&self) -> String {
         let end = self.module_id.len().min(8);

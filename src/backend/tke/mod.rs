@@ -11,11 +11,13 @@
 pub mod der;
 pub mod ep11;
 pub mod htp;
+pub mod oa;
+pub mod pacing;
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
-use reqwest::Method;
+use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -170,6 +172,17 @@ pub enum Credentials {
     None,
 }
 
+/// Where one crypto unit's HTP requests go: POSTed to its `hsm_id` in its instance, framed
+/// for its CM and domain (§2.1), and alone on its crypto module.
+struct Target<'a> {
+    instance: &'a str,
+    hsm_id: &'a str,
+    /// `pacing::module_of` its location.
+    module: String,
+    cm: u32,
+    domain: u32,
+}
+
 pub struct TkeBackend {
     transport: HttpBackend,
     shown: String,
@@ -177,6 +190,8 @@ pub struct TkeBackend {
     /// When the token from the API key must be renewed.
     renew_at: std::sync::Mutex<Option<Instant>>,
     exchange: tokio::sync::Mutex<()>,
+    /// At most one request in flight per crypto module (the SDK is sequential).
+    modules: pacing::Modules,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +236,7 @@ impl TkeBackend {
             credentials,
             renew_at: std::sync::Mutex::new(None),
             exchange: tokio::sync::Mutex::new(()),
+            modules: pacing::Modules::default(),
         })
     }
 
@@ -292,15 +308,71 @@ impl TkeBackend {
         Ok(())
     }
 
-    /// One HTP request to one crypto unit; the checked payload of its reply.
-    async fn query(
+    /// One read of the TKE API, alone on its crypto module when it goes to one, and tried
+    /// again after `429 Too Many Requests` (module `pacing`). Only for reads: a command that
+    /// changes anything must never be resent blindly.
+    async fn read_call(
         &self,
-        instance: &str,
-        hsm_id: &str,
-        cm: u32,
-        domain: u32,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, BackendError> {
+        method: Method,
+        url: Url,
+        body: Option<Zeroizing<String>>,
+        module: Option<&str>,
+    ) -> Result<Vec<u8>, Failure> {
+        let _alone = match module {
+            Some(module) => Some(self.modules.one_at_a_time(module).await),
+            None => None,
+        };
+        let mut attempt = 1;
+        loop {
+            let failure = match self
+                .transport
+                .call(
+                    method.clone(),
+                    url.clone(),
+                    body.clone(),
+                    super::http::READ_TIMEOUT_MS,
+                    super::SendBy::ANY_TIME,
+                )
+                .await
+            {
+                Err(Failure::Status(answer)) if answer.status == StatusCode::TOO_MANY_REQUESTS => {
+                    answer
+                }
+                other => return other,
+            };
+            let request = request_name(&method, &url);
+            match pacing::after_rate_limit(
+                attempt,
+                failure.retry_after.as_deref(),
+                jiff::Timestamp::now(),
+            ) {
+                pacing::Pause::Wait(pause) => {
+                    tracing::info!(
+                        "{request}: 429 Too Many Requests, attempt {attempt}; trying again in {} ms",
+                        pause.as_millis()
+                    );
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                pacing::Pause::GiveUp(why) => {
+                    return Err(Failure::Final(BackendError::Unreachable(format!(
+                        "{request}: {why} ({}). Nothing was changed: wait a few minutes and run mkplan again",
+                        failure.message
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// One HTP request to one crypto unit; the checked payload of its reply.
+    async fn query(&self, unit: &Target<'_>, payload: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let Target {
+            instance,
+            hsm_id,
+            cm,
+            domain,
+            ..
+        } = *unit;
         let url = self.transport.url(&["v1", "tke", instance, "hsms", hsm_id]);
         tracing::debug!(
             "HTP query to crypto unit {}: CM {cm:#x}, domain {domain}, {} payload bytes",
@@ -310,13 +382,11 @@ impl TkeBackend {
         let body =
             Zeroizing::new(json!({ "request": htp::request(cm, domain, payload) }).to_string());
         let bytes = self
-            .transport
-            .call(
+            .read_call(
                 Method::POST,
                 url.clone(),
                 Some(body),
-                super::http::READ_TIMEOUT_MS,
-                super::SendBy::ANY_TIME,
+                Some(&unit.module),
             )
             .await
             .map_err(|failure| match failure {
@@ -350,24 +420,18 @@ impl TkeBackend {
 
     async fn admin(
         &self,
-        instance: &str,
-        hsm_id: &str,
-        cm: u32,
-        domain: u32,
+        unit: &Target<'_>,
         command: u32,
         input: &[u8],
     ) -> Result<ep11::AdminResponse, BackendError> {
         let payload = self
-            .query(
-                instance,
-                hsm_id,
-                cm,
-                domain,
-                &ep11::admin_query(domain, command, input),
-            )
+            .query(unit, &ep11::admin_query(unit.domain, command, input))
             .await?;
-        ep11::parse_admin_response(&payload, domain, command)
-            .map_err(|e| BackendError::Protocol(format!("crypto unit {hsm_id}: {e}")))
+        let wire =
+            |e: WireError| BackendError::Protocol(format!("crypto unit {}: {e}", unit.hsm_id));
+        let response = ep11::parse_admin_response(&payload, unit.domain, command).map_err(wire)?;
+        response.check_admin_domain(unit.domain).map_err(wire)?;
+        Ok(response)
     }
 
     /// Thresholds, mode, administrators and registers of one unit (§3.5 step 4).
@@ -381,9 +445,15 @@ impl TkeBackend {
     ) -> Result<CryptoUnit, BackendError> {
         let wire = |e: WireError| BackendError::Protocol(format!("crypto unit {hsm_id}: {e}"));
         let (cm, domain) = parse_location(location).map_err(wire)?;
-        let attributes = self
-            .admin(instance, hsm_id, cm, domain, ep11::ADMQ_DOM_ATTRS, &[])
-            .await?;
+        let target = Target {
+            instance,
+            hsm_id,
+            module: pacing::module_of(location),
+            cm,
+            domain,
+        };
+        let target = &target;
+        let attributes = self.admin(target, ep11::ADMQ_DOM_ATTRS, &[]).await?;
         if serial.is_empty() {
             return Err(BackendError::Protocol(format!(
                 "crypto unit {hsm_id}: the service lists it without a serial number, so the crypto module that answers cannot be checked"
@@ -403,14 +473,10 @@ impl TkeBackend {
         };
         let signature_threshold = threshold(values.signature_threshold, "signature")?;
         let revocation_threshold = threshold(values.revocation_threshold, "revocation")?;
-        let listed = self
-            .admin(instance, hsm_id, cm, domain, ep11::ADMQ_DOMADMIN, &[])
-            .await?;
+        let listed = self.admin(target, ep11::ADMQ_DOMADMIN, &[]).await?;
         let skis = ep11::parse_ski_list(&listed.output).map_err(wire)?;
         let administrators = try_join_all(skis.iter().map(|ski| async move {
-            let certificate = self
-                .admin(instance, hsm_id, cm, domain, ep11::ADMQ_DOMADMIN, ski)
-                .await?;
+            let certificate = self.admin(target, ep11::ADMQ_DOMADMIN, ski).await?;
             let name = ep11::certificate_name(&certificate.output).map_err(wire)?;
             let name: String = name.chars().take(ADMINISTRATOR_NAME_LEN_MAX).collect();
             Ok::<_, BackendError>(Administrator {
@@ -420,13 +486,7 @@ impl TkeBackend {
         }))
         .await?;
         let info = self
-            .query(
-                instance,
-                hsm_id,
-                cm,
-                domain,
-                &ep11::domain_info_request(domain),
-            )
+            .query(target, &ep11::domain_info_request(domain))
             .await?;
         let info = ep11::parse_xcp_info(&info, domain).map_err(wire)?;
         let registers = ep11::parse_domain_info(&info, domain).map_err(wire)?;
@@ -450,7 +510,18 @@ impl TkeBackend {
 
     async fn instance(&self, id: &str) -> Result<LiveInstance, BackendError> {
         self.authenticate().await?;
-        let list: UnitList = self.transport.read(&["v1", "tke", id, "hsms"]).await?;
+        let url = self.transport.url(&["v1", "tke", id, "hsms"]);
+        let bytes = self
+            .read_call(Method::GET, url.clone(), None, None)
+            .await
+            .map_err(|f| self.transport.read_error(f, &Method::GET, &url))?;
+        let list: UnitList = serde_json::from_slice(&bytes).map_err(|e| {
+            BackendError::Protocol(format!(
+                "{}: the service answered a list of crypto units mkplan cannot read: {}",
+                request_name(&Method::GET, &url),
+                crate::quote::message(&e.to_string())
+            ))
+        })?;
         let listed = list.entries();
         if listed.len() > UNITS_PER_INSTANCE_MAX {
             return Err(BackendError::Protocol(format!(
@@ -503,5 +574,7 @@ impl TkeBackend {
     }
 }
 
+#[cfg(test)]
+mod pacing_tests;
 #[cfg(test)]
 mod tests;

@@ -280,3 +280,70 @@ proptest! {
             .and_then(|i| ep11::parse_domain_info(&i, 3).map_err(|e| e.message));
     }
 }
+
+#[test]
+fn null_recovery_and_failover_lists_mean_no_units() {
+    use crate::backend::http::UnitList;
+    use crate::model::UnitType;
+    let entry = r#"{"hsm_id": "0a1b", "location": "[us-south].[AZ1-CS1].[01].[04]", "serial_number": "0A1B"}"#;
+    let list: UnitList = serde_json::from_str(&format!(
+        r#"{{"hsms": [{entry}], "source_hsms": null, "failover_hsms": null}}"#
+    ))
+    .expect("null lists are empty lists, as the SDK reads them");
+    let kinds: Vec<UnitType> = list.entries().iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(kinds, [UnitType::Operational]);
+    let absent: UnitList = serde_json::from_str(&format!(r#"{{"hsms": [{entry}]}}"#)).unwrap();
+    assert_eq!(absent.entries().len(), 1);
+    // `hsms` is required, as in the SDK: null there is not an empty instance.
+    assert!(serde_json::from_str::<UnitList>(r#"{"hsms": null}"#).is_err());
+    assert!(serde_json::from_str::<UnitList>(r#"{"hsms": [], "source_hsms": {}}"#).is_err());
+}
+
+/// The domain a reply names is checked wherever it names one (docs/tke.md, "The domain in a
+/// reply"): the response's domain field, the domain info's own, and the signed block's admin
+/// domain. The SDK checks none of them; the CPRB header's domain is not checked (tke-wire §8).
+#[test]
+fn a_reply_for_another_domain_is_refused_wherever_it_names_one() {
+    let admin_rsp = |outer: u32, block: &[u8]| {
+        der::sequence(&[
+            der::octet_string(&ep11::M_ADMIN.to_be_bytes()),
+            der::octet_string(&outer.to_be_bytes()),
+            der::octet_string(&0u32.to_be_bytes()),
+            der::octet_string(block),
+            der::octet_string(&[]),
+        ])
+    };
+    let block = hex::decode(ATTRIBUTES_BLOCK).unwrap();
+    let parsed =
+        ep11::parse_admin_response(&admin_rsp(3, &block), 3, ep11::ADMQ_DOM_ATTRS).unwrap();
+    parsed.check_admin_domain(3).unwrap();
+    assert_eq!(
+        parsed.check_admin_domain(4).unwrap_err().message,
+        "the response block is for domain 3, not 4"
+    );
+    assert_eq!(
+        ep11::parse_admin_response(&admin_rsp(3, &block), 4, ep11::ADMQ_DOM_ATTRS)
+            .unwrap_err()
+            .message,
+        "the response is for domain 3, not 4"
+    );
+    // The outer field says 7 as asked, the signed block still says 3.
+    let mixed = ep11::parse_admin_response(&admin_rsp(7, &block), 7, ep11::ADMQ_DOM_ATTRS).unwrap();
+    assert!(mixed.check_admin_domain(7).is_err());
+    let short = AdminResponse {
+        admin_domain: vec![0, 0, 0, 3],
+        ..parsed
+    };
+    assert!(
+        short
+            .check_admin_domain(3)
+            .unwrap_err()
+            .message
+            .contains("not 8")
+    );
+    let info = ep11::parse_xcp_info(&htp::parse_response(&worked_response()).unwrap(), 3).unwrap();
+    assert_eq!(
+        ep11::parse_domain_info(&info, 5).unwrap_err().message,
+        "the domain info is for domain 3, not 5"
+    );
+}
