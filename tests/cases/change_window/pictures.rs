@@ -127,20 +127,33 @@ fn a_hostile_name_cannot_break_out_of_a_label_or_the_block() {
     ws.mkplan(&["plan", DESIRED, "--out", "plan.json"])
         .expect_code(0);
     // A plan file is a file anyone could have edited: its names come back as it says them.
-    let hostile = "evil\\\"]\\n```\\nend\\n# Approved<script>`|{}";
-    let text = ws
-        .read("plan.json")
-        .replace(
+    // A line end in one is refused before anything is shown (a damaged plan file); what is
+    // left to try is closing a label, a node or the block from within one line.
+    let plan = ws.read("plan.json");
+    let hostile_text = |hostile: &str| {
+        plan.replace(
             "\"region\": \"us-south\"",
             &format!("\"region\": \"{hostile}\""),
         )
-        .replace(&u(1), &format!("{}{hostile}", u(1)));
-    ws.write("plan.json", &text);
+        .replace(&u(1), &format!("{}{hostile}", u(1)))
+    };
+    ws.write("plan.json", &hostile_text("evil\\n```\\nend"));
+    let refused = ws.mkplan(&["show", "plan.json", "--markdown"]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("damaged plan file") && refused.stdout.is_empty(),
+        "{}",
+        refused.stderr
+    );
+    ws.write(
+        "plan.json",
+        &hostile_text("evil\\\"]```end # Approved<script>`|{}"),
+    );
     let shown = ws.mkplan(&["show", "plan.json", "--markdown"]);
     shown.expect_code(0);
     let block = mermaid(&shown.stdout);
     assert!(
-        block.contains("(evil#34;#93;#10;#96;#96;#96;#10;end#10;#35; Approved#60;script#62;"),
+        block.contains("(evil#34;#93;#96;#96;#96;end #35; Approved#60;script#62;"),
         "{block}"
     );
     assert!(block.contains(&format!("{}evil#34;#93;", u(1))), "{block}");
