@@ -30,6 +30,10 @@
 //!
 //! The key part files are well formed but are dummies that no password opens: `plan` only
 //! checks that they exist and parse, it never decrypts them.
+//!
+//! `--write N FOLDER` only writes a fresh case of N instances under FOLDER (for `perf`,
+//! `valgrind --tool=callgrind` or `/usr/bin/time -v` on the real binary) and prints the
+//! desired file's path.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
@@ -900,6 +904,16 @@ fn main() {
         && flag == "--profile"
     {
         profile(n.parse().expect("--profile N: N is a number of instances"));
+        return;
+    }
+    if let [flag, n, folder] = args.as_slice()
+        && flag == "--write"
+    {
+        let n = n
+            .parse()
+            .expect("--write N FOLDER: N is a number of instances");
+        let case = write_case(Path::new(folder), n, Variant::Fresh);
+        println!("{}", case.desired_path.display());
         return;
     }
     let started = Instant::now();

@@ -158,9 +158,20 @@ pub fn read_desired(path: &Path) -> Result<Desired> {
         .map_err(|_| InputError::new(&shown, "the desired file is not UTF-8 text"))?;
     let folder = path.parent().unwrap_or(Path::new(""));
     let state = parse_desired(&shown, &text, folder)?;
+    // A fleet names the same few key part files for every instance: each is read and checked
+    // once, and a bad one is reported where it is first named, as before.
+    let mut checked = std::collections::HashSet::new();
     for instance in &state.instances {
         for part in &instance.master_key.key_parts {
+            if let KeyPartSource::File { file, .. } = part
+                && checked.contains(file)
+            {
+                continue;
+            }
             check_key_part_file(&shown, &text, part)?;
+            if let KeyPartSource::File { file, .. } = part {
+                checked.insert(file.clone());
+            }
         }
     }
     Ok(Desired {

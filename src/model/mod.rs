@@ -6,6 +6,7 @@ mod input_error;
 pub mod journal_evidence;
 pub mod live;
 pub mod parser_words;
+pub mod quick_yaml;
 mod register;
 pub mod unit;
 mod vp;

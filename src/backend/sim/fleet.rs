@@ -179,21 +179,38 @@ impl Fleet {
     /// may name any file by mistake (`/etc/passwd`, a private key), and neither the parser's
     /// words (``unknown key `password` ``) nor the offending line may echo it. A file that
     /// does start like a fleet gets the parser's message and the line, as any file we wrote.
+    ///
+    /// A fleet the simulator wrote is read by `quick_yaml` first, which gives up on anything
+    /// unusual or wrong; the full parser then reads the text again and reports the error at
+    /// its line and column. The checks after the parse are the same either way.
     pub fn parse(file: &str, text: &str) -> Result<Self, InputError> {
-        let fleet: Fleet = crate::model::from_yaml_str(text).map_err(|e| {
-            let top = crate::model::yaml_top(text);
-            if top.is_first_key(FLEET_FIRST_KEYS) {
-                InputError::from_yaml(file, text, &e, FLEET_KEY_WORDS, "correct the fleet file at that place; it is the simulator's whole state, in the format of examples/fleets/*.yaml")
-            } else {
-                not_a_fleet(file, top.position())
-            }
-        })?;
+        let fleet = match Self::parse_quickly(text) {
+            Some(fleet) => fleet,
+            None => Self::parse_fully(file, text)?,
+        };
         fleet.check().map_err(|message| {
             InputError::new(file, message)
                 .fix("correct the fleet file; it is the simulator's whole state")
         })?;
         consistency::check(&fleet).map_err(|found| found.into_input_error(file, text))?;
         Ok(fleet)
+    }
+
+    /// The fleet in `text`, read without locations, or `None` for the full parser to decide.
+    fn parse_quickly(text: &str) -> Option<Self> {
+        serde_json::from_value(crate::model::quick_yaml::parse(text)?).ok()
+    }
+
+    /// The fleet in `text`, read by the full parser, whose errors carry line and column.
+    fn parse_fully(file: &str, text: &str) -> Result<Self, InputError> {
+        crate::model::from_yaml_str(text).map_err(|e| {
+            let top = crate::model::yaml_top(text);
+            if top.is_first_key(FLEET_FIRST_KEYS) {
+                InputError::from_yaml(file, text, &e, FLEET_KEY_WORDS, "correct the fleet file at that place; it is the simulator's whole state, in the format of examples/fleets/*.yaml")
+            } else {
+                not_a_fleet(file, top.position())
+            }
+        })
     }
 
     /// The text of the fleet file at `path`: a regular file, at most `FLEET_FILE_BYTES_MAX`.
@@ -322,3 +339,7 @@ impl SimInstance {
             .find(|u| u.hsm_id.eq_ignore_ascii_case(hsm_id))
     }
 }
+
+#[cfg(test)]
+#[path = "fleet_tests.rs"]
+mod tests;
