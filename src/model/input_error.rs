@@ -10,11 +10,25 @@ use crate::quote;
 /// YAML nodes a desired or fleet file may hold: room for `INSTANCES_MAX` instances of
 /// `UNITS_PER_INSTANCE_MAX` units (the parser's default, 250,000, stops near 1,850 instances).
 pub const YAML_NODES_MAX: usize = 10_000_000;
+/// YAML events (each scalar, each start and end of a mapping or list) a file may hold: a fleet
+/// of `INSTANCES_MAX` instances of 3 units is about 1.6 million, which the parser's default of
+/// 1,000,000 refused as a "billion laughs" expansion.
+pub const YAML_EVENTS_MAX: usize = 10_000_000;
 
-/// Parses YAML with the node budget above (the other limits stay at the parser's defaults).
+/// Parses YAML with the node and event budgets above (the other limits stay at the parser's
+/// defaults).
 pub fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_nodes = YAML_NODES_MAX;
+    budget.max_events = YAML_EVENTS_MAX;
+    from_yaml_str_within(text, budget)
+}
+
+/// Parses YAML within `budget`.
+pub fn from_yaml_str_within<T: serde::de::DeserializeOwned>(
+    text: &str,
+    budget: serde_saphyr::Budget,
+) -> Result<T, serde_saphyr::Error> {
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     serde_saphyr::from_str_with_options(text, options)

@@ -12,7 +12,10 @@ pub mod unit;
 mod vp;
 
 pub use desired::{DesiredInstance, DesiredMasterKey, DesiredState, KeyPartSource, parse_desired};
-pub use input_error::{InputError, YAML_NODES_MAX, YamlTop, from_yaml_str, yaml_top};
+pub use input_error::{
+    InputError, YAML_EVENTS_MAX, YAML_NODES_MAX, YamlTop, from_yaml_str, from_yaml_str_within,
+    yaml_top,
+};
 pub use journal_evidence::{
     ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
 };

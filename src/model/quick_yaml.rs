@@ -16,10 +16,10 @@
 use serde_json::{Map, Number, Value};
 
 /// This reader stays well inside the budget `from_yaml_str` gives the full parser (its
-/// defaults: 1,000,000 events, 64 MiB of scalars, depth 64; nodes: `YAML_NODES_MAX`), so
+/// defaults: 64 MiB of scalars, depth 64; events and nodes: `YAML_EVENTS_MAX`, `YAML_NODES_MAX`), so
 /// that it never accepts a document the full parser would refuse for its size: near a
 /// limit, the full parser decides.
-const EVENTS_MAX: usize = 900_000;
+const EVENTS_MAX: usize = super::YAML_EVENTS_MAX / 10 * 9;
 const NODES_MAX: usize = super::YAML_NODES_MAX / 10 * 9;
 const SCALAR_BYTES_MAX: usize = 56 * 1024 * 1024;
 const DEPTH_MAX: usize = 32;

@@ -323,3 +323,24 @@ proptest! {
         assert_agree(&text);
     }
 }
+
+/// A fleet of `INSTANCES_MAX` instances of 3 units is about 1.6 million YAML events, which the
+/// full parser's default budget (1,000,000 events) refused, and the quick reader gave way to
+/// it: a desired file of the largest size could never be planned on the simulator (found by
+/// `bench_scale`, which now plans 10,000 instances). The whole fleet takes a minute to parse
+/// in a debug build, so this shows it by parts: an instance of 3 units fits in 200 events, and
+/// the budget holds `INSTANCES_MAX` of them.
+#[test]
+fn the_budget_holds_a_fleet_of_the_largest_size() {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = 200;
+    let one: Fleet = crate::model::from_yaml_str_within(EXAMPLE_FLEETS[0], budget.clone())
+        .expect("an instance of 3 units fits in 200 events");
+    assert_eq!(one.instances[0].crypto_units.len(), 3);
+    let two = EXAMPLE_FLEETS[3];
+    assert!(
+        crate::model::from_yaml_str_within::<Fleet>(two, budget).is_err(),
+        "the small budget refuses a bigger fleet, so it is counting"
+    );
+    assert!(crate::model::YAML_EVENTS_MAX > 200 * crate::model::desired::INSTANCES_MAX);
+}
