@@ -78,8 +78,31 @@ fn actors_case(seed: u64, scratch: &Path) -> RunResult {
         .unwrap()
 }
 
+/// The property's runs are split in `SHARDS` tests of consecutive runs, so that the test
+/// threads share them (the same seeds as one test of `RUNS` runs).
+const SHARDS: u64 = 4;
+
 #[test]
-fn several_actors_never_lose_a_key() {
+fn several_actors_never_lose_a_key_1() {
+    several_actors_never_lose_a_key(0);
+}
+
+#[test]
+fn several_actors_never_lose_a_key_2() {
+    several_actors_never_lose_a_key(1);
+}
+
+#[test]
+fn several_actors_never_lose_a_key_3() {
+    several_actors_never_lose_a_key(2);
+}
+
+#[test]
+fn several_actors_never_lose_a_key_4() {
+    several_actors_never_lose_a_key(3);
+}
+
+fn several_actors_never_lose_a_key(shard: u64) {
     let scratch = tempfile::tempdir().unwrap();
     let seed = std::env::var("MKPLAN_ACTORS_SEED")
         .ok()
@@ -89,7 +112,8 @@ fn several_actors_never_lose_a_key() {
     // How often the dangerous paths were taken: the operator's word, a rewrap by the TKE
     // CLI, both folders acting in one run.
     let (mut attested, mut cli_rewraps, mut both_folders) = (0, 0, 0);
-    for index in 0..RUNS {
+    let runs = RUNS / SHARDS;
+    for index in shard * runs..(shard + 1) * runs {
         let run_seed = run_seed(seed, index);
         let result = actors_case(run_seed, scratch.path());
         match &result.verdict {
@@ -104,7 +128,7 @@ fn several_actors_never_lose_a_key() {
                 );
             }
             Verdict::Failed { why } => panic!(
-                "seed {run_seed} failed (replay: MKPLAN_ACTORS_SEED={run_seed} cargo test --lib several_actors; it runs first): {why}\nturns: {}\nendings: {:#?}\nlog: {:#?}",
+                "seed {run_seed} failed (replay: MKPLAN_ACTORS_SEED={run_seed} cargo test --lib several_actors_never_lose_a_key_1; it runs first): {why}\nturns: {}\nendings: {:#?}\nlog: {:#?}",
                 result.schedule.describe(),
                 result.attempt_endings,
                 result.log
@@ -121,8 +145,8 @@ fn several_actors_never_lose_a_key() {
         both_folders += u32::from(said("X: ") && said("Y: "));
     }
     eprintln!(
-        "{RUNS} multi-actor runs: {converged} converged, {refused} refused, 0 incidents; {attested} with attestations, {cli_rewraps} with a rewrap by the TKE CLI, {both_folders} with both state folders"
+        "{runs} multi-actor runs: {converged} converged, {refused} refused, 0 incidents; {attested} with attestations, {cli_rewraps} with a rewrap by the TKE CLI, {both_folders} with both state folders"
     );
     assert!(attested > 0 && cli_rewraps > 0 && both_folders > 0);
-    assert!(converged > RUNS / 2, "{converged} of {RUNS} converged");
+    assert!(converged > runs / 2, "{converged} of {runs} converged");
 }

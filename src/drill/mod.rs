@@ -143,6 +143,17 @@ pub async fn run_one_via(
     over_http: bool,
 ) -> std::io::Result<RunResult> {
     let schedule = Schedule::draw_for(seed, operations, over_http);
+    run_schedule(drill, run, schedule, scratch, over_http).await
+}
+
+/// One run of a given schedule (the tests' exhaustive sweeps: a fault at every operation).
+pub async fn run_schedule(
+    drill: &Drill<'_>,
+    run: u64,
+    schedule: Schedule,
+    scratch: &Path,
+    over_http: bool,
+) -> std::io::Result<RunResult> {
     let state_dir = tempfile::tempdir_in(scratch)?;
     let backend = if over_http {
         // Removed with the scratch folder, after the run.

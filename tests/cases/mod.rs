@@ -22,6 +22,7 @@ mod security_journal;
 mod security_serve;
 #[cfg(feature = "smartcards")]
 mod smartcards;
+mod sweeps;
 mod targeting;
 mod tke;
 mod untouched;

@@ -21,7 +21,8 @@ use tempfile::TempDir;
 
 /// The old master key: every current register holds it before the rotation.
 pub const A: &str = "c2ad0a997751e04066912fa490a9976d6135d221c0df197dfb8c8a7a00000000";
-/// The new master key: what plans/keyparts/custodian-1.json and custodian-2.json combine into.
+/// The new master key: what plans/keyparts/custodian-1.json and custodian-2.json combine into
+/// (and their test form, tests/fixtures/keyparts).
 pub const B: &str = "57c060b114f5a20a4347cd12e326ebd6b98c5bf07b48e7f0fbeb4c1900000000";
 /// A third key: a wrong key, or the key of another rotation.
 pub const C: &str = "5c1b924542fecd099a9568826bce5018476b3c2a29944c9c7ff6e47f00000000";
@@ -463,7 +464,10 @@ impl Workspace {
         workspace
     }
 
-    /// A temporary folder holding only copies of the two demo key part files.
+    /// A temporary folder holding only copies of the two demo key part files, in their test
+    /// form (tests/fixtures/keyparts: the same key parts and passwords at the lowest KDF cost
+    /// mkplan accepts, so that the hundreds of runs that open them cost seconds, not minutes;
+    /// the docs' and README's tests open the full-cost files under plans/).
     pub fn empty() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mkplan-test-")
@@ -472,8 +476,11 @@ impl Workspace {
         fs::create_dir(dir.path().join("keyparts")).expect("keyparts folder");
         for n in 1..=2 {
             let name = format!("keyparts/custodian-{n}.json");
-            fs::copy(repo_file(&format!("plans/{name}")), dir.path().join(&name))
-                .expect("copy a demo key part file");
+            fs::copy(
+                repo_file(&format!("tests/fixtures/{name}")),
+                dir.path().join(&name),
+            )
+            .expect("copy a demo key part file");
         }
         Workspace {
             dir,
