@@ -4,7 +4,8 @@
 //! docs/http-api.md describes the API.
 //!
 //! Here: opening the fleet, where the server may listen, and routing. The fleet lives in memory
-//! and every change is durable before its response (`durable`: group commits); `resources`
+//! and every change is durable before its response (`durable`: group commits to the operation
+//! log, `super::oplog`, replayed and compacted when the server starts and stops); `resources`
 //! reads, `commands` mutates (with the faults), `tke_front` speaks the TKE wire protocol
 //! instead, `tokens` authorizes, `connections` bounds how many clients are served at once and
 //! how long each may take to send its request. The server holds the fleet file's lock for its
@@ -39,9 +40,10 @@ pub use connections::{
 pub use in_process::InProcess;
 pub use tokens::Tokens;
 
+use super::oplog;
 use super::{Clock, Faults, Fleet, SystemClock};
 use crate::backend::SIM_SERVER_NAME;
-use durable::{Crash, Durable, Shared, group_commits};
+use durable::{Crash, Durable, Shared, commit, group_commits};
 use resources::problem;
 
 /// Largest request body the server reads (a load with three key parts is under 300 bytes).
@@ -91,8 +93,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     }
     tokio::spawn(group_commits(shared.clone()));
     connections::serve(listener, router(shared.clone()), limits, shutdown_signal()).await;
-    let applied = shared.state().applied;
-    shared.durable(applied).await;
+    // A clean stop leaves the whole state in the fleet file and no log.
+    commit(&shared, true).await;
+    eprintln!("mkplan sim serve: stopped; the fleet file {shown} holds every change.");
     Ok(())
 }
 
@@ -111,7 +114,8 @@ fn beyond_this_machine(options: &ServeOptions) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Locks and reads the fleet file.
+/// Locks and reads the fleet file. An operation log that a crash left beside it is replayed
+/// and compacted into it first, so that the server starts on one file and no log.
 fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Arc<Shared>, String> {
     let shown = options.fleet.display().to_string();
     let lock = lock_exclusively(&options.fleet)?;
@@ -121,17 +125,44 @@ fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Ar
             crate::quote::name(&shown)
         )
     })?;
-    let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
+    let (fleet, log) = oplog::recover(&options.fleet, &text)?;
+    let base_sha256 = match log {
+        None => oplog::sha256_hex(text.as_bytes()),
+        Some(log) => {
+            let sha = oplog::compact(&options.fleet, &fleet).map_err(|e| {
+                format!("cannot compact the operation log into the fleet file {shown}: {e}")
+            })?;
+            eprintln!(
+                "mkplan sim serve: replayed {} acknowledged change(s) from the operation log {} into {shown}{}",
+                log.entries
+                    .iter()
+                    .filter(|e| matches!(e, oplog::Entry::Change { .. }))
+                    .count(),
+                oplog::log_path(&options.fleet).display(),
+                if log.torn_bytes > 0 {
+                    format!(
+                        "; its last {} byte(s), a write the crash cut short, were never acknowledged and are dropped",
+                        log.torn_bytes
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            sha
+        }
+    };
     let (committed, _) = watch::channel(0);
+    let path = options.fleet;
     Ok(Arc::new(Shared {
         protocol: options.protocol,
-        path: options.fleet,
+        path: path.clone(),
         faults: options.faults,
         tokens: options.tokens,
         limits: options.limits,
         clock,
         operations: AtomicU64::new(0),
-        state: Mutex::new(Durable { fleet, applied: 0 }),
+        state: Mutex::new(Durable::new(fleet)),
+        log: Mutex::new(oplog::Writer::new(&path, base_sha256)),
         committed,
         commit_wanted: Notify::new(),
         busy: Mutex::new(Default::default()),
