@@ -75,7 +75,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let listen = options.listen;
     let limits = options.limits;
     let beyond_this_machine = beyond_this_machine(&options)?;
-    let shared = open(options, Arc::new(SystemClock), Crash::Abort)?;
+    let (shared, replayed) = open(options, Arc::new(SystemClock), Crash::Abort)?;
+    if let Some(replayed) = replayed {
+        eprintln!("mkplan sim serve: {replayed}");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -115,8 +118,13 @@ fn beyond_this_machine(options: &ServeOptions) -> Result<bool, String> {
 }
 
 /// Locks and reads the fleet file. An operation log that a crash left beside it is replayed
-/// and compacted into it first, so that the server starts on one file and no log.
-fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Arc<Shared>, String> {
+/// and compacted into it first, so that the server starts on one file and no log; what was
+/// replayed, said.
+fn open(
+    options: ServeOptions,
+    clock: Arc<dyn Clock>,
+    crash: Crash,
+) -> Result<(Arc<Shared>, Option<String>), String> {
     let shown = options.fleet.display().to_string();
     let lock = lock_exclusively(&options.fleet)?;
     let text = Fleet::read_text(&options.fleet).map_err(|e| {
@@ -126,14 +134,15 @@ fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Ar
         )
     })?;
     let (fleet, log) = oplog::recover(&options.fleet, &text)?;
+    let mut replayed = None;
     let base_sha256 = match log {
         None => oplog::sha256_hex(text.as_bytes()),
         Some(log) => {
             let sha = oplog::compact(&options.fleet, &fleet).map_err(|e| {
                 format!("cannot compact the operation log into the fleet file {shown}: {e}")
             })?;
-            eprintln!(
-                "mkplan sim serve: replayed {} acknowledged change(s) from the operation log {} into {shown}{}",
+            replayed = Some(format!(
+                "replayed {} acknowledged change(s) from the operation log {} into {shown}{}",
                 log.entries
                     .iter()
                     .filter(|e| matches!(e, oplog::Entry::Change { .. }))
@@ -147,13 +156,13 @@ fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Ar
                 } else {
                     String::new()
                 }
-            );
+            ));
             sha
         }
     };
     let (committed, _) = watch::channel(0);
     let path = options.fleet;
-    Ok(Arc::new(Shared {
+    let shared = Arc::new(Shared {
         protocol: options.protocol,
         path: path.clone(),
         faults: options.faults,
@@ -168,7 +177,8 @@ fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Ar
         busy: Mutex::new(Default::default()),
         _lock: lock,
         crash,
-    }))
+    });
+    Ok((shared, replayed))
 }
 
 async fn shutdown_signal() {

@@ -42,7 +42,7 @@ async fn start_on(
         tokens,
         limits: Limits::default(),
     };
-    let shared = open(options, Arc::new(SystemClock), Crash::Abort).unwrap();
+    let (shared, _) = open(options, Arc::new(SystemClock), Crash::Abort).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(group_commits(shared.clone()));
