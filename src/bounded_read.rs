@@ -10,6 +10,12 @@ use std::path::Path;
 /// The file's text, if it is a regular file of at most `bytes_max` bytes of UTF-8. The error
 /// says which of these it is not, in words that quote nothing of the file.
 pub fn read_to_string(path: &Path, bytes_max: u64) -> io::Result<String> {
+    String::from_utf8(read(path, bytes_max)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// The file's bytes, if it is a regular file of at most `bytes_max` bytes.
+pub fn read(path: &Path, bytes_max: u64) -> io::Result<Vec<u8>> {
     // Checked before opening: opening a FIFO for reading blocks until someone writes.
     let metadata = std::fs::metadata(path)?;
     if !metadata.is_file() {
@@ -28,8 +34,7 @@ pub fn read_to_string(path: &Path, bytes_max: u64) -> io::Result<String> {
             format!("longer than the limit of {bytes_max} bytes"),
         ));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -193,6 +193,9 @@ pub fn record_rotations(
     backend: &str,
 ) -> Result<(), ApplyError> {
     let grouped = by_instance(&plan.steps);
+    // One durable batch for the whole fleet, before the first step: one fsync, not one a
+    // rotation.
+    let mut started = Vec::new();
     for instance in &plan.instances {
         let rewraps = grouped
             .get(instance.id.as_str())
@@ -229,7 +232,7 @@ pub fn record_rotations(
                 )
         });
         if !known {
-            journal.append(Record::RotationStarted {
+            started.push(Record::RotationStarted {
                 instance: instance.id.to_ascii_lowercase(),
                 from: instance.key_storage_under.clone(),
                 to: instance.target_verification_pattern.clone(),
@@ -242,9 +245,10 @@ pub fn record_rotations(
                     .fingerprint(),
                 ),
                 at: Some(utc_now()),
-            })?;
+            });
         }
     }
+    journal.append_all(started)?;
     Ok(())
 }
 
@@ -258,6 +262,8 @@ pub fn close_finished(
 ) -> Result<Vec<String>, ApplyError> {
     let evidence = journal_evidence(journal.records(), backend, "");
     let mut closed = Vec::new();
+    // One durable batch: one fsync for a fleet, not one a rotation.
+    let mut records = Vec::new();
     for instance in live {
         let Some(rotation) = evidence.rotation(&instance.id) else {
             continue;
@@ -265,12 +271,12 @@ pub fn close_finished(
         let Some(why) = finished(instance) else {
             continue;
         };
-        journal.append(Record::RotationClosed {
+        records.push(Record::RotationClosed {
             instance: instance.id.to_ascii_lowercase(),
             backend: backend.to_string(),
             why: why.clone(),
             at: utc_now(),
-        })?;
+        });
         closed.push(format!(
             "Closed the journal's rotation of service instance {} from {}… to {}…: {why}.",
             instance.id,
@@ -278,6 +284,7 @@ pub fn close_finished(
             rotation.to.short()
         ));
     }
+    journal.append_all(records)?;
     Ok(closed)
 }
 

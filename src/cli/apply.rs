@@ -14,6 +14,7 @@ use super::context::{
     Desired, evidence_for, open_backend, read_desired, refresh_backend, scope_for,
 };
 use super::conventions::quiet;
+use super::early_key_parts::EarlyKeyParts;
 use super::interrupt;
 use super::keypart::{NamedBy, open_key_parts};
 use super::saved_plan::{check_saved, open_saved};
@@ -33,6 +34,8 @@ use crate::store::Store;
 pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     let (target, flag) = (args.target.as_path(), &args.backend);
     let saved_plan = !is_yaml(target);
+    // The parts whose passwords are in the environment decrypt while the plan is made.
+    let mut early = EarlyKeyParts::default();
     // What this apply acts on (the desired file's instances on its backend) is known before
     // the lock: a database locks just those instances.
     let (desired, backend, saved) = if saved_plan {
@@ -48,6 +51,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         }
         let desired = read_desired(target)?.only(&args.only.instances)?;
         let backend = open_backend(&desired, flag)?;
+        early = EarlyKeyParts::start(&desired);
         (Some(desired), Some(backend), None)
     };
     let (scope, instances) = match (&saved, &desired, &backend) {
@@ -123,7 +127,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     // terminal's echo off) then restores the terminal before it reports the interrupt.
     let interrupt = interrupt::listen();
     // Before the "yes": a wrong or missing password stops the apply while nothing is sent.
-    let key_parts = key_parts(&desired, &plan, &ceremony)?;
+    let key_parts = key_parts(&desired, &plan, &ceremony, &mut early)?;
     if !key_parts.is_empty() && !quiet() {
         eprintln!(
             "Key parts decrypted and checked: they combine into the desired master key ({} service instance(s) load it).",
@@ -248,6 +252,7 @@ pub(super) fn key_parts(
     desired: &Desired,
     plan: &Plan,
     by_hand: &HashMap<String, Instruction>,
+    early: &mut EarlyKeyParts,
 ) -> Result<HashMap<String, Vec<Secret32>>> {
     // A load done by hand takes its key parts in the TKE tools, not from mkplan.
     let loading: Vec<_> = desired
@@ -270,7 +275,26 @@ pub(super) fn key_parts(
             }
         }
     }
-    let opened = open_key_parts(&sources, NamedBy::DesiredFile)?;
+    // In the order of the sources, as before: the first error is the one reported.
+    let mut opened = Vec::with_capacity(sources.len());
+    let mut rest = Vec::new();
+    let mut slots = Vec::with_capacity(sources.len());
+    for &(file, variable) in &sources {
+        match early.take(file, variable) {
+            Some(part) => slots.push(Some(part)),
+            None => {
+                rest.push((file, variable));
+                slots.push(None);
+            }
+        }
+    }
+    let mut prompted = open_key_parts(&rest, NamedBy::DesiredFile)?.into_iter();
+    for slot in slots {
+        opened.push(match slot {
+            Some(part) => part?,
+            None => prompted.next().expect("every other source was opened"),
+        });
+    }
     let mut parts = HashMap::new();
     for instance in loading {
         let mine: Vec<Secret32> = instance

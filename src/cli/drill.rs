@@ -100,7 +100,12 @@ pub async fn drill(args: &DrillArgs, store: &Store) -> Result<u8> {
         );
         return Ok(0);
     }
-    let parts = key_parts(&desired, &plan, &std::collections::HashMap::new())?;
+    let parts = key_parts(
+        &desired,
+        &plan,
+        &std::collections::HashMap::new(),
+        &mut Default::default(),
+    )?;
     let seed = args.seed.unwrap_or_else(random_seed);
     let drill = Drill {
         desired: &desired.state,

@@ -7,6 +7,7 @@ mod ceremony;
 mod context;
 mod conventions;
 mod drill;
+mod early_key_parts;
 mod examples;
 mod interrupt;
 mod keypart;

@@ -76,11 +76,11 @@ struct HttpStore {
 }
 
 impl HttpStore {
-    /// The fleet file, with the rewraps that are due completed.
+    /// The fleet file with the server's operation log replayed, and the rewraps that are due
+    /// completed.
     fn read(&self) -> Fleet {
-        let text = std::fs::read_to_string(&self.path).expect("the drill's fleet file reads");
-        let mut fleet =
-            Fleet::parse("drill fleet", &text).expect("the server writes a valid fleet");
+        let mut fleet = crate::backend::sim::oplog::read(&self.path)
+            .expect("the server writes a valid fleet and operation log");
         hsm::complete_rewraps(&mut fleet, self.clock.now_ms());
         fleet
     }

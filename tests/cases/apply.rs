@@ -57,8 +57,10 @@ fn operations(units: usize) -> usize {
     3 * units + 1
 }
 
+/// The simulator's state: the fleet file, with the operation log of a `sim serve` on it (still
+/// running, or killed) replayed.
 pub(crate) fn sim(ws: &Workspace) -> SimFleet {
-    SimFleet::parse("fleet.yaml", &ws.read("fleet.yaml")).expect("the fleet reads")
+    mkplan::backend::sim::oplog::read(&ws.path("fleet.yaml")).expect("the fleet reads")
 }
 
 pub(crate) fn assert_no_incidents(ws: &Workspace, context: &str) {

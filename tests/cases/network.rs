@@ -243,3 +243,36 @@ fn http_errors_say_what_to_do() {
         faults.stderr
     );
 }
+
+/// `sim serve` commits to an operation log beside the fleet file. Killed, it leaves the
+/// acknowledged changes there, with a torn line at the end (a write the crash cut short, never
+/// acknowledged): a server started again drops that line, replays the rest into the fleet file
+/// exactly once and removes the log; a clean stop (SIGTERM) leaves no log.
+#[test]
+fn a_killed_server_replays_its_operation_log_and_drops_a_torn_last_line() {
+    let ws = rotate_to_b(&three_units(true));
+    let before = ws.bytes(FLEET);
+    let log = ws.path("fleet.yaml.oplog");
+    let server = Server::start(&ws.path(FLEET), "", &[]);
+    let applied = apply_via(&ws, &server.url, None, &[]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    drop(server); // SIGKILL: no compaction
+    assert_eq!(ws.bytes(FLEET), before, "the changes are in the log only");
+    assert_converged(&ws, "the log replayed by a reader");
+    let mut torn = std::fs::read(&log).expect("the operation log");
+    torn.extend_from_slice(b"99 0123456789abcdef {\"change\":{\"instances\":[{\"id\":");
+    std::fs::write(&log, torn).unwrap();
+    assert_converged(&ws, "a torn last line is dropped by a reader");
+
+    let mut server = Server::start(&ws.path(FLEET), "", &[]);
+    assert!(!log.exists(), "replayed into the fleet file at start");
+    let fleet = mkplan::backend::sim::Fleet::parse("fleet.yaml", &ws.read(FLEET)).unwrap();
+    assert!(fleet.incidents.is_empty(), "{:?}", fleet.incidents);
+    assert_converged(&ws, "after the replay");
+    let rerun = apply_via(&ws, &server.url, None, &[]);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert!(rerun.stderr.contains("No changes"), "{}", rerun.stderr);
+    assert!(server.stop().success());
+    assert!(!log.exists(), "a clean stop leaves no log");
+    assert_converged(&ws, "after a clean stop");
+}

@@ -498,7 +498,9 @@ impl Workspace {
     pub fn write(&self, name: &str, text: &str) {
         if name == FLEET {
             // The server holds the fleet in memory: the next run starts one on the new file.
+            // Its operation log (if it was killed) belongs to the old file: it goes too.
             self.server.borrow_mut().take();
+            let _ = fs::remove_file(mkplan::backend::sim::oplog::log_path(&self.path(name)));
         }
         fs::write(self.path(name), text).expect("write a test file");
     }
@@ -991,6 +993,15 @@ impl Server {
 
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the server as an operator would (SIGTERM): it writes its last changes into the
+    /// fleet file and exits; its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.wait()
     }
 
     /// Waits for the server to exit (after a crash fault); its exit status.

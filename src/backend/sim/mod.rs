@@ -16,6 +16,7 @@ mod consistency;
 pub mod faults;
 pub mod fleet;
 pub mod hsm;
+pub mod oplog;
 mod rewrap;
 pub mod server;
 
@@ -97,7 +98,14 @@ impl Simulator {
                 crate::quote::name(&shown)
             ))
         })?;
-        Fleet::parse(&shown, &text).map_err(BackendError::Input)
+        let fleet = Fleet::parse(&shown, &text).map_err(BackendError::Input)?;
+        // A `sim serve` that stopped without compacting left its acknowledged changes there.
+        if !oplog::log_path(&self.path).exists() {
+            return Ok(fleet);
+        }
+        oplog::recover(&self.path, &text)
+            .map(|(fleet, _)| fleet)
+            .map_err(BackendError::Unreachable)
     }
 
     pub fn live(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
@@ -205,8 +213,15 @@ impl Simulator {
         }
     }
 
+    /// Writes the fleet; an operation log a `sim serve` left is retired with it (its changes
+    /// were replayed into `fleet` when it was read).
     pub fn write(&self, fleet: &Fleet) -> Result<(), BackendError> {
-        write_atomically(&self.path, fleet.to_yaml().as_bytes()).map_err(|e| {
+        let written = if oplog::log_path(&self.path).exists() {
+            oplog::compact(&self.path, fleet).map(|_| ())
+        } else {
+            write_atomically(&self.path, fleet.to_yaml().as_bytes())
+        };
+        written.map_err(|e| {
             BackendError::Unreachable(format!(
                 "cannot write the simulator's fleet file {}: {e}",
                 self.path.display()

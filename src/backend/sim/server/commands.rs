@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::super::{Accepted, Fleet, Refused, SimOperation, clock, hsm};
+use super::super::{Accepted, Fleet, Refused, SimOperation, clock};
 use super::durable::Shared;
 use super::resources::{find_unit, problem, unknown_instance, unknown_unit};
 use crate::keypart::{self, KEY_LEN, Secret32};
@@ -193,10 +193,7 @@ async fn mutate(shared: &Arc<Shared>, busy: String, operation: SimOperation) -> 
     }
     let (result, after, applied) = {
         let mut state = shared.state();
-        let result = hsm::perform_at(&mut state.fleet, &operation, shared.clock.now_ms());
-        if result.is_ok() {
-            state.applied += 1;
-        }
+        let result = state.perform(&operation, shared.clock.now_ms());
         let after = after_state(&state.fleet, &operation);
         (result, after, state.applied)
     };

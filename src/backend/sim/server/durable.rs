@@ -1,8 +1,9 @@
 //! The server's state and its durability: the fleet lives in memory under a mutex, and every
-//! change is on disk before any response shows it. Changes apply to the in-memory fleet, then
-//! wait for a *group commit* that writes the whole fleet atomically (temporary file, fsync,
-//! rename, fsync of the folder) for every change applied so far. Reads wait for the same
-//! commit, so no client ever sees a state that a crash could take back.
+//! change is on disk before any response shows it. Changes apply to the in-memory fleet and
+//! queue a line for the operation log (`oplog`), then wait for a *group commit* that appends
+//! and fsyncs every line queued so far. Reads wait for the same commit, so no client ever sees
+//! a state that a crash could take back. The fleet file itself is rewritten only to compact
+//! the log: when it grows past `oplog::LOG_BYTES_MAX`, and when the server stops.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, watch};
 
+use super::super::oplog::{self, Entry};
 use super::super::{Clock, Faults, Fleet, hsm};
 use super::{Limits, Protocol, Tokens};
 
@@ -33,6 +35,8 @@ pub(super) struct Shared {
     /// Mutating requests received, counted from 1, for fault injection.
     pub(super) operations: AtomicU64,
     pub(super) state: Mutex<Durable>,
+    /// The operation log; held while a group commit or a compaction writes.
+    pub(super) log: Mutex<oplog::Writer>,
     /// The number of the last change written to disk.
     pub(super) committed: watch::Sender<u64>,
     pub(super) commit_wanted: Notify,
@@ -48,6 +52,68 @@ pub(super) struct Durable {
     pub(super) fleet: Fleet,
     /// Changes applied to `fleet` so far: operations, and rewraps that completed.
     pub(super) applied: u64,
+    /// The log lines of the changes not yet handed to a group commit, in order.
+    pub(super) pending: Vec<Entry>,
+}
+
+impl Durable {
+    pub(super) fn new(fleet: Fleet) -> Self {
+        Self {
+            fleet,
+            applied: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Counts a change to the instances at `touched` (indices) that added the incidents from
+    /// `incidents_from` on, and queues its log line.
+    pub(super) fn record(&mut self, touched: &[usize], incidents_from: usize) {
+        self.pending
+            .push(Entry::change(&self.fleet, touched, incidents_from));
+        self.applied += 1;
+    }
+
+    /// The instances (indices) whose rewrap completes by `now_ms`.
+    pub(super) fn rewraps_due(&self, now_ms: u64) -> Vec<usize> {
+        self.fleet
+            .instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                i.key_storage
+                    .rewrap_in_progress
+                    .as_ref()
+                    .is_some_and(|r| r.completes_at_ms <= now_ms)
+            })
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// Performs `operation` at `now_ms`, and records what it changed: its instance if it was
+    /// accepted, and the rewraps that completed first.
+    pub(super) fn perform(
+        &mut self,
+        operation: &hsm::SimOperation,
+        now_ms: u64,
+    ) -> Result<hsm::Accepted, hsm::Refused> {
+        let mut touched = self.rewraps_due(now_ms);
+        let incidents_from = self.fleet.incidents.len();
+        let result = hsm::perform_at(&mut self.fleet, operation, now_ms);
+        if result.is_ok()
+            && let Some(index) = self
+                .fleet
+                .instances
+                .iter()
+                .position(|i| i.id.eq_ignore_ascii_case(operation.instance()))
+            && !touched.contains(&index)
+        {
+            touched.push(index);
+        }
+        if !touched.is_empty() {
+            self.record(&touched, incidents_from);
+        }
+        result
+    }
 }
 
 impl Shared {
@@ -55,8 +121,12 @@ impl Shared {
     /// comes first after their end, and are written with the next group commit.
     pub(super) fn state(&self) -> MutexGuard<'_, Durable> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if hsm::complete_rewraps(&mut state.fleet, self.clock.now_ms()) {
-            state.applied += 1;
+        let now_ms = self.clock.now_ms();
+        let due = state.rewraps_due(now_ms);
+        if !due.is_empty() {
+            let incidents_from = state.fleet.incidents.len();
+            hsm::complete_rewraps(&mut state.fleet, now_ms);
+            state.record(&due, incidents_from);
             self.commit_wanted.notify_one();
         }
         state
@@ -81,44 +151,60 @@ impl Shared {
     }
 }
 
-/// Writes the fleet whenever changes are applied that are not on disk yet: one write for
-/// every change that arrived while the previous write was running.
+/// Appends the queued log lines whenever there are some: one append and one fsync for every
+/// change that arrived while the previous one was running.
 pub(super) async fn group_commits(shared: Arc<Shared>) {
     loop {
         shared.commit_wanted.notified().await;
-        // A copy under the lock (fast); serializing and writing without it, so that
-        // operations keep applying while the disk works.
-        let (fleet, applied) = {
-            let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.applied <= *shared.committed.borrow() {
-                continue;
-            }
-            (state.fleet.clone(), state.applied)
-        };
-        // The write holds the server (and so the fleet file's lock) until it is done: a
-        // server started again on the file after a kill reads it only then.
-        let writer = shared.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            super::super::write_atomically(&writer.path, fleet.to_yaml().as_bytes())
-        })
-        .await;
-        let failed = match written {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            // The server is being killed (a drill's restart): nothing more to do.
-            Err(e) if e.is_cancelled() => return,
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(e) = failed {
-            // Memory and disk now disagree and no response may claim durability: stop as a
-            // crash would. The operations waiting get no response; their clients settle them
-            // by reading the state after a restart.
-            eprintln!(
-                "mkplan sim serve: cannot write the fleet file {}: {e}; stopping",
-                shared.path.display()
-            );
-            shared.crash().await;
-        }
-        shared.committed.send_replace(applied);
+        commit(&shared, false).await;
     }
+}
+
+/// Writes every change applied so far to the log, and compacts the log into the fleet file
+/// when it has grown large or when `compact` says so (the server is stopping). Then tells the
+/// waiting requests.
+pub(super) async fn commit(shared: &Arc<Shared>, compact: bool) {
+    // The write holds the server (and so the fleet file's lock) until it is done: a server
+    // started again on the file after a kill reads it only then.
+    let writer = shared.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let mut log = writer.log.lock().unwrap_or_else(|e| e.into_inner());
+        let compact = compact || log.bytes > oplog::LOG_BYTES_MAX;
+        // The lines and (to compact) the fleet they lead to, taken together under the lock
+        // (fast); written without it, so that operations keep applying while the disk works.
+        let (entries, fleet, applied) = {
+            let mut state = writer.state.lock().unwrap_or_else(|e| e.into_inner());
+            let fleet = compact.then(|| state.fleet.clone());
+            (std::mem::take(&mut state.pending), fleet, state.applied)
+        };
+        log.append(&entries)?;
+        if let Some(fleet) = fleet {
+            log.compact(&fleet)?;
+        }
+        Ok::<u64, std::io::Error>(applied)
+    })
+    .await;
+    let failed = match written {
+        Ok(Ok(applied)) => {
+            shared.committed.send_if_modified(|c| {
+                let newer = applied > *c;
+                *c = (*c).max(applied);
+                newer
+            });
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        // The server is being killed (a drill's restart): nothing more to do.
+        Err(e) if e.is_cancelled() => return,
+        Err(e) => e.to_string(),
+    };
+    // Memory and disk now disagree and no response may claim durability: stop as a crash
+    // would. The operations waiting get no response; their clients settle them by reading the
+    // state after a restart, which replays the log's whole lines.
+    eprintln!(
+        "mkplan sim serve: cannot write the operation log {} or the fleet file {}: {failed}; stopping",
+        oplog::log_path(&shared.path).display(),
+        shared.path.display()
+    );
+    shared.crash().await;
 }

@@ -40,7 +40,8 @@ impl InProcess {
                 limits: Limits::default(),
             };
             match open(options, clock.clone(), Crash::Signal(crashed.clone())) {
-                Ok(shared) => break shared,
+                // A drill reports its restarts itself.
+                Ok((shared, _replayed)) => break shared,
                 Err(e) if Instant::now() < deadline && e.contains("in use") => {
                     std::thread::sleep(Duration::from_millis(10));
                 }

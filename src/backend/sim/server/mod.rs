@@ -4,7 +4,8 @@
 //! docs/http-api.md describes the API.
 //!
 //! Here: opening the fleet, where the server may listen, and routing. The fleet lives in memory
-//! and every change is durable before its response (`durable`: group commits); `resources`
+//! and every change is durable before its response (`durable`: group commits to the operation
+//! log, `super::oplog`, replayed and compacted when the server starts and stops); `resources`
 //! reads, `commands` mutates (with the faults), `tke_front` speaks the TKE wire protocol
 //! instead, `tokens` authorizes, `connections` bounds how many clients are served at once and
 //! how long each may take to send its request. The server holds the fleet file's lock for its
@@ -39,9 +40,10 @@ pub use connections::{
 pub use in_process::InProcess;
 pub use tokens::Tokens;
 
+use super::oplog;
 use super::{Clock, Faults, Fleet, SystemClock};
 use crate::backend::SIM_SERVER_NAME;
-use durable::{Crash, Durable, Shared, group_commits};
+use durable::{Crash, Durable, Shared, commit, group_commits};
 use resources::problem;
 
 /// Largest request body the server reads (a load with three key parts is under 300 bytes).
@@ -73,7 +75,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let listen = options.listen;
     let limits = options.limits;
     let beyond_this_machine = beyond_this_machine(&options)?;
-    let shared = open(options, Arc::new(SystemClock), Crash::Abort)?;
+    let (shared, replayed) = open(options, Arc::new(SystemClock), Crash::Abort)?;
+    if let Some(replayed) = replayed {
+        eprintln!("mkplan sim serve: {replayed}");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -91,8 +96,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     }
     tokio::spawn(group_commits(shared.clone()));
     connections::serve(listener, router(shared.clone()), limits, shutdown_signal()).await;
-    let applied = shared.state().applied;
-    shared.durable(applied).await;
+    // A clean stop leaves the whole state in the fleet file and no log.
+    commit(&shared, true).await;
+    eprintln!("mkplan sim serve: stopped; the fleet file {shown} holds every change.");
     Ok(())
 }
 
@@ -111,8 +117,14 @@ fn beyond_this_machine(options: &ServeOptions) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Locks and reads the fleet file.
-fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Arc<Shared>, String> {
+/// Locks and reads the fleet file. An operation log that a crash left beside it is replayed
+/// and compacted into it first, so that the server starts on one file and no log; what was
+/// replayed, said.
+fn open(
+    options: ServeOptions,
+    clock: Arc<dyn Clock>,
+    crash: Crash,
+) -> Result<(Arc<Shared>, Option<String>), String> {
     let shown = options.fleet.display().to_string();
     let lock = lock_exclusively(&options.fleet)?;
     let text = Fleet::read_text(&options.fleet).map_err(|e| {
@@ -121,23 +133,52 @@ fn open(options: ServeOptions, clock: Arc<dyn Clock>, crash: Crash) -> Result<Ar
             crate::quote::name(&shown)
         )
     })?;
-    let fleet = Fleet::parse(&shown, &text).map_err(|e| e.to_string())?;
+    let (fleet, log) = oplog::recover(&options.fleet, &text)?;
+    let mut replayed = None;
+    let base_sha256 = match log {
+        None => oplog::sha256_hex(text.as_bytes()),
+        Some(log) => {
+            let sha = oplog::compact(&options.fleet, &fleet).map_err(|e| {
+                format!("cannot compact the operation log into the fleet file {shown}: {e}")
+            })?;
+            replayed = Some(format!(
+                "replayed {} acknowledged change(s) from the operation log {} into {shown}{}",
+                log.entries
+                    .iter()
+                    .filter(|e| matches!(e, oplog::Entry::Change { .. }))
+                    .count(),
+                oplog::log_path(&options.fleet).display(),
+                if log.torn_bytes > 0 {
+                    format!(
+                        "; its last {} byte(s), a write the crash cut short, were never acknowledged and are dropped",
+                        log.torn_bytes
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+            sha
+        }
+    };
     let (committed, _) = watch::channel(0);
-    Ok(Arc::new(Shared {
+    let path = options.fleet;
+    let shared = Arc::new(Shared {
         protocol: options.protocol,
-        path: options.fleet,
+        path: path.clone(),
         faults: options.faults,
         tokens: options.tokens,
         limits: options.limits,
         clock,
         operations: AtomicU64::new(0),
-        state: Mutex::new(Durable { fleet, applied: 0 }),
+        state: Mutex::new(Durable::new(fleet)),
+        log: Mutex::new(oplog::Writer::new(&path, base_sha256)),
         committed,
         commit_wanted: Notify::new(),
         busy: Mutex::new(Default::default()),
         _lock: lock,
         crash,
-    }))
+    });
+    Ok((shared, replayed))
 }
 
 async fn shutdown_signal() {

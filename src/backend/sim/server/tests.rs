@@ -6,6 +6,7 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::keypart::{self, Secret32};
 use crate::model::{NewRegister, VerificationPattern};
+use tokio::sync::Notify;
 
 const INSTANCE: &str = "5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b";
 const UNIT: &str = "0a1b2c3d-0000-4000-8000-000000000001";
@@ -41,7 +42,7 @@ async fn start_on(
         tokens,
         limits: Limits::default(),
     };
-    let shared = open(options, Arc::new(SystemClock), Crash::Abort).unwrap();
+    let (shared, _) = open(options, Arc::new(SystemClock), Crash::Abort).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(group_commits(shared.clone()));
@@ -80,7 +81,7 @@ async fn a_second_command_on_a_busy_unit_is_refused_with_409() {
     assert_eq!(second.status(), 409);
     assert!(second.text().await.unwrap().contains("crypto_unit_busy"));
     // The first was durable before its response.
-    let fleet = Fleet::parse("f", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fleet = on_disk(&path);
     assert!(matches!(
         fleet.instances[0].crypto_units[0].new_register,
         NewRegister::FullUncommitted(_)
@@ -132,7 +133,7 @@ async fn faults_count_commands_and_concurrent_commands_are_all_durable() {
     }))
     .await;
     assert!(sent.into_iter().all(|r| r.unwrap().status() == 200));
-    let fleet = Fleet::parse("f", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fleet = on_disk(&path);
     assert!(
         fleet.instances[0]
             .crypto_units
@@ -165,8 +166,9 @@ fn staged(keys: u64, ms_per_key: u64) -> (Fleet, VerificationPattern) {
     (fleet, new)
 }
 
+/// What a crash would leave: the fleet file with the operation log replayed.
 fn on_disk(path: &Path) -> Fleet {
-    Fleet::parse("f", &std::fs::read_to_string(path).unwrap()).unwrap()
+    super::oplog::read(path).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,4 +282,62 @@ async fn a_lost_rewrap_response_comes_at_once_and_the_rewrap_runs_on() {
                 .clone()
         )
     );
+}
+
+/// The simulator's ground truth through a crash: an incident (a set immediate before the
+/// rewrap) and a load, acknowledged, then the server killed at once. They are in the
+/// operation log, not the fleet file; a server started again replays them exactly once,
+/// compacts them into the fleet file and removes the log; a clean stop leaves no log either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_changes_and_incidents_survive_a_kill_and_replay_once() {
+    let (fleet, new) = staged(3000, 0);
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("fleet.yaml");
+    std::fs::write(&path, fleet.to_yaml()).unwrap();
+    let original = std::fs::read(&path).unwrap();
+    let start = || {
+        InProcess::start(
+            &path,
+            "127.0.0.1:0".parse().unwrap(),
+            &Faults::default(),
+            Arc::new(Notify::new()),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    };
+    let server = start();
+    let url = format!("http://{}", server.address);
+    let client = client();
+    let harmful = client
+        .post(format!("{url}/v1/tke/{INSTANCE}/hsms/{UNIT}/set_immediate"))
+        .json(&json!({ "verification_pattern": new.as_str(), "signers": ["alice", "bob"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(harmful.status(), 200, "{}", harmful.text().await.unwrap());
+    let acknowledged = on_disk(&path);
+    assert_eq!(
+        acknowledged.incidents.len(),
+        1,
+        "the simulator recorded the loss"
+    );
+    server.kill();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        original,
+        "only the log was written"
+    );
+    assert!(oplog::log_path(&path).exists());
+
+    let server = start();
+    assert!(!oplog::log_path(&path).exists(), "replayed and compacted");
+    let compacted = Fleet::parse("f", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        compacted, acknowledged,
+        "exactly the acknowledged state, incident once"
+    );
+    server.kill();
+    let again = start();
+    assert_eq!(on_disk(&path).incidents.len(), 1, "never applied twice");
+    again.kill();
 }
