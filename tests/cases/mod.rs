@@ -24,6 +24,7 @@ mod security_serve;
 mod smartcards;
 mod targeting;
 mod tke;
+mod tke_verified;
 mod untouched;
 mod views;
 mod witnesses;

@@ -1,7 +1,10 @@
 //! `--backend tke:REGION`: the real service's TKE API, read-only (shared/tke-wire.md §1–§3).
 //! One `GET …/hsms` lists an instance's crypto units; per unit, three unsigned EP11 queries
 //! (domain attributes, administrators and their certificates, domain info) give its
-//! thresholds, mode, administrators and both master-key registers. Mutations (signed admin
+//! thresholds, mode, administrators and both master-key registers. Every m_admin reply is
+//! checked against its crypto module's OA epoch key, whose certificate chain ends at one of
+//! IBM's root keys (module `oa`; the test root only with `MKPLAN_TKE_TEST_OA_ROOT`, on
+//! loopback). Mutations (signed admin
 //! commands, §4) are not in this backend yet: `perform` says so and names the way that exists.
 //!
 //! Authentication: an IAM bearer token from `IBMCLOUD_IAM_TOKEN`, or an API key from
@@ -12,11 +15,14 @@ pub mod der;
 pub mod ep11;
 pub mod htp;
 pub mod oa;
+pub mod oa_test_chain;
 pub mod pacing;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
+use p521::ecdsa::VerifyingKey;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
@@ -36,6 +42,9 @@ pub const IAM_ENDPOINT: &str = "https://iam.cloud.ibm.com";
 pub const TOKEN_RENEW_BEFORE_S: u64 = 300;
 /// Largest threshold a unit may report (EP11 allows 8 administrators).
 const THRESHOLD_MAX: u32 = 8;
+/// Trusts mkplan's test OA root (`oa_test_chain`) besides IBM's: tests against
+/// `mkplan sim serve --protocol tke` only, refused unless the TKE endpoint is this machine.
+pub const TEST_OA_ROOT_VARIABLE: &str = "MKPLAN_TKE_TEST_OA_ROOT";
 
 /// A protocol-level problem with one request or reply; turned into `BackendError::Protocol`
 /// with the unit's name.
@@ -192,6 +201,13 @@ pub struct TkeBackend {
     exchange: tokio::sync::Mutex<()>,
     /// At most one request in flight per crypto module (the SDK is sequential).
     modules: pacing::Modules,
+    /// The root keys a module's OA chain may end at: IBM's, and the test root in tests.
+    roots: Vec<oa::RootKey>,
+    /// Each crypto module's epoch key (`pacing::module_of`), read once per run and again
+    /// after a reply that fails its signature.
+    epoch_keys: tokio::sync::Mutex<HashMap<String, VerifyingKey>>,
+    /// Whether the TKE endpoint is on this machine (the only place the test root may be).
+    loopback: bool,
 }
 
 #[derive(Deserialize)]
@@ -237,7 +253,31 @@ impl TkeBackend {
             renew_at: std::sync::Mutex::new(None),
             exchange: tokio::sync::Mutex::new(()),
             modules: pacing::Modules::default(),
+            roots: oa::IBM_ROOTS.to_vec(),
+            epoch_keys: tokio::sync::Mutex::new(HashMap::new()),
+            loopback: endpoint::is_loopback(&endpoint),
         })
+    }
+
+    /// Trusts mkplan's test OA root besides IBM's (`MKPLAN_TKE_TEST_OA_ROOT`). Its private
+    /// key is public, so it is refused unless the TKE endpoint is on this machine.
+    pub fn trust_test_root(&mut self) -> Result<(), BackendError> {
+        if !self.loopback {
+            return Err(BackendError::Endpoint(format!(
+                "{TEST_OA_ROOT_VARIABLE} is set, but {} is not on this machine: the test OA root's key is public, so it is trusted only for a local simulator (`mkplan sim serve --protocol tke`). Nothing was sent. Unset {TEST_OA_ROOT_VARIABLE} to read real crypto units",
+                self.shown
+            )));
+        }
+        self.roots.push(oa_test_chain::test_root());
+        Ok(())
+    }
+
+    /// The warning every run with the test root prints (the CLI prints it, even with `-q`).
+    pub fn test_root_warning(&self) -> Option<String> {
+        (self.roots.len() > oa::IBM_ROOTS.len()).then(|| format!(
+            "warning: {TEST_OA_ROOT_VARIABLE} is set: {} trusts replies signed by mkplan's TEST OA root, whose key is public. Never set it outside tests",
+            self.shown
+        ))
     }
 
     pub fn describe(&self) -> String {
@@ -418,7 +458,37 @@ impl TkeBackend {
             .map_err(|e| BackendError::Protocol(format!("crypto unit {hsm_id}: {e}")))
     }
 
+    /// One m_admin query whose reply carries the module's OA signature. A reply that fails
+    /// it is asked again once after re-reading the module's chain (epoch keys change), then
+    /// refused naming the module: never read as data.
     async fn admin(
+        &self,
+        unit: &Target<'_>,
+        command: u32,
+        input: &[u8],
+    ) -> Result<ep11::AdminResponse, BackendError> {
+        let key = self.epoch_key(unit, false).await?;
+        let response = self.admin_unverified(unit, command, input).await?;
+        if oa::verify_reply(&response.signer_infos, &response.block, &key).is_ok() {
+            return Ok(response);
+        }
+        tracing::info!(
+            "crypto unit {}: a reply failed its OA signature; re-reading crypto module {}'s OA certificates once",
+            unit.hsm_id,
+            unit.module
+        );
+        let key = self.epoch_key(unit, true).await?;
+        let response = self.admin_unverified(unit, command, input).await?;
+        oa::verify_reply(&response.signer_infos, &response.block, &key).map_err(|e| {
+            BackendError::Protocol(format!(
+                "crypto unit {}: crypto module {} sent a reply that is not signed by it ({e}), also after re-reading its OA certificates; nothing was read from it. Stop and ask IBM support: something between mkplan and the crypto module may be changing replies",
+                unit.hsm_id, unit.module
+            ))
+        })?;
+        Ok(response)
+    }
+
+    async fn admin_unverified(
         &self,
         unit: &Target<'_>,
         command: u32,
@@ -432,6 +502,55 @@ impl TkeBackend {
         let response = ep11::parse_admin_response(&payload, unit.domain, command).map_err(wire)?;
         response.check_admin_domain(unit.domain).map_err(wire)?;
         Ok(response)
+    }
+
+    /// The epoch key of `unit`'s crypto module: read from its OA chain (§3.5 steps 2–3) the
+    /// first time, or again when `reread`.
+    async fn epoch_key(
+        &self,
+        unit: &Target<'_>,
+        reread: bool,
+    ) -> Result<VerifyingKey, BackendError> {
+        let mut keys = self.epoch_keys.lock().await;
+        if !reread && let Some(key) = keys.get(&unit.module) {
+            return Ok(*key);
+        }
+        let chain = self.device_certificates(unit).await?;
+        let key = oa::verify_chain(&chain, &self.roots).map_err(|e| {
+            BackendError::Protocol(format!(
+                "crypto unit {}: crypto module {}'s OA certificate chain is refused: {e}. mkplan trusts a crypto module only when its chain ends at one of IBM's OA root keys; stop and ask IBM support",
+                unit.hsm_id, unit.module
+            ))
+        })?;
+        keys.insert(unit.module.clone(), key);
+        Ok(key)
+    }
+
+    /// Device certificates 0, 1, … until the card answers "not found" (96/60).
+    async fn device_certificates(&self, unit: &Target<'_>) -> Result<Vec<Vec<u8>>, BackendError> {
+        let wire = |e: WireError| {
+            BackendError::Protocol(format!(
+                "crypto unit {}: reading crypto module {}'s OA certificates: {e}",
+                unit.hsm_id, unit.module
+            ))
+        };
+        let mut chain = Vec::new();
+        for index in 0..=oa::CHAIN_LEN_MAX {
+            let payload = self
+                .query(
+                    unit,
+                    &ep11::device_certificate_query(unit.domain, index as u32),
+                )
+                .await?;
+            match ep11::parse_device_certificate(&payload, unit.domain).map_err(wire)? {
+                Some(certificate) => chain.push(certificate.output),
+                None => return Ok(chain),
+            }
+        }
+        Err(wire(WireError::new(format!(
+            "it has more than {} certificates",
+            oa::CHAIN_LEN_MAX
+        ))))
     }
 
     /// Thresholds, mode, administrators and registers of one unit (§3.5 step 4).
