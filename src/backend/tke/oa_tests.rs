@@ -1,9 +1,9 @@
 //! OA certificates and reply signatures. There is no captured certificate to test against,
 //! so the certificates here are built byte by byte at the offsets the SDK's parsers read
 //! (`oa2CertificateX.go`, `oa3CertificateX.go`), signed by test keys and rooted in a test
-//! root (the OA2 builder and the keys are in `oa_test_chain`, which the simulator uses too). The reply signature vector was made
-//! with OpenSSL 3.0 (`openssl dgst -sha512 -sign` with a secp521r1 key), an implementation
-//! independent of the one that checks it.
+//! root (the OA2 builder and the keys are in `oa_test_chain`, which the simulator uses
+//! too). The reply signature vector was made with OpenSSL 3.0 (`openssl dgst -sha512 -sign`
+//! with a secp521r1 key), an implementation independent of the one that checks it.
 
 use p521::ecdsa::{SigningKey, VerifyingKey};
 
