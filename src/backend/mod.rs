@@ -263,13 +263,15 @@ pub struct OpenOptions {
     pub tke_endpoint: Option<String>,
     /// For `tke:`: where its bearer token comes from.
     pub tke_credentials: tke::Credentials,
+    /// For `tke:`, tests only (`MKPLAN_TKE_TEST_OA_ROOT`): trust mkplan's test OA root too.
+    pub tke_test_oa_root: bool,
 }
 
 /// The backends this build has, behind one type so commands need not be generic.
 pub enum AnyBackend {
     Sim(sim::Simulator, String),
     Http(http::HttpBackend),
-    Tke(tke::TkeBackend),
+    Tke(Box<tke::TkeBackend>),
 }
 
 impl AnyBackend {
@@ -299,12 +301,16 @@ impl AnyBackend {
                     Some(endpoint) => endpoint,
                     None => tke::base_url(region).map_err(BackendError::Unreachable)?,
                 };
-                Ok(Self::Tke(tke::TkeBackend::new(
+                let mut backend = tke::TkeBackend::new(
                     &format!("tke:{region}"),
                     &base,
                     options.tke_credentials,
                     options.parallelism,
-                )?))
+                )?;
+                if options.tke_test_oa_root {
+                    backend.trust_test_root()?;
+                }
+                Ok(Self::Tke(Box::new(backend)))
             }
         }
     }

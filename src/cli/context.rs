@@ -256,7 +256,7 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
                 .iter()
                 .any(|part| !part.is_smart_card())
         });
-    Ok(AnyBackend::open(
+    let backend = AnyBackend::open(
         &spec,
         OpenOptions {
             faults,
@@ -265,8 +265,18 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
             parallelism: usize::from(flag.parallelism),
             tke_endpoint: flag.tke_endpoint.clone(),
             tke_credentials: tke_credentials(),
+            // Read from the environment only, never from the desired file.
+            tke_test_oa_root: std::env::var_os(crate::backend::tke::TEST_OA_ROOT_VARIABLE)
+                .is_some_and(|v| !v.is_empty()),
         },
-    )?)
+    )?;
+    if let AnyBackend::Tke(tke) = &backend
+        && let Some(warning) = tke.test_root_warning()
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "{warning}");
+    }
+    Ok(backend)
 }
 
 /// `IBMCLOUD_IAM_TOKEN`, else `IBMCLOUD_API_KEY` (exchanged at IAM, `MKPLAN_IAM_ENDPOINT`).

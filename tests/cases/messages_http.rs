@@ -21,7 +21,7 @@ fn via_tke(ws: &Workspace, endpoint: &str, env: &[(&str, &str)]) -> Run {
         "--tke-endpoint",
         endpoint,
     ];
-    ws.mkplan_with_env(&args, env)
+    ws.mkplan_with_env(&args, &with_test_oa_root(env))
 }
 
 /// Exit 1, every `said` on stderr, none of `never` on stdout or stderr, the fleet untouched.

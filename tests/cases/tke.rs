@@ -14,7 +14,7 @@ const EXAMPLES: [&str; 4] = [
 
 /// A workspace with an example's desired file and its fleet, the fleet made silent about the
 /// rotation status.
-fn example(name: &str) -> Workspace {
+pub(super) fn example(name: &str) -> Workspace {
     let ws = Workspace::empty();
     let fleet = std::fs::read_to_string(repo_file(&format!("examples/fleets/{name}.yaml")))
         .unwrap()
@@ -36,11 +36,11 @@ fn example(name: &str) -> Workspace {
 fn via_tke(ws: &Workspace, server: &Server, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut all = args.to_vec();
     all.extend(["--backend", "tke:us-south", "--tke-endpoint", &server.url]);
-    ws.mkplan_with_env(&all, env)
+    ws.mkplan_with_env(&all, &with_test_oa_root(env))
 }
 
 /// The plan JSON without what names the backend.
-fn comparable(run: &Run) -> serde_json::Value {
+pub(super) fn comparable(run: &Run) -> serde_json::Value {
     let mut value = run.json();
     if let Some(object) = value.as_object_mut() {
         object.remove("backend");

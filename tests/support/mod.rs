@@ -549,6 +549,7 @@ impl Workspace {
             .env_remove("MKPLAN_SIM_FAULTS")
             .env_remove("MKPLAN_PART1_PASSWORD")
             .env_remove("MKPLAN_PART2_PASSWORD")
+            .env_remove(TKE_TEST_OA_ROOT.0)
             .env("MKPLAN_STATE_DIR", self.path(".mkplan"))
             .env("MKPLAN_JOURNAL_KEY", journal_key())
             .env("NO_COLOR", "1")
@@ -1015,4 +1016,13 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Trusts mkplan's test OA root: what a run against `mkplan sim serve --protocol tke` needs,
+/// since the simulator signs its replies with test material (never set by default).
+pub const TKE_TEST_OA_ROOT: (&str, &str) = ("MKPLAN_TKE_TEST_OA_ROOT", "1");
+
+/// `env` and the test OA root, for a run against `sim serve --protocol tke`.
+pub fn with_test_oa_root<'a>(env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    [env, &[TKE_TEST_OA_ROOT]].concat()
 }

@@ -11,6 +11,14 @@ pub struct Faults {
     pub fail_op: BTreeSet<u64>,
     pub lose_response_op: BTreeSet<u64>,
     pub latency_ms: u64,
+    /// `sim serve --protocol tke` only, to test reply verification: from this POSTed request
+    /// on, every domain query's reply is changed after the module signed it (a forged reply).
+    pub forge_reply_from_op: Option<u64>,
+    /// From this request on, the module signs with a new epoch key (and serves its
+    /// certificate), as a real module's epoch key changes.
+    pub oa_epoch_change_op: Option<u64>,
+    /// The module's OA chain ends at a root no client trusts.
+    pub oa_unknown_root: bool,
 }
 
 /// Operations we inject faults into at the most, and the longest latency: a typo must not
@@ -36,6 +44,26 @@ impl Faults {
                 "crash_after_op" => &mut faults.crash_after_op,
                 "fail_op" => &mut faults.fail_op,
                 "lose_response_op" => &mut faults.lose_response_op,
+                "forge_reply_from_op" | "oa_epoch_change_op" | "oa_unknown_root" => {
+                    let at = key.trim();
+                    let valid = if at == "oa_unknown_root" {
+                        number == 1
+                    } else {
+                        (1..=FAULT_OP_MAX).contains(&number)
+                    };
+                    if !valid {
+                        return Err(format!(
+                            "fault {}: oa_unknown_root takes 1, the others an operation from 1 to {FAULT_OP_MAX}",
+                            quote(item)
+                        ));
+                    }
+                    match at {
+                        "forge_reply_from_op" => faults.forge_reply_from_op = Some(number),
+                        "oa_epoch_change_op" => faults.oa_epoch_change_op = Some(number),
+                        _ => faults.oa_unknown_root = true,
+                    }
+                    continue;
+                }
                 "latency_ms" => {
                     if number > LATENCY_MS_MAX {
                         return Err(format!(
@@ -47,7 +75,7 @@ impl Faults {
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms",
+                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms (and, for `sim serve --protocol tke`, forge_reply_from_op, oa_epoch_change_op and oa_unknown_root)",
                         quote(other)
                     ));
                 }
@@ -85,5 +113,16 @@ mod tests {
         assert!(Faults::parse("fail_op=0").is_err());
         assert!(Faults::parse("fail_op").is_err());
         assert_eq!(Faults::parse("").unwrap(), Faults::default());
+    }
+
+    #[test]
+    fn parses_the_oa_faults_of_the_tke_front() {
+        let faults =
+            Faults::parse("forge_reply_from_op=4,oa_epoch_change_op=7,oa_unknown_root=1").unwrap();
+        assert_eq!(faults.forge_reply_from_op, Some(4));
+        assert_eq!(faults.oa_epoch_change_op, Some(7));
+        assert!(faults.oa_unknown_root);
+        assert!(Faults::parse("oa_unknown_root=2").is_err());
+        assert!(Faults::parse("forge_reply_from_op=0").is_err());
     }
 }

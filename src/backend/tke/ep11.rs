@@ -14,6 +14,10 @@ pub const INFO_DOMAIN: u32 = 3;
 /// m_admin query commands.
 pub const ADMQ_DOMADMIN: u32 = 0x0001_0002;
 pub const ADMQ_DOM_ATTRS: u32 = 0x0001_000A;
+/// The module's OA (device) certificates: input = u32 index, 0 = the current epoch key.
+pub const ADMQ_DEVICE_CERT: u32 = 0x0001_0003;
+/// The block return code and reason a card answers past the end of its OA chain (96/60).
+pub const CERTIFICATE_NOT_FOUND: (u32, u32) = (96, 60);
 /// Bytes of an SKI in the admin list, and of the domain info the SDK requires at least.
 pub const SKI_LEN: usize = 32;
 pub const DOMAIN_INFO_LEN_MIN: usize = 80;
@@ -61,9 +65,19 @@ pub fn domain_info_request(domain: u32) -> Vec<u8> {
 /// signatures.
 pub fn admin_query(domain: u32, command: u32, input: &[u8]) -> Vec<u8> {
     let admin_domain = [domain.to_be_bytes(), [0; 4]].concat();
+    admin_query_in(domain, &admin_domain, command, input)
+}
+
+/// Device certificate `index` of the module behind `domain`: a card-level query, so its
+/// admin domain is all zeros (the SDK's `QueryDeviceCertificateReq`).
+pub fn device_certificate_query(domain: u32, index: u32) -> Vec<u8> {
+    admin_query_in(domain, &[0; 8], ADMQ_DEVICE_CERT, &u32_bytes(index))
+}
+
+fn admin_query_in(domain: u32, admin_domain: &[u8], command: u32, input: &[u8]) -> Vec<u8> {
     let block = der::sequence(&[
         der::octet_string(&u32_bytes(command)),
-        der::octet_string(&admin_domain),
+        der::octet_string(admin_domain),
         der::octet_string(&[]),
         der::octet_string(&[]),
         der::octet_string(input),
@@ -117,6 +131,10 @@ pub struct AdminResponse {
     pub module_id: Vec<u8>,
     pub counter: Vec<u8>,
     pub output: Vec<u8>,
+    /// The xcpAdminRspBlk DER exactly as carried: what the card's OA signature covers.
+    pub block: Vec<u8>,
+    /// The xcpAdminRsp's SignerInfos (empty when the reply carries none).
+    pub signer_infos: Vec<u8>,
 }
 
 impl AdminResponse {
@@ -167,10 +185,10 @@ pub fn parse_admin_response(
     if value != 0 {
         return Err(WireError::ep11(value, None));
     }
-    let block = fields
+    let signed = *fields
         .get(3)
         .ok_or_else(|| WireError::new("the m_admin response has no response block"))?;
-    let block = der::octet_strings(block, "the m_admin response block")?;
+    let block = der::octet_strings(signed, "the m_admin response block")?;
     let [cmd, admin_domain, module_id, counter, code, output] = block[..] else {
         return Err(WireError::new(format!(
             "the m_admin response block has {} fields, not 6",
@@ -194,7 +212,27 @@ pub fn parse_admin_response(
         module_id: module_id.to_vec(),
         counter: counter.to_vec(),
         output: output.to_vec(),
+        block: signed.to_vec(),
+        signer_infos: fields.get(4).map(|f| f.to_vec()).unwrap_or_default(),
     })
+}
+
+/// A device certificate reply: `None` when the card answers "not found" (96/60), which ends
+/// the chain; any other error is an error.
+pub fn parse_device_certificate(
+    payload: &[u8],
+    domain: u32,
+) -> Result<Option<AdminResponse>, WireError> {
+    let fields = der::octet_strings(payload, "the m_admin response")?;
+    if let Some(block) = fields.get(3)
+        && let Ok(block) = der::octet_strings(block, "the m_admin response block")
+        && let [_, _, _, _, code, output] = block[..]
+        && be_u32(code, "code").ok() == Some(CERTIFICATE_NOT_FOUND.0)
+        && output.get(..4).and_then(|r| be_u32(r, "reason").ok()) == Some(CERTIFICATE_NOT_FOUND.1)
+    {
+        return Ok(None);
+    }
+    parse_admin_response(payload, domain, ADMQ_DEVICE_CERT).map(Some)
 }
 
 /// The two master-key registers, from the domain info (§3.1).
@@ -404,21 +442,38 @@ pub fn admin_response(
     output: &[u8],
 ) -> Vec<u8> {
     let admin_domain = [domain.to_be_bytes(), [0; 4]].concat();
+    let block = admin_response_block(&admin_domain, command, module_id, counter, code, output);
+    signed_admin_response(domain, &block, &[])
+}
+
+/// An xcpAdminRspBlk (what a card's OA signature covers).
+pub fn admin_response_block(
+    admin_domain: &[u8],
+    command: u32,
+    module_id: &[u8],
+    counter: u64,
+    code: u32,
+    output: &[u8],
+) -> Vec<u8> {
     let counter = [[0u8; 8], counter.to_be_bytes()].concat();
-    let block = der::sequence(&[
+    der::sequence(&[
         der::octet_string(&u32_bytes(command)),
-        der::octet_string(&admin_domain),
+        der::octet_string(admin_domain),
         der::octet_string(module_id),
         der::octet_string(&counter),
         der::octet_string(&u32_bytes(code)),
         der::octet_string(output),
-    ]);
+    ])
+}
+
+/// An m_admin response with return value 0 carrying `block` and its SignerInfos.
+pub fn signed_admin_response(domain: u32, block: &[u8], signer_infos: &[u8]) -> Vec<u8> {
     der::sequence(&[
         der::octet_string(&u32_bytes(M_ADMIN)),
         der::octet_string(&u32_bytes(domain)),
         der::octet_string(&u32_bytes(0)),
-        der::octet_string(&block),
-        der::octet_string(&[]),
+        der::octet_string(block),
+        der::octet_string(signer_infos),
     ])
 }
 

@@ -1,7 +1,10 @@
 //! `--backend tke:REGION`: the real service's TKE API, read-only (shared/tke-wire.md §1–§3).
 //! One `GET …/hsms` lists an instance's crypto units; per unit, three unsigned EP11 queries
 //! (domain attributes, administrators and their certificates, domain info) give its
-//! thresholds, mode, administrators and both master-key registers. Mutations (signed admin
+//! thresholds, mode, administrators and both master-key registers. Every m_admin reply is
+//! checked against its crypto module's OA epoch key, whose certificate chain ends at one of
+//! IBM's root keys (module `oa`; the test root only with `MKPLAN_TKE_TEST_OA_ROOT`, on
+//! loopback). Mutations (signed admin
 //! commands, §4) are not in this backend yet: `perform` says so and names the way that exists.
 //!
 //! Authentication: an IAM bearer token from `IBMCLOUD_IAM_TOKEN`, or an API key from
@@ -12,11 +15,15 @@ pub mod der;
 pub mod ep11;
 pub mod htp;
 pub mod oa;
+pub mod oa_test_chain;
 pub mod pacing;
+mod verified;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
+use p521::ecdsa::VerifyingKey;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
@@ -36,6 +43,9 @@ pub const IAM_ENDPOINT: &str = "https://iam.cloud.ibm.com";
 pub const TOKEN_RENEW_BEFORE_S: u64 = 300;
 /// Largest threshold a unit may report (EP11 allows 8 administrators).
 const THRESHOLD_MAX: u32 = 8;
+/// Trusts mkplan's test OA root (`oa_test_chain`) besides IBM's: tests against
+/// `mkplan sim serve --protocol tke` only, refused unless the TKE endpoint is this machine.
+pub const TEST_OA_ROOT_VARIABLE: &str = "MKPLAN_TKE_TEST_OA_ROOT";
 
 /// A protocol-level problem with one request or reply; turned into `BackendError::Protocol`
 /// with the unit's name.
@@ -192,6 +202,13 @@ pub struct TkeBackend {
     exchange: tokio::sync::Mutex<()>,
     /// At most one request in flight per crypto module (the SDK is sequential).
     modules: pacing::Modules,
+    /// The root keys a module's OA chain may end at: IBM's, and the test root in tests.
+    roots: Vec<oa::RootKey>,
+    /// Each crypto module's epoch key (`pacing::module_of`), read once per run and again
+    /// after a reply that fails its signature.
+    epoch_keys: tokio::sync::Mutex<HashMap<String, VerifyingKey>>,
+    /// Whether the TKE endpoint is on this machine (the only place the test root may be).
+    loopback: bool,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +254,9 @@ impl TkeBackend {
             renew_at: std::sync::Mutex::new(None),
             exchange: tokio::sync::Mutex::new(()),
             modules: pacing::Modules::default(),
+            roots: oa::IBM_ROOTS.to_vec(),
+            epoch_keys: tokio::sync::Mutex::new(HashMap::new()),
+            loopback: endpoint::is_loopback(&endpoint),
         })
     }
 
@@ -416,22 +436,6 @@ impl TkeBackend {
         }
         htp::parse_response(&reply.response)
             .map_err(|e| BackendError::Protocol(format!("crypto unit {hsm_id}: {e}")))
-    }
-
-    async fn admin(
-        &self,
-        unit: &Target<'_>,
-        command: u32,
-        input: &[u8],
-    ) -> Result<ep11::AdminResponse, BackendError> {
-        let payload = self
-            .query(unit, &ep11::admin_query(unit.domain, command, input))
-            .await?;
-        let wire =
-            |e: WireError| BackendError::Protocol(format!("crypto unit {}: {e}", unit.hsm_id));
-        let response = ep11::parse_admin_response(&payload, unit.domain, command).map_err(wire)?;
-        response.check_admin_domain(unit.domain).map_err(wire)?;
-        Ok(response)
     }
 
     /// Thresholds, mode, administrators and registers of one unit (§3.5 step 4).

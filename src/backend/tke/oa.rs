@@ -11,8 +11,9 @@
 //! `ep11cmds/signerInfo.go` (`GetECCSignerInfo`), and what it covers from
 //! `ep11cmds/ep11cprb.go` (`buildAdminRspBlk`). The older CEX5 layout is refused.
 //!
-//! Not wired into the backend yet: reading the chain per crypto module, checking every
-//! signed reply, and re-reading the certificate once after a failed signature come next.
+//! The backend (`tke::TkeBackend::admin`) reads each crypto module's chain once per run,
+//! checks every m_admin reply with its epoch key, and re-reads the chain once after a reply
+//! fails before it refuses. The test chain the simulator signs with is `oa_test_chain`.
 
 use p521::ecdsa::signature::hazmat::PrehashVerifier;
 use p521::ecdsa::{Signature, VerifyingKey};
@@ -283,7 +284,12 @@ pub(crate) fn verify_chain(
                         refuse(format!(
                             "the chain ends at signer SKI {signer}, which is none of the {:?} root keys mkplan trusts ({})",
                             certificate.family,
-                            roots.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+                            roots
+                                .iter()
+                                .filter(|r| r.family == certificate.family)
+                                .map(|r| r.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ))
                     })?;
                 root.key()

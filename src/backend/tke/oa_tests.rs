@@ -1,58 +1,14 @@
 //! OA certificates and reply signatures. There is no captured certificate to test against,
 //! so the certificates here are built byte by byte at the offsets the SDK's parsers read
-//! (`oa2CertificateX.go`, `oa3CertificateX.go`), signed by keys made here and rooted in a
-//! test root that exists only in this test module. The reply signature vector was made
-//! with OpenSSL 3.0 (`openssl dgst -sha512 -sign` with a secp521r1 key), an implementation
-//! independent of the one that checks it.
+//! (`oa2CertificateX.go`, `oa3CertificateX.go`), signed by test keys and rooted in a test
+//! root (the OA2 builder and the keys are in `oa_test_chain`, which the simulator uses
+//! too). The reply signature vector was made with OpenSSL 3.0 (`openssl dgst -sha512 -sign`
+//! with a secp521r1 key), an implementation independent of the one that checks it.
 
-use p521::ecdsa::signature::hazmat::PrehashSigner;
-use p521::ecdsa::{Signature, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha512};
+use p521::ecdsa::{SigningKey, VerifyingKey};
 
+use super::super::oa_test_chain::{oa2, point, root_of, sign, signing_key};
 use super::*;
-
-fn signing_key(seed: u8) -> SigningKey {
-    let mut scalar = [0u8; COORDINATE_LEN];
-    scalar[10..].fill(seed);
-    SigningKey::from_slice(&scalar).unwrap()
-}
-
-fn point(key: &SigningKey) -> Vec<u8> {
-    key.verifying_key().to_sec1_point(false).as_bytes().to_vec()
-}
-
-fn sign(key: &SigningKey, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let signature: Signature = key.sign_prehash(&Sha512::digest(body)).unwrap();
-    let bytes = signature.to_bytes();
-    (bytes[..66].to_vec(), bytes[66..].to_vec())
-}
-
-/// A CEX6/CEX7 certificate: header, info (4+4), metadata (173+3), aux data (83+5), SPKI
-/// (158+2), SignerInfo (207+1), the fields where `oa2CertificateX.go` reads them.
-fn oa2(subject: [u8; 32], signer: [u8; 32], key: &[u8], signed_by: &SigningKey) -> Vec<u8> {
-    let lengths: [u32; 5] = [4, 173, 83, 158, 207];
-    let mut header = vec![0u8; 32];
-    header[0] = 0x45;
-    header[3] = 5;
-    // The whole certificate: header, then each section and its pad.
-    let total: u32 = 32 + (4 + 4) + (173 + 3) + (83 + 5) + (158 + 2) + (207 + 1);
-    header[4..8].copy_from_slice(&total.to_be_bytes());
-    for (i, length) in lengths.iter().enumerate() {
-        header[8 + 4 * i..12 + 4 * i].copy_from_slice(&length.to_be_bytes());
-    }
-    let mut metadata = vec![0u8; 176];
-    metadata[87..119].copy_from_slice(&subject);
-    metadata[121..153].copy_from_slice(&signer);
-    metadata[171..173].copy_from_slice(&[0x04, 0x00]);
-    let mut spki = vec![0u8; 160];
-    spki[25..158].copy_from_slice(key);
-    let body = [header, vec![0u8; 8], metadata, vec![0x5a; 88], spki].concat();
-    let (r, s) = sign(signed_by, &body);
-    let mut signer_info = vec![0u8; 208];
-    signer_info[73..139].copy_from_slice(&r);
-    signer_info[141..207].copy_from_slice(&s);
-    [body, signer_info].concat()
-}
 
 /// A CEX8 certificate of `len` bytes, at the absolute offsets of tke-wire.md §4.6.
 fn oa3(
@@ -78,15 +34,7 @@ fn oa3(
 }
 
 fn test_root(family: Family, ski: [u8; 32], key: &SigningKey) -> RootKey {
-    let point = point(key);
-    let leak = |bytes: &[u8]| &*Box::leak(hex::encode(bytes).into_boxed_str());
-    RootKey {
-        name: "mkplan's test root (tests only)",
-        family,
-        ski: leak(&ski),
-        x: leak(&point[1..67]),
-        y: leak(&point[67..]),
-    }
+    root_of(family, ski, key)
 }
 
 const EPOCH: [u8; 32] = [0xe0; 32];
@@ -289,4 +237,40 @@ fn a_reply_signature_made_by_openssl_verifies_and_a_forged_reply_does_not() {
     );
     assert!(verify_reply(&[], REPLY_BLOCK, &key).is_err());
     assert!(verify_reply(&[0x30, 0x03, 0x02, 0x01, 0x03], REPLY_BLOCK, &key).is_err());
+}
+
+/// What `sim serve --protocol tke` answers: its chain verifies to the test root only, and
+/// every m_admin reply verifies with the epoch key of certificate 0.
+#[test]
+fn the_simulator_s_chain_and_replies_verify_to_the_test_root_only() {
+    use super::super::{ep11, htp, oa_test_chain};
+    use crate::backend::sim::server::tke_front;
+    let unit: crate::model::CryptoUnit = serde_json::from_value(serde_json::json!({
+        "hsm_id": "0a1b2c3d-0000-4000-8000-000000000001", "type": "operational",
+        "location": "[us-south].[AZ1-CS1].[01].[02]", "mode": "admin",
+        "signature_threshold": 1, "revocation_threshold": 1, "administrators": [],
+        "new_register": {"status": "Empty"}, "current_register": {"status": "Empty"}
+    }))
+    .unwrap();
+    let ask = |payload: &[u8]| {
+        let answer = tke_front::answer(&unit, &htp::request(1, 2, payload));
+        htp::parse_response(&answer).unwrap()
+    };
+    let mut chain = Vec::new();
+    for index in 0.. {
+        let reply = ask(&ep11::device_certificate_query(2, index));
+        match ep11::parse_device_certificate(&reply, 2).unwrap() {
+            Some(certificate) => chain.push(certificate.output),
+            None => break,
+        }
+    }
+    assert_eq!(chain.len(), 2);
+    let epoch = verify_chain(&chain, &[oa_test_chain::test_root()]).unwrap();
+    assert!(verify_chain_to_ibm(&chain).is_err());
+    let reply = ask(&ep11::admin_query(2, ep11::ADMQ_DOM_ATTRS, &[]));
+    let attributes = ep11::parse_admin_response(&reply, 2, ep11::ADMQ_DOM_ATTRS).unwrap();
+    verify_reply(&attributes.signer_infos, &attributes.block, &epoch).unwrap();
+    let mut forged = attributes.block.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    assert!(verify_reply(&attributes.signer_infos, &forged, &epoch).is_err());
 }

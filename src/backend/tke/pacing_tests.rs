@@ -165,7 +165,8 @@ async fn serve(fake: Fake) -> (Arc<Fake>, TkeBackend) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let backend = TkeBackend::new("tke:us-south", &url, Credentials::None, 16).unwrap();
+    let mut backend = TkeBackend::new("tke:us-south", &url, Credentials::None, 16).unwrap();
+    backend.trust_test_root().unwrap();
     (fake, backend)
 }
 
@@ -177,8 +178,9 @@ async fn requests_to_one_crypto_module_go_one_at_a_time_and_modules_in_parallel(
     assert_eq!(read.len(), 6, "null recovery and failover lists are empty");
     assert!(read.iter().all(|u| u.unit_type == UnitType::Operational));
     assert!(read.iter().all(|u| u.administrators.len() == 3));
-    // Per unit: attributes, the administrator list, three names, the domain info.
-    assert_eq!(fake.requests.load(Ordering::SeqCst), 1 + 6 * 6);
+    // Per crypto module, once: its OA certificates 0 and 1 and the "not found" after them;
+    // per unit: attributes, the administrator list, three names, the domain info.
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 1 + 2 * 3 + 6 * 6);
     let most = fake.most_per_module.lock().unwrap().clone();
     println!(
         "most requests in flight: {most:?} per module, {} in all",
@@ -212,7 +214,7 @@ async fn a_rate_limited_read_waits_as_the_service_says_and_then_succeeds() {
     let fleet = backend.refresh(&[INSTANCE.to_string()]).await.unwrap();
     assert_eq!(fleet.instances[0].crypto_units.len(), 6);
     assert_eq!(fake.answered_429.load(Ordering::SeqCst), 3);
-    assert_eq!(fake.requests.load(Ordering::SeqCst), 3 + 1 + 6 * 6);
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 3 + 1 + 2 * 3 + 6 * 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

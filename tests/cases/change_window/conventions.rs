@@ -467,6 +467,7 @@ fn verbose_shows_the_tke_conversation_and_never_the_api_key_or_token() {
         &[
             ("MKPLAN_IAM_ENDPOINT", server.url.as_str()),
             ("IBMCLOUD_API_KEY", API_KEY),
+            TKE_TEST_OA_ROOT,
         ],
     );
     run.expect_code(0);

@@ -5,8 +5,12 @@
 //! - `GET /v1/tke/{instance}/hsms`: the TKE list (`hsms`, `source_hsms`, `failover_hsms`).
 //! - `POST /v1/tke/{instance}/hsms/{hsm_id}` `{"request": HTP}` → `{"response": HTP}`: domain
 //!   info, domain attributes, the administrator list and each administrator's certificate,
-//!   built from the fleet. Signed commands are answered with FUNCTION_NOT_SUPPORTED.
+//!   built from the fleet, and the crypto module's OA device certificates. Signed commands
+//!   are answered with FUNCTION_NOT_SUPPORTED.
 //! - `POST /identity/token`: an IAM-like exchange of an API key (`--api-key`) for a token.
+//!
+//! Every m_admin reply is signed, as a card signs it, with the epoch key of
+//! `tke::oa_test_chain`: TEST MATERIAL whose root no client trusts unless a test says so.
 //!
 //! No rewrap status is published, as the real service publishes none. Faults count the
 //! POSTed requests: `fail_op`/`lose_response_op` answer 500, `latency_ms` delays each one,
@@ -26,12 +30,54 @@ use serde_json::json;
 
 use super::durable::Shared;
 use super::resources::{durable_unit, problem, serial_of};
+use crate::backend::tke::oa_test_chain::{TestModule, reply_signer_info, test_module};
 use crate::backend::tke::{ep11, htp, parse_location};
 use crate::model::{CryptoUnit, Mode};
 
 pub const IAM_TOKEN_PATH: &str = "/identity/token";
 /// Permissions the simulated domains report (load, commit, … allowed; tke-wire.md §3.2).
 const PERMISSIONS: u32 = 0x0030_204D;
+
+/// The simulated crypto modules' OA chain and epoch key (test material, see module doc);
+/// after the `oa_epoch_change_op` fault, a new epoch; with `oa_unknown_root`, a chain to a
+/// root nobody trusts.
+static MODULE: std::sync::LazyLock<TestModule> = std::sync::LazyLock::new(|| test_module(0, false));
+static NEXT_EPOCH: std::sync::LazyLock<TestModule> =
+    std::sync::LazyLock::new(|| test_module(1, false));
+static STRANGER: std::sync::LazyLock<TestModule> =
+    std::sync::LazyLock::new(|| test_module(0, true));
+
+/// How the module signs one reply: its chain and key, and whether the reply is forged.
+#[derive(Clone, Copy)]
+pub(crate) struct Signing {
+    module: &'static TestModule,
+    forge: bool,
+}
+
+impl Signing {
+    /// The module as it signs without faults.
+    pub(crate) fn honest() -> Self {
+        Self {
+            module: &MODULE,
+            forge: false,
+        }
+    }
+
+    fn for_request(faults: &crate::backend::sim::faults::Faults, number: u64) -> Self {
+        let from = |op: Option<u64>| op.is_some_and(|op| number >= op);
+        let module: &'static TestModule = if faults.oa_unknown_root {
+            &STRANGER
+        } else if from(faults.oa_epoch_change_op) {
+            &NEXT_EPOCH
+        } else {
+            &MODULE
+        };
+        Self {
+            module,
+            forge: from(faults.forge_reply_from_op),
+        }
+    }
+}
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -78,11 +124,16 @@ async fn query(
     if shared.faults.crash_after_op.contains(&number) {
         shared.crash().await;
     }
-    Json(json!({ "response": answer(&unit, &body.request) })).into_response()
+    let signing = Signing::for_request(&shared.faults, number);
+    Json(json!({ "response": answer_signed(&unit, &body.request, signing) })).into_response()
 }
 
 /// The HTP response to one HTP request, as the crypto unit and its host would give it.
 pub(crate) fn answer(unit: &CryptoUnit, request: &str) -> String {
+    answer_signed(unit, request, Signing::honest())
+}
+
+pub(crate) fn answer_signed(unit: &CryptoUnit, request: &str, signing: Signing) -> String {
     let request = match htp::parse_request(request) {
         Ok(request) => request,
         Err(e) => return htp::host_error_response(9, 12, 0, &e.message),
@@ -98,7 +149,7 @@ pub(crate) fn answer(unit: &CryptoUnit, request: &str) -> String {
     }
     let payload = match ep11::function_of(&request.payload) {
         Ok((ep11::GET_XCP_INFO, _)) => domain_info(unit, domain, &request.payload),
-        Ok((ep11::M_ADMIN, _)) => admin(unit, domain, &request.payload),
+        Ok((ep11::M_ADMIN, _)) => admin(unit, domain, &request.payload, signing),
         Ok((function, _)) => ep11::error_response(function, domain, 0x54),
         Err(e) => return htp::host_error_response(9, 12, 0, &e.message),
     };
@@ -121,13 +172,27 @@ fn domain_info(unit: &CryptoUnit, domain: u32, payload: &[u8]) -> Vec<u8> {
     )
 }
 
-fn admin(unit: &CryptoUnit, domain: u32, payload: &[u8]) -> Vec<u8> {
+fn admin(unit: &CryptoUnit, domain: u32, payload: &[u8], signing: Signing) -> Vec<u8> {
     let Ok((command, input)) = ep11::parse_admin_query(payload, domain) else {
         return ep11::error_response(ep11::M_ADMIN, domain, 0x07);
     };
     let module = [serial_of(&unit.hsm_id).into_bytes(), vec![0; 7], vec![1]].concat();
-    let ok = |output: &[u8]| ep11::admin_response(domain, command, &module, 0, 0, output);
+    let reply = |admin_domain: &[u8], code: u32, output: &[u8]| {
+        let mut block = ep11::admin_response_block(admin_domain, command, &module, 0, code, output);
+        let signature = reply_signer_info(&signing.module.epoch, &block);
+        if signing.forge && command != ep11::ADMQ_DEVICE_CERT && !output.is_empty() {
+            // The last byte of the output, changed after signing.
+            let last = block.len() - 1;
+            block[last] ^= 0x01;
+        }
+        ep11::signed_admin_response(domain, &block, &signature)
+    };
+    let in_domain = [domain.to_be_bytes(), [0; 4]].concat();
+    let ok = |output: &[u8]| reply(&in_domain, 0, output);
     match command {
+        ep11::ADMQ_DEVICE_CERT => device_certificate(signing.module, &input, |code, output| {
+            reply(&[0; 8], code, output)
+        }),
         ep11::ADMQ_DOM_ATTRS => ok(&ep11::attributes_output(
             u32::from(unit.signature_threshold),
             u32::from(unit.revocation_threshold),
@@ -147,9 +212,31 @@ fn admin(unit: &CryptoUnit, domain: u32, payload: &[u8]) -> Vec<u8> {
             .find(|a| hex::decode(a.ski.as_str()).ok().as_deref() == Some(&input[..]))
         {
             Some(administrator) => ok(&ep11::certificate(&administrator.name, &input)),
-            None => ep11::admin_response(domain, command, &module, 0, 0x20, &32u32.to_be_bytes()),
+            None => reply(&in_domain, 0x20, &32u32.to_be_bytes()),
         },
-        _ => ep11::admin_response(domain, command, &module, 0, 0x54, &[]),
+        _ => reply(&in_domain, 0x54, &[]),
+    }
+}
+
+/// Device certificate `input` (u32 index), or their number when `input` is empty; past the
+/// end the card's "not found" (96/60).
+fn device_certificate(
+    module: &TestModule,
+    input: &[u8],
+    reply: impl Fn(u32, &[u8]) -> Vec<u8>,
+) -> Vec<u8> {
+    let certificates = &module.certificates;
+    if input.is_empty() {
+        let count = u32::try_from(certificates.len()).unwrap_or(u32::MAX);
+        return reply(0, &count.to_be_bytes());
+    }
+    let index = <[u8; 4]>::try_from(input).map(u32::from_be_bytes);
+    match index.ok().and_then(|i| certificates.get(i as usize)) {
+        Some(certificate) => reply(0, certificate),
+        None => {
+            let (code, reason) = ep11::CERTIFICATE_NOT_FOUND;
+            reply(code, &reason.to_be_bytes())
+        }
     }
 }
 

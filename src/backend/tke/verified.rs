@@ -1,0 +1,128 @@
+//! Replies verified to a root key (tke-wire.md §3.5, §4.6): each crypto module's OA chain,
+//! read once per run and checked to IBM's roots (module `oa`), and the OA signature on every
+//! m_admin reply, with one re-read of the chain after a reply that fails. The test root
+//! (`MKPLAN_TKE_TEST_OA_ROOT`) is trusted only for a TKE endpoint on this machine.
+
+use p521::ecdsa::VerifyingKey;
+
+use super::{
+    BackendError, TEST_OA_ROOT_VARIABLE, Target, TkeBackend, WireError, ep11, oa, oa_test_chain,
+};
+
+impl TkeBackend {
+    /// Trusts mkplan's test OA root besides IBM's (`MKPLAN_TKE_TEST_OA_ROOT`). Its private
+    /// key is public, so it is refused unless the TKE endpoint is on this machine.
+    pub fn trust_test_root(&mut self) -> Result<(), BackendError> {
+        if !self.loopback {
+            return Err(BackendError::Endpoint(format!(
+                "{TEST_OA_ROOT_VARIABLE} is set, but {} is not on this machine: the test OA root's key is public, so it is trusted only for a local simulator (`mkplan sim serve --protocol tke`). Nothing was sent. Unset {TEST_OA_ROOT_VARIABLE} to read real crypto units",
+                self.shown
+            )));
+        }
+        self.roots.push(oa_test_chain::test_root());
+        Ok(())
+    }
+
+    /// The warning every run with the test root prints (the CLI prints it, even with `-q`).
+    pub fn test_root_warning(&self) -> Option<String> {
+        (self.roots.len() > oa::IBM_ROOTS.len()).then(|| format!(
+            "warning: {TEST_OA_ROOT_VARIABLE} is set: {} trusts replies signed by mkplan's TEST OA root, whose key is public. Never set it outside tests",
+            self.shown
+        ))
+    }
+
+    /// One m_admin query whose reply carries the module's OA signature. A reply that fails
+    /// it is asked again once after re-reading the module's chain (epoch keys change), then
+    /// refused naming the module: never read as data.
+    pub(super) async fn admin(
+        &self,
+        unit: &Target<'_>,
+        command: u32,
+        input: &[u8],
+    ) -> Result<ep11::AdminResponse, BackendError> {
+        let key = self.epoch_key(unit, false).await?;
+        let response = self.admin_unverified(unit, command, input).await?;
+        if oa::verify_reply(&response.signer_infos, &response.block, &key).is_ok() {
+            return Ok(response);
+        }
+        tracing::info!(
+            "crypto unit {}: a reply failed its OA signature; re-reading crypto module {}'s OA certificates once",
+            unit.hsm_id,
+            unit.module
+        );
+        let key = self.epoch_key(unit, true).await?;
+        let response = self.admin_unverified(unit, command, input).await?;
+        oa::verify_reply(&response.signer_infos, &response.block, &key).map_err(|e| {
+            BackendError::Protocol(format!(
+                "crypto unit {}: crypto module {} sent a reply that is not signed by it ({e}), also after re-reading its OA certificates; nothing was read from it. Stop and ask IBM support: something between mkplan and the crypto module may be changing replies",
+                unit.hsm_id, unit.module
+            ))
+        })?;
+        Ok(response)
+    }
+
+    async fn admin_unverified(
+        &self,
+        unit: &Target<'_>,
+        command: u32,
+        input: &[u8],
+    ) -> Result<ep11::AdminResponse, BackendError> {
+        let payload = self
+            .query(unit, &ep11::admin_query(unit.domain, command, input))
+            .await?;
+        let wire =
+            |e: WireError| BackendError::Protocol(format!("crypto unit {}: {e}", unit.hsm_id));
+        let response = ep11::parse_admin_response(&payload, unit.domain, command).map_err(wire)?;
+        response.check_admin_domain(unit.domain).map_err(wire)?;
+        Ok(response)
+    }
+
+    /// The epoch key of `unit`'s crypto module: read from its OA chain (§3.5 steps 2–3) the
+    /// first time, or again when `reread`.
+    async fn epoch_key(
+        &self,
+        unit: &Target<'_>,
+        reread: bool,
+    ) -> Result<VerifyingKey, BackendError> {
+        let mut keys = self.epoch_keys.lock().await;
+        if !reread && let Some(key) = keys.get(&unit.module) {
+            return Ok(*key);
+        }
+        let chain = self.device_certificates(unit).await?;
+        let key = oa::verify_chain(&chain, &self.roots).map_err(|e| {
+            BackendError::Protocol(format!(
+                "crypto unit {}: crypto module {}'s OA certificate chain is refused: {e}. mkplan trusts a crypto module only when its chain ends at one of IBM's OA root keys; stop and ask IBM support",
+                unit.hsm_id, unit.module
+            ))
+        })?;
+        keys.insert(unit.module.clone(), key);
+        Ok(key)
+    }
+
+    /// Device certificates 0, 1, … until the card answers "not found" (96/60).
+    async fn device_certificates(&self, unit: &Target<'_>) -> Result<Vec<Vec<u8>>, BackendError> {
+        let wire = |e: WireError| {
+            BackendError::Protocol(format!(
+                "crypto unit {}: reading crypto module {}'s OA certificates: {e}",
+                unit.hsm_id, unit.module
+            ))
+        };
+        let mut chain = Vec::new();
+        for index in 0..=oa::CHAIN_LEN_MAX {
+            let payload = self
+                .query(
+                    unit,
+                    &ep11::device_certificate_query(unit.domain, index as u32),
+                )
+                .await?;
+            match ep11::parse_device_certificate(&payload, unit.domain).map_err(wire)? {
+                Some(certificate) => chain.push(certificate.output),
+                None => return Ok(chain),
+            }
+        }
+        Err(wire(WireError::new(format!(
+            "it has more than {} certificates",
+            oa::CHAIN_LEN_MAX
+        ))))
+    }
+}
