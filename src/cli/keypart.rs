@@ -6,7 +6,6 @@
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::password_env::Passwords;
 use crate::error::{Error, Result};
@@ -202,15 +201,40 @@ fn password(passwords: &mut Passwords, asked: &Asked, confirm: bool) -> Result<P
     Ok(first)
 }
 
-/// A prompt is reading a password: the terminal's echo is off, and Ctrl-C reaches mkplan as a
-/// key the prompt reads itself, then raises SIGINT once the terminal is restored.
-static PROMPTING: AtomicBool = AtomicBool::new(false);
+/// Interrupts as the prompts see them. While a prompt reads a password, the terminal's echo
+/// is off and Ctrl-C reaches mkplan as a key: the prompt reads it, raises SIGINT itself, and
+/// restores the terminal once the signal is handled. `owed` counts those SIGINTs that the
+/// listener has not yet seen (negative: seen before the prompt returned), so the listener
+/// never ends mkplan for a signal a prompt raised, however late it runs.
+struct Prompting {
+    now: bool,
+    owed: i32,
+}
+
+static PROMPTING: std::sync::Mutex<Prompting> = std::sync::Mutex::new(Prompting {
+    now: false,
+    owed: 0,
+});
+
+fn prompting() -> std::sync::MutexGuard<'static, Prompting> {
+    PROMPTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// One password typed without echo.
 fn prompt(text: &str) -> Result<String> {
-    PROMPTING.store(true, Ordering::SeqCst);
+    prompting().now = true;
     let typed = rpassword::prompt_password(text);
-    PROMPTING.store(false, Ordering::SeqCst);
+    let mut state = prompting();
+    state.now = false;
+    if typed
+        .as_ref()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::Interrupted)
+    {
+        state.owed += 1;
+    }
+    drop(state);
     typed.map_err(unread)
 }
 
@@ -237,7 +261,10 @@ fn end_on_interrupt_outside_prompts() {
                 _ = sigint.recv() => {}
                 _ = sigterm.recv() => {}
             }
-            if !PROMPTING.load(Ordering::SeqCst) {
+            let mut state = prompting();
+            if state.now || state.owed > 0 {
+                state.owed -= 1;
+            } else {
                 std::process::exit(128 + libc::SIGINT);
             }
         }
