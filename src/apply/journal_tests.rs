@@ -3,6 +3,7 @@
 use std::fs;
 
 use super::*;
+use crate::plan::Action;
 
 fn key() -> &'static JournalKey {
     static KEY: std::sync::OnceLock<JournalKey> = std::sync::OnceLock::new();

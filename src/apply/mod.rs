@@ -6,6 +6,7 @@
 //! - `by_hand`: ceremony steps the operator performs;
 //! - `interrupt`: the operator's Ctrl-C, and where the run stopped for it;
 //! - `resume`: before a run, settling what earlier runs left open, and recording rotations;
+//! - `journal`: the records written, sealed, fsynced and read back; `record`: what they say;
 //! - `journal_key`: the key, kept outside the state folder, that seals journal records;
 //! - `evidence`: journal records → the planner's evidence;
 //! - `attest`: the operator's attestation, as journal records.
@@ -19,6 +20,7 @@ pub mod interrupt;
 pub mod journal;
 pub mod journal_key;
 pub mod lock;
+pub mod record;
 pub mod resume;
 mod send;
 pub mod session;
