@@ -13,7 +13,7 @@
 //!   gets; 50 s); with `BENCH_PLAN=1`, plan (refresh included) of 1,000 × 3 over HTTP, against
 //!   the embedded simulator.
 //!
-//! `MKPLAN_BENCH_BINARY=PATH` measures another build (an older one, for a before/after).
+//! `MKPLAN_BIN=PATH` measures another build (an older one, for a before/after).
 //! Each apply ends by stopping the server cleanly (SIGTERM) and reading the fleet file it
 //! leaves: no incidents.
 //!
@@ -41,7 +41,7 @@ fn root() -> &'static Path {
 }
 
 fn binary() -> PathBuf {
-    std::env::var_os("MKPLAN_BENCH_BINARY")
+    std::env::var_os("MKPLAN_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/release/mkplan"))
 }
