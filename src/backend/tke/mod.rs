@@ -17,6 +17,7 @@ pub mod htp;
 pub mod oa;
 pub mod oa_test_chain;
 pub mod pacing;
+pub mod sigkey_rsa;
 pub mod signer;
 mod verified;
 
