@@ -19,6 +19,7 @@ pub mod oa_test_chain;
 pub mod pacing;
 pub mod sigkey_rsa;
 pub mod signer;
+pub mod signserv;
 mod verified;
 
 use std::collections::HashMap;
