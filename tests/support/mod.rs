@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod schemas;
+pub mod signserv;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
