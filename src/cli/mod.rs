@@ -19,6 +19,7 @@ mod sim;
 mod state;
 mod status;
 mod validate;
+mod zcrypt_sim;
 
 use std::path::PathBuf;
 
@@ -148,7 +149,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "watch")]
         json: bool,
     },
-    /// The simulator: serve a fleet file over HTTP.
+    /// The simulators: serve a fleet file over HTTP, or the fake Crypto Express platform.
     #[command(subcommand)]
     Sim(SimCommand),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -172,6 +173,11 @@ pub enum SimCommand {
     /// (docs/http-api.md), for `--backend http://HOST:PORT`. Prints its URL on stdout.
     #[command(after_help = examples::SIM_SERVE)]
     Serve(sim::ServeArgs),
+    /// The fake Linux on IBM Z Crypto Express platform (docs/zcrypt-sim.md): a world of
+    /// cards, APQNs and key stores, its fake zkey and openCryptoki tools, and the TKE's
+    /// ceremony steps.
+    #[command(subcommand)]
+    Zcrypt(zcrypt_sim::ZcryptCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,6 +431,7 @@ pub async fn run(args: Args) -> Result<u8> {
             password_env,
         }) => keypart::vp(&files, &password_env),
         Command::Sim(SimCommand::Serve(serve)) => sim::serve(serve).await,
+        Command::Sim(SimCommand::Zcrypt(zcrypt)) => zcrypt_sim::run(zcrypt),
         Command::Cards { watch, json } => ceremony::cards(watch, json).await,
         Command::Completions { shell } => conventions::completions(shell),
         Command::Man { out } => conventions::man(out.as_deref()),

@@ -29,3 +29,4 @@ mod tke_verified;
 mod untouched;
 mod views;
 mod witnesses;
+mod zcrypt_fake;

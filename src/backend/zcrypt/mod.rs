@@ -9,5 +9,6 @@
 //! Not yet a backend: the planner's model has no OLD register and one master key type per
 //! unit; the generalisation comes first (issue 17).
 
+pub mod fake;
 pub mod mkvps;
 pub mod sysfs;

@@ -1,0 +1,80 @@
+//! `mkplan sim zcrypt init DIR --world WORLD.yaml`: a new world folder with its truth, its
+//! sysfs tree and zkey repository, the tokens' configs, and `DIR/bin` with the fake tools.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::world::{World, write_durably};
+use super::{TOOLS, ock, render};
+use crate::model::InputError;
+
+/// Largest world file read.
+const WORLD_YAML_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug)]
+pub enum InitError {
+    Input(InputError),
+    Other(String),
+}
+
+impl From<String> for InitError {
+    fn from(message: String) -> Self {
+        Self::Other(message)
+    }
+}
+
+/// Creates the world in `dir` (which must not hold one) from the YAML at `world_file`; the
+/// fake tools will exec `mkplan`.
+pub fn init(dir: &Path, world_file: &Path, mkplan: &Path) -> Result<World, InitError> {
+    let shown = world_file.display().to_string();
+    let text = crate::bounded_read::read_to_string(world_file, WORLD_YAML_BYTES_MAX)
+        .map_err(|e| InitError::Input(InputError::new(&shown, format!("cannot read it: {e}"))))?;
+    let world =
+        super::world_file::parse(&shown, &text, mkplan.to_path_buf()).map_err(InitError::Input)?;
+    if dir.join(super::world::WORLD_FILE).exists() {
+        return Err(format!(
+            "{} already holds a world: choose a new folder, or remove it first",
+            crate::quote::path(dir)
+        )
+        .into());
+    }
+    let mkdir = |path: &Path| {
+        std::fs::create_dir_all(path)
+            .map_err(|e| format!("{}: cannot create it: {e}", crate::quote::path(path)))
+    };
+    mkdir(dir)?;
+    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    world.save(&dir)?;
+    render::render(&dir, &world)?;
+    write_durably(&dir.join(render::ZKEY_DIR).join(".lock"), b"")?;
+    mkdir(&dir.join(ock::OCK_DIR))?;
+    for token in &world.tokens {
+        write_durably(
+            &ock::config_path(&dir, token),
+            ock::config_text(&world, token).as_bytes(),
+        )?;
+    }
+    let bin = dir.join("bin");
+    mkdir(&bin)?;
+    for tool in TOOLS {
+        let script = format!(
+            "#!/bin/sh\n# A fake {tool} of mkplan's zcrypt simulator (docs/zcrypt-sim.md).\nexec {} sim zcrypt tool {tool} --world-dir {} -- \"$@\"\n",
+            shell_quote(&mkplan.display().to_string()),
+            shell_quote(&dir.display().to_string())
+        );
+        let path = bin.join(tool);
+        write_durably(&path, script.as_bytes())?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| {
+            format!(
+                "{}: cannot make it executable: {e}",
+                crate::quote::path(&path)
+            )
+        })?;
+    }
+    Ok(world)
+}
+
+/// `'text'`, with each `'` written `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}

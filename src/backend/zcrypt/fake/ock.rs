@@ -1,0 +1,436 @@
+//! The fake `pkcshsm_mk_change` (openCryptoki, zcrypt.md §4.3): `reencipher` re-enciphers the
+//! key objects of every token on the given APQNs under the NEW master key and opens an
+//! operation; `finalize` makes those copies the tokens' objects once the MK is set and the
+//! token configs pin the new VP; `cancel` drops them while no APQN has been set; `list` shows
+//! the open operations. The tokens' configs, `DIR/opencryptoki/ep11tok<SLOT>.conf` and
+//! `ccatok<SLOT>.conf`, are the operator's: `finalize` reads their `EXPECTED_*` pins, as
+//! openCryptoki does. The real tool prompts for each slot's USER PIN; this one does not.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+use super::world::{Mk, Operation, OperationState, Token, TokenKind, World, same_mk};
+use super::world_file::vp_of;
+use super::{Output, Session, parse_args};
+
+/// The tokens' config folder under the world folder.
+pub const OCK_DIR: &str = "opencryptoki";
+const TOOL: &str = "pkcshsm_mk_change";
+
+#[derive(Parser)]
+#[command(
+    name = "pkcshsm_mk_change",
+    about = "Fake pkcshsm_mk_change (mkplan's zcrypt simulator)"
+)]
+struct MkChange {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Re-encipher the key objects of the tokens using these APQNs.
+    Reencipher {
+        #[arg(short = 'a', long, required = true)]
+        apqns: String,
+        #[arg(short = 'e', long)]
+        ep11_wkvp: Option<String>,
+        #[arg(short = 's', long)]
+        cca_sym_mkvp: Option<String>,
+        #[arg(short = 'S', long)]
+        cca_asym_mkvp: Option<String>,
+        #[arg(short = 'A', long)]
+        cca_aes_mkvp: Option<String>,
+        #[arg(short = 'p', long)]
+        cca_apka_mkvp: Option<String>,
+    },
+    /// Finalize an operation after the new master keys are set.
+    Finalize {
+        #[arg(short = 'i', long)]
+        id: String,
+    },
+    /// Cancel an operation before any APQN is set.
+    Cancel {
+        #[arg(short = 'i', long)]
+        id: String,
+    },
+    /// List the open operations.
+    List {
+        #[arg(short = 'i', long)]
+        id: Option<String>,
+    },
+}
+
+pub fn run(dir: &Path, args: &[String]) -> Output {
+    let parsed: MkChange = match parse_args(TOOL, args) {
+        Ok(parsed) => parsed,
+        Err(output) => return output,
+    };
+    let label = match &parsed.command {
+        Command::Reencipher { .. } => "pkcshsm_mk_change reencipher",
+        Command::Finalize { .. } => "pkcshsm_mk_change finalize",
+        Command::Cancel { .. } => "pkcshsm_mk_change cancel",
+        Command::List { .. } => "pkcshsm_mk_change list",
+    };
+    let mut session = match Session::open(dir, label) {
+        Ok(session) => session,
+        Err(message) => return Output::failure(TOOL, message),
+    };
+    let result = match parsed.command {
+        Command::Reencipher {
+            apqns,
+            ep11_wkvp,
+            cca_sym_mkvp,
+            cca_asym_mkvp,
+            cca_aes_mkvp,
+            cca_apka_mkvp,
+        } => reencipher(
+            &mut session,
+            &apqns,
+            [
+                (Mk::Wk, ep11_wkvp),
+                (Mk::Sym, cca_sym_mkvp),
+                (Mk::Asym, cca_asym_mkvp),
+                (Mk::Aes, cca_aes_mkvp),
+                (Mk::Apka, cca_apka_mkvp),
+            ],
+        ),
+        Command::Finalize { id } => finish(&mut session, &id, true),
+        Command::Cancel { id } => finish(&mut session, &id, false),
+        Command::List { id } => list(&session.world, id.as_deref()),
+    };
+    result.unwrap_or_else(|message| Output::failure(TOOL, message))
+}
+
+fn reencipher(
+    session: &mut Session,
+    apqns: &str,
+    vps: [(Mk, Option<String>); 5],
+) -> Result<Output, String> {
+    let world = &session.world;
+    let apqns: Vec<String> = apqns
+        .split(',')
+        .map(|a| a.trim().to_ascii_lowercase())
+        .filter(|a| !a.is_empty())
+        .collect();
+    for apqn in &apqns {
+        if world.find(apqn).is_none() {
+            return Err(format!("APQN {apqn} is not available"));
+        }
+    }
+    let mut new = BTreeMap::new();
+    for (mk, vp) in vps {
+        if let Some(vp) = vp {
+            let len = if mk.is_ep11() { 32 } else { 16 };
+            new.insert(
+                mk,
+                vp_of(&vp, len, &format!("the {} verification pattern", mk.name()))?,
+            );
+        }
+    }
+    if new.is_empty() {
+        return Err("give at least one of --ep11-wkvp, --cca-sym-mkvp, --cca-asym-mkvp, --cca-aes-mkvp, --cca-apka-mkvp".into());
+    }
+    if let Some(open) = world
+        .operations
+        .iter()
+        .find(|op| op.apqns.iter().any(|a| apqns.contains(a)))
+    {
+        return Err(format!(
+            "Master key change operation '{}' is already active for some of these APQNs",
+            open.id
+        ));
+    }
+    // The NEW register of every APQN holds the given MK, ready to be set, and the CURRENT is set.
+    let mut full = BTreeMap::new();
+    for (mk, vp) in &new {
+        for apqn in &apqns {
+            let Some(regs) = world.registers(apqn, *mk) else {
+                continue;
+            };
+            let Some(ready) = regs.new.ready().filter(|n| same_mk(n, vp)) else {
+                return Err(format!(
+                    "APQN {apqn}: the NEW {} master key is not loaded and committed with verification pattern {vp}",
+                    mk.name()
+                ));
+            };
+            if regs.current.is_none() {
+                return Err(format!(
+                    "APQN {apqn}: no CURRENT {} master key is set",
+                    mk.name()
+                ));
+            }
+            full.insert(*mk, ready.to_string());
+        }
+    }
+    let affected: Vec<&Token> = world
+        .tokens
+        .iter()
+        .filter(|t| t.apqns.iter().any(|a| apqns.contains(a)))
+        .filter(|t| t.objects.keys().any(|mk| new.contains_key(mk)))
+        .collect();
+    if affected.is_empty() {
+        return Err(
+            "No token uses these APQNs and master key types: nothing to re-encipher".into(),
+        );
+    }
+    for token in &affected {
+        if let Some(missing) = token.apqns.iter().find(|a| !apqns.contains(a)) {
+            return Err(format!(
+                "Slot {} also uses APQN {missing}, which is not part of the operation: name all APQNs of the slot in --apqns",
+                token.slot
+            ));
+        }
+        for (mk, old) in &token.objects {
+            if !new.contains_key(mk) {
+                continue;
+            }
+            for apqn in &token.apqns {
+                let current = world.registers(apqn, *mk).and_then(|r| r.current.clone());
+                if !current.as_deref().is_some_and(|c| same_mk(c, old)) {
+                    return Err(format!(
+                        "Slot {}: APQN {apqn} does not have the expected CURRENT {} master key {old}",
+                        token.slot,
+                        mk.name()
+                    ));
+                }
+            }
+        }
+    }
+    let slots: Vec<u32> = affected.iter().map(|t| t.slot).collect();
+    let world = &mut session.world;
+    let seed = format!("{}:{}", session.dir.display(), world.next_operation);
+    world.next_operation += 1;
+    let id = hex::encode(&Sha256::digest(seed.as_bytes())[..3]);
+    for token in world.tokens.iter_mut().filter(|t| slots.contains(&t.slot)) {
+        for (mk, vp) in &full {
+            if token.objects.contains_key(mk) {
+                token.staged.insert(*mk, vp.clone());
+            }
+        }
+    }
+    world.operations.push(Operation {
+        id: id.clone(),
+        state: OperationState::Reenciphered,
+        apqns,
+        new: full,
+        slots,
+    });
+    session.commit(
+        &format!("pkcshsm_mk_change reencipher (operation {id})"),
+        &[],
+    )?;
+    let mut output = Output::default();
+    output.out(format!("Master key change operation '{id}' created."));
+    Ok(output)
+}
+
+/// The `EXPECTED_*` pins of a token's config: MK type → VP, lower-case without `0x`.
+pub fn expected_pins(dir: &Path, token: &Token) -> Result<BTreeMap<Mk, String>, String> {
+    let path = config_path(dir, token);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: cannot read the token config: {e}",
+            crate::quote::path(&path)
+        )
+    })?;
+    let mut pins = BTreeMap::new();
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == '{' || c == '}' || c == '=')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let strip = |w: &str| {
+        w.trim_matches('"')
+            .trim_start_matches("0x")
+            .to_ascii_lowercase()
+    };
+    for pair in words.windows(2) {
+        let mk = match pair[0] {
+            "EXPECTED_WKVP" => Some(Mk::Wk),
+            "SYM" => Some(Mk::Sym),
+            "AES" => Some(Mk::Aes),
+            "APKA" => Some(Mk::Apka),
+            _ => None,
+        };
+        if let Some(mk) = mk
+            && pair[1].starts_with('"')
+        {
+            pins.insert(mk, strip(pair[1]));
+        }
+    }
+    Ok(pins)
+}
+
+pub fn config_path(dir: &Path, token: &Token) -> std::path::PathBuf {
+    let name = match token.kind {
+        TokenKind::Ep11 => format!("ep11tok{}.conf", token.slot),
+        TokenKind::Cca => format!("ccatok{}.conf", token.slot),
+    };
+    dir.join(OCK_DIR).join(name)
+}
+
+/// A token's config as the operator would find it, pinning its objects' MKs.
+pub fn config_text(world: &World, token: &Token) -> String {
+    let mut text = String::from(
+        "# Written by mkplan sim zcrypt init; edit EXPECTED_* as the procedure says.\n",
+    );
+    text.push_str("APQN_ALLOWLIST\n");
+    for apqn in &token.apqns {
+        if let Some((card, domain)) = world.find(apqn) {
+            text.push_str(&format!("  {} {}\n", card.card, domain.domain));
+        }
+    }
+    text.push_str("END\n");
+    match token.kind {
+        TokenKind::Ep11 => {
+            if let Some(vp) = token.objects.get(&Mk::Wk) {
+                text.push_str(&format!("EXPECTED_WKVP \"0x{}\"\n", &vp[..32]));
+            }
+        }
+        TokenKind::Cca => {
+            text.push_str("EXPECTED_MKVPS {\n");
+            for (mk, vp) in &token.objects {
+                text.push_str(&format!("  {} = \"0x{}\"\n", mk.name(), &vp[..16]));
+            }
+            text.push_str("}\n");
+        }
+    }
+    text
+}
+
+fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, String> {
+    let verb = if finalize { "finalize" } else { "cancel" };
+    let Some(index) = session.world.operations.iter().position(|op| op.id == id) else {
+        return Err(format!("Master key change operation '{id}' does not exist"));
+    };
+    let op = session.world.operations[index].clone();
+    let mut problem = None;
+    for slot in &op.slots {
+        let token = session
+            .world
+            .tokens
+            .iter()
+            .find(|t| t.slot == *slot)
+            .expect("slot of an operation")
+            .clone();
+        let pins = if finalize {
+            expected_pins(&session.dir, &token)?
+        } else {
+            BTreeMap::new()
+        };
+        for (mk, new) in op
+            .new
+            .iter()
+            .filter(|(mk, _)| token.objects.contains_key(mk))
+        {
+            let old = &token.objects[mk];
+            for apqn in &token.apqns {
+                let regs = session
+                    .world
+                    .registers(apqn, *mk)
+                    .cloned()
+                    .unwrap_or_default();
+                let current = regs.current.as_deref().unwrap_or("");
+                let fine = if finalize {
+                    same_mk(current, new) && (mk.is_ep11() || regs.new.key().is_none())
+                } else {
+                    same_mk(current, old)
+                };
+                if !fine && problem.is_none() {
+                    problem = Some(if finalize {
+                        format!(
+                            "Slot {slot}: APQN {apqn} does not have the new {} master key set as CURRENT{}",
+                            mk.name(),
+                            if mk.is_ep11() { "" } else { " with NEW empty" }
+                        )
+                    } else {
+                        format!(
+                            "Slot {slot}: APQN {apqn} no longer has the old {} master key as CURRENT: the new one was set, the operation cannot be canceled",
+                            mk.name()
+                        )
+                    });
+                }
+            }
+            if finalize && !pins.get(mk).is_some_and(|pin| same_mk(pin, new)) && problem.is_none() {
+                problem = Some(format!(
+                    "Slot {slot}: {} does not yet name the new {} master key verification pattern: update its EXPECTED_* setting first",
+                    config_path(&session.dir, &token).display(),
+                    mk.name()
+                ));
+            }
+        }
+    }
+    if let Some(problem) = problem {
+        if finalize {
+            session.world.operations[index].state = OperationState::Errored;
+            session.commit(
+                &format!("pkcshsm_mk_change {verb} --id {id} (errored)"),
+                &[],
+            )?;
+        }
+        return Err(problem);
+    }
+    for token in session
+        .world
+        .tokens
+        .iter_mut()
+        .filter(|t| op.slots.contains(&t.slot))
+    {
+        let staged = std::mem::take(&mut token.staged);
+        if finalize {
+            token.objects.extend(staged);
+        }
+    }
+    session.world.operations.remove(index);
+    session.commit(&format!("pkcshsm_mk_change {verb} --id {id}"), &[])?;
+    let mut output = Output::default();
+    output.out(format!(
+        "Master key change operation '{id}' {}.",
+        if finalize { "finalized" } else { "canceled" }
+    ));
+    Ok(output)
+}
+
+fn list(world: &World, id: Option<&str>) -> Result<Output, String> {
+    let mut output = Output::default();
+    let ops: Vec<&Operation> = world
+        .operations
+        .iter()
+        .filter(|op| id.is_none_or(|id| op.id == id))
+        .collect();
+    if let (Some(id), true) = (id, ops.is_empty()) {
+        return Err(format!("Master key change operation '{id}' does not exist"));
+    }
+    for op in ops {
+        output.out(format!("Operation: {}", op.id));
+        output.out(format!(
+            "  State: {}",
+            match op.state {
+                OperationState::Reenciphered => "Key objects have been re-enciphered, new master key(s) can now be set/activated",
+                OperationState::Errored => "Finalizing or canceling has errored",
+            }
+        ));
+        output.out(format!("  APQNs: {}", op.apqns.join(" ")));
+        for (mk, vp) in &op.new {
+            let shown = if mk.is_ep11() { &vp[..32] } else { &vp[..16] };
+            let what = if mk.is_ep11() {
+                "EP11 WKVP".to_string()
+            } else {
+                format!("CCA {} MKVP", mk.name())
+            };
+            output.out(format!("  New {what}: {shown}"));
+        }
+        output.out(format!(
+            "  Affected slots: {}",
+            op.slots
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(output)
+}
