@@ -240,6 +240,7 @@ fn build_fleet(n: usize, variant: Variant) -> Fleet {
         .map(|(name, ski)| Administrator {
             name: (*name).into(),
             ski: Ski::parse(ski).expect("a valid SKI constant"),
+            public_key: None,
         })
         .collect();
     let instances = (0..n)

@@ -14,7 +14,8 @@
 //!   document with its format version), DOT.
 //! - [`backend`]: the only code that touches crypto units: the simulator (embedded, and
 //!   served over HTTP or the TKE wire protocol), the HTTP client, and the real service's TKE
-//!   API (read-only); smart cards behind the same trait later.
+//!   API (reads, and signed admin commands with the administrators' keys); smart cards
+//!   behind the same trait later.
 //! - [`keypart`]: key part files: generation, password protection, combination, VPs.
 //! - [`apply`]: the concurrent executor, the write-ahead journal, the lock, the audit trail,
 //!   and the session bookkeeping around a run.

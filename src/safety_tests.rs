@@ -57,6 +57,7 @@ fn administrators() -> Vec<Administrator> {
         .map(|(i, name)| Administrator {
             name: (*name).into(),
             ski: Ski::parse(&format!("{:064x}", i + 1)).unwrap(),
+            public_key: None,
         })
         .collect()
 }

@@ -178,7 +178,7 @@ pub const BACKEND_SPEC_LEN_MAX: usize = 4096;
 pub enum BackendSpec {
     Sim(PathBuf),
     Http(String),
-    /// The real service's TKE API in a region (read-only for now).
+    /// The real service's TKE API in a region (signed commands with `signature_keys:`).
     Tke(String),
 }
 
@@ -224,7 +224,7 @@ impl BackendSpec {
             return Ok(Self::Tke(region.to_string()));
         }
         Err(format!(
-            "unknown backend {}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service, read-only)",
+            "unknown backend {}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service)",
             crate::quote::quote(&endpoint::redacted(spec))
         ))
     }
@@ -319,8 +319,8 @@ impl AnyBackend {
     /// touches anything.
     pub fn read_only(&self) -> Option<String> {
         match self {
-            Self::Tke(backend) => Some(format!(
-                "{} reads crypto units but cannot send commands yet (signed TKE commands are the next step): every step is a ceremony step. Perform each with the TKE CLI (`ibmcloud tke cryptounit-mk-load`, `cryptounit-mk-commit`, `cryptounit-mk-rotate`, `cryptounit-mk-setimm`) or the TKE application when mkplan shows it; mkplan checks the live state before it journals the step",
+            Self::Tke(backend) if !backend.sends_commands() => Some(format!(
+                "{} sends signed commands only with the administrators' signature keys (`signature_keys:` in the desired file, see docs/tke.md), and none are in use (the desired file gives none, or --manual): every step is a ceremony step. Perform each with the TKE CLI (`ibmcloud tke cryptounit-mk-load`, `cryptounit-mk-commit`, `cryptounit-mk-rotate`, `cryptounit-mk-setimm`) or the TKE application when mkplan shows it; mkplan checks the live state before it journals the step",
                 backend.describe()
             )),
             _ => None,
@@ -361,7 +361,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Sim(simulator, _) => simulator.perform_by(&to_sim(operation)?, send_by).await,
             Self::Http(backend) => backend.perform(operation, send_by).await,
-            Self::Tke(backend) => backend.perform(operation).await,
+            Self::Tke(backend) => backend.perform(operation, send_by).await,
         }
     }
 }

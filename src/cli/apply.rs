@@ -67,7 +67,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     };
     let mut writer = store.writer(&scope, &instances, "apply")?;
     let journal = &mut writer.journal;
-    let (desired, backend, live, mut plan) = match (saved, desired, backend) {
+    let (desired, mut backend, live, mut plan) = match (saved, desired, backend) {
         (Some(saved), _, _) => check_saved(saved, journal.records(), store).await?,
         (None, Some(desired), Some(backend)) => {
             let live = refresh_backend(&desired, &backend).await?;
@@ -112,8 +112,18 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
             }
         );
     }
+    // From here Ctrl-C is caught: the password prompt (which reads Ctrl-C itself, with the
+    // terminal's echo off) then restores the terminal before it reports the interrupt.
+    let interrupt = interrupt::listen();
+    // Before the "yes": a wrong signature key stops the apply while nothing is sent.
+    super::signature_keys::prepare(&desired, &mut backend, &live, &plan, args.manual).await?;
     let by_hand = args.manual || backend.read_only().is_some();
-    let ceremony = ceremony_steps(&desired, &plan, by_hand);
+    let mut ceremony = ceremony_steps(&desired, &plan, by_hand);
+    if !by_hand {
+        ceremony.extend(super::signature_keys::rewrap_ceremony(
+            &desired, &plan, &backend,
+        ));
+    }
     if let Some(why) = backend.read_only() {
         eprintln!("{why}");
     }
@@ -123,9 +133,6 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
             ceremony.len()
         );
     }
-    // From here Ctrl-C is caught: the password prompt (which reads Ctrl-C itself, with the
-    // terminal's echo off) then restores the terminal before it reports the interrupt.
-    let interrupt = interrupt::listen();
     // Before the "yes": a wrong or missing password stops the apply while nothing is sent.
     let key_parts = key_parts(&desired, &plan, &ceremony, &mut early)?;
     if !key_parts.is_empty() && !quiet() {

@@ -26,6 +26,8 @@ pub struct Desired {
     /// With `--instance`: the service instances kept, and those of the file left out.
     pub targeted: Vec<String>,
     pub left_out: Vec<String>,
+    /// `signature_keys:`: who signs the TKE commands, with what (only `tke:` uses them).
+    pub signature_keys: Vec<crate::model::signature_keys::SignatureKey>,
 }
 
 /// Ids an error lists at most when `--instance` names one the desired file does not have.
@@ -158,6 +160,10 @@ pub fn read_desired(path: &Path) -> Result<Desired> {
         .map_err(|_| InputError::new(&shown, "the desired file is not UTF-8 text"))?;
     let folder = path.parent().unwrap_or(Path::new(""));
     let state = parse_desired(&shown, &text, folder)?;
+    let signature_keys = crate::model::signature_keys::parse(&shown, &text, folder, &state)?;
+    for key in &signature_keys {
+        check_signature_key_file(&shown, &text, key)?;
+    }
     // A fleet names the same few key part files for every instance: each is read and checked
     // once, and a bad one is reported where it is first named, as before.
     let mut checked = std::collections::HashSet::new();
@@ -180,7 +186,34 @@ pub fn read_desired(path: &Path) -> Result<Desired> {
         sha256: hex::encode(Sha256::digest(&bytes)),
         targeted: Vec::new(),
         left_out: Vec::new(),
+        signature_keys,
     })
+}
+
+/// A signature key file must be there and readable (its password is asked only by `apply`).
+fn check_signature_key_file(
+    desired: &str,
+    text: &str,
+    key: &crate::model::signature_keys::SignatureKey,
+) -> Result<()> {
+    use crate::model::signature_keys::SignatureKeySource;
+    let SignatureKeySource::File { file, written, .. } = &key.source else {
+        return Ok(());
+    };
+    match crate::bounded_read::read_to_string(file, crate::backend::tke::sigkey::FILE_BYTES_MAX) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(InputError::new(
+            desired,
+            format!(
+                "administrator {}'s signature key file {} cannot be read: {e}",
+                key.administrator,
+                crate::quote::quote(written)
+            ),
+        )
+        .at(text, key.position.0, key.position.1)
+        .fix("give the path of the TKE CLI signature key file (`ibmcloud tke sigkey-add`), relative to the desired file's folder")
+        .into()),
+    }
 }
 
 fn check_key_part_file(desired: &str, text: &str, part: &KeyPartSource) -> Result<()> {

@@ -103,6 +103,14 @@ Examples:
   mkplan plan plans/three-units.yaml --backend http://127.0.0.1:8080    # in another terminal
   mkplan sim serve --fleet examples/fleets/three-units.yaml --faults latency_ms=2000";
 
+pub const SIM_SIGKEY_NEW: &str = "\
+Examples:
+  read -rs MKPLAN_SIGKEY_ALICE && export MKPLAN_SIGKEY_ALICE && \\
+    mkplan sim sigkey new alice.json --administrator alice --password-env MKPLAN_SIGKEY_ALICE
+  # paste the printed line under a crypto unit's administrators in the fleet, then
+  # give `alice: { file: alice.json, password_env: MKPLAN_SIGKEY_ALICE }` under
+  # signature_keys in the desired file";
+
 pub const CARDS: &str = "\
 Examples:
   mkplan cards              # readers, card presence, ATR (build with --features smartcards)

@@ -51,6 +51,52 @@ pub fn new(out: &Path, password_env: Option<&str>) -> Result<u8> {
     Ok(0)
 }
 
+/// `sim sigkey new`: a P-521 signature key file in the TKE CLI's format, and the fleet line
+/// of its administrator (the SKI and public key, which are not secret).
+pub fn new_signature_key(
+    out: &Path,
+    administrator: &str,
+    password_env: Option<&str>,
+) -> Result<u8> {
+    use crate::backend::tke::{kari, sigkey};
+    end_on_interrupt_outside_prompts();
+    let password = password(
+        &mut Passwords::default(),
+        &Asked {
+            what: format!("the new signature key file {}", out.display()),
+            prompt: format!(
+                "Password for the new signature key file {}: ",
+                out.display()
+            ),
+            variable: password_env,
+            named_by: NamedBy::Flag,
+        },
+        true,
+    )?;
+    if !password.is_long_enough() {
+        return Err(Error::Other(format!(
+            "the password is too short: use at least {} characters",
+            keypart::PASSWORD_LEN_MIN
+        )));
+    }
+    let secret = kari::random_secret();
+    write_new(
+        out,
+        sigkey::file_text(&secret, password.as_bytes()).as_bytes(),
+    )?;
+    let point = kari::point(&secret.public_key());
+    println!(
+        "- {{ name: {administrator}, ski: \"{}\", public_key: \"{}\" }}",
+        hex::encode(sigkey::p521_ski(&point)),
+        hex::encode(&point)
+    );
+    eprintln!(
+        "Wrote signature key file {} (P-521) for administrator {administrator}. The line above goes under a crypto unit's administrators in a simulator fleet.",
+        out.display()
+    );
+    Ok(0)
+}
+
 /// Creates the file only if it does not exist (a key part is never overwritten), readable by
 /// its owner only.
 fn write_new(out: &Path, bytes: &[u8]) -> Result<()> {
@@ -107,11 +153,11 @@ pub(super) enum NamedBy {
 
 /// One password to obtain: for what, the prompt on a terminal, and the variable that may
 /// hold it.
-struct Asked<'a> {
-    what: String,
-    prompt: String,
-    variable: Option<&'a str>,
-    named_by: NamedBy,
+pub(super) struct Asked<'a> {
+    pub(super) what: String,
+    pub(super) prompt: String,
+    pub(super) variable: Option<&'a str>,
+    pub(super) named_by: NamedBy,
 }
 
 /// Reads and decrypts several key part files: passwords first, one at a time (a variable read
@@ -177,7 +223,11 @@ pub(super) fn open_key_parts(
 
 /// The password from its variable if it is set, else typed on the terminal without echo
 /// (twice with `confirm`), else an error that names the variable and the fix.
-fn password(passwords: &mut Passwords, asked: &Asked, confirm: bool) -> Result<Password> {
+pub(super) fn password(
+    passwords: &mut Passwords,
+    asked: &Asked,
+    confirm: bool,
+) -> Result<Password> {
     if let Some(name) = asked.variable
         && let Some(password) = passwords.take(name)
     {

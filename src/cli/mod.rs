@@ -15,6 +15,7 @@ mod output;
 mod password_env;
 pub(crate) mod plan;
 mod saved_plan;
+mod signature_keys;
 mod sim;
 mod state;
 mod status;
@@ -178,6 +179,28 @@ pub enum SimCommand {
     /// ceremony steps.
     #[command(subcommand)]
     Zcrypt(zcrypt_sim::ZcryptCommand),
+    /// Signature keys for rehearsals against `sim serve --protocol tke`.
+    #[command(subcommand)]
+    Sigkey(SigkeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigkeyCommand {
+    /// Write a new P-521 signature key file in the TKE CLI's format (as `ibmcloud tke
+    /// sigkey-add` writes one), for tests and rehearsals. Prints the administrator's line for
+    /// a simulator fleet: its SKI and public_key. Real administrators make their keys with the
+    /// TKE CLI.
+    #[command(after_help = examples::SIM_SIGKEY_NEW)]
+    New {
+        /// The file to write (never overwritten).
+        file: PathBuf,
+        /// The administrator's name, for the fleet line.
+        #[arg(long)]
+        administrator: String,
+        /// The environment variable that holds the file's password (else a prompt).
+        #[arg(long, value_name = "VARIABLE")]
+        password_env: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -432,6 +455,11 @@ pub async fn run(args: Args) -> Result<u8> {
         }) => keypart::vp(&files, &password_env),
         Command::Sim(SimCommand::Serve(serve)) => sim::serve(serve).await,
         Command::Sim(SimCommand::Zcrypt(zcrypt)) => zcrypt_sim::run(zcrypt),
+        Command::Sim(SimCommand::Sigkey(SigkeyCommand::New {
+            file,
+            administrator,
+            password_env,
+        })) => keypart::new_signature_key(&file, &administrator, password_env.as_deref()),
         Command::Cards { watch, json } => ceremony::cards(watch, json).await,
         Command::Completions { shell } => conventions::completions(shell),
         Command::Man { out } => conventions::man(out.as_deref()),

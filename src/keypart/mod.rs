@@ -84,6 +84,12 @@ impl Password {
         self.0.as_bytes()
     }
 
+    /// The password's UTF-8 bytes, for a key that other tools seal with it (a TKE signature
+    /// key file).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes()
+    }
+
     pub fn matches(&self, other: &str) -> bool {
         self.0.as_str() == other
     }

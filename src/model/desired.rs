@@ -13,7 +13,7 @@ use super::{InputError, KeyWords, VerificationPattern};
 use crate::quote::quote;
 
 /// The keys a desired file may start with (it is written `version:` first).
-const DESIRED_FIRST_KEYS: &[&str] = &["version", "backend", "instances"];
+const DESIRED_FIRST_KEYS: &[&str] = &["version", "backend", "instances", "signature_keys"];
 
 /// What each key of a desired file holds, for an error about a value of the wrong type.
 const DESIRED_KEY_WORDS: KeyWords = &[
@@ -55,6 +55,10 @@ const DESIRED_KEY_WORDS: KeyWords = &[
         "the name of an environment variable (letters, digits, _)",
     ),
     ("smart_card", "a mapping `{holder: NAME, reader: PATTERN}`"),
+    (
+        "signature_keys",
+        "a mapping of administrator names to `{ file: PATH, password_env: VARIABLE }` or `{ signing_service: KEY, token_env: VARIABLE }`",
+    ),
     ("holder", "the name of the custodian who holds the card"),
     (
         "reader",
@@ -134,6 +138,10 @@ struct RawDesired {
     #[serde(default)]
     backend: Option<Spanned<String>>,
     instances: Spanned<Vec<RawInstance>>,
+    /// Read by `signature_keys::parse`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    signature_keys: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]

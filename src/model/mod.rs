@@ -8,6 +8,7 @@ pub mod live;
 pub mod parser_words;
 pub mod quick_yaml;
 mod register;
+pub mod signature_keys;
 pub mod unit;
 mod vp;
 

@@ -85,6 +85,11 @@ impl<'de> Deserialize<'de> for Ski {
 pub struct Administrator {
     pub name: String,
     pub ski: Ski,
+    /// Simulator fleets only: hex of the bytes the SKI is the SHA-256 of (`04 ‖ X ‖ Y` for
+    /// P-521, DER `SEQ{INTEGER n, INTEGER e}` for RSA), so that `sim serve --protocol tke`
+    /// can check the administrator's signatures on commands. Never read from a real service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ fn unit(index: usize, new_register: NewRegister, current: u8) -> CryptoUnit {
         administrators: vec![Administrator {
             name: "alice".into(),
             ski: Ski::parse(&format!("{:064x}", 1)).unwrap(),
+            public_key: None,
         }],
         new_register,
         current_register: CurrentRegister::Valid(key(current)),

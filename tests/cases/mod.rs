@@ -25,6 +25,7 @@ mod smartcards;
 mod sweeps;
 mod targeting;
 mod tke;
+mod tke_signed;
 mod tke_verified;
 mod untouched;
 mod views;

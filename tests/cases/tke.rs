@@ -111,7 +111,9 @@ fn reads_are_retried_through_faults_and_apply_is_a_ceremony() {
     );
     assert_eq!(apply.code, 1, "{}", apply.stderr);
     assert!(
-        apply.stderr.contains("cannot send commands yet"),
+        apply
+            .stderr
+            .contains("sends signed commands only with the administrators' signature keys"),
         "{}",
         apply.stderr
     );

@@ -19,6 +19,17 @@ pub struct Faults {
     pub oa_epoch_change_op: Option<u64>,
     /// The module's OA chain ends at a root no client trusts.
     pub oa_unknown_root: bool,
+    /// `sim serve --protocol tke` only, counted over signed commands (module `tke_card`): the
+    /// card answers "stale transaction counter" (3-163) without acting,
+    pub stale_counter_command: BTreeSet<u64>,
+    /// the command is changed on the way, so its signatures fail (3-192),
+    pub tamper_command: BTreeSet<u64>,
+    /// the card acts, then the server dies without answering,
+    pub crash_after_command: BTreeSet<u64>,
+    /// the card acts, then the answer is lost (500),
+    pub lose_command_response: BTreeSet<u64>,
+    /// the card acts and its reply is changed after it was signed.
+    pub forge_command_reply: BTreeSet<u64>,
 }
 
 /// Operations we inject faults into at the most, and the longest latency: a typo must not
@@ -44,6 +55,11 @@ impl Faults {
                 "crash_after_op" => &mut faults.crash_after_op,
                 "fail_op" => &mut faults.fail_op,
                 "lose_response_op" => &mut faults.lose_response_op,
+                "stale_counter_command" => &mut faults.stale_counter_command,
+                "tamper_command" => &mut faults.tamper_command,
+                "crash_after_command" => &mut faults.crash_after_command,
+                "lose_command_response" => &mut faults.lose_command_response,
+                "forge_command_reply" => &mut faults.forge_command_reply,
                 "forge_reply_from_op" | "oa_epoch_change_op" | "oa_unknown_root" => {
                     let at = key.trim();
                     let valid = if at == "oa_unknown_root" {
@@ -75,7 +91,7 @@ impl Faults {
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms (and, for `sim serve --protocol tke`, forge_reply_from_op, oa_epoch_change_op and oa_unknown_root)",
+                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms (and, for `sim serve --protocol tke`, forge_reply_from_op, oa_epoch_change_op, oa_unknown_root, and over signed commands stale_counter_command, tamper_command, crash_after_command, lose_command_response and forge_command_reply)",
                         quote(other)
                     ));
                 }

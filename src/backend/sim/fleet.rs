@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::consistency;
 use crate::model::unit::is_uuid;
 use crate::model::{
-    CryptoUnit, InputError, KeyWords, LiveInstance, RewrapStatus, VerificationPattern,
+    Administrator, CryptoUnit, InputError, KeyWords, LiveInstance, RewrapStatus,
+    VerificationPattern,
 };
 use crate::quote::quote;
 
@@ -79,6 +80,10 @@ const FLEET_KEY_WORDS: KeyWords = &[
     (
         "ski",
         "the administrator's key identifier: 64 hex digits in quotes",
+    ),
+    (
+        "public_key",
+        "hex of the administrator's public key (what the ski is the SHA-256 of), as `mkplan sim sigkey new` prints it",
     ),
     ("new_register", "a register, e.g. `{ status: Empty }`"),
     (
@@ -239,6 +244,9 @@ impl Fleet {
                 if !units.insert(unit.hsm_id.to_ascii_lowercase()) {
                     return Err(format!("crypto unit {} appears twice", unit.hsm_id));
                 }
+                for administrator in &unit.administrators {
+                    check_public_key(&unit.hsm_id, administrator)?;
+                }
             }
         }
         Ok(())
@@ -259,6 +267,27 @@ impl Fleet {
 
 /// The keys a fleet file starts with (the simulator writes `instances:` first).
 const FLEET_FIRST_KEYS: &[&str] = &["instances", "incidents"];
+
+/// An administrator's `public_key` must be what its SKI is the SHA-256 of.
+fn check_public_key(unit: &str, administrator: &Administrator) -> Result<(), String> {
+    use sha2::Digest;
+    let Some(key) = &administrator.public_key else {
+        return Ok(());
+    };
+    let bytes = hex::decode(key).map_err(|_| {
+        format!(
+            "crypto unit {unit}: administrator {}'s public_key is not hex",
+            quote(&administrator.name)
+        )
+    })?;
+    if hex::encode(sha2::Sha256::digest(&bytes)) != administrator.ski.as_str() {
+        return Err(format!(
+            "crypto unit {unit}: administrator {}'s public_key does not hash to its ski (the SKI is SHA-256 of 04||X||Y for P-521, of DER SEQ{{n, e}} for RSA); `mkplan sim sigkey new` prints both",
+            quote(&administrator.name)
+        ));
+    }
+    Ok(())
+}
 
 fn not_a_fleet(file: &str, position: (u64, u64)) -> InputError {
     InputError::not_a(
@@ -321,7 +350,18 @@ impl SimInstance {
             id: self.id.to_ascii_lowercase(),
             region: self.region.clone(),
             rewrap_status: self.rewrap_status(),
-            crypto_units: self.crypto_units.clone(),
+            // Public keys are the simulated cards' own: the service reports SKIs only.
+            crypto_units: self
+                .crypto_units
+                .iter()
+                .map(|unit| {
+                    let mut unit = unit.clone();
+                    for administrator in &mut unit.administrators {
+                        administrator.public_key = None;
+                    }
+                    unit
+                })
+                .collect(),
         }
     }
 

@@ -196,6 +196,7 @@ fn unit() -> impl Strategy<Value = CryptoUnit> {
                     .map(|(name, ski)| Administrator {
                         name,
                         ski: Ski::parse(&ski).unwrap(),
+                        public_key: None,
                     })
                     .collect(),
                 new_register: new,

@@ -14,6 +14,10 @@ pub const INFO_DOMAIN: u32 = 3;
 /// m_admin query commands.
 pub const ADMQ_DOMADMIN: u32 = 0x0001_0002;
 pub const ADMQ_DOM_ATTRS: u32 = 0x0001_000A;
+/// The domain's importer key (EP11h `XCP_ADMQ_IMPORTER_CERT`; not used by the SDK): mkplan
+/// reads it before a load and asks for a new one (GEN_IMPORTER) when the card answers "not
+/// found" (96/60). Its output is read as GEN_IMPORTER's (an inference, tke-wire.md §8).
+pub const ADMQ_IMPORTER: u32 = 0x0001_000F;
 /// The module's OA (device) certificates: input = u32 index, 0 = the current epoch key.
 pub const ADMQ_DEVICE_CERT: u32 = 0x0001_0003;
 /// The block return code and reason a card answers past the end of its OA chain (96/60).

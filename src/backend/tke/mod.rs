@@ -4,19 +4,24 @@
 //! thresholds, mode, administrators and both master-key registers. Every m_admin reply is
 //! checked against its crypto module's OA epoch key, whose certificate chain ends at one of
 //! IBM's root keys (module `oa`; the test root only with `MKPLAN_TKE_TEST_OA_ROOT`, on
-//! loopback). Mutations (signed admin
-//! commands, §4) are not in this backend yet: `perform` says so and names the way that exists.
+//! loopback). With the administrators' signature keys (`signature_keys:` in the desired
+//! file) it also sends loads, commits, set immediates and clears as signed admin commands
+//! (§4, module `commands`); the rewrap stays a ceremony step (no published trigger, §8.1).
 //!
 //! Authentication: an IAM bearer token from `IBMCLOUD_IAM_TOKEN`, or an API key from
 //! `IBMCLOUD_API_KEY` exchanged at IAM (`MKPLAN_IAM_ENDPOINT` overrides the endpoint), renewed
 //! before it expires. Tokens and keys are zeroized and never printed.
 
+pub mod admin;
+mod commands;
 pub mod der;
 pub mod ep11;
 pub mod htp;
+pub mod kari;
 pub mod oa;
 pub mod oa_test_chain;
 pub mod pacing;
+pub mod sigkey;
 pub mod sigkey_rsa;
 pub mod signer;
 pub mod signserv;
@@ -212,6 +217,10 @@ pub struct TkeBackend {
     epoch_keys: tokio::sync::Mutex<HashMap<String, VerifyingKey>>,
     /// Whether the TKE endpoint is on this machine (the only place the test root may be).
     loopback: bool,
+    /// The administrators' signature keys (empty: every step is a ceremony step).
+    signers: Vec<Box<dyn signer::Signer>>,
+    /// One signed command at a time per domain (`module#domain`).
+    domains: std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +269,8 @@ impl TkeBackend {
             roots: oa::IBM_ROOTS.to_vec(),
             epoch_keys: tokio::sync::Mutex::new(HashMap::new()),
             loopback: endpoint::is_loopback(&endpoint),
+            signers: Vec::new(),
+            domains: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -489,6 +500,7 @@ impl TkeBackend {
             Ok::<_, BackendError>(Administrator {
                 name,
                 ski: Ski::parse(&hex::encode(ski)).map_err(BackendError::Protocol)?,
+                public_key: None,
             })
         }))
         .await?;
@@ -563,21 +575,15 @@ impl TkeBackend {
         Ok(LiveFleet { instances })
     }
 
-    pub async fn perform(&self, operation: &Operation<'_>) -> Result<(), BackendError> {
-        let name = match operation {
-            Operation::LoadNewMk { .. } => "load_new_mk",
-            Operation::CommitNewMk { .. } => "commit_new_mk",
-            Operation::ClearNewMk { .. } => "clear_new_mk",
-            Operation::RewrapKeyStorage { .. } => "rewrap_key_storage",
-            Operation::SetImmediate { .. } => "set_immediate",
-        };
-        Err(BackendError::Refused {
-            operation: name.into(),
-            reason: format!(
-                "{} reads crypto units but does not send signed commands yet. Nothing was sent. Run the step with the TKE CLI (`ibmcloud tke cryptounit-mk-load`, `-commit`, `-rotate`, `-setimm`) or the TKE application, then run `mkplan plan` again: it reads what you did",
-                self.shown
-            ),
-        })
+    /// The administrators' signature keys, opened and checked: with them this backend sends
+    /// loads, commits, set immediates and clears as signed commands (module `commands`).
+    pub fn set_signers(&mut self, signers: Vec<Box<dyn signer::Signer>>) {
+        self.signers = signers;
+    }
+
+    /// Whether this backend sends signed commands (it has signature keys).
+    pub fn sends_commands(&self) -> bool {
+        !self.signers.is_empty()
     }
 }
 

@@ -79,7 +79,7 @@ impl TkeBackend {
 
     /// The epoch key of `unit`'s crypto module: read from its OA chain (§3.5 steps 2–3) the
     /// first time, or again when `reread`.
-    async fn epoch_key(
+    pub(super) async fn epoch_key(
         &self,
         unit: &Target<'_>,
         reread: bool,

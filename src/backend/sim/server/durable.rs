@@ -43,6 +43,8 @@ pub(super) struct Shared {
     /// Crypto units (and instances, for the rewrap) with a command in progress: a real unit
     /// takes one command at a time (each carries the unit's transaction counter + 1).
     pub(super) busy: Mutex<std::collections::HashSet<String>>,
+    /// `--protocol tke`: each domain's transaction counter and importer key.
+    pub(super) cards: Mutex<super::tke_card::Cards>,
     /// Held for the server's lifetime.
     pub(super) _lock: File,
     pub(super) crash: Crash,

@@ -16,6 +16,7 @@ mod connections;
 mod durable;
 mod in_process;
 mod resources;
+mod tke_card;
 pub(crate) mod tke_front;
 mod tokens;
 
@@ -175,6 +176,7 @@ fn open(
         committed,
         commit_wanted: Notify::new(),
         busy: Mutex::new(Default::default()),
+        cards: Mutex::new(Default::default()),
         _lock: lock,
         crash,
     });

@@ -5,8 +5,11 @@
 //! - `GET /v1/tke/{instance}/hsms`: the TKE list (`hsms`, `source_hsms`, `failover_hsms`).
 //! - `POST /v1/tke/{instance}/hsms/{hsm_id}` `{"request": HTP}` → `{"response": HTP}`: domain
 //!   info, domain attributes, the administrator list and each administrator's certificate,
-//!   built from the fleet, and the crypto module's OA device certificates. Signed commands
-//!   are answered with FUNCTION_NOT_SUPPORTED.
+//!   built from the fleet, the crypto module's OA device certificates, the domain's importer
+//!   key; and signed commands (load, commit, set immediate, clear, new importer key), which
+//!   the card's side checks and performs (module `tke_card`).
+//! - `POST /v1/tke/{instance}/rewrap`: the rewrap, as the operator starts it with the TKE CLI
+//!   in a ceremony step (the real service publishes no API for it).
 //! - `POST /identity/token`: an IAM-like exchange of an API key (`--api-key`) for a token.
 //!
 //! Every m_admin reply is signed, as a card signs it, with the epoch key of
@@ -63,6 +66,10 @@ impl Signing {
         }
     }
 
+    pub(super) fn module(&self) -> &'static TestModule {
+        self.module
+    }
+
     fn for_request(faults: &crate::backend::sim::faults::Faults, number: u64) -> Self {
         let from = |op: Option<u64>| op.is_some_and(|op| number >= op);
         let module: &'static TestModule = if faults.oa_unknown_root {
@@ -83,6 +90,9 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/tke/{instance}/hsms", get(super::resources::list_units))
         .route("/v1/tke/{instance}/hsms/{hsm_id}", post(query))
+        // The stand-in for the TKE CLI's `cryptounit-mk-rotate` (no published API, tke-wire.md
+        // §8.1): what a scripted operator runs in a ceremony step. mkplan never calls it.
+        .route("/v1/tke/{instance}/rewrap", post(super::commands::rewrap))
         .route(IAM_TOKEN_PATH, post(iam_token))
 }
 
@@ -125,7 +135,36 @@ async fn query(
         shared.crash().await;
     }
     let signing = Signing::for_request(&shared.faults, number);
-    Json(json!({ "response": answer_signed(&unit, &body.request, signing) })).into_response()
+    if let Some((domain, payload)) = signed_command(&unit, &body.request) {
+        return match super::tke_card::command(&shared, &instance, &unit, domain, &payload, signing)
+            .await
+        {
+            Ok(reply) => Json(json!({ "response": htp::response(domain, &reply) })).into_response(),
+            Err(response) => response,
+        };
+    }
+    let card = shared.cards_view(&unit.hsm_id);
+    Json(json!({ "response": answer_card(&unit, &body.request, signing, &card) })).into_response()
+}
+
+/// The domain and payload of a signed command (not a query) for `unit`, framed right.
+fn signed_command(unit: &CryptoUnit, request: &str) -> Option<(u32, Vec<u8>)> {
+    let request = htp::parse_request(request).ok()?;
+    let (cm, domain) = parse_location(&unit.location).ok()?;
+    if request.cm != cm || request.domain != domain {
+        return None;
+    }
+    let (function, _) = ep11::function_of(&request.payload).ok()?;
+    if function != ep11::M_ADMIN {
+        return None;
+    }
+    let (command, _) = ep11::parse_admin_query(&request.payload, domain).ok()?;
+    super::tke_card::is_command(command).then_some((domain, request.payload))
+}
+
+/// The module id a unit's card reports: its serial (8 ASCII bytes) ‖ instance 1.
+pub(super) fn module_id(unit: &CryptoUnit) -> Vec<u8> {
+    [serial_of(&unit.hsm_id).into_bytes(), vec![0; 7], vec![1]].concat()
 }
 
 /// The HTP response to one HTP request, as the crypto unit and its host would give it.
@@ -134,6 +173,16 @@ pub(crate) fn answer(unit: &CryptoUnit, request: &str) -> String {
 }
 
 pub(crate) fn answer_signed(unit: &CryptoUnit, request: &str, signing: Signing) -> String {
+    answer_card(unit, request, signing, &(0, None))
+}
+
+/// The answer, with the domain's card-side state: its counter and importer key.
+fn answer_card(
+    unit: &CryptoUnit,
+    request: &str,
+    signing: Signing,
+    card: &(u64, Option<p521::PublicKey>),
+) -> String {
     let request = match htp::parse_request(request) {
         Ok(request) => request,
         Err(e) => return htp::host_error_response(9, 12, 0, &e.message),
@@ -149,7 +198,7 @@ pub(crate) fn answer_signed(unit: &CryptoUnit, request: &str, signing: Signing) 
     }
     let payload = match ep11::function_of(&request.payload) {
         Ok((ep11::GET_XCP_INFO, _)) => domain_info(unit, domain, &request.payload),
-        Ok((ep11::M_ADMIN, _)) => admin(unit, domain, &request.payload, signing),
+        Ok((ep11::M_ADMIN, _)) => admin(unit, domain, &request.payload, signing, card),
         Ok((function, _)) => ep11::error_response(function, domain, 0x54),
         Err(e) => return htp::host_error_response(9, 12, 0, &e.message),
     };
@@ -172,13 +221,20 @@ fn domain_info(unit: &CryptoUnit, domain: u32, payload: &[u8]) -> Vec<u8> {
     )
 }
 
-fn admin(unit: &CryptoUnit, domain: u32, payload: &[u8], signing: Signing) -> Vec<u8> {
+fn admin(
+    unit: &CryptoUnit,
+    domain: u32,
+    payload: &[u8],
+    signing: Signing,
+    (counter, importer): &(u64, Option<p521::PublicKey>),
+) -> Vec<u8> {
     let Ok((command, input)) = ep11::parse_admin_query(payload, domain) else {
         return ep11::error_response(ep11::M_ADMIN, domain, 0x07);
     };
-    let module = [serial_of(&unit.hsm_id).into_bytes(), vec![0; 7], vec![1]].concat();
+    let module = module_id(unit);
     let reply = |admin_domain: &[u8], code: u32, output: &[u8]| {
-        let mut block = ep11::admin_response_block(admin_domain, command, &module, 0, code, output);
+        let mut block =
+            ep11::admin_response_block(admin_domain, command, &module, *counter, code, output);
         let signature = reply_signer_info(&signing.module.epoch, &block);
         if signing.forge && command != ep11::ADMQ_DEVICE_CERT && !output.is_empty() {
             // The last byte of the output, changed after signing.
@@ -213,6 +269,13 @@ fn admin(unit: &CryptoUnit, domain: u32, payload: &[u8], signing: Signing) -> Ve
         {
             Some(administrator) => ok(&ep11::certificate(&administrator.name, &input)),
             None => reply(&in_domain, 0x20, &32u32.to_be_bytes()),
+        },
+        ep11::ADMQ_IMPORTER => match importer {
+            Some(key) => ok(&crate::backend::tke::kari::importer_output(key)),
+            None => {
+                let (code, reason) = ep11::CERTIFICATE_NOT_FOUND;
+                reply(&in_domain, code, &reason.to_be_bytes())
+            }
         },
         _ => reply(&in_domain, 0x54, &[]),
     }
