@@ -18,6 +18,7 @@ const ALICE: (&str, &str) = ("MKPLAN_SIGKEY_ALICE", "sigkey-alice-demo");
 const BOB: (&str, &str) = ("MKPLAN_SIGKEY_BOB", "sigkey-bob-demo");
 const CAROL: (&str, &str) = ("MKPLAN_SIGKEY_CAROL", "sigkey-carol-demo");
 const MALLORY: (&str, &str) = ("MKPLAN_SIGKEY_MALLORY", "sigkey-mallory-demo");
+const DAVE: (&str, &str) = ("MKPLAN_SIGKEY_DAVE", "sigkey-dave-demo");
 
 /// The fixture administrators' fleet lines (SKI and public key).
 fn administrator_line(name: &str) -> String {
@@ -47,7 +48,7 @@ fn workspace(keys: &[&str]) -> Workspace {
     }
     ws.write(FLEET, &fleet);
     std::fs::create_dir_all(ws.path("sigkeys")).unwrap();
-    for name in ["alice", "bob", "carol", "mallory"] {
+    for name in ["alice", "bob", "carol", "mallory", "dave-rsa"] {
         std::fs::copy(
             repo_file(&format!("tests/fixtures/sigkeys/{name}.json")),
             ws.path(&format!("sigkeys/{name}.json")),
@@ -478,4 +479,101 @@ fn validate_checks_signature_keys_offline_with_line_and_column() {
     let ws = workspace(&ALICE_AND_BOB);
     let run = ws.mkplan(&["validate", DESIRED]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// `workspace(keys)` where administrator bob is known to every crypto unit by `bob_line`'s key
+/// (another key than the fixture's bob.json).
+fn workspace_with_bob(keys: &[&str], bob_line: &str) -> Workspace {
+    let ws = workspace(keys);
+    let fleet = ws.read(FLEET);
+    assert!(fleet.contains(&administrator_line("bob")));
+    ws.write(FLEET, &fleet.replace(&administrator_line("bob"), bob_line));
+    ws
+}
+
+/// Bob's key is an RSA-2048 TKE CLI key file written by another implementation (Python's
+/// `cryptography`, tests/fixtures/sigkeys/make_rsa_key_file.py): mkplan opens it, signs the
+/// commits and set immediates with the X9.31 raw operation, and the card checks them against
+/// the RSA public key the fleet holds.
+#[test]
+fn an_rsa_2048_key_file_signs_the_commits_and_set_immediates() {
+    let bob_line = administrator_line("dave").replace("name: dave,", "name: bob,");
+    let ws = workspace_with_bob(
+        &[
+            ALICE_AND_BOB[0],
+            "bob: { file: sigkeys/dave-rsa.json, password_env: MKPLAN_SIGKEY_DAVE }",
+        ],
+        &bob_line,
+    );
+    let server = start(&ws, "");
+    let (code, stderr, ceremonies) = apply(&ws, &server, &[DAVE]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ceremonies, 1, "{stderr}");
+    assert!(!stderr.contains("sigkey-"), "a password leaked:\n{stderr}");
+    assert_converged(&ws, "RSA-2048 signer");
+}
+
+/// Bob signs through the signing service (`TKE_SIGNSERV_URL`, played by a test server that
+/// wants a token): mkplan asks it for the key, checks the SKI against the crypto units', has
+/// it sign, verifies each signature before sending it, and the rotation converges. The
+/// token goes to the service only, never into a message.
+#[test]
+fn the_signing_service_signs_for_an_administrator() {
+    use crate::support::signserv::{self, Knobs, SignServ};
+    const TOKEN: &str = "signserv-token-demo";
+    let service = SignServ::start(Knobs {
+        token: Some(TOKEN.into()),
+        ..Knobs::default()
+    });
+    let bob_line = format!(
+        "{{ name: bob, ski: \"{}\", public_key: \"{}\" }}",
+        hex::encode(signserv::ski("bob-p521")),
+        hex::encode(signserv::public_key("bob-p521"))
+    );
+    let ws = workspace_with_bob(
+        &[
+            ALICE_AND_BOB[0],
+            "bob: { signing_service: bob-p521, token_env: MKPLAN_SIGNSERV_TOKEN_BOB }",
+        ],
+        &bob_line,
+    );
+    let server = start(&ws, "");
+    let (code, stderr, ceremonies) = apply(
+        &ws,
+        &server,
+        &[
+            ("TKE_SIGNSERV_URL", &service.url),
+            ("MKPLAN_SIGNSERV_TOKEN_BOB", TOKEN),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ceremonies, 1, "{stderr}");
+    assert!(!stderr.contains(TOKEN), "the token leaked:\n{stderr}");
+    assert_converged(&ws, "signing service");
+    let seen = service.seen();
+    let signs = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/sign/bob-p521")
+        .count();
+    assert!(
+        signs >= 6,
+        "bob signs every commit and set immediate: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.authorization.as_deref() == Some(TOKEN)),
+        "{seen:?}"
+    );
+
+    // The service goes away: the next rotation's keys cannot be checked, and nothing is sent.
+    drop(service);
+    let ws = workspace_with_bob(
+        &[ALICE_AND_BOB[0], "bob: { signing_service: bob-p521 }"],
+        &bob_line,
+    );
+    let server = start(&ws, "");
+    let (code, stderr, _) = apply(&ws, &server, &[("TKE_SIGNSERV_URL", "http://127.0.0.1:9")]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("Nothing was touched"), "{stderr}");
+    assert_untouched(&ws, "signing service unavailable");
 }
