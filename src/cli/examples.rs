@@ -103,6 +103,10 @@ Examples:
   mkplan plan plans/three-units.yaml --backend http://127.0.0.1:8080    # in another terminal
   mkplan sim serve --fleet examples/fleets/three-units.yaml --faults latency_ms=2000";
 
+pub const SIM_COMPACT: &str = "\
+Examples:
+  mkplan sim compact --fleet examples/fleets/three-units.yaml";
+
 pub const CARDS: &str = "\
 Examples:
   mkplan cards              # readers, card presence, ATR (build with --features smartcards)

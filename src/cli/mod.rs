@@ -172,6 +172,11 @@ pub enum SimCommand {
     /// (docs/http-api.md), for `--backend http://HOST:PORT`. Prints its URL on stdout.
     #[command(after_help = examples::SIM_SERVE)]
     Serve(sim::ServeArgs),
+    /// Fold the operation log beside a fleet file (FLEET.yaml.oplog, left by an apply or a
+    /// `sim serve` that was killed) into the fleet file. Every reader replays the log anyway;
+    /// the next apply or `sim serve` compacts it too.
+    #[command(after_help = examples::SIM_COMPACT)]
+    Compact(sim::CompactArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,6 +430,7 @@ pub async fn run(args: Args) -> Result<u8> {
             password_env,
         }) => keypart::vp(&files, &password_env),
         Command::Sim(SimCommand::Serve(serve)) => sim::serve(serve).await,
+        Command::Sim(SimCommand::Compact(compact)) => sim::compact(&compact),
         Command::Cards { watch, json } => ceremony::cards(watch, json).await,
         Command::Completions { shell } => conventions::completions(shell),
         Command::Man { out } => conventions::man(out.as_deref()),
