@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo run --release --example bench_scale [-- --apply-max N]
+//! cargo run --release --example bench_scale [-- [--apply-max N] [--apply-only]]
 //! ```
 //!
 //! - plan: `mkplan plan desired.yaml --json` (stdout to a file), the median of `REPS` runs
@@ -12,9 +12,10 @@
 //! - apply: `mkplan apply desired.yaml --auto-approve --parallelism 16` on a fresh copy of
 //!   the fleet, once per size, with the embedded simulator's default faults (no latency) and
 //!   no rewrap time (`rewrap_ms_per_key: 0`), so the figure is mkplan's own work. The
-//!   embedded simulator re-reads and rewrites its whole fleet file (with fsync) for each of
-//!   the 10 operations per instance, so an apply does work in proportion to N², and is only
-//!   run up to `--apply-max` instances (default 300: 1,000 would take minutes here).
+//!   embedded simulator appends each of the 10 operations per instance to its operation log
+//!   (fsynced, a group commit for the operations that land together) and compacts the log
+//!   into the fleet file at the end, so an apply grows linearly. `--apply-max N` stops the
+//!   applies above N instances; `--apply-only` skips the plans.
 //! - peak memory: the child's own peak RSS, from `wait4(2)`'s `ru_maxrss`.
 //!
 //! "× linear" is (time per instance at N) ÷ (time per instance at the smallest N): 1.0 is
@@ -31,7 +32,7 @@ use mkplan::backend::sim::Fleet;
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const REPS: usize = 5;
-const APPLY_MAX_DEFAULT: usize = 300;
+const APPLY_MAX_DEFAULT: usize = 10_000;
 const PARALLELISM: &str = "16";
 const PASSWORDS: [(&str, &str); 2] = [
     ("MKPLAN_PART1_PASSWORD", "demo-custodian-1"),
@@ -190,6 +191,10 @@ fn measure_apply(folder: &Path, n: usize) -> Result<Point, String> {
         fleet.contains("incidents: []"),
         "the apply at N = {n} caused incidents"
     );
+    assert!(
+        !folder.join("fleet.yaml.oplog").exists(),
+        "the apply at N = {n} ended without compacting its operation log"
+    );
     Ok(Point {
         n,
         seconds: applied.seconds,
@@ -257,10 +262,15 @@ fn under_one_second(points: &[(usize, Result<Point, String>)]) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let apply_max = match args.as_slice() {
-        [flag, n] if flag == "--apply-max" => n.parse().expect("--apply-max N"),
-        _ => APPLY_MAX_DEFAULT,
-    };
+    let apply_max = args
+        .iter()
+        .position(|a| a == "--apply-max")
+        .map_or(APPLY_MAX_DEFAULT, |i| {
+            args.get(i + 1)
+                .and_then(|n| n.parse().ok())
+                .expect("--apply-max N")
+        });
+    let apply_only = args.iter().any(|a| a == "--apply-only");
     if !binary().exists() {
         eprintln!(
             "{} does not exist: run `cargo build --release` first",
@@ -293,25 +303,25 @@ fn main() {
             "  N = {n}: fleet file {:.2} MiB",
             bytes as f64 / (1024.0 * 1024.0)
         );
-        plans.push((n, measure_plan(&folder, n)));
+        if !apply_only {
+            plans.push((n, measure_plan(&folder, n)));
+        }
         if n <= apply_max {
             applies.push((n, measure_apply(&folder, n)));
         } else {
-            applies.push((
-                n,
-                Err(format!(
-                    "above --apply-max {apply_max} (each of the ~{} operations re-reads and rewrites the whole fleet file)",
-                    10 * n
-                )),
-            ));
+            applies.push((n, Err(format!("above --apply-max {apply_max}"))));
         }
     }
-    print_curve("plan (whole command)", &plans);
+    if !apply_only {
+        print_curve("plan (whole command)", &plans);
+    }
     print_curve("apply (whole command)", &applies);
-    println!(
-        "\nLargest fleet that plans in under 1 s: {}",
-        under_one_second(&plans)
-    );
+    if !apply_only {
+        println!(
+            "\nLargest fleet that plans in under 1 s: {}",
+            under_one_second(&plans)
+        );
+    }
     println!(
         "\nTotal benchmark time: {:.1} s",
         started.elapsed().as_secs_f64()

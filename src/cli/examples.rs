@@ -111,6 +111,10 @@ Examples:
   # give `alice: { file: alice.json, password_env: MKPLAN_SIGKEY_ALICE }` under
   # signature_keys in the desired file";
 
+pub const SIM_COMPACT: &str = "\
+Examples:
+  mkplan sim compact --fleet examples/fleets/three-units.yaml";
+
 pub const CARDS: &str = "\
 Examples:
   mkplan cards              # readers, card presence, ATR (build with --features smartcards)

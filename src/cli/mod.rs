@@ -174,6 +174,11 @@ pub enum SimCommand {
     /// (docs/http-api.md), for `--backend http://HOST:PORT`. Prints its URL on stdout.
     #[command(after_help = examples::SIM_SERVE)]
     Serve(sim::ServeArgs),
+    /// Fold the operation log beside a fleet file (FLEET.yaml.oplog, left by an apply or a
+    /// `sim serve` that was killed) into the fleet file. Every reader replays the log anyway;
+    /// the next apply or `sim serve` compacts it too.
+    #[command(after_help = examples::SIM_COMPACT)]
+    Compact(sim::CompactArgs),
     /// The fake Linux on IBM Z Crypto Express platform (docs/zcrypt-sim.md): a world of
     /// cards, APQNs and key stores, its fake zkey and openCryptoki tools, and the TKE's
     /// ceremony steps.
@@ -460,6 +465,7 @@ pub async fn run(args: Args) -> Result<u8> {
             administrator,
             password_env,
         })) => keypart::new_signature_key(&file, &administrator, password_env.as_deref()),
+        Command::Sim(SimCommand::Compact(compact)) => sim::compact(&compact),
         Command::Cards { watch, json } => ceremony::cards(watch, json).await,
         Command::Completions { shell } => conventions::completions(shell),
         Command::Man { out } => conventions::man(out.as_deref()),

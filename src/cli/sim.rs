@@ -1,4 +1,5 @@
-//! `mkplan sim serve`: the simulator over HTTP.
+//! `mkplan sim serve`: the simulator over HTTP; `mkplan sim compact`: its operation log into
+//! the fleet file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,11 +8,11 @@ use std::time::Duration;
 use clap::Args as ClapArgs;
 use zeroize::Zeroizing;
 
-use crate::backend::sim::Faults;
 use crate::backend::sim::server::{
     self, BODY_TIMEOUT_MS_DEFAULT, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT,
     HEADER_TIMEOUT_MS_DEFAULT, Limits, Protocol, ServeOptions, TIMEOUT_MS_MAX, Tokens,
 };
+use crate::backend::sim::{Faults, Simulator};
 use crate::error::{Error, Result};
 
 /// Longest token lifetime the server accepts (IAM tokens live one hour).
@@ -117,5 +118,29 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
     })
     .await
     .map_err(Error::Other)?;
+    Ok(0)
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct CompactArgs {
+    /// The fleet file whose operation log to compact.
+    #[arg(long)]
+    pub fleet: PathBuf,
+}
+
+/// `mkplan sim compact`: the log's changes into the fleet file, under the fleet's lock.
+pub fn compact(args: &CompactArgs) -> Result<u8> {
+    let simulator = Simulator::open(&args.fleet, Faults::default())?;
+    match simulator.compact()? {
+        Some(changes) => eprintln!(
+            "Compacted {changes} change(s) from {} into {}.",
+            crate::backend::sim::oplog::log_path(simulator.path()).display(),
+            simulator.path().display()
+        ),
+        None => eprintln!(
+            "{} has no operation log: nothing to compact.",
+            simulator.path().display()
+        ),
+    }
     Ok(0)
 }

@@ -11,6 +11,7 @@ mod messages;
 mod messages_http;
 mod mixed;
 mod network;
+mod operation_log;
 mod output;
 mod postgres_store;
 mod saved_plans;

@@ -1,10 +1,12 @@
 //! The embedded simulator (`--backend sim:PATH`): a fleet file that behaves like the real
-//! service, harmful operations included. Every operation that changes the fleet is written
-//! back atomically (temporary file, fsync, rename, fsync of the folder) before it returns, so
-//! a crash right after an operation leaves exactly what a real service would have.
+//! service, harmful operations included. Every operation that changes the fleet is on disk
+//! before it returns: one line appended to the fleet's operation log and fsynced (several
+//! operations that land together share one fsync), so a crash right after an operation leaves
+//! exactly what a real service would have. The log is replayed by every reader and compacted
+//! into the fleet file when the process ends cleanly (`fleet_store`, docs/fleet.md).
 //!
-//! Each operation re-reads the fleet under a lock file beside it, so several processes
-//! (an apply and a `status`, two test runs) see one consistent fleet.
+//! Each operation takes a lock file beside the fleet and catches up with what other processes
+//! (an apply and a `status`, two test runs) wrote, so they all see one consistent fleet.
 //!
 //! A rewrap is slow, as on the service: its acceptance is written at once, the operation
 //! then waits (outside the lock) until the clock passes its end, completes it and returns.
@@ -15,6 +17,7 @@ pub mod clock;
 mod consistency;
 pub mod faults;
 pub mod fleet;
+mod fleet_store;
 pub mod hsm;
 pub mod oplog;
 mod rewrap;
@@ -34,6 +37,7 @@ pub use hsm::{Accepted, Refused, SimOperation};
 
 use super::{BackendError, SendBy};
 use crate::model::LiveFleet;
+use fleet_store::FleetStore;
 
 pub struct Simulator {
     path: PathBuf,
@@ -41,12 +45,15 @@ pub struct Simulator {
     clock: Arc<dyn Clock>,
     /// Mutating operations received by this process, for fault injection.
     operations: AtomicU64,
-    in_process: Mutex<()>,
+    /// The fleet in memory; held for the whole of an operation.
+    store: Arc<Mutex<FleetStore>>,
+    /// The lines of this process's that are on disk (`FleetStore::written` counts them all).
+    synced: Arc<Mutex<u64>>,
 }
 
 impl Simulator {
-    /// Opens a fleet file. It is parsed on every read, so that each read sees what other
-    /// processes wrote; opening only checks that the file is there.
+    /// Opens a fleet file. It is read at the first read or operation, and each later one
+    /// catches up with what other processes wrote; opening only checks that the file is there.
     pub fn open(path: &Path, faults: Faults) -> Result<Self, BackendError> {
         fs::metadata(path).map_err(|e| {
             BackendError::Unreachable(format!(
@@ -63,11 +70,12 @@ impl Simulator {
             ))
         })?;
         Ok(Self {
-            path,
             faults,
             clock: Arc::new(SystemClock),
             operations: AtomicU64::new(0),
-            in_process: Mutex::new(()),
+            store: Arc::new(Mutex::new(FleetStore::new(&path))),
+            synced: Arc::new(Mutex::new(0)),
+            path,
         })
     }
 
@@ -81,31 +89,20 @@ impl Simulator {
         &self.path
     }
 
-    /// The fleet as it is now: the file, with the rewraps that are due completed (in memory;
-    /// the next operation writes them).
+    /// The fleet as it is now: the file and its log, with the rewraps that are due completed
+    /// (in memory; the next operation writes them).
     pub fn read(&self) -> Result<Fleet, BackendError> {
-        let mut fleet = self.read_file()?;
+        let mut fleet = {
+            let mut store = self.store();
+            store.refresh()?;
+            store.fleet().clone()
+        };
         hsm::complete_rewraps(&mut fleet, self.clock.now_ms());
         Ok(fleet)
     }
 
-    /// The fleet as the file says.
-    fn read_file(&self) -> Result<Fleet, BackendError> {
-        let shown = self.path.display().to_string();
-        let text = Fleet::read_text(&self.path).map_err(|e| {
-            BackendError::Unreachable(format!(
-                "cannot read the simulator's fleet file {}: {e}",
-                crate::quote::name(&shown)
-            ))
-        })?;
-        let fleet = Fleet::parse(&shown, &text).map_err(BackendError::Input)?;
-        // A `sim serve` that stopped without compacting left its acknowledged changes there.
-        if !oplog::log_path(&self.path).exists() {
-            return Ok(fleet);
-        }
-        oplog::recover(&self.path, &text)
-            .map(|(fleet, _)| fleet)
-            .map_err(BackendError::Unreachable)
+    fn store(&self) -> std::sync::MutexGuard<'_, FleetStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn live(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
@@ -138,7 +135,7 @@ impl Simulator {
                 operation.name()
             )));
         }
-        let result = self.perform_durably(operation);
+        let result = self.perform_durably(operation).await;
         if self.faults.crash_after_op.contains(&number) {
             // As if the operator's machine lost power: no unwinding, no cleanup.
             std::process::abort();
@@ -151,30 +148,108 @@ impl Simulator {
         }
         if let Accepted::RewrapRunning { completes_at_ms } = result? {
             clock::sleep_until(self.clock.as_ref(), completes_at_ms).await;
-            self.complete_durably()?;
+            self.complete_durably().await?;
         }
         Ok(())
     }
 
-    fn perform_durably(&self, operation: &SimOperation) -> Result<Accepted, BackendError> {
-        let _in_process = self.in_process.lock().unwrap_or_else(|e| e.into_inner());
-        let _across_processes = self.lock_file()?;
-        let mut fleet = self.read()?;
-        let accepted = hsm::perform_at(&mut fleet, operation, self.clock.now_ms())
-            .map_err(|refused| refused_error(operation, refused))?;
-        self.write(&fleet)?;
-        Ok(accepted)
+    async fn perform_durably(&self, operation: &SimOperation) -> Result<Accepted, BackendError> {
+        let (result, appended) = {
+            let mut store = self.store();
+            let _across_processes = self.lock_file()?;
+            store.refresh()?;
+            let now_ms = self.clock.now_ms();
+            let index = store.position(operation.instance());
+            let fleet = store.fleet();
+            // Only the operation's instance is touched: the others' rewraps complete when
+            // something reads or operates on them.
+            let (result, changed) = match index {
+                Some(index) => perform_on(fleet, index, operation, now_ms),
+                None => (hsm::perform_at(fleet, operation, now_ms), None),
+            };
+            let appended = match changed {
+                Some(entry) => Some(store.append(&entry).map_err(|e| self.cannot_write(e))?),
+                None => None,
+            };
+            if store.wants_compaction() {
+                store.compact()?;
+            }
+            (result, appended)
+        };
+        if let Some(appended) = appended {
+            self.sync(appended).await?;
+        }
+        result.map_err(|refused| refused_error(operation, refused))
     }
 
     /// Writes the rewraps that have completed.
-    fn complete_durably(&self) -> Result<(), BackendError> {
-        let _in_process = self.in_process.lock().unwrap_or_else(|e| e.into_inner());
+    async fn complete_durably(&self) -> Result<(), BackendError> {
+        let appended = {
+            let mut store = self.store();
+            let _across_processes = self.lock_file()?;
+            store.refresh()?;
+            let now_ms = self.clock.now_ms();
+            let fleet = store.fleet();
+            let due: Vec<usize> = (0..fleet.instances.len())
+                .filter(|&i| {
+                    fleet.instances[i]
+                        .key_storage
+                        .rewrap_in_progress
+                        .as_ref()
+                        .is_some_and(|r| r.completes_at_ms <= now_ms)
+                })
+                .collect();
+            if due.is_empty() {
+                return Ok(());
+            }
+            let incidents_from = fleet.incidents.len();
+            hsm::complete_rewraps(fleet, now_ms);
+            let entry = oplog::Entry::change(fleet, &due, incidents_from);
+            let appended = store.append(&entry).map_err(|e| self.cannot_write(e))?;
+            if store.wants_compaction() {
+                store.compact()?;
+            }
+            appended
+        };
+        self.sync(appended).await
+    }
+
+    /// Waits until line `appended` is on disk: one fsync for every line written before it
+    /// started (a group commit), unless an fsync that started after the line did so already.
+    /// The fsync runs off the async workers, so that other operations keep appending.
+    async fn sync(&self, appended: fleet_store::Appended) -> Result<(), BackendError> {
+        let (store, synced) = (self.store.clone(), self.synced.clone());
+        let synced = tokio::task::spawn_blocking(move || {
+            let mut synced = synced.lock().unwrap_or_else(|e| e.into_inner());
+            if *synced >= appended.number {
+                return Ok(());
+            }
+            let (file, written) = store.lock().unwrap_or_else(|e| e.into_inner()).appending();
+            // No file: a compaction since put every line into the fleet file, fsynced.
+            if let Some(file) = file {
+                file.sync_data()?;
+            }
+            *synced = written;
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        synced.map_err(|e| self.cannot_write(e))
+    }
+
+    fn cannot_write(&self, e: std::io::Error) -> BackendError {
+        BackendError::Unreachable(format!(
+            "cannot write the simulator's operation log {}: {e}",
+            oplog::log_path(&self.path).display()
+        ))
+    }
+
+    /// Compacts the operation log into the fleet file, if there is a log: the number of
+    /// changes it held, or `None`.
+    pub fn compact(&self) -> Result<Option<u64>, BackendError> {
+        let mut store = self.store();
         let _across_processes = self.lock_file()?;
-        let mut fleet = self.read_file()?;
-        if hsm::complete_rewraps(&mut fleet, self.clock.now_ms()) {
-            self.write(&fleet)?;
-        }
-        Ok(())
+        store.compact()
     }
 
     /// The fleet's lock, waited for a bounded time: a `sim serve` holds it for its lifetime,
@@ -212,22 +287,48 @@ impl Simulator {
             }
         }
     }
+}
 
-    /// Writes the fleet; an operation log a `sim serve` left is retired with it (its changes
-    /// were replayed into `fleet` when it was read).
-    pub fn write(&self, fleet: &Fleet) -> Result<(), BackendError> {
-        let written = if oplog::log_path(&self.path).exists() {
-            oplog::compact(&self.path, fleet).map(|_| ())
-        } else {
-            write_atomically(&self.path, fleet.to_yaml().as_bytes())
-        };
-        written.map_err(|e| {
-            BackendError::Unreachable(format!(
-                "cannot write the simulator's fleet file {}: {e}",
+/// When the process that wrote the log ends cleanly (whatever its command's outcome), the log
+/// is compacted into the fleet file. A crash leaves it for the next process to replay.
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if !self.store().wrote {
+            return;
+        }
+        if let Err(e) = self.compact() {
+            eprintln!(
+                "warning: {e}; the operation log stays beside it, and every reader replays it (`mkplan sim compact --fleet {}` compacts it)",
                 self.path.display()
-            ))
-        })
+            );
+        }
     }
+}
+
+/// Performs `operation` on the instance at `index` alone (its due rewrap completes first), so
+/// that an operation costs the same on a fleet of 10 and of 10,000. The log entry of what
+/// changed, if anything did.
+fn perform_on(
+    fleet: &mut Fleet,
+    index: usize,
+    operation: &SimOperation,
+    now_ms: u64,
+) -> (Result<Accepted, Refused>, Option<oplog::Entry>) {
+    let before = fleet.instances[index].clone();
+    let mut alone = Fleet {
+        instances: vec![before.clone()],
+        incidents: Vec::new(),
+    };
+    let result = hsm::perform_at(&mut alone, operation, now_ms);
+    let instance = alone.instances.pop().expect("one instance");
+    if instance == before && alone.incidents.is_empty() {
+        return (result, None);
+    }
+    fleet.instances[index] = instance;
+    let incidents_from = fleet.incidents.len();
+    fleet.incidents.append(&mut alone.incidents);
+    let entry = oplog::Entry::change(fleet, &[index], incidents_from);
+    (result, Some(entry))
 }
 
 /// The error a refusal is for the executor: a broken rule is final; a busy instance had no
@@ -248,9 +349,11 @@ pub fn refused_error(operation: &SimOperation, refused: Refused) -> BackendError
 /// are due first).
 pub fn live_of(fleet: &Fleet, instances: &[String]) -> Result<LiveFleet, BackendError> {
     let mut live = LiveFleet::default();
+    let index = fleet.index();
     for id in instances {
-        let instance = fleet
-            .instance(id)
+        let instance = index
+            .get(&id.to_ascii_lowercase())
+            .map(|&i| &fleet.instances[i])
             .ok_or_else(|| BackendError::UnknownInstance {
                 instance: id.clone(),
                 known: fleet.instances.iter().map(|i| i.id.clone()).collect(),

@@ -36,7 +36,7 @@ pub const LOG_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// The largest log `read` accepts: a log is compacted long before this.
 pub const LOG_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
-const HEADER: &str = "mkplan-sim-oplog 1 base_sha256=";
+pub(super) const HEADER: &str = "mkplan-sim-oplog 1 base_sha256=";
 
 /// `FLEET.yaml.oplog` beside `FLEET.yaml`.
 pub fn log_path(fleet: &Path) -> PathBuf {
@@ -128,8 +128,7 @@ pub fn parse(text: &[u8]) -> Result<Log, String> {
     }
     // Whatever follows the last good line was never acknowledged, unless a good line follows.
     let rest = &text[at..];
-    let later_good = rest.split(|&b| b == b'\n').skip(1).any(verifies);
-    if later_good {
+    if !torn_only(rest) {
         return Err(format!(
             "line {} is damaged but later lines are whole: acknowledged changes were lost or altered",
             entries.len() + 2
@@ -141,6 +140,12 @@ pub fn parse(text: &[u8]) -> Result<Log, String> {
         good_bytes: at,
         torn_bytes: rest.len(),
     })
+}
+
+/// Whether the bytes after the last good line are a torn tail (nothing valid follows), which
+/// the next writer may cut off; `false` is damage to acknowledged lines.
+pub(super) fn torn_only(rest: &[u8]) -> bool {
+    !rest.split(|&b| b == b'\n').skip(1).any(verifies)
 }
 
 /// Whether a line is a whole log line with a check that verifies (whatever its number).
@@ -155,7 +160,8 @@ fn verifies(line: &[u8]) -> bool {
     seq.parse::<u64>().is_ok_and(|seq| check(seq, json) == sum)
 }
 
-fn parse_line(line: &[u8], seq: u64) -> Option<Entry> {
+/// Line number `seq` (without its newline), if it is whole and its check verifies.
+pub(super) fn parse_line(line: &[u8], seq: u64) -> Option<Entry> {
     let line = std::str::from_utf8(line).ok()?;
     let mut fields = line.splitn(3, ' ');
     let (number, sum, json) = (fields.next()?, fields.next()?, fields.next()?);
@@ -168,7 +174,17 @@ fn parse_line(line: &[u8], seq: u64) -> Option<Entry> {
 /// Applies the log's changes to `fleet` (read from the file the log names). `Err` names the
 /// first change that does not fit: the log is not this fleet's.
 pub fn replay(fleet: &mut Fleet, entries: &[Entry]) -> Result<(), String> {
-    for (index, entry) in entries.iter().enumerate() {
+    replay_indexed(fleet, &fleet.index(), entries, 1)
+}
+
+/// `replay` with the fleet's index (`Fleet::index`), for entries numbered from `first_seq`.
+pub(super) fn replay_indexed(
+    fleet: &mut Fleet,
+    index: &std::collections::HashMap<String, usize>,
+    entries: &[Entry],
+    first_seq: usize,
+) -> Result<(), String> {
+    for (offset, entry) in entries.iter().enumerate() {
         let Entry::Change {
             instances,
             incidents_from,
@@ -177,7 +193,7 @@ pub fn replay(fleet: &mut Fleet, entries: &[Entry]) -> Result<(), String> {
         else {
             continue;
         };
-        let seq = index + 1;
+        let seq = first_seq + offset;
         if *incidents_from != fleet.incidents.len() {
             return Err(format!(
                 "change {seq} follows incident {incidents_from}, but the fleet has {}",
@@ -185,7 +201,10 @@ pub fn replay(fleet: &mut Fleet, entries: &[Entry]) -> Result<(), String> {
             ));
         }
         for instance in instances {
-            let Some(slot) = fleet.instance_mut(&instance.id) else {
+            let Some(slot) = index
+                .get(&instance.id.to_ascii_lowercase())
+                .map(|&i| &mut fleet.instances[i])
+            else {
                 return Err(format!(
                     "change {seq} is to instance {}, which the fleet does not have",
                     instance.id
@@ -227,6 +246,20 @@ fn recover_with(
     let Some(bytes) = bytes else {
         return Ok((fleet, None));
     };
+    let (log, _) = replay_log(path, text, &mut fleet, &bytes)?;
+    Ok((fleet, Some(log)))
+}
+
+/// Replays the log `bytes` into `fleet` (the fleet file at `path`, whose text is `text`):
+/// the log and the text's SHA-256. A log that a compaction made obsolete comes back with no
+/// entries (and a `base_sha256` that is not the text's).
+pub(super) fn replay_log(
+    path: &Path,
+    text: &str,
+    fleet: &mut Fleet,
+    bytes: &[u8],
+) -> Result<(Log, String), String> {
+    let shown = path.display().to_string();
     let log_file = log_path(path);
     let damaged = |why: String| {
         format!(
@@ -234,7 +267,7 @@ fn recover_with(
             log_file.display()
         )
     };
-    let log = parse(&bytes).map_err(damaged)?;
+    let log = parse(bytes).map_err(damaged)?;
     let sha = sha256_hex(text.as_bytes());
     let compacted_into = log.entries.iter().find_map(|e| match e {
         Entry::Compacted { fleet_sha256 } => Some(fleet_sha256.as_str()),
@@ -243,11 +276,11 @@ fn recover_with(
     if compacted_into == Some(sha.as_str()) {
         // Compaction replaced the fleet file and stopped before removing the log.
         return Ok((
-            fleet,
-            Some(Log {
+            Log {
                 entries: Vec::new(),
                 ..log
-            }),
+            },
+            sha,
         ));
     }
     if log.base_sha256 != sha {
@@ -256,8 +289,8 @@ fn recover_with(
             log.base_sha256
         )));
     }
-    replay(&mut fleet, &log.entries).map_err(damaged)?;
-    Ok((fleet, Some(log)))
+    replay(fleet, &log.entries).map_err(damaged)?;
+    Ok((log, sha))
 }
 
 /// Reads the fleet at `path` as a server on it would show it: the fleet file with its
@@ -307,7 +340,7 @@ pub fn compact(path: &Path, fleet: &Fleet) -> std::io::Result<String> {
     Ok(sha)
 }
 
-fn sync_folder(path: &Path) -> std::io::Result<()> {
+pub(super) fn sync_folder(path: &Path) -> std::io::Result<()> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -379,7 +412,7 @@ impl Writer {
     }
 }
 
-fn create_new(path: &Path) -> std::io::Result<File> {
+pub(super) fn create_new(path: &Path) -> std::io::Result<File> {
     let mut options = File::options();
     options.create_new(true).append(true);
     #[cfg(unix)]

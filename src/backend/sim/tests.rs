@@ -524,4 +524,5 @@ fn the_rewrap_status_is_derived_from_the_key_storage_and_the_registers() {
     assert_eq!(fleet.instances[0].rewrap_status(), RewrapStatus::Rewrapped);
 }
 
+mod operation_log;
 mod simulator;

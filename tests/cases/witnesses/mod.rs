@@ -63,9 +63,10 @@ fn said(run: &Run) -> String {
     format!("{}\n{}", run.stdout, run.stderr)
 }
 
-/// A fleet file of the workspace as the simulator reads it.
+/// A fleet file of the workspace as every process reads it: the file, with the operation log
+/// a killed apply left replayed.
 fn sim_file(ws: &Workspace, name: &str) -> SimFleet {
-    SimFleet::parse(name, &ws.read(name)).expect("the fleet reads")
+    mkplan::backend::sim::oplog::read(&ws.path(name)).expect("the fleet reads")
 }
 
 /// The journal's bytes (empty when there is none yet).

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use super::super::clock::TokioClock;
 use super::*;
 
-fn simulator_on(folder: &Path, fleet: &Fleet, faults: &str) -> Simulator {
+pub(super) fn simulator_on(folder: &Path, fleet: &Fleet, faults: &str) -> Simulator {
     let path = folder.join("fleet.yaml");
     std::fs::write(&path, fleet.to_yaml()).unwrap();
     Simulator::open(&path, Faults::parse(faults).unwrap()).unwrap()
 }
 
-fn on_disk(simulator: &Simulator) -> Fleet {
-    Fleet::parse("f", &std::fs::read_to_string(simulator.path()).unwrap()).unwrap()
+/// The fleet as any other process reads it: the file, with the operation log replayed.
+pub(super) fn on_disk(simulator: &Simulator) -> Fleet {
+    oplog::read(simulator.path()).unwrap()
 }
 
 #[test]
@@ -158,11 +159,7 @@ fn crash_after_op_persists_the_operation_then_aborts() {
         "MKPLAN_TEST_CRASH_CHILD",
         folder.path(),
     );
-    let fleet = Fleet::parse(
-        "f",
-        &std::fs::read_to_string(folder.path().join("fleet.yaml")).unwrap(),
-    )
-    .unwrap();
+    let fleet = oplog::read(&folder.path().join("fleet.yaml")).unwrap();
     assert_eq!(
         fleet.instances[0].crypto_units[0].current_register,
         CurrentRegister::Valid(key(0xB)),
@@ -209,7 +206,7 @@ fn a_crash_right_after_a_rewrap_leaves_it_running_until_its_end() {
 }
 
 /// Runs the test named `test` of this binary as a child (told by `variable`) that must abort.
-fn crash_child(test: &str, variable: &str, folder: &Path) {
+pub(super) fn crash_child(test: &str, variable: &str, folder: &Path) {
     let status = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture"])
         .env(variable, folder)
@@ -223,7 +220,7 @@ fn crash_child(test: &str, variable: &str, folder: &Path) {
     );
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(super) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
