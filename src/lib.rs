@@ -16,6 +16,10 @@
 //!   served over HTTP or the TKE wire protocol), the HTTP client, and the real service's TKE
 //!   API (reads, and signed admin commands with the administrators' keys); smart cards
 //!   behind the same trait later.
+//!   A second family, the domain group of Crypto Express APQNs on Linux (issue 17), runs
+//!   through the same layers: `model::registers` and `model::domain_group` (NEW/CURRENT/OLD
+//!   per master key type, stores, the loss rule), `plan::domain_group`, `backend::zcrypt`
+//!   (sysfs, the tools behind a `ToolRunner`), `apply::group`, `cli::zcrypt` (docs/zcrypt.md).
 //! - [`keypart`]: key part files: generation, password protection, combination, VPs.
 //! - [`apply`]: the concurrent executor, the write-ahead journal, the lock, the audit trail,
 //!   and the session bookkeeping around a run.

@@ -16,6 +16,8 @@ pub mod audit;
 mod by_hand;
 pub mod evidence;
 pub mod executor;
+pub mod group;
+pub mod group_journal;
 pub mod interrupt;
 pub mod journal;
 pub mod journal_key;

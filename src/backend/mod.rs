@@ -180,6 +180,9 @@ pub enum BackendSpec {
     Http(String),
     /// The real service's TKE API in a region (signed commands with `signature_keys:`).
     Tke(String),
+    /// Crypto Express adapters of a Linux on IBM Z image below a sysfs root (`zcrypt:/` is
+    /// this machine's `/sys`); only a domain group file plans on it (docs/zcrypt.md).
+    Zcrypt(PathBuf),
 }
 
 impl BackendSpec {
@@ -219,12 +222,22 @@ impl BackendSpec {
             endpoint::parse("backend", spec).map_err(|e| e.to_string())?;
             return Ok(Self::Http(spec.trim_end_matches('/').to_string()));
         }
+        if let Some(root) = spec.strip_prefix("zcrypt:") {
+            if root.is_empty() {
+                return Err("`zcrypt:` needs the sysfs root: zcrypt:/ for this machine, or zcrypt:DIR for a copy of a sysfs tree".into());
+            }
+            let root = Path::new(root);
+            return Ok(Self::Zcrypt(match relative_to {
+                Some(folder) if root.is_relative() => lexically_normal(&folder.join(root)),
+                _ => root.to_path_buf(),
+            }));
+        }
         if let Some(region) = spec.strip_prefix("tke:") {
             tke::base_url(region)?;
             return Ok(Self::Tke(region.to_string()));
         }
         Err(format!(
-            "unknown backend {}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve) or tke:REGION (the real service)",
+            "unknown backend {}: use sim:FLEET.yaml (the embedded simulator), http://HOST:PORT (mkplan sim serve), tke:REGION (the real service) or zcrypt:SYSFS_ROOT (Crypto Express on Linux)",
             crate::quote::quote(&endpoint::redacted(spec))
         ))
     }
@@ -312,6 +325,10 @@ impl AnyBackend {
                 }
                 Ok(Self::Tke(Box::new(backend)))
             }
+            BackendSpec::Zcrypt(root) => Err(BackendError::Unreachable(format!(
+                "zcrypt:{} plans a domain group, not service instances: give a domain group file (first key `domain_group:`, docs/zcrypt.md)",
+                root.display()
+            ))),
         }
     }
 

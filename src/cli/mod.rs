@@ -20,6 +20,7 @@ mod sim;
 mod state;
 mod status;
 mod validate;
+mod zcrypt;
 mod zcrypt_sim;
 
 use std::path::PathBuf;
@@ -409,8 +410,20 @@ pub async fn run(args: Args) -> Result<u8> {
     conventions::setup(args.color, args.verbose, args.quiet);
     let store = args.store()?;
     match args.command {
+        // A domain group file (first key `domain_group:`) goes to the zcrypt: commands.
+        Command::Validate { desired, .. } if zcrypt::is_group_file(&desired) => {
+            zcrypt::validate(&desired)
+        }
         Command::Validate { desired, backend } => validate::validate(&desired, &backend).await,
+        Command::Plan(plan_args) if zcrypt::is_group_file(&plan_args.desired) => {
+            zcrypt::plan(&plan_args, &store).await
+        }
         Command::Plan(plan_args) => plan::plan(&plan_args, &store).await,
+        Command::Apply(apply_args)
+            if zcrypt::is_group_file(apply_args.desired.as_ref().unwrap_or(&apply_args.target)) =>
+        {
+            zcrypt::apply(&apply_args, &store).await
+        }
         Command::Apply(mut apply_args) => {
             apply_args.backend.loads_key_parts = !apply_args.manual;
             apply::apply(&apply_args, &store).await
@@ -433,6 +446,12 @@ pub async fn run(args: Args) -> Result<u8> {
             markdown,
             dot,
         } => plan::show(&planfile, json, markdown, dot),
+        Command::Status {
+            desired,
+            backend,
+            json,
+            ..
+        } if zcrypt::is_group_file(&desired) => zcrypt::status(&desired, &backend, json).await,
         Command::Status {
             desired,
             backend,

@@ -2,12 +2,15 @@
 //! registers, verification patterns, and the journal's evidence. No I/O, no clock.
 
 pub mod desired;
+pub mod domain_group;
+pub mod domain_group_desired;
 mod input_error;
 pub mod journal_evidence;
 pub mod live;
 pub mod parser_words;
 pub mod quick_yaml;
 mod register;
+pub mod registers;
 pub mod signature_keys;
 pub mod unit;
 mod vp;

@@ -9,6 +9,7 @@
 mod artifact;
 pub mod ceremony;
 mod diff;
+pub mod domain_group;
 mod evidence;
 mod graph;
 mod precheck;

@@ -2,6 +2,7 @@
 //! program reads. Only the command layer prints; these only build strings.
 
 mod documents;
+pub mod domain_group;
 mod dot;
 mod markdown;
 mod mermaid;

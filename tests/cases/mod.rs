@@ -31,4 +31,5 @@ mod tke_verified;
 mod untouched;
 mod views;
 mod witnesses;
+mod zcrypt;
 mod zcrypt_fake;

@@ -6,9 +6,13 @@
 //! - [`sysfs`]: cards and APQNs, their mode, availability and serial number.
 //! - [`mkvps`]: the state and verification pattern of each master key register.
 //!
-//! Not yet a backend: the planner's model has no OLD register and one master key type per
-//! unit; the generalisation comes first (issue 17).
+//! - [`group`]: the `zcrypt:` backend of a domain group: registers and stores, read.
+//! - [`stores`]: the tools' output, parsed; [`tools`]: the seam every tool run goes through.
+//! - [`fake`]: the fake platform (`mkplan sim zcrypt`), for tests and drills.
 
 pub mod fake;
+pub mod group;
 pub mod mkvps;
+pub mod stores;
 pub mod sysfs;
+pub mod tools;

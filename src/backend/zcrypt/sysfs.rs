@@ -15,46 +15,7 @@ use super::mkvps::Mkvps;
 /// An attribute is a line or a few: anything longer is not sysfs.
 const ATTRIBUTE_BYTES_MAX: u64 = 4096;
 
-/// One domain of one card, written `card.domain` in hex (`03.0006`), as zkey and lszcrypt do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Apqn {
-    pub card: u8,
-    pub domain: u16,
-}
-
-impl fmt::Display for Apqn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x}.{:04x}", self.card, self.domain)
-    }
-}
-
-impl std::str::FromStr for Apqn {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let fail = || {
-            format!(
-                "{} is not an APQN: write card.domain in hex, as in 03.0006",
-                crate::quote::quote(text)
-            )
-        };
-        let (card, domain) = text.split_once('.').ok_or_else(fail)?;
-        let hex = |digits: &str, len: usize| {
-            (digits.len() <= len
-                && !digits.is_empty()
-                && digits.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| u32::from_str_radix(digits, 16).ok())
-            .flatten()
-        };
-        let card = hex(card, 2)
-            .and_then(|c| u8::try_from(c).ok())
-            .ok_or_else(fail)?;
-        let domain = hex(domain, 4)
-            .and_then(|d| u16::try_from(d).ok())
-            .ok_or_else(fail)?;
-        Ok(Self { card, domain })
-    }
-}
+pub use crate::model::domain_group::Apqn;
 
 /// What a card runs as, from the last letter of its `type`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,408 @@
+//! Applying a domain group's change: plan from what the machine shows, run the first ready
+//! step, read again, plan again, until nothing is left. Every store is observable, so a
+//! rerun after any stop (a crash, a failed tool, an operator who stopped) plans from where
+//! the machine is; the journal adds the intent and outcome of each step and the cards'
+//! serial numbers.
+//!
+//! - Tool steps: intent fsynced, the tool run through the [`ToolRunner`] seam, outcome
+//!   written, then the stores read again; a tool that failed but whose effect shows is
+//!   settled as done, one that succeeded but whose effect does not show stops the apply.
+//! - Ceremony steps: the instruction is shown, the operator answers, and `mkvps` must show
+//!   the effect within the timeout.
+
+use std::time::{Duration, Instant};
+
+use super::group_journal::{GroupJournal, GroupRecord};
+use crate::backend::zcrypt::group::ZcryptBackend;
+use crate::backend::zcrypt::tools::ToolCall;
+use crate::model::domain_group::{LiveGroup, StoreKind};
+use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
+use crate::model::registers::MkType;
+use crate::plan::domain_group::effect::World;
+use crate::plan::domain_group::{
+    GroupAction, GroupEvidence, GroupPlan, GroupRefusal, GroupStep, plan_group,
+};
+
+/// Steps one apply runs at most (a group of 256 APQNs and 10,000 stores needs fewer).
+pub const GROUP_STEPS_MAX: usize = 100_000;
+/// How often `mkvps` is read while a ceremony step is awaited.
+pub const CEREMONY_POLL_MS: u64 = 200;
+
+/// The operator's answer to a ceremony step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Done,
+    NotDone,
+    Stopped(String),
+}
+
+pub trait GroupOperator {
+    /// Shows the instruction and waits for the operator's answer.
+    fn perform(&self, instruction: &str) -> Answer;
+}
+
+#[derive(Debug)]
+pub enum GroupApplyError {
+    /// Refused by a pre-check or for missing evidence: exit 3.
+    Refused(GroupRefusal),
+    /// A step failed or the machine could not be read: exit 1.
+    Failed(String),
+}
+
+impl std::fmt::Display for GroupApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(refusal) => refusal.fmt(f),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+fn now() -> String {
+    crate::apply::record::utc_now()
+}
+
+pub struct GroupApply<'a, O: GroupOperator> {
+    pub backend: &'a ZcryptBackend,
+    pub desired: &'a DesiredGroup,
+    pub journal: &'a mut GroupJournal,
+    pub operator: &'a O,
+    pub verify_timeout: Duration,
+    /// Progress lines (stderr in the CLI).
+    pub progress: &'a dyn Fn(&str),
+}
+
+impl<O: GroupOperator> GroupApply<'_, O> {
+    fn read(&self) -> Result<LiveGroup, GroupApplyError> {
+        self.backend
+            .read(self.desired)
+            .map_err(GroupApplyError::Failed)
+    }
+
+    fn plan(&self, live: &LiveGroup) -> Result<GroupPlan, GroupApplyError> {
+        let evidence = GroupEvidence {
+            recorded_serials: self.journal.open_change_serials(),
+        };
+        plan_group(self.desired, live, &evidence).map_err(GroupApplyError::Refused)
+    }
+
+    fn record(&mut self, record: GroupRecord) -> Result<(), GroupApplyError> {
+        self.journal.append(record).map_err(GroupApplyError::Failed)
+    }
+
+    /// Runs until the group converges; the number of steps run.
+    pub fn run(&mut self) -> Result<usize, GroupApplyError> {
+        let identity = self.journal.identity().to_string();
+        for (step, what) in self.journal.unsettled() {
+            (self.progress)(&format!(
+                "Step {step} ({what}) was interrupted: settled by reading the stores again."
+            ));
+            self.record(GroupRecord::Outcome {
+                identity: identity.clone(),
+                at: now(),
+                step,
+                result: "settled_by_reading".into(),
+                detail: "interrupted; the stores are read again".into(),
+            })?;
+        }
+        for count in 0..GROUP_STEPS_MAX {
+            let live = self.read()?;
+            let plan = self.plan(&live)?;
+            let Some(step) = plan.ready().next().cloned() else {
+                if self.journal.open_change_serials().is_some() {
+                    self.record(GroupRecord::Done {
+                        identity: identity.clone(),
+                        at: now(),
+                    })?;
+                }
+                return Ok(count);
+            };
+            if self.journal.open_change_serials().is_none() {
+                let serials = live
+                    .apqns
+                    .iter()
+                    .filter_map(|a| Some((format!("{:02x}", a.apqn.card), a.card_serial.clone()?)))
+                    .collect();
+                let targets = self
+                    .desired
+                    .master_keys
+                    .iter()
+                    .map(|(t, vp)| (t.to_string(), vp.to_string()))
+                    .collect();
+                self.record(GroupRecord::Begin {
+                    identity: identity.clone(),
+                    at: now(),
+                    targets,
+                    serials,
+                })?;
+            }
+            if step.ceremony {
+                self.ceremony(&step, &live)?;
+            } else {
+                self.tool(&step, &live)?;
+            }
+        }
+        Err(GroupApplyError::Failed(format!(
+            "more than {GROUP_STEPS_MAX} steps: stopped; rerun to continue"
+        )))
+    }
+
+    fn expected(&self, step: &GroupStep, live: &LiveGroup) -> World {
+        let mut world = World::from_live(self.desired, live);
+        world.perform(step, self.desired);
+        world
+    }
+
+    fn tool(&mut self, step: &GroupStep, live: &LiveGroup) -> Result<(), GroupApplyError> {
+        let identity = self.journal.identity().to_string();
+        let call =
+            step_call(self.backend, self.desired, step, live).map_err(GroupApplyError::Failed)?;
+        (self.progress)(&format!("{} {}: {}", step.id, step.action, call.shown()));
+        self.record(GroupRecord::Intent {
+            identity: identity.clone(),
+            at: now(),
+            step: step.id.clone(),
+            action: step.action.to_string(),
+            what: call.shown(),
+        })?;
+        let result = self.backend.run(&call);
+        let said = match &result {
+            Ok(output) if output.success() => "exit 0".to_string(),
+            Ok(output) => format!(
+                "exit {}: {}",
+                output.code.map_or("by a signal".into(), |c| c.to_string()),
+                output.last_words()
+            ),
+            Err(why) => why.clone(),
+        };
+        let ok = matches!(&result, Ok(output) if output.success());
+        // Settled by reading: the store's state decides, whatever the tool said.
+        let after = self.read()?;
+        let store = step.store.as_ref().expect("a tool step names its store");
+        let shown = after
+            .stores
+            .iter()
+            .find(|s| &s.id == store)
+            .map(|s| &s.state);
+        let wanted = self.expected(step, live);
+        let took = wanted
+            .stores
+            .iter()
+            .find(|s| &s.id == store)
+            .map(|s| &s.state)
+            == shown;
+        let outcome = match (took, ok) {
+            (true, _) => "done",
+            (false, false) => "failed",
+            (false, true) => "not_shown",
+        };
+        self.record(GroupRecord::Outcome {
+            identity,
+            at: now(),
+            step: step.id.clone(),
+            result: outcome.into(),
+            detail: said.clone(),
+        })?;
+        match (took, ok) {
+            (true, false) => {
+                (self.progress)(&format!(
+                    "  {} reported a failure ({said}), but the store shows the step done.",
+                    call.program
+                ));
+                Ok(())
+            }
+            (true, true) => Ok(()),
+            (false, false) => Err(GroupApplyError::Failed(format!(
+                "step {} ({}) failed: {} {said}. Nothing more was run; fix the cause and rerun apply, which continues from what the stores show",
+                step.id,
+                step.action,
+                call.shown()
+            ))),
+            (false, true) => Err(GroupApplyError::Failed(format!(
+                "step {} ({}): {} succeeded, but {store} does not show the effect. Check it with the tool, then rerun apply",
+                step.id,
+                step.action,
+                call.shown()
+            ))),
+        }
+    }
+
+    fn ceremony(&mut self, step: &GroupStep, live: &LiveGroup) -> Result<(), GroupApplyError> {
+        let identity = self.journal.identity().to_string();
+        let apqn = step.apqn.expect("a ceremony step names its APQN");
+        let mk_type = step.mk_types[0];
+        let wanted = self.expected(step, live);
+        let expected = wanted
+            .registers
+            .get(&apqn)
+            .and_then(|r| r.get(&mk_type))
+            .cloned();
+        let instruction = instruction(self.desired, step);
+        self.record(GroupRecord::Intent {
+            identity: identity.clone(),
+            at: now(),
+            step: step.id.clone(),
+            action: step.action.to_string(),
+            what: format!("ceremony on {apqn} {mk_type}"),
+        })?;
+        let answer = self.operator.perform(&instruction);
+        if answer != Answer::Done {
+            let why = match answer {
+                Answer::NotDone => "the operator did not perform it".to_string(),
+                Answer::Stopped(why) => why,
+                Answer::Done => unreachable!(),
+            };
+            self.record(GroupRecord::Outcome {
+                identity,
+                at: now(),
+                step: step.id.clone(),
+                result: "stopped".into(),
+                detail: why.clone(),
+            })?;
+            return Err(GroupApplyError::Failed(format!(
+                "stopped at ceremony step {} ({}): {why}. Rerun apply to continue",
+                step.id, step.action
+            )));
+        }
+        let deadline = Instant::now() + self.verify_timeout;
+        loop {
+            let apqns = self
+                .backend
+                .read_apqns(self.desired)
+                .map_err(GroupApplyError::Failed)?;
+            let shown = apqns
+                .iter()
+                .find(|a| a.apqn == apqn)
+                .and_then(|a| a.registers.as_ref()?.get(&mk_type).cloned());
+            if shown.is_some() && shown == expected {
+                self.record(GroupRecord::Outcome {
+                    identity,
+                    at: now(),
+                    step: step.id.clone(),
+                    result: "done".into(),
+                    detail: format!("mkvps of {apqn} shows it"),
+                })?;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.record(GroupRecord::Outcome {
+                    identity,
+                    at: now(),
+                    step: step.id.clone(),
+                    result: "not_shown".into(),
+                    detail: format!("{shown:?}"),
+                })?;
+                return Err(GroupApplyError::Failed(format!(
+                    "ceremony step {} ({}): {apqn}'s mkvps does not show it after {} s. Check with `lszcrypt -c {apqn}`, then rerun apply",
+                    step.id,
+                    step.action,
+                    self.verify_timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(CEREMONY_POLL_MS));
+        }
+    }
+}
+
+/// What the operator reads for a ceremony step: what to do, where, and what mkplan then
+/// checks in `mkvps`.
+pub fn instruction(desired: &DesiredGroup, step: &GroupStep) -> String {
+    let apqn = step.apqn.map(|a| a.to_string()).unwrap_or_default();
+    let mk_type = step.mk_types.first().copied().unwrap_or(MkType::Wk);
+    let vp = step
+        .verification_pattern
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let check = match step.action {
+        GroupAction::ClearNewMk => format!("{mk_type} NEW: empty"),
+        GroupAction::LoadNewMk if mk_type.is_ep11() => format!("WK NEW: uncommitted 0x{vp}…"),
+        GroupAction::LoadNewMk => format!("{mk_type} NEW: full 0x{vp}"),
+        GroupAction::CommitNewMk => format!("WK NEW: committed 0x{vp}…"),
+        _ => format!("{mk_type} CUR: valid 0x{vp}…, {mk_type} NEW: empty"),
+    };
+    format!(
+        "\nCeremony step {id} ({action}) on APQN {apqn} of domain group {group}:\n  {description}\n  mkplan then checks {apqn}'s mkvps for: {check}\n",
+        id = step.id,
+        action = step.action,
+        group = desired.name,
+        description = step.description,
+    )
+}
+
+/// The command a tool step runs, or why mkplan cannot run it.
+pub fn step_call(
+    backend: &ZcryptBackend,
+    desired: &DesiredGroup,
+    step: &GroupStep,
+    live: &LiveGroup,
+) -> Result<ToolCall, String> {
+    let store = step.store.as_ref().ok_or("a ceremony step runs no tool")?;
+    let apqns = ZcryptBackend::apqn_list(desired);
+    let args = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    match (store.kind, step.action) {
+        (StoreKind::ZkeyKey, action) => {
+            let how: &[&str] = match action {
+                GroupAction::StageReencipher => &["--to-new", "--staged"],
+                GroupAction::CompleteReencipher => &["--complete"],
+                GroupAction::ReencipherFromOld => &["--from-old"],
+                _ => return Err(format!("{action} is not a store step")),
+            };
+            let mut a = args(&["reencipher", "--name", &store.name, "--apqns", &apqns]);
+            a.extend(args(how));
+            Ok(backend.call(desired, "zkey", a))
+        }
+        (StoreKind::OpenCryptoki, GroupAction::StageReencipher) => {
+            let mut a = args(&["reencipher", "--apqns", &apqns]);
+            for mk_type in &step.mk_types {
+                let flag = match mk_type {
+                    MkType::Wk => "--ep11-wkvp",
+                    MkType::Aes => "--cca-aes-mkvp",
+                    MkType::Apka => "--cca-apka-mkvp",
+                    MkType::Asym => "--cca-asym-mkvp",
+                    MkType::Sym => "--cca-sym-mkvp",
+                };
+                a.push(flag.into());
+                a.push(desired.master_keys[mk_type].to_string());
+            }
+            Ok(backend.call(desired, "pkcshsm_mk_change", a))
+        }
+        (StoreKind::OpenCryptoki, GroupAction::CompleteReencipher) => {
+            let id = live
+                .stores
+                .iter()
+                .find(|s| &s.id == store)
+                .and_then(|s| s.handle.clone())
+                .ok_or("no open pkcshsm_mk_change operation to finalize")?;
+            Ok(backend.call(
+                desired,
+                "pkcshsm_mk_change",
+                args(&["finalize", "--id", &id]),
+            ))
+        }
+        (StoreKind::Application, action) => {
+            let Some(DesiredStore::Application {
+                stage, complete, ..
+            }) = desired.stores.iter().find(
+                |s| matches!(s, DesiredStore::Application { name, .. } if name == &store.name),
+            )
+            else {
+                return Err(format!("{store} is not declared"));
+            };
+            let command = if action == GroupAction::StageReencipher {
+                stage
+            } else {
+                complete
+            };
+            Ok(backend.call(desired, &command[0], command[1..].to_vec()))
+        }
+        (kind, action) => Err(format!(
+            "mkplan cannot {action} a {} yet: do it by hand",
+            kind.as_str()
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "group_tests.rs"]
+mod tests;

@@ -1,0 +1,427 @@
+//! The `zcrypt:` backend: one Linux image's Crypto Express APQNs below a sysfs root, and the
+//! key stores of a domain group, read through their tools. It reads registers from `mkvps`
+//! (never through a tool), runs `zkey`, `zkey-cryptsetup`, `pkcshsm_mk_change` and declared
+//! application commands with `SYSFS_ROOT` and `ZKEY_REPOSITORY` set and the group's APQNs
+//! named explicitly (zkey's own discovery would read the real `/sys`, zcrypt.md §2.6).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::mkvps::{self, Mkvps, State};
+use super::stores::{self, OckOperation};
+use super::sysfs::{CardMode, Sysfs};
+use super::tools::{ToolCall, ToolOutput, ToolRunner};
+use crate::model::domain_group::{
+    GroupMode, KeyCopies, LiveApqn, LiveGroup, LiveStore, StoreId, StoreKind, StoreState,
+};
+use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
+use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk, TypeRegisters};
+
+/// Bytes of a `.renc` file read at most (an XTS EP11 pair is 672).
+const TOKEN_FILE_BYTES_MAX: u64 = 4096;
+
+pub struct ZcryptBackend {
+    /// The sysfs root, canonical: `/sys` for this machine.
+    root: PathBuf,
+    own_machine: bool,
+    runner: Arc<dyn ToolRunner>,
+}
+
+impl ZcryptBackend {
+    /// `zcrypt:/` is this machine (`/sys`); `zcrypt:PATH` a sysfs tree at PATH, as
+    /// `SYSFS_ROOT` names one.
+    pub fn open(spec_path: &Path, runner: Arc<dyn ToolRunner>) -> Result<Self, String> {
+        let own_machine = spec_path == Path::new("/");
+        let given = if own_machine {
+            Path::new("/sys")
+        } else {
+            spec_path
+        };
+        let root = std::fs::canonicalize(given).map_err(|e| {
+            format!(
+                "zcrypt:{}: {e}: name the sysfs root (zcrypt:/ for this machine's /sys)",
+                spec_path.display()
+            )
+        })?;
+        if !root.join("devices/ap").is_dir() {
+            return Err(format!(
+                "zcrypt:{}: {} has no devices/ap: not a sysfs tree with the AP bus (is the zcrypt module loaded?)",
+                spec_path.display(),
+                crate::quote::path(&root)
+            ));
+        }
+        Ok(Self {
+            root,
+            own_machine,
+            runner,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        if self.own_machine {
+            "zcrypt:/".into()
+        } else {
+            format!("zcrypt:{}", self.root.display())
+        }
+    }
+
+    /// What the journal binds to: the canonical sysfs root and zkey repository.
+    pub fn identity(&self, desired: &DesiredGroup) -> String {
+        let repository = std::fs::canonicalize(&desired.zkey_repository)
+            .unwrap_or_else(|_| desired.zkey_repository.clone());
+        format!(
+            "zcrypt:{}#zkey={}#group={}",
+            self.root.display(),
+            repository.display(),
+            desired.name
+        )
+    }
+
+    fn env(&self, desired: &DesiredGroup) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "ZKEY_REPOSITORY".to_string(),
+            desired.zkey_repository.display().to_string(),
+        )];
+        if !self.own_machine {
+            env.push(("SYSFS_ROOT".into(), self.root.display().to_string()));
+        }
+        env
+    }
+
+    pub fn apqn_list(desired: &DesiredGroup) -> String {
+        desired
+            .apqns
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn call(&self, desired: &DesiredGroup, program: &str, args: Vec<String>) -> ToolCall {
+        ToolCall {
+            program: program.into(),
+            args,
+            env: self.env(desired),
+        }
+    }
+
+    pub fn run(&self, call: &ToolCall) -> Result<ToolOutput, String> {
+        self.runner.run(call)
+    }
+
+    /// The group's APQNs and stores, as the machine shows them now.
+    pub fn read(&self, desired: &DesiredGroup) -> Result<LiveGroup, String> {
+        Ok(LiveGroup {
+            apqns: self.read_apqns(desired)?,
+            stores: self.read_stores(desired)?,
+        })
+    }
+
+    pub fn read_apqns(&self, desired: &DesiredGroup) -> Result<Vec<LiveApqn>, String> {
+        let cards = Sysfs::new(&self.root).cards().map_err(|e| e.to_string())?;
+        let mut apqns = Vec::new();
+        for apqn in &desired.apqns {
+            let card = cards.iter().find(|c| c.number == apqn.card);
+            let queue = card.and_then(|c| c.queues.iter().find(|q| q.apqn == *apqn));
+            let (Some(card), Some(queue)) = (card, queue) else {
+                apqns.push(LiveApqn {
+                    apqn: *apqn,
+                    usable: false,
+                    mode: None,
+                    card_serial: None,
+                    registers: None,
+                });
+                continue;
+            };
+            let mode = match card.mode {
+                CardMode::Ep11 => Some(GroupMode::Ep11),
+                CardMode::Cca => Some(GroupMode::Cca),
+                _ => None,
+            };
+            apqns.push(LiveApqn {
+                apqn: *apqn,
+                usable: card.usable() && queue.online,
+                mode,
+                card_serial: card.serial.clone(),
+                registers: queue.mkvps.as_ref().map(registers_of).transpose()?,
+            });
+        }
+        Ok(apqns)
+    }
+
+    fn read_stores(&self, desired: &DesiredGroup) -> Result<Vec<LiveStore>, String> {
+        let mut found = Vec::new();
+        let mut seen = BTreeSet::new();
+        let currents = self.read_apqns(desired)?;
+        for store in &desired.stores {
+            let observed = match store {
+                DesiredStore::ZkeyAssociated => self.zkey_keys(
+                    desired,
+                    vec!["--apqns".into(), Self::apqn_list(desired)],
+                    None,
+                ),
+                DesiredStore::ZkeyKey(name) => {
+                    self.zkey_keys(desired, vec!["--name".into(), name.clone()], Some(name))
+                }
+                DesiredStore::Luks2Volume { device, .. } => vec![LiveStore {
+                    id: StoreId {
+                        kind: StoreKind::Luks2Volume,
+                        name: device.clone(),
+                    },
+                    state: StoreState::Unknown {
+                        why: "mkplan does not read a LUKS2 header's keyslots yet".into(),
+                        settle: format!(
+                            "zkey-cryptsetup validate {device}, read by mkplan (not built yet); re-encipher the volume by hand (zkey-cryptsetup reencipher {device}) and leave it out of the group file"
+                        ),
+                    },
+                    handle: None,
+                }],
+                DesiredStore::OpenCryptoki => vec![self.ock_tokens(desired, &currents)],
+                DesiredStore::Application {
+                    name,
+                    mk_type,
+                    check,
+                    ..
+                } => vec![self.application(desired, name, *mk_type, check)],
+            };
+            for store in observed {
+                if seen.insert(store.id.clone()) {
+                    found.push(store);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn zkey_keys(
+        &self,
+        desired: &DesiredGroup,
+        filter: Vec<String>,
+        one: Option<&String>,
+    ) -> Vec<LiveStore> {
+        let mut args = vec!["validate".to_string()];
+        args.extend(filter);
+        let call = self.call(desired, "zkey", args);
+        let unknown = |name: &str, why: String| LiveStore {
+            id: StoreId {
+                kind: StoreKind::ZkeyKey,
+                name: name.into(),
+            },
+            state: StoreState::Unknown {
+                why,
+                settle: format!("`{}` listing the key with its MKVP", call.shown()),
+            },
+            handle: None,
+        };
+        let output = match self.runner.run(&call) {
+            Ok(output) => output,
+            Err(why) => return vec![unknown(one.map_or("(associated keys)", |n| n), why)],
+        };
+        let keys = match stores::parse_validate(&output.stdout) {
+            Ok(keys) => keys,
+            Err(why) => return vec![unknown(one.map_or("(associated keys)", |n| n), why)],
+        };
+        if let Some(name) = one
+            && !keys.iter().any(|k| &k.name == name)
+        {
+            return vec![unknown(
+                name,
+                format!("zkey validate does not show it ({})", output.last_words()),
+            )];
+        }
+        keys.into_iter()
+            .map(|key| match self.zkey_copies(desired, &key) {
+                Ok(copies) => LiveStore {
+                    id: StoreId {
+                        kind: StoreKind::ZkeyKey,
+                        name: key.name.clone(),
+                    },
+                    state: StoreState::Known(copies),
+                    handle: None,
+                },
+                Err(why) => unknown(&key.name, why),
+            })
+            .collect()
+    }
+
+    fn zkey_copies(
+        &self,
+        desired: &DesiredGroup,
+        key: &stores::ZkeyKeyView,
+    ) -> Result<BTreeMap<MkType, KeyCopies>, String> {
+        let mk_type = stores::mk_type_of(&key.key_type)
+            .ok_or_else(|| format!("key type {} is not one mkplan knows", key.key_type))?;
+        let active = Mkvp::parse(mk_type, &key.mkvp)?;
+        let staged = if key.pending {
+            let path = desired.zkey_repository.join(format!("{}.renc", key.name));
+            let bytes = crate::bounded_read::read(&path, TOKEN_FILE_BYTES_MAX)
+                .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
+            let hex = stores::token_mkvp(&key.key_type, &bytes).ok_or_else(|| {
+                format!(
+                    "{} is too short for a {} token",
+                    crate::quote::path(&path),
+                    key.key_type
+                )
+            })?;
+            Some(Mkvp::parse(mk_type, &hex)?)
+        } else {
+            None
+        };
+        Ok(BTreeMap::from([(mk_type, KeyCopies { active, staged })]))
+    }
+
+    fn ock_tokens(&self, desired: &DesiredGroup, apqns: &[LiveApqn]) -> LiveStore {
+        let call = self.call(desired, "pkcshsm_mk_change", vec!["list".into()]);
+        let id = StoreId {
+            kind: StoreKind::OpenCryptoki,
+            name: Self::apqn_list(desired),
+        };
+        let unknown = |why: String| LiveStore {
+            id: id.clone(),
+            state: StoreState::Unknown {
+                why,
+                settle: "`pkcshsm_mk_change list` and every APQN's CURRENT register agreeing"
+                    .into(),
+            },
+            handle: None,
+        };
+        let output = match self.runner.run(&call) {
+            Ok(output) if output.success() => output,
+            Ok(output) => {
+                return unknown(format!("{} failed: {}", call.shown(), output.last_words()));
+            }
+            Err(why) => return unknown(why),
+        };
+        let operations = match stores::parse_ock_list(&output.stdout) {
+            Ok(operations) => operations,
+            Err(why) => return unknown(why),
+        };
+        let ours: Vec<&OckOperation> = operations
+            .iter()
+            .filter(|op| op.apqns.iter().any(|a| desired.apqns.contains(a)))
+            .collect();
+        if ours.len() > 1 {
+            return unknown(format!(
+                "{} open operations use the group's APQNs",
+                ours.len()
+            ));
+        }
+        let types: Vec<MkType> = desired
+            .master_keys
+            .keys()
+            .copied()
+            .filter(|t| matches!(t, MkType::Wk | MkType::Aes | MkType::Apka))
+            .collect();
+        let mut copies = BTreeMap::new();
+        for mk_type in types {
+            let currents: BTreeSet<&Mkvp> = apqns
+                .iter()
+                .filter_map(|a| a.registers.as_ref()?.get(&mk_type)?.current.vp())
+                .collect();
+            let copy = match ours.first() {
+                None if currents.len() == 1 => KeyCopies { active: (*currents.first().expect("one")).clone(), staged: None },
+                None => return unknown("no operation is open and the APQNs' CURRENT registers differ, so which key the tokens use is not shown".into()),
+                Some(op) => {
+                    let Some(new) = op.new.get(&mk_type) else { continue };
+                    // The tokens' objects are under the key the operation moves from: a
+                    // CURRENT not yet replaced, or none left (then only the staged copy).
+                    let before = currents.iter().find(|c| **c != new).map(|c| (*c).clone());
+                    let gone = Mkvp::parse(mk_type, &"0".repeat(mk_type.compared_hex_len())).expect("zeros");
+                    KeyCopies { active: before.unwrap_or(gone), staged: op.reenciphered().then(|| new.clone()) }
+                }
+            };
+            copies.insert(mk_type, copy);
+        }
+        LiveStore {
+            id,
+            state: StoreState::Known(copies),
+            handle: ours.first().map(|op| op.id.clone()),
+        }
+    }
+
+    fn application(
+        &self,
+        desired: &DesiredGroup,
+        name: &str,
+        mk_type: MkType,
+        check: &[String],
+    ) -> LiveStore {
+        let call = self.call(desired, &check[0], check[1..].to_vec());
+        let id = StoreId {
+            kind: StoreKind::Application,
+            name: name.into(),
+        };
+        let state = match self.runner.run(&call) {
+            Ok(output) if output.success() => {
+                match stores::parse_application_check(mk_type, &output.stdout) {
+                    Ok(copies) => StoreState::Known(BTreeMap::from([(mk_type, copies)])),
+                    Err(why) => StoreState::Unknown {
+                        why,
+                        settle: format!("`{}` printing `active: VP`", call.shown()),
+                    },
+                }
+            }
+            Ok(output) => StoreState::Unknown {
+                why: format!("{} failed: {}", call.shown(), output.last_words()),
+                settle: format!("`{}` succeeding", call.shown()),
+            },
+            Err(why) => StoreState::Unknown {
+                why,
+                settle: format!("`{}` succeeding", call.shown()),
+            },
+        };
+        LiveStore {
+            id,
+            state,
+            handle: None,
+        }
+    }
+}
+
+/// `mkvps` in the model's words: VPs cut to the compared length.
+fn registers_of(shown: &Mkvps) -> Result<ApqnRegisters, String> {
+    let mut registers = ApqnRegisters::new();
+    for kernel_type in shown.types() {
+        let mk_type = match kernel_type {
+            mkvps::MkType::Wk => MkType::Wk,
+            mkvps::MkType::Aes => MkType::Aes,
+            mkvps::MkType::Apka => MkType::Apka,
+            mkvps::MkType::Asym => MkType::Asym,
+        };
+        let get = |register| {
+            shown
+                .get(kernel_type, register)
+                .expect("complete, checked at parse")
+        };
+        let vp = |r: &mkvps::RegisterState| {
+            r.pattern
+                .as_deref()
+                .map(|p| Mkvp::parse(mk_type, p))
+                .transpose()
+        };
+        let new = get(mkvps::Register::New);
+        let new = match new.state {
+            State::Empty => NewMk::Empty,
+            State::Partial => NewMk::Partial,
+            State::Uncommitted => NewMk::Uncommitted(vp(new)?.ok_or("no VP")?),
+            State::Committed | State::Full => NewMk::Ready(vp(new)?.ok_or("no VP")?),
+            _ => NewMk::Unknown,
+        };
+        let held = |r: &mkvps::RegisterState| -> Result<HeldMk, String> {
+            Ok(match r.state {
+                State::Valid => HeldMk::Valid(vp(r)?.ok_or("no VP")?),
+                State::Invalid => HeldMk::Invalid,
+                _ => HeldMk::Unknown,
+            })
+        };
+        let current = held(get(mkvps::Register::Current))?;
+        let old = if mk_type.has_old() {
+            Some(held(get(mkvps::Register::Old))?)
+        } else {
+            None
+        };
+        registers.insert(mk_type, TypeRegisters { new, current, old });
+    }
+    Ok(registers)
+}

@@ -1,0 +1,250 @@
+//! Reading the key stores' tools (zcrypt.md §4): which master key each store's copies are
+//! under. Pure parsers of the tools' real output; the runs are in [`super::group`].
+//!
+//! - `zkey validate` exits 0 even with invalid keys: its text is read key by key (`Key`,
+//!   `Key type`, `Enciphered with … (MKVP: …)`, `Re-enciphered … (re-enciphering pending)`).
+//! - A pending key's staged copy is `NAME.renc`, whose MKVP sits where zkey reads it (S390
+//!   pkey.h): CCA AESDATA a u64 at offset 8, AESCIPHER `kvp` at 10, EP11-AES `wkvp` at 48.
+//! - `pkcshsm_mk_change list`: `Operation: ID`, `State: …`, `APQNs: …`, `New … MKVP: …`.
+
+use std::collections::BTreeMap;
+
+use crate::model::domain_group::{Apqn, KeyCopies};
+use crate::model::registers::{MkType, Mkvp};
+
+/// One key as `zkey validate` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkeyKeyView {
+    pub name: String,
+    pub key_type: String,
+    /// The MKVP the `.skey` is enciphered under, as zkey prints it.
+    pub mkvp: String,
+    pub pending: bool,
+}
+
+fn value<'a>(line: &'a str, label: &str) -> Option<&'a str> {
+    let (name, value) = line.split_once(':')?;
+    (name.trim() == label).then(|| value.trim())
+}
+
+/// The keys of a `zkey validate` run. A block without its MKVP is an error: zkey's format
+/// changed, and nothing is guessed.
+pub fn parse_validate(stdout: &str) -> Result<Vec<ZkeyKeyView>, String> {
+    let mut keys: Vec<ZkeyKeyView> = Vec::new();
+    for line in stdout.lines() {
+        if let Some(name) = value(line, "Key") {
+            keys.push(ZkeyKeyView {
+                name: name.to_string(),
+                key_type: String::new(),
+                mkvp: String::new(),
+                pending: false,
+            });
+            continue;
+        }
+        let Some(key) = keys.last_mut() else { continue };
+        if let Some(kind) = value(line, "Key type") {
+            key.key_type = kind.to_string();
+        } else if let Some(under) = value(line, "Enciphered with") {
+            let mkvp = under
+                .split_once("MKVP:")
+                .map(|(_, rest)| rest.trim().trim_end_matches(')').trim())
+                .ok_or_else(|| {
+                    format!("zkey validate: {} shows no MKVP", crate::quote::quote(line))
+                })?;
+            key.mkvp = mkvp.to_string();
+        } else if let Some(when) = value(line, "Re-enciphered") {
+            key.pending = when.contains("(re-enciphering pending)");
+        }
+    }
+    if let Some(key) = keys
+        .iter()
+        .find(|k| k.mkvp.is_empty() || k.key_type.is_empty())
+    {
+        return Err(format!(
+            "zkey validate showed key {} without its key type or MKVP",
+            crate::quote::quote(&key.name)
+        ));
+    }
+    Ok(keys)
+}
+
+/// The master key type a zkey key type is enciphered under.
+pub fn mk_type_of(key_type: &str) -> Option<MkType> {
+    match key_type {
+        "EP11-AES" => Some(MkType::Wk),
+        "CCA-AESDATA" | "CCA-AESCIPHER" => Some(MkType::Aes),
+        _ => None,
+    }
+}
+
+/// The MKVP in a secure key token file (the first token of an XTS pair), lower-case hex.
+pub fn token_mkvp(key_type: &str, bytes: &[u8]) -> Option<String> {
+    let (offset, len) = match key_type {
+        "CCA-AESDATA" => (8, 8),
+        "CCA-AESCIPHER" => (10, 8),
+        "EP11-AES" => (48, 16),
+        _ => return None,
+    };
+    bytes.get(offset..offset + len).map(hex::encode)
+}
+
+/// One open `pkcshsm_mk_change` operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OckOperation {
+    pub id: String,
+    pub state: String,
+    pub apqns: Vec<Apqn>,
+    pub new: BTreeMap<MkType, Mkvp>,
+}
+
+impl OckOperation {
+    /// Whether every key object has its copy under the new keys: "Key objects have been
+    /// re-enciphered…", and the states a finalize or cancel passes through or stops in
+    /// ("Finalizing", "Canceling", "Finalizing or canceling has errored"), which
+    /// `pkcshsm_mk_change` accepts only after the re-encipherment.
+    pub fn reenciphered(&self) -> bool {
+        [
+            "Key objects have been re-enciphered",
+            "Finalizing",
+            "Canceling",
+        ]
+        .iter()
+        .any(|s| self.state.starts_with(s))
+    }
+}
+
+pub fn parse_ock_list(stdout: &str) -> Result<Vec<OckOperation>, String> {
+    let mut operations: Vec<OckOperation> = Vec::new();
+    for line in stdout.lines() {
+        if let Some(id) = value(line, "Operation") {
+            operations.push(OckOperation {
+                id: id.to_string(),
+                state: String::new(),
+                apqns: Vec::new(),
+                new: BTreeMap::new(),
+            });
+            continue;
+        }
+        let Some(operation) = operations.last_mut() else {
+            continue;
+        };
+        let Some((label, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let label = label.trim();
+        let rest = rest.trim();
+        if label == "State" {
+            operation.state = rest.to_string();
+        } else if label == "APQNs" {
+            operation.apqns = rest
+                .split([' ', ','])
+                .filter(|w| !w.is_empty())
+                .map(str::parse)
+                .collect::<Result<_, _>>()?;
+        } else if let Some(what) = label.strip_prefix("New ") {
+            let mk_type = match what {
+                "EP11 WKVP" => MkType::Wk,
+                other => other
+                    .strip_prefix("CCA ")
+                    .and_then(|t| t.strip_suffix(" MKVP"))
+                    .and_then(MkType::parse)
+                    .ok_or_else(|| {
+                        format!(
+                            "pkcshsm_mk_change list: unknown line {}",
+                            crate::quote::quote(line)
+                        )
+                    })?,
+            };
+            operation.new.insert(mk_type, Mkvp::parse(mk_type, rest)?);
+        }
+    }
+    Ok(operations)
+}
+
+/// An application key's check: `active: VP` and, while a staged copy exists, `staged: VP`.
+pub fn parse_application_check(mk_type: MkType, stdout: &str) -> Result<KeyCopies, String> {
+    let mut active = None;
+    let mut staged = None;
+    for line in stdout.lines() {
+        if let Some(vp) = value(line, "active") {
+            active = Some(Mkvp::parse(mk_type, vp)?);
+        } else if let Some(vp) = value(line, "staged") {
+            staged = Some(Mkvp::parse(mk_type, vp)?);
+        }
+    }
+    let active = active.ok_or("the check printed no `active: VP` line")?;
+    Ok(KeyCopies { active, staged })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALIDATE: &str = "Key                  : disk-root
+Status               : Valid
+Key type             : EP11-AES
+Enciphered with      : CURRENT master key (MKVP: a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1)
+Re-enciphered        : (never) (re-enciphering pending)
+Associated APQNs     : 03.0006, 04.0006
+
+Key                  : db-data
+Status               : Invalid
+Key type             : CCA-AESDATA
+Enciphered with      : (unknown, MKVP: c1c1c1c1c1c1c1c1)
+Re-enciphered        : 2026-11-30 10:00:00
+Associated APQNs     : 05.0006
+WARNING: Not all APQNs have the same master key or fulfill the requirements
+
+1 keys are valid, 1 keys are invalid, 1 warnings
+";
+
+    #[test]
+    fn validate_is_read_key_by_key_whatever_the_exit_code() {
+        let keys = parse_validate(VALIDATE).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(keys[0].pending && !keys[1].pending);
+        assert_eq!(keys[1].mkvp, "c1c1c1c1c1c1c1c1");
+        assert_eq!(mk_type_of(&keys[0].key_type), Some(MkType::Wk));
+        assert!(parse_validate("Key : x\nKey type : EP11-AES\n").is_err());
+    }
+
+    #[test]
+    fn token_mkvps_sit_where_zkey_reads_them() {
+        let mut token = vec![0u8; 336];
+        token[48..64].copy_from_slice(&[0xab; 16]);
+        assert_eq!(token_mkvp("EP11-AES", &token).unwrap(), "ab".repeat(16));
+        assert_eq!(token_mkvp("CCA-AESDATA", &token[..4]), None);
+    }
+
+    #[test]
+    fn ock_operations_and_application_checks_are_read() {
+        let list = "Operation: 1a2b3c
+  State: Key objects have been re-enciphered, new master key(s) can now be set/activated
+  APQNs: 03.0006 04.0006
+  New EP11 WKVP: b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2
+  Affected slots: 3
+";
+        let ops = parse_ock_list(list).unwrap();
+        assert_eq!(ops[0].id, "1a2b3c");
+        assert!(ops[0].reenciphered());
+        let errored = list.replace(
+            "Key objects have been re-enciphered, new master key(s) can now be set/activated",
+            "Finalizing or canceling has errored",
+        );
+        assert!(parse_ock_list(&errored).unwrap()[0].reenciphered());
+        let ongoing = list.replace(
+            "Key objects have been re-enciphered, new master key(s) can now be set/activated",
+            "Re-enciphering of key objects ongoing",
+        );
+        assert!(!parse_ock_list(&ongoing).unwrap()[0].reenciphered());
+        assert_eq!(ops[0].apqns.len(), 2);
+        assert_eq!(ops[0].new[&MkType::Wk].as_str(), "b2".repeat(16));
+        let copies = parse_application_check(
+            MkType::Aes,
+            "active: 1111111111111111\nstaged: 2222222222222222\n",
+        )
+        .unwrap();
+        assert_eq!(copies.staged.unwrap().as_str(), "2222222222222222");
+        assert!(parse_application_check(MkType::Aes, "ok\n").is_err());
+    }
+}

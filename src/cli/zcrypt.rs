@@ -1,0 +1,208 @@
+//! `validate`, `plan`, `apply` and `status` for a domain group file (first key
+//! `domain_group:`, docs/zcrypt.md) on the `zcrypt:` backend. The commands are the HPCS
+//! ones; the CLI sends a group file here before it reads an HPCS desired file.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::output;
+use super::{ApplyArgs, BackendArg, PlanArgs};
+use crate::apply::group::{Answer, GroupApply, GroupApplyError, GroupOperator};
+use crate::apply::group_journal::GroupJournal;
+use crate::backend::BackendSpec;
+use crate::backend::zcrypt::group::ZcryptBackend;
+use crate::backend::zcrypt::tools::SystemRunner;
+use crate::error::{Error, Result};
+use crate::model::InputError;
+use crate::model::domain_group_desired::{DesiredGroup, is_domain_group, parse_domain_group};
+use crate::plan::domain_group::{GroupEvidence, GroupPlan, plan_group};
+use crate::render::domain_group::{group_plan_json, group_plan_text, group_status_text};
+use crate::store::Store;
+
+/// A desired file larger than this is not a domain group file.
+const GROUP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// Whether `path` is a domain group file (an unreadable one is left to the HPCS reader's
+/// messages).
+pub fn is_group_file(path: &Path) -> bool {
+    crate::bounded_read::read_to_string(path, GROUP_FILE_BYTES_MAX)
+        .is_ok_and(|text| is_domain_group(&text))
+}
+
+fn read_group(path: &Path) -> Result<DesiredGroup> {
+    let shown = path.display().to_string();
+    let text = crate::bounded_read::read_to_string(path, GROUP_FILE_BYTES_MAX)
+        .map_err(|e| InputError::new(&shown, format!("cannot read the domain group file: {e}")))?;
+    Ok(parse_domain_group(
+        &shown,
+        &text,
+        path.parent().unwrap_or(Path::new("")),
+    )?)
+}
+
+fn open_backend(desired: &DesiredGroup, flag: &BackendArg, path: &Path) -> Result<ZcryptBackend> {
+    let (spec, relative_to) = match (&flag.backend, &desired.backend) {
+        (Some(spec), _) => (spec.clone(), None),
+        (None, Some(spec)) => (spec.clone(), path.parent()),
+        (None, None) => {
+            return Err(Error::Other(format!(
+                "{}: no backend: add `backend: zcrypt:/` to the file or give --backend zcrypt:SYSFS_ROOT",
+                path.display()
+            )));
+        }
+    };
+    match BackendSpec::parse(&spec, relative_to).map_err(Error::Other)? {
+        BackendSpec::Zcrypt(root) => {
+            ZcryptBackend::open(&root, Arc::new(SystemRunner::default())).map_err(Error::Other)
+        }
+        _ => Err(Error::Other(format!(
+            "backend {} cannot hold a domain group: use zcrypt:/ (this machine) or zcrypt:SYSFS_ROOT",
+            crate::quote::quote(&spec)
+        ))),
+    }
+}
+
+fn refused(refusal: impl std::fmt::Display) -> Error {
+    Error::Unsafe(refusal.to_string())
+}
+
+pub fn validate(path: &Path) -> Result<u8> {
+    let desired = read_group(path)?;
+    eprintln!(
+        "{}: domain group {} is valid: {} APQNs, {} master key type(s), {} store declaration(s)",
+        path.display(),
+        desired.name,
+        desired.apqns.len(),
+        desired.master_keys.len(),
+        desired.stores.len()
+    );
+    Ok(0)
+}
+
+fn plan_now(desired: &DesiredGroup, backend: &ZcryptBackend, store: &Store) -> Result<GroupPlan> {
+    let live = backend.read(desired).map_err(Error::Other)?;
+    let journal = open_journal(store, &backend.identity(desired))?;
+    let evidence = GroupEvidence {
+        recorded_serials: journal.open_change_serials(),
+    };
+    plan_group(desired, &live, &evidence).map_err(refused)
+}
+
+fn open_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
+    let folder = store.folder().ok_or_else(|| Error::Other("a domain group's journal lives in a state folder: --state DIR (a PostgreSQL store is not supported for zcrypt: yet)".into()))?;
+    GroupJournal::open(folder, identity).map_err(Error::Unsafe)
+}
+
+pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
+    let desired = read_group(&args.desired)?;
+    let backend = open_backend(&desired, &args.backend, &args.desired)?;
+    if args.out.is_some() || args.markdown {
+        return Err(Error::Other("--out and --markdown are not supported for a domain group yet: plan shows text or --json, and apply plans again from the machine".into()));
+    }
+    let plan = plan_now(&desired, &backend, store)?;
+    if args.json {
+        output::report_line(&group_plan_json(&plan, &backend.describe()))?;
+    } else {
+        output::report(&group_plan_text(&plan, &backend.describe()))?;
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        2
+    } else {
+        0
+    })
+}
+
+pub async fn status(path: &Path, flag: &BackendArg, json: bool) -> Result<u8> {
+    let desired = read_group(path)?;
+    let backend = open_backend(&desired, flag, path)?;
+    let live = backend.read(&desired).map_err(Error::Other)?;
+    if json {
+        let apqns: Vec<_> = live
+            .apqns
+            .iter()
+            .map(|a| serde_json::json!({"apqn": a.apqn.to_string(), "usable": a.usable, "mode": a.mode, "serial": a.card_serial}))
+            .collect();
+        output::report_line(&serde_json::json!({"domain_group": desired.name, "backend": backend.describe(), "apqns": apqns}).to_string())?;
+    } else {
+        output::report(&group_status_text(&live, &backend.describe()))?;
+    }
+    Ok(0)
+}
+
+/// The operator at the terminal (or a script driving the ceremony): each instruction on
+/// stderr, answers on stdin: `done`, `not done` or `stop`.
+struct StdinOperator;
+
+impl GroupOperator for StdinOperator {
+    fn perform(&self, instruction: &str) -> Answer {
+        eprint!("{instruction}");
+        let stdin = std::io::stdin();
+        loop {
+            eprintln!(
+                "Type 'done' when it is done, 'not done' if you did not do it, or 'stop' to stop here:"
+            );
+            let mut line = String::new();
+            match stdin.lock().read_line(&mut line) {
+                Ok(0) | Err(_) => return Answer::Stopped("no more input on stdin".into()),
+                Ok(_) => {}
+            }
+            match line.trim() {
+                "done" => return Answer::Done,
+                "not done" => return Answer::NotDone,
+                "stop" => return Answer::Stopped("the operator stopped".into()),
+                _ => eprintln!("  That is not an answer here."),
+            }
+        }
+    }
+}
+
+pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
+    let path: PathBuf = args.desired.clone().unwrap_or_else(|| args.target.clone());
+    let desired = read_group(&path)?;
+    let backend = open_backend(&desired, &args.backend, &path)?;
+    let folder = store.folder().ok_or_else(|| {
+        Error::Other("a domain group's journal lives in a state folder (--state DIR)".into())
+    })?;
+    let _lock =
+        crate::apply::lock::acquire(folder, &crate::store::holder()).map_err(Error::Other)?;
+    let plan = plan_now(&desired, &backend, store)?;
+    if plan.has_changes() {
+        eprint!("{}", group_plan_text(&plan, &backend.describe()));
+    }
+    if plan.has_changes() && !args.auto_approve {
+        eprintln!("Apply this plan? Type 'yes' to go on:");
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        if line.trim() != "yes" {
+            eprintln!("Not applied: nothing was done.");
+            return Ok(1);
+        }
+    }
+    let mut journal = open_journal(store, &backend.identity(&desired))?;
+    let progress = |line: &str| eprintln!("{line}");
+    let mut run = GroupApply {
+        backend: &backend,
+        desired: &desired,
+        journal: &mut journal,
+        operator: &StdinOperator,
+        verify_timeout: Duration::from_secs(args.verify_timeout_s),
+        progress: &progress,
+    };
+    match run.run() {
+        Ok(0) => {
+            eprintln!("No changes: domain group {} is converged.", desired.name);
+            Ok(0)
+        }
+        Ok(steps) => {
+            eprintln!(
+                "Domain group {} converged after {steps} steps.",
+                desired.name
+            );
+            Ok(0)
+        }
+        Err(GroupApplyError::Refused(refusal)) => Err(refused(refusal)),
+        Err(GroupApplyError::Failed(why)) => Err(Error::Other(why)),
+    }
+}

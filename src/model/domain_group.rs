@@ -1,0 +1,270 @@
+//! A domain group: the APQNs that must hold the same master keys (one of each type), and the
+//! key stores enciphered under them. This is the general shape of what HPCS calls a service
+//! instance: there, the group is the instance's crypto units, one type (`WK`), no OLD
+//! register, and one store (the service's key storage), whose state the service reports at
+//! best as one bit. Here each store is observable on its own (zkey's `.renc`, `zkey validate`,
+//! `pkcshsm_mk_change list`), and the rewrap is one step per store. No I/O.
+//!
+//! [`losses`] is the loss rule (zcrypt.md §6), the one function the planner's safety check
+//! and the tests share: a key is recoverable only while some register of the group's APQNs
+//! (NEW, CURRENT, or for CCA OLD) holds the master key that the key, or its staged copy, is
+//! enciphered under.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::registers::{ApqnRegisters, MkType, Mkvp};
+
+/// One domain of one card, written `card.domain` in hex (`03.0006`), as zkey and lszcrypt do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Apqn {
+    pub card: u8,
+    pub domain: u16,
+}
+
+impl fmt::Display for Apqn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x}.{:04x}", self.card, self.domain)
+    }
+}
+
+impl std::str::FromStr for Apqn {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let fail = || {
+            format!(
+                "{} is not an APQN: write card.domain in hex, as in 03.0006",
+                crate::quote::quote(text)
+            )
+        };
+        let (card, domain) = text.split_once('.').ok_or_else(fail)?;
+        let hex = |digits: &str, len: usize| {
+            (digits.len() <= len
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(digits, 16).ok())
+            .flatten()
+        };
+        let card = hex(card, 2)
+            .and_then(|c| u8::try_from(c).ok())
+            .ok_or_else(fail)?;
+        let domain = hex(domain, 4)
+            .and_then(|d| u16::try_from(d).ok())
+            .ok_or_else(fail)?;
+        Ok(Self { card, domain })
+    }
+}
+
+/// What the group's cards run as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupMode {
+    Ep11,
+    Cca,
+}
+
+impl fmt::Display for GroupMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ep11 => "EP11",
+            Self::Cca => "CCA",
+        })
+    }
+}
+
+/// One APQN as read from the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveApqn {
+    pub apqn: Apqn,
+    /// Card and queue online, configured, not check-stopped (zkey's rule).
+    pub usable: bool,
+    /// `None`: no such card or queue, or an accelerator.
+    pub mode: Option<GroupMode>,
+    /// The card's serial number; another one behind the same APQN is another card.
+    pub card_serial: Option<String>,
+    /// `None` when the kernel shows no `mkvps` (offline, or too old a kernel).
+    pub registers: Option<ApqnRegisters>,
+}
+
+/// The kinds of store that hold keys under a group's master keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// A secure key in zkey's repository (`NAME.skey`, staged `NAME.renc`).
+    ZkeyKey,
+    /// The copy of a volume key in a LUKS2 header (`zkey-cryptsetup reencipher`).
+    Luks2Volume,
+    /// An openCryptoki token's key objects (`pkcshsm_mk_change`).
+    OpenCryptoki,
+    /// A key an application keeps itself, checked and re-enciphered by commands the operator
+    /// declares.
+    Application,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ZkeyKey => "zkey key",
+            Self::Luks2Volume => "LUKS2 volume",
+            Self::OpenCryptoki => "openCryptoki tokens",
+            Self::Application => "application key",
+        }
+    }
+}
+
+/// A store, named as its tool names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct StoreId {
+    pub kind: StoreKind,
+    pub name: String,
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.kind.as_str(),
+            crate::quote::quote(&self.name)
+        )
+    }
+}
+
+/// Which master key a store's copies are enciphered under, for one type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyCopies {
+    /// The copy in use (`.skey`, the active keyslot, the token's objects).
+    pub active: Mkvp,
+    /// A staged copy (`.renc`, an unbound keyslot, an open `pkcshsm_mk_change` operation).
+    pub staged: Option<Mkvp>,
+}
+
+/// What a store's tool says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreState {
+    Known(BTreeMap<MkType, KeyCopies>),
+    /// The tool could not tell: `why`, and what would settle it.
+    Unknown {
+        why: String,
+        settle: String,
+    },
+}
+
+/// One store as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveStore {
+    pub id: StoreId,
+    pub state: StoreState,
+    /// What a later step must name: an open `pkcshsm_mk_change` operation's id.
+    pub handle: Option<String>,
+}
+
+/// Everything read about one domain group.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct LiveGroup {
+    pub apqns: Vec<LiveApqn>,
+    pub stores: Vec<LiveStore>,
+}
+
+/// A store whose copies of one type no register holds any more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub store: StoreId,
+    pub mk_type: MkType,
+    /// The VPs of its copies (active, then staged).
+    pub under: Vec<Mkvp>,
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let under: Vec<&str> = self.under.iter().map(Mkvp::as_str).collect();
+        write!(
+            f,
+            "{}: no {} register of the group holds {}",
+            self.store,
+            self.mk_type,
+            under.join(" or ")
+        )
+    }
+}
+
+/// The loss rule: every copy type of every known store must be under a key that some register
+/// (NEW, CURRENT, OLD) of some APQN of the group holds. Registers the cards did not show
+/// hold nothing here, so an unknown register never makes a plan look safe.
+pub fn losses(apqns: &[&ApqnRegisters], stores: &[LiveStore]) -> Vec<Loss> {
+    let mut found = Vec::new();
+    for store in stores {
+        let StoreState::Known(copies) = &store.state else {
+            continue;
+        };
+        for (mk_type, copy) in copies {
+            let held = |vp: &Mkvp| {
+                apqns
+                    .iter()
+                    .filter_map(|registers| registers.get(mk_type))
+                    .any(|registers| registers.holds(vp))
+            };
+            if !mk_type.visible_in_sysfs() {
+                continue;
+            }
+            if !held(&copy.active) && !copy.staged.as_ref().is_some_and(held) {
+                found.push(Loss {
+                    store: store.id.clone(),
+                    mk_type: *mk_type,
+                    under: std::iter::once(copy.active.clone())
+                        .chain(copy.staged.clone())
+                        .collect(),
+                });
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::registers::{HeldMk, NewMk, TypeRegisters};
+    use super::*;
+
+    fn vp(c: char) -> Mkvp {
+        Mkvp::parse(MkType::Wk, &c.to_string().repeat(32)).unwrap()
+    }
+
+    fn store(active: Mkvp, staged: Option<Mkvp>) -> LiveStore {
+        LiveStore {
+            id: StoreId {
+                kind: StoreKind::ZkeyKey,
+                name: "k".into(),
+            },
+            state: StoreState::Known(BTreeMap::from([(MkType::Wk, KeyCopies { active, staged })])),
+            handle: None,
+        }
+    }
+
+    #[test]
+    fn an_ep11_set_before_staging_loses_the_key_and_after_staging_does_not() {
+        let before = BTreeMap::from([(
+            MkType::Wk,
+            TypeRegisters {
+                new: NewMk::Ready(vp('b')),
+                current: HeldMk::Valid(vp('a')),
+                old: None,
+            },
+        )]);
+        let after: ApqnRegisters = before.iter().map(|(t, r)| (*t, r.after_set())).collect();
+        assert!(losses(&[&before], &[store(vp('a'), None)]).is_empty());
+        let lost = losses(&[&after], &[store(vp('a'), None)]);
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(lost[0].to_string().contains("no WK register"));
+        assert!(losses(&[&after], &[store(vp('a'), Some(vp('b')))]).is_empty());
+    }
+
+    #[test]
+    fn apqns_print_as_zkey_writes_them() {
+        let apqn: Apqn = "3.6".parse().unwrap();
+        assert_eq!(apqn.to_string(), "03.0006");
+        assert!("03".parse::<Apqn>().is_err());
+        assert!("100.0001".parse::<Apqn>().is_err());
+    }
+}

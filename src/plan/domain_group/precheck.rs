@@ -1,0 +1,342 @@
+//! The checks an operator expects before a master key change of a domain group (zcrypt.md
+//! §7), each with a name the refusal shows, the APQNs or stores it concerns and their values;
+//! and the safety check that plays a plan over the live state under the loss rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use super::{GroupEvidence, GroupPlan, effect};
+use crate::model::domain_group::{Apqn, LiveGroup, StoreState, losses};
+use crate::model::domain_group_desired::{DesiredGroup, Procedure};
+use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk};
+
+/// A refused plan: the check that failed, what it saw, and for missing or contradictory
+/// evidence, what would settle it. Always exit 3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRefusal {
+    pub check: &'static str,
+    pub message: String,
+    pub settle: Option<String>,
+}
+
+impl fmt::Display for GroupRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused by pre-check `{}`: {}", self.check, self.message)?;
+        if let Some(settle) = &self.settle {
+            write!(f, "\nEvidence that would settle it: {settle}")?;
+        }
+        Ok(())
+    }
+}
+
+fn refuse(check: &'static str, message: String) -> GroupRefusal {
+    GroupRefusal {
+        check,
+        message,
+        settle: None,
+    }
+}
+
+/// What the checks established: every APQN's registers, read and usable.
+pub(super) struct Checked {
+    pub registers: BTreeMap<Apqn, ApqnRegisters>,
+}
+
+impl Checked {
+    pub fn is_some_current(&self, mk_type: MkType, vp: &Mkvp) -> bool {
+        self.registers
+            .values()
+            .filter_map(|r| r.get(&mk_type))
+            .any(|r| r.current.vp() == Some(vp))
+    }
+}
+
+fn listed(items: impl IntoIterator<Item = String>) -> String {
+    items.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+pub(super) fn check(
+    desired: &DesiredGroup,
+    live: &LiveGroup,
+    evidence: &GroupEvidence,
+) -> Result<Checked, GroupRefusal> {
+    let found: BTreeMap<Apqn, _> = live.apqns.iter().map(|a| (a.apqn, a)).collect();
+    let missing: Vec<String> = desired
+        .apqns
+        .iter()
+        .filter(|a| found.get(a).is_none_or(|l| l.mode.is_none()))
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(refuse(
+            "apqns_present",
+            format!(
+                "APQN(s) {} of the group are not on this machine as an EP11 or CCA coprocessor domain (lszcrypt shows what is)",
+                listed(missing)
+            ),
+        ));
+    }
+    let offline: Vec<String> = desired
+        .apqns
+        .iter()
+        .filter(|a| !found[a].usable || found[a].registers.is_none())
+        .map(ToString::to_string)
+        .collect();
+    if !offline.is_empty() {
+        return Err(refuse(
+            "apqns_online",
+            format!(
+                "APQN(s) {} are offline, not configured, check-stopped or show no mkvps: every APQN of the group must take part in a change; bring them online (chzcrypt -e) and rerun",
+                listed(offline)
+            ),
+        ));
+    }
+    let wrong_mode: Vec<String> = desired
+        .apqns
+        .iter()
+        .filter(|a| found[a].mode != Some(desired.mode))
+        .map(|a| {
+            format!(
+                "{a} ({})",
+                found[a].mode.map_or("?".into(), |m| m.to_string())
+            )
+        })
+        .collect();
+    if !wrong_mode.is_empty() {
+        return Err(refuse(
+            "same_mode",
+            format!(
+                "the group is {} but APQN(s) {} run another mode",
+                desired.mode,
+                listed(wrong_mode)
+            ),
+        ));
+    }
+    if let Some(recorded) = &evidence.recorded_serials {
+        let swapped: Vec<String> = desired
+            .apqns
+            .iter()
+            .filter_map(|a| {
+                let was = recorded.get(&a.card)?;
+                let now = found[a].card_serial.as_deref().unwrap_or("(none)");
+                (now != was).then(|| format!("card {:02x} was serial {was}, now {now}", a.card))
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !swapped.is_empty() {
+            return Err(GroupRefusal {
+                check: "card_serial_numbers",
+                message: format!(
+                    "a card was swapped since this change began ({}): its registers are not the ones the change loaded",
+                    listed(swapped)
+                ),
+                settle: Some("the serial numbers recorded in the journal at the first step; if the swap was intended, load and commit the new card's NEW register and finish the change from another state folder after checking every store".into()),
+            });
+        }
+    }
+    let registers: BTreeMap<Apqn, ApqnRegisters> = desired
+        .apqns
+        .iter()
+        .map(|a| (*a, found[a].registers.clone().expect("checked above")))
+        .collect();
+    for (&mk_type, target) in &desired.master_keys {
+        check_type(desired, &registers, mk_type, target)?;
+    }
+    let checked = Checked { registers };
+    check_stores(desired, live, &checked)?;
+    Ok(checked)
+}
+
+fn check_type(
+    desired: &DesiredGroup,
+    registers: &BTreeMap<Apqn, ApqnRegisters>,
+    mk_type: MkType,
+    target: &Mkvp,
+) -> Result<(), GroupRefusal> {
+    let of_type = |a: &Apqn| registers[a].get(&mk_type);
+    let unread: Vec<String> = registers
+        .keys()
+        .filter(|a| of_type(a).is_none_or(|r| r.is_unknown()))
+        .map(ToString::to_string)
+        .collect();
+    if !unread.is_empty() {
+        return Err(GroupRefusal {
+            check: "registers_readable",
+            message: format!(
+                "the {mk_type} registers of APQN(s) {} are not shown (the card did not answer, or the kernel does not print {mk_type})",
+                listed(unread)
+            ),
+            settle: Some(format!(
+                "their mkvps showing every {mk_type} register (`lszcrypt -c APQN`): rerun when the card answers"
+            )),
+        });
+    }
+    let row = |a: &Apqn| {
+        let r = of_type(a).expect("read");
+        format!("{a} CURRENT {} NEW {}", held(&r.current), new_word(&r.new))
+    };
+    let no_current: Vec<String> = registers
+        .keys()
+        .filter(|a| of_type(a).expect("read").current.vp().is_none())
+        .map(row)
+        .collect();
+    if !no_current.is_empty() {
+        return Err(refuse(
+            "current_mk_set",
+            format!("no {mk_type} master key is set on {}", listed(no_current)),
+        ));
+    }
+    let currents: BTreeSet<&Mkvp> = registers
+        .keys()
+        .filter_map(|a| of_type(a).expect("read").current.vp())
+        .collect();
+    // Mid-set: the APQNs not yet set hold the target as a ready NEW; with OLD, those set hold
+    // the others' CURRENT as OLD.
+    let mid_set = currents.len() == 2
+        && currents.contains(target)
+        && registers.keys().all(|a| {
+            let r = of_type(a).expect("read");
+            r.current.vp() == Some(target) || r.new == NewMk::Ready(target.clone())
+        });
+    if currents.len() > 1 && !mid_set {
+        return Err(refuse(
+            "one_current_mk",
+            format!(
+                "not all APQNs have the same CURRENT {mk_type} master key: {}",
+                listed(registers.keys().map(row))
+            ),
+        ));
+    }
+    // NEW registers holding another key than the target are cleared by the plan, when no
+    // store has a copy under that key (the loss rule decides); staging waits for every load.
+    if desired.procedure == Procedure::SetThenFromOld && mid_set {
+        // The APQNs set so far keep the old key in OLD: a second SET would drop it.
+        let lost_old: Vec<String> = registers
+            .keys()
+            .filter(|a| {
+                let r = of_type(a).expect("read");
+                r.current.vp() == Some(target) && r.old.as_ref().and_then(HeldMk::vp).is_none()
+            })
+            .map(row)
+            .collect();
+        if !lost_old.is_empty() {
+            return Err(refuse(
+                "old_mk_kept",
+                format!(
+                    "APQN(s) set to {target} show no OLD {mk_type} key: {}",
+                    listed(lost_old)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn held(register: &HeldMk) -> String {
+    match register {
+        HeldMk::Valid(vp) => vp.to_string(),
+        HeldMk::Invalid => "invalid".into(),
+        HeldMk::Unknown => "unknown".into(),
+    }
+}
+
+fn new_word(register: &NewMk) -> String {
+    match register {
+        NewMk::Empty => "empty".into(),
+        NewMk::Partial => "partially loaded".into(),
+        NewMk::Uncommitted(vp) => format!("uncommitted {vp}"),
+        NewMk::Ready(vp) => format!("ready {vp}"),
+        NewMk::Unknown => "unknown".into(),
+    }
+}
+
+fn check_stores(
+    desired: &DesiredGroup,
+    live: &LiveGroup,
+    checked: &Checked,
+) -> Result<(), GroupRefusal> {
+    for store in &live.stores {
+        let copies = match &store.state {
+            StoreState::Known(copies) => copies,
+            StoreState::Unknown { why, settle } => {
+                return Err(GroupRefusal {
+                    check: "stores_observable",
+                    message: format!("cannot tell which master key {} is under: {why}", store.id),
+                    settle: Some(settle.clone()),
+                });
+            }
+        };
+        for (mk_type, copy) in copies {
+            let Some(target) = desired.master_keys.get(mk_type) else {
+                continue;
+            };
+            let of_type = || checked.registers.values().filter_map(|r| r.get(mk_type));
+            if let Some(staged) = &copy.staged
+                && staged != target
+            {
+                return Err(refuse(
+                    "no_earlier_staged_stores",
+                    format!(
+                        "{} has a copy staged under {staged} from an earlier change, not under {target}: complete or discard it (zkey reencipher --complete, or remove NAME.renc after checking) first",
+                        store.id
+                    ),
+                ));
+            }
+            // A CCA key under OLD while CURRENT is not this change's key: an earlier change
+            // is unfinished, and this one's SET would drop OLD.
+            let under_old_only = !of_type().any(|r| r.current.vp() == Some(&copy.active))
+                && of_type().any(|r| r.old.as_ref().and_then(HeldMk::vp) == Some(&copy.active));
+            let ours = of_type().any(|r| r.current.vp() == Some(target));
+            if under_old_only && !ours {
+                return Err(refuse(
+                    "keys_under_old",
+                    format!(
+                        "{} is still under the OLD {mk_type} master key {} from an earlier change: re-encipher it from OLD (zkey reencipher --from-old) before a second change",
+                        store.id, copy.active
+                    ),
+                ));
+            }
+        }
+    }
+    let lost = losses(
+        &checked.registers.values().collect::<Vec<_>>(),
+        &live.stores,
+    );
+    if !lost.is_empty() {
+        return Err(refuse(
+            "keys_recoverable",
+            format!(
+                "no register of the group holds the master key of: {}; mkplan will not plan around lost keys",
+                listed(lost.iter().map(ToString::to_string))
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Plays the plan over the live state, step by step, and refuses if any step would leave a
+/// store under a key no register holds.
+pub(super) fn check_loss_rule(
+    desired: &DesiredGroup,
+    live: &LiveGroup,
+    plan: &GroupPlan,
+) -> Result<(), GroupRefusal> {
+    let mut world = effect::World::from_live(desired, live);
+    for step in &plan.steps {
+        world.perform(step, desired);
+        let lost = world.losses();
+        if !lost.is_empty() {
+            return Err(refuse(
+                "loss_rule",
+                format!(
+                    "step {} ({}) would lose keys: {}",
+                    step.id,
+                    step.action,
+                    listed(lost.iter().map(ToString::to_string))
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

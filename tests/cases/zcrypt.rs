@@ -1,0 +1,398 @@
+//! The `zcrypt:` backend end to end, through the binary, on the fake Crypto Express platform
+//! (`mkplan sim zcrypt`, docs/zcrypt.md): a scripted operator performs each ceremony step
+//! with the fake TKE, mkplan runs the fake zkey, and the world must record no incident.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const OLD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+const NEW: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+
+fn world_yaml(card_04_online: bool) -> String {
+    format!(
+        "latency_ms: 0
+cards:
+  - card: \"03\"
+    type: CEX8P
+    serialnr: \"93AABC0300000001\"
+    domains:
+      - domain: \"0006\"
+        WK: {{ current: \"{OLD}\", new: empty }}
+  - card: \"04\"
+    type: CEX8P
+    serialnr: \"93AABC0400000002\"
+    online: {card_04_online}
+    domains:
+      - domain: \"0006\"
+        WK: {{ current: \"{OLD}\" }}
+zkey:
+  - name: backup
+    key_type: EP11-AES
+    apqns: [\"03.0006\", \"04.0006\"]
+    mkvp: \"{}\"
+  - name: archive
+    key_type: EP11-AES
+    apqns: [\"03.0006\", \"04.0006\"]
+    mkvp: \"{}\"
+",
+        &OLD[..32],
+        &OLD[..32]
+    )
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    tke_type: &'static str,
+    vp: &'static str,
+}
+
+impl World {
+    fn new(card_04_online: bool) -> Self {
+        Self::with(&world_yaml(card_04_online), &ep11_group(), "EP11", NEW)
+    }
+
+    fn with(world: &str, group: &str, tke_type: &'static str, vp: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("world.yaml"), world).unwrap();
+        let out = mkplan(
+            &root,
+            &["sim", "zcrypt", "init", "w", "--world", "world.yaml"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(root.join("group.yaml"), group).unwrap();
+        Self {
+            _dir: dir,
+            root,
+            tke_type,
+            vp,
+        }
+    }
+}
+
+fn ep11_group() -> String {
+    format!(
+        "domain_group: payroll
+version: 1
+backend: zcrypt:w/sys
+apqns: [03.0006, 04.0006]
+master_keys:
+  - type: WK
+    verification_pattern: \"{NEW}\"
+zkey_repository: w/zkey
+stores:
+  - zkey_keys: associated
+"
+    )
+}
+
+impl World {
+    fn path(&self) -> String {
+        let wrap = self.root.join("wrap");
+        format!(
+            "{}:{}:{}",
+            wrap.display(),
+            self.root.join("w/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("mkplan"));
+        command
+            .current_dir(&self.root)
+            .env("PATH", self.path())
+            .env("MKPLAN_STATE_DIR", self.root.join("state"))
+            .env_remove("MKPLAN_BACKEND")
+            .env_remove("MKPLAN_STATE")
+            .env("NO_COLOR", "1")
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn tke(&self, action: &str, apqn: &str) {
+        let mut args = vec![
+            "sim",
+            "zcrypt",
+            "tke",
+            "--world-dir",
+            "w",
+            action,
+            "--apqns",
+            apqn,
+            "--type",
+            self.tke_type,
+        ];
+        if action != "clear" {
+            args.extend(["--vp", self.vp]);
+        }
+        let out = mkplan(&self.root, &args);
+        assert!(
+            out.status.success(),
+            "tke {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `apply --auto-approve` with an operator who performs every ceremony step it is shown
+    /// with the fake TKE, then answers `done`. Returns the exit code and stderr.
+    fn apply(&self) -> (Option<i32>, String) {
+        let mut child = self
+            .command(&[
+                "apply",
+                "group.yaml",
+                "--auto-approve",
+                "--verify-timeout-s",
+                "20",
+            ])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut seen = String::new();
+        let mut pending: Option<(String, String)> = None;
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(rest) = line.strip_prefix("Ceremony step ") {
+                // "z1 (load_new_mk) on APQN 03.0006 of domain group payroll:"
+                let action = rest.split(['(', ')']).nth(1).unwrap().to_string();
+                let apqn = rest
+                    .split("on APQN ")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                pending = Some((action, apqn));
+            }
+            if line.starts_with("Type 'done'") {
+                let (action, apqn) = pending.take().expect("an instruction before the prompt");
+                let verb = match action.as_str() {
+                    "load_new_mk" => "load",
+                    "commit_new_mk" => "commit",
+                    "set_immediate" => "set",
+                    _ => "clear",
+                };
+                self.tke(verb, &apqn);
+                let _ = stdin.write_all(b"done\n");
+            }
+        }
+        let status = child.wait().unwrap();
+        (status.code(), seen)
+    }
+
+    fn assert_no_incidents(&self) {
+        let out = mkplan(
+            &self.root,
+            &["sim", "zcrypt", "incidents", "--world-dir", "w"],
+        );
+        assert!(
+            out.status.success(),
+            "incidents: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn assert_converged(&self) {
+        let out = self.run(&["plan", "group.yaml", "--detailed-exitcode"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mkvps =
+            std::fs::read_to_string(self.root.join("w/sys/devices/ap/card04/04.0006/mkvps"))
+                .unwrap();
+        assert!(mkvps.contains(&format!("WK CUR: valid 0x{NEW}")), "{mkvps}");
+        assert!(!self.root.join("w/zkey/backup.renc").exists());
+    }
+
+    /// A `zkey` first on PATH that, at its `n`-th reencipher, runs the fake zkey and then
+    /// kills mkplan at once (power lost right after the tool's effect).
+    fn crash_mkplan_after_reencipher(&self, n: usize) {
+        let wrap = self.root.join("wrap");
+        std::fs::create_dir_all(&wrap).unwrap();
+        let script = format!(
+            "#!/bin/sh\ncase \"$*\" in *reencipher*)\n  n=$(( $(cat '{counter}' 2>/dev/null || echo 0) + 1 )); echo $n > '{counter}'\n  if [ $n -eq {n} ]; then '{real}' \"$@\"; kill -9 $PPID; exit 1; fi;;\nesac\nexec '{real}' \"$@\"\n",
+            counter = wrap.join("count").display(),
+            real = self.root.join("w/bin/zkey").display(),
+        );
+        let path = wrap.join("zkey");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn remove_wrapper(&self) {
+        let _ = std::fs::remove_file(self.root.join("wrap/zkey"));
+    }
+}
+
+fn mkplan(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn zcrypt_fresh_ep11_change_with_a_scripted_operator_converges_without_incidents() {
+    let world = World::new(true);
+    let plan = world.run(&["plan", "group.yaml", "--json"]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let actions: Vec<&str> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "load_new_mk",
+            "commit_new_mk",
+            "load_new_mk",
+            "commit_new_mk",
+            "stage_reencipher",
+            "stage_reencipher",
+            "set_immediate",
+            "set_immediate",
+            "complete_reencipher",
+            "complete_reencipher"
+        ]
+    );
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("zkey reencipher --name archive --apqns 03.0006,04.0006 --to-new --staged"),
+        "{stderr}"
+    );
+    world.assert_no_incidents();
+    world.assert_converged();
+}
+
+#[test]
+fn zcrypt_a_crash_right_after_each_tool_step_is_settled_by_reading_and_the_rerun_converges() {
+    for n in 1..=4 {
+        let world = World::new(true);
+        world.crash_mkplan_after_reencipher(n);
+        let (code, stderr) = world.apply();
+        assert_ne!(code, Some(0), "crash {n} did not stop the apply: {stderr}");
+        world.remove_wrapper();
+        let (code, stderr) = world.apply();
+        assert_eq!(code, Some(0), "rerun after crash {n}: {stderr}");
+        assert!(
+            stderr.contains("was interrupted: settled by reading the stores again"),
+            "{stderr}"
+        );
+        world.assert_no_incidents();
+        world.assert_converged();
+    }
+}
+
+#[test]
+fn zcrypt_an_offline_apqn_is_refused_naming_the_check_and_the_apqn_with_nothing_run() {
+    let world = World::new(false);
+    let out = world.run(&["plan", "group.yaml"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("apqns_online") && stderr.contains("04.0006"),
+        "{stderr}"
+    );
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(!stderr.contains("Ceremony step"), "{stderr}");
+    world.assert_no_incidents();
+}
+
+const CCA_OLD: &str = "c1c1c1c1c1c1c1c1";
+const CCA_NEW: &str = "e5e5e5e5e5e5e5e5";
+
+#[test]
+fn zcrypt_a_cca_change_sets_first_then_moves_the_key_from_old_without_incidents() {
+    let world = World::with(
+        &format!(
+            "latency_ms: 0
+cards:
+  - card: \"05\"
+    type: CEX7C
+    serialnr: \"93AAC005\"
+    domains:
+      - domain: \"0006\"
+        AES: {{ current: \"{CCA_OLD}\", old: \"c0c0c0c0c0c0c0c0\" }}
+zkey:
+  - name: db-data
+    key_type: CCA-AESDATA
+    apqns: [\"05.0006\"]
+    mkvp: \"{CCA_OLD}\"
+"
+        ),
+        &format!(
+            "domain_group: ledger
+version: 1
+backend: zcrypt:w/sys
+apqns: [05.0006]
+procedure: set_then_from_old
+master_keys:
+  - {{ type: AES, verification_pattern: \"{CCA_NEW}\" }}
+zkey_repository: w/zkey
+stores:
+  - zkey_key: db-data
+"
+        ),
+        "AES",
+        CCA_NEW,
+    );
+    let plan = world.run(&["plan", "group.yaml"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("reencipher_from_old") && !text.contains("commit_new_mk"),
+        "{text}"
+    );
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("zkey reencipher --name db-data --apqns 05.0006 --from-old"),
+        "{stderr}"
+    );
+    world.assert_no_incidents();
+    let again = world.run(&["plan", "group.yaml", "--detailed-exitcode"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    let mkvps =
+        std::fs::read_to_string(world.root.join("w/sys/devices/ap/card05/05.0006/mkvps")).unwrap();
+    assert!(
+        mkvps.contains(&format!("AES CUR: valid 0x{CCA_NEW}"))
+            && mkvps.contains(&format!("AES OLD: valid 0x{CCA_OLD}")),
+        "{mkvps}"
+    );
+}
