@@ -15,6 +15,9 @@ use crate::plan::{Action, InstancePlan, Step};
 
 /// How the journal's evidence of a ceremony step begins.
 pub const CEREMONY: &str = "ceremony:";
+/// What a ceremony step's evidence says when the operator's word is all there is (a rewrap on
+/// a service that reports no rotation status): the live state cannot show it.
+pub const ATTESTED: &str = "the operator attests";
 
 /// A ceremony step: the operator performs it, then the live state must show its effect
 /// within the timeout. The outcome carries the evidence: what the live state showed, or what
@@ -167,7 +170,7 @@ async fn attest_rewrap<O: Operator>(
         Answer::Yes => (
             Ok(Outcome::SettledDone {
                 evidence: format!(
-                    "{CEREMONY} the operator attests the service reported \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\""
+                    "{CEREMONY} {ATTESTED} the service reported \"KMS CRK rewrap successful, waiting on cryptounit-mk-setimm\""
                 ),
             }),
             Vec::new(),

@@ -19,8 +19,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 
 use super::audit::{Audit, AuditError};
-pub use super::by_hand::CEREMONY;
 use super::by_hand::perform_by_hand;
+pub use super::by_hand::{ATTESTED, CEREMONY};
 use super::interrupt::{Interrupt, StepEnd, Stopped};
 use super::journal::{Journal, JournalError, Outcome, Record};
 pub use super::resume::{close_finished, record_rotations, settle_previous};
@@ -450,7 +450,11 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
                         elapsed.as_secs_f64(),
                         match &outcome {
                             Outcome::SettledDone { evidence } if evidence.starts_with(CEREMONY) =>
-                                " (by hand; verified in the live state)",
+                                if evidence.contains(ATTESTED) {
+                                    " (by hand; attested by the operator: the service shows no rotation status)"
+                                } else {
+                                    " (by hand; verified in the live state)"
+                                },
                             Outcome::SettledDone { .. } =>
                                 " (response lost; settled from the live state)",
                             _ => "",

@@ -240,6 +240,12 @@ fn without_a_status_the_operator_attests_the_rewrap_and_the_journal_keeps_it() {
         transcript.contains("KMS CRK rewrap successful, waiting on cryptounit-mk-setimm"),
         "{transcript}"
     );
+    // The live state cannot show a rewrap on such a service: the line says whose word it is.
+    assert!(
+        transcript
+            .contains("(by hand; attested by the operator: the service shows no rotation status)"),
+        "{transcript}"
+    );
     assert!(
         ws.read(".mkplan/journal.jsonl")
             .contains("the operator attests the service reported")
