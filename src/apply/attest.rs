@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
 use super::journal::{Outcome, Record, unix_now};
-use crate::model::{LiveInstance, RewrapStatus, VerificationPattern};
+use crate::model::{JournalRewrap, LiveInstance, RewrapStatus, VerificationPattern};
 use crate::plan::{Action, common_current};
 use crate::timestamp::utc_now;
 
@@ -51,6 +51,22 @@ pub fn attestation_records(
         return Err(NotTaken(format!(
             "refused: no register of service instance {} holds {}…, and a rewrap to it leaves it in the new registers until set immediate: it cannot have completed. Nothing was journaled",
             found.id,
+            to.short()
+        )));
+    }
+    // mkplan's own rewrap of this rotation, seen to complete: nobody can say it did not run.
+    // (Whether someone rotated back since is another rotation, which this journal did not see.)
+    if !attestation.ran
+        && let Some(rotation) = journal_evidence(records, backend, witness).rotation(&found.id)
+        && rotation.from == from
+        && rotation.to == to
+        && let JournalRewrap::Completed { how } = &rotation.rewrap
+    {
+        return Err(NotTaken(format!(
+            "refused: {witness} saw the rewrap of service instance {} from {}… to {}… complete ({how}): nobody can attest that it did not run. Nothing was journaled. If nobody acted on the instance since, confirm the journal with --completed. If someone did (a rotation back and a new load of {}…), this journal did not see that rotation: ask them for its journal (its --state-dir), or settle it with the service's rotation status or IBM support",
+            found.id,
+            from.short(),
+            to.short(),
             to.short()
         )));
     }

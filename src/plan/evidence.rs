@@ -371,7 +371,12 @@ fn completed_claim(
         detail: format!(
             "{witness} saw {why}, but its run stopped before any unit it promoted: since then another operator or state folder may have finished this rotation and rotated back, which leaves the registers as they are now"
         ),
-        fix: attest_fix(live, to, journal, true),
+        fix: format!(
+            "ask everyone who can act on this instance (other operators and state folders, TKE CLI and TKE application users) whether anyone did since the interruption. If nobody did, confirm the journal with `mkplan attest rewrap {id} --completed --desired {file}`. If someone did, this journal did not see their rotation: plan with their state folder (--state-dir), or settle it with the service's rotation status or IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register (target {t}…)",
+            id = live.id,
+            file = desired_file(journal),
+            t = to.short()
+        ),
     })
 }
 

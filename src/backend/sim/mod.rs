@@ -121,7 +121,12 @@ impl Simulator {
             let Some(index) = store.position(id) else {
                 return Err(BackendError::UnknownInstance {
                     instance: id.clone(),
-                    known: store.fleet().instances.iter().map(|i| i.id.clone()).collect(),
+                    known: store
+                        .fleet()
+                        .instances
+                        .iter()
+                        .map(|i| i.id.clone())
+                        .collect(),
                 });
             };
             alone.instances.push(store.fleet().instances[index].clone());

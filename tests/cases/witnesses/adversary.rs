@@ -280,3 +280,46 @@ fn the_operator_may_say_a_rewrap_by_hand_did_not_run() {
     apply(&ws, "", &[]).expect_code(0);
     assert_converged(&ws, "after the ceremony that never ran");
 }
+
+/// Regression (third adversarial review, u3): a rotation stopped after its own rewrap
+/// completed, every set immediate failing. The plan's fix offered `attest rewrap --not-run`,
+/// which was taken although it contradicts the journal's own record, and the next plan gave
+/// the same refusal and the same advice: a loop. Now the fix offers `--completed` only, the
+/// contradicting attestation is refused with nothing journaled, and the confirmation lets the
+/// rotation finish.
+#[test]
+fn a_rewrap_the_journal_saw_complete_cannot_be_attested_as_not_run() {
+    let ws = rotate_to_b(&three_units(false));
+    // Operations 1-6 load and commit, 7 is the rewrap; every set immediate after it fails.
+    let failing: Vec<String> = (8..=20).map(|n| format!("fail_op={n}")).collect();
+    let first = apply(&ws, &failing.join(","), &["--parallelism", "1"]);
+    assert_ne!(first.code, 0, "{}", said(&first));
+    assert_eq!(
+        sim(&ws).instances[0]
+            .key_storage
+            .verification_pattern
+            .as_str(),
+        B
+    );
+    let plan = ws.mkplan(&["plan", DESIRED]);
+    assert_eq!(plan.code, 3, "{}", said(&plan));
+    let fix = said(&plan);
+    assert!(fix.contains("--completed"), "{fix}");
+    assert!(
+        !fix.contains("--not-run"),
+        "the fix must not offer a contradiction:\n{fix}"
+    );
+    let before = journal(&ws);
+    let id = sim(&ws).instances[0].id.clone();
+    let refused = attest(&ws, &id, &["--not-run"]);
+    assert_eq!(refused.code, 3, "{}", said(&refused));
+    assert!(
+        said(&refused).contains("nobody can attest that it did not run"),
+        "{}",
+        said(&refused)
+    );
+    assert_eq!(journal(&ws), before, "nothing journaled");
+    attest(&ws, &id, &["--completed"]).expect_code(0);
+    apply(&ws, "", &[]).expect_code(0);
+    assert_converged(&ws, "after the confirmation");
+}
