@@ -216,6 +216,30 @@ impl World {
         (status.code(), seen)
     }
 
+    /// The plan's steps, as `action@APQN` for ceremony steps and `action:store` for tools.
+    pub(crate) fn planned(&self) -> Vec<String> {
+        let out = self.run(&["plan", "group.yaml", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| match s["apqn"].as_str() {
+                Some(apqn) => format!("{}@{apqn}", s["action"].as_str().unwrap()),
+                None => format!(
+                    "{}:{}",
+                    s["action"].as_str().unwrap(),
+                    s["store"]["name"].as_str().unwrap()
+                ),
+            })
+            .collect()
+    }
+
     pub(crate) fn assert_no_incidents(&self) {
         let out = mkplan(
             &self.root,
@@ -229,7 +253,8 @@ impl World {
         );
     }
 
-    pub(crate) fn assert_converged(&self) {
+    /// `plan` shows nothing left to do.
+    pub(crate) fn assert_plan_empty(&self) {
         let out = self.run(&["plan", "group.yaml", "--detailed-exitcode"]);
         assert_eq!(
             out.status.code(),
@@ -238,6 +263,10 @@ impl World {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    pub(crate) fn assert_converged(&self) {
+        self.assert_plan_empty();
         let mkvps =
             std::fs::read_to_string(self.root.join("w/sys/devices/ap/card04/04.0006/mkvps"))
                 .unwrap();
@@ -288,18 +317,10 @@ pub(crate) fn mkplan(cwd: &Path, args: &[&str]) -> Output {
 #[test]
 fn zcrypt_fresh_ep11_change_with_a_scripted_operator_converges_without_incidents() {
     let world = World::new(true);
-    let plan = world.run(&["plan", "group.yaml", "--json"]);
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    let actions: Vec<&str> = json["steps"]
-        .as_array()
-        .unwrap()
+    let planned = world.planned();
+    let actions: Vec<&str> = planned
         .iter()
-        .map(|s| s["action"].as_str().unwrap())
+        .map(|s| s.split(['@', ':']).next().unwrap())
         .collect();
     assert_eq!(
         actions,

@@ -67,30 +67,6 @@ impl World {
         );
     }
 
-    /// The plan's steps, as `action@APQN` for ceremony steps and `action:store` for tools.
-    fn planned(&self) -> Vec<String> {
-        let out = self.run(&["plan", "group.yaml", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        json["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| match s["apqn"].as_str() {
-                Some(apqn) => format!("{}@{apqn}", s["action"].as_str().unwrap()),
-                None => format!(
-                    "{}:{}",
-                    s["action"].as_str().unwrap(),
-                    s["store"]["name"].as_str().unwrap()
-                ),
-            })
-            .collect()
-    }
-
     /// The world's truth: registers, stores, open operations, history, incidents.
     fn truth(&self) -> Vec<u8> {
         std::fs::read(self.root.join("w/world.json")).unwrap()
@@ -98,14 +74,7 @@ impl World {
 
     /// Nothing left to do, no staged copy left behind, no incident.
     fn assert_nothing_left(&self) {
-        let out = self.run(&["plan", "group.yaml", "--detailed-exitcode"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.assert_plan_empty();
         for entry in std::fs::read_dir(self.root.join("w/zkey")).unwrap() {
             let name = entry.unwrap().file_name();
             assert!(
@@ -139,12 +108,38 @@ fn ep11_load_commit(world: &World, apqn: &str) {
     world.tke("commit", apqn);
 }
 
+/// NEW loaded and committed on both APQNs, then `zkey reencipher --to-new --staged` of the
+/// keys `filter` selects.
+fn ep11_loaded_then_staged(world: &World, filter: &[&str]) {
+    ep11_load_commit(world, "03.0006");
+    ep11_load_commit(world, "04.0006");
+    let mut args = vec![
+        "reencipher",
+        "--apqns",
+        "03.0006,04.0006",
+        "--to-new",
+        "--staged",
+    ];
+    args.extend(filter);
+    world.tool("zkey", &args);
+}
+
 struct Converges {
     name: &'static str,
     world: fn() -> World,
     mid: fn(&World),
-    steps: &'static [&'static str],
+    steps: Vec<&'static str>,
 }
+
+/// The EP11 change of the harness's world from the staging on, in plan order.
+const FROM_STAGING: [&str; 6] = [
+    "stage_reencipher:archive",
+    "stage_reencipher:backup",
+    "set_immediate@03.0006",
+    "set_immediate@04.0006",
+    "complete_reencipher:archive",
+    "complete_reencipher:backup",
+];
 
 #[test]
 fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() {
@@ -153,7 +148,7 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
             name: "fresh CCA change, re-encipher then set",
             world: || cca_world(CCA_OLD),
             mid: |_| {},
-            steps: &[
+            steps: vec![
                 "load_new_mk@05.0006",
                 "load_new_mk@06.0006",
                 "stage_reencipher:db-data",
@@ -166,16 +161,11 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
             name: "NEW loaded and committed on one APQN only",
             world: ep11_world,
             mid: |w| ep11_load_commit(w, "03.0006"),
-            steps: &[
-                "load_new_mk@04.0006",
-                "commit_new_mk@04.0006",
-                "stage_reencipher:archive",
-                "stage_reencipher:backup",
-                "set_immediate@03.0006",
-                "set_immediate@04.0006",
-                "complete_reencipher:archive",
-                "complete_reencipher:backup",
-            ],
+            steps: [
+                &["load_new_mk@04.0006", "commit_new_mk@04.0006"][..],
+                &FROM_STAGING,
+            ]
+            .concat(),
         },
         Converges {
             name: "NEW loaded but not committed on one APQN",
@@ -184,36 +174,13 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
                 ep11_load_commit(w, "03.0006");
                 w.tke("load", "04.0006");
             },
-            steps: &[
-                "commit_new_mk@04.0006",
-                "stage_reencipher:archive",
-                "stage_reencipher:backup",
-                "set_immediate@03.0006",
-                "set_immediate@04.0006",
-                "complete_reencipher:archive",
-                "complete_reencipher:backup",
-            ],
+            steps: [&["commit_new_mk@04.0006"][..], &FROM_STAGING].concat(),
         },
         Converges {
             name: "one store staged, the other not",
             world: ep11_world,
-            mid: |w| {
-                ep11_load_commit(w, "03.0006");
-                ep11_load_commit(w, "04.0006");
-                w.tool(
-                    "zkey",
-                    &[
-                        "reencipher",
-                        "--name",
-                        "backup",
-                        "--apqns",
-                        "03.0006,04.0006",
-                        "--to-new",
-                        "--staged",
-                    ],
-                );
-            },
-            steps: &[
+            mid: |w| ep11_loaded_then_staged(w, &["--name", "backup"]),
+            steps: vec![
                 "stage_reencipher:archive",
                 "set_immediate@03.0006",
                 "set_immediate@04.0006",
@@ -225,15 +192,10 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
             name: "set on one APQN only (a change stopped mid-set)",
             world: ep11_world,
             mid: |w| {
-                ep11_load_commit(w, "03.0006");
-                ep11_load_commit(w, "04.0006");
-                w.tool(
-                    "zkey",
-                    &["reencipher", "--apqns", "03.0006,04.0006", "--to-new"],
-                );
+                ep11_loaded_then_staged(w, &[]);
                 w.tke("set", "03.0006");
             },
-            steps: &[
+            steps: vec![
                 "set_immediate@04.0006",
                 "complete_reencipher:archive",
                 "complete_reencipher:backup",
@@ -249,19 +211,17 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
                 ))
             },
             mid: |_| {},
-            steps: &[
-                "clear_new_mk@03.0006",
-                "load_new_mk@03.0006",
-                "commit_new_mk@03.0006",
-                "load_new_mk@04.0006",
-                "commit_new_mk@04.0006",
-                "stage_reencipher:archive",
-                "stage_reencipher:backup",
-                "set_immediate@03.0006",
-                "set_immediate@04.0006",
-                "complete_reencipher:archive",
-                "complete_reencipher:backup",
-            ],
+            steps: [
+                &[
+                    "clear_new_mk@03.0006",
+                    "load_new_mk@03.0006",
+                    "commit_new_mk@03.0006",
+                    "load_new_mk@04.0006",
+                    "commit_new_mk@04.0006",
+                ][..],
+                &FROM_STAGING,
+            ]
+            .concat(),
         },
     ];
     for row in rows {
@@ -427,14 +387,19 @@ fn zcrypt_a_stop_or_a_kill_at_every_ceremony_step_is_followed_by_a_rerun_that_co
     world.assert_nothing_left();
 }
 
+/// The harness's world with a fault armed for the next `times` runs of `zkey reencipher`.
+fn with_reencipher_fault(kind: &str, times: u32) -> World {
+    ep11(&format!(
+        "{}faults:\n  - {{ kind: {kind}, tool: zkey reencipher, times: {times} }}\n",
+        world_yaml(true)
+    ))
+}
+
 /// The tool is killed after its effect at every tool step (the outcome is lost: settled by
 /// reading), or fails before any effect (the apply stops; the rerun converges).
 #[test]
 fn zcrypt_tools_killed_after_their_effect_or_failing_are_settled_and_the_change_converges() {
-    let crashing = ep11(&format!(
-        "{}faults:\n  - {{ kind: crash_after_effect, tool: zkey reencipher, times: 4 }}\n",
-        world_yaml(true)
-    ));
+    let crashing = with_reencipher_fault("crash_after_effect", 4);
     let (code, stderr) = crashing.apply();
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(
@@ -447,10 +412,7 @@ fn zcrypt_tools_killed_after_their_effect_or_failing_are_settled_and_the_change_
     crashing.assert_converged();
     crashing.assert_nothing_left();
 
-    let failing = ep11(&format!(
-        "{}faults:\n  - {{ kind: fail_before_effect, tool: zkey reencipher, times: 1 }}\n",
-        world_yaml(true)
-    ));
+    let failing = with_reencipher_fault("fail_before_effect", 1);
     let (code, stderr) = failing.apply();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
