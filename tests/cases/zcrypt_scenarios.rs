@@ -266,6 +266,24 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
             names: vec!["archive".into(), OTHER[..32].into()],
         },
         Refused {
+            // Regression: found by `mkplan drill`, which lost `archive` in every run.
+            name: "a zkey key associated with the APQNs but left out of the file",
+            world: || {
+                World::with(
+                    &world_yaml(true),
+                    &ep11_group().replace("  - zkey_keys: associated", "  - zkey_key: backup"),
+                    "EP11",
+                    NEW,
+                )
+            },
+            mid: |_| {},
+            check: "stores_declared",
+            names: vec![
+                "zkey key \"archive\" (under WK a1a1".into(),
+                "03.0006, 04.0006".into(),
+            ],
+        },
+        Refused {
             name: "a CCA key still under OLD before a second change",
             world: || cca_world(CCA_OLDER),
             mid: |_| {},
