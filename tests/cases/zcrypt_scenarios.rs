@@ -284,6 +284,20 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
             ],
         },
         Refused {
+            // Regression: found by `mkplan drill` on plans/zcrypt-world.yaml, whose disk-root
+            // key's LUKS2 header copy every run lost.
+            name: "a zkey key with a LUKS2 volume, whose header mkplan does not read",
+            world: || {
+                ep11(&format!(
+                    "{}    volume: {{ device: /dev/dasdb1, dm_name: enc-root, volume_type: luks2 }}\n",
+                    world_yaml(true)
+                ))
+            },
+            mid: |_| {},
+            check: "stores_observable",
+            names: vec!["zkey key \"archive\"".into(), "/dev/dasdb1:enc-root".into()],
+        },
+        Refused {
             name: "a CCA key still under OLD before a second change",
             world: || cca_world(CCA_OLDER),
             mid: |_| {},

@@ -303,8 +303,14 @@ fn check_stores(
         .undeclared
         .iter()
         .filter_map(|store| {
-            let StoreState::Known(copies) = &store.state else {
-                return None;
+            let copies = match &store.state {
+                StoreState::Known(copies) => copies,
+                StoreState::Unknown { why, .. } => {
+                    return Some(format!(
+                        "{} (cannot tell which key it is under: {why})",
+                        store.id
+                    ));
+                }
             };
             let under: Vec<String> = copies
                 .iter()
@@ -323,7 +329,7 @@ fn check_stores(
         return Err(refuse(
             "stores_declared",
             format!(
-                "zkey keys associated with APQN(s) {} are not in the group file: {}; the change's set would lose them. Add `zkey_keys: associated` to stores (or name each key), or remove their association (zkey change --apqns) if another group holds them",
+                "zkey keys associated with APQN(s) {} are not in the group file: {}; the change's set would lose those under the old master key. Add `zkey_keys: associated` to stores (or name each key), or remove their association (zkey change --apqns) if another group holds them",
                 listed(desired.apqns.iter().map(ToString::to_string)),
                 listed(left_out)
             ),
