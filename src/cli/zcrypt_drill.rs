@@ -42,15 +42,18 @@ pub fn drill(args: &DrillArgs) -> Result<u8> {
     let shown = path.display().to_string();
     let text = crate::bounded_read::read_to_string(path, GROUP_FILE_BYTES_MAX)
         .map_err(|e| Error::Other(format!("{shown}: cannot read the domain group file: {e}")))?;
-    let desired = parse_domain_group(&shown, &text, path.parent().unwrap_or(Path::new("")))?;
+    let mut desired = parse_domain_group(&shown, &text, path.parent().unwrap_or(Path::new("")))?;
     let (root, backend_flag) = sysfs_root(args, desired.backend.as_deref(), path)?;
     let world_dir = world_of(&root)?;
-    if desired.zkey_repository.canonicalize().ok() != world_dir.join("zkey").canonicalize().ok() {
-        return Err(Error::Other(format!(
-            "{shown}: zkey_repository is {}, not the world's {}: a drill copies the world's repository with it, so the file must name it",
+    let repository = world_dir.join("zkey");
+    if desired.zkey_repository.canonicalize().ok() != repository.canonicalize().ok() {
+        // The file names the machine's repository; the runs use their copy of the world's.
+        output::note(&format!(
+            "{shown} names zkey_repository {}: the drill reads the world's, {}, and each run its copy of it.",
             desired.zkey_repository.display(),
-            world_dir.join("zkey").display()
-        )));
+            repository.display()
+        ));
+        desired.zkey_repository = repository;
     }
     let tools = WorldTools {
         bin: world_dir.join("bin"),

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::group::{GroupFault, Target, VERIFY_TIMEOUT_S, arm, draw};
 use super::{CLEAN_RERUNS_MAX, Verdict};
 use crate::backend::zcrypt::fake::ceremony::{self, Action, Request};
-use crate::backend::zcrypt::fake::init;
 use crate::backend::zcrypt::fake::world::{Mk, World};
+use crate::backend::zcrypt::fake::{init, ock};
 use crate::model::domain_group_desired::DesiredGroup;
 
 /// Runs the fake's tools from a world's `bin` folder (the drill reads the world it copies
@@ -356,10 +356,8 @@ impl Operator<'_> {
             }
             Some(GroupFault::Latency { .. }) => {
                 let dir = self.world_dir.to_path_buf();
-                self.behind.push(std::thread::spawn(move || {
-                    let output = ceremony::run(&dir, &request);
-                    (output.code != 0).then(|| refused(&step, &output))
-                }));
+                self.behind
+                    .push(std::thread::spawn(move || tke(&dir, &request, &step).err()));
                 answer(child, "done\n");
             }
             _ => {
@@ -370,24 +368,48 @@ impl Operator<'_> {
         }
     }
 
-    /// Performs the step with the fake TKE; when it refuses, mkplan asked for a wrong step:
-    /// the apply is killed at once (it would wait for `mkvps` in vain).
+    /// Performs the step; when the TKE refuses it, mkplan asked for a wrong step: the apply
+    /// is killed at once (it would wait for `mkvps` in vain).
     fn perform(&mut self, request: &Request, step: &str, child: &mut Child) -> bool {
-        let output = ceremony::run(self.world_dir, request);
-        if output.code == 0 {
-            return true;
+        match tke(self.world_dir, request, step) {
+            Ok(()) => true,
+            Err(why) => {
+                self.wrong.get_or_insert(why);
+                let _ = child.kill();
+                false
+            }
         }
-        self.wrong.get_or_insert_with(|| refused(step, &output));
-        let _ = child.kill();
-        false
     }
 }
 
-fn refused(step: &str, output: &crate::backend::zcrypt::fake::Output) -> String {
-    format!(
-        "mkplan asked for ceremony step {step}, which the TKE refused: {}",
-        output.stderr.trim()
-    )
+/// The step with the fake TKE, and after a set, the token configs pinned.
+fn tke(world_dir: &Path, request: &Request, step: &str) -> Result<(), String> {
+    let output = ceremony::run(world_dir, request);
+    if output.code != 0 {
+        return Err(format!(
+            "mkplan asked for ceremony step {step}, which the TKE refused: {}",
+            output.stderr.trim()
+        ));
+    }
+    if request.action == Action::Set {
+        pin_tokens(world_dir)?;
+    }
+    Ok(())
+}
+
+/// What the procedure asks of the operator after the set, before `pkcshsm_mk_change
+/// finalize`: each token config's `EXPECTED_*` pins name the keys its objects were
+/// re-enciphered under.
+fn pin_tokens(world_dir: &Path) -> Result<(), String> {
+    let world = World::load(world_dir)?;
+    for token in world.tokens.iter().filter(|t| !t.staged.is_empty()) {
+        let mut pinned = token.clone();
+        pinned.objects.extend(token.staged.clone());
+        let path = ock::config_path(world_dir, token);
+        std::fs::write(&path, ock::config_text(&world, &pinned))
+            .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
+    }
+    Ok(())
 }
 
 /// The TKE request for a ceremony step the apply showed.
