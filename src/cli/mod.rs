@@ -21,6 +21,7 @@ mod state;
 mod status;
 mod validate;
 mod zcrypt;
+mod zcrypt_drill;
 mod zcrypt_sim;
 
 use std::path::PathBuf;
@@ -468,6 +469,9 @@ pub async fn run(args: Args) -> Result<u8> {
                 &store,
             )
             .await
+        }
+        Command::Drill(drill_args) if zcrypt::is_group_file(&drill_args.desired) => {
+            zcrypt_drill::drill(&drill_args)
         }
         Command::Drill(drill_args) => drill::drill(&drill_args, &store).await,
         Command::Keypart(KeypartCommand::New { out, password_env }) => {

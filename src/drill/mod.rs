@@ -13,6 +13,8 @@
 
 pub mod actors;
 pub mod backend;
+pub mod group;
+pub mod group_run;
 pub mod report;
 pub mod schedule;
 

@@ -165,6 +165,9 @@ pub struct LiveStore {
 pub struct LiveGroup {
     pub apqns: Vec<LiveApqn>,
     pub stores: Vec<LiveStore>,
+    /// zkey keys associated with the group's APQNs that the file does not declare (read when
+    /// it names keys one by one): a set would lose those still under the old master key.
+    pub undeclared: Vec<LiveStore>,
 }
 
 /// A store whose copies of one type no register holds any more.

@@ -32,4 +32,6 @@ mod untouched;
 mod views;
 mod witnesses;
 mod zcrypt;
+mod zcrypt_drill;
 mod zcrypt_fake;
+mod zcrypt_scenarios;

@@ -6,10 +6,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const OLD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
-const NEW: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+pub(crate) const OLD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+pub(crate) const NEW: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
 
-fn world_yaml(card_04_online: bool) -> String {
+pub(crate) fn world_yaml(card_04_online: bool) -> String {
     format!(
         "latency_ms: 0
 cards:
@@ -41,9 +41,9 @@ zkey:
     )
 }
 
-struct World {
+pub(crate) struct World {
     _dir: tempfile::TempDir,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     tke_type: &'static str,
     vp: &'static str,
 }
@@ -53,7 +53,7 @@ impl World {
         Self::with(&world_yaml(card_04_online), &ep11_group(), "EP11", NEW)
     }
 
-    fn with(world: &str, group: &str, tke_type: &'static str, vp: &'static str) -> Self {
+    pub(crate) fn with(world: &str, group: &str, tke_type: &'static str, vp: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         std::fs::write(root.join("world.yaml"), world).unwrap();
@@ -76,7 +76,7 @@ impl World {
     }
 }
 
-fn ep11_group() -> String {
+pub(crate) fn ep11_group() -> String {
     format!(
         "domain_group: payroll
 version: 1
@@ -116,11 +116,11 @@ impl World {
         command
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
 
-    fn tke(&self, action: &str, apqn: &str) {
+    pub(crate) fn tke(&self, action: &str, apqn: &str) {
         let mut args = vec![
             "sim",
             "zcrypt",
@@ -146,7 +146,16 @@ impl World {
 
     /// `apply --auto-approve` with an operator who performs every ceremony step it is shown
     /// with the fake TKE, then answers `done`. Returns the exit code and stderr.
-    fn apply(&self) -> (Option<i32>, String) {
+    pub(crate) fn apply(&self) -> (Option<i32>, String) {
+        self.apply_as(|_, _| Operator::Performs)
+    }
+
+    /// `apply --auto-approve` with an operator who, shown ceremony step `action` on `apqn`,
+    /// does what `operator` says.
+    pub(crate) fn apply_as(
+        &self,
+        mut operator: impl FnMut(&str, &str) -> Operator,
+    ) -> (Option<i32>, String) {
         let mut child = self
             .command(&[
                 "apply",
@@ -188,15 +197,50 @@ impl World {
                     "set_immediate" => "set",
                     _ => "clear",
                 };
-                self.tke(verb, &apqn);
-                let _ = stdin.write_all(b"done\n");
+                match operator(&action, &apqn) {
+                    Operator::Performs => {
+                        self.tke(verb, &apqn);
+                        let _ = stdin.write_all(b"done\n");
+                    }
+                    Operator::Stops => {
+                        let _ = stdin.write_all(b"stop\n");
+                    }
+                    Operator::PerformsThenApplyKilled => {
+                        self.tke(verb, &apqn);
+                        let _ = child.kill();
+                    }
+                }
             }
         }
         let status = child.wait().unwrap();
         (status.code(), seen)
     }
 
-    fn assert_no_incidents(&self) {
+    /// The plan's steps, as `action@APQN` for ceremony steps and `action:store` for tools.
+    pub(crate) fn planned(&self) -> Vec<String> {
+        let out = self.run(&["plan", "group.yaml", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| match s["apqn"].as_str() {
+                Some(apqn) => format!("{}@{apqn}", s["action"].as_str().unwrap()),
+                None => format!(
+                    "{}:{}",
+                    s["action"].as_str().unwrap(),
+                    s["store"]["name"].as_str().unwrap()
+                ),
+            })
+            .collect()
+    }
+
+    pub(crate) fn assert_no_incidents(&self) {
         let out = mkplan(
             &self.root,
             &["sim", "zcrypt", "incidents", "--world-dir", "w"],
@@ -209,7 +253,8 @@ impl World {
         );
     }
 
-    fn assert_converged(&self) {
+    /// `plan` shows nothing left to do.
+    pub(crate) fn assert_plan_empty(&self) {
         let out = self.run(&["plan", "group.yaml", "--detailed-exitcode"]);
         assert_eq!(
             out.status.code(),
@@ -218,6 +263,10 @@ impl World {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    pub(crate) fn assert_converged(&self) {
+        self.assert_plan_empty();
         let mkvps =
             std::fs::read_to_string(self.root.join("w/sys/devices/ap/card04/04.0006/mkvps"))
                 .unwrap();
@@ -246,7 +295,18 @@ impl World {
     }
 }
 
-fn mkplan(cwd: &Path, args: &[&str]) -> Output {
+/// What the scripted operator does when shown a ceremony step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operator {
+    /// Performs it with the fake TKE and answers `done`.
+    Performs,
+    /// Answers `stop` without performing it (the operator walks away).
+    Stops,
+    /// Performs it, then the apply is killed (SIGKILL) while it waits for `done`.
+    PerformsThenApplyKilled,
+}
+
+pub(crate) fn mkplan(cwd: &Path, args: &[&str]) -> Output {
     Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
         .current_dir(cwd)
         .args(args)
@@ -257,18 +317,10 @@ fn mkplan(cwd: &Path, args: &[&str]) -> Output {
 #[test]
 fn zcrypt_fresh_ep11_change_with_a_scripted_operator_converges_without_incidents() {
     let world = World::new(true);
-    let plan = world.run(&["plan", "group.yaml", "--json"]);
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    let actions: Vec<&str> = json["steps"]
-        .as_array()
-        .unwrap()
+    let planned = world.planned();
+    let actions: Vec<&str> = planned
         .iter()
-        .map(|s| s["action"].as_str().unwrap())
+        .map(|s| s.split(['@', ':']).next().unwrap())
         .collect();
     assert_eq!(
         actions,

@@ -112,10 +112,33 @@ impl ZcryptBackend {
 
     /// The group's APQNs and stores, as the machine shows them now.
     pub fn read(&self, desired: &DesiredGroup) -> Result<LiveGroup, String> {
+        let stores = self.read_stores(desired)?;
+        let undeclared = self.read_undeclared(desired, &stores);
         Ok(LiveGroup {
             apqns: self.read_apqns(desired)?,
-            stores: self.read_stores(desired)?,
+            stores,
+            undeclared,
         })
+    }
+
+    /// The zkey keys associated with the group's APQNs that `stores` does not hold: none
+    /// when the file takes every associated key (`zkey_keys: associated`).
+    fn read_undeclared(&self, desired: &DesiredGroup, stores: &[LiveStore]) -> Vec<LiveStore> {
+        if desired
+            .stores
+            .iter()
+            .any(|s| matches!(s, DesiredStore::ZkeyAssociated))
+        {
+            return Vec::new();
+        }
+        self.zkey_keys(
+            desired,
+            vec!["--apqns".into(), Self::apqn_list(desired)],
+            None,
+        )
+        .into_iter()
+        .filter(|key| !stores.iter().any(|s| s.id == key.id))
+        .collect()
     }
 
     pub fn read_apqns(&self, desired: &DesiredGroup) -> Result<Vec<LiveApqn>, String> {
@@ -230,8 +253,38 @@ impl ZcryptBackend {
                 format!("zkey validate does not show it ({})", output.last_words()),
             )];
         }
+        // A key's LUKS2 volumes hold copies of it in their headers, which mkplan does not
+        // read yet: a set would lose those copies unseen.
+        let mut list_args = vec!["list".to_string()];
+        list_args.extend(call.args[1..].iter().cloned());
+        let list = self.call(desired, "zkey", list_args);
+        let volumes = match self.runner.run(&list) {
+            Ok(output) if output.success() => stores::parse_list_volumes(&output.stdout),
+            Ok(output) => {
+                let why = format!("{} failed: {}", list.shown(), output.last_words());
+                return keys.iter().map(|k| unknown(&k.name, why.clone())).collect();
+            }
+            Err(why) => return keys.iter().map(|k| unknown(&k.name, why.clone())).collect(),
+        };
         keys.into_iter()
             .map(|key| match self.zkey_copies(desired, &key) {
+                Ok(_) if volumes.contains_key(&key.name) => LiveStore {
+                    id: StoreId {
+                        kind: StoreKind::ZkeyKey,
+                        name: key.name.clone(),
+                    },
+                    state: StoreState::Unknown {
+                        why: format!(
+                            "its LUKS2 volume(s) {} hold a copy of it in their headers, which mkplan does not read yet",
+                            volumes[&key.name].join(", ")
+                        ),
+                        settle: format!(
+                            "the headers' keyslots read by mkplan (not built yet): change this key's master key by hand (zkey reencipher and zkey-cryptsetup reencipher, docs/zcrypt-sim.md), or if the volume no longer uses it, `zkey change --name {} --volumes -DEVICE:DM_NAME`",
+                            key.name
+                        ),
+                    },
+                    handle: None,
+                },
                 Ok(copies) => LiveStore {
                     id: StoreId {
                         kind: StoreKind::ZkeyKey,

@@ -68,6 +68,40 @@ pub fn parse_validate(stdout: &str) -> Result<Vec<ZkeyKeyView>, String> {
     Ok(keys)
 }
 
+/// The volumes of each key of a `zkey list` run (`Volumes : DEVICE:DM_NAME`, further volumes
+/// on lines of their own below it), keys without any left out.
+pub fn parse_list_volumes(stdout: &str) -> BTreeMap<String, Vec<String>> {
+    let mut volumes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut key: Option<String> = None;
+    let mut in_volumes = false;
+    for line in stdout.lines() {
+        if let Some(name) = value(line, "Key") {
+            key = Some(name.to_string());
+            in_volumes = false;
+            continue;
+        }
+        let Some(name) = &key else { continue };
+        let volume = match value(line, "Volumes") {
+            Some(first) => {
+                in_volumes = true;
+                first
+            }
+            None if in_volumes && line.starts_with(' ') && !line.contains(" : ") => line.trim(),
+            None => {
+                in_volumes = false;
+                continue;
+            }
+        };
+        if !volume.is_empty() && volume != "(none)" {
+            volumes
+                .entry(name.clone())
+                .or_default()
+                .push(volume.to_string());
+        }
+    }
+    volumes
+}
+
 /// The master key type a zkey key type is enciphered under.
 pub fn mk_type_of(key_type: &str) -> Option<MkType> {
     match key_type {
@@ -197,6 +231,17 @@ WARNING: Not all APQNs have the same master key or fulfill the requirements
 
 1 keys are valid, 1 keys are invalid, 1 warnings
 ";
+
+    #[test]
+    fn list_shows_each_keys_volumes() {
+        let list = "Key                  : disk-root\nKey type             : EP11-AES\nVolumes              : /dev/dasdb1:enc-root\n                       /dev/dasdc1:enc-home\nAPQNs                : 03.0006\n\nKey                  : backup\nVolumes              : (none)\n";
+        let volumes = parse_list_volumes(list);
+        assert_eq!(
+            volumes.get("disk-root").unwrap(),
+            &["/dev/dasdb1:enc-root", "/dev/dasdc1:enc-home"]
+        );
+        assert!(!volumes.contains_key("backup"));
+    }
 
     #[test]
     fn validate_is_read_key_by_key_whatever_the_exit_code() {

@@ -38,6 +38,34 @@ pub fn init(dir: &Path, world_file: &Path, mkplan: &Path) -> Result<World, InitE
         )
         .into());
     }
+    materialize(dir, &world)?;
+    Ok(world)
+}
+
+/// A copy of the world in `from` at `to` (a new folder), changed by `arm` first (a drill
+/// arms its faults there): the truth, its views, the tokens' configs as the operator left
+/// them, and `to/bin` with tools that serve the copy. The number of incidents `from` had.
+pub fn copy(from: &Path, to: &Path, arm: impl FnOnce(&mut World)) -> Result<usize, String> {
+    let from = std::path::absolute(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let mut world = World::load(&from)?;
+    let incidents = world.incidents.len();
+    arm(&mut world);
+    materialize(to, &world)?;
+    for token in &world.tokens {
+        let config = ock::config_path(&from, token);
+        if config.exists() {
+            let text = std::fs::read(&config)
+                .map_err(|e| format!("{}: {e}", crate::quote::path(&config)))?;
+            let to = std::path::absolute(to).map_err(|e| format!("{}: {e}", to.display()))?;
+            write_durably(&ock::config_path(&to, token), &text)?;
+        }
+    }
+    Ok(incidents)
+}
+
+/// Writes `world` into `dir`: the truth, its views, the tokens' configs and `DIR/bin`.
+fn materialize(dir: &Path, world: &World) -> Result<(), String> {
+    let mkplan = &world.mkplan;
     let mkdir = |path: &Path| {
         std::fs::create_dir_all(path)
             .map_err(|e| format!("{}: cannot create it: {e}", crate::quote::path(path)))
@@ -45,13 +73,13 @@ pub fn init(dir: &Path, world_file: &Path, mkplan: &Path) -> Result<World, InitE
     mkdir(dir)?;
     let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     world.save(&dir)?;
-    render::render(&dir, &world)?;
+    render::render(&dir, world)?;
     write_durably(&dir.join(render::ZKEY_DIR).join(".lock"), b"")?;
     mkdir(&dir.join(ock::OCK_DIR))?;
     for token in &world.tokens {
         write_durably(
             &ock::config_path(&dir, token),
-            ock::config_text(&world, token).as_bytes(),
+            ock::config_text(world, token).as_bytes(),
         )?;
     }
     let bin = dir.join("bin");
@@ -71,7 +99,7 @@ pub fn init(dir: &Path, world_file: &Path, mkplan: &Path) -> Result<World, InitE
             )
         })?;
     }
-    Ok(world)
+    Ok(())
 }
 
 /// `'text'`, with each `'` written `'\''`.

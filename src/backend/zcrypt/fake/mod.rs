@@ -85,6 +85,7 @@ pub struct Session {
     pub world: World,
     label: String,
     crash_after_effect: bool,
+    kill_caller_after_effect: bool,
     _lock: Lock,
 }
 
@@ -103,6 +104,7 @@ impl Session {
             world,
             label: label.into(),
             crash_after_effect: false,
+            kill_caller_after_effect: false,
             _lock: lock,
         };
         session.apply_faults()?;
@@ -145,7 +147,10 @@ impl Session {
                 .tool
                 .as_deref()
                 .is_none_or(|tool| label == tool || label.starts_with(&format!("{tool} ")));
-            if matches && fault.times > 0 {
+            if matches && fault.skip > 0 {
+                fault.skip -= 1;
+                fired_from_world = true;
+            } else if matches && fault.times > 0 {
                 fault.times -= 1;
                 fired_from_world = true;
                 armed.push((
@@ -155,9 +160,18 @@ impl Session {
             }
         }
         let mut failure = None;
+        let mut kill_caller = false;
         for (kind, apqn) in armed {
             match kind {
                 FaultKind::CrashAfterEffect => self.crash_after_effect = true,
+                FaultKind::KillCallerAfterEffect => self.kill_caller_after_effect = true,
+                FaultKind::KillCallerBeforeEffect => {
+                    kill_caller = true;
+                    failure = Some(format!(
+                        "{}: the process that ran it was killed (an injected fault); nothing was changed",
+                        self.label
+                    ));
+                }
                 FaultKind::FailBeforeEffect => {
                     failure = Some(format!(
                         "{}: the crypto library reported an error (an injected fault); nothing was changed",
@@ -181,6 +195,9 @@ impl Session {
             self.world.save(&self.dir)?;
             render::render(&self.dir, &self.world)?;
         }
+        if kill_caller {
+            kill_parent();
+        }
         match failure {
             Some(message) => Err(message),
             None => Ok(()),
@@ -202,7 +219,10 @@ impl Session {
         self.world.warnings.extend(warnings.iter().cloned());
         self.world.save(&self.dir)?;
         render::render(&self.dir, &self.world)?;
-        if self.crash_after_effect {
+        if self.kill_caller_after_effect {
+            kill_parent();
+        }
+        if self.crash_after_effect || self.kill_caller_after_effect {
             // SAFETY: signals this very process; nothing is printed, as when an operator's
             // session dies after the tool's effect.
             unsafe {
@@ -210,6 +230,15 @@ impl Session {
             }
         }
         Ok(incidents)
+    }
+}
+
+/// Kills the process that ran this tool (`DIR/bin/NAME` execs the fake, so it is mkplan, or
+/// whoever ran the script), as when the machine or the operator's session is lost.
+fn kill_parent() {
+    // SAFETY: getppid has no preconditions; SIGKILL to the parent only.
+    unsafe {
+        libc::kill(libc::getppid(), libc::SIGKILL);
     }
 }
 

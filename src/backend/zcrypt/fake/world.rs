@@ -277,9 +277,16 @@ pub enum FaultKind {
     FailBeforeEffect,
     /// The APQN goes offline before the tool runs.
     ApqnOffline,
+    /// The process that ran the tool (mkplan's apply) is killed as the tool starts; the
+    /// tool then fails with nothing changed.
+    KillCallerBeforeEffect,
+    /// The tool records its effect, then the process that ran it and the tool are killed:
+    /// the effect is there, no outcome was seen by anyone.
+    KillCallerAfterEffect,
 }
 
-/// A fault armed in the world: fires on the next `times` runs of `tool` (any tool if none).
+/// A fault armed in the world: fires on the next `times` runs of `tool` (any tool if none),
+/// after `skip` matching runs have gone by untouched.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
@@ -291,6 +298,8 @@ pub struct Fault {
     pub apqn: Option<String>,
     #[serde(default = "once")]
     pub times: u32,
+    #[serde(default)]
+    pub skip: u32,
 }
 
 fn once() -> u32 {

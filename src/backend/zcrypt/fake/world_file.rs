@@ -29,6 +29,7 @@ const KEY_WORDS: KeyWords = &[
     ("chkstop", "true or false"),
     ("slot", "a whole number"),
     ("times", "a whole number"),
+    ("skip", "a whole number"),
 ];
 
 #[derive(Deserialize)]

@@ -1,0 +1,459 @@
+//! The `zcrypt:` backend's scenario table, through the binary, on the fake Crypto Express
+//! platform: each row is a world, a domain group file and the actions (the fake TKE's
+//! ceremony steps, the fake zkey) that bring it to a mid state; then what `plan` shows and
+//! what `apply` does, with zero incidents after every apply. Refusals name their check and
+//! the APQNs or values, and run nothing: the world's truth is byte for byte what it was.
+//! tests/cases/zcrypt.rs holds the harness and the first rows (fresh EP11, CCA set then
+//! from OLD, an offline APQN, apply killed after each tool step).
+
+use crate::cases::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
+
+const CCA_OLD: &str = "c1c1c1c1c1c1c1c1";
+const CCA_OLDER: &str = "c0c0c0c0c0c0c0c0";
+const CCA_NEW: &str = "e5e5e5e5e5e5e5e5";
+/// A wrapping key no register of the worlds holds.
+const OTHER: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
+
+fn ep11(world: &str) -> World {
+    World::with(world, &ep11_group(), "EP11", NEW)
+}
+
+fn ep11_world() -> World {
+    ep11(&world_yaml(true))
+}
+
+/// Two CCA APQNs holding AES `CCA_OLD` (OLD `CCA_OLDER`) and a zkey key under `key_mkvp`.
+fn cca_world(key_mkvp: &str) -> World {
+    let domain = |card: &str| {
+        format!(
+            "  - card: \"{card}\"\n    type: CEX7C\n    serialnr: \"93AAC0{card}\"\n    domains:\n      - domain: \"0006\"\n        AES: {{ current: \"{CCA_OLD}\", old: \"{CCA_OLDER}\" }}\n"
+        )
+    };
+    let world = format!(
+        "latency_ms: 0\ncards:\n{}{}zkey:\n  - name: db-data\n    key_type: CCA-AESDATA\n    apqns: [\"05.0006\", \"06.0006\"]\n    mkvp: \"{key_mkvp}\"\n",
+        domain("05"),
+        domain("06")
+    );
+    let group = format!(
+        "domain_group: ledger
+version: 1
+backend: zcrypt:w/sys
+apqns: [05.0006, 06.0006]
+master_keys:
+  - {{ type: AES, verification_pattern: \"{CCA_NEW}\" }}
+zkey_repository: w/zkey
+stores:
+  - zkey_key: db-data
+"
+    );
+    World::with(&world, &group, "AES", CCA_NEW)
+}
+
+impl World {
+    /// Runs one of the world's fake tools as an operator would, pointed at the world.
+    fn tool(&self, tool: &str, args: &[&str]) {
+        let out = std::process::Command::new(self.root.join("w/bin").join(tool))
+            .current_dir(&self.root)
+            .env("SYSFS_ROOT", self.root.join("w/sys"))
+            .env("ZKEY_REPOSITORY", self.root.join("w/zkey"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The world's truth: registers, stores, open operations, history, incidents.
+    fn truth(&self) -> Vec<u8> {
+        std::fs::read(self.root.join("w/world.json")).unwrap()
+    }
+
+    /// Nothing left to do, no staged copy left behind, no incident.
+    fn assert_nothing_left(&self) {
+        self.assert_plan_empty();
+        for entry in std::fs::read_dir(self.root.join("w/zkey")).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert!(
+                !name.to_string_lossy().ends_with(".renc"),
+                "{name:?} left staged"
+            );
+        }
+        self.assert_no_incidents();
+    }
+
+    /// Gives card `card` another serial number, as a swapped card shows (truth and sysfs).
+    fn swap_card(&self, card: &str, serial: &str) {
+        let mut truth: serde_json::Value = serde_json::from_slice(&self.truth()).unwrap();
+        for c in truth["cards"].as_array_mut().unwrap() {
+            if c["card"] == card {
+                c["serialnr"] = serial.into();
+            }
+        }
+        std::fs::write(self.root.join("w/world.json"), truth.to_string()).unwrap();
+        std::fs::write(
+            self.root
+                .join(format!("w/sys/devices/ap/card{card}/serialnr")),
+            format!("{serial}\n"),
+        )
+        .unwrap();
+    }
+}
+
+fn ep11_load_commit(world: &World, apqn: &str) {
+    world.tke("load", apqn);
+    world.tke("commit", apqn);
+}
+
+/// NEW loaded and committed on both APQNs, then `zkey reencipher --to-new --staged` of the
+/// keys `filter` selects.
+fn ep11_loaded_then_staged(world: &World, filter: &[&str]) {
+    ep11_load_commit(world, "03.0006");
+    ep11_load_commit(world, "04.0006");
+    let mut args = vec![
+        "reencipher",
+        "--apqns",
+        "03.0006,04.0006",
+        "--to-new",
+        "--staged",
+    ];
+    args.extend(filter);
+    world.tool("zkey", &args);
+}
+
+struct Converges {
+    name: &'static str,
+    world: fn() -> World,
+    mid: fn(&World),
+    steps: Vec<&'static str>,
+}
+
+/// The EP11 change of the harness's world from the staging on, in plan order.
+const FROM_STAGING: [&str; 6] = [
+    "stage_reencipher:archive",
+    "stage_reencipher:backup",
+    "set_immediate@03.0006",
+    "set_immediate@04.0006",
+    "complete_reencipher:archive",
+    "complete_reencipher:backup",
+];
+
+#[test]
+fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() {
+    let rows = [
+        Converges {
+            name: "fresh CCA change, re-encipher then set",
+            world: || cca_world(CCA_OLD),
+            mid: |_| {},
+            steps: vec![
+                "load_new_mk@05.0006",
+                "load_new_mk@06.0006",
+                "stage_reencipher:db-data",
+                "set_immediate@05.0006",
+                "set_immediate@06.0006",
+                "complete_reencipher:db-data",
+            ],
+        },
+        Converges {
+            name: "NEW loaded and committed on one APQN only",
+            world: ep11_world,
+            mid: |w| ep11_load_commit(w, "03.0006"),
+            steps: [
+                &["load_new_mk@04.0006", "commit_new_mk@04.0006"][..],
+                &FROM_STAGING,
+            ]
+            .concat(),
+        },
+        Converges {
+            name: "NEW loaded but not committed on one APQN",
+            world: ep11_world,
+            mid: |w| {
+                ep11_load_commit(w, "03.0006");
+                w.tke("load", "04.0006");
+            },
+            steps: [&["commit_new_mk@04.0006"][..], &FROM_STAGING].concat(),
+        },
+        Converges {
+            name: "one store staged, the other not",
+            world: ep11_world,
+            mid: |w| ep11_loaded_then_staged(w, &["--name", "backup"]),
+            steps: vec![
+                "stage_reencipher:archive",
+                "set_immediate@03.0006",
+                "set_immediate@04.0006",
+                "complete_reencipher:archive",
+                "complete_reencipher:backup",
+            ],
+        },
+        Converges {
+            name: "set on one APQN only (a change stopped mid-set)",
+            world: ep11_world,
+            mid: |w| {
+                ep11_loaded_then_staged(w, &[]);
+                w.tke("set", "03.0006");
+            },
+            steps: vec![
+                "set_immediate@04.0006",
+                "complete_reencipher:archive",
+                "complete_reencipher:backup",
+            ],
+        },
+        Converges {
+            name: "NEW holds another key than the desired one, and no store is under it",
+            world: || {
+                ep11(&world_yaml(true).replacen(
+                    "new: empty",
+                    &format!("new: {{ committed: \"{OTHER}\" }}"),
+                    1,
+                ))
+            },
+            mid: |_| {},
+            steps: [
+                &[
+                    "clear_new_mk@03.0006",
+                    "load_new_mk@03.0006",
+                    "commit_new_mk@03.0006",
+                    "load_new_mk@04.0006",
+                    "commit_new_mk@04.0006",
+                ][..],
+                &FROM_STAGING,
+            ]
+            .concat(),
+        },
+    ];
+    for row in rows {
+        let world = (row.world)();
+        (row.mid)(&world);
+        world.assert_no_incidents();
+        let mut planned = world.planned();
+        let mut expected: Vec<String> = row.steps.iter().map(ToString::to_string).collect();
+        // Independent steps may be listed in either order; what runs is settled by reading.
+        planned.sort();
+        expected.sort();
+        assert_eq!(planned, expected, "row {:?}", row.name);
+        let (code, stderr) = world.apply();
+        assert_eq!(code, Some(0), "row {:?}: {stderr}", row.name);
+        world.assert_nothing_left();
+    }
+}
+
+struct Refused {
+    name: &'static str,
+    world: fn() -> World,
+    mid: fn(&World),
+    check: &'static str,
+    /// What the message must name: the APQNs, stores and values.
+    names: Vec<String>,
+}
+
+#[test]
+fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
+    let rows = [
+        Refused {
+            name: "a zkey key left staged from an earlier change",
+            world: || {
+                ep11(&format!(
+                    "{}    renc_mkvp: \"{}\"\n",
+                    world_yaml(true),
+                    &OTHER[..32]
+                ))
+            },
+            mid: |_| {},
+            check: "no_earlier_staged_stores",
+            names: vec!["archive".into(), OTHER[..32].into()],
+        },
+        Refused {
+            // Regression: found by `mkplan drill`, which lost `archive` in every run.
+            name: "a zkey key associated with the APQNs but left out of the file",
+            world: || {
+                World::with(
+                    &world_yaml(true),
+                    &ep11_group().replace("  - zkey_keys: associated", "  - zkey_key: backup"),
+                    "EP11",
+                    NEW,
+                )
+            },
+            mid: |_| {},
+            check: "stores_declared",
+            names: vec![
+                "zkey key \"archive\" (under WK a1a1".into(),
+                "03.0006, 04.0006".into(),
+            ],
+        },
+        Refused {
+            // Regression: found by `mkplan drill` on plans/zcrypt-world.yaml, whose disk-root
+            // key's LUKS2 header copy every run lost.
+            name: "a zkey key with a LUKS2 volume, whose header mkplan does not read",
+            world: || {
+                ep11(&format!(
+                    "{}    volume: {{ device: /dev/dasdb1, dm_name: enc-root, volume_type: luks2 }}\n",
+                    world_yaml(true)
+                ))
+            },
+            mid: |_| {},
+            check: "stores_observable",
+            names: vec!["zkey key \"archive\"".into(), "/dev/dasdb1:enc-root".into()],
+        },
+        Refused {
+            name: "a CCA key still under OLD before a second change",
+            world: || cca_world(CCA_OLDER),
+            mid: |_| {},
+            check: "keys_under_old",
+            names: vec!["db-data".into(), CCA_OLDER.into()],
+        },
+        Refused {
+            name: "a card swapped between two runs of one change",
+            world: ep11_world,
+            mid: |w| {
+                let (code, stderr) = w.apply_as(|_, _| Operator::Stops);
+                assert_eq!(code, Some(1), "{stderr}");
+                w.swap_card("04", "93AABC04FFFFFFFF");
+            },
+            check: "card_serial_numbers",
+            names: vec!["card 04 was serial 93AABC0400000002, now 93AABC04FFFFFFFF".into()],
+        },
+        Refused {
+            name: "APQNs with different CURRENT wrapping keys",
+            world: || {
+                ep11(&world_yaml(true).replacen(
+                    &format!("WK: {{ current: \"{OLD}\" }}"),
+                    &format!("WK: {{ current: \"{OTHER}\" }}"),
+                    1,
+                ))
+            },
+            mid: |_| {},
+            check: "one_current_mk",
+            names: vec![
+                format!("03.0006 CURRENT {}", &OLD[..32]),
+                format!("04.0006 CURRENT {}", &OTHER[..32]),
+            ],
+        },
+    ];
+    for row in rows {
+        let world = (row.world)();
+        (row.mid)(&world);
+        let before = world.truth();
+        let plan = world.run(&["plan", "group.yaml"]);
+        let stderr = String::from_utf8_lossy(&plan.stderr);
+        assert_eq!(plan.status.code(), Some(3), "row {:?}: {stderr}", row.name);
+        assert!(
+            stderr.contains(&format!("`{}`", row.check)),
+            "row {:?}: {stderr}",
+            row.name
+        );
+        for name in &row.names {
+            assert!(
+                stderr.contains(name),
+                "row {:?} lacks {name}: {stderr}",
+                row.name
+            );
+        }
+        let (code, stderr) = world.apply();
+        assert_eq!(code, Some(3), "row {:?}: {stderr}", row.name);
+        assert!(
+            stderr.contains(&format!("`{}`", row.check))
+                && !stderr.contains("Ceremony step")
+                && !stderr.contains("_reencipher: "),
+            "row {:?}: {stderr}",
+            row.name
+        );
+        assert_eq!(
+            world.truth(),
+            before,
+            "row {:?} changed the world",
+            row.name
+        );
+        world.assert_no_incidents();
+    }
+}
+
+/// Every ceremony step twice: first the operator stops without performing it, then the
+/// operator performs it and the apply is killed while it waits for `done`. Each rerun plans
+/// from what `mkvps` and the stores show and the change converges.
+#[test]
+fn zcrypt_a_stop_or_a_kill_at_every_ceremony_step_is_followed_by_a_rerun_that_converges() {
+    let world = ep11_world();
+    let mut stopped = Vec::new();
+    let mut killed = Vec::new();
+    for attempt in 0..20 {
+        let mut shown = None;
+        let (code, stderr) = world.apply_as(|action, apqn| {
+            shown = Some(format!("{action}@{apqn}"));
+            if attempt % 2 == 0 {
+                Operator::Stops
+            } else {
+                Operator::PerformsThenApplyKilled
+            }
+        });
+        world.assert_no_incidents();
+        match shown {
+            None => {
+                assert_eq!(code, Some(0), "attempt {attempt}: {stderr}");
+                break;
+            }
+            Some(step) if attempt % 2 == 0 => {
+                assert_eq!(code, Some(1), "attempt {attempt}: {stderr}");
+                assert!(stderr.contains("the operator stopped"), "{stderr}");
+                stopped.push(step);
+            }
+            Some(step) => {
+                assert_eq!(code, None, "attempt {attempt} was not killed: {stderr}");
+                killed.push(step);
+            }
+        }
+    }
+    let ceremony = [
+        "load_new_mk@03.0006",
+        "commit_new_mk@03.0006",
+        "load_new_mk@04.0006",
+        "commit_new_mk@04.0006",
+        "set_immediate@03.0006",
+        "set_immediate@04.0006",
+    ];
+    assert_eq!(stopped, ceremony);
+    assert_eq!(killed, ceremony);
+    world.assert_converged();
+    world.assert_nothing_left();
+}
+
+/// The harness's world with a fault armed for the next `times` runs of `zkey reencipher`.
+fn with_reencipher_fault(kind: &str, times: u32) -> World {
+    ep11(&format!(
+        "{}faults:\n  - {{ kind: {kind}, tool: zkey reencipher, times: {times} }}\n",
+        world_yaml(true)
+    ))
+}
+
+/// The tool is killed after its effect at every tool step (the outcome is lost: settled by
+/// reading), or fails before any effect (the apply stops; the rerun converges).
+#[test]
+fn zcrypt_tools_killed_after_their_effect_or_failing_are_settled_and_the_change_converges() {
+    let crashing = with_reencipher_fault("crash_after_effect", 4);
+    let (code, stderr) = crashing.apply();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("reported a failure (exit by a signal")
+            .count(),
+        4,
+        "{stderr}"
+    );
+    crashing.assert_converged();
+    crashing.assert_nothing_left();
+
+    let failing = with_reencipher_fault("fail_before_effect", 1);
+    let (code, stderr) = failing.apply();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed: zkey reencipher") && stderr.contains("Nothing more was run"),
+        "{stderr}"
+    );
+    failing.assert_no_incidents();
+    let (code, stderr) = failing.apply();
+    assert_eq!(code, Some(0), "{stderr}");
+    failing.assert_converged();
+    failing.assert_nothing_left();
+}
