@@ -86,36 +86,42 @@ impl Fault {
     }
 }
 
-/// One fault at every operation, each in a fresh copy of the fleet and a fresh journal.
+/// One fault at every operation, each in a fresh copy of the fleet and a fresh journal, on a
+/// service that reports its rotation status and on one that does not.
 fn sweep(fleet: fn(bool) -> Fleet, units: usize, fault: Fault, over_http: bool) {
     for reports in [true, false] {
-        let fleet = fleet(reports);
-        let ws = rotate_to_b(&fleet);
-        let desired_text = ws.read(DESIRED);
-        let desired = mkplan::model::parse_desired(DESIRED, &desired_text, ws.dir.path())
-            .expect("the desired file parses");
-        let sim = SimFleet::parse(FLEET, &fleet.to_yaml()).expect("the fleet parses");
-        let drill = Drill {
-            desired: &desired,
-            desired_sha256: "sweep",
-            fleet: &sim,
-            key_parts: key_parts(),
-            planner: mkplan::plan::plan,
+        sweep_one(fleet, units, fault, over_http, reports);
+    }
+}
+
+/// `sweep` on one kind of service: `reports` says whether it reports its rotation status.
+fn sweep_one(fleet: fn(bool) -> Fleet, units: usize, fault: Fault, over_http: bool, reports: bool) {
+    let fleet = fleet(reports);
+    let ws = rotate_to_b(&fleet);
+    let desired_text = ws.read(DESIRED);
+    let desired = mkplan::model::parse_desired(DESIRED, &desired_text, ws.dir.path())
+        .expect("the desired file parses");
+    let sim = SimFleet::parse(FLEET, &fleet.to_yaml()).expect("the fleet parses");
+    let drill = Drill {
+        desired: &desired,
+        desired_sha256: "sweep",
+        fleet: &sim,
+        key_parts: key_parts(),
+        planner: mkplan::plan::plan,
+    };
+    let runtime = runtime(over_http).expect("a runtime");
+    for n in 1..=operations(units) as u64 {
+        let schedule = Schedule {
+            seed: n,
+            parallelism: PARALLELISM,
+            latency_ms: 0,
+            attempts: vec![fault.at(n)],
+            actors: Vec::new(),
         };
-        let runtime = runtime(over_http).expect("a runtime");
-        for n in 1..=operations(units) as u64 {
-            let schedule = Schedule {
-                seed: n,
-                parallelism: PARALLELISM,
-                latency_ms: 0,
-                attempts: vec![fault.at(n)],
-                actors: Vec::new(),
-            };
-            let result = runtime
-                .block_on(run_schedule(&drill, n, schedule, ws.dir.path(), over_http))
-                .expect("the run's scratch folders");
-            judge(&result, units, fault, reports, n);
-        }
+        let result = runtime
+            .block_on(run_schedule(&drill, n, schedule, ws.dir.path(), over_http))
+            .expect("the run's scratch folders");
+        judge(&result, units, fault, reports, n);
     }
 }
 
@@ -212,31 +218,33 @@ fn failed_operation_at_every_operation() {
     sweep(seven_units, 7, Fault::Failed, false);
 }
 
+/// Over HTTP a run takes a real server and a real clock (about half a second): each sweep is
+/// four tests, one per fleet and kind of service, so that the suite's threads share them.
+macro_rules! http_sweeps {
+    ($($name:ident: $fault:expr;)*) => {$(
+        mod $name {
+            use super::super::*;
+
+            http_sweeps!(@one three_units_reporting_status: three_units, 3, $fault, true);
+            http_sweeps!(@one three_units_silent: three_units, 3, $fault, false);
+            http_sweeps!(@one seven_units_reporting_status: seven_units, 7, $fault, true);
+            http_sweeps!(@one seven_units_silent: seven_units, 7, $fault, false);
+        }
+    )*};
+    (@one $test:ident: $fleet:ident, $units:expr, $fault:expr, $reports:expr) => {
+        #[test]
+        fn $test() {
+            sweep_one($fleet, $units, $fault, true, $reports);
+        }
+    };
+}
+
 mod http {
-    use super::*;
-
-    #[test]
-    fn crash_at_every_operation_then_rerun() {
-        sweep(three_units, 3, Fault::Crash, true);
-        sweep(seven_units, 7, Fault::Crash, true);
-    }
-
-    #[test]
-    fn server_dies_at_every_operation_then_rerun() {
-        sweep(three_units, 3, Fault::ServerDies, true);
-        sweep(seven_units, 7, Fault::ServerDies, true);
-    }
-
-    #[test]
-    fn lost_response_at_every_operation() {
-        sweep(three_units, 3, Fault::LostResponse, true);
-        sweep(seven_units, 7, Fault::LostResponse, true);
-    }
-
-    #[test]
-    fn failed_operation_at_every_operation() {
-        sweep(three_units, 3, Fault::Failed, true);
-        sweep(seven_units, 7, Fault::Failed, true);
+    http_sweeps! {
+        crash_at_every_operation_then_rerun: Fault::Crash;
+        server_dies_at_every_operation_then_rerun: Fault::ServerDies;
+        lost_response_at_every_operation: Fault::LostResponse;
+        failed_operation_at_every_operation: Fault::Failed;
     }
 }
 

@@ -33,8 +33,23 @@ fn administrator_line(name: &str) -> String {
 }
 
 /// The three-unit example, silent about its rotation status, whose administrators alice, bob
-/// and carol hold the fixture keys; `keys` are the desired file's signature_keys lines.
+/// and carol hold the fixture keys; `keys` are the desired file's signature_keys lines. Its
+/// rewrap completes at once: the example's rewrap (3,000 keys at 1 ms each) keeps every apply
+/// that reaches it waiting 3 s for the simulator, and only
+/// `a_rotation_is_sent_signed_and_only_the_rewrap_is_a_ceremony` needs it slow
+/// (`workspace_with_the_examples_rewrap`).
 fn workspace(keys: &[&str]) -> Workspace {
+    let ws = workspace_with_the_examples_rewrap(keys);
+    let fleet = ws.read(FLEET);
+    let slow = "rewrap_ms_per_key: 1\n";
+    assert_eq!(fleet.matches(slow).count(), 1, "the example's rewrap");
+    ws.write(FLEET, &fleet.replace(slow, "rewrap_ms_per_key: 0\n"));
+    ws
+}
+
+/// `workspace(keys)` with the example's rewrap, which runs 3 s after the operator starts it:
+/// mkplan reads the live state while it runs until it is over.
+fn workspace_with_the_examples_rewrap(keys: &[&str]) -> Workspace {
     let ws = crate::cases::tke::example("three-units");
     let mut fleet = ws.read(FLEET);
     for (name, ski) in [
@@ -242,7 +257,7 @@ fn assert_untouched(ws: &Workspace, context: &str) {
 
 #[test]
 fn a_rotation_is_sent_signed_and_only_the_rewrap_is_a_ceremony() {
-    let ws = workspace(&ALICE_AND_BOB);
+    let ws = workspace_with_the_examples_rewrap(&ALICE_AND_BOB);
     let server = start(&ws, "");
     let (code, stderr, ceremonies) = apply(&ws, &server, &[]);
     assert_eq!(code, 0, "{stderr}");
@@ -274,20 +289,23 @@ const SIGNED_COMMANDS: u64 = 12;
 /// every run): the server acts on it, then dies without answering (and comes back on the
 /// same fleet file), or its answer is lost; the rerun settles the open step from the
 /// registers and converges, with zero incidents.
-/// The sweep runs in three tests, so that the suite's threads share it.
-#[test]
-fn a_crash_at_every_signed_command_is_settled_by_the_rerun_1_to_4() {
-    crash_sweep(1..=4);
+/// The sweep runs in six tests, so that the suite's threads share it.
+macro_rules! crash_sweeps {
+    ($($name:ident: $commands:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            crash_sweep($commands);
+        }
+    )*};
 }
 
-#[test]
-fn a_crash_at_every_signed_command_is_settled_by_the_rerun_5_to_8() {
-    crash_sweep(5..=8);
-}
-
-#[test]
-fn a_crash_at_every_signed_command_is_settled_by_the_rerun_9_to_12() {
-    crash_sweep(9..=SIGNED_COMMANDS);
+crash_sweeps! {
+    a_crash_at_every_signed_command_is_settled_by_the_rerun_1_to_2: 1..=2;
+    a_crash_at_every_signed_command_is_settled_by_the_rerun_3_to_4: 3..=4;
+    a_crash_at_every_signed_command_is_settled_by_the_rerun_5_to_6: 5..=6;
+    a_crash_at_every_signed_command_is_settled_by_the_rerun_7_to_8: 7..=8;
+    a_crash_at_every_signed_command_is_settled_by_the_rerun_9_to_10: 9..=10;
+    a_crash_at_every_signed_command_is_settled_by_the_rerun_11_to_12: 11..=SIGNED_COMMANDS;
 }
 
 fn crash_sweep(commands: std::ops::RangeInclusive<u64>) {
