@@ -165,6 +165,8 @@ pub struct LiveStore {
 pub struct LiveGroup {
     pub apqns: Vec<LiveApqn>,
     pub stores: Vec<LiveStore>,
+    /// Every store found on the machine that could depend on the group, declared or not.
+    pub inventory: super::domain_group_inventory::Inventory,
 }
 
 /// A store whose copies of one type no register holds any more.

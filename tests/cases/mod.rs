@@ -33,3 +33,4 @@ mod views;
 mod witnesses;
 mod zcrypt;
 mod zcrypt_fake;
+mod zcrypt_losses;

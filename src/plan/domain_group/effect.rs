@@ -163,6 +163,7 @@ impl World {
                 })
                 .collect(),
             stores: self.stores.clone(),
+            inventory: Default::default(),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! against the loss rule after every step.
 
 pub mod effect;
+mod inventory;
 mod precheck;
 #[cfg(test)]
 mod tests;

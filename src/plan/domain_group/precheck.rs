@@ -144,6 +144,7 @@ pub(super) fn check(
         check_type(desired, &registers, mk_type, target)?;
     }
     let checked = Checked { registers };
+    super::inventory::check(desired, live)?;
     check_stores(desired, live, &checked)?;
     Ok(checked)
 }

@@ -95,6 +95,7 @@ fn live(
                 handle: None,
             })
             .collect(),
+        inventory: Default::default(),
     }
 }
 
