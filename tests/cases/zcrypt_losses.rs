@@ -395,3 +395,47 @@ fn zcrypt_losses_the_shipped_example_group_runs_on_its_world_without_incidents()
     assert_eq!(done.status.code(), Some(0), "{}", text(&done));
     lab.assert_no_incidents();
 }
+
+/// f5: an application check printing two contradictory `active:` lines was read as the last
+/// one (the new key), the plan set without staging, and the application key was lost.
+#[test]
+fn zcrypt_losses_an_application_check_with_contradictory_lines_is_refused() {
+    let world = format!(
+        "{}applications:\n  - {{name: payments, type: WK, apqns: [{BOTH}], mkvp: \"{}\"}}\n",
+        ep11_cards(),
+        &A1[..32]
+    );
+    let lab = Lab::new(&world);
+    let bin = lab.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, second) in [("vault-active", "active"), ("vault-staged", "staged")] {
+        let script = format!(
+            "#!/bin/sh\necho \"active: {a}\"\necho \"{second}: {b}\"\n[ {second} = staged ] && echo \"staged: {a}\"\nexit 0\n",
+            a = &A1[..32],
+            b = &B2[..32]
+        );
+        let path = bin.join(name);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
+    lab.tke("commit", "03.0006,04.0006", "EP11", None);
+    for (check, label) in [("vault-active", "active"), ("vault-staged", "staged")] {
+        lab.group(&ep11_group(
+            "03.0006, 04.0006",
+            B2,
+            &format!(
+                "\n  - application: {{name: vault, check: [{check}], stage: [appkey, reencipher, payments, --to-new], complete: [appkey, reencipher, payments, --complete]}}"
+            ),
+        ));
+        lab.assert_refused(
+            "stores_observable",
+            &[
+                "application key \"vault\"",
+                &format!("2 `{label}:` lines"),
+                &format!("{label}: {}", &B2[..32]),
+            ],
+        );
+    }
+}
