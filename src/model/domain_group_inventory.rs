@@ -37,11 +37,33 @@ pub struct FoundOperation {
     pub apqns: Vec<Apqn>,
 }
 
+/// An openCryptoki token's config (`ep11tok*.conf`, `ccatok*.conf`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundToken {
+    /// The config file, as a path the operator can open.
+    pub config: String,
+    pub mode: GroupMode,
+    /// The APQNs its allow list names, each read both ways the file could mean it (hex and
+    /// decimal); `None`: no allow list, so every APQN of its mode.
+    pub apqns: Option<Vec<Apqn>>,
+}
+
+impl FoundToken {
+    pub fn depends_on(&self, group: &[Apqn], mode: GroupMode) -> bool {
+        self.mode == mode
+            && self
+                .apqns
+                .as_ref()
+                .is_none_or(|apqns| apqns.iter().any(|a| group.contains(a)))
+    }
+}
+
 /// What the backend found, and what it could not read (each a reason: then nothing is known
 /// about that kind of store, and the planner refuses).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Inventory {
     pub zkey_keys: Vec<FoundZkeyKey>,
     pub operations: Vec<FoundOperation>,
+    pub tokens: Vec<FoundToken>,
     pub unreadable: Vec<String>,
 }

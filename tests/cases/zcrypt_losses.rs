@@ -178,8 +178,16 @@ apqns: [{apqns}]
 master_keys:
   - {{type: WK, verification_pattern: \"{vp}\"}}
 zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
 stores:{stores}
 "
+    )
+}
+
+fn ep11_token() -> String {
+    format!(
+        "opencryptoki:\n  - {{slot: 3, type: ep11, apqns: [{BOTH}], expected: {{WK: \"{}\"}}}}\n",
+        &A1[..32]
     )
 }
 
@@ -211,6 +219,7 @@ procedure: set_then_from_old
 master_keys:
   - {{type: AES, verification_pattern: \"e5e5e5e5e5e5e5e5\"}}
 zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
 stores:
   - opencryptoki: tokens
 "
@@ -257,24 +266,34 @@ fn zcrypt_losses_opencryptoki_tokens_under_set_then_from_old_are_refused() {
 #[test]
 fn zcrypt_losses_undeclared_zkey_keys_on_the_groups_apqns_are_refused_by_name() {
     let world = format!(
-        "{}zkey:\n{}{}",
+        "{}zkey:\n{}{}{}",
         ep11_cards(),
         ep11_key("backup", BOTH),
-        ep11_key("archive", BOTH)
+        ep11_key("archive", BOTH),
+        ep11_token()
     );
     let lab = Lab::new(&world);
     lab.group(&ep11_group("03.0006, 04.0006", B2, " []"));
     lab.assert_refused(
         "undeclared_stores",
-        &["\"backup\"", "\"archive\"", "zkey_key: archive"],
+        &[
+            "\"backup\"",
+            "\"archive\"",
+            "zkey_key: archive",
+            "ep11tok3.conf",
+            "opencryptoki: tokens",
+        ],
     );
     lab.group(&ep11_group(
         "03.0006, 04.0006",
         B2,
-        "\n  - zkey_key: backup",
+        "\n  - zkey_key: backup\n  - opencryptoki: tokens",
     ));
     let said = lab.assert_refused("undeclared_stores", &["\"archive\""]);
-    assert!(!said.contains("\"backup\""), "{said}");
+    assert!(
+        !said.contains("\"backup\"") && !said.contains("ep11tok3"),
+        "{said}"
+    );
 }
 
 /// f1: the shipped example group on the shipped example world lost the LUKS2 header's copy
@@ -305,10 +324,10 @@ fn zcrypt_losses_a_luks2_volume_of_a_key_on_the_group_is_refused_naming_key_and_
 #[test]
 fn zcrypt_losses_an_open_opencryptoki_operation_on_undeclared_tokens_is_refused() {
     let world = format!(
-        "{}zkey:\n{}opencryptoki:\n  - {{slot: 3, type: ep11, apqns: [{BOTH}], expected: {{WK: \"{}\"}}}}\n",
+        "{}zkey:\n{}{}",
         ep11_cards(),
         ep11_key("backup", BOTH),
-        &A1[..32]
+        ep11_token()
     );
     let lab = Lab::new(&world);
     lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));

@@ -1,7 +1,8 @@
 //! Finding every store on the machine that could depend on a domain group, declared or not
 //! (the planner's `undeclared_stores` and related checks): every zkey key with its associated
-//! APQNs and LUKS2 volumes (`zkey list`, all keys), and every open `pkcshsm_mk_change`
-//! operation (`pkcshsm_mk_change list`). What cannot be listed is recorded as unreadable, and
+//! APQNs and LUKS2 volumes (`zkey list`, all keys), every openCryptoki token config in the
+//! group's `opencryptoki_config` folder, and every open `pkcshsm_mk_change` operation
+//! (`pkcshsm_mk_change list`). What cannot be listed is recorded as unreadable, and
 //! the planner refuses: an unlisted store is not a store known to be absent.
 //!
 //! An absent zkey repository holds no keys, and a machine without `pkcshsm_mk_change` on its
@@ -11,7 +12,7 @@ use super::group::ZcryptBackend;
 use super::stores;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
-use crate::model::domain_group_inventory::{FoundOperation, FoundZkeyKey, Inventory};
+use crate::model::domain_group_inventory::{FoundOperation, FoundToken, FoundZkeyKey, Inventory};
 
 /// One key as `zkey list` shows it (the lines the inventory needs).
 #[derive(Default)]
@@ -102,6 +103,77 @@ fn found(key: Listed) -> Result<FoundZkeyKey, String> {
     })
 }
 
+/// A token config's allow list (`APQN_ALLOWLIST` or `APQN_WHITELIST` … `END`, pairs of card
+/// and domain), each pair read as hex and as decimal: the planner then counts the token on
+/// the group if either reading puts it there. `None`: no list (or `APQN_ANY`), so every APQN.
+pub fn parse_token_apqns(text: &str) -> Option<Vec<Apqn>> {
+    let words: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let start = words
+        .iter()
+        .position(|w| *w == "APQN_ALLOWLIST" || *w == "APQN_WHITELIST")?;
+    let mut apqns = Vec::new();
+    for pair in words[start + 1..]
+        .iter()
+        .take_while(|w| **w != "END")
+        .collect::<Vec<_>>()
+        .chunks(2)
+    {
+        let [card, domain] = pair else { break };
+        for radix in [16, 10] {
+            let number = |w: &str| u32::from_str_radix(w.trim_start_matches("0x"), radix).ok();
+            if let (Some(card), Some(domain)) = (number(card), number(domain))
+                && let (Ok(card), Ok(domain)) = (u8::try_from(card), u16::try_from(domain))
+            {
+                apqns.push(Apqn { card, domain });
+            }
+        }
+    }
+    Some(apqns)
+}
+
+/// The token configs in openCryptoki's folder: `ep11tok*.conf` (EP11) and `ccatok*.conf`
+/// (CCA). An absent folder is no openCryptoki configured.
+fn token_configs(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return if folder.exists() {
+            Err(format!(
+                "{}: cannot list openCryptoki's token configs",
+                crate::quote::path(folder)
+            ))
+        } else {
+            Ok(Vec::new())
+        };
+    };
+    let mut tokens = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let mode = if name.starts_with("ep11tok") && name.ends_with(".conf") {
+            GroupMode::Ep11
+        } else if name.starts_with("ccatok") && name.ends_with(".conf") {
+            GroupMode::Cca
+        } else {
+            continue;
+        };
+        let text = crate::bounded_read::read(&path, TOKEN_CONFIG_BYTES_MAX)
+            .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
+        tokens.push(FoundToken {
+            config: path.display().to_string(),
+            mode,
+            apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
+        });
+    }
+    tokens.sort_by(|a, b| a.config.cmp(&b.config));
+    Ok(tokens)
+}
+
+/// Bytes of a token config read at most.
+const TOKEN_CONFIG_BYTES_MAX: u64 = 1024 * 1024;
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
@@ -125,6 +197,10 @@ impl ZcryptBackend {
                 )),
                 Err(why) => inventory.unreadable.push(why),
             }
+        }
+        match token_configs(&desired.opencryptoki_config) {
+            Ok(tokens) => inventory.tokens = tokens,
+            Err(why) => inventory.unreadable.push(why),
         }
         if on_path("pkcshsm_mk_change") {
             let call = self.call(desired, "pkcshsm_mk_change", vec!["list".into()]);
@@ -189,5 +265,13 @@ Volume type          : plain
         assert_eq!(keys[1].mode, Some(GroupMode::Cca));
         assert!(keys[2].luks2_volumes.is_empty());
         assert!(parse_list("Key : x\nAPQNs : 03.0006\n").is_err());
+    }
+
+    #[test]
+    fn a_token_allow_list_is_read_as_hex_and_as_decimal() {
+        let apqns = parse_token_apqns("APQN_ALLOWLIST\n  10 0006\nEND\nEXPECTED_WKVP \"0x1\"\n");
+        let shown: Vec<String> = apqns.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0006", "0a.0006"]);
+        assert_eq!(parse_token_apqns("EXPECTED_WKVP \"0x1\"\n"), None);
     }
 }

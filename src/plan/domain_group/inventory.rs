@@ -5,8 +5,9 @@
 //! - `opencryptoki_from_old`: openCryptoki tokens under `set_then_from_old`. No tool mkplan
 //!   runs moves a token's objects from OLD (`pkcscca` is offline and not modelled), and
 //!   without an open `pkcshsm_mk_change` operation nothing shows which key they are under.
-//! - `undeclared_stores`: a zkey key, or an open `pkcshsm_mk_change` operation, on the group's
-//!   APQNs that no declared store covers; or a kind of store that could not be listed.
+//! - `undeclared_stores`: a zkey key, an openCryptoki token (by its config) or an open
+//!   `pkcshsm_mk_change` operation on the group's APQNs that no declared store covers; or a
+//!   kind of store that could not be listed.
 //! - `key_apqns_in_group`: a zkey key with no associated APQNs (zkey then uses every online
 //!   APQN of its type), or associated with APQNs outside the group as well.
 //! - `luks2_volumes`: a key with a LUKS2 volume, whose header holds its own copy of the key,
@@ -141,6 +142,14 @@ fn check_declared(
         }
     }
     if !desired.stores.contains(&DesiredStore::OpenCryptoki) {
+        for token in &live.inventory.tokens {
+            if token.depends_on(&desired.apqns, desired.mode) {
+                missing.push(format!(
+                    "the openCryptoki token of {} (add `- opencryptoki: tokens` to stores:)",
+                    token.config
+                ));
+            }
+        }
         for op in &live.inventory.operations {
             if op.apqns.iter().any(|a| desired.apqns.contains(a)) {
                 missing.push(format!(
