@@ -458,3 +458,70 @@ fn zcrypt_losses_an_application_check_with_contradictory_lines_is_refused() {
         );
     }
 }
+
+/// u1: with a change finished but for `zkey reencipher --complete`, the `.renc` is the key's
+/// only usable copy; the refusal advised removing it "after checking". For an openCryptoki
+/// operation it named zkey commands.
+#[test]
+fn zcrypt_losses_an_earlier_staged_copy_gets_advice_that_cannot_lose_it() {
+    let world = format!(
+        "latency_ms: 0
+cards:
+  - {{card: \"03\", type: CEX8P, serialnr: \"S3\", domains: [{{domain: \"0006\", WK: {{current: \"{B2}\"}}}}]}}
+  - {{card: \"04\", type: CEX8P, serialnr: \"S4\", domains: [{{domain: \"0006\", WK: {{current: \"{B2}\"}}}}]}}
+zkey:
+  - {{name: k, key_type: EP11-AES, apqns: [{BOTH}], mkvp: \"{}\", renc_mkvp: \"{B2}\"}}
+",
+        &A1[..32]
+    );
+    let lab = Lab::new(&world);
+    lab.group(&ep11_group(
+        "03.0006, 04.0006",
+        C3,
+        "\n  - zkey_keys: associated",
+    ));
+    let said = lab.assert_refused(
+        "no_earlier_staged_stores",
+        &["\"k\"", "--complete --name k"],
+    );
+    assert!(!said.contains("remove NAME.renc"), "{said}");
+
+    let world = format!(
+        "{}zkey:\n{}{}",
+        ep11_cards(),
+        ep11_key("backup", BOTH),
+        ep11_token()
+    );
+    let lab = Lab::new(&world);
+    lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
+    lab.tke("commit", "03.0006,04.0006", "EP11", None);
+    let reencipher = lab.ok(&[
+        "sim",
+        "zcrypt",
+        "tool",
+        "pkcshsm_mk_change",
+        "--world-dir",
+        "w",
+        "--",
+        "reencipher",
+        "--apqns",
+        "03.0006,04.0006",
+        "--ep11-wkvp",
+        &B2[..32],
+    ]);
+    let id = text(&reencipher);
+    let id = id.split('\'').nth(1).expect("an operation id").to_string();
+    lab.group(&ep11_group(
+        "03.0006, 04.0006",
+        C3,
+        "\n  - zkey_keys: associated\n  - opencryptoki: tokens",
+    ));
+    let said = lab.assert_refused(
+        "no_earlier_staged_stores",
+        &[&format!("pkcshsm_mk_change cancel --id {id}")],
+    );
+    assert!(
+        !said.contains("zkey reencipher") && !said.contains(".renc"),
+        "{said}"
+    );
+}
