@@ -138,6 +138,32 @@ impl Lab {
         said
     }
 
+    /// Loads and commits B2 on both APQNs and opens a `pkcshsm_mk_change` operation to it:
+    /// the tokens' objects get copies under B2. Returns the operation's id.
+    fn open_ock_operation(&self) -> String {
+        self.tke("load", "03.0006,04.0006", "EP11", Some(B2));
+        self.tke("commit", "03.0006,04.0006", "EP11", None);
+        let created = text(&self.ok(&[
+            "sim",
+            "zcrypt",
+            "tool",
+            "pkcshsm_mk_change",
+            "--world-dir",
+            "w",
+            "--",
+            "reencipher",
+            "--apqns",
+            "03.0006,04.0006",
+            "--ep11-wkvp",
+            &B2[..32],
+        ]));
+        created
+            .split('\'')
+            .nth(1)
+            .expect("an operation id")
+            .to_string()
+    }
+
     fn assert_no_incidents(&self) {
         let out = self.run(&["sim", "zcrypt", "incidents", "--world-dir", "w"]);
         assert!(out.status.success(), "incidents: {}", text(&out));
@@ -189,6 +215,19 @@ fn ep11_token() -> String {
         "opencryptoki:\n  - {{slot: 3, type: ep11, apqns: [{BOTH}], expected: {{WK: \"{}\"}}}}\n",
         &A1[..32]
     )
+}
+
+/// Two EP11 APQNs, a key and a token on them, and an open operation staging the token to B2.
+fn token_lab_with_open_operation() -> (Lab, String) {
+    let world = format!(
+        "{}zkey:\n{}{}",
+        ep11_cards(),
+        ep11_key("backup", BOTH),
+        ep11_token()
+    );
+    let lab = Lab::new(&world);
+    let id = lab.open_ock_operation();
+    (lab, id)
 }
 
 const BOTH: &str = "\"03.0006\", \"04.0006\"";
@@ -296,24 +335,30 @@ fn zcrypt_losses_undeclared_zkey_keys_on_the_groups_apqns_are_refused_by_name() 
     );
 }
 
-/// f1: the shipped example group on the shipped example world lost the LUKS2 header's copy
-/// of disk-root's key (mkplan re-enciphered the key, not the header).
-#[test]
-fn zcrypt_losses_a_luks2_volume_of_a_key_on_the_group_is_refused_naming_key_and_volume() {
-    let world = std::fs::read_to_string(repo_file("plans/zcrypt-world.yaml")).unwrap();
-    let lab = Lab::new(&world);
-    let group = std::fs::read_to_string(repo_file("plans/zcrypt-ep11-group.yaml"))
-        .unwrap()
+/// The world of `plans/WORLD` and the shipped example group, pointed at it.
+fn example_group_on(world: &str) -> Lab {
+    let lab = Lab::new(&std::fs::read_to_string(repo_file(&format!("plans/{world}"))).unwrap());
+    let shipped = std::fs::read_to_string(repo_file("plans/zcrypt-ep11-group.yaml")).unwrap();
+    let group = shipped
         .replace("backend: zcrypt:/\n", "backend: zcrypt:w/sys\n")
         .replace(
             "zkey_repository: /etc/zkey/repository",
             "zkey_repository: w/zkey",
+        )
+        .replace(
+            "opencryptoki_config: /etc/opencryptoki",
+            "opencryptoki_config: w/opencryptoki",
         );
-    assert!(
-        group.contains("zcrypt:w/sys") && group.contains("w/zkey"),
-        "{group}"
-    );
+    assert_eq!(group.matches("w/").count(), 3, "{group}");
     lab.group(&group);
+    lab
+}
+
+/// f1: the shipped example group on the shipped example world lost the LUKS2 header's copy
+/// of disk-root's key (mkplan re-enciphered the key, not the header).
+#[test]
+fn zcrypt_losses_a_luks2_volume_of_a_key_on_the_group_is_refused_naming_key_and_volume() {
+    let lab = example_group_on("zcrypt-world.yaml");
     lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
     lab.tke("commit", "03.0006,04.0006", "EP11", None);
     lab.assert_refused("luks2_volumes", &["\"disk-root\"", "/dev/dasdb1"]);
@@ -323,31 +368,7 @@ fn zcrypt_losses_a_luks2_volume_of_a_key_on_the_group_is_refused_naming_key_and_
 /// tokens' re-enciphered objects under it, because the file did not declare the tokens.
 #[test]
 fn zcrypt_losses_an_open_opencryptoki_operation_on_undeclared_tokens_is_refused() {
-    let world = format!(
-        "{}zkey:\n{}{}",
-        ep11_cards(),
-        ep11_key("backup", BOTH),
-        ep11_token()
-    );
-    let lab = Lab::new(&world);
-    lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
-    lab.tke("commit", "03.0006,04.0006", "EP11", None);
-    let reencipher = lab.ok(&[
-        "sim",
-        "zcrypt",
-        "tool",
-        "pkcshsm_mk_change",
-        "--world-dir",
-        "w",
-        "--",
-        "reencipher",
-        "--apqns",
-        "03.0006,04.0006",
-        "--ep11-wkvp",
-        &B2[..32],
-    ]);
-    let id = text(&reencipher);
-    let id = id.split('\'').nth(1).expect("an operation id").to_string();
+    let (lab, id) = token_lab_with_open_operation();
     lab.group(&ep11_group(
         "03.0006, 04.0006",
         C3,
@@ -389,16 +410,7 @@ fn zcrypt_losses_a_key_associated_with_apqns_outside_the_group_is_refused() {
 /// tool steps, the set the operator performs, the complete steps, and no incident.
 #[test]
 fn zcrypt_losses_the_shipped_example_group_runs_on_its_world_without_incidents() {
-    let world = std::fs::read_to_string(repo_file("plans/zcrypt-ep11-world.yaml")).unwrap();
-    let lab = Lab::new(&world);
-    let group = std::fs::read_to_string(repo_file("plans/zcrypt-ep11-group.yaml"))
-        .unwrap()
-        .replace("backend: zcrypt:/\n", "backend: zcrypt:w/sys\n")
-        .replace(
-            "zkey_repository: /etc/zkey/repository",
-            "zkey_repository: w/zkey",
-        );
-    lab.group(&group);
+    let lab = example_group_on("zcrypt-ep11-world.yaml");
     lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
     lab.tke("commit", "03.0006,04.0006", "EP11", None);
     // stdin is closed: apply runs the staging and stops at the first ceremony step (the set).
@@ -486,31 +498,7 @@ zkey:
     );
     assert!(!said.contains("remove NAME.renc"), "{said}");
 
-    let world = format!(
-        "{}zkey:\n{}{}",
-        ep11_cards(),
-        ep11_key("backup", BOTH),
-        ep11_token()
-    );
-    let lab = Lab::new(&world);
-    lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
-    lab.tke("commit", "03.0006,04.0006", "EP11", None);
-    let reencipher = lab.ok(&[
-        "sim",
-        "zcrypt",
-        "tool",
-        "pkcshsm_mk_change",
-        "--world-dir",
-        "w",
-        "--",
-        "reencipher",
-        "--apqns",
-        "03.0006,04.0006",
-        "--ep11-wkvp",
-        &B2[..32],
-    ]);
-    let id = text(&reencipher);
-    let id = id.split('\'').nth(1).expect("an operation id").to_string();
+    let (lab, id) = token_lab_with_open_operation();
     lab.group(&ep11_group(
         "03.0006, 04.0006",
         C3,

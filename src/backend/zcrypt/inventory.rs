@@ -180,33 +180,26 @@ fn on_path(program: &str) -> bool {
 }
 
 impl ZcryptBackend {
-    /// Every zkey key and open openCryptoki operation on this machine.
+    /// Every zkey key, openCryptoki token config and open operation on this machine.
     pub fn inventory(&self, desired: &DesiredGroup) -> Inventory {
         let mut inventory = Inventory::default();
-        if desired.zkey_repository.is_dir() {
-            let call = self.call(desired, "zkey", vec!["list".into()]);
-            match self.run(&call) {
-                Ok(output) if output.success() => match parse_list(&output.stdout) {
-                    Ok(keys) => inventory.zkey_keys = keys,
-                    Err(why) => inventory.unreadable.push(why),
-                },
-                Ok(output) => inventory.unreadable.push(format!(
-                    "{} failed: {}",
-                    call.shown(),
-                    output.last_words()
-                )),
-                Err(why) => inventory.unreadable.push(why),
+        let mut unreadable = Vec::new();
+        let mut note = |result: Result<(), String>| {
+            if let Err(why) = result {
+                unreadable.push(why);
             }
+        };
+        if desired.zkey_repository.is_dir() {
+            note(
+                self.listing(desired, "zkey", parse_list)
+                    .map(|keys| inventory.zkey_keys = keys),
+            );
         }
-        match token_configs(&desired.opencryptoki_config) {
-            Ok(tokens) => inventory.tokens = tokens,
-            Err(why) => inventory.unreadable.push(why),
-        }
+        note(token_configs(&desired.opencryptoki_config).map(|tokens| inventory.tokens = tokens));
         if on_path("pkcshsm_mk_change") {
-            let call = self.call(desired, "pkcshsm_mk_change", vec!["list".into()]);
-            match self.run(&call) {
-                Ok(output) if output.success() => match stores::parse_ock_list(&output.stdout) {
-                    Ok(operations) => {
+            note(
+                self.listing(desired, "pkcshsm_mk_change", stores::parse_ock_list)
+                    .map(|operations| {
                         inventory.operations = operations
                             .into_iter()
                             .map(|op| FoundOperation {
@@ -214,18 +207,26 @@ impl ZcryptBackend {
                                 apqns: op.apqns,
                             })
                             .collect();
-                    }
-                    Err(why) => inventory.unreadable.push(why),
-                },
-                Ok(output) => inventory.unreadable.push(format!(
-                    "{} failed: {}",
-                    call.shown(),
-                    output.last_words()
-                )),
-                Err(why) => inventory.unreadable.push(why),
-            }
+                    }),
+            );
         }
+        inventory.unreadable = unreadable;
         inventory
+    }
+
+    /// `PROGRAM list`, read by `parse`; a failed run or an unreadable output is the reason.
+    fn listing<T>(
+        &self,
+        desired: &DesiredGroup,
+        program: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let call = self.call(desired, program, vec!["list".into()]);
+        let output = self.run(&call)?;
+        if !output.success() {
+            return Err(format!("{} failed: {}", call.shown(), output.last_words()));
+        }
+        parse(&output.stdout)
     }
 }
 
