@@ -27,6 +27,8 @@ pub const COMMAND_WORDS_MAX: usize = 64;
 pub const GROUP_NAME_LEN_MAX: usize = 64;
 /// zkey's repository when none is named (zkey.1).
 pub const ZKEY_REPOSITORY_DEFAULT: &str = "/etc/zkey/repository";
+/// openCryptoki's configuration folder when none is named (its token configs live there).
+pub const OPENCRYPTOKI_CONFIG_DEFAULT: &str = "/etc/opencryptoki";
 
 const KEY_WORDS: KeyWords = &[
     ("domain_group", "the group's name: letters, digits, - and _"),
@@ -49,6 +51,10 @@ const KEY_WORDS: KeyWords = &[
     (
         "zkey_repository",
         "the path of zkey's repository, e.g. /etc/zkey/repository",
+    ),
+    (
+        "opencryptoki_config",
+        "the folder of openCryptoki's token configs, e.g. /etc/opencryptoki",
     ),
     (
         "stores",
@@ -99,6 +105,8 @@ pub struct DesiredGroup {
     pub procedure: Procedure,
     pub master_keys: BTreeMap<MkType, Mkvp>,
     pub zkey_repository: PathBuf,
+    /// Where the token configs (`ep11tok*.conf`, `ccatok*.conf`) are found.
+    pub opencryptoki_config: PathBuf,
     pub stores: Vec<DesiredStore>,
 }
 
@@ -115,6 +123,8 @@ struct RawGroup {
     master_keys: Spanned<Vec<RawMasterKey>>,
     #[serde(default)]
     zkey_repository: Option<Spanned<String>>,
+    #[serde(default)]
+    opencryptoki_config: Option<Spanned<String>>,
     stores: Spanned<Vec<Spanned<RawStore>>>,
 }
 
@@ -233,6 +243,10 @@ pub fn parse_domain_group(
         || PathBuf::from(ZKEY_REPOSITORY_DEFAULT),
         |path| relative(folder, &path.value),
     );
+    let opencryptoki_config = raw.opencryptoki_config.as_ref().map_or_else(
+        || PathBuf::from(OPENCRYPTOKI_CONFIG_DEFAULT),
+        |path| relative(folder, &path.value),
+    );
     let stores = parse_stores(&raw.stores, &master_keys, procedure, folder, &error)?;
     Ok(DesiredGroup {
         name,
@@ -243,6 +257,7 @@ pub fn parse_domain_group(
         procedure,
         master_keys,
         zkey_repository,
+        opencryptoki_config,
         stores,
     })
 }

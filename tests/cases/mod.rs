@@ -34,4 +34,5 @@ mod witnesses;
 mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_fake;
+mod zcrypt_losses;
 mod zcrypt_scenarios;

@@ -277,10 +277,12 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
                 )
             },
             mid: |_| {},
-            check: "stores_declared",
+            // The inventory finds it first (`stores_declared`, the planner's own check of the
+            // keys zkey validate shows, stays as a second line: src/plan/domain_group/tests.rs).
+            check: "undeclared_stores",
             names: vec![
-                "zkey key \"archive\" (under WK a1a1".into(),
-                "03.0006, 04.0006".into(),
+                "zkey key \"archive\" on APQN(s) 03.0006,04.0006".into(),
+                "- zkey_key: archive".into(),
             ],
         },
         Refused {
@@ -294,7 +296,7 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
                 ))
             },
             mid: |_| {},
-            check: "stores_observable",
+            check: "luks2_volumes",
             names: vec!["zkey key \"archive\"".into(), "/dev/dasdb1:enc-root".into()],
         },
         Refused {

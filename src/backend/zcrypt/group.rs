@@ -15,7 +15,7 @@ use super::tools::{ToolCall, ToolOutput, ToolRunner};
 use crate::model::domain_group::{
     GroupMode, KeyCopies, LiveApqn, LiveGroup, LiveStore, StoreId, StoreKind, StoreState,
 };
-use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
+use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
 use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk, TypeRegisters};
 
 /// Bytes of a `.renc` file read at most (an XTS EP11 pair is 672).
@@ -118,6 +118,7 @@ impl ZcryptBackend {
             apqns: self.read_apqns(desired)?,
             stores,
             undeclared,
+            inventory: self.inventory(desired),
         })
     }
 
@@ -373,6 +374,8 @@ impl ZcryptBackend {
                 .filter_map(|a| a.registers.as_ref()?.get(&mk_type)?.current.vp())
                 .collect();
             let copy = match ours.first() {
+                // After a SET the objects may be under OLD or CURRENT: CURRENT is no evidence.
+                None if desired.procedure == Procedure::SetThenFromOld => return unknown("no pkcshsm_mk_change operation is open, and under set_then_from_old the APQNs' CURRENT registers do not show which key the tokens' objects are under".into()),
                 None if currents.len() == 1 => KeyCopies { active: (*currents.first().expect("one")).clone(), staged: None },
                 None => return unknown("no operation is open and the APQNs' CURRENT registers differ, so which key the tokens use is not shown".into()),
                 Some(op) => {
@@ -411,7 +414,10 @@ impl ZcryptBackend {
                     Ok(copies) => StoreState::Known(BTreeMap::from([(mk_type, copies)])),
                     Err(why) => StoreState::Unknown {
                         why,
-                        settle: format!("`{}` printing `active: VP`", call.shown()),
+                        settle: format!(
+                            "`{}` printing one `active: VP` line, and at most one `staged: VP` line",
+                            call.shown()
+                        ),
                     },
                 }
             }

@@ -7,11 +7,13 @@
 //! - [`mkvps`]: the state and verification pattern of each master key register.
 //!
 //! - [`group`]: the `zcrypt:` backend of a domain group: registers and stores, read.
+//! - [`inventory`]: every store on the machine, declared or not.
 //! - [`stores`]: the tools' output, parsed; [`tools`]: the seam every tool run goes through.
 //! - [`fake`]: the fake platform (`mkplan sim zcrypt`), for tests and drills.
 
 pub mod fake;
 pub mod group;
+pub mod inventory;
 pub mod mkvps;
 pub mod stores;
 pub mod sysfs;

@@ -197,16 +197,37 @@ pub fn parse_ock_list(stdout: &str) -> Result<Vec<OckOperation>, String> {
 
 /// An application key's check: `active: VP` and, while a staged copy exists, `staged: VP`.
 pub fn parse_application_check(mk_type: MkType, stdout: &str) -> Result<KeyCopies, String> {
-    let mut active = None;
-    let mut staged = None;
-    for line in stdout.lines() {
-        if let Some(vp) = value(line, "active") {
-            active = Some(Mkvp::parse(mk_type, vp)?);
-        } else if let Some(vp) = value(line, "staged") {
-            staged = Some(Mkvp::parse(mk_type, vp)?);
+    let lines = |label: &str| -> Vec<&str> {
+        stdout
+            .lines()
+            .filter(|line| value(line, label).is_some())
+            .collect()
+    };
+    // Two lines for one copy contradict each other, or repeat it: either way the check does
+    // not say which one is true, and the last line is not evidence of the other.
+    for label in ["active", "staged"] {
+        let found = lines(label);
+        if found.len() > 1 {
+            return Err(format!(
+                "the check printed {} `{label}:` lines ({}): which one is true is not shown",
+                found.len(),
+                found
+                    .iter()
+                    .map(|l| crate::quote::quote(l.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
     }
-    let active = active.ok_or("the check printed no `active: VP` line")?;
+    let one = |label: &str| {
+        lines(label)
+            .first()
+            .and_then(|line| value(line, label))
+            .map(|vp| Mkvp::parse(mk_type, vp))
+            .transpose()
+    };
+    let staged = one("staged")?;
+    let active = one("active")?.ok_or("the check printed no `active: VP` line")?;
     Ok(KeyCopies { active, staged })
 }
 
@@ -291,5 +312,8 @@ WARNING: Not all APQNs have the same master key or fulfill the requirements
         .unwrap();
         assert_eq!(copies.staged.unwrap().as_str(), "2222222222222222");
         assert!(parse_application_check(MkType::Aes, "ok\n").is_err());
+        let twice = "active: 1111111111111111\nactive: 2222222222222222\n";
+        let why = parse_application_check(MkType::Aes, twice).unwrap_err();
+        assert!(why.contains("2 `active:` lines"), "{why}");
     }
 }

@@ -164,6 +164,7 @@ impl World {
                 .collect(),
             stores: self.stores.clone(),
             undeclared: Vec::new(),
+            inventory: Default::default(),
         }
     }
 }

@@ -14,7 +14,9 @@
 //! Before a plan is returned it is played over the live state ([`effect`]) and checked
 //! against the loss rule after every step.
 
+mod advice;
 pub mod effect;
+mod inventory;
 mod precheck;
 #[cfg(test)]
 mod tests;

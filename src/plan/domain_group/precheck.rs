@@ -144,6 +144,7 @@ pub(super) fn check(
         check_type(desired, &registers, mk_type, target)?;
     }
     let checked = Checked { registers };
+    super::inventory::check(desired, live)?;
     check_stores(desired, live, &checked)?;
     Ok(checked)
 }
@@ -275,11 +276,13 @@ fn check_stores(
             if let Some(staged) = &copy.staged
                 && staged != target
             {
+                let staged_is_current = of_type().any(|r| r.current.vp() == Some(staged));
                 return Err(refuse(
                     "no_earlier_staged_stores",
                     format!(
-                        "{} has a copy staged under {staged} from an earlier change, not under {target}: complete or discard it (zkey reencipher --complete, or remove NAME.renc after checking) first",
-                        store.id
+                        "{} has a copy staged under {staged} from an earlier change, not under {target}: {}",
+                        store.id,
+                        super::advice::earlier_staged(store, staged_is_current)
                     ),
                 ));
             }

@@ -35,6 +35,7 @@ pub(crate) fn desired(mode: GroupMode, apqns: usize, procedure: Procedure) -> De
         procedure,
         master_keys: types.iter().map(|t| (*t, vp(*t, 'b'))).collect(),
         zkey_repository: PathBuf::from("/r"),
+        opencryptoki_config: "/etc/opencryptoki".into(),
         stores: vec![DesiredStore::ZkeyAssociated],
     }
 }
@@ -96,6 +97,7 @@ fn live(
             })
             .collect(),
         undeclared: Vec::new(),
+        inventory: Default::default(),
     }
 }
 

@@ -1,0 +1,278 @@
+//! Finding every store on the machine that could depend on a domain group, declared or not
+//! (the planner's `undeclared_stores` and related checks): every zkey key with its associated
+//! APQNs and LUKS2 volumes (`zkey list`, all keys), every openCryptoki token config in the
+//! group's `opencryptoki_config` folder, and every open `pkcshsm_mk_change` operation
+//! (`pkcshsm_mk_change list`). What cannot be listed is recorded as unreadable, and
+//! the planner refuses: an unlisted store is not a store known to be absent.
+//!
+//! An absent zkey repository holds no keys, and a machine without `pkcshsm_mk_change` on its
+//! `PATH` has no operation it opened: both are evidence of absence, not silence.
+
+use super::group::ZcryptBackend;
+use super::stores;
+use crate::model::domain_group::{Apqn, GroupMode};
+use crate::model::domain_group_desired::DesiredGroup;
+use crate::model::domain_group_inventory::{FoundOperation, FoundToken, FoundZkeyKey, Inventory};
+
+/// One key as `zkey list` shows it (the lines the inventory needs).
+#[derive(Default)]
+struct Listed {
+    name: String,
+    key_type: String,
+    apqns: String,
+    volumes: Vec<String>,
+    volume_type: String,
+}
+
+fn label_value(line: &str) -> Option<(&str, &str)> {
+    let (name, value) = line.split_once(':')?;
+    (!name.starts_with(' ')).then(|| (name.trim(), value.trim()))
+}
+
+/// The keys of `zkey list`: `Key`, `Key type`, `APQNs`, `Volumes` (one per line, the further
+/// ones indented) and `Volume type`. A block without its key type is an error: nothing is
+/// guessed about a key.
+pub fn parse_list(stdout: &str) -> Result<Vec<FoundZkeyKey>, String> {
+    let mut keys: Vec<Listed> = Vec::new();
+    let mut in_volumes = false;
+    for line in stdout.lines() {
+        if let Some(("Key", name)) = label_value(line) {
+            keys.push(Listed {
+                name: name.to_string(),
+                ..Listed::default()
+            });
+            in_volumes = false;
+            continue;
+        }
+        let Some(key) = keys.last_mut() else { continue };
+        if in_volumes && line.starts_with(' ') && !line.trim().is_empty() {
+            key.volumes.push(line.trim().to_string());
+            continue;
+        }
+        in_volumes = false;
+        match label_value(line) {
+            Some(("Key type", value)) => key.key_type = value.to_string(),
+            Some(("APQNs", value)) => key.apqns = value.to_string(),
+            Some(("Volume type", value)) => key.volume_type = value.to_ascii_lowercase(),
+            Some(("Volumes", _)) => {
+                let value = line.split_once(':').map_or("", |(_, v)| v.trim());
+                if value != "(none)" && !value.is_empty() {
+                    key.volumes.push(value.to_string());
+                }
+                in_volumes = true;
+            }
+            _ => {}
+        }
+    }
+    keys.into_iter().map(found).collect()
+}
+
+fn found(key: Listed) -> Result<FoundZkeyKey, String> {
+    if key.key_type.is_empty() {
+        return Err(format!(
+            "zkey list showed key '{}' without its key type",
+            key.name
+        ));
+    }
+    let mode = match stores::mk_type_of(&key.key_type) {
+        Some(t) if t.is_ep11() => Some(GroupMode::Ep11),
+        Some(_) => Some(GroupMode::Cca),
+        None => None,
+    };
+    let apqns = if key.apqns == "(none)" || key.apqns.is_empty() {
+        Vec::new()
+    } else {
+        key.apqns
+            .split([',', ' '])
+            .filter(|w| !w.is_empty())
+            .map(str::parse::<Apqn>)
+            .collect::<Result<_, _>>()
+            .map_err(|why| format!("zkey list, key '{}': {why}", key.name))?
+    };
+    let luks2_volumes = if key.volume_type == "luks2" {
+        key.volumes
+    } else {
+        Vec::new()
+    };
+    Ok(FoundZkeyKey {
+        name: key.name,
+        mode,
+        key_type: key.key_type,
+        apqns,
+        luks2_volumes,
+    })
+}
+
+/// A token config's allow list (`APQN_ALLOWLIST` or `APQN_WHITELIST` … `END`, pairs of card
+/// and domain), each pair read as hex and as decimal: the planner then counts the token on
+/// the group if either reading puts it there. `None`: no list (or `APQN_ANY`), so every APQN.
+pub fn parse_token_apqns(text: &str) -> Option<Vec<Apqn>> {
+    let words: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let start = words
+        .iter()
+        .position(|w| *w == "APQN_ALLOWLIST" || *w == "APQN_WHITELIST")?;
+    let mut apqns = Vec::new();
+    for pair in words[start + 1..]
+        .iter()
+        .take_while(|w| **w != "END")
+        .collect::<Vec<_>>()
+        .chunks(2)
+    {
+        let [card, domain] = pair else { break };
+        for radix in [16, 10] {
+            let number = |w: &str| u32::from_str_radix(w.trim_start_matches("0x"), radix).ok();
+            if let (Some(card), Some(domain)) = (number(card), number(domain))
+                && let (Ok(card), Ok(domain)) = (u8::try_from(card), u16::try_from(domain))
+            {
+                apqns.push(Apqn { card, domain });
+            }
+        }
+    }
+    Some(apqns)
+}
+
+/// The token configs in openCryptoki's folder: `ep11tok*.conf` (EP11) and `ccatok*.conf`
+/// (CCA). An absent folder is no openCryptoki configured.
+fn token_configs(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return if folder.exists() {
+            Err(format!(
+                "{}: cannot list openCryptoki's token configs",
+                crate::quote::path(folder)
+            ))
+        } else {
+            Ok(Vec::new())
+        };
+    };
+    let mut tokens = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let mode = if name.starts_with("ep11tok") && name.ends_with(".conf") {
+            GroupMode::Ep11
+        } else if name.starts_with("ccatok") && name.ends_with(".conf") {
+            GroupMode::Cca
+        } else {
+            continue;
+        };
+        let text = crate::bounded_read::read(&path, TOKEN_CONFIG_BYTES_MAX)
+            .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
+        tokens.push(FoundToken {
+            config: path.display().to_string(),
+            mode,
+            apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
+        });
+    }
+    tokens.sort_by(|a, b| a.config.cmp(&b.config));
+    Ok(tokens)
+}
+
+/// Bytes of a token config read at most.
+const TOKEN_CONFIG_BYTES_MAX: u64 = 1024 * 1024;
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+impl ZcryptBackend {
+    /// Every zkey key, openCryptoki token config and open operation on this machine.
+    pub fn inventory(&self, desired: &DesiredGroup) -> Inventory {
+        let mut inventory = Inventory::default();
+        let mut unreadable = Vec::new();
+        let mut note = |result: Result<(), String>| {
+            if let Err(why) = result {
+                unreadable.push(why);
+            }
+        };
+        if desired.zkey_repository.is_dir() {
+            note(
+                self.listing(desired, "zkey", parse_list)
+                    .map(|keys| inventory.zkey_keys = keys),
+            );
+        }
+        note(token_configs(&desired.opencryptoki_config).map(|tokens| inventory.tokens = tokens));
+        if on_path("pkcshsm_mk_change") {
+            note(
+                self.listing(desired, "pkcshsm_mk_change", stores::parse_ock_list)
+                    .map(|operations| {
+                        inventory.operations = operations
+                            .into_iter()
+                            .map(|op| FoundOperation {
+                                id: op.id,
+                                apqns: op.apqns,
+                            })
+                            .collect();
+                    }),
+            );
+        }
+        inventory.unreadable = unreadable;
+        inventory
+    }
+
+    /// `PROGRAM list`, read by `parse`; a failed run or an unreadable output is the reason.
+    fn listing<T>(
+        &self,
+        desired: &DesiredGroup,
+        program: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let call = self.call(desired, program, vec!["list".into()]);
+        let output = self.run(&call)?;
+        if !output.success() {
+            return Err(format!("{} failed: {}", call.shown(), output.last_words()));
+        }
+        parse(&output.stdout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zkey_list_gives_associations_and_luks2_volumes() {
+        let list = "Key                  : disk-root
+Key type             : EP11-AES
+Volumes              : /dev/dasdb1:enc-root
+                       /dev/dasdc1:enc-data
+APQNs                : 03.0006, 04.0006
+Volume type          : luks2
+
+Key                  : loose
+Key type             : CCA-AESDATA
+Volumes              : (none)
+APQNs                : (none)
+Volume type          : luks2
+
+Key                  : plain-one
+Key type             : EP11-AES
+Volumes              : /dev/dasdd1:p
+APQNs                : 03.0006
+Volume type          : plain
+";
+        let keys = parse_list(list).unwrap();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(
+            keys[0].luks2_volumes,
+            ["/dev/dasdb1:enc-root", "/dev/dasdc1:enc-data"]
+        );
+        assert_eq!(keys[0].apqns.len(), 2);
+        assert!(keys[1].apqns.is_empty() && keys[1].luks2_volumes.is_empty());
+        assert_eq!(keys[1].mode, Some(GroupMode::Cca));
+        assert!(keys[2].luks2_volumes.is_empty());
+        assert!(parse_list("Key : x\nAPQNs : 03.0006\n").is_err());
+    }
+
+    #[test]
+    fn a_token_allow_list_is_read_as_hex_and_as_decimal() {
+        let apqns = parse_token_apqns("APQN_ALLOWLIST\n  10 0006\nEND\nEXPECTED_WKVP \"0x1\"\n");
+        let shown: Vec<String> = apqns.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0006", "0a.0006"]);
+        assert_eq!(parse_token_apqns("EXPECTED_WKVP \"0x1\"\n"), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Every store observable on a machine that could depend on a domain group's APQNs, whether
+//! the group file declares it or not (zcrypt.md §5: a change is done only when every store
+//! using the group's APQNs has moved). The planner compares it with the declared stores and
+//! refuses a change that would leave one behind. No I/O: the backend fills it.
+
+use super::domain_group::{Apqn, GroupMode};
+
+/// A zkey key as `zkey list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundZkeyKey {
+    pub name: String,
+    /// The mode of its key type (EP11-AES: EP11; CCA-*: CCA); `None` for a type mkplan does
+    /// not know.
+    pub mode: Option<GroupMode>,
+    pub key_type: String,
+    /// Its associated APQNs. Empty: zkey uses every online APQN of its type (zcrypt.md §4.1).
+    pub apqns: Vec<Apqn>,
+    /// Its LUKS2 volumes (`device:dm-name`), whose headers hold their own copy of the key.
+    pub luks2_volumes: Vec<String>,
+}
+
+impl FoundZkeyKey {
+    /// Whether a change of a group of `mode` on `group` touches this key.
+    pub fn depends_on(&self, group: &[Apqn], mode: GroupMode) -> bool {
+        if self.apqns.is_empty() {
+            self.mode.is_none_or(|m| m == mode)
+        } else {
+            self.apqns.iter().any(|a| group.contains(a))
+        }
+    }
+}
+
+/// An open `pkcshsm_mk_change` operation: its tokens' objects have copies under its new keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundOperation {
+    pub id: String,
+    pub apqns: Vec<Apqn>,
+}
+
+/// An openCryptoki token's config (`ep11tok*.conf`, `ccatok*.conf`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundToken {
+    /// The config file, as a path the operator can open.
+    pub config: String,
+    pub mode: GroupMode,
+    /// The APQNs its allow list names, each read both ways the file could mean it (hex and
+    /// decimal); `None`: no allow list, so every APQN of its mode.
+    pub apqns: Option<Vec<Apqn>>,
+}
+
+impl FoundToken {
+    pub fn depends_on(&self, group: &[Apqn], mode: GroupMode) -> bool {
+        self.mode == mode
+            && self
+                .apqns
+                .as_ref()
+                .is_none_or(|apqns| apqns.iter().any(|a| group.contains(a)))
+    }
+}
+
+/// What the backend found, and what it could not read (each a reason: then nothing is known
+/// about that kind of store, and the planner refuses).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Inventory {
+    pub zkey_keys: Vec<FoundZkeyKey>,
+    pub operations: Vec<FoundOperation>,
+    pub tokens: Vec<FoundToken>,
+    pub unreadable: Vec<String>,
+}

@@ -1,0 +1,174 @@
+//! The inventory checks (zcrypt.md §5, §7): a change is done only when every store using the
+//! group's APQNs has moved, so every store found on them must be one the group file declares
+//! and one mkplan can move. Each refusal names the stores and what to write or do.
+//!
+//! - `opencryptoki_from_old`: openCryptoki tokens under `set_then_from_old`. No tool mkplan
+//!   runs moves a token's objects from OLD (`pkcscca` is offline and not modelled), and
+//!   without an open `pkcshsm_mk_change` operation nothing shows which key they are under.
+//! - `undeclared_stores`: a zkey key, an openCryptoki token (by its config) or an open
+//!   `pkcshsm_mk_change` operation on the group's APQNs that no declared store covers; or a
+//!   kind of store that could not be listed.
+//! - `key_apqns_in_group`: a zkey key with no associated APQNs (zkey then uses every online
+//!   APQN of its type), or associated with APQNs outside the group as well.
+//! - `luks2_volumes`: a key with a LUKS2 volume, whose header holds its own copy of the key,
+//!   which mkplan does not read yet.
+
+use super::precheck::GroupRefusal;
+use crate::model::domain_group::{Apqn, LiveGroup};
+use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
+use crate::model::domain_group_inventory::FoundZkeyKey;
+use crate::quote::quote;
+
+fn listed(items: impl IntoIterator<Item = String>) -> String {
+    items.into_iter().collect::<Vec<_>>().join("; ")
+}
+
+fn apqn_list(apqns: impl IntoIterator<Item = Apqn>) -> String {
+    apqns
+        .into_iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn refusal(check: &'static str, message: String, settle: Option<String>) -> GroupRefusal {
+    GroupRefusal {
+        check,
+        message,
+        settle,
+    }
+}
+
+pub(super) fn check(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
+    let declared = |store: &DesiredStore| desired.stores.contains(store);
+    if desired.procedure == Procedure::SetThenFromOld && declared(&DesiredStore::OpenCryptoki) {
+        return Err(refusal(
+            "opencryptoki_from_old",
+            "the group declares openCryptoki tokens but uses procedure set_then_from_old: no tool mkplan runs moves a token's objects from the OLD master key (pkcscca -m keys is offline), and with no pkcshsm_mk_change operation open nothing shows which key the objects are under".into(),
+            Some("use procedure: reencipher_then_set, whose pkcshsm_mk_change operation shows the tokens' state at every step".into()),
+        ));
+    }
+    let inventory = &live.inventory;
+    if !inventory.unreadable.is_empty() {
+        return Err(refusal(
+            "undeclared_stores",
+            format!(
+                "cannot list every store on the group's APQNs: {}",
+                listed(inventory.unreadable.iter().cloned())
+            ),
+            Some("the tool listing its stores (zkey list, pkcshsm_mk_change list) succeeding, so that no store on these APQNs is left behind".into()),
+        ));
+    }
+    let ours: Vec<&FoundZkeyKey> = inventory
+        .zkey_keys
+        .iter()
+        .filter(|k| k.depends_on(&desired.apqns, desired.mode))
+        .collect();
+    check_key_apqns(desired, &ours)?;
+    check_luks2(&ours)?;
+    check_declared(desired, &ours, live)
+}
+
+fn check_key_apqns(desired: &DesiredGroup, keys: &[&FoundZkeyKey]) -> Result<(), GroupRefusal> {
+    let group = apqn_list(desired.apqns.iter().copied());
+    let mut problems = Vec::new();
+    for key in keys {
+        let outside: Vec<Apqn> = key
+            .apqns
+            .iter()
+            .copied()
+            .filter(|a| !desired.apqns.contains(a))
+            .collect();
+        if key.apqns.is_empty() {
+            problems.push(format!(
+                "zkey key {} ({}) has no associated APQNs, so zkey uses every online {} APQN, this group's and any other: associate it with the group's APQNs (zkey change --name {} --apqns +{group})",
+                quote(&key.name), key.key_type, desired.mode, key.name
+            ));
+        } else if !outside.is_empty() {
+            let outside = apqn_list(outside);
+            problems.push(format!(
+                "zkey key {} is associated with APQN(s) {outside} outside the group as well: a change of this group would re-encipher it and leave it usable on part of its APQNs only; add {outside} to the group's apqns, or remove the association (zkey change --name {} --apqns -{outside})",
+                quote(&key.name), key.name
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(refusal("key_apqns_in_group", listed(problems), None))
+}
+
+fn check_luks2(keys: &[&FoundZkeyKey]) -> Result<(), GroupRefusal> {
+    let volumes: Vec<String> = keys
+        .iter()
+        .flat_map(|k| {
+            k.luks2_volumes
+                .iter()
+                .map(move |v| format!("zkey key {} has LUKS2 volume {v}", quote(&k.name)))
+        })
+        .collect();
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(
+        "luks2_volumes",
+        format!(
+            "{}: a LUKS2 header holds its own copy of the volume key, and mkplan does not read LUKS2 headers yet, so a change would leave it behind",
+            listed(volumes)
+        ),
+        Some("re-encipher each volume by hand with zkey-cryptsetup reencipher DEVICE (staged, then --complete after the set) in a change without mkplan; mkplan plans groups with no LUKS2 volume".into()),
+    ))
+}
+
+fn check_declared(
+    desired: &DesiredGroup,
+    keys: &[&FoundZkeyKey],
+    live: &LiveGroup,
+) -> Result<(), GroupRefusal> {
+    let associated = desired.stores.contains(&DesiredStore::ZkeyAssociated);
+    let mut missing = Vec::new();
+    for key in keys {
+        let covered = (associated && !key.apqns.is_empty())
+            || desired
+                .stores
+                .contains(&DesiredStore::ZkeyKey(key.name.clone()));
+        if !covered {
+            missing.push(format!(
+                "zkey key {} on APQN(s) {} (add `- zkey_key: {}` or `- zkey_keys: associated` to stores:)",
+                quote(&key.name),
+                apqn_list(key.apqns.iter().copied()),
+                key.name
+            ));
+        }
+    }
+    if !desired.stores.contains(&DesiredStore::OpenCryptoki) {
+        for token in &live.inventory.tokens {
+            if token.depends_on(&desired.apqns, desired.mode) {
+                missing.push(format!(
+                    "the openCryptoki token of {} (add `- opencryptoki: tokens` to stores:)",
+                    token.config
+                ));
+            }
+        }
+        for op in &live.inventory.operations {
+            if op.apqns.iter().any(|a| desired.apqns.contains(a)) {
+                missing.push(format!(
+                    "openCryptoki tokens with open pkcshsm_mk_change operation {} on APQN(s) {} (add `- opencryptoki: tokens` to stores:)",
+                    quote(&op.id),
+                    apqn_list(op.apqns.iter().copied())
+                ));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(
+        "undeclared_stores",
+        format!(
+            "stores on the group's APQNs that the group file does not declare would be left under a key the change destroys: {}",
+            listed(missing)
+        ),
+        None,
+    ))
+}
