@@ -371,12 +371,7 @@ fn completed_claim(
         detail: format!(
             "{witness} saw {why}, but its run stopped before any unit it promoted: since then another operator or state folder may have finished this rotation and rotated back, which leaves the registers as they are now"
         ),
-        fix: format!(
-            "ask everyone who can act on this instance (other operators and state folders, TKE CLI and TKE application users) whether anyone did since the interruption. If nobody did, confirm the journal with `mkplan attest rewrap {id} --completed --desired {file}`. If someone did, this journal did not see their rotation: plan with their state folder (--state-dir), or settle it with the service's rotation status or IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register (target {t}…)",
-            id = live.id,
-            file = desired_file(journal),
-            t = to.short()
-        ),
+        fix: confirm_fix(live, to, journal),
     })
 }
 
@@ -503,35 +498,6 @@ fn not_recorded(
     }
 }
 
-fn desired_file(journal: &JournalEvidence) -> &str {
-    if journal.desired_file.is_empty() {
-        "DESIRED.yaml"
-    } else {
-        &journal.desired_file
-    }
-}
-
-/// The evidence that settles whether the rewrap ran.
-fn attest_fix(
-    live: &LiveInstance,
-    target: &VerificationPattern,
-    journal: &JournalEvidence,
-    interrupted: bool,
-) -> String {
-    let ask = if interrupted {
-        "ask everyone who can act on this instance (other operators and state folders, TKE CLI and TKE application users) and check the TKE CLI output since the interruption"
-    } else {
-        "use the journal of the mkplan run that started this rotation (rerun with its --state-dir), or find out from the TKE CLI output and from everyone who can act on this instance whether a rewrap ran"
-    };
-    format!(
-        "{ask}; then journal what you found with `mkplan attest rewrap {id} --not-run --desired {file}` (nobody rewrapped since) or `--completed` (the service reported \"{ok}\"). The service's rotation status, where it reports one, settles it too, and so does IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register (target {t}…)",
-        id = live.id,
-        file = desired_file(journal),
-        ok = RewrapStatus::Rewrapped.describe(),
-        t = target.short()
-    )
-}
-
 /// What the registers alone prove. A rewrap needs every new register Full Committed with one
 /// key, and after it that key stays in the new registers until set immediate. So when every
 /// current register holds `A` and no new register holds any other key, no rewrap can have
@@ -609,6 +575,10 @@ fn silent(
     .units(registers(live))
     .fix(fix)
 }
+
+#[path = "evidence_fix.rs"]
+mod fix;
+use fix::{attest_fix, confirm_fix, desired_file};
 
 #[cfg(test)]
 #[path = "evidence_tests.rs"]
