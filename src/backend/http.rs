@@ -22,7 +22,7 @@ use super::wiped::{self, wiped};
 use super::{BackendError, Operation, SendBy, endpoint};
 use crate::model::live::UNITS_PER_INSTANCE_MAX;
 use crate::model::{CryptoUnit, LiveFleet, LiveInstance};
-use answers::describe;
+pub(in crate::backend) use answers::describe;
 pub(in crate::backend) use answers::{Failure, logged_url, request_name};
 pub(crate) use answers::{StatusBody, UnitList, error_message};
 

@@ -12,23 +12,7 @@ use crate::error::{Error, Result};
 use crate::keypart::{self, NONCE_LEN, Password, SALT_LEN, SealRandom, Secret32};
 
 pub fn new(out: &Path, password_env: Option<&str>) -> Result<u8> {
-    end_on_interrupt_outside_prompts();
-    let password = password(
-        &mut Passwords::default(),
-        &Asked {
-            what: format!("the new key part {}", out.display()),
-            prompt: format!("Password for the new key part {}: ", out.display()),
-            variable: password_env,
-            named_by: NamedBy::Flag,
-        },
-        true,
-    )?;
-    if !password.is_long_enough() {
-        return Err(Error::Other(format!(
-            "the password is too short: use at least {} characters",
-            keypart::PASSWORD_LEN_MIN
-        )));
-    }
+    let password = new_file_password(&format!("the new key part {}", out.display()), password_env)?;
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     let mut random = SealRandom {
         salt: [0; SALT_LEN],
@@ -59,26 +43,10 @@ pub fn new_signature_key(
     password_env: Option<&str>,
 ) -> Result<u8> {
     use crate::backend::tke::{kari, sigkey};
-    end_on_interrupt_outside_prompts();
-    let password = password(
-        &mut Passwords::default(),
-        &Asked {
-            what: format!("the new signature key file {}", out.display()),
-            prompt: format!(
-                "Password for the new signature key file {}: ",
-                out.display()
-            ),
-            variable: password_env,
-            named_by: NamedBy::Flag,
-        },
-        true,
+    let password = new_file_password(
+        &format!("the new signature key file {}", out.display()),
+        password_env,
     )?;
-    if !password.is_long_enough() {
-        return Err(Error::Other(format!(
-            "the password is too short: use at least {} characters",
-            keypart::PASSWORD_LEN_MIN
-        )));
-    }
     let secret = kari::random_secret();
     write_new(
         out,
@@ -95,6 +63,29 @@ pub fn new_signature_key(
         out.display()
     );
     Ok(0)
+}
+
+/// The password for a new file (`what`, e.g. "the new key part F"): from `password_env` or
+/// asked twice on the terminal, and long enough. Ctrl-C outside the prompt ends mkplan.
+fn new_file_password(what: &str, password_env: Option<&str>) -> Result<Password> {
+    end_on_interrupt_outside_prompts();
+    let password = password(
+        &mut Passwords::default(),
+        &Asked {
+            what: what.to_string(),
+            prompt: format!("Password for {what}: "),
+            variable: password_env,
+            named_by: NamedBy::Flag,
+        },
+        true,
+    )?;
+    if !password.is_long_enough() {
+        return Err(Error::Other(format!(
+            "the password is too short: use at least {} characters",
+            keypart::PASSWORD_LEN_MIN
+        )));
+    }
+    Ok(password)
 }
 
 /// Creates the file only if it does not exist (a key part is never overwritten), readable by

@@ -437,26 +437,13 @@ fn request_name(method: &Method, url: &Url) -> String {
     format!("{method} {}", crate::quote::name(url.as_str()))
 }
 
-/// Why a request got no answer, without reqwest's top line (which repeats the URL).
+/// Why a request got no answer (the backends' own wording), with the time waited, quoted
+/// for a message.
 fn describe(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
         return format!("timed out after {} ms", timeout.as_millis());
     }
-    let mut causes: Vec<String> = Vec::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !causes.iter().any(|c| c.contains(&text)) {
-            causes.push(text);
-        }
-        source = cause.source();
-    }
-    let why = if causes.is_empty() {
-        error.to_string()
-    } else {
-        causes.join(": ")
-    };
-    crate::quote::message(&why)
+    crate::quote::message(&crate::backend::http::describe(error))
 }
 
 #[cfg(test)]
