@@ -165,9 +165,6 @@ pub struct LiveStore {
 pub struct LiveGroup {
     pub apqns: Vec<LiveApqn>,
     pub stores: Vec<LiveStore>,
-    /// zkey keys associated with the group's APQNs that the file does not declare (read when
-    /// it names keys one by one): a set would lose those still under the old master key.
-    pub undeclared: Vec<LiveStore>,
     /// Every store found on the machine that could depend on the group, declared or not.
     pub inventory: super::domain_group_inventory::Inventory,
 }

@@ -77,8 +77,10 @@ fn zcrypt_a_drill_with_a_token_pins_its_config_after_the_set_and_converges() {
 #[test]
 fn zcrypt_a_drill_of_a_group_that_leaves_a_token_out_fails_with_the_incident_and_the_replay() {
     // An openCryptoki token uses the group's APQNs, but the file names the zkey keys only:
-    // nothing moves the token's objects and the set loses them. mkplan cannot see tokens a
-    // file leaves out (zkey keys it can: `stores_declared`); the drill's ground truth does.
+    // nothing moves the token's objects and the set loses them. mkplan finds a token the file
+    // leaves out only through its config in `opencryptoki_config`, which this group file does
+    // not name (the default /etc/opencryptoki is not the world's); the drill's ground truth
+    // sees it anyway.
     let world = World::with(&key_and_token_world(), &ep11_group(), "EP11", NEW);
     let out = world.run(&["drill", "group.yaml", "--runs", "1", "--seed", "5"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

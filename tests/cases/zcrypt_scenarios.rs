@@ -277,8 +277,6 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
                 )
             },
             mid: |_| {},
-            // The inventory finds it first (`stores_declared`, the planner's own check of the
-            // keys zkey validate shows, stays as a second line: src/plan/domain_group/tests.rs).
             check: "undeclared_stores",
             names: vec![
                 "zkey key \"archive\" on APQN(s) 03.0006,04.0006".into(),

@@ -112,34 +112,11 @@ impl ZcryptBackend {
 
     /// The group's APQNs and stores, as the machine shows them now.
     pub fn read(&self, desired: &DesiredGroup) -> Result<LiveGroup, String> {
-        let stores = self.read_stores(desired)?;
-        let undeclared = self.read_undeclared(desired, &stores);
         Ok(LiveGroup {
             apqns: self.read_apqns(desired)?,
-            stores,
-            undeclared,
+            stores: self.read_stores(desired)?,
             inventory: self.inventory(desired),
         })
-    }
-
-    /// The zkey keys associated with the group's APQNs that `stores` does not hold: none
-    /// when the file takes every associated key (`zkey_keys: associated`).
-    fn read_undeclared(&self, desired: &DesiredGroup, stores: &[LiveStore]) -> Vec<LiveStore> {
-        if desired
-            .stores
-            .iter()
-            .any(|s| matches!(s, DesiredStore::ZkeyAssociated))
-        {
-            return Vec::new();
-        }
-        self.zkey_keys(
-            desired,
-            vec!["--apqns".into(), Self::apqn_list(desired)],
-            None,
-        )
-        .into_iter()
-        .filter(|key| !stores.iter().any(|s| s.id == key.id))
-        .collect()
     }
 
     pub fn read_apqns(&self, desired: &DesiredGroup) -> Result<Vec<LiveApqn>, String> {

@@ -163,7 +163,6 @@ impl World {
                 })
                 .collect(),
             stores: self.stores.clone(),
-            undeclared: Vec::new(),
             inventory: Default::default(),
         }
     }

@@ -302,42 +302,6 @@ fn check_stores(
             }
         }
     }
-    let left_out: Vec<String> = live
-        .undeclared
-        .iter()
-        .filter_map(|store| {
-            let copies = match &store.state {
-                StoreState::Known(copies) => copies,
-                StoreState::Unknown { why, .. } => {
-                    return Some(format!(
-                        "{} (cannot tell which key it is under: {why})",
-                        store.id
-                    ));
-                }
-            };
-            let under: Vec<String> = copies
-                .iter()
-                .filter(|(mk_type, copy)| {
-                    desired
-                        .master_keys
-                        .get(mk_type)
-                        .is_some_and(|target| &copy.active != target)
-                })
-                .map(|(mk_type, copy)| format!("{mk_type} {}", copy.active))
-                .collect();
-            (!under.is_empty()).then(|| format!("{} (under {})", store.id, listed(under)))
-        })
-        .collect();
-    if !left_out.is_empty() {
-        return Err(refuse(
-            "stores_declared",
-            format!(
-                "zkey keys associated with APQN(s) {} are not in the group file: {}; the change's set would lose those under the old master key. Add `zkey_keys: associated` to stores (or name each key), or remove their association (zkey change --apqns) if another group holds them",
-                listed(desired.apqns.iter().map(ToString::to_string)),
-                listed(left_out)
-            ),
-        ));
-    }
     let lost = losses(
         &checked.registers.values().collect::<Vec<_>>(),
         &live.stores,

@@ -96,7 +96,6 @@ fn live(
                 handle: None,
             })
             .collect(),
-        undeclared: Vec::new(),
         inventory: Default::default(),
     }
 }
@@ -413,41 +412,6 @@ fn every_refusal_names_its_check_and_what_it_saw() {
         refusal(&desired(CCA, 2, FROM_OLD), &no_old, &none).check,
         "old_mk_kept"
     );
-}
-
-/// Regression (found by `mkplan drill`): a file that names zkey keys one by one left a key
-/// associated with the same APQNs out, and the set lost it. The reader now shows such keys
-/// and the plan refuses while one is not under the target yet.
-#[test]
-fn a_key_associated_with_the_apqns_but_left_out_of_the_file_is_refused() {
-    let d = desired(EP11, 2, STAGED);
-    let none = GroupEvidence::default();
-    let two = live(
-        &d,
-        |_| registers(EP11, 'a', NewMk::Empty, None),
-        &[('a', None), ('a', None)],
-    );
-    let mut left_out = two.clone();
-    left_out.undeclared = vec![left_out.stores.pop().unwrap()];
-    let r = refusal(&d, &left_out, &none);
-    assert_eq!(r.check, "stores_declared");
-    assert!(
-        r.message.contains("\"key1\"") && r.message.contains("03.0006, 04.0006"),
-        "{}",
-        r.message
-    );
-    // One already under the target is not the change's to lose.
-    let mut moved = two;
-    let mut key = moved.stores.pop().unwrap();
-    key.state = StoreState::Known(BTreeMap::from([(
-        MkType::Wk,
-        KeyCopies {
-            active: vp(MkType::Wk, 'b'),
-            staged: None,
-        },
-    )]));
-    moved.undeclared = vec![key];
-    assert!(plan_group(&d, &moved, &none).is_ok());
 }
 
 #[test]
