@@ -22,6 +22,7 @@ mod status;
 mod validate;
 mod zcrypt;
 mod zcrypt_drill;
+mod zcrypt_saved;
 mod zcrypt_sim;
 
 use std::path::PathBuf;
@@ -420,6 +421,11 @@ pub async fn run(args: Args) -> Result<u8> {
             zcrypt::plan(&plan_args, &store).await
         }
         Command::Plan(plan_args) => plan::plan(&plan_args, &store).await,
+        // A domain group's saved plan, before its group file: `apply PLANFILE --desired
+        // GROUP.yaml` checks the plan against that file.
+        Command::Apply(apply_args) if zcrypt_saved::is_group_plan_file(&apply_args.target) => {
+            zcrypt_saved::apply_saved(&apply_args.target, &apply_args, &store).await
+        }
         Command::Apply(apply_args)
             if zcrypt::is_group_file(apply_args.desired.as_ref().unwrap_or(&apply_args.target)) =>
         {
@@ -441,6 +447,14 @@ pub async fn run(args: Args) -> Result<u8> {
         Command::State(StateCommand::Pull { to }) => state::pull(&store, &to),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&store),
         Command::Runbook { planfile, markdown } => plan::runbook(&planfile, markdown),
+        Command::Show {
+            planfile,
+            json,
+            markdown,
+            dot,
+        } if zcrypt_saved::is_group_plan_file(&planfile) => {
+            zcrypt_saved::show(&planfile, json, markdown, dot)
+        }
         Command::Show {
             planfile,
             json,

@@ -62,6 +62,11 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
 
 /// Writes the plan file atomically: a half-written plan must never be applied.
 pub(super) fn save(plan: &Plan, out: &Path) -> Result<()> {
+    save_text(&render::json(plan), out)
+}
+
+/// Writes `text` (a plan file's JSON) to `out` atomically, fsynced, ending in a newline.
+pub(super) fn save_text(text: &str, out: &Path) -> Result<()> {
     let folder = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -70,9 +75,7 @@ pub(super) fn save(plan: &Plan, out: &Path) -> Result<()> {
         Error::Other(format!("cannot write the plan file {}: {e}", out.display()))
     };
     let mut temporary = tempfile::NamedTempFile::new_in(folder).map_err(failed)?;
-    temporary
-        .write_all(render::json(plan).as_bytes())
-        .map_err(failed)?;
+    temporary.write_all(text.as_bytes()).map_err(failed)?;
     temporary.write_all(b"\n").map_err(failed)?;
     temporary.as_file().sync_all().map_err(failed)?;
     temporary.persist(out).map_err(|e| failed(e.error))?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::context::path_from_plan_file;
 use super::output;
 use super::{ApplyArgs, BackendArg, PlanArgs};
 use crate::apply::group::{Answer, GroupApply, GroupApplyError, GroupOperator};
@@ -16,10 +17,18 @@ use crate::backend::zcrypt::group::ZcryptBackend;
 use crate::backend::zcrypt::tools::SystemRunner;
 use crate::error::{Error, Result};
 use crate::model::InputError;
+use crate::model::domain_group::LiveGroup;
 use crate::model::domain_group_desired::{DesiredGroup, is_domain_group, parse_domain_group};
-use crate::plan::domain_group::{GroupEvidence, GroupPlan, plan_group};
-use crate::render::domain_group::{group_plan_json, group_plan_text, group_status_text};
+use crate::plan::domain_group::{GroupEvidence, GroupPlan, GroupRefusal, plan_group};
+use crate::render::domain_group::{
+    GroupPlanDocument, group_live_fingerprint, group_plan_json, group_plan_text,
+    group_refusal_json, group_status_text,
+};
+use crate::render::domain_group_markdown::{
+    GroupSource, group_plan_markdown, group_refusal_markdown,
+};
 use crate::store::Store;
+use sha2::{Digest, Sha256};
 
 /// A desired file larger than this is not a domain group file.
 const GROUP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -32,17 +41,24 @@ pub fn is_group_file(path: &Path) -> bool {
 }
 
 fn read_group(path: &Path) -> Result<DesiredGroup> {
+    Ok(read_group_hashed(path)?.0)
+}
+
+/// The group file and the SHA-256 of its bytes, which a saved plan is bound to.
+pub(super) fn read_group_hashed(path: &Path) -> Result<(DesiredGroup, String)> {
     let shown = path.display().to_string();
     let text = crate::bounded_read::read_to_string(path, GROUP_FILE_BYTES_MAX)
         .map_err(|e| InputError::new(&shown, format!("cannot read the domain group file: {e}")))?;
-    Ok(parse_domain_group(
-        &shown,
-        &text,
-        path.parent().unwrap_or(Path::new("")),
-    )?)
+    let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+    let desired = parse_domain_group(&shown, &text, path.parent().unwrap_or(Path::new("")))?;
+    Ok((desired, sha256))
 }
 
-fn open_backend(desired: &DesiredGroup, flag: &BackendArg, path: &Path) -> Result<ZcryptBackend> {
+pub(super) fn open_backend(
+    desired: &DesiredGroup,
+    flag: &BackendArg,
+    path: &Path,
+) -> Result<ZcryptBackend> {
     let (spec, relative_to) = match (&flag.backend, &desired.backend) {
         (Some(spec), _) => (spec.clone(), None),
         (None, Some(spec)) => (spec.clone(), path.parent()),
@@ -64,7 +80,7 @@ fn open_backend(desired: &DesiredGroup, flag: &BackendArg, path: &Path) -> Resul
     }
 }
 
-fn refused(refusal: impl std::fmt::Display) -> Error {
+pub(super) fn refused(refusal: impl std::fmt::Display) -> Error {
     Error::Unsafe(refusal.to_string())
 }
 
@@ -82,12 +98,23 @@ pub fn validate(path: &Path) -> Result<u8> {
 }
 
 fn plan_now(desired: &DesiredGroup, backend: &ZcryptBackend, store: &Store) -> Result<GroupPlan> {
+    let (_, planned) = read_and_plan(desired, backend, store)?;
+    planned.map_err(refused)
+}
+
+/// The machine as read, and the plan from it and the journal (or the pre-check that refused).
+pub(super) fn read_and_plan(
+    desired: &DesiredGroup,
+    backend: &ZcryptBackend,
+    store: &Store,
+) -> Result<(LiveGroup, std::result::Result<GroupPlan, GroupRefusal>)> {
     let live = backend.read(desired).map_err(Error::Other)?;
     let journal = open_journal(store, &backend.identity(desired))?;
     let evidence = GroupEvidence {
         recorded_serials: journal.open_change_serials(),
     };
-    plan_group(desired, &live, &evidence).map_err(refused)
+    let planned = plan_group(desired, &live, &evidence);
+    Ok((live, planned))
 }
 
 fn open_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
@@ -96,16 +123,59 @@ fn open_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
 }
 
 pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
-    let desired = read_group(&args.desired)?;
+    let (desired, desired_sha256) = read_group_hashed(&args.desired)?;
     let backend = open_backend(&desired, &args.backend, &args.desired)?;
-    if args.out.is_some() || args.markdown {
-        return Err(Error::Other("--out and --markdown are not supported for a domain group yet: plan shows text or --json, and apply plans again from the machine".into()));
+    let (live, planned) = read_and_plan(&desired, &backend, store)?;
+    let what = format!("{} against {}", args.desired.display(), backend.describe());
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            // A refusal is a report too: in the format asked for on stdout, in words on
+            // stderr, exit 3.
+            if args.json {
+                output::report_line(&group_refusal_json(&desired.name, &refusal))?;
+            } else if args.markdown {
+                output::report(&group_refusal_markdown(&desired.name, &refusal, &what))?;
+            }
+            return Err(refused(refusal));
+        }
+    };
+    let live_fingerprint = group_live_fingerprint(&live);
+    let document = GroupPlanDocument {
+        plan: &plan,
+        backend: &backend.describe(),
+        backend_identity: &backend.identity(&desired),
+        desired_sha256: &desired_sha256,
+        live_fingerprint: &live_fingerprint,
+        desired_file: None,
+    };
+    if let Some(out) = &args.out {
+        let desired_file = path_from_plan_file(&args.desired, out);
+        let saved = GroupPlanDocument {
+            desired_file: Some(&desired_file),
+            ..document
+        };
+        super::plan::save_text(&group_plan_json(&saved), out)?;
     }
-    let plan = plan_now(&desired, &backend, store)?;
     if args.json {
-        output::report_line(&group_plan_json(&plan, &backend.describe()))?;
+        output::report_line(&group_plan_json(&document))?;
+    } else if args.markdown {
+        let source = GroupSource {
+            what: &what,
+            desired_sha256: &desired_sha256,
+            live_fingerprint: &live_fingerprint,
+        };
+        output::report(&group_plan_markdown(&plan, Some(&live), &source))?;
     } else {
         output::report(&group_plan_text(&plan, &backend.describe()))?;
+    }
+    if let Some(out) = &args.out {
+        output::note(&format!(
+            "Saved the plan to {}. Review it with `mkplan show {}`; `mkplan apply {}` runs it only while the group file and the machine are as they were.",
+            out.display(),
+            out.display(),
+            out.display()
+        ));
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         2
@@ -124,7 +194,7 @@ pub async fn status(path: &Path, flag: &BackendArg, json: bool) -> Result<u8> {
             .iter()
             .map(|a| serde_json::json!({"apqn": a.apqn.to_string(), "usable": a.usable, "mode": a.mode, "serial": a.card_serial}))
             .collect();
-        output::report_line(&serde_json::json!({"domain_group": desired.name, "backend": backend.describe(), "apqns": apqns}).to_string())?;
+        output::report_line(&serde_json::json!({"format_version": "1", "kind": "domain_group", "domain_group": desired.name, "backend": backend.describe(), "apqns": apqns}).to_string())?;
     } else {
         output::report(&group_status_text(&live, &backend.describe()))?;
     }
@@ -162,29 +232,48 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     let path: PathBuf = args.desired.clone().unwrap_or_else(|| args.target.clone());
     let desired = read_group(&path)?;
     let backend = open_backend(&desired, &args.backend, &path)?;
+    run_group_apply(&desired, &backend, store, args, None)
+}
+
+/// Checks a saved plan against the machine, under the lock.
+pub(super) type SavedCheck<'a> = &'a dyn Fn(&Store) -> Result<()>;
+
+/// Takes the lock, plans (or checks the saved plan: then no approval is asked, it was
+/// reviewed), and runs the change to the end or to a refusal.
+pub(super) fn run_group_apply(
+    desired: &DesiredGroup,
+    backend: &ZcryptBackend,
+    store: &Store,
+    args: &ApplyArgs,
+    saved: Option<SavedCheck>,
+) -> Result<u8> {
     let folder = store.folder().ok_or_else(|| {
         Error::Other("a domain group's journal lives in a state folder (--state DIR)".into())
     })?;
     let _lock =
         crate::apply::lock::acquire(folder, &crate::store::holder()).map_err(Error::Other)?;
-    let plan = plan_now(&desired, &backend, store)?;
-    if plan.has_changes() {
-        eprint!("{}", group_plan_text(&plan, &backend.describe()));
-    }
-    if plan.has_changes() && !args.auto_approve {
-        eprintln!("Apply this plan? Type 'yes' to go on:");
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if line.trim() != "yes" {
-            eprintln!("Not applied: nothing was done.");
-            return Ok(1);
+    if let Some(check) = saved {
+        check(store)?;
+    } else {
+        let plan = plan_now(desired, backend, store)?;
+        if plan.has_changes() {
+            eprint!("{}", group_plan_text(&plan, &backend.describe()));
+        }
+        if plan.has_changes() && !args.auto_approve {
+            eprintln!("Apply this plan? Type 'yes' to go on:");
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            if line.trim() != "yes" {
+                eprintln!("Not applied: nothing was done.");
+                return Ok(1);
+            }
         }
     }
-    let mut journal = open_journal(store, &backend.identity(&desired))?;
+    let mut journal = open_journal(store, &backend.identity(desired))?;
     let progress = |line: &str| eprintln!("{line}");
     let mut run = GroupApply {
-        backend: &backend,
-        desired: &desired,
+        backend,
+        desired,
         journal: &mut journal,
         operator: &StdinOperator,
         verify_timeout: Duration::from_secs(args.verify_timeout_s),

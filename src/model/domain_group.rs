@@ -28,6 +28,14 @@ impl fmt::Display for Apqn {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Apqn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for Apqn {
     type Err = String;
 
@@ -57,7 +65,7 @@ impl std::str::FromStr for Apqn {
 }
 
 /// What the group's cards run as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupMode {
     Ep11,
@@ -88,7 +96,9 @@ pub struct LiveApqn {
 }
 
 /// The kinds of store that hold keys under a group's master keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     /// A secure key in zkey's repository (`NAME.skey`, staged `NAME.renc`).
@@ -114,7 +124,9 @@ impl StoreKind {
 }
 
 /// A store, named as its tool names it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct StoreId {
     pub kind: StoreKind,
     pub name: String,

@@ -63,7 +63,7 @@ const KEY_WORDS: KeyWords = &[
 ];
 
 /// The order of a change (zcrypt.md §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Procedure {
     /// Load, stage every store under NEW, set, complete every store (EP11 always).

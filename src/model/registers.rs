@@ -79,6 +79,18 @@ impl serde::Serialize for MkType {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for MkType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let word = String::deserialize(deserializer)?;
+        Self::parse(&word).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{} is not a master key type: one of WK, SYM, ASYM, AES, APKA",
+                crate::quote::quote(&word)
+            ))
+        })
+    }
+}
+
 impl fmt::Display for MkType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -89,6 +101,24 @@ impl fmt::Display for MkType {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct Mkvp(String);
+
+/// As a plan file writes it: lower-case hex of a compared length (16 or 32 digits).
+impl<'de> serde::Deserialize<'de> for Mkvp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let hex = text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if hex && matches!(text.len(), 16 | 32) {
+            Ok(Self(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{} is not a verification pattern: 16 or 32 lower-case hex digits",
+                crate::quote::quote(&text)
+            )))
+        }
+    }
+}
 
 impl Mkvp {
     /// `hex` of one of the type's accepted lengths, `0x` allowed.

@@ -2,7 +2,8 @@
 
 use crate::model::domain_group::{LiveGroup, StoreState};
 use crate::model::registers::{HeldMk, NewMk};
-use crate::plan::domain_group::GroupPlan;
+use crate::plan::domain_group::{GroupAction, GroupPlan, GroupRefusal};
+use sha2::{Digest, Sha256};
 
 /// The plan as text: one line a step, ceremony steps marked, dependencies shown.
 pub fn group_plan_text(plan: &GroupPlan, backend: &str) -> String {
@@ -41,19 +42,126 @@ pub fn group_plan_text(plan: &GroupPlan, backend: &str) -> String {
     text
 }
 
-/// The plan as JSON (`format_version` 1, `kind` `domain_group`).
-pub fn group_plan_json(plan: &GroupPlan, backend: &str) -> String {
-    serde_json::json!({
+/// A domain group's plan with what binds it: the group file by SHA-256, the machine by its
+/// fingerprint, the backend and its journal identity; and, in a saved plan, the group file's
+/// path from the plan file's folder.
+#[derive(Clone, Copy)]
+pub struct GroupPlanDocument<'a> {
+    pub plan: &'a GroupPlan,
+    pub backend: &'a str,
+    pub backend_identity: &'a str,
+    pub desired_sha256: &'a str,
+    pub live_fingerprint: &'a str,
+    pub desired_file: Option<&'a str>,
+}
+
+/// The plan as JSON (`format_version` 1, `kind` `domain_group`; docs/json.md). A saved
+/// plan (`plan --out`) is this document too.
+pub fn group_plan_json(document: &GroupPlanDocument) -> String {
+    let plan = document.plan;
+    let mut value = serde_json::json!({
         "format_version": "1",
         "kind": "domain_group",
-        "backend": backend,
+        "desired_sha256": document.desired_sha256,
+        "live_fingerprint": document.live_fingerprint,
+        "backend": document.backend,
+        "backend_identity": document.backend_identity,
         "domain_group": plan.domain_group,
         "mode": plan.mode,
         "procedure": plan.procedure,
         "changes": plan.has_changes(),
         "steps": plan.steps,
+    });
+    if let Some(file) = document.desired_file {
+        value["desired_file"] = file.into();
+    }
+    value.to_string()
+}
+
+/// The step graph in Graphviz DOT: ceremony steps as boxes the operator performs, tool
+/// steps as ellipses, the sets (irreversible) in red.
+pub fn group_plan_dot(plan: &GroupPlan) -> String {
+    let mut text =
+        String::from("digraph plan {\n  rankdir=LR;\n  node [fontname=\"monospace\"];\n");
+    for step in &plan.steps {
+        let shape = if step.ceremony { "box" } else { "ellipse" };
+        let colour = if step.action == GroupAction::SetImmediate {
+            ", color=red"
+        } else {
+            ""
+        };
+        let what = step
+            .apqn
+            .map(|a| a.to_string())
+            .or_else(|| step.store.as_ref().map(|s| s.to_string()))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "  {} [shape={shape}{colour}, label={}];\n",
+            dot_id(&step.id),
+            dot_id(&format!("{} {}\n{what}", step.id, step.action))
+        ));
+        for before in &step.depends_on {
+            text.push_str(&format!("  {} -> {};\n", dot_id(before), dot_id(&step.id)));
+        }
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// A DOT quoted id: quotes and backslashes escaped, so a name cannot end it.
+fn dot_id(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("\"{escaped}\"")
+}
+
+/// A refused plan as JSON: the pre-check, what it found, and what would settle it.
+pub fn group_refusal_json(group: &str, refusal: &GroupRefusal) -> String {
+    serde_json::json!({
+        "format_version": "1",
+        "kind": "domain_group",
+        "domain_group": group,
+        "refusals": [{
+            "check": refusal.check,
+            "message": refusal.message,
+            "settle": refusal.settle,
+        }],
     })
     .to_string()
+}
+
+/// The SHA-256 of everything `status` shows of the machine (every APQN's registers, state
+/// and card serial; every store's copies) and of the open operations later steps name: a
+/// saved plan applies only while this is unchanged.
+pub fn group_live_fingerprint(live: &LiveGroup) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(group_status_text(live, "").as_bytes());
+    for store in &live.stores {
+        hasher.update(format!("\n{}\t{:?}", store.id, store.handle).as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A NEW register as the status table shows it.
+pub(super) fn new_words(new: &NewMk) -> String {
+    match new {
+        NewMk::Empty => "-".to_string(),
+        NewMk::Partial => "partially loaded".into(),
+        NewMk::Uncommitted(vp) => format!("{vp} uncommitted"),
+        NewMk::Ready(vp) => vp.to_string(),
+        NewMk::Unknown => "?".into(),
+    }
+}
+
+/// A CURRENT or OLD register as the status table shows it.
+pub(super) fn held_words(held: &HeldMk) -> String {
+    match held {
+        HeldMk::Valid(vp) => vp.to_string(),
+        HeldMk::Invalid => "-".into(),
+        HeldMk::Unknown => "?".into(),
+    }
 }
 
 /// zkey's MK table (`CARD.DOMAIN  NEW MK  CURRENT MK  OLD MK  TYPE`), then the stores.
@@ -78,18 +186,8 @@ pub fn group_status_text(live: &LiveGroup, backend: &str) -> String {
             continue;
         };
         for (mk_type, r) in registers {
-            let new = match &r.new {
-                NewMk::Empty => "-".to_string(),
-                NewMk::Partial => "partially loaded".into(),
-                NewMk::Uncommitted(vp) => format!("{vp} uncommitted"),
-                NewMk::Ready(vp) => vp.to_string(),
-                NewMk::Unknown => "?".into(),
-            };
-            let held = |h: &HeldMk| match h {
-                HeldMk::Valid(vp) => vp.to_string(),
-                HeldMk::Invalid => "-".into(),
-                HeldMk::Unknown => "?".into(),
-            };
+            let new = new_words(&r.new);
+            let held = held_words;
             let old = r.old.as_ref().map_or("".into(), held);
             let online = if apqn.usable { "" } else { " (offline)" };
             text.push_str(&format!(

@@ -3,6 +3,7 @@
 
 mod documents;
 pub mod domain_group;
+pub mod domain_group_markdown;
 mod dot;
 mod markdown;
 mod mermaid;

@@ -35,4 +35,5 @@ mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_fake;
 mod zcrypt_losses;
+mod zcrypt_saved;
 mod zcrypt_scenarios;

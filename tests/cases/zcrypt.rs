@@ -49,7 +49,7 @@ pub(crate) struct World {
 }
 
 impl World {
-    fn new(card_04_online: bool) -> Self {
+    pub(crate) fn new(card_04_online: bool) -> Self {
         Self::with(&world_yaml(card_04_online), &ep11_group(), "EP11", NEW)
     }
 
@@ -154,16 +154,28 @@ impl World {
     /// does what `operator` says.
     pub(crate) fn apply_as(
         &self,
-        mut operator: impl FnMut(&str, &str) -> Operator,
+        operator: impl FnMut(&str, &str) -> Operator,
     ) -> (Option<i32>, String) {
-        let mut child = self
-            .command(&[
+        self.apply_with(
+            &[
                 "apply",
                 "group.yaml",
                 "--auto-approve",
                 "--verify-timeout-s",
                 "20",
-            ])
+            ],
+            operator,
+        )
+    }
+
+    /// The command `args` (an apply), with `operator` answering its ceremony steps.
+    pub(crate) fn apply_with(
+        &self,
+        args: &[&str],
+        mut operator: impl FnMut(&str, &str) -> Operator,
+    ) -> (Option<i32>, String) {
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

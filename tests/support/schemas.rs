@@ -17,15 +17,21 @@ pub enum Document {
     Status,
     Drill,
     Cards,
+    /// A domain group's plan (`kind` `domain_group`), on the zcrypt: backend.
+    GroupPlan,
+    /// A domain group's refused plan.
+    GroupRefusal,
 }
 
 impl Document {
-    pub const ALL: [Document; 5] = [
+    pub const ALL: [Document; 7] = [
         Document::Plan,
         Document::Refusal,
         Document::Status,
         Document::Drill,
         Document::Cards,
+        Document::GroupPlan,
+        Document::GroupRefusal,
     ];
 
     pub fn schema_file(self) -> &'static str {
@@ -35,6 +41,8 @@ impl Document {
             Document::Status => "docs/schemas/status.schema.json",
             Document::Drill => "docs/schemas/drill.schema.json",
             Document::Cards => "docs/schemas/cards.schema.json",
+            Document::GroupPlan => "docs/schemas/domain-group-plan.schema.json",
+            Document::GroupRefusal => "docs/schemas/domain-group-refusal.schema.json",
         }
     }
 

@@ -31,7 +31,9 @@ use crate::model::registers::{MkType, Mkvp, NewMk};
 pub use precheck::GroupRefusal;
 
 /// What a step does, in the words the plan shows (`as_str`), JSON and text alike.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupAction {
     ClearNewMk,
@@ -72,7 +74,7 @@ impl fmt::Display for GroupAction {
 }
 
 /// One step of a domain group's plan.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupStep {
     pub id: String,
     pub action: GroupAction,
@@ -91,7 +93,7 @@ pub struct GroupStep {
 }
 
 /// A domain group's plan: the steps in an order that respects `depends_on`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupPlan {
     pub domain_group: String,
     pub mode: GroupMode,
