@@ -83,16 +83,31 @@ pub fn validate(path: &Path) -> Result<u8> {
 
 fn plan_now(desired: &DesiredGroup, backend: &ZcryptBackend, store: &Store) -> Result<GroupPlan> {
     let live = backend.read(desired).map_err(Error::Other)?;
-    let journal = open_journal(store, &backend.identity(desired))?;
+    let journal = read_journal(store, &backend.identity(desired))?;
     let evidence = GroupEvidence {
         recorded_serials: journal.open_change_serials(),
     };
     plan_group(desired, &live, &evidence).map_err(refused)
 }
 
+fn journal_folder(store: &Store) -> Result<&Path> {
+    store.folder().ok_or_else(|| Error::Other("a domain group's journal lives in a state folder: --state DIR (a PostgreSQL store is not supported for zcrypt: yet)".into()))
+}
+
+/// The group's journal, read without writing (checked with this user's journal key).
+fn read_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
+    let folder = journal_folder(store)?;
+    let key = crate::store::files::for_reading(folder)?;
+    GroupJournal::read(folder, identity, key.as_ref()).map_err(Error::Unsafe)
+}
+
+/// The group's journal, to append to (sealed with this user's journal key, made if none).
 fn open_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
-    let folder = store.folder().ok_or_else(|| Error::Other("a domain group's journal lives in a state folder: --state DIR (a PostgreSQL store is not supported for zcrypt: yet)".into()))?;
-    GroupJournal::open(folder, identity).map_err(Error::Unsafe)
+    let folder = journal_folder(store)?;
+    // A state folder that is refused makes no key either.
+    crate::apply::state_dir::prepare(folder).map_err(Error::Unsafe)?;
+    let key = crate::store::files::for_writing(folder)?;
+    GroupJournal::open(folder, identity, &key).map_err(Error::Unsafe)
 }
 
 pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {

@@ -109,11 +109,17 @@ impl World {
             .current_dir(&self.root)
             .env("PATH", self.path())
             .env("MKPLAN_STATE_DIR", self.root.join("state"))
+            .env("MKPLAN_JOURNAL_KEY", self.journal_key())
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")
             .args(args);
         command
+    }
+
+    /// The world's journal key, outside its state folder (heads beside it, in `keys/heads`).
+    pub(crate) fn journal_key(&self) -> PathBuf {
+        self.root.join("keys/journal.key")
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
