@@ -12,7 +12,7 @@ use super::{ApplyArgs, BackendArg, PlanArgs};
 use crate::apply::group::{Answer, GroupApply, GroupApplyError, GroupOperator};
 use crate::apply::group_journal::GroupJournal;
 use crate::backend::BackendSpec;
-use crate::backend::zcrypt::group::ZcryptBackend;
+use crate::backend::zcrypt::group::{ReadError, ZcryptBackend};
 use crate::backend::zcrypt::tools::SystemRunner;
 use crate::error::{Error, Result};
 use crate::model::InputError;
@@ -68,6 +68,20 @@ fn refused(refusal: impl std::fmt::Display) -> Error {
     Error::Unsafe(refusal.to_string())
 }
 
+/// A run's failure: a refusal (the machine contradicting itself among them) exits 3, any
+/// other failure 1.
+fn group_error(error: GroupApplyError) -> Error {
+    match error {
+        GroupApplyError::Refused(refusal) => refused(refusal),
+        GroupApplyError::Failed(why) => Error::Other(why),
+    }
+}
+
+/// Reading the machine failed: refused (exit 3) where what it shows contradicts itself.
+pub(super) fn read_error(error: ReadError) -> Error {
+    group_error(error.into())
+}
+
 pub fn validate(path: &Path) -> Result<u8> {
     let desired = read_group(path)?;
     eprintln!(
@@ -82,7 +96,7 @@ pub fn validate(path: &Path) -> Result<u8> {
 }
 
 fn plan_now(desired: &DesiredGroup, backend: &ZcryptBackend, store: &Store) -> Result<GroupPlan> {
-    let live = backend.read(desired).map_err(Error::Other)?;
+    let live = backend.read(desired).map_err(read_error)?;
     let journal = read_journal(store, &backend.identity(desired))?;
     let evidence = GroupEvidence {
         recorded_serials: journal.open_change_serials(),
@@ -132,7 +146,7 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
 pub async fn status(path: &Path, flag: &BackendArg, json: bool) -> Result<u8> {
     let desired = read_group(path)?;
     let backend = open_backend(&desired, flag, path)?;
-    let live = backend.read(&desired).map_err(Error::Other)?;
+    let live = backend.read(&desired).map_err(read_error)?;
     if json {
         let apqns: Vec<_> = live
             .apqns
@@ -217,7 +231,6 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
             );
             Ok(0)
         }
-        Err(GroupApplyError::Refused(refusal)) => Err(refused(refusal)),
-        Err(GroupApplyError::Failed(why)) => Err(Error::Other(why)),
+        Err(error) => Err(group_error(error)),
     }
 }
