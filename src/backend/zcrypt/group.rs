@@ -143,7 +143,7 @@ impl ZcryptBackend {
                         contradiction.why
                     ),
                     settle: format!(
-                        "the registers of APQN {apqn} read another way that agrees with itself: `lszcrypt -c {apqn}` and `zkey`'s view of the APQN on the machine, or the TKE's view of domain {:04x} of card {:02x}. If the sysfs tree is a copy of another machine's, copy it again; if the kernel itself prints this, report it to your Linux distributor. mkplan plans again once mkvps shows each register once, in one mode",
+                        "the registers of APQN {apqn} read another way that agrees with itself: `lszcrypt -c {apqn}` and `zkey`'s view of the APQN on the machine, or the TKE's view of domain {:04x} of card {:02x}. If the sysfs tree is a copy of another machine's, copy it again; if the kernel itself prints this, report it to your Linux distributor. mkplan plans again once this mkvps agrees with itself",
                         apqn.domain, apqn.card
                     ),
                 });
