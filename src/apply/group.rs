@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::group_journal::{GroupJournal, GroupRecord};
-use crate::backend::zcrypt::group::ZcryptBackend;
+use crate::backend::zcrypt::group::{ReadError, ZcryptBackend};
 use crate::backend::zcrypt::tools::ToolCall;
 use crate::model::domain_group::{LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
@@ -49,6 +49,20 @@ pub enum GroupApplyError {
     Failed(String),
 }
 
+/// The machine contradicting itself is refused as the pre-checks refuse: exit 3.
+impl From<ReadError> for GroupApplyError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Failed(why) => Self::Failed(why),
+            ReadError::Contradicts { message, settle } => Self::Refused(GroupRefusal {
+                check: "mkvps_consistent",
+                message,
+                settle: Some(settle),
+            }),
+        }
+    }
+}
+
 impl std::fmt::Display for GroupApplyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -76,7 +90,7 @@ impl<O: GroupOperator> GroupApply<'_, O> {
     fn read(&self) -> Result<LiveGroup, GroupApplyError> {
         self.backend
             .read(self.desired)
-            .map_err(GroupApplyError::Failed)
+            .map_err(GroupApplyError::from)
     }
 
     fn plan(&self, live: &LiveGroup) -> Result<GroupPlan, GroupApplyError> {
@@ -269,7 +283,7 @@ impl<O: GroupOperator> GroupApply<'_, O> {
             let apqns = self
                 .backend
                 .read_apqns(self.desired)
-                .map_err(GroupApplyError::Failed)?;
+                .map_err(GroupApplyError::from)?;
             let shown = apqns
                 .iter()
                 .find(|a| a.apqn == apqn)

@@ -4,6 +4,13 @@
 //! It records the cards' serial numbers at the first step of a change, which the planner
 //! compares to catch a card swapped behind an APQN. No secret is ever written here: tool
 //! calls carry paths, never passphrases or PINs.
+//!
+//! Its lines are sealed and chained with the journal key, and its head kept beside the key,
+//! exactly as the HPCS journal's (`journal`, `journal_key`): one head per journal file. A
+//! journal that loses the Begin record loses the serial numbers, and with them the only sign
+//! of a swapped card, so any record that does not verify, and a journal that does not extend
+//! its head (deleted, emptied, cut back, replaced), is refused, never read past. A last line
+//! cut by a crash mid-write is the one damage tolerated.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -12,6 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::journal::{self, JournalError};
+use super::journal_key::{self, Head, JournalKey};
 
 /// Bytes of a group journal read at most.
 const GROUP_JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -45,6 +55,16 @@ pub enum GroupRecord {
 }
 
 impl GroupRecord {
+    /// What the record is, in a word, for messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Begin { .. } => "begin",
+            Self::Intent { .. } => "intent",
+            Self::Outcome { .. } => "outcome",
+            Self::Done { .. } => "done",
+        }
+    }
+
     fn identity(&self) -> &str {
         match self {
             Self::Begin { identity, .. }
@@ -59,62 +79,155 @@ pub struct GroupJournal {
     path: PathBuf,
     identity: String,
     records: Vec<GroupRecord>,
+    /// Present when opened to append.
+    writer: Option<Writer>,
+}
+
+struct Writer {
+    key: JournalKey,
+    /// The seal of the last record, which the next one chains to.
+    last_seal: String,
+    /// Where the journal's head is kept (`None` for a key in memory only).
+    head: Option<PathBuf>,
+}
+
+/// What was read: the records, the intact prefix's length, the last seal, and the head.
+struct Read {
+    records: Vec<GroupRecord>,
+    good_len: usize,
+    last_seal: String,
+    head: Option<PathBuf>,
 }
 
 impl GroupJournal {
     pub fn path_for(state_dir: &Path, identity: &str) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(identity.as_bytes()));
-        state_dir.join(format!("zcrypt-{}.jsonl", &digest[..16]))
+        state_dir.join(Self::file_name(identity))
     }
 
-    /// Reads the journal (none yet is an empty one). A record for another identity, or one
-    /// that does not parse, is damage: refused, never skipped.
-    pub fn open(state_dir: &Path, identity: &str) -> Result<Self, String> {
+    fn file_name(identity: &str) -> String {
+        let digest = hex::encode(Sha256::digest(identity.as_bytes()));
+        format!("zcrypt-{}.jsonl", &digest[..16])
+    }
+
+    /// Reads the journal without writing anything (for `plan`), checking every record's seal
+    /// with `key` (with none, a journal that holds records is refused). None yet is an empty
+    /// one, unless its head says mkplan wrote it.
+    pub fn read(
+        state_dir: &Path,
+        identity: &str,
+        key: Option<&JournalKey>,
+    ) -> Result<Self, String> {
+        if state_dir.exists() {
+            super::state_dir::check(state_dir)?;
+        }
         let path = Self::path_for(state_dir, identity);
-        let text = match crate::bounded_read::read_to_string(&path, GROUP_JOURNAL_BYTES_MAX) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("{}: {e}", crate::quote::path(&path))),
-        };
-        if !text.is_empty() && !text.ends_with('\n') {
-            // Cut by a crash mid-write: drop the partial line so the next record starts clean.
-            let keep = text.rfind('\n').map_or(0, |i| i + 1);
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
+        let read = Self::load(state_dir, &path, identity, key)?;
+        Ok(Self {
+            path,
+            identity: identity.into(),
+            records: read.records,
+            writer: None,
+        })
+    }
+
+    /// Opens the journal to append, sealed with `key`: reads and checks it as `read` does,
+    /// and cuts off a last line left partial by a crash so the next record starts clean.
+    pub fn open(state_dir: &Path, identity: &str, key: &JournalKey) -> Result<Self, String> {
+        super::state_dir::prepare(state_dir)?;
+        let path = Self::path_for(state_dir, identity);
+        let read = Self::load(state_dir, &path, identity, Some(key))?;
+        let file_len = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
+        if (read.good_len as u64) < file_len {
+            let file = super::state_dir::open(&path, OpenOptions::new().write(true))
                 .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
-            file.set_len(keep as u64)
+            file.set_len(read.good_len as u64)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
-        }
-        let mut records = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            // A last line cut by a crash mid-write is the only damage tolerated: its step's
-            // outcome is settled by reading the stores again.
-            let last = index + 1 == text.lines().count() && !text.ends_with('\n');
-            match serde_json::from_str::<GroupRecord>(line) {
-                Ok(record) if record.identity() == identity => records.push(record),
-                Ok(_) => {
-                    return Err(format!(
-                        "{} line {}: a record for another backend or group",
-                        crate::quote::path(&path),
-                        index + 1
-                    ));
-                }
-                Err(_) if last => {}
-                Err(e) => {
-                    return Err(format!(
-                        "{} line {}: {e}",
-                        crate::quote::path(&path),
-                        index + 1
-                    ));
-                }
-            }
         }
         Ok(Self {
             path,
             identity: identity.into(),
-            records,
+            records: read.records,
+            writer: Some(Writer {
+                key: key.clone(),
+                last_seal: read.last_seal,
+                head: read.head,
+            }),
+        })
+    }
+
+    fn load(
+        state_dir: &Path,
+        path: &Path,
+        identity: &str,
+        key: Option<&JournalKey>,
+    ) -> Result<Read, String> {
+        let head_path = key.and_then(|k| k.head_path_of(state_dir, &Self::file_name(identity)));
+        let distrust = |what: String| distrusted(path, head_path.as_deref(), &what);
+        let head = match &head_path {
+            Some(head_path) => journal_key::load_head(head_path)
+                .map_err(|why| distrust(format!("its head cannot be read: {why}")))?,
+            None => None,
+        };
+        let bytes = match crate::bounded_read::read(path, GROUP_JOURNAL_BYTES_MAX) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("{}: {e}", crate::quote::path(path))),
+        };
+        let mut faults = Vec::new();
+        let parsed = journal::parse_sealed(
+            path,
+            bytes.as_deref().unwrap_or_default(),
+            key,
+            head.as_ref(),
+            |line, why, record: GroupRecord| {
+                faults.push((line, why, record.kind()));
+                record
+            },
+        )
+        .map_err(|e| match e {
+            JournalError::Corrupt { line, why, .. } => distrust(format!(
+                "line {line} is not a record mkplan wrote ({why}): it was edited"
+            )),
+            other => other.to_string(),
+        })?;
+        if let Some((line, why, kind)) = faults.first() {
+            return Err(distrust(format!(
+                "its record at line {line} ({kind}) is not authenticated: {}",
+                why.describe()
+            )));
+        }
+        if let Some(head) = &head
+            && !head.extended_by(parsed.records.len(), parsed.seal_at.as_deref())
+        {
+            let shown = head_path
+                .as_deref()
+                .map(crate::quote::path)
+                .unwrap_or_default();
+            return Err(distrust(match bytes {
+                None => format!(
+                    "the file is gone, but mkplan last left it with {} records (its head {shown}, beside your journal key): it was deleted",
+                    head.records
+                ),
+                Some(_) => format!(
+                    "it holds {} records, but mkplan last left it with {} and it must extend them (its head {shown}, beside your journal key): it was emptied, cut back, or replaced by another copy",
+                    parsed.records.len(),
+                    head.records
+                ),
+            }));
+        }
+        if let Some(index) = parsed.records.iter().position(|r| r.identity() != identity) {
+            return Err(format!(
+                "{} line {}: a record for another backend or group",
+                crate::quote::path(path),
+                index + 1
+            ));
+        }
+        Ok(Read {
+            records: parsed.records,
+            good_len: parsed.good_len,
+            last_seal: parsed.last_seal,
+            head: head_path,
         })
     }
 
@@ -159,26 +272,70 @@ impl GroupJournal {
         open
     }
 
-    /// Appends and fsyncs one record.
+    /// Appends one record, sealed and chained, fsyncs it, then moves the journal's head.
     pub fn append(&mut self, record: GroupRecord) -> Result<(), String> {
-        let mut line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        line.push('\n');
-        let mut file: File = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| format!("{}: {e}", crate::quote::path(&self.path)))?;
-        file.write_all(line.as_bytes())
+        let Some(writer) = &mut self.writer else {
+            return Err(format!(
+                "{}: opened to read, not to append (a bug: please report it)",
+                crate::quote::path(&self.path)
+            ));
+        };
+        let (text, last_seal) = journal::sealed_lines(
+            &writer.key,
+            &writer.last_seal,
+            std::slice::from_ref(&record),
+        );
+        let cannot = |e: std::io::Error| {
+            format!(
+                "{}: cannot write the journal: {e}",
+                crate::quote::path(&self.path)
+            )
+        };
+        let mut file: File =
+            super::state_dir::open(&self.path, OpenOptions::new().append(true)).map_err(cannot)?;
+        file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
+            .map_err(cannot)?;
+        writer.last_seal = last_seal;
+        self.records.push(record);
+        if let Some(head) = &writer.head {
+            let state_dir = self.path.parent().unwrap_or(Path::new("."));
+            journal_key::store_head(
+                head,
+                &Head {
+                    state_dir: state_dir.display().to_string(),
+                    records: self.records.len() as u64,
+                    seal: writer.last_seal.clone(),
+                },
+            )
             .map_err(|e| {
                 format!(
-                    "{}: cannot write the journal: {e}",
-                    crate::quote::path(&self.path)
+                    "{}: cannot record the journal's head: {e}",
+                    crate::quote::path(head)
                 )
             })?;
-        self.records.push(record);
+        }
         Ok(())
     }
+}
+
+/// The refusal for a journal that cannot be trusted: what is wrong, why it matters, and the
+/// evidence that would settle it (the same ways out as a rolled-back HPCS journal: a copy
+/// that extends the head, or the operator's word, given by moving journal and head away).
+fn distrusted(path: &Path, head: Option<&Path>, what: &str) -> String {
+    let shown = crate::quote::path(path);
+    let mut moves = Vec::new();
+    if path.exists() {
+        moves.push(format!("mv {shown} {shown}.damaged"));
+    }
+    if let Some(head) = head.filter(|h| h.exists()) {
+        let head = crate::quote::path(head);
+        moves.push(format!("mv {head} {head}.moved"));
+    }
+    let move_away = format!("`{}`", moves.join("; "));
+    format!(
+        "the domain group journal {shown} cannot be trusted: {what}. It holds the cards' serial numbers from the first step of the group's change, the only evidence that no card was swapped behind an APQN since; mkplan does not plan or apply without it. To settle it, restore the journal from a backup that extends what mkplan last wrote; or, only if you are sure that no change of this group is under way and that no card behind its APQNs was swapped (compare the serial numbers `mkplan status` shows for the group file with your hardware records), start a new journal by moving the journal and its head away: {move_away}. Never edit the journal by hand"
+    )
 }
 
 #[cfg(test)]
@@ -188,7 +345,8 @@ mod tests {
     #[test]
     fn records_survive_a_reopen_and_a_cut_last_line_is_settled_later() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = GroupJournal::open(dir.path(), "zcrypt:/x").unwrap();
+        let key = JournalKey::ephemeral();
+        let mut journal = GroupJournal::open(dir.path(), "zcrypt:/x", &key).unwrap();
         journal
             .append(GroupRecord::Begin {
                 identity: "zcrypt:/x".into(),
@@ -213,9 +371,26 @@ mod tests {
             .unwrap()
             .write_all(b"{\"record\":\"outc")
             .unwrap();
-        let again = GroupJournal::open(dir.path(), "zcrypt:/x").unwrap();
+        let mut again = GroupJournal::open(dir.path(), "zcrypt:/x", &key).unwrap();
         assert_eq!(again.open_change_serials().unwrap()[&3], "S3");
         assert_eq!(again.unsettled().len(), 1);
+        // The cut line is gone: the next record chains on and verifies.
+        again
+            .append(GroupRecord::Done {
+                identity: "zcrypt:/x".into(),
+                at: "t".into(),
+            })
+            .unwrap();
+        let read = GroupJournal::read(dir.path(), "zcrypt:/x", Some(&key)).unwrap();
+        assert_eq!(read.records().len(), 3);
+        // Under another key, no record is evidence.
+        let error = GroupJournal::read(dir.path(), "zcrypt:/x", Some(&JournalKey::ephemeral()))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("line 1 (begin) is not authenticated"),
+            "{error}"
+        );
         // Another identity never reads this file's records as its own.
         assert_ne!(GroupJournal::path_for(dir.path(), "zcrypt:/y"), path);
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{Answer, GroupApply, GroupApplyError, GroupOperator};
 use crate::apply::group_journal::{GroupJournal, GroupRecord};
+use crate::apply::journal_key::JournalKey;
 use crate::backend::zcrypt::group::ZcryptBackend;
 use crate::backend::zcrypt::tools::{ScriptedRunner, ToolCall, ToolOutput};
 use crate::model::domain_group_desired::parse_domain_group;
@@ -191,12 +192,17 @@ fn setup(
     (dir, zkey, backend, desired)
 }
 
+fn journal_key() -> &'static JournalKey {
+    static KEY: std::sync::OnceLock<JournalKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(JournalKey::ephemeral)
+}
+
 fn apply(
     dir: &Path,
     backend: &ZcryptBackend,
     desired: &crate::model::domain_group_desired::DesiredGroup,
 ) -> Result<usize, GroupApplyError> {
-    let mut journal = GroupJournal::open(dir, &backend.identity(desired)).unwrap();
+    let mut journal = GroupJournal::open(dir, &backend.identity(desired), journal_key()).unwrap();
     GroupApply {
         backend,
         desired,
@@ -242,7 +248,8 @@ fn a_scripted_ep11_change_runs_every_tool_with_the_groups_apqns_and_journals_eac
             "{call:?}"
         );
     }
-    let journal = GroupJournal::open(dir.path(), &backend.identity(&desired)).unwrap();
+    let journal =
+        GroupJournal::open(dir.path(), &backend.identity(&desired), journal_key()).unwrap();
     let intents = journal
         .records()
         .iter()

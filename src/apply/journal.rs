@@ -28,22 +28,24 @@ pub const JOURNAL_RECORDS_MAX: usize = 1_000_000;
 
 pub use super::record::{AuditHead, Outcome, Record, unix_now, utc_now};
 
+/// One line of a journal file: this journal's `Record`s, or a domain group's
+/// (`group_journal`), which are sealed and read the same way.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Line {
+struct Line<R = Record> {
     sha256: String,
     /// `journal_key::JournalKey::seal` of this record after the line before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seal: Option<String>,
-    record: Record,
+    record: R,
 }
 
 /// A sealed `Line` as written, borrowing its parts (the same JSON).
 #[derive(Serialize)]
-struct LineRef<'a> {
+struct LineRef<'a, R> {
     sha256: &'a str,
     seal: &'a str,
-    record: &'a Record,
+    record: &'a R,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,10 +394,10 @@ fn instance_of(earlier: &[Record], record: &Record) -> Option<String> {
 
 /// The lines that append `records` to a journal whose last seal is `last_seal`, one JSON
 /// object and a newline each, and the seal of the last of them.
-pub(crate) fn sealed_lines(
+pub(crate) fn sealed_lines<R: Serialize>(
     key: &JournalKey,
     last_seal: &str,
-    records: &[Record],
+    records: &[R],
 ) -> (String, String) {
     let mut text = String::new();
     let mut last_seal = last_seal.to_string();
@@ -433,7 +435,7 @@ fn without_time(mut record: Record) -> Record {
     record
 }
 
-fn checksum(record: &Record) -> String {
+fn checksum<R: Serialize>(record: &R) -> String {
     hex::encode(Sha256::digest(
         serde_json::to_vec(record).expect("records serialize"),
     ))
@@ -454,8 +456,7 @@ fn load_head(head: Option<&Path>, journal: &Path) -> Result<Option<Head>, Journa
 /// record at the head's place is not the one mkplan wrote there.
 fn rolled_back(head: Option<&Head>, found: usize, seal_at: Option<&str>) -> Option<Record> {
     let head = head?;
-    let extends = found as u64 >= head.records && seal_at == Some(head.seal.as_str());
-    (!extends).then(|| Record::RolledBack {
+    (!head.extended_by(found, seal_at)).then(|| Record::RolledBack {
         expected: head.records,
         found: found as u64,
         at: Some(utc_now()),
@@ -463,23 +464,43 @@ fn rolled_back(head: Option<&Head>, found: usize, seal_at: Option<&str>) -> Opti
     })
 }
 
-pub(crate) struct Parsed {
+pub(crate) struct Parsed<R = Record> {
     /// The seal of the record at the head's place (its `records`-th), if the journal has one.
     pub(crate) seal_at: Option<String>,
-    pub(crate) records: Vec<Record>,
+    pub(crate) records: Vec<R>,
     /// The length of the intact prefix of the bytes.
     pub(crate) good_len: usize,
     /// The seal of the last line that verified: the next one chains to it.
     pub(crate) last_seal: String,
 }
 
-/// Reads the intact records of `bytes`, each checked against its seal with `key`.
+/// Reads the intact records of `bytes`, each checked against its seal with `key`; a record
+/// whose seal does not verify is kept as `Record::Unauthenticated`.
 pub(crate) fn parse(
     path: &Path,
     bytes: &[u8],
     key: Option<&JournalKey>,
     head: Option<&Head>,
 ) -> Result<Parsed, JournalError> {
+    parse_sealed(path, bytes, key, head, |line, why, record| {
+        Record::Unauthenticated {
+            line,
+            why,
+            record: Box::new(record),
+        }
+    })
+}
+
+/// Reads the intact records of `bytes`, each checked against its seal with `key`; a record
+/// whose seal does not verify is passed to `unauthenticated` with its line (from 1) and the
+/// reason, and what it returns is kept in its place.
+pub(crate) fn parse_sealed<R: Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    key: Option<&JournalKey>,
+    head: Option<&Head>,
+    mut unauthenticated: impl FnMut(usize, SealFault, R) -> R,
+) -> Result<Parsed<R>, JournalError> {
     let at = head.and_then(|h| usize::try_from(h.records).ok());
     let mut seal_at = None;
     let mut records = Vec::new();
@@ -490,7 +511,7 @@ pub(crate) fn parse(
         let last = index + 1 == lines.len();
         let complete = raw.ends_with(b"\n");
         let decoded = complete
-            .then(|| serde_json::from_slice::<Line>(&raw[..raw.len() - 1]).ok())
+            .then(|| serde_json::from_slice::<Line<R>>(&raw[..raw.len() - 1]).ok())
             .flatten()
             .filter(|line| checksum(&line.record) == line.sha256);
         match decoded {
@@ -511,11 +532,7 @@ pub(crate) fn parse(
                 }
                 records.push(match verified {
                     Ok(()) => line.record,
-                    Err(why) => Record::Unauthenticated {
-                        line: index + 1,
-                        why,
-                        record: Box::new(line.record),
-                    },
+                    Err(why) => unauthenticated(index + 1, why, line.record),
                 });
             }
             // A crash can only tear the record it was writing: the last one.

@@ -237,6 +237,16 @@ impl JournalKey {
     /// The file that keeps the head of the journal in `state_dir`; `None` for a drill's key,
     /// which lives in memory only.
     pub fn head_path(&self, state_dir: &Path) -> Option<PathBuf> {
+        self.head_named(state_dir, None)
+    }
+
+    /// The file that keeps the head of `journal`, a journal of `state_dir` other than
+    /// `journal.jsonl` (a domain group's): one head per journal file.
+    pub fn head_path_of(&self, state_dir: &Path, journal: &str) -> Option<PathBuf> {
+        self.head_named(state_dir, Some(journal))
+    }
+
+    fn head_named(&self, state_dir: &Path, journal: Option<&str>) -> Option<PathBuf> {
         let heads = self.path.as_ref()?.parent()?.join("heads");
         let name = std::path::absolute(state_dir).ok()?;
         // The folder itself may be gone (removed with its journal): resolve its parent.
@@ -246,8 +256,22 @@ impl JournalKey {
                 .map_or_else(|_| name.clone(), |p| p.join(file)),
             _ => name,
         };
-        let digest = Sha256::digest(name.as_os_str().as_encoded_bytes());
-        Some(heads.join(hex::encode(&digest[..16])))
+        let mut hasher = Sha256::new();
+        hasher.update(name.as_os_str().as_encoded_bytes());
+        if let Some(journal) = journal {
+            hasher.update(b"\0");
+            hasher.update(journal.as_bytes());
+        }
+        Some(heads.join(hex::encode(&hasher.finalize()[..16])))
+    }
+}
+
+impl Head {
+    /// Whether a journal of `found` records, whose record at the head's place is sealed
+    /// `seal_at`, extends this head: it holds at least as many records, and the one at the
+    /// head's place is the one mkplan wrote there.
+    pub fn extended_by(&self, found: usize, seal_at: Option<&str>) -> bool {
+        found as u64 >= self.records && seal_at == Some(self.seal.as_str())
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `resume`: before a run, settling what earlier runs left open, and recording rotations;
 //! - `journal`: the records written, sealed, fsynced and read back; `record`: what they say;
 //! - `journal_key`: the key, kept outside the state folder, that seals journal records;
+//! - `group`, `group_journal`: a `zcrypt:` domain group's run, and its journal, sealed with
+//!   the same key;
 //! - `evidence`: journal records → the planner's evidence;
 //! - `attest`: the operator's attestation, as journal records.
 

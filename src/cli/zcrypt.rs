@@ -13,7 +13,7 @@ use super::{ApplyArgs, BackendArg, PlanArgs};
 use crate::apply::group::{Answer, GroupApply, GroupApplyError, GroupOperator};
 use crate::apply::group_journal::GroupJournal;
 use crate::backend::BackendSpec;
-use crate::backend::zcrypt::group::ZcryptBackend;
+use crate::backend::zcrypt::group::{ReadError, ZcryptBackend};
 use crate::backend::zcrypt::tools::SystemRunner;
 use crate::error::{Error, Result};
 use crate::model::InputError;
@@ -84,6 +84,20 @@ pub(super) fn refused(refusal: impl std::fmt::Display) -> Error {
     Error::Unsafe(refusal.to_string())
 }
 
+/// A run's failure: a refusal (the machine contradicting itself among them) exits 3, any
+/// other failure 1.
+fn group_error(error: GroupApplyError) -> Error {
+    match error {
+        GroupApplyError::Refused(refusal) => refused(refusal),
+        GroupApplyError::Failed(why) => Error::Other(why),
+    }
+}
+
+/// Reading the machine failed: refused (exit 3) where what it shows contradicts itself.
+pub(super) fn read_error(error: ReadError) -> Error {
+    group_error(error.into())
+}
+
 pub fn validate(path: &Path) -> Result<u8> {
     let desired = read_group(path)?;
     eprintln!(
@@ -108,8 +122,8 @@ pub(super) fn read_and_plan(
     backend: &ZcryptBackend,
     store: &Store,
 ) -> Result<(LiveGroup, std::result::Result<GroupPlan, GroupRefusal>)> {
-    let live = backend.read(desired).map_err(Error::Other)?;
-    let journal = open_journal(store, &backend.identity(desired))?;
+    let live = backend.read(desired).map_err(read_error)?;
+    let journal = read_journal(store, &backend.identity(desired))?;
     let evidence = GroupEvidence {
         recorded_serials: journal.open_change_serials(),
     };
@@ -117,9 +131,24 @@ pub(super) fn read_and_plan(
     Ok((live, planned))
 }
 
+fn journal_folder(store: &Store) -> Result<&Path> {
+    store.folder().ok_or_else(|| Error::Other("a domain group's journal lives in a state folder: --state DIR (a PostgreSQL store is not supported for zcrypt: yet)".into()))
+}
+
+/// The group's journal, read without writing (checked with this user's journal key).
+fn read_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
+    let folder = journal_folder(store)?;
+    let key = crate::store::files::for_reading(folder)?;
+    GroupJournal::read(folder, identity, key.as_ref()).map_err(Error::Unsafe)
+}
+
+/// The group's journal, to append to (sealed with this user's journal key, made if none).
 fn open_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
-    let folder = store.folder().ok_or_else(|| Error::Other("a domain group's journal lives in a state folder: --state DIR (a PostgreSQL store is not supported for zcrypt: yet)".into()))?;
-    GroupJournal::open(folder, identity).map_err(Error::Unsafe)
+    let folder = journal_folder(store)?;
+    // A state folder that is refused makes no key either.
+    crate::apply::state_dir::prepare(folder).map_err(Error::Unsafe)?;
+    let key = crate::store::files::for_writing(folder)?;
+    GroupJournal::open(folder, identity, &key).map_err(Error::Unsafe)
 }
 
 pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
@@ -187,7 +216,7 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
 pub async fn status(path: &Path, flag: &BackendArg, json: bool) -> Result<u8> {
     let desired = read_group(path)?;
     let backend = open_backend(&desired, flag, path)?;
-    let live = backend.read(&desired).map_err(Error::Other)?;
+    let live = backend.read(&desired).map_err(read_error)?;
     if json {
         let apqns: Vec<_> = live
             .apqns
@@ -291,7 +320,6 @@ pub(super) fn run_group_apply(
             );
             Ok(0)
         }
-        Err(GroupApplyError::Refused(refusal)) => Err(refused(refusal)),
-        Err(GroupApplyError::Failed(why)) => Err(Error::Other(why)),
+        Err(error) => Err(group_error(error)),
     }
 }

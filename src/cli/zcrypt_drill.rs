@@ -60,7 +60,7 @@ pub fn drill(args: &DrillArgs) -> Result<u8> {
         inner: SystemRunner::default(),
     };
     let backend = ZcryptBackend::open(&root, Arc::new(tools)).map_err(Error::Other)?;
-    let live = backend.read(&desired).map_err(Error::Other)?;
+    let live = backend.read(&desired).map_err(super::zcrypt::read_error)?;
     let plan = plan_group(
         &desired,
         &live,

@@ -200,6 +200,9 @@ fn command(drill: &GroupDrill, folder: &Path, world_dir: &Path, args: &[&str]) -
         .current_dir(folder)
         .env("PATH", std::env::join_paths(paths).unwrap_or(path))
         .env("MKPLAN_STATE_DIR", folder.join("state"))
+        // A journal key of the run's own, beside its state folder: the scratch journals'
+        // heads never land among the operator's.
+        .env("MKPLAN_JOURNAL_KEY", folder.join("journal-key/journal.key"))
         .env_remove("MKPLAN_STATE")
         .env_remove("MKPLAN_BACKEND")
         .env_remove(crate::backend::zcrypt::fake::FAULT_ENV)

@@ -29,10 +29,15 @@ pub fn for_writing(state_dir: &Path) -> Result<JournalKey> {
     Ok(key)
 }
 
+/// This user's journal key, for a command that only reads: `None` when there is none yet.
+pub fn for_reading(state_dir: &Path) -> Result<Option<JournalKey>> {
+    JournalKey::load(&path(state_dir)?).map_err(Error::Other)
+}
+
 /// The journal's records, read without writing anything; with no journal key here, none is
 /// authenticated.
 pub fn read_journal(state_dir: &Path) -> Result<Vec<Record>> {
-    let key = JournalKey::load(&path(state_dir)?).map_err(Error::Other)?;
+    let key = for_reading(state_dir)?;
     Journal::read(state_dir, key.as_ref()).map_err(unsafe_journal)
 }
 

@@ -34,6 +34,7 @@ mod witnesses;
 mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_fake;
+mod zcrypt_journal;
 mod zcrypt_losses;
 mod zcrypt_saved;
 mod zcrypt_scenarios;

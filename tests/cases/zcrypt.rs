@@ -109,11 +109,17 @@ impl World {
             .current_dir(&self.root)
             .env("PATH", self.path())
             .env("MKPLAN_STATE_DIR", self.root.join("state"))
+            .env("MKPLAN_JOURNAL_KEY", self.journal_key())
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")
             .args(args);
         command
+    }
+
+    /// The world's journal key, outside its state folder (heads beside it, in `keys/heads`).
+    pub(crate) fn journal_key(&self) -> PathBuf {
+        self.root.join("keys/journal.key")
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
@@ -459,4 +465,48 @@ stores:
             && mkvps.contains(&format!("AES OLD: valid 0x{CCA_OLD}")),
         "{mkvps}"
     );
+}
+
+/// Regression (adversary u2): an APQN's `mkvps` showing `WK CUR` twice with different keys
+/// was refused with exit 1, as if unreadable. The evidence contradicts itself: exit 3, naming
+/// the APQN, the file, both lines and what would settle it, with nothing run. Text no kernel
+/// prints (a pattern of the wrong length) stays an error: exit 1.
+#[test]
+fn zcrypt_a_contradictory_mkvps_is_a_refusal_naming_the_apqn_file_and_lines() {
+    let world = World::new(true);
+    let path = world.root.join("w/sys/devices/ap/card03/03.0006/mkvps");
+    let other = "b2".repeat(32);
+    std::fs::write(
+        &path,
+        format!("WK CUR: valid 0x{OLD}\nWK NEW: empty -\nWK CUR: valid 0x{other}\n"),
+    )
+    .unwrap();
+    let out = world.run(&["plan", "group.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    for needle in [
+        "`mkvps_consistent`",
+        "APQN 03.0006",
+        "card03/03.0006/mkvps",
+        "WK CUR is shown twice with different values",
+        &format!("line 1 \"WK CUR: valid 0x{OLD}\""),
+        &format!("line 3 \"WK CUR: valid 0x{other}\""),
+        "Evidence that would settle it",
+        "lszcrypt -c 03.0006",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("`mkvps_consistent`") && !stderr.contains("Ceremony step"),
+        "{stderr}"
+    );
+    world.assert_no_incidents();
+
+    std::fs::write(&path, "WK CUR: valid 0xabc\nWK NEW: empty -\n").unwrap();
+    let out = world.run(&["plan", "group.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("0x and 64 hex digits"), "{stderr}");
 }

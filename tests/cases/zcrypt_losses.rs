@@ -52,6 +52,7 @@ impl Lab {
             .env("SYSFS_ROOT", self.root.join("w/sys"))
             .env("ZKEY_REPOSITORY", self.root.join("w/zkey"))
             .env("MKPLAN_STATE_DIR", self.root.join("state"))
+            .env("MKPLAN_JOURNAL_KEY", self.root.join("keys/journal.key"))
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")

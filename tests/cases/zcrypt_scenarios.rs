@@ -86,7 +86,7 @@ impl World {
     }
 
     /// Gives card `card` another serial number, as a swapped card shows (truth and sysfs).
-    fn swap_card(&self, card: &str, serial: &str) {
+    pub(crate) fn swap_card(&self, card: &str, serial: &str) {
         let mut truth: serde_json::Value = serde_json::from_slice(&self.truth()).unwrap();
         for c in truth["cards"].as_array_mut().unwrap() {
             if c["card"] == card {

@@ -111,7 +111,7 @@ impl ZcryptBackend {
     }
 
     /// The group's APQNs and stores, as the machine shows them now.
-    pub fn read(&self, desired: &DesiredGroup) -> Result<LiveGroup, String> {
+    pub fn read(&self, desired: &DesiredGroup) -> Result<LiveGroup, ReadError> {
         Ok(LiveGroup {
             apqns: self.read_apqns(desired)?,
             stores: self.read_stores(desired)?,
@@ -119,7 +119,7 @@ impl ZcryptBackend {
         })
     }
 
-    pub fn read_apqns(&self, desired: &DesiredGroup) -> Result<Vec<LiveApqn>, String> {
+    pub fn read_apqns(&self, desired: &DesiredGroup) -> Result<Vec<LiveApqn>, ReadError> {
         let cards = Sysfs::new(&self.root).cards().map_err(|e| e.to_string())?;
         let mut apqns = Vec::new();
         for apqn in &desired.apqns {
@@ -135,6 +135,19 @@ impl ZcryptBackend {
                 });
                 continue;
             };
+            if let Some(contradiction) = &queue.contradiction {
+                return Err(ReadError::Contradicts {
+                    message: format!(
+                        "APQN {apqn}: its {} contradicts itself: {}",
+                        crate::quote::path(&contradiction.path),
+                        contradiction.why
+                    ),
+                    settle: format!(
+                        "the registers of APQN {apqn} read another way that agrees with itself: `lszcrypt -c {apqn}` and `zkey`'s view of the APQN on the machine, or the TKE's view of domain {:04x} of card {:02x}. If the sysfs tree is a copy of another machine's, copy it again; if the kernel itself prints this, report it to your Linux distributor. mkplan plans again once this mkvps agrees with itself",
+                        apqn.domain, apqn.card
+                    ),
+                });
+            }
             let mode = match card.mode {
                 CardMode::Ep11 => Some(GroupMode::Ep11),
                 CardMode::Cca => Some(GroupMode::Cca),
@@ -154,7 +167,7 @@ impl ZcryptBackend {
     fn read_stores(&self, desired: &DesiredGroup) -> Result<Vec<LiveStore>, String> {
         let mut found = Vec::new();
         let mut seen = BTreeSet::new();
-        let currents = self.read_apqns(desired)?;
+        let currents = self.read_apqns(desired).map_err(|e| e.to_string())?;
         for store in &desired.stores {
             let observed = match store {
                 DesiredStore::ZkeyAssociated => self.zkey_keys(
@@ -460,4 +473,31 @@ fn registers_of(shown: &Mkvps) -> Result<ApqnRegisters, String> {
         registers.insert(mk_type, TypeRegisters { new, current, old });
     }
     Ok(registers)
+}
+
+/// Why a group could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// A file or a tool could not be read or run: an error.
+    Failed(String),
+    /// What the machine shows contradicts itself (an APQN's `mkvps`): a refusal for safety,
+    /// with the evidence that would settle it.
+    Contradicts { message: String, settle: String },
+}
+
+impl From<String> for ReadError {
+    fn from(why: String) -> Self {
+        Self::Failed(why)
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(why) => f.write_str(why),
+            Self::Contradicts { message, settle } => {
+                write!(f, "{message}\nEvidence that would settle it: {settle}")
+            }
+        }
+    }
 }

@@ -7,6 +7,13 @@
 //! Nothing is guessed: a line that is not one of the forms the kernel prints, a register
 //! given twice, EP11 and CCA lines together, or a register left out of a type that is there
 //! makes the whole attribute unreadable, and the error names the line.
+//!
+//! Two kinds of failure are told apart. Text that is not in a form any kernel prints (a
+//! word, a length, a register missing) is *unreadable*: a reading problem, an error. Text
+//! that makes two claims that cannot both hold (one register shown twice with different
+//! values; EP11 and CCA registers on one APQN; a register that is empty yet shows a key, or
+//! holds a key yet shows none) *contradicts itself*: the evidence disagrees, which the
+//! caller refuses for safety (exit 3), never resolves by picking one.
 
 use std::fmt;
 
@@ -169,11 +176,32 @@ pub struct Mkvps {
 pub struct MkvpsError {
     pub line: usize,
     pub why: String,
+    /// The text contradicts itself (`why` names every line involved), rather than being
+    /// unreadable.
+    pub contradicts: bool,
+}
+
+impl MkvpsError {
+    fn unreadable(line: usize, why: String) -> Self {
+        Self {
+            line,
+            why,
+            contradicts: false,
+        }
+    }
+
+    fn contradiction(line: usize, why: String) -> Self {
+        Self {
+            line,
+            why,
+            contradicts: true,
+        }
+    }
 }
 
 impl fmt::Display for MkvpsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
+        if self.line == 0 || self.contradicts {
             f.write_str(&self.why)
         } else {
             write!(f, "line {}: {}", self.line, self.why)
@@ -184,31 +212,58 @@ impl fmt::Display for MkvpsError {
 impl Mkvps {
     pub fn parse(text: &str) -> Result<Self, MkvpsError> {
         let mut registers: Vec<RegisterState> = Vec::new();
+        // Where each register was read: its line number and text, for messages.
+        let mut read_at: Vec<(usize, &str)> = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
             if line.trim().is_empty() {
                 continue;
             }
-            let fail = |why: String| MkvpsError { line: number, why };
-            let register = parse_line(line).map_err(fail)?;
-            if registers
+            let register = parse_line(number, line)?;
+            let seen =
+                |(at, text): (usize, &str)| format!("line {at} {}", crate::quote::quote(text));
+            if let Some(i) = registers
                 .iter()
-                .any(|r| (r.mk_type, r.register) == (register.mk_type, register.register))
+                .position(|r| (r.mk_type, r.register) == (register.mk_type, register.register))
             {
-                return Err(fail(format!(
-                    "{} {} is shown twice",
-                    register.mk_type, register.register
-                )));
+                let (mk_type, shown) = (register.mk_type, register.register);
+                if registers[i] == register {
+                    return Err(MkvpsError::unreadable(
+                        number,
+                        format!(
+                            "{mk_type} {shown} is shown twice (also at line {})",
+                            read_at[i].0
+                        ),
+                    ));
+                }
+                return Err(MkvpsError::contradiction(
+                    number,
+                    format!(
+                        "{mk_type} {shown} is shown twice with different values: {} and {}",
+                        seen(read_at[i]),
+                        seen((number, line))
+                    ),
+                ));
             }
             if let Some(first) = registers.first()
                 && first.mk_type.is_ep11() != register.mk_type.is_ep11()
             {
-                return Err(fail(format!(
-                    "{} after {}: EP11 and CCA registers on one APQN",
-                    register.mk_type, first.mk_type
-                )));
+                let (ep11, cca) = if first.mk_type.is_ep11() {
+                    (read_at[0], (number, line))
+                } else {
+                    ((number, line), read_at[0])
+                };
+                return Err(MkvpsError::contradiction(
+                    number,
+                    format!(
+                        "EP11 and CCA registers on one APQN, which runs one mode: {} is EP11's, {} CCA's",
+                        seen(ep11),
+                        seen(cca)
+                    ),
+                ));
             }
             registers.push(register);
+            read_at.push((number, line));
         }
         let mkvps = Self { registers };
         mkvps.check_complete()?;
@@ -218,7 +273,7 @@ impl Mkvps {
     /// Every type shown has all its registers; a CCA APQN shows at least AES (every kernel
     /// with `mkvps` prints it).
     fn check_complete(&self) -> Result<(), MkvpsError> {
-        let incomplete = |why: String| MkvpsError { line: 0, why };
+        let incomplete = |why: String| MkvpsError::unreadable(0, why);
         let Some(first) = self.registers.first() else {
             return Err(incomplete("no register is shown".into()));
         };
@@ -272,23 +327,32 @@ impl Mkvps {
     }
 }
 
-/// `<TYPE> <REG>: <state> <pattern>`, with the pattern `0x` + hex or `-`.
-fn parse_line(line: &str) -> Result<RegisterState, String> {
+/// `<TYPE> <REG>: <state> <pattern>`, with the pattern `0x` + hex or `-`; `number` is its line.
+fn parse_line(number: usize, line: &str) -> Result<RegisterState, MkvpsError> {
     let shown = crate::quote::quote(line);
+    let unreadable = |why: String| MkvpsError::unreadable(number, why);
+    // A state and a pattern that cannot both hold.
+    let contradiction =
+        |why: String| MkvpsError::contradiction(number, format!("line {number} {why}"));
     let words: Vec<&str> = line.split_ascii_whitespace().collect();
     let [mk_type, register, state, pattern] = words[..] else {
-        return Err(format!(
+        return Err(unreadable(format!(
             "{shown} is not `TYPE REGISTER: STATE PATTERN` (as in `WK CUR: valid 0x…`)"
-        ));
+        )));
     };
     let mk_type = MkType::parse(mk_type).ok_or_else(|| {
-        format!("{shown}: unknown master key type (the kernel shows WK, AES, APKA and ASYM)")
+        unreadable(format!(
+            "{shown}: unknown master key type (the kernel shows WK, AES, APKA and ASYM)"
+        ))
     })?;
     let register = Register::parse(register)
         .filter(|r| !(mk_type.is_ep11() && *r == Register::Old))
-        .ok_or_else(|| format!("{shown}: {mk_type} has no such register"))?;
-    let state = State::parse(state, mk_type, register)
-        .ok_or_else(|| format!("{shown}: {mk_type} {register} cannot be in that state"))?;
+        .ok_or_else(|| unreadable(format!("{shown}: {mk_type} has no such register")))?;
+    let state = State::parse(state, mk_type, register).ok_or_else(|| {
+        unreadable(format!(
+            "{shown}: {mk_type} {register} cannot be in that state"
+        ))
+    })?;
     let pattern = match pattern {
         "-" => None,
         hex => {
@@ -298,32 +362,34 @@ fn parse_line(line: &str) -> Result<RegisterState, String> {
                     d.len() == mk_type.pattern_hex_len() && d.bytes().all(|b| b.is_ascii_hexdigit())
                 })
                 .ok_or_else(|| {
-                    format!(
+                    unreadable(format!(
                         "{shown}: a {mk_type} verification pattern is 0x and {} hex digits, or -",
                         mk_type.pattern_hex_len()
-                    )
+                    ))
                 })?;
             Some(digits.to_ascii_lowercase())
         }
     };
     let pattern = match (state.holds_a_key(), pattern) {
         (true, None) => {
-            return Err(format!(
+            return Err(contradiction(format!(
                 "{shown}: a register that is {state} shows no verification pattern"
-            ));
+            )));
         }
         (true, pattern) => pattern,
         // The kernel prints zeros for a register without a key; a pattern shown anyway would
         // be a key mkplan cannot place, so it is not taken.
         (false, Some(p)) if p.bytes().any(|b| b != b'0') => {
-            return Err(format!(
+            return Err(contradiction(format!(
                 "{shown}: a register that is {state} shows a verification pattern"
-            ));
+            )));
         }
         (false, _) => None,
     };
     if state == State::Unknown && pattern.is_some() {
-        return Err(format!("{shown}: an unknown state with a pattern"));
+        return Err(contradiction(format!(
+            "{shown}: an unknown state with a pattern"
+        )));
     }
     Ok(RegisterState {
         mk_type,
@@ -445,6 +511,46 @@ mod tests {
             let error = Mkvps::parse(&text).unwrap_err();
             assert_eq!(error.line, line, "{text:?}: {error}");
             assert!(error.to_string().contains(expected), "{text:?}: {error}");
+        }
+    }
+
+    /// Two claims that cannot both hold contradict; text no kernel prints is unreadable.
+    #[test]
+    fn a_register_shown_twice_with_two_values_contradicts_and_names_both_lines() {
+        let current = format!("WK CUR: valid 0x{A64}");
+        let other = format!("WK CUR: valid 0x{}", "b2".repeat(32));
+        for (text, contradicts, expected) in [
+            (
+                format!("{current}\nWK NEW: empty -\n{other}"),
+                true,
+                format!(
+                    "WK CUR is shown twice with different values: line 1 \"{current}\" and line 3 \"{other}\""
+                ),
+            ),
+            (
+                format!("{current}\nWK NEW: empty -\nAES NEW: empty -"),
+                true,
+                format!("line 1 \"{current}\" is EP11's, line 3 \"AES NEW: empty -\" CCA's"),
+            ),
+            (
+                format!("{current}\nWK NEW: empty 0x{A64}"),
+                true,
+                "line 2 \"WK NEW: empty 0x".into(),
+            ),
+            (
+                format!("{current}\nWK NEW: empty -\n{current}"),
+                false,
+                "WK CUR is shown twice (also at line 1)".into(),
+            ),
+            (
+                "WK CUR: valid 0xabc\nWK NEW: empty -".into(),
+                false,
+                "0x and 64 hex digits".into(),
+            ),
+        ] {
+            let error = Mkvps::parse(&text).unwrap_err();
+            assert_eq!(error.contradicts, contradicts, "{text:?}: {error}");
+            assert!(error.to_string().contains(&expected), "{text:?}: {error}");
         }
     }
 

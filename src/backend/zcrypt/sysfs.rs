@@ -62,8 +62,13 @@ impl Card {
 pub struct Queue {
     pub apqn: Apqn,
     pub online: bool,
-    /// `None` when the kernel shows no `mkvps` (an accelerator, or a kernel before 5.4).
+    /// `None` when the kernel shows no `mkvps` (an accelerator, or a kernel before 5.4), or
+    /// when it contradicts itself.
     pub mkvps: Option<Mkvps>,
+    /// The queue's `mkvps` contradicts itself (`mkvps`'s module says what counts): evidence
+    /// that disagrees, for the reader of this APQN to refuse. An unreadable `mkvps` is an
+    /// error of the whole tree instead.
+    pub contradiction: Option<SysfsError>,
 }
 
 /// A sysfs tree below its root.
@@ -72,7 +77,7 @@ pub struct Sysfs {
 }
 
 /// Why the tree could not be read: the file, and what is wrong with it.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SysfsError {
     pub path: PathBuf,
     pub why: String,
@@ -140,13 +145,25 @@ impl Sysfs {
                 continue;
             }
             let folder = card_folder.join(&name);
+            let mut contradiction = None;
             let mkvps = optional(&folder.join("mkvps"), |path| {
                 let text = read(path)?;
-                Mkvps::parse(&text).map_err(|e| SysfsError {
-                    path: path.to_path_buf(),
-                    why: e.to_string(),
-                })
-            })?;
+                match Mkvps::parse(&text) {
+                    Ok(mkvps) => Ok(Some(mkvps)),
+                    Err(e) => {
+                        let error = SysfsError {
+                            path: path.to_path_buf(),
+                            why: e.to_string(),
+                        };
+                        if !e.contradicts {
+                            return Err(error);
+                        }
+                        contradiction = Some(error);
+                        Ok(None)
+                    }
+                }
+            })?
+            .flatten();
             queues.push(Queue {
                 apqn: Apqn {
                     card,
@@ -154,6 +171,7 @@ impl Sysfs {
                 },
                 online: flag(&folder.join("online"))?,
                 mkvps,
+                contradiction,
             });
         }
         queues.sort_by_key(|q| q.apqn);
