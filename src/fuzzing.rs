@@ -26,7 +26,7 @@ pub fn read_journal(
     bytes: &[u8],
     key: Option<&JournalKey>,
 ) -> Result<(Vec<Record>, usize), JournalError> {
-    let parsed = journal::parse(std::path::Path::new("journal.jsonl"), bytes, key, None)?;
+    let parsed = journal::parse(std::path::Path::new("journal.jsonl"), bytes, key, &[])?;
     Ok((parsed.records, parsed.good_len))
 }
 

@@ -144,25 +144,14 @@ pub fn journal_evidence_at(
             } if bound == backend => {
                 evidence.rotations.remove(&instance.to_ascii_lowercase());
             }
-            Record::RolledBack {
-                expected,
-                found,
-                at,
-                why,
-            } => {
+            voided @ (Record::RolledBack { .. } | Record::Pushed { .. }) => {
                 // Whatever the missing records said, and whatever the older ones still say
                 // (an attestation now out of date, a rewrap not yet sent), is no evidence.
                 evidence.rotations.clear();
                 attested_at.clear();
                 last_run = Some(index);
                 evidence.unauthenticated.clear();
-                evidence.unauthenticated_all = Some(format!(
-                    "it was cut back or replaced by an older copy: {}{}",
-                    why.clone().unwrap_or_else(|| format!(
-                        "mkplan last left it with {expected} records and found {found}"
-                    )),
-                    at.as_ref().map(|t| format!(" at {t}")).unwrap_or_default()
-                ));
+                evidence.unauthenticated_all = Some(void_reason(voided));
             }
             Record::Unauthenticated { line, why, record } => {
                 // A run may have started there: attestations before it are out of force.
@@ -244,7 +233,34 @@ fn instance_of(records: &[Record], record: &Record) -> Option<String> {
         Record::ApplyStarted { .. }
         | Record::AuditAnchored { .. }
         | Record::RolledBack { .. }
+        | Record::Pushed { .. }
         | Record::Unauthenticated { .. } => None,
+    }
+}
+
+/// Why the records before `record` (a rollback found, or the folder pushed to a database)
+/// are no evidence, for messages.
+fn void_reason(record: &Record) -> String {
+    match record {
+        Record::RolledBack {
+            expected,
+            found,
+            at,
+            why,
+        } => format!(
+            "it was cut back or replaced by an older copy: {}{}",
+            why.clone().unwrap_or_else(|| format!(
+                "mkplan last left it with {expected} records and found {found}"
+            )),
+            at.as_ref().map(|t| format!(" at {t}")).unwrap_or_default()
+        ),
+        // The file store refuses such a folder before its records are read as evidence.
+        Record::Pushed { to, at } => format!(
+            "it was pushed to {} at {}, and goes on there",
+            crate::quote::bare(to),
+            crate::quote::bare(at)
+        ),
+        other => other.kind().to_string(),
     }
 }
 

@@ -179,7 +179,7 @@ impl GroupJournal {
             path,
             bytes.as_deref().unwrap_or_default(),
             key,
-            head.as_ref(),
+            &head.iter().collect::<Vec<_>>(),
             |line, why, record: GroupRecord| {
                 faults.push((line, why, record.kind()));
                 record
@@ -198,7 +198,7 @@ impl GroupJournal {
             )));
         }
         if let Some(head) = &head
-            && !head.extended_by(parsed.records.len(), parsed.seal_at.as_deref())
+            && !head.extended_by(parsed.records.len(), parsed.seals_at[0].as_deref())
         {
             let shown = head_path
                 .as_deref()

@@ -83,8 +83,10 @@ struct FileSink {
     key: JournalKey,
     /// The seal of the last line that verified, which the next one chains to.
     last_seal: String,
-    /// Where the journal's head is kept (`None` for a drill's scratch journal).
-    head: Option<PathBuf>,
+    /// The seal of the first line, if it verified: it names the chain's head (`Heads`).
+    first_seal: Option<String>,
+    /// The state folder, which names the folder's head.
+    state_dir: PathBuf,
     /// False only for a drill's scratch journal, which simulates crashes by cancelling the
     /// apply (every record is written before that point) and never a power cut.
     sync: bool,
@@ -133,20 +135,20 @@ impl Journal {
         let bytes = super::state_dir::read(&path)
             .map_err(io)?
             .unwrap_or_default();
-        let head_path = key.head_path(state_dir);
-        let head = load_head(head_path.as_deref(), &path)?;
+        let heads = Heads::load(key, state_dir, &bytes, &path)?;
         let Parsed {
             records,
             good_len,
             last_seal,
-            seal_at,
-        } = parse(&path, &bytes, Some(key), head.as_ref())?;
+            seals_at,
+            first_seal,
+        } = parse(&path, &bytes, Some(key), &heads.found())?;
         if good_len < bytes.len() {
             file.set_len(good_len as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        let rolled_back = rolled_back(head.as_ref(), records.len(), seal_at.as_deref());
+        let rolled_back = heads.rolled_back(state_dir, records.len(), &seals_at);
         let mut journal = Self {
             records,
             sink: Sink::File(FileSink {
@@ -154,7 +156,8 @@ impl Journal {
                 file,
                 key: key.clone(),
                 last_seal,
-                head: head_path,
+                first_seal,
+                state_dir: state_dir.to_path_buf(),
                 sync: true,
             }),
         };
@@ -195,14 +198,17 @@ impl Journal {
         if state_dir.exists() {
             super::state_dir::check(state_dir).map_err(io)?;
         }
-        let head = load_head(key.and_then(|k| k.head_path(state_dir)).as_deref(), &path)?;
         let bytes = match super::state_dir::read(&path) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(e) => return Err(io(e.to_string())),
         };
-        let parsed = parse(&path, &bytes, key, head.as_ref())?;
+        let heads = match key {
+            Some(key) => Heads::load(key, state_dir, &bytes, &path)?,
+            None => Heads::default(),
+        };
+        let parsed = parse(&path, &bytes, key, &heads.found())?;
         let mut records = parsed.records;
-        if let Some(record) = rolled_back(head.as_ref(), records.len(), parsed.seal_at.as_deref()) {
+        if let Some(record) = heads.rolled_back(state_dir, records.len(), &parsed.seals_at) {
             records.push(record);
         }
         Ok(records)
@@ -309,28 +315,38 @@ impl FileSink {
         if self.sync {
             self.file.sync_data().map_err(io)?;
         }
+        if self.last_seal.is_empty() && self.first_seal.is_none() {
+            // The first line of a new chain (an empty journal, or one no line of which
+            // verified): its seal names the chain's head from now on.
+            self.first_seal = written
+                .first()
+                .map(|record| self.key.seal("", &checksum(record)));
+        }
         self.last_seal = last_seal;
         Ok(written)
     }
 
-    /// Records where this user's mkplan left the journal, `records` long.
+    /// Records where this user's mkplan left the journal, `records` long: in the folder's
+    /// head and in the chain's (`Heads`).
     fn store_head(&self, records: usize) -> Result<(), JournalError> {
-        let Some(head) = &self.head else {
-            return Ok(());
+        let head = Head {
+            state_dir: canonical(&self.state_dir).display().to_string(),
+            records: records as u64,
+            seal: self.last_seal.clone(),
         };
-        let state_dir = self.path.parent().unwrap_or(Path::new("."));
-        journal_key::store_head(
-            head,
-            &Head {
-                state_dir: state_dir.display().to_string(),
-                records: records as u64,
-                seal: self.last_seal.clone(),
-            },
-        )
-        .map_err(|why| JournalError::Io {
-            path: head.display().to_string(),
-            why: format!("cannot record the journal's head: {why}"),
-        })
+        let places = [
+            self.key.head_path(&self.state_dir),
+            self.first_seal
+                .as_deref()
+                .and_then(|seal| self.key.chain_head_path(seal)),
+        ];
+        for place in places.into_iter().flatten() {
+            journal_key::store_head(&place, &head).map_err(|why| JournalError::Io {
+                path: place.display().to_string(),
+                why: format!("cannot record the journal's head: {why}"),
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -429,7 +445,9 @@ fn without_time(mut record: Record) -> Record {
             *at = "(drill time)".into();
             *at_unix = None;
         }
-        Record::RotationClosed { at, .. } => *at = "(drill time)".into(),
+        Record::RotationClosed { at, .. } | Record::Pushed { at, .. } => {
+            *at = "(drill time)".into()
+        }
         Record::Intent { .. } | Record::Unauthenticated { .. } => {}
     }
     record
@@ -439,6 +457,73 @@ fn checksum<R: Serialize>(record: &R) -> String {
     hex::encode(Sha256::digest(
         serde_json::to_vec(record).expect("records serialize"),
     ))
+}
+
+/// The heads a journal must extend, kept beside the journal key (`journal_key::Head`): the
+/// folder's (by its path: the journal cut back or replaced there) and the chain's (by its
+/// first seal: a copy of the folder elsewhere went further).
+#[derive(Default)]
+struct Heads {
+    folder: Option<Head>,
+    chain: Option<Head>,
+}
+
+impl Heads {
+    fn load(
+        key: &JournalKey,
+        state_dir: &Path,
+        bytes: &[u8],
+        journal: &Path,
+    ) -> Result<Self, JournalError> {
+        let chain = first_verified_seal(bytes, key).and_then(|seal| key.chain_head_path(&seal));
+        Ok(Self {
+            folder: load_head(key.head_path(state_dir).as_deref(), journal)?,
+            chain: load_head(chain.as_deref(), journal)?,
+        })
+    }
+
+    /// The heads found, in the order `parse` reports the seals at their places.
+    fn found(&self) -> Vec<&Head> {
+        self.folder.iter().chain(self.chain.iter()).collect()
+    }
+
+    /// The record that says the journal does not extend one of its heads.
+    fn rolled_back(
+        &self,
+        state_dir: &Path,
+        found: usize,
+        seals_at: &[Option<String>],
+    ) -> Option<Record> {
+        self.found()
+            .into_iter()
+            .zip(seals_at)
+            .find_map(|(head, seal_at)| {
+                let mut record = rolled_back(Some(head), found, seal_at.as_deref())?;
+                let elsewhere = Path::new(&head.state_dir) != canonical(state_dir);
+                if let (Record::RolledBack { why, .. }, true) = (&mut record, elsewhere) {
+                    *why = Some(format!(
+                        "a copy of this journal in {} went on to {} records, and this one holds {found}: two folders of one journal would each miss what the other saw",
+                        crate::quote::bare(&head.state_dir),
+                        head.records
+                    ));
+                }
+                Some(record)
+            })
+    }
+}
+
+/// The folder as the heads name it: its real path where it has one.
+fn canonical(state_dir: &Path) -> PathBuf {
+    std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf())
+}
+
+/// The seal of the journal's first line, if it verifies with `key`.
+fn first_verified_seal(bytes: &[u8], key: &JournalKey) -> Option<String> {
+    let end = bytes.iter().position(|b| *b == b'\n')?;
+    let line: Line = serde_json::from_slice(&bytes[..end]).ok()?;
+    let seal = line.seal?;
+    (checksum(&line.record) == line.sha256 && key.verify("", &line.sha256, &seal).is_ok())
+        .then_some(seal)
 }
 
 /// The head recorded at `head`, if any; one that cannot be read is an error.
@@ -465,8 +550,11 @@ fn rolled_back(head: Option<&Head>, found: usize, seal_at: Option<&str>) -> Opti
 }
 
 pub(crate) struct Parsed<R = Record> {
-    /// The seal of the record at the head's place (its `records`-th), if the journal has one.
-    pub(crate) seal_at: Option<String>,
+    /// For each head asked about, the seal of the record at its place (its `records`-th), if
+    /// the journal has one.
+    pub(crate) seals_at: Vec<Option<String>>,
+    /// The seal of the first line, if it verified.
+    pub(crate) first_seal: Option<String>,
     pub(crate) records: Vec<R>,
     /// The length of the intact prefix of the bytes.
     pub(crate) good_len: usize,
@@ -480,9 +568,9 @@ pub(crate) fn parse(
     path: &Path,
     bytes: &[u8],
     key: Option<&JournalKey>,
-    head: Option<&Head>,
+    heads: &[&Head],
 ) -> Result<Parsed, JournalError> {
-    parse_sealed(path, bytes, key, head, |line, why, record| {
+    parse_sealed(path, bytes, key, heads, |line, why, record| {
         Record::Unauthenticated {
             line,
             why,
@@ -493,16 +581,21 @@ pub(crate) fn parse(
 
 /// Reads the intact records of `bytes`, each checked against its seal with `key`; a record
 /// whose seal does not verify is passed to `unauthenticated` with its line (from 1) and the
-/// reason, and what it returns is kept in its place.
+/// reason, and what it returns is kept in its place. For each of `heads`, the seal at its
+/// place is reported (`Parsed::seals_at`).
 pub(crate) fn parse_sealed<R: Serialize + serde::de::DeserializeOwned>(
     path: &Path,
     bytes: &[u8],
     key: Option<&JournalKey>,
-    head: Option<&Head>,
+    heads: &[&Head],
     mut unauthenticated: impl FnMut(usize, SealFault, R) -> R,
 ) -> Result<Parsed<R>, JournalError> {
-    let at = head.and_then(|h| usize::try_from(h.records).ok());
-    let mut seal_at = None;
+    let at: Vec<Option<usize>> = heads
+        .iter()
+        .map(|h| usize::try_from(h.records).ok())
+        .collect();
+    let mut seals_at = vec![None; heads.len()];
+    let mut first_seal = None;
     let mut records = Vec::new();
     let mut offset = 0;
     let mut last_seal = String::new();
@@ -525,10 +618,15 @@ pub(crate) fn parse_sealed<R: Serialize + serde::de::DeserializeOwned>(
                     (Some(key), Some(seal)) => key.verify(&last_seal, &line.sha256, seal),
                 };
                 if verified.is_ok() {
+                    if index == 0 {
+                        first_seal = Some(seal.to_string());
+                    }
                     last_seal = seal.to_string();
                 }
-                if at == Some(records.len() + 1) {
-                    seal_at = Some(seal.to_string());
+                for (place, seal_at) in at.iter().zip(seals_at.iter_mut()) {
+                    if *place == Some(records.len() + 1) {
+                        *seal_at = Some(seal.to_string());
+                    }
                 }
                 records.push(match verified {
                     Ok(()) => line.record,
@@ -538,7 +636,8 @@ pub(crate) fn parse_sealed<R: Serialize + serde::de::DeserializeOwned>(
             // A crash can only tear the record it was writing: the last one.
             None if last => {
                 return Ok(Parsed {
-                    seal_at,
+                    seals_at,
+                    first_seal,
                     records,
                     good_len: offset,
                     last_seal,
@@ -556,7 +655,8 @@ pub(crate) fn parse_sealed<R: Serialize + serde::de::DeserializeOwned>(
         offset += raw.len();
     }
     Ok(Parsed {
-        seal_at,
+        seals_at,
+        first_seal,
         records,
         good_len: offset,
         last_seal,

@@ -275,6 +275,19 @@ impl Head {
     }
 }
 
+impl JournalKey {
+    /// The file that keeps the head of the journal whose first record carries `first_seal`,
+    /// wherever that journal lies: a copy of a state folder (`cp -a`, a backup restored
+    /// elsewhere) shares it with the original, so that once either goes on, the other is seen
+    /// cut back, and the same evidence (an attestation, a rewrap not yet sent) cannot be used
+    /// twice. `None` for a drill's key.
+    pub fn chain_head_path(&self, first_seal: &str) -> Option<PathBuf> {
+        let heads = self.path.as_ref()?.parent()?.join("heads");
+        let digest = Sha256::digest([b"journal chain\n", first_seal.as_bytes()].concat());
+        Some(heads.join(format!("chain-{}", hex::encode(&digest[..16]))))
+    }
+}
+
 /// The head recorded at `path`, if any. A head that cannot be read is an error: the caller
 /// then trusts nothing the journal says.
 pub fn load_head(path: &Path) -> Result<Option<Head>, String> {

@@ -113,6 +113,10 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         why: Option<String>,
     },
+    /// `mkplan state push` moved this folder's journal into a database (`to`, without a
+    /// password): it continues there, and the folder is an archive from now on. Every
+    /// command that would read the folder as evidence, or append to it, refuses.
+    Pushed { to: String, at: String },
     /// A record read from the file whose seal does not verify: kept to be named, never
     /// evidence. Never written.
     #[serde(skip)]
@@ -153,6 +157,7 @@ impl Record {
             Self::Attested { .. } => "attestation",
             Self::RotationClosed { .. } => "rotation closed",
             Self::RolledBack { .. } => "rolled back",
+            Self::Pushed { .. } => "pushed",
             Self::Unauthenticated { .. } => "unauthenticated",
         }
     }

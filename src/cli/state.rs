@@ -119,8 +119,25 @@ pub fn push(store: &Store, from: &Path) -> Result<u8> {
         },
     )
     .map_err(|e| Error::Other(format!("{e}. {nothing}")))?;
+    // The folder is retired by a sealed record, so that no run or attestation uses it again
+    // (nor a copy of it made before: that copy no longer extends the journal's head).
+    let retired = files::open_journal(from).and_then(|mut journal| {
+        journal
+            .append(Record::Pushed {
+                to: connection.shown(),
+                at: crate::timestamp::utc_now(),
+            })
+            .map_err(|e| Error::Other(e.to_string()))
+    });
+    if let Err(e) = retired {
+        return Err(Error::Other(format!(
+            "pushed {pushed} journal records into {}, but could not mark {} as pushed ({e}): move the folder away now, and apply with it no more; the database holds its journal",
+            connection.shown(),
+            from.display()
+        )));
+    }
     eprintln!(
-        "Pushed {pushed} journal records and {} audit entries of {scope} from {} into {}. From now on name the database with --state (or MKPLAN_STATE). Keep {} as an archive and apply with it no more: two journals of one fleet would each miss what the other saw.",
+        "Pushed {pushed} journal records and {} audit entries of {scope} from {} into {}. From now on name the database with --state (or MKPLAN_STATE). {} keeps its records as an archive, marked as pushed: mkplan refuses to plan, apply or attest with it (or with a copy of it), since two journals of one fleet would each miss what the other saw.",
         verified.entries,
         from.display(),
         connection.shown(),

@@ -38,7 +38,9 @@ pub fn for_reading(state_dir: &Path) -> Result<Option<JournalKey>> {
 /// authenticated.
 pub fn read_journal(state_dir: &Path) -> Result<Vec<Record>> {
     let key = for_reading(state_dir)?;
-    Journal::read(state_dir, key.as_ref()).map_err(unsafe_journal)
+    let records = Journal::read(state_dir, key.as_ref()).map_err(unsafe_journal)?;
+    not_pushed(state_dir, &records)?;
+    Ok(records)
 }
 
 /// Opens the journal for appending, sealed with this user's journal key.
@@ -46,7 +48,27 @@ pub fn open_journal(state_dir: &Path) -> Result<Journal> {
     // A state folder that is refused makes no key either.
     crate::apply::state_dir::prepare(state_dir).map_err(Error::Unsafe)?;
     let key = for_writing(state_dir)?;
-    Journal::open(state_dir, &key).map_err(unsafe_journal)
+    let journal = Journal::open(state_dir, &key).map_err(unsafe_journal)?;
+    not_pushed(state_dir, journal.records())?;
+    Ok(journal)
+}
+
+/// A folder whose journal `state push` moved into a database is an archive: its journal goes
+/// on there, and a run or an attestation here would start a second journal of the same fleet,
+/// each missing what the other saw (an attestation used twice, a rewrap sent twice). Only a
+/// sealed record counts: whoever can only write the folder cannot retire it.
+fn not_pushed(state_dir: &Path, records: &[Record]) -> Result<()> {
+    for record in records {
+        if let Record::Pushed { to, at } = record {
+            return Err(Error::Unsafe(format!(
+                "the state folder {} was pushed to {} at {} (`mkplan state push`): its journal goes on there, and this folder is an archive. Nothing was done; name the database with --state (or MKPLAN_STATE), as every operator of this fleet now does",
+                crate::quote::path(state_dir),
+                crate::quote::bare(to),
+                crate::quote::bare(at)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn unsafe_journal(error: JournalError) -> Error {

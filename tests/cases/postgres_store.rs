@@ -352,9 +352,10 @@ fn push_moves_a_state_folder_once_and_pull_archives_it() {
     let state = ["--state", url.as_str()];
     let push = ws.mkplan(&[&state[..], &["state", "push", "--from", &folder]].concat());
     assert_eq!(push.code, 0, "{}", push.stderr);
+    assert!(push.stderr.contains("marked as pushed"), "{}", push.stderr);
     let again = ws.mkplan(&[&state[..], &["state", "push", "--from", &folder]].concat());
-    assert_eq!(again.code, 1, "{}", again.stderr);
-    assert!(again.stderr.contains("already holds"), "{}", again.stderr);
+    assert_eq!(again.code, 3, "{}", again.stderr);
+    assert!(again.stderr.contains("was pushed to"), "{}", again.stderr);
     let verify = ws.mkplan(&[&state[..], &["audit", "verify"]].concat());
     assert_eq!(verify.code, 0, "{}", verify.stderr);
     let plan = ws.mkplan(&[&state[..], &["plan", DESIRED, "--detailed-exitcode"]].concat());
@@ -362,8 +363,9 @@ fn push_moves_a_state_folder_once_and_pull_archives_it() {
     let archive = ws.path("archive").display().to_string();
     let pull = ws.mkplan(&[&state[..], &["state", "pull", "--to", &archive]].concat());
     assert_eq!(pull.code, 0, "{}", pull.stderr);
+    // The folder holds one record more than the database: the one that retired it.
     assert_eq!(
-        ws.read("archive/1/journal.jsonl").lines().count(),
+        ws.read("archive/1/journal.jsonl").lines().count() + 1,
         ws.read(".mkplan/journal.jsonl").lines().count()
     );
     assert_eq!(
@@ -376,6 +378,61 @@ fn push_moves_a_state_folder_once_and_pull_archives_it() {
         "pull never writes over a folder: {}",
         over.stderr
     );
+}
+
+/// The adversary's break: `state push` while a `--not-run` attestation was in force; the
+/// team applied from the database (the rewrap sent, then a crash); an operator still on the
+/// folder applied from it and used the attestation a second time. The push now retires the
+/// folder with a sealed record: plan, apply and attest from it are refused, nothing is sent.
+#[test]
+fn a_pushed_state_folder_is_an_archive_and_its_attestation_is_not_used_twice() {
+    let Some(url) = database() else {
+        return;
+    };
+    let ws = crate::cases::security_journal::interrupted_after_the_commits();
+    crate::cases::security_journal::attest_not_run(&ws);
+    let folder = ws.path(".mkplan").display().to_string();
+    let state = ["--state", url.as_str()];
+    let push = ws.mkplan(&[&state[..], &["state", "push", "--from", &folder]].concat());
+    assert_eq!(push.code, 0, "{}", push.stderr);
+    let mut crash = PASSWORDS.to_vec();
+    crash.push(("MKPLAN_SIM_FAULTS", "crash_after_op=1"));
+    let team = ws.mkplan_with_env(
+        &[&state[..], &["apply", DESIRED, "--auto-approve"]].concat(),
+        &crash,
+    );
+    assert_eq!(
+        team.code, -1,
+        "the team's apply sent the rewrap: {}",
+        team.stderr
+    );
+    let before = ws.bytes(FLEET);
+    for args in [
+        vec!["apply", DESIRED, "--auto-approve"],
+        vec!["plan", DESIRED],
+        vec![
+            "attest",
+            "rewrap",
+            INSTANCE,
+            "--not-run",
+            "--desired",
+            DESIRED,
+        ],
+    ] {
+        let run = ws.mkplan_with_env(&args, &PASSWORDS);
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("was pushed to"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        ws.bytes(FLEET),
+        before,
+        "the folder's apply touched the fleet"
+    );
+    assert_no_incidents(&ws, "an apply from a pushed folder");
 }
 
 #[test]

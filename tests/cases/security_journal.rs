@@ -22,7 +22,7 @@ fn apply(ws: &Workspace, faults: &str) -> Run {
 
 /// A rotation on a service without rotation status, killed after the 3 loads and 3 commits:
 /// the rewrap was never sent, and only the journal knows it.
-fn interrupted_after_the_commits() -> Workspace {
+pub(crate) fn interrupted_after_the_commits() -> Workspace {
     let ws = rotate_to_b(&three_units(false));
     assert_eq!(apply(&ws, "crash_after_op=6").code, -1);
     ws
@@ -303,8 +303,47 @@ fn a_journal_cut_back_never_speaks_for_what_it_lost() {
     assert_no_incidents(&ws, "plans after the cut");
 }
 
+/// The adversary's fork: the state folder copied (another path, the same user and journal
+/// key) while a `--not-run` attestation was in force. The original's apply used it (the
+/// rewrap sent, then a crash); an apply from the copy used to use it again and send a second
+/// rewrap. Both journals share one chain, whose head is kept beside the key by the first
+/// record's seal: the copy no longer extends it, and is refused with what it missed.
+#[test]
+fn a_copy_of_the_state_folder_cannot_use_an_attestation_the_original_used() {
+    let ws = interrupted_after_the_commits();
+    attest_not_run(&ws);
+    let copied = std::process::Command::new("cp")
+        .args(["-a", ".mkplan", "copy"])
+        .current_dir(ws.path("."))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    assert_eq!(apply(&ws, "crash_after_op=1").code, -1);
+    let before = ws.bytes(FLEET);
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_STATE_DIR", "copy"));
+    let from_copy = ws.mkplan_with_env(
+        &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
+        &env,
+    );
+    says(&from_copy, 3, "a copy of this journal in");
+    assert!(
+        from_copy.stderr.contains("cut back or replaced"),
+        "{}",
+        from_copy.stderr
+    );
+    let attest_again = ws.mkplan_with_env(&["plan", DESIRED], &[("MKPLAN_STATE_DIR", "copy")]);
+    says(&attest_again, 3, "a copy of this journal in");
+    assert_eq!(
+        ws.bytes(FLEET),
+        before,
+        "the copy's apply touched the fleet"
+    );
+    assert_no_incidents(&ws, "an apply from a copy of the state folder");
+}
+
 /// The operator's word: nobody rewrapped since.
-fn attest_not_run(ws: &Workspace) {
+pub(crate) fn attest_not_run(ws: &Workspace) {
     ws.mkplan(&[
         "attest",
         "rewrap",
