@@ -17,6 +17,7 @@ mod by_hand;
 pub mod evidence;
 pub mod executor;
 pub mod group;
+pub mod group_evidence;
 pub mod group_journal;
 pub mod interrupt;
 pub mod journal;

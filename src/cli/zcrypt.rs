@@ -17,7 +17,7 @@ use crate::backend::zcrypt::tools::SystemRunner;
 use crate::error::{Error, Result};
 use crate::model::InputError;
 use crate::model::domain_group_desired::{DesiredGroup, is_domain_group, parse_domain_group};
-use crate::plan::domain_group::{GroupEvidence, GroupPlan, plan_group};
+use crate::plan::domain_group::{GroupPlan, plan_group};
 use crate::render::domain_group::{group_plan_json, group_plan_text, group_status_text};
 use crate::store::Store;
 
@@ -35,11 +35,12 @@ fn read_group(path: &Path) -> Result<DesiredGroup> {
     let shown = path.display().to_string();
     let text = crate::bounded_read::read_to_string(path, GROUP_FILE_BYTES_MAX)
         .map_err(|e| InputError::new(&shown, format!("cannot read the domain group file: {e}")))?;
-    Ok(parse_domain_group(
-        &shown,
-        &text,
-        path.parent().unwrap_or(Path::new("")),
-    )?)
+    // Relative paths start at the file's folder, made absolute: a LUKS2 volume's key file is
+    // named in the commands the journal records, which must read the same from any folder.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = std::path::absolute(parent.unwrap_or(Path::new(".")))
+        .map_err(|e| InputError::new(&shown, format!("cannot tell its folder: {e}")))?;
+    Ok(parse_domain_group(&shown, &text, &folder)?)
 }
 
 fn open_backend(desired: &DesiredGroup, flag: &BackendArg, path: &Path) -> Result<ZcryptBackend> {
@@ -84,9 +85,7 @@ pub fn validate(path: &Path) -> Result<u8> {
 fn plan_now(desired: &DesiredGroup, backend: &ZcryptBackend, store: &Store) -> Result<GroupPlan> {
     let live = backend.read(desired).map_err(Error::Other)?;
     let journal = open_journal(store, &backend.identity(desired))?;
-    let evidence = GroupEvidence {
-        recorded_serials: journal.open_change_serials(),
-    };
+    let evidence = crate::apply::group_evidence::group_evidence(&journal, desired);
     plan_group(desired, &live, &evidence).map_err(refused)
 }
 

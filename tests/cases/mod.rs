@@ -34,5 +34,6 @@ mod witnesses;
 mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_fake;
+mod zcrypt_fake_luks2;
 mod zcrypt_losses;
 mod zcrypt_scenarios;

@@ -6,7 +6,9 @@
 //! tests/cases/zcrypt.rs holds the harness and the first rows (fresh EP11, CCA set then
 //! from OLD, an offline APQN, apply killed after each tool step).
 
-use crate::cases::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
+use crate::cases::zcrypt::{
+    LUKS2_STORE, LUKS2_VOLUME, NEW, OLD, Operator, World, ep11_group, mkplan, world_yaml,
+};
 
 const CCA_OLD: &str = "c1c1c1c1c1c1c1c1";
 const CCA_OLDER: &str = "c0c0c0c0c0c0c0c0";
@@ -20,6 +22,31 @@ fn ep11(world: &str) -> World {
 
 fn ep11_world() -> World {
     ep11(&world_yaml(true))
+}
+
+/// The harness's world with key `archive`'s LUKS2 volume /dev/dasdb1, and the group
+/// declaring it with its key file.
+fn luks2_world() -> World {
+    World::with(
+        &format!("{}{LUKS2_VOLUME}", world_yaml(true)),
+        &format!("{}{LUKS2_STORE}", ep11_group()),
+        "EP11",
+        NEW,
+    )
+}
+
+/// The harness's world with the LUKS2 volume, its group declaring it, and a fault armed for
+/// the next `times` runs of `tool`.
+fn luks2_world_with_fault(kind: &str, tool: &str, times: u32) -> World {
+    World::with(
+        &format!(
+            "{}{LUKS2_VOLUME}faults:\n  - {{ kind: {kind}, tool: {tool}, times: {times} }}\n",
+            world_yaml(true)
+        ),
+        &format!("{}{LUKS2_STORE}", ep11_group()),
+        "EP11",
+        NEW,
+    )
 }
 
 /// Two CCA APQNs holding AES `CCA_OLD` (OLD `CCA_OLDER`) and a zkey key under `key_mkvp`.
@@ -65,6 +92,14 @@ impl World {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// `zkey-cryptsetup ARGS --key-file keys/dasdb1.key`, as an operator would by hand.
+    fn cryptsetup(&self, args: &[&str]) {
+        let key_file = self.root.join("keys/dasdb1.key");
+        let mut all = args.to_vec();
+        all.extend(["--key-file", key_file.to_str().unwrap()]);
+        self.tool("zkey-cryptsetup", &all);
     }
 
     /// The world's truth: registers, stores, open operations, history, incidents.
@@ -202,6 +237,35 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
             ],
         },
         Converges {
+            name: "fresh EP11 change with a LUKS2 volume declared",
+            world: luks2_world,
+            mid: |_| {},
+            steps: [
+                &[
+                    "load_new_mk@03.0006",
+                    "commit_new_mk@03.0006",
+                    "load_new_mk@04.0006",
+                    "commit_new_mk@04.0006",
+                    "stage_reencipher:/dev/dasdb1",
+                    "complete_reencipher:/dev/dasdb1",
+                ][..],
+                &FROM_STAGING,
+            ]
+            .concat(),
+        },
+        Converges {
+            name: "a LUKS2 volume completed by hand after its key's change, the zkey keys not",
+            world: luks2_world,
+            mid: |w| {
+                ep11_loaded_then_staged(w, &[]);
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--to-new", "--staged"]);
+                w.tke("set", "03.0006");
+                w.tke("set", "04.0006");
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--complete"]);
+            },
+            steps: vec!["complete_reencipher:archive", "complete_reencipher:backup"],
+        },
+        Converges {
             name: "NEW holds another key than the desired one, and no store is under it",
             world: || {
                 ep11(&world_yaml(true).replacen(
@@ -286,16 +350,95 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
         Refused {
             // Regression: found by `mkplan drill` on plans/zcrypt-world.yaml, whose disk-root
             // key's LUKS2 header copy every run lost.
-            name: "a zkey key with a LUKS2 volume, whose header mkplan does not read",
+            name: "a zkey key with a LUKS2 volume the group file does not declare",
+            world: || ep11(&format!("{}{LUKS2_VOLUME}", world_yaml(true))),
+            mid: |_| {},
+            check: "luks2_volumes",
+            names: vec![
+                "zkey key \"archive\" has LUKS2 volume /dev/dasdb1".into(),
+                "- luks2_volume: {device: DEVICE, key_file: PATH}".into(),
+            ],
+        },
+        Refused {
+            name: "a LUKS2 volume declared with a key file that opens none of its key slots",
             world: || {
-                ep11(&format!(
-                    "{}    volume: {{ device: /dev/dasdb1, dm_name: enc-root, volume_type: luks2 }}\n",
-                    world_yaml(true)
-                ))
+                World::with(
+                    &format!("{}{LUKS2_VOLUME}", world_yaml(true)),
+                    &format!("{}{LUKS2_STORE}", ep11_group()).replace("dasdb1.key", "wrong.key"),
+                    "EP11",
+                    NEW,
+                )
+            },
+            mid: |w| std::fs::write(w.root.join("keys/wrong.key"), "not it\n").unwrap(),
+            check: "stores_observable",
+            names: vec![
+                "LUKS2 volume \"/dev/dasdb1\"".into(),
+                "Failed to get volume key of device".into(),
+                "keys/wrong.key".into(),
+            ],
+        },
+        Refused {
+            name: "a LUKS2 volume left staged from an earlier change under another key",
+            world: luks2_world,
+            mid: |w| {
+                for (action, vp) in [("load", Some(OTHER)), ("commit", None)] {
+                    let mut args = vec!["sim", "zcrypt", "tke", "--world-dir", "w", action];
+                    args.extend(["--apqns", "03.0006,04.0006", "--type", "EP11"]);
+                    args.extend(vp.iter().flat_map(|vp| ["--vp", vp]));
+                    assert!(mkplan(&w.root, &args).status.success());
+                }
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--to-new", "--staged"]);
+                let clear = [
+                    "sim",
+                    "zcrypt",
+                    "tke",
+                    "--world-dir",
+                    "w",
+                    "clear",
+                    "--apqns",
+                    "03.0006,04.0006",
+                    "--type",
+                    "EP11",
+                ];
+                assert!(mkplan(&w.root, &clear).status.success());
+            },
+            check: "no_earlier_staged_stores",
+            names: vec![
+                "LUKS2 volume \"/dev/dasdb1\" has a staged re-encipherment pending".into(),
+                "cryptsetup luksKillSlot".into(),
+            ],
+        },
+        Refused {
+            name: "an APQN outside the group that zkey-cryptsetup could stage the volume with",
+            world: || {
+                let card = format!(
+                    "  - card: \"05\"\n    type: CEX8P\n    domains:\n      - domain: \"0006\"\n        WK: {{ current: \"{OLD}\", new: {{ committed: \"{OTHER}\" }} }}\nzkey:\n"
+                );
+                World::with(
+                    &format!("{}{LUKS2_VOLUME}", world_yaml(true)).replacen("zkey:\n", &card, 1),
+                    &format!("{}{LUKS2_STORE}", ep11_group()),
+                    "EP11",
+                    NEW,
+                )
             },
             mid: |_| {},
             check: "luks2_volumes",
-            names: vec!["zkey key \"archive\"".into(), "/dev/dasdb1:enc-root".into()],
+            names: vec![
+                "APQN 05.0006, outside the group".into(),
+                "LUKS2 volume \"/dev/dasdb1\"".into(),
+                OTHER[..32].into(),
+            ],
+        },
+        Refused {
+            name: "a LUKS2 volume staged by hand (no journal of this state folder shows it)",
+            world: luks2_world,
+            mid: |w| {
+                ep11_load_commit(w, "03.0006");
+                ep11_load_commit(w, "04.0006");
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--to-new", "--staged"]);
+            },
+            check: "no_earlier_staged_stores",
+            names: vec!["/dev/dasdb1".into(), "--state".into()],
         },
         Refused {
             name: "a CCA key still under OLD before a second change",
@@ -427,33 +570,106 @@ fn with_reencipher_fault(kind: &str, times: u32) -> World {
     ))
 }
 
-/// The tool is killed after its effect at every tool step (the outcome is lost: settled by
-/// reading), or fails before any effect (the apply stops; the rerun converges).
+struct Crashes {
+    name: &'static str,
+    world: fn() -> World,
+    /// Applies killed before one converges (each rerun meets the fault at the next step).
+    killed: usize,
+    /// Applies that stop with exit 1 before one converges.
+    failed: usize,
+    /// Tool runs reported killed by a signal in the apply that converges.
+    signalled: usize,
+}
+
+/// At every step of a tool: the tool killed after its effect (the outcome is lost and
+/// settled by reading), the apply killed right after the tool's effect (its rerun settles
+/// the interrupted step by reading) or as the tool starts (nothing done; the rerun runs the
+/// step), or the tool failing before any effect (the apply stops; the rerun converges).
+/// Zero incidents after every apply.
 #[test]
 fn zcrypt_tools_killed_after_their_effect_or_failing_are_settled_and_the_change_converges() {
-    let crashing = with_reencipher_fault("crash_after_effect", 4);
-    let (code, stderr) = crashing.apply();
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        stderr
-            .matches("reported a failure (exit by a signal")
-            .count(),
-        4,
-        "{stderr}"
-    );
-    crashing.assert_converged();
-    crashing.assert_nothing_left();
-
-    let failing = with_reencipher_fault("fail_before_effect", 1);
-    let (code, stderr) = failing.apply();
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("failed: zkey reencipher") && stderr.contains("Nothing more was run"),
-        "{stderr}"
-    );
-    failing.assert_no_incidents();
-    let (code, stderr) = failing.apply();
-    assert_eq!(code, Some(0), "{stderr}");
-    failing.assert_converged();
-    failing.assert_nothing_left();
+    let rows = [
+        Crashes {
+            name: "zkey reencipher killed after its effect, every step",
+            world: || with_reencipher_fault("crash_after_effect", 4),
+            killed: 0,
+            failed: 0,
+            signalled: 4,
+        },
+        Crashes {
+            name: "zkey reencipher fails once",
+            world: || with_reencipher_fault("fail_before_effect", 1),
+            killed: 0,
+            failed: 1,
+            signalled: 0,
+        },
+        Crashes {
+            name: "zkey-cryptsetup killed after its effect, at the stage and the complete",
+            world: || luks2_world_with_fault("crash_after_effect", "zkey-cryptsetup reencipher", 2),
+            killed: 0,
+            failed: 0,
+            signalled: 2,
+        },
+        Crashes {
+            name: "apply killed after zkey-cryptsetup's effect, at the stage and the complete",
+            world: || {
+                luks2_world_with_fault("kill_caller_after_effect", "zkey-cryptsetup reencipher", 2)
+            },
+            killed: 2,
+            failed: 0,
+            signalled: 0,
+        },
+        Crashes {
+            name: "apply killed as zkey-cryptsetup starts, at the stage and the complete",
+            world: || {
+                luks2_world_with_fault("kill_caller_before_effect", "zkey-cryptsetup reencipher", 2)
+            },
+            killed: 2,
+            failed: 0,
+            signalled: 0,
+        },
+        Crashes {
+            name: "zkey-cryptsetup fails once",
+            world: || luks2_world_with_fault("fail_before_effect", "zkey-cryptsetup reencipher", 1),
+            killed: 0,
+            failed: 1,
+            signalled: 0,
+        },
+    ];
+    for row in rows {
+        let world = (row.world)();
+        for attempt in 0..row.killed + row.failed {
+            let (code, stderr) = world.apply();
+            world.assert_no_incidents();
+            if attempt < row.killed {
+                assert_eq!(code, None, "row {:?} attempt {attempt}: {stderr}", row.name);
+            } else {
+                assert_eq!(code, Some(1), "row {:?}: {stderr}", row.name);
+                assert!(
+                    stderr.contains("Nothing more was run"),
+                    "row {:?}: {stderr}",
+                    row.name
+                );
+            }
+        }
+        let (code, stderr) = world.apply();
+        assert_eq!(code, Some(0), "row {:?}: {stderr}", row.name);
+        assert_eq!(
+            stderr
+                .matches("reported a failure (exit by a signal")
+                .count(),
+            row.signalled,
+            "row {:?}: {stderr}",
+            row.name
+        );
+        if row.killed > 0 {
+            assert!(
+                stderr.contains("was interrupted: settled by reading the stores again"),
+                "row {:?}: {stderr}",
+                row.name
+            );
+        }
+        world.assert_converged();
+        world.assert_nothing_left();
+    }
 }

@@ -31,3 +31,12 @@ pub fn earlier_staged(store: &LiveStore, staged_is_current: bool) -> String {
         ),
     }
 }
+
+/// `no_earlier_staged_stores` for a store whose staged copy no tool shows (a LUKS2 volume's
+/// unbound keyslot): how to find out, or to discard the staging without losing the key.
+pub fn unseen_staging(store: &LiveStore) -> String {
+    let device = &store.id.name;
+    format!(
+        "rerun with the state folder (--state) of the apply that staged it, whose journal shows under which key; or, while `zkey-cryptsetup validate {device} --key-file F` shows the active key slot `Enciphered with: CURRENT master key` on every APQN, the staged key slot is not needed: remove it by hand (cryptsetup luksDump {device} shows the unbound key slot and the zkey-reencipher token; cryptsetup luksKillSlot {device} SLOT, cryptsetup token remove --token-id ID {device}), then plan again"
+    )
+}
