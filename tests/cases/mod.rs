@@ -35,5 +35,6 @@ mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_fake;
 mod zcrypt_fake_luks2;
+mod zcrypt_interruptions;
 mod zcrypt_losses;
 mod zcrypt_scenarios;
