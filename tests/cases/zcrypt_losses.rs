@@ -463,6 +463,22 @@ fn zcrypt_losses_the_shipped_example_group_runs_on_its_world_without_incidents()
     lab.assert_no_incidents();
 }
 
+/// The shipped example group, its LUKS2 volume declared, drills on its world: every run
+/// converges with zero incidents.
+#[test]
+fn zcrypt_losses_the_shipped_example_group_drills_on_its_world_without_incidents() {
+    let lab = example_group_on("zcrypt-world.yaml");
+    let out = lab.run(&["drill", "group.yaml", "--runs", "2", "--seed", "2"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("14 steps per change"), "{said}");
+    assert!(
+        said.contains("2 converged, 0 refused safely, 0 failed; 0 incidents."),
+        "{said}"
+    );
+    lab.assert_no_incidents();
+}
+
 /// f5: an application check printing two contradictory `active:` lines was read as the last
 /// one (the new key), the plan set without staging, and the application key was lost.
 #[test]

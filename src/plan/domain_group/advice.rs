@@ -23,6 +23,12 @@ pub fn earlier_staged(store: &LiveStore, staged_is_current: bool) -> String {
         (StoreKind::Application, false) => format!(
             "check with application {name}'s check which copy is usable before discarding anything; discard the staged copy only when the active copy's key is CURRENT on every APQN"
         ),
+        (StoreKind::Luks2Volume, true) => format!(
+            "the staged key slot's key is CURRENT, so it is the usable copy: complete it first (zkey-cryptsetup reencipher {name} --complete --key-file F); remove no key slot"
+        ),
+        (StoreKind::Luks2Volume, false) => format!(
+            "check which key slot is usable (zkey-cryptsetup validate {name} --key-file F) before removing anything: remove the staged key slot only while the active one shows `Enciphered with: CURRENT master key`"
+        ),
         (_, true) => format!(
             "the staged copy's key is CURRENT, so it is the usable copy: complete it first (zkey reencipher --complete --name {name}); do not remove {name}.renc"
         ),

@@ -560,7 +560,13 @@ fn a_luks2_staging_the_tool_does_not_show_is_settled_only_by_this_changes_journa
         )]),
         ..GroupEvidence::default()
     };
-    assert_eq!(refusal(&d, &l, &other).check, "no_earlier_staged_stores");
+    let r = refusal(&d, &l, &other);
+    assert_eq!(r.check, "no_earlier_staged_stores");
+    assert!(
+        r.message.contains("zkey-cryptsetup validate /dev/dasdb1") && !r.message.contains(".renc"),
+        "{}",
+        r.message
+    );
     let ours = GroupEvidence {
         staged_in_change: BTreeMap::from([(
             id,
