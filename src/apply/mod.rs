@@ -9,7 +9,9 @@
 //! - `journal`: the records written, sealed, fsynced and read back; `record`: what they say;
 //! - `journal_key`: the key, kept outside the state folder, that seals journal records;
 //! - `evidence`: journal records → the planner's evidence;
-//! - `attest`: the operator's attestation, as journal records.
+//! - `attest`: the operator's attestation, as journal records;
+//! - `group`, `group_journal`, `group_evidence`: a domain group's apply (issue 17), its
+//!   journal, and what that journal tells the planner (serial numbers, LUKS2 stagings).
 
 pub mod attest;
 pub mod audit;
