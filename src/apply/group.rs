@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::group_journal::{GroupJournal, GroupRecord};
-use crate::backend::zcrypt::group::{ReadError, ZcryptBackend};
+use crate::backend::zcrypt::group::{LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend, luks2_args};
 use crate::backend::zcrypt::tools::ToolCall;
 use crate::model::domain_group::{LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
@@ -21,6 +21,7 @@ use crate::model::registers::MkType;
 use crate::plan::domain_group::effect::World;
 use crate::plan::domain_group::{
     GroupAction, GroupEvidence, GroupPlan, GroupRefusal, GroupStep, plan_group,
+    settle_unseen_staging,
 };
 
 /// Steps one apply runs at most (a group of 256 APQNs and 10,000 stores needs fewer).
@@ -87,17 +88,23 @@ pub struct GroupApply<'a, O: GroupOperator> {
 }
 
 impl<O: GroupOperator> GroupApply<'_, O> {
+    /// The group as the machine shows it, with the staged copies no tool shows settled from
+    /// the journal (so a step's outcome is compared with what the planner sees).
     fn read(&self) -> Result<LiveGroup, GroupApplyError> {
-        self.backend
+        let mut live = self
+            .backend
             .read(self.desired)
-            .map_err(GroupApplyError::from)
+            .map_err(GroupApplyError::from)?;
+        settle_unseen_staging(&mut live, &self.evidence());
+        Ok(live)
+    }
+
+    fn evidence(&self) -> GroupEvidence {
+        super::group_evidence::group_evidence(self.journal, self.desired)
     }
 
     fn plan(&self, live: &LiveGroup) -> Result<GroupPlan, GroupApplyError> {
-        let evidence = GroupEvidence {
-            recorded_serials: self.journal.open_change_serials(),
-        };
-        plan_group(self.desired, live, &evidence).map_err(GroupApplyError::Refused)
+        plan_group(self.desired, live, &self.evidence()).map_err(GroupApplyError::Refused)
     }
 
     fn record(&mut self, record: GroupRecord) -> Result<(), GroupApplyError> {
@@ -392,6 +399,28 @@ pub fn step_call(
                 desired,
                 "pkcshsm_mk_change",
                 args(&["finalize", "--id", &id]),
+            ))
+        }
+        (StoreKind::Luks2Volume, action) => {
+            let flags: &[&str] = match action {
+                GroupAction::StageReencipher => LUKS2_STAGE_FLAGS,
+                GroupAction::CompleteReencipher => &["--complete"],
+                _ => return Err(format!("mkplan does not {action} a LUKS2 volume")),
+            };
+            let key_file = desired
+                .stores
+                .iter()
+                .find_map(|s| match s {
+                    DesiredStore::Luks2Volume { device, key_file } if device == &store.name => {
+                        Some(key_file)
+                    }
+                    _ => None,
+                })
+                .ok_or_else(|| format!("{store} is not declared"))?;
+            Ok(backend.call(
+                desired,
+                "zkey-cryptsetup",
+                luks2_args("reencipher", &store.name, key_file, flags),
             ))
         }
         (StoreKind::Application, action) => {

@@ -11,7 +11,9 @@
 //! - `group`, `group_journal`: a `zcrypt:` domain group's run, and its journal, sealed with
 //!   the same key;
 //! - `evidence`: journal records → the planner's evidence;
-//! - `attest`: the operator's attestation, as journal records.
+//! - `attest`: the operator's attestation, as journal records;
+//! - `group`, `group_journal`, `group_evidence`: a domain group's apply (issue 17), its
+//!   journal, and what that journal tells the planner (serial numbers, LUKS2 stagings).
 
 pub mod attest;
 pub mod audit;
@@ -19,6 +21,7 @@ mod by_hand;
 pub mod evidence;
 pub mod executor;
 pub mod group;
+pub mod group_evidence;
 pub mod group_journal;
 pub mod interrupt;
 pub mod journal;

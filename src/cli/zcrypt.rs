@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::InputError;
 use crate::model::domain_group::LiveGroup;
 use crate::model::domain_group_desired::{DesiredGroup, is_domain_group, parse_domain_group};
-use crate::plan::domain_group::{GroupEvidence, GroupPlan, GroupRefusal, plan_group};
+use crate::plan::domain_group::{GroupPlan, GroupRefusal, plan_group};
 use crate::render::domain_group::{
     GroupPlanDocument, group_live_fingerprint, group_plan_json, group_plan_text,
     group_refusal_json, group_status_text,
@@ -50,7 +50,12 @@ pub(super) fn read_group_hashed(path: &Path) -> Result<(DesiredGroup, String)> {
     let text = crate::bounded_read::read_to_string(path, GROUP_FILE_BYTES_MAX)
         .map_err(|e| InputError::new(&shown, format!("cannot read the domain group file: {e}")))?;
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
-    let desired = parse_domain_group(&shown, &text, path.parent().unwrap_or(Path::new("")))?;
+    // Relative paths start at the file's folder, made absolute: a LUKS2 volume's key file is
+    // named in the commands the journal records, which must read the same from any folder.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = std::path::absolute(parent.unwrap_or(Path::new(".")))
+        .map_err(|e| InputError::new(&shown, format!("cannot tell its folder: {e}")))?;
+    let desired = parse_domain_group(&shown, &text, &folder)?;
     Ok((desired, sha256))
 }
 
@@ -124,9 +129,7 @@ pub(super) fn read_and_plan(
 ) -> Result<(LiveGroup, std::result::Result<GroupPlan, GroupRefusal>)> {
     let live = backend.read(desired).map_err(read_error)?;
     let journal = read_journal(store, &backend.identity(desired))?;
-    let evidence = GroupEvidence {
-        recorded_serials: journal.open_change_serials(),
-    };
+    let evidence = crate::apply::group_evidence::group_evidence(&journal, desired);
     let planned = plan_group(desired, &live, &evidence);
     Ok((live, planned))
 }

@@ -61,14 +61,8 @@ pub fn drill(args: &DrillArgs) -> Result<u8> {
     };
     let backend = ZcryptBackend::open(&root, Arc::new(tools)).map_err(Error::Other)?;
     let live = backend.read(&desired).map_err(super::zcrypt::read_error)?;
-    let plan = plan_group(
-        &desired,
-        &live,
-        &GroupEvidence {
-            recorded_serials: None,
-        },
-    )
-    .map_err(|refusal| Error::Unsafe(refusal.to_string()))?;
+    let plan = plan_group(&desired, &live, &GroupEvidence::default())
+        .map_err(|refusal| Error::Unsafe(refusal.to_string()))?;
     if !plan.has_changes() {
         eprintln!(
             "Nothing to drill: the world in {} already holds domain group {}'s master keys.",
@@ -90,6 +84,7 @@ pub fn drill(args: &DrillArgs) -> Result<u8> {
     let drill = GroupDrill {
         group_text: &text,
         desired: &desired,
+        group_folder: path.parent().unwrap_or(Path::new("")),
         world_dir: &world_dir,
         targets: &targets,
         mkplan: &mkplan,

@@ -71,6 +71,7 @@ fn fake_action(desired: &DesiredGroup, step: &GroupStep) -> Option<String> {
     let store = step.store.as_ref()?;
     match (store.kind, step.action) {
         (StoreKind::ZkeyKey, _) => Some("zkey reencipher".into()),
+        (StoreKind::Luks2Volume, _) => Some("zkey-cryptsetup reencipher".into()),
         (StoreKind::OpenCryptoki, GroupAction::StageReencipher) => {
             Some("pkcshsm_mk_change reencipher".into())
         }
@@ -93,7 +94,6 @@ fn fake_action(desired: &DesiredGroup, step: &GroupStep) -> Option<String> {
             let verb = command.get(1)?;
             (program == "appkey").then(|| format!("appkey {verb}"))
         }
-        _ => None,
     }
 }
 

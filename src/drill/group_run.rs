@@ -14,7 +14,7 @@ use super::{CLEAN_RERUNS_MAX, Verdict};
 use crate::backend::zcrypt::fake::ceremony::{self, Action, Request};
 use crate::backend::zcrypt::fake::world::{Mk, World};
 use crate::backend::zcrypt::fake::{init, ock};
-use crate::model::domain_group_desired::DesiredGroup;
+use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
 
 /// Runs the fake's tools from a world's `bin` folder (the drill reads the world it copies
 /// with them, whatever `PATH` says).
@@ -42,6 +42,8 @@ pub struct GroupDrill<'a> {
     /// The group file's text: each run applies a copy pointed at its world.
     pub group_text: &'a str,
     pub desired: &'a DesiredGroup,
+    /// The group file's folder, where its relative paths (LUKS2 key files) start.
+    pub group_folder: &'a Path,
     /// The world copied (`mkplan sim zcrypt init`'s folder).
     pub world_dir: &'a Path,
     pub targets: &'a [Target],
@@ -95,6 +97,7 @@ pub fn run_one(
     let group = retarget(drill.group_text, &world_dir)?;
     std::fs::write(folder.join("group.yaml"), group)
         .map_err(|e| format!("{}: {e}", folder.display()))?;
+    copy_key_files(drill, &folder)?;
     let attempts_max = 1 + CLEAN_RERUNS_MAX;
     let mut endings = Vec::new();
     let mut verdict = None;
@@ -152,6 +155,40 @@ pub fn run_one(
         endings,
         incidents,
     })
+}
+
+/// The LUKS2 key files the group file names by relative path, copied to the same paths
+/// below the run's folder (where its copy of the group file is), readable by the owner only.
+fn copy_key_files(drill: &GroupDrill, folder: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for store in &drill.desired.stores {
+        let DesiredStore::Luks2Volume { key_file, .. } = store else {
+            continue;
+        };
+        let Ok(relative) = key_file.strip_prefix(drill.group_folder) else {
+            continue;
+        };
+        if key_file.is_absolute() && !drill.group_folder.is_absolute() {
+            continue;
+        }
+        if relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "{}: a drill copies a key file named by a relative path below the group file's folder; name this one by its absolute path",
+                key_file.display()
+            ));
+        }
+        let copy = folder.join(relative);
+        if let Some(parent) = copy.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::copy(key_file, &copy)
+            .and_then(|_| std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| format!("{}: cannot copy it for the run: {e}", key_file.display()))?;
+    }
+    Ok(())
 }
 
 /// The group file pointed at a run's world: its top-level `backend:` and `zkey_repository:`

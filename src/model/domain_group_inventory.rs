@@ -4,6 +4,7 @@
 //! refuses a change that would leave one behind. No I/O: the backend fills it.
 
 use super::domain_group::{Apqn, GroupMode};
+use super::registers::ApqnRegisters;
 
 /// A zkey key as `zkey list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,5 +66,9 @@ pub struct Inventory {
     pub zkey_keys: Vec<FoundZkeyKey>,
     pub operations: Vec<FoundOperation>,
     pub tokens: Vec<FoundToken>,
+    /// The machine's other APQNs whose `mkvps` could be read: zkey-cryptsetup re-enciphers a
+    /// LUKS2 volume with the first APQN of the whole machine whose CURRENT holds its key and
+    /// whose NEW is ready, not only with the key's associated APQNs (S390 zkey-cryptsetup.c).
+    pub other_apqns: Vec<(Apqn, ApqnRegisters)>,
     pub unreadable: Vec<String>,
 }

@@ -34,6 +34,8 @@ mod witnesses;
 mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_fake;
+mod zcrypt_fake_luks2;
+mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
 mod zcrypt_saved;

@@ -8,6 +8,13 @@ use std::process::{Command, Output, Stdio};
 
 pub(crate) const OLD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 pub(crate) const NEW: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+/// The passphrase of every test world's LUKS2 volume, in `keys/dasdb1.key` beside the world
+/// and group files (a fake's, so no secret).
+pub(crate) const LUKS2_PASSPHRASE: &str = "passphrase of the test volume\n";
+/// The `volume:` of a zkey key in a world file, and the store line a group declares it with.
+pub(crate) const LUKS2_VOLUME: &str = "    volume: { device: /dev/dasdb1, dm_name: enc-root, volume_type: luks2, key_file: keys/dasdb1.key }\n";
+pub(crate) const LUKS2_STORE: &str =
+    "  - luks2_volume: { device: /dev/dasdb1, key_file: keys/dasdb1.key }\n";
 
 pub(crate) fn world_yaml(card_04_online: bool) -> String {
     format!(
@@ -57,6 +64,8 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         std::fs::write(root.join("world.yaml"), world).unwrap();
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        std::fs::write(root.join("keys/dasdb1.key"), LUKS2_PASSPHRASE).unwrap();
         let out = mkplan(
             &root,
             &["sim", "zcrypt", "init", "w", "--world", "world.yaml"],

@@ -3,7 +3,7 @@
 //! the world drilled left untouched; and a group file that leaves a token out fails its drill
 //! with the incident, the seed and the command that replays the run.
 
-use crate::cases::zcrypt::{NEW, OLD, World, ep11_group, world_yaml};
+use crate::cases::zcrypt::{LUKS2_STORE, LUKS2_VOLUME, NEW, OLD, World, ep11_group, world_yaml};
 
 /// The harness's world with one zkey key (`backup`): a change of 8 steps.
 fn one_key_world() -> String {
@@ -94,5 +94,28 @@ fn zcrypt_a_drill_of_a_group_that_leaves_a_token_out_fails_with_the_incident_and
         "{stdout}"
     );
     assert!(stderr.contains("the drill failed: 1 of 1 runs"), "{stderr}");
+    world.assert_no_incidents();
+}
+
+#[test]
+fn zcrypt_a_drill_of_a_group_with_a_luks2_volume_converges_without_incidents() {
+    // The key's LUKS2 volume declared with its key file (relative to the group file, which
+    // each run's copy finds beside it): 10 steps, the volume's stage and complete among the
+    // tool steps the faults hit.
+    let world = World::with(
+        &format!("{}{LUKS2_VOLUME}", one_key_world()),
+        &format!("{}{LUKS2_STORE}", ep11_group()),
+        "EP11",
+        NEW,
+    );
+    let out = world.run(&["drill", "group.yaml", "--runs", "6", "--seed", "7"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("10 steps per change"), "{stderr}");
+    assert!(
+        stdout.contains("6 converged, 0 refused safely, 0 failed; 0 incidents."),
+        "{stdout}"
+    );
     world.assert_no_incidents();
 }

@@ -19,7 +19,7 @@ pub const EP11_APQNS: &str = "03.0006,04.0006";
 
 /// A world folder in a temporary folder.
 pub struct ZWorld {
-    _temp: tempfile::TempDir,
+    temp: tempfile::TempDir,
     pub dir: PathBuf,
 }
 
@@ -49,6 +49,13 @@ impl ZWorld {
             .tempdir()
             .unwrap();
         std::fs::write(temp.path().join("world.yaml"), yaml).unwrap();
+        // The example world's LUKS2 volume names its passphrase's file beside it.
+        std::fs::create_dir_all(temp.path().join("keys")).unwrap();
+        std::fs::copy(
+            repo_file("plans/keys/dasdb1.key"),
+            temp.path().join("keys/dasdb1.key"),
+        )
+        .unwrap();
         let dir = temp.path().join("world");
         let mut command = mkplan();
         command
@@ -57,7 +64,7 @@ impl ZWorld {
             .arg("--world")
             .arg(temp.path().join("world.yaml"));
         run(command).expect_code(0);
-        Self { _temp: temp, dir }
+        Self { temp, dir }
     }
 
     /// The world of plans/zcrypt-world.yaml.
@@ -115,6 +122,15 @@ impl ZWorld {
         self.dir.join(relative)
     }
 
+    /// The passphrase file of the example world's LUKS2 volume.
+    pub fn key_file(&self) -> String {
+        self.temp
+            .path()
+            .join("keys/dasdb1.key")
+            .display()
+            .to_string()
+    }
+
     pub fn read(&self, relative: &str) -> String {
         std::fs::read_to_string(self.path(relative)).unwrap()
     }
@@ -164,7 +180,13 @@ fn ep11_reencipher_then_set_by_hand_loses_nothing() {
     world
         .tool(
             "zkey-cryptsetup",
-            &["reencipher", "/dev/dasdb1", "--staged"],
+            &[
+                "reencipher",
+                "/dev/dasdb1",
+                "--staged",
+                "--key-file",
+                &world.key_file(),
+            ],
         )
         .expect_code(0);
     let created = world.tool(
@@ -210,7 +232,13 @@ fn ep11_reencipher_then_set_by_hand_loses_nothing() {
     world
         .tool(
             "zkey-cryptsetup",
-            &["reencipher", "/dev/dasdb1", "--complete"],
+            &[
+                "reencipher",
+                "/dev/dasdb1",
+                "--complete",
+                "--key-file",
+                &world.key_file(),
+            ],
         )
         .expect_code(0);
     let early = world.tool("pkcshsm_mk_change", &["finalize", "--id", &id]);

@@ -26,8 +26,21 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(world: &str) -> Self {
+    /// A lab whose folder also holds the example's LUKS2 key files (`keys/`), which the
+    /// example world and group name relative to themselves.
+    fn new_with_keys(world: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        std::fs::copy(repo_file("plans/keys/dasdb1.key"), keys.join("dasdb1.key")).unwrap();
+        Self::in_dir(dir, world)
+    }
+
+    fn new(world: &str) -> Self {
+        Self::in_dir(tempfile::tempdir().unwrap(), world)
+    }
+
+    fn in_dir(dir: tempfile::TempDir, world: &str) -> Self {
         let root = dir.path().to_path_buf();
         std::fs::write(root.join("world.yaml"), world).unwrap();
         let lab = Self { _dir: dir, root };
@@ -338,7 +351,8 @@ fn zcrypt_losses_undeclared_zkey_keys_on_the_groups_apqns_are_refused_by_name() 
 
 /// The world of `plans/WORLD` and the shipped example group, pointed at it.
 fn example_group_on(world: &str) -> Lab {
-    let lab = Lab::new(&std::fs::read_to_string(repo_file(&format!("plans/{world}"))).unwrap());
+    let lab =
+        Lab::new_with_keys(&std::fs::read_to_string(repo_file(&format!("plans/{world}"))).unwrap());
     let shipped = std::fs::read_to_string(repo_file("plans/zcrypt-ep11-group.yaml")).unwrap();
     let group = shipped
         .replace("backend: zcrypt:/\n", "backend: zcrypt:w/sys\n")
@@ -356,13 +370,22 @@ fn example_group_on(world: &str) -> Lab {
 }
 
 /// f1: the shipped example group on the shipped example world lost the LUKS2 header's copy
-/// of disk-root's key (mkplan re-enciphered the key, not the header).
+/// of disk-root's key (mkplan re-enciphered the key, not the header). A group that leaves
+/// the volume out is refused, naming the key and the device.
 #[test]
-fn zcrypt_losses_a_luks2_volume_of_a_key_on_the_group_is_refused_naming_key_and_volume() {
+fn zcrypt_losses_a_luks2_volume_the_group_leaves_out_is_refused_naming_key_and_volume() {
     let lab = example_group_on("zcrypt-world.yaml");
+    let group = std::fs::read_to_string(lab.root.join("group.yaml")).unwrap();
+    lab.group(&group.replace(
+        "  - luks2_volume: {device: /dev/dasdb1, key_file: keys/dasdb1.key}\n",
+        "",
+    ));
     lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
     lab.tke("commit", "03.0006,04.0006", "EP11", None);
-    lab.assert_refused("luks2_volumes", &["\"disk-root\"", "/dev/dasdb1"]);
+    lab.assert_refused(
+        "luks2_volumes",
+        &["\"disk-root\"", "/dev/dasdb1", "luks2_volume:"],
+    );
 }
 
 /// f4: NEW was to be cleared while an openCryptoki operation on the group's APQNs held the
@@ -407,24 +430,53 @@ fn zcrypt_losses_a_key_associated_with_apqns_outside_the_group_is_refused() {
     lab.assert_refused("key_apqns_in_group", &["\"backup\"", "03.0006"]);
 }
 
-/// The shipped example group on its own world (no LUKS2 volume) still runs to the end: the
-/// tool steps, the set the operator performs, the complete steps, and no incident.
+/// f1, fixed: the shipped example group on the shipped example world, its LUKS2 volume
+/// declared, runs to the end: the tool steps (the volume's staged and completed with
+/// zkey-cryptsetup and its key file), the set the operator performs, and no incident.
 #[test]
 fn zcrypt_losses_the_shipped_example_group_runs_on_its_world_without_incidents() {
-    let lab = example_group_on("zcrypt-ep11-world.yaml");
+    let lab = example_group_on("zcrypt-world.yaml");
     lab.tke("load", "03.0006,04.0006", "EP11", Some(B2));
     lab.tke("commit", "03.0006,04.0006", "EP11", None);
     // stdin is closed: apply runs the staging and stops at the first ceremony step (the set).
     let first = lab.run(&["apply", "group.yaml", "--auto-approve"]);
-    assert!(text(&first).contains("set_immediate"), "{}", text(&first));
+    let said = text(&first);
+    assert!(said.contains("set_immediate"), "{said}");
+    assert!(
+        said.contains("zkey-cryptsetup reencipher /dev/dasdb1 --to-new --staged --key-file ")
+            && !said.contains("fake passphrase"),
+        "{said}"
+    );
     lab.tke("set", "03.0006,04.0006", "EP11", None);
+    lab.assert_no_incidents();
     let edited = std::fs::read_to_string(lab.root.join("w/opencryptoki/ep11tok3.conf"))
         .unwrap()
         .replace(&format!("0x{}", &A1[..32]), &format!("0x{}", &B2[..32]));
     std::fs::write(lab.root.join("w/opencryptoki/ep11tok3.conf"), edited).unwrap();
-    lab.ok(&["apply", "group.yaml", "--auto-approve"]);
+    let second = lab.ok(&["apply", "group.yaml", "--auto-approve"]);
+    assert!(
+        text(&second).contains("zkey-cryptsetup reencipher /dev/dasdb1 --complete --key-file "),
+        "{}",
+        text(&second)
+    );
     let done = lab.run(&["plan", "group.yaml", "--detailed-exitcode"]);
     assert_eq!(done.status.code(), Some(0), "{}", text(&done));
+    lab.assert_no_incidents();
+}
+
+/// The shipped example group, its LUKS2 volume declared, drills on its world: every run
+/// converges with zero incidents.
+#[test]
+fn zcrypt_losses_the_shipped_example_group_drills_on_its_world_without_incidents() {
+    let lab = example_group_on("zcrypt-world.yaml");
+    let out = lab.run(&["drill", "group.yaml", "--runs", "2", "--seed", "2"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("14 steps per change"), "{said}");
+    assert!(
+        said.contains("2 converged, 0 refused safely, 0 failed; 0 incidents."),
+        "{said}"
+    );
     lab.assert_no_incidents();
 }
 

@@ -4,9 +4,12 @@
 //! what `apply` does, with zero incidents after every apply. Refusals name their check and
 //! the APQNs or values, and run nothing: the world's truth is byte for byte what it was.
 //! tests/cases/zcrypt.rs holds the harness and the first rows (fresh EP11, CCA set then
-//! from OLD, an offline APQN, apply killed after each tool step).
+//! from OLD, an offline APQN, apply killed after each tool step); zcrypt_interruptions.rs the
+//! stops, kills and tool crashes at every step.
 
-use crate::cases::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
+use crate::cases::zcrypt::{
+    LUKS2_STORE, LUKS2_VOLUME, NEW, OLD, Operator, World, ep11_group, mkplan, world_yaml,
+};
 
 const CCA_OLD: &str = "c1c1c1c1c1c1c1c1";
 const CCA_OLDER: &str = "c0c0c0c0c0c0c0c0";
@@ -14,12 +17,23 @@ const CCA_NEW: &str = "e5e5e5e5e5e5e5e5";
 /// A wrapping key no register of the worlds holds.
 const OTHER: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
 
-fn ep11(world: &str) -> World {
+pub(crate) fn ep11(world: &str) -> World {
     World::with(world, &ep11_group(), "EP11", NEW)
 }
 
-fn ep11_world() -> World {
+pub(crate) fn ep11_world() -> World {
     ep11(&world_yaml(true))
+}
+
+/// The harness's world with key `archive`'s LUKS2 volume /dev/dasdb1, and the group
+/// declaring it with its key file.
+fn luks2_world() -> World {
+    World::with(
+        &format!("{}{LUKS2_VOLUME}", world_yaml(true)),
+        &format!("{}{LUKS2_STORE}", ep11_group()),
+        "EP11",
+        NEW,
+    )
 }
 
 /// Two CCA APQNs holding AES `CCA_OLD` (OLD `CCA_OLDER`) and a zkey key under `key_mkvp`.
@@ -67,13 +81,21 @@ impl World {
         );
     }
 
+    /// `zkey-cryptsetup ARGS --key-file keys/dasdb1.key`, as an operator would by hand.
+    fn cryptsetup(&self, args: &[&str]) {
+        let key_file = self.root.join("keys/dasdb1.key");
+        let mut all = args.to_vec();
+        all.extend(["--key-file", key_file.to_str().unwrap()]);
+        self.tool("zkey-cryptsetup", &all);
+    }
+
     /// The world's truth: registers, stores, open operations, history, incidents.
     fn truth(&self) -> Vec<u8> {
         std::fs::read(self.root.join("w/world.json")).unwrap()
     }
 
     /// Nothing left to do, no staged copy left behind, no incident.
-    fn assert_nothing_left(&self) {
+    pub(crate) fn assert_nothing_left(&self) {
         self.assert_plan_empty();
         for entry in std::fs::read_dir(self.root.join("w/zkey")).unwrap() {
             let name = entry.unwrap().file_name();
@@ -202,6 +224,35 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
             ],
         },
         Converges {
+            name: "fresh EP11 change with a LUKS2 volume declared",
+            world: luks2_world,
+            mid: |_| {},
+            steps: [
+                &[
+                    "load_new_mk@03.0006",
+                    "commit_new_mk@03.0006",
+                    "load_new_mk@04.0006",
+                    "commit_new_mk@04.0006",
+                    "stage_reencipher:/dev/dasdb1",
+                    "complete_reencipher:/dev/dasdb1",
+                ][..],
+                &FROM_STAGING,
+            ]
+            .concat(),
+        },
+        Converges {
+            name: "a LUKS2 volume completed by hand after its key's change, the zkey keys not",
+            world: luks2_world,
+            mid: |w| {
+                ep11_loaded_then_staged(w, &[]);
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--to-new", "--staged"]);
+                w.tke("set", "03.0006");
+                w.tke("set", "04.0006");
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--complete"]);
+            },
+            steps: vec!["complete_reencipher:archive", "complete_reencipher:backup"],
+        },
+        Converges {
             name: "NEW holds another key than the desired one, and no store is under it",
             world: || {
                 ep11(&world_yaml(true).replacen(
@@ -286,16 +337,95 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
         Refused {
             // Regression: found by `mkplan drill` on plans/zcrypt-world.yaml, whose disk-root
             // key's LUKS2 header copy every run lost.
-            name: "a zkey key with a LUKS2 volume, whose header mkplan does not read",
+            name: "a zkey key with a LUKS2 volume the group file does not declare",
+            world: || ep11(&format!("{}{LUKS2_VOLUME}", world_yaml(true))),
+            mid: |_| {},
+            check: "luks2_volumes",
+            names: vec![
+                "zkey key \"archive\" has LUKS2 volume /dev/dasdb1".into(),
+                "- luks2_volume: {device: DEVICE, key_file: PATH}".into(),
+            ],
+        },
+        Refused {
+            name: "a LUKS2 volume declared with a key file that opens none of its key slots",
             world: || {
-                ep11(&format!(
-                    "{}    volume: {{ device: /dev/dasdb1, dm_name: enc-root, volume_type: luks2 }}\n",
-                    world_yaml(true)
-                ))
+                World::with(
+                    &format!("{}{LUKS2_VOLUME}", world_yaml(true)),
+                    &format!("{}{LUKS2_STORE}", ep11_group()).replace("dasdb1.key", "wrong.key"),
+                    "EP11",
+                    NEW,
+                )
+            },
+            mid: |w| std::fs::write(w.root.join("keys/wrong.key"), "not it\n").unwrap(),
+            check: "stores_observable",
+            names: vec![
+                "LUKS2 volume \"/dev/dasdb1\"".into(),
+                "Failed to get volume key of device".into(),
+                "keys/wrong.key".into(),
+            ],
+        },
+        Refused {
+            name: "a LUKS2 volume left staged from an earlier change under another key",
+            world: luks2_world,
+            mid: |w| {
+                for (action, vp) in [("load", Some(OTHER)), ("commit", None)] {
+                    let mut args = vec!["sim", "zcrypt", "tke", "--world-dir", "w", action];
+                    args.extend(["--apqns", "03.0006,04.0006", "--type", "EP11"]);
+                    args.extend(vp.iter().flat_map(|vp| ["--vp", vp]));
+                    assert!(mkplan(&w.root, &args).status.success());
+                }
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--to-new", "--staged"]);
+                let clear = [
+                    "sim",
+                    "zcrypt",
+                    "tke",
+                    "--world-dir",
+                    "w",
+                    "clear",
+                    "--apqns",
+                    "03.0006,04.0006",
+                    "--type",
+                    "EP11",
+                ];
+                assert!(mkplan(&w.root, &clear).status.success());
+            },
+            check: "no_earlier_staged_stores",
+            names: vec![
+                "LUKS2 volume \"/dev/dasdb1\" has a staged re-encipherment pending".into(),
+                "cryptsetup luksKillSlot".into(),
+            ],
+        },
+        Refused {
+            name: "an APQN outside the group that zkey-cryptsetup could stage the volume with",
+            world: || {
+                let card = format!(
+                    "  - card: \"05\"\n    type: CEX8P\n    domains:\n      - domain: \"0006\"\n        WK: {{ current: \"{OLD}\", new: {{ committed: \"{OTHER}\" }} }}\nzkey:\n"
+                );
+                World::with(
+                    &format!("{}{LUKS2_VOLUME}", world_yaml(true)).replacen("zkey:\n", &card, 1),
+                    &format!("{}{LUKS2_STORE}", ep11_group()),
+                    "EP11",
+                    NEW,
+                )
             },
             mid: |_| {},
             check: "luks2_volumes",
-            names: vec!["zkey key \"archive\"".into(), "/dev/dasdb1:enc-root".into()],
+            names: vec![
+                "APQN 05.0006, outside the group".into(),
+                "LUKS2 volume \"/dev/dasdb1\"".into(),
+                OTHER[..32].into(),
+            ],
+        },
+        Refused {
+            name: "a LUKS2 volume staged by hand (no journal of this state folder shows it)",
+            world: luks2_world,
+            mid: |w| {
+                ep11_load_commit(w, "03.0006");
+                ep11_load_commit(w, "04.0006");
+                w.cryptsetup(&["reencipher", "/dev/dasdb1", "--to-new", "--staged"]);
+            },
+            check: "no_earlier_staged_stores",
+            names: vec!["/dev/dasdb1".into(), "--state".into()],
         },
         Refused {
             name: "a CCA key still under OLD before a second change",
@@ -368,92 +498,4 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
         );
         world.assert_no_incidents();
     }
-}
-
-/// Every ceremony step twice: first the operator stops without performing it, then the
-/// operator performs it and the apply is killed while it waits for `done`. Each rerun plans
-/// from what `mkvps` and the stores show and the change converges.
-#[test]
-fn zcrypt_a_stop_or_a_kill_at_every_ceremony_step_is_followed_by_a_rerun_that_converges() {
-    let world = ep11_world();
-    let mut stopped = Vec::new();
-    let mut killed = Vec::new();
-    for attempt in 0..20 {
-        let mut shown = None;
-        let (code, stderr) = world.apply_as(|action, apqn| {
-            shown = Some(format!("{action}@{apqn}"));
-            if attempt % 2 == 0 {
-                Operator::Stops
-            } else {
-                Operator::PerformsThenApplyKilled
-            }
-        });
-        world.assert_no_incidents();
-        match shown {
-            None => {
-                assert_eq!(code, Some(0), "attempt {attempt}: {stderr}");
-                break;
-            }
-            Some(step) if attempt % 2 == 0 => {
-                assert_eq!(code, Some(1), "attempt {attempt}: {stderr}");
-                assert!(stderr.contains("the operator stopped"), "{stderr}");
-                stopped.push(step);
-            }
-            Some(step) => {
-                assert_eq!(code, None, "attempt {attempt} was not killed: {stderr}");
-                killed.push(step);
-            }
-        }
-    }
-    let ceremony = [
-        "load_new_mk@03.0006",
-        "commit_new_mk@03.0006",
-        "load_new_mk@04.0006",
-        "commit_new_mk@04.0006",
-        "set_immediate@03.0006",
-        "set_immediate@04.0006",
-    ];
-    assert_eq!(stopped, ceremony);
-    assert_eq!(killed, ceremony);
-    world.assert_converged();
-    world.assert_nothing_left();
-}
-
-/// The harness's world with a fault armed for the next `times` runs of `zkey reencipher`.
-fn with_reencipher_fault(kind: &str, times: u32) -> World {
-    ep11(&format!(
-        "{}faults:\n  - {{ kind: {kind}, tool: zkey reencipher, times: {times} }}\n",
-        world_yaml(true)
-    ))
-}
-
-/// The tool is killed after its effect at every tool step (the outcome is lost: settled by
-/// reading), or fails before any effect (the apply stops; the rerun converges).
-#[test]
-fn zcrypt_tools_killed_after_their_effect_or_failing_are_settled_and_the_change_converges() {
-    let crashing = with_reencipher_fault("crash_after_effect", 4);
-    let (code, stderr) = crashing.apply();
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        stderr
-            .matches("reported a failure (exit by a signal")
-            .count(),
-        4,
-        "{stderr}"
-    );
-    crashing.assert_converged();
-    crashing.assert_nothing_left();
-
-    let failing = with_reencipher_fault("fail_before_effect", 1);
-    let (code, stderr) = failing.apply();
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("failed: zkey reencipher") && stderr.contains("Nothing more was run"),
-        "{stderr}"
-    );
-    failing.assert_no_incidents();
-    let (code, stderr) = failing.apply();
-    assert_eq!(code, Some(0), "{stderr}");
-    failing.assert_converged();
-    failing.assert_nothing_left();
 }

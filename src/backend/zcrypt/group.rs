@@ -78,6 +78,11 @@ impl ZcryptBackend {
         )
     }
 
+    /// The sysfs root this backend reads.
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn env(&self, desired: &DesiredGroup) -> Vec<(String, String)> {
         let mut env = vec![(
             "ZKEY_REPOSITORY".to_string(),
@@ -178,19 +183,9 @@ impl ZcryptBackend {
                 DesiredStore::ZkeyKey(name) => {
                     self.zkey_keys(desired, vec!["--name".into(), name.clone()], Some(name))
                 }
-                DesiredStore::Luks2Volume { device, .. } => vec![LiveStore {
-                    id: StoreId {
-                        kind: StoreKind::Luks2Volume,
-                        name: device.clone(),
-                    },
-                    state: StoreState::Unknown {
-                        why: "mkplan does not read a LUKS2 header's keyslots yet".into(),
-                        settle: format!(
-                            "zkey-cryptsetup validate {device}, read by mkplan (not built yet); re-encipher the volume by hand (zkey-cryptsetup reencipher {device}) and leave it out of the group file"
-                        ),
-                    },
-                    handle: None,
-                }],
+                DesiredStore::Luks2Volume { device, key_file } => {
+                    vec![self.luks2_volume(desired, device, key_file)]
+                }
                 DesiredStore::OpenCryptoki => vec![self.ock_tokens(desired, &currents)],
                 DesiredStore::Application {
                     name,
@@ -244,38 +239,8 @@ impl ZcryptBackend {
                 format!("zkey validate does not show it ({})", output.last_words()),
             )];
         }
-        // A key's LUKS2 volumes hold copies of it in their headers, which mkplan does not
-        // read yet: a set would lose those copies unseen.
-        let mut list_args = vec!["list".to_string()];
-        list_args.extend(call.args[1..].iter().cloned());
-        let list = self.call(desired, "zkey", list_args);
-        let volumes = match self.runner.run(&list) {
-            Ok(output) if output.success() => stores::parse_list_volumes(&output.stdout),
-            Ok(output) => {
-                let why = format!("{} failed: {}", list.shown(), output.last_words());
-                return keys.iter().map(|k| unknown(&k.name, why.clone())).collect();
-            }
-            Err(why) => return keys.iter().map(|k| unknown(&k.name, why.clone())).collect(),
-        };
         keys.into_iter()
             .map(|key| match self.zkey_copies(desired, &key) {
-                Ok(_) if volumes.contains_key(&key.name) => LiveStore {
-                    id: StoreId {
-                        kind: StoreKind::ZkeyKey,
-                        name: key.name.clone(),
-                    },
-                    state: StoreState::Unknown {
-                        why: format!(
-                            "its LUKS2 volume(s) {} hold a copy of it in their headers, which mkplan does not read yet",
-                            volumes[&key.name].join(", ")
-                        ),
-                        settle: format!(
-                            "the headers' keyslots read by mkplan (not built yet): change this key's master key by hand (zkey reencipher and zkey-cryptsetup reencipher, docs/zcrypt-sim.md), or if the volume no longer uses it, `zkey change --name {} --volumes -DEVICE:DM_NAME`",
-                            key.name
-                        ),
-                    },
-                    handle: None,
-                },
                 Ok(copies) => LiveStore {
                     id: StoreId {
                         kind: StoreKind::ZkeyKey,
@@ -313,6 +278,68 @@ impl ZcryptBackend {
             None
         };
         Ok(BTreeMap::from([(mk_type, KeyCopies { active, staged })]))
+    }
+
+    /// A LUKS2 header's copy, read by `zkey-cryptsetup validate DEVICE --key-file F` (the
+    /// passphrase stays in its file: only the path is an argument).
+    fn luks2_volume(&self, desired: &DesiredGroup, device: &str, key_file: &Path) -> LiveStore {
+        let call = self.call(
+            desired,
+            "zkey-cryptsetup",
+            luks2_args("validate", device, key_file, &[]),
+        );
+        let id = StoreId {
+            kind: StoreKind::Luks2Volume,
+            name: device.into(),
+        };
+        let unknown = |why: String| LiveStore {
+            id: id.clone(),
+            state: StoreState::Unknown {
+                why,
+                settle: format!(
+                    "`{}` showing the volume key's MKVP: the key file must hold the passphrase of a keyslot of {device} (its whole content is the passphrase, a final newline included)",
+                    call.shown()
+                ),
+            },
+            handle: None,
+        };
+        let output = match self.runner.run(&call) {
+            Ok(output) => output,
+            Err(why) => return unknown(why),
+        };
+        // Exit 1 with the validation printed: the key is not valid (under no register).
+        let view = match stores::parse_luks2_validate(&output.stdout) {
+            Ok(view) => view,
+            Err(_) if !output.success() => {
+                return unknown(format!("{} failed: {}", call.shown(), output.last_words()));
+            }
+            Err(why) => return unknown(why),
+        };
+        let active = stores::mk_type_of(&view.key_type)
+            .ok_or_else(|| format!("key type {} is not one mkplan knows", view.key_type))
+            .and_then(|t| Ok((t, Mkvp::parse(t, &view.mkvp)?)));
+        let (mk_type, active) = match active {
+            Ok(found) => found,
+            Err(why) => return unknown(why),
+        };
+        let state = if view.pending {
+            StoreState::StagedUnseen {
+                active: BTreeMap::from([(mk_type, active)]),
+            }
+        } else {
+            StoreState::Known(BTreeMap::from([(
+                mk_type,
+                KeyCopies {
+                    active,
+                    staged: None,
+                },
+            )]))
+        };
+        LiveStore {
+            id,
+            state,
+            handle: None,
+        }
     }
 
     fn ock_tokens(&self, desired: &DesiredGroup, apqns: &[LiveApqn]) -> LiveStore {
@@ -428,8 +455,21 @@ impl ZcryptBackend {
     }
 }
 
+/// A LUKS2 volume's stage step: CURRENT → NEW into an unbound keyslot.
+pub const LUKS2_STAGE_FLAGS: &[&str] = &["--to-new", "--staged"];
+
+/// `zkey-cryptsetup COMMAND DEVICE FLAGS --key-file F`: the arguments mkplan runs, and the
+/// words its journal records for a LUKS2 volume's steps.
+pub fn luks2_args(command: &str, device: &str, key_file: &Path, flags: &[&str]) -> Vec<String> {
+    let mut args = vec![command.to_string(), device.to_string()];
+    args.extend(flags.iter().map(ToString::to_string));
+    args.push("--key-file".into());
+    args.push(key_file.display().to_string());
+    args
+}
+
 /// `mkvps` in the model's words: VPs cut to the compared length.
-fn registers_of(shown: &Mkvps) -> Result<ApqnRegisters, String> {
+pub(super) fn registers_of(shown: &Mkvps) -> Result<ApqnRegisters, String> {
     let mut registers = ApqnRegisters::new();
     for kernel_type in shown.types() {
         let mk_type = match kernel_type {

@@ -210,8 +210,40 @@ impl ZcryptBackend {
                     }),
             );
         }
+        let volumes = desired.stores.iter().any(|s| {
+            matches!(
+                s,
+                crate::model::domain_group_desired::DesiredStore::Luks2Volume { .. }
+            )
+        });
+        if volumes {
+            note(
+                self.other_apqns(desired)
+                    .map(|apqns| inventory.other_apqns = apqns),
+            );
+        }
         inventory.unreadable = unreadable;
         inventory
+    }
+
+    /// The registers of every APQN of the machine outside the group that shows `mkvps`.
+    fn other_apqns(
+        &self,
+        desired: &DesiredGroup,
+    ) -> Result<Vec<(Apqn, crate::model::registers::ApqnRegisters)>, String> {
+        let cards = super::sysfs::Sysfs::new(self.root())
+            .cards()
+            .map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for queue in cards.iter().flat_map(|c| &c.queues) {
+            if desired.apqns.contains(&queue.apqn) {
+                continue;
+            }
+            if let Some(shown) = &queue.mkvps {
+                found.push((queue.apqn, super::group::registers_of(shown)?));
+            }
+        }
+        Ok(found)
     }
 
     /// `PROGRAM list`, read by `parse`; a failed run or an unreadable output is the reason.

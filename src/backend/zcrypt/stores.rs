@@ -6,6 +6,9 @@
 //! - A pending key's staged copy is `NAME.renc`, whose MKVP sits where zkey reads it (S390
 //!   pkey.h): CCA AESDATA a u64 at offset 8, AESCIPHER `kvp` at 10, EP11-AES `wkvp` at 48.
 //! - `pkcshsm_mk_change list`: `Operation: ID`, `State: …`, `APQNs: …`, `New … MKVP: …`.
+//! - `zkey-cryptsetup validate DEVICE`: the active keyslot's `Key type` and `Enciphered
+//!   with … (MKVP: …)`, and `Volume key re-enciphering is pending` while a staged keyslot
+//!   exists; the staged keyslot's master key is not shown (S390 zkey-cryptsetup.c).
 
 use std::collections::BTreeMap;
 
@@ -68,38 +71,50 @@ pub fn parse_validate(stdout: &str) -> Result<Vec<ZkeyKeyView>, String> {
     Ok(keys)
 }
 
-/// The volumes of each key of a `zkey list` run (`Volumes : DEVICE:DM_NAME`, further volumes
-/// on lines of their own below it), keys without any left out.
-pub fn parse_list_volumes(stdout: &str) -> BTreeMap<String, Vec<String>> {
-    let mut volumes: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut key: Option<String> = None;
-    let mut in_volumes = false;
+/// A LUKS2 volume's secure key as `zkey-cryptsetup validate` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Luks2View {
+    pub key_type: String,
+    /// The MKVP the active keyslot's key is enciphered under, as printed.
+    pub mkvp: String,
+    /// A staged re-encipherment is pending (an unbound keyslot holds a re-enciphered copy,
+    /// under a key the tool does not show).
+    pub pending: bool,
+}
+
+/// The encryption key of a `zkey-cryptsetup validate` run (its integrity key, if any, is
+/// not read: mkplan refuses a volume that has one). Read whatever the exit code (1 when
+/// the key is not valid); a block without its key type or MKVP is an error.
+pub fn parse_luks2_validate(stdout: &str) -> Result<Luks2View, String> {
+    if !stdout.starts_with("Validation of secure volume key of device") {
+        return Err("zkey-cryptsetup validate printed no validation of the volume key".into());
+    }
+    if stdout.contains("Integrity key:") {
+        return Err(
+            "the volume has a secure integrity key too, which mkplan does not read yet".into(),
+        );
+    }
+    let mut view = Luks2View {
+        key_type: String::new(),
+        mkvp: String::new(),
+        pending: false,
+    };
     for line in stdout.lines() {
-        if let Some(name) = value(line, "Key") {
-            key = Some(name.to_string());
-            in_volumes = false;
-            continue;
-        }
-        let Some(name) = &key else { continue };
-        let volume = match value(line, "Volumes") {
-            Some(first) => {
-                in_volumes = true;
-                first
-            }
-            None if in_volumes && line.starts_with(' ') && !line.contains(" : ") => line.trim(),
-            None => {
-                in_volumes = false;
-                continue;
-            }
-        };
-        if !volume.is_empty() && volume != "(none)" {
-            volumes
-                .entry(name.clone())
-                .or_default()
-                .push(volume.to_string());
+        if line.trim() == "Volume key re-enciphering is pending" {
+            view.pending = true;
+        } else if let Some(kind) = value(line, "Key type") {
+            view.key_type = kind.to_string();
+        } else if let Some(under) = value(line, "Enciphered with") {
+            view.mkvp = under
+                .split_once("MKVP:")
+                .map(|(_, rest)| rest.trim().trim_end_matches(')').trim().to_string())
+                .unwrap_or_default();
         }
     }
-    volumes
+    if view.key_type.is_empty() || view.mkvp.is_empty() {
+        return Err("zkey-cryptsetup validate showed no key type or no MKVP".into());
+    }
+    Ok(view)
 }
 
 /// The master key type a zkey key type is enciphered under.
@@ -254,14 +269,27 @@ WARNING: Not all APQNs have the same master key or fulfill the requirements
 ";
 
     #[test]
-    fn list_shows_each_keys_volumes() {
-        let list = "Key                  : disk-root\nKey type             : EP11-AES\nVolumes              : /dev/dasdb1:enc-root\n                       /dev/dasdc1:enc-home\nAPQNs                : 03.0006\n\nKey                  : backup\nVolumes              : (none)\n";
-        let volumes = parse_list_volumes(list);
-        assert_eq!(
-            volumes.get("disk-root").unwrap(),
-            &["/dev/dasdb1:enc-root", "/dev/dasdc1:enc-home"]
-        );
-        assert!(!volumes.contains_key("backup"));
+    fn luks2_validate_gives_the_active_keyslots_mkvp_and_whether_staging_is_pending() {
+        let shown = "Validation of secure volume key of device '/dev/dasdb1':
+  Encryption key:
+    Status:                Valid
+    Secure key size:       672 bytes
+    XTS type key:          Yes
+    Key type:              EP11-AES
+    Clear key size:        512 bits
+    Enciphered with:       CURRENT master key (MKVP: a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1)
+    Verification pattern:  0123456789abcdef
+                           0123456789abcdef
+  Volume key re-enciphering is pending
+";
+        let view = parse_luks2_validate(shown).unwrap();
+        assert_eq!(view.mkvp, "a1".repeat(16));
+        assert!(view.pending && view.key_type == "EP11-AES");
+        let done = shown.replace("  Volume key re-enciphering is pending\n", "");
+        assert!(!parse_luks2_validate(&done).unwrap().pending);
+        assert!(parse_luks2_validate("").is_err());
+        let integrity = format!("{shown}  Integrity key:\n");
+        assert!(parse_luks2_validate(&integrity).is_err());
     }
 
     #[test]

@@ -10,13 +10,17 @@
 //!   kind of store that could not be listed.
 //! - `key_apqns_in_group`: a zkey key with no associated APQNs (zkey then uses every online
 //!   APQN of its type), or associated with APQNs outside the group as well.
-//! - `luks2_volumes`: a key with a LUKS2 volume, whose header holds its own copy of the key,
-//!   which mkplan does not read yet.
+//! - `luks2_volumes`: a key with a LUKS2 volume (`zkey list`'s volumes), whose header holds
+//!   its own copy of the key, that the group file does not declare as a `luks2_volume` with
+//!   its key file; or any LUKS2 volume under `set_then_from_old`, for which mkplan has no
+//!   from-OLD step (`zkey-cryptsetup reencipher --from-old` is in place, and was neither
+//!   modelled nor tested here).
 
 use super::precheck::GroupRefusal;
-use crate::model::domain_group::{Apqn, LiveGroup};
+use crate::model::domain_group::{Apqn, LiveGroup, StoreKind, StoreState};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
 use crate::model::domain_group_inventory::FoundZkeyKey;
+use crate::model::registers::{MkType, Mkvp, NewMk};
 use crate::quote::quote;
 
 fn listed(items: impl IntoIterator<Item = String>) -> String {
@@ -65,7 +69,8 @@ pub(super) fn check(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Grou
         .filter(|k| k.depends_on(&desired.apqns, desired.mode))
         .collect();
     check_key_apqns(desired, &ours)?;
-    check_luks2(&ours)?;
+    check_luks2(desired, &ours)?;
+    check_luks2_apqns(desired, live)?;
     check_declared(desired, &ours, live)
 }
 
@@ -98,25 +103,96 @@ fn check_key_apqns(desired: &DesiredGroup, keys: &[&FoundZkeyKey]) -> Result<(),
     Err(refusal("key_apqns_in_group", listed(problems), None))
 }
 
-fn check_luks2(keys: &[&FoundZkeyKey]) -> Result<(), GroupRefusal> {
-    let volumes: Vec<String> = keys
+fn check_luks2(desired: &DesiredGroup, keys: &[&FoundZkeyKey]) -> Result<(), GroupRefusal> {
+    let declared = |device: &str| {
+        desired
+            .stores
+            .iter()
+            .any(|s| matches!(s, DesiredStore::Luks2Volume { device: d, .. } if d == device))
+    };
+    let from_old = desired.procedure == Procedure::SetThenFromOld;
+    let mut problems = Vec::new();
+    for key in keys {
+        for volume in &key.luks2_volumes {
+            // `zkey list` shows DEVICE:DM_NAME.
+            let device = volume.split_once(':').map_or(volume.as_str(), |(d, _)| d);
+            if from_old || !declared(device) {
+                problems.push(format!(
+                    "zkey key {} has LUKS2 volume {device} ({volume})",
+                    quote(&key.name)
+                ));
+            }
+        }
+    }
+    let declares_any = desired
+        .stores
         .iter()
-        .flat_map(|k| {
-            k.luks2_volumes
-                .iter()
-                .map(move |v| format!("zkey key {} has LUKS2 volume {v}", quote(&k.name)))
-        })
-        .collect();
-    if volumes.is_empty() {
+        .any(|s| matches!(s, DesiredStore::Luks2Volume { .. }));
+    if from_old && (declares_any || !problems.is_empty()) {
+        return Err(refusal(
+            "luks2_volumes",
+            format!(
+                "{}the group uses procedure set_then_from_old, and mkplan has no from-OLD step for a LUKS2 header's copy: zkey-cryptsetup reencipher --from-old works in place, which mkplan has neither modelled nor tested",
+                if problems.is_empty() { String::new() } else { format!("{}: ", listed(problems)) }
+            ),
+            Some("use procedure: reencipher_then_set, which stages each declared LUKS2 volume before the set and completes it after".into()),
+        ));
+    }
+    if problems.is_empty() {
         return Ok(());
     }
     Err(refusal(
         "luks2_volumes",
         format!(
-            "{}: a LUKS2 header holds its own copy of the volume key, and mkplan does not read LUKS2 headers yet, so a change would leave it behind",
-            listed(volumes)
+            "{}: a LUKS2 header holds its own copy of the volume key, and a change that leaves it out would lose it",
+            listed(problems)
         ),
-        Some("re-encipher each volume by hand with zkey-cryptsetup reencipher DEVICE (staged, then --complete after the set) in a change without mkplan; mkplan plans groups with no LUKS2 volume".into()),
+        Some("declare each volume with the file holding a passphrase of its key slots: `- luks2_volume: {device: DEVICE, key_file: PATH}` under stores: (mkplan passes the file to zkey-cryptsetup --key-file and never reads the passphrase)".into()),
+    ))
+}
+
+/// zkey-cryptsetup stages a volume with the NEW of the first APQN of the machine whose
+/// CURRENT holds the volume's key: an APQN outside the group with that CURRENT and another
+/// key ready in NEW could stage it under a key this change never sets.
+fn check_luks2_apqns(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
+    let mut problems = Vec::new();
+    for store in &live.stores {
+        if store.id.kind != StoreKind::Luks2Volume {
+            continue;
+        }
+        let active: Vec<(MkType, &Mkvp)> = match &store.state {
+            StoreState::Known(copies) => copies.iter().map(|(t, c)| (*t, &c.active)).collect(),
+            StoreState::StagedUnseen { active } => active.iter().map(|(t, vp)| (*t, vp)).collect(),
+            StoreState::Unknown { .. } => continue,
+        };
+        for (mk_type, vp) in active {
+            let target = desired.master_keys.get(&mk_type);
+            for (apqn, registers) in &live.inventory.other_apqns {
+                let Some(r) = registers.get(&mk_type) else {
+                    continue;
+                };
+                if let NewMk::Ready(new) = &r.new
+                    && r.current.vp() == Some(vp)
+                    && Some(new) != target
+                {
+                    problems.push(format!(
+                        "APQN {apqn}, outside the group, holds {store}'s key {vp} as CURRENT and {new} ready in NEW",
+                        store = store.id
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(
+        "luks2_volumes",
+        format!(
+            "{}: zkey-cryptsetup re-enciphers a LUKS2 volume with the first APQN of the machine whose CURRENT holds its key, so it could stage the volume under a key this change does not set",
+            listed(problems)
+        ),
+        Some("that APQN's NEW register cleared, or holding this change's key, while the group's volumes are staged".into()),
     ))
 }
 

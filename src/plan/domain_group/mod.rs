@@ -126,10 +126,42 @@ impl serde::Serialize for Apqn {
 }
 
 /// What the planner needs besides the desired state and the live group: the serial numbers
-/// the journal recorded at the first step of this change, card by card.
+/// the journal recorded at the first step of this change, card by card; and the stores whose
+/// staged copy no tool shows (LUKS2 volumes) that this change's journal shows mkplan staged,
+/// with the keys it staged them under (the change's targets).
 #[derive(Clone, Debug, Default)]
 pub struct GroupEvidence {
     pub recorded_serials: Option<BTreeMap<u8, String>>,
+    pub staged_in_change: BTreeMap<StoreId, BTreeMap<MkType, Mkvp>>,
+}
+
+/// Settles each store whose staged copy no tool shows from the journal: a stage step of this
+/// change ran on it (its intent was written while the store had no staged copy, and stage
+/// steps run only once every APQN's NEW holds the change's key), so the staged copy is
+/// under that key. A store the journal does not account for stays unseen, and is refused.
+pub fn settle_unseen_staging(live: &mut LiveGroup, evidence: &GroupEvidence) {
+    for store in &mut live.stores {
+        let StoreState::StagedUnseen { active } = &store.state else {
+            continue;
+        };
+        let Some(staged) = evidence.staged_in_change.get(&store.id) else {
+            continue;
+        };
+        if !active.keys().all(|t| staged.contains_key(t)) {
+            continue;
+        }
+        let copies = active
+            .iter()
+            .map(|(t, vp)| {
+                let copies = crate::model::domain_group::KeyCopies {
+                    active: vp.clone(),
+                    staged: staged.get(t).cloned(),
+                };
+                (*t, copies)
+            })
+            .collect();
+        store.state = StoreState::Known(copies);
+    }
 }
 
 /// Plans the remaining steps, or refuses naming the check.
@@ -138,6 +170,9 @@ pub fn plan_group(
     live: &LiveGroup,
     evidence: &GroupEvidence,
 ) -> Result<GroupPlan, GroupRefusal> {
+    let mut settled = live.clone();
+    settle_unseen_staging(&mut settled, evidence);
+    let live = &settled;
     let checked = precheck::check(desired, live, evidence)?;
     let mut builder = Builder::default();
     for (&mk_type, target) in &desired.master_keys {

@@ -267,6 +267,17 @@ fn check_stores(
                     settle: Some(settle.clone()),
                 });
             }
+            StoreState::StagedUnseen { active } => {
+                return Err(GroupRefusal {
+                    check: "no_earlier_staged_stores",
+                    message: format!(
+                        "{} has a staged re-encipherment pending that this state folder's journal did not start in the open change, so which key its staged copy is under is not known (the active copy is under {}): a set could leave it under a key no register holds",
+                        store.id,
+                        listed(active.values().map(ToString::to_string))
+                    ),
+                    settle: Some(super::advice::unseen_staging(store)),
+                });
+            }
         };
         for (mk_type, copy) in copies {
             let Some(target) = desired.master_keys.get(mk_type) else {

@@ -317,6 +317,7 @@ fn every_refusal_names_its_check_and_what_it_saw() {
 
     let swapped = GroupEvidence {
         recorded_serials: Some(BTreeMap::from([(3, "SERIAL0".into()), (4, "OTHER".into())])),
+        ..GroupEvidence::default()
     };
     let r = refusal(&d, &fresh, &swapped);
     assert_eq!(r.check, "card_serial_numbers");
@@ -526,4 +527,60 @@ proptest! {
         let done = plan_group(&d, &played.to_live(serial), &GroupEvidence::default()).unwrap();
         prop_assert!(!done.has_changes(), "not converged: {:?}", done.steps);
     }
+}
+
+/// A LUKS2 volume whose staged keyslot no tool shows: refused unless this change's journal
+/// shows mkplan staged it, then settled under the change's key and the set is planned.
+#[test]
+fn a_luks2_staging_the_tool_does_not_show_is_settled_only_by_this_changes_journal() {
+    let d = desired(EP11, 2, STAGED);
+    let mut l = live(&d, |_| registers(EP11, 'a', ready(EP11, 'b'), None), &[]);
+    let id = StoreId {
+        kind: StoreKind::Luks2Volume,
+        name: "/dev/dasdb1".into(),
+    };
+    l.stores.push(LiveStore {
+        id: id.clone(),
+        state: StoreState::StagedUnseen {
+            active: BTreeMap::from([(MkType::Wk, vp(MkType::Wk, 'a'))]),
+        },
+        handle: None,
+    });
+    let r = refusal(&d, &l, &GroupEvidence::default());
+    assert_eq!(r.check, "no_earlier_staged_stores");
+    assert!(
+        r.message.contains("/dev/dasdb1") && r.settle.unwrap().contains("--state"),
+        "{}",
+        r.message
+    );
+    let other = GroupEvidence {
+        staged_in_change: BTreeMap::from([(
+            id.clone(),
+            BTreeMap::from([(MkType::Wk, vp(MkType::Wk, 'c'))]),
+        )]),
+        ..GroupEvidence::default()
+    };
+    let r = refusal(&d, &l, &other);
+    assert_eq!(r.check, "no_earlier_staged_stores");
+    assert!(
+        r.message.contains("zkey-cryptsetup validate /dev/dasdb1") && !r.message.contains(".renc"),
+        "{}",
+        r.message
+    );
+    let ours = GroupEvidence {
+        staged_in_change: BTreeMap::from([(
+            id,
+            BTreeMap::from([(MkType::Wk, vp(MkType::Wk, 'b'))]),
+        )]),
+        ..GroupEvidence::default()
+    };
+    let plan = plan_group(&d, &l, &ours).unwrap();
+    assert_eq!(
+        actions(&plan),
+        [
+            "set_immediate 03.0006",
+            "set_immediate 04.0006",
+            "complete_reencipher /dev/dasdb1"
+        ]
+    );
 }

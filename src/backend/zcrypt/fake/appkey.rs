@@ -8,7 +8,6 @@ use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
-use super::world::same_mk;
 use super::zkey::{Under, under};
 use super::{Output, Session, parse_args};
 
@@ -116,17 +115,7 @@ pub fn run(dir: &Path, args: &[String]) -> Output {
                     format!("'{name}' is not valid under a CURRENT master key"),
                 );
             };
-            let target = key
-                .apqns
-                .iter()
-                .filter(|a| world.usable(a, key.mk))
-                .find_map(|apqn| {
-                    let regs = world.registers(apqn, key.mk)?;
-                    regs.current
-                        .as_deref()
-                        .filter(|c| same_mk(c, &key.mkvp))
-                        .and(regs.new.ready().map(str::to_string))
-                });
+            let target = world.new_for(&key.apqns, key.mk, &key.mkvp);
             let Some(new) = target else {
                 return Output::failure(TOOL, "no APQN has the NEW master key loaded and ready");
             };

@@ -29,8 +29,13 @@ pub fn init(dir: &Path, world_file: &Path, mkplan: &Path) -> Result<World, InitE
     let shown = world_file.display().to_string();
     let text = crate::bounded_read::read_to_string(world_file, WORLD_YAML_BYTES_MAX)
         .map_err(|e| InitError::Input(InputError::new(&shown, format!("cannot read it: {e}"))))?;
-    let world =
-        super::world_file::parse(&shown, &text, mkplan.to_path_buf()).map_err(InitError::Input)?;
+    let world = super::world_file::parse(
+        &shown,
+        &text,
+        world_file.parent().unwrap_or(Path::new(".")),
+        mkplan.to_path_buf(),
+    )
+    .map_err(InitError::Input)?;
     if dir.join(super::world::WORLD_FILE).exists() {
         return Err(format!(
             "{} already holds a world: choose a new folder, or remove it first",

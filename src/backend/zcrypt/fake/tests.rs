@@ -12,6 +12,7 @@ use crate::backend::zcrypt::mkvps::{MkType, Register, State};
 use crate::backend::zcrypt::sysfs::{CardMode, Sysfs};
 
 const EXAMPLE: &str = include_str!("../../../../plans/zcrypt-world.yaml");
+const KEY_FILE: &[u8] = include_bytes!("../../../../plans/keys/dasdb1.key");
 const A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 const B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
 const EP11: &[&str] = &["03.0006", "04.0006"];
@@ -20,6 +21,8 @@ fn world(yaml: &str) -> (tempfile::TempDir, PathBuf) {
     let temp = tempfile::tempdir().unwrap();
     let file = temp.path().join("world.yaml");
     std::fs::write(&file, yaml).unwrap();
+    std::fs::create_dir_all(temp.path().join("keys")).unwrap();
+    std::fs::write(temp.path().join("keys/dasdb1.key"), KEY_FILE).unwrap();
     let dir = temp.path().join("w");
     super::init::init(&dir, &file, Path::new("/usr/bin/false")).unwrap();
     (temp, dir)
@@ -275,7 +278,7 @@ fn world_file_mistakes_are_placed_and_refused() {
     ] {
         let file = temp.path().join("w.yaml");
         std::fs::write(&file, yaml).unwrap();
-        let error = super::world_file::parse("w.yaml", yaml, PathBuf::new())
+        let error = super::world_file::parse("w.yaml", yaml, temp.path(), PathBuf::new())
             .unwrap_err()
             .to_string();
         assert!(error.contains(expected), "{yaml}: {error}");

@@ -223,13 +223,15 @@ pub struct ZkeyKey {
 }
 
 /// The copy of a LUKS2 volume's secure key in its header: the active keyslot's MK and a
-/// staged (unbound) keyslot's.
+/// staged (unbound) keyslot's, and the SHA-256 of the passphrase that opens its keyslots
+/// (the passphrase itself is kept nowhere in the world).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Luks2Header {
     pub device: String,
     pub key_name: String,
     pub active: String,
     pub staged: Option<String>,
+    pub passphrase_sha256: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,6 +412,22 @@ impl World {
                     card.is_cca()
                 }
         })
+    }
+
+    /// The NEW master key a re-encipherment CURRENT → NEW of a copy under `mkvp` uses: that of
+    /// the first usable APQN of `apqns` whose CURRENT is `mkvp` and whose NEW is ready
+    /// (committed or full), as zkey selects it (zcrypt.md §4.1).
+    pub fn new_for(&self, apqns: &[String], mk: Mk, mkvp: &str) -> Option<String> {
+        apqns
+            .iter()
+            .filter(|a| self.usable(a, mk))
+            .find_map(|apqn| {
+                let regs = self.registers(apqn, mk)?;
+                regs.current
+                    .as_deref()
+                    .filter(|c| same_mk(c, mkvp))
+                    .and(regs.new.ready().map(str::to_string))
+            })
     }
 
     /// Every APQN of a mode: what a key with no associated APQNs is kept on (for the loss

@@ -4,7 +4,7 @@
 //! there is refused with the file, line and column where it can be placed, and a fix.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -132,6 +132,10 @@ struct VolumeYaml {
     /// The MK of the LUKS2 header's copy, if not the `.skey`'s.
     #[serde(default)]
     header_mkvp: Option<String>,
+    /// The file holding the passphrase of the LUKS2 header's keyslots (relative to the
+    /// world file's folder): `zkey-cryptsetup --key-file` must name one with the same bytes.
+    #[serde(default)]
+    key_file: Option<String>,
 }
 
 fn luks2() -> String {
@@ -151,7 +155,8 @@ struct TokenYaml {
 }
 
 /// Parses a world file into the truth. `mkplan` is the binary the fake tools will exec.
-pub fn parse(file: &str, text: &str, mkplan: PathBuf) -> Result<World, InputError> {
+/// `folder` is where the world file's relative paths (a LUKS2 volume's `key_file`) start.
+pub fn parse(file: &str, text: &str, folder: &Path, mkplan: PathBuf) -> Result<World, InputError> {
     let yaml: WorldYaml = crate::model::from_yaml_str(text).map_err(|e| {
         InputError::from_yaml(
             file,
@@ -207,7 +212,7 @@ pub fn parse(file: &str, text: &str, mkplan: PathBuf) -> Result<World, InputErro
         }
     }
     for (index, key) in yaml.zkey.into_iter().enumerate() {
-        let key = key_of(&world, key, index).map_err(fail)?;
+        let key = key_of(&world, key, index, folder).map_err(fail)?;
         if world.keys.iter().any(|k| k.name == key.0.name) {
             return Err(fail(format!("zkey: key \"{}\" is given twice", key.0.name)));
         }
@@ -382,6 +387,7 @@ fn key_of(
     world: &World,
     key: KeyYaml,
     index: usize,
+    folder: &Path,
 ) -> Result<(ZkeyKey, Option<Luks2Header>), String> {
     let valid_name = !key.name.is_empty()
         && key.name.len() <= 64
@@ -444,11 +450,19 @@ fn key_of(
                     }
                     None => mkvp.clone(),
                 };
+                let Some(key_file) = &v.key_file else {
+                    return Err(format!(
+                        "{}: a luks2 volume needs `key_file:`, the file holding its passphrase",
+                        what("volume")
+                    ));
+                };
                 header = Some(Luks2Header {
                     device: v.device.clone(),
                     key_name: key.name.clone(),
                     active,
                     staged: None,
+                    passphrase_sha256: super::cryptsetup::passphrase_sha256(&folder.join(key_file))
+                        .map_err(|why| format!("{}: {why}", what("volume key_file")))?,
                 });
             }
             Some(Volume {

@@ -509,16 +509,7 @@ fn reencipher_one(world: &mut World, index: usize, args: &Reencipher, output: &m
     if !to_new {
         return Fate::Reenciphered;
     }
-    let target = apqns
-        .iter()
-        .filter(|a| world.usable(a, mk))
-        .find_map(|apqn| {
-            let regs = world.registers(apqn, mk)?;
-            regs.current
-                .as_deref()
-                .filter(|c| same_mk(c, &mkvp))
-                .and(regs.new.ready().map(str::to_string))
-        });
+    let target = world.new_for(&apqns, mk, &mkvp);
     let Some(new) = target else {
         output.err("zkey: No APQN found that is suitable for re-enciphering this secure AES key and has the NEW master key loaded");
         // A from-old part already done stays done.
