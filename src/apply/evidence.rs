@@ -187,6 +187,7 @@ pub fn journal_evidence_at(
                 action,
                 instance,
                 unit,
+                by_hand,
                 ..
             } => {
                 let (bound, run_at) = run_of(step)
@@ -200,7 +201,14 @@ pub fn journal_evidence_at(
                     continue;
                 };
                 let outcome = outcome_of(records, index, step);
-                witness_step(rotation, *action, unit.as_deref(), outcome, run_at);
+                witness_step(
+                    rotation,
+                    *action,
+                    unit.as_deref(),
+                    outcome,
+                    run_at,
+                    *by_hand,
+                );
             }
             _ => {}
         }
@@ -318,6 +326,7 @@ fn witness_step(
     unit: Option<&str>,
     outcome: Option<(&Outcome, Option<&str>)>,
     run_at: Option<&str>,
+    by_hand: bool,
 ) {
     let unit = unit.map(str::to_ascii_lowercase);
     let took_effect = outcome.is_some_and(|(o, _)| o.took_effect());
@@ -349,6 +358,7 @@ fn witness_step(
             rotation.rewrap = match outcome {
                 None => JournalRewrap::Unsettled {
                     sent_at: run_at.map(str::to_string),
+                    by_hand,
                 },
                 Some((Outcome::Done, at)) => JournalRewrap::Completed {
                     how: format!(

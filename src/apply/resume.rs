@@ -63,7 +63,7 @@ pub fn settle_previous(
         let settled_as = match action {
             Action::RewrapKeyStorage => {
                 let Some(rotation) = rotation else { continue };
-                rewrap_settled(found, &rotation.from, &rotation.to)
+                rewrap_done(found, &rotation.from, &rotation.to).map(|why| (true, why))
             }
             Action::RemoveUnit => Some((true, "remove_unit sends nothing".to_string())),
             _ => {
@@ -103,62 +103,45 @@ pub fn settle_previous(
     Ok(settled)
 }
 
-/// What settles a rewrap from `from` to `to` whose outcome was never recorded: the service
-/// reporting it done, or units promoted to `to` (only a completed rewrap allows that); the
-/// service reporting no rewrap in progress and none waiting, with every current register
-/// still `from`, settles it as not run. Anything else (no status, a rewrap in progress)
-/// leaves it unknown: a real rewrap runs for minutes.
-pub(crate) fn rewrap_settled(
+/// Whether the live state settles a rewrap from `from` to `to` whose outcome was never
+/// recorded, as done: the service reporting it done with every unit holding `to`, or a unit
+/// promoted to `to` (only a completed rewrap allows that). Some(why) when it does.
+///
+/// Nothing in the live state settles it as not run. "No rewrap" from the service speaks of
+/// this moment only: the request may still be on its way or queued at the service, and take
+/// effect after it (a slow service applied one 20 s after the connection that carried it was
+/// reset), and no figure bounds how long a service may hold a request it received. A second
+/// rewrap after it loses the key storage. So only evidence about that very request settles it
+/// as not run: the operator's attestation (`mkplan attest rewrap --not-run`, with
+/// `--service-evidence` for mkplan's own request). Sending and resuming both decide here.
+pub(crate) fn rewrap_done(
     found: &LiveInstance,
     from: &VerificationPattern,
     to: &VerificationPattern,
-) -> Option<(bool, String)> {
+) -> Option<String> {
     if let Some(promoted) = found
         .crypto_units
         .iter()
         .find(|u| u.current_register.holds(to) && from != to)
     {
-        return Some((
-            true,
-            format!(
-                "crypto unit {} was promoted to {}…, which only a completed rewrap allows",
-                promoted.hsm_id,
-                to.short()
-            ),
+        return Some(format!(
+            "crypto unit {} was promoted to {}…, which only a completed rewrap allows",
+            promoted.hsm_id,
+            to.short()
         ));
     }
-    match found.rewrap_status {
-        RewrapStatus::Rewrapped
-            if found
-                .crypto_units
-                .iter()
-                .all(|u| u.new_register.holds(to) || u.current_register.holds(to)) =>
-        {
-            Some((
-                true,
-                format!(
-                    "the service reports \"{}\" and every crypto unit holds {}…",
-                    RewrapStatus::Rewrapped.describe(),
-                    to.short()
-                ),
-            ))
-        }
-        RewrapStatus::NotRewrapped
-            if found
-                .crypto_units
-                .iter()
-                .all(|u| u.current_register.holds(from)) =>
-        {
-            Some((
-                false,
-                format!(
-                    "the service reports no rewrap in progress and none waiting on set immediate, and every current register still holds {}…",
-                    from.short()
-                ),
-            ))
-        }
-        _ => None,
-    }
+    (found.rewrap_status == RewrapStatus::Rewrapped
+        && found
+            .crypto_units
+            .iter()
+            .all(|u| u.new_register.holds(to) || u.current_register.holds(to)))
+    .then(|| {
+        format!(
+            "the service reports \"{}\" and every crypto unit holds {}…",
+            RewrapStatus::Rewrapped.describe(),
+            to.short()
+        )
+    })
 }
 
 /// Whether a unit operation's effect shows in the live state (rotating to `target`).

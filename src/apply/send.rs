@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::executor::{ApplyError, OPERATION_ATTEMPTS_MAX};
 use super::journal::Outcome;
-use super::resume::{observed, rewrap_settled};
+use super::resume::{observed, rewrap_done};
 use crate::backend::{Backend, BackendError, Operation, SendBy, refresh_with_retries};
 use crate::keypart::Secret32;
 use crate::model::{CurrentRegister, LiveInstance, NewRegister, RewrapStatus};
@@ -186,7 +186,8 @@ async fn send<B: Backend>(
 /// running on the service (it re-encrypts for minutes), and a second one loses the key
 /// storage. It is settled done when the service reports it done or a unit was promoted; while
 /// the service reports it in progress, the run waits (bounded); otherwise the outcome stays
-/// unknown and the next run decides from fresh evidence.
+/// unknown. "No rewrap" never settles it (`rewrap_done` says why): the next run refuses until
+/// the service reports the rewrap, or the operator says what the service showed.
 async fn settle_rewrap<B: Backend>(
     backend: &B,
     step: &Step,
@@ -202,7 +203,7 @@ async fn settle_rewrap<B: Backend>(
     let mut quiet_reads = 0;
     loop {
         let found = read_instance(backend, step).await?;
-        if let Some((true, evidence)) = rewrap_settled(&found, from, to) {
+        if let Some(evidence) = rewrap_done(&found, from, to) {
             return Ok(Outcome::SettledDone {
                 evidence: format!("after \"{error}\": {evidence}"),
             });
@@ -229,7 +230,7 @@ async fn settle_rewrap<B: Backend>(
                 None
             }
             _ => Some(format!(
-                "{error}; the service reports no rewrap, but the request may have been lost on the way or still arrive, so it is not sent again"
+                "{error}; the service reports no rewrap, but the request may still be on its way or queued at the service, so it is not sent again: it is settled once the service reports it in progress or done, or by what the service showed (`mkplan attest rewrap`)"
             )),
         };
         if let Some(why) = why {

@@ -272,7 +272,14 @@ pub fn open_backend(desired: &Desired, flag: &BackendArg) -> Result<AnyBackend> 
             ));
         }
         Ok(spec) => {
-            Faults::parse(&spec).map_err(|e| Error::Other(format!("MKPLAN_SIM_FAULTS: {e}")))?
+            let faults = Faults::parse(&spec)
+                .map_err(|e| Error::Other(format!("MKPLAN_SIM_FAULTS: {e}")))?;
+            if faults.lost_response_lands_after_ms > 0 {
+                return Err(Error::Other(
+                    "MKPLAN_SIM_FAULTS: lost_response_lands_after_ms needs a service that outlives the apply; give it to `mkplan sim serve --faults SPEC`".into(),
+                ));
+            }
+            faults
         }
         Err(_) => Faults::default(),
     };

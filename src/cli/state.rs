@@ -238,7 +238,7 @@ pub fn status_state(
         .map(|(instance, rotation)| {
             let (rewrap, detail) = match &rotation.rewrap {
                 JournalRewrap::NotSent => ("not_sent", None),
-                JournalRewrap::Unsettled { sent_at } => ("unknown", sent_at.clone()),
+                JournalRewrap::Unsettled { sent_at, .. } => ("unknown", sent_at.clone()),
                 JournalRewrap::Completed { how } => ("completed", Some(how.clone())),
                 JournalRewrap::NotRun { how } => ("not_run", Some(how.clone())),
             };
@@ -321,8 +321,13 @@ pub fn status_section(store: &Store, scope: &str, evidence: &JournalEvidence) ->
         );
         let rewrap = match &rotation.rewrap {
             JournalRewrap::NotSent => "not sent by this journal".to_string(),
-            JournalRewrap::Unsettled { sent_at } => format!(
-                "sent{}, outcome unknown",
+            JournalRewrap::Unsettled { sent_at, by_hand } => format!(
+                "{}{}, outcome unknown",
+                if *by_hand {
+                    "shown as a ceremony step"
+                } else {
+                    "sent"
+                },
                 sent_at
                     .as_deref()
                     .map(|t| format!(" by the run of {t}"))

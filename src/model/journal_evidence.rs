@@ -20,8 +20,13 @@ pub enum JournalRewrap {
     /// This journal never sent the rewrap of this rotation.
     NotSent,
     /// This journal sent it and never learnt its outcome (a crash, a lost response): unknown.
-    /// `sent_at`: when the run that sent it began.
-    Unsettled { sent_at: Option<String> },
+    /// `sent_at`: when the run that sent it began. `by_hand`: a ceremony step, shown to the
+    /// operator (who runs the TKE CLI command) and left without their word: mkplan sent
+    /// nothing itself.
+    Unsettled {
+        sent_at: Option<String>,
+        by_hand: bool,
+    },
     /// It completed: mkplan's own "KMS CRK rewrap successful", the service's status read
     /// later, or the operator's attestation. `how` says which.
     Completed { how: String },

@@ -66,7 +66,14 @@ pub(crate) fn find_key_storage_mk(
         });
     }
     let mut claims = Vec::new();
-    if let Some(claim) = status_claim(live)? {
+    // "No rewrap" speaks of this moment: a rewrap request this journal left unanswered may
+    // still be on its way or queued at the service (apply::resume::rewrap_done).
+    let unanswered = journal
+        .rotation(&live.id)
+        .is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }));
+    if let Some(claim) = status_claim(live)?
+        && !(unanswered && live.rewrap_status == RewrapStatus::NotRewrapped)
+    {
         claims.push(claim);
     }
     let journal_word = journal_claim(live, target, journal);
@@ -284,21 +291,14 @@ fn journal_claim(
     }
     match &rotation.rewrap {
         JournalRewrap::Completed { how } => completed_claim(live, rotation, journal, witness, how),
-        JournalRewrap::Unsettled { sent_at } => Err(JournalSilence {
-            detail: format!(
-                "{witness} shows mkplan's own rewrap to {}… sent{} whose outcome was never recorded (a crash, a lost response, or a rewrap by hand whose outcome nobody saw); it may still be running or have completed",
-                rotation.to.short(),
-                sent_at
-                    .as_ref()
-                    .map(|t| format!(" in the run of {t}"))
-                    .unwrap_or_default()
-            ),
-            fix: format!(
-                "settle it with evidence about that rewrap: the service's rotation status, or what the TKE CLI or IBM support showed, journaled with `mkplan attest rewrap {} --completed --desired {}`. `--not-run` needs `--service-evidence` here: the request left mkplan, so nobody at this end can see that it did not run. Never send another rewrap, set immediate, or clear a new register until then",
-                live.id,
-                desired_file(journal)
-            ),
-        }),
+        JournalRewrap::Unsettled { sent_at, by_hand } => Err(unanswered(
+            live,
+            rotation,
+            journal,
+            witness,
+            sent_at.as_deref(),
+            *by_hand,
+        )),
         JournalRewrap::NotSent | JournalRewrap::NotRun { .. } => {
             not_sent_claim(live, rotation, journal, witness)
         }
@@ -568,6 +568,7 @@ fn silent(
             target.short(),
             match live.rewrap_status {
                 RewrapStatus::NotReported => "does not report its rotation status",
+                RewrapStatus::NotRewrapped => "reports no rewrap, which speaks of this moment only: a rewrap request left unanswered may still be on its way or queued at the service",
                 _ => "does not settle it",
             }
         ),
@@ -578,7 +579,7 @@ fn silent(
 
 #[path = "evidence_fix.rs"]
 mod fix;
-use fix::{attest_fix, confirm_fix, desired_file};
+use fix::{attest_fix, confirm_fix, unanswered};
 
 #[cfg(test)]
 #[path = "evidence_tests.rs"]

@@ -1,7 +1,10 @@
 //! What evidence would settle where the key storage is: the fix lines of the evidence
 //! refusals, each naming the attestation or the witness that would.
 
-use crate::model::{JournalEvidence, LiveInstance, RewrapStatus, VerificationPattern};
+use super::JournalSilence;
+use crate::model::{
+    JournalEvidence, JournalRotation, LiveInstance, RewrapStatus, VerificationPattern,
+};
 
 pub(super) fn desired_file(journal: &JournalEvidence) -> &str {
     if journal.desired_file.is_empty() {
@@ -46,4 +49,46 @@ pub(super) fn confirm_fix(
         file = desired_file(journal),
         t = to.short()
     )
+}
+
+/// The journal's rewrap of `rotation` has no outcome: mkplan's own request went unanswered, or
+/// (`by_hand`) the ceremony step was shown and the run ended without the operator's word.
+/// Only evidence about that very rewrap settles it.
+pub(super) fn unanswered(
+    live: &LiveInstance,
+    rotation: &JournalRotation,
+    journal: &JournalEvidence,
+    witness: &str,
+    sent_at: Option<&str>,
+    by_hand: bool,
+) -> JournalSilence {
+    let (id, file, to) = (&live.id, desired_file(journal), rotation.to.short());
+    let run = sent_at
+        .map(|t| format!(" in the run of {t}"))
+        .unwrap_or_default();
+    let ok = RewrapStatus::Rewrapped.describe();
+    let never = "Never rewrap again, set immediate, or clear a new register until then";
+    if by_hand {
+        return JournalSilence {
+            detail: format!(
+                "{witness} shows the rewrap to {to}… as a ceremony step{run}: it was shown to the operator, who runs the TKE CLI command, and the run ended without their word on whether they ran it (they stopped, could not say, or the run was cut off). mkplan sent no rewrap itself"
+            ),
+            fix: format!(
+                "the operator who was shown the step says what happened: `mkplan attest rewrap {id} --not-run --desired {file}` if they did not run the command (ask everyone else who can act on the instance too), or `--completed` if the TKE CLI reported \"{ok}\". {never}"
+            ),
+        };
+    }
+    let status = if live.rewrap_status == RewrapStatus::NotReported {
+        String::new()
+    } else {
+        "plan again once the service's rotation status reports it in progress or done (its \"no rewrap\" does not settle it: the request may still be on its way or queued at the service); or ".into()
+    };
+    JournalSilence {
+        detail: format!(
+            "{witness} shows mkplan's own rewrap to {to}… sent{run} whose outcome was never recorded (a crash, a lost response); it may still be on its way, queued or running at the service, or have completed"
+        ),
+        fix: format!(
+            "settle it with evidence about that rewrap: {status}journal what the TKE CLI, the service or IBM support showed with `mkplan attest rewrap {id} --completed --desired {file}`, or with `--not-run --service-evidence \"…\"` (the request left mkplan, so nobody at this end can see that it did not run). {never}"
+        ),
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mkplan::backend::sim::{Faults, SimOperation, Simulator};
 use mkplan::model::VerificationPattern;
 
-use crate::cases::apply::{assert_converged, assert_no_incidents, three_units};
+use crate::cases::apply::{PASSWORDS, assert_converged, assert_no_incidents, three_units};
 use crate::support::*;
 
 /// What the scripted operator is asked.
@@ -465,4 +465,49 @@ fn not_seeing_the_rewrap_message_leaves_the_rewrap_unknown() {
     assert_eq!(plan.code, 3, "{}", plan.stderr);
     assert!(plan.stderr.contains("rewrap_evidence"), "{}", plan.stderr);
     assert_no_incidents(&ws, "after no");
+}
+
+/// Regression (adversary, a10): the operator answered "stop" at the rewrap ceremony step, so
+/// nothing was sent. The rerun's refusal said that mkplan's own rewrap request "left mkplan"
+/// and that `--not-run` needs `--service-evidence`; neither is true. It must say that the
+/// ceremony step was shown and stopped without the operator's word, and that their word
+/// settles it: `attest rewrap --not-run` alone is taken, and the next apply converges.
+#[test]
+fn a_stopped_rewrap_ceremony_is_settled_by_the_operators_word() {
+    let ws = rotate_to_b(&three_units(false));
+    let mut ceremony = Ceremony::start(&ws, &["--manual"]);
+    while let Some(asked) = ceremony.next() {
+        if matches!(&asked, Asked::Step { action, .. } if action == "rewrap_key_storage") {
+            ceremony.answer("stop");
+            continue;
+        }
+        perform(&ws, &asked, B);
+        ceremony.answer("done");
+    }
+    let (code, transcript) = ceremony.finish();
+    assert_eq!(code, 1, "{transcript}");
+    assert_no_incidents(&ws, "after stop at the rewrap");
+
+    let refused = ws.mkplan(&["plan", DESIRED]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    // What is true: the step was shown and stopped, nothing left mkplan, the word settles it.
+    let said = [
+        ("rewrap_evidence", true),
+        ("as a ceremony step", true),
+        ("mkplan sent no rewrap itself", true),
+        ("--not-run --desired", true),
+        ("left mkplan", false),
+        ("mkplan's own rewrap", false),
+        ("--service-evidence", false),
+    ];
+    for (words, present) in said {
+        let found = refused.stderr.contains(words);
+        assert_eq!(found, present, "{words}: {}", refused.stderr);
+    }
+    let not_run = format!("attest rewrap {INSTANCE} --not-run --desired {DESIRED}");
+    let not_run: Vec<&str> = not_run.split(' ').collect();
+    ws.mkplan(&not_run).expect_code(0);
+    let rerun = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert_converged(&ws, "after the operator's word");
 }

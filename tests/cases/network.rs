@@ -7,7 +7,7 @@ use crate::cases::apply::{PASSWORDS, assert_converged, assert_no_incidents, thre
 use crate::support::*;
 
 /// `apply desired.yaml --auto-approve` against `url`, with `token` and extra flags.
-fn apply_via(ws: &Workspace, url: &str, token: Option<&str>, flags: &[&str]) -> Run {
+pub(crate) fn apply_via(ws: &Workspace, url: &str, token: Option<&str>, flags: &[&str]) -> Run {
     let mut env = PASSWORDS.to_vec();
     env.push(("MKPLAN_BACKEND", url));
     if let Some(token) = token {

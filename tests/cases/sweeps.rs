@@ -14,7 +14,8 @@
 //!
 //! The simulator is the judge: after every sequence it must show zero incidents, and the fleet
 //! must be converged, or the rerun must have refused exactly where the rewrap's outcome is
-//! unknown (no status, and the rewrap sent or commits made before a crash).
+//! unknown (no status, and the rewrap sent or commits made before a crash; or the rewrap
+//! failed, which "no rewrap" does not settle).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -162,7 +163,9 @@ fn judge(result: &RunResult, units: usize, fault: Fault, reports: bool, n: u64) 
     // A rewrap whose outcome is unknown (sent, and the answer lost or the attempt cut off),
     // or a gap after commits in which someone else may have rewrapped: without the service's
     // status the rerun must refuse, never resend it, until the operator says what happened.
-    let unknown_rewrap = n == rewrap_op && !reports;
+    // With it, a rewrap the service failed is unknown too: its "no rewrap" cannot tell a
+    // request that never ran from one still on its way or queued.
+    let unknown_rewrap = n == rewrap_op && (!reports || fault == Fault::Failed);
     let interrupted = !reports && fault.interrupts() && n < rewrap_op;
     let must_refuse = (unknown_rewrap || (interrupted && committed)) && !first_converged;
     let may_refuse = must_refuse || (interrupted && !first_converged);

@@ -11,6 +11,11 @@ pub struct Faults {
     pub fail_op: BTreeSet<u64>,
     pub lose_response_op: BTreeSet<u64>,
     pub latency_ms: u64,
+    /// `sim serve` (the JSON API) only: an operation whose response is lost
+    /// (`lose_response_op`) is answered at once with the transient error, and applied this
+    /// many ms later: a slow service that queued the request while its connection was reset.
+    /// 0: applied before the response is lost, as without it.
+    pub lost_response_lands_after_ms: u64,
     /// `sim serve --protocol tke` only, to test reply verification: from this POSTed request
     /// on, every domain query's reply is changed after the module signed it (a forged reply).
     pub forge_reply_from_op: Option<u64>,
@@ -80,18 +85,22 @@ impl Faults {
                     }
                     continue;
                 }
-                "latency_ms" => {
+                at @ ("latency_ms" | "lost_response_lands_after_ms") => {
                     if number > LATENCY_MS_MAX {
                         return Err(format!(
-                            "latency_ms={number} is over the limit of {LATENCY_MS_MAX}"
+                            "{at}={number} is over the limit of {LATENCY_MS_MAX}"
                         ));
                     }
-                    faults.latency_ms = number;
+                    if at == "latency_ms" {
+                        faults.latency_ms = number;
+                    } else {
+                        faults.lost_response_lands_after_ms = number;
+                    }
                     continue;
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms (and, for `sim serve --protocol tke`, forge_reply_from_op, oa_epoch_change_op, oa_unknown_root, and over signed commands stale_counter_command, tamper_command, crash_after_command, lose_command_response and forge_command_reply)",
+                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms (and, for `sim serve`, lost_response_lands_after_ms; for `sim serve --protocol tke`, forge_reply_from_op, oa_epoch_change_op, oa_unknown_root, and over signed commands stale_counter_command, tamper_command, crash_after_command, lose_command_response and forge_command_reply)",
                         quote(other)
                     ));
                 }
@@ -121,6 +130,9 @@ mod tests {
         assert_eq!(faults.fail_op, BTreeSet::from([1, 4]));
         assert_eq!(faults.lose_response_op, BTreeSet::from([2]));
         assert_eq!(faults.latency_ms, 50);
+        let late = Faults::parse("lose_response_op=7,lost_response_lands_after_ms=4000").unwrap();
+        assert_eq!(late.lost_response_lands_after_ms, 4_000);
+        assert!(Faults::parse("lost_response_lands_after_ms=60001").is_err());
         assert!(
             Faults::parse("crash_afer_op=3")
                 .unwrap_err()

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::*;
 use crate::cases::apply::{PASSWORDS, assert_converged, assert_no_incidents, three_units};
 use crate::cases::ceremony::{Asked, Ceremony, perform};
+use crate::cases::network::apply_via;
 use crate::support::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -19,7 +20,9 @@ use crate::support::*;
 /// aborts: desired back to A, apply clears the staged B. Today that abort's apply settles the
 /// old rewrap against the *abort's* target (A = where the storage is) as "took effect", so the
 /// journal says the storage is under B and every later rotation to B is refused (exit 3). It
-/// must plan the full rotation again (exit 2) and converge with zero incidents.
+/// must plan the full rotation again (exit 2) and converge with zero incidents. The failed
+/// rewrap went unanswered, so the abort first needs what the service showed: clearing the new
+/// registers while that request may still land would lose the key storage.
 #[test]
 fn an_abort_never_settles_the_earlier_rewrap_as_done() {
     let ws = rotate_to_b(&three_units(true));
@@ -33,6 +36,10 @@ fn an_abort_never_settles_the_earlier_rewrap_as_done() {
             .without_key_parts()
             .to_yaml(&[INSTANCE.to_string()]),
     );
+    let before = ws.bytes(FLEET);
+    let refused = apply(&ws, "", &[]);
+    assert_refused_untouched(&ws, &refused, &before, "the abort before the evidence");
+    attest_the_service_showed_no_rewrap(&ws);
     let abort = apply(&ws, "", &[]);
     assert_eq!(abort.code, 0, "the abort: {}", said(&abort));
     assert_no_incidents(&ws, "the abort");
@@ -266,6 +273,109 @@ fn a_rewrap_in_progress_is_never_sent_again_and_settles_once_done() {
     let last = apply(&ws, "", &[]);
     assert_eq!(last.code, 0, "{}", said(&last));
     assert_converged(&ws, "after the slow rewrap");
+}
+
+/// Regression (adversary, a7): a slow service queues mkplan's rewrap while the connection
+/// that carried it is reset. The run reads "no rewrap" three times and stops with the
+/// outcome unknown; the rerun right after settled the rewrap "had no effect" from one more
+/// "no rewrap" and sent a second one, which ran after the first had completed: the key storage
+/// was lost. The rerun must refuse (exit 3) and send nothing; once the service reports the
+/// first rewrap, the next rerun sets immediate only and converges with zero incidents.
+#[test]
+fn a_rewrap_queued_after_its_lost_response_is_never_sent_again() {
+    let ws = rotate_to_b(&three_units(true));
+    let mut server = Server::start(
+        &ws.path(FLEET),
+        "lose_response_op=7,lost_response_lands_after_ms=8000",
+        &[],
+    );
+    let sent = Instant::now();
+    let first = apply_via(&ws, &server.url, None, &[]);
+    assert_eq!(
+        first.code,
+        1,
+        "the rewrap's outcome is unknown: {}",
+        said(&first)
+    );
+    assert!(
+        said(&first).contains("queued at the service"),
+        "{}",
+        said(&first)
+    );
+    let rerun = apply_via(&ws, &server.url, None, &[]);
+    assert!(
+        sent.elapsed() < Duration::from_millis(7_000),
+        "the rerun came after the queued rewrap landed"
+    );
+    assert_eq!(rerun.code, 3, "the rerun must refuse: {}", said(&rerun));
+    for words in [
+        "rewrap_evidence",
+        "queued at the service",
+        "--service-evidence",
+        "mkplan attest rewrap",
+    ] {
+        assert!(said(&rerun).contains(words), "{words}: {}", said(&rerun));
+    }
+    assert!(!said(&rerun).contains("had no effect"), "{}", said(&rerun));
+    assert_no_incidents(&ws, "the refused rerun");
+
+    let landed = Instant::now();
+    while sim_file(&ws, FLEET).instances[0]
+        .key_storage
+        .verification_pattern
+        .as_str()
+        != B
+    {
+        assert!(
+            landed.elapsed() < Duration::from_secs(30),
+            "the queued rewrap never landed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let last = apply_via(&ws, &server.url, None, &[]);
+    assert_eq!(last.code, 0, "{}", said(&last));
+    assert!(
+        said(&last).contains("rewrap_key_storage: took effect"),
+        "{}",
+        said(&last)
+    );
+    assert!(server.stop().success());
+    assert_converged(&ws, "after the queued rewrap");
+}
+
+/// The same unanswered rewrap on a service that reports its status, when it never ran (the
+/// service failed it): "no rewrap" does not settle it either; the operator's word with what
+/// the service showed does, and the rerun then rewraps once and converges.
+#[test]
+fn an_unanswered_rewrap_is_not_settled_by_no_rewrap_but_by_the_services_evidence() {
+    let ws = rotate_to_b(&three_units(true));
+    let first = apply(&ws, "fail_op=7", &["--parallelism", "1"]);
+    assert_eq!(first.code, 1, "{}", said(&first));
+    let refused = ws.mkplan(&["plan", DESIRED]);
+    assert_eq!(refused.code, 3, "{}", said(&refused));
+    for words in ["rewrap_evidence", "--service-evidence"] {
+        assert!(
+            said(&refused).contains(words),
+            "{words}: {}",
+            said(&refused)
+        );
+    }
+    attest_the_service_showed_no_rewrap(&ws);
+    let last = apply(&ws, "", &[]);
+    assert_eq!(last.code, 0, "{}", said(&last));
+    assert_converged(&ws, "after the service's evidence");
+}
+
+/// The operator journals what the service showed: the unanswered rewrap did not run.
+#[track_caller]
+fn attest_the_service_showed_no_rewrap(ws: &Workspace) {
+    let how = [
+        "--not-run",
+        "--service-evidence",
+        "the service answered 503: no rewrap ran",
+    ];
+    let attested = attest(ws, INSTANCE, &how);
+    assert_eq!(attested.code, 0, "{}", said(&attested));
 }
 
 // ---------------------------------------------------------------------------------------------

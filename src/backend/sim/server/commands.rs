@@ -178,6 +178,31 @@ async fn mutate(shared: &Arc<Shared>, busy: String, operation: SimOperation) -> 
     }
     let _busy = BusyGuard { shared, key: busy };
     let number = shared.operations.fetch_add(1, Ordering::SeqCst) + 1;
+    let late_ms = shared.faults.lost_response_lands_after_ms;
+    if late_ms > 0 && shared.faults.lose_response_op.contains(&number) {
+        // A slow service that queued the request while its connection was reset: the caller
+        // hears of it at once, and the request takes effect later, whatever the caller does.
+        let (queued, name) = (shared.clone(), operation.name());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(late_ms)).await;
+            let _ = perform_numbered(&queued, number, operation).await;
+        });
+        return lost(number, name);
+    }
+    perform_numbered(shared, number, operation).await
+}
+
+/// The response an operation whose response was lost gets: a transient error.
+fn lost(number: u64, name: &str) -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        &format!("injected fault lose_response_op={number}: the response to {name} was lost"),
+    )
+}
+
+/// `mutate` after the busy check, for the operation numbered `number`.
+async fn perform_numbered(shared: &Arc<Shared>, number: u64, operation: SimOperation) -> Response {
     if shared.faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(shared.faults.latency_ms)).await;
     }
@@ -212,14 +237,7 @@ async fn mutate(shared: &Arc<Shared>, busy: String, operation: SimOperation) -> 
         shared.crash().await;
     }
     if shared.faults.lose_response_op.contains(&number) {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
-            &format!(
-                "injected fault lose_response_op={number}: the response to {} was lost",
-                operation.name()
-            ),
-        );
+        return lost(number, operation.name());
     }
     if let Some(completion) = completion {
         let _ = completion.await;
