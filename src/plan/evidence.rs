@@ -36,6 +36,9 @@ struct Claim {
     witness: &'static str,
     under: BTreeSet<VerificationPattern>,
     why: String,
+    /// Whether the claim settles the question when no other witness speaks; a claim that
+    /// only corroborates or contradicts the others does not.
+    alone: bool,
 }
 
 impl Claim {
@@ -44,6 +47,7 @@ impl Claim {
             witness,
             under: BTreeSet::from([under]),
             why: why.into(),
+            alone: true,
         }
     }
 }
@@ -80,7 +84,7 @@ pub(crate) fn find_key_storage_mk(
     if let Some(claim) = live_claim(live) {
         claims.push(claim);
     }
-    let Some(first) = claims.first() else {
+    let Some(first) = claims.first().filter(|_| claims.iter().any(|c| c.alone)) else {
         return Err(silent(live, target, silence));
     };
     let allowed: BTreeSet<VerificationPattern> = claims
@@ -179,6 +183,7 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
                 witness: "service",
                 under,
                 why: format!("reports \"{}\"; {why}", RewrapStatus::Rewrapped.describe()),
+                alone: true,
             }))
         }
     }
@@ -492,28 +497,23 @@ fn not_recorded(
         ),
         None => format!("{witness} has no record of this rotation{elsewhere}"),
     };
-    JournalSilence {
-        detail,
-        fix: attest_fix(live, target, journal, false),
+    let sent = journal.unverified_rewraps(&live.id, common_current(live).as_ref(), target);
+    if sent.is_empty() {
+        return JournalSilence {
+            detail,
+            fix: attest_fix(live, target, journal, false),
+        };
     }
-}
-
-/// What the registers alone prove. A rewrap needs every new register Full Committed with one
-/// key, and after it that key stays in the new registers until set immediate. So when every
-/// current register holds `A` and no new register holds any other key, no rewrap can have
-/// moved the storage anywhere but `A`. In any other state the registers alone prove nothing.
-fn live_claim(live: &LiveInstance) -> Option<Claim> {
-    let current = common_current(live)?;
-    let other_staged = live.crypto_units.iter().any(|u| {
-        u.new_register
-            .verification_pattern()
-            .is_some_and(|vp| *vp != current)
-    });
-    (!other_staged).then(|| Claim::one(
-        "live state",
-        current,
-        "every current register holds it and no new register holds another key, so no rewrap can have moved the key storage",
-    ))
+    JournalSilence {
+        detail: format!(
+            "{detail}. Yet records it can no longer verify (sealed with another journal key, or voided by such a record) say {}; they cannot vouch for anything, but they are enough to refuse",
+            sent.iter()
+                .map(|r| r.describe())
+                .collect::<Vec<_>>()
+                .join(", and ")
+        ),
+        fix: sent_fix(live, target, journal),
+    }
 }
 
 pub fn common_current(live: &LiveInstance) -> Option<VerificationPattern> {
@@ -578,7 +578,12 @@ fn silent(
 
 #[path = "evidence_fix.rs"]
 mod fix;
-use fix::{attest_fix, confirm_fix, desired_file};
+use fix::{attest_fix, confirm_fix, desired_file, sent_fix};
+
+#[path = "evidence_registers.rs"]
+mod registers_alone;
+use registers_alone::live_claim;
+pub use registers_alone::rewrap_ruled_out;
 
 #[cfg(test)]
 #[path = "evidence_tests.rs"]
