@@ -36,9 +36,6 @@ struct Claim {
     witness: &'static str,
     under: BTreeSet<VerificationPattern>,
     why: String,
-    /// Whether the claim settles the question when no other witness speaks; a claim that
-    /// only corroborates or contradicts the others does not.
-    alone: bool,
 }
 
 impl Claim {
@@ -47,7 +44,6 @@ impl Claim {
             witness,
             under: BTreeSet::from([under]),
             why: why.into(),
-            alone: true,
         }
     }
 }
@@ -84,7 +80,7 @@ pub(crate) fn find_key_storage_mk(
     if let Some(claim) = live_claim(live) {
         claims.push(claim);
     }
-    let Some(first) = claims.first().filter(|_| claims.iter().any(|c| c.alone)) else {
+    let Some(first) = claims.first() else {
         return Err(silent(live, target, silence));
     };
     let allowed: BTreeSet<VerificationPattern> = claims
@@ -96,24 +92,26 @@ pub(crate) fn find_key_storage_mk(
         .map(|c| format!("{}: {}", c.witness, c.why))
         .collect();
     match allowed.len() {
-        1 => Ok(StorageFinding {
-            key_storage_under: allowed.into_iter().next().expect("one key"),
-            evidence,
-        }),
-        0 => Err(Refusal::new(
-            &live.id,
-            Check::EvidenceConsistent,
-            format!(
-                "the evidence about the key storage's master key contradicts itself:\n{}",
-                claims
-                    .iter()
-                    .map(|c| format!("- {} says it is under {}: {}", c.witness, keys(&c.under), c.why))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        )
-        .units(registers(live))
-        .fix("find out which witness is wrong before acting (a journal from another rotation? a register changed by hand?); do not rerun the rotation, set immediate or clear any new register until it is settled")),
+        1 => {
+            let under = allowed.into_iter().next().expect("one key");
+            // The registers never choose a key (someone may have cleared a new register after
+            // a rewrap and loaded it again), but they refuse one no rewrap can have left.
+            if let Some(why) = ruled_out_by_registers(live, &under) {
+                return Err(contradiction(
+                    live,
+                    &claims,
+                    &format!(
+                        "- live state says it is not under {}…: {why}",
+                        under.short()
+                    ),
+                ));
+            }
+            Ok(StorageFinding {
+                key_storage_under: under,
+                evidence,
+            })
+        }
+        0 => Err(contradiction(live, &claims, "")),
         _ => {
             let mut refusal = silent(live, target, silence);
             refusal.detail = format!(
@@ -125,6 +123,32 @@ pub(crate) fn find_key_storage_mk(
             Err(refusal)
         }
     }
+}
+
+/// The witnesses name keys no one key fits, or one the registers rule out (`extra`).
+fn contradiction(live: &LiveInstance, claims: &[Claim], extra: &str) -> Refusal {
+    let said: Vec<String> = claims
+        .iter()
+        .map(|c| {
+            format!(
+                "- {} says it is under {}: {}",
+                c.witness,
+                keys(&c.under),
+                c.why
+            )
+        })
+        .chain((!extra.is_empty()).then(|| extra.to_string()))
+        .collect();
+    Refusal::new(
+        &live.id,
+        Check::EvidenceConsistent,
+        format!(
+            "the evidence about the key storage's master key contradicts itself:\n{}",
+            said.join("\n")
+        ),
+    )
+    .units(registers(live))
+    .fix("find out which witness is wrong before acting (a journal from another rotation? an attestation given in error? a register changed by hand?); the service's rotation status or IBM support confirming which master key the key storage is under settles it. Do not rerun the rotation, set immediate or clear any new register until it is settled")
 }
 
 /// Every current register holds the target and every new register is Empty.
@@ -183,56 +207,8 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
                 witness: "service",
                 under,
                 why: format!("reports \"{}\"; {why}", RewrapStatus::Rewrapped.describe()),
-                alone: true,
             }))
         }
-    }
-}
-
-/// The keys the service can have rewrapped to, given that it waits on set immediate. A rewrap
-/// leaves its key in every unit's new register, and only set immediate moves it to the current
-/// register; so the key a rewrap left behind is one that every unit still holds in one of its
-/// registers, while the units not yet promoted to it share one old current key. When no key
-/// fits (some unit lost its copy), any key held in any register may be the one: nothing may
-/// be cleared or overwritten on the service's word alone, and other witnesses must say which.
-fn rewrapped_candidates(live: &LiveInstance) -> (BTreeSet<VerificationPattern>, String) {
-    let held: BTreeSet<&VerificationPattern> = live
-        .crypto_units
-        .iter()
-        .flat_map(|u| {
-            u.new_register
-                .verification_pattern()
-                .into_iter()
-                .chain(u.current_register.verification_pattern())
-        })
-        .collect();
-    let left_behind: BTreeSet<VerificationPattern> = held
-        .iter()
-        .filter(|key| {
-            let everywhere = live
-                .crypto_units
-                .iter()
-                .all(|u| u.current_register.holds(key) || u.new_register.holds(key));
-            let old: BTreeSet<Option<&VerificationPattern>> = live
-                .crypto_units
-                .iter()
-                .filter(|u| !u.current_register.holds(key))
-                .map(|u| u.current_register.verification_pattern())
-                .collect();
-            everywhere && old.len() == 1 && !old.contains(&None)
-        })
-        .map(|key| (*key).clone())
-        .collect();
-    if left_behind.is_empty() {
-        (
-            held.into_iter().cloned().collect(),
-            "no key is held by every crypto unit, so any key in any register may be the one it rewrapped to".into(),
-        )
-    } else {
-        (
-            left_behind,
-            "every crypto unit still holds the key it rewrapped to".into(),
-        )
     }
 }
 
@@ -582,8 +558,8 @@ use fix::{attest_fix, confirm_fix, desired_file, sent_fix};
 
 #[path = "evidence_registers.rs"]
 mod registers_alone;
-use registers_alone::live_claim;
 pub use registers_alone::rewrap_ruled_out;
+use registers_alone::{live_claim, rewrapped_candidates, ruled_out_by_registers};
 
 #[cfg(test)]
 #[path = "evidence_tests.rs"]

@@ -229,7 +229,7 @@ fn a_rewrap_in_progress_refuses() {
 
 /// A completed rewrap leaves its key Full Committed in every new register until set
 /// immediate: an attestation that it completed, while one unit holds it uncommitted and none
-/// is promoted, contradicts the registers. Alone, the registers' word settles nothing.
+/// is promoted, contradicts the registers. They never choose a key: alone, they settle nothing.
 #[test]
 fn an_attested_completion_the_registers_rule_out_is_a_contradiction() {
     let mut units: Vec<CryptoUnit> = (1..3).map(|i| unit(i, committed(0xB), 0xA)).collect();
@@ -251,7 +251,7 @@ fn an_attested_completion_the_registers_rule_out_is_a_contradiction() {
         "{refused}"
     );
     assert!(
-        refused.detail.contains("live state says it is under")
+        refused.detail.contains("live state says it is not under")
             && refused.detail.contains("Full Uncommitted"),
         "{refused}"
     );

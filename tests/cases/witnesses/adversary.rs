@@ -383,7 +383,7 @@ fn an_attested_rewrap_the_registers_rule_out_is_a_contradiction() {
     assert!(text.contains("evidence_consistent"), "{text}");
     assert!(text.contains("the operator attested"), "{text}");
     assert!(
-        text.contains("live state says it is under c2ad0a997751…")
+        text.contains("live state says it is not under 57c060b114f5…")
             && text.contains("no rewrap to 57c060b114f5… can have completed"),
         "{text}"
     );
