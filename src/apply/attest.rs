@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
+use super::evidence::{backend_of_step, journal_evidence, rewraps_on_record, unit_ids, unsettled};
 use super::journal::{Outcome, Record, unix_now};
 use crate::model::{JournalRewrap, LiveInstance, RewrapStatus, VerificationPattern};
-use crate::plan::{Action, common_current};
+use crate::plan::{Action, common_current, rewrap_ruled_out};
 use crate::timestamp::utc_now;
 
 /// What the operator says.
@@ -42,17 +42,8 @@ pub fn attestation_records(
     // rewrap step by hand is the operator's own: they saw whether they ran it.
     let open = open_rewraps(records, &found.id, backend);
     let own_unknown = open.iter().any(|(_, by_hand)| !by_hand);
-    if attestation.ran
-        && !found
-            .crypto_units
-            .iter()
-            .any(|u| u.new_register.holds(&to) || u.current_register.holds(&to))
-    {
-        return Err(NotTaken(format!(
-            "refused: no register of service instance {} holds {}…, and a rewrap to it leaves it in the new registers until set immediate: it cannot have completed. Nothing was journaled",
-            found.id,
-            to.short()
-        )));
+    if attestation.ran {
+        completed_possible(found, &to)?;
     }
     // mkplan's own rewrap of this rotation, seen to complete: nobody can say it did not run.
     // (Whether someone rotated back since is another rotation, which this journal did not see.)
@@ -78,6 +69,10 @@ pub fn attestation_records(
             to.short(),
             RewrapStatus::Rewrapped.describe()
         )));
+    }
+    if !attestation.ran && attestation.service_evidence.is_none() {
+        unanswered_on_record(records, found, backend, witness, &from, &to)?;
+        lost_records(records, found, witness)?;
     }
     let statement = if attestation.ran {
         format!(
@@ -129,6 +124,89 @@ pub fn attestation_records(
         at_unix: Some(unix_now()),
     });
     Ok((out, statement))
+}
+
+/// Records that no longer verify can vouch for nothing, but one that says mkplan sent this
+/// rotation's rewrap (never answered, or completed) is enough to refuse "nobody sent it" on the
+/// operator's word alone: the request left mkplan, and nobody at this end can see that it did
+/// not run. So are verified records a later unverified one voids.
+fn unanswered_on_record(
+    records: &[Record],
+    found: &LiveInstance,
+    backend: &str,
+    witness: &str,
+    from: &VerificationPattern,
+    to: &VerificationPattern,
+) -> Result<(), NotTaken> {
+    let on_record = rewraps_on_record(records, backend)
+        .remove(&found.id.to_ascii_lowercase())
+        .unwrap_or_default();
+    let Some(rewrap) = on_record.iter().find(|r| r.of_rotation(from, to)) else {
+        return Ok(());
+    };
+    let records_say = if rewrap.verified {
+        format!("records in {witness} that a later record voids")
+    } else {
+        format!(
+            "records in {witness} that no longer verify (sealed with another journal key, or changed since)"
+        )
+    };
+    Err(NotTaken(format!(
+        "refused: {records_say} say that on service instance {}, {}. They cannot vouch for anything, but they are enough to refuse: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
+        found.id,
+        rewrap.describe(),
+        RewrapStatus::Rewrapped.describe()
+    )))
+}
+
+/// A journal cut back, replaced by an older copy, or forked (a copy of it elsewhere went on)
+/// lost records, and they may say mkplan sent this rotation's rewrap: "nobody sent it" on the
+/// operator's word alone is not enough, as for a rewrap on record.
+fn lost_records(records: &[Record], found: &LiveInstance, witness: &str) -> Result<(), NotTaken> {
+    let Some((expected, found_records, why)) = records.iter().find_map(|r| match r {
+        Record::RolledBack {
+            expected,
+            found,
+            why,
+            ..
+        } => Some((expected, found, why)),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let lost = why.clone().unwrap_or_else(|| {
+        format!("mkplan last left it with {expected} records and found {found_records}")
+    });
+    Err(NotTaken(format!(
+        "refused: {witness} lost records ({lost}). The records it lost may say that mkplan sent a rewrap of service instance {} that nobody at this end can see, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Use the journal that went on (its state folder, if another copy went further), or say what the service showed (IBM support, the service's rotation status) with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
+        found.id,
+        RewrapStatus::Rewrapped.describe()
+    )))
+}
+
+/// A completed rewrap to `to` leaves it Full Committed in every crypto unit's new register
+/// (the service refuses a rewrap otherwise) until set immediate moves it into a current
+/// register: before any unit is promoted, a unit without it Full Committed shows that the
+/// rewrap cannot have completed (`plan::rewrap_ruled_out`).
+fn completed_possible(found: &LiveInstance, to: &VerificationPattern) -> Result<(), NotTaken> {
+    let ruled_out = rewrap_ruled_out(found, to);
+    if ruled_out.is_empty() {
+        return Ok(());
+    }
+    Err(NotTaken(format!(
+        "refused: the registers of service instance {} show that no rewrap to {}… can have completed: a rewrap needs it Full Committed in every crypto unit's new register (the service refuses it otherwise), and it stays there until set immediate promotes a unit, yet no unit is promoted and\n{}\nNothing was journaled. A report of \"{}\" spoke of another instance or another rotation: check which instance and key it named. If you still believe this instance was rewrapped (a register cleared or reloaded since?), settle it with the service's rotation status or IBM support confirming which master key the key storage is under; until then do not rewrap, set immediate or clear any new register",
+        found.id,
+        to.short(),
+        ruled_out
+            .iter()
+            .map(|u| format!(
+                "  crypto unit {}: new register {:#}, current register {:#}",
+                u.hsm_id, u.new_register, u.current_register
+            ))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        RewrapStatus::Rewrapped.describe()
+    )))
 }
 
 /// The rotation an attestation about `found` speaks of: the journal's (bound to `backend`

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::journal::{Outcome, Record};
 use crate::model::{
     ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
+    RewrapOnRecord, VerificationPattern,
 };
 use crate::plan::Action;
 
@@ -221,7 +222,103 @@ pub fn journal_evidence_at(
             rotation.attested_completed = None;
         }
     }
+    for (instance, rewraps) in rewraps_on_record(records, backend) {
+        let vouched = evidence.unauthenticated(&instance).is_none();
+        let unverified: Vec<RewrapOnRecord> = rewraps
+            .into_iter()
+            .filter(|r| !(r.verified && vouched))
+            .collect();
+        if !unverified.is_empty() {
+            evidence.unverified_rewraps.insert(instance, unverified);
+        }
+    }
     evidence
+}
+
+/// Per instance (lower case), the rewraps mkplan sent against `backend` that any record,
+/// whether its seal verifies or not, says were never answered or completed. A record that does
+/// not verify can never settle one: only a verified answer that it did not run does, and only
+/// a verified close of its rotation. The operator's rewraps by hand are left out when the
+/// intent verifies (they saw whether they ran it).
+pub fn rewraps_on_record(
+    records: &[Record],
+    backend: &str,
+) -> BTreeMap<String, Vec<RewrapOnRecord>> {
+    type Keys = (VerificationPattern, VerificationPattern, bool);
+    let mut rotations: BTreeMap<String, Keys> = BTreeMap::new();
+    let mut runs: BTreeMap<u32, (Option<&str>, Option<&str>, bool)> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<RewrapOnRecord>> = BTreeMap::new();
+    for (index, record) in records.iter().enumerate() {
+        let verified = !matches!(record, Record::Unauthenticated { .. });
+        match record.written() {
+            Record::ApplyStarted {
+                run,
+                backend: bound,
+                at,
+                ..
+            } => {
+                runs.insert(*run, (bound.as_deref(), at.as_deref(), verified));
+            }
+            Record::RotationStarted {
+                instance,
+                from,
+                to,
+                backend: Some(bound),
+                ..
+            } if bound == backend => {
+                let keys = (from.clone(), to.clone(), verified);
+                rotations.insert(instance.to_ascii_lowercase(), keys);
+            }
+            Record::RotationClosed {
+                instance,
+                backend: bound,
+                ..
+            } if verified && bound == backend => {
+                out.remove(&instance.to_ascii_lowercase());
+            }
+            Record::Intent {
+                step,
+                action: Action::RewrapKeyStorage,
+                instance,
+                by_hand,
+                ..
+            } if !(verified && *by_hand) => {
+                let Some(&(Some(bound), sent_at, run_verified)) =
+                    run_of(step).and_then(|run| runs.get(&run))
+                else {
+                    continue;
+                };
+                if bound != backend {
+                    continue;
+                }
+                let answer = records[index + 1..].iter().find_map(|r| match r.written() {
+                    Record::Outcome {
+                        step: s, outcome, ..
+                    } if s == step => Some((outcome, !matches!(r, Record::Unauthenticated { .. }))),
+                    _ => None,
+                });
+                if let Some((outcome, true)) = answer
+                    && !outcome.took_effect()
+                {
+                    continue;
+                }
+                let instance = instance.to_ascii_lowercase();
+                let keys = rotations.get(&instance);
+                out.entry(instance).or_default().push(RewrapOnRecord {
+                    from: keys.map(|k| k.0.clone()),
+                    to: keys.map(|k| k.1.clone()),
+                    completed: answer.is_some_and(|(o, _)| o.took_effect()),
+                    sent_at: sent_at.map(str::to_string),
+                    verified: verified
+                        && run_verified
+                        && keys.is_some_and(|k| k.2)
+                        && answer.is_none_or(|(_, v)| v),
+                });
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The instance (lower case) a record speaks of; `None` when it may be any (a run's start, an
@@ -546,5 +643,58 @@ mod tests {
             Some(1_000),
         );
         assert!(e.rotation("i").unwrap().attested_completed.is_none());
+    }
+
+    /// A rewrap intent whose seal does not verify is still listed; a verified answer that it
+    /// did not run settles it, an unverified one does not.
+    #[test]
+    fn a_rewrap_on_record_is_settled_only_by_a_verified_answer() {
+        let key = |b: u8| Secret32::from_bytes([b; 32]).verification_pattern();
+        let started = Record::ApplyStarted {
+            run: 1,
+            plan_sha256: "p".into(),
+            backend: Some("sim:/f".into()),
+            at: Some("t".into()),
+            audit: None,
+        };
+        let rotation = Record::RotationStarted {
+            instance: "I".into(),
+            from: key(0xA),
+            to: key(0xB),
+            backend: Some("sim:/f".into()),
+            units: Some(vec!["u".into()]),
+            registers: None,
+            at: None,
+        };
+        let intent = Record::Intent {
+            step: "r1.s7".into(),
+            action: Action::RewrapKeyStorage,
+            instance: "I".into(),
+            unit: None,
+            by_hand: false,
+            send_within_ms: None,
+        };
+        let not_done = Record::Outcome {
+            step: "r1.s7".into(),
+            outcome: Outcome::NotDone {
+                reason: "refused".into(),
+            },
+            at: None,
+        };
+        let unverified: Vec<Record> = [started, rotation, intent]
+            .into_iter()
+            .map(unauthenticated)
+            .collect();
+        let on_record = rewraps_on_record(&unverified, "sim:/f");
+        let rewrap = &on_record["i"][0];
+        assert!(!rewrap.verified && !rewrap.completed);
+        assert!(rewrap.of_rotation(&key(0xA), &key(0xB)));
+        assert!(rewraps_on_record(&unverified, "sim:/other").is_empty());
+        let mut answered = unverified.clone();
+        answered.push(unauthenticated(not_done.clone()));
+        assert_eq!(rewraps_on_record(&answered, "sim:/f")["i"].len(), 1);
+        let mut answered = unverified;
+        answered.push(not_done);
+        assert!(rewraps_on_record(&answered, "sim:/f").is_empty());
     }
 }

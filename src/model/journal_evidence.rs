@@ -83,6 +83,53 @@ pub struct JournalEvidence {
     pub unauthenticated: BTreeMap<String, String>,
     /// The same for a record that may concern every instance (an apply run's start).
     pub unauthenticated_all: Option<String>,
+    /// Per instance id, the rewraps records this journal cannot vouch for say mkplan sent
+    /// (their seal does not verify, or a record after them voids them): no evidence of
+    /// anything, but reason enough to refuse what would be unsafe were they true.
+    pub unverified_rewraps: BTreeMap<String, Vec<RewrapOnRecord>>,
+}
+
+/// A rewrap of one instance that a journal record says mkplan sent and never heard back
+/// from, or saw complete; the operator's rewraps by hand are their own and not among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapOnRecord {
+    /// The rotation's keys, when a record names them.
+    pub from: Option<VerificationPattern>,
+    pub to: Option<VerificationPattern>,
+    /// A record says it completed; otherwise it was never answered.
+    pub completed: bool,
+    /// When the run that sent it began.
+    pub sent_at: Option<String>,
+    /// Every record it rests on verifies.
+    pub verified: bool,
+}
+
+impl RewrapOnRecord {
+    /// It may be the rewrap of the rotation `from` → `to` (a record that names no keys may be
+    /// any rotation's).
+    pub fn of_rotation(&self, from: &VerificationPattern, to: &VerificationPattern) -> bool {
+        self.from.as_ref().is_none_or(|f| f == from) && self.to.as_ref().is_none_or(|t| t == to)
+    }
+
+    /// "mkplan's own rewrap from A… to B… was sent in the run of T and never answered".
+    pub fn describe(&self) -> String {
+        let keys = match (&self.from, &self.to) {
+            (Some(from), Some(to)) => format!(" from {}… to {}…", from.short(), to.short()),
+            _ => String::new(),
+        };
+        format!(
+            "mkplan's own rewrap{keys} was sent{} and {}",
+            self.sent_at
+                .as_ref()
+                .map(|t| format!(" in the run of {t}"))
+                .unwrap_or_default(),
+            if self.completed {
+                "completed"
+            } else {
+                "never answered"
+            }
+        )
+    }
 }
 
 impl JournalEvidence {
@@ -104,5 +151,24 @@ impl JournalEvidence {
             .get(&instance.to_ascii_lowercase())
             .or(self.unauthenticated_all.as_ref())
             .map(String::as_str)
+    }
+
+    /// The rewraps of the rotation `from` → `to` of `instance` that records this journal
+    /// cannot vouch for say mkplan sent.
+    pub fn unverified_rewraps(
+        &self,
+        instance: &str,
+        from: Option<&VerificationPattern>,
+        to: &VerificationPattern,
+    ) -> Vec<&RewrapOnRecord> {
+        self.unverified_rewraps
+            .get(&instance.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .filter(|r| match from {
+                Some(from) => r.of_rotation(from, to),
+                None => r.to.as_ref().is_none_or(|t| t == to),
+            })
+            .collect()
     }
 }

@@ -23,6 +23,7 @@ pub use input_error::{
 };
 pub use journal_evidence::{
     ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
+    RewrapOnRecord,
 };
 pub use live::{LiveFleet, LiveInstance, RewrapStatus};
 pub use parser_words::KeyWords;

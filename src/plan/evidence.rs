@@ -99,24 +99,26 @@ pub(crate) fn find_key_storage_mk(
         .map(|c| format!("{}: {}", c.witness, c.why))
         .collect();
     match allowed.len() {
-        1 => Ok(StorageFinding {
-            key_storage_under: allowed.into_iter().next().expect("one key"),
-            evidence,
-        }),
-        0 => Err(Refusal::new(
-            &live.id,
-            Check::EvidenceConsistent,
-            format!(
-                "the evidence about the key storage's master key contradicts itself:\n{}",
-                claims
-                    .iter()
-                    .map(|c| format!("- {} says it is under {}: {}", c.witness, keys(&c.under), c.why))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        )
-        .units(registers(live))
-        .fix("find out which witness is wrong before acting (a journal from another rotation? a register changed by hand?); do not rerun the rotation, set immediate or clear any new register until it is settled")),
+        1 => {
+            let under = allowed.into_iter().next().expect("one key");
+            // The registers never choose a key (someone may have cleared a new register after
+            // a rewrap and loaded it again), but they refuse one no rewrap can have left.
+            if let Some(why) = ruled_out_by_registers(live, &under) {
+                return Err(contradiction(
+                    live,
+                    &claims,
+                    &format!(
+                        "- live state says it is not under {}…: {why}",
+                        under.short()
+                    ),
+                ));
+            }
+            Ok(StorageFinding {
+                key_storage_under: under,
+                evidence,
+            })
+        }
+        0 => Err(contradiction(live, &claims, "")),
         _ => {
             let mut refusal = silent(live, target, silence);
             refusal.detail = format!(
@@ -128,6 +130,32 @@ pub(crate) fn find_key_storage_mk(
             Err(refusal)
         }
     }
+}
+
+/// The witnesses name keys no one key fits, or one the registers rule out (`extra`).
+fn contradiction(live: &LiveInstance, claims: &[Claim], extra: &str) -> Refusal {
+    let said: Vec<String> = claims
+        .iter()
+        .map(|c| {
+            format!(
+                "- {} says it is under {}: {}",
+                c.witness,
+                keys(&c.under),
+                c.why
+            )
+        })
+        .chain((!extra.is_empty()).then(|| extra.to_string()))
+        .collect();
+    Refusal::new(
+        &live.id,
+        Check::EvidenceConsistent,
+        format!(
+            "the evidence about the key storage's master key contradicts itself:\n{}",
+            said.join("\n")
+        ),
+    )
+    .units(registers(live))
+    .fix("find out which witness is wrong before acting (a journal from another rotation? an attestation given in error? a register changed by hand?); the service's rotation status or IBM support confirming which master key the key storage is under settles it. Do not rerun the rotation, set immediate or clear any new register until it is settled")
 }
 
 /// Every current register holds the target and every new register is Empty.
@@ -188,53 +216,6 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
                 why: format!("reports \"{}\"; {why}", RewrapStatus::Rewrapped.describe()),
             }))
         }
-    }
-}
-
-/// The keys the service can have rewrapped to, given that it waits on set immediate. A rewrap
-/// leaves its key in every unit's new register, and only set immediate moves it to the current
-/// register; so the key a rewrap left behind is one that every unit still holds in one of its
-/// registers, while the units not yet promoted to it share one old current key. When no key
-/// fits (some unit lost its copy), any key held in any register may be the one: nothing may
-/// be cleared or overwritten on the service's word alone, and other witnesses must say which.
-fn rewrapped_candidates(live: &LiveInstance) -> (BTreeSet<VerificationPattern>, String) {
-    let held: BTreeSet<&VerificationPattern> = live
-        .crypto_units
-        .iter()
-        .flat_map(|u| {
-            u.new_register
-                .verification_pattern()
-                .into_iter()
-                .chain(u.current_register.verification_pattern())
-        })
-        .collect();
-    let left_behind: BTreeSet<VerificationPattern> = held
-        .iter()
-        .filter(|key| {
-            let everywhere = live
-                .crypto_units
-                .iter()
-                .all(|u| u.current_register.holds(key) || u.new_register.holds(key));
-            let old: BTreeSet<Option<&VerificationPattern>> = live
-                .crypto_units
-                .iter()
-                .filter(|u| !u.current_register.holds(key))
-                .map(|u| u.current_register.verification_pattern())
-                .collect();
-            everywhere && old.len() == 1 && !old.contains(&None)
-        })
-        .map(|key| (*key).clone())
-        .collect();
-    if left_behind.is_empty() {
-        (
-            held.into_iter().cloned().collect(),
-            "no key is held by every crypto unit, so any key in any register may be the one it rewrapped to".into(),
-        )
-    } else {
-        (
-            left_behind,
-            "every crypto unit still holds the key it rewrapped to".into(),
-        )
     }
 }
 
@@ -492,28 +473,23 @@ fn not_recorded(
         ),
         None => format!("{witness} has no record of this rotation{elsewhere}"),
     };
-    JournalSilence {
-        detail,
-        fix: attest_fix(live, target, journal, false),
+    let sent = journal.unverified_rewraps(&live.id, common_current(live).as_ref(), target);
+    if sent.is_empty() {
+        return JournalSilence {
+            detail,
+            fix: attest_fix(live, target, journal, false),
+        };
     }
-}
-
-/// What the registers alone prove. A rewrap needs every new register Full Committed with one
-/// key, and after it that key stays in the new registers until set immediate. So when every
-/// current register holds `A` and no new register holds any other key, no rewrap can have
-/// moved the storage anywhere but `A`. In any other state the registers alone prove nothing.
-fn live_claim(live: &LiveInstance) -> Option<Claim> {
-    let current = common_current(live)?;
-    let other_staged = live.crypto_units.iter().any(|u| {
-        u.new_register
-            .verification_pattern()
-            .is_some_and(|vp| *vp != current)
-    });
-    (!other_staged).then(|| Claim::one(
-        "live state",
-        current,
-        "every current register holds it and no new register holds another key, so no rewrap can have moved the key storage",
-    ))
+    JournalSilence {
+        detail: format!(
+            "{detail}. Yet records it can no longer verify (sealed with another journal key, or voided by such a record) say {}; they cannot vouch for anything, but they are enough to refuse",
+            sent.iter()
+                .map(|r| r.describe())
+                .collect::<Vec<_>>()
+                .join(", and ")
+        ),
+        fix: sent_fix(live, target, journal),
+    }
 }
 
 pub fn common_current(live: &LiveInstance) -> Option<VerificationPattern> {
@@ -579,7 +555,12 @@ fn silent(
 
 #[path = "evidence_fix.rs"]
 mod fix;
-use fix::{attest_fix, confirm_fix, unanswered};
+use fix::{attest_fix, confirm_fix, sent_fix, unanswered};
+
+#[path = "evidence_registers.rs"]
+mod registers_alone;
+pub use registers_alone::rewrap_ruled_out;
+use registers_alone::{live_claim, rewrapped_candidates, ruled_out_by_registers};
 
 #[cfg(test)]
 #[path = "evidence_tests.rs"]

@@ -92,3 +92,19 @@ pub(super) fn unanswered(
         ),
     }
 }
+
+/// Records the journal can no longer verify say mkplan sent this rotation's rewrap: "nobody
+/// sent it" on the operator's word alone is not enough (`attest` refuses it).
+pub(super) fn sent_fix(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    journal: &JournalEvidence,
+) -> String {
+    format!(
+        "settle it with evidence about that rewrap: the service's rotation status, or what IBM support or the TKE CLI showed. If the service reported \"{ok}\", journal it with `mkplan attest rewrap {id} --completed --desired {file}`; if it showed that the rewrap did not run, `--not-run --service-evidence \"…\"` with what it showed (plain `--not-run` is refused: the request left mkplan, so nobody at this end can see that it did not run). Never send another rewrap, set immediate, or clear a new register until then (target {t}…)",
+        id = live.id,
+        file = desired_file(journal),
+        ok = RewrapStatus::Rewrapped.describe(),
+        t = target.short()
+    )
+}

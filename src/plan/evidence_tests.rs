@@ -226,3 +226,61 @@ fn a_rewrap_in_progress_refuses() {
     let refused = find_key_storage_mk(&live, &key(0xB), &journal(None)).unwrap_err();
     assert!(refused.detail.contains("in progress"), "{refused}");
 }
+
+/// A completed rewrap leaves its key Full Committed in every new register until set
+/// immediate: an attestation that it completed, while one unit holds it uncommitted and none
+/// is promoted, contradicts the registers. They never choose a key: alone, they settle nothing.
+#[test]
+fn an_attested_completion_the_registers_rule_out_is_a_contradiction() {
+    let mut units: Vec<CryptoUnit> = (1..3).map(|i| unit(i, committed(0xB), 0xA)).collect();
+    units.insert(0, unit(0, NewRegister::FullUncommitted(key(0xB)), 0xA));
+    let live = instance(RewrapStatus::NotReported, units);
+    let mut attested = rotation(
+        JournalRewrap::Completed {
+            how: "the operator attested".into(),
+        },
+        &[0, 1, 2],
+    );
+    attested.attested_completed = Some(FreshAttestation {
+        at: "2026-11-30T11:00:00Z".into(),
+    });
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap_err();
+    assert_eq!(refused.check, Check::EvidenceConsistent);
+    assert!(
+        refused.detail.contains("journal says it is under"),
+        "{refused}"
+    );
+    assert!(
+        refused.detail.contains("live state says it is not under")
+            && refused.detail.contains("Full Uncommitted"),
+        "{refused}"
+    );
+    let refused = find_key_storage_mk(&live, &key(0xB), &journal(None)).unwrap_err();
+    assert_eq!(refused.check, Check::RewrapEvidence);
+}
+
+/// Records the journal can no longer verify that say mkplan sent the rewrap are named, and
+/// the fix offers no plain `--not-run`.
+#[test]
+fn an_unverified_record_of_a_rewrap_is_named_and_refuses_plain_not_run() {
+    let live = staged_everywhere(RewrapStatus::NotReported);
+    let mut evidence = journal(None);
+    evidence
+        .unauthenticated
+        .insert(INSTANCE.into(), "no journal key".into());
+    evidence.unverified_rewraps.insert(
+        INSTANCE.into(),
+        vec![crate::model::RewrapOnRecord {
+            from: Some(key(0xA)),
+            to: Some(key(0xB)),
+            completed: false,
+            sent_at: Some("2026-11-30T10:00:00Z".into()),
+            verified: false,
+        }],
+    );
+    let refused = find_key_storage_mk(&live, &key(0xB), &evidence).unwrap_err();
+    assert!(refused.detail.contains("never answered"), "{refused}");
+    assert!(refused.detail.contains("enough to refuse"), "{refused}");
+    assert!(refused.fix.contains("--service-evidence"), "{refused}");
+    assert!(!refused.fix.contains("--not-run --desired"), "{refused}");
+}

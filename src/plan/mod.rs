@@ -21,7 +21,7 @@ pub use artifact::{
     CeremonyNeeds, InstancePlan, PLAN_FILE_BYTES_MAX, PLAN_FORMAT_VERSION, Plan, Registers,
     UnitChange,
 };
-pub use evidence::{StorageFinding, common_current, registers_fit};
+pub use evidence::{StorageFinding, common_current, registers_fit, rewrap_ruled_out};
 pub use graph::StepGraph;
 pub use refusal::{Check, PlanRefused, Refusal, UnitValue};
 pub use step::{Action, Step, by_instance, effect};

@@ -135,8 +135,10 @@ fn assert_refused_untouched(ws: &Workspace, run: &Run, before: &[u8], context: &
 /// lines (checksums recomputed; no seal, or a seal copied from a genuine line) say "the
 /// rewrap completed" and vouch for it. Before seals, the plan was set immediate only, and the
 /// key storage lost. Now they are no evidence: plan and apply refuse (exit 3), naming the
-/// record, and send nothing. The operator's own attestation, sealed, then settles it, and the
-/// rotation converges with zero incidents, the forged lines still in the file.
+/// record, and send nothing. They still refuse the operator's plain `--not-run` (a record of a
+/// rewrap mkplan sent, even unverified, makes mkplan more careful); the operator's
+/// attestation with the service's evidence, sealed, then settles it, and the rotation
+/// converges with zero incidents, the forged lines still in the file.
 #[test]
 fn forged_rewrap_completed_lines_are_no_evidence() {
     for copied_seal in [false, true] {
@@ -156,7 +158,12 @@ fn forged_rewrap_completed_lines_are_no_evidence() {
         let rerun = apply(&ws, "");
         assert_refused_untouched(&ws, &rerun, &before, "apply after the forgery");
         assert!(!rerun.stderr.contains("set_immediate"), "{}", rerun.stderr);
-        attest_not_run(&ws);
+        // Lines that cannot vouch still refuse the operator's plain word against them: only
+        // the service's evidence settles a rewrap they say mkplan sent.
+        says(&ws.mkplan(&NOT_RUN), 3, "they are enough to refuse");
+        let mut with_evidence = NOT_RUN.to_vec();
+        with_evidence.extend(["--service-evidence", "IBM support: the storage is under A"]);
+        ws.mkplan(&with_evidence).expect_code(0);
         let settled = apply(&ws, "");
         assert_eq!(settled.code, 0, "{}", settled.stderr);
         assert_converged(&ws, B);
@@ -332,8 +339,17 @@ fn a_copy_of_the_state_folder_cannot_use_an_attestation_the_original_used() {
         "{}",
         from_copy.stderr
     );
-    let attest_again = ws.mkplan_with_env(&["plan", DESIRED], &[("MKPLAN_STATE_DIR", "copy")]);
-    says(&attest_again, 3, "a copy of this journal in");
+    let plan = ws.mkplan_with_env(&["plan", DESIRED], &[("MKPLAN_STATE_DIR", "copy")]);
+    says(&plan, 3, "a copy of this journal in");
+    // Nor can the operator's word alone settle it from the copy: the records it lacks may
+    // say (and here do say) that mkplan sent the rewrap.
+    let attest = ws.mkplan_with_env(&NOT_RUN, &[("MKPLAN_STATE_DIR", "copy")]);
+    says(&attest, 3, "lost records");
+    assert!(
+        attest.stderr.contains("--service-evidence"),
+        "{}",
+        attest.stderr
+    );
     assert_eq!(
         ws.bytes(FLEET),
         before,
@@ -342,15 +358,17 @@ fn a_copy_of_the_state_folder_cannot_use_an_attestation_the_original_used() {
     assert_no_incidents(&ws, "an apply from a copy of the state folder");
 }
 
+/// `attest rewrap --not-run`: the operator's word that nobody rewrapped since.
+const NOT_RUN: [&str; 6] = [
+    "attest",
+    "rewrap",
+    INSTANCE,
+    "--not-run",
+    "--desired",
+    DESIRED,
+];
+
 /// The operator's word: nobody rewrapped since.
 pub(crate) fn attest_not_run(ws: &Workspace) {
-    ws.mkplan(&[
-        "attest",
-        "rewrap",
-        INSTANCE,
-        "--not-run",
-        "--desired",
-        DESIRED,
-    ])
-    .expect_code(0);
+    ws.mkplan(&NOT_RUN).expect_code(0);
 }

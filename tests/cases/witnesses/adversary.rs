@@ -323,3 +323,119 @@ fn a_rewrap_the_journal_saw_complete_cannot_be_attested_as_not_run() {
     apply(&ws, "", &[]).expect_code(0);
     assert_converged(&ws, "after the confirmation");
 }
+
+/// Regression (fourth adversarial review, a12): the apply died after the three loads, so
+/// every new register held B Full Uncommitted and no rewrap could have run; `attest rewrap
+/// --completed` was taken anyway (a register merely holding B was enough), and the next apply
+/// committed and set immediate before any rewrap (four incidents). A completed rewrap leaves
+/// its key Full Committed in every new register until set immediate: the attestation is
+/// refused, naming each unit, and the rotation then runs as planned.
+#[test]
+fn a_completed_rewrap_cannot_be_attested_while_no_new_register_is_committed() {
+    let ws = rotate_to_b(&three_units(false));
+    crash_after(&ws, 3);
+    let (before, fleet) = (journal(&ws), ws.bytes(FLEET));
+    let refused = attest(&ws, INSTANCE, &["--completed"]);
+    assert_eq!(refused.code, 3, "{}", said(&refused));
+    let text = said(&refused);
+    assert!(
+        text.contains("no rewrap to 57c060b114f5… can have completed"),
+        "{text}"
+    );
+    for n in 1..=3 {
+        assert!(
+            text.contains(&format!(
+                "crypto unit {}: new register Full Uncommitted {B}",
+                u(n)
+            )),
+            "{text}"
+        );
+    }
+    assert!(text.contains("IBM support"), "{text}");
+    assert_eq!(journal(&ws), before, "nothing journaled");
+    assert_eq!(ws.bytes(FLEET), fleet, "nothing touched");
+    apply(&ws, "", &[]).expect_code(0);
+    assert_converged(&ws, "after the refused attestation");
+}
+
+/// The planner's side of the same rule (defence in depth): an attestation that the rewrap
+/// completed, taken while every new register held B Full Committed, and then another operator
+/// cleared crypto unit 1's new register and loaded B again without committing it. The
+/// registers now show that no rewrap to B can have completed (none ran: the key storage is
+/// still under A); the attestation says it did. Without the service's status to say which,
+/// planning on the attestation commits and sets immediate before any rewrap. The plan must
+/// refuse the contradiction (`evidence_consistent`, exit 3), naming both witnesses.
+#[test]
+fn an_attested_rewrap_the_registers_rule_out_is_a_contradiction() {
+    let ws = rotate_to_b(&three_units(false));
+    crash_after(&ws, 6);
+    attest(&ws, INSTANCE, &["--completed"]).expect_code(0);
+    let load = SimOperation::LoadNewMk {
+        instance: INSTANCE.into(),
+        unit: u(1),
+        verification_pattern: vp(B),
+    };
+    operator(&ws, FLEET, &[clear_new(&u(1)), load]);
+    let before = ws.bytes(FLEET);
+    let plan = ws.mkplan(&["plan", DESIRED]);
+    assert_refused_untouched(&ws, &plan, &before, "plan");
+    let text = said(&plan);
+    assert!(text.contains("evidence_consistent"), "{text}");
+    assert!(text.contains("the operator attested"), "{text}");
+    assert!(
+        text.contains("live state says it is not under 57c060b114f5…")
+            && text.contains("no rewrap to 57c060b114f5… can have completed"),
+        "{text}"
+    );
+    let run = apply(&ws, "", &[]);
+    assert_refused_untouched(&ws, &run, &before, "apply");
+}
+
+/// Regression (fourth adversarial review, a8): mkplan's own rewrap lost its answer; then the
+/// journal key was replaced (moved away after a suspected leak, as docs/security.md advises).
+/// The records no longer verified, so `attest --not-run` forgot the unanswered rewrap and was
+/// taken without the service's evidence, the plan's fix offered it, and the apply rewrapped a
+/// second time (an incident). Records that no longer verify authorise nothing, but they are
+/// enough to refuse: the plan names the rewrap they speak of, offers no plain `--not-run`,
+/// the attestation is refused, and only evidence about that rewrap settles it.
+#[test]
+fn an_unanswered_rewrap_still_refuses_not_run_after_the_journal_key_is_replaced() {
+    let ws = rotate_to_b(&three_units(false));
+    let first = apply(&ws, "lose_response_op=7", &[]);
+    assert_eq!(first.code, 1, "{}", said(&first));
+    let new_key = ws.path("new-key/journal.key");
+    std::fs::create_dir_all(ws.path("new-key")).unwrap();
+    let key = [("MKPLAN_JOURNAL_KEY", new_key.to_str().unwrap())];
+    let before = ws.bytes(FLEET);
+    let plan = ws.mkplan_with_env(&["plan", DESIRED], &key);
+    assert_refused_untouched(&ws, &plan, &before, "plan with the new key");
+    let text = said(&plan);
+    assert!(
+        text.contains("was sent") && text.contains("never answered"),
+        "{text}"
+    );
+    assert!(text.contains("they are enough to refuse"), "{text}");
+    assert!(
+        !text.contains(&format!("--not-run --desired {DESIRED}`")),
+        "the fix must not offer a plain --not-run:\n{text}"
+    );
+    assert!(text.contains("--service-evidence"), "{text}");
+    let journaled = journal(&ws);
+    let refused = attest_with_env(&ws, INSTANCE, &["--not-run"], &key);
+    assert_eq!(refused.code, 3, "{}", said(&refused));
+    assert!(
+        said(&refused).contains("no longer verify"),
+        "{}",
+        said(&refused)
+    );
+    assert_eq!(journal(&ws), journaled, "nothing journaled");
+    let mut env = PASSWORDS.to_vec();
+    env.extend(key);
+    let rerun = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_refused_untouched(&ws, &rerun, &before, "apply with the new key");
+    // The service's word settles it: here the rewrap did complete.
+    attest_with_env(&ws, INSTANCE, &["--completed"], &key).expect_code(0);
+    ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env)
+        .expect_code(0);
+    assert_converged(&ws, "after the service's word");
+}

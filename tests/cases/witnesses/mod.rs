@@ -31,9 +31,14 @@ use crate::support::*;
 
 /// `mkplan attest rewrap INSTANCE --desired desired.yaml HOW…` for the workspace's instance.
 fn attest(ws: &Workspace, instance: &str, how: &[&str]) -> Run {
+    attest_with_env(ws, instance, how, &[])
+}
+
+/// `attest` with more environment variables (another journal key).
+fn attest_with_env(ws: &Workspace, instance: &str, how: &[&str], env: &[(&str, &str)]) -> Run {
     let mut args = vec!["attest", "rewrap", instance, "--desired", DESIRED];
     args.extend_from_slice(how);
-    ws.mkplan(&args)
+    ws.mkplan_with_env(&args, env)
 }
 
 /// `mkplan apply desired.yaml --auto-approve EXTRA…` with the demo passwords and `faults`.
