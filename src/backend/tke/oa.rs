@@ -13,7 +13,9 @@
 //!
 //! The backend (`tke::TkeBackend::admin`) reads each crypto module's chain once per run,
 //! checks every m_admin reply with its epoch key, and re-reads the chain once after a reply
-//! fails before it refuses. The test chain the simulator signs with is `oa_test_chain`.
+//! fails before it refuses. A chain whose exact bytes verified against the same roots before
+//! in this process is not checked again (`verify_chain_once`); the replies always are. The
+//! test chain the simulator signs with is `oa_test_chain`.
 
 use p521::ecdsa::signature::hazmat::PrehashVerifier;
 use p521::ecdsa::{Signature, VerifyingKey};
@@ -182,7 +184,7 @@ fn parse_oa3(data: &[u8]) -> Result<OaCertificate, WireError> {
 }
 
 /// A root key that may sign the last certificate of a chain, chosen by its SKI.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RootKey {
     pub name: &'static str,
     pub family: Family,
@@ -230,6 +232,61 @@ pub const IBM_ROOTS: [RootKey; 3] = [
 /// Checks a module's chain to IBM's roots and returns its epoch key (certificate 0's).
 pub fn verify_chain_to_ibm(chain: &[Vec<u8>]) -> Result<VerifyingKey, WireError> {
     verify_chain(chain, &IBM_ROOTS)
+}
+
+/// Chains `verify_chain_once` remembers; past it the oldest is forgotten (and verified
+/// again when it is read again).
+const CHAINS_VERIFIED_MAX: usize = 32;
+
+/// A chain that verified, exactly as read, with exactly the roots it was checked against.
+struct VerifiedChain {
+    chain: Vec<Vec<u8>>,
+    roots: Vec<RootKey>,
+    epoch_key: VerifyingKey,
+}
+
+/// Chains that verified in this process: every crypto module of a run, and every backend a
+/// process opens, reads the same chain again, and each check costs several P-521
+/// verifications. Only successes are kept, keyed by every byte of every certificate and by
+/// the whole list of trusted roots, so a hit returns what `verify_chain` would return.
+static CHAINS_VERIFIED: std::sync::Mutex<Vec<VerifiedChain>> = std::sync::Mutex::new(Vec::new());
+
+/// `verify_chain`, remembering chains that verified: a chain whose bytes and roots are the
+/// same as those of one that verified before in this process is not checked again. Anything
+/// else (a changed byte, another certificate, another set of roots) is checked in full, and a
+/// refusal is never remembered.
+pub(crate) fn verify_chain_once(
+    chain: &[Vec<u8>],
+    roots: &[RootKey],
+) -> Result<VerifyingKey, WireError> {
+    let verified = || CHAINS_VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = verified()
+        .iter()
+        .find(|known| known.chain == chain && known.roots == roots)
+    {
+        return Ok(known.epoch_key);
+    }
+    let epoch_key = verify_chain(chain, roots)?;
+    let mut verified = verified();
+    if verified.len() >= CHAINS_VERIFIED_MAX {
+        verified.remove(0);
+    }
+    verified.push(VerifiedChain {
+        chain: chain.to_vec(),
+        roots: roots.to_vec(),
+        epoch_key,
+    });
+    Ok(epoch_key)
+}
+
+/// Whether `verify_chain_once` would answer from memory (for tests).
+#[cfg(test)]
+pub(crate) fn chain_remembered(chain: &[Vec<u8>], roots: &[RootKey]) -> bool {
+    CHAINS_VERIFIED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|known| known.chain == chain && known.roots == roots)
 }
 
 /// `chain[0]` is device certificate 0 (the epoch key), `chain[i + 1]` the certificate that

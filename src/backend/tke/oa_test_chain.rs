@@ -127,10 +127,39 @@ pub fn test_module(epoch: u8, stranger_root: bool) -> TestModule {
     }
 }
 
+/// Reply signatures `reply_signer_info` remembers; when full, it forgets them all.
+const REPLY_SIGNATURES_MAX: usize = 4096;
+
+/// Signatures the simulator made, by signing key (its public point) and block. ECDSA here is
+/// deterministic (RFC 6979: the nonce comes from the key and the digest), so signing the same
+/// block with the same key again gives these very bytes: a simulator answering the same read
+/// many times (every poll of an apply) signs it once.
+static REPLY_SIGNATURES: std::sync::LazyLock<std::sync::Mutex<ReplySignatures>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// (public point, block) -> (r, s).
+type ReplySignatures = std::collections::HashMap<(Vec<u8>, Vec<u8>), (Vec<u8>, Vec<u8>)>;
+
+/// `sign(key, block)`, remembered (see `REPLY_SIGNATURES`).
+fn sign_remembered(key: &SigningKey, block: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let signatures = || REPLY_SIGNATURES.lock().unwrap_or_else(|e| e.into_inner());
+    let id = (point(key), block.to_vec());
+    if let Some(known) = signatures().get(&id) {
+        return known.clone();
+    }
+    let signature = sign(key, block);
+    let mut signatures = signatures();
+    if signatures.len() >= REPLY_SIGNATURES_MAX {
+        signatures.clear();
+    }
+    signatures.insert(id, signature.clone());
+    signature
+}
+
 /// The SignerInfo a card puts in an xcpAdminRsp: ECDSA P-521 over SHA-512(`block`), the
 /// xcpAdminRspBlk DER exactly as carried (tke-wire.md §4.3, §4.6).
 pub fn reply_signer_info(key: &SigningKey, block: &[u8]) -> Vec<u8> {
-    let (r, s) = sign(key, block);
+    let (r, s) = sign_remembered(key, block);
     let integer = |n: &[u8]| {
         let n = &n[n.iter().take_while(|b| **b == 0).count()..];
         // A leading 0x00 keeps a high first bit from reading as negative.
@@ -150,4 +179,23 @@ pub fn reply_signer_info(key: &SigningKey, block: &[u8]) -> Vec<u8> {
         algorithm_id(&OID_ECDSA_WITH_SHA512),
         der::octet_string(&der::sequence(&[integer(&r), integer(&s)])),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a remembered signature saves is a signing that would give the same bytes.
+    #[test]
+    fn a_remembered_reply_signature_is_the_one_signing_gives_again() {
+        let (key, other) = (signing_key(EPOCH_SEED), signing_key(INTERMEDIATE_SEED));
+        let block = b"an xcpAdminRspBlk".to_vec();
+        let first = sign_remembered(&key, &block);
+        assert_eq!(first, sign(&key, &block), "RFC 6979: deterministic");
+        assert_eq!(sign_remembered(&key, &block), first);
+        // Another key or another block is signed, not looked up.
+        assert_eq!(sign_remembered(&other, &block), sign(&other, &block));
+        assert_ne!(sign_remembered(&other, &block), first);
+        assert_ne!(sign_remembered(&key, b"another block"), first);
+    }
 }

@@ -274,3 +274,50 @@ fn the_simulator_s_chain_and_replies_verify_to_the_test_root_only() {
     *forged.last_mut().unwrap() ^= 1;
     assert!(verify_reply(&attributes.signer_infos, &forged, &epoch).is_err());
 }
+
+/// A chain that verified is remembered by its exact bytes and roots only: after the good
+/// chain is remembered, a chain with one byte changed, a chain with another epoch
+/// certificate, and the good chain under other roots are each checked in full and refused.
+#[test]
+fn a_remembered_chain_lets_no_changed_chain_or_other_roots_pass() {
+    let (good, epoch, root) = chain(oa2);
+    let roots = [test_root(Family::Oa2, ROOT, &root)];
+    assert_eq!(
+        &verify_chain_once(&good, &roots).unwrap(),
+        epoch.verifying_key()
+    );
+    assert!(chain_remembered(&good, &roots));
+    // Asked again: the same key, from memory.
+    assert_eq!(
+        &verify_chain_once(&good, &roots).unwrap(),
+        epoch.verifying_key()
+    );
+
+    for (certificate, at) in [(0, 40), (1, 40), (0, 300), (1, 300)] {
+        let mut changed = good.clone();
+        changed[certificate][at] ^= 1;
+        let refused = verify_chain_once(&changed, &roots).unwrap_err().message;
+        assert!(
+            refused.contains(&format!("device certificate {certificate}")),
+            "certificate {certificate}, byte {at}: {refused}"
+        );
+        assert!(!chain_remembered(&changed, &roots));
+    }
+    // Another epoch key, certified by a key that is not the intermediate's.
+    let impostor = signing_key(9);
+    let swapped = vec![
+        oa2(EPOCH, INTERMEDIATE, &point(&impostor), &impostor),
+        good[1].clone(),
+    ];
+    assert!(verify_chain_once(&swapped, &roots).is_err());
+    // One certificate of the good chain only: it ends at no root.
+    assert!(verify_chain_once(&good[..1], &roots).is_err());
+    // The good chain where only IBM's roots are trusted.
+    assert!(verify_chain_once(&good, &IBM_ROOTS).is_err());
+    assert!(!chain_remembered(&good, &IBM_ROOTS));
+    // The good chain is still accepted as it was.
+    assert_eq!(
+        &verify_chain_once(&good, &roots).unwrap(),
+        epoch.verifying_key()
+    );
+}

@@ -78,7 +78,9 @@ impl TkeBackend {
     }
 
     /// The epoch key of `unit`'s crypto module: read from its OA chain (§3.5 steps 2–3) the
-    /// first time, or again when `reread`.
+    /// first time, or again when `reread`. The chain is read from the module each time; only
+    /// its check is skipped when the very same bytes verified before in this process
+    /// (`oa::verify_chain_once`).
     pub(super) async fn epoch_key(
         &self,
         unit: &Target<'_>,
@@ -89,7 +91,7 @@ impl TkeBackend {
             return Ok(*key);
         }
         let chain = self.device_certificates(unit).await?;
-        let key = oa::verify_chain(&chain, &self.roots).map_err(|e| {
+        let key = oa::verify_chain_once(&chain, &self.roots).map_err(|e| {
             BackendError::Protocol(format!(
                 "crypto unit {}: crypto module {}'s OA certificate chain is refused: {e}. mkplan trusts a crypto module only when its chain ends at one of IBM's OA root keys; stop and ask IBM support",
                 unit.hsm_id, unit.module
