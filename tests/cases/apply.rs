@@ -154,8 +154,11 @@ fn sweep(fleet: fn(bool) -> Fleet, units: usize, fault: &str, reports: bool, poi
         // A transient error on the rewrap leaves its outcome unknown, whether or not it took
         // effect; a crash after a commit and before the rewrap leaves a gap in which someone
         // else may have rewrapped. Without the service's status the rerun must refuse, never
-        // resend it, until the operator says what happened.
-        let unknown_rewrap = n == rewrap_op && !reports;
+        // resend it, until the operator says what happened. With it, a rewrap that took effect
+        // is settled as done; but one that failed with no effect is not settled by "no
+        // rewrap": the request may still be queued at the service (the adversary's a7), so
+        // the rerun refuses until the operator says what the service showed.
+        let unknown_rewrap = n == rewrap_op && (!reports || fault == "fail_op");
         let interrupted_after_commits =
             !reports && fault == "crash_after_op" && committed && n < rewrap_op;
         if (unknown_rewrap || interrupted_after_commits) && first.code != 0 {
