@@ -72,7 +72,7 @@ pub fn attestation_records(
     }
     if !attestation.ran && attestation.service_evidence.is_none() {
         unanswered_on_record(records, found, backend, witness, &from, &to)?;
-        lost_records(records, found, witness)?;
+        lost_records(records, &found.id, witness)?;
     }
     let statement = if attestation.ran {
         format!(
@@ -162,16 +162,27 @@ fn unanswered_on_record(
 /// A journal cut back, replaced by an older copy, or forked (a copy of it elsewhere went on)
 /// lost records, and they may say mkplan sent this rotation's rewrap: "nobody sent it" on the
 /// operator's word alone is not enough, as for a rewrap on record.
-fn lost_records(records: &[Record], found: &LiveInstance, witness: &str) -> Result<(), NotTaken> {
-    let Some((expected, found_records, why)) = records.iter().find_map(|r| match r {
-        Record::RolledBack {
-            expected,
-            found,
-            why,
-            ..
-        } => Some((expected, found, why)),
-        _ => None,
-    }) else {
+/// A rotation that began after the loss is recorded whole, so only a loss found since the
+/// instance's last rotation began (or with no rotation on record) counts.
+fn lost_records(records: &[Record], instance: &str, witness: &str) -> Result<(), NotTaken> {
+    let began = records.iter().rposition(|r| {
+        matches!(r, Record::RotationStarted { instance: i, .. } if i.eq_ignore_ascii_case(instance))
+    });
+    let Some((expected, found_records, why)) =
+        records
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(index, r)| match r {
+                Record::RolledBack {
+                    expected,
+                    found,
+                    why,
+                    ..
+                } if began.is_none_or(|b| index > b) => Some((expected, found, why)),
+                _ => None,
+            })
+    else {
         return Ok(());
     };
     let lost = why.clone().unwrap_or_else(|| {
@@ -179,7 +190,7 @@ fn lost_records(records: &[Record], found: &LiveInstance, witness: &str) -> Resu
     });
     Err(NotTaken(format!(
         "refused: {witness} lost records ({lost}). The records it lost may say that mkplan sent a rewrap of service instance {} that nobody at this end can see, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Use the journal that went on (its state folder, if another copy went further), or say what the service showed (IBM support, the service's rotation status) with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
-        found.id,
+        instance,
         RewrapStatus::Rewrapped.describe()
     )))
 }
@@ -290,4 +301,49 @@ fn open_rewraps(records: &[Record], instance: &str, backend: &str) -> Vec<(Strin
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(instance: &str) -> Record {
+        let vp = |c: char| VerificationPattern::parse(&c.to_string().repeat(64)).unwrap();
+        Record::RotationStarted {
+            instance: instance.into(),
+            from: vp('a'),
+            to: vp('b'),
+            backend: None,
+            units: None,
+            registers: None,
+            at: None,
+        }
+    }
+
+    fn cut() -> Record {
+        Record::RolledBack {
+            expected: 9,
+            found: 5,
+            at: None,
+            why: None,
+        }
+    }
+
+    #[test]
+    fn a_loss_since_the_rotation_began_refuses_not_run_and_an_older_one_does_not() {
+        let refused = lost_records(&[started("i1"), cut()], "I1", "the journal").unwrap_err();
+        assert!(
+            refused
+                .0
+                .contains("lost records (mkplan last left it with 9 records and found 5)"),
+            "{}",
+            refused.0
+        );
+        assert!(lost_records(&[cut()], "i1", "the journal").is_err());
+        // A rotation begun after the cut is recorded whole.
+        assert!(lost_records(&[cut(), started("i1")], "i1", "the journal").is_ok());
+        // Another instance's rotation does not make the cut older for this one.
+        assert!(lost_records(&[cut(), started("i2")], "i1", "the journal").is_err());
+        assert!(lost_records(&[started("i1")], "i1", "the journal").is_ok());
+    }
 }
