@@ -494,12 +494,20 @@ impl Heads {
         found: usize,
         seals_at: &[Option<String>],
     ) -> Option<Record> {
+        // Only the chain's head can have been left by another folder: the folder's head is
+        // this folder's by its name (and an older mkplan wrote its path uncanonicalized).
+        let of_chain = self
+            .folder
+            .iter()
+            .map(|_| false)
+            .chain(self.chain.iter().map(|_| true));
         self.found()
             .into_iter()
+            .zip(of_chain)
             .zip(seals_at)
-            .find_map(|(head, seal_at)| {
+            .find_map(|((head, of_chain), seal_at)| {
                 let mut record = rolled_back(Some(head), found, seal_at.as_deref())?;
-                let elsewhere = Path::new(&head.state_dir) != canonical(state_dir);
+                let elsewhere = of_chain && Path::new(&head.state_dir) != canonical(state_dir);
                 if let (Record::RolledBack { why, .. }, true) = (&mut record, elsewhere) {
                     *why = Some(format!(
                         "a copy of this journal in {} went on to {} records, and this one holds {found}: two folders of one journal would each miss what the other saw",
