@@ -78,33 +78,31 @@ pub(super) fn unanswered(
             ),
         };
     }
-    let status = if live.rewrap_status == RewrapStatus::NotReported {
-        String::new()
-    } else {
-        "plan again once the service's rotation status reports it in progress or done (its \"no rewrap\" does not settle it: the request may still be on its way or queued at the service); or ".into()
-    };
     JournalSilence {
         detail: format!(
             "{witness} shows mkplan's own rewrap to {to}… sent{run} whose outcome was never recorded (a crash, a lost response); it may still be on its way, queued or running at the service, or have completed"
         ),
-        fix: format!(
-            "settle it with evidence about that rewrap: {status}journal what the TKE CLI, the service or IBM support showed with `mkplan attest rewrap {id} --completed --desired {file}`, or with `--not-run --service-evidence \"…\"` (the request left mkplan, so nobody at this end can see that it did not run). {never}"
-        ),
+        fix: sent_fix(live, &rotation.to, journal),
     }
 }
 
-/// Records the journal can no longer verify say mkplan sent this rotation's rewrap: "nobody
-/// sent it" on the operator's word alone is not enough (`attest` refuses it).
+/// mkplan sent this rotation's rewrap (its request went unanswered, or records the journal
+/// can no longer verify say so): only evidence about that rewrap settles it, and "nobody sent
+/// it" on the operator's word alone is not enough (`attest` refuses it).
 pub(super) fn sent_fix(
     live: &LiveInstance,
     target: &VerificationPattern,
     journal: &JournalEvidence,
 ) -> String {
+    let status = if live.rewrap_status == RewrapStatus::NotReported {
+        String::new()
+    } else {
+        "plan again once the service's rotation status reports it in progress or done (its \"no rewrap\" does not settle it: the request may still be on its way or queued at the service); or ".into()
+    };
     format!(
-        "settle it with evidence about that rewrap: the service's rotation status, or what IBM support or the TKE CLI showed. If the service reported \"{ok}\", journal it with `mkplan attest rewrap {id} --completed --desired {file}`; if it showed that the rewrap did not run, `--not-run --service-evidence \"…\"` with what it showed (plain `--not-run` is refused: the request left mkplan, so nobody at this end can see that it did not run). Never send another rewrap, set immediate, or clear a new register until then (target {t}…)",
+        "settle it with evidence about that rewrap: {status}journal what the TKE CLI, the service or IBM support showed with `mkplan attest rewrap {id} --completed --desired {file}`, or with `--not-run --service-evidence \"…\"` (the request left mkplan, so nobody at this end can see that it did not run). Never rewrap again, set immediate, or clear a new register until then (target {t}…)",
         id = live.id,
         file = desired_file(journal),
-        ok = RewrapStatus::Rewrapped.describe(),
         t = target.short()
     )
 }
