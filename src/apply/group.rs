@@ -417,11 +417,14 @@ pub fn step_call(
                     _ => None,
                 })
                 .ok_or_else(|| format!("{store} is not declared"))?;
-            Ok(backend.call(
-                desired,
-                "zkey-cryptsetup",
-                luks2_args("reencipher", &store.name, key_file, flags),
-            ))
+            let mut args = luks2_args("reencipher", &store.name, key_file, flags);
+            if action == GroupAction::StageReencipher {
+                // Staging again over this change's own pending staging (an earlier run's, see
+                // `settle_unseen_staging`) cancels it; the tool asks first, and stdin is no
+                // terminal here. Last, so the journal's earlier commands still match.
+                args.push("--batch-mode".into());
+            }
+            Ok(backend.call(desired, "zkey-cryptsetup", args))
         }
         (StoreKind::Application, action) => {
             let Some(DesiredStore::Application {

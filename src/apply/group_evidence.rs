@@ -6,7 +6,9 @@
 //! exact command) before it runs it, only while the volume has nothing staged and every
 //! APQN's NEW holds the change's key; so a pending staging after such an intent in the open
 //! change is under that change's key. Nothing else counts: another state folder's journal,
-//! a closed change, or a command for another device leaves the volume unseen.
+//! a closed change, or a command for another device leaves the volume unseen. A staging of an
+//! earlier run is staged again before the set (see `settle_unseen_staging`): between runs,
+//! anyone may have staged the volume again under another key.
 
 use std::collections::BTreeMap;
 
@@ -19,16 +21,26 @@ use crate::plan::domain_group::GroupEvidence;
 
 /// The journal's evidence for planning `desired`.
 pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEvidence {
+    let staged = staged_in_change(journal.records(), desired);
     GroupEvidence {
         recorded_serials: journal.open_change_serials(),
-        staged_in_change: staged_in_change(journal.records(), desired),
+        staged_earlier: staged
+            .iter()
+            .filter(|(_, (at, _))| *at < journal.earlier_records())
+            .map(|(id, _)| id.clone())
+            .collect(),
+        staged_in_change: staged
+            .into_iter()
+            .map(|(id, (_, targets))| (id, targets))
+            .collect(),
     }
 }
 
+/// Each volume the open change staged: the index of its last stage intent, and the targets.
 fn staged_in_change(
     records: &[GroupRecord],
     desired: &DesiredGroup,
-) -> BTreeMap<StoreId, BTreeMap<MkType, Mkvp>> {
+) -> BTreeMap<StoreId, (usize, BTreeMap<MkType, Mkvp>)> {
     let mut found = BTreeMap::new();
     let Some(begin) = records
         .iter()
@@ -46,7 +58,7 @@ fn staged_in_change(
             Some((mk_type, Mkvp::parse(mk_type, vp).ok()?))
         })
         .collect();
-    for record in &records[begin + 1..] {
+    for (at, record) in records.iter().enumerate().skip(begin + 1) {
         let GroupRecord::Intent { action, what, .. } = record else {
             continue;
         };
@@ -70,7 +82,7 @@ fn staged_in_change(
                     kind: StoreKind::Luks2Volume,
                     name: device.clone(),
                 };
-                found.insert(id, targets.clone());
+                found.insert(id, (at, targets.clone()));
             }
         }
     }

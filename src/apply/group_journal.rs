@@ -79,6 +79,8 @@ pub struct GroupJournal {
     path: PathBuf,
     identity: String,
     records: Vec<GroupRecord>,
+    /// How many records were there when it was opened: those after are this run's.
+    opened_with: usize,
     /// Present when opened to append.
     writer: Option<Writer>,
 }
@@ -125,6 +127,7 @@ impl GroupJournal {
         Ok(Self {
             path,
             identity: identity.into(),
+            opened_with: read.records.len(),
             records: read.records,
             writer: None,
         })
@@ -147,6 +150,7 @@ impl GroupJournal {
         Ok(Self {
             path,
             identity: identity.into(),
+            opened_with: read.records.len(),
             records: read.records,
             writer: Some(Writer {
                 key: key.clone(),
@@ -237,6 +241,11 @@ impl GroupJournal {
 
     pub fn records(&self) -> &[GroupRecord] {
         &self.records
+    }
+
+    /// The records written before this process opened the journal (earlier runs').
+    pub fn earlier_records(&self) -> usize {
+        self.opened_with
     }
 
     /// The serial numbers recorded when the open change began, if one is open.

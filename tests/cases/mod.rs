@@ -38,5 +38,6 @@ mod zcrypt_fake_luks2;
 mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
+mod zcrypt_restaged;
 mod zcrypt_saved;
 mod zcrypt_scenarios;

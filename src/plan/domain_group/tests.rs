@@ -569,7 +569,7 @@ fn a_luks2_staging_the_tool_does_not_show_is_settled_only_by_this_changes_journa
     );
     let ours = GroupEvidence {
         staged_in_change: BTreeMap::from([(
-            id,
+            id.clone(),
             BTreeMap::from([(MkType::Wk, vp(MkType::Wk, 'b'))]),
         )]),
         ..GroupEvidence::default()
@@ -582,5 +582,34 @@ fn a_luks2_staging_the_tool_does_not_show_is_settled_only_by_this_changes_journa
             "set_immediate 04.0006",
             "complete_reencipher /dev/dasdb1"
         ]
+    );
+    // Staged by an earlier run, and no set has begun: anyone may have staged it again since,
+    // under another key; this run stages it again, and so witnesses the key.
+    let earlier = GroupEvidence {
+        staged_earlier: [id.clone()].into(),
+        ..ours.clone()
+    };
+    let plan = plan_group(&d, &l, &earlier).unwrap();
+    assert_eq!(
+        actions(&plan),
+        [
+            "stage_reencipher /dev/dasdb1",
+            "set_immediate 03.0006",
+            "set_immediate 04.0006",
+            "complete_reencipher /dev/dasdb1"
+        ]
+    );
+    assert!(
+        plan.steps[0].description.contains("staged again"),
+        "{:?}",
+        plan.steps[0]
+    );
+    // Once a set has begun, the active copy's key has left CURRENT there and the volume can
+    // no longer be staged again: the journal's word is all there is.
+    l.apqns[0].registers = Some(registers(EP11, 'b', NewMk::Empty, None));
+    let plan = plan_group(&d, &l, &earlier).unwrap();
+    assert_eq!(
+        actions(&plan),
+        ["set_immediate 04.0006", "complete_reencipher /dev/dasdb1"]
     );
 }
