@@ -110,6 +110,7 @@ fn desired(target: VerificationPattern) -> DesiredState {
     DesiredState {
         backend: None,
         backend_at: None,
+        signature_keys_written: false,
         instances: vec![DesiredInstance {
             id: INSTANCE.into(),
             signature_threshold: 2,

@@ -254,6 +254,10 @@ impl HttpBackend {
             .bytes()
             .await
             .map_err(|e| Failure::Network(describe(&e)))?;
+        // The connection goes back to the pool in a task of its own once the answer is read:
+        // let it run before the permit frees, or the request that takes the permit finds no
+        // idle connection and opens another (at --parallelism 256, some 350 connections).
+        tokio::task::yield_now().await;
         if bytes.len() > RESPONSE_BYTES_MAX {
             return Err(Failure::Final(BackendError::Protocol(format!(
                 "{} answered with more than {RESPONSE_BYTES_MAX} bytes",

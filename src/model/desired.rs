@@ -80,6 +80,9 @@ pub struct DesiredState {
     /// Line and column of `backend:`'s value, for an error found when the backend is opened.
     pub backend_at: Option<(u64, u64)>,
     pub instances: Vec<DesiredInstance>,
+    /// Whether the file has a `signature_keys:` section (`signature_keys::parse` reads it; a
+    /// file without one is not parsed a second time).
+    pub signature_keys_written: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +252,7 @@ pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredSta
         backend_at: raw.backend.as_ref().map(at),
         backend: raw.backend.map(|spec| spec.value),
         instances,
+        signature_keys_written: raw.signature_keys.is_some(),
     })
 }
 

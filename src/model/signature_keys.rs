@@ -89,6 +89,9 @@ pub fn parse(
     folder: &Path,
     state: &DesiredState,
 ) -> Result<Vec<SignatureKey>, InputError> {
+    if !state.signature_keys_written {
+        return Ok(Vec::new());
+    }
     let raw: RawTop = super::from_yaml_str(text).map_err(|e| {
         InputError::from_yaml(
             file,

@@ -35,7 +35,11 @@ pub const HEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const BODY_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Longest header or body timeout accepted (a slow network, not a stalled client).
 pub const TIMEOUT_MS_MAX: u64 = 300_000;
-pub const CONNECTIONS_MAX_DEFAULT: usize = 256;
+/// A client with `--parallelism P` holds up to 2 P connections: P in use, and up to P idle in
+/// its pool (a connection goes back to the pool a moment after its answer is read, so the next
+/// request may open another). 1,024 serves the largest (P = 256) with room to spare; at 256 a
+/// client at P = 256 stalled for seconds on its own idle connections.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 /// Most connections `--connections-max` may allow (each is a file descriptor).
 pub const CONNECTIONS_MAX_LIMIT: usize = 4096;
 /// Pause after an accept error that is not the client's (out of file descriptors): the
