@@ -49,7 +49,21 @@ const USER_NOT_LOGGED_IN: u32 = 0x101;
 #[derive(Default)]
 pub(crate) struct Domain {
     pub(crate) counter: u64,
-    pub(crate) importer: Option<SecretKey>,
+    pub(crate) importer: Option<Importer>,
+}
+
+/// A domain's importer key, with its public half computed once: every query reports it, and
+/// deriving it is a P-521 scalar multiplication.
+pub(crate) struct Importer {
+    secret: SecretKey,
+    public: PublicKey,
+}
+
+impl Importer {
+    fn new(secret: SecretKey) -> Self {
+        let public = secret.public_key();
+        Importer { secret, public }
+    }
 }
 
 /// Every simulated domain, by crypto unit id, and the signed commands received so far.
@@ -64,7 +78,7 @@ impl Cards {
     pub(crate) fn view(&self, hsm_id: &str) -> (u64, Option<PublicKey>) {
         self.domains
             .get(&hsm_id.to_ascii_lowercase())
-            .map(|d| (d.counter, d.importer.as_ref().map(SecretKey::public_key)))
+            .map(|d| (d.counter, d.importer.as_ref().map(|key| key.public)))
             .unwrap_or_default()
     }
 }
@@ -200,11 +214,11 @@ async fn act(
         Ok(Some(operation)) => operation,
         Ok(None) => {
             // GEN_IMPORTER: a new importer key for the domain.
-            let secret = kari::random_secret();
-            let output = kari::importer_output(&secret.public_key());
+            let importer = Importer::new(kari::random_secret());
+            let output = kari::importer_output(&importer.public);
             let mut cards = shared.cards.lock().unwrap_or_else(|e| e.into_inner());
             let domain = cards.domains.entry(hsm_id).or_default();
-            domain.importer = Some(secret);
+            domain.importer = Some(importer);
             domain.counter += 1;
             return (Answer { code: 0, output }, domain.counter);
         }
@@ -320,14 +334,14 @@ fn operation(
             let Some(importer) = cards
                 .domains
                 .get(&hsm_id.to_ascii_lowercase())
-                .and_then(|d| d.importer.clone())
+                .and_then(|d| d.importer.as_ref())
             else {
                 return Err(refused(KEY_HANDLE_INVALID));
             };
-            let ski = kari::importer_ski(&importer.public_key());
+            let ski = kari::importer_ski(&importer.public);
             let mut key_parts = Vec::with_capacity(parts.len());
             for part in parts {
-                match kari::open(&importer, &part.input) {
+                match kari::open(&importer.secret, &part.input) {
                     Ok((named, part)) if named == ski => {
                         key_parts.push(Secret32::from_bytes(*part));
                     }
