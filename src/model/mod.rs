@@ -8,6 +8,7 @@ pub mod domain_group_inventory;
 mod input_error;
 pub mod journal_evidence;
 pub mod live;
+pub mod loss;
 pub mod parser_words;
 pub mod quick_yaml;
 mod register;
