@@ -2,8 +2,9 @@
 //! key stores enciphered under them. This is the general shape of what HPCS calls a service
 //! instance: there, the group is the instance's crypto units, one type (`WK`), no OLD
 //! register, and one store (the service's key storage), whose state the service reports at
-//! best as one bit. Here each store is observable on its own (zkey's `.renc`, `zkey validate`,
-//! `pkcshsm_mk_change list`), and the rewrap is one step per store. No I/O.
+//! best as one bit; [`super::hpcs_view`] shows an instance in this shape. Here each store is
+//! observable on its own (zkey's `.renc`, `zkey validate`, `pkcshsm_mk_change list`), and the
+//! rewrap is one step per store. No I/O.
 //!
 //! The loss rule over these shapes is [`super::loss`], re-exported here for the zcrypt planner.
 
@@ -108,6 +109,10 @@ pub enum StoreKind {
     /// A key an application keeps itself, checked and re-enciphered by commands the operator
     /// declares.
     Application,
+    /// An HPCS service instance's key storage, rewrapped by the service (`hpcs_view`): never
+    /// in a domain group's desired file or plan.
+    #[serde(skip)]
+    KeyStorage,
 }
 
 impl StoreKind {
@@ -117,6 +122,7 @@ impl StoreKind {
             Self::Luks2Volume => "LUKS2 volume",
             Self::OpenCryptoki => "openCryptoki tokens",
             Self::Application => "application key",
+            Self::KeyStorage => "key storage",
         }
     }
 }
