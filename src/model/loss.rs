@@ -1,7 +1,9 @@
 //! The loss rule (zcrypt.md §6), the same for every backend: a key is recoverable only while
 //! some register of the APQNs it depends on (NEW, CURRENT, or for CCA OLD) holds the master
 //! key that the key, or its staged copy, is enciphered under. The zcrypt planner's safety
-//! check and its tests ask [`losses`]. No I/O.
+//! check and its tests, the HPCS plan's replay and the HPCS simulator's incidents all ask
+//! [`losses`]; HPCS asks through [`super::hpcs_view`], which shows a service instance in the
+//! general shape. No I/O.
 
 use std::fmt;
 

@@ -4,10 +4,14 @@
 //! (a rewrap after the rewrap, a set immediate before it, clearing a new register that holds
 //! the storage's MK), the storage's MK must stay in some register after every step, and the
 //! end state must be the desired one. A failure here is a bug in the planner.
+//!
+//! "Stays in some register" is the loss rule every backend shares (`model::loss`, asked
+//! through `model::hpcs_view`); the other checks are the HPCS service's own rules.
 
 use std::collections::BTreeSet;
 
 use super::step::{Action, Step};
+use crate::model::hpcs_view;
 use crate::model::{CurrentRegister, LiveInstance, Mode, NewRegister, VerificationPattern};
 
 pub(crate) fn replay(
@@ -127,10 +131,7 @@ pub(crate) fn replay(
                 }
             }
         }
-        let held = units
-            .iter()
-            .any(|u| u.current_register.holds(&under) || u.new_register.holds(&under));
-        if !held {
+        if hpcs_view::key_storage_loss(&live.id, &units, &under).is_some() {
             return Err(fail(format!(
                 "afterwards no register holds the key storage's master key {}…",
                 under.short()
