@@ -154,3 +154,66 @@ pub(crate) fn replay(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CryptoUnit, RewrapStatus, UnitType};
+
+    fn vp(digit: char) -> VerificationPattern {
+        VerificationPattern::parse(&digit.to_string().repeat(64)).unwrap()
+    }
+
+    /// One crypto unit, current `Valid A`, new `Empty`.
+    fn live() -> LiveInstance {
+        LiveInstance {
+            id: "i".into(),
+            region: "us-south".into(),
+            rewrap_status: RewrapStatus::NotRewrapped,
+            crypto_units: vec![CryptoUnit {
+                hsm_id: "u1".into(),
+                unit_type: UnitType::Operational,
+                location: String::new(),
+                mode: Mode::Admin,
+                signature_threshold: 1,
+                revocation_threshold: 1,
+                administrators: Vec::new(),
+                new_register: NewRegister::Empty,
+                current_register: CurrentRegister::Valid(vp('a')),
+            }],
+        }
+    }
+
+    fn load() -> Step {
+        Step {
+            id: "s1".into(),
+            action: Action::LoadNewMk,
+            instance: "i".into(),
+            unit: Some("u1".into()),
+            depends_on: Vec::new(),
+            reversible: true,
+            signatures: 0,
+            description: String::new(),
+            point_of_no_return: false,
+        }
+    }
+
+    #[test]
+    fn a_step_after_which_no_register_holds_the_key_storages_key_fails_the_replay() {
+        let lost = replay(&live(), &vp('c'), &vp('b'), &[&load()]).unwrap_err();
+        assert!(
+            lost.contains("step s1 (load_new_mk): afterwards no register holds the key storage's master key cccccccccccc…"),
+            "{lost}"
+        );
+        // Under A, also written with other last 4 bytes, the load keeps it: the plan only
+        // stops short of the target.
+        let a_other_tail = VerificationPattern::parse(&format!("{}12345678", "a".repeat(56)));
+        for under in [vp('a'), a_other_tail.unwrap()] {
+            let short = replay(&live(), &under, &vp('b'), &[&load()]).unwrap_err();
+            assert!(
+                short.starts_with("after the plan the key storage is still under"),
+                "{short}"
+            );
+        }
+    }
+}
