@@ -40,14 +40,10 @@ pub fn unit_registers(unit: &CryptoUnit) -> ApqnRegisters {
         CurrentRegister::Empty => HeldMk::Invalid,
         CurrentRegister::Valid(vp) => HeldMk::Valid(mkvp(vp)),
     };
-    BTreeMap::from([(
-        MK_TYPE,
-        TypeRegisters {
-            new,
-            current,
-            old: None,
-        },
-    )])
+    let mut registers = BTreeMap::new();
+    let old = None;
+    registers.insert(MK_TYPE, TypeRegisters { new, current, old });
+    registers
 }
 
 /// The key storage of service instance `instance`, under the MK whose pattern is `under`.
@@ -76,8 +72,7 @@ pub fn key_storage_loss<'a>(
     under: &VerificationPattern,
 ) -> Option<Loss> {
     let registers: Vec<ApqnRegisters> = units.into_iter().map(unit_registers).collect();
-    let apqns: Vec<&ApqnRegisters> = registers.iter().collect();
-    losses(&apqns, &[key_storage(instance, under)]).pop()
+    losses(&registers, &[key_storage(instance, under)]).pop()
 }
 
 #[cfg(test)]

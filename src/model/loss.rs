@@ -5,6 +5,7 @@
 //! [`losses`]; HPCS asks through [`super::hpcs_view`], which shows a service instance in the
 //! general shape. No I/O.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use super::domain_group::{LiveStore, StoreId, StoreState};
@@ -35,7 +36,7 @@ impl fmt::Display for Loss {
 /// The loss rule: every copy type of every known store must be under a key that some register
 /// (NEW, CURRENT, OLD) of some APQN of the group holds. Registers the cards did not show
 /// hold nothing here, so an unknown register never makes a plan look safe.
-pub fn losses(apqns: &[&ApqnRegisters], stores: &[LiveStore]) -> Vec<Loss> {
+pub fn losses<R: Borrow<ApqnRegisters>>(apqns: &[R], stores: &[LiveStore]) -> Vec<Loss> {
     let mut found = Vec::new();
     for store in stores {
         let StoreState::Known(copies) = &store.state else {
@@ -45,7 +46,7 @@ pub fn losses(apqns: &[&ApqnRegisters], stores: &[LiveStore]) -> Vec<Loss> {
             let held = |vp: &Mkvp| {
                 apqns
                     .iter()
-                    .filter_map(|registers| registers.get(mk_type))
+                    .filter_map(|registers| registers.borrow().get(mk_type))
                     .any(|registers| registers.holds(vp))
             };
             if !mk_type.visible_in_sysfs() {

@@ -5,14 +5,17 @@
 //! the storage's MK), the storage's MK must stay in some register after every step, and the
 //! end state must be the desired one. A failure here is a bug in the planner.
 //!
-//! "Stays in some register" is the loss rule every backend shares (`model::loss`, asked
-//! through `model::hpcs_view`); the other checks are the HPCS service's own rules.
+//! "Stays in some register" is the loss rule every backend shares (`model::loss`, on the
+//! units as `model::hpcs_view` shows them); the other checks are the HPCS service's own rules.
 
 use std::collections::BTreeSet;
 
 use super::step::{Action, Step};
-use crate::model::hpcs_view;
-use crate::model::{CurrentRegister, LiveInstance, Mode, NewRegister, VerificationPattern};
+use crate::model::loss::losses;
+use crate::model::registers::ApqnRegisters;
+use crate::model::{
+    CurrentRegister, LiveInstance, Mode, NewRegister, VerificationPattern, hpcs_view,
+};
 
 pub(crate) fn replay(
     live: &LiveInstance,
@@ -22,6 +25,10 @@ pub(crate) fn replay(
 ) -> Result<(), String> {
     let mut units = live.crypto_units.clone();
     let mut under = key_storage_under.clone();
+    // The units and the key storage in the general shape, for the loss rule: each kept in
+    // step with what a step changes (a plan of a large fleet replays many steps).
+    let mut registers: Vec<ApqnRegisters> = units.iter().map(hpcs_view::unit_registers).collect();
+    let mut key_storage = hpcs_view::key_storage(&live.id, &under);
     let mut removed = BTreeSet::new();
     let mut rewrapped = false;
     for step in steps {
@@ -56,6 +63,7 @@ pub(crate) fn replay(
                     .next()
                     .cloned()
                     .expect("one staged key");
+                key_storage = hpcs_view::key_storage(&live.id, &under);
                 rewrapped = true;
             }
             action => {
@@ -64,10 +72,11 @@ pub(crate) fn replay(
                     .unit
                     .as_deref()
                     .ok_or_else(|| fail("no crypto unit".into()))?;
-                let unit = units
-                    .iter_mut()
-                    .find(|u| u.hsm_id == hsm_id)
+                let index = units
+                    .iter()
+                    .position(|u| u.hsm_id == hsm_id)
                     .ok_or_else(|| fail(format!("unknown crypto unit {hsm_id}")))?;
+                let unit = &mut units[index];
                 if unit.mode != Mode::Admin && action != Action::RemoveUnit {
                     return Err(fail(format!("crypto unit {hsm_id} is in imprint mode")));
                 }
@@ -129,9 +138,10 @@ pub(crate) fn replay(
                     }
                     Action::RewrapKeyStorage => unreachable!("handled above"),
                 }
+                registers[index] = hpcs_view::unit_registers(unit);
             }
         }
-        if hpcs_view::key_storage_loss(&live.id, &units, &under).is_some() {
+        if !losses(&registers, std::slice::from_ref(&key_storage)).is_empty() {
             return Err(fail(format!(
                 "afterwards no register holds the key storage's master key {}…",
                 under.short()
