@@ -94,6 +94,8 @@ fn fake_action(desired: &DesiredGroup, step: &GroupStep) -> Option<String> {
             let verb = command.get(1)?;
             (program == "appkey").then(|| format!("appkey {verb}"))
         }
+        // An HPCS key storage is never a domain group's store.
+        (StoreKind::KeyStorage, _) => None,
     }
 }
 

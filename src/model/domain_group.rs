@@ -2,17 +2,16 @@
 //! key stores enciphered under them. This is the general shape of what HPCS calls a service
 //! instance: there, the group is the instance's crypto units, one type (`WK`), no OLD
 //! register, and one store (the service's key storage), whose state the service reports at
-//! best as one bit. Here each store is observable on its own (zkey's `.renc`, `zkey validate`,
-//! `pkcshsm_mk_change list`), and the rewrap is one step per store. No I/O.
+//! best as one bit; [`super::hpcs_view`] shows an instance in this shape. Here each store is
+//! observable on its own (zkey's `.renc`, `zkey validate`, `pkcshsm_mk_change list`), and the
+//! rewrap is one step per store. No I/O.
 //!
-//! [`losses`] is the loss rule (zcrypt.md §6), the one function the planner's safety check
-//! and the tests share: a key is recoverable only while some register of the group's APQNs
-//! (NEW, CURRENT, or for CCA OLD) holds the master key that the key, or its staged copy, is
-//! enciphered under.
+//! The loss rule over these shapes is [`super::loss`], re-exported here for the zcrypt planner.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use super::loss::{Loss, losses};
 use super::registers::{ApqnRegisters, MkType, Mkvp};
 
 /// One domain of one card, written `card.domain` in hex (`03.0006`), as zkey and lszcrypt do.
@@ -110,6 +109,10 @@ pub enum StoreKind {
     /// A key an application keeps itself, checked and re-enciphered by commands the operator
     /// declares.
     Application,
+    /// An HPCS service instance's key storage, rewrapped by the service (`hpcs_view`): never
+    /// in a domain group's desired file or plan.
+    #[serde(skip)]
+    KeyStorage,
 }
 
 impl StoreKind {
@@ -119,6 +122,7 @@ impl StoreKind {
             Self::Luks2Volume => "LUKS2 volume",
             Self::OpenCryptoki => "openCryptoki tokens",
             Self::Application => "application key",
+            Self::KeyStorage => "key storage",
         }
     }
 }
@@ -188,98 +192,9 @@ pub struct LiveGroup {
     pub inventory: super::domain_group_inventory::Inventory,
 }
 
-/// A store whose copies of one type no register holds any more.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Loss {
-    pub store: StoreId,
-    pub mk_type: MkType,
-    /// The VPs of its copies (active, then staged).
-    pub under: Vec<Mkvp>,
-}
-
-impl fmt::Display for Loss {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let under: Vec<&str> = self.under.iter().map(Mkvp::as_str).collect();
-        write!(
-            f,
-            "{}: no {} register of the group holds {}",
-            self.store,
-            self.mk_type,
-            under.join(" or ")
-        )
-    }
-}
-
-/// The loss rule: every copy type of every known store must be under a key that some register
-/// (NEW, CURRENT, OLD) of some APQN of the group holds. Registers the cards did not show
-/// hold nothing here, so an unknown register never makes a plan look safe.
-pub fn losses(apqns: &[&ApqnRegisters], stores: &[LiveStore]) -> Vec<Loss> {
-    let mut found = Vec::new();
-    for store in stores {
-        let StoreState::Known(copies) = &store.state else {
-            continue;
-        };
-        for (mk_type, copy) in copies {
-            let held = |vp: &Mkvp| {
-                apqns
-                    .iter()
-                    .filter_map(|registers| registers.get(mk_type))
-                    .any(|registers| registers.holds(vp))
-            };
-            if !mk_type.visible_in_sysfs() {
-                continue;
-            }
-            if !held(&copy.active) && !copy.staged.as_ref().is_some_and(held) {
-                found.push(Loss {
-                    store: store.id.clone(),
-                    mk_type: *mk_type,
-                    under: std::iter::once(copy.active.clone())
-                        .chain(copy.staged.clone())
-                        .collect(),
-                });
-            }
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::registers::{HeldMk, NewMk, TypeRegisters};
     use super::*;
-
-    fn vp(c: char) -> Mkvp {
-        Mkvp::parse(MkType::Wk, &c.to_string().repeat(32)).unwrap()
-    }
-
-    fn store(active: Mkvp, staged: Option<Mkvp>) -> LiveStore {
-        LiveStore {
-            id: StoreId {
-                kind: StoreKind::ZkeyKey,
-                name: "k".into(),
-            },
-            state: StoreState::Known(BTreeMap::from([(MkType::Wk, KeyCopies { active, staged })])),
-            handle: None,
-        }
-    }
-
-    #[test]
-    fn an_ep11_set_before_staging_loses_the_key_and_after_staging_does_not() {
-        let before = BTreeMap::from([(
-            MkType::Wk,
-            TypeRegisters {
-                new: NewMk::Ready(vp('b')),
-                current: HeldMk::Valid(vp('a')),
-                old: None,
-            },
-        )]);
-        let after: ApqnRegisters = before.iter().map(|(t, r)| (*t, r.after_set())).collect();
-        assert!(losses(&[&before], &[store(vp('a'), None)]).is_empty());
-        let lost = losses(&[&after], &[store(vp('a'), None)]);
-        assert_eq!(lost.len(), 1, "{lost:?}");
-        assert!(lost[0].to_string().contains("no WK register"));
-        assert!(losses(&[&after], &[store(vp('a'), Some(vp('b')))]).is_empty());
-    }
 
     #[test]
     fn apqns_print_as_zkey_writes_them() {

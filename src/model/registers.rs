@@ -1,10 +1,13 @@
 //! Master key registers in the general shape: several master key types per domain, each with
 //! NEW, CURRENT and (for CCA) OLD. HPCS is the special case of one type (`WK`), no OLD, and a
-//! NEW register loaded in one request (no `partial`). No I/O.
+//! NEW register loaded in one request (no `partial`): `hpcs_view` shows its crypto units in
+//! this shape, so that the loss rule (`loss`) is the same for both backends. No I/O.
 //!
 //! Verification patterns compare on the length the key stores compare (zcrypt.md §8.6):
 //! EP11 shows 32 bytes and every tool compares the first 16; CCA AES and APKA are 8 bytes,
-//! ASYM 16. The kernel's longer form and a store's shorter form of one key are equal.
+//! ASYM 16. The kernel's longer form and a store's shorter form of one key are equal. A
+//! backend whose own patterns already are the digits it compares (HPCS's first 56) keeps
+//! them whole ([`Mkvp::exact`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -143,6 +146,19 @@ impl Mkvp {
         Ok(Self(vp))
     }
 
+    /// `hex` whole, lower-cased and never cut: for a backend whose own verification patterns
+    /// already are the digits it compares. Two such patterns are equal only when every digit
+    /// is.
+    pub fn exact(hex: &str) -> Result<Self, String> {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "a verification pattern is hex digits, found {}",
+                crate::quote::quote(hex)
+            ));
+        }
+        Ok(Self(hex.to_ascii_lowercase()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -246,6 +262,18 @@ mod tests {
         assert!(Mkvp::parse(MkType::Wk, &"ab".repeat(8)).is_err());
         assert!(Mkvp::parse(MkType::Aes, &"ab".repeat(16)).is_err());
         assert!(Mkvp::parse(MkType::Asym, &"ab".repeat(16)).is_ok());
+    }
+
+    #[test]
+    fn an_exact_pattern_is_never_cut() {
+        let long = "ab".repeat(28);
+        let mut differs_late = long.clone();
+        differs_late.replace_range(54..56, "cd");
+        let exact = Mkvp::exact(&long.to_ascii_uppercase()).unwrap();
+        assert_eq!(exact.as_str(), long);
+        assert_ne!(exact, Mkvp::exact(&differs_late).unwrap());
+        assert!(Mkvp::exact("").is_err());
+        assert!(Mkvp::exact("0xab").is_err());
     }
 
     #[test]

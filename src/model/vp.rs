@@ -65,7 +65,8 @@ impl VerificationPattern {
         &self.hex
     }
 
-    fn significant(&self) -> &str {
+    /// The hex characters that identify the key: the ones equality compares.
+    pub fn significant(&self) -> &str {
         &self.hex[..VERIFICATION_PATTERN_SIGNIFICANT_HEX_LEN]
     }
 

@@ -4,11 +4,18 @@
 //! (a rewrap after the rewrap, a set immediate before it, clearing a new register that holds
 //! the storage's MK), the storage's MK must stay in some register after every step, and the
 //! end state must be the desired one. A failure here is a bug in the planner.
+//!
+//! "Stays in some register" is the loss rule every backend shares (`model::loss`, on the
+//! units as `model::hpcs_view` shows them); the other checks are the HPCS service's own rules.
 
 use std::collections::BTreeSet;
 
 use super::step::{Action, Step};
-use crate::model::{CurrentRegister, LiveInstance, Mode, NewRegister, VerificationPattern};
+use crate::model::loss::losses;
+use crate::model::registers::ApqnRegisters;
+use crate::model::{
+    CurrentRegister, LiveInstance, Mode, NewRegister, VerificationPattern, hpcs_view,
+};
 
 pub(crate) fn replay(
     live: &LiveInstance,
@@ -18,6 +25,10 @@ pub(crate) fn replay(
 ) -> Result<(), String> {
     let mut units = live.crypto_units.clone();
     let mut under = key_storage_under.clone();
+    // The units and the key storage in the general shape, for the loss rule: each kept in
+    // step with what a step changes (a plan of a large fleet replays many steps).
+    let mut registers: Vec<ApqnRegisters> = units.iter().map(hpcs_view::unit_registers).collect();
+    let mut key_storage = hpcs_view::key_storage(&live.id, &under);
     let mut removed = BTreeSet::new();
     let mut rewrapped = false;
     for step in steps {
@@ -52,6 +63,7 @@ pub(crate) fn replay(
                     .next()
                     .cloned()
                     .expect("one staged key");
+                key_storage = hpcs_view::key_storage(&live.id, &under);
                 rewrapped = true;
             }
             action => {
@@ -60,10 +72,11 @@ pub(crate) fn replay(
                     .unit
                     .as_deref()
                     .ok_or_else(|| fail("no crypto unit".into()))?;
-                let unit = units
-                    .iter_mut()
-                    .find(|u| u.hsm_id == hsm_id)
+                let index = units
+                    .iter()
+                    .position(|u| u.hsm_id == hsm_id)
                     .ok_or_else(|| fail(format!("unknown crypto unit {hsm_id}")))?;
+                let unit = &mut units[index];
                 if unit.mode != Mode::Admin && action != Action::RemoveUnit {
                     return Err(fail(format!("crypto unit {hsm_id} is in imprint mode")));
                 }
@@ -125,12 +138,10 @@ pub(crate) fn replay(
                     }
                     Action::RewrapKeyStorage => unreachable!("handled above"),
                 }
+                registers[index] = hpcs_view::unit_registers(unit);
             }
         }
-        let held = units
-            .iter()
-            .any(|u| u.current_register.holds(&under) || u.new_register.holds(&under));
-        if !held {
+        if !losses(&registers, std::slice::from_ref(&key_storage)).is_empty() {
             return Err(fail(format!(
                 "afterwards no register holds the key storage's master key {}…",
                 under.short()
@@ -152,4 +163,67 @@ pub(crate) fn replay(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CryptoUnit, RewrapStatus, UnitType};
+
+    fn vp(digit: char) -> VerificationPattern {
+        VerificationPattern::parse(&digit.to_string().repeat(64)).unwrap()
+    }
+
+    /// One crypto unit, current `Valid A`, new `Empty`.
+    fn live() -> LiveInstance {
+        LiveInstance {
+            id: "i".into(),
+            region: "us-south".into(),
+            rewrap_status: RewrapStatus::NotRewrapped,
+            crypto_units: vec![CryptoUnit {
+                hsm_id: "u1".into(),
+                unit_type: UnitType::Operational,
+                location: String::new(),
+                mode: Mode::Admin,
+                signature_threshold: 1,
+                revocation_threshold: 1,
+                administrators: Vec::new(),
+                new_register: NewRegister::Empty,
+                current_register: CurrentRegister::Valid(vp('a')),
+            }],
+        }
+    }
+
+    fn load() -> Step {
+        Step {
+            id: "s1".into(),
+            action: Action::LoadNewMk,
+            instance: "i".into(),
+            unit: Some("u1".into()),
+            depends_on: Vec::new(),
+            reversible: true,
+            signatures: 0,
+            description: String::new(),
+            point_of_no_return: false,
+        }
+    }
+
+    #[test]
+    fn a_step_after_which_no_register_holds_the_key_storages_key_fails_the_replay() {
+        let lost = replay(&live(), &vp('c'), &vp('b'), &[&load()]).unwrap_err();
+        assert!(
+            lost.contains("step s1 (load_new_mk): afterwards no register holds the key storage's master key cccccccccccc…"),
+            "{lost}"
+        );
+        // Under A, also written with other last 4 bytes, the load keeps it: the plan only
+        // stops short of the target.
+        let a_other_tail = VerificationPattern::parse(&format!("{}12345678", "a".repeat(56)));
+        for under in [vp('a'), a_other_tail.unwrap()] {
+            let short = replay(&live(), &under, &vp('b'), &[&load()]).unwrap_err();
+            assert!(
+                short.starts_with("after the plan the key storage is still under"),
+                "{short}"
+            );
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::consistency;
+use crate::model::hpcs_view;
 use crate::model::unit::is_uuid;
 use crate::model::{
     Administrator, CryptoUnit, InputError, KeyWords, LiveInstance, RewrapStatus,
@@ -375,12 +376,11 @@ impl SimInstance {
         }
     }
 
-    /// Whether any register still holds the MK the key storage is under.
+    /// Whether any register still holds the MK the key storage is under: the loss rule every
+    /// backend shares.
     pub fn key_storage_held(&self) -> bool {
-        let storage = &self.key_storage.verification_pattern;
-        self.crypto_units
-            .iter()
-            .any(|u| u.current_register.holds(storage) || u.new_register.holds(storage))
+        let under = &self.key_storage.verification_pattern;
+        hpcs_view::key_storage_loss(&self.id, &self.crypto_units, under).is_none()
     }
 
     pub fn unit(&self, hsm_id: &str) -> Option<&CryptoUnit> {

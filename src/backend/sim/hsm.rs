@@ -1,7 +1,8 @@
 //! What the service and its crypto units do with each operation: the simulator's rules. It
 //! refuses what the HSM refuses, and *performs* what the HSM performs even when that destroys
 //! the key storage, recording each loss as an incident. After every operation it checks the
-//! key-safety invariant: some register of the instance holds the key storage's MK.
+//! key-safety invariant: some register of the instance holds the key storage's MK (the loss
+//! rule every backend shares, `model::loss`).
 //!
 //! The rewrap, its pre-checks and its slow completion are in `rewrap`. Time comes in as
 //! `now_ms` (see `clock`), so these rules stay pure.
