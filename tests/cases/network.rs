@@ -51,9 +51,13 @@ fn most_in_flight(ws: &Workspace) -> usize {
 #[test]
 fn a_token_that_expires_mid_apply_stops_cleanly_and_a_new_token_resumes() {
     let ws = rotate_to_b(&three_units(true));
+    // The token lives 1 s from the refresh's first request; the loads are sent at once and
+    // answered 1.2 s later, so the commits always arrive after it expired, and the rewrap is
+    // never sent (a rewrap refused with 401 would leave its outcome for the evidence rules;
+    // at 400 ms the rewrap arrived about when the token expired, and a busy machine decided).
     let mut server = Server::start(
         &ws.path(FLEET),
-        "latency_ms=400",
+        "latency_ms=1200",
         &["--token", "first-token-expires", "--token-ttl-s", "1"],
     );
     let first = apply_via(&ws, &server.url, Some("first-token-expires"), &[]);

@@ -227,7 +227,8 @@ async fn a_rewrap_whose_client_went_away_completes_and_is_written() {
     assert!(gone.is_err(), "the client stopped waiting");
     let again = client.post(&rewrap).send().await.unwrap();
     assert_eq!(again.status(), 409, "still running without its client");
-    assert!(again.text().await.unwrap().contains("rewrap_in_progress"));
+    let said = again.text().await.unwrap();
+    assert!(said.contains("rewrap_in_progress"), "{said}");
     assert!(
         on_disk(&path).instances[0]
             .key_storage
