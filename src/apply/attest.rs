@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::evidence::{backend_of_step, journal_evidence, rewraps_on_record, unit_ids, unsettled};
+use super::evidence::{
+    backend_of_step, journal_evidence, rewraps_elsewhere, rewraps_on_record, unit_ids, unsettled,
+};
 use super::journal::{Outcome, Record, unix_now};
 use crate::model::{JournalRewrap, LiveInstance, RewrapStatus, VerificationPattern};
 use crate::plan::{Action, common_current, rewrap_ruled_out};
@@ -129,7 +131,11 @@ pub fn attestation_records(
 /// Records that no longer verify can vouch for nothing, but one that says mkplan sent this
 /// rotation's rewrap (never answered, or completed) is enough to refuse "nobody sent it" on the
 /// operator's word alone: the request left mkplan, and nobody at this end can see that it did
-/// not run. So are verified records a later unverified one voids.
+/// not run. So are verified records a later unverified one voids. Records made against
+/// another backend identity (the fleet file at another path, the same service reached at
+/// another endpoint) are no evidence here either, but one saying a rewrap of this instance id
+/// was sent there, in a rotation not closed there, may speak of this very service: the same
+/// refusal (if it was a rehearsal, the service's own evidence settles it).
 fn unanswered_on_record(
     records: &[Record],
     found: &LiveInstance,
@@ -138,21 +144,40 @@ fn unanswered_on_record(
     from: &VerificationPattern,
     to: &VerificationPattern,
 ) -> Result<(), NotTaken> {
-    let on_record = rewraps_on_record(records, backend)
-        .remove(&found.id.to_ascii_lowercase())
-        .unwrap_or_default();
-    let Some(rewrap) = on_record.iter().find(|r| r.of_rotation(from, to)) else {
+    let instance = found.id.to_ascii_lowercase();
+    let here = rewraps_on_record(records, backend)
+        .remove(&instance)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (None, r));
+    let elsewhere = rewraps_elsewhere(records, backend)
+        .remove(&instance)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(other, r)| (Some(other), r));
+    let Some((other, rewrap)) = here.chain(elsewhere).find(|(_, r)| r.of_rotation(from, to)) else {
         return Ok(());
     };
-    let records_say = if rewrap.verified {
-        format!("records in {witness} that a later record voids")
-    } else {
-        format!(
-            "records in {witness} that no longer verify (sealed with another journal key, or changed since)"
-        )
+    let (records_say, why) = match other {
+        Some(other) => (
+            format!("records in {witness} made against {other}"),
+            format!(
+                "That backend is not the one named now ({backend}), yet it may be this very service reached another way (the fleet file moved, another endpoint of the service); if it was a rehearsal, the service's own evidence settles it"
+            ),
+        ),
+        None if rewrap.verified => (
+            format!("records in {witness} that a later record voids"),
+            "They cannot vouch for anything, but they are enough to refuse".to_string(),
+        ),
+        None => (
+            format!(
+                "records in {witness} that no longer verify (sealed with another journal key, or changed since)"
+            ),
+            "They cannot vouch for anything, but they are enough to refuse".to_string(),
+        ),
     };
     Err(NotTaken(format!(
-        "refused: {records_say} say that on service instance {}, {}. They cannot vouch for anything, but they are enough to refuse: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
+        "refused: {records_say} say that on service instance {}, {}. {why}: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
         found.id,
         rewrap.describe(),
         RewrapStatus::Rewrapped.describe()

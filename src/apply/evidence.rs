@@ -222,6 +222,7 @@ pub fn journal_evidence_at(
             rotation.attested_completed = None;
         }
     }
+    evidence.rewraps_elsewhere = rewraps_elsewhere(records, backend);
     for (instance, rewraps) in rewraps_on_record(records, backend) {
         let vouched = evidence.unauthenticated(&instance).is_none();
         let unverified: Vec<RewrapOnRecord> = rewraps
@@ -243,6 +244,47 @@ pub fn journal_evidence_at(
 pub fn rewraps_on_record(
     records: &[Record],
     backend: &str,
+) -> BTreeMap<String, Vec<RewrapOnRecord>> {
+    rewraps_sent(records, backend, false)
+}
+
+/// Per instance (lower case), the rewraps records made against backends other than `backend`
+/// say were sent (by mkplan, or shown as a ceremony step) and never answered, or completed,
+/// in a rotation not closed on that backend, with that backend's identity. No evidence of
+/// anything here: only reason to refuse "nobody rewrapped" on the operator's word alone,
+/// since one service reached another way (a moved fleet file, another endpoint) has another
+/// identity.
+pub fn rewraps_elsewhere(
+    records: &[Record],
+    backend: &str,
+) -> BTreeMap<String, Vec<(String, RewrapOnRecord)>> {
+    let others: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| match r.written() {
+            Record::ApplyStarted {
+                backend: Some(b), ..
+            } if b != backend => Some(b.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut out: BTreeMap<String, Vec<(String, RewrapOnRecord)>> = BTreeMap::new();
+    for other in others {
+        for (instance, rewraps) in rewraps_sent(records, other, true) {
+            out.entry(instance)
+                .or_default()
+                .extend(rewraps.into_iter().map(|r| (other.to_string(), r)));
+        }
+    }
+    out
+}
+
+/// As `rewraps_on_record`; `by_hand` keeps the ceremony steps whose intent verifies too (the
+/// operator who ran them on another backend may not be the one here), when they completed
+/// or were left without the operator's word.
+fn rewraps_sent(
+    records: &[Record],
+    backend: &str,
+    by_hand_too: bool,
 ) -> BTreeMap<String, Vec<RewrapOnRecord>> {
     type Keys = (VerificationPattern, VerificationPattern, bool);
     let mut rotations: BTreeMap<String, Keys> = BTreeMap::new();
@@ -282,7 +324,7 @@ pub fn rewraps_on_record(
                 instance,
                 by_hand,
                 ..
-            } if !(verified && *by_hand) => {
+            } if by_hand_too || !(verified && *by_hand) => {
                 let Some(&(Some(bound), sent_at, run_verified)) =
                     run_of(step).and_then(|run| runs.get(&run))
                 else {
@@ -313,6 +355,7 @@ pub fn rewraps_on_record(
                         && run_verified
                         && keys.is_some_and(|k| k.2)
                         && answer.is_none_or(|(_, v)| v),
+                    by_hand: *by_hand,
                 });
             }
             _ => {}

@@ -6,7 +6,8 @@ use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
 use super::executor::ApplyError;
 use super::journal::{Journal, Outcome, Record};
 use crate::model::{
-    JournalEvidence, JournalRewrap, LiveInstance, NewRegister, RewrapStatus, VerificationPattern,
+    JournalEvidence, JournalRewrap, JournalRotation, LiveInstance, NewRegister, RewrapStatus,
+    VerificationPattern,
 };
 use crate::plan::{Action, Plan, by_instance};
 use crate::timestamp::utc_now;
@@ -237,7 +238,9 @@ pub fn record_rotations(
 
 /// Closes the journal's open rotation of every instance in `live` that the live state shows
 /// finished (every current register holds one key, every new register is Empty), so that
-/// older records say nothing more about it. Returns one line per closed rotation.
+/// older records say nothing more about it. Returns one line per closed rotation, and one
+/// (starting "Kept open") per finished-looking rotation whose rewrap the registers cannot
+/// settle (`kept_open`): that one stays open.
 pub fn close_finished(
     journal: &mut Journal,
     live: &[LiveInstance],
@@ -254,6 +257,10 @@ pub fn close_finished(
         let Some(why) = finished(instance) else {
             continue;
         };
+        if let Some(open) = kept_open(instance, rotation) {
+            closed.push(open);
+            continue;
+        }
         records.push(Record::RotationClosed {
             instance: instance.id.to_ascii_lowercase(),
             backend: backend.to_string(),
@@ -269,6 +276,55 @@ pub fn close_finished(
     }
     journal.append_all(records)?;
     Ok(closed)
+}
+
+/// Why the journal's rotation of `instance`, although its registers look finished, must stay
+/// open, or None when it may close. Registers that show one key everywhere do not settle a
+/// rewrap: one mkplan sent and never saw answered may still be queued at the service and land
+/// whenever the key is staged again (an abort leaves the registers just as a finished
+/// rotation does), and one it saw complete, while every current register holds the old key,
+/// means the new registers were cleared after it (or a rotation back it did not see). Closing
+/// would let the next plan rewrap again. Only a unit promoted to the rotation's key settles
+/// its rewrap from the registers (`rewrap_done`).
+pub fn kept_open(instance: &LiveInstance, rotation: &JournalRotation) -> Option<String> {
+    if crate::plan::common_current(instance).as_ref() == Some(&rotation.to) {
+        return None;
+    }
+    let (what, settles) = match &rotation.rewrap {
+        JournalRewrap::Unsettled { sent_at, by_hand } => (
+            format!(
+                "its rewrap{} was {}{} and its outcome never recorded: it may still be queued at the service and land once {}… is staged again",
+                if *by_hand { " ceremony step" } else { "" },
+                if *by_hand { "shown" } else { "sent" },
+                sent_at
+                    .as_ref()
+                    .map(|t| format!(" in the run of {t}"))
+                    .unwrap_or_default(),
+                rotation.to.short()
+            ),
+            format!(
+                "settle it with evidence about that rewrap: the service's rotation status reporting it, or `mkplan attest rewrap {id} --completed` (the service reported it done) or `--not-run --service-evidence \"…\"` (the service showed that it did not run)",
+                id = instance.id
+            ),
+        ),
+        JournalRewrap::Completed { how } => (
+            format!(
+                "its rewrap completed ({how}), yet every current register holds {}…: the new registers were cleared after it (the key storage is under {}…, which no register holds) or someone rotated back unseen",
+                crate::plan::common_current(instance)
+                    .map(|k| k.short().to_string())
+                    .unwrap_or_default(),
+                rotation.to.short()
+            ),
+            "find out which (ask everyone who can act on the instance; the service's rotation status or IBM support settles it); `mkplan plan` says what settles it".to_string(),
+        ),
+        JournalRewrap::NotSent | JournalRewrap::NotRun { .. } => return None,
+    };
+    Some(format!(
+        "Kept open the journal's rotation of service instance {} from {}… to {}…: {what}. {settles}. Until then no rotation of this instance starts",
+        instance.id,
+        rotation.from.short(),
+        rotation.to.short()
+    ))
 }
 
 /// Why the live state shows the instance's rotation finished, or None when it does not.

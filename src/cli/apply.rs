@@ -87,7 +87,12 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         executor::settle_previous(journal, &plan, &live.instances, &identity)
             .map_err(apply_error)?;
         for line in close_finished(journal, &live.instances, &identity).map_err(apply_error)? {
-            eprintln!("{line}");
+            // A rotation whose rewrap the registers cannot settle stays open: said loudly.
+            if line.starts_with("Kept open") {
+                eprintln!("warning: {line}");
+            } else {
+                eprintln!("{line}");
+            }
         }
         eprintln!(
             "No changes: every crypto unit {}already holds the desired master key. Nothing was sent.",

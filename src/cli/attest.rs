@@ -9,7 +9,7 @@ use std::path::Path;
 use super::context::{evidence_for, open_backend, read_desired, refresh_backend, scope_for};
 use super::{AttestRewrapArgs, BackendArg};
 use crate::apply::attest::{Attestation, attestation_records};
-use crate::apply::resume::{close_finished, finished};
+use crate::apply::resume::{close_finished, finished, kept_open};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -102,6 +102,19 @@ pub async fn journal_close(desired: &Path, flag: &BackendArg, store: &Store) -> 
         return Err(Error::Unsafe(format!(
             "refused: the live state does not show these rotations finished (every current register one key, every new register Empty), so their records are still evidence. Nothing was closed.\n  {}",
             unfinished.join("\n  ")
+        )));
+    }
+    // Registers that look finished do not settle a rewrap the journal sent (an abort looks
+    // the same, and a queued rewrap may still land): such a rotation is never closed here.
+    let kept: Vec<String> = live
+        .instances
+        .iter()
+        .filter_map(|i| kept_open(i, evidence.rotation(&i.id)?))
+        .collect();
+    if !kept.is_empty() {
+        return Err(Error::Unsafe(format!(
+            "refused: the registers look finished, but they do not settle the rewrap the journal holds. Nothing was closed.\n  {}",
+            kept.join("\n  ")
         )));
     }
     let closed = close_finished(journal, &live.instances, &backend.identity())

@@ -131,7 +131,13 @@ fn forgetful(
 ) -> Result<Plan, PlanRefused> {
     let mut live = live.clone();
     for instance in &mut live.instances {
-        if instance.rewrap_status == RewrapStatus::NotRewrapped {
+        // Only where a rewrap could have run (a key committed): a service "waiting on set
+        // immediate" with nothing staged is refused as a contradiction by the real planner.
+        let staged = instance
+            .crypto_units
+            .iter()
+            .any(|u| matches!(u.new_register, crate::model::NewRegister::FullCommitted(_)));
+        if instance.rewrap_status == RewrapStatus::NotRewrapped && staged {
             instance.rewrap_status = RewrapStatus::Rewrapped;
         }
     }

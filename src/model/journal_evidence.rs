@@ -87,6 +87,13 @@ pub struct JournalEvidence {
     /// (their seal does not verify, or a record after them voids them): no evidence of
     /// anything, but reason enough to refuse what would be unsafe were they true.
     pub unverified_rewraps: BTreeMap<String, Vec<RewrapOnRecord>>,
+    /// Per instance id, the rewraps records made against other backends (another fleet
+    /// file's path, another endpoint of one service) say were sent and never answered, or
+    /// seen to complete, in a rotation not closed there, with that backend's identity. They
+    /// are no evidence here (a rehearsal is not the real service), but the same instance id
+    /// may be this very service reached another way: reason enough to refuse "nobody
+    /// rewrapped" on the operator's word alone.
+    pub rewraps_elsewhere: BTreeMap<String, Vec<(String, RewrapOnRecord)>>,
 }
 
 /// A rewrap of one instance that a journal record says mkplan sent and never heard back
@@ -102,6 +109,8 @@ pub struct RewrapOnRecord {
     pub sent_at: Option<String>,
     /// Every record it rests on verifies.
     pub verified: bool,
+    /// A ceremony step: shown to the operator, who ran (or not) the TKE CLI command.
+    pub by_hand: bool,
 }
 
 impl RewrapOnRecord {
@@ -118,13 +127,21 @@ impl RewrapOnRecord {
             _ => String::new(),
         };
         format!(
-            "mkplan's own rewrap{keys} was sent{} and {}",
+            "{}{keys} was {}{} and {}",
+            if self.by_hand {
+                "the rewrap ceremony step"
+            } else {
+                "mkplan's own rewrap"
+            },
+            if self.by_hand { "shown" } else { "sent" },
             self.sent_at
                 .as_ref()
                 .map(|t| format!(" in the run of {t}"))
                 .unwrap_or_default(),
             if self.completed {
                 "completed"
+            } else if self.by_hand {
+                "left without the operator's word"
             } else {
                 "never answered"
             }
@@ -143,6 +160,15 @@ impl JournalEvidence {
 
     pub fn elsewhere(&self, instance: &str) -> Option<&BTreeSet<String>> {
         self.elsewhere.get(&instance.to_ascii_lowercase())
+    }
+
+    /// The rewraps of `instance` that records made against other backends say were sent,
+    /// with each backend's identity (`rewraps_elsewhere`).
+    pub fn rewraps_elsewhere(&self, instance: &str) -> &[(String, RewrapOnRecord)] {
+        self.rewraps_elsewhere
+            .get(&instance.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Why this journal's records of `instance` are no evidence, if some are not.

@@ -71,7 +71,7 @@ pub(crate) fn find_key_storage_mk(
     let unanswered = journal
         .rotation(&live.id)
         .is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }));
-    if let Some(claim) = status_claim(live)?
+    if let Some(claim) = status_claim(live, journal)?
         && !(unanswered && live.rewrap_status == RewrapStatus::NotRewrapped)
     {
         claims.push(claim);
@@ -85,7 +85,13 @@ pub(crate) fn find_key_storage_mk(
         Err(silence) => Some(silence),
     };
     if let Some(claim) = live_claim(live) {
-        claims.push(claim);
+        // The registers speak of this moment only. They never outweigh a rewrap this journal
+        // sent: one never answered may still be queued at the service and land once its key
+        // is staged again, and one seen to complete leaves its key in no register only if
+        // someone cleared the new registers after it (`rewrap_sent_away`).
+        if !rewrap_sent_away(live, journal, &claim) {
+            claims.push(claim);
+        }
     }
     let Some(first) = claims.first() else {
         return Err(silent(live, target, silence));
@@ -132,6 +138,25 @@ pub(crate) fn find_key_storage_mk(
     }
 }
 
+/// The journal's open rotation of `live` holds a rewrap this journal sent whose key the
+/// registers' own claim (`live_claim`) leaves out: never answered (it may still land: a
+/// service queued one for 20 s after the connection that carried it was reset), or seen to
+/// complete while the registers still fit the rotation (a new register cleared after it).
+/// Then the registers' claim is no evidence: it would plan a second rewrap.
+fn rewrap_sent_away(live: &LiveInstance, journal: &JournalEvidence, claim: &Claim) -> bool {
+    let Some(rotation) = journal.rotation(&live.id) else {
+        return false;
+    };
+    if claim.under.contains(&rotation.to) {
+        return false;
+    }
+    match rotation.rewrap {
+        JournalRewrap::Unsettled { .. } => true,
+        JournalRewrap::Completed { .. } => registers_fit(rotation, live),
+        JournalRewrap::NotSent | JournalRewrap::NotRun { .. } => false,
+    }
+}
+
 /// The witnesses name keys no one key fits, or one the registers rule out (`extra`).
 fn contradiction(live: &LiveInstance, claims: &[Claim], extra: &str) -> Refusal {
     let said: Vec<String> = claims
@@ -175,7 +200,7 @@ fn keys(set: &BTreeSet<VerificationPattern>) -> String {
 /// The service's word. `NotRewrapped` means the storage is under the MK all current registers
 /// hold; `Rewrapped` means it is under a key it rewrapped to and some unit still waits to be
 /// promoted to; `InProgress` means nothing may be done until it completes.
-fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
+fn status_claim(live: &LiveInstance, journal: &JournalEvidence) -> Result<Option<Claim>, Refusal> {
     match live.rewrap_status {
         RewrapStatus::NotReported => Ok(None),
         RewrapStatus::InProgress => Err(Refusal::new(
@@ -199,16 +224,7 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
         RewrapStatus::Rewrapped => {
             let (under, why) = rewrapped_candidates(live);
             if under.is_empty() {
-                return Err(Refusal::new(
-                    &live.id,
-                    Check::EvidenceConsistent,
-                    format!(
-                        "the service reports \"{}\", but no register holds any key",
-                        RewrapStatus::Rewrapped.describe()
-                    ),
-                )
-                .units(registers(live))
-                .fix("ask IBM support which master key the key storage is under; do not act until then"));
+                return Err(no_rewrapped_key(live, journal));
             }
             Ok(Some(Claim {
                 witness: "service",
@@ -217,6 +233,56 @@ fn status_claim(live: &LiveInstance) -> Result<Option<Claim>, Refusal> {
             }))
         }
     }
+}
+
+/// The service waits on set immediate, yet no register holds a key it can have rewrapped to:
+/// every key the registers hold is in every current register already (a service forgets its
+/// rewrap once every unit is promoted to its key). The key it rewrapped to was cleared from
+/// the new registers after the rewrap: the key storage is under a key no register holds. A
+/// rewrap now would be a second one; only its key, loaded again from its key parts, saves it.
+fn no_rewrapped_key(live: &LiveInstance, journal: &JournalEvidence) -> Refusal {
+    let held: BTreeSet<VerificationPattern> = live
+        .crypto_units
+        .iter()
+        .filter_map(|u| u.current_register.verification_pattern().cloned())
+        .collect();
+    let journal_word = journal
+        .rotation(&live.id)
+        .filter(|r| matches!(r.rewrap, JournalRewrap::Completed { .. }));
+    let (said, key) = match journal_word {
+        Some(r) => (
+            format!(
+                "; {} says the rewrap from {}… to {}… completed, and no register holds {}…",
+                if journal.witness.is_empty() {
+                    "the journal"
+                } else {
+                    journal.witness.as_str()
+                },
+                r.from.short(),
+                r.to.short(),
+                r.to.short()
+            ),
+            format!("{}…", r.to.short()),
+        ),
+        None => (String::new(), "the key it rewrapped to".to_string()),
+    };
+    Refusal::new(
+        &live.id,
+        Check::EvidenceConsistent,
+        format!(
+            "the evidence about the key storage's master key contradicts itself: the service reports \"{}\", but no register holds a key it can have rewrapped to ({}){said}. A service waiting on set immediate waits on a unit not yet promoted to the key it rewrapped to, so it cannot be a key every current register already holds: the new registers were cleared after the rewrap, and the key storage is under a key no register holds",
+            RewrapStatus::Rewrapped.describe(),
+            if held.is_empty() {
+                "no register holds any key".to_string()
+            } else {
+                format!("every current register holds {}", keys(&held))
+            }
+        ),
+    )
+    .units(registers(live))
+    .fix(format!(
+        "do not rewrap, set immediate or clear any new register: a second rewrap makes the key storage unusable. Load {key} again from its key parts into every crypto unit's new register and commit it (TKE CLI), then plan again. If you do not know which key it rewrapped to, ask IBM support which master key the key storage is under"
+    ))
 }
 
 /// The journal's word, or why it has none.
@@ -348,6 +414,19 @@ fn completed_claim(
             ),
         ));
     }
+    if !live
+        .crypto_units
+        .iter()
+        .any(|u| u.new_register.holds(to) || u.current_register.holds(to))
+    {
+        return Err(JournalSilence {
+            detail: format!(
+                "{witness} saw {why}, yet no register holds {t}…: either someone cleared the new registers after the rewrap (then the key storage is under {t}…, which no register holds, and a second rewrap makes it unusable), or another operator or state folder finished this rotation and rotated back, which it did not see",
+                t = to.short()
+            ),
+            fix: cleared_fix(live, to, journal),
+        });
+    }
     Err(JournalSilence {
         detail: format!(
             "{witness} saw {why}, but its run stopped before any unit it promoted: since then another operator or state folder may have finished this rotation and rotated back, which leaves the registers as they are now"
@@ -473,7 +552,36 @@ fn not_recorded(
         ),
         None => format!("{witness} has no record of this rotation{elsewhere}"),
     };
-    let sent = journal.unverified_rewraps(&live.id, common_current(live).as_ref(), target);
+    let from = common_current(live);
+    let sent = journal.unverified_rewraps(&live.id, from.as_ref(), target);
+    let sent_elsewhere: Vec<&(String, crate::model::RewrapOnRecord)> = journal
+        .rewraps_elsewhere(&live.id)
+        .iter()
+        .filter(|(_, r)| match &from {
+            Some(from) => r.of_rotation(from, target),
+            None => r.to.as_ref().is_none_or(|t| t == target),
+        })
+        .collect();
+    if sent.is_empty() && !sent_elsewhere.is_empty() {
+        return JournalSilence {
+            detail: format!(
+                "{detail}. Yet its records made against {} say {}: no evidence here, but the same instance id may be this very service reached another way (the fleet file moved, another endpoint), and a second rewrap after one completed makes the key storage unusable",
+                sent_elsewhere
+                    .iter()
+                    .map(|(b, _)| b.as_str())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                sent_elsewhere
+                    .iter()
+                    .map(|(_, r)| r.describe())
+                    .collect::<Vec<_>>()
+                    .join(", and ")
+            ),
+            fix: elsewhere_fix(live, target, journal),
+        };
+    }
     if sent.is_empty() {
         return JournalSilence {
             detail,
@@ -555,7 +663,7 @@ fn silent(
 
 #[path = "evidence_fix.rs"]
 mod fix;
-use fix::{attest_fix, confirm_fix, sent_fix, unanswered};
+use fix::{attest_fix, cleared_fix, confirm_fix, elsewhere_fix, sent_fix, unanswered};
 
 #[path = "evidence_registers.rs"]
 mod registers_alone;

@@ -51,6 +51,39 @@ pub(super) fn confirm_fix(
     )
 }
 
+/// The journal saw its own rewrap to `to` complete, and no register holds `to` now: the new
+/// registers were cleared after it, or someone rotated back unseen. Only the people who can
+/// act on the instance, or the service, can say which; a rewrap is safe in neither case until
+/// it is known.
+pub(super) fn cleared_fix(
+    live: &LiveInstance,
+    to: &VerificationPattern,
+    journal: &JournalEvidence,
+) -> String {
+    format!(
+        "ask everyone who can act on this instance (other operators and state folders, TKE CLI and TKE application users) what they did since the rewrap. If someone cleared the new registers, load {t}… again from its key parts into every crypto unit's new register and commit it (TKE CLI), confirm the journal with `mkplan attest rewrap {id} --completed --desired {file}`, and plan again. If someone finished the rotation and rotated back, plan with their state folder (--state-dir), or settle it with the service's rotation status or IBM support confirming which master key the key storage is under. Until then do not rewrap, set immediate, or clear any new register (target {t}…)",
+        id = live.id,
+        file = desired_file(journal),
+        t = to.short()
+    )
+}
+
+/// Records made against another backend identity say a rewrap of this instance id was sent
+/// there: if that was this service, only evidence about that rewrap settles it; if it was a
+/// rehearsal, the service's own evidence does.
+pub(super) fn elsewhere_fix(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    journal: &JournalEvidence,
+) -> String {
+    format!(
+        "find out whether that backend was this service reached another way (the fleet file at another path, another endpoint of the service) or a rehearsal. Either way settle it with the service's own evidence: plan again once the service's rotation status reports the rewrap in progress or done, or journal what the TKE CLI, the service or IBM support showed with `mkplan attest rewrap {id} --completed --desired {file}`, or with `--not-run --service-evidence \"…\"` (the operator's word alone is not enough: the request may have reached this service). Never rewrap again, set immediate, or clear a new register until then (target {t}…)",
+        id = live.id,
+        file = desired_file(journal),
+        t = target.short()
+    )
+}
+
 /// The journal's rewrap of `rotation` has no outcome: mkplan's own request went unanswered, or
 /// (`by_hand`) the ceremony step was shown and the run ended without the operator's word.
 /// Only evidence about that very rewrap settles it.

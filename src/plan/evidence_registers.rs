@@ -73,6 +73,9 @@ pub(super) fn ruled_out_by_registers(
 /// registers, while the units not yet promoted to it share one old current key. When no key
 /// fits (some unit lost its copy), any key held in any register may be the one: nothing may
 /// be cleared or overwritten on the service's word alone, and other witnesses must say which.
+/// Never a key every current register holds: a service waiting on set immediate waits on a
+/// unit not yet promoted to its key (it forgets the rewrap once every unit is). Empty when
+/// no key is left: the service's word contradicts the registers.
 pub(super) fn rewrapped_candidates(live: &LiveInstance) -> (BTreeSet<VerificationPattern>, String) {
     let held: BTreeSet<&VerificationPattern> = live
         .crypto_units
@@ -102,9 +105,17 @@ pub(super) fn rewrapped_candidates(live: &LiveInstance) -> (BTreeSet<Verificatio
         .map(|key| (*key).clone())
         .collect();
     if left_behind.is_empty() {
+        let promoted_everywhere = |key: &VerificationPattern| {
+            live.crypto_units
+                .iter()
+                .all(|u| u.current_register.holds(key))
+        };
         (
-            held.into_iter().cloned().collect(),
-            "no key is held by every crypto unit, so any key in any register may be the one it rewrapped to".into(),
+            held.into_iter()
+                .filter(|key| !promoted_everywhere(key))
+                .cloned()
+                .collect(),
+            "no key is held by every crypto unit, so any key in any register but one every current register holds may be the one it rewrapped to".into(),
         )
     } else {
         (

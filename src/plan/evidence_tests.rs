@@ -276,6 +276,7 @@ fn an_unverified_record_of_a_rewrap_is_named_and_refuses_plain_not_run() {
             completed: false,
             sent_at: Some("2026-11-30T10:00:00Z".into()),
             verified: false,
+            by_hand: false,
         }],
     );
     let refused = find_key_storage_mk(&live, &key(0xB), &evidence).unwrap_err();
@@ -283,4 +284,54 @@ fn an_unverified_record_of_a_rewrap_is_named_and_refuses_plain_not_run() {
     assert!(refused.detail.contains("enough to refuse"), "{refused}");
     assert!(refused.fix.contains("--service-evidence"), "{refused}");
     assert!(!refused.fix.contains("--not-run --desired"), "{refused}");
+}
+
+/// Every new register cleared after the journal's rewrap A → B, every current A. Neither a
+/// rewrap never answered (it may still land) nor one seen to complete (its key was cleared)
+/// lets the registers' "no rewrap can have moved it" decide; with the service "waiting on set
+/// immediate", no key is left that it can have rewrapped to: a contradiction naming B.
+#[test]
+fn registers_cleared_after_a_rewrap_the_journal_sent_never_plan_another() {
+    let cleared = |status| {
+        instance(
+            status,
+            (0..3).map(|i| unit(i, NewRegister::Empty, 0xA)).collect(),
+        )
+    };
+    let unanswered = JournalRewrap::Unsettled {
+        sent_at: Some("2026-11-30T10:06:00Z".into()),
+        by_hand: false,
+    };
+    let completed = JournalRewrap::Completed {
+        how: "mkplan's own rewrap request completed".into(),
+    };
+    for rewrap in [unanswered, completed.clone()] {
+        let evidence = journal(Some(rotation(rewrap.clone(), &[0, 1, 2])));
+        let refused =
+            find_key_storage_mk(&cleared(RewrapStatus::NotReported), &key(0xB), &evidence)
+                .unwrap_err();
+        assert_eq!(
+            refused.check,
+            Check::RewrapEvidence,
+            "{rewrap:?}: {refused}"
+        );
+    }
+    let (candidates, _) = rewrapped_candidates(&cleared(RewrapStatus::Rewrapped));
+    assert!(candidates.is_empty(), "{candidates:?}");
+    let refused = find_key_storage_mk(
+        &cleared(RewrapStatus::Rewrapped),
+        &key(0xB),
+        &journal(Some(rotation(completed, &[0, 1, 2]))),
+    )
+    .unwrap_err();
+    assert_eq!(refused.check, Check::EvidenceConsistent, "{refused}");
+    assert!(refused.fix.contains(key(0xB).short()), "{refused}");
+    // With no journal rotation the registers still decide, as before.
+    let found = find_key_storage_mk(
+        &cleared(RewrapStatus::NotReported),
+        &key(0xB),
+        &journal(None),
+    )
+    .unwrap();
+    assert_eq!(found.key_storage_under, key(0xA));
 }

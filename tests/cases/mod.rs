@@ -1,3 +1,4 @@
+mod adversary3;
 mod adversary_postgres;
 mod apply;
 mod bad_input;
