@@ -137,7 +137,11 @@ fn run(fleet: &mut Fleet, plan: &Plan, target: &VerificationPattern) -> Result<(
         let unit = step.unit.clone().unwrap_or_default();
         let operation = match step.action {
             Action::RemoveUnit => continue,
-            Action::ClearNewMk => SimOperation::ClearNewMk { instance, unit },
+            Action::ClearNewMk => SimOperation::ClearNewMk {
+                instance,
+                unit,
+                verification_pattern: None,
+            },
             Action::LoadNewMk => SimOperation::LoadNewMk {
                 instance,
                 unit,
@@ -223,7 +227,8 @@ fn random_operation(units: usize) -> impl Strategy<Value = SimOperation> {
         }),
         (0..units).prop_map(move |i| SimOperation::ClearNewMk {
             instance: instance(),
-            unit: unit(i)
+            unit: unit(i),
+            verification_pattern: None,
         }),
         Just(SimOperation::RewrapKeyStorage {
             instance: instance()
@@ -408,6 +413,7 @@ fn regression_rewrapped_status_does_not_name_a_key_staged_after_the_rewrap() {
         SimOperation::ClearNewMk {
             instance: INSTANCE.into(),
             unit: unit(1),
+            verification_pattern: None,
         },
         SimOperation::SetImmediate {
             instance: INSTANCE.into(),

@@ -11,7 +11,7 @@ use super::journal::Outcome;
 use super::resume::{observed, rewrap_done};
 use crate::backend::{Backend, BackendError, Operation, SendBy, refresh_with_retries};
 use crate::keypart::Secret32;
-use crate::model::{CurrentRegister, LiveInstance, NewRegister, RewrapStatus};
+use crate::model::{CurrentRegister, LiveInstance, NewRegister, RewrapStatus, VerificationPattern};
 use crate::plan::{Action, InstancePlan, Step};
 
 /// After a rewrap's response is lost: how long the service may report the rewrap in progress
@@ -97,6 +97,15 @@ pub(super) async fn check_before_rewrap<B: Backend>(
     })
 }
 
+/// The key the plan found in the new register of `unit`: the one its clear is meant for.
+fn planned_new<'a>(instance: &'a InstancePlan, unit: &str) -> Option<&'a VerificationPattern> {
+    instance
+        .units
+        .iter()
+        .find(|u| u.hsm_id.eq_ignore_ascii_case(unit))
+        .and_then(|u| u.before.new_register.verification_pattern())
+}
+
 async fn send<B: Backend>(
     backend: &B,
     step: &Step,
@@ -121,9 +130,13 @@ async fn send<B: Backend>(
             verification_pattern: target,
             signers,
         },
+        // The clear names the key the plan found in the new register: if this request is
+        // queued at a slow service and lands after the register was cleared and loaded again
+        // (this run re-sends a clear that had no effect yet), it clears nothing.
         Action::ClearNewMk => Operation::ClearNewMk {
             instance: &step.instance,
             unit,
+            verification_pattern: planned_new(instance, unit),
         },
         Action::RewrapKeyStorage => Operation::RewrapKeyStorage {
             instance: &step.instance,

@@ -24,7 +24,7 @@ use crate::model::live::UNITS_PER_INSTANCE_MAX;
 use crate::model::{CryptoUnit, LiveFleet, LiveInstance};
 pub(in crate::backend) use answers::describe;
 pub(in crate::backend) use answers::{Failure, logged_url, request_name};
-pub(crate) use answers::{StatusBody, UnitList, error_message};
+pub(crate) use answers::{StatusBody, UnitList, error_code, error_message};
 
 mod answers;
 
@@ -275,6 +275,7 @@ impl HttpBackend {
         Err(Failure::Status(Answer {
             status,
             message: error_message(&bytes),
+            code: error_code(&bytes),
             stranger: self
                 .peer
                 .stranger(server.as_deref(), content_type.as_deref(), &bytes),
@@ -329,6 +330,7 @@ impl HttpBackend {
         let Answer {
             status,
             message,
+            code,
             stranger,
             ..
         } = answer;
@@ -368,6 +370,16 @@ impl HttpBackend {
             StatusCode::NOT_FOUND => BackendError::NotFound(format!("{request}: {message}")),
             s if s.is_server_error() => {
                 BackendError::Transient(format!("{request}: the service answered {s}: {message}"))
+            }
+            // A clear that names a key the new register no longer holds: it changed nothing,
+            // and sending it again changes nothing either. The plan is stale.
+            StatusCode::CONFLICT if code.as_deref() == Some("new_register_changed") => {
+                BackendError::Refused {
+                    operation: request.into(),
+                    reason: format!(
+                        "{message}; the plan was made when the new register held another key: plan again"
+                    ),
+                }
             }
             // The unit is busy with a command: maybe an earlier attempt of this one. Unknown.
             StatusCode::CONFLICT => BackendError::Transient(format!(
@@ -466,10 +478,17 @@ impl HttpBackend {
                         .to_string(),
                 ),
             ),
-            Operation::ClearNewMk { instance, unit } => (
+            Operation::ClearNewMk {
+                instance,
+                unit,
+                verification_pattern,
+            } => (
                 "clear_new_mk",
                 vec!["v1", "tke", instance, "hsms", unit, "clear_new_mk"],
-                Zeroizing::new("{}".into()),
+                Zeroizing::new(match verification_pattern {
+                    Some(vp) => json!({ "verification_pattern": vp.as_str() }).to_string(),
+                    None => "{}".into(),
+                }),
             ),
             Operation::SetImmediate {
                 instance,

@@ -40,9 +40,13 @@ pub enum Operation<'a> {
         verification_pattern: &'a VerificationPattern,
         signers: &'a [String],
     },
+    /// Names the VP the new register must still hold (mkplan always does): the service clears
+    /// only that key, does nothing on an empty register, and refuses (nothing changed) when
+    /// the register holds another key, so a clear that lands late clears nothing loaded since.
     ClearNewMk {
         instance: &'a str,
         unit: &'a str,
+        verification_pattern: Option<&'a VerificationPattern>,
     },
     RewrapKeyStorage {
         instance: &'a str,
@@ -411,9 +415,14 @@ pub fn to_sim(operation: &Operation<'_>) -> Result<sim::SimOperation, BackendErr
             verification_pattern: verification_pattern.clone(),
             signers: signers.to_vec(),
         },
-        Operation::ClearNewMk { instance, unit } => sim::SimOperation::ClearNewMk {
+        Operation::ClearNewMk {
+            instance,
+            unit,
+            verification_pattern,
+        } => sim::SimOperation::ClearNewMk {
             instance: own(instance),
             unit: own(unit),
+            verification_pattern: verification_pattern.cloned(),
         },
         Operation::RewrapKeyStorage { instance } => sim::SimOperation::RewrapKeyStorage {
             instance: own(instance),

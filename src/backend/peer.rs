@@ -112,6 +112,8 @@ pub(super) struct Answer {
     pub(super) status: StatusCode,
     /// The service's message, or the start of the body: cut and inert.
     pub(super) message: String,
+    /// The problem's `error.code`, when the body has one (`new_register_changed`, say).
+    pub(super) code: Option<String>,
     /// Who answered, when it is not the service expected at this address (`Peer::stranger`).
     pub(super) stranger: Option<String>,
     /// The `Retry-After` header as sent (seconds or an HTTP date), for a 429 or 503.

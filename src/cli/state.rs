@@ -52,6 +52,17 @@ pub fn push(store: &Store, from: &Path) -> Result<u8> {
             from.display()
         )));
     }
+    // The folder's lock, from reading the journal to appending `pushed`: an apply or an
+    // attestation that is writing to this folder would go on writing after the push, into an
+    // archive, records the database never gets (a rewrap's intent, say).
+    // A folder others could write is unsafe evidence (exit 3), as on every read.
+    crate::apply::state_dir::prepare(from).map_err(Error::Unsafe)?;
+    let _lock = crate::apply::lock::acquire(from, &crate::store::holder()).map_err(|held| {
+        Error::Other(format!(
+            "state push needs the lock on {} while it copies the journal and retires the folder: {held}. {nothing}; push once that run has ended",
+            crate::quote::path(from)
+        ))
+    })?;
     let records = files::read_journal(from)?;
     for record in &records {
         match record {

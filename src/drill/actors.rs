@@ -415,7 +415,11 @@ pub(super) fn next_cli_step(
                 signers: signers.to_vec(),
             }),
             NewRegister::FullCommitted(vp) if vp == target => None,
-            _ => Some(SimOperation::ClearNewMk { instance, unit }),
+            _ => Some(SimOperation::ClearNewMk {
+                instance,
+                unit,
+                verification_pattern: u.new_register.verification_pattern().cloned(),
+            }),
         }
     };
     if storage == target {

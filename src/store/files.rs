@@ -57,9 +57,17 @@ pub fn open_journal(state_dir: &Path) -> Result<Journal> {
 /// on there, and a run or an attestation here would start a second journal of the same fleet,
 /// each missing what the other saw (an attestation used twice, a rewrap sent twice). Only a
 /// sealed record counts: whoever can only write the folder cannot retire it.
+///
+/// A record after `pushed` was written by a run that had this folder's journal open while the
+/// push ran (an older mkplan's push took no lock): the database never received it, so the
+/// database's journal misses an operation that may have reached the service (a rewrap, say).
 fn not_pushed(state_dir: &Path, records: &[Record]) -> Result<()> {
-    for record in records {
+    for (index, record) in records.iter().enumerate() {
         if let Record::Pushed { to, at } = record {
+            let after = &records[index + 1..];
+            if !after.is_empty() {
+                return Err(Error::Unsafe(written_after_push(state_dir, to, at, after)));
+            }
             return Err(Error::Unsafe(format!(
                 "the state folder {} was pushed to {} at {} (`mkplan state push`): its journal goes on there, and this folder is an archive. Nothing was done; name the database with --state (or MKPLAN_STATE), as every operator of this fleet now does",
                 crate::quote::path(state_dir),
@@ -69,6 +77,37 @@ fn not_pushed(state_dir: &Path, records: &[Record]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The refusal for a folder whose journal goes on after its `pushed` record.
+fn written_after_push(state_dir: &Path, to: &str, at: &str, after: &[Record]) -> String {
+    let named: Vec<String> = after
+        .iter()
+        .map(|record| match record.written() {
+            Record::Intent {
+                step,
+                action,
+                instance,
+                unit,
+                ..
+            } => format!(
+                "intent of {step} ({action}) on service instance {instance}{}",
+                unit.as_deref()
+                    .map(|u| format!(", crypto unit {u}"))
+                    .unwrap_or_default()
+            ),
+            Record::Outcome { step, .. } => format!("outcome of {step}"),
+            other => other.kind().to_string(),
+        })
+        .collect();
+    format!(
+        "the state folder {} was pushed to {} at {} (`mkplan state push`), and its journal has {} record(s) written after the push: {}. A run that had this folder's journal open kept writing after the push, and the database does not have these records: it does not know of these operations, which may have reached the service. Nothing was done. Do not settle anything on the strength of the database alone (never `mkplan attest rewrap --not-run` for a rewrap named here): read the service's rewrap status and every crypto unit's registers, and attest what the service shows with --service-evidence against the database; keep this folder as the record of what was sent",
+        crate::quote::path(state_dir),
+        crate::quote::bare(to),
+        crate::quote::bare(at),
+        after.len(),
+        named.join("; ")
+    )
 }
 
 fn unsafe_journal(error: JournalError) -> Error {

@@ -165,7 +165,11 @@ pub(crate) fn perform(ws: &Workspace, asked: &Asked, key: &str) {
             verification_pattern: vp,
             signers: vec!["alice".into(), "bob".into()],
         },
-        "clear_new_mk" => SimOperation::ClearNewMk { instance, unit },
+        "clear_new_mk" => SimOperation::ClearNewMk {
+            instance,
+            unit,
+            verification_pattern: None,
+        },
         "rewrap_key_storage" => SimOperation::RewrapKeyStorage { instance },
         "set_immediate" => SimOperation::SetImmediate {
             instance,

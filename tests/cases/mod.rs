@@ -8,6 +8,7 @@ mod dependencies;
 mod docs;
 mod drill;
 mod json_formats;
+mod late_clear;
 mod messages;
 mod messages_http;
 mod mixed;

@@ -670,3 +670,107 @@ fn a_database_restored_to_before_a_rewrap_is_seen_by_the_machine_that_wrote_afte
     );
     assert_no_incidents(&ws, "a database restored to before a rewrap");
 }
+
+/// Regression (adversary, finding 4): `state push` while an apply on the folder was running
+/// copied the records written so far and retired the folder; the apply went on writing to the
+/// retired folder (its commits, the rewrap's intent) and the database never knew of the
+/// rewrap. Push now takes the folder's lock: refused while the apply holds it (exit 1, naming
+/// the holder), nothing pushed, nothing appended; once the apply has ended, it pushes.
+#[test]
+fn state_push_is_refused_while_an_apply_holds_the_folders_lock() {
+    let Some(url) = database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(true));
+    let apply = spawn_apply(&ws, None, "latency_ms=400", &[]);
+    wait_until("the apply journals an intent", || {
+        std::fs::read_to_string(ws.path(".mkplan/journal.jsonl"))
+            .is_ok_and(|text| text.contains("\"intent\""))
+    });
+    let folder = ws.path(".mkplan").display().to_string();
+    let state = ["--state", url.as_str()];
+    let push = ws.mkplan(&[&state[..], &["state", "push", "--from", &folder]].concat());
+    assert_eq!(push.code, 1, "{}", push.stderr);
+    for words in [
+        "state push needs the lock",
+        "another apply holds the lock",
+        "by process",
+        "Nothing was pushed",
+    ] {
+        assert!(push.stderr.contains(words), "{words}: {}", push.stderr);
+    }
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM mkplan_journal"),
+        0,
+        "nothing was pushed"
+    );
+    let (code, stderr) = stderr_of(apply);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !ws.read(".mkplan/journal.jsonl").contains("\"pushed\""),
+        "the refused push retired nothing"
+    );
+    assert_converged(&ws, "the apply the push waited for");
+    let push = ws.mkplan(&[&state[..], &["state", "push", "--from", &folder]].concat());
+    assert_eq!(push.code, 0, "{}", push.stderr);
+}
+
+/// Defence in depth for the same break: a folder whose journal has records after its
+/// `pushed` record (an older mkplan's push, which took no lock, with an apply writing) is
+/// refused, exit 3, by plan, apply and attest, naming those records and saying that the
+/// database lacks them; nothing is sent. The `pushed` record is appended here as that push
+/// did, while the apply holds the lock and goes on writing.
+#[test]
+fn a_folder_with_records_written_after_its_push_is_refused_naming_them() {
+    use mkplan::apply::journal::{Journal, Record};
+    use mkplan::apply::journal_key::JournalKey;
+    let ws = rotate_to_b(&three_units(true));
+    let apply = spawn_apply(&ws, None, "latency_ms=300", &[]);
+    wait_until("the apply journals an intent", || {
+        std::fs::read_to_string(ws.path(".mkplan/journal.jsonl"))
+            .is_ok_and(|text| text.contains("\"intent\""))
+    });
+    let key = JournalKey::load(journal_key())
+        .expect("the journal key reads")
+        .expect("the apply made the journal key");
+    let mut journal = Journal::open(&ws.path(".mkplan"), &key).expect("the journal opens");
+    journal
+        .append(Record::Pushed {
+            to: "postgres://mkplan@db.example/mkplan".into(),
+            at: "2026-12-01T16:00:00Z".into(),
+        })
+        .expect("pushed appended");
+    drop(journal);
+    let (code, stderr) = stderr_of(apply);
+    assert_eq!(code, 0, "{stderr}");
+    let before = ws.bytes(FLEET);
+    for args in [
+        vec!["plan", DESIRED],
+        vec!["apply", DESIRED, "--auto-approve"],
+        vec![
+            "attest",
+            "rewrap",
+            INSTANCE,
+            "--not-run",
+            "--desired",
+            DESIRED,
+        ],
+    ] {
+        let run = ws.mkplan_with_env(&args, &PASSWORDS);
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
+        for words in [
+            "written after the push",
+            "rewrap_key_storage",
+            "the database does not have these records",
+            "never `mkplan attest rewrap --not-run`",
+        ] {
+            assert!(
+                run.stderr.contains(words),
+                "{args:?} {words}: {}",
+                run.stderr
+            );
+        }
+    }
+    assert_eq!(ws.bytes(FLEET), before, "nothing was sent");
+    assert_no_incidents(&ws, "a folder written after its push");
+}

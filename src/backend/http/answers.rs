@@ -46,6 +46,15 @@ pub(crate) fn error_message(bytes: &[u8]) -> String {
     crate::quote::message(&String::from_utf8_lossy(bytes))
 }
 
+/// The problem's code (`{"error": {"code": …}}`), when the body is one; short and plain, or
+/// none.
+pub(crate) fn error_code(bytes: &[u8]) -> Option<String> {
+    let value = serde_json::from_slice::<Value>(bytes).ok()?;
+    let code = value["error"]["code"].as_str()?;
+    (code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .then(|| code.to_string())
+}
+
 /// The causes of a reqwest error, without its top line ("error sending request for url …",
 /// which repeats the URL the message already names).
 pub(in crate::backend) fn describe(error: &reqwest::Error) -> String {

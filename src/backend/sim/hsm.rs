@@ -31,9 +31,15 @@ pub enum SimOperation {
         /// Administrator names who signed the command.
         signers: Vec<String>,
     },
+    /// With `verification_pattern`, the clear names the key it clears: it clears only a new
+    /// register that still holds exactly that key, is a no-op on an empty one, and is refused
+    /// ([`Refused::Changed`]) when the register holds another key, so a clear that arrives late
+    /// (queued at a slow service) never clears a key loaded since. Without it, the register is
+    /// cleared whatever it holds (unsafe against late arrival).
     ClearNewMk {
         instance: String,
         unit: String,
+        verification_pattern: Option<VerificationPattern>,
     },
     ClearCurrentMk {
         instance: String,
@@ -96,12 +102,16 @@ pub enum Refused {
     /// command may succeed later.
     #[error("{0}")]
     Busy(String),
+    /// The register the command names a key for now holds another key: the command is stale
+    /// (it may have arrived late) and changed nothing.
+    #[error("{0}")]
+    Changed(String),
 }
 
 impl Refused {
     pub fn reason(&self) -> &str {
         match self {
-            Self::Rule(reason) | Self::Busy(reason) => reason,
+            Self::Rule(reason) | Self::Busy(reason) | Self::Changed(reason) => reason,
         }
     }
 }
@@ -268,6 +278,19 @@ fn on_unit(
                     ));
                 }
             }
+        }
+        SimOperation::ClearNewMk {
+            verification_pattern: Some(named),
+            ..
+        } if !unit.new_register.holds(named) => {
+            if unit.new_register == NewRegister::Empty {
+                // The key is gone either way: a clear repeated or arriving late is a no-op.
+                return Ok(None);
+            }
+            return Err(Refused::Changed(format!(
+                "clear of the new register of crypto unit {id}: the command names verification pattern {named}, but the new register holds {:#} (its key changed since the clear was sent); nothing was cleared",
+                unit.new_register
+            )));
         }
         SimOperation::ClearNewMk { .. } => {
             let strands = unit.new_register.holds(storage) && !unit.current_register.holds(storage);

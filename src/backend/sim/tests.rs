@@ -117,6 +117,7 @@ fn clear_new(n: usize) -> SimOperation {
     op_unit(n, |instance, unit| SimOperation::ClearNewMk {
         instance,
         unit,
+        verification_pattern: None,
     })
 }
 

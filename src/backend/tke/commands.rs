@@ -50,7 +50,7 @@ impl TkeBackend {
         let (instance, unit) = match operation {
             Operation::LoadNewMk { instance, unit, .. }
             | Operation::CommitNewMk { instance, unit, .. }
-            | Operation::ClearNewMk { instance, unit }
+            | Operation::ClearNewMk { instance, unit, .. }
             | Operation::SetImmediate { instance, unit, .. } => (*instance, *unit),
             Operation::RewrapKeyStorage { .. } => {
                 return Err(BackendError::Refused {

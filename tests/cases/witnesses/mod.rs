@@ -102,6 +102,7 @@ fn clear_new(unit: &str) -> SimOperation {
     SimOperation::ClearNewMk {
         instance: INSTANCE.into(),
         unit: unit.into(),
+        verification_pattern: None,
     }
 }
 

@@ -23,7 +23,9 @@ use crate::keypart::{self, KEY_LEN, Secret32};
 use crate::model::VerificationPattern;
 
 /// The body of a unit command. `key_parts` (hex) only for `load_new_mk`;
-/// `verification_pattern` and `signers` for `commit_new_mk` and `set_immediate`.
+/// `verification_pattern` and `signers` for `commit_new_mk` and `set_immediate`;
+/// `verification_pattern` (optional, and mkplan always sends it) for `clear_new_mk`: the key
+/// the clear is meant for, so a clear that arrives late clears nothing loaded since.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommandBody {
@@ -114,7 +116,17 @@ pub(crate) fn parse_command(
                 }
             }
         }
-        "clear_new_mk" => SimOperation::ClearNewMk { instance, unit },
+        "clear_new_mk" => SimOperation::ClearNewMk {
+            instance,
+            unit,
+            verification_pattern: match body.verification_pattern.as_deref() {
+                Some(text) => Some(
+                    VerificationPattern::parse(text)
+                        .map_err(|e| bad(format!("verification_pattern: {e}")))?,
+                ),
+                None => None,
+            },
+        },
         other => {
             return Err(Box::new(problem(
                 StatusCode::NOT_FOUND,
@@ -248,6 +260,11 @@ async fn perform_numbered(shared: &Arc<Shared>, number: u64, operation: SimOpera
         Err(Refused::Busy(reason)) => problem(
             StatusCode::CONFLICT,
             "rewrap_in_progress",
+            &format!("the service refused {}: {reason}", operation.name()),
+        ),
+        Err(Refused::Changed(reason)) => problem(
+            StatusCode::CONFLICT,
+            "new_register_changed",
             &format!("the service refused {}: {reason}", operation.name()),
         ),
         Err(Refused::Rule(reason)) => problem(

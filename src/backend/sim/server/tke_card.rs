@@ -246,7 +246,9 @@ async fn act(
         }
         // The simulator's rules refused it (a rewrap running, a register in the wrong
         // state): the card's "bad arguments".
-        Err(Refused::Busy(_) | Refused::Rule(_)) => (refused(ARGUMENTS_BAD), counter),
+        Err(Refused::Busy(_) | Refused::Rule(_) | Refused::Changed(_)) => {
+            (refused(ARGUMENTS_BAD), counter)
+        }
     }
 }
 
@@ -376,9 +378,12 @@ fn operation(
             verification_pattern: vp()?,
             signers,
         },
+        // A signed command carries the unit's transaction counter: a stale one is refused
+        // by the counter, so it needs no verification pattern.
         _ => SimOperation::ClearNewMk {
             instance,
             unit: hsm_id,
+            verification_pattern: None,
         },
     }))
 }
