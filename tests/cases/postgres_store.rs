@@ -406,31 +406,10 @@ fn a_pushed_state_folder_is_an_archive_and_its_attestation_is_not_used_twice() {
         "the team's apply sent the rewrap: {}",
         team.stderr
     );
-    let before = ws.bytes(FLEET);
-    for args in [
-        vec!["apply", DESIRED, "--auto-approve"],
-        vec!["plan", DESIRED],
-        vec![
-            "attest",
-            "rewrap",
-            INSTANCE,
-            "--not-run",
-            "--desired",
-            DESIRED,
-        ],
-    ] {
-        let run = ws.mkplan_with_env(&args, &PASSWORDS);
-        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
-        assert!(
-            run.stderr.contains("was pushed to"),
-            "{args:?}: {}",
-            run.stderr
-        );
-    }
-    assert_eq!(
-        ws.bytes(FLEET),
-        before,
-        "the folder's apply touched the fleet"
+    every_command_refuses(
+        &ws,
+        &["was pushed to"],
+        "the folder's apply touched the fleet",
     );
     assert_no_incidents(&ws, "an apply from a pushed folder");
 }
@@ -743,10 +722,26 @@ fn a_folder_with_records_written_after_its_push_is_refused_naming_them() {
     drop(journal);
     let (code, stderr) = stderr_of(apply);
     assert_eq!(code, 0, "{stderr}");
+    every_command_refuses(
+        &ws,
+        &[
+            "written after the push",
+            "rewrap_key_storage",
+            "the database does not have these records",
+            "never `mkplan attest rewrap --not-run`",
+        ],
+        "nothing was sent",
+    );
+    assert_no_incidents(&ws, "a folder written after its push");
+}
+
+/// `apply`, `plan` and `attest rewrap --not-run` with the workspace's folder each exit 3
+/// saying every one of `words`, and the fleet is left as it was (`untouched` says so).
+fn every_command_refuses(ws: &Workspace, words: &[&str], untouched: &str) {
     let before = ws.bytes(FLEET);
     for args in [
-        vec!["plan", DESIRED],
         vec!["apply", DESIRED, "--auto-approve"],
+        vec!["plan", DESIRED],
         vec![
             "attest",
             "rewrap",
@@ -758,19 +753,9 @@ fn a_folder_with_records_written_after_its_push_is_refused_naming_them() {
     ] {
         let run = ws.mkplan_with_env(&args, &PASSWORDS);
         assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
-        for words in [
-            "written after the push",
-            "rewrap_key_storage",
-            "the database does not have these records",
-            "never `mkplan attest rewrap --not-run`",
-        ] {
-            assert!(
-                run.stderr.contains(words),
-                "{args:?} {words}: {}",
-                run.stderr
-            );
+        for said in words {
+            assert!(run.stderr.contains(said), "{args:?} {said}: {}", run.stderr);
         }
     }
-    assert_eq!(ws.bytes(FLEET), before, "nothing was sent");
-    assert_no_incidents(&ws, "a folder written after its push");
+    assert_eq!(ws.bytes(FLEET), before, "{untouched}");
 }

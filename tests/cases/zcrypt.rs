@@ -136,6 +136,11 @@ impl World {
     }
 
     pub(crate) fn tke(&self, action: &str, apqn: &str) {
+        self.tke_with(action, apqn, (action != "clear").then_some(self.vp));
+    }
+
+    /// The fake TKE's `action` on `apqns` (comma-separated), loading `vp` where it names one.
+    pub(crate) fn tke_with(&self, action: &str, apqns: &str, vp: Option<&str>) {
         let mut args = vec![
             "sim",
             "zcrypt",
@@ -144,19 +149,31 @@ impl World {
             "w",
             action,
             "--apqns",
-            apqn,
+            apqns,
             "--type",
             self.tke_type,
         ];
-        if action != "clear" {
-            args.extend(["--vp", self.vp]);
-        }
+        args.extend(vp.iter().flat_map(|vp| ["--vp", vp]));
         let out = mkplan(&self.root, &args);
         assert!(
             out.status.success(),
             "tke {action}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// An apply whose operator performs every ceremony step until the first set, and stops
+    /// there (exit 1): loads, commits and stages have run.
+    pub(crate) fn apply_until_the_first_set(&self) {
+        let (code, stderr) = self.apply_as(|action, _| {
+            if action == "set_immediate" {
+                Operator::Stops
+            } else {
+                Operator::Performs
+            }
+        });
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("the operator stopped"), "{stderr}");
     }
 
     /// `apply --auto-approve` with an operator who performs every ceremony step it is shown

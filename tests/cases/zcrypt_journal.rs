@@ -7,20 +7,13 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::cases::zcrypt::{NEW, Operator, World, ep11_group, world_yaml};
+use crate::cases::zcrypt::{NEW, World, ep11_group, world_yaml};
 
 /// A world whose change began: loads, commits and stages ran, and the operator stopped at
 /// the first set (the journal holds a Begin record with both cards' serial numbers).
 fn started() -> World {
     let world = World::with(&world_yaml(true), &ep11_group(), "EP11", NEW);
-    let (code, stderr) = world.apply_as(|action, _| {
-        if action == "set_immediate" {
-            Operator::Stops
-        } else {
-            Operator::Performs
-        }
-    });
-    assert_eq!(code, Some(1), "{stderr}");
+    world.apply_until_the_first_set();
     assert!(
         std::fs::read_to_string(journal(&world))
             .unwrap()

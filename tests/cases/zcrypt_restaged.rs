@@ -5,39 +5,10 @@
 //! registers and `zkey-cryptsetup validate` look as mkplan left them, and a set on the
 //! journal's word alone would lose the volume. The rerun stages it again before the set.
 
-use crate::cases::zcrypt::{
-    LUKS2_STORE, LUKS2_VOLUME, NEW, Operator, World, ep11_group, world_yaml,
-};
+use crate::cases::zcrypt::{LUKS2_STORE, LUKS2_VOLUME, NEW, World, ep11_group, world_yaml};
 
 const OTHER: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
 const APQNS: &str = "03.0006,04.0006";
-
-fn by_hand(world: &World, args: &[&str]) {
-    let out = world.run(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn tke(world: &World, action: &str, vp: Option<&str>) {
-    let mut args = vec![
-        "sim",
-        "zcrypt",
-        "tke",
-        "--world-dir",
-        "w",
-        action,
-        "--apqns",
-        APQNS,
-    ];
-    args.extend(["--type", "EP11"]);
-    if let Some(vp) = vp {
-        args.extend(["--vp", vp]);
-    }
-    by_hand(world, &args);
-}
 
 #[test]
 fn zcrypt_a_luks2_volume_staged_again_by_hand_between_runs_is_staged_again_before_the_set() {
@@ -47,19 +18,11 @@ fn zcrypt_a_luks2_volume_staged_again_by_hand_between_runs_is_staged_again_befor
         "EP11",
         NEW,
     );
-    let (code, stderr) = world.apply_as(|action, _| {
-        if action == "set_immediate" {
-            Operator::Stops
-        } else {
-            Operator::Performs
-        }
-    });
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("the operator stopped"), "{stderr}");
+    world.apply_until_the_first_set();
     world.assert_no_incidents();
 
     for (action, vp) in [("clear", None), ("load", Some(OTHER)), ("commit", None)] {
-        tke(&world, action, vp);
+        world.tke_with(action, APQNS, vp);
     }
     let staged = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
         .current_dir(&world.root)
@@ -84,7 +47,7 @@ fn zcrypt_a_luks2_volume_staged_again_by_hand_between_runs_is_staged_again_befor
         String::from_utf8_lossy(&staged.stderr)
     );
     for (action, vp) in [("clear", None), ("load", Some(NEW)), ("commit", None)] {
-        tke(&world, action, vp);
+        world.tke_with(action, APQNS, vp);
     }
     world.assert_no_incidents();
 
