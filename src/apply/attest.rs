@@ -19,6 +19,20 @@ pub struct Attestation {
     pub ran: bool,
     /// With `ran == false` after mkplan's own rewrap went unanswered: what the service showed.
     pub service_evidence: Option<String>,
+    /// The other journals this user's mkplan wrote on this machine (state folders other than
+    /// the one attested into): a rewrap they say was sent to this very backend never reached
+    /// this journal, and refuses "nobody sent it" as one on record here does.
+    pub other_journals: Vec<OtherJournal>,
+}
+
+/// A journal other than the one attested into, as `files::other_journals` found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherJournal {
+    /// Where it is, as messages name it ("the journal in /srv/mkplan/.mkplan").
+    pub named: String,
+    /// The state folder, for the command that opens it.
+    pub folder: String,
+    pub records: Vec<Record>,
 }
 
 /// Why an attestation cannot be taken: nothing is journaled.
@@ -74,6 +88,14 @@ pub fn attestation_records(
     }
     if !attestation.ran && attestation.service_evidence.is_none() {
         unanswered_on_record(records, found, backend, witness, &from, &to)?;
+        unanswered_in_other_journals(
+            &attestation.other_journals,
+            found,
+            backend,
+            witness,
+            &from,
+            &to,
+        )?;
         lost_records(records, &found.id, witness)?;
     }
     let statement = if attestation.ran {
@@ -180,6 +202,42 @@ fn unanswered_on_record(
         "refused: {records_say} say that on service instance {}, {}. {why}: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
         found.id,
         rewrap.describe(),
+        RewrapStatus::Rewrapped.describe()
+    )))
+}
+
+/// A rewrap of this rotation that another journal of this machine says was sent to this very
+/// backend (never answered, or completed, in a rotation not closed there) never reached
+/// `witness`: a `state push` refused or never made, or a second state folder of one fleet.
+/// Nobody at this end can see that it did not run, so "nobody sent it" on the operator's word
+/// alone is refused, naming that journal. Records there made against another backend are
+/// rehearsals or another service as far as this check goes: `unanswered_on_record` covers a
+/// service reached another way within one journal.
+fn unanswered_in_other_journals(
+    others: &[OtherJournal],
+    found: &LiveInstance,
+    backend: &str,
+    witness: &str,
+    from: &VerificationPattern,
+    to: &VerificationPattern,
+) -> Result<(), NotTaken> {
+    let instance = found.id.to_ascii_lowercase();
+    let Some((other, rewrap)) = others.iter().find_map(|other| {
+        rewraps_on_record(&other.records, backend)
+            .remove(&instance)?
+            .into_iter()
+            .find(|r| r.of_rotation(from, to))
+            .map(|r| (other, r))
+    }) else {
+        return Ok(());
+    };
+    Err(NotTaken(format!(
+        "refused: {} (another state folder this user's mkplan wrote on this machine) says that on service instance {}, on this very backend ({backend}), {}. {witness} never received those records (a `state push` that was refused or never made, or a second state folder of one fleet): nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Settle the rotation with that folder (`--state {}`), or push it into this store once no run holds it (`mkplan state push --from {}`); if the service showed that the rewrap did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
+        other.named,
+        found.id,
+        rewrap.describe(),
+        crate::quote::name(&other.folder),
+        crate::quote::name(&other.folder),
         RewrapStatus::Rewrapped.describe()
     )))
 }

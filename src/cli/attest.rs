@@ -48,6 +48,11 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, store: &Store) -> Result<u8>
         &Attestation {
             ran: args.completed,
             service_evidence: args.service_evidence.clone(),
+            other_journals: if args.completed || args.service_evidence.is_some() {
+                Vec::new()
+            } else {
+                crate::store::files::other_journals(store.folder())
+            },
         },
     )
     .map_err(|refused| Error::Unsafe(refused.0))?;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::apply::attest::OtherJournal;
 use crate::apply::journal::{Journal, JournalError, Record};
 use crate::apply::journal_key::{self, JournalKey};
 use crate::error::{Error, Result};
@@ -108,6 +109,50 @@ fn written_after_push(state_dir: &Path, to: &str, at: &str, after: &[Record]) ->
         after.len(),
         named.join("; ")
     )
+}
+
+/// Other journals this user's mkplan wrote on this machine: every state folder whose head
+/// lies beside the journal key, other than `this` and folders since removed, with their
+/// records (read without writing anything). A folder whose journal ends with its `pushed`
+/// record is left out: the database received all of it. A journal that cannot be read is
+/// left out too (this is an extra witness; the journal attested into is still the one that
+/// must vouch).
+pub fn other_journals(this: Option<&Path>) -> Vec<OtherJournal> {
+    let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
+        return Vec::new();
+    };
+    let Ok(Some(key)) = JournalKey::load(&path) else {
+        return Vec::new();
+    };
+    let Some(heads) = path.parent().map(|p| p.join("heads")) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&heads) else {
+        return Vec::new();
+    };
+    let this = this.and_then(|dir| dir.canonicalize().ok());
+    let folders: std::collections::BTreeSet<std::path::PathBuf> = entries
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with("chain-"))
+        .filter_map(|entry| journal_key::load_head(&entry.path()).ok().flatten())
+        .filter_map(|head| std::path::PathBuf::from(head.state_dir).canonicalize().ok())
+        .filter(|dir| Some(dir) != this.as_ref())
+        .collect();
+    folders
+        .into_iter()
+        .filter(|dir| dir.join("journal.jsonl").is_file())
+        .filter_map(|dir| {
+            let records = Journal::read(&dir, Some(&key)).ok()?;
+            if matches!(records.last(), Some(Record::Pushed { .. })) {
+                return None;
+            }
+            Some(OtherJournal {
+                named: format!("the journal in {}", crate::quote::path(&dir)),
+                folder: dir.display().to_string(),
+                records,
+            })
+        })
+        .collect()
 }
 
 fn unsafe_journal(error: JournalError) -> Error {

@@ -759,3 +759,75 @@ fn every_command_refuses(ws: &Workspace, words: &[&str], untouched: &str) {
     }
     assert_eq!(ws.bytes(FLEET), before, "{untouched}");
 }
+
+/// Regression (adversary round 3, h5): a folder's apply sent a rewrap and died; its records
+/// never reached the database (the `state push` was refused while that apply ran, and the
+/// operator went on as if it had worked). The database's journal is silent about the
+/// rewrap, and `attest rewrap --not-run` against it, on the operator's word alone, is
+/// refused: the folder, another journal this user's mkplan wrote on this machine, says the
+/// rewrap was sent to this very backend and never answered. It names the folder and what
+/// settles it; the database's apply sends nothing.
+#[test]
+fn attest_not_run_against_a_database_is_refused_while_a_folder_holds_the_unanswered_rewrap() {
+    let Some(url) = database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(false));
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=7"));
+    let crashed = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &env);
+    assert_eq!(
+        crashed.code, -1,
+        "died right after its rewrap: {}",
+        crashed.stderr
+    );
+    let state = ["--state", url.as_str()];
+    let not_run = [
+        "attest",
+        "rewrap",
+        INSTANCE,
+        "--not-run",
+        "--desired",
+        DESIRED,
+    ];
+    let attest = ws.mkplan(&[&state[..], &not_run[..]].concat());
+    assert_eq!(attest.code, 3, "{}", attest.stderr);
+    let folder = ws.path(".mkplan").canonicalize().expect("the folder");
+    for words in [
+        format!("the journal in {}", folder.display()),
+        "another state folder this user's mkplan wrote on this machine".into(),
+        "was sent".into(),
+        "never answered".into(),
+        format!("mkplan state push --from {}", folder.display()),
+        "--service-evidence".into(),
+        "Nothing was journaled".into(),
+    ] {
+        assert!(attest.stderr.contains(&words), "{words}: {}", attest.stderr);
+    }
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM mkplan_journal WHERE line LIKE '%attested%'"
+        ),
+        0,
+        "nothing journaled"
+    );
+    let apply = ws.mkplan_with_env(
+        &[&state[..], &["apply", DESIRED, "--auto-approve"]].concat(),
+        &PASSWORDS,
+    );
+    assert_eq!(apply.code, 3, "{}", apply.stderr);
+    assert_eq!(intents(&url), 0, "the database's apply sent nothing");
+    // Attesting into the folder itself is refused as before: its own rewrap went unanswered.
+    let own = ws.mkplan(&not_run);
+    assert_eq!(own.code, 3, "{}", own.stderr);
+    assert!(
+        !own.stderr.contains("another state folder"),
+        "the folder is not its own other journal: {}",
+        own.stderr
+    );
+    assert_no_incidents(
+        &ws,
+        "attest against a database the folder's rewrap never reached",
+    );
+}
