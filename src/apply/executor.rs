@@ -125,6 +125,16 @@ pub enum ApplyError {
         "step {step} (rewrap_key_storage) was not sent: the live state changed since the plan was made ({why}). Someone else acted on this instance; nothing more was sent. Find out who, then plan again"
     )]
     Changed { step: String, why: String },
+    /// Set immediate found a rewrap of the key storage in progress: this rotation's rewrap had
+    /// completed (set immediate is sent only then), so someone else sent another.
+    #[error(
+        "step {step} ({action}) was not sent again: {why}. A rewrap that mkplan did not send is running on the service: someone else acted on this instance, and a second rewrap after one completed makes the key storage unusable. Nothing more was sent. Find out who sent it, and once it ends read the service's rotation status (`mkplan status`); until IBM support or the service confirms which master key the key storage is under, do not set immediate, rewrap or clear any new register"
+    )]
+    ForeignRewrap {
+        step: String,
+        action: Action,
+        why: String,
+    },
     /// A ceremony step never shown to the operator: the apply stopped first.
     #[error("step {step} ({action}) was not started: an earlier step stopped the apply")]
     NotStarted { step: String, action: Action },

@@ -173,6 +173,20 @@ async fn send<B: Backend>(
             return settle_rewrap(backend, step, instance, &error, notes).await;
         }
         let found = read_instance(backend, step).await?;
+        // Set immediate is sent only once this rotation's rewrap completed: a rewrap running
+        // now is somebody else's, and waiting for it to end would promote a unit over a key
+        // storage that rewrap is destroying.
+        if step.action == Action::SetImmediate && found.rewrap_status == RewrapStatus::InProgress {
+            return Err(ApplyError::ForeignRewrap {
+                step: step.id.clone(),
+                action: step.action,
+                why: format!(
+                    "after \"{error}\", the service reports a rewrap of service instance {}'s key storage in progress, though this rotation's rewrap to {}… had completed",
+                    step.instance,
+                    target.short()
+                ),
+            });
+        }
         if observed(step.action, &found, step.unit.as_deref(), target) {
             return Ok(Outcome::SettledDone {
                 evidence: format!("after \"{error}\", the live state shows the effect"),

@@ -381,6 +381,14 @@ impl HttpBackend {
                     ),
                 }
             }
+            // A rewrap is running: the instance takes no command until it ends. Whose rewrap
+            // it is, the executor settles from what it knows (set immediate follows only a
+            // completed rewrap of its own).
+            StatusCode::CONFLICT if code.as_deref() == Some("rewrap_in_progress") => {
+                BackendError::Transient(format!(
+                    "{request}: the service reports a rewrap of the key storage in progress ({message})"
+                ))
+            }
             // The unit is busy with a command: maybe an earlier attempt of this one. Unknown.
             StatusCode::CONFLICT => BackendError::Transient(format!(
                 "{request}: the crypto unit is busy with another command ({message})"

@@ -350,18 +350,19 @@ fn stopped_error(error: executor::ApplyError, plan: &Plan, resume: &str) -> Erro
             "{}To resume: {resume}",
             interrupt::describe_stopped(plan, &stopped)
         )),
-        ApplyError::Journal(_) | ApplyError::Audit(_) | ApplyError::Changed { .. } => {
-            apply_error(error)
-        }
+        ApplyError::Journal(_)
+        | ApplyError::Audit(_)
+        | ApplyError::Changed { .. }
+        | ApplyError::ForeignRewrap { .. } => apply_error(error),
         other => Error::Other(format!("{other}\nTo resume: {resume}")),
     }
 }
 
 fn apply_error(error: executor::ApplyError) -> Error {
     match &error {
-        executor::ApplyError::Journal(_) | executor::ApplyError::Audit(_) => {
-            Error::Unsafe(error.to_string())
-        }
+        executor::ApplyError::Journal(_)
+        | executor::ApplyError::Audit(_)
+        | executor::ApplyError::ForeignRewrap { .. } => Error::Unsafe(error.to_string()),
         executor::ApplyError::Changed { .. } => Error::Stale(error.to_string()),
         _ => Error::Other(error.to_string()),
     }

@@ -439,3 +439,87 @@ fn an_unanswered_rewrap_still_refuses_not_run_after_the_journal_key_is_replaced(
         .expect_code(0);
     assert_converged(&ws, "after the service's word");
 }
+
+/// Regression (left open by adversary round 3): set immediate found the service busy with a
+/// rewrap after this rotation's own rewrap had completed, and retried it as "busy". Set
+/// immediate follows only a completed rewrap, so that rewrap is somebody else's (here the
+/// TKE CLI of another operator, sent while mkplan's set immediate was on its way): the apply
+/// stops at once, exit 3, saying so and what to do, and no unit is promoted. The one loss is
+/// the other operator's second rewrap, which the simulator records as it lands.
+#[test]
+fn set_immediate_stops_when_someone_else_rewraps_after_the_rewrap_completed() {
+    let ws = rotate_to_b(&three_units(true));
+    crash_after(&ws, 7);
+    // The other operator's rewrap runs for minutes: 3,000 keys at 100 ms each.
+    ws.mkplan(&["sim", "compact", "--fleet", FLEET]).expect_code(0);
+    let slow = ws
+        .read(FLEET)
+        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 100");
+    ws.write(FLEET, &slow);
+    let mut apply = ws.process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"]);
+    let apply = apply
+        .envs(PASSWORDS)
+        .env("MKPLAN_SIM_FAULTS", "latency_ms=1500")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mkplan apply");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !String::from_utf8_lossy(&journal(&ws)).contains("\"action\":\"set_immediate\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no set immediate intent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Its response lost at once, the rewrap runs on in the simulator.
+    let simulator = Simulator::open(
+        &ws.path(FLEET),
+        Faults::parse("lose_response_op=1").expect("faults"),
+    )
+    .expect("the fleet opens");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    assert!(runtime.block_on(simulator.perform(&rewrap())).is_err());
+    let output = apply.wait_with_output().expect("wait for mkplan");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    for words in [
+        "set_immediate) was not sent again",
+        "reports a rewrap of service instance",
+        "in progress, though this rotation's rewrap",
+        "A rewrap that mkplan did not send is running",
+        "do not set immediate, rewrap or clear any new register",
+    ] {
+        assert!(stderr.contains(words), "{words}: {stderr}");
+    }
+    assert!(!stderr.contains("To resume"), "{stderr}");
+    let fleet = sim(&ws);
+    assert_eq!(fleet.incidents.len(), 1, "{:#?}", fleet.incidents);
+    assert!(
+        fleet.incidents[0]
+            .description
+            .contains("rewrap started again after it completed"),
+        "the other operator's rewrap: {:#?}",
+        fleet.incidents
+    );
+    for unit in &fleet.instances[0].crypto_units {
+        assert_eq!(
+            unit.current_register.status(),
+            "Valid",
+            "{}: not promoted",
+            unit.hsm_id
+        );
+        assert_ne!(
+            unit.current_register
+                .verification_pattern()
+                .map(|v| v.to_string()),
+            unit.new_register.committed().map(|v| v.to_string()),
+            "{}: not promoted",
+            unit.hsm_id
+        );
+    }
+}
