@@ -88,6 +88,7 @@ pub fn attestation_records(
     }
     if !attestation.ran && attestation.service_evidence.is_none() {
         unanswered_on_record(records, found, backend, witness, &from, &to)?;
+        lost_records(records, &found.id, witness)?;
         unanswered_in_other_journals(
             &attestation.other_journals,
             found,
@@ -96,7 +97,6 @@ pub fn attestation_records(
             &from,
             &to,
         )?;
-        lost_records(records, &found.id, witness)?;
     }
     let statement = if attestation.ran {
         format!(
