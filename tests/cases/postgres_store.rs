@@ -782,14 +782,7 @@ fn attest_not_run_against_a_database_is_refused_while_a_folder_holds_the_unanswe
         crashed.stderr
     );
     let state = ["--state", url.as_str()];
-    let not_run = [
-        "attest",
-        "rewrap",
-        INSTANCE,
-        "--not-run",
-        "--desired",
-        DESIRED,
-    ];
+    let not_run = crate::cases::security_journal::NOT_RUN;
     let attest = ws.mkplan(&[&state[..], &not_run[..]].concat());
     assert_eq!(attest.code, 3, "{}", attest.stderr);
     let folder = ws.path(".mkplan").canonicalize().expect("the folder");

@@ -359,7 +359,7 @@ fn a_copy_of_the_state_folder_cannot_use_an_attestation_the_original_used() {
 }
 
 /// `attest rewrap --not-run`: the operator's word that nobody rewrapped since.
-const NOT_RUN: [&str; 6] = [
+pub(crate) const NOT_RUN: [&str; 6] = [
     "attest",
     "rewrap",
     INSTANCE,

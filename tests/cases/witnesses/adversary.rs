@@ -451,7 +451,8 @@ fn set_immediate_stops_when_someone_else_rewraps_after_the_rewrap_completed() {
     let ws = rotate_to_b(&three_units(true));
     crash_after(&ws, 7);
     // The other operator's rewrap runs for minutes: 3,000 keys at 100 ms each.
-    ws.mkplan(&["sim", "compact", "--fleet", FLEET]).expect_code(0);
+    ws.mkplan(&["sim", "compact", "--fleet", FLEET])
+        .expect_code(0);
     let slow = ws
         .read(FLEET)
         .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 100");
