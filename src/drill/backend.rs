@@ -67,7 +67,10 @@ struct HttpStore {
     address: SocketAddr,
     /// The servers' clock, the same across restarts.
     clock: Arc<dyn Clock>,
-    client: HttpBackend,
+    /// The client of the current attempt: each attempt is a new mkplan process, with no
+    /// connection left from the one before (a connection to a server since restarted would
+    /// fail its first request and cost a read's back-off).
+    client: Mutex<Arc<HttpBackend>>,
     server: Mutex<Option<InProcess>>,
     /// Watches the current server's crash signal, to restart it.
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -75,7 +78,17 @@ struct HttpStore {
     restarts: Mutex<Vec<String>>,
 }
 
+/// mkplan's HTTP backend for the in-process server at `address`.
+fn http_client(address: SocketAddr) -> Result<HttpBackend, String> {
+    HttpBackend::new(&format!("http://{address}"), None, PARALLELISM_MAX, &[])
+        .map_err(|e| e.to_string())
+}
+
 impl HttpStore {
+    fn client(&self) -> Arc<HttpBackend> {
+        lock(&self.client).clone()
+    }
+
     /// The fleet file with the server's operation log replayed, and the rewraps that are due
     /// completed.
     fn read(&self) -> Fleet {
@@ -149,13 +162,11 @@ impl DrillBackend {
             clock.clone(),
         )?;
         let address = server.address;
-        let client = HttpBackend::new(&format!("http://{address}"), None, PARALLELISM_MAX, &[])
-            .map_err(|e| e.to_string())?;
         let store = Arc::new(HttpStore {
             path,
             address,
             clock: clock.clone(),
-            client,
+            client: Mutex::new(Arc::new(http_client(address)?)),
             server: Mutex::new(Some(server)),
             watcher: Mutex::new(None),
             incidents_seen: AtomicUsize::new(fleet.incidents.len()),
@@ -214,6 +225,9 @@ impl DrillBackend {
                 ..Faults::default()
             };
             store.restart(faults);
+            if let Ok(client) = http_client(store.address) {
+                *lock(&store.client) = Arc::new(client);
+            }
         }
         crashed
     }
@@ -332,7 +346,7 @@ impl DrillBackend {
                 result.map_err(|refused| refused_error(operation, refused))
             }
             Store::Http(store) => {
-                let result = store.client.perform(original, send_by).await;
+                let result = store.client().perform(original, send_by).await;
                 let fleet = store.read();
                 let before = store
                     .incidents_seen
@@ -411,7 +425,7 @@ impl Backend for DrillBackend {
         }
         match &self.store {
             Store::Memory(fleet) => live_of(&self.memory_now(fleet), instances),
-            Store::Http(store) => store.client.refresh(instances).await,
+            Store::Http(store) => store.client().refresh(instances).await,
         }
     }
 
