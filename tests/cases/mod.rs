@@ -43,3 +43,4 @@ mod zcrypt_losses;
 mod zcrypt_restaged;
 mod zcrypt_saved;
 mod zcrypt_scenarios;
+mod zcrypt_selector;
