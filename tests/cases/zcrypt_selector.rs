@@ -176,3 +176,24 @@ fn zcrypt_selector_mistakes_are_errors_at_their_place_with_nothing_touched() {
     assert!(mkvps.contains(&format!("WK CUR: valid 0x{OLD}")) && !mkvps.contains(NEW));
     world.assert_no_incidents();
 }
+
+/// A saved plan binds the APQNs the selector chose: once it chooses others, `apply PLANFILE`
+/// is stale (exit 4) and touches nothing.
+#[test]
+fn zcrypt_selector_a_saved_plan_is_stale_once_the_selector_chooses_other_apqns() {
+    let world = selecting(true, "");
+    let out = world.run(&["plan", "group.yaml", "--out", "p.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(world.root.join("p.json")).unwrap()).unwrap();
+    check(Document::GroupPlan, &saved);
+    assert_eq!(saved["apqns"], serde_json::json!(["03.0006", "04.0006"]));
+    add_ep11_card(&world, "06");
+    let out = world.run(&["apply", "p.json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("is stale"), "{}", text(&out));
+    let mkvps =
+        std::fs::read_to_string(world.root.join("w/sys/devices/ap/card03/03.0006/mkvps")).unwrap();
+    assert!(!mkvps.contains(NEW), "{mkvps}");
+    world.assert_no_incidents();
+}
