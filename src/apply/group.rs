@@ -150,11 +150,13 @@ impl<O: GroupOperator> GroupApply<'_, O> {
                     .iter()
                     .map(|(t, vp)| (t.to_string(), vp.to_string()))
                     .collect();
+                let apqns = self.desired.apqns.iter().map(ToString::to_string).collect();
                 self.record(GroupRecord::Begin {
                     identity: identity.clone(),
                     at: now(),
                     targets,
                     serials,
+                    apqns,
                 })?;
             }
             if step.ceremony {

@@ -24,6 +24,7 @@ pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEv
     let staged = staged_in_change(journal.records(), desired);
     GroupEvidence {
         recorded_serials: journal.open_change_serials(),
+        recorded_apqns: journal.open_change_apqns(),
         staged_earlier: staged
             .iter()
             .filter(|(_, (at, _))| *at < journal.earlier_records())

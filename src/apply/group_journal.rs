@@ -12,7 +12,7 @@
 //! its head (deleted, emptied, cut back, replaced), is refused, never read past. A last line
 //! cut by a crash mid-write is the one damage tolerated.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::journal::{self, JournalError};
 use super::journal_key::{self, Head, JournalKey};
+use crate::model::domain_group::Apqn;
 
 /// Bytes of a group journal read at most.
 const GROUP_JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -35,6 +36,10 @@ pub enum GroupRecord {
         at: String,
         targets: BTreeMap<String, String>,
         serials: BTreeMap<String, String>,
+        /// The group's APQNs (as listed, or as its selector resolved them): the change must
+        /// end on these. Absent in records of an mkplan before selectors.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        apqns: Vec<String>,
     },
     Intent {
         identity: String,
@@ -248,14 +253,29 @@ impl GroupJournal {
         self.opened_with
     }
 
-    /// The serial numbers recorded when the open change began, if one is open.
-    pub fn open_change_serials(&self) -> Option<BTreeMap<u8, String>> {
-        match self
-            .records
+    /// The Begin record of the open change, if one is open.
+    fn open_change(&self) -> Option<&GroupRecord> {
+        self.records
             .iter()
             .rev()
-            .find(|r| matches!(r, GroupRecord::Begin { .. } | GroupRecord::Done { .. }))?
-        {
+            .find(|r| matches!(r, GroupRecord::Begin { .. } | GroupRecord::Done { .. }))
+            .filter(|r| matches!(r, GroupRecord::Begin { .. }))
+    }
+
+    /// The group's APQNs recorded when the open change began, if one is open and its record
+    /// names them.
+    pub fn open_change_apqns(&self) -> Option<BTreeSet<Apqn>> {
+        match self.open_change()? {
+            GroupRecord::Begin { apqns, .. } if !apqns.is_empty() => {
+                apqns.iter().map(|a| a.parse().ok()).collect()
+            }
+            _ => None,
+        }
+    }
+
+    /// The serial numbers recorded when the open change began, if one is open.
+    pub fn open_change_serials(&self) -> Option<BTreeMap<u8, String>> {
+        match self.open_change()? {
             GroupRecord::Begin { serials, .. } => Some(
                 serials
                     .iter()
@@ -362,6 +382,7 @@ mod tests {
                 at: "t".into(),
                 targets: BTreeMap::new(),
                 serials: BTreeMap::from([("03".into(), "S3".into())]),
+                apqns: Vec::new(),
             })
             .unwrap();
         journal

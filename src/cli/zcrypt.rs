@@ -59,8 +59,11 @@ pub(super) fn read_group_hashed(path: &Path) -> Result<(DesiredGroup, String)> {
     Ok((desired, sha256))
 }
 
+/// Opens the group's backend and resolves its APQN selector against that sysfs (every plan
+/// and apply resolves it again: what it selects is shown in the plan and bound to the change
+/// by the journal).
 pub(super) fn open_backend(
-    desired: &DesiredGroup,
+    desired: &mut DesiredGroup,
     flag: &BackendArg,
     path: &Path,
 ) -> Result<ZcryptBackend> {
@@ -74,15 +77,39 @@ pub(super) fn open_backend(
             )));
         }
     };
-    match BackendSpec::parse(&spec, relative_to).map_err(Error::Other)? {
+    let backend = match BackendSpec::parse(&spec, relative_to).map_err(Error::Other)? {
         BackendSpec::Zcrypt(root) => {
-            ZcryptBackend::open(&root, Arc::new(SystemRunner::default())).map_err(Error::Other)
+            ZcryptBackend::open(&root, Arc::new(SystemRunner::default())).map_err(Error::Other)?
         }
-        _ => Err(Error::Other(format!(
-            "backend {} cannot hold a domain group: use zcrypt:/ (this machine) or zcrypt:SYSFS_ROOT",
-            crate::quote::quote(&spec)
-        ))),
+        _ => {
+            return Err(Error::Other(format!(
+                "backend {} cannot hold a domain group: use zcrypt:/ (this machine) or zcrypt:SYSFS_ROOT",
+                crate::quote::quote(&spec)
+            )));
+        }
+    };
+    backend.resolve_apqns(desired).map_err(read_error)?;
+    if let Some(selection) = &desired.selection {
+        output::note(&format!(
+            "Domain group {}: APQNs {}, {}.",
+            desired.name,
+            apqn_words(&selection.selected),
+            selection.describe(desired.mode)
+        ));
     }
+    Ok(backend)
+}
+
+/// APQNs for people: `03.0006, 04.0006`, or `none`.
+pub(crate) fn apqn_words(apqns: &[crate::model::domain_group::Apqn]) -> String {
+    if apqns.is_empty() {
+        return "none".into();
+    }
+    apqns
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn refused(refusal: impl std::fmt::Display) -> Error {
@@ -105,11 +132,16 @@ pub(super) fn read_error(error: ReadError) -> Error {
 
 pub fn validate(path: &Path) -> Result<u8> {
     let desired = read_group(path)?;
+    let apqns = match &desired.selector {
+        None => format!("{} APQNs", desired.apqns.len()),
+        Some(selector) => {
+            format!("the APQNs `apqns: {selector}` selects on the machine at each plan and apply")
+        }
+    };
     eprintln!(
-        "{}: domain group {} is valid: {} APQNs, {} master key type(s), {} store declaration(s)",
+        "{}: domain group {} is valid: {apqns}, {} master key type(s), {} store declaration(s)",
         path.display(),
         desired.name,
-        desired.apqns.len(),
         desired.master_keys.len(),
         desired.stores.len()
     );
@@ -155,8 +187,8 @@ fn open_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
 }
 
 pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
-    let (desired, desired_sha256) = read_group_hashed(&args.desired)?;
-    let backend = open_backend(&desired, &args.backend, &args.desired)?;
+    let (mut desired, desired_sha256) = read_group_hashed(&args.desired)?;
+    let backend = open_backend(&mut desired, &args.backend, &args.desired)?;
     let (live, planned) = read_and_plan(&desired, &backend, store)?;
     let what = format!("{} against {}", args.desired.display(), backend.describe());
     let plan = match planned {
@@ -217,8 +249,8 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
 }
 
 pub async fn status(path: &Path, flag: &BackendArg, json: bool) -> Result<u8> {
-    let desired = read_group(path)?;
-    let backend = open_backend(&desired, flag, path)?;
+    let mut desired = read_group(path)?;
+    let backend = open_backend(&mut desired, flag, path)?;
     let live = backend.read(&desired).map_err(read_error)?;
     if json {
         let apqns: Vec<_> = live
@@ -262,8 +294,8 @@ impl GroupOperator for StdinOperator {
 
 pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     let path: PathBuf = args.desired.clone().unwrap_or_else(|| args.target.clone());
-    let desired = read_group(&path)?;
-    let backend = open_backend(&desired, &args.backend, &path)?;
+    let mut desired = read_group(&path)?;
+    let backend = open_backend(&mut desired, &args.backend, &path)?;
     run_group_apply(&desired, &backend, store, args, None)
 }
 

@@ -60,6 +60,9 @@ pub fn drill(args: &DrillArgs) -> Result<u8> {
         inner: SystemRunner::default(),
     };
     let backend = ZcryptBackend::open(&root, Arc::new(tools)).map_err(Error::Other)?;
+    backend
+        .resolve_apqns(&mut desired)
+        .map_err(super::zcrypt::read_error)?;
     let live = backend.read(&desired).map_err(super::zcrypt::read_error)?;
     let plan = plan_group(&desired, &live, &GroupEvidence::default())
         .map_err(|refusal| Error::Unsafe(refusal.to_string()))?;

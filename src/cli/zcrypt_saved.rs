@@ -123,7 +123,7 @@ pub async fn apply_saved(path: &Path, args: &ApplyArgs, store: &Store) -> Result
             )));
         }
     };
-    let (desired, desired_sha256) = read_group_hashed(&desired_path)?;
+    let (mut desired, desired_sha256) = read_group_hashed(&desired_path)?;
     let stale = |what: String| {
         Error::Stale(format!(
             "the plan {} is stale: {what}. Nothing was touched; make a new plan with `mkplan plan {} --out {}`",
@@ -146,7 +146,7 @@ pub async fn apply_saved(path: &Path, args: &ApplyArgs, store: &Store) -> Result
         format!("`backend:` in {}", quote::path(&desired_path))
     };
     let made_against = quote::bare(&saved.backend);
-    let backend = open_backend(&desired, &args.backend, &desired_path).map_err(|e| {
+    let backend = open_backend(&mut desired, &args.backend, &desired_path).map_err(|e| {
         Error::Other(format!(
             "{e}\nThe plan {} was made against {made_against}; this apply took its backend from {from}. Nothing was touched; pass --backend for the machine the plan was made on",
             path.display()

@@ -4,13 +4,16 @@
 //! starting `version:` is an HPCS desired file. Parsing is pure and strict: an unknown key, a
 //! wrong pattern length or a store the group cannot use is an error at its line and column.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::domain_group::{Apqn, GroupMode};
+use super::domain_group_selector::{
+    ApqnSelection, ApqnSelector, GroupApqns, RawApqns, SeenCard, parse_apqns, select,
+};
 use super::registers::{MkType, Mkvp};
 use super::{InputError, KeyWords};
 use crate::quote::quote;
@@ -36,8 +39,13 @@ const KEY_WORDS: KeyWords = &[
     ("backend", "one value: zcrypt:SYSFS_ROOT, e.g. zcrypt:/"),
     (
         "apqns",
-        "a list of APQNs, card.domain in hex: [03.0006, 04.0006]",
+        "a list of APQNs, card.domain in hex: [03.0006, 04.0006], or a selector: { domain: \"0006\" }",
     ),
+    (
+        "domain",
+        "the usage domain, 4 hex digits as lszcrypt prints it: \"0006\"",
+    ),
+    ("cards", "the cards, 2 hex digits each: [\"03\", \"04\"]"),
     ("procedure", "reencipher_then_set or set_then_from_old"),
     (
         "master_keys",
@@ -100,7 +108,13 @@ pub struct DesiredGroup {
     pub name: String,
     pub backend: Option<String>,
     pub backend_at: Option<(u64, u64)>,
+    /// The group's APQNs: as listed, or as the selector resolved them on the machine (empty
+    /// until [`DesiredGroup::resolve`]; the pre-checks refuse an empty group).
     pub apqns: Vec<Apqn>,
+    /// The selector, when the file selects the APQNs rather than listing them.
+    pub selector: Option<ApqnSelector>,
+    /// What the selector resolved to, shown in the plan.
+    pub selection: Option<ApqnSelection>,
     pub mode: GroupMode,
     pub procedure: Procedure,
     pub master_keys: BTreeMap<MkType, Mkvp>,
@@ -117,7 +131,7 @@ struct RawGroup {
     version: Spanned<u32>,
     #[serde(default)]
     backend: Option<Spanned<String>>,
-    apqns: Spanned<Vec<Spanned<String>>>,
+    apqns: Spanned<RawApqns>,
     #[serde(default)]
     procedure: Option<Spanned<String>>,
     master_keys: Spanned<Vec<RawMasterKey>>,
@@ -169,7 +183,7 @@ struct RawApplication {
     complete: Spanned<Vec<String>>,
 }
 
-fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
+pub(super) fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
     (spanned.referenced.line(), spanned.referenced.column())
 }
 
@@ -216,7 +230,10 @@ pub fn parse_domain_group(
             "this mkplan reads `version: 1`",
         ));
     }
-    let apqns = parse_apqns(&raw.apqns, &error)?;
+    let (apqns, selector) = match parse_apqns(&raw.apqns, &error)? {
+        GroupApqns::Listed(apqns) => (apqns, None),
+        GroupApqns::Selected(selector) => (Vec::new(), Some(selector)),
+    };
     let (master_keys, mode) = parse_master_keys(&raw.master_keys, &error)?;
     let procedure = match &raw.procedure {
         None => Procedure::ReencipherThenSet,
@@ -253,6 +270,8 @@ pub fn parse_domain_group(
         backend_at: raw.backend.as_ref().map(at),
         backend: raw.backend.map(|b| b.value),
         apqns,
+        selector,
+        selection: None,
         mode,
         procedure,
         master_keys,
@@ -260,6 +279,18 @@ pub fn parse_domain_group(
         opencryptoki_config,
         stores,
     })
+}
+
+impl DesiredGroup {
+    /// Resolves the selector over the cards the backend read (a listed group is left as it
+    /// is). Every plan and apply resolves it again.
+    pub fn resolve(&mut self, cards: &[SeenCard]) {
+        if let Some(selector) = &self.selector {
+            let selection = select(selector, self.mode, cards);
+            self.apqns = selection.selected.clone();
+            self.selection = Some(selection);
+        }
+    }
 }
 
 fn relative(folder: &Path, path: &str) -> PathBuf {
@@ -271,40 +302,7 @@ fn relative(folder: &Path, path: &str) -> PathBuf {
     }
 }
 
-type ErrorAt<'a> = &'a dyn Fn((u64, u64), String, &str) -> InputError;
-
-fn parse_apqns(
-    raw: &Spanned<Vec<Spanned<String>>>,
-    error: ErrorAt,
-) -> Result<Vec<Apqn>, InputError> {
-    if raw.value.is_empty() || raw.value.len() > GROUP_APQNS_MAX {
-        return Err(error(
-            at(raw),
-            format!(
-                "a group names 1 to {GROUP_APQNS_MAX} APQNs, found {}",
-                raw.value.len()
-            ),
-            "list the group's APQNs, e.g. apqns: [03.0006, 04.0006]",
-        ));
-    }
-    let mut seen = BTreeSet::new();
-    let mut apqns = Vec::new();
-    for word in &raw.value {
-        let apqn: Apqn = word.value.parse().map_err(|why: String| {
-            error(at(word), why, "write card.domain in hex, as in 03.0006")
-        })?;
-        if !seen.insert(apqn) {
-            return Err(error(
-                at(word),
-                format!("APQN {apqn} is listed twice"),
-                "list each APQN once",
-            ));
-        }
-        apqns.push(apqn);
-    }
-    apqns.sort();
-    Ok(apqns)
-}
+pub(super) type ErrorAt<'a> = &'a dyn Fn((u64, u64), String, &str) -> InputError;
 
 fn parse_master_keys(
     raw: &Spanned<Vec<RawMasterKey>>,

@@ -89,3 +89,38 @@ stores:
     let sym = text.replace("type: APKA, verification", "type: SYM, verification");
     assert!(parse(&sym).unwrap_err().fix.unwrap().contains("SYM"));
 }
+
+#[test]
+fn a_selector_reads_in_place_of_a_list_and_its_mistakes_are_placed() {
+    let text = EP11.replace("[03.0006, 04.0006]", "{ domain: \"0006\" }");
+    let group = parse(&text).unwrap();
+    assert!(group.apqns.is_empty());
+    assert_eq!(group.selector.as_ref().unwrap().domain, 6);
+    let cards = EP11.replace(
+        "[03.0006, 04.0006]",
+        "\n  domain: \"000a\"\n  cards: [\"03\", \"0b\"]",
+    );
+    let group = parse(&cards).unwrap();
+    assert_eq!(group.selector.unwrap().cards, Some(vec![3, 0x0b]));
+    for (wrong, line, column, needle) in [
+        ("{ domain: 6 }", 4, 18, "\"6\" is not a domain"),
+        (
+            "{ domain: \"0006\", cards: [3] }",
+            4,
+            34,
+            "\"3\" is not a card",
+        ),
+        ("{ domian: \"0006\" }", 4, 10, "domian"),
+        ("{ domain: \"0006\", cards: [] }", 4, 33, "1 to 256 cards"),
+        (
+            "{ domain: \"0006\", cards: [\"03\", \"03\"] }",
+            4,
+            40,
+            "listed twice",
+        ),
+    ] {
+        let error = parse(&EP11.replace("[03.0006, 04.0006]", wrong)).unwrap_err();
+        assert!(error.message.contains(needle), "{wrong}: {error:?}");
+        assert_eq!(error.position, Some((line, column)), "{wrong}: {error:?}");
+    }
+}

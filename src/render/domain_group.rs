@@ -13,6 +13,7 @@ pub fn group_plan_text(plan: &GroupPlan, backend: &str) -> String {
         plan.mode,
         plan.procedure_words()
     );
+    text.push_str(&format!("{}\n", plan.apqns_words()));
     if plan.steps.is_empty() {
         text.push_str(
             "No changes: every APQN holds the desired master keys and every store is under them.\n",
@@ -69,11 +70,15 @@ pub fn group_plan_json(document: &GroupPlanDocument) -> String {
         "domain_group": plan.domain_group,
         "mode": plan.mode,
         "procedure": plan.procedure,
+        "apqns": plan.apqns,
         "changes": plan.has_changes(),
         "steps": plan.steps,
     });
     if let Some(file) = document.desired_file {
         value["desired_file"] = file.into();
+    }
+    if let Some(selection) = &plan.apqn_selection {
+        value["apqn_selection"] = serde_json::json!(selection);
     }
     value.to_string()
 }

@@ -50,6 +50,7 @@ pub fn group_plan_markdown(
         }
     );
     let _ = writeln!(out, "{}\n", code(source.what));
+    let _ = writeln!(out, "{}\n", plan.apqns_words());
     if plan.has_changes() {
         out.push_str("| action | performed by | steps |\n|---|---|---:|\n");
         for action in ACTIONS {

@@ -40,6 +40,8 @@ mod zcrypt_fake_luks2;
 mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
+mod zcrypt_ock_conf;
 mod zcrypt_restaged;
 mod zcrypt_saved;
 mod zcrypt_scenarios;
+mod zcrypt_selector;

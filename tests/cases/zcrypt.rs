@@ -284,6 +284,48 @@ impl World {
             .collect()
     }
 
+    /// An apply with an operator who performs every step converges, having staged the
+    /// world's keys on both APQNs, with no incident.
+    pub(crate) fn assert_applies_and_converges(&self) {
+        let stderr = self.assert_apply_converges();
+        assert!(
+            stderr.contains(
+                "zkey reencipher --name archive --apqns 03.0006,04.0006 --to-new --staged"
+            ),
+            "{stderr}"
+        );
+    }
+
+    /// An apply with an operator who performs every step converges with no incident.
+    /// Returns its stderr.
+    pub(crate) fn assert_apply_converges(&self) -> String {
+        let (code, stderr) = self.apply();
+        assert_eq!(code, Some(0), "{stderr}");
+        self.assert_no_incidents();
+        self.assert_converged();
+        stderr
+    }
+
+    /// `plan` and `apply` are refused (exit 3), `plan` saying each of `needles`, with no
+    /// ceremony step shown and no incident. Returns what `plan` said.
+    pub(crate) fn assert_refused(&self, needles: &[&str]) -> String {
+        let out = self.run(&["plan", "group.yaml"]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(3), "{said}");
+        for needle in needles {
+            assert!(said.contains(needle), "{needle:?} not in: {said}");
+        }
+        let (code, stderr) = self.apply();
+        assert_eq!(code, Some(3), "{stderr}");
+        assert!(!stderr.contains("Ceremony step"), "{stderr}");
+        self.assert_no_incidents();
+        said
+    }
+
     pub(crate) fn assert_no_incidents(&self) {
         let out = mkplan(
             &self.root,
@@ -381,14 +423,7 @@ fn zcrypt_fresh_ep11_change_with_a_scripted_operator_converges_without_incidents
             "complete_reencipher"
         ]
     );
-    let (code, stderr) = world.apply();
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("zkey reencipher --name archive --apqns 03.0006,04.0006 --to-new --staged"),
-        "{stderr}"
-    );
-    world.assert_no_incidents();
-    world.assert_converged();
+    world.assert_applies_and_converges();
 }
 
 #[test]

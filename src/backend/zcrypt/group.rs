@@ -16,6 +16,7 @@ use crate::model::domain_group::{
     GroupMode, KeyCopies, LiveApqn, LiveGroup, LiveStore, StoreId, StoreKind, StoreState,
 };
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
+use crate::model::domain_group_selector::SeenCard;
 use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk, TypeRegisters};
 
 /// Bytes of a `.renc` file read at most (an XTS EP11 pair is 672).
@@ -115,6 +116,27 @@ impl ZcryptBackend {
         self.runner.run(call)
     }
 
+    /// Resolves the group's APQN selector over every card this sysfs shows (a listed group
+    /// is left as it is): done before every plan and every apply.
+    pub fn resolve_apqns(&self, desired: &mut DesiredGroup) -> Result<(), ReadError> {
+        if desired.selector.is_none() {
+            return Ok(());
+        }
+        let cards = Sysfs::new(&self.root).cards().map_err(|e| e.to_string())?;
+        let seen: Vec<SeenCard> = cards
+            .iter()
+            .map(|card| SeenCard {
+                number: card.number,
+                kind: card.kind.clone(),
+                mode: group_mode(&card.mode),
+                accelerator: card.mode == CardMode::Accelerator,
+                domains: card.queues.iter().map(|q| q.apqn.domain).collect(),
+            })
+            .collect();
+        desired.resolve(&seen);
+        Ok(())
+    }
+
     /// The group's APQNs and stores, as the machine shows them now.
     pub fn read(&self, desired: &DesiredGroup) -> Result<LiveGroup, ReadError> {
         Ok(LiveGroup {
@@ -153,11 +175,7 @@ impl ZcryptBackend {
                     ),
                 });
             }
-            let mode = match card.mode {
-                CardMode::Ep11 => Some(GroupMode::Ep11),
-                CardMode::Cca => Some(GroupMode::Cca),
-                _ => None,
-            };
+            let mode = group_mode(&card.mode);
             apqns.push(LiveApqn {
                 apqn: *apqn,
                 usable: card.usable() && queue.online,
@@ -452,6 +470,14 @@ impl ZcryptBackend {
             state,
             handle: None,
         }
+    }
+}
+
+fn group_mode(mode: &CardMode) -> Option<GroupMode> {
+    match mode {
+        CardMode::Ep11 => Some(GroupMode::Ep11),
+        CardMode::Cca => Some(GroupMode::Cca),
+        _ => None,
     }
 }
 

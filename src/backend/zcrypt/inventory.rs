@@ -9,6 +9,7 @@
 //! `PATH` has no operation it opened: both are evidence of absence, not silence.
 
 use super::group::ZcryptBackend;
+use super::ock_conf;
 use super::stores;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
@@ -135,9 +136,66 @@ pub fn parse_token_apqns(text: &str) -> Option<Vec<Apqn>> {
     Some(apqns)
 }
 
-/// The token configs in openCryptoki's folder: `ep11tok*.conf` (EP11) and `ccatok*.conf`
-/// (CCA). An absent folder is no openCryptoki configured.
+/// The token configs in openCryptoki's folder: those its `opencryptoki.conf` names for an
+/// EP11 or CCA slot (`confname`, else EP11's default `ep11tok.conf`; a CCA slot with none
+/// reads no config and uses every CCA APQN), or, with no `opencryptoki.conf` there (a copy
+/// of the folder), every `ep11tok*.conf` and `ccatok*.conf`. An absent folder is no
+/// openCryptoki configured. An `opencryptoki.conf` that cannot be read, or a slot whose
+/// config does not exist, is the reason, naming the file and line.
 fn token_configs(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
+    let slots_file = folder.join(ock_conf::OPENCRYPTOKI_CONF);
+    if !slots_file.exists() {
+        return configs_by_name(folder);
+    }
+    let shown = crate::quote::path(&slots_file);
+    let text = crate::bounded_read::read_to_string(&slots_file, TOKEN_CONFIG_BYTES_MAX)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let slots = ock_conf::token_slots(&text).map_err(|e| {
+        format!(
+            "{shown}:{}: {}: pkcsslotd cannot read it either, so which tokens exist is not known",
+            e.line, e.why
+        )
+    })?;
+    let mut tokens = Vec::new();
+    for slot in slots {
+        let (path, line) = match &slot.confname {
+            Some((name, line)) => (folder.join(name), *line),
+            None if slot.mode == GroupMode::Ep11 => (folder.join("ep11tok.conf"), slot.line),
+            None => {
+                tokens.push(FoundToken {
+                    config: format!("{shown} slot {} (no confname)", slot.slot),
+                    mode: slot.mode,
+                    apqns: None,
+                });
+                continue;
+            }
+        };
+        let text = match crate::bounded_read::read(&path, TOKEN_CONFIG_BYTES_MAX) {
+            Ok(text) => text,
+            Err(e) => {
+                let named = slot.confname.as_ref().map_or_else(
+                    || "has no confname, so its token reads the default".to_string(),
+                    |_| "names its token's config".to_string(),
+                );
+                return Err(format!(
+                    "{shown}:{line}: slot {} ({} token) {named} {}, which cannot be read ({e}): the token's APQNs are not known",
+                    slot.slot,
+                    slot.mode,
+                    crate::quote::path(&path)
+                ));
+            }
+        };
+        tokens.push(FoundToken {
+            config: path.display().to_string(),
+            mode: slot.mode,
+            apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
+        });
+    }
+    Ok(tokens)
+}
+
+/// With no `opencryptoki.conf`: every `ep11tok*.conf` (EP11) and `ccatok*.conf` (CCA).
+fn configs_by_name(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
     let Ok(entries) = std::fs::read_dir(folder) else {
         return if folder.exists() {
             Err(format!(

@@ -7,7 +7,8 @@
 //! - [`mkvps`]: the state and verification pattern of each master key register.
 //!
 //! - [`group`]: the `zcrypt:` backend of a domain group: registers and stores, read.
-//! - [`inventory`]: every store on the machine, declared or not.
+//! - [`inventory`]: every store on the machine, declared or not; [`ock_conf`]: openCryptoki's
+//!   slots (`opencryptoki.conf`), which name its tokens' configs.
 //! - [`stores`]: the tools' output, parsed; [`tools`]: the seam every tool run goes through.
 //! - [`fake`]: the fake platform (`mkplan sim zcrypt`), for tests and drills.
 
@@ -15,6 +16,7 @@ pub mod fake;
 pub mod group;
 pub mod inventory;
 pub mod mkvps;
+pub mod ock_conf;
 pub mod stores;
 pub mod sysfs;
 pub mod tools;

@@ -60,7 +60,7 @@ pub(super) fn check(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Grou
                 "cannot list every store on the group's APQNs: {}",
                 listed(inventory.unreadable.iter().cloned())
             ),
-            Some("the tool listing its stores (zkey list, pkcshsm_mk_change list) succeeding, so that no store on these APQNs is left behind".into()),
+            Some("the tool listing its stores (zkey list, pkcshsm_mk_change list) succeeding, and openCryptoki's opencryptoki.conf and token configs readable, so that no store on these APQNs is left behind".into()),
         ));
     }
     let ours: Vec<&FoundZkeyKey> = inventory

@@ -26,6 +26,7 @@ use std::fmt;
 
 use crate::model::domain_group::{Apqn, GroupMode, LiveGroup, StoreId, StoreState};
 use crate::model::domain_group_desired::{DesiredGroup, Procedure};
+use crate::model::domain_group_selector::ApqnSelection;
 use crate::model::registers::{MkType, Mkvp, NewMk};
 
 pub use precheck::GroupRefusal;
@@ -98,6 +99,12 @@ pub struct GroupPlan {
     pub domain_group: String,
     pub mode: GroupMode,
     pub procedure: Procedure,
+    /// The group's APQNs, as listed or as the selector resolved them.
+    #[serde(default)]
+    pub apqns: Vec<Apqn>,
+    /// What the selector resolved to, when the group file selects its APQNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apqn_selection: Option<ApqnSelection>,
     pub steps: Vec<GroupStep>,
 }
 
@@ -107,6 +114,17 @@ impl GroupPlan {
             Procedure::ReencipherThenSet => "re-encipher, then set",
             Procedure::SetThenFromOld => "set, then re-encipher from OLD",
         }
+    }
+
+    /// The group's APQNs for people, with how a selector chose them: `APQNs: 03.0006,
+    /// 04.0006 (selected by …; passed over: …)`.
+    pub fn apqns_words(&self) -> String {
+        let listed: Vec<String> = self.apqns.iter().map(ToString::to_string).collect();
+        let mut text = format!("APQNs: {}", listed.join(", "));
+        if let Some(selection) = &self.apqn_selection {
+            text.push_str(&format!(" ({})", selection.describe(self.mode)));
+        }
+        text
     }
 
     pub fn has_changes(&self) -> bool {
@@ -132,6 +150,9 @@ impl serde::Serialize for Apqn {
 #[derive(Clone, Debug, Default)]
 pub struct GroupEvidence {
     pub recorded_serials: Option<BTreeMap<u8, String>>,
+    /// The group's APQNs recorded when the open change began (`None`: no change open, or
+    /// one begun by an mkplan that did not record them).
+    pub recorded_apqns: Option<std::collections::BTreeSet<Apqn>>,
     pub staged_in_change: BTreeMap<StoreId, BTreeMap<MkType, Mkvp>>,
     /// Of those, the stores whose last stage step ran before this run (every one, for a
     /// plan): between runs anyone may have staged them again under another key, and no tool
@@ -226,6 +247,8 @@ pub fn plan_group(
         domain_group: desired.name.clone(),
         mode: desired.mode,
         procedure: desired.procedure,
+        apqns: desired.apqns.clone(),
+        apqn_selection: desired.selection.clone(),
         steps: builder.steps,
     };
     precheck::check_loss_rule(desired, live, &plan)?;

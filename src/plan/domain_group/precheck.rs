@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::{GroupEvidence, GroupPlan, effect};
 use crate::model::domain_group::{Apqn, LiveGroup, StoreState, losses};
-use crate::model::domain_group_desired::{DesiredGroup, Procedure};
+use crate::model::domain_group_desired::{DesiredGroup, GROUP_APQNS_MAX, Procedure};
 use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk};
 
 /// A refused plan: the check that failed, what it saw, and for missing or contradictory
@@ -60,6 +60,7 @@ pub(super) fn check(
     live: &LiveGroup,
     evidence: &GroupEvidence,
 ) -> Result<Checked, GroupRefusal> {
+    check_apqn_set(desired, evidence)?;
     let found: BTreeMap<Apqn, _> = live.apqns.iter().map(|a| (a.apqn, a)).collect();
     let missing: Vec<String> = desired
         .apqns
@@ -147,6 +148,72 @@ pub(super) fn check(
     super::inventory::check(desired, live)?;
     check_stores(desired, live, &checked)?;
     Ok(checked)
+}
+
+/// The group is some APQNs, and the same ones the open change began on: a card that left
+/// the group mid-change may still hold keys under the old master key when the others are
+/// set, and one that came has taken no part in the change's loads.
+fn check_apqn_set(desired: &DesiredGroup, evidence: &GroupEvidence) -> Result<(), GroupRefusal> {
+    let selector = || {
+        desired
+            .selector
+            .as_ref()
+            .map_or_else(String::new, |s| format!(" (`apqns: {s}`)"))
+    };
+    if desired.apqns.is_empty() || desired.apqns.len() > GROUP_APQNS_MAX {
+        let passed: Vec<String> = desired
+            .selection
+            .iter()
+            .flat_map(|s| &s.passed_over)
+            .map(|p| format!("{} ({})", p.apqn, p.why))
+            .collect();
+        let passed = if passed.is_empty() {
+            String::new()
+        } else {
+            format!("; passed over: {}", listed(passed))
+        };
+        return Err(GroupRefusal {
+            check: "apqn_selector",
+            message: format!(
+                "the group's selector{} selects {} APQNs on this machine; a group is 1 to {GROUP_APQNS_MAX}{}",
+                selector(),
+                desired.apqns.len(),
+                passed
+            ),
+            settle: Some("`lszcrypt` showing the group's cards with the domain; or list the APQNs: apqns: [03.0006, 04.0006]".into()),
+        });
+    }
+    let Some(recorded) = &evidence.recorded_apqns else {
+        return Ok(());
+    };
+    let now: BTreeSet<Apqn> = desired.apqns.iter().copied().collect();
+    if &now == recorded {
+        return Ok(());
+    }
+    let came: Vec<String> = now.difference(recorded).map(ToString::to_string).collect();
+    let went: Vec<String> = recorded.difference(&now).map(ToString::to_string).collect();
+    let mut changes = Vec::new();
+    if !came.is_empty() {
+        changes.push(format!("{} came", listed(came)));
+    }
+    if !went.is_empty() {
+        changes.push(format!("{} went", listed(went)));
+    }
+    Err(GroupRefusal {
+        check: "apqns_unchanged",
+        message: format!(
+            "the group's APQNs{} are {} now, but this change began on {} (the journal's first step): {}. A change ends on the APQNs it began on: a card that went may still hold keys under the old master key once the others are set, and one that came took no part in the loads",
+            selector(),
+            listed(now.iter().map(ToString::to_string)),
+            listed(recorded.iter().map(ToString::to_string)),
+            changes.join(", ")
+        ),
+        settle: Some(format!(
+            "the group back on {}: bring back a card that went (`lszcrypt` must show it with the domain; an offline card is still selected and then refused until it is online), or leave out a card that came (`cards:` in the selector, or list the APQNs: apqns: [{}]) until the change is done. If the change must end on other APQNs, check every store and finish it from another state folder, as for a swapped card",
+            listed(recorded.iter().map(ToString::to_string)),
+            listed(recorded.iter().map(ToString::to_string)),
+        )),
+    })
 }
 
 fn check_type(

@@ -31,6 +31,8 @@ pub(crate) fn desired(mode: GroupMode, apqns: usize, procedure: Procedure) -> De
                 domain: 6,
             })
             .collect(),
+        selector: None,
+        selection: None,
         mode,
         procedure,
         master_keys: types.iter().map(|t| (*t, vp(*t, 'b'))).collect(),
@@ -326,6 +328,26 @@ fn every_refusal_names_its_check_and_what_it_saw() {
         "{r}"
     );
     assert!(r.settle.is_some());
+
+    // The open change began on 03.0006 and 05.0006: 04.0006 came, 05.0006 went.
+    let moved = GroupEvidence {
+        recorded_apqns: Some(
+            ["03.0006", "05.0006"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        ),
+        ..GroupEvidence::default()
+    };
+    let r = refusal(&d, &fresh, &moved);
+    assert_eq!(r.check, "apqns_unchanged", "{r}");
+    assert!(
+        r.message.contains("04.0006 came, 05.0006 went") && r.settle.is_some(),
+        "{r}"
+    );
+    let mut unselected = d.clone();
+    unselected.apqns.clear();
+    assert_eq!(refusal(&unselected, &fresh, &none).check, "apqn_selector");
 
     let mixed = live(
         &d,

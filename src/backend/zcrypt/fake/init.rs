@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::world::{World, write_durably};
 use super::{TOOLS, ock, render};
+use crate::backend::zcrypt::ock_conf::OPENCRYPTOKI_CONF;
 use crate::model::InputError;
 
 /// Largest world file read.
@@ -81,6 +82,10 @@ fn materialize(dir: &Path, world: &World) -> Result<(), String> {
     render::render(&dir, world)?;
     write_durably(&dir.join(render::ZKEY_DIR).join(".lock"), b"")?;
     mkdir(&dir.join(ock::OCK_DIR))?;
+    write_durably(
+        &dir.join(ock::OCK_DIR).join(OPENCRYPTOKI_CONF),
+        ock::slots_text(world).as_bytes(),
+    )?;
     for token in &world.tokens {
         write_durably(
             &ock::config_path(&dir, token),

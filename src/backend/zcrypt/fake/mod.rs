@@ -24,6 +24,7 @@ pub mod ock;
 pub mod render;
 pub mod world;
 pub mod world_file;
+mod world_tokens;
 pub mod zkey;
 
 #[cfg(test)]

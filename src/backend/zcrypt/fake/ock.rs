@@ -3,7 +3,8 @@
 //! operation; `finalize` makes those copies the tokens' objects once the MK is set and the
 //! token configs pin the new VP; `cancel` drops them while no APQN has been set; `list` shows
 //! the open operations. The tokens' configs, `DIR/opencryptoki/ep11tok<SLOT>.conf` and
-//! `ccatok<SLOT>.conf`, are the operator's: `finalize` reads their `EXPECTED_*` pins, as
+//! `ccatok<SLOT>.conf` (or the `confname` the world file gives, which `opencryptoki.conf`
+//! names), are the operator's: `finalize` reads their `EXPECTED_*` pins, as
 //! openCryptoki does. The real tool prompts for each slot's USER PIN; this one does not.
 
 use std::collections::BTreeMap;
@@ -265,11 +266,35 @@ pub fn expected_pins(dir: &Path, token: &Token) -> Result<BTreeMap<Mk, String>, 
 }
 
 pub fn config_path(dir: &Path, token: &Token) -> std::path::PathBuf {
-    let name = match token.kind {
-        TokenKind::Ep11 => format!("ep11tok{}.conf", token.slot),
-        TokenKind::Cca => format!("ccatok{}.conf", token.slot),
-    };
-    dir.join(OCK_DIR).join(name)
+    dir.join(OCK_DIR).join(config_name(token))
+}
+
+fn config_name(token: &Token) -> String {
+    match (&token.confname, token.kind) {
+        (Some(name), _) => name.clone(),
+        (None, TokenKind::Ep11) => format!("ep11tok{}.conf", token.slot),
+        (None, TokenKind::Cca) => format!("ccatok{}.conf", token.slot),
+    }
+}
+
+/// `opencryptoki.conf` as pkcsslotd reads it: one slot per token, with its library and the
+/// name of its config (`confname`).
+pub fn slots_text(world: &World) -> String {
+    let mut text = String::from(
+        "# Written by mkplan sim zcrypt init: the world's openCryptoki slots.\nversion opencryptoki-3.27\n",
+    );
+    for token in &world.tokens {
+        let library = match token.kind {
+            TokenKind::Ep11 => "libpkcs11_ep11.so",
+            TokenKind::Cca => "libpkcs11_cca.so",
+        };
+        text.push_str(&format!(
+            "\nslot {}\n{{\n    stdll = {library}\n    confname = \"{}\"\n    tokversion = 3.12\n}}\n",
+            token.slot,
+            config_name(token)
+        ));
+    }
+    text
 }
 
 /// A token's config as the operator would find it, pinning its objects' MKs.

@@ -247,6 +247,10 @@ pub enum TokenKind {
 pub struct Token {
     pub slot: u32,
     pub kind: TokenKind,
+    /// Its config's name in `opencryptoki/`, as `opencryptoki.conf` names it (`confname`);
+    /// `None`: `ep11tok<SLOT>.conf` / `ccatok<SLOT>.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confname: Option<String>,
     pub apqns: Vec<String>,
     pub objects: BTreeMap<Mk, String>,
     pub staged: BTreeMap<Mk, String>,

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::world::{
-    ApplicationKey, Card, Domain, Fault, KeyType, Luks2Header, Mk, NewRegister, Registers, Token,
-    TokenKind, Volume, World, ZkeyKey, apqn_name,
+    ApplicationKey, Card, Domain, Fault, KeyType, Luks2Header, Mk, NewRegister, Registers, Volume,
+    World, ZkeyKey, apqn_name,
 };
+use super::world_tokens::{TokenYaml, token_of};
 use crate::model::{InputError, KeyWords};
 
 const KEY_WORDS: KeyWords = &[
@@ -140,18 +141,6 @@ struct VolumeYaml {
 
 fn luks2() -> String {
     "luks2".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenYaml {
-    slot: u32,
-    #[serde(rename = "type")]
-    kind: TokenKind,
-    apqns: Vec<String>,
-    /// `EXPECTED_WKVP` (EP11) or `EXPECTED_MKVPS` (CCA): per MK type, the VP the token's
-    /// objects are enciphered under and its config pins.
-    expected: BTreeMap<String, String>,
 }
 
 /// Parses a world file into the truth. `mkplan` is the binary the fake tools will exec.
@@ -492,7 +481,7 @@ fn key_of(
 }
 
 /// A key's MKVP: at least the digits its token carries (more, a whole register VP, is kept).
-fn vp_at_least(text: &str, len: usize, what: &str) -> Result<String, String> {
+pub(super) fn vp_at_least(text: &str, len: usize, what: &str) -> Result<String, String> {
     let digits = text.strip_prefix("0x").unwrap_or(text);
     if digits.len() >= len && digits.len() <= 64 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(digits.to_ascii_lowercase())
@@ -532,51 +521,6 @@ fn application_of(world: &World, app: ApplicationYaml) -> Result<ApplicationKey,
         mk,
         apqns,
         staged: None,
-    })
-}
-
-fn token_of(world: &World, token: TokenYaml) -> Result<Token, String> {
-    let what = format!("opencryptoki slot {}", token.slot);
-    let mut apqns = Vec::new();
-    for apqn in &token.apqns {
-        let apqn = apqn.to_ascii_lowercase();
-        let Some((card, _)) = world.find(&apqn) else {
-            return Err(format!("{what}: no APQN \"{apqn}\" among the cards"));
-        };
-        let fits = match token.kind {
-            TokenKind::Ep11 => card.is_ep11(),
-            TokenKind::Cca => card.is_cca(),
-        };
-        if !fits {
-            return Err(format!("{what}: {apqn} is on a {} card", card.kind));
-        }
-        apqns.push(apqn);
-    }
-    let mut objects = BTreeMap::new();
-    for (name, vp) in token.expected {
-        let mk = Mk::parse(&name).ok_or_else(|| format!("{what}: unknown MK type {name:?}"))?;
-        let allowed = match token.kind {
-            TokenKind::Ep11 => mk == Mk::Wk,
-            TokenKind::Cca => matches!(mk, Mk::Sym | Mk::Aes | Mk::Apka),
-        };
-        if !allowed {
-            return Err(format!(
-                "{what}: a {:?} token has no {name} (EP11: WK; CCA: SYM, AES, APKA)",
-                token.kind
-            ));
-        }
-        let len = if mk.is_ep11() { 32 } else { 16 };
-        objects.insert(mk, vp_at_least(&vp, len, &format!("{what} {name}"))?);
-    }
-    if objects.is_empty() {
-        return Err(format!("{what}: expected names no MK"));
-    }
-    Ok(Token {
-        slot: token.slot,
-        kind: token.kind,
-        apqns,
-        objects,
-        staged: BTreeMap::new(),
     })
 }
 

@@ -1,0 +1,502 @@
+//! openCryptoki's slot configuration, `opencryptoki.conf` in its config folder: which slots
+//! pkcsslotd starts, each with its token library (`stdll`) and the token's own config file
+//! (`confname`). mkplan finds the EP11 and CCA tokens' configs through it, so a config named
+//! otherwise than `ep11tok*.conf` / `ccatok*.conf` is found (zcrypt.md §4.3).
+//!
+//! The grammar is openCryptoki's configuration library's (OCK usr/lib/config/cfglex.l,
+//! cfgparse.y; man opencryptoki.conf(5)): `#` comments to the end of a line, `"…"` strings
+//! (no escapes, may span lines), bare words `[a-zA-Z./][a-zA-Z0-9_\-./]*`, numbers, versions
+//! (`3.12`), `key = value` on one line, `slot N { … }`, `name ( a, b )` lists and bare
+//! keywords. Anything else is an error at its line: pkcsslotd would not start from such a
+//! file, and mkplan will not guess which tokens it holds. The slot semantics are pkcsslotd's
+//! (usr/sbin/pkcsslotd/slotmgr.c `config_parse_slot`): a slot is one with a `stdll`, a slot
+//! number given twice is an error, a later `confname` replaces an earlier one, and a relative
+//! `confname` is a plain file name in the config folder. Pure: the backend reads the file.
+
+use crate::model::domain_group::GroupMode;
+
+/// The file's name in openCryptoki's config folder.
+pub const OPENCRYPTOKI_CONF: &str = "opencryptoki.conf";
+/// Nesting of `{ … }` read at most (the file has one level; deeper is no opencryptoki.conf).
+const DEPTH_MAX: usize = 8;
+
+/// One EP11 or CCA slot: its number, the line it starts at, what it runs as, and its
+/// `confname` with that line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSlot {
+    pub slot: u64,
+    pub line: usize,
+    pub mode: GroupMode,
+    pub confname: Option<(String, usize)>,
+}
+
+/// Why the file cannot be read, at a line (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfError {
+    pub line: usize,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    Eol,
+    Equal,
+    Open,
+    Close,
+    ListOpen,
+    ListClose,
+    Comma,
+    Number(u64),
+    Version,
+    Text(String),
+    Bare(String),
+}
+
+impl Token {
+    fn words(&self) -> String {
+        match self {
+            Self::Eol => "the end of the line".into(),
+            Self::Equal => "`=`".into(),
+            Self::Open => "`{`".into(),
+            Self::Close => "`}`".into(),
+            Self::ListOpen => "`(`".into(),
+            Self::ListClose => "`)`".into(),
+            Self::Comma => "`,`".into(),
+            Self::Number(n) => format!("the number {n}"),
+            Self::Version => "a version".into(),
+            Self::Text(t) => format!("the string {}", crate::quote::quote(t)),
+            Self::Bare(b) => format!("`{b}`"),
+        }
+    }
+}
+
+fn lex(text: &str) -> Result<Vec<(Token, usize)>, ConfError> {
+    let mut tokens = Vec::new();
+    let mut line = 1;
+    let mut chars = text.char_indices().peekable();
+    let error = |line, why: String| Err(ConfError { line, why });
+    while let Some((at, c)) = chars.next() {
+        let token = match c {
+            ' ' | '\t' => continue,
+            '\n' => Token::Eol,
+            '#' => {
+                while chars.next_if(|(_, c)| *c != '\n').is_some() {}
+                continue;
+            }
+            '=' => Token::Equal,
+            '{' => Token::Open,
+            '}' => Token::Close,
+            '(' => Token::ListOpen,
+            ')' => Token::ListClose,
+            ',' => Token::Comma,
+            '"' => {
+                let start = line;
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        None => return error(start, "a string `\"` is never closed".into()),
+                        Some((_, '"')) => break,
+                        Some((_, c)) => {
+                            line += usize::from(c == '\n');
+                            value.push(c);
+                        }
+                    }
+                }
+                tokens.push((Token::Text(value), start));
+                continue;
+            }
+            '0'..='9' => {
+                let mut end = at + 1;
+                while let Some((i, c)) =
+                    chars.next_if(|(_, c)| c.is_ascii_alphanumeric() || *c == '.')
+                {
+                    end = i + c.len_utf8();
+                }
+                let word = &text[at..end];
+                let digits = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+                if let Some((major, minor)) = word.split_once('.')
+                    && digits(major)
+                    && digits(minor)
+                {
+                    Token::Version
+                } else if let Some(hex) = word.strip_prefix("0x")
+                    && let Ok(n) = u64::from_str_radix(hex, 16)
+                {
+                    Token::Number(n)
+                } else if digits(word)
+                    && (word == "0" || !word.starts_with('0'))
+                    && let Ok(n) = word.parse()
+                {
+                    Token::Number(n)
+                } else {
+                    return error(
+                        line,
+                        format!(
+                            "{} is not a number or version openCryptoki reads",
+                            crate::quote::quote(word)
+                        ),
+                    );
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '.' || c == '/' => {
+                let mut end = at + 1;
+                while let Some((i, c)) = chars.next_if(|(_, c)| {
+                    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')
+                }) {
+                    end = i + c.len_utf8();
+                }
+                Token::Bare(text[at..end].to_string())
+            }
+            other => {
+                return error(
+                    line,
+                    format!(
+                        "the character {} has no meaning there",
+                        crate::quote::quote(&other.to_string())
+                    ),
+                );
+            }
+        };
+        let eol = token == Token::Eol;
+        tokens.push((token, line));
+        line += usize::from(eol);
+    }
+    Ok(tokens)
+}
+
+/// A `key = value` or a `slot N { … }` of the file, as far as mkplan needs them.
+enum Element {
+    Assign {
+        key: String,
+        value: Token,
+        line: usize,
+    },
+    Slot {
+        number: u64,
+        line: usize,
+        body: Vec<Element>,
+    },
+    Other,
+}
+
+struct Parser {
+    tokens: Vec<(Token, usize)>,
+    at: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.at).map(|(t, _)| t)
+    }
+
+    fn line(&self) -> usize {
+        self.tokens
+            .get(self.at)
+            .or(self.tokens.last())
+            .map_or(1, |(_, l)| *l)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let token = self.tokens.get(self.at).map(|(t, _)| t.clone());
+        self.at += 1;
+        token
+    }
+
+    fn skip_lines(&mut self) {
+        while self.peek() == Some(&Token::Eol) {
+            self.at += 1;
+        }
+    }
+
+    fn unexpected(&self, wanted: &str) -> ConfError {
+        ConfError {
+            line: self.line(),
+            why: match self.peek() {
+                Some(token) => format!("{} where {wanted} belongs", token.words()),
+                None => format!("the file ends where {wanted} belongs"),
+            },
+        }
+    }
+
+    fn expect(&mut self, token: &Token, wanted: &str) -> Result<(), ConfError> {
+        if self.peek() == Some(token) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(self.unexpected(wanted))
+        }
+    }
+
+    /// Elements up to the end of the file (`depth` 0) or a `}`.
+    fn elements(&mut self, depth: usize) -> Result<Vec<Element>, ConfError> {
+        if depth > DEPTH_MAX {
+            return Err(self.unexpected("no deeper `{`"));
+        }
+        let mut elements = Vec::new();
+        loop {
+            self.skip_lines();
+            match self.peek() {
+                None if depth == 0 => return Ok(elements),
+                Some(Token::Close) if depth > 0 => return Ok(elements),
+                None => return Err(self.unexpected("`}`")),
+                _ => elements.push(self.element(depth)?),
+            }
+        }
+    }
+
+    fn element(&mut self, depth: usize) -> Result<Element, ConfError> {
+        let line = self.line();
+        let key = match self.next() {
+            Some(Token::Bare(key)) => key,
+            Some(Token::Text(_)) => return Ok(Element::Other),
+            _ => {
+                self.at -= 1;
+                return Err(self.unexpected("a keyword"));
+            }
+        };
+        if key == "version" && depth == 0 {
+            // `version opencryptoki-3.27`: the file's version, a bare word.
+            if matches!(self.peek(), Some(Token::Bare(_))) {
+                self.at += 1;
+                return Ok(Element::Other);
+            }
+        }
+        match self.peek() {
+            Some(Token::Equal) => {
+                self.at += 1;
+                match self.next() {
+                    Some(
+                        value @ (Token::Number(_)
+                        | Token::Version
+                        | Token::Text(_)
+                        | Token::Bare(_)),
+                    ) => Ok(Element::Assign { key, value, line }),
+                    _ => {
+                        self.at -= 1;
+                        Err(self.unexpected(&format!("the value of `{key} =`, on its line")))
+                    }
+                }
+            }
+            Some(Token::Number(number)) => {
+                let number = *number;
+                self.at += 1;
+                self.skip_lines();
+                self.expect(&Token::Open, &format!("the `{{` of `{key} {number}`"))?;
+                let body = self.elements(depth + 1)?;
+                self.expect(&Token::Close, "`}`")?;
+                if key == "slot" {
+                    Ok(Element::Slot { number, line, body })
+                } else {
+                    Ok(Element::Other)
+                }
+            }
+            _ => {
+                let before = self.at;
+                self.skip_lines();
+                match self.peek() {
+                    Some(Token::Open) => {
+                        self.at += 1;
+                        self.elements(depth + 1)?;
+                        self.expect(&Token::Close, "`}`")?;
+                    }
+                    Some(Token::ListOpen) => {
+                        self.at += 1;
+                        self.skip_lines();
+                        loop {
+                            match self.next() {
+                                Some(Token::Bare(_)) => {}
+                                _ => {
+                                    self.at -= 1;
+                                    return Err(self.unexpected("a word of the list"));
+                                }
+                            }
+                            self.skip_lines();
+                            match self.next() {
+                                Some(Token::Comma) => self.skip_lines(),
+                                Some(Token::ListClose) => break,
+                                _ => {
+                                    self.at -= 1;
+                                    return Err(self.unexpected("`,` or `)`"));
+                                }
+                            }
+                        }
+                    }
+                    // A keyword alone, as `disable-event-support`.
+                    _ => self.at = before,
+                }
+                Ok(Element::Other)
+            }
+        }
+    }
+}
+
+/// The EP11 and CCA slots of an `opencryptoki.conf`, in slot order.
+pub fn token_slots(text: &str) -> Result<Vec<TokenSlot>, ConfError> {
+    let mut parser = Parser {
+        tokens: lex(text)?,
+        at: 0,
+    };
+    let elements = parser.elements(0)?;
+    let mut seen = std::collections::BTreeMap::new();
+    let mut slots = Vec::new();
+    for element in elements {
+        let Element::Slot { number, line, body } = element else {
+            continue;
+        };
+        if let Some(first) = seen.insert(number, line) {
+            return Err(ConfError {
+                line,
+                why: format!(
+                    "slot {number} is described twice (first at line {first}); pkcsslotd refuses such a file"
+                ),
+            });
+        }
+        let (mut stdll, mut confname) = (None, None);
+        for element in body {
+            let Element::Assign { key, value, line } = element else {
+                continue;
+            };
+            let text = match value {
+                Token::Text(t) | Token::Bare(t) => t,
+                _ => continue,
+            };
+            match key.as_str() {
+                "stdll" => stdll = Some(text),
+                "confname" => {
+                    let plain =
+                        !text.is_empty() && text != "." && text != ".." && !text.contains('/');
+                    if !text.starts_with('/') && !plain {
+                        return Err(ConfError {
+                            line,
+                            why: format!(
+                                "slot {number}'s confname {} is neither an absolute path nor a plain file name (openCryptoki refuses it)",
+                                crate::quote::quote(&text)
+                            ),
+                        });
+                    }
+                    confname = Some((text, line));
+                }
+                _ => {}
+            }
+        }
+        let library = stdll.as_deref().map(|s| s.rsplit('/').next().unwrap_or(s));
+        let mode = match library {
+            Some(l) if l.starts_with("libpkcs11_ep11.so") => GroupMode::Ep11,
+            Some(l) if l.starts_with("libpkcs11_cca.so") => GroupMode::Cca,
+            _ => continue,
+        };
+        slots.push(TokenSlot {
+            slot: number,
+            line,
+            mode,
+            confname,
+        });
+    }
+    slots.sort_by_key(|s| s.slot);
+    Ok(slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// openCryptoki's own default file (usr/sbin/pkcsslotd/opencryptoki.conf), shortened.
+    const SHIPPED: &str = "version opencryptoki-3.27
+
+# The following defaults are defined:
+#       hwversion = \"0.0\"
+#       slot 0
+#       {
+#          confname = myccatok.conf
+#       }
+disable-event-support
+statistics (on, implicit)
+slot 0
+{
+    stdll = libpkcs11_tpm.so
+    tokversion = 3.12
+}
+
+slot 2
+{
+    stdll = libpkcs11_cca.so
+    confname = ccatok.conf
+    tokversion = 3.12
+}
+
+slot 4 {
+    stdll = /usr/lib64/opencryptoki/stdll/libpkcs11_ep11.so.0   # the EP11 token
+    description = \"EP11 token, # not a comment
+spanning lines\"
+    confname = \"payroll ep11.conf\"
+    hwversion = 0x10
+}
+slot 5
+{
+    stdll = libpkcs11_ep11.so
+}
+";
+
+    #[test]
+    fn the_shipped_file_gives_its_ep11_and_cca_slots_with_their_confnames() {
+        let slots = token_slots(SHIPPED).unwrap();
+        let shown: Vec<(u64, usize, GroupMode, Option<&str>)> = slots
+            .iter()
+            .map(|s| {
+                (
+                    s.slot,
+                    s.line,
+                    s.mode,
+                    s.confname.as_ref().map(|c| c.0.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (2, 17, GroupMode::Cca, Some("ccatok.conf")),
+                (4, 24, GroupMode::Ep11, Some("payroll ep11.conf")),
+                (5, 31, GroupMode::Ep11, None),
+            ]
+        );
+        assert_eq!(slots[1].confname.as_ref().unwrap().1, 28);
+    }
+
+    #[test]
+    fn what_pkcsslotd_would_not_read_is_an_error_at_its_line() {
+        for (text, line, needle) in [
+            (
+                "slot 1\n{\n  stdll = libpkcs11_ep11.so\n",
+                3,
+                "the file ends where `}` belongs",
+            ),
+            (
+                "slot 1 {\n  confname =\n  ep11.conf\n}\n",
+                2,
+                "the value of `confname =`",
+            ),
+            (
+                "slot 1 {\n  stdll = \"libpkcs11_ep11.so\n}\n",
+                2,
+                "never closed",
+            ),
+            (
+                "slot 1 {}\nslot 1 {}\n",
+                2,
+                "described twice (first at line 1)",
+            ),
+            (
+                "slot 1 { confname = ../x.conf }\n",
+                1,
+                "neither an absolute path",
+            ),
+            ("slot 1 { stdll = lib@x }\n", 1, "\"@\" has no meaning"),
+            ("slot 01 { }\n", 1, "\"01\" is not a number"),
+            ("}\n", 1, "`}` where a keyword belongs"),
+        ] {
+            let error = token_slots(text).unwrap_err();
+            assert_eq!(error.line, line, "{text:?}: {error:?}");
+            assert!(error.why.contains(needle), "{text:?}: {error:?}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! openCryptoki's tokens found through `opencryptoki.conf` (`slot N { stdll = …; confname =
+//! … }`), through the binary on the fake platform: a token config named otherwise than
+//! `ep11tok*.conf` is found and refused while undeclared, and moved when declared (an apply
+//! with no incident); a `confname` naming no file, a slot with no `confname` and no
+//! `ep11tok.conf`, and an `opencryptoki.conf` pkcsslotd could not read are refusals naming the
+//! file and line, not "no tokens".
+
+use super::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
+
+const CONFNAME: &str = "payroll-wk.conf";
+
+/// Two EP11 APQNs with two zkey keys, and an EP11 token on them whose config is
+/// `payroll-wk.conf`; the group reads openCryptoki's folder of the world, and declares the
+/// tokens when `declared`.
+fn token_world(declared: bool) -> World {
+    let world = format!(
+        "{}opencryptoki:\n  - {{ slot: 3, type: ep11, apqns: [\"03.0006\", \"04.0006\"], expected: {{ WK: \"{}\" }}, confname: {CONFNAME} }}\n",
+        world_yaml(true),
+        &OLD[..32]
+    );
+    let mut group = ep11_group().replace(
+        "zkey_repository: w/zkey\n",
+        "zkey_repository: w/zkey\nopencryptoki_config: w/opencryptoki\n",
+    );
+    if declared {
+        group.push_str("  - opencryptoki: tokens\n");
+    }
+    World::with(&world, &group, "EP11", NEW)
+}
+
+fn slots_file(world: &World) -> std::path::PathBuf {
+    world.root.join("w/opencryptoki/opencryptoki.conf")
+}
+
+#[test]
+fn zcrypt_ock_conf_a_token_config_named_otherwise_is_found_and_refused_while_undeclared() {
+    let world = token_world(false);
+    assert!(!world.root.join("w/opencryptoki/ep11tok3.conf").exists());
+    let slots = std::fs::read_to_string(slots_file(&world)).unwrap();
+    assert!(
+        slots.contains(&format!("confname = \"{CONFNAME}\"")),
+        "{slots}"
+    );
+    world.assert_refused(&["`undeclared_stores`", CONFNAME, "opencryptoki: tokens"]);
+}
+
+#[test]
+fn zcrypt_ock_conf_a_declared_token_with_its_config_named_otherwise_moves_without_incidents() {
+    let world = token_world(true);
+    let config = world.root.join("w/opencryptoki").join(CONFNAME);
+    // `pkcshsm_mk_change finalize` needs the config to pin the new key: the operator edits
+    // it at the set, as the procedure asks.
+    let (code, stderr) = world.apply_as(|action, _| {
+        if action == "set_immediate" {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let pinned = text.replace(&OLD[..32], &NEW[..32]);
+            std::fs::write(&config, pinned).unwrap();
+        }
+        Operator::Performs
+    });
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("pkcshsm_mk_change finalize"), "{stderr}");
+    world.assert_no_incidents();
+    world.assert_converged();
+}
+
+#[test]
+fn zcrypt_ock_conf_a_confname_naming_no_file_is_refused_naming_the_line() {
+    let world = token_world(true);
+    let slots = std::fs::read_to_string(slots_file(&world)).unwrap();
+    let line = slots.lines().position(|l| l.contains("confname")).unwrap() + 1;
+    std::fs::write(
+        slots_file(&world),
+        slots.replace(CONFNAME, "payroll-wk.conf.rpmsave"),
+    )
+    .unwrap();
+    world.assert_refused(&[
+        "`undeclared_stores`",
+        &format!(
+            "opencryptoki/opencryptoki.conf:{line}: slot 3 (EP11 token) names its token's config"
+        ),
+        "payroll-wk.conf.rpmsave, which cannot be read",
+    ]);
+    // With no confname, the EP11 token reads ep11tok.conf, which is not there either.
+    let none: String = slots
+        .lines()
+        .filter(|l| !l.contains("confname"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(slots_file(&world), none).unwrap();
+    world.assert_refused(&[
+        "has no confname, so its token reads the default",
+        "ep11tok.conf, which cannot be read",
+    ]);
+}
+
+#[test]
+fn zcrypt_ock_conf_an_opencryptoki_conf_pkcsslotd_cannot_read_is_refused_naming_the_line() {
+    let world = token_world(true);
+    let slots = std::fs::read_to_string(slots_file(&world)).unwrap();
+    let cut = slots.trim_end().strip_suffix('}').unwrap();
+    let lines = cut.lines().count();
+    std::fs::write(slots_file(&world), cut).unwrap();
+    world.assert_refused(&[
+        &format!("opencryptoki/opencryptoki.conf:{lines}: the file ends where `}}` belongs"),
+        "pkcsslotd cannot read it either",
+    ]);
+    std::fs::write(slots_file(&world), slots.replace("stdll = ", "stdll = \"")).unwrap();
+    world.assert_refused(&["a string `\"` is never closed"]);
+}
