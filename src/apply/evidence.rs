@@ -99,9 +99,9 @@ pub fn journal_evidence_at(
                 to,
                 ran,
                 statement,
+                service_evidence,
                 at,
                 at_unix,
-                ..
             } => {
                 let key = instance.to_ascii_lowercase();
                 if bound != backend {
@@ -128,6 +128,11 @@ pub fn journal_evidence_at(
                     (None, _) => false,
                 };
                 let word = (!expired).then(|| FreshAttestation { at: at.clone() });
+                // After a rewrap mkplan did not send, only IBM support's word (journaled with
+                // the attestation) says the key storage survived it.
+                if *ran && service_evidence.is_some() {
+                    rotation.foreign_rewrap = None;
+                }
                 if *ran {
                     rotation.rewrap = JournalRewrap::Completed {
                         how: format!("the operator attested at {at}: {statement}"),
@@ -456,6 +461,7 @@ fn fresh(
         promotion_sent: BTreeSet::new(),
         attested_not_run: None,
         attested_completed: None,
+        foreign_rewrap: None,
     }
 }
 
@@ -469,6 +475,13 @@ fn witness_step(
     by_hand: bool,
 ) {
     let unit = unit.map(str::to_ascii_lowercase);
+    if let Some((Outcome::ForeignRewrap { evidence }, at)) = outcome {
+        rotation.foreign_rewrap = Some(format!(
+            "{evidence}{}",
+            at.map(|t| format!(" (journaled at {t})"))
+                .unwrap_or_default()
+        ));
+    }
     let took_effect = outcome.is_some_and(|(o, _)| o.took_effect());
     // A load or commit this journal sent and never heard back from (the run died with it in
     // flight) is still this journal's: the next run settles it from the live state.
@@ -512,7 +525,10 @@ fn witness_step(
                 Some((Outcome::NotDone { reason }, _)) => JournalRewrap::NotRun {
                     how: format!("the service refused it: {reason}"),
                 },
-                Some((Outcome::SettledNotDone { evidence }, _)) => JournalRewrap::NotRun {
+                Some((
+                    Outcome::SettledNotDone { evidence } | Outcome::ForeignRewrap { evidence },
+                    _,
+                )) => JournalRewrap::NotRun {
                     how: evidence.clone(),
                 },
             };

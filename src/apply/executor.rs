@@ -483,7 +483,19 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
                         }
                         _ => None,
                     };
-                    if let Some(reason) = not_done {
+                    if let ApplyError::ForeignRewrap { why, .. } = &error {
+                        // Sticky: every later plan refuses until the operator attests what
+                        // IBM support showed.
+                        outcomes.push((
+                            usize::MAX,
+                            Record::outcome(
+                                key,
+                                Outcome::ForeignRewrap {
+                                    evidence: why.clone(),
+                                },
+                            ),
+                        ));
+                    } else if let Some(reason) = not_done {
                         outcomes.push((
                             usize::MAX,
                             Record::outcome(key, Outcome::NotDone { reason }),

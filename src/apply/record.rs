@@ -188,6 +188,12 @@ pub enum Outcome {
     SettledNotDone {
         evidence: String,
     },
+    /// Not sent again: the service was running a rewrap that mkplan did not send, after this
+    /// rotation's own rewrap had completed. It had no effect; the rotation's evidence is
+    /// contradicted until IBM support's word is attested (`JournalRotation::foreign_rewrap`).
+    ForeignRewrap {
+        evidence: String,
+    },
 }
 
 impl Outcome {

@@ -156,6 +156,12 @@ async fn send<B: Backend>(
     loop {
         let error = match backend.perform(&operation, send_by).await {
             Ok(()) => return Ok(Outcome::Done),
+            // Set immediate follows only this rotation's completed rewrap: a rewrap running
+            // now is somebody else's.
+            Err(BackendError::RewrapRunning(why)) if step.action == Action::SetImmediate => {
+                return Err(foreign_rewrap(step, target, &why));
+            }
+            Err(BackendError::RewrapRunning(why)) => BackendError::Transient(why),
             Err(error @ BackendError::Transient(_)) => error,
             Err(source) => {
                 return Err(ApplyError::Step {
@@ -177,15 +183,11 @@ async fn send<B: Backend>(
         // now is somebody else's, and waiting for it to end would promote a unit over a key
         // storage that rewrap is destroying.
         if step.action == Action::SetImmediate && found.rewrap_status == RewrapStatus::InProgress {
-            return Err(ApplyError::ForeignRewrap {
-                step: step.id.clone(),
-                action: step.action,
-                why: format!(
-                    "after \"{error}\", the service reports a rewrap of service instance {}'s key storage in progress, though this rotation's rewrap to {}… had completed",
-                    step.instance,
-                    target.short()
-                ),
-            });
+            return Err(foreign_rewrap(
+                step,
+                target,
+                &format!("after \"{error}\", the service reports a rewrap in progress"),
+            ));
         }
         if observed(step.action, &found, step.unit.as_deref(), target) {
             return Ok(Outcome::SettledDone {
@@ -206,6 +208,19 @@ async fn send<B: Backend>(
             attempt + 1
         ));
         attempt += 1;
+    }
+}
+
+/// Set immediate met a rewrap mkplan did not send (`seen`: how it showed).
+fn foreign_rewrap(step: &Step, target: &VerificationPattern, seen: &str) -> ApplyError {
+    ApplyError::ForeignRewrap {
+        step: step.id.clone(),
+        action: step.action,
+        why: format!(
+            "{seen} on service instance {}, though this rotation's rewrap to {}… had completed",
+            step.instance,
+            target.short()
+        ),
     }
 }
 

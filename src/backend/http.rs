@@ -385,8 +385,8 @@ impl HttpBackend {
             // it is, the executor settles from what it knows (set immediate follows only a
             // completed rewrap of its own).
             StatusCode::CONFLICT if code.as_deref() == Some("rewrap_in_progress") => {
-                BackendError::Transient(format!(
-                    "{request}: the service reports a rewrap of the key storage in progress ({message})"
+                BackendError::RewrapRunning(format!(
+                    "{request}: the service refused it while a rewrap of the key storage runs ({message})"
                 ))
             }
             // The unit is busy with a command: maybe an earlier attempt of this one. Unknown.

@@ -70,6 +70,10 @@ pub enum BackendError {
     /// deciding anything.
     #[error("transient error: {0}")]
     Transient(String),
+    /// The instance is running a rewrap and took no command (HTTP 409 `rewrap_in_progress`):
+    /// this one had no effect, and may be taken once the rewrap has ended.
+    #[error("{0}")]
+    RewrapRunning(String),
     /// mkplan kept the request back: nothing left this process, nothing changed.
     #[error("{operation} was not sent: {why}")]
     NotSent { operation: String, why: String },

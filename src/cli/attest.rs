@@ -51,7 +51,8 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, store: &Store) -> Result<u8>
             other_journals: if args.completed || args.service_evidence.is_some() {
                 Vec::new()
             } else {
-                crate::store::files::other_journals(store.folder())
+                let database = store.folder().is_none().then(|| store.shown());
+                crate::store::files::other_journals(store.folder(), database.as_deref())
             },
         },
     )

@@ -237,9 +237,10 @@ pub struct AttestRewrapArgs {
     /// The desired file of the rotation (it names the backend).
     #[arg(long)]
     pub desired: PathBuf,
-    /// With --not-run after mkplan's own rewrap went unanswered: what the service showed
-    /// (IBM support's word, the service's status). Journaled.
-    #[arg(long, value_name = "TEXT", requires = "not_run")]
+    /// What the service showed (IBM support's word, the service's status). Journaled. With
+    /// --not-run after mkplan's own rewrap went unanswered; with --completed after a rewrap
+    /// mkplan did not send ran once this rotation's own had completed.
+    #[arg(long, value_name = "TEXT")]
     pub service_evidence: Option<String>,
     #[command(flatten)]
     pub backend: BackendArg,

@@ -64,6 +64,10 @@ pub struct JournalRotation {
     /// A completed attestation still in force: it vouches that the rewrap this journal saw
     /// complete is still the last one (nobody rotated on and back since).
     pub attested_completed: Option<FreshAttestation>,
+    /// A step of this rotation found the service running a rewrap mkplan did not send, after
+    /// its own had completed (what it saw): the key storage may be lost. Only the operator's
+    /// `--completed` attestation with the service's evidence (IBM support) settles it.
+    pub foreign_rewrap: Option<String>,
 }
 
 /// Per service instance id (lower case), the latest open rotation this journal recorded
@@ -111,6 +115,17 @@ pub struct RewrapOnRecord {
     pub verified: bool,
     /// A ceremony step: shown to the operator, who ran (or not) the TKE CLI command.
     pub by_hand: bool,
+}
+
+impl JournalEvidence {
+    /// The journal as messages name it ("the journal in .mkplan"; "the journal" when unnamed).
+    pub fn witness_named(&self) -> &str {
+        if self.witness.is_empty() {
+            "the journal"
+        } else {
+            &self.witness
+        }
+    }
 }
 
 impl RewrapOnRecord {

@@ -65,6 +65,11 @@ pub(crate) fn find_key_storage_mk(
             evidence: vec!["live state: every current register holds the desired master key and every new register is Empty; the rotation is finished, whatever older records say".into()],
         });
     }
+    if let Some(rotation) = journal.rotation(&live.id)
+        && let Some(seen) = &rotation.foreign_rewrap
+    {
+        return Err(foreign_rewrap(live, journal, rotation, seen));
+    }
     let mut claims = Vec::new();
     // "No rewrap" speaks of this moment: a rewrap request this journal left unanswered may
     // still be on its way or queued at the service (apply::resume::rewrap_done).
@@ -203,6 +208,19 @@ fn keys(set: &BTreeSet<VerificationPattern>) -> String {
 fn status_claim(live: &LiveInstance, journal: &JournalEvidence) -> Result<Option<Claim>, Refusal> {
     match live.rewrap_status {
         RewrapStatus::NotReported => Ok(None),
+        // This rotation's rewrap completed: one running now is a second, somebody else's.
+        RewrapStatus::InProgress
+            if let Some(rotation) = journal.rotation(&live.id)
+                && matches!(rotation.rewrap, JournalRewrap::Completed { .. })
+                && registers_fit(rotation, live) =>
+        {
+            Err(foreign_rewrap(
+                live,
+                journal,
+                rotation,
+                "the service reports a rewrap of the key storage in progress now",
+            ))
+        }
         RewrapStatus::InProgress => Err(Refusal::new(
             &live.id,
             Check::RewrapEvidence,
@@ -253,11 +271,7 @@ fn no_rewrapped_key(live: &LiveInstance, journal: &JournalEvidence) -> Refusal {
         Some(r) => (
             format!(
                 "; {} says the rewrap from {}… to {}… completed, and no register holds {}…",
-                if journal.witness.is_empty() {
-                    "the journal"
-                } else {
-                    journal.witness.as_str()
-                },
+                journal.witness_named(),
                 r.from.short(),
                 r.to.short(),
                 r.to.short()
@@ -291,11 +305,7 @@ fn journal_claim(
     target: &VerificationPattern,
     journal: &JournalEvidence,
 ) -> Result<Claim, JournalSilence> {
-    let witness = if journal.witness.is_empty() {
-        "the journal"
-    } else {
-        journal.witness.as_str()
-    };
+    let witness = journal.witness_named();
     let Some(rotation) = journal.rotation(&live.id) else {
         return Err(not_recorded(live, target, journal, witness));
     };
@@ -664,6 +674,10 @@ fn silent(
 #[path = "evidence_fix.rs"]
 mod fix;
 use fix::{attest_fix, cleared_fix, confirm_fix, elsewhere_fix, sent_fix, unanswered};
+
+#[path = "evidence_foreign.rs"]
+mod foreign;
+use foreign::foreign_rewrap;
 
 #[path = "evidence_registers.rs"]
 mod registers_alone;

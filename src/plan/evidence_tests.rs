@@ -66,6 +66,7 @@ fn rotation(rewrap: JournalRewrap, seen: &[usize]) -> JournalRotation {
         promotion_sent: BTreeSet::new(),
         attested_not_run: None,
         attested_completed: None,
+        foreign_rewrap: None,
     }
 }
 

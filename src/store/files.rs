@@ -114,10 +114,11 @@ fn written_after_push(state_dir: &Path, to: &str, at: &str, after: &[Record]) ->
 /// Other journals this user's mkplan wrote on this machine: every state folder whose head
 /// lies beside the journal key, other than `this` and folders since removed, with their
 /// records (read without writing anything). A folder whose journal ends with its `pushed`
-/// record is left out: the database received all of it. A journal that cannot be read is
+/// record is left out when attesting into that database (`database`, as `pushed` names it):
+/// it received all of it. A journal that cannot be read is
 /// left out too (this is an extra witness; the journal attested into is still the one that
 /// must vouch).
-pub fn other_journals(this: Option<&Path>) -> Vec<OtherJournal> {
+pub fn other_journals(this: Option<&Path>, database: Option<&str>) -> Vec<OtherJournal> {
     let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
         return Vec::new();
     };
@@ -143,7 +144,10 @@ pub fn other_journals(this: Option<&Path>) -> Vec<OtherJournal> {
         .filter(|dir| dir.join("journal.jsonl").is_file())
         .filter_map(|dir| {
             let records = Journal::read(&dir, Some(&key)).ok()?;
-            if matches!(records.last(), Some(Record::Pushed { .. })) {
+            // Pushed whole into the database attested into: it holds them.
+            if let Some(Record::Pushed { to, .. }) = records.last()
+                && database == Some(to.as_str())
+            {
                 return None;
             }
             Some(OtherJournal {

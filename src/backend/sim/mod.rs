@@ -369,7 +369,7 @@ pub fn refused_error(operation: &SimOperation, refused: Refused) -> BackendError
             reason,
         },
         Refused::Busy(reason) => {
-            BackendError::Transient(format!("{} had no effect: {reason}", operation.name()))
+            BackendError::RewrapRunning(format!("{} had no effect: {reason}", operation.name()))
         }
         // A stale command (the register holds another key than it names): final, as the
         // HTTP API's 409 new_register_changed is.

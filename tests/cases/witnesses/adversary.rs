@@ -450,15 +450,15 @@ fn an_unanswered_rewrap_still_refuses_not_run_after_the_journal_key_is_replaced(
 fn set_immediate_stops_when_someone_else_rewraps_after_the_rewrap_completed() {
     let ws = rotate_to_b(&three_units(true));
     crash_after(&ws, 7);
-    // The other operator's rewrap runs for minutes: 3,000 keys at 100 ms each.
+    // The other operator's rewrap runs for 3 s: 3,000 keys at 1 ms each.
     ws.mkplan(&["sim", "compact", "--fleet", FLEET])
         .expect_code(0);
     let slow = ws
         .read(FLEET)
-        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 100");
+        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 1");
     ws.write(FLEET, &slow);
-    let mut apply = ws.process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"]);
-    let apply = apply
+    let mut command = ws.process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"]);
+    let running = command
         .envs(PASSWORDS)
         .env("MKPLAN_SIM_FAULTS", "latency_ms=1500")
         .stdin(std::process::Stdio::null())
@@ -485,13 +485,12 @@ fn set_immediate_stops_when_someone_else_rewraps_after_the_rewrap_completed() {
         .build()
         .expect("a runtime");
     assert!(runtime.block_on(simulator.perform(&rewrap())).is_err());
-    let output = apply.wait_with_output().expect("wait for mkplan");
+    let output = running.wait_with_output().expect("wait for mkplan");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     for words in [
         "set_immediate) was not sent again",
-        "reports a rewrap of service instance",
-        "in progress, though this rotation's rewrap",
+        "though this rotation's rewrap to",
         "A rewrap that mkplan did not send is running",
         "do not set immediate, rewrap or clear any new register",
     ] {
@@ -523,4 +522,100 @@ fn set_immediate_stops_when_someone_else_rewraps_after_the_rewrap_completed() {
             unit.hsm_id
         );
     }
+    // Sticky (adversary round 4, F1c): once the other rewrap has ended, the service shows
+    // what it showed after mkplan's own ("waiting on set immediate"), yet every later run
+    // refuses, and the operator's plain word does not lift it: only IBM support's does.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let rerun = apply(&ws, "", &[]);
+    assert_eq!(rerun.code, 3, "{}", rerun.stderr);
+    for words in [
+        "evidence_consistent",
+        "yet a rewrap mkplan did not send ran after it",
+        "only IBM support can say",
+        "--completed --service-evidence",
+    ] {
+        assert!(rerun.stderr.contains(words), "{words}: {}", rerun.stderr);
+    }
+    assert_eq!(attest(&ws, INSTANCE, &["--completed"]).code, 0);
+    assert_eq!(
+        apply(&ws, "", &[]).code,
+        3,
+        "a plain --completed does not lift it"
+    );
+    let ibm = attest(
+        &ws,
+        INSTANCE,
+        &[
+            "--completed",
+            "--service-evidence",
+            "IBM support case 123: usable under B",
+        ],
+    );
+    assert_eq!(ibm.code, 0, "{}", ibm.stderr);
+    assert_eq!(sim(&ws).incidents.len(), 1, "mkplan sent nothing harmful");
+}
+
+/// Regression (adversary round 4, F5): mkplan's own rewrap completed and was journaled, the
+/// apply died, and another operator started a second rewrap. The rerun used to say "wait until
+/// the service reports the rewrap done, then plan again", and after that wait it set
+/// immediate over the ruined key storage. A rewrap in progress after this rotation's own
+/// completed is refused as contradictory evidence, with IBM support as the way out, never
+/// "wait".
+#[test]
+fn a_rewrap_in_progress_after_the_journals_own_completed_is_refused_not_waited_for() {
+    let ws = rotate_to_b(&three_units(true));
+    crash_after(&ws, 7);
+    ws.mkplan(&["sim", "compact", "--fleet", FLEET])
+        .expect_code(0);
+    let slow = ws
+        .read(FLEET)
+        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 100");
+    ws.write(FLEET, &slow);
+    // The rerun settles the rewrap as done from the service's status, journals it, and is
+    // killed while its first set immediate is on its way.
+    let mut command = ws.process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"]);
+    let mut running = command
+        .envs(PASSWORDS)
+        .env("MKPLAN_SIM_FAULTS", "latency_ms=3000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mkplan apply");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !String::from_utf8_lossy(&journal(&ws)).contains("\"action\":\"set_immediate\"") {
+        assert!(std::time::Instant::now() < deadline, "no set immediate");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    running.kill().expect("kill mkplan");
+    running.wait().expect("reap mkplan");
+    assert!(
+        String::from_utf8_lossy(&journal(&ws)).contains("settled_done"),
+        "the rewrap was settled as done"
+    );
+    let simulator = Simulator::open(
+        &ws.path(FLEET),
+        Faults::parse("lose_response_op=1").expect("faults"),
+    )
+    .expect("the fleet opens");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    assert!(runtime.block_on(simulator.perform(&rewrap())).is_err());
+    for run in [ws.mkplan(&["plan", DESIRED]), apply(&ws, "", &[])] {
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("yet a rewrap mkplan did not send ran after it"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("wait until"), "{}", run.stderr);
+    }
+    assert_eq!(
+        sim(&ws).incidents.len(),
+        1,
+        "only the other operator's rewrap"
+    );
 }

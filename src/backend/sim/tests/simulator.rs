@@ -48,7 +48,10 @@ fn a_lost_rewrap_response_returns_at_once_while_the_rewrap_runs_on() {
     let live = simulator.live(&ids).unwrap();
     assert_eq!(live.instances[0].rewrap_status, RewrapStatus::InProgress);
     let busy = block_on(simulator.perform(&set_immediate(1))).unwrap_err();
-    assert!(matches!(busy, BackendError::Transient(_)), "busy: {busy}");
+    assert!(
+        matches!(busy, BackendError::RewrapRunning(_)),
+        "busy: {busy}"
+    );
     assert!(busy.to_string().contains("in progress"), "{busy}");
     std::thread::sleep(Duration::from_millis(450).saturating_sub(started.elapsed()));
     // Whoever reads next sees it complete; the next operation writes it.
