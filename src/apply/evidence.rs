@@ -143,6 +143,21 @@ pub fn journal_evidence_at(
                 }
                 attested_at.insert(key, index);
             }
+            Record::ForeignRewrapSeen {
+                instance,
+                backend: bound,
+                from,
+                to,
+                seen,
+                at,
+            } if bound == backend => {
+                if let Some(rotation) = evidence.rotations.get_mut(&instance.to_ascii_lowercase())
+                    && rotation.from == *from
+                    && rotation.to == *to
+                {
+                    rotation.foreign_rewrap = Some(format!("{seen} (journaled at {at})"));
+                }
+            }
             Record::RotationClosed {
                 instance,
                 backend: bound,
@@ -239,6 +254,36 @@ pub fn journal_evidence_at(
         }
     }
     evidence
+}
+
+/// The records an apply journals before planning: for each instance whose service reports a
+/// rewrap in progress though `evidence` saw the rotation's own rewrap complete (its registers
+/// still fit it), a rewrap mkplan did not send. Kept, every later plan refuses
+/// (`JournalRotation::foreign_rewrap`), even once that rewrap has ended.
+pub fn foreign_rewraps_seen(
+    live: &crate::model::LiveFleet,
+    evidence: &JournalEvidence,
+    backend: &str,
+) -> Vec<Record> {
+    live.instances
+        .iter()
+        .filter(|i| i.rewrap_status == crate::model::RewrapStatus::InProgress)
+        .filter_map(|i| {
+            let rotation = evidence.rotation(&i.id)?;
+            let completed = matches!(rotation.rewrap, JournalRewrap::Completed { .. });
+            (completed
+                && rotation.foreign_rewrap.is_none()
+                && crate::plan::registers_fit(rotation, i))
+            .then(|| Record::ForeignRewrapSeen {
+                instance: i.id.to_ascii_lowercase(),
+                backend: backend.to_string(),
+                from: rotation.from.clone(),
+                to: rotation.to.clone(),
+                seen: "an apply found the service running a rewrap of the key storage".into(),
+                at: crate::timestamp::utc_now(),
+            })
+        })
+        .collect()
 }
 
 /// Per instance (lower case), the rewraps mkplan sent against `backend` that any record,
@@ -376,7 +421,8 @@ fn instance_of(records: &[Record], record: &Record) -> Option<String> {
         Record::RotationStarted { instance, .. }
         | Record::Intent { instance, .. }
         | Record::Attested { instance, .. }
-        | Record::RotationClosed { instance, .. } => Some(instance.to_ascii_lowercase()),
+        | Record::RotationClosed { instance, .. }
+        | Record::ForeignRewrapSeen { instance, .. } => Some(instance.to_ascii_lowercase()),
         Record::Outcome { step, .. } => records.iter().find_map(|r| match r.written() {
             Record::Intent {
                 step: s, instance, ..

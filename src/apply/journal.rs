@@ -396,7 +396,8 @@ fn instance_of(earlier: &[Record], record: &Record) -> Option<String> {
         Record::RotationStarted { instance, .. }
         | Record::Intent { instance, .. }
         | Record::Attested { instance, .. }
-        | Record::RotationClosed { instance, .. } => Some(instance.as_str()),
+        | Record::RotationClosed { instance, .. }
+        | Record::ForeignRewrapSeen { instance, .. } => Some(instance.as_str()),
         Record::Outcome { step, .. } => earlier.iter().rev().find_map(|r| match r.written() {
             Record::Intent {
                 step: s, instance, ..
@@ -445,9 +446,9 @@ fn without_time(mut record: Record) -> Record {
             *at = "(drill time)".into();
             *at_unix = None;
         }
-        Record::RotationClosed { at, .. } | Record::Pushed { at, .. } => {
-            *at = "(drill time)".into()
-        }
+        Record::RotationClosed { at, .. }
+        | Record::Pushed { at, .. }
+        | Record::ForeignRewrapSeen { at, .. } => *at = "(drill time)".into(),
         Record::Intent { .. } | Record::Unauthenticated { .. } => {}
     }
     record

@@ -113,6 +113,17 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         why: Option<String>,
     },
+    /// An apply found the service running a rewrap after this journal saw the rotation's own
+    /// rewrap complete: one mkplan did not send. Kept so that every later plan refuses, even
+    /// once that rewrap has ended and the service looks as it did after the first.
+    ForeignRewrapSeen {
+        instance: String,
+        backend: String,
+        from: VerificationPattern,
+        to: VerificationPattern,
+        seen: String,
+        at: String,
+    },
     /// `mkplan state push` moved this folder's journal into a database (`to`, without a
     /// password): it continues there, and the folder is an archive from now on. Every
     /// command that would read the folder as evidence, or append to it, refuses.
@@ -158,6 +169,7 @@ impl Record {
             Self::RotationClosed { .. } => "rotation closed",
             Self::RolledBack { .. } => "rolled back",
             Self::Pushed { .. } => "pushed",
+            Self::ForeignRewrapSeen { .. } => "foreign rewrap seen",
             Self::Unauthenticated { .. } => "unauthenticated",
         }
     }

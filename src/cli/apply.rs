@@ -71,7 +71,16 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         (Some(saved), _, _) => check_saved(saved, journal.records(), store).await?,
         (None, Some(desired), Some(backend)) => {
             let live = refresh_backend(&desired, &backend).await?;
-            let evidence = evidence_for(journal.records(), &backend, store, &desired);
+            let mut evidence = evidence_for(journal.records(), &backend, store, &desired);
+            // Kept before the plan refuses, so that later plans refuse too.
+            let seen =
+                crate::apply::evidence::foreign_rewraps_seen(&live, &evidence, &backend.identity());
+            if !seen.is_empty() {
+                journal
+                    .append_all(seen)
+                    .map_err(|e| Error::Unsafe(e.to_string()))?;
+                evidence = evidence_for(journal.records(), &backend, store, &desired);
+            }
             let mut plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
             desired.stamp(&mut plan, &backend);
             (desired, backend, live, plan)

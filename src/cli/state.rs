@@ -163,7 +163,9 @@ fn backend_of(record: &Record) -> Option<&str> {
         Record::ApplyStarted { backend, .. } | Record::RotationStarted { backend, .. } => {
             backend.as_deref()
         }
-        Record::Attested { backend, .. } | Record::RotationClosed { backend, .. } => Some(backend),
+        Record::Attested { backend, .. }
+        | Record::RotationClosed { backend, .. }
+        | Record::ForeignRewrapSeen { backend, .. } => Some(backend),
         _ => None,
     }
 }

@@ -569,7 +569,7 @@ fn a_rewrap_in_progress_after_the_journals_own_completed_is_refused_not_waited_f
         .expect_code(0);
     let slow = ws
         .read(FLEET)
-        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 100");
+        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 1");
     ws.write(FLEET, &slow);
     // The rerun settles the rewrap as done from the service's status, journals it, and is
     // killed while its first set immediate is on its way.
@@ -612,6 +612,18 @@ fn a_rewrap_in_progress_after_the_journals_own_completed_is_refused_not_waited_f
             run.stderr
         );
         assert!(!run.stderr.contains("wait until"), "{}", run.stderr);
+    }
+    // The apply journaled what it saw: once the other rewrap has ended (3 s; the service then
+    // shows what it showed after mkplan's own), plan and apply still refuse.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    for run in [ws.mkplan(&["plan", DESIRED]), apply(&ws, "", &[])] {
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("an apply found the service running a rewrap"),
+            "{}",
+            run.stderr
+        );
     }
     assert_eq!(
         sim(&ws).incidents.len(),
