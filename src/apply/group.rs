@@ -13,7 +13,9 @@
 use std::time::{Duration, Instant};
 
 use super::group_journal::{GroupJournal, GroupRecord};
-use crate::backend::zcrypt::group::{LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend, luks2_args};
+use crate::backend::zcrypt::group::{
+    LUKS2_FROM_OLD_FLAGS, LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend, luks2_args,
+};
 use crate::backend::zcrypt::tools::ToolCall;
 use crate::model::domain_group::{LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
@@ -405,6 +407,7 @@ pub fn step_call(
             let flags: &[&str] = match action {
                 GroupAction::StageReencipher => LUKS2_STAGE_FLAGS,
                 GroupAction::CompleteReencipher => &["--complete"],
+                GroupAction::ReencipherFromOld => LUKS2_FROM_OLD_FLAGS,
                 _ => return Err(format!("mkplan does not {action} a LUKS2 volume")),
             };
             let key_file = desired

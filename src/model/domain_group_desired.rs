@@ -247,7 +247,7 @@ pub fn parse_domain_group(
         || PathBuf::from(OPENCRYPTOKI_CONFIG_DEFAULT),
         |path| relative(folder, &path.value),
     );
-    let stores = parse_stores(&raw.stores, &master_keys, procedure, folder, &error)?;
+    let stores = parse_stores(&raw.stores, &master_keys, folder, &error)?;
     Ok(DesiredGroup {
         name,
         backend_at: raw.backend.as_ref().map(at),
@@ -362,7 +362,6 @@ fn parse_master_keys(
 fn parse_stores(
     raw: &Spanned<Vec<Spanned<RawStore>>>,
     master_keys: &BTreeMap<MkType, Mkvp>,
-    procedure: Procedure,
     folder: &Path,
     error: ErrorAt,
 ) -> Result<Vec<DesiredStore>, InputError> {
@@ -405,15 +404,6 @@ fn parse_stores(
             check_word(name, error, "a zkey key name")?;
             DesiredStore::ZkeyKey(name.value.clone())
         } else if let Some(volume) = &s.luks2_volume {
-            if procedure == Procedure::SetThenFromOld {
-                // zkey-cryptsetup moves a volume from OLD too, but mkplan plans only the
-                // staged path for volumes this session.
-                return Err(error(
-                    at(&volume.device),
-                    "a LUKS2 volume in a set_then_from_old group".into(),
-                    "use procedure: reencipher_then_set",
-                ));
-            }
             check_word(&volume.device, error, "a device path")?;
             DesiredStore::Luks2Volume {
                 device: volume.device.value.clone(),

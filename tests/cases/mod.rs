@@ -37,6 +37,7 @@ mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_fake;
 mod zcrypt_fake_luks2;
+mod zcrypt_from_old;
 mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
