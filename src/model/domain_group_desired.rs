@@ -60,6 +60,10 @@ const KEY_WORDS: KeyWords = &[
         "stores",
         "a list of key stores, e.g. `- zkey_keys: associated`",
     ),
+    (
+        "opencryptoki_user_pins",
+        "a list of `- {slot: N, file: PATH}` or `- {slot: N, env: NAME}`",
+    ),
 ];
 
 /// The order of a change (zcrypt.md §5).
@@ -108,6 +112,8 @@ pub struct DesiredGroup {
     /// Where the token configs (`ep11tok*.conf`, `ccatok*.conf`) are found.
     pub opencryptoki_config: PathBuf,
     pub stores: Vec<DesiredStore>,
+    /// Where each openCryptoki slot's USER PIN is read from (`opencryptoki_user_pins:`).
+    pub user_pins: BTreeMap<u64, super::domain_group_pins::PinSource>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +132,8 @@ struct RawGroup {
     #[serde(default)]
     opencryptoki_config: Option<Spanned<String>>,
     stores: Spanned<Vec<Spanned<RawStore>>>,
+    #[serde(default)]
+    opencryptoki_user_pins: Option<Spanned<Vec<Spanned<super::domain_group_pins::RawUserPin>>>>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +256,12 @@ pub fn parse_domain_group(
         |path| relative(folder, &path.value),
     );
     let stores = parse_stores(&raw.stores, &master_keys, folder, &error)?;
+    let user_pins = match &raw.opencryptoki_user_pins {
+        Some(pins) => {
+            super::domain_group_pins::parse_user_pins(pins, &|path| relative(folder, path), &error)?
+        }
+        None => BTreeMap::new(),
+    };
     Ok(DesiredGroup {
         name,
         backend_at: raw.backend.as_ref().map(at),
@@ -259,6 +273,7 @@ pub fn parse_domain_group(
         zkey_repository,
         opencryptoki_config,
         stores,
+        user_pins,
     })
 }
 

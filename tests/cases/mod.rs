@@ -41,6 +41,7 @@ mod zcrypt_from_old;
 mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
+mod zcrypt_pins;
 mod zcrypt_restaged;
 mod zcrypt_saved;
 mod zcrypt_scenarios;

@@ -53,6 +53,8 @@ pub(crate) struct World {
     pub(crate) root: PathBuf,
     tke_type: &'static str,
     vp: &'static str,
+    /// Variables set for every mkplan this world runs (besides the harness's).
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
 impl World {
@@ -81,6 +83,7 @@ impl World {
             root,
             tke_type,
             vp,
+            env: Vec::new(),
         }
     }
 }
@@ -122,6 +125,7 @@ impl World {
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args);
         command
     }

@@ -51,11 +51,13 @@ impl ZWorld {
         std::fs::write(temp.path().join("world.yaml"), yaml).unwrap();
         // The example world's LUKS2 volume names its passphrase's file beside it.
         std::fs::create_dir_all(temp.path().join("keys")).unwrap();
-        std::fs::copy(
-            repo_file("plans/keys/dasdb1.key"),
-            temp.path().join("keys/dasdb1.key"),
-        )
-        .unwrap();
+        for file in ["dasdb1.key", "slot3.pin"] {
+            std::fs::copy(
+                repo_file(&format!("plans/keys/{file}")),
+                temp.path().join("keys").join(file),
+            )
+            .unwrap();
+        }
         let dir = temp.path().join("world");
         let mut command = mkplan();
         command
@@ -81,6 +83,11 @@ impl ZWorld {
             .env("ZKEY_REPOSITORY", self.dir.join("zkey"))
             .env_remove("MKPLAN_ZCRYPT_FAULT")
             .envs(env.iter().copied());
+        if tool == "pkcshsm_mk_change" {
+            // It logs in to each token with a USER PIN read from stdin: the example's.
+            let pin = self.temp.path().join("keys/slot3.pin");
+            command.stdin(std::fs::File::open(pin).unwrap());
+        }
         run(command)
     }
 
@@ -196,8 +203,8 @@ fn ep11_reencipher_then_set_by_hand_loses_nothing() {
     created.expect_code(0);
     let id = created
         .stdout
-        .trim()
-        .strip_prefix("Master key change operation '")
+        .split("Master key change operation '")
+        .nth(1)
         .unwrap()[..6]
         .to_string();
     let listed = world.tool("pkcshsm_mk_change", &["list", "--id", &id]);
@@ -567,8 +574,8 @@ fn pkcshsm_mk_change_checks_the_token_and_cancels_only_before_the_set() {
     );
     let id = created
         .stdout
-        .trim()
-        .strip_prefix("Master key change operation '")
+        .split("Master key change operation '")
+        .nth(1)
         .unwrap()[..6]
         .to_string();
     world

@@ -32,7 +32,9 @@ impl Lab {
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys");
         std::fs::create_dir_all(&keys).unwrap();
-        std::fs::copy(repo_file("plans/keys/dasdb1.key"), keys.join("dasdb1.key")).unwrap();
+        for file in ["dasdb1.key", "slot3.pin"] {
+            std::fs::copy(repo_file(&format!("plans/keys/{file}")), keys.join(file)).unwrap();
+        }
         Self::in_dir(dir, world)
     }
 
@@ -53,13 +55,18 @@ impl Lab {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let path = format!(
             "{}:{}:{}",
             self.root.join("bin").display(),
             self.root.join("w/bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .current_dir(&self.root)
             .env("PATH", path)
             .env("SYSFS_ROOT", self.root.join("w/sys"))
@@ -70,13 +77,26 @@ impl Lab {
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        command
     }
 
     fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        out
+    }
+
+    /// `run`, its stdin a USER PIN line for each slot `pkcshsm_mk_change` logs in to (the
+    /// tokens of these worlds name no PIN, so any PIN that is not empty logs in).
+    fn ok_with_pins(&self, args: &[&str]) -> Output {
+        let pins = self.root.join("user.pins");
+        std::fs::write(&pins, "1234\n".repeat(8)).unwrap();
+        let out = self
+            .command(args)
+            .stdin(std::fs::File::open(&pins).unwrap())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         out
     }
@@ -157,7 +177,7 @@ impl Lab {
     fn open_ock_operation(&self) -> String {
         self.tke("load", "03.0006,04.0006", "EP11", Some(B2));
         self.tke("commit", "03.0006,04.0006", "EP11", None);
-        let created = text(&self.ok(&[
+        let created = text(&self.ok_with_pins(&[
             "sim",
             "zcrypt",
             "tool",

@@ -108,6 +108,7 @@ impl ZcryptBackend {
             program: program.into(),
             args,
             env: self.env(desired),
+            user_pins: None,
         }
     }
 

@@ -9,12 +9,14 @@
 //! - [`group`]: the `zcrypt:` backend of a domain group: registers and stores, read.
 //! - [`inventory`]: every store on the machine, declared or not.
 //! - [`stores`]: the tools' output, parsed; [`tools`]: the seam every tool run goes through.
+//! - [`pins`]: the openCryptoki USER PINs, read from their sources and answered on stdin.
 //! - [`fake`]: the fake platform (`mkplan sim zcrypt`), for tests and drills.
 
 pub mod fake;
 pub mod group;
 pub mod inventory;
 pub mod mkvps;
+pub mod pins;
 pub mod stores;
 pub mod sysfs;
 pub mod tools;

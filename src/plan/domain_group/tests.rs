@@ -37,6 +37,7 @@ pub(crate) fn desired(mode: GroupMode, apqns: usize, procedure: Procedure) -> De
         zkey_repository: PathBuf::from("/r"),
         opencryptoki_config: "/etc/opencryptoki".into(),
         stores: vec![DesiredStore::ZkeyAssociated],
+        user_pins: Default::default(),
     }
 }
 

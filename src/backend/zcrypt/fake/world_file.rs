@@ -28,6 +28,7 @@ const KEY_WORDS: KeyWords = &[
     ("config", "true or false"),
     ("chkstop", "true or false"),
     ("slot", "a whole number"),
+    ("user_pin", "the token's USER PIN, quoted"),
     ("times", "a whole number"),
     ("skip", "a whole number"),
 ];
@@ -152,6 +153,9 @@ struct TokenYaml {
     /// `EXPECTED_WKVP` (EP11) or `EXPECTED_MKVPS` (CCA): per MK type, the VP the token's
     /// objects are enciphered under and its config pins.
     expected: BTreeMap<String, String>,
+    /// The token's USER PIN (a fake's, kept as its SHA-256 only).
+    #[serde(default)]
+    user_pin: Option<String>,
 }
 
 /// Parses a world file into the truth. `mkplan` is the binary the fake tools will exec.
@@ -577,6 +581,7 @@ fn token_of(world: &World, token: TokenYaml) -> Result<Token, String> {
         apqns,
         objects,
         staged: BTreeMap::new(),
+        user_pin_sha256: token.user_pin.map(|pin| super::ock_login::pin_sha256(&pin)),
     })
 }
 
