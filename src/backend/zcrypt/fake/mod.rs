@@ -25,6 +25,7 @@ pub mod ock_login;
 pub mod render;
 pub mod world;
 pub mod world_file;
+mod world_file_tokens;
 pub mod zkey;
 
 #[cfg(test)]

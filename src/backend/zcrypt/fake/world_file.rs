@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::world::{
-    ApplicationKey, Card, Domain, Fault, KeyType, Luks2Header, Mk, NewRegister, Registers, Token,
-    TokenKind, Volume, World, ZkeyKey, apqn_name,
+    ApplicationKey, Card, Domain, Fault, KeyType, Luks2Header, Mk, NewRegister, Registers, Volume,
+    World, ZkeyKey, apqn_name,
 };
 use crate::model::{InputError, KeyWords};
 
@@ -45,7 +45,7 @@ struct WorldYaml {
     #[serde(default)]
     zkey: Vec<KeyYaml>,
     #[serde(default)]
-    opencryptoki: Vec<TokenYaml>,
+    opencryptoki: Vec<super::world_file_tokens::TokenYaml>,
     #[serde(default)]
     faults: Vec<Fault>,
     #[serde(default)]
@@ -143,21 +143,6 @@ fn luks2() -> String {
     "luks2".into()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenYaml {
-    slot: u32,
-    #[serde(rename = "type")]
-    kind: TokenKind,
-    apqns: Vec<String>,
-    /// `EXPECTED_WKVP` (EP11) or `EXPECTED_MKVPS` (CCA): per MK type, the VP the token's
-    /// objects are enciphered under and its config pins.
-    expected: BTreeMap<String, String>,
-    /// The token's USER PIN (a fake's, kept as its SHA-256 only).
-    #[serde(default)]
-    user_pin: Option<String>,
-}
-
 /// Parses a world file into the truth. `mkplan` is the binary the fake tools will exec.
 /// `folder` is where the world file's relative paths (a LUKS2 volume's `key_file`) start.
 pub fn parse(file: &str, text: &str, folder: &Path, mkplan: PathBuf) -> Result<World, InputError> {
@@ -234,7 +219,7 @@ pub fn parse(file: &str, text: &str, folder: &Path, mkplan: PathBuf) -> Result<W
         world.applications.push(app);
     }
     for token in yaml.opencryptoki {
-        let token = token_of(&world, token).map_err(fail)?;
+        let token = super::world_file_tokens::token_of(&world, token).map_err(fail)?;
         if world.tokens.iter().any(|t| t.slot == token.slot) {
             return Err(fail(format!(
                 "opencryptoki: slot {} is given twice",
@@ -496,7 +481,7 @@ fn key_of(
 }
 
 /// A key's MKVP: at least the digits its token carries (more, a whole register VP, is kept).
-fn vp_at_least(text: &str, len: usize, what: &str) -> Result<String, String> {
+pub(super) fn vp_at_least(text: &str, len: usize, what: &str) -> Result<String, String> {
     let digits = text.strip_prefix("0x").unwrap_or(text);
     if digits.len() >= len && digits.len() <= 64 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(digits.to_ascii_lowercase())
@@ -536,52 +521,6 @@ fn application_of(world: &World, app: ApplicationYaml) -> Result<ApplicationKey,
         mk,
         apqns,
         staged: None,
-    })
-}
-
-fn token_of(world: &World, token: TokenYaml) -> Result<Token, String> {
-    let what = format!("opencryptoki slot {}", token.slot);
-    let mut apqns = Vec::new();
-    for apqn in &token.apqns {
-        let apqn = apqn.to_ascii_lowercase();
-        let Some((card, _)) = world.find(&apqn) else {
-            return Err(format!("{what}: no APQN \"{apqn}\" among the cards"));
-        };
-        let fits = match token.kind {
-            TokenKind::Ep11 => card.is_ep11(),
-            TokenKind::Cca => card.is_cca(),
-        };
-        if !fits {
-            return Err(format!("{what}: {apqn} is on a {} card", card.kind));
-        }
-        apqns.push(apqn);
-    }
-    let mut objects = BTreeMap::new();
-    for (name, vp) in token.expected {
-        let mk = Mk::parse(&name).ok_or_else(|| format!("{what}: unknown MK type {name:?}"))?;
-        let allowed = match token.kind {
-            TokenKind::Ep11 => mk == Mk::Wk,
-            TokenKind::Cca => matches!(mk, Mk::Sym | Mk::Aes | Mk::Apka),
-        };
-        if !allowed {
-            return Err(format!(
-                "{what}: a {:?} token has no {name} (EP11: WK; CCA: SYM, AES, APKA)",
-                token.kind
-            ));
-        }
-        let len = if mk.is_ep11() { 32 } else { 16 };
-        objects.insert(mk, vp_at_least(&vp, len, &format!("{what} {name}"))?);
-    }
-    if objects.is_empty() {
-        return Err(format!("{what}: expected names no MK"));
-    }
-    Ok(Token {
-        slot: token.slot,
-        kind: token.kind,
-        apqns,
-        objects,
-        staged: BTreeMap::new(),
-        user_pin_sha256: token.user_pin.map(|pin| super::ock_login::pin_sha256(&pin)),
     })
 }
 

@@ -1,0 +1,71 @@
+//! The openCryptoki tokens of a world file (`opencryptoki:`): each slot's type, APQNs, the
+//! master keys its objects are under (the `EXPECTED_*` its config pins) and its USER PIN,
+//! checked against the world's cards.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::world::{Mk, Token, TokenKind, World};
+use super::world_file::vp_at_least;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenYaml {
+    pub(super) slot: u32,
+    #[serde(rename = "type")]
+    kind: TokenKind,
+    apqns: Vec<String>,
+    /// `EXPECTED_WKVP` (EP11) or `EXPECTED_MKVPS` (CCA): per MK type, the VP the token's
+    /// objects are enciphered under and its config pins.
+    expected: BTreeMap<String, String>,
+    /// The token's USER PIN (a fake's, kept as its SHA-256 only).
+    #[serde(default)]
+    user_pin: Option<String>,
+}
+
+pub(super) fn token_of(world: &World, token: TokenYaml) -> Result<Token, String> {
+    let what = format!("opencryptoki slot {}", token.slot);
+    let mut apqns = Vec::new();
+    for apqn in &token.apqns {
+        let apqn = apqn.to_ascii_lowercase();
+        let Some((card, _)) = world.find(&apqn) else {
+            return Err(format!("{what}: no APQN \"{apqn}\" among the cards"));
+        };
+        let fits = match token.kind {
+            TokenKind::Ep11 => card.is_ep11(),
+            TokenKind::Cca => card.is_cca(),
+        };
+        if !fits {
+            return Err(format!("{what}: {apqn} is on a {} card", card.kind));
+        }
+        apqns.push(apqn);
+    }
+    let mut objects = BTreeMap::new();
+    for (name, vp) in token.expected {
+        let mk = Mk::parse(&name).ok_or_else(|| format!("{what}: unknown MK type {name:?}"))?;
+        let allowed = match token.kind {
+            TokenKind::Ep11 => mk == Mk::Wk,
+            TokenKind::Cca => matches!(mk, Mk::Sym | Mk::Aes | Mk::Apka),
+        };
+        if !allowed {
+            return Err(format!(
+                "{what}: a {:?} token has no {name} (EP11: WK; CCA: SYM, AES, APKA)",
+                token.kind
+            ));
+        }
+        let len = if mk.is_ep11() { 32 } else { 16 };
+        objects.insert(mk, vp_at_least(&vp, len, &format!("{what} {name}"))?);
+    }
+    if objects.is_empty() {
+        return Err(format!("{what}: expected names no MK"));
+    }
+    Ok(Token {
+        slot: token.slot,
+        kind: token.kind,
+        apqns,
+        objects,
+        staged: BTreeMap::new(),
+        user_pin_sha256: token.user_pin.map(|pin| super::ock_login::pin_sha256(&pin)),
+    })
+}
