@@ -155,15 +155,10 @@ const CCA_APQN: &str = "05.0006";
 const CCA_CURRENT: &str = "c1c1c1c1c1c1c1c1";
 const CCA_NEW: &str = "e5e5e5e5e5e5e5e5";
 
-/// The example world without its token, key `db-data` (CCA, on 05.0006, AES CURRENT
-/// `CCA_CURRENT`) with LUKS2 volume /dev/dasdc1, and NEW `CCA_NEW` loaded on 05.0006.
+/// The example world without its token: key `db-data` (CCA, on 05.0006, AES CURRENT
+/// `CCA_CURRENT`) has LUKS2 volume /dev/dasdc1; NEW `CCA_NEW` loaded on 05.0006.
 fn cca_world_loaded() -> ZWorld {
-    let text =
-        std::fs::read_to_string(crate::support::repo_file("plans/zcrypt-world.yaml")).unwrap();
-    let without_token = &text[..text.find("opencryptoki:").unwrap()];
-    let world = ZWorld::new(&format!(
-        "{without_token}    volume: {{device: /dev/dasdc1, dm_name: enc-db, volume_type: luks2, key_file: keys/dasdb1.key}}\n"
-    ));
+    let world = world();
     cca_tke(&world, &["load", "--vp", CCA_NEW]);
     world
 }

@@ -371,9 +371,14 @@ fn zcrypt_losses_undeclared_zkey_keys_on_the_groups_apqns_are_refused_by_name() 
 
 /// The world of `plans/WORLD` and the shipped example group, pointed at it.
 fn example_group_on(world: &str) -> Lab {
+    shipped_group_on(world, "zcrypt-ep11-group.yaml")
+}
+
+/// The world of `plans/WORLD` and the shipped group `plans/GROUP`, pointed at it.
+fn shipped_group_on(world: &str, group: &str) -> Lab {
     let lab =
         Lab::new_with_keys(&std::fs::read_to_string(repo_file(&format!("plans/{world}"))).unwrap());
-    let shipped = std::fs::read_to_string(repo_file("plans/zcrypt-ep11-group.yaml")).unwrap();
+    let shipped = std::fs::read_to_string(repo_file(&format!("plans/{group}"))).unwrap();
     let group = shipped
         .replace("backend: zcrypt:/\n", "backend: zcrypt:w/sys\n")
         .replace(
@@ -384,7 +389,15 @@ fn example_group_on(world: &str) -> Lab {
             "opencryptoki_config: /etc/opencryptoki",
             "opencryptoki_config: w/opencryptoki",
         );
-    assert_eq!(group.matches("w/").count(), 3, "{group}");
+    let pointed = shipped.matches("backend: zcrypt:/\n").count()
+        + shipped
+            .matches("zkey_repository: /etc/zkey/repository")
+            .count()
+        + shipped
+            .matches("opencryptoki_config: /etc/opencryptoki")
+            .count();
+    assert_eq!(group.matches("w/").count(), pointed, "{group}");
+    assert!(pointed >= 2, "{group}");
     lab.group(&group);
     lab
 }
@@ -493,6 +506,22 @@ fn zcrypt_losses_the_shipped_example_group_drills_on_its_world_without_incidents
     let said = text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("14 steps per change"), "{said}");
+    assert!(
+        said.contains("2 converged, 0 refused safely, 0 failed; 0 incidents."),
+        "{said}"
+    );
+    lab.assert_no_incidents();
+}
+
+/// The shipped CCA example group (set, then re-encipher from OLD, with a LUKS2 volume)
+/// drills on its world: every run converges with zero incidents.
+#[test]
+fn zcrypt_losses_the_shipped_cca_group_drills_on_its_world_without_incidents() {
+    let lab = shipped_group_on("zcrypt-world.yaml", "zcrypt-cca-group.yaml");
+    let out = lab.run(&["drill", "group.yaml", "--runs", "2", "--seed", "3"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("4 steps per change"), "{said}");
     assert!(
         said.contains("2 converged, 0 refused safely, 0 failed; 0 incidents."),
         "{said}"
