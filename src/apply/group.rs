@@ -10,10 +10,14 @@
 //! - Ceremony steps: the instruction is shown, the operator answers, and `mkvps` must show
 //!   the effect within the timeout.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::group_journal::{GroupJournal, GroupRecord};
-use crate::backend::zcrypt::group::{LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend, luks2_args};
+use crate::backend::zcrypt::group::{
+    LUKS2_FROM_OLD_FLAGS, LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend, luks2_args,
+};
+use crate::backend::zcrypt::pins::UserPins;
 use crate::backend::zcrypt::tools::ToolCall;
 use crate::model::domain_group::{LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
@@ -85,6 +89,9 @@ pub struct GroupApply<'a, O: GroupOperator> {
     pub verify_timeout: Duration,
     /// Progress lines (stderr in the CLI).
     pub progress: &'a dyn Fn(&str),
+    /// The openCryptoki USER PINs, answered when `pkcshsm_mk_change` asks for them; read by
+    /// the caller before anything runs.
+    pub user_pins: Option<Arc<UserPins>>,
 }
 
 impl<O: GroupOperator> GroupApply<'_, O> {
@@ -178,8 +185,16 @@ impl<O: GroupOperator> GroupApply<'_, O> {
 
     fn tool(&mut self, step: &GroupStep, live: &LiveGroup) -> Result<(), GroupApplyError> {
         let identity = self.journal.identity().to_string();
-        let call =
+        let mut call =
             step_call(self.backend, self.desired, step, live).map_err(GroupApplyError::Failed)?;
+        if step.store.as_ref().map(|s| s.kind) == Some(StoreKind::OpenCryptoki) {
+            call.user_pins = Some(self.user_pins.clone().ok_or_else(|| {
+                GroupApplyError::Failed(format!(
+                    "step {} ({}) runs pkcshsm_mk_change, which asks for each token's USER PIN, and none was read (a bug: please report it)",
+                    step.id, step.action
+                ))
+            })?);
+        }
         (self.progress)(&format!("{} {}: {}", step.id, step.action, call.shown()));
         self.record(GroupRecord::Intent {
             identity: identity.clone(),
@@ -407,6 +422,7 @@ pub fn step_call(
             let flags: &[&str] = match action {
                 GroupAction::StageReencipher => LUKS2_STAGE_FLAGS,
                 GroupAction::CompleteReencipher => &["--complete"],
+                GroupAction::ReencipherFromOld => LUKS2_FROM_OLD_FLAGS,
                 _ => return Err(format!("mkplan does not {action} a LUKS2 volume")),
             };
             let key_file = desired

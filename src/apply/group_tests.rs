@@ -210,6 +210,7 @@ fn apply(
         operator: &Tke(dir.join("sys")),
         verify_timeout: Duration::from_secs(2),
         progress: &|_| {},
+        user_pins: Some(Default::default()),
     }
     .run()
 }

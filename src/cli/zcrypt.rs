@@ -14,11 +14,14 @@ use crate::apply::group::{Answer, GroupApply, GroupApplyError, GroupOperator};
 use crate::apply::group_journal::GroupJournal;
 use crate::backend::BackendSpec;
 use crate::backend::zcrypt::group::{ReadError, ZcryptBackend};
+use crate::backend::zcrypt::pins::UserPins;
 use crate::backend::zcrypt::tools::SystemRunner;
 use crate::error::{Error, Result};
 use crate::model::InputError;
-use crate::model::domain_group::LiveGroup;
-use crate::model::domain_group_desired::{DesiredGroup, is_domain_group, parse_domain_group};
+use crate::model::domain_group::{LiveGroup, StoreKind};
+use crate::model::domain_group_desired::{
+    DesiredGroup, DesiredStore, is_domain_group, parse_domain_group,
+};
 use crate::plan::domain_group::{GroupPlan, GroupRefusal, plan_group};
 use crate::render::domain_group::{
     GroupPlanDocument, group_live_fingerprint, group_plan_json, group_plan_text,
@@ -316,10 +319,16 @@ pub(super) fn run_group_apply(
     })?;
     let _lock =
         crate::apply::lock::acquire(folder, &crate::store::holder()).map_err(Error::Other)?;
+    let mut runs_pkcshsm_mk_change = saved.is_some();
     if let Some(check) = saved {
         check(store)?;
     } else {
         let plan = plan_now(desired, backend, store)?;
+        runs_pkcshsm_mk_change = plan.steps.iter().any(|s| {
+            s.store
+                .as_ref()
+                .is_some_and(|s| s.kind == StoreKind::OpenCryptoki)
+        });
         if plan.has_changes() {
             eprint!("{}", group_plan_text(&plan, &backend.describe()));
         }
@@ -333,6 +342,15 @@ pub(super) fn run_group_apply(
             }
         }
     }
+    // Read before anything runs: a missing PIN source stops the apply with nothing done.
+    let user_pins =
+        match desired.stores.contains(&DesiredStore::OpenCryptoki) && runs_pkcshsm_mk_change {
+            true => Some(
+                UserPins::read(desired)
+                    .map_err(|why| Error::Other(format!("{why}. Nothing was done")))?,
+            ),
+            false => None,
+        };
     let mut journal = open_journal(store, &backend.identity(desired))?;
     let progress = |line: &str| eprintln!("{line}");
     let mut run = GroupApply {
@@ -342,6 +360,7 @@ pub(super) fn run_group_apply(
         operator: &StdinOperator,
         verify_timeout: Duration::from_secs(args.verify_timeout_s),
         progress: &progress,
+        user_pins,
     };
     match run.run() {
         Ok(0) => {

@@ -157,14 +157,24 @@ pub fn run_one(
     })
 }
 
-/// The LUKS2 key files the group file names by relative path, copied to the same paths
-/// below the run's folder (where its copy of the group file is), readable by the owner only.
+/// The LUKS2 key files and USER PIN files the group file names by relative path, copied to
+/// the same paths below the run's folder (where its copy of the group file is), readable by
+/// the owner only.
 fn copy_key_files(drill: &GroupDrill, folder: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    for store in &drill.desired.stores {
-        let DesiredStore::Luks2Volume { key_file, .. } = store else {
-            continue;
-        };
+    let luks2 = drill.desired.stores.iter().filter_map(|store| match store {
+        DesiredStore::Luks2Volume { key_file, .. } => Some(key_file),
+        _ => None,
+    });
+    let pins = drill
+        .desired
+        .user_pins
+        .values()
+        .filter_map(|source| match source {
+            crate::model::domain_group_pins::PinSource::File(path) => Some(path),
+            crate::model::domain_group_pins::PinSource::Env(_) => None,
+        });
+    for key_file in luks2.chain(pins) {
         let Ok(relative) = key_file.strip_prefix(drill.group_folder) else {
             continue;
         };

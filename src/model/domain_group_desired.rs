@@ -68,6 +68,10 @@ const KEY_WORDS: KeyWords = &[
         "stores",
         "a list of key stores, e.g. `- zkey_keys: associated`",
     ),
+    (
+        "opencryptoki_user_pins",
+        "a list of `- {slot: N, file: PATH}` or `- {slot: N, env: NAME}`",
+    ),
 ];
 
 /// The order of a change (zcrypt.md §5).
@@ -122,6 +126,8 @@ pub struct DesiredGroup {
     /// Where the token configs (`ep11tok*.conf`, `ccatok*.conf`) are found.
     pub opencryptoki_config: PathBuf,
     pub stores: Vec<DesiredStore>,
+    /// Where each openCryptoki slot's USER PIN is read from (`opencryptoki_user_pins:`).
+    pub user_pins: BTreeMap<u64, super::domain_group_pins::PinSource>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +146,8 @@ struct RawGroup {
     #[serde(default)]
     opencryptoki_config: Option<Spanned<String>>,
     stores: Spanned<Vec<Spanned<RawStore>>>,
+    #[serde(default)]
+    opencryptoki_user_pins: Option<Spanned<Vec<Spanned<super::domain_group_pins::RawUserPin>>>>,
 }
 
 #[derive(Deserialize)]
@@ -264,7 +272,13 @@ pub fn parse_domain_group(
         || PathBuf::from(OPENCRYPTOKI_CONFIG_DEFAULT),
         |path| relative(folder, &path.value),
     );
-    let stores = parse_stores(&raw.stores, &master_keys, procedure, folder, &error)?;
+    let stores = parse_stores(&raw.stores, &master_keys, folder, &error)?;
+    let user_pins = match &raw.opencryptoki_user_pins {
+        Some(pins) => {
+            super::domain_group_pins::parse_user_pins(pins, &|path| relative(folder, path), &error)?
+        }
+        None => BTreeMap::new(),
+    };
     Ok(DesiredGroup {
         name,
         backend_at: raw.backend.as_ref().map(at),
@@ -278,6 +292,7 @@ pub fn parse_domain_group(
         zkey_repository,
         opencryptoki_config,
         stores,
+        user_pins,
     })
 }
 
@@ -360,7 +375,6 @@ fn parse_master_keys(
 fn parse_stores(
     raw: &Spanned<Vec<Spanned<RawStore>>>,
     master_keys: &BTreeMap<MkType, Mkvp>,
-    procedure: Procedure,
     folder: &Path,
     error: ErrorAt,
 ) -> Result<Vec<DesiredStore>, InputError> {
@@ -403,15 +417,6 @@ fn parse_stores(
             check_word(name, error, "a zkey key name")?;
             DesiredStore::ZkeyKey(name.value.clone())
         } else if let Some(volume) = &s.luks2_volume {
-            if procedure == Procedure::SetThenFromOld {
-                // zkey-cryptsetup moves a volume from OLD too, but mkplan plans only the
-                // staged path for volumes this session.
-                return Err(error(
-                    at(&volume.device),
-                    "a LUKS2 volume in a set_then_from_old group".into(),
-                    "use procedure: reencipher_then_set",
-                ));
-            }
             check_word(&volume.device, error, "a device path")?;
             DesiredStore::Luks2Volume {
                 device: volume.device.value.clone(),

@@ -5,6 +5,7 @@ pub mod desired;
 pub mod domain_group;
 pub mod domain_group_desired;
 pub mod domain_group_inventory;
+pub mod domain_group_pins;
 pub mod domain_group_selector;
 pub mod hpcs_view;
 mod input_error;

@@ -53,6 +53,8 @@ pub(crate) struct World {
     pub(crate) root: PathBuf,
     tke_type: &'static str,
     vp: &'static str,
+    /// Variables set for every mkplan this world runs (besides the harness's).
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
 impl World {
@@ -81,6 +83,7 @@ impl World {
             root,
             tke_type,
             vp,
+            env: Vec::new(),
         }
     }
 }
@@ -122,6 +125,7 @@ impl World {
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args);
         command
     }
@@ -351,12 +355,20 @@ impl World {
         );
     }
 
+    /// Nothing left to do, and the last APQN of the world shows the change's key as CURRENT.
     pub(crate) fn assert_converged(&self) {
         self.assert_plan_empty();
+        let (apqn, mk_type) = match self.tke_type {
+            "EP11" => ("card04/04.0006", "WK"),
+            other => ("card06/06.0006", other),
+        };
         let mkvps =
-            std::fs::read_to_string(self.root.join("w/sys/devices/ap/card04/04.0006/mkvps"))
+            std::fs::read_to_string(self.root.join(format!("w/sys/devices/ap/{apqn}/mkvps")))
                 .unwrap();
-        assert!(mkvps.contains(&format!("WK CUR: valid 0x{NEW}")), "{mkvps}");
+        assert!(
+            mkvps.contains(&format!("{mk_type} CUR: valid 0x{}", self.vp)),
+            "{mkvps}"
+        );
         assert!(!self.root.join("w/zkey/backup.renc").exists());
     }
 

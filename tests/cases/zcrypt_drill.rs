@@ -60,8 +60,12 @@ fn key_and_token_world() -> String {
 fn zcrypt_a_drill_with_a_token_pins_its_config_after_the_set_and_converges() {
     // pkcshsm_mk_change finalize needs EXPECTED_WKVP naming the new key: the drill's
     // operator pins it after the set, as the procedure asks of a real one.
-    let group = format!("{}  - opencryptoki: tokens\n", ep11_group());
+    let group = format!(
+        "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n  - {{ slot: 3, file: keys/slot3.pin }}\n",
+        ep11_group()
+    );
     let world = World::with(&key_and_token_world(), &group, "EP11", NEW);
+    std::fs::write(world.root.join("keys/slot3.pin"), "1234\n").unwrap();
     let out = world.run(&["drill", "group.yaml", "--runs", "1", "--seed", "6"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -150,3 +150,119 @@ fn zcrypt_fake_luks2_a_set_before_the_header_is_staged_loses_its_copy() {
         incidents.stdout
     );
 }
+
+const CCA_APQN: &str = "05.0006";
+const CCA_CURRENT: &str = "c1c1c1c1c1c1c1c1";
+const CCA_NEW: &str = "e5e5e5e5e5e5e5e5";
+
+/// The example world without its token: key `db-data` (CCA, on 05.0006, AES CURRENT
+/// `CCA_CURRENT`) has LUKS2 volume /dev/dasdc1; NEW `CCA_NEW` loaded on 05.0006.
+fn cca_world_loaded() -> ZWorld {
+    let world = world();
+    cca_tke(&world, &["load", "--vp", CCA_NEW]);
+    world
+}
+
+fn cca_tke(world: &ZWorld, args: &[&str]) {
+    let mut all = vec![args[0], "--apqns", CCA_APQN, "--type", "AES"];
+    all.extend(&args[1..]);
+    world.tke(&all).expect_code(0);
+}
+
+/// `zkey-cryptsetup validate /dev/dasdc1` exits `code` and says each of `says`.
+fn validated(world: &ZWorld, code: i32, says: &[&str]) -> crate::support::Run {
+    let run = cryptsetup(world, &["validate", "/dev/dasdc1"]);
+    expect(&run, code, says);
+    run
+}
+
+/// `zkey-cryptsetup reencipher /dev/dasdc1 FLAGS --key-file …`.
+fn cca_reencipher(world: &ZWorld, flags: &[&str]) -> crate::support::Run {
+    let mut args = vec!["reencipher", "/dev/dasdc1"];
+    args.extend(flags);
+    cryptsetup(world, &args)
+}
+
+/// Set, then `--from-old --in-place` as mkplan runs it: the header moves from OLD to
+/// CURRENT; run again, it finds no APQN whose OLD holds the key and changes nothing.
+#[test]
+fn zcrypt_fake_luks2_from_old_moves_the_header_once_and_a_rerun_changes_nothing() {
+    let world = cca_world_loaded();
+    cca_tke(&world, &["set"]);
+    let old = format!("OLD master key (MKVP: {CCA_CURRENT})");
+    validated(&world, 0, &[&old, "WARNING"]);
+    let from_old = ["--from-old", "--in-place"];
+    let done = "Re-enciphering has completed successfully for device '/dev/dasdc1'";
+    expect(&cca_reencipher(&world, &from_old), 0, &[done]);
+    validated(
+        &world,
+        0,
+        &[&format!("CURRENT master key (MKVP: {CCA_NEW})")],
+    );
+    let before = world.read("world.json");
+    expect(
+        &cca_reencipher(&world, &from_old),
+        1,
+        &[
+            "No APQN found that is suitable for re-enciphering the secure encryption key from the OLD to the CURRENT master key",
+        ],
+    );
+    assert_eq!(
+        world.read("world.json"),
+        before,
+        "a rerun changed the world"
+    );
+    world.assert_no_incidents();
+}
+
+#[test]
+fn zcrypt_fake_luks2_a_second_set_before_the_header_left_old_loses_it() {
+    let world = cca_world_loaded();
+    cca_tke(&world, &["set"]);
+    world
+        .tool("zkey", &["reencipher", "--from-old", "--name", "db-data"])
+        .expect_code(0);
+    cca_tke(&world, &["load", "--vp", "f6f6f6f6f6f6f6f6"]);
+    cca_tke(&world, &["set"]);
+    let incidents = world.incidents();
+    expect(&incidents, 1, &["INCIDENT luks2 /dev/dasdc1:", CCA_CURRENT]);
+    assert!(!incidents.stdout.contains("INCIDENT zkey db-data"));
+}
+
+/// With a staging pending, `reencipher --from-old` completes it as the real tool does (and
+/// fails before the set); with `--in-place` it asks to cancel the staging and, with no
+/// `--batch-mode`, leaves the device unchanged.
+#[test]
+fn zcrypt_fake_luks2_from_old_with_a_staging_pending_completes_it_unless_in_place() {
+    let world = cca_world_loaded();
+    expect(
+        &cca_reencipher(&world, &["--to-new", "--staged"]),
+        0,
+        &["Staged re-enciphering is initiated"],
+    );
+    expect(
+        &cca_reencipher(&world, &["--from-old"]),
+        1,
+        &["might yet have to be set"],
+    );
+    cca_tke(&world, &["set"]);
+    let before = world.read("world.json");
+    expect(
+        &cca_reencipher(&world, &["--from-old", "--in-place"]),
+        1,
+        &["is left unchanged"],
+    );
+    assert_eq!(world.read("world.json"), before);
+    expect(
+        &cca_reencipher(&world, &["--from-old"]),
+        0,
+        &["Re-enciphering has completed successfully"],
+    );
+    let done = validated(
+        &world,
+        0,
+        &[&format!("CURRENT master key (MKVP: {CCA_NEW})")],
+    );
+    assert!(!done.stdout.contains("pending"), "{}", done.stdout);
+    world.assert_no_incidents();
+}

@@ -28,7 +28,20 @@ fn luks2_world_with_fault(kind: &str, tool: &str, times: u32) -> World {
 /// from what `mkvps` and the stores show and the change converges.
 #[test]
 fn zcrypt_a_stop_or_a_kill_at_every_ceremony_step_is_followed_by_a_rerun_that_converges() {
-    let world = ep11_world();
+    let ceremony = [
+        "load_new_mk@03.0006",
+        "commit_new_mk@03.0006",
+        "load_new_mk@04.0006",
+        "commit_new_mk@04.0006",
+        "set_immediate@03.0006",
+        "set_immediate@04.0006",
+    ];
+    assert_stop_then_kill_at_each_ceremony_step(&ep11_world(), &ceremony);
+}
+
+/// Applies `world`'s change, the operator stopping then the apply killed at each ceremony
+/// step in turn: the steps met are `ceremony`, and the last apply converges with nothing left.
+pub(crate) fn assert_stop_then_kill_at_each_ceremony_step(world: &World, ceremony: &[&str]) {
     let mut stopped = Vec::new();
     let mut killed = Vec::new();
     for attempt in 0..20 {
@@ -58,14 +71,6 @@ fn zcrypt_a_stop_or_a_kill_at_every_ceremony_step_is_followed_by_a_rerun_that_co
             }
         }
     }
-    let ceremony = [
-        "load_new_mk@03.0006",
-        "commit_new_mk@03.0006",
-        "load_new_mk@04.0006",
-        "commit_new_mk@04.0006",
-        "set_immediate@03.0006",
-        "set_immediate@04.0006",
-    ];
     assert_eq!(stopped, ceremony);
     assert_eq!(killed, ceremony);
     world.assert_converged();
@@ -80,15 +85,15 @@ fn with_reencipher_fault(kind: &str, times: u32) -> World {
     ))
 }
 
-struct Crashes {
-    name: &'static str,
-    world: fn() -> World,
+pub(crate) struct Crashes {
+    pub(crate) name: &'static str,
+    pub(crate) world: fn() -> World,
     /// Applies killed before one converges (each rerun meets the fault at the next step).
-    killed: usize,
+    pub(crate) killed: usize,
     /// Applies that stop with exit 1 before one converges.
-    failed: usize,
+    pub(crate) failed: usize,
     /// Tool runs reported killed by a signal in the apply that converges.
-    signalled: usize,
+    pub(crate) signalled: usize,
 }
 
 /// At every step of a tool: the tool killed after its effect (the outcome is lost and
@@ -146,6 +151,12 @@ fn zcrypt_tools_killed_after_their_effect_or_failing_are_settled_and_the_change_
             signalled: 0,
         },
     ];
+    assert_each_crash_settled(rows);
+}
+
+/// Each row: the applies killed or failing as the row says, zero incidents after each, then
+/// one that converges with nothing left, the interrupted step settled by reading.
+pub(crate) fn assert_each_crash_settled(rows: impl IntoIterator<Item = Crashes>) {
     for row in rows {
         let world = (row.world)();
         for attempt in 0..row.killed + row.failed {

@@ -23,9 +23,14 @@ fn token_world(declared: bool) -> World {
         "zkey_repository: w/zkey\nopencryptoki_config: w/opencryptoki\n",
     );
     if declared {
-        group.push_str("  - opencryptoki: tokens\n");
+        group.push_str(
+            "  - opencryptoki: tokens\nopencryptoki_user_pins:\n  - { slot: 3, env: MKPLAN_TEST_SLOT3_PIN }\n",
+        );
     }
-    World::with(&world, &group, "EP11", NEW)
+    let mut world = World::with(&world, &group, "EP11", NEW);
+    // The fake's token names no PIN of its own: any that is not empty logs in.
+    world.env.push(("MKPLAN_TEST_SLOT3_PIN", "12345678".into()));
+    world
 }
 
 fn slots_file(world: &World) -> std::path::PathBuf {

@@ -11,9 +11,9 @@ use crate::cases::zcrypt::{
     LUKS2_STORE, LUKS2_VOLUME, NEW, OLD, Operator, World, ep11_group, mkplan, world_yaml,
 };
 
-const CCA_OLD: &str = "c1c1c1c1c1c1c1c1";
-const CCA_OLDER: &str = "c0c0c0c0c0c0c0c0";
-const CCA_NEW: &str = "e5e5e5e5e5e5e5e5";
+pub(crate) const CCA_OLD: &str = "c1c1c1c1c1c1c1c1";
+pub(crate) const CCA_OLDER: &str = "c0c0c0c0c0c0c0c0";
+pub(crate) const CCA_NEW: &str = "e5e5e5e5e5e5e5e5";
 /// A wrapping key no register of the worlds holds.
 const OTHER: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
 
@@ -38,6 +38,13 @@ fn luks2_world() -> World {
 
 /// Two CCA APQNs holding AES `CCA_OLD` (OLD `CCA_OLDER`) and a zkey key under `key_mkvp`.
 fn cca_world(key_mkvp: &str) -> World {
+    let (world, group) = cca_texts(key_mkvp);
+    World::with(&world, &group, "AES", CCA_NEW)
+}
+
+/// The world and group files of [`cca_world`]: key `db-data` is the world's last, and
+/// `stores:` the group's last key, so a caller can append to either.
+pub(crate) fn cca_texts(key_mkvp: &str) -> (String, String) {
     let domain = |card: &str| {
         format!(
             "  - card: \"{card}\"\n    type: CEX7C\n    serialnr: \"93AAC0{card}\"\n    domains:\n      - domain: \"0006\"\n        AES: {{ current: \"{CCA_OLD}\", old: \"{CCA_OLDER}\" }}\n"
@@ -60,12 +67,12 @@ stores:
   - zkey_key: db-data
 "
     );
-    World::with(&world, &group, "AES", CCA_NEW)
+    (world, group)
 }
 
 impl World {
     /// Runs one of the world's fake tools as an operator would, pointed at the world.
-    fn tool(&self, tool: &str, args: &[&str]) {
+    pub(crate) fn tool(&self, tool: &str, args: &[&str]) {
         let out = std::process::Command::new(self.root.join("w/bin").join(tool))
             .current_dir(&self.root)
             .env("SYSFS_ROOT", self.root.join("w/sys"))
@@ -82,7 +89,7 @@ impl World {
     }
 
     /// `zkey-cryptsetup ARGS --key-file keys/dasdb1.key`, as an operator would by hand.
-    fn cryptsetup(&self, args: &[&str]) {
+    pub(crate) fn cryptsetup(&self, args: &[&str]) {
         let key_file = self.root.join("keys/dasdb1.key");
         let mut all = args.to_vec();
         all.extend(["--key-file", key_file.to_str().unwrap()]);
@@ -90,7 +97,7 @@ impl World {
     }
 
     /// The world's truth: registers, stores, open operations, history, incidents.
-    fn truth(&self) -> Vec<u8> {
+    pub(crate) fn truth(&self) -> Vec<u8> {
         std::fs::read(self.root.join("w/world.json")).unwrap()
     }
 
@@ -146,11 +153,11 @@ fn ep11_loaded_then_staged(world: &World, filter: &[&str]) {
     world.tool("zkey", &args);
 }
 
-struct Converges {
-    name: &'static str,
-    world: fn() -> World,
-    mid: fn(&World),
-    steps: Vec<&'static str>,
+pub(crate) struct Converges {
+    pub(crate) name: &'static str,
+    pub(crate) world: fn() -> World,
+    pub(crate) mid: fn(&World),
+    pub(crate) steps: Vec<&'static str>,
 }
 
 /// The EP11 change of the harness's world from the staging on, in plan order.
@@ -275,6 +282,12 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
             .concat(),
         },
     ];
+    assert_each_converges(rows);
+}
+
+/// Each row: its mid state shows no incident, `plan` shows its steps, and `apply` converges
+/// with nothing left and no incident.
+pub(crate) fn assert_each_converges(rows: impl IntoIterator<Item = Converges>) {
     for row in rows {
         let world = (row.world)();
         (row.mid)(&world);
@@ -291,13 +304,13 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
     }
 }
 
-struct Refused {
-    name: &'static str,
-    world: fn() -> World,
-    mid: fn(&World),
-    check: &'static str,
+pub(crate) struct Refused {
+    pub(crate) name: &'static str,
+    pub(crate) world: fn() -> World,
+    pub(crate) mid: fn(&World),
+    pub(crate) check: &'static str,
     /// What the message must name: the APQNs, stores and values.
-    names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 #[test]
@@ -462,6 +475,12 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
             ],
         },
     ];
+    assert_each_refused(rows);
+}
+
+/// Each row: `plan` and `apply` refuse with exit 3 naming the check and every name, and run
+/// nothing: no ceremony step shown, no tool run, the world's truth byte for byte as it was.
+pub(crate) fn assert_each_refused(rows: impl IntoIterator<Item = Refused>) {
     for row in rows {
         let world = (row.world)();
         (row.mid)(&world);

@@ -109,6 +109,7 @@ impl ZcryptBackend {
             program: program.into(),
             args,
             env: self.env(desired),
+            user_pins: None,
         }
     }
 
@@ -483,6 +484,14 @@ fn group_mode(mode: &CardMode) -> Option<GroupMode> {
 
 /// A LUKS2 volume's stage step: CURRENT → NEW into an unbound keyslot.
 pub const LUKS2_STAGE_FLAGS: &[&str] = &["--to-new", "--staged"];
+
+/// A LUKS2 volume's from-OLD step (CCA, after the set): OLD → CURRENT, in place. The tool
+/// re-enciphers only a key that some APQN's OLD holds, so on a volume already moved it fails
+/// with nothing changed. `--in-place` is explicit: without it, a staging pending on the
+/// volume would turn the command into `--complete` (zkey-cryptsetup.c `command_reencipher`);
+/// with it, the tool asks to cancel that staging, and with no `--batch-mode` leaves the
+/// device unchanged.
+pub const LUKS2_FROM_OLD_FLAGS: &[&str] = &["--from-old", "--in-place"];
 
 /// `zkey-cryptsetup COMMAND DEVICE FLAGS --key-file F`: the arguments mkplan runs, and the
 /// words its journal records for a LUKS2 volume's steps.

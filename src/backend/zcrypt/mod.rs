@@ -10,6 +10,7 @@
 //! - [`inventory`]: every store on the machine, declared or not; [`ock_conf`]: openCryptoki's
 //!   slots (`opencryptoki.conf`), which name its tokens' configs.
 //! - [`stores`]: the tools' output, parsed; [`tools`]: the seam every tool run goes through.
+//! - [`pins`]: the openCryptoki USER PINs, read from their sources and answered on stdin.
 //! - [`fake`]: the fake platform (`mkplan sim zcrypt`), for tests and drills.
 
 pub mod fake;
@@ -17,6 +18,7 @@ pub mod group;
 pub mod inventory;
 pub mod mkvps;
 pub mod ock_conf;
+pub mod pins;
 pub mod stores;
 pub mod sysfs;
 pub mod tools;

@@ -3,9 +3,12 @@
 //! The program is found on `PATH` (tests put a folder of fake tools first); every run has a
 //! timeout and a bound on what it may print.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::pins::{UserPins, prompted_slot};
 
 /// Longest a tool may run: a zkey reencipher of a large repository takes seconds, an
 /// openCryptoki reencipher of many objects minutes.
@@ -14,12 +17,14 @@ pub const TOOL_TIMEOUT_MS_DEFAULT: u64 = 600_000;
 pub const TOOL_OUTPUT_BYTES_MAX: u64 = 4 * 1024 * 1024;
 const POLL_MS: u64 = 20;
 
-/// One run: the program, its arguments and the variables set for it (besides the caller's).
+/// One run: the program, its arguments and the variables set for it (besides the caller's),
+/// and the USER PINs it is answered with when it prompts for one (`pkcshsm_mk_change`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToolCall {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub user_pins: Option<Arc<UserPins>>,
 }
 
 impl ToolCall {
@@ -81,7 +86,11 @@ impl ToolRunner for SystemRunner {
         let mut child = Command::new(&call.program)
             .args(&call.args)
             .envs(call.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if call.user_pins.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -100,7 +109,14 @@ impl ToolRunner for SystemRunner {
                 String::from_utf8_lossy(&text).into_owned()
             })
         };
-        let out = read(Box::new(stdout));
+        let stdin = child.stdin.take();
+        let out = match (&call.user_pins, stdin) {
+            (Some(pins), Some(stdin)) => answer_prompts(stdout, stdin, pins.clone()),
+            _ => {
+                let plain = read(Box::new(stdout));
+                std::thread::spawn(move || (plain.join().unwrap_or_default(), None))
+            }
+        };
         let err = read(Box::new(stderr));
         let deadline = Instant::now() + self.timeout;
         let status = loop {
@@ -121,12 +137,65 @@ impl ToolRunner for SystemRunner {
                 Err(e) => return Err(format!("{}: {e}", call.shown())),
             }
         };
+        let (stdout, unanswered) = out.join().unwrap_or_default();
+        let mut stderr = err.join().unwrap_or_default();
+        if let Some(slot) = unanswered {
+            stderr.push_str(&format!(
+                "mkplan: {} asked for the USER PIN of slot {slot}, and the group file names no source for it: add `- {{slot: {slot}, env: NAME}}` (or `file: PATH`) under opencryptoki_user_pins\n",
+                call.program
+            ));
+        }
         Ok(ToolOutput {
             code: status.code(),
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
+            stdout,
+            stderr,
         })
     }
+}
+
+/// Reads a tool's stdout and answers each USER PIN prompt it ends with by that slot's PIN
+/// and a newline on its stdin. A prompt for a slot with no PIN, or any other question
+/// (`Continue [y/N]? `, asked when a token is not present), closes stdin: the tool then reads
+/// end of file and stops ("Aborted by user."), with nothing changed. Returns what it printed
+/// and the slot asked for without a PIN, if any.
+fn answer_prompts(
+    mut stdout: std::process::ChildStdout,
+    stdin: ChildStdin,
+    pins: Arc<UserPins>,
+) -> std::thread::JoinHandle<(String, Option<u64>)> {
+    std::thread::spawn(move || {
+        let mut stdin = Some(stdin);
+        let mut printed = Vec::new();
+        let mut answered_to = 0;
+        let mut unanswered = None;
+        let mut chunk = [0u8; 4096];
+        while let Ok(read) = stdout.read(&mut chunk) {
+            if read == 0 || printed.len() as u64 >= TOOL_OUTPUT_BYTES_MAX {
+                break;
+            }
+            printed.extend_from_slice(&chunk[..read]);
+            let tail = String::from_utf8_lossy(&printed[answered_to..]).into_owned();
+            let pin = prompted_slot(&tail).map(|slot| (slot, pins.get(slot)));
+            match (pin, stdin.as_mut()) {
+                (Some((_, Some(pin))), Some(input)) => {
+                    let mut line = zeroize::Zeroizing::new(pin.expose().as_bytes().to_vec());
+                    line.push(b'\n');
+                    if input.write_all(&line).and_then(|()| input.flush()).is_err() {
+                        stdin = None;
+                    }
+                    answered_to = printed.len();
+                }
+                (Some((slot, None)), _) => {
+                    unanswered = Some(slot);
+                    stdin = None;
+                }
+                (None, _) if tail.ends_with("? ") => stdin = None,
+                _ => {}
+            }
+        }
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        (String::from_utf8_lossy(&printed).into_owned(), unanswered)
+    })
 }
 
 /// A scripted runner for tests: each call is answered by the closure.

@@ -12,15 +12,14 @@
 //!   APQN of its type), or associated with APQNs outside the group as well.
 //! - `luks2_volumes`: a key with a LUKS2 volume (`zkey list`'s volumes), whose header holds
 //!   its own copy of the key, that the group file does not declare as a `luks2_volume` with
-//!   its key file; or any LUKS2 volume under `set_then_from_old`, for which mkplan has no
-//!   from-OLD step (`zkey-cryptsetup reencipher --from-old` is in place, and was neither
-//!   modelled nor tested here).
+//!   its key file; or an APQN outside the group that `zkey-cryptsetup`, which picks among
+//!   every APQN of the machine, could move a volume with to a key this change does not set.
 
 use super::precheck::GroupRefusal;
 use crate::model::domain_group::{Apqn, LiveGroup, StoreKind, StoreState};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
 use crate::model::domain_group_inventory::FoundZkeyKey;
-use crate::model::registers::{MkType, Mkvp, NewMk};
+use crate::model::registers::{HeldMk, MkType, Mkvp, NewMk};
 use crate::quote::quote;
 
 fn listed(items: impl IntoIterator<Item = String>) -> String {
@@ -110,33 +109,18 @@ fn check_luks2(desired: &DesiredGroup, keys: &[&FoundZkeyKey]) -> Result<(), Gro
             .iter()
             .any(|s| matches!(s, DesiredStore::Luks2Volume { device: d, .. } if d == device))
     };
-    let from_old = desired.procedure == Procedure::SetThenFromOld;
     let mut problems = Vec::new();
     for key in keys {
         for volume in &key.luks2_volumes {
             // `zkey list` shows DEVICE:DM_NAME.
             let device = volume.split_once(':').map_or(volume.as_str(), |(d, _)| d);
-            if from_old || !declared(device) {
+            if !declared(device) {
                 problems.push(format!(
                     "zkey key {} has LUKS2 volume {device} ({volume})",
                     quote(&key.name)
                 ));
             }
         }
-    }
-    let declares_any = desired
-        .stores
-        .iter()
-        .any(|s| matches!(s, DesiredStore::Luks2Volume { .. }));
-    if from_old && (declares_any || !problems.is_empty()) {
-        return Err(refusal(
-            "luks2_volumes",
-            format!(
-                "{}the group uses procedure set_then_from_old, and mkplan has no from-OLD step for a LUKS2 header's copy: zkey-cryptsetup reencipher --from-old works in place, which mkplan has neither modelled nor tested",
-                if problems.is_empty() { String::new() } else { format!("{}: ", listed(problems)) }
-            ),
-            Some("use procedure: reencipher_then_set, which stages each declared LUKS2 volume before the set and completes it after".into()),
-        ));
     }
     if problems.is_empty() {
         return Ok(());
@@ -151,10 +135,13 @@ fn check_luks2(desired: &DesiredGroup, keys: &[&FoundZkeyKey]) -> Result<(), Gro
     ))
 }
 
-/// zkey-cryptsetup stages a volume with the NEW of the first APQN of the machine whose
-/// CURRENT holds the volume's key: an APQN outside the group with that CURRENT and another
-/// key ready in NEW could stage it under a key this change never sets.
+/// zkey-cryptsetup picks among every APQN of the machine, not the key's associated ones. It
+/// stages a volume with the NEW of the first APQN whose CURRENT holds the volume's key, and
+/// moves it from OLD to the CURRENT of the first APQN whose OLD holds it: an APQN outside the
+/// group with that CURRENT and another key ready in NEW, or (set, then from OLD) with that
+/// OLD and another CURRENT, could move the volume to a key this change never sets.
 fn check_luks2_apqns(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
+    let from_old = desired.procedure == Procedure::SetThenFromOld;
     let mut problems = Vec::new();
     for store in &live.stores {
         if store.id.kind != StoreKind::Luks2Volume {
@@ -171,12 +158,25 @@ fn check_luks2_apqns(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Gro
                 let Some(r) = registers.get(&mk_type) else {
                     continue;
                 };
-                if let NewMk::Ready(new) = &r.new
+                if let (false, NewMk::Ready(new)) = (from_old, &r.new)
                     && r.current.vp() == Some(vp)
                     && Some(new) != target
                 {
                     problems.push(format!(
                         "APQN {apqn}, outside the group, holds {store}'s key {vp} as CURRENT and {new} ready in NEW",
+                        store = store.id
+                    ));
+                }
+                if let (true, Some(old), current) = (
+                    from_old,
+                    r.old.as_ref().and_then(HeldMk::vp),
+                    r.current.vp(),
+                ) && old == vp
+                    && current != target
+                {
+                    problems.push(format!(
+                        "APQN {apqn}, outside the group, holds {store}'s key {vp} as OLD and {} as CURRENT",
+                        current.map_or("no key".into(), ToString::to_string),
                         store = store.id
                     ));
                 }
@@ -189,10 +189,10 @@ fn check_luks2_apqns(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Gro
     Err(refusal(
         "luks2_volumes",
         format!(
-            "{}: zkey-cryptsetup re-enciphers a LUKS2 volume with the first APQN of the machine whose CURRENT holds its key, so it could stage the volume under a key this change does not set",
+            "{}: zkey-cryptsetup re-enciphers a LUKS2 volume with the first APQN of the machine whose CURRENT (staged) or OLD (from OLD) holds its key, so it could move the volume to a key this change does not set",
             listed(problems)
         ),
-        Some("that APQN's NEW register cleared, or holding this change's key, while the group's volumes are staged".into()),
+        Some("that APQN's NEW register cleared, or holding this change's key, while the group's volumes are staged; under set_then_from_old, that APQN set to this change's key too, or its OLD no longer holding the volume's key, before the volumes move from OLD".into()),
     ))
 }
 

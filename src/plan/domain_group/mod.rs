@@ -20,6 +20,8 @@ mod inventory;
 mod precheck;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reachable;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -8,9 +8,12 @@
 //! - `reencipher DEVICE --key-file F`: `--staged` (the default for CURRENT→NEW) puts the new
 //!   copy in an unbound keyslot; `--complete` makes it the active one once its key is CURRENT
 //!   (before the set: "not valid … might yet have to be set"); `--in-place` replaces the
-//!   active copy at once; `--from-old` (CCA) moves it from OLD to CURRENT. A second
-//!   `--staged` while one is pending asks whether to cancel it, and without `--batch-mode`
-//!   (stdin is no terminal here) the device is left unchanged.
+//!   active copy at once; `--from-old` (CCA) moves it from OLD to the CURRENT of the first
+//!   APQN whose OLD holds it, in place unless `--staged`, and fails with nothing changed when
+//!   no APQN's OLD holds it (a volume already moved). A second `--staged` or an `--in-place`
+//!   while a staging is pending asks whether to cancel it, and without `--batch-mode` (stdin
+//!   is no terminal here) the device is left unchanged; with neither, any `reencipher` while
+//!   one is pending completes it, as the real tool does.
 //!
 //! Every command opens a keyslot first: the passphrase is the whole content of `--key-file`
 //! (as cryptsetup reads a key file), checked against the SHA-256 the world keeps; without a
@@ -161,7 +164,9 @@ pub fn run(dir: &Path, args: &[String]) -> Output {
                 staged,
                 batch_mode,
             };
-            let result = if complete {
+            // As `command_reencipher`: with a staging pending and neither `--staged` nor
+            // `--in-place`, any `reencipher` (`--from-old` too) completes it.
+            let result = if complete || (header.staged.is_some() && !staged && !in_place) {
                 reencipher_complete(&mut session.world, index, &key, batch_mode)
             } else {
                 reencipher_prepare(&mut session.world, index, &key, &how)

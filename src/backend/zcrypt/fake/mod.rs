@@ -21,6 +21,7 @@ pub mod cryptsetup;
 pub mod incidents;
 pub mod init;
 pub mod ock;
+pub mod ock_login;
 pub mod render;
 pub mod world;
 pub mod world_file;

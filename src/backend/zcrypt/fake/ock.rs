@@ -4,8 +4,9 @@
 //! token configs pin the new VP; `cancel` drops them while no APQN has been set; `list` shows
 //! the open operations. The tokens' configs, `DIR/opencryptoki/ep11tok<SLOT>.conf` and
 //! `ccatok<SLOT>.conf` (or the `confname` the world file gives, which `opencryptoki.conf`
-//! names), are the operator's: `finalize` reads their `EXPECTED_*` pins, as
-//! openCryptoki does. The real tool prompts for each slot's USER PIN; this one does not.
+//! names), are the operator's: `finalize` reads their `EXPECTED_*` pins, as openCryptoki
+//! does. `reencipher`, `finalize` and `cancel` log in to each affected slot first with a USER
+//! PIN read from stdin, as the real tool does (`ock_login`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -202,6 +203,7 @@ fn reencipher(
         }
     }
     let slots: Vec<u32> = affected.iter().map(|t| t.slot).collect();
+    super::ock_login::login(world, &slots)?;
     let world = &mut session.world;
     let seed = format!("{}:{}", session.dir.display(), world.next_operation);
     world.next_operation += 1;
@@ -332,6 +334,7 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
         return Err(format!("Master key change operation '{id}' does not exist"));
     };
     let op = session.world.operations[index].clone();
+    super::ock_login::login(&session.world, &op.slots)?;
     let mut problem = None;
     for slot in &op.slots {
         let token = session

@@ -254,6 +254,10 @@ pub struct Token {
     pub apqns: Vec<String>,
     pub objects: BTreeMap<Mk, String>,
     pub staged: BTreeMap<Mk, String>,
+    /// The SHA-256 of the token's USER PIN; `None`: any PIN that is not empty logs in
+    /// (worlds written before PINs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_pin_sha256: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ const KEY_WORDS: KeyWords = &[
     ("config", "true or false"),
     ("chkstop", "true or false"),
     ("slot", "a whole number"),
+    ("user_pin", "the token's USER PIN, quoted"),
     ("times", "a whole number"),
     ("skip", "a whole number"),
 ];

@@ -1,5 +1,6 @@
 //! The `opencryptoki:` tokens of a world file: each slot's type, APQNs, the master keys its
-//! objects are under (its config's `EXPECTED_*` pins) and the name of its config.
+//! objects are under (its config's `EXPECTED_*` pins), the name of its config and its USER
+//! PIN, checked against the world's cards.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use super::world_file::vp_at_least;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TokenYaml {
-    slot: u32,
+    pub(super) slot: u32,
     #[serde(rename = "type")]
     kind: TokenKind,
     apqns: Vec<String>,
@@ -22,6 +23,9 @@ pub(super) struct TokenYaml {
     /// `opencryptoki.conf`); default `ep11tok<SLOT>.conf` / `ccatok<SLOT>.conf`.
     #[serde(default)]
     confname: Option<String>,
+    /// The token's USER PIN (a fake's, kept as its SHA-256 only).
+    #[serde(default)]
+    user_pin: Option<String>,
 }
 
 pub(super) fn token_of(world: &World, token: TokenYaml) -> Result<Token, String> {
@@ -78,5 +82,6 @@ pub(super) fn token_of(world: &World, token: TokenYaml) -> Result<Token, String>
         apqns,
         objects,
         staged: BTreeMap::new(),
+        user_pin_sha256: token.user_pin.map(|pin| super::ock_login::pin_sha256(&pin)),
     })
 }

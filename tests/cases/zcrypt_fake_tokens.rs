@@ -1,0 +1,164 @@
+//! The fake platform's stores besides zkey's, driven through the world's `bin` scripts: an
+//! openCryptoki token moved by the fake `pkcshsm_mk_change` (which logs in to each affected
+//! slot with a USER PIN read from stdin, as the real one does), and an application key
+//! declared with its own commands (the fake `appkey`).
+
+use crate::cases::zcrypt_fake::{A, B, EP11_APQNS, ZWorld, ep11_only_world};
+
+#[test]
+fn pkcshsm_mk_change_checks_the_token_and_cancels_only_before_the_set() {
+    let world = ZWorld::example();
+    let unloaded = world.tool(
+        "pkcshsm_mk_change",
+        &["reencipher", "--apqns", EP11_APQNS, "--ep11-wkvp", &B[..32]],
+    );
+    unloaded.expect_code(1);
+    assert!(
+        unloaded
+            .stderr
+            .contains("NEW WK master key is not loaded and committed"),
+        "{}",
+        unloaded.stderr
+    );
+    world.load_and_commit_ep11(B);
+    let partial = world.tool(
+        "pkcshsm_mk_change",
+        &["reencipher", "--apqns", "03.0006", "--ep11-wkvp", &B[..32]],
+    );
+    partial.expect_code(1);
+    assert!(
+        partial.stderr.contains("Slot 3 also uses APQN 04.0006"),
+        "{}",
+        partial.stderr
+    );
+    let created = world.tool(
+        "pkcshsm_mk_change",
+        &["reencipher", "--apqns", EP11_APQNS, "--ep11-wkvp", &B[..32]],
+    );
+    let id = created
+        .stdout
+        .split("Master key change operation '")
+        .nth(1)
+        .unwrap()[..6]
+        .to_string();
+    world
+        .tool("pkcshsm_mk_change", &["cancel", "--id", &id])
+        .expect_code(0);
+    world
+        .tke(&["clear", "--apqns", EP11_APQNS, "--type", "EP11"])
+        .expect_code(0);
+    world.assert_no_incidents();
+    // Clearing NEW with an operation open loses its re-enciphered objects.
+    world.load_and_commit_ep11(B);
+    world
+        .tool(
+            "pkcshsm_mk_change",
+            &["reencipher", "--apqns", EP11_APQNS, "--ep11-wkvp", &B[..32]],
+        )
+        .expect_code(0);
+    world
+        .tke(&["clear", "--apqns", EP11_APQNS, "--type", "EP11"])
+        .expect_code(0);
+    let incidents = world.incidents();
+    incidents.expect_code(1);
+    assert!(
+        incidents.stdout.contains("re-enciphered copies"),
+        "{}",
+        incidents.stdout
+    );
+}
+
+#[test]
+fn a_declared_application_key_is_checked_moved_and_lost_like_the_others() {
+    let yaml = format!(
+        "{}applications:\n  - {{name: payments, type: WK, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{}\"}}\n  - {{name: ledger, type: WK, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{}\"}}\n",
+        ep11_only_world(),
+        &A[..32],
+        &A[..32]
+    );
+    let world = ZWorld::new(&yaml);
+    world.tool("appkey", &["check", "payments"]).expect_code(0);
+    world.load_and_commit_ep11(B);
+    world
+        .tool("zkey", &["reencipher", "--to-new"])
+        .expect_code(0);
+    world
+        .tool("appkey", &["reencipher", "payments", "--to-new"])
+        .expect_code(0);
+    world
+        .tke(&["set", "--apqns", EP11_APQNS, "--type", "EP11"])
+        .expect_code(0);
+    let between = world.tool("appkey", &["check", "payments"]);
+    between.expect_code(1);
+    assert!(
+        between
+            .stdout
+            .contains(&format!("payments: staged copy (MKVP: {B})")),
+        "{}",
+        between.stdout
+    );
+    world
+        .tool("appkey", &["reencipher", "payments", "--complete"])
+        .expect_code(0);
+    world.tool("appkey", &["check", "payments"]).expect_code(0);
+    let incidents = world.incidents();
+    incidents.expect_code(1);
+    assert!(
+        incidents.stdout.contains("INCIDENT application ledger:"),
+        "{}",
+        incidents.stdout
+    );
+    assert!(
+        !incidents.stdout.contains("payments") && !incidents.stdout.contains("zkey k1"),
+        "{}",
+        incidents.stdout
+    );
+}
+
+/// The example world's token with its USER PIN (`user_pin`, in plans/keys/slot3.pin), NEW
+/// loaded and committed: `reencipher` with `stdin` on its stdin.
+fn reencipher_with_stdin(world: &ZWorld, stdin: &str) -> crate::support::Run {
+    let args = ["reencipher", "--apqns", EP11_APQNS, "--ep11-wkvp", &B[..32]];
+    world.tool_with_stdin("pkcshsm_mk_change", &args, stdin)
+}
+
+#[test]
+fn pkcshsm_mk_change_logs_in_with_the_pin_on_stdin_and_a_wrong_one_changes_nothing() {
+    let world = ZWorld::example();
+    world.load_and_commit_ep11(B);
+    let before = world.read("world.json");
+    for (stdin, said) in [
+        ("", "Aborted by user."),
+        (
+            "not-the-pin\n",
+            "Error logging in for slot 3: 0xA0 (CKR_PIN_INCORRECT)",
+        ),
+    ] {
+        let run = reencipher_with_stdin(&world, stdin);
+        run.expect_code(1);
+        assert!(
+            run.stdout.contains("Enter the USER PIN for slot 3: ")
+                && run.stderr.contains(said)
+                && !run.stdout.contains("not-the-pin")
+                && !run.stderr.contains("not-the-pin"),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert_eq!(
+            world.read("world.json"),
+            before,
+            "{stdin:?} changed the world"
+        );
+    }
+    // An empty line asks again; the PIN is the line without its CR or LF.
+    let run = reencipher_with_stdin(&world, "\n87654321\r\n");
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("Empty pin entered, try again.")
+            && run.stdout.contains("Master key change operation '"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}
