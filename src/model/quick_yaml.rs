@@ -290,7 +290,7 @@ fn block_value<'a>(line: &Line<'a>, text: &'a str) -> Option<Node<'a>> {
     // The first piece starts the scalar; the others only continue it.
     plain(pieces.next()?)?;
     for piece in pieces {
-        if piece.is_empty() || piece.starts_with(' ') || piece.chars().any(special) {
+        if piece.is_empty() || piece.starts_with(' ') || piece.bytes().any(special) {
             return None;
         }
     }
@@ -381,7 +381,7 @@ fn scalar<'a>(line: &Line<'a>, text: &'a str) -> Option<(Node<'a>, &'a str)> {
 /// and the full parser decides.
 fn plain(word: &str) -> Option<Kind<'_>> {
     let first = word.chars().next()?;
-    if matches!(first, '-' | '+' | '.' | ' ') || word.chars().any(special) {
+    if matches!(first, '-' | '+' | '.' | ' ') || word.bytes().any(special) {
         return None;
     }
     match word {
@@ -392,7 +392,7 @@ fn plain(word: &str) -> Option<Kind<'_>> {
     const OTHER_READINGS: &[&str] = &[
         "~", "null", "true", "false", "yes", "no", "on", "off", "y", "n",
     ];
-    if OTHER_READINGS.iter().any(|w| w.eq_ignore_ascii_case(word)) {
+    if word.len() <= 5 && OTHER_READINGS.iter().any(|w| w.eq_ignore_ascii_case(word)) {
         return None;
     }
     if word.bytes().all(|b| b.is_ascii_digit()) {
@@ -404,29 +404,20 @@ fn plain(word: &str) -> Option<Kind<'_>> {
     Some(Kind::Text(word))
 }
 
-/// A character that ends, or changes the reading of, a plain scalar somewhere.
-fn special(c: char) -> bool {
-    matches!(
-        c,
-        '#' | ':'
-            | ','
-            | '['
-            | ']'
-            | '{'
-            | '}'
-            | '"'
-            | '\''
-            | '&'
-            | '*'
-            | '!'
-            | '|'
-            | '>'
-            | '%'
-            | '@'
-            | '`'
-            | '\\'
-            | '?'
-    )
+/// A character that ends, or changes the reading of, a plain scalar somewhere. All are ASCII,
+/// and no byte of a multi-byte UTF-8 character is, so the bytes of a text can be tested.
+fn special(byte: u8) -> bool {
+    const SPECIAL: [bool; 128] = {
+        let mut table = [false; 128];
+        let mut at = 0;
+        let characters = b"#:,[]{}\"'&*!|>%@`\\?";
+        while at < characters.len() {
+            table[characters[at] as usize] = true;
+            at += 1;
+        }
+        table
+    };
+    SPECIAL.get(usize::from(byte)).copied().unwrap_or(false)
 }
 
 #[cfg(test)]
