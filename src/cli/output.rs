@@ -25,11 +25,16 @@ pub fn stdout_closed() -> bool {
 
 /// Writes `text` (the report) to stdout.
 pub fn report(text: &str) -> Result<()> {
+    report_parts(&[text])
+}
+
+/// Writes the report, made of `parts`, to stdout.
+fn report_parts(parts: &[&str]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    let written = parts
+        .iter()
+        .try_for_each(|part| stdout.write_all(part.as_bytes()));
+    match written.and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => {
             STDOUT_CLOSED.store(true, Ordering::Relaxed);
@@ -43,7 +48,8 @@ pub fn report(text: &str) -> Result<()> {
 
 /// `report`, with a line end.
 pub fn report_line(text: &str) -> Result<()> {
-    report(&format!("{text}\n"))
+    // Not `format!("{text}\n")`: a plan's JSON is megabytes, and a copy costs page faults.
+    report_parts(&[text, "\n"])
 }
 
 /// A note on stderr (where the plan was saved, what was exported). Unlike `eprintln!`, a

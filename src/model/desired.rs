@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 
+use super::quick_yaml::{self, At};
 use super::unit::{ADMINISTRATOR_NAME_LEN_MAX, ADMINISTRATORS_MAX, THRESHOLD_MAX, is_uuid};
 use super::{InputError, KeyWords, VerificationPattern};
 use crate::quote::quote;
@@ -137,10 +137,10 @@ pub const READER_PATTERN_LEN_MAX: usize = 100;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDesired {
-    version: Spanned<u32>,
+    version: At<u32>,
     #[serde(default)]
-    backend: Option<Spanned<String>>,
-    instances: Spanned<Vec<RawInstance>>,
+    backend: Option<At<String>>,
+    instances: At<Vec<RawInstance>>,
     /// Read by `signature_keys::parse`.
     #[serde(default)]
     #[allow(dead_code)]
@@ -150,11 +150,11 @@ struct RawDesired {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInstance {
-    id: Spanned<String>,
-    crypto_units: Spanned<String>,
-    signature_threshold: Spanned<u8>,
-    revocation_threshold: Spanned<u8>,
-    administrators: Spanned<Vec<Spanned<String>>>,
+    id: At<String>,
+    crypto_units: At<String>,
+    signature_threshold: At<u8>,
+    revocation_threshold: At<u8>,
+    administrators: At<Vec<At<String>>>,
     master_key: RawMasterKey,
 }
 
@@ -163,35 +163,50 @@ struct RawInstance {
 struct RawMasterKey {
     verification_pattern: VerificationPattern,
     #[serde(default)]
-    key_parts: Option<Spanned<Vec<Spanned<RawKeyPart>>>>,
+    key_parts: Option<At<Vec<At<RawKeyPart>>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeyPart {
     #[serde(default)]
-    file: Option<Spanned<String>>,
+    file: Option<At<String>>,
     #[serde(default)]
-    password_env: Option<Spanned<String>>,
+    password_env: Option<At<String>>,
     #[serde(default)]
-    smart_card: Option<Spanned<RawSmartCard>>,
+    smart_card: Option<At<RawSmartCard>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSmartCard {
-    holder: Spanned<String>,
-    reader: Spanned<String>,
+    holder: At<String>,
+    reader: At<String>,
 }
 
-fn at<T>(spanned: &Spanned<T>) -> (u64, u64) {
-    (spanned.referenced.line(), spanned.referenced.column())
+fn at<T>(located: &At<T>) -> (u64, u64) {
+    located.at
 }
 
 /// Reads a desired state. `file` names the file in messages; `folder` is where relative key
 /// part paths start (the desired file's folder).
+///
+/// A plain file (what `quick_yaml` reads) is read and checked without the full parser; on
+/// anything else, and on any error, the full parser reads it again, so that every error is
+/// reported at its line and column as the full parser places it.
 pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredState, InputError> {
-    let raw: RawDesired = crate::model::from_yaml_str(text).map_err(|e| {
+    if let Some(raw) = quick_yaml::read::<RawDesired>(text)
+        && let Ok(state) = check(raw, file, text, folder)
+    {
+        return Ok(state);
+    }
+    check(parse_fully(file, text)?, file, text, folder)
+}
+
+/// The raw desired state in `text`, read by the full parser, whose errors carry line and
+/// column.
+fn parse_fully(file: &str, text: &str) -> Result<RawDesired, InputError> {
+    crate::model::from_yaml_str(text).map_err(|e| {
         // A plan file names its desired file, so this may be any file: echo nothing of one
         // that does not start like a desired file (see `Fleet::parse`).
         let top = crate::model::yaml_top(text);
@@ -212,7 +227,16 @@ pub fn parse_desired(file: &str, text: &str, folder: &Path) -> Result<DesiredSta
             )
             .fix("give the path of a desired key-state YAML file, e.g. plans/three-units.yaml")
         }
-    })?;
+    })
+}
+
+/// The checks serde cannot make on its own, with the place of each error.
+fn check(
+    raw: RawDesired,
+    file: &str,
+    text: &str,
+    folder: &Path,
+) -> Result<DesiredState, InputError> {
     let error = |at: (u64, u64), message: String, fix: &str| {
         InputError::new(file, message).at(text, at.0, at.1).fix(fix)
     };
@@ -354,7 +378,7 @@ fn validate_administrators(
 }
 
 fn validate_key_parts(
-    raw: Option<Spanned<Vec<Spanned<RawKeyPart>>>>,
+    raw: Option<At<Vec<At<RawKeyPart>>>>,
     error: &impl Fn((u64, u64), String, &str) -> InputError,
     folder: &Path,
 ) -> Result<Vec<KeyPartSource>, InputError> {
@@ -413,8 +437,8 @@ fn validate_key_parts(
 }
 
 fn key_part_file(
-    file: Spanned<String>,
-    password_env: Option<Spanned<String>>,
+    file: At<String>,
+    password_env: Option<At<String>>,
     folder: &Path,
     files: &mut BTreeSet<std::path::PathBuf>,
     error: &impl Fn((u64, u64), String, &str) -> InputError,
@@ -448,7 +472,7 @@ fn key_part_file(
 }
 
 fn smart_card(
-    card: Spanned<RawSmartCard>,
+    card: At<RawSmartCard>,
     holders: &mut BTreeSet<String>,
     error: &impl Fn((u64, u64), String, &str) -> InputError,
 ) -> Result<KeyPartSource, InputError> {
@@ -493,7 +517,7 @@ fn smart_card(
 /// character (a newline, an escape) in one could forge a line of a runbook or drive the
 /// terminal, and no operator writes one.
 fn printable(
-    value: &Spanned<String>,
+    value: &At<String>,
     what: &str,
     error: &impl Fn((u64, u64), String, &str) -> InputError,
 ) -> Result<(), InputError> {
@@ -519,3 +543,7 @@ fn is_env_name(name: &str) -> bool {
 #[cfg(test)]
 #[path = "desired_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "desired_quick_tests.rs"]
+mod quick_tests;

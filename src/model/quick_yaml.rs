@@ -13,7 +13,12 @@
 //! What it reads becomes a `serde_json::Value`, so the same serde derives (defaults, unknown
 //! keys refused, the types' own checks) turn it into the same value as the full parser.
 
-use serde_json::{Map, Number, Value};
+use serde::de::DeserializeOwned;
+
+pub use de::At;
+
+#[path = "quick_yaml_de.rs"]
+mod de;
 
 /// This reader stays well inside the budget `from_yaml_str` gives the full parser (its
 /// defaults: 64 MiB of scalars, depth 64; events and nodes: `YAML_EVENTS_MAX`, `YAML_NODES_MAX`), so
@@ -24,13 +29,44 @@ const NODES_MAX: usize = super::YAML_NODES_MAX / 10 * 9;
 const SCALAR_BYTES_MAX: usize = 56 * 1024 * 1024;
 const DEPTH_MAX: usize = 32;
 
-/// The document in `text` as a JSON value, or `None` where the full parser must decide.
-pub fn parse(text: &str) -> Option<Value> {
+/// One node of the document, where it starts (1-based line and column, in characters, as
+/// the full parser counts them), and its text borrowed from the document.
+#[derive(Debug, PartialEq)]
+pub struct Node<'a> {
+    pub kind: Kind<'a>,
+    pub line: u32,
+    pub column: u32,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Kind<'a> {
+    Text(&'a str),
+    Bool(bool),
+    Number(u64),
+    Sequence(Vec<Node<'a>>),
+    /// Keys in the document's order, none twice.
+    Mapping(Vec<(&'a str, Node<'a>)>),
+}
+
+/// The document in `text` as `T` (through `T`'s own serde derive, as the full parser does),
+/// or `None` where the full parser must decide: anything outside the subset, and anything
+/// `T` refuses. Positions come through `At`.
+pub fn read<T: DeserializeOwned>(text: &str) -> Option<T> {
+    T::deserialize(&parse(text)?).ok()
+}
+
+/// The document in `text` as a tree, or `None` where the full parser must decide.
+pub fn parse(text: &str) -> Option<Node<'_>> {
     let mut lines = Vec::new();
     // The full parser counts comments as events too.
     let mut comments = 0;
-    for line in text.split('\n') {
+    for (index, line) in text.split('\n').enumerate() {
         let content = line.trim_start_matches(' ');
+        // The full parser refuses a control character in a comment too.
+        let printable_ascii = content.bytes().all(|b| (b' '..=b'~').contains(&b));
+        if !printable_ascii && !content.chars().all(plain_character) {
+            return None;
+        }
         if content.starts_with('#') {
             comments += 1;
             continue;
@@ -38,10 +74,8 @@ pub fn parse(text: &str) -> Option<Value> {
         if content.trim_end_matches(' ').is_empty() {
             continue;
         }
-        if !content.chars().all(plain_character) {
-            return None;
-        }
         lines.push(Line {
+            number: u32::try_from(index + 1).ok()?,
             indent: line.len() - content.len(),
             content: content.trim_end_matches(' '),
         });
@@ -69,10 +103,26 @@ fn plain_character(c: char) -> bool {
 }
 
 struct Line<'a> {
+    /// 1-based.
+    number: u32,
     /// Spaces before the content.
     indent: usize,
     /// The line without its indentation and trailing spaces.
     content: &'a str,
+}
+
+impl<'a> Line<'a> {
+    /// A node of `kind` whose text starts at `part`, a piece of this line's content.
+    fn node(&self, part: &str, kind: Kind<'a>) -> Option<Node<'a>> {
+        let offset = (part.as_ptr() as usize).checked_sub(self.content.as_ptr() as usize)?;
+        let before = self.content.get(..offset)?;
+        let column = self.indent + before.chars().count() + 1;
+        Some(Node {
+            kind,
+            line: self.number,
+            column: u32::try_from(column).ok()?,
+        })
+    }
 }
 
 struct Reader<'a> {
@@ -92,7 +142,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The block node whose first line is the next one, at exactly `indent`.
-    fn node(&mut self, indent: usize) -> Option<Value> {
+    fn node(&mut self, indent: usize) -> Option<Node<'a>> {
         let line = self.peek()?;
         if line.indent != indent || self.depth >= DEPTH_MAX {
             return None;
@@ -108,27 +158,35 @@ impl<'a> Reader<'a> {
         node
     }
 
-    /// Counts a one-line value (a scalar, or a flow mapping of scalars) as the full parser's
-    /// budget does: its keys and scalars, and itself.
-    fn count_flow(&mut self, value: &Value) {
-        match value {
-            Value::Object(map) => {
+    /// Counts a one-line value (a scalar, or a flow collection of scalars) as the full
+    /// parser's budget does: its keys and scalars, and itself.
+    fn count_flow(&mut self, value: &Node) {
+        match &value.kind {
+            Kind::Mapping(entries) => {
                 self.collections += 1;
-                for (key, value) in map {
-                    self.scalars += 2;
-                    self.scalar_bytes += key.len() + value.as_str().map_or(0, str::len);
+                for (key, value) in entries {
+                    self.scalars += 1;
+                    self.scalar_bytes += key.len();
+                    self.count_flow(value);
                 }
             }
-            Value::Array(_) => self.collections += 1,
-            Value::String(text) => {
+            Kind::Sequence(items) => {
+                self.collections += 1;
+                for item in items {
+                    self.count_flow(item);
+                }
+            }
+            Kind::Text(text) => {
                 self.scalars += 1;
                 self.scalar_bytes += text.len();
             }
-            _ => self.scalars += 1,
+            Kind::Bool(_) | Kind::Number(_) => self.scalars += 1,
         }
     }
 
-    fn sequence(&mut self, indent: usize) -> Option<Value> {
+    fn sequence(&mut self, indent: usize) -> Option<Node<'a>> {
+        let first = self.peek()?;
+        let (line, column) = (first.number, u32::try_from(indent + 1).ok()?);
         let mut items = Vec::new();
         while let Some(line) = self.peek() {
             if line.indent != indent || !is_item(line.content) {
@@ -140,30 +198,37 @@ impl<'a> Reader<'a> {
             if split_key(inner).is_some() {
                 // `- key: value` opens a mapping whose keys line up with `key`.
                 self.lines[self.at] = Line {
+                    number: line.number,
                     indent: inner_indent,
                     content: inner,
                 };
                 items.push(self.mapping(inner_indent)?);
             } else {
+                let value = flow_or_scalar(line, inner)?;
                 self.at += 1;
-                let value = flow_or_scalar(inner)?;
                 self.count_flow(&value);
                 items.push(value);
             }
         }
         self.collections += 1;
-        Some(Value::Array(items))
+        Some(Node {
+            kind: Kind::Sequence(items),
+            line,
+            column,
+        })
     }
 
-    fn mapping(&mut self, indent: usize) -> Option<Value> {
-        let mut map = Map::new();
+    fn mapping(&mut self, indent: usize) -> Option<Node<'a>> {
+        let first = self.peek()?;
+        let (line_number, column) = (first.number, u32::try_from(indent + 1).ok()?);
+        let mut entries: Vec<(&'a str, Node<'a>)> = Vec::new();
         while let Some(line) = self.peek() {
             if line.indent != indent {
                 break;
             }
             let (key, rest) = split_key(line.content)?;
-            self.at += 1;
             let value = if rest.is_empty() {
+                self.at += 1;
                 // The value is the block below: deeper, or a sequence at this indent.
                 let next = self.peek()?;
                 if next.indent > indent {
@@ -174,18 +239,24 @@ impl<'a> Reader<'a> {
                     return None; // a null
                 }
             } else {
-                let value = flow_or_scalar(rest)?;
+                let value = block_value(line, rest)?;
+                self.at += 1;
                 self.count_flow(&value);
                 value
             };
             self.scalars += 1;
             self.scalar_bytes += key.len();
-            if map.insert(key.to_string(), value).is_some() {
+            if entries.iter().any(|(seen, _)| *seen == key) {
                 return None; // a duplicate key: the full parser refuses it
             }
+            entries.push((key, value));
         }
         self.collections += 1;
-        Some(Value::Object(map))
+        Some(Node {
+            kind: Kind::Mapping(entries),
+            line: line_number,
+            column,
+        })
     }
 }
 
@@ -209,25 +280,39 @@ fn split_key(content: &str) -> Option<(&str, &str)> {
         .map(|rest| (key, rest.trim_start_matches(' ')))
 }
 
-/// A value on one line: `[]`, `{}`, a flow mapping of scalars, or a scalar.
-fn flow_or_scalar(text: &str) -> Option<Value> {
-    match text {
-        "[]" => return Some(Value::Array(Vec::new())),
-        "{}" => return Some(Value::Object(Map::new())),
-        _ => {}
+/// The value after `key: ` on a line of a block mapping: a flow collection or a scalar, where
+/// a plain scalar may hold a colon that no space follows (`backend: sim:../fleet.yaml`).
+fn block_value<'a>(line: &Line<'a>, text: &'a str) -> Option<Node<'a>> {
+    if !text.contains(':') || text.starts_with(['[', '{', '"']) {
+        return flow_or_scalar(line, text);
     }
-    match text.strip_prefix('{') {
-        Some(inner) => flow_mapping(inner.strip_suffix('}')?),
-        None => {
-            let (value, rest) = scalar(text)?;
-            rest.is_empty().then_some(value)
+    let mut pieces = text.split(':');
+    // The first piece starts the scalar; the others only continue it.
+    plain(pieces.next()?)?;
+    for piece in pieces {
+        if piece.is_empty() || piece.starts_with(' ') || piece.bytes().any(special) {
+            return None;
         }
     }
+    line.node(text, Kind::Text(text))
+}
+
+/// A value on one line: `[]`, `{}`, a flow sequence or mapping of scalars, or a scalar.
+fn flow_or_scalar<'a>(line: &Line<'a>, text: &'a str) -> Option<Node<'a>> {
+    let kind = if let Some(inner) = text.strip_prefix('{') {
+        Kind::Mapping(flow_mapping(line, inner.strip_suffix('}')?)?)
+    } else if let Some(inner) = text.strip_prefix('[') {
+        Kind::Sequence(flow_sequence(line, inner.strip_suffix(']')?)?)
+    } else {
+        let (value, rest) = scalar(line, text)?;
+        return rest.is_empty().then_some(value);
+    };
+    line.node(text, kind)
 }
 
 /// `key: value, key: value` (the inside of `{ … }`), each value a scalar.
-fn flow_mapping(mut inner: &str) -> Option<Value> {
-    let mut map = Map::new();
+fn flow_mapping<'a>(line: &Line<'a>, mut inner: &'a str) -> Option<Vec<(&'a str, Node<'a>)>> {
+    let mut entries: Vec<(&'a str, Node<'a>)> = Vec::new();
     loop {
         inner = inner.trim_start_matches(' ');
         if inner.is_empty() {
@@ -238,33 +323,55 @@ fn flow_mapping(mut inner: &str) -> Option<Value> {
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return None;
         }
-        let (value, rest) = scalar(inner[colon + 2..].trim_start_matches(' '))?;
-        if map.insert(key.to_string(), value).is_some() {
+        let (value, rest) = scalar(line, inner[colon + 2..].trim_start_matches(' '))?;
+        if entries.iter().any(|(seen, _)| *seen == key) {
             return None;
         }
-        let rest = rest.trim_start_matches(' ');
-        inner = match rest.strip_prefix(',') {
-            Some(after) => after,
-            None if rest.is_empty() => rest,
-            None => return None,
-        };
+        entries.push((key, value));
+        inner = after_flow_item(rest)?;
     }
-    Some(Value::Object(map))
+    Some(entries)
 }
 
-/// A scalar at the start of `text` and what follows it. In a flow mapping a plain scalar
+/// `value, value` (the inside of `[ … ]`), each value a scalar.
+fn flow_sequence<'a>(line: &Line<'a>, mut inner: &'a str) -> Option<Vec<Node<'a>>> {
+    let mut items = Vec::new();
+    loop {
+        inner = inner.trim_start_matches(' ');
+        if inner.is_empty() {
+            break;
+        }
+        let (value, rest) = scalar(line, inner)?;
+        items.push(value);
+        inner = after_flow_item(rest)?;
+    }
+    Some(items)
+}
+
+/// What follows a flow collection's item: a comma and the rest, or the end.
+fn after_flow_item(rest: &str) -> Option<&str> {
+    let rest = rest.trim_start_matches(' ');
+    match rest.strip_prefix(',') {
+        Some(after) => Some(after),
+        None if rest.is_empty() => Some(rest),
+        None => None,
+    }
+}
+
+/// A scalar at the start of `text` and what follows it. In a flow collection a plain scalar
 /// ends at `,` or the end; a quoted one at its closing quote.
-fn scalar(text: &str) -> Option<(Value, &str)> {
+fn scalar<'a>(line: &Line<'a>, text: &'a str) -> Option<(Node<'a>, &'a str)> {
     if let Some(quoted) = text.strip_prefix('"') {
         let end = quoted.find(['"', '\\'])?;
         if quoted.as_bytes()[end] != b'"' {
             return None; // an escape: the full parser reads those
         }
-        return Some((Value::String(quoted[..end].to_string()), &quoted[end + 1..]));
+        let node = line.node(text, Kind::Text(&quoted[..end]))?;
+        return Some((node, &quoted[end + 1..]));
     }
     let end = text.find(',').unwrap_or(text.len());
     let word = text[..end].trim_end_matches(' ');
-    Some((plain(word)?, &text[end..]))
+    Some((line.node(text, plain(word)?)?, &text[end..]))
 }
 
 /// A plain scalar, typed as the full parser types it for the fields of our files: `true`
@@ -272,61 +379,55 @@ fn scalar(text: &str) -> Option<(Value, &str)> {
 /// way (a null, `yes`, `-1`, `.inf`) is not ours to decide. Any other word is text here; where
 /// a field wants a number or a boolean (`0x1F`, `1e3`), text is refused by the field's type
 /// and the full parser decides.
-fn plain(word: &str) -> Option<Value> {
+fn plain(word: &str) -> Option<Kind<'_>> {
     let first = word.chars().next()?;
-    let special = |c: char| {
-        matches!(
-            c,
-            '#' | ':'
-                | ','
-                | '['
-                | ']'
-                | '{'
-                | '}'
-                | '"'
-                | '\''
-                | '&'
-                | '*'
-                | '!'
-                | '|'
-                | '>'
-                | '%'
-                | '@'
-                | '`'
-                | '\\'
-                | '?'
-        )
-    };
-    if matches!(first, '-' | '+' | '.' | ' ') || word.chars().any(special) {
+    if matches!(first, '-' | '+' | '.' | ' ') || word.bytes().any(special) {
         return None;
     }
     match word {
-        "true" => return Some(Value::Bool(true)),
-        "false" => return Some(Value::Bool(false)),
+        "true" => return Some(Kind::Bool(true)),
+        "false" => return Some(Kind::Bool(false)),
         _ => {}
     }
     const OTHER_READINGS: &[&str] = &[
         "~", "null", "true", "false", "yes", "no", "on", "off", "y", "n",
     ];
-    if OTHER_READINGS.iter().any(|w| w.eq_ignore_ascii_case(word)) {
+    if word.len() <= 5 && OTHER_READINGS.iter().any(|w| w.eq_ignore_ascii_case(word)) {
         return None;
     }
     if word.bytes().all(|b| b.is_ascii_digit()) {
         if word.len() > 1 && word.starts_with('0') {
             return None;
         }
-        return word
-            .parse::<u64>()
-            .ok()
-            .map(|n| Value::Number(Number::from(n)));
+        return word.parse::<u64>().ok().map(Kind::Number);
     }
-    Some(Value::String(word.to_string()))
+    Some(Kind::Text(word))
+}
+
+/// A character that ends, or changes the reading of, a plain scalar somewhere. All are ASCII,
+/// and no byte of a multi-byte UTF-8 character is, so the bytes of a text can be tested.
+fn special(byte: u8) -> bool {
+    const SPECIAL: [bool; 128] = {
+        let mut table = [false; 128];
+        let mut at = 0;
+        let characters = b"#:,[]{}\"'&*!|>%@`\\?";
+        while at < characters.len() {
+            table[characters[at] as usize] = true;
+            at += 1;
+        }
+        table
+    };
+    SPECIAL.get(usize::from(byte)).copied().unwrap_or(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn parse(text: &str) -> Option<serde_json::Value> {
+        read(text)
+    }
 
     #[test]
     fn reads_block_and_flow_forms() {
@@ -342,6 +443,40 @@ mod tests {
                 ],
                 "empty": {}
             }))
+        );
+    }
+
+    #[test]
+    fn reads_flow_sequences_colons_and_positions() {
+        let text = "backend: sim:../fleets/a.yaml\nnames: [alice, \"bob\", 3, ]\nlist:\n  - { é: x }\n  - k: v\n";
+        assert_eq!(
+            parse("backend: sim:../fleets/a.yaml\nnames: [alice, \"bob\", 3, ]\n"),
+            Some(json!({ "backend": "sim:../fleets/a.yaml", "names": ["alice", "bob", 3] }))
+        );
+        assert_eq!(parse(text), None, "a key outside the subset");
+        let text = "backend: sim:x\nnames: [alice, \"bob\"]\nlist:\n  - n: \"é\"\n    m: é\n";
+        let root = super::parse(text).unwrap();
+        let Kind::Mapping(entries) = &root.kind else {
+            panic!("{root:?}")
+        };
+        let at = |node: &Node| (node.line, node.column);
+        assert_eq!(at(&entries[0].1), (1, 10));
+        let Kind::Sequence(names) = &entries[1].1.kind else {
+            panic!()
+        };
+        assert_eq!(
+            (at(&entries[1].1), at(&names[0]), at(&names[1])),
+            ((2, 8), (2, 9), (2, 16))
+        );
+        let Kind::Sequence(list) = &entries[2].1.kind else {
+            panic!()
+        };
+        let Kind::Mapping(item) = &list[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (at(&list[0]), at(&item[0].1), at(&item[1].1)),
+            ((4, 5), (4, 8), (5, 8))
         );
     }
 
@@ -366,12 +501,21 @@ mod tests {
             "a:\tx\n",
             "a: x\r\n",
             "\u{feff}a: x\n",
-            "a: [x]\n",
+            "a: [x, ]]\n",
+            "a: [x,,y]\n",
+            "a: [x: y]\n",
+            "a: b: c\n",
+            "a: b:\n",
+            "a: :b\n",
+            "a: b: c:d\n",
+            "a: b:c d: e\n",
+            "a: { b: c:d }\n",
             "---\na: x\n",
             "a: x\n b: y\n",
             "\"a\": x\n",
             "a: { b: \"x\" y }\n",
             "a: 99999999999999999999\n",
+            "# a \u{1b} in a comment\na: x\n",
         ] {
             assert_eq!(parse(text), None, "{text:?}");
         }

@@ -3,7 +3,7 @@
 //! and is the one the replay checked.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BinaryHeap, HashMap};
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -20,7 +20,7 @@ impl StepGraph {
     /// an error (a damaged plan file); a cycle is too.
     pub fn new(steps: &[Step]) -> Result<Self, String> {
         let mut graph = DiGraph::with_capacity(steps.len(), steps.len() * 2);
-        let mut nodes = BTreeMap::new();
+        let mut nodes = HashMap::with_capacity(steps.len());
         for (index, step) in steps.iter().enumerate() {
             if nodes
                 .insert(step.id.as_str(), graph.add_node(index))

@@ -69,10 +69,12 @@ pub fn plan(
         return Err(PlanRefused { refusals });
     }
     let graph = StepGraph::new(&steps).expect("the planner builds an acyclic graph of known ids");
+    // Each step moves once into its place in the order (10,000 of them at 1,000 instances).
+    let mut numbered: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
     let ordered: Vec<Step> = graph
         .order()
         .into_iter()
-        .map(|i| steps[i].clone())
+        .map(|i| numbered[i].take().expect("the order names each step once"))
         .collect();
     let mut by_instance = step::by_instance(&ordered);
     for instance in &instances {
@@ -245,6 +247,20 @@ fn number(
     }
 }
 
+/// "crypto unit ID (TYPE, LOCATION)", written straight into a step's description.
+struct OnUnit<'a>(&'a CryptoUnit);
+
+impl std::fmt::Display for OnUnit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = self.0;
+        write!(
+            f,
+            "crypto unit {} ({}, {})",
+            unit.hsm_id, unit.unit_type, unit.location
+        )
+    }
+}
+
 fn describe(
     action: Action,
     unit: Option<&CryptoUnit>,
@@ -252,7 +268,7 @@ fn describe(
     live: &LiveInstance,
 ) -> String {
     let target = desired.master_key.verification_pattern.short();
-    let on = |u: &CryptoUnit| format!("crypto unit {} ({}, {})", u.hsm_id, u.unit_type, u.location);
+    let on = |u| OnUnit(u);
     match (action, unit) {
         (Action::ClearNewMk, Some(u)) => format!(
             "clear the new master key register of {} (now {:#})",

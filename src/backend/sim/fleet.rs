@@ -204,7 +204,7 @@ impl Fleet {
 
     /// The fleet in `text`, read without locations, or `None` for the full parser to decide.
     fn parse_quickly(text: &str) -> Option<Self> {
-        serde_json::from_value(crate::model::quick_yaml::parse(text)?).ok()
+        crate::model::quick_yaml::read(text)
     }
 
     /// The fleet in `text`, read by the full parser, whose errors carry line and column.

@@ -106,17 +106,15 @@ impl Simulator {
     }
 
     /// What the service reports about the named instances, with their due rewraps completed
-    /// (in memory). Only those instances are copied out of the fleet: an apply reads one
-    /// instance after each of its rewraps, and a copy of a whole 10,000-instance fleet per
-    /// read made the apply grow as the square of the fleet.
+    /// (in memory). Only their live views are made from the fleet, and only an instance with
+    /// a due rewrap is copied first: an apply reads one instance after each of its rewraps,
+    /// and a copy of a whole 10,000-instance fleet per read made the apply grow as the square
+    /// of the fleet.
     pub fn live(&self, instances: &[String]) -> Result<LiveFleet, BackendError> {
         let now_ms = self.clock.now_ms();
         let mut store = self.store();
         store.refresh()?;
-        let mut alone = Fleet {
-            instances: Vec::with_capacity(instances.len()),
-            incidents: Vec::new(),
-        };
+        let mut live = Vec::with_capacity(instances.len());
         for id in instances {
             let Some(index) = store.position(id) else {
                 return Err(BackendError::UnknownInstance {
@@ -129,13 +127,25 @@ impl Simulator {
                         .collect(),
                 });
             };
-            alone.instances.push(store.fleet().instances[index].clone());
+            let instance = &store.fleet().instances[index];
+            // Only an instance whose rewrap is due is copied, to complete it as a read sees it.
+            let due = instance
+                .key_storage
+                .rewrap_in_progress
+                .as_ref()
+                .is_some_and(|running| running.completes_at_ms <= now_ms);
+            if due {
+                let mut alone = Fleet {
+                    instances: vec![instance.clone()],
+                    incidents: Vec::new(),
+                };
+                hsm::complete_rewraps(&mut alone, now_ms);
+                live.push(alone.instances[0].live());
+            } else {
+                live.push(instance.live());
+            }
         }
-        drop(store);
-        hsm::complete_rewraps(&mut alone, now_ms);
-        Ok(LiveFleet {
-            instances: alone.instances.iter().map(SimInstance::live).collect(),
-        })
+        Ok(LiveFleet { instances: live })
     }
 
     /// Performs one mutating operation, with the faults injected for its number. A rewrap
