@@ -448,43 +448,9 @@ fn an_unanswered_rewrap_still_refuses_not_run_after_the_journal_key_is_replaced(
 /// the other operator's second rewrap, which the simulator records as it lands.
 #[test]
 fn set_immediate_stops_when_someone_else_rewraps_after_the_rewrap_completed() {
-    let ws = rotate_to_b(&three_units(true));
-    crash_after(&ws, 7);
-    // The other operator's rewrap runs for 3 s: 3,000 keys at 1 ms each.
-    ws.mkplan(&["sim", "compact", "--fleet", FLEET])
-        .expect_code(0);
-    let slow = ws
-        .read(FLEET)
-        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 1");
-    ws.write(FLEET, &slow);
-    let mut command = ws.process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"]);
-    let running = command
-        .envs(PASSWORDS)
-        .env("MKPLAN_SIM_FAULTS", "latency_ms=1500")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start mkplan apply");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !String::from_utf8_lossy(&journal(&ws)).contains("\"action\":\"set_immediate\"") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no set immediate intent"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    // Its response lost at once, the rewrap runs on in the simulator.
-    let simulator = Simulator::open(
-        &ws.path(FLEET),
-        Faults::parse("lose_response_op=1").expect("faults"),
-    )
-    .expect("the fleet opens");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
-    assert!(runtime.block_on(simulator.perform(&rewrap())).is_err());
+    let ws = after_own_rewrap_with_slow_rewraps();
+    let running = apply_until_its_first_set_immediate(&ws, 1500);
+    other_operator_starts_a_rewrap(&ws);
     let output = running.wait_with_output().expect("wait for mkplan");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
@@ -563,46 +529,17 @@ fn set_immediate_stops_when_someone_else_rewraps_after_the_rewrap_completed() {
 /// "wait".
 #[test]
 fn a_rewrap_in_progress_after_the_journals_own_completed_is_refused_not_waited_for() {
-    let ws = rotate_to_b(&three_units(true));
-    crash_after(&ws, 7);
-    ws.mkplan(&["sim", "compact", "--fleet", FLEET])
-        .expect_code(0);
-    let slow = ws
-        .read(FLEET)
-        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 1");
-    ws.write(FLEET, &slow);
+    let ws = after_own_rewrap_with_slow_rewraps();
     // The rerun settles the rewrap as done from the service's status, journals it, and is
     // killed while its first set immediate is on its way.
-    let mut command = ws.process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"]);
-    let mut running = command
-        .envs(PASSWORDS)
-        .env("MKPLAN_SIM_FAULTS", "latency_ms=3000")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start mkplan apply");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !String::from_utf8_lossy(&journal(&ws)).contains("\"action\":\"set_immediate\"") {
-        assert!(std::time::Instant::now() < deadline, "no set immediate");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut running = apply_until_its_first_set_immediate(&ws, 3000);
     running.kill().expect("kill mkplan");
     running.wait().expect("reap mkplan");
     assert!(
         String::from_utf8_lossy(&journal(&ws)).contains("settled_done"),
         "the rewrap was settled as done"
     );
-    let simulator = Simulator::open(
-        &ws.path(FLEET),
-        Faults::parse("lose_response_op=1").expect("faults"),
-    )
-    .expect("the fleet opens");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
-    assert!(runtime.block_on(simulator.perform(&rewrap())).is_err());
+    other_operator_starts_a_rewrap(&ws);
     for run in [ws.mkplan(&["plan", DESIRED]), apply(&ws, "", &[])] {
         assert_eq!(run.code, 3, "{}", run.stderr);
         assert!(
@@ -630,4 +567,56 @@ fn a_rewrap_in_progress_after_the_journals_own_completed_is_refused_not_waited_f
         1,
         "only the other operator's rewrap"
     );
+}
+
+/// A service that reports its rotation status, after an apply that died right after its
+/// rewrap (which completed at once); from now on a rewrap takes 3 s (3,000 keys at 1 ms).
+fn after_own_rewrap_with_slow_rewraps() -> Workspace {
+    let ws = rotate_to_b(&three_units(true));
+    crash_after(&ws, 7);
+    ws.mkplan(&["sim", "compact", "--fleet", FLEET])
+        .expect_code(0);
+    let slow = ws
+        .read(FLEET)
+        .replace("rewrap_ms_per_key: 0", "rewrap_ms_per_key: 1");
+    ws.write(FLEET, &slow);
+    ws
+}
+
+/// `mkplan apply` in the background, each operation `latency_ms` on its way, returned once
+/// its first set immediate is journaled (and not yet at the service).
+fn apply_until_its_first_set_immediate(ws: &Workspace, latency_ms: u64) -> std::process::Child {
+    let mut command = ws.process(&["apply", DESIRED, "--auto-approve", "--parallelism", "1"]);
+    let running = command
+        .envs(PASSWORDS)
+        .env("MKPLAN_SIM_FAULTS", format!("latency_ms={latency_ms}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mkplan apply");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !String::from_utf8_lossy(&journal(ws)).contains("\"action\":\"set_immediate\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no set immediate intent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    running
+}
+
+/// Another operator's rewrap with the TKE CLI: its response lost at once, it runs on in the
+/// simulator.
+fn other_operator_starts_a_rewrap(ws: &Workspace) {
+    let simulator = Simulator::open(
+        &ws.path(FLEET),
+        Faults::parse("lose_response_op=1").expect("faults"),
+    )
+    .expect("the fleet opens");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    assert!(runtime.block_on(simulator.perform(&rewrap())).is_err());
 }
