@@ -115,9 +115,9 @@ fn written_after_push(state_dir: &Path, to: &str, at: &str, after: &[Record]) ->
 /// lies beside the journal key, other than `this` and folders since removed, with their
 /// records (read without writing anything). A folder whose journal ends with its `pushed`
 /// record is left out when attesting into that database (`database`, as `pushed` names it):
-/// it received all of it. A journal that cannot be read is
-/// left out too (this is an extra witness; the journal attested into is still the one that
-/// must vouch).
+/// it received all of it. A journal that cannot be read (a folder others can write, one
+/// renamed since its head was written) is left out too: this is a second look, and the
+/// journal attested into is still the one that must vouch.
 pub fn other_journals(this: Option<&Path>, database: Option<&str>) -> Vec<OtherJournal> {
     let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
         return Vec::new();
