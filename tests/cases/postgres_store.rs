@@ -742,14 +742,7 @@ fn every_command_refuses(ws: &Workspace, words: &[&str], untouched: &str) {
     for args in [
         vec!["apply", DESIRED, "--auto-approve"],
         vec!["plan", DESIRED],
-        vec![
-            "attest",
-            "rewrap",
-            INSTANCE,
-            "--not-run",
-            "--desired",
-            DESIRED,
-        ],
+        crate::cases::security_journal::NOT_RUN.to_vec(),
     ] {
         let run = ws.mkplan_with_env(&args, &PASSWORDS);
         assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);

@@ -261,7 +261,7 @@ fn keep_audit_entries(ws: &Workspace, n: usize) {
 
 /// The run exited with `code` and said `words`.
 #[track_caller]
-fn says(run: &Run, code: i32, words: &str) {
+pub(crate) fn says(run: &Run, code: i32, words: &str) {
     assert_eq!(run.code, code, "{}", run.stderr);
     assert!(run.stderr.contains(words), "{}", run.stderr);
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cases::apply::{PASSWORDS, assert_converged, assert_no_incidents, sim, three_units};
+use crate::cases::security_journal::says;
 use crate::support::*;
 
 /// Key parts for a third master key in `keyparts/custodian-3.json` and `-4.json` (passwords
@@ -541,26 +542,14 @@ fn a_rewrap_in_progress_after_the_journals_own_completed_is_refused_not_waited_f
     );
     other_operator_starts_a_rewrap(&ws);
     for run in [ws.mkplan(&["plan", DESIRED]), apply(&ws, "", &[])] {
-        assert_eq!(run.code, 3, "{}", run.stderr);
-        assert!(
-            run.stderr
-                .contains("yet a rewrap mkplan did not send ran after it"),
-            "{}",
-            run.stderr
-        );
+        says(&run, 3, "yet a rewrap mkplan did not send ran after it");
         assert!(!run.stderr.contains("wait until"), "{}", run.stderr);
     }
     // The apply journaled what it saw: once the other rewrap has ended (3 s; the service then
     // shows what it showed after mkplan's own), plan and apply still refuse.
     std::thread::sleep(std::time::Duration::from_millis(3500));
     for run in [ws.mkplan(&["plan", DESIRED]), apply(&ws, "", &[])] {
-        assert_eq!(run.code, 3, "{}", run.stderr);
-        assert!(
-            run.stderr
-                .contains("an apply found the service running a rewrap"),
-            "{}",
-            run.stderr
-        );
+        says(&run, 3, "an apply found the service running a rewrap");
     }
     assert_eq!(
         sim(&ws).incidents.len(),
