@@ -335,6 +335,7 @@ impl GroupJournal {
                     state_dir: state_dir.display().to_string(),
                     records: self.records.len() as u64,
                     seal: writer.last_seal.clone(),
+                    rewraps: None,
                 },
             )
             .map_err(|e| {

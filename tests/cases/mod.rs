@@ -1,4 +1,5 @@
 mod adversary3;
+mod adversary4;
 mod adversary_postgres;
 mod apply;
 mod bad_input;

@@ -74,6 +74,7 @@ pub fn remember(connection: &Connection, scope: &str, records: u64) {
                 state_dir: format!("{} {scope}", connection.shown()),
                 records,
                 seal: String::new(),
+                rewraps: None,
             },
         );
     }
