@@ -165,6 +165,7 @@ fn token_configs(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
                 tokens.push(FoundToken {
                     config: format!("{shown} slot {} (no confname)", slot.slot),
                     mode: slot.mode,
+                    slot: Some(slot.slot),
                     apqns: None,
                 });
                 continue;
@@ -188,6 +189,7 @@ fn token_configs(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
         tokens.push(FoundToken {
             config: path.display().to_string(),
             mode: slot.mode,
+            slot: Some(slot.slot),
             apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
         });
     }
@@ -222,6 +224,7 @@ fn configs_by_name(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> 
         tokens.push(FoundToken {
             config: path.display().to_string(),
             mode,
+            slot: None,
             apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
         });
     }
