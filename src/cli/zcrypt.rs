@@ -14,11 +14,13 @@ use crate::apply::group::{Answer, GroupApply, GroupApplyError, GroupOperator};
 use crate::apply::group_journal::GroupJournal;
 use crate::backend::BackendSpec;
 use crate::backend::zcrypt::group::{ReadError, ZcryptBackend};
+use crate::backend::zcrypt::inventory::ep11_token_dir;
+use crate::backend::zcrypt::ock_conf::EP11_TOKEN_DIR_VARIABLE;
 use crate::backend::zcrypt::pins::{PinSourceErrors, UserPins, affected_slots, check_sources};
 use crate::backend::zcrypt::tools::SystemRunner;
 use crate::error::{Error, Result};
 use crate::model::InputError;
-use crate::model::domain_group::{LiveGroup, StoreKind};
+use crate::model::domain_group::{GroupMode, LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{
     DesiredGroup, DesiredStore, is_domain_group, parse_domain_group,
 };
@@ -202,6 +204,36 @@ fn pin_sources(
     UserPins::read(desired, &affected_slots(desired, &live.inventory)).map(Some)
 }
 
+/// With `OCK_EP11_TOKEN_DIR` set, the EP11 token configs read there, each with its slot: the
+/// tokens' APQNs come from them, and the variable is easy to forget. (A folder that cannot
+/// be read is the planner's refusal, `undeclared_stores`.)
+fn note_ep11_token_dir(live: &LiveGroup) {
+    let Ok(Some(dir)) = ep11_token_dir() else {
+        return;
+    };
+    let read: Vec<String> = live
+        .inventory
+        .tokens
+        .iter()
+        .filter(|t| t.mode == GroupMode::Ep11)
+        .map(|t| match t.slot {
+            Some(slot) => format!("slot {slot}: {}", t.config),
+            None => t.config.clone(),
+        })
+        .collect();
+    if read.is_empty() && !live.inventory.unreadable.is_empty() {
+        return;
+    }
+    output::note(&format!(
+        "openCryptoki: {EP11_TOKEN_DIR_VARIABLE} is {}, so the EP11 tokens read their configs there; read: {}.",
+        crate::quote::path(&dir),
+        match read.is_empty() {
+            true => "none".to_string(),
+            false => read.join(", "),
+        }
+    ));
+}
+
 /// The machine as read, and the plan from it and the journal (or the pre-check that refused).
 pub(super) fn read_and_plan(
     desired: &DesiredGroup,
@@ -239,6 +271,7 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     let (mut desired, desired_sha256) = read_group_hashed(&args.desired)?;
     let backend = open_backend(&mut desired, &args.backend, &args.desired)?;
     let (live, planned) = read_and_plan(&desired, &backend, store)?;
+    note_ep11_token_dir(&live);
     let what = format!("{} against {}", args.desired.display(), backend.describe());
     let plan = match planned {
         Ok(plan) => plan,
@@ -380,6 +413,7 @@ pub(super) fn run_group_apply(
         Some(check) => check(store)?,
         None => plan_now(desired, backend, store)?,
     };
+    note_ep11_token_dir(&live);
     // Read before anything runs, and before the approval is asked: a source that cannot be
     // read stops the apply with nothing done.
     let user_pins = pin_sources(desired, &live, &plan)
