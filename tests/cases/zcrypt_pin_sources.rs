@@ -5,8 +5,10 @@
 //! entry's line, the slot, the source and the fix. `plan` still prints the plan, saves none
 //! and exits 1; `validate` exits 1; nothing is touched, and no PIN is ever shown.
 
-use super::zcrypt::{NEW, OLD, Operator, World};
-use super::zcrypt_pins::{PIN_3, PIN_4, all_text_below, tokens_world, world_with_pins};
+use super::zcrypt::{NEW, Operator, World};
+use super::zcrypt_pins::{
+    PIN_3, PIN_4, all_text_below, pin_the_new_key_in_the_configs, tokens_world, world_with_pins,
+};
 
 /// What a command printed, stdout then stderr.
 fn said(out: &std::process::Output) -> String {
@@ -183,13 +185,7 @@ fn zcrypt_pin_sources_plan_names_a_tokens_slot_the_group_file_gives_no_source() 
     assert_eq!(plan.status.code(), Some(0), "{}", said(&plan));
     let (code, stderr) = world.apply_as(|action, _| {
         if action == "set_immediate" {
-            for slot in [3, 4] {
-                let config = world
-                    .root
-                    .join(format!("w/opencryptoki/ep11tok{slot}.conf"));
-                let text = std::fs::read_to_string(&config).unwrap();
-                std::fs::write(&config, text.replace(&OLD[..32], &NEW[..32])).unwrap();
-            }
+            pin_the_new_key_in_the_configs(&world);
         }
         Operator::Performs
     });

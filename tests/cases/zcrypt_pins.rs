@@ -47,7 +47,7 @@ fn world_with_both_sources() -> World {
 
 /// Every token config's EXPECTED_WKVP names the new key, as the operator sets it after the
 /// set and before `finalize`.
-fn pin_the_new_key_in_the_configs(world: &World) {
+pub(crate) fn pin_the_new_key_in_the_configs(world: &World) {
     for slot in [3, 4] {
         let path = world
             .root
