@@ -45,6 +45,7 @@ mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
 mod zcrypt_ock_conf;
+mod zcrypt_pin_sources;
 mod zcrypt_pins;
 mod zcrypt_restaged;
 mod zcrypt_saved;
