@@ -20,7 +20,7 @@
 //!    missing its `//` is taken for a folder, shown with its password and created.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cases::apply::{PASSWORDS, assert_no_incidents, three_units};
 use crate::support::postgres::{column, database, execute, try_column};
@@ -70,15 +70,6 @@ fn stderr_of(child: Child) -> (i32, String) {
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-#[track_caller]
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn rewrap_intents(url: &str) -> usize {

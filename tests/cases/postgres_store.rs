@@ -6,7 +6,7 @@
 //! test gets a database of its own (skipped, with a message, where no PostgreSQL is set up).
 
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cases::apply::{PASSWORDS, assert_converged, assert_no_incidents, sim, three_units};
 use crate::support::postgres::{column, database, execute, try_column};
@@ -56,15 +56,6 @@ fn other(ws: &Workspace, backend: Option<&str>, args: &[&str]) -> Run {
         env.push(("MKPLAN_BACKEND", url));
     }
     ws.mkplan_as_other(args, &env)
-}
-
-#[track_caller]
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The number `sql` counts; 0 before mkplan made its tables.

@@ -950,6 +950,19 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Waits until `done` (polled every 20 ms), failing the test after 30 s naming `what`.
+#[track_caller]
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A `mkplan sim serve` child process; killed when dropped.
 pub struct Server {
     child: Child,
