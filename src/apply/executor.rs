@@ -23,6 +23,7 @@ use super::by_hand::perform_by_hand;
 pub use super::by_hand::{ATTESTED, CEREMONY};
 use super::interrupt::{Interrupt, StepEnd, Stopped};
 use super::journal::{Journal, JournalError, Outcome, Record};
+use super::other_folders::{OtherFolderWitness, not_sent_why, sent_since_plan};
 pub use super::resume::{close_finished, record_rotations, settle_previous};
 use super::send::perform_settled;
 use crate::backend::send_by::boot_clock_ms;
@@ -161,6 +162,8 @@ pub struct Context<'a, B: Backend, O: Operator> {
     pub operator: &'a O,
     /// How long the live state may take to show a ceremony step's effect.
     pub verify_timeout: Duration,
+    /// The other state folders of this machine, asked again just before a rewrap.
+    pub other_folders: Option<&'a dyn OtherFolderWitness>,
 }
 
 /// Which steps may start: dependencies finished, crypto unit free. Among those, the step with
@@ -316,6 +319,7 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
     let key_parts = context.key_parts;
     let (ceremony, operator, verify_timeout) =
         (context.ceremony, context.operator, context.verify_timeout);
+    let other_folders = context.other_folders;
     let mut schedule = Schedule::new(&plan.steps);
     let mut in_flight = FuturesUnordered::new();
     let mut stopped: Option<ApplyError> = None;
@@ -348,10 +352,17 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
         let send_by = window.map_or(SendBy::ANY_TIME, |window| {
             SendBy::within(boot_clock_ms(), window)
         });
+        let now = started
+            .iter()
+            .any(|&i| plan.steps[i].action == Action::RewrapKeyStorage)
+            .then(crate::timestamp::utc_now);
         records.extend(started.iter().map(|&i| {
             let step = &plan.steps[i];
             let by_hand = ceremony.contains_key(&step.id);
             Record::Intent {
+                at: now
+                    .clone()
+                    .filter(|_| step.action == Action::RewrapKeyStorage),
                 step: format!("r{}.{}", context.run, step.id),
                 action: step.action,
                 instance: step.instance.clone(),
@@ -385,7 +396,19 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
                     .unwrap_or(&[]);
                 in_flight.push(async move {
                     let started = Instant::now();
-                    let (result, notes) = if step.action == Action::RemoveUnit {
+                    // Its intent is on disk: a rewrap another folder journaled since the
+                    // plan is found here, and that folder's own check finds this one.
+                    let sent_elsewhere = match other_folders {
+                        Some(witness) if step.action == Action::RewrapKeyStorage => {
+                            sent_since_plan(witness, &step.instance)
+                        }
+                        _ => Vec::new(),
+                    };
+                    let (result, notes) = if !sent_elsewhere.is_empty() {
+                        let why = not_sent_why(&sent_elsewhere);
+                        let step = step.id.clone();
+                        (Err(ApplyError::Changed { step, why }), Vec::new())
+                    } else if step.action == Action::RemoveUnit {
                         (Ok(Outcome::Done), Vec::new())
                     } else if let Some(instruction) = ceremony.get(&step.id) {
                         perform_by_hand(

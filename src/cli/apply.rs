@@ -67,7 +67,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     };
     let mut writer = store.writer(&scope, &instances, "apply")?;
     let journal = &mut writer.journal;
-    let (desired, mut backend, live, mut plan) = match (saved, desired, backend) {
+    let (desired, mut backend, live, mut plan, other_folders) = match (saved, desired, backend) {
         (Some(saved), _, _) => check_saved(saved, journal.records(), store).await?,
         (None, Some(desired), Some(backend)) => {
             let live = refresh_backend(&desired, &backend).await?;
@@ -83,7 +83,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
             }
             let mut plan = crate::plan::plan(&desired.state, &desired.sha256, &live, &evidence)?;
             desired.stamp(&mut plan, &backend);
-            (desired, backend, live, plan)
+            (desired, backend, live, plan, evidence.other_folders)
         }
         _ => unreachable!("a saved plan or a desired file"),
     };
@@ -172,6 +172,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         eprintln!("settled from the previous run: {line}");
     }
     let mut progress = TerminalProgress::new(plan.steps.len());
+    let other_folders = crate::store::files::FolderWitness::new(store, other_folders);
     let mut context = Context {
         backend: &backend,
         journal,
@@ -183,6 +184,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         ceremony: &ceremony,
         operator: &TerminalOperator::with_interrupt(interrupt.clone()),
         verify_timeout: std::time::Duration::from_secs(args.verify_timeout_s),
+        other_folders: Some(&other_folders),
     };
     let started = std::time::Instant::now();
     let outcome =

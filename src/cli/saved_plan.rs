@@ -105,7 +105,13 @@ pub(super) async fn check_saved(
     saved: Saved,
     records: &[Record],
     store: &Store,
-) -> Result<(Desired, AnyBackend, LiveFleet, Plan)> {
+) -> Result<(
+    Desired,
+    AnyBackend,
+    LiveFleet,
+    Plan,
+    crate::model::OtherFolders,
+)> {
     let Saved {
         path,
         plan,
@@ -195,7 +201,7 @@ pub(super) async fn check_saved(
             path.display()
         )));
     }
-    Ok((desired, backend, live, plan))
+    Ok((desired, backend, live, plan, evidence.other_folders))
 }
 
 /// Per crypto unit, what differs between the plan's "before" and the live state now.

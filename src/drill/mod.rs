@@ -400,6 +400,7 @@ async fn attempt_once(
         ceremony: &HashMap::new(),
         operator: &executor::NoOperator,
         verify_timeout: std::time::Duration::ZERO,
+        other_folders: None,
     };
     let result = tokio::select! {
         biased;
