@@ -121,6 +121,7 @@ fn steps(journal: &mut Journal, mut audit: Audit, writes: Writes) -> Vec<f64> {
             unit: Some("u".into()),
             by_hand: false,
             send_within_ms: journal.send_window().map(|w| w.as_millis() as u64),
+            at: None,
         };
         let event = json!({"kind": "step", "step": n, "outcome": "done"});
         match writes {

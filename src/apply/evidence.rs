@@ -389,6 +389,7 @@ fn rewraps_sent(
                 action: Action::RewrapKeyStorage,
                 instance,
                 by_hand,
+                at,
                 ..
             } if by_hand_too || !(verified && *by_hand) => {
                 let Some(&(Some(bound), sent_at, run_verified)) =
@@ -417,6 +418,7 @@ fn rewraps_sent(
                     to: keys.map(|k| k.1.clone()),
                     completed: answer.is_some_and(|(o, _)| o.took_effect()),
                     sent_at: sent_at.map(str::to_string),
+                    intent_at: at.clone(),
                     verified: verified
                         && run_verified
                         && keys.is_some_and(|k| k.2)
@@ -719,6 +721,7 @@ mod tests {
             unit: None,
             by_hand: false,
             send_within_ms: None,
+            at: None,
         };
         let e = journal_evidence_at(
             &[completed.clone(), unauthenticated(forged_intent.clone())],
@@ -794,6 +797,7 @@ mod tests {
             unit: None,
             by_hand: false,
             send_within_ms: None,
+            at: None,
         };
         let not_done = Record::Outcome {
             step: "r1.s7".into(),

@@ -71,7 +71,7 @@ pub struct Journal {
 /// Where a journal's appends go.
 enum Sink {
     /// `journal.jsonl` in a state folder, each line sealed with this user's journal key.
-    File(FileSink),
+    File(Box<FileSink>),
     /// A store shared by a team (PostgreSQL): its database authenticates the writer, keeps
     /// the records append-only and chains them.
     Shared(Box<dyn SharedJournal>),
@@ -90,30 +90,64 @@ struct FileSink {
     /// False only for a drill's scratch journal, which simulates crashes by cancelling the
     /// apply (every record is written before that point) and never a power cut.
     sync: bool,
-    /// The instances whose rewrap this journal recorded as sent in a rotation not closed
-    /// since (`Head::rewraps`), kept up to date as records are appended.
-    rewraps: std::collections::BTreeSet<String>,
+    /// What its head says it may hold (`Head::rewraps`).
+    rewraps: OpenRewraps,
 }
 
-/// Keeps `open` the instances whose rewrap `record` leaves recorded as sent in a rotation not
-/// closed: a rewrap's intent (a ceremony step's too) adds its instance, and only a verified
-/// close of the rotation removes it. A superset of what `evidence::rewraps_on_record` finds,
-/// never less: it answers for a folder nobody can read any more.
-/// True when it added one.
-fn note_rewraps(open: &mut std::collections::BTreeSet<String>, record: &Record) -> bool {
-    match record.written() {
-        Record::Intent {
-            action: crate::plan::Action::RewrapKeyStorage,
-            instance,
-            ..
-        } => open.insert(instance.to_ascii_lowercase()),
-        Record::RotationClosed { instance, .. }
-            if !matches!(record, Record::Unauthenticated { .. }) =>
-        {
-            open.remove(&instance.to_ascii_lowercase());
-            false
+/// What a state folder's head says it may hold (`Head::rewraps`): the (instance, backend) pairs
+/// whose rewrap the journal recorded as sent in a rotation not closed on that backend, and
+/// each run's backend, kept up to date as records are appended. A superset of what
+/// `evidence::rewraps_on_record` finds, never less: it answers for a folder nobody can read
+/// any more.
+#[derive(Default)]
+struct OpenRewraps {
+    open: std::collections::BTreeSet<(String, String)>,
+    runs: std::collections::HashMap<u32, String>,
+}
+
+impl OpenRewraps {
+    /// Notes `record`; true when it opened a pair. A rewrap's intent (a ceremony step's too)
+    /// opens its instance on its run's backend ("" when the run names none); only a verified
+    /// close of the rotation on that backend closes it.
+    fn note(&mut self, record: &Record) -> bool {
+        let verified = !matches!(record, Record::Unauthenticated { .. });
+        match record.written() {
+            Record::ApplyStarted {
+                run,
+                backend: Some(backend),
+                ..
+            } if verified => {
+                self.runs.insert(*run, backend.clone());
+                false
+            }
+            Record::Intent {
+                step,
+                action: crate::plan::Action::RewrapKeyStorage,
+                instance,
+                ..
+            } => {
+                let backend = super::evidence::run_of(step)
+                    .and_then(|run| self.runs.get(&run))
+                    .cloned()
+                    .unwrap_or_default();
+                self.open.insert((instance.to_ascii_lowercase(), backend))
+            }
+            Record::RotationClosed {
+                instance, backend, ..
+            } if verified => {
+                self.open
+                    .remove(&(instance.to_ascii_lowercase(), backend.clone()));
+                false
+            }
+            _ => false,
         }
-        _ => false,
+    }
+
+    /// The instances, each once.
+    fn instances(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.open.iter().map(|(i, _)| i.clone()).collect();
+        out.dedup();
+        out
     }
 }
 
@@ -174,13 +208,13 @@ impl Journal {
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
         let rolled_back = heads.rolled_back(state_dir, records.len(), &seals_at);
-        let mut rewraps = std::collections::BTreeSet::new();
+        let mut rewraps = OpenRewraps::default();
         for record in &records {
-            let _ = note_rewraps(&mut rewraps, record);
+            let _ = rewraps.note(record);
         }
         let mut journal = Self {
             records,
-            sink: Sink::File(FileSink {
+            sink: Sink::File(Box::new(FileSink {
                 path,
                 file,
                 key: key.clone(),
@@ -189,7 +223,7 @@ impl Journal {
                 state_dir: state_dir.to_path_buf(),
                 sync: true,
                 rewraps,
-            }),
+            })),
         };
         if let Some(record) = rolled_back {
             journal.append(record)?;
@@ -308,7 +342,7 @@ impl Journal {
                 // cannot be read later is asked about it even after a crash in between.
                 let mut grew = false;
                 for record in &records {
-                    grew |= note_rewraps(&mut file.rewraps, record);
+                    grew |= file.rewraps.note(record);
                 }
                 if grew {
                     file.store_head(self.records.len())?;
@@ -372,7 +406,7 @@ impl FileSink {
             state_dir: canonical(&self.state_dir).display().to_string(),
             records: records as u64,
             seal: self.last_seal.clone(),
-            rewraps: Some(self.rewraps.iter().cloned().collect()),
+            rewraps: Some(self.rewraps.instances()),
         };
         let places = [
             self.key.head_path(&self.state_dir),

@@ -18,6 +18,7 @@ fn intent(step: &str) -> Record {
         unit: None,
         by_hand: false,
         send_within_ms: None,
+        at: None,
     }
 }
 

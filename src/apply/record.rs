@@ -64,6 +64,10 @@ pub enum Record {
         /// state (`backend::send_by`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         send_within_ms: Option<u64>,
+        /// A rewrap's: when its intent was written (UTC, RFC 3339). Another state folder's
+        /// attestation made before it cannot speak for it (`plan::evidence_folders`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
     },
     /// What came of the intent with the same `step`.
     Outcome {

@@ -201,6 +201,8 @@ pub struct RewrapOnRecord {
     pub completed: bool,
     /// When the run that sent it began.
     pub sent_at: Option<String>,
+    /// When its intent was written, where the record says (mkplan writes it for a rewrap).
+    pub intent_at: Option<String>,
     /// Every record it rests on verifies.
     pub verified: bool,
     /// A ceremony step: shown to the operator, who ran (or not) the TKE CLI command.

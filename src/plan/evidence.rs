@@ -104,23 +104,17 @@ pub(crate) fn find_key_storage_mk(
         }
         Err(silence) => Some(silence),
     };
-    let mut objection = None;
     if let Some(claim) = live_claim(live) {
         // The registers speak of this moment only. They never outweigh a rewrap this journal
         // sent: one never answered may still be queued at the service and land once its key
         // is staged again, and one seen to complete leaves its key in no register only if
-        // someone cleared the new registers after it (`rewrap_sent_away`). Nor one another
-        // state folder of this machine sent (`folders::objection`).
-        objection = folders::objection(live, journal, &claim);
-        if !rewrap_sent_away(live, journal, &claim) && objection.is_none() {
+        // someone cleared the new registers after it (`rewrap_sent_away`).
+        if !rewrap_sent_away(live, journal, &claim) {
             claims.push(claim);
         }
     }
     let Some(first) = claims.first() else {
-        return Err(match objection {
-            Some(objection) => refused_for_folders(live, target, silence, objection),
-            None => silent(live, target, silence),
-        });
+        return Err(silent(live, target, silence));
     };
     let allowed: BTreeSet<VerificationPattern> = claims
         .iter()

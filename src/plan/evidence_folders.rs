@@ -1,78 +1,50 @@
 //! The other state folders of this machine as witnesses. A folder this journal never heard
 //! may hold a rewrap mkplan sent from there: never answered (it may still be queued at the
-//! service and land once a key is staged again) or seen to complete. The live registers
-//! cannot show either, so while one is on record there, or a folder cannot be read, the
-//! registers' own claim ("nothing staged but the current key, so no rewrap moved the key
-//! storage") and a status of "no rewrap" are no evidence here.
+//! service, and it lands whenever every new register holds a committed key, whichever key that
+//! is) or seen to complete (while the registers still fit it, someone may have cleared the new
+//! registers after it). This journal's records cannot speak for it, and the registers cannot
+//! show it: while one is on record there, or a folder that may hold one cannot be read, no
+//! plan of the instance is made here.
 
+use super::JournalSilence;
 use super::common_current;
 use super::fix::desired_file;
-use super::{Claim, JournalSilence};
 use crate::model::{
     FolderRewrap, JournalEvidence, JournalRewrap, LiveInstance, VerificationPattern,
 };
 
-/// A rewrap another folder sent and never saw answered may still be queued at the service:
-/// it lands whenever every new register holds a committed key, whichever key that is, so no
-/// rotation of this instance may load, commit or rewrap until it is settled. A folder that
-/// cannot be read may hold one. Settled here only when this journal's rotation of the
-/// instance holds evidence about its rewrap (it completed, or did not run: an attestation
-/// checked against the other folders, `apply::attest`), or when the key it would move the key
-/// storage to is already every unit's current key (it was promoted, as a rotation's own
-/// unanswered rewrap is settled by its registers: `apply::resume::rewrap_done`).
+/// How many folders a refusal names one by one.
+const SHOWN_MAX: usize = 5;
+
+/// What the other folders say against any plan of `live`, with what settles it; `None` when
+/// they say nothing.
 pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<JournalSilence> {
-    if journal.rotation(&live.id).is_some_and(|r| {
-        r.attested_not_run.is_some()
-            || matches!(
-                r.rewrap,
-                JournalRewrap::Completed { .. } | JournalRewrap::NotRun { .. }
-            )
-    }) {
-        return None;
-    }
-    let current = common_current(live);
     let rewraps: Vec<&FolderRewrap> = journal
         .other_folders
         .rewraps_of(&live.id)
         .iter()
-        .filter(|r| !r.rewrap.completed)
-        .filter(|r| r.rewrap.to.is_none() || r.rewrap.to != current)
+        .filter(|r| counts(live, journal, r))
         .collect();
-    words(live, journal, &rewraps)
-}
-
-/// Why the other folders leave the registers' claim `claim` no weight, with what settles it;
-/// `None` when they say nothing against it.
-pub(super) fn objection(
-    live: &LiveInstance,
-    journal: &JournalEvidence,
-    claim: &Claim,
-) -> Option<JournalSilence> {
-    let rewraps: Vec<&FolderRewrap> = journal
-        .other_folders
-        .rewraps_of(&live.id)
-        .iter()
-        .filter(|r| against(live, journal, claim, r))
-        .collect();
-    words(live, journal, &rewraps)
-}
-
-/// What the other folders say (`rewraps`, and every folder that cannot be read) and what
-/// settles it; `None` when they say nothing.
-fn words(
-    live: &LiveInstance,
-    journal: &JournalEvidence,
-    rewraps: &[&FolderRewrap],
-) -> Option<JournalSilence> {
     let unread = journal.other_folders.unread_for(&live.id);
     if rewraps.is_empty() && unread.is_empty() {
         return None;
     }
-    let said: Vec<String> = rewraps
+    let lines: Vec<String> = rewraps
         .iter()
-        .map(|r| format!("  - {}", r.describe()))
-        .chain(unread.iter().map(|u| format!("  - {}", u.describe())))
+        .map(|r| r.describe())
+        .chain(unread.iter().map(|u| u.describe()))
         .collect();
+    let mut said: Vec<String> = lines
+        .iter()
+        .take(SHOWN_MAX)
+        .map(|line| format!("  - {line}"))
+        .collect();
+    if lines.len() > SHOWN_MAX {
+        said.push(format!(
+            "  - and {} more, each settled the same way",
+            lines.len() - SHOWN_MAX
+        ));
+    }
     let mut fix = Vec::new();
     if let Some(first) = rewraps.first() {
         fix.push(format!(
@@ -103,26 +75,43 @@ fn words(
     })
 }
 
-/// The rewrap `r` another folder sent may have moved the key storage away from what `claim`
-/// says: never answered (it may still land, whatever key is staged then) unless its key is
-/// among the claim's; or seen to complete while the registers still fit its rotation, and
-/// sent after this journal's latest rotation of the instance began (the plan that began it
-/// weighed it then, and that rotation's own records speak of the time since; a tie counts).
-fn against(
-    live: &LiveInstance,
-    journal: &JournalEvidence,
-    claim: &Claim,
-    r: &FolderRewrap,
-) -> bool {
+/// The rewrap `r` another folder recorded may still move the key storage, or may have moved
+/// it where this journal cannot see:
+/// - never once the key it goes to is every unit's current key (promoted: it landed, or no
+///   longer matters, as a rotation's own unanswered rewrap is settled by its registers), nor
+///   once this journal saw its own rotation's rewrap complete (what is left is set immediate,
+///   which leaves a late rewrap nothing committed to land on);
+/// - never when this journal's rotation holds an attestation made after its intent was
+///   written (`attest` asked the other folders then, or the service's evidence spoke for all
+///   of it); a tie counts;
+/// - else, never answered: always;
+/// - seen to complete: while the registers still fit it, unless it was sent before this
+///   journal's latest rotation of the instance began (the plan that began it weighed it).
+fn counts(live: &LiveInstance, journal: &JournalEvidence, r: &FolderRewrap) -> bool {
     let to = r.rewrap.to.as_ref();
-    if to.is_some_and(|to| claim.under.contains(to)) {
+    if to.is_some() && to == common_current(live).as_ref() {
+        return false;
+    }
+    let rotation = journal.rotation(&live.id);
+    if rotation.is_some_and(|r| matches!(r.rewrap, JournalRewrap::Completed { .. })) {
+        return false;
+    }
+    let attested = rotation.and_then(|r| {
+        r.attested_not_run
+            .as_ref()
+            .or(r.attested_completed.as_ref())
+    });
+    if let (Some(attested), Some(written)) = (attested, &r.rewrap.intent_at)
+        && *written < attested.at
+    {
         return false;
     }
     if !r.rewrap.completed {
         return true;
     }
     let began = journal.began.get(&live.id.to_ascii_lowercase());
-    let before = matches!((&r.rewrap.sent_at, began), (Some(sent), Some(began)) if sent < began);
+    let sent = r.rewrap.intent_at.as_ref().or(r.rewrap.sent_at.as_ref());
+    let before = matches!((sent, began), (Some(sent), Some(began)) if sent < began);
     !before && fits(live, r.rewrap.from.as_ref(), to)
 }
 

@@ -276,6 +276,7 @@ fn an_unverified_record_of_a_rewrap_is_named_and_refuses_plain_not_run() {
             to: Some(key(0xB)),
             completed: false,
             sent_at: Some("2026-11-30T10:00:00Z".into()),
+            intent_at: None,
             verified: false,
             by_hand: false,
         }],
@@ -335,4 +336,141 @@ fn registers_cleared_after_a_rewrap_the_journal_sent_never_plan_another() {
     )
     .unwrap();
     assert_eq!(found.key_storage_under, key(0xA));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The other state folders of this machine (`evidence_folders`)
+
+/// Every current register holds A and every new register is Empty: the registers' own claim.
+fn nothing_staged() -> LiveInstance {
+    instance(
+        RewrapStatus::NotReported,
+        (0..3).map(|i| unit(i, NewRegister::Empty, 0xA)).collect(),
+    )
+}
+
+fn folder_rewrap(folder: &str, completed: bool, sent_at: &str) -> crate::model::FolderRewrap {
+    crate::model::FolderRewrap {
+        state_dir: folder.into(),
+        backend: "sim:/srv/fleet.yaml".into(),
+        rewrap: crate::model::RewrapOnRecord {
+            from: Some(key(0xA)),
+            to: Some(key(0xB)),
+            completed,
+            sent_at: Some(sent_at.into()),
+            intent_at: Some(sent_at.into()),
+            verified: true,
+            by_hand: false,
+        },
+    }
+}
+
+fn with_folders(
+    mut evidence: JournalEvidence,
+    rewraps: Vec<crate::model::FolderRewrap>,
+    unread: Vec<crate::model::UnreadFolder>,
+) -> JournalEvidence {
+    if !rewraps.is_empty() {
+        evidence
+            .other_folders
+            .rewraps
+            .insert(INSTANCE.into(), rewraps);
+    }
+    evidence.other_folders.unread = unread;
+    evidence
+}
+
+fn unread(folder: &str, instances: Option<Vec<String>>) -> crate::model::UnreadFolder {
+    crate::model::UnreadFolder {
+        state_dir: folder.into(),
+        head: format!("/home/op/.config/mkplan/heads/{folder}"),
+        why: "its journal is gone".into(),
+        instances,
+    }
+}
+
+#[test]
+fn another_folders_unanswered_rewrap_refuses_even_the_registers_own_claim() {
+    let evidence = with_folders(
+        journal(None),
+        vec![folder_rewrap("/srv/s1", false, "2026-11-30T09:00:00Z")],
+        Vec::new(),
+    );
+    let refused = find_key_storage_mk(&nothing_staged(), &key(0xC), &evidence).unwrap_err();
+    assert_eq!(refused.check, Check::RewrapEvidence);
+    assert!(refused.detail.contains("/srv/s1"), "{refused}");
+    assert!(refused.detail.contains("never answered"), "{refused}");
+    assert!(refused.fix.contains("--state /srv/s1"), "{refused}");
+    // Without it, the registers speak.
+    let found = find_key_storage_mk(&nothing_staged(), &key(0xC), &journal(None)).unwrap();
+    assert_eq!(found.key_storage_under, key(0xA));
+}
+
+#[test]
+fn evidence_about_this_rotations_rewrap_settles_another_folders_unanswered_one() {
+    let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
+    attested.attested_not_run = Some(FreshAttestation {
+        at: "2026-11-30T11:00:00Z".into(),
+    });
+    let evidence = with_folders(
+        journal(Some(attested)),
+        vec![folder_rewrap("/srv/s1", false, "2026-11-30T09:00:00Z")],
+        Vec::new(),
+    );
+    let live = staged_everywhere(RewrapStatus::NotReported);
+    let found = find_key_storage_mk(&live, &key(0xB), &evidence).unwrap();
+    assert_eq!(found.key_storage_under, key(0xA));
+}
+
+#[test]
+fn another_folders_completed_rewrap_counts_only_after_this_journals_rotation_began() {
+    let live = nothing_staged();
+    let completed = vec![folder_rewrap("/srv/s1", true, "2026-11-30T09:00:00Z")];
+    // This journal has no rotation of the instance: the registers may have been cleared
+    // after that rewrap.
+    let refused = find_key_storage_mk(
+        &live,
+        &key(0xC),
+        &with_folders(journal(None), completed.clone(), Vec::new()),
+    )
+    .unwrap_err();
+    assert!(refused.detail.contains("completed"), "{refused}");
+    // A rotation this journal began later weighed it then (a tie still counts).
+    for (began, refuses) in [
+        ("2026-11-30T09:30:00Z", false),
+        ("2026-11-30T09:00:00Z", true),
+    ] {
+        let mut evidence = with_folders(journal(None), completed.clone(), Vec::new());
+        evidence.began.insert(INSTANCE.into(), began.into());
+        let found = find_key_storage_mk(&live, &key(0xC), &evidence);
+        assert_eq!(found.is_err(), refuses, "began {began}: {found:?}");
+    }
+}
+
+#[test]
+fn a_folder_that_cannot_be_read_blocks_the_instances_its_head_lists() {
+    let live = nothing_staged();
+    for (instances, refuses) in [
+        (None, true),
+        (Some(vec![INSTANCE.to_string()]), true),
+        (Some(vec!["another-instance".to_string()]), false),
+    ] {
+        let evidence = with_folders(
+            journal(None),
+            Vec::new(),
+            vec![unread("s1", instances.clone())],
+        );
+        let found = find_key_storage_mk(&live, &key(0xC), &evidence);
+        assert_eq!(found.is_err(), refuses, "{instances:?}: {found:?}");
+    }
+}
+
+#[test]
+fn a_refusal_names_five_folders_and_counts_the_rest() {
+    let folders: Vec<_> = (0..8).map(|i| unread(&format!("s{i}"), None)).collect();
+    let evidence = with_folders(journal(None), Vec::new(), folders);
+    let refused = find_key_storage_mk(&nothing_staged(), &key(0xC), &evidence).unwrap_err();
+    assert!(refused.detail.contains("s4"), "{refused}");
+    assert!(!refused.detail.contains("heads/s5"), "{refused}");
+    assert!(refused.detail.contains("and 3 more"), "{refused}");
 }

@@ -120,6 +120,34 @@ pub fn other_folders_of(store: &super::Store) -> OtherFolders {
     other_folders(store.folder(), database.as_deref())
 }
 
+/// The other state folders as `apply` asks them again before a rewrap, with what they said
+/// when its plan was made.
+pub struct FolderWitness {
+    at_plan: OtherFolders,
+    this: Option<PathBuf>,
+    database: Option<String>,
+}
+
+impl FolderWitness {
+    pub fn new(store: &super::Store, at_plan: OtherFolders) -> Self {
+        Self {
+            at_plan,
+            this: store.folder().map(Path::to_path_buf),
+            database: store.folder().is_none().then(|| store.shown()),
+        }
+    }
+}
+
+impl crate::apply::other_folders::OtherFolderWitness for FolderWitness {
+    fn at_plan(&self) -> &OtherFolders {
+        &self.at_plan
+    }
+
+    fn now(&self) -> OtherFolders {
+        other_folders(self.this.as_deref(), self.database.as_deref())
+    }
+}
+
 /// What the other state folders this user's mkplan wrote on this machine say: every folder
 /// whose head lies beside the journal key, other than `this`, and other than a folder whose
 /// journal ends with its `pushed` record into `database` (the store read now: it received
@@ -153,8 +181,23 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
     let mut folders: BTreeMap<PathBuf, (PathBuf, journal_key::Head)> = BTreeMap::new();
     for entry in entries.filter_map(|entry| entry.ok()) {
         let file = entry.path();
-        let Ok(Some(head)) = journal_key::load_head(&file) else {
+        // A head being written by another run (`store_head`'s `….new`) is read once renamed.
+        if file.extension().is_some_and(|e| e == "new") {
             continue;
+        }
+        let head = match journal_key::load_head(&file) {
+            Ok(Some(head)) => head,
+            Ok(None) => continue,
+            // Whose head it was cannot be told: the folder it names may hold anything.
+            Err(why) => {
+                found.unread.push(UnreadFolder {
+                    state_dir: "(the folder its head names cannot be read)".into(),
+                    head: file.display().to_string(),
+                    why: format!("its head cannot be read: {why}"),
+                    instances: None,
+                });
+                continue;
+            }
         };
         let dir = PathBuf::from(&head.state_dir);
         if head.records == 0
@@ -169,11 +212,8 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
         }
     }
     let mut gone = Vec::new();
-    // The journals read, this one included, as text: where a moved folder's old head ends.
-    let mut texts: Vec<String> = this
-        .iter()
-        .filter_map(|dir| std::fs::read_to_string(dir.join("journal.jsonl")).ok())
-        .collect();
+    // The journals read, this one included: where a moved folder's old head ends.
+    let mut read: Vec<PathBuf> = this.iter().cloned().collect();
     for (dir, (head_file, head)) in folders {
         let unread = |why: String| UnreadFolder {
             state_dir: dir.display().to_string(),
@@ -203,7 +243,20 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
                 continue;
             }
         };
-        texts.push(std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default());
+        read.push(dir.clone());
+        // Cut back or replaced by an older copy since mkplan last wrote it: what it lost is
+        // asked of its head, and what is left of it is read as well.
+        if let Some(Record::RolledBack {
+            expected,
+            found: now,
+            ..
+        }) = records.last()
+            && !holds_none
+        {
+            found.unread.push(unread(format!(
+                "its journal holds {now} record(s), but mkplan last wrote {expected} there: it was cut back or replaced by an older copy, and what it lost may be a rewrap"
+            )));
+        }
         // Pushed whole into the database read now: it holds them.
         if let Some(Record::Pushed { to, .. }) = records.last()
             && database == Some(to.as_str())
@@ -223,7 +276,14 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
         }
     }
     // A folder moved and written at its new place since: that journal holds the record its
-    // old head ends at.
+    // old head ends at. Read as text only when some folder is gone.
+    let texts: Vec<String> = if gone.is_empty() {
+        Vec::new()
+    } else {
+        read.iter()
+            .filter_map(|dir| std::fs::read_to_string(dir.join("journal.jsonl")).ok())
+            .collect()
+    };
     found
         .unread
         .extend(gone.into_iter().filter_map(|(unread, seal)| {

@@ -15,8 +15,20 @@ use crate::cases::network::apply_via;
 use crate::cases::security_journal::NOT_RUN;
 use crate::support::*;
 
+/// A rehearsal of the workspace's rotation: a copy of its fleet as it is now
+/// (`rehearsal.yaml`, same instance and unit ids, another backend identity) and a desired
+/// file naming it (`rehearsal-desired.yaml`).
+pub(crate) fn with_a_rehearsal(ws: &Workspace) {
+    ws.write("rehearsal.yaml", &ws.read(FLEET));
+    ws.write(
+        "rehearsal-desired.yaml",
+        &ws.read(DESIRED)
+            .replace("sim:fleet.yaml", "sim:rehearsal.yaml"),
+    );
+}
+
 /// `mkplan --state FOLDER ARGS` with `env`.
-fn in_folder(ws: &Workspace, folder: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) fn in_folder(ws: &Workspace, folder: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut all = vec!["--state", folder];
     all.extend_from_slice(args);
     ws.mkplan_with_env(&all, env)
@@ -217,4 +229,86 @@ fn a_folder_removed_after_its_rotation_finished_is_not_asked() {
     let plan = in_folder(&ws, "s2", &["plan", DESIRED], &[]);
     assert_says(&plan, 0, &["Plan:"], "s2 after s1 was removed");
     assert!(!said(&plan).contains("cannot be read"), "{}", said(&plan));
+}
+
+/// Two folders of one user plan the same instance at the same moment: each holds only its own
+/// lock, neither has sent anything, so neither plan refuses. Here folder s2's apply is past
+/// its plan (loading, on a slow service) when folder s1 journals a rewrap of the same
+/// instance id (a rehearsal copy of the fleet, whose answer is lost: its record stays
+/// unanswered). Before its own rewrap, s2 asks the other folders again, finds that record,
+/// and sends no rewrap: exit 4, journaled "not sent", the service's key storage untouched.
+#[test]
+fn a_rewrap_another_folder_journaled_since_the_plan_stops_this_rewrap() {
+    use std::process::Stdio;
+    let ws = rotate_to_b(&three_units(false));
+    with_a_rehearsal(&ws);
+    let mut server = Server::start(&ws.path(FLEET), "latency_ms=400", &[]);
+    let mut s2 = ws.process(&[
+        "--state",
+        "s2",
+        "apply",
+        DESIRED,
+        "--auto-approve",
+        "--parallelism",
+        "1",
+    ]);
+    s2.envs(PASSWORDS)
+        .env("MKPLAN_BACKEND", &server.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let s2 = s2.spawn().expect("start s2's apply");
+    wait_until("s2's apply journals its first intent", || {
+        std::fs::read_to_string(ws.path("s2/journal.jsonl"))
+            .is_ok_and(|text| text.contains("\"intent\""))
+    });
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "lose_response_op=7"));
+    let s1 = in_folder(
+        &ws,
+        "s1",
+        &[
+            "apply",
+            "rehearsal-desired.yaml",
+            "--auto-approve",
+            "--parallelism",
+            "1",
+        ],
+        &env,
+    );
+    assert_says(&s1, 1, &["outcome is unknown"], "s1's rehearsal");
+    let s2 = s2.wait_with_output().expect("s2's apply ends");
+    let stderr = String::from_utf8_lossy(&s2.stderr);
+    assert_eq!(s2.status.code(), Some(4), "s2: {stderr}");
+    assert!(
+        stderr.contains("another state folder of this machine recorded a rewrap"),
+        "{stderr}"
+    );
+    assert!(
+        ws.read("s2/journal.jsonl").contains("not sent"),
+        "s2's rewrap intent has no outcome"
+    );
+    // Its own rewrap "not sent" says nothing of s1's: the next plan still refuses (repro5 P3).
+    let again = in_folder(
+        &ws,
+        "s2",
+        &["plan", DESIRED],
+        &[("MKPLAN_BACKEND", &server.url)],
+    );
+    assert_says(
+        &again,
+        3,
+        &["rewrap_evidence", "another state folder"],
+        "s2's next plan",
+    );
+    assert!(server.stop().success());
+    assert_no_incidents(&ws, "s2 stopped before its rewrap");
+    assert_eq!(
+        crate::cases::apply::sim(&ws).instances[0]
+            .key_storage
+            .verification_pattern
+            .as_str(),
+        A,
+        "the service's key storage was rewrapped"
+    );
 }

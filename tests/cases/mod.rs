@@ -1,5 +1,6 @@
 mod adversary3;
 mod adversary4;
+mod adversary5;
 mod adversary_postgres;
 mod apply;
 mod bad_input;

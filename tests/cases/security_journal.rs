@@ -58,6 +58,7 @@ fn rewrap_completed(seal: Option<&str>) -> String {
             unit: None,
             by_hand: false,
             send_within_ms: None,
+            at: None,
         },
         Record::Outcome {
             step: "r1.rewrap".into(),

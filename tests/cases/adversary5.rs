@@ -1,0 +1,146 @@
+//! Regressions from the fifth adversarial review (repro5 P1, P3, P4, P5, P7): what another
+//! state folder of this machine says must outweigh this journal's own word about its rewrap
+//! when it came later, and a folder whose journal lost records, whose head cannot be read, or
+//! whose rehearsal closed a rotation on another backend still answers for the rewrap it sent.
+//! Each test runs the binary with state folders beside one journal key.
+
+use crate::cases::adversary3::{assert_says, said};
+use crate::cases::adversary4::{in_folder, with_a_rehearsal};
+use crate::cases::apply::{PASSWORDS, assert_no_incidents, three_units};
+use crate::cases::security_journal::NOT_RUN;
+use crate::support::*;
+
+fn apply_in(ws: &Workspace, folder: &str, desired: &str, faults: &str) -> Run {
+    let mut env = PASSWORDS.to_vec();
+    if !faults.is_empty() {
+        env.push(("MKPLAN_SIM_FAULTS", faults));
+    }
+    let args = ["apply", desired, "--auto-approve", "--parallelism", "1"];
+    in_folder(ws, folder, &args, &env)
+}
+
+/// P1. s2's apply dies after its commits; its operator attests, truthfully, that nobody
+/// rewrapped. Then a colleague attests the same in s1 (s2 holds no rewrap: accepted) and s1's
+/// apply sends the rewrap, whose answer is lost. s2's plan used to rest on its attestation and
+/// plan a second rewrap; now s1's rewrap, written after that attestation, refuses it.
+#[test]
+fn an_attestation_does_not_speak_for_a_rewrap_another_folder_sent_after_it() {
+    let ws = rotate_to_b(&three_units(false));
+    assert_eq!(apply_in(&ws, "s2", DESIRED, "crash_after_op=6").code, -1);
+    in_folder(&ws, "s2", &NOT_RUN, &[]).expect_code(0);
+    in_folder(&ws, "s1", &NOT_RUN, &[]).expect_code(0);
+    // Attestations are stamped to the second: the rewrap comes a second later at least.
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let s1 = apply_in(&ws, "s1", DESIRED, "lose_response_op=1");
+    assert_says(&s1, 1, &["outcome is unknown"], "s1's rewrap");
+    let s1_dir = ws.path("s1").canonicalize().unwrap().display().to_string();
+    let plan = in_folder(&ws, "s2", &["plan", DESIRED], &[]);
+    assert_says(
+        &plan,
+        3,
+        &["rewrap_evidence", &s1_dir, "never answered"],
+        "s2's plan",
+    );
+    let before = ws.bytes(FLEET);
+    let apply = apply_in(&ws, "s2", DESIRED, "");
+    assert_says(&apply, 3, &["rewrap_evidence"], "s2's apply");
+    assert_eq!(ws.bytes(FLEET), before, "s2 touched the fleet");
+    assert_no_incidents(&ws, "s1's one rewrap");
+}
+
+/// P4. s1's rewrap on the real fleet went unanswered; a rehearsal of the same rotation on a
+/// copy of the fleet, from the same folder, then finished and closed its rotation there. That
+/// close used to empty s1's head, so once s1 could not be read a fresh folder's `--not-run`
+/// was taken. A close on one backend leaves the other's rewrap listed.
+#[test]
+fn a_rehearsals_close_keeps_the_real_rewrap_in_the_head() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = rotate_to_b(&three_units(false));
+    with_a_rehearsal(&ws);
+    let real = apply_in(&ws, "s1", DESIRED, "lose_response_op=7");
+    assert_says(&real, 1, &["outcome is unknown"], "s1's real rewrap");
+    let rehearsal = apply_in(&ws, "s1", "rehearsal-desired.yaml", "");
+    assert_eq!(rehearsal.code, 0, "{}", said(&rehearsal));
+    let s1 = ws.path("s1").canonicalize().unwrap();
+    std::fs::set_permissions(&s1, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let attest = in_folder(&ws, "s2", &NOT_RUN, &[]);
+    assert_says(
+        &attest,
+        3,
+        &["refused", "cannot be read", &s1.display().to_string()],
+        "s2",
+    );
+    std::fs::set_permissions(&s1, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// P5. s1 is restored from a copy made before its rewrap (the key and heads untouched). s1
+/// itself refuses ("cut back"), but its journal no longer holds the rewrap, and a fresh
+/// folder's `--not-run` used to be taken. A folder found cut back answers with its head.
+#[test]
+fn a_folder_restored_from_an_older_copy_answers_with_its_head() {
+    let ws = rotate_to_b(&three_units(false));
+    assert_eq!(apply_in(&ws, "s1", DESIRED, "crash_after_op=6").code, -1);
+    let copy = ws.read("s1/journal.jsonl");
+    in_folder(&ws, "s1", &NOT_RUN, &[]).expect_code(0);
+    let s1 = apply_in(&ws, "s1", DESIRED, "lose_response_op=1");
+    assert_says(&s1, 1, &["outcome is unknown"], "s1's rewrap");
+    ws.write("s1/journal.jsonl", &copy);
+    let attest = in_folder(&ws, "s2", &NOT_RUN, &[]);
+    assert_says(
+        &attest,
+        3,
+        &["refused", "cut back or replaced"],
+        "s2's attestation",
+    );
+    let plan = in_folder(&ws, "s2", &["plan", DESIRED], &[]);
+    assert_says(
+        &plan,
+        3,
+        &["rewrap_evidence", "cut back or replaced"],
+        "s2's plan",
+    );
+}
+
+/// P7. s1's rewrap went unanswered, then its head beside the key became unreadable (made
+/// group-writable, or emptied): it used to be skipped without a word. Now it is named.
+#[test]
+fn a_head_that_cannot_be_read_is_named_never_skipped() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = rotate_to_b(&three_units(false));
+    let s1 = apply_in(&ws, "s1", DESIRED, "lose_response_op=7");
+    assert_says(&s1, 1, &["outcome is unknown"], "s1's rewrap");
+    let heads = ws.journal_key().with_file_name("heads");
+    let s1_dir = ws.path("s1").canonicalize().unwrap().display().to_string();
+    let head = std::fs::read_dir(&heads)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("chain-")
+                && std::fs::read_to_string(p).is_ok_and(|t| t.contains(&s1_dir))
+        })
+        .expect("s1's head");
+    std::fs::set_permissions(&head, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let attest = in_folder(&ws, "s2", &NOT_RUN, &[]);
+    assert_says(
+        &attest,
+        3,
+        &[
+            "refused",
+            "its head cannot be read",
+            &head.display().to_string(),
+        ],
+        "s2's attestation, s1's head group-writable",
+    );
+    std::fs::write(&head, "").unwrap();
+    std::fs::set_permissions(&head, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let plan = in_folder(&ws, "s2", &["plan", DESIRED], &[]);
+    assert_says(
+        &plan,
+        3,
+        &["rewrap_evidence", "its head cannot be read"],
+        "s2's plan",
+    );
+}
