@@ -11,6 +11,9 @@
 //! of a swapped card, so any record that does not verify, and a journal that does not extend
 //! its head (deleted, emptied, cut back, replaced), is refused, never read past. A last line
 //! cut by a crash mid-write is the one damage tolerated.
+//!
+//! A team's database keeps it instead (`store::postgres::group`): the records are the same,
+//! and where they go is a [`GroupSink`], so the apply does not care which store it writes to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -57,6 +60,12 @@ pub enum GroupRecord {
     },
     /// The group converged: the change is closed.
     Done { identity: String, at: String },
+    /// `state push` moved the journal into a database (`to`): this file is an archive.
+    Pushed {
+        identity: String,
+        at: String,
+        to: String,
+    },
 }
 
 impl GroupRecord {
@@ -67,30 +76,43 @@ impl GroupRecord {
             Self::Intent { .. } => "intent",
             Self::Outcome { .. } => "outcome",
             Self::Done { .. } => "done",
+            Self::Pushed { .. } => "pushed",
         }
     }
 
-    fn identity(&self) -> &str {
+    pub fn identity(&self) -> &str {
         match self {
             Self::Begin { identity, .. }
             | Self::Intent { identity, .. }
             | Self::Outcome { identity, .. }
-            | Self::Done { identity, .. } => identity,
+            | Self::Done { identity, .. }
+            | Self::Pushed { identity, .. } => identity,
         }
     }
 }
 
+/// Where a group journal's records go: a file in the state folder (sealed with the journal
+/// key, its head beside the key) or a team's database. `append` returns once the record is
+/// durable (fsynced, or committed under this writer's lease), never before.
+pub trait GroupSink: Send {
+    /// Appends `record`, the journal's `count`-th.
+    fn append(&mut self, record: &GroupRecord, count: usize) -> Result<(), String>;
+}
+
 pub struct GroupJournal {
-    path: PathBuf,
+    /// Where it is, for messages.
+    named: String,
     identity: String,
     records: Vec<GroupRecord>,
     /// How many records were there when it was opened: those after are this run's.
     opened_with: usize,
     /// Present when opened to append.
-    writer: Option<Writer>,
+    sink: Option<Box<dyn GroupSink>>,
 }
 
-struct Writer {
+/// The state folder's journal file, sealed.
+struct FileSink {
+    path: PathBuf,
     key: JournalKey,
     /// The seal of the last record, which the next one chains to.
     last_seal: String,
@@ -129,13 +151,40 @@ impl GroupJournal {
         }
         let path = Self::path_for(state_dir, identity);
         let read = Self::load(state_dir, &path, identity, key)?;
-        Ok(Self {
-            path,
+        Ok(Self::from_records(
+            crate::quote::path(&path),
+            identity,
+            read.records,
+            None,
+        ))
+    }
+
+    /// A journal read from elsewhere (a database), appended to through `sink` if any. Its
+    /// records were checked against their store's checksums and chain; here, that each is
+    /// about `identity` and that the journal was not moved on.
+    pub fn shared(
+        named: String,
+        identity: &str,
+        records: Vec<GroupRecord>,
+        sink: Option<Box<dyn GroupSink>>,
+    ) -> Result<Self, String> {
+        check_records(&named, identity, &records)?;
+        Ok(Self::from_records(named, identity, records, sink))
+    }
+
+    fn from_records(
+        named: String,
+        identity: &str,
+        records: Vec<GroupRecord>,
+        sink: Option<Box<dyn GroupSink>>,
+    ) -> Self {
+        Self {
+            named,
             identity: identity.into(),
-            opened_with: read.records.len(),
-            records: read.records,
-            writer: None,
-        })
+            opened_with: records.len(),
+            records,
+            sink,
+        }
     }
 
     /// Opens the journal to append, sealed with `key`: reads and checks it as `read` does,
@@ -152,17 +201,18 @@ impl GroupJournal {
                 .and_then(|()| file.sync_all())
                 .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
         }
-        Ok(Self {
-            path,
-            identity: identity.into(),
-            opened_with: read.records.len(),
-            records: read.records,
-            writer: Some(Writer {
-                key: key.clone(),
-                last_seal: read.last_seal,
-                head: read.head,
-            }),
-        })
+        let sink = FileSink {
+            path: path.clone(),
+            key: key.clone(),
+            last_seal: read.last_seal,
+            head: read.head,
+        };
+        Ok(Self::from_records(
+            crate::quote::path(&path),
+            identity,
+            read.records,
+            Some(Box::new(sink)),
+        ))
     }
 
     fn load(
@@ -225,13 +275,7 @@ impl GroupJournal {
                 ),
             }));
         }
-        if let Some(index) = parsed.records.iter().position(|r| r.identity() != identity) {
-            return Err(format!(
-                "{} line {}: a record for another backend or group",
-                crate::quote::path(path),
-                index + 1
-            ));
-        }
+        check_records(&crate::quote::path(path), identity, &parsed.records)?;
         Ok(Read {
             records: parsed.records,
             good_len: parsed.good_len,
@@ -301,19 +345,25 @@ impl GroupJournal {
         open
     }
 
-    /// Appends one record, sealed and chained, fsyncs it, then moves the journal's head.
+    /// Appends one record: durable (fsynced, or committed) when this returns.
     pub fn append(&mut self, record: GroupRecord) -> Result<(), String> {
-        let Some(writer) = &mut self.writer else {
+        let Some(sink) = &mut self.sink else {
             return Err(format!(
                 "{}: opened to read, not to append (a bug: please report it)",
-                crate::quote::path(&self.path)
+                self.named
             ));
         };
-        let (text, last_seal) = journal::sealed_lines(
-            &writer.key,
-            &writer.last_seal,
-            std::slice::from_ref(&record),
-        );
+        sink.append(&record, self.records.len() + 1)?;
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+impl GroupSink for FileSink {
+    /// Seals and chains the record, fsyncs it, then moves the journal's head.
+    fn append(&mut self, record: &GroupRecord, count: usize) -> Result<(), String> {
+        let (text, last_seal) =
+            journal::sealed_lines(&self.key, &self.last_seal, std::slice::from_ref(record));
         let cannot = |e: std::io::Error| {
             format!(
                 "{}: cannot write the journal: {e}",
@@ -325,16 +375,15 @@ impl GroupJournal {
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(cannot)?;
-        writer.last_seal = last_seal;
-        self.records.push(record);
-        if let Some(head) = &writer.head {
+        self.last_seal = last_seal;
+        if let Some(head) = &self.head {
             let state_dir = self.path.parent().unwrap_or(Path::new("."));
             journal_key::store_head(
                 head,
                 &Head {
                     state_dir: state_dir.display().to_string(),
-                    records: self.records.len() as u64,
-                    seal: writer.last_seal.clone(),
+                    records: count as u64,
+                    seal: self.last_seal.clone(),
                 },
             )
             .map_err(|e| {
@@ -346,6 +395,28 @@ impl GroupJournal {
         }
         Ok(())
     }
+}
+
+/// Every record is about `identity`, and none says the journal was pushed into a database
+/// (then its journal goes on there, and this copy is an archive).
+fn check_records(named: &str, identity: &str, records: &[GroupRecord]) -> Result<(), String> {
+    if let Some(index) = records.iter().position(|r| r.identity() != identity) {
+        return Err(format!(
+            "{named} record {}: a record for another backend or group",
+            index + 1
+        ));
+    }
+    if let Some(GroupRecord::Pushed { to, at, .. }) = records
+        .iter()
+        .find(|r| matches!(r, GroupRecord::Pushed { .. }))
+    {
+        return Err(format!(
+            "the domain group journal {named} was pushed to {} at {} (`mkplan state push`): the group's journal goes on there, and this one is an archive. Nothing was done; name the database with --state (or MKPLAN_STATE)",
+            crate::quote::bare(to),
+            crate::quote::bare(at)
+        ));
+    }
+    Ok(())
 }
 
 /// The refusal for a journal that cannot be trusted: what is wrong, why it matters, and the
@@ -361,9 +432,22 @@ fn distrusted(path: &Path, head: Option<&Path>, what: &str) -> String {
         let head = crate::quote::path(head);
         moves.push(format!("mv {head} {head}.moved"));
     }
-    let move_away = format!("`{}`", moves.join("; "));
+    distrusted_journal(
+        &shown,
+        what,
+        "restore the journal from a backup that extends what mkplan last wrote",
+        &format!(
+            "start a new journal by moving the journal and its head away: `{}`",
+            moves.join("; ")
+        ),
+    )
+}
+
+/// The refusal for a group journal `named` that cannot be trusted (`what`), and the two ways
+/// to settle it: the evidence (`restore`), or the operator's word (`word`).
+pub(crate) fn distrusted_journal(named: &str, what: &str, restore: &str, word: &str) -> String {
     format!(
-        "the domain group journal {shown} cannot be trusted: {what}. It holds the cards' serial numbers from the first step of the group's change, the only evidence that no card was swapped behind an APQN since; mkplan does not plan or apply without it. To settle it, restore the journal from a backup that extends what mkplan last wrote; or, only if you are sure that no change of this group is under way and that no card behind its APQNs was swapped (compare the serial numbers `mkplan status` shows for the group file with your hardware records), start a new journal by moving the journal and its head away: {move_away}. Never edit the journal by hand"
+        "the domain group journal {named} cannot be trusted: {what}. It holds the cards' serial numbers from the first step of the group's change, the only evidence that no card was swapped behind an APQN since; mkplan does not plan or apply without it. To settle it, {restore}; or, only if you are sure that no change of this group is under way and that no card behind its APQNs was swapped (compare the serial numbers `mkplan status` shows for the group file with your hardware records), {word}. Never edit the journal by hand"
     )
 }
 

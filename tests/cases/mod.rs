@@ -45,6 +45,7 @@ mod zcrypt_journal;
 mod zcrypt_losses;
 mod zcrypt_ock_conf;
 mod zcrypt_pins;
+mod zcrypt_postgres;
 mod zcrypt_restaged;
 mod zcrypt_saved;
 mod zcrypt_scenarios;

@@ -49,10 +49,15 @@ impl PgJournal {
 /// the journal key (as the file store keeps its heads): a database restored from an older
 /// backup holds fewer records, and that is seen. `None` when no journal key place is known.
 pub fn head_path(connection: &Connection, scope: &str) -> Option<std::path::PathBuf> {
+    head_path_of(&format!("{}\n{scope}", connection.shown()))
+}
+
+/// Where the head of the journal that `name` names is kept, beside the journal key.
+pub(super) fn head_path_of(name: &str) -> Option<std::path::PathBuf> {
     let key = crate::apply::journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
     let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
-        format!("{}\n{scope}", connection.shown()),
+        name,
     ));
     Some(key.parent()?.join("heads").join(hex::encode(&digest[..16])))
 }
@@ -68,16 +73,78 @@ pub fn seen(connection: &Connection, scope: &str) -> Result<Option<u64>, String>
 /// Records that `scope`'s journal held `records` when this machine last saw it.
 pub fn remember(connection: &Connection, scope: &str, records: u64) {
     if let Some(path) = head_path(connection, scope) {
-        let _ = crate::apply::journal_key::store_head(
+        let _ = remember_at(
             &path,
-            &crate::apply::journal_key::Head {
-                state_dir: format!("{} {scope}", connection.shown()),
-                records,
-                seal: String::new(),
-            },
+            &format!("{} {scope}", connection.shown()),
+            records,
+            "",
         );
     }
 }
+
+/// Records in the head at `path` that the journal `named` held `records`, the last with the
+/// chain hash `chain` ('' for a journal whose head keeps only its length).
+pub(super) fn remember_at(
+    path: &std::path::Path,
+    named: &str,
+    records: u64,
+    chain: &str,
+) -> std::io::Result<()> {
+    crate::apply::journal_key::store_head(
+        path,
+        &crate::apply::journal_key::Head {
+            state_dir: named.to_string(),
+            records,
+            seal: chain.to_string(),
+        },
+    )
+}
+
+/// A scope's rows read in order, each linked to the one before: the chain hash is
+/// sha256(previous chain || the row's checksum), so a row edited or removed breaks every link
+/// after it.
+#[derive(Default)]
+pub(super) struct Chain {
+    /// The chain hash after the last row read ('' before the first).
+    pub(super) last: String,
+    rows: i64,
+}
+
+impl Chain {
+    /// The row numbered `seq` comes next.
+    pub(super) fn expect(&self, seq: i64) -> Result<(), &'static str> {
+        if seq == self.rows + 1 {
+            Ok(())
+        } else {
+            Err("records before it are missing")
+        }
+    }
+
+    /// The next row, of checksum `sha256`, says its chain hash is `link`.
+    pub(super) fn link(&mut self, sha256: &str, link: &str) -> Result<(), &'static str> {
+        self.last = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            format!("{}{sha256}", self.last),
+        )));
+        self.rows += 1;
+        if self.last == link {
+            Ok(())
+        } else {
+            Err("it does not link to the record before it")
+        }
+    }
+}
+
+/// The refusal for a scope's journal (`named`) whose rows or head do not hold together.
+pub(super) fn damaged(named: &str, seq: i64, why: &str) -> String {
+    format!(
+        "{named} is damaged at record {seq}: {why}. It cannot be trusted to settle what happened; keep the database as it is for investigation, compare the live state (`mkplan status`) with the audit trail, and ask for help before acting"
+    )
+}
+
+/// What the scope's head (its length and last chain hash) not matching its rows means.
+pub(super) const HEAD_MISMATCH: &str =
+    "the scope's head does not match its records (records were removed or added outside mkplan)";
 
 pub(super) fn batch_id() -> String {
     let mut id = [0u8; 16];
@@ -255,30 +322,18 @@ pub fn read_journal(
             })
         })
         .map_err(|e| format!("cannot read the journal of {scope} in {}: {e}", connection.shown()))?;
-    let damaged = |seq: i64, why: &str| {
-        format!(
-            "the journal of {scope} in {} is damaged at record {seq}: {why}. It cannot be trusted to settle what happened; keep the database as it is for investigation, compare the live state (`mkplan status`) with the audit trail, and ask for help before acting",
-            connection.shown()
-        )
-    };
+    let named = format!("the journal of {scope} in {}", connection.shown());
+    let damaged = |seq: i64, why: &str| damaged(&named, seq, why);
     let wanted: Option<Vec<String>> =
         instances.map(|ids| ids.iter().map(|i| i.to_lowercase()).collect());
-    let mut chain = String::new();
+    let mut chain = Chain::default();
     let mut records = Vec::new();
-    for (index, row) in rows.iter().enumerate() {
+    for row in &rows {
         let seq: i64 = row.get(0);
-        if seq != index as i64 + 1 {
-            return Err(damaged(seq, "records before it are missing"));
-        }
+        chain.expect(seq).map_err(|why| damaged(seq, why))?;
         let (line, sha256, link): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
         let record = shared_record(line, sha256).map_err(|why| damaged(seq, &why))?;
-        chain = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            format!("{chain}{sha256}"),
-        )));
-        if chain != link {
-            return Err(damaged(seq, "it does not link to the record before it"));
-        }
+        chain.link(sha256, link).map_err(|why| damaged(seq, why))?;
         let instance: Option<&str> = row.get(4);
         let about_wanted = match (&wanted, instance) {
             (Some(ids), Some(instance)) => ids.iter().any(|i| i == instance),
@@ -289,10 +344,9 @@ pub fn read_journal(
         }
     }
     match head {
-        Some((count, last)) if count != rows.len() as i64 || last != chain => Err(damaged(
-            count,
-            "the scope's head does not match its records (records were removed or added outside mkplan)",
-        )),
+        Some((count, last)) if count != rows.len() as i64 || last != chain.last => {
+            Err(damaged(count, HEAD_MISMATCH))
+        }
         _ => Ok(records),
     }
 }
@@ -400,13 +454,18 @@ pub fn incarnation_changed(connection: &Connection, scope: &str) -> Result<Optio
         })
         .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
     let Some(row) = row else { return Ok(None) };
-    let (recorded, now): (Option<String>, Option<String>) = (row.get(0), row.get(1));
-    Ok(match (recorded, now) {
+    Ok(moved(row.get(0), row.get(1)))
+}
+
+/// Why a journal last written in incarnation `recorded` is not where it was, now that the
+/// database is `now` (see `incarnation_changed`).
+pub(super) fn moved(recorded: Option<String>, now: Option<String>) -> Option<String> {
+    match (recorded, now) {
         (Some(recorded), Some(now)) if recorded != now => Some(format!(
             "the database holding it is not the one it was last written in (database and WAL timeline {recorded}, now {now}): a restore from a backup, a copy, or a replica promoted after a failover, which may lack the latest records"
         )),
         _ => None,
-    })
+    }
 }
 
 /// Records, under `lease`, that `scope`'s journal now lives in this database and timeline.
