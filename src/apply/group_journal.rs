@@ -151,12 +151,35 @@ impl GroupJournal {
         }
         let path = Self::path_for(state_dir, identity);
         let read = Self::load(state_dir, &path, identity, key)?;
+        not_pushed(&crate::quote::path(&path), &read.records)?;
         Ok(Self::from_records(
             crate::quote::path(&path),
             identity,
             read.records,
             None,
         ))
+    }
+
+    /// Reads the journal as `read` does, for `state push`: None when it was pushed already
+    /// (its last record, sealed, says so).
+    pub fn read_to_push(
+        state_dir: &Path,
+        identity: &str,
+        key: Option<&JournalKey>,
+    ) -> Result<Option<Self>, String> {
+        super::state_dir::check(state_dir)?;
+        let path = Self::path_for(state_dir, identity);
+        let read = Self::load(state_dir, &path, identity, key)?;
+        if let Some(GroupRecord::Pushed { .. }) = read.records.last() {
+            return Ok(None);
+        }
+        not_pushed(&crate::quote::path(&path), &read.records)?;
+        Ok(Some(Self::from_records(
+            crate::quote::path(&path),
+            identity,
+            read.records,
+            None,
+        )))
     }
 
     /// A journal read from elsewhere (a database), appended to through `sink` if any. Its
@@ -168,7 +191,8 @@ impl GroupJournal {
         records: Vec<GroupRecord>,
         sink: Option<Box<dyn GroupSink>>,
     ) -> Result<Self, String> {
-        check_records(&named, identity, &records)?;
+        check_identity(&named, identity, &records)?;
+        not_pushed(&named, &records)?;
         Ok(Self::from_records(named, identity, records, sink))
     }
 
@@ -193,6 +217,7 @@ impl GroupJournal {
         super::state_dir::prepare(state_dir)?;
         let path = Self::path_for(state_dir, identity);
         let read = Self::load(state_dir, &path, identity, Some(key))?;
+        not_pushed(&crate::quote::path(&path), &read.records)?;
         let file_len = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
         if (read.good_len as u64) < file_len {
             let file = super::state_dir::open(&path, OpenOptions::new().write(true))
@@ -275,13 +300,58 @@ impl GroupJournal {
                 ),
             }));
         }
-        check_records(&crate::quote::path(path), identity, &parsed.records)?;
+        check_identity(&crate::quote::path(path), identity, &parsed.records)?;
         Ok(Read {
             records: parsed.records,
             good_len: parsed.good_len,
             last_seal: parsed.last_seal,
             head: head_path,
         })
+    }
+
+    /// The identities of the group journals in `state_dir` (`state push`), read from each
+    /// file's first record; a file not named after the identity it records is refused. Each is
+    /// checked whole when read.
+    pub fn identities_in(state_dir: &Path) -> Result<Vec<String>, String> {
+        let mut identities = Vec::new();
+        let entries = std::fs::read_dir(state_dir)
+            .map_err(|e| format!("{}: {e}", crate::quote::path(state_dir)))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| format!("{}: {e}", crate::quote::path(state_dir)))?
+                .path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !(name.starts_with("zcrypt-") && name.ends_with(".jsonl")) {
+                continue;
+            }
+            let bytes = crate::bounded_read::read(&path, GROUP_JOURNAL_BYTES_MAX)
+                .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
+            #[derive(Deserialize)]
+            struct First {
+                record: GroupRecord,
+            }
+            let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+            let Ok(First { record }) = serde_json::from_slice::<First>(first) else {
+                if bytes.contains(&b'\n') {
+                    return Err(format!(
+                        "{}: its first line is not a domain group record",
+                        crate::quote::path(&path)
+                    ));
+                }
+                continue; // empty, or one line cut by a crash: no record
+            };
+            let identity = record.identity().to_string();
+            if Self::path_for(state_dir, &identity) != path {
+                return Err(format!(
+                    "{}: it records {}, whose journal has another name: it was renamed or copied",
+                    crate::quote::path(&path),
+                    crate::quote::bare(&identity)
+                ));
+            }
+            identities.push(identity);
+        }
+        identities.sort();
+        Ok(identities)
     }
 
     pub fn identity(&self) -> &str {
@@ -397,15 +467,21 @@ impl GroupSink for FileSink {
     }
 }
 
-/// Every record is about `identity`, and none says the journal was pushed into a database
-/// (then its journal goes on there, and this copy is an archive).
-fn check_records(named: &str, identity: &str, records: &[GroupRecord]) -> Result<(), String> {
-    if let Some(index) = records.iter().position(|r| r.identity() != identity) {
-        return Err(format!(
+/// Every record is about `identity`.
+fn check_identity(named: &str, identity: &str, records: &[GroupRecord]) -> Result<(), String> {
+    match records.iter().position(|r| r.identity() != identity) {
+        Some(index) => Err(format!(
             "{named} record {}: a record for another backend or group",
             index + 1
-        ));
+        )),
+        None => Ok(()),
     }
+}
+
+/// No record says the journal was pushed into a database: then the group's journal goes on
+/// there, and this copy is an archive (a record after it was written by a run that had the
+/// journal open while the push ran: the database never got it).
+fn not_pushed(named: &str, records: &[GroupRecord]) -> Result<(), String> {
     if let Some(GroupRecord::Pushed { to, at, .. }) = records
         .iter()
         .find(|r| matches!(r, GroupRecord::Pushed { .. }))

@@ -284,3 +284,52 @@ fn zcrypt_postgres_a_card_swapped_mid_change_is_refused_from_the_journal_in_the_
     world.swap_card("04", "93AABC04000000FF");
     world.assert_refused(&["card_serial_numbers", "93AABC04000000FF"]);
 }
+
+/// `state push` moves a state folder's group journal into the database in the middle of a
+/// change: the apply against the database resumes it (the Begin record's serial numbers came
+/// along) and converges with zero incidents, and the folder's journal, marked as pushed, is
+/// refused from then on.
+#[test]
+fn zcrypt_postgres_state_push_moves_a_group_journal_mid_change_and_retires_the_folder() {
+    let Some(url) = database() else {
+        return;
+    };
+    let mut world = World::new(true);
+    world.apply_until_the_first_set();
+    let out = world.run(&["state", "push", "--from", "state", "--state", &url]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("journal records of domain group zcrypt:"),
+        "{said}"
+    );
+    let folder = world.run(&["plan", "group.yaml"]);
+    let refused = String::from_utf8_lossy(&folder.stderr).to_string();
+    assert_eq!(folder.status.code(), Some(3), "{refused}");
+    assert!(refused.contains("was pushed to postgres://"), "{refused}");
+    assert_eq!(kinds(&url).first().map(String::as_str), Some("begin"));
+    let again = world.run(&["state", "push", "--from", "state", "--state", &url]);
+    assert_eq!(again.status.code(), Some(1));
+
+    world.env.push(("MKPLAN_STATE", url.clone()));
+    world.swap_card("04", "93AABC04000000FF");
+    world.assert_refused(&["card_serial_numbers"]);
+    world.swap_card("04", "93AABC0400000002");
+    world.assert_apply_converges();
+    world.assert_nothing_left();
+    assert_no_folder_journal_after_push(&world);
+}
+
+/// The folder keeps only its archive: the pushed journal, which ends with its `pushed` record.
+fn assert_no_folder_journal_after_push(world: &World) {
+    let state = world.root.join("state");
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("zcrypt-") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let last = text.lines().last().unwrap();
+            assert!(last.contains("\"pushed\""), "{name}: {last}");
+        }
+    }
+}
