@@ -14,13 +14,13 @@
 use std::sync::Arc;
 
 use super::journal::{
-    Chain, HEAD_MISMATCH, batch_id, damaged, head_path_of, moved, remember_at, with_retries,
-    write_failed,
+    batch_id, chained_records, head_path_of, moved, read_scope, record_incarnation_with,
+    remember_at, with_retries, write_failed,
 };
 use super::lease::{Lease, Request};
-use super::{Connection, Database, DbError};
+use super::{Connection, Database};
 use crate::apply::group_journal::{GroupJournal, GroupRecord, GroupSink, distrusted_journal};
-use crate::apply::journal::{unsealed_line, unsealed_record};
+use crate::apply::journal::unsealed_line;
 use crate::error::{Error, Result};
 
 /// The scope of the group whose identity is `identity`, on this Linux image.
@@ -82,21 +82,13 @@ impl GroupLease {
     pub fn journal(&self, identity: &str) -> Result<GroupJournal> {
         let scope = group_scope(identity);
         let read = read(&self.connection, &scope, identity)?;
-        let (lease, fence) = self.lease.fence();
-        let key = scope.clone();
-        self.connection
-            .call(move |client| {
-                Box::pin(async move {
-                    client
-                        .execute(
-                            "SELECT mkplan_group_incarnation($1, $2, $3)",
-                            &[&key, &lease, &fence],
-                        )
-                        .await
-                        .map(|_| ())
-                })
-            })
-            .map_err(|e| Error::Other(write_failed("journal's place", (e, 1))))?;
+        record_incarnation_with(
+            &self.connection,
+            "SELECT mkplan_group_incarnation($1, $2, $3)",
+            &scope,
+            &self.lease,
+        )
+        .map_err(|e| Error::Other(write_failed("journal's place", (e, 1))))?;
         let count = read.records.len() as u64;
         remember(&self.connection, &scope, count, &read.chain)?;
         let sink = PgGroupSink {
@@ -175,53 +167,26 @@ struct Read {
 /// machine's head of it, and the database and timeline it was last written in.
 fn read(connection: &Connection, scope: &str, identity: &str) -> Result<Read> {
     let named = format!("of {identity} in {}", connection.shown());
-    let key = scope.to_string();
-    let (rows, head) = connection
-        .call(move |client| {
-            Box::pin(async move {
-                let rows = client
-                    .query(
-                        "SELECT seq, line, sha256, chain FROM mkplan_group_journal WHERE scope = $1 ORDER BY seq",
-                        &[&key],
-                    )
-                    .await?;
-                let head = client
-                    .query_opt(
-                        "SELECT records, chain, incarnation, mkplan_incarnation() FROM mkplan_group_scopes WHERE scope = $1",
-                        &[&key],
-                    )
-                    .await?;
-                Ok((rows, head))
-            })
-        })
-        .map_err(|e: DbError| Error::Other(format!("cannot read the journal {named}: {e}")))?;
-    let journal_named = format!("the domain group journal {named}");
-    let damaged = |seq: i64, why: &str| Error::Unsafe(damaged(&journal_named, seq, why));
-    let mut chain = Chain::default();
-    let mut chains = Vec::with_capacity(rows.len());
-    let mut records = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let seq: i64 = row.get(0);
-        chain.expect(seq).map_err(|why| damaged(seq, why))?;
-        let (line, sha256, link): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
-        let record = unsealed_record(line, sha256).map_err(|why| damaged(seq, &why))?;
-        chain.link(sha256, link).map_err(|why| damaged(seq, why))?;
-        chains.push(chain.last.clone());
-        records.push(record);
-    }
-    let mut incarnation = (None, None);
-    if let Some(head) = &head {
-        let (count, last): (i64, &str) = (head.get(0), head.get(1));
-        if count != rows.len() as i64 || last != chain.last {
-            return Err(damaged(count, HEAD_MISMATCH));
-        }
-        incarnation = (head.get(2), head.get(3));
-    }
+    let (rows, head) = read_scope(
+        connection,
+        scope,
+        "SELECT seq, line, sha256, chain FROM mkplan_group_journal WHERE scope = $1 ORDER BY seq",
+        "SELECT records, chain, incarnation, mkplan_incarnation() FROM mkplan_group_scopes WHERE scope = $1",
+    )
+    .map_err(|e| Error::Other(format!("cannot read the journal {named}: {e}")))?;
+    let checked: Vec<(GroupRecord, String)> = chained_records(
+        &rows,
+        head.as_ref().map(|row| (row.get(0), row.get(1))),
+        &format!("the domain group journal {named}"),
+    )
+    .map_err(Error::Unsafe)?;
+    let (records, chains): (Vec<GroupRecord>, Vec<String>) = checked.into_iter().unzip();
+    let incarnation = head.map_or((None, None), |row| (row.get(2), row.get(3)));
     check_not_rolled_back(scope, &named, &chains, incarnation)?;
     Ok(Read {
         named,
         records,
-        chain: chain.last,
+        chain: chains.last().cloned().unwrap_or_default(),
     })
 }
 

@@ -10,7 +10,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::audit::{self, AuditQueue};
 use super::lease::Lease;
 use super::{Connection, DbError};
-use crate::apply::journal::{Record, SharedJournal, SharedLine, shared_record};
+use crate::apply::journal::{Record, SharedJournal, SharedLine, unsealed_record};
 
 /// Attempts at one write when the connection is lost, and the pause before the first retry
 /// (doubled each time): about 8 s in all, then the write fails.
@@ -104,15 +104,15 @@ pub(super) fn remember_at(
 /// sha256(previous chain || the row's checksum), so a row edited or removed breaks every link
 /// after it.
 #[derive(Default)]
-pub(super) struct Chain {
+struct Chain {
     /// The chain hash after the last row read ('' before the first).
-    pub(super) last: String,
+    last: String,
     rows: i64,
 }
 
 impl Chain {
     /// The row numbered `seq` comes next.
-    pub(super) fn expect(&self, seq: i64) -> Result<(), &'static str> {
+    fn expect(&self, seq: i64) -> Result<(), &'static str> {
         if seq == self.rows + 1 {
             Ok(())
         } else {
@@ -121,7 +121,7 @@ impl Chain {
     }
 
     /// The next row, of checksum `sha256`, says its chain hash is `link`.
-    pub(super) fn link(&mut self, sha256: &str, link: &str) -> Result<(), &'static str> {
+    fn link(&mut self, sha256: &str, link: &str) -> Result<(), &'static str> {
         self.last = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
             <sha2::Sha256 as sha2::Digest>::new(),
             format!("{}{sha256}", self.last),
@@ -136,14 +136,14 @@ impl Chain {
 }
 
 /// The refusal for a scope's journal (`named`) whose rows or head do not hold together.
-pub(super) fn damaged(named: &str, seq: i64, why: &str) -> String {
+fn damaged(named: &str, seq: i64, why: &str) -> String {
     format!(
         "{named} is damaged at record {seq}: {why}. It cannot be trusted to settle what happened; keep the database as it is for investigation, compare the live state (`mkplan status`) with the audit trail, and ask for help before acting"
     )
 }
 
 /// What the scope's head (its length and last chain hash) not matching its rows means.
-pub(super) const HEAD_MISMATCH: &str =
+const HEAD_MISMATCH: &str =
     "the scope's head does not match its records (records were removed or added outside mkplan)";
 
 pub(super) fn batch_id() -> String {
@@ -301,39 +301,20 @@ pub fn read_journal(
     scope: &str,
     instances: Option<&[String]>,
 ) -> Result<Vec<Record>, String> {
-    let key = scope.to_string();
-    let (rows, head) = connection
-        .call(move |client| {
-            Box::pin(async move {
-                let rows = client
-                    .query(
-                        "SELECT seq, line, sha256, chain, instance FROM mkplan_journal WHERE scope = $1 ORDER BY seq",
-                        &[&key],
-                    )
-                    .await?;
-                let head = client
-                    .query_opt(
-                        "SELECT journal_records, journal_chain FROM mkplan_scopes WHERE scope = $1",
-                        &[&key],
-                    )
-                    .await?
-                    .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)));
-                Ok((rows, head))
-            })
-        })
-        .map_err(|e| format!("cannot read the journal of {scope} in {}: {e}", connection.shown()))?;
+    let (rows, head) = read_scope(
+        connection,
+        scope,
+        "SELECT seq, line, sha256, chain, instance FROM mkplan_journal WHERE scope = $1 ORDER BY seq",
+        "SELECT journal_records, journal_chain FROM mkplan_scopes WHERE scope = $1",
+    )
+    .map_err(|e| format!("cannot read the journal of {scope} in {}: {e}", connection.shown()))?;
     let named = format!("the journal of {scope} in {}", connection.shown());
-    let damaged = |seq: i64, why: &str| damaged(&named, seq, why);
+    let head = head.map(|row| (row.get(0), row.get(1)));
+    let checked = chained_records::<Record>(&rows, head, &named)?;
     let wanted: Option<Vec<String>> =
         instances.map(|ids| ids.iter().map(|i| i.to_lowercase()).collect());
-    let mut chain = Chain::default();
     let mut records = Vec::new();
-    for row in &rows {
-        let seq: i64 = row.get(0);
-        chain.expect(seq).map_err(|why| damaged(seq, why))?;
-        let (line, sha256, link): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
-        let record = shared_record(line, sha256).map_err(|why| damaged(seq, &why))?;
-        chain.link(sha256, link).map_err(|why| damaged(seq, why))?;
+    for (row, (record, _)) in rows.iter().zip(checked) {
         let instance: Option<&str> = row.get(4);
         let about_wanted = match (&wanted, instance) {
             (Some(ids), Some(instance)) => ids.iter().any(|i| i == instance),
@@ -343,9 +324,50 @@ pub fn read_journal(
             records.push(record);
         }
     }
+    Ok(records)
+}
+
+/// A scope's rows (`rows_sql`) and its head (`head_sql`), read in one call.
+pub(super) fn read_scope(
+    connection: &Connection,
+    scope: &str,
+    rows_sql: &'static str,
+    head_sql: &'static str,
+) -> Result<(Vec<tokio_postgres::Row>, Option<tokio_postgres::Row>), DbError> {
+    let key = scope.to_string();
+    connection.call(move |client| {
+        Box::pin(async move {
+            let rows = client.query(rows_sql, &[&key]).await?;
+            let head = client.query_opt(head_sql, &[&key]).await?;
+            Ok((rows, head))
+        })
+    })
+}
+
+/// Each row's record (columns `seq, line, sha256, chain`), checked against its checksum and
+/// linked to the row before, with the chain hash after it; and the scope's `head` (length,
+/// last chain hash) checked against them. A break anywhere is an error that names the row of
+/// the journal `named`.
+pub(super) fn chained_records<R: serde::Serialize + serde::de::DeserializeOwned>(
+    rows: &[tokio_postgres::Row],
+    head: Option<(i64, String)>,
+    named: &str,
+) -> Result<Vec<(R, String)>, String> {
+    let mut chain = Chain::default();
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq: i64 = row.get(0);
+        chain.expect(seq).map_err(|why| damaged(named, seq, why))?;
+        let (line, sha256, link): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
+        let record = unsealed_record(line, sha256).map_err(|why| damaged(named, seq, &why))?;
+        chain
+            .link(sha256, link)
+            .map_err(|why| damaged(named, seq, why))?;
+        records.push((record, chain.last.clone()));
+    }
     match head {
         Some((count, last)) if count != rows.len() as i64 || last != chain.last => {
-            Err(damaged(count, HEAD_MISMATCH))
+            Err(damaged(named, count, HEAD_MISMATCH))
         }
         _ => Ok(records),
     }
@@ -474,19 +496,26 @@ pub fn record_incarnation(
     scope: &str,
     lease: &Lease,
 ) -> Result<(), String> {
+    record_incarnation_with(
+        connection,
+        "SELECT mkplan_scope_incarnation($1, $2, $3)",
+        scope,
+        lease,
+    )
+    .map_err(|e| format!("cannot write the journal of {scope}: {e}"))
+}
+
+/// Runs `sql`, which records under a lease where the journal of a scope lives, on `scope`
+/// and `lease`'s id and fence.
+pub(super) fn record_incarnation_with(
+    connection: &Connection,
+    sql: &'static str,
+    scope: &str,
+    lease: &Lease,
+) -> Result<(), DbError> {
     let key = scope.to_string();
     let (id, fence) = lease.fence();
-    connection
-        .call(move |client| {
-            Box::pin(async move {
-                client
-                    .execute(
-                        "SELECT mkplan_scope_incarnation($1, $2, $3)",
-                        &[&key, &id, &fence],
-                    )
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .map_err(|e| format!("cannot write the journal of {scope}: {e}"))
+    connection.call(move |client| {
+        Box::pin(async move { client.execute(sql, &[&key, &id, &fence]).await.map(|_| ()) })
+    })
 }
