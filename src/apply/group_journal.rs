@@ -50,6 +50,10 @@ pub enum GroupRecord {
         step: String,
         action: String,
         what: String,
+        /// On a shared journal, the tool runs within this long of the intent's commit, or
+        /// never (`GroupSink::send_window`). Absent on a folder's journal, and for ceremonies.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        send_within_ms: Option<u64>,
     },
     Outcome {
         identity: String,
@@ -97,6 +101,13 @@ impl GroupRecord {
 pub trait GroupSink: Send {
     /// Appends `record`, the journal's `count`-th.
     fn append(&mut self, record: &GroupRecord, count: usize) -> Result<(), String>;
+    /// How long after its intent is committed a tool may still be run: another writer can
+    /// take a shared journal over from a writer that stopped (paused), and waits this long
+    /// before it settles what that writer left open. None: no other writer can (a folder's
+    /// journal, under its lock).
+    fn send_window(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 pub struct GroupJournal {
@@ -362,6 +373,11 @@ impl GroupJournal {
         &self.records
     }
 
+    /// The send window each tool step's intent promises (`GroupSink::send_window`).
+    pub fn send_window(&self) -> Option<std::time::Duration> {
+        self.sink.as_ref().and_then(|sink| sink.send_window())
+    }
+
     /// The records written before this process opened the journal (earlier runs').
     pub fn earlier_records(&self) -> usize {
         self.opened_with
@@ -404,15 +420,13 @@ impl GroupJournal {
 
     /// Steps whose intent has no outcome: a run stopped in them.
     pub fn unsettled(&self) -> Vec<(String, String)> {
-        let mut open: Vec<(String, String)> = Vec::new();
-        for record in &self.records {
-            match record {
-                GroupRecord::Intent { step, what, .. } => open.push((step.clone(), what.clone())),
-                GroupRecord::Outcome { step, .. } => open.retain(|(s, _)| s != step),
-                _ => {}
-            }
-        }
-        open
+        open_intents(&self.records)
+            .into_iter()
+            .filter_map(|record| match record {
+                GroupRecord::Intent { step, what, .. } => Some((step.clone(), what.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Appends one record: durable (fsynced, or committed) when this returns.
@@ -465,6 +479,21 @@ impl GroupSink for FileSink {
         }
         Ok(())
     }
+}
+
+/// The intents of `records` that have no outcome, in order.
+pub fn open_intents(records: &[GroupRecord]) -> Vec<&GroupRecord> {
+    let mut open: Vec<&GroupRecord> = Vec::new();
+    for record in records {
+        match record {
+            GroupRecord::Intent { .. } => open.push(record),
+            GroupRecord::Outcome { step, .. } => open.retain(
+                |intent| !matches!(intent, GroupRecord::Intent { step: s, .. } if s == step),
+            ),
+            _ => {}
+        }
+    }
+    open
 }
 
 /// Every record is about `identity`.
@@ -528,60 +557,5 @@ pub(crate) fn distrusted_journal(named: &str, what: &str, restore: &str, word: &
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_survive_a_reopen_and_a_cut_last_line_is_settled_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = JournalKey::ephemeral();
-        let mut journal = GroupJournal::open(dir.path(), "zcrypt:/x", &key).unwrap();
-        journal
-            .append(GroupRecord::Begin {
-                identity: "zcrypt:/x".into(),
-                at: "t".into(),
-                targets: BTreeMap::new(),
-                serials: BTreeMap::from([("03".into(), "S3".into())]),
-                apqns: Vec::new(),
-            })
-            .unwrap();
-        journal
-            .append(GroupRecord::Intent {
-                identity: "zcrypt:/x".into(),
-                at: "t".into(),
-                step: "z1".into(),
-                action: "stage_reencipher".into(),
-                what: "zkey …".into(),
-            })
-            .unwrap();
-        let path = GroupJournal::path_for(dir.path(), "zcrypt:/x");
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"record\":\"outc")
-            .unwrap();
-        let mut again = GroupJournal::open(dir.path(), "zcrypt:/x", &key).unwrap();
-        assert_eq!(again.open_change_serials().unwrap()[&3], "S3");
-        assert_eq!(again.unsettled().len(), 1);
-        // The cut line is gone: the next record chains on and verifies.
-        again
-            .append(GroupRecord::Done {
-                identity: "zcrypt:/x".into(),
-                at: "t".into(),
-            })
-            .unwrap();
-        let read = GroupJournal::read(dir.path(), "zcrypt:/x", Some(&key)).unwrap();
-        assert_eq!(read.records().len(), 3);
-        // Under another key, no record is evidence.
-        let error = GroupJournal::read(dir.path(), "zcrypt:/x", Some(&JournalKey::ephemeral()))
-            .err()
-            .unwrap();
-        assert!(
-            error.contains("line 1 (begin) is not authenticated"),
-            "{error}"
-        );
-        // Another identity never reads this file's records as its own.
-        assert_ne!(GroupJournal::path_for(dir.path(), "zcrypt:/y"), path);
-    }
-}
+#[path = "group_journal_tests.rs"]
+mod tests;

@@ -349,7 +349,7 @@ fn verify_one(
 
 /// How long a request may take to reach the service and take effect, unless
 /// `MKPLAN_RECLAIM_GRACE_S` says: the HTTP client's timeout for a command.
-fn reclaim_grace() -> Result<Duration> {
+pub(crate) fn reclaim_grace() -> Result<Duration> {
     let default = Duration::from_millis(crate::backend::http::COMMAND_TIMEOUT_MS);
     match std::env::var("MKPLAN_RECLAIM_GRACE_S") {
         Err(_) => Ok(default),

@@ -69,6 +69,10 @@ fn zcrypt_postgres_a_fresh_ep11_change_converges_with_its_journal_in_the_databas
         outcomes, intents,
         "an outcome after every intent: {kinds:?}"
     );
+    // Each tool step's intent promises its send window; a ceremony is the operator's.
+    let windowed = "SELECT count(*) FROM mkplan_group_journal \
+        WHERE line::json->'record'->>'send_within_ms' IS NOT NULL";
+    assert_eq!(count(&url, windowed), 4);
     // The Begin record holds both cards' serial numbers.
     let begin = column(&url, "SELECT line FROM mkplan_group_journal WHERE seq = 1");
     assert!(begin[0].contains("93AABC0400000002"), "{begin:?}");
@@ -327,4 +331,53 @@ fn zcrypt_postgres_state_push_moves_a_group_journal_mid_change_and_retires_the_f
     world.assert_apply_converges();
     world.assert_nothing_left();
     assert_no_folder_journal(&world);
+}
+
+/// `kill -SIG PID`.
+fn signal(sig: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// An apply paused (`SIGSTOP`) at a ceremony step past its lease's expiry: a second apply
+/// reclaims the lease, settles the step it left open by reading, and stops at the same
+/// ceremony (no answer on its stdin). The first, resumed, can write nothing more: its outcome
+/// is refused by the database, and it stops, saying why. A last apply converges; zero
+/// incidents after every apply.
+#[test]
+fn zcrypt_postgres_a_paused_apply_whose_lease_was_taken_over_writes_nothing_more() {
+    let Some((mut world, url)) = on_postgres() else {
+        return;
+    };
+    world.env.retain(|(k, _)| *k != "MKPLAN_LEASE_TTL_S");
+    world.env.push(("MKPLAN_LEASE_TTL_S", "1".into()));
+    world.env.push(("MKPLAN_RECLAIM_GRACE_S", "1".into()));
+    let mut second = None;
+    let (code, stderr) = world.apply_as(|_, _| {
+        if second.is_none() {
+            let pid = column(&url, "SELECT pid FROM mkplan_leases").remove(0);
+            signal("-STOP", &pid);
+            std::thread::sleep(std::time::Duration::from_millis(2_500));
+            second = Some(world.run(&["apply", "group.yaml", "--auto-approve"]));
+            signal("-CONT", &pid);
+        }
+        Operator::Stops
+    });
+    let second = second.expect("the first apply met a ceremony step");
+    let said = String::from_utf8_lossy(&second.stderr).to_string();
+    assert_eq!(second.status.code(), Some(1), "{said}");
+    assert!(said.contains("Reclaimed lease"), "{said}");
+    assert!(
+        said.contains("was interrupted: settled by reading"),
+        "{said}"
+    );
+    assert!(said.contains("no more input on stdin"), "{said}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no longer holds its lease"), "{stderr}");
+    world.assert_no_incidents();
+    world.assert_apply_converges();
+    world.assert_nothing_left();
 }

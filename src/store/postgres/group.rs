@@ -15,11 +15,13 @@ use std::sync::Arc;
 
 use super::journal::{
     batch_id, chained_records, head_path_of, moved, read_scope, record_incarnation_with,
-    remember_at, with_retries, write_failed,
+    remember_at, wait_for_windows, windows_sql, with_retries, write_failed,
 };
 use super::lease::{Lease, Request};
 use super::{Connection, Database};
-use crate::apply::group_journal::{GroupJournal, GroupRecord, GroupSink, distrusted_journal};
+use crate::apply::group_journal::{
+    GroupJournal, GroupRecord, GroupSink, distrusted_journal, open_intents,
+};
 use crate::apply::journal::unsealed_line;
 use crate::error::{Error, Result};
 
@@ -74,7 +76,54 @@ impl GroupLease {
                 gone.describe()
             );
         }
-        Ok(Self { connection, lease })
+        let taken = Self { connection, lease };
+        taken.wait_for_stopped_writers(identity)?;
+        Ok(taken)
+    }
+
+    /// Waits, before the stores are read, until no tool that a writer which stopped (paused,
+    /// its lease reclaimed) journaled can still be run: each open intent's send window from
+    /// its commit, then `MKPLAN_RECLAIM_GRACE_S`. A writer that released its lease, or whose
+    /// process is gone, runs nothing more.
+    fn wait_for_stopped_writers(&self, identity: &str) -> Result<()> {
+        let scope = group_scope(identity);
+        let read = read(&self.connection, &scope, identity)?;
+        let mut windowed = Vec::new();
+        let mut unbounded = false;
+        for intent in open_intents(&read.records) {
+            if let GroupRecord::Intent {
+                step,
+                send_within_ms,
+                what,
+                ..
+            } = intent
+            {
+                match send_within_ms {
+                    Some(_) => windowed.push(step.clone()),
+                    // A ceremony is the operator's, not the writer's; a folder's tool intent
+                    // (pushed) promised no window.
+                    None => unbounded |= !what.starts_with("ceremony on "),
+                }
+            }
+        }
+        let reclaimed_live = self.lease.reclaimed.iter().any(|l| !l.holder_gone());
+        let wait = wait_for_windows(
+            &self.connection,
+            &scope,
+            windows_sql("mkplan_group_journal", "record"),
+            windowed,
+            unbounded && reclaimed_live,
+            crate::store::reclaim_grace()?,
+        )
+        .map_err(Error::Unsafe)?;
+        if let Some(wait) = wait {
+            eprintln!(
+                "Waiting {} s before reading the stores: an earlier apply left a tool step unsettled, and until then it may still run the tool it journaled (each intent's send window, then MKPLAN_RECLAIM_GRACE_S).",
+                wait.as_secs_f64().ceil()
+            );
+            std::thread::sleep(wait);
+        }
+        Ok(())
     }
 
     /// The group's journal, checked as `read_group_journal` checks it, to append to under
@@ -95,6 +144,7 @@ impl GroupLease {
             connection: self.connection.clone(),
             scope,
             fence: self.lease.fence(),
+            send_window: self.lease.send_window(),
         };
         GroupJournal::shared(read.named, identity, read.records, Some(Box::new(sink)))
             .map_err(Error::Unsafe)
@@ -106,6 +156,7 @@ struct PgGroupSink {
     connection: Arc<Connection>,
     scope: String,
     fence: (String, i64),
+    send_window: std::time::Duration,
 }
 
 impl GroupSink for PgGroupSink {
@@ -131,6 +182,10 @@ impl GroupSink for PgGroupSink {
         .map_err(|failed| write_failed("journal records", failed))?;
         let records = u64::try_from(records).unwrap_or(0);
         remember(&self.connection, &self.scope, records, &chain).map_err(|e| e.to_string())
+    }
+
+    fn send_window(&self) -> Option<std::time::Duration> {
+        Some(self.send_window)
     }
 }
 

@@ -422,31 +422,48 @@ pub fn settle_wait(
             }
         }
     }
+    wait_for_windows(
+        connection,
+        scope,
+        windows_sql("mkplan_journal", "kind"),
+        windowed,
+        unbounded && reclaimed_live,
+        grace,
+    )
+}
+
+/// The latest end of the send windows of the intents in `table` (records tagged by `tag`) of
+/// scope `$1` and steps `$2` whose writer is not known to have stopped, in ms from now, on the
+/// database's clock (the commit time and now).
+pub(super) fn windows_sql(table: &str, tag: &str) -> String {
+    format!(
+        "SELECT max(ceil(extract(epoch FROM written_at - clock_timestamp()) * 1000) \
+             + (line::json->'record'->>'send_within_ms')::bigint)::bigint \
+         FROM {table} WHERE scope = $1 \
+         AND line::json->'record'->>'{tag}' = 'intent' \
+         AND line::json->'record'->>'step' = ANY($2) \
+         AND NOT EXISTS (SELECT 1 FROM mkplan_writers_ended e WHERE e.fence = {table}.fence)"
+    )
+}
+
+/// How long to wait until the open intents of steps `windowed` are past their send windows
+/// (`windows_sql`) and `grace`; at least `grace` when `unbounded` (an open
+/// intent without a window, from a writer that may still run). None: no wait.
+pub(super) fn wait_for_windows(
+    connection: &Connection,
+    scope: &str,
+    windows_sql: String,
+    windowed: Vec<String>,
+    unbounded: bool,
+    grace: Duration,
+) -> Result<Option<Duration>, String> {
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-    let mut wait_ms: i64 = if unbounded && reclaimed_live {
-        grace_ms
-    } else {
-        0
-    };
+    let mut wait_ms: i64 = if unbounded { grace_ms } else { 0 };
     if !windowed.is_empty() {
         let key = scope.to_string();
-        // The database's clock on both sides: the commit time and now.
         let row = connection
             .call(move |client| {
-                Box::pin(async move {
-                    client
-                        .query_one(
-                            "SELECT max(ceil(extract(epoch FROM written_at - clock_timestamp()) * 1000) \
-                                 + (line::json->'record'->>'send_within_ms')::bigint)::bigint \
-                             FROM mkplan_journal WHERE scope = $1 \
-                             AND line::json->'record'->>'kind' = 'intent' \
-                             AND line::json->'record'->>'step' = ANY($2) \
-                             AND NOT EXISTS (SELECT 1 FROM mkplan_writers_ended e \
-                                             WHERE e.fence = mkplan_journal.fence)",
-                            &[&key, &windowed],
-                        )
-                        .await
-                })
+                Box::pin(async move { client.query_one(&windows_sql, &[&key, &windowed]).await })
             })
             .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
         // None: every open intent's writer is known to have stopped.
