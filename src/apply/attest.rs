@@ -8,7 +8,7 @@ use super::evidence::{
     backend_of_step, journal_evidence, rewraps_elsewhere, rewraps_on_record, unit_ids, unsettled,
 };
 use super::journal::{Outcome, Record, unix_now};
-use crate::model::{JournalRewrap, LiveInstance, RewrapStatus, VerificationPattern};
+use crate::model::{JournalRewrap, LiveInstance, OtherFolders, RewrapStatus, VerificationPattern};
 use crate::plan::{Action, common_current, rewrap_ruled_out};
 use crate::timestamp::utc_now;
 
@@ -19,20 +19,11 @@ pub struct Attestation {
     pub ran: bool,
     /// With `ran == false` after mkplan's own rewrap went unanswered: what the service showed.
     pub service_evidence: Option<String>,
-    /// The other journals this user's mkplan wrote on this machine (state folders other than
-    /// the one attested into): a rewrap they say was sent to this very backend never reached
-    /// this journal, and refuses "nobody sent it" as one on record here does.
-    pub other_journals: Vec<OtherJournal>,
-}
-
-/// A journal other than the one attested into, as `files::other_journals` found it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OtherJournal {
-    /// Where it is, as messages name it ("the journal in /srv/mkplan/.mkplan").
-    pub named: String,
-    /// The state folder, for the command that opens it.
-    pub folder: String,
-    pub records: Vec<Record>,
+    /// What the other state folders this user's mkplan wrote on this machine say (folders
+    /// other than the one attested into): a rewrap they say was sent never reached this
+    /// journal, and refuses "nobody sent it" as one on record here does; so does a folder
+    /// that cannot be read.
+    pub other_folders: OtherFolders,
 }
 
 /// Why an attestation cannot be taken: nothing is journaled.
@@ -89,14 +80,7 @@ pub fn attestation_records(
     if !attestation.ran && attestation.service_evidence.is_none() {
         unanswered_on_record(records, found, backend, witness, &from, &to)?;
         lost_records(records, &found.id, witness)?;
-        unanswered_in_other_journals(
-            &attestation.other_journals,
-            found,
-            backend,
-            witness,
-            &from,
-            &to,
-        )?;
+        unanswered_in_other_folders(&attestation.other_folders, found, backend, witness, &from)?;
     }
     let statement = if attestation.ran {
         format!(
@@ -206,40 +190,56 @@ fn unanswered_on_record(
     )))
 }
 
-/// A rewrap of this rotation that another journal of this machine says was sent to this very
-/// backend (never answered, or completed, in a rotation not closed there) never reached
-/// `witness`: a `state push` refused or never made, or a second state folder of one fleet.
-/// Nobody at this end can see that it did not run, so "nobody sent it" on the operator's word
-/// alone is refused, naming that journal. Records there made against another backend are
-/// rehearsals or another service as far as this check goes: `unanswered_on_record` covers a
-/// service reached another way within one journal.
-fn unanswered_in_other_journals(
-    others: &[OtherJournal],
+/// A rewrap that another state folder of this machine says mkplan sent from `from` (never
+/// answered: it may still be queued and land whatever key is staged then; or completed), to
+/// this backend or to any other identity of the same instance id (the fleet file moved,
+/// another endpoint), never reached `witness`: a `state push` refused or never made, or a
+/// second state folder of one fleet. Nobody at this end can see that it did not run, so
+/// "nobody sent it" on the operator's word alone is refused, naming that folder. So is a
+/// folder that cannot be read: it may hold one.
+fn unanswered_in_other_folders(
+    others: &OtherFolders,
     found: &LiveInstance,
     backend: &str,
     witness: &str,
     from: &VerificationPattern,
-    to: &VerificationPattern,
 ) -> Result<(), NotTaken> {
-    let instance = found.id.to_ascii_lowercase();
-    let Some((other, rewrap)) = others.iter().find_map(|other| {
-        rewraps_on_record(&other.records, backend)
-            .remove(&instance)?
-            .into_iter()
-            .find(|r| r.of_rotation(from, to))
-            .map(|r| (other, r))
-    }) else {
-        return Ok(());
-    };
-    Err(NotTaken(format!(
-        "refused: {} (another state folder this user's mkplan wrote on this machine) says that on service instance {}, on this very backend ({backend}), {}. {witness} never received those records (a `state push` that was refused or never made, or a second state folder of one fleet): nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Settle the rotation with that folder (`--state {}`), or push it into this store once no run holds it (`mkplan state push --from {}`); if the service showed that the rewrap did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
-        other.named,
-        found.id,
-        rewrap.describe(),
-        crate::quote::name(&other.folder),
-        crate::quote::name(&other.folder),
+    let settle = format!(
+        "if the service showed that no rewrap ran or is pending (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
         RewrapStatus::Rewrapped.describe()
-    )))
+    );
+    if let Some(other) = others
+        .rewraps_of(&found.id)
+        .iter()
+        .find(|r| r.rewrap.from.as_ref().is_none_or(|f| f == from))
+    {
+        let (backend_named, why) = if other.backend == backend {
+            ("this very backend".to_string(), String::new())
+        } else {
+            (
+                other.backend.clone(),
+                format!(
+                    " That backend is not the one named now ({backend}), yet it may be this very service reached another way (the fleet file moved, another endpoint of the service); if it was a rehearsal, the service's own evidence settles it."
+                ),
+            )
+        };
+        return Err(NotTaken(format!(
+            "refused: the journal in {dir} (another state folder this user's mkplan wrote on this machine) says that on service instance {id}, against {backend_named}, {what}.{why} {witness} never received those records (a `state push` that was refused or never made, or a second state folder of one fleet): nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Settle the rotation with that folder (`--state {dir}`), or push it into this store once no run holds it (`mkplan state push --from {dir}`); {settle}",
+            dir = crate::quote::name(&other.state_dir),
+            id = found.id,
+            what = other.rewrap.describe(),
+        )));
+    }
+    if let Some(unread) = others.unread_for(&found.id).first() {
+        return Err(NotTaken(format!(
+            "refused: {}. That folder may hold a rewrap of service instance {} that {witness} never saw: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Make it readable again (its owner: `chmod go-w {dir}`; a folder moved: put it back) and attest again; if it was removed for good and no rewrap it sent can still land, remove its head {head}; {settle}",
+            unread.describe(),
+            found.id,
+            dir = crate::quote::name(&unread.state_dir),
+            head = crate::quote::name(&unread.head),
+        )));
+    }
+    Ok(())
 }
 
 /// A journal cut back, replaced by an older copy, or forked (a copy of it elsewhere went on)

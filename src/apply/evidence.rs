@@ -81,6 +81,9 @@ pub fn journal_evidence_at(
                     note_elsewhere(&mut evidence, key, bound);
                     continue;
                 }
+                if let Some(at) = at {
+                    evidence.began.insert(key.clone(), at.clone());
+                }
                 let same = evidence
                     .rotations
                     .get(&key)
@@ -169,6 +172,7 @@ pub fn journal_evidence_at(
                 // Whatever the missing records said, and whatever the older ones still say
                 // (an attestation now out of date, a rewrap not yet sent), is no evidence.
                 evidence.rotations.clear();
+                evidence.began.clear();
                 attested_at.clear();
                 last_run = Some(index);
                 evidence.unauthenticated.clear();
@@ -193,11 +197,13 @@ pub fn journal_evidence_at(
                 match instance_of(records, record) {
                     Some(instance) => {
                         evidence.rotations.remove(&instance);
+                        evidence.began.remove(&instance);
                         attested_at.remove(&instance);
                         evidence.unauthenticated.entry(instance).or_insert(reason);
                     }
                     None => {
                         evidence.rotations.clear();
+                        evidence.began.clear();
                         attested_at.clear();
                         evidence.unauthenticated_all.get_or_insert(reason);
                     }
@@ -326,6 +332,16 @@ pub fn rewraps_elsewhere(
         }
     }
     out
+}
+
+/// Per instance (lower case), the rewraps records made against any backend say were sent
+/// (by mkplan, or shown as a ceremony step) and never answered, or completed, in a rotation
+/// not closed on that backend, with that backend's identity: what another state folder's
+/// journal tells one that never saw it (`store::files::other_folders`).
+pub fn rewraps_on_any_backend(
+    records: &[Record],
+) -> BTreeMap<String, Vec<(String, RewrapOnRecord)>> {
+    rewraps_elsewhere(records, "")
 }
 
 /// As `rewraps_on_record`; `by_hand` keeps the ceremony steps whose intent verifies too (the

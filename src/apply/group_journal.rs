@@ -468,6 +468,7 @@ impl GroupSink for FileSink {
                     state_dir: state_dir.display().to_string(),
                     records: count as u64,
                     seal: self.last_seal.clone(),
+                    rewraps: None,
                 },
             )
             .map_err(|e| {

@@ -90,6 +90,31 @@ struct FileSink {
     /// False only for a drill's scratch journal, which simulates crashes by cancelling the
     /// apply (every record is written before that point) and never a power cut.
     sync: bool,
+    /// The instances whose rewrap this journal recorded as sent in a rotation not closed
+    /// since (`Head::rewraps`), kept up to date as records are appended.
+    rewraps: std::collections::BTreeSet<String>,
+}
+
+/// Keeps `open` the instances whose rewrap `record` leaves recorded as sent in a rotation not
+/// closed: a rewrap's intent (a ceremony step's too) adds its instance, and only a verified
+/// close of the rotation removes it. A superset of what `evidence::rewraps_on_record` finds,
+/// never less: it answers for a folder nobody can read any more.
+/// True when it added one.
+fn note_rewraps(open: &mut std::collections::BTreeSet<String>, record: &Record) -> bool {
+    match record.written() {
+        Record::Intent {
+            action: crate::plan::Action::RewrapKeyStorage,
+            instance,
+            ..
+        } => open.insert(instance.to_ascii_lowercase()),
+        Record::RotationClosed { instance, .. }
+            if !matches!(record, Record::Unauthenticated { .. }) =>
+        {
+            open.remove(&instance.to_ascii_lowercase());
+            false
+        }
+        _ => false,
+    }
 }
 
 /// One record on its way to a shared store: the line as the file store writes it (without a
@@ -149,6 +174,10 @@ impl Journal {
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
         let rolled_back = heads.rolled_back(state_dir, records.len(), &seals_at);
+        let mut rewraps = std::collections::BTreeSet::new();
+        for record in &records {
+            let _ = note_rewraps(&mut rewraps, record);
+        }
         let mut journal = Self {
             records,
             sink: Sink::File(FileSink {
@@ -159,6 +188,7 @@ impl Journal {
                 first_seal,
                 state_dir: state_dir.to_path_buf(),
                 sync: true,
+                rewraps,
             }),
         };
         if let Some(record) = rolled_back {
@@ -274,6 +304,15 @@ impl Journal {
         }
         let records = match &mut self.sink {
             Sink::File(file) => {
+                // The head names a rewrap before its intent is written: a folder that
+                // cannot be read later is asked about it even after a crash in between.
+                let mut grew = false;
+                for record in &records {
+                    grew |= note_rewraps(&mut file.rewraps, record);
+                }
+                if grew {
+                    file.store_head(self.records.len())?;
+                }
                 let written = file.append(records)?;
                 file.store_head(self.records.len() + written.len())?;
                 written
@@ -333,6 +372,7 @@ impl FileSink {
             state_dir: canonical(&self.state_dir).display().to_string(),
             records: records as u64,
             seal: self.last_seal.clone(),
+            rewraps: Some(self.rewraps.iter().cloned().collect()),
         };
         let places = [
             self.key.head_path(&self.state_dir),

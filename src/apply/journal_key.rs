@@ -231,6 +231,13 @@ pub struct Head {
     pub state_dir: String,
     pub records: u64,
     pub seal: String,
+    /// The service instances (lower case) whose rewrap the journal recorded as sent (or
+    /// shown as a ceremony step) in a rotation not closed since, when mkplan last wrote it:
+    /// what a folder gone from its place, or one that cannot be read, may still hold
+    /// (`store::files::other_folders`). None: a head that does not say (a domain group's, a
+    /// database's, or one an older mkplan wrote), which may hold any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewraps: Option<Vec<String>>,
 }
 
 impl JournalKey {

@@ -48,11 +48,10 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, store: &Store) -> Result<u8>
         &Attestation {
             ran: args.completed,
             service_evidence: args.service_evidence.clone(),
-            other_journals: if args.completed || args.service_evidence.is_some() {
-                Vec::new()
+            other_folders: if args.completed || args.service_evidence.is_some() {
+                crate::model::OtherFolders::default()
             } else {
-                let database = store.folder().is_none().then(|| store.shown());
-                crate::store::files::other_journals(store.folder(), database.as_deref())
+                crate::store::files::other_folders_of(store)
             },
         },
     )

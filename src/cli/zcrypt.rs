@@ -14,11 +14,13 @@ use crate::apply::group::{Answer, GroupApply, GroupApplyError, GroupOperator};
 use crate::apply::group_journal::GroupJournal;
 use crate::backend::BackendSpec;
 use crate::backend::zcrypt::group::{ReadError, ZcryptBackend};
-use crate::backend::zcrypt::pins::UserPins;
+use crate::backend::zcrypt::inventory::ep11_token_dir;
+use crate::backend::zcrypt::ock_conf::EP11_TOKEN_DIR_VARIABLE;
+use crate::backend::zcrypt::pins::{PinSourceErrors, UserPins, affected_slots, check_sources};
 use crate::backend::zcrypt::tools::SystemRunner;
 use crate::error::{Error, Result};
 use crate::model::InputError;
-use crate::model::domain_group::{LiveGroup, StoreKind};
+use crate::model::domain_group::{GroupMode, LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{
     DesiredGroup, DesiredStore, is_domain_group, parse_domain_group,
 };
@@ -135,14 +137,32 @@ pub(super) fn read_error(error: ReadError) -> Error {
 
 pub fn validate(path: &Path) -> Result<u8> {
     let desired = read_group(path)?;
+    // Without the machine, which slots the tokens hold is not known: the sources named are
+    // checked (`plan` checks each token's slot too).
+    let tokens = desired.stores.contains(&DesiredStore::OpenCryptoki);
+    if tokens {
+        check_sources(&desired, &[]).map_err(|problems| Error::Other(problems.to_string()))?;
+    }
     let apqns = match &desired.selector {
         None => format!("{} APQNs", desired.apqns.len()),
         Some(selector) => {
             format!("the APQNs `apqns: {selector}` selects on the machine at each plan and apply")
         }
     };
+    let pins = match tokens {
+        true => format!(
+            "; the USER PIN sources of slot(s) {} can be read",
+            desired
+                .user_pins
+                .sources()
+                .map(|(slot, _)| slot.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        false => String::new(),
+    };
     eprintln!(
-        "{}: domain group {} is valid: {apqns}, {} master key type(s), {} store declaration(s)",
+        "{}: domain group {} is valid: {apqns}, {} master key type(s), {} store declaration(s){pins}",
         path.display(),
         desired.name,
         desired.master_keys.len(),
@@ -151,9 +171,67 @@ pub fn validate(path: &Path) -> Result<u8> {
     Ok(0)
 }
 
-fn plan_now(desired: &DesiredGroup, backend: &ZcryptBackend, store: &Store) -> Result<GroupPlan> {
-    let (_, planned) = read_and_plan(desired, backend, store)?;
-    planned.map_err(refused)
+fn plan_now(
+    desired: &DesiredGroup,
+    backend: &ZcryptBackend,
+    store: &Store,
+) -> Result<(LiveGroup, GroupPlan)> {
+    let (live, planned) = read_and_plan(desired, backend, store)?;
+    Ok((live, planned.map_err(refused)?))
+}
+
+/// Whether applying `plan` runs `pkcshsm_mk_change`, which asks for the USER PINs.
+fn runs_pkcshsm_mk_change(desired: &DesiredGroup, plan: &GroupPlan) -> bool {
+    desired.stores.contains(&DesiredStore::OpenCryptoki)
+        && plan.steps.iter().any(|s| {
+            s.store
+                .as_ref()
+                .is_some_and(|s| s.kind == StoreKind::OpenCryptoki)
+        })
+}
+
+/// The USER PIN sources checked as `apply` reads them (`UserPins::read`, one rule), when
+/// applying `plan` runs `pkcshsm_mk_change`; the slots of the tokens on the group's APQNs
+/// come from the machine as read.
+fn pin_sources(
+    desired: &DesiredGroup,
+    live: &LiveGroup,
+    plan: &GroupPlan,
+) -> std::result::Result<Option<Arc<UserPins>>, PinSourceErrors> {
+    if !runs_pkcshsm_mk_change(desired, plan) {
+        return Ok(None);
+    }
+    UserPins::read(desired, &affected_slots(desired, &live.inventory)).map(Some)
+}
+
+/// With `OCK_EP11_TOKEN_DIR` set, the EP11 token configs read there, each with its slot: the
+/// tokens' APQNs come from them, and the variable is easy to forget. (A folder that cannot
+/// be read is the planner's refusal, `undeclared_stores`.)
+fn note_ep11_token_dir(live: &LiveGroup) {
+    let Ok(Some(dir)) = ep11_token_dir() else {
+        return;
+    };
+    let read: Vec<String> = live
+        .inventory
+        .tokens
+        .iter()
+        .filter(|t| t.mode == GroupMode::Ep11)
+        .map(|t| match t.slot {
+            Some(slot) => format!("slot {slot}: {}", t.config),
+            None => t.config.clone(),
+        })
+        .collect();
+    if read.is_empty() && !live.inventory.unreadable.is_empty() {
+        return;
+    }
+    output::note(&format!(
+        "openCryptoki: {EP11_TOKEN_DIR_VARIABLE} is {}, so the EP11 tokens read their configs there; read: {}.",
+        crate::quote::path(&dir),
+        match read.is_empty() {
+            true => "none".to_string(),
+            false => read.join(", "),
+        }
+    ));
 }
 
 /// The machine as read, and the plan from it and the journal (or the pre-check that refused).
@@ -222,6 +300,7 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     let (mut desired, desired_sha256) = read_group_hashed(&args.desired)?;
     let backend = open_backend(&mut desired, &args.backend, &args.desired)?;
     let (live, planned) = read_and_plan(&desired, &backend, store)?;
+    note_ep11_token_dir(&live);
     let what = format!("{} against {}", args.desired.display(), backend.describe());
     let plan = match planned {
         Ok(plan) => plan,
@@ -236,6 +315,8 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
             return Err(refused(refusal));
         }
     };
+    // A plan `apply` would stop before its first step is shown, not saved, and exits 1.
+    let pins = pin_sources(&desired, &live, &plan).map(drop);
     let live_fingerprint = group_live_fingerprint(&live);
     let document = GroupPlanDocument {
         plan: &plan,
@@ -245,7 +326,7 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
         live_fingerprint: &live_fingerprint,
         desired_file: None,
     };
-    if let Some(out) = &args.out {
+    if let Some(out) = args.out.as_ref().filter(|_| pins.is_ok()) {
         let desired_file = path_from_plan_file(&args.desired, out);
         let saved = GroupPlanDocument {
             desired_file: Some(&desired_file),
@@ -264,6 +345,15 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
         output::report(&group_plan_markdown(&plan, Some(&live), &source))?;
     } else {
         output::report(&group_plan_text(&plan, &backend.describe()))?;
+    }
+    if let Err(problems) = pins {
+        let saved = match &args.out {
+            Some(out) => format!(" It was not saved to {}.", out.display()),
+            None => String::new(),
+        };
+        return Err(Error::Other(format!(
+            "{problems}\nThe plan above cannot be applied until they can be read: `apply` would stop before its first step.{saved}"
+        )));
     }
     if let Some(out) = &args.out {
         output::note(&format!(
@@ -331,8 +421,8 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     run_group_apply(&desired, &backend, store, args, None)
 }
 
-/// Checks a saved plan against the machine, under the lock.
-pub(super) type SavedCheck<'a> = &'a dyn Fn(&Store) -> Result<()>;
+/// Checks a saved plan against the machine, under the lock: the machine as read and the plan.
+pub(super) type SavedCheck<'a> = &'a dyn Fn(&Store) -> Result<(LiveGroup, GroupPlan)>;
 
 /// Takes the lock, plans (or checks the saved plan: then no approval is asked, it was
 /// reviewed), and runs the change to the end or to a refusal.
@@ -345,16 +435,16 @@ pub(super) fn run_group_apply(
 ) -> Result<u8> {
     let identity = backend.identity(desired);
     let held = hold(store, &identity, desired)?;
-    let mut runs_pkcshsm_mk_change = saved.is_some();
-    if let Some(check) = saved {
-        check(store)?;
-    } else {
-        let plan = plan_now(desired, backend, store)?;
-        runs_pkcshsm_mk_change = plan.steps.iter().any(|s| {
-            s.store
-                .as_ref()
-                .is_some_and(|s| s.kind == StoreKind::OpenCryptoki)
-        });
+    let (live, plan) = match saved {
+        Some(check) => check(store)?,
+        None => plan_now(desired, backend, store)?,
+    };
+    note_ep11_token_dir(&live);
+    // Read before anything runs, and before the approval is asked: a source that cannot be
+    // read stops the apply with nothing done.
+    let user_pins = pin_sources(desired, &live, &plan)
+        .map_err(|problems| Error::Other(format!("{problems}\nNothing was done")))?;
+    if saved.is_none() {
         if plan.has_changes() {
             eprint!("{}", group_plan_text(&plan, &backend.describe()));
         }
@@ -368,15 +458,6 @@ pub(super) fn run_group_apply(
             }
         }
     }
-    // Read before anything runs: a missing PIN source stops the apply with nothing done.
-    let user_pins =
-        match desired.stores.contains(&DesiredStore::OpenCryptoki) && runs_pkcshsm_mk_change {
-            true => Some(
-                UserPins::read(desired)
-                    .map_err(|why| Error::Other(format!("{why}. Nothing was done")))?,
-            ),
-            false => None,
-        };
     let mut journal = open_journal(&held, &identity)?;
     let progress = |line: &str| eprintln!("{line}");
     let mut run = GroupApply {

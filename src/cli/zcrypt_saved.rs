@@ -166,7 +166,7 @@ pub async fn apply_saved(path: &Path, args: &ApplyArgs, store: &Store) -> Result
         backend.describe(),
         saved.plan.steps.len()
     );
-    let check = |store: &Store| -> Result<()> {
+    let check = |store: &Store| -> Result<_> {
         let (live, planned) = read_and_plan(&desired, &backend, store)?;
         let plan = planned.map_err(refused)?;
         if group_live_fingerprint(&live) != saved.live_fingerprint {
@@ -179,7 +179,7 @@ pub async fn apply_saved(path: &Path, args: &ApplyArgs, store: &Store) -> Result
                 "planning again from the machine and the journal gives other steps".into(),
             ));
         }
-        Ok(())
+        Ok((live, plan))
     };
     run_group_apply(&desired, &backend, store, args, Some(&check))
 }

@@ -343,7 +343,7 @@ impl Cast<'_> {
             let attestation = Attestation {
                 ran,
                 service_evidence: (!ran).then(|| "the simulator's ground truth".to_string()),
-                other_journals: Vec::new(),
+                other_folders: Default::default(),
             };
             let Ok((records, _)) = attestation_records(
                 journal.records(),

@@ -169,8 +169,8 @@ fn copy_key_files(drill: &GroupDrill, folder: &Path) -> Result<(), String> {
     let pins = drill
         .desired
         .user_pins
-        .values()
-        .filter_map(|source| match source {
+        .sources()
+        .filter_map(|(_, source)| match source {
             crate::model::domain_group_pins::PinSource::File(path) => Some(path),
             crate::model::domain_group_pins::PinSource::Env(_) => None,
         });

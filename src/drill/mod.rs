@@ -304,7 +304,7 @@ pub enum Place<'a> {
 
 /// A journal opened at a place; with a database, the lease and the store that keep it.
 pub(crate) enum Opened {
-    Folder(Journal),
+    Folder(Box<Journal>),
     Shared(Box<crate::store::Writer>),
 }
 
@@ -312,7 +312,7 @@ impl Opened {
     pub(crate) fn open(place: Place<'_>, ids: &[String], command: &str) -> Result<Self, String> {
         match place {
             Place::Folder(dir) => Journal::open_scratch(dir)
-                .map(Self::Folder)
+                .map(|j| Self::Folder(Box::new(j)))
                 .map_err(|e| e.to_string()),
             Place::Shared { store, scope } => store
                 .writer(scope, ids, command)

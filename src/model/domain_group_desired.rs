@@ -127,7 +127,7 @@ pub struct DesiredGroup {
     pub opencryptoki_config: PathBuf,
     pub stores: Vec<DesiredStore>,
     /// Where each openCryptoki slot's USER PIN is read from (`opencryptoki_user_pins:`).
-    pub user_pins: BTreeMap<u64, super::domain_group_pins::PinSource>,
+    pub user_pins: super::domain_group_pins::UserPinSources,
 }
 
 #[derive(Deserialize)]
@@ -273,11 +273,16 @@ pub fn parse_domain_group(
         |path| relative(folder, &path.value),
     );
     let stores = parse_stores(&raw.stores, &master_keys, folder, &error)?;
-    let user_pins = match &raw.opencryptoki_user_pins {
-        Some(pins) => {
-            super::domain_group_pins::parse_user_pins(pins, &|path| relative(folder, path), &error)?
-        }
-        None => BTreeMap::new(),
+    let user_pins = super::domain_group_pins::UserPinSources {
+        file: file.to_string(),
+        slots: match &raw.opencryptoki_user_pins {
+            Some(pins) => super::domain_group_pins::parse_user_pins(
+                pins,
+                &|path| relative(folder, path),
+                &error,
+            )?,
+            None => BTreeMap::new(),
+        },
     };
     Ok(DesiredGroup {
         name,

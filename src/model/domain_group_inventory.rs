@@ -44,6 +44,8 @@ pub struct FoundToken {
     /// The config file, as a path the operator can open.
     pub config: String,
     pub mode: GroupMode,
+    /// Its slot, when `opencryptoki.conf` names it (a config found by its file name has none).
+    pub slot: Option<u64>,
     /// The APQNs its allow list names, each read both ways the file could mean it (hex and
     /// decimal); `None`: no allow list, so every APQN of its mode.
     pub apqns: Option<Vec<Apqn>>,

@@ -34,6 +34,39 @@ impl std::fmt::Display for PinSource {
     }
 }
 
+/// A slot's PIN source and where the group file names it (the line and column of its entry
+/// under `opencryptoki_user_pins:`), so that a source that cannot be read is reported there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedPinSource {
+    pub source: PinSource,
+    pub line: u64,
+    pub column: u64,
+}
+
+/// Every slot's PIN source, and the group file they are named in (as shown in messages).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserPinSources {
+    pub file: String,
+    pub slots: BTreeMap<u64, PlacedPinSource>,
+}
+
+impl UserPinSources {
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn get(&self, slot: u64) -> Option<&PlacedPinSource> {
+        self.slots.get(&slot)
+    }
+
+    /// The sources, by slot.
+    pub fn sources(&self) -> impl Iterator<Item = (u64, &PinSource)> {
+        self.slots
+            .iter()
+            .map(|(slot, placed)| (*slot, &placed.source))
+    }
+}
+
 /// Makes an error at a line and column, with its fix.
 type ErrorAt<'a> = &'a dyn Fn((u64, u64), String, &str) -> InputError;
 
@@ -57,7 +90,7 @@ pub(super) fn parse_user_pins(
     raw: &Spanned<Vec<Spanned<RawUserPin>>>,
     relative: &dyn Fn(&str) -> PathBuf,
     error: ErrorAt,
-) -> Result<BTreeMap<u64, PinSource>, InputError> {
+) -> Result<BTreeMap<u64, PlacedPinSource>, InputError> {
     let at = |line: &serde_saphyr::Location| (line.line(), line.column());
     if raw.value.len() > USER_PIN_SLOTS_MAX {
         return Err(error(
@@ -101,7 +134,13 @@ pub(super) fn parse_user_pins(
                 ));
             }
         };
-        if sources.insert(e.slot.value, source).is_some() {
+        let (line, column) = place;
+        let placed = PlacedPinSource {
+            source,
+            line,
+            column,
+        };
+        if sources.insert(e.slot.value, placed).is_some() {
             return Err(error(
                 at(&e.slot.referenced),
                 format!("slot {} is given twice", e.slot.value),

@@ -98,6 +98,96 @@ pub struct JournalEvidence {
     /// may be this very service reached another way: reason enough to refuse "nobody
     /// rewrapped" on the operator's word alone.
     pub rewraps_elsewhere: BTreeMap<String, Vec<(String, RewrapOnRecord)>>,
+    /// Per instance id, when this journal's latest rotation of it against this backend
+    /// began, open or closed (as its record says: UTC, RFC 3339). The plan that began it
+    /// weighed what every other state folder said until then.
+    pub began: BTreeMap<String, String>,
+    /// What the other state folders of this machine say that this journal never heard.
+    pub other_folders: OtherFolders,
+}
+
+/// The other state folders this user's mkplan wrote on this machine (their heads lie beside
+/// the journal key: `store::files::other_folders`). Other witnesses, each of what it saw: a
+/// rewrap one of them sent may still be queued at the service, or have run, and this journal
+/// knows nothing of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtherFolders {
+    /// Per service instance id (lower case), the rewraps they say mkplan sent (never
+    /// answered, or completed) in a rotation not closed there, against whatever backend: one
+    /// service reached another way has another identity.
+    pub rewraps: BTreeMap<String, Vec<FolderRewrap>>,
+    /// Folders mkplan wrote that cannot be read now: any of them may hold such a rewrap of any
+    /// instance.
+    pub unread: Vec<UnreadFolder>,
+}
+
+/// A rewrap another state folder's journal says mkplan sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderRewrap {
+    /// The state folder, as a command names it.
+    pub state_dir: String,
+    /// The backend identity its records name.
+    pub backend: String,
+    pub rewrap: RewrapOnRecord,
+}
+
+/// A state folder whose head lies beside the journal key, whose journal cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadFolder {
+    /// The folder its head names.
+    pub state_dir: String,
+    /// The head file, which keeps the folder asked about until it is removed.
+    pub head: String,
+    pub why: String,
+    /// The instances its head says had a rewrap sent in a rotation not closed there when
+    /// mkplan last wrote it; None: any.
+    pub instances: Option<Vec<String>>,
+}
+
+impl OtherFolders {
+    /// The rewraps of `instance` other folders say were sent.
+    pub fn rewraps_of(&self, instance: &str) -> &[FolderRewrap] {
+        self.rewraps
+            .get(&instance.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
+
+impl OtherFolders {
+    /// The folders that cannot be read and may hold a rewrap of `instance`.
+    pub fn unread_for(&self, instance: &str) -> Vec<&UnreadFolder> {
+        let instance = instance.to_ascii_lowercase();
+        self.unread
+            .iter()
+            .filter(|u| u.instances.as_ref().is_none_or(|i| i.contains(&instance)))
+            .collect()
+    }
+}
+
+impl FolderRewrap {
+    /// "the journal in /srv/s1 says that against sim:/x/fleet.yaml, mkplan's own rewrap … was
+    /// sent … and never answered".
+    pub fn describe(&self) -> String {
+        format!(
+            "the journal in {} says that against {}, {}",
+            crate::quote::name(&self.state_dir),
+            self.backend,
+            self.rewrap.describe()
+        )
+    }
+}
+
+impl UnreadFolder {
+    /// "the state folder /srv/s1 (head …) cannot be read: why".
+    pub fn describe(&self) -> String {
+        format!(
+            "the state folder {} cannot be read: {} (mkplan keeps asking it while its head {} is there)",
+            crate::quote::name(&self.state_dir),
+            self.why,
+            crate::quote::name(&self.head)
+        )
+    }
 }
 
 /// A rewrap of one instance that a journal record says mkplan sent and never heard back

@@ -26,8 +26,8 @@ pub use input_error::{
     yaml_top,
 };
 pub use journal_evidence::{
-    ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
-    RewrapOnRecord,
+    ATTESTATION_TTL_S, FolderRewrap, FreshAttestation, JournalEvidence, JournalRewrap,
+    JournalRotation, OtherFolders, RewrapOnRecord, UnreadFolder,
 };
 pub use live::{LiveFleet, LiveInstance, RewrapStatus};
 pub use parser_words::KeyWords;

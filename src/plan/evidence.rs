@@ -82,6 +82,21 @@ pub(crate) fn find_key_storage_mk(
         claims.push(claim);
     }
     let journal_word = journal_claim(live, target, journal);
+    if let Some(pending) = folders::pending(live, journal) {
+        // What this journal says, why it is silent included (a copy, a cut), comes first.
+        let silence = match journal_word {
+            Err(silence) => silence,
+            Ok(claim) => JournalSilence {
+                detail: format!(
+                    "{} says it is under {}, but holds no evidence about a rewrap sent from another state folder",
+                    journal.witness_named(),
+                    keys(&claim.under)
+                ),
+                fix: String::new(),
+            },
+        };
+        return Err(refused_for_folders(live, target, Some(silence), pending));
+    }
     let silence = match journal_word {
         Ok(claim) => {
             claims.push(claim);
@@ -89,17 +104,23 @@ pub(crate) fn find_key_storage_mk(
         }
         Err(silence) => Some(silence),
     };
+    let mut objection = None;
     if let Some(claim) = live_claim(live) {
         // The registers speak of this moment only. They never outweigh a rewrap this journal
         // sent: one never answered may still be queued at the service and land once its key
         // is staged again, and one seen to complete leaves its key in no register only if
-        // someone cleared the new registers after it (`rewrap_sent_away`).
-        if !rewrap_sent_away(live, journal, &claim) {
+        // someone cleared the new registers after it (`rewrap_sent_away`). Nor one another
+        // state folder of this machine sent (`folders::objection`).
+        objection = folders::objection(live, journal, &claim);
+        if !rewrap_sent_away(live, journal, &claim) && objection.is_none() {
             claims.push(claim);
         }
     }
     let Some(first) = claims.first() else {
-        return Err(silent(live, target, silence));
+        return Err(match objection {
+            Some(objection) => refused_for_folders(live, target, silence, objection),
+            None => silent(live, target, silence),
+        });
     };
     let allowed: BTreeSet<VerificationPattern> = claims
         .iter()
@@ -670,6 +691,35 @@ fn silent(
     .units(registers(live))
     .fix(fix)
 }
+
+/// The other state folders leave nothing to settle the rewrap (`folders`): the refusal names
+/// them, with what this journal says (`silence`), and says what settles it.
+fn refused_for_folders(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    silence: Option<JournalSilence>,
+    folders: JournalSilence,
+) -> Refusal {
+    let (journal, fix) = match silence {
+        Some(s) if !s.fix.is_empty() => (
+            s.detail,
+            format!("{}. As for the other state folders: {}", s.fix, folders.fix),
+        ),
+        Some(s) => (s.detail, folders.fix),
+        None => ("it does not settle it".to_string(), folders.fix),
+    };
+    silent(
+        live,
+        target,
+        Some(JournalSilence {
+            detail: format!("{journal}\n- other state folders: {}", folders.detail),
+            fix,
+        }),
+    )
+}
+
+#[path = "evidence_folders.rs"]
+mod folders;
 
 #[path = "evidence_fix.rs"]
 mod fix;

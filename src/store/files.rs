@@ -2,12 +2,14 @@
 //! journal key. Commands that append to the journal make the key on first use (and say
 //! where); commands that only read take it if it is there.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use crate::apply::attest::OtherJournal;
+use crate::apply::evidence::rewraps_on_any_backend;
 use crate::apply::journal::{Journal, JournalError, Record};
 use crate::apply::journal_key::{self, JournalKey};
 use crate::error::{Error, Result};
+use crate::model::{FolderRewrap, OtherFolders, UnreadFolder};
 
 fn path(state_dir: &Path) -> Result<std::path::PathBuf> {
     let path = journal_key::key_path(|name| std::env::var(name).ok()).map_err(Error::Other)?;
@@ -111,52 +113,124 @@ fn written_after_push(state_dir: &Path, to: &str, at: &str, after: &[Record]) ->
     )
 }
 
-/// Other journals this user's mkplan wrote on this machine: every state folder whose head
-/// lies beside the journal key, other than `this` and folders since removed, with their
-/// records (read without writing anything). A folder whose journal ends with its `pushed`
-/// record is left out when attesting into that database (`database`, as `pushed` names it):
-/// it received all of it. A journal that cannot be read (a folder others can write, one
-/// renamed since its head was written) is left out too: this is a second look, and the
-/// journal attested into is still the one that must vouch.
-pub fn other_journals(this: Option<&Path>, database: Option<&str>) -> Vec<OtherJournal> {
+/// What the other state folders of this machine say to a command using `store`
+/// (`other_folders`).
+pub fn other_folders_of(store: &super::Store) -> OtherFolders {
+    let database = store.folder().is_none().then(|| store.shown());
+    other_folders(store.folder(), database.as_deref())
+}
+
+/// What the other state folders this user's mkplan wrote on this machine say: every folder
+/// whose head lies beside the journal key, other than `this`, and other than a folder whose
+/// journal ends with its `pushed` record into `database` (the store read now: it received
+/// all of it). They are witnesses this journal never heard: a rewrap one of them sent may
+/// still be queued at the service, or have run.
+///
+/// A folder that cannot be read (one others can write, a journal whose seals fail) is named,
+/// never skipped: it may hold such a rewrap. So is a folder gone from where its head says it
+/// is (removed, or moved and not written since), unless a journal that is read holds the
+/// record its head ends at (moved, and written at its new place since). Its head keeps it
+/// asked about until the operator removes that head.
+pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolders {
+    let mut found = OtherFolders::default();
     let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
-        return Vec::new();
+        return found;
     };
     let Ok(Some(key)) = JournalKey::load(&path) else {
-        return Vec::new();
+        return found;
     };
     let Some(heads) = path.parent().map(|p| p.join("heads")) else {
-        return Vec::new();
+        return found;
     };
     let Ok(entries) = std::fs::read_dir(&heads) else {
-        return Vec::new();
+        return found;
     };
+    // This folder, even when it is gone itself (removed with its journal): its own head.
+    let this_head = this.and_then(|dir| key.head_path(dir));
     let this = this.and_then(|dir| dir.canonicalize().ok());
-    let folders: std::collections::BTreeSet<std::path::PathBuf> = entries
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| !entry.file_name().to_string_lossy().starts_with("chain-"))
-        .filter_map(|entry| journal_key::load_head(&entry.path()).ok().flatten())
-        .filter_map(|head| std::path::PathBuf::from(head.state_dir).canonicalize().ok())
-        .filter(|dir| Some(dir) != this.as_ref())
+    // A state folder's own head (`JournalKey::head_path`): not a chain's, a domain group
+    // journal's or a database's, and with records in it.
+    let mut folders: BTreeMap<PathBuf, (PathBuf, journal_key::Head)> = BTreeMap::new();
+    for entry in entries.filter_map(|entry| entry.ok()) {
+        let file = entry.path();
+        let Ok(Some(head)) = journal_key::load_head(&file) else {
+            continue;
+        };
+        let dir = PathBuf::from(&head.state_dir);
+        if head.records == 0
+            || key.head_path(&dir).as_deref() != Some(file.as_path())
+            || this_head.as_deref() == Some(file.as_path())
+        {
+            continue;
+        }
+        let dir = dir.canonicalize().unwrap_or(dir);
+        if Some(&dir) != this.as_ref() {
+            folders.insert(dir, (file, head));
+        }
+    }
+    let mut gone = Vec::new();
+    // The journals read, this one included, as text: where a moved folder's old head ends.
+    let mut texts: Vec<String> = this
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("journal.jsonl")).ok())
         .collect();
-    folders
-        .into_iter()
-        .filter(|dir| dir.join("journal.jsonl").is_file())
-        .filter_map(|dir| {
-            let records = Journal::read(&dir, Some(&key)).ok()?;
-            // Pushed whole into the database attested into: it holds them.
-            if let Some(Record::Pushed { to, .. }) = records.last()
-                && database == Some(to.as_str())
-            {
-                return None;
+    for (dir, (head_file, head)) in folders {
+        let unread = |why: String| UnreadFolder {
+            state_dir: dir.display().to_string(),
+            head: head_file.display().to_string(),
+            why,
+            instances: head.rewraps.clone(),
+        };
+        // A journal that cannot be read is asked about what its head says it may hold:
+        // nothing, when the head lists no rewrap (every rotation that sent one was closed).
+        let holds_none = head.rewraps.as_ref().is_some_and(Vec::is_empty);
+        if !dir.join("journal.jsonl").is_file() {
+            if holds_none {
+                continue;
             }
-            Some(OtherJournal {
-                named: format!("the journal in {}", crate::quote::path(&dir)),
-                folder: dir.display().to_string(),
-                records,
-            })
-        })
-        .collect()
+            gone.push((unread(format!(
+                "its journal is gone (removed, or the folder moved and was not written since); mkplan last wrote {} record(s) there",
+                head.records
+            )), head.seal.clone()));
+            continue;
+        }
+        let records = match Journal::read(&dir, Some(&key)) {
+            Ok(records) => records,
+            Err(why) => {
+                if !holds_none {
+                    found.unread.push(unread(why.to_string()));
+                }
+                continue;
+            }
+        };
+        texts.push(std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default());
+        // Pushed whole into the database read now: it holds them.
+        if let Some(Record::Pushed { to, .. }) = records.last()
+            && database == Some(to.as_str())
+        {
+            continue;
+        }
+        for (instance, rewraps) in rewraps_on_any_backend(&records) {
+            found
+                .rewraps
+                .entry(instance)
+                .or_default()
+                .extend(rewraps.into_iter().map(|(backend, rewrap)| FolderRewrap {
+                    state_dir: dir.display().to_string(),
+                    backend,
+                    rewrap,
+                }));
+        }
+    }
+    // A folder moved and written at its new place since: that journal holds the record its
+    // old head ends at.
+    found
+        .unread
+        .extend(gone.into_iter().filter_map(|(unread, seal)| {
+            let written = format!("\"seal\":\"{seal}\"");
+            (seal.is_empty() || !texts.iter().any(|text| text.contains(&written))).then_some(unread)
+        }));
+    found
 }
 
 fn unsafe_journal(error: JournalError) -> Error {

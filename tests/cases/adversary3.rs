@@ -11,12 +11,12 @@ use crate::cases::network::apply_via;
 use crate::support::*;
 
 /// Everything the command said.
-fn said(run: &Run) -> String {
+pub(crate) fn said(run: &Run) -> String {
     format!("{}\n{}", run.stdout, run.stderr)
 }
 
 #[track_caller]
-fn assert_says(run: &Run, code: i32, words: &[&str], context: &str) {
+pub(crate) fn assert_says(run: &Run, code: i32, words: &[&str], context: &str) {
     let text = said(run);
     assert_eq!(run.code, code, "{context}: exit {}\n{text}", run.code);
     for word in words {
@@ -26,7 +26,7 @@ fn assert_says(run: &Run, code: i32, words: &[&str], context: &str) {
 
 /// Another operator, straight at the service (`sim serve`'s JSON API): clears `unit`'s new
 /// register. A plain HTTP/1.1 request: the test crate has no HTTP client.
-fn clear_new_register(url: &str, unit: &str) {
+pub(crate) fn clear_new_register(url: &str, unit: &str) {
     let address = url.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = std::net::TcpStream::connect(address).expect("the server accepts");
     let request = format!(
@@ -120,16 +120,28 @@ fn an_abort_never_closes_a_rotation_whose_rewrap_went_unanswered() {
     );
     let again = apply_via(&ws, &server.url, None, &["--parallelism", "1"]);
     assert_says(&again, 3, &["rewrap_evidence"], "the rotation again");
+    the_queued_rewrap_lands_on_nothing(&ws, &mut server, sent, 3_000, "after the abort");
+}
+
+/// The steps of a test came before a rewrap queued at `sent` lands `lands_ms` later; it
+/// lands, and fails (nothing is staged): the server stops cleanly, with no incident and the
+/// key storage still under A.
+pub(crate) fn the_queued_rewrap_lands_on_nothing(
+    ws: &Workspace,
+    server: &mut Server,
+    sent: Instant,
+    lands_ms: u64,
+    context: &str,
+) {
     assert!(
-        sent.elapsed() < Duration::from_millis(3_000),
+        sent.elapsed() < Duration::from_millis(lands_ms),
         "the steps above came after the queued rewrap landed: the test proves less"
     );
-    // Let the queued rewrap land (and fail: nothing is staged).
-    std::thread::sleep(Duration::from_millis(3_500));
+    std::thread::sleep(Duration::from_millis(lands_ms + 500).saturating_sub(sent.elapsed()));
     assert!(server.stop().success());
-    assert_no_incidents(&ws, "after the abort");
+    assert_no_incidents(ws, context);
     assert_eq!(
-        sim(&ws).instances[0]
+        sim(ws).instances[0]
             .key_storage
             .verification_pattern
             .as_str(),

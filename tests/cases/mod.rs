@@ -1,4 +1,5 @@
 mod adversary3;
+mod adversary4;
 mod adversary_postgres;
 mod apply;
 mod bad_input;
@@ -44,6 +45,7 @@ mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
 mod zcrypt_ock_conf;
+mod zcrypt_pin_sources;
 mod zcrypt_pins;
 mod zcrypt_postgres;
 mod zcrypt_restaged;

@@ -709,7 +709,7 @@ fn a_folder_with_records_written_after_its_push_is_refused_naming_them() {
         std::fs::read_to_string(ws.path(".mkplan/journal.jsonl"))
             .is_ok_and(|text| text.contains("\"intent\""))
     });
-    let key = JournalKey::load(journal_key())
+    let key = JournalKey::load(&ws.journal_key())
         .expect("the journal key reads")
         .expect("the apply made the journal key");
     let mut journal = Journal::open(&ws.path(".mkplan"), &key).expect("the journal opens");

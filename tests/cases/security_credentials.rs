@@ -388,6 +388,7 @@ fn a_password_variable_is_wiped_from_the_environment_while_apply_runs() {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
         .current_dir(ws.path(""))
         .env("MKPLAN_STATE_DIR", ws.path(".mkplan"))
+        .env("MKPLAN_JOURNAL_KEY", ws.journal_key())
         .env_remove("MKPLAN_BACKEND")
         .env("MKPLAN_SIM_FAULTS", "latency_ms=300")
         .env("MKPLAN_TEST_MARKER", marker)

@@ -3,7 +3,10 @@
 //! `ep11tok*.conf` is found and refused while undeclared, and moved when declared (an apply
 //! with no incident); a `confname` naming no file, a slot with no `confname` and no
 //! `ep11tok.conf`, and an `opencryptoki.conf` pkcsslotd could not read are refusals naming the
-//! file and line, not "no tokens".
+//! file and line, not "no tokens". With `OCK_EP11_TOKEN_DIR` set in mkplan's environment, an
+//! EP11 token's config is read where the token reads it (its `confname`'s file name in that
+//! folder, else `ep11tok.conf` there), the plan says which file it read, and a config missing
+//! there or a folder that is not one is refused naming the path.
 
 use super::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
 
@@ -112,4 +115,110 @@ fn zcrypt_ock_conf_an_opencryptoki_conf_pkcsslotd_cannot_read_is_refused_naming_
     ]);
     std::fs::write(slots_file(&world), slots.replace("stdll = ", "stdll = \"")).unwrap();
     world.assert_refused(&["a string `\"` is never closed"]);
+}
+
+/// A folder for `OCK_EP11_TOKEN_DIR`, set (absolute) for every mkplan the world runs.
+fn token_dir(world: &mut World) -> std::path::PathBuf {
+    let dir = world.root.join("ep11-token-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    world
+        .env
+        .push(("OCK_EP11_TOKEN_DIR", dir.display().to_string()));
+    dir
+}
+
+/// The world's token config with its allow list moved to APQNs outside the group.
+fn config_off_the_group(world: &World) -> String {
+    let config = std::fs::read_to_string(world.root.join("w/opencryptoki").join(CONFNAME)).unwrap();
+    assert!(config.contains("  3 6\n  4 6\n"), "{config}");
+    config.replace("  3 6\n  4 6\n", "  7 7\n  8 7\n")
+}
+
+#[test]
+fn zcrypt_ock_conf_ock_ep11_token_dir_moves_where_an_ep11_tokens_config_is_read() {
+    // Undeclared: the token in openCryptoki's folder is on the group (refused, above); the
+    // config the token reads in OCK_EP11_TOKEN_DIR is not, and the plan says which it read.
+    let mut world = token_world(false);
+    let dir = token_dir(&mut world);
+    std::fs::write(dir.join(CONFNAME), config_off_the_group(&world)).unwrap();
+    let plan = world.run(&["plan", "group.yaml"]);
+    let stderr = String::from_utf8_lossy(&plan.stderr);
+    assert_eq!(plan.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "openCryptoki: OCK_EP11_TOKEN_DIR is {}, so the EP11 tokens read their configs there; read: slot 3: {}.",
+            dir.display(),
+            dir.join(CONFNAME).display()
+        )),
+        "{stderr}"
+    );
+    // Its confname not there: the token reads ep11tok.conf in that folder, as openCryptoki's
+    // EP11 token does; that one is on the group.
+    std::fs::remove_file(dir.join(CONFNAME)).unwrap();
+    std::fs::copy(
+        world.root.join("w/opencryptoki").join(CONFNAME),
+        dir.join("ep11tok.conf"),
+    )
+    .unwrap();
+    let ep11tok = dir.join("ep11tok.conf").display().to_string();
+    world.assert_refused(&[
+        "`undeclared_stores`",
+        &format!("the openCryptoki token of {ep11tok}"),
+    ]);
+}
+
+#[test]
+fn zcrypt_ock_conf_a_config_missing_from_ock_ep11_token_dir_or_a_bad_one_is_refused_naming_it() {
+    let mut world = token_world(true);
+    let dir = token_dir(&mut world);
+    world.assert_refused(&[
+        "`undeclared_stores`",
+        &format!(
+            "slot 3 (EP11 token) names its token's config \"{CONFNAME}\": with OCK_EP11_TOKEN_DIR={} the token reads {}, else {}, and neither can be read",
+            dir.display(),
+            dir.join(CONFNAME).display(),
+            dir.join("ep11tok.conf").display()
+        ),
+    ]);
+    world.env.retain(|(name, _)| *name != "OCK_EP11_TOKEN_DIR");
+    world
+        .env
+        .push(("OCK_EP11_TOKEN_DIR", "no-such-folder".into()));
+    world.assert_refused(&[&format!(
+        "OCK_EP11_TOKEN_DIR names {}, which cannot be read",
+        world.root.join("no-such-folder").display()
+    )]);
+    world.env.retain(|(name, _)| *name != "OCK_EP11_TOKEN_DIR");
+    world.env.push(("OCK_EP11_TOKEN_DIR", String::new()));
+    world.assert_refused(&["OCK_EP11_TOKEN_DIR is set but empty"]);
+}
+
+#[test]
+fn zcrypt_ock_conf_a_declared_token_read_from_ock_ep11_token_dir_moves_without_incidents() {
+    let mut world = token_world(true);
+    let dir = token_dir(&mut world);
+    let configs = [
+        world.root.join("w/opencryptoki").join(CONFNAME),
+        dir.join(CONFNAME),
+    ];
+    std::fs::copy(&configs[0], &configs[1]).unwrap();
+    // The operator pins the new key in the token's config at the set (the fake's tool reads
+    // the world's copy, the token on a real machine the variable's).
+    let (code, stderr) = world.apply_as(|action, _| {
+        if action == "set_immediate" {
+            for config in &configs {
+                let text = std::fs::read_to_string(config).unwrap();
+                std::fs::write(config, text.replace(&OLD[..32], &NEW[..32])).unwrap();
+            }
+        }
+        Operator::Performs
+    });
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("read: slot 3: {}.", configs[1].display()))
+            && stderr.contains("pkcshsm_mk_change finalize"),
+        "{stderr}"
+    );
+    world.assert_no_incidents();
+    world.assert_converged();
 }

@@ -7,11 +7,11 @@
 
 use crate::cases::zcrypt::{NEW, OLD, World, ep11_group, world_yaml};
 
-const PIN_3: &str = "pin-of-slot-3-7d1c";
-const PIN_4: &str = "pin-of-slot-4-9e2b";
+pub(crate) const PIN_3: &str = "pin-of-slot-3-7d1c";
+pub(crate) const PIN_4: &str = "pin-of-slot-4-9e2b";
 
 /// The harness's world with two EP11 tokens on its APQNs, slots 3 and 4, and their PINs.
-fn tokens_world() -> String {
+pub(crate) fn tokens_world() -> String {
     let token = |slot: u32, pin: &str| {
         format!(
             "  - {{ slot: {slot}, type: ep11, apqns: [\"03.0006\", \"04.0006\"], expected: {{ WK: \"{}\" }}, user_pin: \"{pin}\" }}\n",
@@ -27,7 +27,7 @@ fn tokens_world() -> String {
 }
 
 /// The harness's group with the tokens declared and `pins` under `opencryptoki_user_pins:`.
-fn world_with_pins(pins: &str) -> World {
+pub(crate) fn world_with_pins(pins: &str) -> World {
     let group = format!(
         "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n{pins}",
         ep11_group()
@@ -47,7 +47,7 @@ fn world_with_both_sources() -> World {
 
 /// Every token config's EXPECTED_WKVP names the new key, as the operator sets it after the
 /// set and before `finalize`.
-fn pin_the_new_key_in_the_configs(world: &World) {
+pub(crate) fn pin_the_new_key_in_the_configs(world: &World) {
     for slot in [3, 4] {
         let path = world
             .root
@@ -58,7 +58,7 @@ fn pin_the_new_key_in_the_configs(world: &World) {
 }
 
 /// Every file below `folder`, as text.
-fn all_text_below(folder: &std::path::Path) -> String {
+pub(crate) fn all_text_below(folder: &std::path::Path) -> String {
     let mut text = String::new();
     for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
         let path = entry.path();

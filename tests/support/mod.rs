@@ -414,6 +414,9 @@ pub struct Workspace {
     /// The PostgreSQL database that keeps this workspace's state (`MKPLAN_STATE`), if any;
     /// else its `.mkplan` folder.
     pub store: Option<String>,
+    /// The folders of this workspace's journal keys, its operator's and the other operator's
+    /// (`journal_key`), outside the workspace.
+    keys: (TempDir, TempDir),
 }
 
 /// The outcome of one run of the binary.
@@ -489,7 +492,25 @@ impl Workspace {
             store: postgres::store(),
             server: RefCell::new(None),
             address: RefCell::new(None),
+            keys: (
+                tempfile::tempdir().expect("a folder for the journal key"),
+                tempfile::tempdir().expect("a folder for the other journal key"),
+            ),
         }
+    }
+
+    /// The journal key every mkplan this workspace runs seals its journals with, as one user
+    /// on one machine would: kept outside the workspace, made by the first run that needs it.
+    /// Each workspace has its own, as each has its own service instances' ids: the state
+    /// folders beside one key are asked about each other's rewraps (`store::files`), and
+    /// workspaces that shared one would refuse each other's.
+    pub fn journal_key(&self) -> PathBuf {
+        self.keys.0.path().join("journal.key")
+    }
+
+    /// The journal key of a second operator (another user, another machine).
+    pub fn other_journal_key(&self) -> PathBuf {
+        self.keys.1.path().join("journal.key")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -552,7 +573,7 @@ impl Workspace {
             .env_remove("MKPLAN_PART2_PASSWORD")
             .env_remove(TKE_TEST_OA_ROOT.0)
             .env("MKPLAN_STATE_DIR", self.path(".mkplan"))
-            .env("MKPLAN_JOURNAL_KEY", journal_key())
+            .env("MKPLAN_JOURNAL_KEY", self.journal_key())
             .env("NO_COLOR", "1")
             .args(args);
         match &self.store {
@@ -572,7 +593,7 @@ impl Workspace {
             .iter()
             .map(|a| if *a == DESIRED { "../desired.yaml" } else { a })
             .collect();
-        let key = other_journal_key().display().to_string();
+        let key = self.other_journal_key().display().to_string();
         let mut env = env.to_vec();
         env.push(("MKPLAN_JOURNAL_KEY", &key));
         self.mkplan_in(&folder, &args, &env)
@@ -934,29 +955,6 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub faults: String,
-}
-
-/// The journal key every mkplan this test process runs seals its journals with (as one user
-/// on one machine would): kept outside every workspace, made by the first run that needs it.
-pub fn journal_key() -> &'static Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| {
-        DIR.get_or_init(|| tempfile::tempdir().expect("a folder for the journal key"))
-            .path()
-            .join("journal.key")
-    })
-}
-
-/// The journal key of a second operator (another user, another machine).
-pub fn other_journal_key() -> &'static Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| {
-        DIR.get_or_init(|| tempfile::tempdir().expect("a folder for the other journal key"))
-            .path()
-            .join("journal.key")
-    })
 }
 
 impl Server {

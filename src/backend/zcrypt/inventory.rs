@@ -1,12 +1,15 @@
 //! Finding every store on the machine that could depend on a domain group, declared or not
 //! (the planner's `undeclared_stores` and related checks): every zkey key with its associated
-//! APQNs and LUKS2 volumes (`zkey list`, all keys), every openCryptoki token config in the
-//! group's `opencryptoki_config` folder, and every open `pkcshsm_mk_change` operation
+//! APQNs and LUKS2 volumes (`zkey list`, all keys), every openCryptoki token config that the
+//! group's `opencryptoki_config` folder names (an EP11 token's in `OCK_EP11_TOKEN_DIR` when
+//! mkplan's environment sets it), and every open `pkcshsm_mk_change` operation
 //! (`pkcshsm_mk_change list`). What cannot be listed is recorded as unreadable, and
 //! the planner refuses: an unlisted store is not a store known to be absent.
 //!
 //! An absent zkey repository holds no keys, and a machine without `pkcshsm_mk_change` on its
 //! `PATH` has no operation it opened: both are evidence of absence, not silence.
+
+use std::path::{Path, PathBuf};
 
 use super::group::ZcryptBackend;
 use super::ock_conf;
@@ -136,16 +139,48 @@ pub fn parse_token_apqns(text: &str) -> Option<Vec<Apqn>> {
     Some(apqns)
 }
 
+/// `OCK_EP11_TOKEN_DIR` as mkplan's own environment holds it (the tools it runs inherit that
+/// environment, `pkcshsm_mk_change` and the EP11 token it loads included): the folder, made
+/// absolute from the working folder as the token would open it. Set but empty, or not a
+/// folder, is the reason: which configs the EP11 tokens read is then not known.
+pub fn ep11_token_dir() -> Result<Option<PathBuf>, String> {
+    let variable = ock_conf::EP11_TOKEN_DIR_VARIABLE;
+    let Some(value) = std::env::var_os(variable) else {
+        return Ok(None);
+    };
+    if value.is_empty() {
+        return Err(format!(
+            "{variable} is set but empty: the EP11 token would read its config from the root folder (/{}); unset it, or set it to the folder of the EP11 token configs",
+            ock_conf::EP11_DEFAULT_CONFIG
+        ));
+    }
+    let dir = std::path::absolute(PathBuf::from(value))
+        .map_err(|e| format!("{variable}: cannot tell its folder: {e}"))?;
+    match std::fs::metadata(&dir) {
+        Ok(metadata) if metadata.is_dir() => Ok(Some(dir)),
+        Ok(_) => Err(format!(
+            "{variable} names {}, which is not a folder: the EP11 tokens' configs, and so their APQNs, are not known; set it to the folder of the EP11 token configs, or unset it",
+            crate::quote::path(&dir)
+        )),
+        Err(e) => Err(format!(
+            "{variable} names {}, which cannot be read ({e}): the EP11 tokens' configs, and so their APQNs, are not known; set it to the folder of the EP11 token configs, or unset it",
+            crate::quote::path(&dir)
+        )),
+    }
+}
+
 /// The token configs in openCryptoki's folder: those its `opencryptoki.conf` names for an
 /// EP11 or CCA slot (`confname`, else EP11's default `ep11tok.conf`; a CCA slot with none
 /// reads no config and uses every CCA APQN), or, with no `opencryptoki.conf` there (a copy
-/// of the folder), every `ep11tok*.conf` and `ccatok*.conf`. An absent folder is no
-/// openCryptoki configured. An `opencryptoki.conf` that cannot be read, or a slot whose
-/// config does not exist, is the reason, naming the file and line.
-fn token_configs(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
+/// of the folder), every `ep11tok*.conf` and `ccatok*.conf`. An EP11 token's config is
+/// looked for where the token looks (`ock_conf::ep11_config_candidates`): in `token_dir`
+/// (`OCK_EP11_TOKEN_DIR`) when it is set. An absent folder is no openCryptoki configured.
+/// An `opencryptoki.conf` that cannot be read, or a slot whose config does not exist, is
+/// the reason, naming the file and line.
+fn token_configs(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundToken>, String> {
     let slots_file = folder.join(ock_conf::OPENCRYPTOKI_CONF);
     if !slots_file.exists() {
-        return configs_by_name(folder);
+        return configs_by_name(folder, token_dir);
     }
     let shown = crate::quote::path(&slots_file);
     let text = crate::bounded_read::read_to_string(&slots_file, TOKEN_CONFIG_BYTES_MAX)
@@ -158,54 +193,99 @@ fn token_configs(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
     })?;
     let mut tokens = Vec::new();
     for slot in slots {
-        let (path, line) = match &slot.confname {
-            Some((name, line)) => (folder.join(name), *line),
-            None if slot.mode == GroupMode::Ep11 => (folder.join("ep11tok.conf"), slot.line),
-            None => {
-                tokens.push(FoundToken {
-                    config: format!("{shown} slot {} (no confname)", slot.slot),
-                    mode: slot.mode,
-                    apqns: None,
-                });
-                continue;
-            }
+        let confname = slot.confname.as_ref().map(|(name, _)| name.as_str());
+        let line = slot.confname.as_ref().map_or(slot.line, |(_, line)| *line);
+        let candidates = match slot.mode {
+            GroupMode::Ep11 => ock_conf::ep11_config_candidates(folder, token_dir, confname),
+            GroupMode::Cca => confname.map(|name| folder.join(name)).into_iter().collect(),
         };
-        let text = match crate::bounded_read::read(&path, TOKEN_CONFIG_BYTES_MAX) {
-            Ok(text) => text,
-            Err(e) => {
-                let named = slot.confname.as_ref().map_or_else(
-                    || "has no confname, so its token reads the default".to_string(),
-                    |_| "names its token's config".to_string(),
-                );
-                return Err(format!(
-                    "{shown}:{line}: slot {} ({} token) {named} {}, which cannot be read ({e}): the token's APQNs are not known",
-                    slot.slot,
-                    slot.mode,
+        if candidates.is_empty() {
+            tokens.push(FoundToken {
+                config: format!("{shown} slot {} (no confname)", slot.slot),
+                mode: slot.mode,
+                slot: Some(slot.slot),
+                apqns: None,
+            });
+            continue;
+        }
+        let (path, text) = first_readable(&candidates).map_err(|(path, e)| {
+            let place = format!("{shown}:{line}: slot {} ({} token)", slot.slot, slot.mode);
+            match (token_dir, slot.mode) {
+                (Some(dir), GroupMode::Ep11) => format!(
+                    "{place} {}: with {}={} the token reads {}, and {} ({e}): the token's APQNs are not known; put its config there, or correct or unset the variable",
+                    confname.map_or_else(
+                        || "has no confname".to_string(),
+                        |name| format!("names its token's config {}", crate::quote::quote(name))
+                    ),
+                    ock_conf::EP11_TOKEN_DIR_VARIABLE,
+                    crate::quote::path(dir),
+                    candidates
+                        .iter()
+                        .map(|c| crate::quote::path(c))
+                        .collect::<Vec<_>>()
+                        .join(", else "),
+                    if candidates.len() == 1 { "it cannot be read" } else { "neither can be read" }
+                ),
+                _ => format!(
+                    "{place} {} {}, which cannot be read ({e}): the token's APQNs are not known",
+                    match confname {
+                        Some(_) => "names its token's config",
+                        None => "has no confname, so its token reads the default",
+                    },
                     crate::quote::path(&path)
-                ));
+                ),
             }
-        };
+        })?;
         tokens.push(FoundToken {
             config: path.display().to_string(),
             mode: slot.mode,
+            slot: Some(slot.slot),
             apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
         });
     }
     Ok(tokens)
 }
 
-/// With no `opencryptoki.conf`: every `ep11tok*.conf` (EP11) and `ccatok*.conf` (CCA).
-fn configs_by_name(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return if folder.exists() {
-            Err(format!(
-                "{}: cannot list openCryptoki's token configs",
-                crate::quote::path(folder)
-            ))
-        } else {
-            Ok(Vec::new())
-        };
-    };
+/// The first of `candidates` that exists, read, as a token opens the first it can; a file
+/// that exists but cannot be read is the reason (mkplan does not guess what the token, maybe
+/// another user, reads then), and so is the last one missing.
+fn first_readable(candidates: &[PathBuf]) -> Result<(PathBuf, Vec<u8>), (PathBuf, String)> {
+    for (index, path) in candidates.iter().enumerate() {
+        match crate::bounded_read::read(path, TOKEN_CONFIG_BYTES_MAX) {
+            Ok(text) => return Ok((path.clone(), text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && index + 1 < candidates.len() => {}
+            Err(e) => return Err((path.clone(), e.to_string())),
+        }
+    }
+    unreachable!("a token has at least one config to try")
+}
+
+/// With no `opencryptoki.conf`: every `ep11tok*.conf` (EP11; in `token_dir` when it is set)
+/// and `ccatok*.conf` (CCA) of the folder.
+fn configs_by_name(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundToken>, String> {
+    if !folder.exists() {
+        return Ok(Vec::new());
+    }
+    let mut tokens = Vec::new();
+    match token_dir {
+        None => tokens.extend(configs_named(folder, &[GroupMode::Ep11, GroupMode::Cca])?),
+        Some(dir) => {
+            tokens.extend(configs_named(folder, &[GroupMode::Cca])?);
+            tokens.extend(configs_named(dir, &[GroupMode::Ep11])?);
+        }
+    }
+    tokens.sort_by(|a, b| a.config.cmp(&b.config));
+    Ok(tokens)
+}
+
+/// Every config of `modes` in `folder`, by its file name.
+fn configs_named(folder: &Path, modes: &[GroupMode]) -> Result<Vec<FoundToken>, String> {
+    let entries = std::fs::read_dir(folder).map_err(|e| {
+        format!(
+            "{}: cannot list openCryptoki's token configs ({e})",
+            crate::quote::path(folder)
+        )
+    })?;
     let mut tokens = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| e.to_string())?.path();
@@ -217,15 +297,18 @@ fn configs_by_name(folder: &std::path::Path) -> Result<Vec<FoundToken>, String> 
         } else {
             continue;
         };
+        if !modes.contains(&mode) {
+            continue;
+        }
         let text = crate::bounded_read::read(&path, TOKEN_CONFIG_BYTES_MAX)
             .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
         tokens.push(FoundToken {
             config: path.display().to_string(),
             mode,
+            slot: None,
             apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
         });
     }
-    tokens.sort_by(|a, b| a.config.cmp(&b.config));
     Ok(tokens)
 }
 
@@ -253,7 +336,11 @@ impl ZcryptBackend {
                     .map(|keys| inventory.zkey_keys = keys),
             );
         }
-        note(token_configs(&desired.opencryptoki_config).map(|tokens| inventory.tokens = tokens));
+        note(
+            ep11_token_dir()
+                .and_then(|dir| token_configs(&desired.opencryptoki_config, dir.as_deref()))
+                .map(|tokens| inventory.tokens = tokens),
+        );
         if on_path("pkcshsm_mk_change") {
             note(
                 self.listing(desired, "pkcshsm_mk_change", stores::parse_ock_list)

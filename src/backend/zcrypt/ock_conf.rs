@@ -12,11 +12,49 @@
 //! (usr/sbin/pkcsslotd/slotmgr.c `config_parse_slot`): a slot is one with a `stdll`, a slot
 //! number given twice is an error, a later `confname` replaces an earlier one, and a relative
 //! `confname` is a plain file name in the config folder. Pure: the backend reads the file.
+//!
+//! Where an EP11 token then reads its config is the token's own rule, checked in
+//! openCryptoki's usr/lib/ep11_stdll/ep11_specific.c `read_adapter_config_file` (commit
+//! 9915205e93a6bdd667300b3f5e5c78b085113ad8, and doc/README.ep11_stdll): with the variable
+//! `OCK_EP11_TOKEN_DIR` set (`secure_getenv`), the token opens the file name part of its
+//! `confname` in that folder, and when that cannot be opened, or the slot names no
+//! `confname`, `ep11tok.conf` there; without it, `confname` (else `ep11tok.conf`) in the
+//! config folder, with no second try. The CCA token does not read the variable.
+
+use std::path::{Path, PathBuf};
 
 use crate::model::domain_group::GroupMode;
 
 /// The file's name in openCryptoki's config folder.
 pub const OPENCRYPTOKI_CONF: &str = "opencryptoki.conf";
+/// The variable that moves the folder the EP11 token reads its config from.
+pub const EP11_TOKEN_DIR_VARIABLE: &str = "OCK_EP11_TOKEN_DIR";
+/// The EP11 token's config when its slot names none (OCK `EP11_DEFAULT_CFG_FILE`).
+pub const EP11_DEFAULT_CONFIG: &str = "ep11tok.conf";
+
+/// The files an EP11 token tries for its config, in order: it reads the first it can open.
+/// `token_dir` is `OCK_EP11_TOKEN_DIR`'s folder when it is set; `confname` the slot's.
+pub fn ep11_config_candidates(
+    config_folder: &Path,
+    token_dir: Option<&Path>,
+    confname: Option<&str>,
+) -> Vec<PathBuf> {
+    let confname = confname.filter(|name| !name.is_empty());
+    match token_dir {
+        Some(dir) => {
+            // Only the file name part of `confname`, even of an absolute one.
+            let named = confname
+                .map(|name| name.rsplit('/').next().unwrap_or(name))
+                .filter(|name| !name.is_empty() && *name != EP11_DEFAULT_CONFIG)
+                .map(|name| dir.join(name));
+            named
+                .into_iter()
+                .chain([dir.join(EP11_DEFAULT_CONFIG)])
+                .collect()
+        }
+        None => vec![config_folder.join(confname.unwrap_or(EP11_DEFAULT_CONFIG))],
+    }
+}
 /// Nesting of `{ … }` read at most (the file has one level; deeper is no opencryptoki.conf).
 const DEPTH_MAX: usize = 8;
 
@@ -460,6 +498,35 @@ slot 5
             ]
         );
         assert_eq!(slots[1].confname.as_ref().unwrap().1, 28);
+    }
+
+    #[test]
+    fn an_ep11_token_reads_its_config_from_ock_ep11_token_dir_then_falls_back_to_the_default() {
+        let folder = Path::new("/etc/opencryptoki");
+        let dir = Path::new("/srv/ep11");
+        let shown = |token_dir, confname| -> Vec<String> {
+            ep11_config_candidates(folder, token_dir, confname)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            shown(Some(dir), Some("payroll.conf")),
+            ["/srv/ep11/payroll.conf", "/srv/ep11/ep11tok.conf"]
+        );
+        // The file name part of an absolute confname, in the variable's folder.
+        assert_eq!(
+            shown(Some(dir), Some("/opt/x/payroll.conf")),
+            ["/srv/ep11/payroll.conf", "/srv/ep11/ep11tok.conf"]
+        );
+        assert_eq!(shown(Some(dir), None), ["/srv/ep11/ep11tok.conf"]);
+        assert_eq!(shown(Some(dir), Some("")), ["/srv/ep11/ep11tok.conf"]);
+        // Without the variable: the config folder, no second try.
+        assert_eq!(
+            shown(None, Some("payroll.conf")),
+            ["/etc/opencryptoki/payroll.conf"]
+        );
+        assert_eq!(shown(None, None), ["/etc/opencryptoki/ep11tok.conf"]);
     }
 
     #[test]

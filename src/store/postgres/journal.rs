@@ -96,6 +96,7 @@ pub(super) fn remember_at(
             state_dir: named.to_string(),
             records,
             seal: chain.to_string(),
+            rewraps: None,
         },
     )
 }
