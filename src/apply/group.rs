@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::group_journal::{GroupJournal, GroupRecord};
+use crate::backend::send_by::{SendBy, boot_clock_ms};
 use crate::backend::zcrypt::group::{
     LUKS2_FROM_OLD_FLAGS, LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend, luks2_args,
 };
@@ -196,13 +197,21 @@ impl<O: GroupOperator> GroupApply<'_, O> {
             })?);
         }
         (self.progress)(&format!("{} {}: {}", step.id, step.action, call.shown()));
+        // Read before the intent is written: the deadline the tool keeps is never later than
+        // the one its intent records.
+        let window = self.journal.send_window();
+        let send_by = window.map_or(SendBy::ANY_TIME, |w| SendBy::within(boot_clock_ms(), w));
         self.record(GroupRecord::Intent {
             identity: identity.clone(),
             at: now(),
             step: step.id.clone(),
             action: step.action.to_string(),
             what: call.shown(),
+            send_within_ms: window.map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
         })?;
+        send_by
+            .check(&format!("step {} ({})", step.id, call.shown()))
+            .map_err(|e| GroupApplyError::Failed(e.to_string()))?;
         let result = self.backend.run(&call);
         let said = match &result {
             Ok(output) if output.success() => "exit 0".to_string(),
@@ -282,6 +291,7 @@ impl<O: GroupOperator> GroupApply<'_, O> {
             step: step.id.clone(),
             action: step.action.to_string(),
             what: format!("ceremony on {apqn} {mk_type}"),
+            send_within_ms: None,
         })?;
         let answer = self.operator.perform(&instruction);
         if answer != Answer::Done {

@@ -11,6 +11,9 @@
 //! of a swapped card, so any record that does not verify, and a journal that does not extend
 //! its head (deleted, emptied, cut back, replaced), is refused, never read past. A last line
 //! cut by a crash mid-write is the one damage tolerated.
+//!
+//! A team's database keeps it instead (`store::postgres::group`): the records are the same,
+//! and where they go is a [`GroupSink`], so the apply does not care which store it writes to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -47,6 +50,10 @@ pub enum GroupRecord {
         step: String,
         action: String,
         what: String,
+        /// On a shared journal, the tool runs within this long of the intent's commit, or
+        /// never (`GroupSink::send_window`). Absent on a folder's journal, and for ceremonies.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        send_within_ms: Option<u64>,
     },
     Outcome {
         identity: String,
@@ -57,6 +64,12 @@ pub enum GroupRecord {
     },
     /// The group converged: the change is closed.
     Done { identity: String, at: String },
+    /// `state push` moved the journal into a database (`to`): this file is an archive.
+    Pushed {
+        identity: String,
+        at: String,
+        to: String,
+    },
 }
 
 impl GroupRecord {
@@ -67,30 +80,50 @@ impl GroupRecord {
             Self::Intent { .. } => "intent",
             Self::Outcome { .. } => "outcome",
             Self::Done { .. } => "done",
+            Self::Pushed { .. } => "pushed",
         }
     }
 
-    fn identity(&self) -> &str {
+    pub fn identity(&self) -> &str {
         match self {
             Self::Begin { identity, .. }
             | Self::Intent { identity, .. }
             | Self::Outcome { identity, .. }
-            | Self::Done { identity, .. } => identity,
+            | Self::Done { identity, .. }
+            | Self::Pushed { identity, .. } => identity,
         }
     }
 }
 
+/// Where a group journal's records go: a file in the state folder (sealed with the journal
+/// key, its head beside the key) or a team's database. `append` returns once the record is
+/// durable (fsynced, or committed under this writer's lease), never before.
+pub trait GroupSink: Send {
+    /// Appends `record`, the journal's `count`-th.
+    fn append(&mut self, record: &GroupRecord, count: usize) -> Result<(), String>;
+    /// How long after its intent is committed a tool may still be run: another writer can
+    /// take a shared journal over from a writer that stopped (paused), and waits this long
+    /// before it settles what that writer left open. None: no other writer can (a folder's
+    /// journal, under its lock).
+    fn send_window(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
 pub struct GroupJournal {
-    path: PathBuf,
+    /// Where it is, for messages.
+    named: String,
     identity: String,
     records: Vec<GroupRecord>,
     /// How many records were there when it was opened: those after are this run's.
     opened_with: usize,
     /// Present when opened to append.
-    writer: Option<Writer>,
+    sink: Option<Box<dyn GroupSink>>,
 }
 
-struct Writer {
+/// The state folder's journal file, sealed.
+struct FileSink {
+    path: PathBuf,
     key: JournalKey,
     /// The seal of the last record, which the next one chains to.
     last_seal: String,
@@ -129,13 +162,64 @@ impl GroupJournal {
         }
         let path = Self::path_for(state_dir, identity);
         let read = Self::load(state_dir, &path, identity, key)?;
-        Ok(Self {
-            path,
+        not_pushed(&crate::quote::path(&path), &read.records)?;
+        Ok(Self::from_records(
+            crate::quote::path(&path),
+            identity,
+            read.records,
+            None,
+        ))
+    }
+
+    /// Reads the journal as `read` does, for `state push`: None when it was pushed already
+    /// (its last record, sealed, says so).
+    pub fn read_to_push(
+        state_dir: &Path,
+        identity: &str,
+        key: Option<&JournalKey>,
+    ) -> Result<Option<Self>, String> {
+        super::state_dir::check(state_dir)?;
+        let path = Self::path_for(state_dir, identity);
+        let read = Self::load(state_dir, &path, identity, key)?;
+        if let Some(GroupRecord::Pushed { .. }) = read.records.last() {
+            return Ok(None);
+        }
+        not_pushed(&crate::quote::path(&path), &read.records)?;
+        Ok(Some(Self::from_records(
+            crate::quote::path(&path),
+            identity,
+            read.records,
+            None,
+        )))
+    }
+
+    /// A journal read from elsewhere (a database), appended to through `sink` if any. Its
+    /// records were checked against their store's checksums and chain; here, that each is
+    /// about `identity` and that the journal was not moved on.
+    pub fn shared(
+        named: String,
+        identity: &str,
+        records: Vec<GroupRecord>,
+        sink: Option<Box<dyn GroupSink>>,
+    ) -> Result<Self, String> {
+        check_identity(&named, identity, &records)?;
+        not_pushed(&named, &records)?;
+        Ok(Self::from_records(named, identity, records, sink))
+    }
+
+    fn from_records(
+        named: String,
+        identity: &str,
+        records: Vec<GroupRecord>,
+        sink: Option<Box<dyn GroupSink>>,
+    ) -> Self {
+        Self {
+            named,
             identity: identity.into(),
-            opened_with: read.records.len(),
-            records: read.records,
-            writer: None,
-        })
+            opened_with: records.len(),
+            records,
+            sink,
+        }
     }
 
     /// Opens the journal to append, sealed with `key`: reads and checks it as `read` does,
@@ -144,6 +228,7 @@ impl GroupJournal {
         super::state_dir::prepare(state_dir)?;
         let path = Self::path_for(state_dir, identity);
         let read = Self::load(state_dir, &path, identity, Some(key))?;
+        not_pushed(&crate::quote::path(&path), &read.records)?;
         let file_len = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
         if (read.good_len as u64) < file_len {
             let file = super::state_dir::open(&path, OpenOptions::new().write(true))
@@ -152,17 +237,18 @@ impl GroupJournal {
                 .and_then(|()| file.sync_all())
                 .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
         }
-        Ok(Self {
-            path,
-            identity: identity.into(),
-            opened_with: read.records.len(),
-            records: read.records,
-            writer: Some(Writer {
-                key: key.clone(),
-                last_seal: read.last_seal,
-                head: read.head,
-            }),
-        })
+        let sink = FileSink {
+            path: path.clone(),
+            key: key.clone(),
+            last_seal: read.last_seal,
+            head: read.head,
+        };
+        Ok(Self::from_records(
+            crate::quote::path(&path),
+            identity,
+            read.records,
+            Some(Box::new(sink)),
+        ))
     }
 
     fn load(
@@ -225,13 +311,7 @@ impl GroupJournal {
                 ),
             }));
         }
-        if let Some(index) = parsed.records.iter().position(|r| r.identity() != identity) {
-            return Err(format!(
-                "{} line {}: a record for another backend or group",
-                crate::quote::path(path),
-                index + 1
-            ));
-        }
+        check_identity(&crate::quote::path(path), identity, &parsed.records)?;
         Ok(Read {
             records: parsed.records,
             good_len: parsed.good_len,
@@ -240,12 +320,62 @@ impl GroupJournal {
         })
     }
 
+    /// The identities of the group journals in `state_dir` (`state push`), read from each
+    /// file's first record; a file not named after the identity it records is refused. Each is
+    /// checked whole when read.
+    pub fn identities_in(state_dir: &Path) -> Result<Vec<String>, String> {
+        let mut identities = Vec::new();
+        let entries = std::fs::read_dir(state_dir)
+            .map_err(|e| format!("{}: {e}", crate::quote::path(state_dir)))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| format!("{}: {e}", crate::quote::path(state_dir)))?
+                .path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !(name.starts_with("zcrypt-") && name.ends_with(".jsonl")) {
+                continue;
+            }
+            let bytes = crate::bounded_read::read(&path, GROUP_JOURNAL_BYTES_MAX)
+                .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
+            #[derive(Deserialize)]
+            struct First {
+                record: GroupRecord,
+            }
+            let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+            let Ok(First { record }) = serde_json::from_slice::<First>(first) else {
+                if bytes.contains(&b'\n') {
+                    return Err(format!(
+                        "{}: its first line is not a domain group record",
+                        crate::quote::path(&path)
+                    ));
+                }
+                continue; // empty, or one line cut by a crash: no record
+            };
+            let identity = record.identity().to_string();
+            if Self::path_for(state_dir, &identity) != path {
+                return Err(format!(
+                    "{}: it records {}, whose journal has another name: it was renamed or copied",
+                    crate::quote::path(&path),
+                    crate::quote::bare(&identity)
+                ));
+            }
+            identities.push(identity);
+        }
+        identities.sort();
+        Ok(identities)
+    }
+
     pub fn identity(&self) -> &str {
         &self.identity
     }
 
     pub fn records(&self) -> &[GroupRecord] {
         &self.records
+    }
+
+    /// The send window each tool step's intent promises (`GroupSink::send_window`).
+    pub fn send_window(&self) -> Option<std::time::Duration> {
+        self.sink.as_ref().and_then(|sink| sink.send_window())
     }
 
     /// The records written before this process opened the journal (earlier runs').
@@ -290,30 +420,34 @@ impl GroupJournal {
 
     /// Steps whose intent has no outcome: a run stopped in them.
     pub fn unsettled(&self) -> Vec<(String, String)> {
-        let mut open: Vec<(String, String)> = Vec::new();
-        for record in &self.records {
-            match record {
-                GroupRecord::Intent { step, what, .. } => open.push((step.clone(), what.clone())),
-                GroupRecord::Outcome { step, .. } => open.retain(|(s, _)| s != step),
-                _ => {}
-            }
-        }
-        open
+        open_intents(&self.records)
+            .into_iter()
+            .filter_map(|record| match record {
+                GroupRecord::Intent { step, what, .. } => Some((step.clone(), what.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
-    /// Appends one record, sealed and chained, fsyncs it, then moves the journal's head.
+    /// Appends one record: durable (fsynced, or committed) when this returns.
     pub fn append(&mut self, record: GroupRecord) -> Result<(), String> {
-        let Some(writer) = &mut self.writer else {
+        let Some(sink) = &mut self.sink else {
             return Err(format!(
                 "{}: opened to read, not to append (a bug: please report it)",
-                crate::quote::path(&self.path)
+                self.named
             ));
         };
-        let (text, last_seal) = journal::sealed_lines(
-            &writer.key,
-            &writer.last_seal,
-            std::slice::from_ref(&record),
-        );
+        sink.append(&record, self.records.len() + 1)?;
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+impl GroupSink for FileSink {
+    /// Seals and chains the record, fsyncs it, then moves the journal's head.
+    fn append(&mut self, record: &GroupRecord, count: usize) -> Result<(), String> {
+        let (text, last_seal) =
+            journal::sealed_lines(&self.key, &self.last_seal, std::slice::from_ref(record));
         let cannot = |e: std::io::Error| {
             format!(
                 "{}: cannot write the journal: {e}",
@@ -325,16 +459,15 @@ impl GroupJournal {
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(cannot)?;
-        writer.last_seal = last_seal;
-        self.records.push(record);
-        if let Some(head) = &writer.head {
+        self.last_seal = last_seal;
+        if let Some(head) = &self.head {
             let state_dir = self.path.parent().unwrap_or(Path::new("."));
             journal_key::store_head(
                 head,
                 &Head {
                     state_dir: state_dir.display().to_string(),
-                    records: self.records.len() as u64,
-                    seal: writer.last_seal.clone(),
+                    records: count as u64,
+                    seal: self.last_seal.clone(),
                     rewraps: None,
                 },
             )
@@ -347,6 +480,49 @@ impl GroupJournal {
         }
         Ok(())
     }
+}
+
+/// The intents of `records` that have no outcome, in order.
+pub fn open_intents(records: &[GroupRecord]) -> Vec<&GroupRecord> {
+    let mut open: Vec<&GroupRecord> = Vec::new();
+    for record in records {
+        match record {
+            GroupRecord::Intent { .. } => open.push(record),
+            GroupRecord::Outcome { step, .. } => open.retain(
+                |intent| !matches!(intent, GroupRecord::Intent { step: s, .. } if s == step),
+            ),
+            _ => {}
+        }
+    }
+    open
+}
+
+/// Every record is about `identity`.
+fn check_identity(named: &str, identity: &str, records: &[GroupRecord]) -> Result<(), String> {
+    match records.iter().position(|r| r.identity() != identity) {
+        Some(index) => Err(format!(
+            "{named} record {}: a record for another backend or group",
+            index + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// No record says the journal was pushed into a database: then the group's journal goes on
+/// there, and this copy is an archive (a record after it was written by a run that had the
+/// journal open while the push ran: the database never got it).
+fn not_pushed(named: &str, records: &[GroupRecord]) -> Result<(), String> {
+    if let Some(GroupRecord::Pushed { to, at, .. }) = records
+        .iter()
+        .find(|r| matches!(r, GroupRecord::Pushed { .. }))
+    {
+        return Err(format!(
+            "the domain group journal {named} was pushed to {} at {} (`mkplan state push`): the group's journal goes on there, and this one is an archive. Nothing was done; name the database with --state (or MKPLAN_STATE)",
+            crate::quote::bare(to),
+            crate::quote::bare(at)
+        ));
+    }
+    Ok(())
 }
 
 /// The refusal for a journal that cannot be trusted: what is wrong, why it matters, and the
@@ -362,67 +538,25 @@ fn distrusted(path: &Path, head: Option<&Path>, what: &str) -> String {
         let head = crate::quote::path(head);
         moves.push(format!("mv {head} {head}.moved"));
     }
-    let move_away = format!("`{}`", moves.join("; "));
+    distrusted_journal(
+        &shown,
+        what,
+        "restore the journal from a backup that extends what mkplan last wrote",
+        &format!(
+            "start a new journal by moving the journal and its head away: `{}`",
+            moves.join("; ")
+        ),
+    )
+}
+
+/// The refusal for a group journal `named` that cannot be trusted (`what`), and the two ways
+/// to settle it: the evidence (`restore`), or the operator's word (`word`).
+pub(crate) fn distrusted_journal(named: &str, what: &str, restore: &str, word: &str) -> String {
     format!(
-        "the domain group journal {shown} cannot be trusted: {what}. It holds the cards' serial numbers from the first step of the group's change, the only evidence that no card was swapped behind an APQN since; mkplan does not plan or apply without it. To settle it, restore the journal from a backup that extends what mkplan last wrote; or, only if you are sure that no change of this group is under way and that no card behind its APQNs was swapped (compare the serial numbers `mkplan status` shows for the group file with your hardware records), start a new journal by moving the journal and its head away: {move_away}. Never edit the journal by hand"
+        "the domain group journal {named} cannot be trusted: {what}. It holds the cards' serial numbers from the first step of the group's change, the only evidence that no card was swapped behind an APQN since; mkplan does not plan or apply without it. To settle it, {restore}; or, only if you are sure that no change of this group is under way and that no card behind its APQNs was swapped (compare the serial numbers `mkplan status` shows for the group file with your hardware records), {word}. Never edit the journal by hand"
     )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_survive_a_reopen_and_a_cut_last_line_is_settled_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = JournalKey::ephemeral();
-        let mut journal = GroupJournal::open(dir.path(), "zcrypt:/x", &key).unwrap();
-        journal
-            .append(GroupRecord::Begin {
-                identity: "zcrypt:/x".into(),
-                at: "t".into(),
-                targets: BTreeMap::new(),
-                serials: BTreeMap::from([("03".into(), "S3".into())]),
-                apqns: Vec::new(),
-            })
-            .unwrap();
-        journal
-            .append(GroupRecord::Intent {
-                identity: "zcrypt:/x".into(),
-                at: "t".into(),
-                step: "z1".into(),
-                action: "stage_reencipher".into(),
-                what: "zkey …".into(),
-            })
-            .unwrap();
-        let path = GroupJournal::path_for(dir.path(), "zcrypt:/x");
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"record\":\"outc")
-            .unwrap();
-        let mut again = GroupJournal::open(dir.path(), "zcrypt:/x", &key).unwrap();
-        assert_eq!(again.open_change_serials().unwrap()[&3], "S3");
-        assert_eq!(again.unsettled().len(), 1);
-        // The cut line is gone: the next record chains on and verifies.
-        again
-            .append(GroupRecord::Done {
-                identity: "zcrypt:/x".into(),
-                at: "t".into(),
-            })
-            .unwrap();
-        let read = GroupJournal::read(dir.path(), "zcrypt:/x", Some(&key)).unwrap();
-        assert_eq!(read.records().len(), 3);
-        // Under another key, no record is evidence.
-        let error = GroupJournal::read(dir.path(), "zcrypt:/x", Some(&JournalKey::ephemeral()))
-            .err()
-            .unwrap();
-        assert!(
-            error.contains("line 1 (begin) is not authenticated"),
-            "{error}"
-        );
-        // Another identity never reads this file's records as its own.
-        assert_ne!(GroupJournal::path_for(dir.path(), "zcrypt:/y"), path);
-    }
-}
+#[path = "group_journal_tests.rs"]
+mod tests;

@@ -427,9 +427,17 @@ impl FileSink {
 /// Reads one line of a shared store: its record, if the line holds `sha256` and the record
 /// matches it.
 pub fn shared_record(line: &str, sha256: &str) -> Result<Record, String> {
+    unsealed_record(line, sha256)
+}
+
+/// `shared_record` for any journal's records (a domain group's too).
+pub(crate) fn unsealed_record<R: Serialize + serde::de::DeserializeOwned>(
+    line: &str,
+    sha256: &str,
+) -> Result<R, String> {
     // The parser's words quote the row (`unknown field …`): cut and made inert, so that a
     // row cannot flood the message or forge a line of its own.
-    let line: Line = serde_json::from_str(line).map_err(|e| {
+    let line: Line<R> = serde_json::from_str(line).map_err(|e| {
         format!(
             "it is not a journal record ({})",
             crate::quote::message(&e.to_string())
@@ -448,19 +456,31 @@ pub fn shared_lines(records: &[Record]) -> Vec<SharedLine> {
         .iter()
         .enumerate()
         .map(|(index, record)| {
-            let sha256 = checksum(record);
+            let (line, sha256) = unsealed_line(record);
             SharedLine {
-                line: serde_json::to_string(&Line {
-                    sha256: sha256.clone(),
-                    seal: None,
-                    record: record.clone(),
-                })
-                .expect("records serialize"),
+                line,
                 sha256,
                 instance: instance_of(&records[..index], record),
             }
         })
         .collect()
+}
+
+/// One record as a shared store keeps it, and its checksum: the line the file store writes,
+/// without a seal (the database authenticates its writers and chains the rows).
+pub(crate) fn unsealed_line<R: Serialize>(record: &R) -> (String, String) {
+    #[derive(Serialize)]
+    struct Unsealed<'a, R> {
+        sha256: &'a str,
+        record: &'a R,
+    }
+    let sha256 = checksum(record);
+    let line = serde_json::to_string(&Unsealed {
+        sha256: &sha256,
+        record,
+    })
+    .expect("records serialize");
+    (line, sha256)
 }
 
 /// The service instance a record speaks of, lower case (an outcome: its intent's); `None`

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::apply::audit;
+use crate::apply::group_journal::{GroupJournal, GroupRecord};
 use crate::apply::journal::{Record, shared_lines};
 use crate::error::{Error, Result};
 use crate::model::{JournalEvidence, JournalRewrap};
@@ -46,9 +47,10 @@ pub fn init(store: &Store) -> Result<u8> {
 pub fn push(store: &Store, from: &Path) -> Result<u8> {
     let connection = database(store, "push")?;
     let nothing = "Nothing was pushed";
-    if !from.join("journal.jsonl").exists() {
+    let holds_journal = from.join("journal.jsonl").exists();
+    if !holds_journal && !holds_group_journals(from) {
         return Err(Error::Other(format!(
-            "{} holds no journal (journal.jsonl). {nothing}",
+            "{} holds no journal (journal.jsonl, or a domain group's zcrypt-….jsonl). {nothing}",
             from.display()
         )));
     }
@@ -63,6 +65,12 @@ pub fn push(store: &Store, from: &Path) -> Result<u8> {
             crate::quote::path(from)
         ))
     })?;
+    // Every journal is checked before any is pushed.
+    let groups = group_journals(from).map_err(|e| Error::Unsafe(format!("{e}. {nothing}")))?;
+    // A journal pushed by an earlier push that stopped before the group journals: those go on.
+    if !holds_journal || (!groups.is_empty() && journal_pushed(from)) {
+        return push_groups(&connection, from, &groups, None);
+    }
     let records = files::read_journal(from)?;
     for record in &records {
         match record {
@@ -147,9 +155,101 @@ pub fn push(store: &Store, from: &Path) -> Result<u8> {
             from.display()
         )));
     }
+    let pushed = format!(
+        "{pushed} journal records and {} audit entries of {scope}",
+        verified.entries
+    );
+    push_groups(&connection, from, &groups, Some(pushed))
+}
+
+/// Whether the journal of `from` ends with its (sealed) `pushed` record.
+fn journal_pushed(from: &Path) -> bool {
+    let key = files::for_reading(from).ok().flatten();
+    crate::apply::journal::Journal::read(from, key.as_ref())
+        .is_ok_and(|records| matches!(records.last(), Some(Record::Pushed { .. })))
+}
+
+/// Whether `from` holds a domain group's journal file.
+fn holds_group_journals(from: &Path) -> bool {
+    std::fs::read_dir(from).into_iter().flatten().any(|entry| {
+        entry.is_ok_and(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with("zcrypt-") && name.ends_with(".jsonl")
+        })
+    })
+}
+
+/// The domain group journals of `from` not pushed yet, each checked whole with this user's
+/// journal key (seals, and the head beside the key).
+fn group_journals(from: &Path) -> std::result::Result<Vec<GroupJournal>, String> {
+    let key = files::for_reading(from).map_err(|e| e.to_string())?;
+    let mut journals = Vec::new();
+    for identity in GroupJournal::identities_in(from)? {
+        if let Some(journal) = GroupJournal::read_to_push(from, &identity, key.as_ref())? {
+            journals.push(journal);
+        }
+    }
+    Ok(journals)
+}
+
+/// Pushes each domain group journal of `from` into the database and retires it there with a
+/// sealed `pushed` record; then says what was pushed (`pushed`: the HPCS journal, if it was).
+fn push_groups(
+    connection: &Connection,
+    from: &Path,
+    groups: &[GroupJournal],
+    pushed: Option<String>,
+) -> Result<u8> {
+    let mut said: Vec<String> = pushed.into_iter().collect();
+    for group in groups {
+        let identity = group.identity();
+        let done = if said.is_empty() {
+            "Nothing was pushed".to_string()
+        } else {
+            format!("Pushed {} only", said.join(" and "))
+        };
+        let records = postgres::push_group(
+            connection,
+            postgres::GroupPush {
+                identity,
+                records: group.records(),
+            },
+        )
+        .map_err(|e| {
+            Error::Other(format!(
+                "the domain group journal of {identity}: {e}. {done}"
+            ))
+        })?;
+        let retired = files::for_writing(from).and_then(|key| {
+            let mut journal = GroupJournal::open(from, identity, &key).map_err(Error::Unsafe)?;
+            journal
+                .append(GroupRecord::Pushed {
+                    identity: identity.to_string(),
+                    at: crate::timestamp::utc_now(),
+                    to: connection.shown(),
+                })
+                .map_err(Error::Other)
+        });
+        if let Err(e) = retired {
+            return Err(Error::Other(format!(
+                "pushed {records} journal records of {identity} into {}, but could not mark its journal in {} as pushed ({e}): move that file away now, and apply with that folder no more; the database holds its journal",
+                connection.shown(),
+                from.display()
+            )));
+        }
+        said.push(format!(
+            "the {records} journal records of domain group {identity}"
+        ));
+    }
+    if said.is_empty() {
+        return Err(Error::Other(format!(
+            "the journals in {} were pushed already: nothing is left to push. Name the database with --state (or MKPLAN_STATE)",
+            from.display()
+        )));
+    }
     eprintln!(
-        "Pushed {pushed} journal records and {} audit entries of {scope} from {} into {}. From now on name the database with --state (or MKPLAN_STATE). {} keeps its records as an archive, marked as pushed: mkplan refuses to plan, apply or attest with it (or with a copy of it), since two journals of one fleet would each miss what the other saw.",
-        verified.entries,
+        "Pushed {} from {} into {}. From now on name the database with --state (or MKPLAN_STATE). {} keeps its records as an archive, marked as pushed: mkplan refuses to plan, apply or attest with it (or with a copy of it), since two journals of one fleet would each miss what the other saw.",
+        said.join(" and "),
         from.display(),
         connection.shown(),
         from.display()

@@ -32,7 +32,7 @@ use crate::render::domain_group::{
 use crate::render::domain_group_markdown::{
     GroupSource, group_plan_markdown, group_refusal_markdown,
 };
-use crate::store::Store;
+use crate::store::{Store, postgres};
 use sha2::{Digest, Sha256};
 
 /// A desired file larger than this is not a domain group file.
@@ -247,24 +247,53 @@ pub(super) fn read_and_plan(
     Ok((live, planned))
 }
 
-fn journal_folder(store: &Store) -> Result<&Path> {
-    store.folder().ok_or_else(|| Error::Other("a domain group's journal lives in a state folder: --state DIR (a PostgreSQL store is not supported for zcrypt: yet)".into()))
-}
-
-/// The group's journal, read without writing (checked with this user's journal key).
+/// The group's journal, read without writing: from the state folder (checked with this
+/// user's journal key) or the database.
 fn read_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
-    let folder = journal_folder(store)?;
-    let key = crate::store::files::for_reading(folder)?;
-    GroupJournal::read(folder, identity, key.as_ref()).map_err(Error::Unsafe)
+    match store {
+        Store::Files(folder) => {
+            let key = crate::store::files::for_reading(folder)?;
+            GroupJournal::read(folder, identity, key.as_ref()).map_err(Error::Unsafe)
+        }
+        Store::Postgres(database) => postgres::read_group_journal(database, identity),
+    }
 }
 
-/// The group's journal, to append to (sealed with this user's journal key, made if none).
-fn open_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
-    let folder = journal_folder(store)?;
-    // A state folder that is refused makes no key either.
-    crate::apply::state_dir::prepare(folder).map_err(Error::Unsafe)?;
-    let key = crate::store::files::for_writing(folder)?;
-    GroupJournal::open(folder, identity, &key).map_err(Error::Unsafe)
+/// What an apply holds from before it plans until it ends: the state folder's lock, or the
+/// database's lease on the group's APQNs on this Linux image. Dropping it releases it.
+enum GroupHold {
+    Folder(PathBuf, #[allow(dead_code)] crate::apply::lock::StateLock),
+    Lease(Box<postgres::GroupLease>),
+}
+
+/// Takes the lock or the lease, or says who holds it (exit 1).
+fn hold(store: &Store, identity: &str, desired: &DesiredGroup) -> Result<GroupHold> {
+    match store {
+        Store::Files(folder) => {
+            let lock = crate::apply::lock::acquire(folder, &crate::store::holder())
+                .map_err(Error::Other)?;
+            Ok(GroupHold::Folder(folder.clone(), lock))
+        }
+        Store::Postgres(database) => {
+            let apqns: Vec<String> = desired.apqns.iter().map(ToString::to_string).collect();
+            let lease = postgres::GroupLease::take(database, identity, &apqns)?;
+            Ok(GroupHold::Lease(Box::new(lease)))
+        }
+    }
+}
+
+/// The group's journal, to append to under what `held` holds: in the state folder, sealed
+/// with this user's journal key (made if none), or in the database under the lease.
+fn open_journal(held: &GroupHold, identity: &str) -> Result<GroupJournal> {
+    match held {
+        GroupHold::Folder(folder, _) => {
+            // A state folder that is refused makes no key either.
+            crate::apply::state_dir::prepare(folder).map_err(Error::Unsafe)?;
+            let key = crate::store::files::for_writing(folder)?;
+            GroupJournal::open(folder, identity, &key).map_err(Error::Unsafe)
+        }
+        GroupHold::Lease(lease) => lease.journal(identity),
+    }
 }
 
 pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
@@ -404,11 +433,8 @@ pub(super) fn run_group_apply(
     args: &ApplyArgs,
     saved: Option<SavedCheck>,
 ) -> Result<u8> {
-    let folder = store.folder().ok_or_else(|| {
-        Error::Other("a domain group's journal lives in a state folder (--state DIR)".into())
-    })?;
-    let _lock =
-        crate::apply::lock::acquire(folder, &crate::store::holder()).map_err(Error::Other)?;
+    let identity = backend.identity(desired);
+    let held = hold(store, &identity, desired)?;
     let (live, plan) = match saved {
         Some(check) => check(store)?,
         None => plan_now(desired, backend, store)?,
@@ -432,7 +458,7 @@ pub(super) fn run_group_apply(
             }
         }
     }
-    let mut journal = open_journal(store, &backend.identity(desired))?;
+    let mut journal = open_journal(&held, &identity)?;
     let progress = |line: &str| eprintln!("{line}");
     let mut run = GroupApply {
         backend,

@@ -349,7 +349,7 @@ fn verify_one(
 
 /// How long a request may take to reach the service and take effect, unless
 /// `MKPLAN_RECLAIM_GRACE_S` says: the HTTP client's timeout for a command.
-fn reclaim_grace() -> Result<Duration> {
+pub(crate) fn reclaim_grace() -> Result<Duration> {
     let default = Duration::from_millis(crate::backend::http::COMMAND_TIMEOUT_MS);
     match std::env::var("MKPLAN_RECLAIM_GRACE_S") {
         Err(_) => Ok(default),
@@ -364,7 +364,7 @@ fn reclaim_grace() -> Result<Duration> {
 }
 
 /// `MKPLAN_LEASE_TTL_S`, else a minute.
-fn lease_ttl() -> Result<Duration> {
+pub(crate) fn lease_ttl() -> Result<Duration> {
     match std::env::var("MKPLAN_LEASE_TTL_S") {
         Err(_) => Ok(LEASE_TTL_DEFAULT),
         Ok(text) => match text.trim().parse::<u64>() {
@@ -379,7 +379,7 @@ fn lease_ttl() -> Result<Duration> {
 
 /// Who runs this process: `USER`, else `LOGNAME`, else the password database's name for the
 /// effective user id, else `uid N`.
-fn user_name() -> String {
+pub(crate) fn user_name() -> String {
     let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     if let Some(name) = from_env("USER").or_else(|| from_env("LOGNAME")) {
         return name;

@@ -48,6 +48,7 @@ mod zcrypt_losses;
 mod zcrypt_ock_conf;
 mod zcrypt_pin_sources;
 mod zcrypt_pins;
+mod zcrypt_postgres;
 mod zcrypt_restaged;
 mod zcrypt_saved;
 mod zcrypt_scenarios;

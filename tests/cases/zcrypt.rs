@@ -374,7 +374,7 @@ impl World {
 
     /// A `zkey` first on PATH that, at its `n`-th reencipher, runs the fake zkey and then
     /// kills mkplan at once (power lost right after the tool's effect).
-    fn crash_mkplan_after_reencipher(&self, n: usize) {
+    pub(crate) fn crash_mkplan_after_reencipher(&self, n: usize) {
         let wrap = self.root.join("wrap");
         std::fs::create_dir_all(&wrap).unwrap();
         let script = format!(
@@ -388,7 +388,7 @@ impl World {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    fn remove_wrapper(&self) {
+    pub(crate) fn remove_wrapper(&self) {
         let _ = std::fs::remove_file(self.root.join("wrap/zkey"));
     }
 }

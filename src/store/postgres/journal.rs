@@ -10,7 +10,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::audit::{self, AuditQueue};
 use super::lease::Lease;
 use super::{Connection, DbError};
-use crate::apply::journal::{Record, SharedJournal, SharedLine, shared_record};
+use crate::apply::journal::{Record, SharedJournal, SharedLine, unsealed_record};
 
 /// Attempts at one write when the connection is lost, and the pause before the first retry
 /// (doubled each time): about 8 s in all, then the write fails.
@@ -49,10 +49,15 @@ impl PgJournal {
 /// the journal key (as the file store keeps its heads): a database restored from an older
 /// backup holds fewer records, and that is seen. `None` when no journal key place is known.
 pub fn head_path(connection: &Connection, scope: &str) -> Option<std::path::PathBuf> {
+    head_path_of(&format!("{}\n{scope}", connection.shown()))
+}
+
+/// Where the head of the journal that `name` names is kept, beside the journal key.
+pub(super) fn head_path_of(name: &str) -> Option<std::path::PathBuf> {
     let key = crate::apply::journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
     let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
-        format!("{}\n{scope}", connection.shown()),
+        name,
     ));
     Some(key.parent()?.join("heads").join(hex::encode(&digest[..16])))
 }
@@ -68,17 +73,79 @@ pub fn seen(connection: &Connection, scope: &str) -> Result<Option<u64>, String>
 /// Records that `scope`'s journal held `records` when this machine last saw it.
 pub fn remember(connection: &Connection, scope: &str, records: u64) {
     if let Some(path) = head_path(connection, scope) {
-        let _ = crate::apply::journal_key::store_head(
+        let _ = remember_at(
             &path,
-            &crate::apply::journal_key::Head {
-                state_dir: format!("{} {scope}", connection.shown()),
-                records,
-                seal: String::new(),
-                rewraps: None,
-            },
+            &format!("{} {scope}", connection.shown()),
+            records,
+            "",
         );
     }
 }
+
+/// Records in the head at `path` that the journal `named` held `records`, the last with the
+/// chain hash `chain` ('' for a journal whose head keeps only its length).
+pub(super) fn remember_at(
+    path: &std::path::Path,
+    named: &str,
+    records: u64,
+    chain: &str,
+) -> std::io::Result<()> {
+    crate::apply::journal_key::store_head(
+        path,
+        &crate::apply::journal_key::Head {
+            state_dir: named.to_string(),
+            records,
+            seal: chain.to_string(),
+            rewraps: None,
+        },
+    )
+}
+
+/// A scope's rows read in order, each linked to the one before: the chain hash is
+/// sha256(previous chain || the row's checksum), so a row edited or removed breaks every link
+/// after it.
+#[derive(Default)]
+struct Chain {
+    /// The chain hash after the last row read ('' before the first).
+    last: String,
+    rows: i64,
+}
+
+impl Chain {
+    /// The row numbered `seq` comes next.
+    fn expect(&self, seq: i64) -> Result<(), &'static str> {
+        if seq == self.rows + 1 {
+            Ok(())
+        } else {
+            Err("records before it are missing")
+        }
+    }
+
+    /// The next row, of checksum `sha256`, says its chain hash is `link`.
+    fn link(&mut self, sha256: &str, link: &str) -> Result<(), &'static str> {
+        self.last = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            format!("{}{sha256}", self.last),
+        )));
+        self.rows += 1;
+        if self.last == link {
+            Ok(())
+        } else {
+            Err("it does not link to the record before it")
+        }
+    }
+}
+
+/// The refusal for a scope's journal (`named`) whose rows or head do not hold together.
+fn damaged(named: &str, seq: i64, why: &str) -> String {
+    format!(
+        "{named} is damaged at record {seq}: {why}. It cannot be trusted to settle what happened; keep the database as it is for investigation, compare the live state (`mkplan status`) with the audit trail, and ask for help before acting"
+    )
+}
+
+/// What the scope's head (its length and last chain hash) not matching its rows means.
+const HEAD_MISMATCH: &str =
+    "the scope's head does not match its records (records were removed or added outside mkplan)";
 
 pub(super) fn batch_id() -> String {
     let mut id = [0u8; 16];
@@ -235,51 +302,20 @@ pub fn read_journal(
     scope: &str,
     instances: Option<&[String]>,
 ) -> Result<Vec<Record>, String> {
-    let key = scope.to_string();
-    let (rows, head) = connection
-        .call(move |client| {
-            Box::pin(async move {
-                let rows = client
-                    .query(
-                        "SELECT seq, line, sha256, chain, instance FROM mkplan_journal WHERE scope = $1 ORDER BY seq",
-                        &[&key],
-                    )
-                    .await?;
-                let head = client
-                    .query_opt(
-                        "SELECT journal_records, journal_chain FROM mkplan_scopes WHERE scope = $1",
-                        &[&key],
-                    )
-                    .await?
-                    .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)));
-                Ok((rows, head))
-            })
-        })
-        .map_err(|e| format!("cannot read the journal of {scope} in {}: {e}", connection.shown()))?;
-    let damaged = |seq: i64, why: &str| {
-        format!(
-            "the journal of {scope} in {} is damaged at record {seq}: {why}. It cannot be trusted to settle what happened; keep the database as it is for investigation, compare the live state (`mkplan status`) with the audit trail, and ask for help before acting",
-            connection.shown()
-        )
-    };
+    let (rows, head) = read_scope(
+        connection,
+        scope,
+        "SELECT seq, line, sha256, chain, instance FROM mkplan_journal WHERE scope = $1 ORDER BY seq",
+        "SELECT journal_records, journal_chain FROM mkplan_scopes WHERE scope = $1",
+    )
+    .map_err(|e| format!("cannot read the journal of {scope} in {}: {e}", connection.shown()))?;
+    let named = format!("the journal of {scope} in {}", connection.shown());
+    let head = head.map(|row| (row.get(0), row.get(1)));
+    let checked = chained_records::<Record>(&rows, head, &named)?;
     let wanted: Option<Vec<String>> =
         instances.map(|ids| ids.iter().map(|i| i.to_lowercase()).collect());
-    let mut chain = String::new();
     let mut records = Vec::new();
-    for (index, row) in rows.iter().enumerate() {
-        let seq: i64 = row.get(0);
-        if seq != index as i64 + 1 {
-            return Err(damaged(seq, "records before it are missing"));
-        }
-        let (line, sha256, link): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
-        let record = shared_record(line, sha256).map_err(|why| damaged(seq, &why))?;
-        chain = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            format!("{chain}{sha256}"),
-        )));
-        if chain != link {
-            return Err(damaged(seq, "it does not link to the record before it"));
-        }
+    for (row, (record, _)) in rows.iter().zip(checked) {
         let instance: Option<&str> = row.get(4);
         let about_wanted = match (&wanted, instance) {
             (Some(ids), Some(instance)) => ids.iter().any(|i| i == instance),
@@ -289,11 +325,51 @@ pub fn read_journal(
             records.push(record);
         }
     }
+    Ok(records)
+}
+
+/// A scope's rows (`rows_sql`) and its head (`head_sql`), read in one call.
+pub(super) fn read_scope(
+    connection: &Connection,
+    scope: &str,
+    rows_sql: &'static str,
+    head_sql: &'static str,
+) -> Result<(Vec<tokio_postgres::Row>, Option<tokio_postgres::Row>), DbError> {
+    let key = scope.to_string();
+    connection.call(move |client| {
+        Box::pin(async move {
+            let rows = client.query(rows_sql, &[&key]).await?;
+            let head = client.query_opt(head_sql, &[&key]).await?;
+            Ok((rows, head))
+        })
+    })
+}
+
+/// Each row's record (columns `seq, line, sha256, chain`), checked against its checksum and
+/// linked to the row before, with the chain hash after it; and the scope's `head` (length,
+/// last chain hash) checked against them. A break anywhere is an error that names the row of
+/// the journal `named`.
+pub(super) fn chained_records<R: serde::Serialize + serde::de::DeserializeOwned>(
+    rows: &[tokio_postgres::Row],
+    head: Option<(i64, String)>,
+    named: &str,
+) -> Result<Vec<(R, String)>, String> {
+    let mut chain = Chain::default();
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq: i64 = row.get(0);
+        chain.expect(seq).map_err(|why| damaged(named, seq, why))?;
+        let (line, sha256, link): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
+        let record = unsealed_record(line, sha256).map_err(|why| damaged(named, seq, &why))?;
+        chain
+            .link(sha256, link)
+            .map_err(|why| damaged(named, seq, why))?;
+        records.push((record, chain.last.clone()));
+    }
     match head {
-        Some((count, last)) if count != rows.len() as i64 || last != chain => Err(damaged(
-            count,
-            "the scope's head does not match its records (records were removed or added outside mkplan)",
-        )),
+        Some((count, last)) if count != rows.len() as i64 || last != chain.last => {
+            Err(damaged(named, count, HEAD_MISMATCH))
+        }
         _ => Ok(records),
     }
 }
@@ -347,31 +423,48 @@ pub fn settle_wait(
             }
         }
     }
+    wait_for_windows(
+        connection,
+        scope,
+        windows_sql("mkplan_journal", "kind"),
+        windowed,
+        unbounded && reclaimed_live,
+        grace,
+    )
+}
+
+/// The latest end of the send windows of the intents in `table` (records tagged by `tag`) of
+/// scope `$1` and steps `$2` whose writer is not known to have stopped, in ms from now, on the
+/// database's clock (the commit time and now).
+pub(super) fn windows_sql(table: &str, tag: &str) -> String {
+    format!(
+        "SELECT max(ceil(extract(epoch FROM written_at - clock_timestamp()) * 1000) \
+             + (line::json->'record'->>'send_within_ms')::bigint)::bigint \
+         FROM {table} WHERE scope = $1 \
+         AND line::json->'record'->>'{tag}' = 'intent' \
+         AND line::json->'record'->>'step' = ANY($2) \
+         AND NOT EXISTS (SELECT 1 FROM mkplan_writers_ended e WHERE e.fence = {table}.fence)"
+    )
+}
+
+/// How long to wait until the open intents of steps `windowed` are past their send windows
+/// (`windows_sql`) and `grace`; at least `grace` when `unbounded` (an open
+/// intent without a window, from a writer that may still run). None: no wait.
+pub(super) fn wait_for_windows(
+    connection: &Connection,
+    scope: &str,
+    windows_sql: String,
+    windowed: Vec<String>,
+    unbounded: bool,
+    grace: Duration,
+) -> Result<Option<Duration>, String> {
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-    let mut wait_ms: i64 = if unbounded && reclaimed_live {
-        grace_ms
-    } else {
-        0
-    };
+    let mut wait_ms: i64 = if unbounded { grace_ms } else { 0 };
     if !windowed.is_empty() {
         let key = scope.to_string();
-        // The database's clock on both sides: the commit time and now.
         let row = connection
             .call(move |client| {
-                Box::pin(async move {
-                    client
-                        .query_one(
-                            "SELECT max(ceil(extract(epoch FROM written_at - clock_timestamp()) * 1000) \
-                                 + (line::json->'record'->>'send_within_ms')::bigint)::bigint \
-                             FROM mkplan_journal WHERE scope = $1 \
-                             AND line::json->'record'->>'kind' = 'intent' \
-                             AND line::json->'record'->>'step' = ANY($2) \
-                             AND NOT EXISTS (SELECT 1 FROM mkplan_writers_ended e \
-                                             WHERE e.fence = mkplan_journal.fence)",
-                            &[&key, &windowed],
-                        )
-                        .await
-                })
+                Box::pin(async move { client.query_one(&windows_sql, &[&key, &windowed]).await })
             })
             .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
         // None: every open intent's writer is known to have stopped.
@@ -401,13 +494,18 @@ pub fn incarnation_changed(connection: &Connection, scope: &str) -> Result<Optio
         })
         .map_err(|e| format!("cannot read the journal of {scope}: {e}"))?;
     let Some(row) = row else { return Ok(None) };
-    let (recorded, now): (Option<String>, Option<String>) = (row.get(0), row.get(1));
-    Ok(match (recorded, now) {
+    Ok(moved(row.get(0), row.get(1)))
+}
+
+/// Why a journal last written in incarnation `recorded` is not where it was, now that the
+/// database is `now` (see `incarnation_changed`).
+pub(super) fn moved(recorded: Option<String>, now: Option<String>) -> Option<String> {
+    match (recorded, now) {
         (Some(recorded), Some(now)) if recorded != now => Some(format!(
             "the database holding it is not the one it was last written in (database and WAL timeline {recorded}, now {now}): a restore from a backup, a copy, or a replica promoted after a failover, which may lack the latest records"
         )),
         _ => None,
-    })
+    }
 }
 
 /// Records, under `lease`, that `scope`'s journal now lives in this database and timeline.
@@ -416,19 +514,26 @@ pub fn record_incarnation(
     scope: &str,
     lease: &Lease,
 ) -> Result<(), String> {
+    record_incarnation_with(
+        connection,
+        "SELECT mkplan_scope_incarnation($1, $2, $3)",
+        scope,
+        lease,
+    )
+    .map_err(|e| format!("cannot write the journal of {scope}: {e}"))
+}
+
+/// Runs `sql`, which records under a lease where the journal of a scope lives, on `scope`
+/// and `lease`'s id and fence.
+pub(super) fn record_incarnation_with(
+    connection: &Connection,
+    sql: &'static str,
+    scope: &str,
+    lease: &Lease,
+) -> Result<(), DbError> {
     let key = scope.to_string();
     let (id, fence) = lease.fence();
-    connection
-        .call(move |client| {
-            Box::pin(async move {
-                client
-                    .execute(
-                        "SELECT mkplan_scope_incarnation($1, $2, $3)",
-                        &[&key, &id, &fence],
-                    )
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .map_err(|e| format!("cannot write the journal of {scope}: {e}"))
+    connection.call(move |client| {
+        Box::pin(async move { client.execute(sql, &[&key, &id, &fence]).await.map(|_| ()) })
+    })
 }

@@ -8,6 +8,7 @@
 
 mod audit;
 mod connect;
+mod group;
 mod journal;
 mod lease;
 mod transfer;
@@ -19,6 +20,7 @@ use tokio_postgres::Client;
 
 pub use audit::{AuditQueue, PgAudit, read_audit};
 pub use connect::{Database, redacted};
+pub use group::{GroupLease, GroupPush, group_scope, push_group, read_group_journal};
 pub use journal::{
     PgJournal, incarnation_changed, read_journal, record_incarnation, remember, scope_records,
     scopes, seen, settle_wait,
@@ -30,10 +32,11 @@ pub use transfer::{Push, journal_lines, push};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("schema.sql")),
     (2, include_str!("schema_v2.sql")),
+    (3, include_str!("schema_v3.sql")),
 ];
 
 /// The schema version this mkplan writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// How long one call may take before it counts as a lost connection.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
