@@ -697,7 +697,10 @@ fn refused_for_folders(
     let (journal, fix) = match silence {
         Some(s) if !s.fix.is_empty() => (
             s.detail,
-            format!("{}. As for the other state folders: {}", s.fix, folders.fix),
+            format!(
+                "first the other state folders: {}. Then this journal: {}",
+                folders.fix, s.fix
+            ),
         ),
         Some(s) => (s.detail, folders.fix),
         None => ("it does not settle it".to_string(), folders.fix),
