@@ -17,6 +17,7 @@ mod mixed;
 mod network;
 mod operation_log;
 mod output;
+mod parallel;
 mod postgres_store;
 mod saved_plans;
 mod scenarios;

@@ -110,8 +110,8 @@ fn sweep_one(fleet: fn(bool) -> Fleet, units: usize, fault: Fault, over_http: bo
         key_parts: key_parts(),
         planner: mkplan::plan::plan,
     };
-    let runtime = runtime(over_http).expect("a runtime");
-    for n in 1..=operations(units) as u64 {
+    let scratch = ws.dir.path();
+    let run = |n: u64, runtime: &tokio::runtime::Runtime| {
         let schedule = Schedule {
             seed: n,
             parallelism: PARALLELISM,
@@ -120,11 +120,27 @@ fn sweep_one(fleet: fn(bool) -> Fleet, units: usize, fault: Fault, over_http: bo
             actors: Vec::new(),
         };
         let result = runtime
-            .block_on(run_schedule(&drill, n, schedule, ws.dir.path(), over_http))
+            .block_on(run_schedule(&drill, n, schedule, scratch, over_http))
             .expect("the run's scratch folders");
         judge(&result, units, fault, reports, n);
+    };
+    let points = 1..=operations(units) as u64;
+    if over_http {
+        // Each run has its own server, port, fleet file and state folder, and waits on a
+        // real clock and network: two side by side, each on a runtime of its own.
+        crate::cases::parallel::each(HTTP_WIDTH, points, |n| {
+            run(n, &runtime(true).expect("a runtime"))
+        });
+    } else {
+        let runtime = runtime(false).expect("a runtime");
+        for n in points {
+            run(n, &runtime);
+        }
     }
 }
+
+/// Runs of an HTTP sweep side by side.
+const HTTP_WIDTH: usize = 2;
 
 /// What `cases::apply`'s binary sweeps asserted, on the drill's record of the run.
 fn judge(result: &RunResult, units: usize, fault: Fault, reports: bool, n: u64) {

@@ -156,8 +156,9 @@ fn zcrypt_tools_killed_after_their_effect_or_failing_are_settled_and_the_change_
 
 /// Each row: the applies killed or failing as the row says, zero incidents after each, then
 /// one that converges with nothing left, the interrupted step settled by reading.
+/// The rows run side by side, each on a world of its own.
 pub(crate) fn assert_each_crash_settled(rows: impl IntoIterator<Item = Crashes>) {
-    for row in rows {
+    crate::cases::parallel::each(3, rows, |row| {
         let world = (row.world)();
         for attempt in 0..row.killed + row.failed {
             let (code, stderr) = world.apply();
@@ -192,5 +193,5 @@ pub(crate) fn assert_each_crash_settled(rows: impl IntoIterator<Item = Crashes>)
         }
         world.assert_converged();
         world.assert_nothing_left();
-    }
+    });
 }

@@ -287,8 +287,9 @@ fn zcrypt_scenarios_from_each_mid_state_plan_what_remains_and_apply_converges() 
 
 /// Each row: its mid state shows no incident, `plan` shows its steps, and `apply` converges
 /// with nothing left and no incident.
+/// The rows run side by side, each on a world of its own.
 pub(crate) fn assert_each_converges(rows: impl IntoIterator<Item = Converges>) {
-    for row in rows {
+    crate::cases::parallel::each(3, rows, |row| {
         let world = (row.world)();
         (row.mid)(&world);
         world.assert_no_incidents();
@@ -301,7 +302,7 @@ pub(crate) fn assert_each_converges(rows: impl IntoIterator<Item = Converges>) {
         let (code, stderr) = world.apply();
         assert_eq!(code, Some(0), "row {:?}: {stderr}", row.name);
         world.assert_nothing_left();
-    }
+    });
 }
 
 pub(crate) struct Refused {
@@ -480,8 +481,9 @@ fn zcrypt_scenarios_refused_name_their_check_and_values_and_run_nothing() {
 
 /// Each row: `plan` and `apply` refuse with exit 3 naming the check and every name, and run
 /// nothing: no ceremony step shown, no tool run, the world's truth byte for byte as it was.
+/// The rows run side by side, each on a world of its own.
 pub(crate) fn assert_each_refused(rows: impl IntoIterator<Item = Refused>) {
-    for row in rows {
+    crate::cases::parallel::each(3, rows, |row| {
         let world = (row.world)();
         (row.mid)(&world);
         let before = world.truth();
@@ -516,5 +518,5 @@ pub(crate) fn assert_each_refused(rows: impl IntoIterator<Item = Refused>) {
             row.name
         );
         world.assert_no_incidents();
-    }
+    });
 }
