@@ -308,33 +308,28 @@ crash_sweeps! {
     a_crash_at_every_signed_command_is_settled_by_the_rerun_11_to_12: 11..=SIGNED_COMMANDS;
 }
 
-/// Each command's faults, side by side: every run has its own workspace, fleet file and
-/// server (on a port of its own), so they share nothing but the machine.
 fn crash_sweep(commands: std::ops::RangeInclusive<u64>) {
-    let runs: Vec<(u64, &str)> = commands
-        .flat_map(|n| {
-            let faults: &[&'static str] = if [2, 7, 10].contains(&n) {
-                &["crash_after_command", "lose_command_response"]
-            } else {
-                &["crash_after_command"]
-            };
-            faults.iter().map(move |fault| (n, *fault))
-        })
-        .collect();
-    crate::cases::parallel::each(runs.len(), runs, |(n, fault)| {
-        let ws = workspace(&ALICE_AND_BOB);
-        let context = format!("{fault}={n}");
-        let mut server = start(&ws, &context);
-        let (code, stderr, _) = apply(&ws, &server, &[ONE_AT_A_TIME]);
-        if fault == "crash_after_command" {
-            assert_ne!(code, 0, "{context}: the crash stops the apply\n{stderr}");
-            server.wait();
+    for n in commands {
+        let faults: &[&str] = if [2, 7, 10].contains(&n) {
+            &["crash_after_command", "lose_command_response"]
+        } else {
+            &["crash_after_command"]
+        };
+        for fault in faults {
+            let ws = workspace(&ALICE_AND_BOB);
+            let context = format!("{fault}={n}");
+            let mut server = start(&ws, &context);
+            let (code, stderr, _) = apply(&ws, &server, &[ONE_AT_A_TIME]);
+            if *fault == "crash_after_command" {
+                assert_ne!(code, 0, "{context}: the crash stops the apply\n{stderr}");
+                server.wait();
+            }
+            drop(server);
+            let server = start(&ws, "");
+            rerun_to_convergence(&ws, &server, &context);
+            assert_converged(&ws, &context);
         }
-        drop(server);
-        let server = start(&ws, "");
-        rerun_to_convergence(&ws, &server, &context);
-        assert_converged(&ws, &context);
-    });
+    }
 }
 
 #[test]
