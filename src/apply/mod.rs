@@ -27,6 +27,7 @@ pub mod interrupt;
 pub mod journal;
 pub mod journal_key;
 pub mod lock;
+mod open_rewraps;
 pub mod other_folders;
 pub mod record;
 pub mod resume;

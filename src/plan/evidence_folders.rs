@@ -6,9 +6,10 @@
 //! show it: while one is on record there, or a folder that may hold one cannot be read, no
 //! plan of the instance is made here.
 
-use super::JournalSilence;
 use super::common_current;
 use super::fix::desired_file;
+use super::Refusal;
+use super::{JournalSilence, silent};
 use crate::model::{
     FolderRewrap, JournalEvidence, JournalRewrap, LiveInstance, VerificationPattern,
 };
@@ -75,6 +76,35 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
     })
 }
 
+/// The other state folders leave nothing to settle the rewrap (`folders`): the refusal names
+/// them, with what this journal says (`silence`), and says what settles it.
+pub(super) fn refused(
+    live: &LiveInstance,
+    target: &VerificationPattern,
+    silence: Option<JournalSilence>,
+    folders: JournalSilence,
+) -> Refusal {
+    let (journal, fix) = match silence {
+        Some(s) if !s.fix.is_empty() => (
+            s.detail,
+            format!(
+                "first the other state folders: {}. Then this journal: {}",
+                folders.fix, s.fix
+            ),
+        ),
+        Some(s) => (s.detail, folders.fix),
+        None => ("it does not settle it".to_string(), folders.fix),
+    };
+    silent(
+        live,
+        target,
+        Some(JournalSilence {
+            detail: format!("{journal}\n- other state folders: {}", folders.detail),
+            fix,
+        }),
+    )
+}
+
 /// The rewrap `r` another folder recorded may still move the key storage, or may have moved
 /// it where this journal cannot see:
 /// - never once the key it goes to is every unit's current key (promoted: it landed, or no
@@ -86,7 +116,10 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
 ///   of it); a tie counts;
 /// - else, never answered: always;
 /// - seen to complete: while the registers still fit it, unless it was sent before this
-///   journal's latest rotation of the instance began (the plan that began it weighed it).
+///   journal's latest rotation of the instance began, or in the same second (the plan that
+///   began it weighed it; one sent while that rotation ran is caught before this journal's
+///   own rewrap, `apply::other_folders`, and its commits leave this journal unable to vouch
+///   alone, so `attest` asks the other folders again).
 fn counts(live: &LiveInstance, journal: &JournalEvidence, r: &FolderRewrap) -> bool {
     let to = r.rewrap.to.as_ref();
     if to.is_some() && to == common_current(live).as_ref() {
@@ -111,7 +144,7 @@ fn counts(live: &LiveInstance, journal: &JournalEvidence, r: &FolderRewrap) -> b
     }
     let began = journal.began.get(&live.id.to_ascii_lowercase());
     let sent = r.rewrap.intent_at.as_ref().or(r.rewrap.sent_at.as_ref());
-    let before = matches!((sent, began), (Some(sent), Some(began)) if sent < began);
+    let before = matches!((sent, began), (Some(sent), Some(began)) if sent <= began);
     !before && fits(live, r.rewrap.from.as_ref(), to)
 }
 

@@ -435,10 +435,11 @@ fn another_folders_completed_rewrap_counts_only_after_this_journals_rotation_beg
     )
     .unwrap_err();
     assert!(refused.detail.contains("completed"), "{refused}");
-    // A rotation this journal began later weighed it then (a tie still counts).
+    // A rotation this journal began later, or in the same second, weighed it then.
     for (began, refuses) in [
         ("2026-11-30T09:30:00Z", false),
-        ("2026-11-30T09:00:00Z", true),
+        ("2026-11-30T09:00:00Z", false),
+        ("2026-11-30T08:59:59Z", true),
     ] {
         let mut evidence = with_folders(journal(None), completed.clone(), Vec::new());
         evidence.began.insert(INSTANCE.into(), began.into());
