@@ -6,9 +6,9 @@
 //! show it: while one is on record there, or a folder that may hold one cannot be read, no
 //! plan of the instance is made here.
 
+use super::Refusal;
 use super::common_current;
 use super::fix::desired_file;
-use super::Refusal;
 use super::{JournalSilence, silent};
 use crate::model::{
     FolderRewrap, JournalEvidence, JournalRewrap, LiveInstance, VerificationPattern,
