@@ -232,11 +232,10 @@ fn unanswered_in_other_folders(
     }
     if let Some(unread) = others.unread_for(&found.id).first() {
         return Err(NotTaken(format!(
-            "refused: {}. That folder may hold a rewrap of service instance {} that {witness} never saw: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Make it readable again (its owner: `chmod go-w {dir}`; a folder moved: put it back) and attest again; if it was removed for good and no rewrap it sent can still land, remove its head {head}; {settle}",
+            "refused: {}. That folder may hold a rewrap of service instance {} that {witness} never saw: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. To settle it: {}; then attest again. Or: {settle}",
             unread.describe(),
             found.id,
-            dir = crate::quote::name(&unread.state_dir),
-            head = crate::quote::name(&unread.head),
+            unread.remedy(),
         )));
     }
     Ok(())

@@ -179,6 +179,23 @@ impl FolderRewrap {
 }
 
 impl UnreadFolder {
+    /// What `state_dir` says when the head that named the folder cannot be read itself.
+    pub const UNKNOWN: &'static str = "(the folder its head names cannot be read)";
+
+    /// What makes it answer again, or takes it out of the check on the operator's word.
+    pub fn remedy(&self) -> String {
+        let head = crate::quote::name(&self.head);
+        if self.state_dir == Self::UNKNOWN {
+            return format!(
+                "make its head {head} yours alone and whole again (`chmod 600 {head}`; a head emptied by a crash: run mkplan once in that folder); if no folder of yours can still hold a rewrap, remove that head, which is your word that it holds none"
+            );
+        }
+        let dir = crate::quote::name(&self.state_dir);
+        format!(
+            "make {dir} readable again (its owner: `chmod go-w {dir}`; a folder moved: put it back, or settle it from its new place with --state); if it was removed for good and no rewrap it sent can still land, remove its head {head}, which is your word that it holds none"
+        )
+    }
+
     /// "the state folder /srv/s1 (head …) cannot be read: why".
     pub fn describe(&self) -> String {
         format!(

@@ -55,11 +55,7 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
         ));
     }
     if let Some(first) = unread.first() {
-        fix.push(format!(
-            "make {dir} readable again (its owner: `chmod go-w {dir}`; a folder moved: put it back, or settle it from its new place with --state); if it was removed for good and no rewrap it sent can still land, remove its head {head}, which is your word that it holds none",
-            dir = crate::quote::name(&first.state_dir),
-            head = crate::quote::name(&first.head),
-        ));
+        fix.push(first.remedy());
     }
     fix.push(format!(
         "or, once the service shows that no rewrap is pending (its rotation status, IBM support), journal what it showed here with `mkplan attest rewrap {id} --not-run --service-evidence \"…\" --desired {file}`. Until then do not load, commit, rewrap or set immediate on this instance",

@@ -191,7 +191,7 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
             // Whose head it was cannot be told: the folder it names may hold anything.
             Err(why) => {
                 found.unread.push(UnreadFolder {
-                    state_dir: "(the folder its head names cannot be read)".into(),
+                    state_dir: UnreadFolder::UNKNOWN.into(),
                     head: file.display().to_string(),
                     why: format!("its head cannot be read: {why}"),
                     instances: None,
