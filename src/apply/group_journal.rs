@@ -5,9 +5,9 @@
 //! compares to catch a card swapped behind an APQN. No secret is ever written here: tool
 //! calls carry paths, never passphrases or PINs.
 //!
-//! Its lines are sealed and chained with the journal key, and its head kept beside the key,
-//! exactly as the HPCS journal's (`journal`, `journal_key`): one head per journal file. A
-//! journal that loses the Begin record loses the serial numbers, and with them the only sign
+//! Its lines are sealed and chained with the journal key, and its head kept among the journal
+//! key's heads, exactly as the HPCS journal's (`journal`, `journal_key`): one head per journal
+//! file. A journal that loses the Begin record loses the serial numbers, and with them the only sign
 //! of a swapped card, so any record that does not verify, and a journal that does not extend
 //! its head (deleted, emptied, cut back, replaced), is refused, never read past. A last line
 //! cut by a crash mid-write is the one damage tolerated.
@@ -96,7 +96,7 @@ impl GroupRecord {
 }
 
 /// Where a group journal's records go: a file in the state folder (sealed with the journal
-/// key, its head beside the key) or a team's database. `append` returns once the record is
+/// key, its head among its heads) or a team's database. `append` returns once the record is
 /// durable (fsynced, or committed under this writer's lease), never before.
 pub trait GroupSink: Send {
     /// Appends `record`, the journal's `count`-th.
@@ -259,10 +259,11 @@ impl GroupJournal {
     ) -> Result<Read, String> {
         let head_path = key.and_then(|k| k.head_path_of(state_dir, &Self::file_name(identity)));
         let distrust = |what: String| distrusted(path, head_path.as_deref(), &what);
-        let head = match &head_path {
-            Some(head_path) => journal_key::load_head(head_path)
+        let head = match (key, &head_path) {
+            (Some(key), Some(head_path)) => key
+                .read_head(head_path)
                 .map_err(|why| distrust(format!("its head cannot be read: {why}")))?,
-            None => None,
+            _ => None,
         };
         let bytes = match crate::bounded_read::read(path, GROUP_JOURNAL_BYTES_MAX) {
             Ok(bytes) => Some(bytes),
@@ -301,11 +302,11 @@ impl GroupJournal {
                 .unwrap_or_default();
             return Err(distrust(match bytes {
                 None => format!(
-                    "the file is gone, but mkplan last left it with {} records (its head {shown}, beside your journal key): it was deleted",
+                    "the file is gone, but mkplan last left it with {} records (its head {shown}, among your journal heads): it was deleted",
                     head.records
                 ),
                 Some(_) => format!(
-                    "it holds {} records, but mkplan last left it with {} and it must extend them (its head {shown}, beside your journal key): it was emptied, cut back, or replaced by another copy",
+                    "it holds {} records, but mkplan last left it with {} and it must extend them (its head {shown}, among your journal heads): it was emptied, cut back, or replaced by another copy",
                     parsed.records.len(),
                     head.records
                 ),

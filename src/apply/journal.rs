@@ -498,7 +498,7 @@ fn checksum<R: Serialize>(record: &R) -> String {
     ))
 }
 
-/// The heads a journal must extend, kept beside the journal key (`journal_key::Head`): the
+/// The heads a journal must extend, kept among the journal key's heads (`journal_key::Head`): the
 /// folder's (by its path: the journal cut back or replaced there) and the chain's (by its
 /// first seal: a copy of the folder elsewhere went further).
 #[derive(Default)]
@@ -516,8 +516,8 @@ impl Heads {
     ) -> Result<Self, JournalError> {
         let chain = first_verified_seal(bytes, key).and_then(|seal| key.chain_head_path(&seal));
         Ok(Self {
-            folder: load_head(key.head_path(state_dir).as_deref(), journal)?,
-            chain: load_head(chain.as_deref(), journal)?,
+            folder: load_head(key, key.head_path(state_dir).as_deref(), journal)?,
+            chain: load_head(key, chain.as_deref(), journal)?,
         })
     }
 
@@ -574,13 +574,17 @@ fn first_verified_seal(bytes: &[u8], key: &JournalKey) -> Option<String> {
 }
 
 /// The head recorded at `head`, if any; one that cannot be read is an error.
-fn load_head(head: Option<&Path>, journal: &Path) -> Result<Option<Head>, JournalError> {
+fn load_head(
+    key: &JournalKey,
+    head: Option<&Path>,
+    journal: &Path,
+) -> Result<Option<Head>, JournalError> {
     let Some(head) = head else {
         return Ok(None);
     };
-    journal_key::load_head(head).map_err(|why| JournalError::Io {
+    key.read_head(head).map_err(|why| JournalError::Io {
         path: journal.display().to_string(),
-        why: format!("its head, kept beside the journal key, cannot be trusted: {why}. Keep both for investigation"),
+        why: format!("its head, kept with your journal heads, cannot be trusted: {why}. Keep both for investigation"),
     })
 }
 

@@ -29,6 +29,8 @@ pub struct JournalKey {
     id: String,
     /// Where it was read from (`None`: a drill's key, in memory only).
     path: Option<PathBuf>,
+    /// Where this user keeps the heads of the journals it seals (`heads_folder`).
+    heads: Option<PathBuf>,
 }
 
 /// Why a record's seal does not verify.
@@ -68,7 +70,17 @@ impl JournalKey {
 
     pub(crate) fn from_secret(key: Zeroizing<[u8; KEY_LEN]>, path: Option<PathBuf>) -> Self {
         let id = format!("jk-{}", &hex::encode(hmac(&key, &[b"key id"]))[..16]);
-        Self { key, id, path }
+        // Unit tests keep heads beside their scratch keys, out of the user's home.
+        let heads = path.as_deref().and_then(|path| match cfg!(test) {
+            true => Some(path.parent()?.join("heads")),
+            false => heads_folder(&id, path, |name| std::env::var(name).ok()),
+        });
+        Self {
+            key,
+            id,
+            path,
+            heads,
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -116,7 +128,7 @@ impl JournalKey {
             && (folder_meta.uid() != me || folder_meta.mode() & 0o022 != 0)
         {
             return Err(format!(
-                "the journal key's folder {} is not yours alone (owner {}, mode {:o}): others could replace the key or the journal heads beside it. Fix it with `chmod go-w {}`, or keep the key in a folder of your own",
+                "the journal key's folder {} is not yours alone (owner {}, mode {:o}): others could replace the key (or remove journal heads an older mkplan kept beside it). Fix it with `chmod go-w {}`, or keep the key in a folder of your own",
                 folder.display(),
                 folder_meta.uid(),
                 folder_meta.mode() & 0o777,
@@ -142,7 +154,36 @@ impl JournalKey {
                 path.display()
             )
         })?;
-        Ok(Some(Self::from_secret(key, Some(path.to_path_buf()))))
+        let key = Self::from_secret(key, Some(path.to_path_buf()));
+        key.check_heads_folder()?;
+        Ok(Some(key))
+    }
+
+    /// Refuses a heads folder that others could write: they could remove or roll back the
+    /// heads, and a journal cut back would pass. Each folder on the way from the state home
+    /// down is checked, where it exists.
+    fn check_heads_folder(&self) -> Result<(), String> {
+        let Some(heads) = &self.heads else {
+            return Ok(());
+        };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        // `…/mkplan/heads/<id>`, `…/mkplan/heads`, `…/mkplan` and the state home above them.
+        for folder in heads.ancestors().take(4) {
+            let Ok(meta) = fs::symlink_metadata(folder) else {
+                continue;
+            };
+            if meta.uid() != me || meta.mode() & 0o022 != 0 || !meta.is_dir() {
+                return Err(format!(
+                    "the folder {} that keeps your journal heads is not yours alone (owner {}, mode {:o}): others could remove the heads, and a journal cut back would no longer be seen. Fix it with `chmod go-w {}`, or set XDG_STATE_HOME to a folder of your own",
+                    folder.display(),
+                    meta.uid(),
+                    meta.mode() & 0o777,
+                    folder.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Reads the key at `path`, making a new one (0600, in a 0700 folder) when there is none.
@@ -254,7 +295,7 @@ impl JournalKey {
     }
 
     fn head_named(&self, state_dir: &Path, journal: Option<&str>) -> Option<PathBuf> {
-        let heads = self.path.as_ref()?.parent()?.join("heads");
+        let heads = self.heads.as_ref()?;
         let name = std::path::absolute(state_dir).ok()?;
         // The folder itself may be gone (removed with its journal): resolve its parent.
         let name = match (name.parent(), name.file_name()) {
@@ -289,9 +330,92 @@ impl JournalKey {
     /// cut back, and the same evidence (an attestation, a rewrap not yet sent) cannot be used
     /// twice. `None` for a drill's key.
     pub fn chain_head_path(&self, first_seal: &str) -> Option<PathBuf> {
-        let heads = self.path.as_ref()?.parent()?.join("heads");
+        let heads = self.heads.as_ref()?;
         let digest = Sha256::digest([b"journal chain\n", first_seal.as_bytes()].concat());
         Some(heads.join(format!("chain-{}", hex::encode(&digest[..16]))))
+    }
+}
+
+impl JournalKey {
+    /// The folder where this user keeps the heads of the journals this key seals; `None`
+    /// for a drill's key.
+    pub fn heads(&self) -> Option<&Path> {
+        self.heads.as_deref()
+    }
+
+    /// Where an mkplan before 2026-12 kept them: beside the key file (`heads/`), when that
+    /// is another folder.
+    fn heads_beside_key(&self) -> Option<PathBuf> {
+        let beside = self.path.as_ref()?.parent()?.join("heads");
+        (Some(beside.as_path()) != self.heads()).then_some(beside)
+    }
+
+    /// The head at `path`, a file of `heads()`; where there is none yet, the one an older
+    /// mkplan kept beside the key under the same name. A head that cannot be read is an
+    /// error, as in `load_head`.
+    pub fn read_head(&self, path: &Path) -> Result<Option<Head>, String> {
+        if let Some(head) = load_head(path)? {
+            return Ok(Some(head));
+        }
+        match (self.heads_beside_key(), path.file_name()) {
+            (Some(beside), Some(name)) if path.parent() == self.heads() => {
+                load_head(&beside.join(name))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every head file this user's mkplan keeps for this key: those in `heads()`, then those
+    /// an older mkplan kept beside the key that no newer one replaced (one per name).
+    pub fn head_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for folder in self
+            .heads()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .chain(self.heads_beside_key())
+        {
+            let Ok(entries) = fs::read_dir(&folder) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                if names.insert(entry.file_name()) {
+                    files.push(entry.path());
+                }
+            }
+        }
+        files
+    }
+}
+
+/// The journal key this user's mkplan uses now, when there is one that can be read.
+pub fn current() -> Option<JournalKey> {
+    let path = key_path(|name| std::env::var(name).ok()).ok()?;
+    JournalKey::load(&path).ok().flatten()
+}
+
+/// Where this user keeps the heads of the journals sealed with the key `id`, read from
+/// `key_path`: `$XDG_STATE_HOME/mkplan/heads/<id>`, else `~/.local/state/mkplan/heads/<id>`.
+/// One place per key, not per key file: a copy of the key used from another path (a
+/// backup, a second `MKPLAN_JOURNAL_KEY`) finds the same heads, so the folders it wrote
+/// stay witnesses and a journal cut back is still seen. Without either variable, beside the
+/// key (`heads/`).
+fn heads_folder(
+    id: &str,
+    key_path: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Option<PathBuf> {
+    let set = |name: &str| {
+        lookup(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let home = set("XDG_STATE_HOME").or_else(|| set("HOME").map(|home| home.join(".local/state")));
+    match home {
+        Some(home) => Some(home.join("mkplan/heads").join(id)),
+        None => Some(key_path.parent()?.join("heads")),
     }
 }
 
@@ -487,5 +611,62 @@ mod tests {
         );
         assert!(key_path(env(&[("MKPLAN_JOURNAL_KEY", "k/journal.key")])).is_err());
         assert!(key_path(env(&[("HOME", "here")])).is_err());
+    }
+
+    /// Heads are kept per key, not per key file: two paths of one key share them (P6).
+    #[test]
+    fn heads_are_kept_by_the_keys_id_wherever_the_key_file_lies() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/home/u")]);
+        let a = heads_folder("jk-1", Path::new("/keys/a/journal.key"), both);
+        let b = heads_folder("jk-1", Path::new("/backup/journal.key"), both);
+        assert_eq!(a, Some(PathBuf::from("/s/mkplan/heads/jk-1")));
+        assert_eq!(a, b);
+        assert_eq!(
+            heads_folder(
+                "jk-2",
+                Path::new("/k/journal.key"),
+                env(&[("HOME", "/home/u")])
+            ),
+            Some(PathBuf::from("/home/u/.local/state/mkplan/heads/jk-2"))
+        );
+        // Relative places are not used: beside the key, as before.
+        assert_eq!(
+            heads_folder(
+                "jk-3",
+                Path::new("/k/journal.key"),
+                env(&[("XDG_STATE_HOME", "s"), ("HOME", "h")])
+            ),
+            Some(PathBuf::from("/k/heads"))
+        );
+    }
+
+    /// A head an older mkplan kept beside the key is read until a newer one replaces it.
+    #[test]
+    fn a_head_kept_beside_the_key_is_read_until_one_is_kept_in_the_heads_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut key, _) = JournalKey::load_or_create(&dir.path().join("k/journal.key")).unwrap();
+        key.heads = Some(dir.path().join("state/mkplan/heads").join(key.id()));
+        let head = |records| Head {
+            state_dir: "/s".into(),
+            records,
+            seal: String::new(),
+            rewraps: None,
+        };
+        let place = key.head_path(Path::new("/s")).unwrap();
+        let beside = dir.path().join("k/heads").join(place.file_name().unwrap());
+        store_head(&beside, &head(3)).unwrap();
+        assert_eq!(key.read_head(&place).unwrap(), Some(head(3)));
+        assert_eq!(key.head_files(), vec![beside.clone()]);
+        store_head(&place, &head(5)).unwrap();
+        assert_eq!(key.read_head(&place).unwrap(), Some(head(5)));
+        assert_eq!(key.head_files(), vec![place]);
     }
 }

@@ -131,7 +131,7 @@ pub struct FolderRewrap {
     pub rewrap: RewrapOnRecord,
 }
 
-/// A state folder whose head lies beside the journal key, whose journal cannot be read.
+/// A state folder with a head among the journal key's heads, whose journal cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadFolder {
     /// The folder its head names.

@@ -149,7 +149,7 @@ impl crate::apply::other_folders::OtherFolderWitness for FolderWitness {
 }
 
 /// What the other state folders this user's mkplan wrote on this machine say: every folder
-/// whose head lies beside the journal key, other than `this`, and other than a folder whose
+/// with a head among the journal key's heads (`JournalKey::head_files`), other than `this`, and other than a folder whose
 /// journal ends with its `pushed` record into `database` (the store read now: it received
 /// all of it). They are witnesses this journal never heard: a rewrap one of them sent may
 /// still be queued at the service, or have run.
@@ -161,26 +161,21 @@ impl crate::apply::other_folders::OtherFolderWitness for FolderWitness {
 /// asked about until the operator removes that head.
 pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolders {
     let mut found = OtherFolders::default();
-    let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
+    let Some(key) = journal_key::current() else {
         return found;
     };
-    let Ok(Some(key)) = JournalKey::load(&path) else {
-        return found;
-    };
-    let Some(heads) = path.parent().map(|p| p.join("heads")) else {
-        return found;
-    };
-    let Ok(entries) = std::fs::read_dir(&heads) else {
-        return found;
+    // Heads are named by the folder's path: compared by name, wherever they are kept.
+    let head_name = |dir: &Path| {
+        key.head_path(dir)
+            .and_then(|p| p.file_name().map(Into::into))
     };
     // This folder, even when it is gone itself (removed with its journal): its own head.
-    let this_head = this.and_then(|dir| key.head_path(dir));
+    let this_head: Option<std::ffi::OsString> = this.and_then(head_name);
     let this = this.and_then(|dir| dir.canonicalize().ok());
     // A state folder's own head (`JournalKey::head_path`): not a chain's, a domain group
     // journal's or a database's, and with records in it.
     let mut folders: BTreeMap<PathBuf, (PathBuf, journal_key::Head)> = BTreeMap::new();
-    for entry in entries.filter_map(|entry| entry.ok()) {
-        let file = entry.path();
+    for file in key.head_files() {
         // A head being written by another run (`store_head`'s `….new`) is read once renamed.
         if file.extension().is_some_and(|e| e == "new") {
             continue;
@@ -200,10 +195,8 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
             }
         };
         let dir = PathBuf::from(&head.state_dir);
-        if head.records == 0
-            || key.head_path(&dir).as_deref() != Some(file.as_path())
-            || this_head.as_deref() == Some(file.as_path())
-        {
+        let name = file.file_name().map(Into::into);
+        if head.records == 0 || head_name(&dir) != name || this_head == name {
             continue;
         }
         let dir = dir.canonicalize().unwrap_or(dir);

@@ -109,7 +109,7 @@ fn a_head_that_cannot_be_read_is_named_never_skipped() {
     let ws = rotate_to_b(&three_units(false));
     let s1 = apply_in(&ws, "s1", DESIRED, "lose_response_op=7");
     assert_says(&s1, 1, &["outcome is unknown"], "s1's rewrap");
-    let heads = ws.journal_key().with_file_name("heads");
+    let heads = ws.heads();
     let s1_dir = ws.path("s1").canonicalize().unwrap().display().to_string();
     let head = std::fs::read_dir(&heads)
         .unwrap()
@@ -143,4 +143,89 @@ fn a_head_that_cannot_be_read_is_named_never_skipped() {
         &["rewrap_evidence", "its head cannot be read"],
         "s2's plan",
     );
+}
+
+/// P6. s1's rewrap went unanswered; the journal key was backed up to another path, as the docs
+/// ask, and a second shell names the copy in `MKPLAN_JOURNAL_KEY`. Heads used to be kept
+/// beside the key file, so s2, sealed with the same key from the copy's path, never heard of
+/// s1: its `attest --not-run` was taken and its apply sent a second rewrap. Heads are now kept
+/// per key, in the state home, wherever the key file lies.
+#[test]
+fn a_copy_of_the_journal_key_at_another_path_sees_the_same_folders() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = rotate_to_b(&three_units(false));
+    let s1 = apply_in(&ws, "s1", DESIRED, "lose_response_op=7");
+    assert_says(&s1, 1, &["outcome is unknown"], "s1's rewrap");
+    // A backup of the key elsewhere (a tempdir is the user's alone: 0700).
+    let backup = tempfile::tempdir().unwrap();
+    let copy = backup.path().join("journal.key");
+    std::fs::copy(ws.journal_key(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = [("MKPLAN_JOURNAL_KEY", copy.to_str().unwrap())];
+    let s1_dir = ws.path("s1").canonicalize().unwrap().display().to_string();
+    let attest = in_folder(&ws, "s2", &NOT_RUN, &key);
+    assert_says(
+        &attest,
+        3,
+        &["refused", &s1_dir],
+        "s2's attest from the copy",
+    );
+    let before = ws.bytes(FLEET);
+    let mut env = PASSWORDS.to_vec();
+    env.extend(key);
+    let apply = in_folder(&ws, "s2", &["apply", DESIRED, "--auto-approve"], &env);
+    assert_says(
+        &apply,
+        3,
+        &["rewrap_evidence", &s1_dir, "never answered"],
+        "s2's apply",
+    );
+    assert_eq!(ws.bytes(FLEET), before, "s2 touched the fleet");
+    assert_no_incidents(&ws, "s1's one rewrap");
+}
+
+/// Heads an mkplan before per-key heads kept beside the key file still answer: s1's head
+/// moved back there (as an older mkplan left it), a fresh folder still hears of s1's rewrap,
+/// and its own journal's head there is still the one it must extend.
+#[test]
+fn heads_kept_beside_the_key_by_an_older_mkplan_still_answer() {
+    let ws = rotate_to_b(&three_units(false));
+    let s1 = apply_in(&ws, "s1", DESIRED, "lose_response_op=7");
+    assert_says(&s1, 1, &["outcome is unknown"], "s1's rewrap");
+    std::fs::rename(ws.heads(), ws.journal_key().with_file_name("heads")).unwrap();
+    let s1_dir = ws.path("s1").canonicalize().unwrap().display().to_string();
+    let attest = in_folder(&ws, "s2", &NOT_RUN, &[]);
+    assert_says(&attest, 3, &["refused", &s1_dir], "s2's attest");
+    // s1's journal cut back to before its rewrap: its head beside the key says so.
+    let journal = ws.path("s1/journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let kept: Vec<&str> = text.lines().take(text.lines().count() - 2).collect();
+    std::fs::write(&journal, kept.join("\n") + "\n").unwrap();
+    let plan = in_folder(&ws, "s1", &["plan", DESIRED], &[]);
+    assert_says(&plan, 3, &["cut back"], "s1's plan");
+    assert_no_incidents(&ws, "s1's one rewrap");
+}
+
+/// The folder of the journal heads is the user's alone: one others can write (they could
+/// remove a head, and a journal cut back would pass) is refused, named, with the fix.
+#[test]
+fn a_heads_folder_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = rotate_to_b(&three_units(false));
+    apply_in(&ws, "s1", DESIRED, "").expect_code(0);
+    let heads = ws.heads();
+    std::fs::set_permissions(&heads, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let plan = in_folder(&ws, "s1", &["plan", DESIRED], &[]);
+    assert_says(
+        &plan,
+        1,
+        &[
+            &heads.display().to_string(),
+            "not yours alone",
+            "chmod go-w",
+        ],
+        "plan",
+    );
+    std::fs::set_permissions(&heads, std::fs::Permissions::from_mode(0o700)).unwrap();
+    in_folder(&ws, "s1", &["plan", DESIRED], &[]).expect_code(0);
 }

@@ -122,6 +122,7 @@ impl World {
             .env("PATH", self.path())
             .env("MKPLAN_STATE_DIR", self.root.join("state"))
             .env("MKPLAN_JOURNAL_KEY", self.journal_key())
+            .env("XDG_STATE_HOME", self.root.join("keys/state"))
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")
@@ -130,7 +131,8 @@ impl World {
         command
     }
 
-    /// The world's journal key, outside its state folder (heads beside it, in `keys/heads`).
+    /// The world's journal key, outside its state folder (its heads in `keys/state`, the
+    /// world's `XDG_STATE_HOME`).
     pub(crate) fn journal_key(&self) -> PathBuf {
         self.root.join("keys/journal.key")
     }

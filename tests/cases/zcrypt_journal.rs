@@ -177,7 +177,7 @@ fn zcrypt_journal_with_any_record_edited_moved_or_unsealed_is_refused_naming_the
 }
 
 /// A change applied in two runs, with a last line cut by a crash mid-write between them:
-/// every record sealed, the head kept beside the journal key, the cut line tolerated, and the
+/// every record sealed, the head kept among the journal key's heads, the cut line tolerated, and the
 /// change converges with no incident; a rerun has nothing to do.
 #[test]
 fn zcrypt_journal_sealed_across_runs_tolerates_a_cut_last_line_and_converges() {
@@ -185,7 +185,15 @@ fn zcrypt_journal_sealed_across_runs_tolerates_a_cut_last_line_and_converges() {
     let path = journal(&world);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.lines().all(|l| l.contains("\"seal\":\"jk-")), "{text}");
-    assert!(world.journal_key().with_file_name("heads").is_dir());
+    // The heads are kept per journal key in the state home, not beside the key file.
+    assert!(!world.journal_key().with_file_name("heads").exists());
+    let heads = world.root.join("keys/state/mkplan/heads");
+    assert_eq!(
+        std::fs::read_dir(&heads).unwrap().count(),
+        1,
+        "{}",
+        heads.display()
+    );
     let mut cut = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)

@@ -73,6 +73,7 @@ impl Lab {
             .env("ZKEY_REPOSITORY", self.root.join("w/zkey"))
             .env("MKPLAN_STATE_DIR", self.root.join("state"))
             .env("MKPLAN_JOURNAL_KEY", self.root.join("keys/journal.key"))
+            .env("XDG_STATE_HOME", self.root.join("keys/state"))
             .env_remove("MKPLAN_BACKEND")
             .env_remove("MKPLAN_STATE")
             .env("NO_COLOR", "1")

@@ -513,6 +513,28 @@ impl Workspace {
         self.keys.1.path().join("journal.key")
     }
 
+    /// The user's state home (`XDG_STATE_HOME`), where mkplan keeps the journal heads of each
+    /// key, in `mkplan/heads/<key id>/`: outside the workspace and out of the real home.
+    pub fn state_home(&self) -> PathBuf {
+        self.keys.0.path().join("state")
+    }
+
+    /// The folder of the journal heads of the workspace's journal key (made by the first run
+    /// that keeps a head).
+    pub fn heads(&self) -> PathBuf {
+        let heads = self.state_home().join("mkplan/heads");
+        let mut keys: Vec<_> = fs::read_dir(&heads)
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            keys.len(),
+            1,
+            "one journal key's heads in {}",
+            heads.display()
+        );
+        keys.remove(0)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -574,6 +596,7 @@ impl Workspace {
             .env_remove(TKE_TEST_OA_ROOT.0)
             .env("MKPLAN_STATE_DIR", self.path(".mkplan"))
             .env("MKPLAN_JOURNAL_KEY", self.journal_key())
+            .env("XDG_STATE_HOME", self.state_home())
             .env("NO_COLOR", "1")
             .args(args);
         match &self.store {
@@ -594,8 +617,10 @@ impl Workspace {
             .map(|a| if *a == DESIRED { "../desired.yaml" } else { a })
             .collect();
         let key = self.other_journal_key().display().to_string();
+        let home = self.keys.1.path().join("state").display().to_string();
         let mut env = env.to_vec();
         env.push(("MKPLAN_JOURNAL_KEY", &key));
+        env.push(("XDG_STATE_HOME", &home));
         self.mkplan_in(&folder, &args, &env)
     }
 

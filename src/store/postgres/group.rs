@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use super::journal::{
-    batch_id, chained_records, head_path_of, moved, read_scope, record_incarnation_with,
+    batch_id, chained_records, head_path_of, moved, read_head, read_scope, record_incarnation_with,
     remember_at, wait_for_windows, windows_sql, with_retries, write_failed,
 };
 use super::lease::{Lease, Request};
@@ -189,7 +189,7 @@ impl GroupSink for PgGroupSink {
     }
 }
 
-/// Keeps, beside the journal key, the length and chain hash this machine last saw the
+/// Keeps, among the journal heads, the length and chain hash this machine last saw the
 /// journal of `scope` reach: a database restored from an older backup lacks them.
 fn remember(connection: &Connection, scope: &str, records: u64, chain: &str) -> Result<()> {
     let Some(path) = group_head_path(scope) else {
@@ -198,7 +198,7 @@ fn remember(connection: &Connection, scope: &str, records: u64, chain: &str) -> 
     let named = format!("{} {scope}", connection.shown());
     remember_at(&path, &named, records, chain).map_err(|e| {
         Error::Other(format!(
-            "cannot record the head of the domain group journal of {scope} beside your journal key: {e}"
+            "cannot record the head of the domain group journal of {scope} among your journal heads: {e}"
         ))
     })
 }
@@ -245,8 +245,8 @@ fn read(connection: &Connection, scope: &str, identity: &str) -> Result<Read> {
     })
 }
 
-/// Refuses a journal that does not extend what this machine last saw it hold (its head beside
-/// the journal key: fewer records, or others in their place), or that lives in another
+/// Refuses a journal that does not extend what this machine last saw it hold (its head among
+/// the journal heads: fewer records, or others in their place), or that lives in another
 /// database or on another WAL timeline than it was last written in, while this machine holds a
 /// head of it. Moving that head away is the operator's word that the journal as the database
 /// holds it now is the group's. `named`: "of IDENTITY in DATABASE".
@@ -259,8 +259,7 @@ fn check_not_rolled_back(
     let Some(head_path) = group_head_path(scope) else {
         return Ok(());
     };
-    let Some(seen) = crate::apply::journal_key::load_head(&head_path).map_err(Error::Unsafe)?
-    else {
+    let Some(seen) = read_head(&head_path).map_err(Error::Unsafe)? else {
         if let Some(why) = moved(recorded, now) {
             eprintln!(
                 "Note: the domain group journal {named} is taken as the database holds it: {why}; this machine holds no head of it to compare with."
@@ -272,13 +271,13 @@ fn check_not_rolled_back(
     let seen_at = usize::try_from(seen.records).unwrap_or(usize::MAX);
     let what = if seen_at > chains.len() {
         Some(format!(
-            "it holds {} records, but mkplan last saw it hold {} (its head {shown}, beside your journal key): the database was restored from an older backup, or records were removed",
+            "it holds {} records, but mkplan last saw it hold {} (its head {shown}, among your journal heads): the database was restored from an older backup, or records were removed",
             chains.len(),
             seen.records
         ))
     } else if seen_at > 0 && !seen.seal.is_empty() && chains[seen_at - 1] != seen.seal {
         Some(format!(
-            "its first {} records are not the ones mkplan last saw there (its head {shown}, beside your journal key): it was replaced",
+            "its first {} records are not the ones mkplan last saw there (its head {shown}, among your journal heads): it was replaced",
             seen.records
         ))
     } else {

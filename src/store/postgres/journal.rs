@@ -45,21 +45,40 @@ impl PgJournal {
     }
 }
 
-/// Where this machine's user keeps the length it last saw a scope's journal reach, beside
-/// the journal key (as the file store keeps its heads): a database restored from an older
+/// Where this machine's user keeps the length it last saw a scope's journal reach, among the
+/// journal heads (as the file store keeps its heads): a database restored from an older
 /// backup holds fewer records, and that is seen. `None` when no journal key place is known.
 pub fn head_path(connection: &Connection, scope: &str) -> Option<std::path::PathBuf> {
     head_path_of(&format!("{}\n{scope}", connection.shown()))
 }
 
-/// Where the head of the journal that `name` names is kept, beside the journal key.
+/// Where the head of the journal that `name` names is kept: among the heads of your journal
+/// key (`JournalKey::heads`), else, while there is no key that can be read, beside the place
+/// the key would be.
 pub(super) fn head_path_of(name: &str) -> Option<std::path::PathBuf> {
-    let key = crate::apply::journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
+    use crate::apply::journal_key::{self, JournalKey};
+    let key = journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
     let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
         name,
     ));
-    Some(key.parent()?.join("heads").join(hex::encode(&digest[..16])))
+    let heads = match JournalKey::load(&key) {
+        Ok(Some(key)) => key.heads()?.to_path_buf(),
+        _ => key.parent()?.join("heads"),
+    };
+    Some(heads.join(hex::encode(&digest[..16])))
+}
+
+/// The head at `path` (from `head_path_of`); one an older mkplan kept beside the key is read
+/// until a newer one replaces it.
+pub(super) fn read_head(
+    path: &std::path::Path,
+) -> Result<Option<crate::apply::journal_key::Head>, String> {
+    use crate::apply::journal_key;
+    match journal_key::current() {
+        Some(key) => key.read_head(path),
+        None => journal_key::load_head(path),
+    }
 }
 
 /// The records this machine last saw `scope`'s journal hold, if it wrote or read any.
@@ -67,7 +86,7 @@ pub fn seen(connection: &Connection, scope: &str) -> Result<Option<u64>, String>
     let Some(path) = head_path(connection, scope) else {
         return Ok(None);
     };
-    Ok(crate::apply::journal_key::load_head(&path)?.map(|h| h.records))
+    Ok(read_head(&path)?.map(|h| h.records))
 }
 
 /// Records that `scope`'s journal held `records` when this machine last saw it.
