@@ -455,11 +455,14 @@ fn key_part_file(
     }
     let password_env = match password_env {
         Some(env) if !is_env_name(&env.value) => {
+            // Placed, but its line not shown: it may hold the password.
+            let (line, column) = at(&env);
             return Err(error(
-                at(&env),
+                (line, column),
                 "password_env is not an environment variable name (its value is not shown, in case it is a password)".to_string(),
                 "password_env names the variable that holds the password (letters, digits, _), never the password itself",
-            ));
+            )
+            .located(line, column));
         }
         other => other.map(|s| s.value),
     };

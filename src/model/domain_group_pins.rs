@@ -59,6 +59,18 @@ impl UserPinSources {
         self.slots.get(&slot)
     }
 
+    /// The environment variables that hold a PIN: no tool mkplan runs is given them
+    /// (`SystemRunner::hiding`).
+    pub fn variables(&self) -> Vec<String> {
+        self.slots
+            .values()
+            .filter_map(|placed| match &placed.source {
+                PinSource::Env(name) => Some(name.clone()),
+                PinSource::File(_) => None,
+            })
+            .collect()
+    }
+
     /// The sources, by slot.
     pub fn sources(&self) -> impl Iterator<Item = (u64, &PinSource)> {
         self.slots
@@ -116,15 +128,18 @@ pub(super) fn parse_user_pins(
         let source = match (&e.file, &e.env) {
             (Some(file), None) if !file.value.is_empty() => PinSource::File(relative(&file.value)),
             (None, Some(env)) if is_env_name(&env.value) => PinSource::Env(env.value.clone()),
+            // Placed, but neither its value nor its line shown: it may be the PIN itself.
             (None, Some(env)) => {
+                let (line, column) = at(&env.referenced);
                 return Err(error(
-                    at(&env.referenced),
+                    (line, column),
                     format!(
-                        "{} is not an environment variable name",
-                        crate::quote::quote(&env.value)
+                        "slot {}: env is not an environment variable name (its value is not shown, in case it is the PIN)",
+                        e.slot.value
                     ),
-                    "write letters, digits and _, not starting with a digit",
-                ));
+                    "env names the variable that holds the USER PIN (letters, digits and _, not starting with a digit), never the PIN itself",
+                )
+                .located(line, column));
             }
             _ => {
                 return Err(error(

@@ -140,15 +140,20 @@ pub fn parse(
         }
         let raw = entry.value;
         let env = |value: Option<Spanned<String>>, what: &str| match value {
-            Some(env) if !is_env_name(&env.value) => Err(error(
-                at(&env),
-                format!(
-                    "{what} is not an environment variable name (its value is not shown, in case it is a secret)"
-                ),
-                &format!(
-                    "{what} names the variable that holds the secret (letters, digits, _), never the secret itself"
-                ),
-            )),
+            // Placed, but its line not shown: it may hold the secret.
+            Some(env) if !is_env_name(&env.value) => Err({
+                let (line, column) = at(&env);
+                error(
+                    (line, column),
+                    format!(
+                        "{what} is not an environment variable name (its value is not shown, in case it is a secret)"
+                    ),
+                    &format!(
+                        "{what} names the variable that holds the secret (letters, digits, _), never the secret itself"
+                    ),
+                )
+                .located(line, column)
+            }),
             other => Ok(other.map(|s| s.value)),
         };
         let source = match (raw.file, raw.signing_service) {

@@ -462,3 +462,36 @@ fn a_password_variable_that_two_key_parts_share_is_read_once() {
     run.expect_code(0);
     assert_eq!(run.stdout.trim().len(), 64, "{}", run.stdout);
 }
+
+/// A password written where its variable's name belongs (`password_env: "…"`) is refused with
+/// its place, but neither its value nor its line is shown (adversary round 6, S1): the
+/// message held it back, and the excerpt under it printed the line anyway.
+#[test]
+fn a_password_written_as_password_env_is_never_shown() {
+    let ws = rotate_to_b(&three_units(true));
+    let password = "demo-part-1-passw0rd-7c1f";
+    let desired = ws.read(DESIRED);
+    assert!(
+        desired.contains("password_env: MKPLAN_PART1_PASSWORD"),
+        "{desired}"
+    );
+    ws.write(
+        DESIRED,
+        &desired.replace(
+            "password_env: MKPLAN_PART1_PASSWORD",
+            &format!("password_env: \"{password}\""),
+        ),
+    );
+    for args in [&["validate", DESIRED][..], &["plan", DESIRED]] {
+        let run = ws.mkplan(args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("password_env is not an environment variable name")
+                && !run.stdout.contains(password)
+                && !run.stderr.contains(password),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}

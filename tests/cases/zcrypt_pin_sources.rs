@@ -198,3 +198,29 @@ fn zcrypt_pin_sources_plan_names_a_tokens_slot_the_group_file_gives_no_source() 
         assert!(!shown.contains(pin), "PIN {pin} shown: {shown}");
     }
 }
+
+/// A PIN written where the variable's name belongs (`env: "87654321"`) is refused with its
+/// place, but neither its value nor its line is shown (adversary round 6, S1): it used to be
+/// quoted in the message and printed again in the excerpt under it.
+#[test]
+fn zcrypt_pin_sources_a_pin_written_as_the_variables_name_is_never_shown() {
+    let world = world_with_pins(&format!(
+        "  - {{ slot: 3, env: \"{PIN_3}\" }}\n  - {{ slot: 4, file: keys/slot4.pin }}\n"
+    ));
+    let before = std::fs::read(world.root.join("w/world.json")).unwrap();
+    for args in [&["validate", "group.yaml"][..], &["plan", "group.yaml"]] {
+        let out = world.run(args);
+        let text = said(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(
+            text.contains(&entry_of(&world, 3).replace(":5:", ":"))
+                && text.contains("slot 3: env is not an environment variable name")
+                && !text.contains(PIN_3),
+            "{args:?}: {text}"
+        );
+    }
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains(PIN_3), "{stderr}");
+    assert_untouched(&world, &before);
+}
