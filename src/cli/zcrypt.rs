@@ -84,7 +84,8 @@ pub(super) fn open_backend(
     };
     let backend = match BackendSpec::parse(&spec, relative_to).map_err(Error::Other)? {
         BackendSpec::Zcrypt(root) => {
-            ZcryptBackend::open(&root, Arc::new(SystemRunner::default())).map_err(Error::Other)?
+            let runner = SystemRunner::hiding(desired.user_pins.variables());
+            ZcryptBackend::open(&root, Arc::new(runner)).map_err(Error::Other)?
         }
         _ => {
             return Err(Error::Other(format!(

@@ -57,7 +57,7 @@ pub fn drill(args: &DrillArgs) -> Result<u8> {
     }
     let tools = WorldTools {
         bin: world_dir.join("bin"),
-        inner: SystemRunner::default(),
+        inner: SystemRunner::hiding(desired.user_pins.variables()),
     };
     let backend = ZcryptBackend::open(&root, Arc::new(tools)).map_err(Error::Other)?;
     backend

@@ -197,3 +197,44 @@ fn zcrypt_pins_a_pin_written_in_the_group_file_is_refused_without_echoing_it() {
         "{stderr}"
     );
 }
+
+/// A PIN read from the environment, and the other variables that hold secrets (the
+/// database's password, the `sim serve` token), are not passed on to the tools mkplan runs
+/// (adversary round 6, S2): every zkey, zkey-cryptsetup and pkcshsm_mk_change used to inherit
+/// them, where a tool that logs its environment or a reader of `/proc/PID/environ` found them.
+#[test]
+fn zcrypt_pins_no_tool_is_given_a_variable_that_holds_a_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut world = world_with_both_sources();
+    world.env.push(("PGPASSWORD", "pg-secret-5a1e".into()));
+    world.env.push(("MKPLAN_TOKEN", "token-secret-9c2d".into()));
+    let wrap = world.root.join("wrap");
+    std::fs::create_dir_all(&wrap).unwrap();
+    let log = wrap.join("environments.log");
+    for tool in ["zkey", "zkey-cryptsetup", "pkcshsm_mk_change"] {
+        let script = format!(
+            "#!/bin/sh\necho \"{tool} $1 $(env | grep -c -e '{PIN_3}' -e pg-secret-5a1e -e token-secret-9c2d)\" >> '{log}'\nexec '{real}' \"$@\"\n",
+            log = log.display(),
+            real = world.root.join("w/bin").join(tool).display(),
+        );
+        std::fs::write(wrap.join(tool), script).unwrap();
+        std::fs::set_permissions(wrap.join(tool), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (code, first) = world.apply();
+    assert_eq!(code, Some(1), "{first}");
+    assert!(first.contains("pkcshsm_mk_change reencipher"), "{first}");
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        runs.lines().count() > 3
+            && [
+                "zkey list",
+                "zkey reencipher",
+                "pkcshsm_mk_change reencipher"
+            ]
+            .iter()
+            .all(|tool| runs.contains(tool)),
+        "{runs}"
+    );
+    assert!(runs.lines().all(|line| line.ends_with(" 0")), "{runs}");
+    world.assert_no_incidents();
+}

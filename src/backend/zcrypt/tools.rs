@@ -68,22 +68,44 @@ pub trait ToolRunner: Send + Sync {
     fn run(&self, call: &ToolCall) -> Result<ToolOutput, String>;
 }
 
-/// Runs real processes.
+/// Variables that hold a secret whichever group runs: the database password libpq reads
+/// and the `sim serve` token. Never passed on to a tool.
+const SECRET_VARIABLES: &[&str] = &["PGPASSWORD", "MKPLAN_TOKEN"];
+
+/// Runs real processes, in mkplan's environment less the variables that hold secrets: a tool
+/// (or an application's command) that logs its environment, or a process that reads its
+/// `/proc/PID/environ`, finds no PIN there.
 pub struct SystemRunner {
     pub timeout: Duration,
+    hidden: Vec<String>,
 }
 
 impl Default for SystemRunner {
     fn default() -> Self {
+        Self::hiding(Vec::new())
+    }
+}
+
+impl SystemRunner {
+    /// A runner whose tools are not given `secrets` (the variables that hold the group's
+    /// USER PINs: pkcshsm_mk_change gets each PIN on its stdin), nor `SECRET_VARIABLES`.
+    pub fn hiding(secrets: Vec<String>) -> Self {
+        let mut hidden = secrets;
+        hidden.extend(SECRET_VARIABLES.iter().map(|name| name.to_string()));
         Self {
             timeout: Duration::from_millis(TOOL_TIMEOUT_MS_DEFAULT),
+            hidden,
         }
     }
 }
 
 impl ToolRunner for SystemRunner {
     fn run(&self, call: &ToolCall) -> Result<ToolOutput, String> {
-        let mut child = Command::new(&call.program)
+        let mut command = Command::new(&call.program);
+        for name in &self.hidden {
+            command.env_remove(name);
+        }
+        let mut child = command
             .args(&call.args)
             .envs(call.env.iter().map(|(k, v)| (k, v)))
             .stdin(if call.user_pins.is_some() {
@@ -102,11 +124,16 @@ impl ToolRunner for SystemRunner {
             })?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let read = |pipe: Box<dyn Read + Send>| {
+        // Read whole, or known to be cut: the rest is drained (the tool must not block on a
+        // full pipe) and counted.
+        let read = |mut pipe: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut text = Vec::new();
-                let _ = pipe.take(TOOL_OUTPUT_BYTES_MAX).read_to_end(&mut text);
-                String::from_utf8_lossy(&text).into_owned()
+                let _ = (&mut pipe)
+                    .take(TOOL_OUTPUT_BYTES_MAX)
+                    .read_to_end(&mut text);
+                let cut = std::io::copy(&mut pipe, &mut std::io::sink()).unwrap_or(0) > 0;
+                (String::from_utf8_lossy(&text).into_owned(), cut)
             })
         };
         let stdin = child.stdin.take();
@@ -114,7 +141,10 @@ impl ToolRunner for SystemRunner {
             (Some(pins), Some(stdin)) => answer_prompts(stdout, stdin, pins.clone()),
             _ => {
                 let plain = read(Box::new(stdout));
-                std::thread::spawn(move || (plain.join().unwrap_or_default(), None))
+                std::thread::spawn(move || {
+                    let (text, cut) = plain.join().unwrap_or_default();
+                    (text, cut, None)
+                })
             }
         };
         let err = read(Box::new(stderr));
@@ -137,8 +167,17 @@ impl ToolRunner for SystemRunner {
                 Err(e) => return Err(format!("{}: {e}", call.shown())),
             }
         };
-        let (stdout, unanswered) = out.join().unwrap_or_default();
-        let mut stderr = err.join().unwrap_or_default();
+        let (stdout, cut, unanswered) = out.join().unwrap_or_default();
+        // A listing cut short would lose what it did not show: a key never staged, then lost
+        // at the set. Its effect, if any, is read again from the store.
+        if cut {
+            return Err(format!(
+                "{} printed more than {} MiB: mkplan reads a tool's output whole or not at all, so what it did is read again from the store",
+                call.shown(),
+                TOOL_OUTPUT_BYTES_MAX >> 20
+            ));
+        }
+        let (mut stderr, _) = err.join().unwrap_or_default();
         if let Some(slot) = unanswered {
             stderr.push_str(&format!(
                 "mkplan: {} asked for the USER PIN of slot {slot}, and the group file names no source for it: add `- {{slot: {slot}, env: NAME}}` (or `file: PATH`) under opencryptoki_user_pins\n",
@@ -156,13 +195,14 @@ impl ToolRunner for SystemRunner {
 /// Reads a tool's stdout and answers each USER PIN prompt it ends with by that slot's PIN
 /// and a newline on its stdin. A prompt for a slot with no PIN, or any other question
 /// (`Continue [y/N]? `, asked when a token is not present), closes stdin: the tool then reads
-/// end of file and stops ("Aborted by user."), with nothing changed. Returns what it printed
-/// and the slot asked for without a PIN, if any.
+/// end of file and stops ("Aborted by user."), with nothing changed. Returns what it printed,
+/// whether that was cut (`TOOL_OUTPUT_BYTES_MAX`), and the slot asked for without a PIN, if
+/// any.
 fn answer_prompts(
     mut stdout: std::process::ChildStdout,
     stdin: ChildStdin,
     pins: Arc<UserPins>,
-) -> std::thread::JoinHandle<(String, Option<u64>)> {
+) -> std::thread::JoinHandle<(String, bool, Option<u64>)> {
     std::thread::spawn(move || {
         let mut stdin = Some(stdin);
         let mut printed = Vec::new();
@@ -193,8 +233,12 @@ fn answer_prompts(
                 _ => {}
             }
         }
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        (String::from_utf8_lossy(&printed).into_owned(), unanswered)
+        let cut = std::io::copy(&mut stdout, &mut std::io::sink()).unwrap_or(0) > 0;
+        (
+            String::from_utf8_lossy(&printed).into_owned(),
+            cut,
+            unanswered,
+        )
     })
 }
 
@@ -206,5 +250,37 @@ impl<F: Fn(&ToolCall) -> Result<ToolOutput, String> + Send + Sync> ToolRunner
 {
     fn run(&self, call: &ToolCall) -> Result<ToolOutput, String> {
         (self.0)(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> ToolCall {
+        ToolCall {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            user_pins: None,
+        }
+    }
+
+    /// A listing longer than mkplan keeps is an error, never parsed as far as it was read:
+    /// the keys past the cut would be missed (adversary round 6).
+    #[test]
+    fn output_past_the_limit_is_an_error_not_a_shorter_listing() {
+        let runner = SystemRunner::default();
+        let size = TOOL_OUTPUT_BYTES_MAX + 10;
+        let cut = runner
+            .run(&sh(&format!("head -c {size} /dev/zero | tr '\\0' k")))
+            .unwrap_err();
+        assert!(cut.contains("printed more than 4 MiB"), "{cut}");
+        let whole = runner
+            .run(&sh(&format!(
+                "head -c {TOOL_OUTPUT_BYTES_MAX} /dev/zero | tr '\\0' k"
+            )))
+            .unwrap();
+        assert_eq!(whole.stdout.len() as u64, TOOL_OUTPUT_BYTES_MAX);
     }
 }
