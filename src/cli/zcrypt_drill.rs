@@ -18,11 +18,41 @@ use crate::drill::group;
 use crate::drill::group_run::{self, GroupDrill, GroupRun, WorldTools};
 use crate::drill::{Verdict, run_seed};
 use crate::error::{Error, Result};
-use crate::model::domain_group_desired::parse_domain_group;
+use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, parse_domain_group};
 use crate::plan::domain_group::{GroupEvidence, plan_group};
 
 /// A desired file larger than this is not a domain group file.
 const GROUP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// Refuses an application key whose `check`, `stage` or `complete` runs a program that is not
+/// one of the world's tools: a drill never runs this machine's own programs, which act on the
+/// real keys.
+fn only_the_worlds_programs(desired: &DesiredGroup, shown: &str, bin: &Path) -> Result<()> {
+    for store in &desired.stores {
+        let DesiredStore::Application {
+            name,
+            check,
+            stage,
+            complete,
+            ..
+        } = store
+        else {
+            continue;
+        };
+        for (which, command) in [("check", check), ("stage", stage), ("complete", complete)] {
+            let program = &command[0];
+            if program.contains('/') || !bin.join(program).is_file() {
+                return Err(Error::Other(format!(
+                    "{shown}: application key {name}'s {which} command runs {}, which is not one of the drill world's tools (in {}): a drill never runs this machine's programs, which act on the real keys.\n  fix: name a stand-in found in {} (the fake `appkey` is one), or drill a copy of the group file without this key",
+                    crate::quote::quote(program),
+                    bin.display(),
+                    bin.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
 
 pub fn drill(args: &DrillArgs) -> Result<u8> {
     let unsupported = [
@@ -55,6 +85,17 @@ pub fn drill(args: &DrillArgs) -> Result<u8> {
         ));
         desired.zkey_repository = repository;
     }
+    let tokens = world_dir.join("opencryptoki");
+    if desired.opencryptoki_config.canonicalize().ok() != tokens.canonicalize().ok() {
+        // Never this machine's token configs (the adversary's round 6).
+        output::note(&format!(
+            "{shown} names opencryptoki_config {}: the drill reads the world's, {}, and each run its copy of it.",
+            desired.opencryptoki_config.display(),
+            tokens.display()
+        ));
+        desired.opencryptoki_config = tokens;
+    }
+    only_the_worlds_programs(&desired, &shown, &world_dir.join("bin"))?;
     let tools = WorldTools {
         bin: world_dir.join("bin"),
         inner: SystemRunner::hiding(desired.user_pins.variables()),

@@ -201,26 +201,39 @@ fn copy_key_files(drill: &GroupDrill, folder: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The group file pointed at a run's world: its top-level `backend:` and `zkey_repository:`
-/// lines replaced (or added), then read back to prove it.
+/// The group file pointed at a run's world: its top-level `backend:`, `zkey_repository:` and
+/// `opencryptoki_config:` lines replaced (or added), then read back to prove it.
 fn retarget(text: &str, world_dir: &Path) -> Result<String, String> {
-    let backend = format!("backend: \"zcrypt:{}\"", world_dir.join("sys").display());
-    let repository = format!("zkey_repository: \"{}\"", world_dir.join("zkey").display());
+    let lines = [
+        (
+            "backend:",
+            format!("backend: \"zcrypt:{}\"", world_dir.join("sys").display()),
+        ),
+        (
+            "zkey_repository:",
+            format!("zkey_repository: \"{}\"", world_dir.join("zkey").display()),
+        ),
+        (
+            "opencryptoki_config:",
+            format!(
+                "opencryptoki_config: \"{}\"",
+                world_dir.join("opencryptoki").display()
+            ),
+        ),
+    ];
     let mut out = String::new();
-    let (mut has_backend, mut has_repository) = (false, false);
+    let mut has = [false; 3];
     for line in text.lines() {
-        if line.starts_with("backend:") {
-            has_backend = true;
-            out.push_str(&backend);
-        } else if line.starts_with("zkey_repository:") {
-            has_repository = true;
-            out.push_str(&repository);
-        } else {
-            out.push_str(line);
+        match lines.iter().position(|(key, _)| line.starts_with(key)) {
+            Some(i) => {
+                has[i] = true;
+                out.push_str(&lines[i].1);
+            }
+            None => out.push_str(line),
         }
         out.push('\n');
     }
-    for (has, line) in [(has_backend, &backend), (has_repository, &repository)] {
+    for (has, (_, line)) in has.iter().zip(&lines) {
         if !has {
             out.push_str(line);
             out.push('\n');
@@ -230,10 +243,11 @@ fn retarget(text: &str, world_dir: &Path) -> Result<String, String> {
         crate::model::domain_group_desired::parse_domain_group("group.yaml", &out, world_dir)
             .map_err(|e| e.to_string())?;
     if copy.zkey_repository != world_dir.join("zkey")
+        || copy.opencryptoki_config != world_dir.join("opencryptoki")
         || copy.backend.as_deref()
             != Some(format!("zcrypt:{}", world_dir.join("sys").display()).as_str())
     {
-        return Err("cannot point a copy of the group file at a run's world: write `backend:` and `zkey_repository:` as top-level lines of their own".into());
+        return Err("cannot point a copy of the group file at a run's world: write `backend:`, `zkey_repository:` and `opencryptoki_config:` as top-level lines of their own".into());
     }
     Ok(out)
 }

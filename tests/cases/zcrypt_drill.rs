@@ -78,14 +78,37 @@ fn zcrypt_a_drill_with_a_token_pins_its_config_after_the_set_and_converges() {
     world.assert_no_incidents();
 }
 
+/// A drill reads the world's token configs, never this machine's `opencryptoki_config`
+/// (adversary round 6): a token on the group's APQNs that the file leaves out is refused
+/// before any run, as `plan` refuses it.
 #[test]
-fn zcrypt_a_drill_of_a_group_that_leaves_a_token_out_fails_with_the_incident_and_the_replay() {
-    // An openCryptoki token uses the group's APQNs, but the file names the zkey keys only:
-    // nothing moves the token's objects and the set loses them. mkplan finds a token the file
-    // leaves out only through its config in `opencryptoki_config`, which this group file does
-    // not name (the default /etc/opencryptoki is not the world's); the drill's ground truth
-    // sees it anyway.
+fn zcrypt_a_drill_reads_the_worlds_token_configs_and_refuses_a_token_left_out() {
     let world = World::with(&key_and_token_world(), &ep11_group(), "EP11", NEW);
+    let out = world.run(&["drill", "group.yaml", "--runs", "1", "--seed", "5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("names opencryptoki_config /etc/opencryptoki: the drill reads the world's")
+            && stderr.contains("undeclared_stores")
+            && stderr.contains("w/opencryptoki/ep11tok3.conf"),
+        "{stderr}"
+    );
+    world.assert_no_incidents();
+}
+
+/// An application key the group file leaves out, which mkplan cannot see (an application
+/// declares its keys only to the file): the drill's ground truth sees the set lose it, and
+/// the run fails with the incident, the seed and the command that replays it.
+#[test]
+fn zcrypt_a_drill_of_a_group_that_leaves_an_application_key_out_fails_with_the_incident_and_the_replay()
+ {
+    let world_file = format!(
+        "{}applications:\n  - {{name: payments, type: WK, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{}\"}}\n",
+        one_key_world(),
+        &OLD[..32]
+    );
+    let world = World::with(&world_file, &ep11_group(), "EP11", NEW);
     let out = world.run(&["drill", "group.yaml", "--runs", "1", "--seed", "5"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -93,12 +116,36 @@ fn zcrypt_a_drill_of_a_group_that_leaves_a_token_out_fails_with_the_incident_and
     assert!(
         stdout.contains("FAILED run 0 (seed 5)")
             && stdout.contains("incident(s)")
-            && stdout.contains("opencryptoki")
+            && stdout.contains("payments")
             && stdout.contains("replay: mkplan drill group.yaml --runs 1 --seed 5"),
         "{stdout}"
     );
     assert!(stderr.contains("the drill failed: 1 of 1 runs"), "{stderr}");
     world.assert_no_incidents();
+}
+
+/// An application key whose command is a program of this machine (by path, or a name not
+/// among the world's tools) is refused before any run: a drill never runs it.
+#[test]
+fn zcrypt_a_drill_never_runs_an_application_command_outside_its_world() {
+    for program in ["/usr/local/bin/payments-keys", "payments-keys"] {
+        let group = format!(
+            "{}  - application: {{ name: payments, check: [{program}, check], stage: [appkey, stage, payments], complete: [appkey, complete, payments] }}\n",
+            ep11_group()
+        );
+        let world = World::with(&one_key_world(), &group, "EP11", NEW);
+        let out = world.run(&["drill", "group.yaml", "--runs", "1", "--seed", "5"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{program}: {stderr}");
+        assert!(
+            stderr.contains("application key payments's check command runs ")
+                && stderr.contains(program)
+                && stderr.contains("which is not one of the drill world's tools")
+                && !stderr.contains("runs, seed"),
+            "{program}: {stderr}"
+        );
+        world.assert_no_incidents();
+    }
 }
 
 #[test]
