@@ -16,7 +16,8 @@
 //! `tke::oa_test_chain`: TEST MATERIAL whose root no client trusts unless a test says so.
 //!
 //! No rewrap status is published, as the real service publishes none. Faults count the
-//! POSTed requests: `fail_op`/`lose_response_op` answer 500, `latency_ms` delays each one,
+//! POSTed requests: `fail_op` answers 500 with nothing done, `lose_response_op` does what was
+//! asked (a signed command takes effect) and answers 500, `latency_ms` delays each one,
 //! `crash_after_op` aborts after answering nothing.
 
 use std::sync::Arc;
@@ -120,13 +121,19 @@ async fn query(
     if shared.faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(shared.faults.latency_ms)).await;
     }
-    if shared.faults.fail_op.contains(&number) || shared.faults.lose_response_op.contains(&number) {
-        return problem(
+    let unavailable = || {
+        problem(
             StatusCode::INTERNAL_SERVER_ERROR,
             "transient",
             &format!("injected fault on request {number}: service unavailable, retry later"),
-        );
+        )
+    };
+    if shared.faults.fail_op.contains(&number) {
+        return unavailable();
     }
+    // The request takes effect and its answer is lost on the way back (contract.md), as a
+    // signed command whose reply a proxy dropped: the caller must read again what it did.
+    let lost = shared.faults.lose_response_op.contains(&number);
     let unit = match durable_unit(&shared, &instance, &hsm_id).await {
         Ok(unit) => unit,
         Err(response) => return *response,
@@ -139,9 +146,13 @@ async fn query(
         return match super::tke_card::command(&shared, &instance, &unit, domain, &payload, signing)
             .await
         {
+            Ok(_) if lost => unavailable(),
             Ok(reply) => Json(json!({ "response": htp::response(domain, &reply) })).into_response(),
             Err(response) => response,
         };
+    }
+    if lost {
+        return unavailable();
     }
     let card = shared.cards_view(&unit.hsm_id);
     Json(json!({ "response": answer_card(&unit, &body.request, signing, &card) })).into_response()
