@@ -447,6 +447,14 @@ pub async fn run(args: Args) -> Result<u8> {
         Command::State(StateCommand::Push { from }) => state::push(&store, &from),
         Command::State(StateCommand::Pull { to }) => state::pull(&store, &to),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&store),
+        // A group's ceremony steps are shown by `show` and walked through by `apply`.
+        Command::Runbook { planfile, .. } if zcrypt_saved::is_group_plan_file(&planfile) => {
+            Err(crate::error::Error::Other(format!(
+                "{} is a domain group's plan, and `runbook` writes the checklist of an HPCS rotation only.\n  fix: `mkplan show {} --markdown` shows its steps, ceremony steps included, for a change ticket; `mkplan apply` shows each ceremony step's instructions when it comes to it",
+                planfile.display(),
+                planfile.display()
+            )))
+        }
         Command::Runbook { planfile, markdown } => plan::runbook(&planfile, markdown),
         Command::Show {
             planfile,

@@ -112,6 +112,18 @@ fn zcrypt_saved_plan_is_shown_in_every_view_and_applies_while_the_machine_is_unc
     assert_eq!(saved["desired_file"], "group.yaml");
     assert_eq!(saved["steps"].as_array().unwrap().len(), 10);
 
+    // `runbook` is the HPCS checklist: a group's plan is named as such, with where its steps
+    // are shown (it was "damaged plan file … do not edit them").
+    let runbook = world.run(&["runbook", "p.json"]);
+    assert_eq!(runbook.status.code(), Some(1), "{}", text(&runbook));
+    assert!(
+        text(&runbook).contains("p.json is a domain group's plan")
+            && text(&runbook).contains("mkplan show p.json --markdown")
+            && !text(&runbook).contains("damaged"),
+        "{}",
+        text(&runbook)
+    );
+
     let shown = world.run(&["show", "p.json"]);
     assert!(
         text(&shown).contains("Plan: 10 steps (6 ceremony steps"),
