@@ -330,3 +330,41 @@ fn adversary6_z2_another_groups_operation_does_not_hide_the_tokens_other_types()
     );
     assert_eq!(token_objects(&world, 4)["APKA"], CCA_APKA);
 }
+
+/// Z2b. The group file gains APKA while its AES change is open (operation staged, set not
+/// done). The token's APKA objects used to be left out of the plan; now any edit of the
+/// master keys mid-change is refused, naming both sets, until the change is done.
+#[test]
+fn adversary6_z2b_master_keys_edited_mid_change_are_refused_until_the_change_is_done() {
+    let world = cca_aes_world();
+    world.apply_until_the_first_set();
+    let id = open_operation(&world);
+    let aes_only = std::fs::read_to_string(world.root.join("group.yaml")).unwrap();
+    let both = cca_group("ledger-aes", &format!("{}{}", aes_line(), apka_line()));
+    std::fs::write(world.root.join("group.yaml"), &both).unwrap();
+    world.assert_refused(&[
+        "refused by pre-check `targets_unchanged`",
+        &format!("AES {NEW_AES}, APKA {NEW_APKA} now"),
+        &format!("began with AES {NEW_AES}"),
+        "APKA added",
+        "master_keys back to",
+        &format!("pkcshsm_mk_change cancel --id {id}, while no APQN is set"),
+    ]);
+    let retargeted = cca_group(
+        "ledger-aes",
+        "  - { type: AES, verification_pattern: \"a5a5a5a5a5a5a5a5\" }\n",
+    );
+    std::fs::write(world.root.join("group.yaml"), retargeted).unwrap();
+    world.assert_refused(&[
+        "`targets_unchanged`",
+        "AES retargeted from e5e5e5e5e5e5e5e5",
+    ]);
+    // Back to the keys it began with, the change finishes; then APKA is a change of its own.
+    std::fs::write(world.root.join("group.yaml"), aes_only).unwrap();
+    apply_pinning_at_the_set(&world, || pin_cca_config(&world, CCA_AES, NEW_AES));
+    world.assert_converged();
+    std::fs::write(world.root.join("group.yaml"), both).unwrap();
+    let (code, said) = plan_of(&world, "group.yaml");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("openCryptoki tokens"), "{said}");
+}
