@@ -368,3 +368,39 @@ fn adversary6_z2b_master_keys_edited_mid_change_are_refused_until_the_change_is_
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("openCryptoki tokens"), "{said}");
 }
+
+const ASYM_OLD: &str = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+const ASYM_NEW: &str = "b8b8b8b8b8b8b8b8b8b8b8b8b8b8b8b8";
+
+/// A CCA group changing ASYM stages the token's ASYM (RSA) objects with `--cca-asym-mkvp`
+/// and finalizes them; the token's ASYM type used to be left out (only WK, AES and APKA
+/// were kept), so the SET left them under OLD, to be lost at the next ASYM SET.
+#[test]
+fn adversary6_a_cca_tokens_asym_objects_are_staged_with_cca_asym_mkvp() {
+    let group = cca_group(
+        "ledger-asym",
+        &format!("  - {{ type: ASYM, verification_pattern: \"{ASYM_NEW}\" }}\n"),
+    );
+    let world = World::with(&cca_world(Some(ASYM_OLD)), &group, "ASYM", ASYM_NEW);
+    std::fs::write(world.root.join("keys/slot3.pin"), format!("{PIN_3}\n")).unwrap();
+    let planned = world.planned();
+    assert!(
+        planned.contains(&"stage_reencipher:05.0006,06.0006".to_string()),
+        "{planned:?}"
+    );
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pkcshsm_mk_change reencipher --apqns 05.0006,06.0006 --cca-asym-mkvp {ASYM_NEW}"
+        )),
+        "{stderr}"
+    );
+    world.assert_no_incidents();
+    world.assert_converged();
+    let objects = token_objects(&world, 4);
+    assert!(
+        objects["ASYM"].as_str().unwrap().starts_with(ASYM_NEW),
+        "{objects}"
+    );
+}
