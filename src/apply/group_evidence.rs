@@ -25,6 +25,7 @@ pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEv
     GroupEvidence {
         recorded_serials: journal.open_change_serials(),
         recorded_apqns: journal.open_change_apqns(),
+        recorded_targets: journal.open_change_targets(),
         staged_earlier: staged
             .iter()
             .filter(|(_, (at, _))| *at < journal.earlier_records())
@@ -52,13 +53,7 @@ fn staged_in_change(
     let GroupRecord::Begin { targets, .. } = &records[begin] else {
         return found;
     };
-    let targets: BTreeMap<MkType, Mkvp> = targets
-        .iter()
-        .filter_map(|(t, vp)| {
-            let mk_type = MkType::parse(t)?;
-            Some((mk_type, Mkvp::parse(mk_type, vp).ok()?))
-        })
-        .collect();
+    let targets = super::group_journal::begin_targets(targets);
     for (at, record) in records.iter().enumerate().skip(begin + 1) {
         let GroupRecord::Intent { action, what, .. } = record else {
             continue;

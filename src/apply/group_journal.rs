@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use super::journal::{self, JournalError};
 use super::journal_key::{self, Head, JournalKey};
 use crate::model::domain_group::Apqn;
+use crate::model::registers::{MkType, Mkvp};
 
 /// Bytes of a group journal read at most.
 const GROUP_JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -93,6 +94,17 @@ impl GroupRecord {
             | Self::Pushed { identity, .. } => identity,
         }
     }
+}
+
+/// A Begin record's `targets` read back: those that do not parse are left out.
+pub fn begin_targets(targets: &BTreeMap<String, String>) -> BTreeMap<MkType, Mkvp> {
+    targets
+        .iter()
+        .filter_map(|(t, vp)| {
+            let mk_type = MkType::parse(t)?;
+            Some((mk_type, Mkvp::parse(mk_type, vp).ok()?))
+        })
+        .collect()
 }
 
 /// Where a group journal's records go: a file in the state folder (sealed with the journal
@@ -402,6 +414,16 @@ impl GroupJournal {
             }
             _ => None,
         }
+    }
+
+    /// The master keys the open change began with (its Begin record's `targets`), if one is
+    /// open; a target that does not read back is left out, so the set differs from any
+    /// desired one and the planner refuses.
+    pub fn open_change_targets(&self) -> Option<BTreeMap<MkType, Mkvp>> {
+        let GroupRecord::Begin { targets, .. } = self.open_change()? else {
+            return None;
+        };
+        Some(begin_targets(targets))
     }
 
     /// The serial numbers recorded when the open change began, if one is open.

@@ -3,8 +3,10 @@
 //! using the group's APQNs has moved). The planner compares it with the declared stores and
 //! refuses a change that would leave one behind. No I/O: the backend fills it.
 
+use std::collections::BTreeMap;
+
 use super::domain_group::{Apqn, GroupMode};
-use super::registers::ApqnRegisters;
+use super::registers::{ApqnRegisters, MkType, Mkvp};
 
 /// A zkey key as `zkey list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,11 +33,24 @@ impl FoundZkeyKey {
     }
 }
 
-/// An open `pkcshsm_mk_change` operation: its tokens' objects have copies under its new keys.
+/// An open `pkcshsm_mk_change` operation: the tokens of its affected slots have copies of
+/// their objects under its new keys, of the types it names, and no other token has any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FoundOperation {
     pub id: String,
     pub apqns: Vec<Apqn>,
+    /// Its `New … MKVP` lines: the types it re-enciphers, each to its key.
+    pub new: BTreeMap<MkType, Mkvp>,
+    /// Its `Affected slots:`; `None` when the listing shows none.
+    pub slots: Option<Vec<u64>>,
+    /// Every key object of its slots has its copy (the re-encipherment is over).
+    pub reenciphered: bool,
+}
+
+impl FoundOperation {
+    pub fn uses_any(&self, group: &[Apqn]) -> bool {
+        self.apqns.iter().any(|a| group.contains(a))
+    }
 }
 
 /// An openCryptoki token's config (`ep11tok*.conf`, `ccatok*.conf`).
@@ -49,6 +64,10 @@ pub struct FoundToken {
     /// The APQNs its allow list names, each read both ways the file could mean it (hex and
     /// decimal); `None`: no allow list, so every APQN of its mode.
     pub apqns: Option<Vec<Apqn>>,
+    /// Its `EXPECTED_WKVP` / `EXPECTED_MKVPS` pins as written (hex, `0x` and quotes
+    /// removed), by type: the keys the token accepts, so those its objects are under when
+    /// no operation is open. A type with no pin is absent (CCA has none for ASYM).
+    pub pins: BTreeMap<MkType, String>,
 }
 
 impl FoundToken {

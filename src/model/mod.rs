@@ -12,6 +12,7 @@ mod input_error;
 pub mod journal_evidence;
 pub mod live;
 pub mod loss;
+pub mod ock_tokens;
 pub mod parser_words;
 pub mod quick_yaml;
 mod register;

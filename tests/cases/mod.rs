@@ -1,6 +1,7 @@
 mod adversary3;
 mod adversary4;
 mod adversary5;
+mod adversary6;
 mod adversary_postgres;
 mod apply;
 mod bad_input;

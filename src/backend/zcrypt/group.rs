@@ -16,7 +16,9 @@ use crate::model::domain_group::{
     GroupMode, KeyCopies, LiveApqn, LiveGroup, LiveStore, StoreId, StoreKind, StoreState,
 };
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
+use crate::model::domain_group_inventory::{FoundOperation, Inventory};
 use crate::model::domain_group_selector::SeenCard;
+use crate::model::ock_tokens::{GroupTokens, NotShown};
 use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk, TypeRegisters};
 
 /// Bytes of a `.renc` file read at most (an XTS EP11 pair is 672).
@@ -140,10 +142,12 @@ impl ZcryptBackend {
 
     /// The group's APQNs and stores, as the machine shows them now.
     pub fn read(&self, desired: &DesiredGroup) -> Result<LiveGroup, ReadError> {
+        let apqns = self.read_apqns(desired)?;
+        let inventory = self.inventory(desired);
         Ok(LiveGroup {
-            apqns: self.read_apqns(desired)?,
-            stores: self.read_stores(desired)?,
-            inventory: self.inventory(desired),
+            stores: self.read_stores(desired, &apqns, &inventory)?,
+            apqns,
+            inventory,
         })
     }
 
@@ -188,10 +192,14 @@ impl ZcryptBackend {
         Ok(apqns)
     }
 
-    fn read_stores(&self, desired: &DesiredGroup) -> Result<Vec<LiveStore>, String> {
+    fn read_stores(
+        &self,
+        desired: &DesiredGroup,
+        apqns: &[LiveApqn],
+        inventory: &Inventory,
+    ) -> Result<Vec<LiveStore>, String> {
         let mut found = Vec::new();
         let mut seen = BTreeSet::new();
-        let currents = self.read_apqns(desired).map_err(|e| e.to_string())?;
         for store in &desired.stores {
             let observed = match store {
                 DesiredStore::ZkeyAssociated => self.zkey_keys(
@@ -205,7 +213,7 @@ impl ZcryptBackend {
                 DesiredStore::Luks2Volume { device, key_file } => {
                     vec![self.luks2_volume(desired, device, key_file)]
                 }
-                DesiredStore::OpenCryptoki => vec![self.ock_tokens(desired, &currents)],
+                DesiredStore::OpenCryptoki => vec![self.ock_tokens(desired, apqns, inventory)],
                 DesiredStore::Application {
                     name,
                     mk_type,
@@ -361,74 +369,57 @@ impl ZcryptBackend {
         }
     }
 
-    fn ock_tokens(&self, desired: &DesiredGroup, apqns: &[LiveApqn]) -> LiveStore {
+    /// The openCryptoki tokens on the group's APQNs, as one store (one `pkcshsm_mk_change`
+    /// operation moves them all), their state told slot by slot from the token configs that
+    /// `inventory` read and the open operation ([`GroupTokens`]).
+    fn ock_tokens(
+        &self,
+        desired: &DesiredGroup,
+        apqns: &[LiveApqn],
+        inventory: &Inventory,
+    ) -> LiveStore {
         let call = self.call(desired, "pkcshsm_mk_change", vec!["list".into()]);
         let id = StoreId {
             kind: StoreKind::OpenCryptoki,
             name: Self::apqn_list(desired),
         };
-        let unknown = |why: String| LiveStore {
+        let unknown = |why: String, settle: String| LiveStore {
             id: id.clone(),
-            state: StoreState::Unknown {
-                why,
-                settle: "`pkcshsm_mk_change list` and every APQN's CURRENT register agreeing"
-                    .into(),
-            },
+            state: StoreState::Unknown { why, settle },
             handle: None,
         };
-        let output = match self.runner.run(&call) {
-            Ok(output) if output.success() => output,
-            Ok(output) => {
-                return unknown(format!("{} failed: {}", call.shown(), output.last_words()));
+        let listed = match self.runner.run(&call) {
+            Ok(output) if output.success() => stores::parse_ock_list(&output.stdout),
+            Ok(output) => Err(format!("{} failed: {}", call.shown(), output.last_words())),
+            Err(why) => Err(why),
+        };
+        let operations: Vec<FoundOperation> = match listed {
+            Ok(operations) => operations.into_iter().map(OckOperation::found).collect(),
+            Err(why) => {
+                return unknown(
+                    why,
+                    "`pkcshsm_mk_change list` and every APQN's CURRENT register agreeing".into(),
+                );
             }
-            Err(why) => return unknown(why),
         };
-        let operations = match stores::parse_ock_list(&output.stdout) {
-            Ok(operations) => operations,
-            Err(why) => return unknown(why),
-        };
-        let ours: Vec<&OckOperation> = operations
-            .iter()
-            .filter(|op| op.apqns.iter().any(|a| desired.apqns.contains(a)))
-            .collect();
-        if ours.len() > 1 {
-            return unknown(format!(
-                "{} open operations use the group's APQNs",
-                ours.len()
-            ));
-        }
-        let types: Vec<MkType> = desired
-            .master_keys
-            .keys()
-            .copied()
-            .filter(|t| matches!(t, MkType::Wk | MkType::Aes | MkType::Apka))
-            .collect();
-        let mut copies = BTreeMap::new();
-        for mk_type in types {
-            let currents: BTreeSet<&Mkvp> = apqns
-                .iter()
-                .filter_map(|a| a.registers.as_ref()?.get(&mk_type)?.current.vp())
-                .collect();
-            let copy = match ours.first() {
-                // After a SET the objects may be under OLD or CURRENT: CURRENT is no evidence.
-                None if desired.procedure == Procedure::SetThenFromOld => return unknown("no pkcshsm_mk_change operation is open, and under set_then_from_old the APQNs' CURRENT registers do not show which key the tokens' objects are under".into()),
-                None if currents.len() == 1 => KeyCopies { active: (*currents.first().expect("one")).clone(), staged: None },
-                None => return unknown("no operation is open and the APQNs' CURRENT registers differ, so which key the tokens use is not shown".into()),
-                Some(op) => {
-                    let Some(new) = op.new.get(&mk_type) else { continue };
-                    // The tokens' objects are under the key the operation moves from: a
-                    // CURRENT not yet replaced, or none left (then only the staged copy).
-                    let before = currents.iter().find(|c| **c != new).map(|c| (*c).clone());
-                    let gone = Mkvp::parse(mk_type, &"0".repeat(mk_type.compared_hex_len())).expect("zeros");
-                    KeyCopies { active: before.unwrap_or(gone), staged: op.reenciphered().then(|| new.clone()) }
+        let group = GroupTokens::of(&inventory.tokens, &operations, &desired.apqns, desired.mode);
+        let changing: Vec<MkType> = desired.master_keys.keys().copied().collect();
+        let mut currents: BTreeMap<MkType, BTreeSet<Mkvp>> = BTreeMap::new();
+        for registers in apqns.iter().filter_map(|a| a.registers.as_ref()) {
+            for (mk_type, register) in registers {
+                if let Some(vp) = register.current.vp() {
+                    currents.entry(*mk_type).or_default().insert(vp.clone());
                 }
-            };
-            copies.insert(mk_type, copy);
+            }
         }
-        LiveStore {
-            id,
-            state: StoreState::Known(copies),
-            handle: ours.first().map(|op| op.id.clone()),
+        let from_old = desired.procedure == Procedure::SetThenFromOld;
+        match group.copies(&changing, &currents, from_old) {
+            Ok((copies, handle)) => LiveStore {
+                id,
+                state: StoreState::Known(copies),
+                handle,
+            },
+            Err(NotShown { why, settle }) => unknown(why, settle),
         }
     }
 

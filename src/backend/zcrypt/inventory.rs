@@ -9,6 +9,7 @@
 //! An absent zkey repository holds no keys, and a machine without `pkcshsm_mk_change` on its
 //! `PATH` has no operation it opened: both are evidence of absence, not silence.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::group::ZcryptBackend;
@@ -16,7 +17,8 @@ use super::ock_conf;
 use super::stores;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
-use crate::model::domain_group_inventory::{FoundOperation, FoundToken, FoundZkeyKey, Inventory};
+use crate::model::domain_group_inventory::{FoundToken, FoundZkeyKey, Inventory};
+use crate::model::registers::MkType;
 
 /// One key as `zkey list` shows it (the lines the inventory needs).
 #[derive(Default)]
@@ -139,6 +141,54 @@ pub fn parse_token_apqns(text: &str) -> Option<Vec<Apqn>> {
     Some(apqns)
 }
 
+/// A token config's pins (OCK ep11_specific.c, cca_specific.c `cca_config_parse_exp_mkvps`):
+/// EP11 `EXPECTED_WKVP "0x…"`; CCA `EXPECTED_MKVPS { SYM = "0x…" AES = "0x…" APKA = "0x…" }`
+/// (no ASYM: the CCA token pins none). Values as written, lower-cased, quotes and `0x` off;
+/// whether each is a verification pattern of its type is for the reader to judge.
+pub fn parse_token_pins(text: &str) -> BTreeMap<MkType, String> {
+    let spaced: String = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace('{', " { ")
+        .replace('}', " } ")
+        .replace('=', " = ");
+    let words: Vec<&str> = spaced.split_whitespace().collect();
+    let value = |w: &str| {
+        let w = w.trim_matches('"').to_ascii_lowercase();
+        w.strip_prefix("0x").unwrap_or(&w).to_string()
+    };
+    let mut pins = BTreeMap::new();
+    let mut in_mkvps = false;
+    let mut at = 0;
+    while at < words.len() {
+        let word = words[at];
+        if word.eq_ignore_ascii_case("EXPECTED_WKVP") && !in_mkvps {
+            if let Some(vp) = words.get(at + 1) {
+                pins.insert(MkType::Wk, value(vp));
+                at += 1;
+            }
+        } else if word.eq_ignore_ascii_case("EXPECTED_MKVPS") {
+            in_mkvps = true;
+        } else if word == "}" {
+            in_mkvps = false;
+        } else if in_mkvps
+            && words.get(at + 1) == Some(&"=")
+            && let Some(mk_type) = ["SYM", "AES", "APKA"]
+                .into_iter()
+                .find(|t| word.eq_ignore_ascii_case(t))
+                .and_then(MkType::parse)
+            && let Some(vp) = words.get(at + 2)
+        {
+            pins.insert(mk_type, value(vp));
+            at += 2;
+        }
+        at += 1;
+    }
+    pins
+}
+
 /// `OCK_EP11_TOKEN_DIR` as mkplan's own environment holds it (the tools it runs inherit that
 /// environment, `pkcshsm_mk_change` and the EP11 token it loads included): the folder, made
 /// absolute from the working folder as the token would open it. Set but empty, or not a
@@ -205,6 +255,7 @@ fn token_configs(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundTok
                 mode: slot.mode,
                 slot: Some(slot.slot),
                 apqns: None,
+                pins: BTreeMap::new(),
             });
             continue;
         }
@@ -236,11 +287,13 @@ fn token_configs(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundTok
                 ),
             }
         })?;
+        let text = String::from_utf8_lossy(&text);
         tokens.push(FoundToken {
             config: path.display().to_string(),
             mode: slot.mode,
             slot: Some(slot.slot),
-            apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
+            apqns: parse_token_apqns(&text),
+            pins: parse_token_pins(&text),
         });
     }
     Ok(tokens)
@@ -302,11 +355,13 @@ fn configs_named(folder: &Path, modes: &[GroupMode]) -> Result<Vec<FoundToken>, 
         }
         let text = crate::bounded_read::read(&path, TOKEN_CONFIG_BYTES_MAX)
             .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
+        let text = String::from_utf8_lossy(&text);
         tokens.push(FoundToken {
             config: path.display().to_string(),
             mode,
             slot: None,
-            apqns: parse_token_apqns(&String::from_utf8_lossy(&text)),
+            apqns: parse_token_apqns(&text),
+            pins: parse_token_pins(&text),
         });
     }
     Ok(tokens)
@@ -347,10 +402,7 @@ impl ZcryptBackend {
                     .map(|operations| {
                         inventory.operations = operations
                             .into_iter()
-                            .map(|op| FoundOperation {
-                                id: op.id,
-                                apqns: op.apqns,
-                            })
+                            .map(stores::OckOperation::found)
                             .collect();
                     }),
             );
@@ -451,5 +503,21 @@ Volume type          : plain
         let shown: Vec<String> = apqns.unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0006", "0a.0006"]);
         assert_eq!(parse_token_apqns("EXPECTED_WKVP \"0x1\"\n"), None);
+    }
+
+    #[test]
+    fn a_token_configs_pins_are_read_per_type() {
+        let ep11 = parse_token_pins("APQN_ALLOWLIST\n 3 6\nEND\nEXPECTED_WKVP \"0xB2B2\" # new\n");
+        assert_eq!(ep11, BTreeMap::from([(MkType::Wk, "b2b2".to_string())]));
+        let cca = parse_token_pins(
+            "EXPECTED_MKVPS {\n  SYM = \"0x71\"\n  AES=\"0xc1\"\n  # APKA = \"0xff\"\n}\nAPKA = \"0xd1\"\n",
+        );
+        assert_eq!(cca.get(&MkType::Aes).map(String::as_str), Some("c1"));
+        assert_eq!(cca.get(&MkType::Sym).map(String::as_str), Some("71"));
+        assert_eq!(
+            cca.get(&MkType::Apka),
+            None,
+            "outside the block, or commented out"
+        );
     }
 }

@@ -5,7 +5,8 @@
 //!   `Key type`, `Enciphered with … (MKVP: …)`, `Re-enciphered … (re-enciphering pending)`).
 //! - A pending key's staged copy is `NAME.renc`, whose MKVP sits where zkey reads it (S390
 //!   pkey.h): CCA AESDATA a u64 at offset 8, AESCIPHER `kvp` at 10, EP11-AES `wkvp` at 48.
-//! - `pkcshsm_mk_change list`: `Operation: ID`, `State: …`, `APQNs: …`, `New … MKVP: …`.
+//! - `pkcshsm_mk_change list`: `Operation: ID`, `State: …`, `APQNs: …`, `New … MKVP: …`,
+//!   `Affected slots: 3, 7` (the tokens the operation re-enciphered, OCK `perform_list_cb`).
 //! - `zkey-cryptsetup validate DEVICE`: the active keyslot's `Key type` and `Enciphered
 //!   with … (MKVP: …)`, and `Volume key re-enciphering is pending` while a staged keyslot
 //!   exists; the staged keyslot's master key is not shown (S390 zkey-cryptsetup.c).
@@ -13,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::domain_group::{Apqn, KeyCopies};
+use crate::model::domain_group_inventory::FoundOperation;
 use crate::model::registers::{MkType, Mkvp};
 
 /// One key as `zkey validate` shows it.
@@ -144,6 +146,8 @@ pub struct OckOperation {
     pub state: String,
     pub apqns: Vec<Apqn>,
     pub new: BTreeMap<MkType, Mkvp>,
+    /// The slots whose tokens it re-enciphered; `None` when the listing shows no line.
+    pub slots: Option<Vec<u64>>,
 }
 
 impl OckOperation {
@@ -160,6 +164,17 @@ impl OckOperation {
         .iter()
         .any(|s| self.state.starts_with(s))
     }
+
+    /// The operation in the model's words.
+    pub fn found(self) -> FoundOperation {
+        FoundOperation {
+            reenciphered: self.reenciphered(),
+            id: self.id,
+            apqns: self.apqns,
+            new: self.new,
+            slots: self.slots,
+        }
+    }
 }
 
 pub fn parse_ock_list(stdout: &str) -> Result<Vec<OckOperation>, String> {
@@ -171,6 +186,7 @@ pub fn parse_ock_list(stdout: &str) -> Result<Vec<OckOperation>, String> {
                 state: String::new(),
                 apqns: Vec::new(),
                 new: BTreeMap::new(),
+                slots: None,
             });
             continue;
         }
@@ -190,6 +206,20 @@ pub fn parse_ock_list(stdout: &str) -> Result<Vec<OckOperation>, String> {
                 .filter(|w| !w.is_empty())
                 .map(str::parse)
                 .collect::<Result<_, _>>()?;
+        } else if label == "Affected slots" {
+            let slots = rest
+                .split([' ', ','])
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    w.parse::<u64>().map_err(|_| {
+                        format!(
+                            "pkcshsm_mk_change list: {} is not a list of slot numbers",
+                            crate::quote::quote(line)
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            operation.slots = Some(slots);
         } else if let Some(what) = label.strip_prefix("New ") {
             let mk_type = match what {
                 "EP11 WKVP" => MkType::Wk,
@@ -333,6 +363,12 @@ WARNING: Not all APQNs have the same master key or fulfill the requirements
         assert!(!parse_ock_list(&ongoing).unwrap()[0].reenciphered());
         assert_eq!(ops[0].apqns.len(), 2);
         assert_eq!(ops[0].new[&MkType::Wk].as_str(), "b2".repeat(16));
+        assert_eq!(ops[0].slots, Some(vec![3]));
+        let two = list.replace("Affected slots: 3", "Affected slots: 3, 7");
+        assert_eq!(parse_ock_list(&two).unwrap()[0].slots, Some(vec![3, 7]));
+        let none = list.replace("  Affected slots: 3\n", "");
+        assert_eq!(parse_ock_list(&none).unwrap()[0].slots, None);
+        assert!(parse_ock_list(&list.replace("slots: 3", "slots: x")).is_err());
         let copies = parse_application_check(
             MkType::Aes,
             "active: 1111111111111111\nstaged: 2222222222222222\n",

@@ -14,11 +14,16 @@
 //!   its own copy of the key, that the group file does not declare as a `luks2_volume` with
 //!   its key file; or an APQN outside the group that `zkey-cryptsetup`, which picks among
 //!   every APQN of the machine, could move a volume with to a key this change does not set.
+//! - `opencryptoki_operation_covers`: an open `pkcshsm_mk_change` operation on the group's
+//!   APQNs that leaves out a token on them (its slot is not among the affected slots) or a
+//!   type the group changes (`model::ock_tokens::uncovered`). mkplan cannot stage the rest
+//!   while it is open (one operation per APQN), and a set would leave them behind.
 
 use super::precheck::GroupRefusal;
 use crate::model::domain_group::{Apqn, LiveGroup, StoreKind, StoreState};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
 use crate::model::domain_group_inventory::FoundZkeyKey;
+use crate::model::ock_tokens::{GroupTokens, uncovered};
 use crate::model::registers::{HeldMk, MkType, Mkvp, NewMk};
 use crate::quote::quote;
 
@@ -70,7 +75,32 @@ pub(super) fn check(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Grou
     check_key_apqns(desired, &ours)?;
     check_luks2(desired, &ours)?;
     check_luks2_apqns(desired, live)?;
-    check_declared(desired, &ours, live)
+    check_declared(desired, &ours, live)?;
+    check_operation_covers(desired, live)
+}
+
+fn check_operation_covers(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
+    if !desired.stores.contains(&DesiredStore::OpenCryptoki) {
+        return Ok(());
+    }
+    let inventory = &live.inventory;
+    let group = GroupTokens::of(
+        &inventory.tokens,
+        &inventory.operations,
+        &desired.apqns,
+        desired.mode,
+    );
+    let changing: Vec<MkType> = desired.master_keys.keys().copied().collect();
+    for op in &group.operations {
+        if let Some(refused) = uncovered(op, &group.tokens, &changing) {
+            return Err(refusal(
+                "opencryptoki_operation_covers",
+                refused.why,
+                Some(refused.settle),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_key_apqns(desired: &DesiredGroup, keys: &[&FoundZkeyKey]) -> Result<(), GroupRefusal> {

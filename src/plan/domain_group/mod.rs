@@ -155,6 +155,8 @@ pub struct GroupEvidence {
     /// The group's APQNs recorded when the open change began (`None`: no change open, or
     /// one begun by an mkplan that did not record them).
     pub recorded_apqns: Option<std::collections::BTreeSet<Apqn>>,
+    /// The master keys the open change began with (`None`: no change open).
+    pub recorded_targets: Option<BTreeMap<MkType, Mkvp>>,
     pub staged_in_change: BTreeMap<StoreId, BTreeMap<MkType, Mkvp>>,
     /// Of those, the stores whose last stage step ran before this run (every one, for a
     /// plan): between runs anyone may have staged them again under another key, and no tool

@@ -61,6 +61,7 @@ pub(super) fn check(
     evidence: &GroupEvidence,
 ) -> Result<Checked, GroupRefusal> {
     check_apqn_set(desired, evidence)?;
+    check_targets_unchanged(desired, live, evidence)?;
     let found: BTreeMap<Apqn, _> = live.apqns.iter().map(|a| (a.apqn, a)).collect();
     let missing: Vec<String> = desired
         .apqns
@@ -212,6 +213,64 @@ fn check_apqn_set(desired: &DesiredGroup, evidence: &GroupEvidence) -> Result<()
             "the group back on {}: bring back a card that went (`lszcrypt` must show it with the domain; an offline card is still selected and then refused until it is online), or leave out a card that came (`cards:` in the selector, or list the APQNs: apqns: [{}]) until the change is done. If the change must end on other APQNs, check every store and finish it from another state folder, as for a swapped card",
             listed(recorded.iter().map(ToString::to_string)),
             listed(recorded.iter().map(ToString::to_string)),
+        )),
+    })
+}
+
+/// The group's master keys are those the open change began with: a type added or
+/// retargeted mid-change has stores (an openCryptoki operation's types, a staged copy) that
+/// the change did not prepare for it, and a type dropped would be left half set.
+fn check_targets_unchanged(
+    desired: &DesiredGroup,
+    live: &LiveGroup,
+    evidence: &GroupEvidence,
+) -> Result<(), GroupRefusal> {
+    let Some(began) = &evidence.recorded_targets else {
+        return Ok(());
+    };
+    if began == &desired.master_keys {
+        return Ok(());
+    }
+    let words = |targets: &BTreeMap<MkType, Mkvp>| {
+        listed(targets.iter().map(|(t, vp)| format!("{t} {vp}")))
+    };
+    let mut changes = Vec::new();
+    for (mk_type, vp) in &desired.master_keys {
+        match began.get(mk_type) {
+            None => changes.push(format!("{mk_type} added")),
+            Some(was) if was != vp => changes.push(format!("{mk_type} retargeted from {was}")),
+            Some(_) => {}
+        }
+    }
+    changes.extend(
+        began
+            .keys()
+            .filter(|t| !desired.master_keys.contains_key(t))
+            .map(|t| format!("{t} removed")),
+    );
+    let operations: Vec<String> = live
+        .inventory
+        .operations
+        .iter()
+        .filter(|op| op.uses_any(&desired.apqns))
+        .map(|op| format!("pkcshsm_mk_change cancel --id {}", op.id))
+        .collect();
+    let cancel = if operations.is_empty() {
+        "pkcshsm_mk_change cancel --id ID".to_string()
+    } else {
+        listed(operations)
+    };
+    Err(GroupRefusal {
+        check: "targets_unchanged",
+        message: format!(
+            "the group file's master keys are {} now, but this change began with {} (the journal's first step): {}. A change ends with the keys it began with: its stagings (a pkcshsm_mk_change operation's types, zkey's and the volumes' copies) were made for those",
+            words(&desired.master_keys),
+            words(began),
+            listed(changes)
+        ),
+        settle: Some(format!(
+            "the group file's master_keys back to {} until this change is done (`plan` then says no changes), then the edit as a change of its own; if the open change must be abandoned instead, cancel what it staged ({cancel}, while no APQN is set) and check every store before starting again from another state folder",
+            words(began)
         )),
     })
 }

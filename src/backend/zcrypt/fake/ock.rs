@@ -126,7 +126,7 @@ fn reencipher(
     let mut new = BTreeMap::new();
     for (mk, vp) in vps {
         if let Some(vp) = vp {
-            let len = if mk.is_ep11() { 32 } else { 16 };
+            let len = mk.compared_hex_len();
             new.insert(
                 mk,
                 vp_of(&vp, len, &format!("the {} verification pattern", mk.name()))?,
@@ -319,7 +319,8 @@ pub fn config_text(world: &World, token: &Token) -> String {
         }
         TokenKind::Cca => {
             text.push_str("EXPECTED_MKVPS {\n");
-            for (mk, vp) in &token.objects {
+            // The CCA token pins SYM, AES and APKA, not ASYM (OCK `cca_config_parse_exp_mkvps`).
+            for (mk, vp) in token.objects.iter().filter(|(mk, _)| **mk != Mk::Asym) {
                 text.push_str(&format!("  {} = \"0x{}\"\n", mk.name(), &vp[..16]));
             }
             text.push_str("}\n");
@@ -382,7 +383,8 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
                     });
                 }
             }
-            if finalize && !pins.get(mk).is_some_and(|pin| same_mk(pin, new)) && problem.is_none() {
+            let pinned = *mk == Mk::Asym || pins.get(mk).is_some_and(|pin| same_mk(pin, new));
+            if finalize && !pinned && problem.is_none() {
                 problem = Some(format!(
                     "Slot {slot}: {} does not yet name the new {} master key verification pattern: update its EXPECTED_* setting first",
                     config_path(&session.dir, &token).display(),
@@ -443,7 +445,7 @@ fn list(world: &World, id: Option<&str>) -> Result<Output, String> {
         ));
         output.out(format!("  APQNs: {}", op.apqns.join(" ")));
         for (mk, vp) in &op.new {
-            let shown = if mk.is_ep11() { &vp[..32] } else { &vp[..16] };
+            let shown = &vp[..mk.compared_hex_len()];
             let what = if mk.is_ep11() {
                 "EP11 WKVP".to_string()
             } else {

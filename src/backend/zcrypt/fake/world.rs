@@ -67,6 +67,12 @@ impl Mk {
             Self::Asym => 32,
         }
     }
+
+    /// Hex digits of the VP a tool shows and a token's objects are compared by: EP11's and
+    /// ASYM's 16 bytes, the other CCA types' 8.
+    pub fn compared_hex_len(self) -> usize {
+        self.vp_hex_len().min(32)
+    }
 }
 
 /// The NEW register. EP11 loads to `Uncommitted` and commits; CCA loads parts (`Partial`) to

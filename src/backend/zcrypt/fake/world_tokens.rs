@@ -17,7 +17,8 @@ pub(super) struct TokenYaml {
     kind: TokenKind,
     apqns: Vec<String>,
     /// `EXPECTED_WKVP` (EP11) or `EXPECTED_MKVPS` (CCA): per MK type, the VP the token's
-    /// objects are enciphered under and its config pins.
+    /// objects are enciphered under and its config pins (a CCA token's ASYM objects too,
+    /// which its config cannot pin).
     expected: BTreeMap<String, String>,
     /// The name of its config in the world's `opencryptoki/` (`confname` in the world's
     /// `opencryptoki.conf`); default `ep11tok<SLOT>.conf` / `ccatok<SLOT>.conf`.
@@ -50,15 +51,15 @@ pub(super) fn token_of(world: &World, token: TokenYaml) -> Result<Token, String>
         let mk = Mk::parse(&name).ok_or_else(|| format!("{what}: unknown MK type {name:?}"))?;
         let allowed = match token.kind {
             TokenKind::Ep11 => mk == Mk::Wk,
-            TokenKind::Cca => matches!(mk, Mk::Sym | Mk::Aes | Mk::Apka),
+            TokenKind::Cca => matches!(mk, Mk::Sym | Mk::Aes | Mk::Apka | Mk::Asym),
         };
         if !allowed {
             return Err(format!(
-                "{what}: a {:?} token has no {name} (EP11: WK; CCA: SYM, AES, APKA)",
+                "{what}: a {:?} token has no {name} (EP11: WK; CCA: SYM, AES, APKA, ASYM)",
                 token.kind
             ));
         }
-        let len = if mk.is_ep11() { 32 } else { 16 };
+        let len = mk.compared_hex_len();
         objects.insert(mk, vp_at_least(&vp, len, &format!("{what} {name}"))?);
     }
     if objects.is_empty() {
