@@ -18,6 +18,7 @@ mod saved_plan;
 mod signature_keys;
 mod sim;
 mod state;
+mod state_pull;
 mod status;
 mod validate;
 mod zcrypt;
@@ -445,7 +446,7 @@ pub async fn run(args: Args) -> Result<u8> {
         Command::Unlock { lock_id } => apply::unlock(&lock_id, &store),
         Command::State(StateCommand::Init) => state::init(&store),
         Command::State(StateCommand::Push { from }) => state::push(&store, &from),
-        Command::State(StateCommand::Pull { to }) => state::pull(&store, &to),
+        Command::State(StateCommand::Pull { to }) => state_pull::pull(&store, &to),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&store),
         Command::Runbook { planfile, markdown } => plan::runbook(&planfile, markdown),
         Command::Show {

@@ -1,6 +1,6 @@
-//! `state init`, `state push` and `state pull`: preparing a team's database, moving a state
-//! folder into it, and exporting its records for archiving. And the store's part of `status`:
-//! who holds the lock, and which rotations are open.
+//! `state init` and `state push`: preparing a team's database and moving a state folder into
+//! it (`state pull`, exporting its records for archiving, is `state_pull`). And the store's
+//! part of `status`: who holds the lock, and which rotations are open.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -15,7 +15,7 @@ use crate::model::{JournalEvidence, JournalRewrap};
 use crate::store::postgres::{self, Connection, Database};
 use crate::store::{Store, files};
 
-fn database(store: &Store, command: &str) -> Result<Arc<Connection>> {
+pub(super) fn database(store: &Store, command: &str) -> Result<Arc<Connection>> {
     match store {
         Store::Postgres(database) => connect(database),
         Store::Files(dir) => Err(Error::Other(format!(
@@ -268,65 +268,6 @@ fn backend_of(record: &Record) -> Option<&str> {
         | Record::ForeignRewrapSeen { backend, .. } => Some(backend),
         _ => None,
     }
-}
-
-/// `state pull --to DIR`: every scope's journal and audit trail, checked, written to a new
-/// folder: `index.json`, and per scope a numbered folder with `journal.jsonl` (records as
-/// the database keeps them, unsealed: an archive is no evidence for a rerun) and
-/// `audit.jsonl`.
-pub fn pull(store: &Store, to: &Path) -> Result<u8> {
-    let connection = database(store, "pull")?;
-    if to.exists() {
-        return Err(Error::Other(format!(
-            "{} exists: pull writes a new folder, never over one. Name a folder that does not exist",
-            to.display()
-        )));
-    }
-    let scopes = postgres::scopes(&connection).map_err(|e| Error::Other(e.to_string()))?;
-    let mut folders = Vec::new();
-    let mut written = Vec::new();
-    for (number, scope) in scopes.iter().enumerate() {
-        // Checked first: a damaged journal is reported, not archived as if sound.
-        let records = postgres::read_journal(&connection, scope, None).map_err(Error::Unsafe)?;
-        let lines =
-            postgres::journal_lines(&connection, scope).map_err(|e| Error::Other(e.to_string()))?;
-        let audit_text = postgres::read_audit(&connection, scope).map_err(Error::Other)?;
-        let folder = (number + 1).to_string();
-        written.push((folder.clone(), lines, audit_text.clone()));
-        folders.push(serde_json::json!({
-            "scope": scope, "folder": folder, "journal_records": records.len(),
-            "audit_entries": audit_text.lines().count(),
-        }));
-    }
-    crate::apply::state_dir::prepare(to).map_err(Error::Other)?;
-    let io = |e: std::io::Error| Error::Other(format!("cannot write {}: {e}", to.display()));
-    for (folder, lines, audit_text) in written {
-        let dir = to.join(&folder);
-        crate::apply::state_dir::prepare(&dir).map_err(Error::Other)?;
-        let mut text = lines.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        std::fs::write(dir.join("journal.jsonl"), text).map_err(io)?;
-        std::fs::write(dir.join("audit.jsonl"), audit_text).map_err(io)?;
-    }
-    let index = serde_json::json!({
-        "database": connection.shown(),
-        "pulled_at": crate::timestamp::utc_now(),
-        "scopes": folders,
-    });
-    std::fs::write(
-        to.join("index.json"),
-        serde_json::to_string_pretty(&index).expect("json") + "\n",
-    )
-    .map_err(io)?;
-    eprintln!(
-        "Pulled {} scope(s) from {} into {} (index.json lists them). The copy is an archive: its records carry no seal, so no apply takes them as evidence.",
-        scopes.len(),
-        connection.shown(),
-        to.display()
-    );
-    Ok(0)
 }
 
 /// The store's part of `status --json`: the same as `status_section`, as data

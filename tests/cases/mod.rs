@@ -54,3 +54,4 @@ mod zcrypt_restaged;
 mod zcrypt_saved;
 mod zcrypt_scenarios;
 mod zcrypt_selector;
+mod zcrypt_state;
