@@ -25,6 +25,7 @@ mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_saved;
 mod zcrypt_sim;
+mod zcrypt_status;
 
 use std::path::PathBuf;
 
@@ -468,7 +469,9 @@ pub async fn run(args: Args) -> Result<u8> {
             backend,
             json,
             ..
-        } if zcrypt::is_group_file(&desired) => zcrypt::status(&desired, &backend, json).await,
+        } if zcrypt::is_group_file(&desired) => {
+            zcrypt_status::status(&desired, &backend, json, &store).await
+        }
         Command::Status {
             desired,
             backend,

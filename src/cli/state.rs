@@ -12,7 +12,7 @@ use crate::apply::group_journal::{GroupJournal, GroupRecord};
 use crate::apply::journal::{Record, shared_lines};
 use crate::error::{Error, Result};
 use crate::model::{JournalEvidence, JournalRewrap};
-use crate::store::postgres::{self, Connection, Database};
+use crate::store::postgres::{self, Connection, Database, LeaseInfo};
 use crate::store::{Store, files};
 
 pub(super) fn database(store: &Store, command: &str) -> Result<Arc<Connection>> {
@@ -270,6 +270,39 @@ fn backend_of(record: &Record) -> Option<&str> {
     }
 }
 
+/// The lock or leases held, as `status --json` shows them (docs/json.md, `state.locks`).
+pub(super) fn locks_json(holders: &[LeaseInfo]) -> Vec<serde_json::Value> {
+    holders
+        .iter()
+        .map(|holder| {
+            let mut lock = serde_json::to_value(holder).expect("a lease serializes");
+            lock["holder_gone"] = holder.holder_gone().into();
+            lock
+        })
+        .collect()
+}
+
+/// The lock or leases held, a line each, as `status` shows them.
+pub(super) fn lock_lines(holders: &[LeaseInfo]) -> String {
+    let mut out = String::new();
+    if holders.is_empty() {
+        out += "  Lock: not held.\n";
+    }
+    for holder in holders {
+        let _ = writeln!(
+            out,
+            "  Lock: held by {}{}",
+            holder.describe(),
+            if holder.holder_gone() {
+                "; its process is gone from this machine: the next writer reclaims it"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
 /// The store's part of `status --json`: the same as `status_section`, as data
 /// (docs/json.md, `state`).
 pub fn status_state(
@@ -277,15 +310,7 @@ pub fn status_state(
     scope: &str,
     evidence: &JournalEvidence,
 ) -> Result<serde_json::Value> {
-    let locks: Vec<serde_json::Value> = store
-        .holders(scope)?
-        .iter()
-        .map(|holder| {
-            let mut lock = serde_json::to_value(holder).expect("a lease serializes");
-            lock["holder_gone"] = holder.holder_gone().into();
-            lock
-        })
-        .collect();
+    let locks = locks_json(&store.holders(scope)?);
     let rotations: Vec<serde_json::Value> = evidence
         .rotations
         .iter()
@@ -335,22 +360,7 @@ pub fn status_state(
 /// journal with what witnessed them.
 pub fn status_section(store: &Store, scope: &str, evidence: &JournalEvidence) -> Result<String> {
     let mut out = format!("\nState: {}\n", store.journal_named(scope));
-    let holders = store.holders(scope)?;
-    if holders.is_empty() {
-        out += "  Lock: not held.\n";
-    }
-    for holder in &holders {
-        let _ = writeln!(
-            out,
-            "  Lock: held by {}{}",
-            holder.describe(),
-            if holder.holder_gone() {
-                "; its process is gone from this machine: the next writer reclaims it"
-            } else {
-                ""
-            }
-        );
-    }
+    out += &lock_lines(&store.holders(scope)?);
     if evidence.rotations.is_empty() {
         out += "  Open rotations: none recorded.\n";
     }

@@ -4,9 +4,10 @@
 //! vouches for); a journal the database lost records of is refused and leaves no folder, so
 //! the pull is simply run again. `audit verify` checks a folder's group journals (every seal,
 //! the chain, the head) and the database's (checksums, chain, head), naming the file and line
-//! or the journal on failure.
+//! or the journal on failure. `status` of a group on a PostgreSQL store shows who holds the
+//! group's lease, since when and until when.
 
-use crate::cases::zcrypt::World;
+use crate::cases::zcrypt::{Operator, World};
 use crate::cases::zcrypt_postgres::{give_word, on_postgres, restore_older_backup};
 use crate::support::postgres::column;
 
@@ -151,4 +152,58 @@ fn zcrypt_postgres_state_pull_brings_group_journals_into_a_folder_that_audit_ver
     give_word(&world, &said);
     let (code, said) = run(&world, &["state", "pull", "--to", "again"]);
     assert_eq!(code, Some(0), "{said}");
+}
+
+/// `status` of the group while an apply waits for the operator: who holds the lease on the
+/// group's APQNs, since when, until when (text and `--json`); once it ended, nobody.
+#[test]
+fn zcrypt_postgres_status_of_a_group_shows_who_holds_its_lease() {
+    let Some((world, _url)) = on_postgres() else {
+        return;
+    };
+    let status = |json: bool| {
+        let args = [
+            &["status", "group.yaml"][..],
+            if json { &["--json"] } else { &[] },
+        ]
+        .concat();
+        let out = world.run(&args);
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{said}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mut seen = None;
+    let (code, stderr) = world.apply_as(|_, _| {
+        if seen.is_none() {
+            seen = Some((status(false), status(true)));
+        }
+        Operator::Performs
+    });
+    assert_eq!(code, Some(0), "{stderr}");
+    let (text, json) = seen.expect("the apply met a ceremony step");
+    for needle in [
+        "State: the domain group journal of zcrypt:",
+        "Lock: held by lease ",
+        "(apply by ",
+        "since 20",
+        "expires 20",
+        "unless renewed) on 03.0006, 04.0006",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in: {text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let lock = &json["state"]["locks"][0];
+    assert_eq!(lock["command"], "apply", "{json}");
+    assert_eq!(lock["holder_gone"], false, "{json}");
+    assert_eq!(lock["instances"], serde_json::json!(["03.0006", "04.0006"]));
+    for field in ["holder", "host", "started", "expires"] {
+        assert!(
+            !lock[field].as_str().unwrap_or_default().is_empty(),
+            "{field}: {json}"
+        );
+    }
+
+    assert!(status(false).contains("  Lock: not held."));
+    let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(json["state"]["locks"], serde_json::json!([]), "{json}");
 }

@@ -398,3 +398,19 @@ pub fn verify_group_journals(
         })
         .collect())
 }
+
+/// The leases held on this image's APQNs that `apqns` names: the group's apply's, or another
+/// group's that shares one of them. Either refuses an apply of the group (`status`).
+pub fn group_holders(
+    database: &Database,
+    identity: &str,
+    apqns: &[String],
+) -> Result<Vec<super::LeaseInfo>> {
+    let connection = Connection::open(database).map_err(Error::Other)?;
+    let held = super::holders(&connection, &image_scope(identity))
+        .map_err(|e| Error::Other(e.to_string()))?;
+    Ok(held
+        .into_iter()
+        .filter(|lease| lease.instances.iter().any(|apqn| apqns.contains(apqn)))
+        .collect())
+}
