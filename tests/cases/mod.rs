@@ -46,6 +46,7 @@ mod zcrypt_from_old;
 mod zcrypt_interruptions;
 mod zcrypt_journal;
 mod zcrypt_losses;
+mod zcrypt_luks2_slots;
 mod zcrypt_ock_conf;
 mod zcrypt_pin_sources;
 mod zcrypt_pins;
