@@ -263,7 +263,8 @@ pub enum JournalCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of the audit trail and report the first broken link.
+    /// Check the hash chain of the audit trail and report the first broken link; and every
+    /// domain group journal's seals (or checksums) and chain, naming the file and line.
     #[command(after_help = examples::AUDIT_VERIFY)]
     Verify,
 }
@@ -400,7 +401,8 @@ pub enum StateCommand {
         #[arg(long)]
         from: PathBuf,
     },
-    /// Export every journal and audit trail of the database to a new folder, for archiving.
+    /// Export every journal and audit trail of the database, domain groups' too, to a new
+    /// folder, for archiving.
     #[command(after_help = examples::STATE_PULL)]
     Pull {
         /// A folder that does not exist yet.
