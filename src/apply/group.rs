@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use super::group_journal::{GroupJournal, GroupRecord};
 use crate::backend::send_by::{SendBy, boot_clock_ms};
 use crate::backend::zcrypt::group::{
-    LUKS2_FROM_OLD_FLAGS, LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend, luks2_args,
+    LUKS2_COMPLETE_FLAGS, LUKS2_FROM_OLD_FLAGS, LUKS2_STAGE_FLAGS, ReadError, ZcryptBackend,
+    luks2_args,
 };
 use crate::backend::zcrypt::pins::UserPins;
 use crate::backend::zcrypt::tools::ToolCall;
@@ -431,7 +432,7 @@ pub fn step_call(
         (StoreKind::Luks2Volume, action) => {
             let flags: &[&str] = match action {
                 GroupAction::StageReencipher => LUKS2_STAGE_FLAGS,
-                GroupAction::CompleteReencipher => &["--complete"],
+                GroupAction::CompleteReencipher => LUKS2_COMPLETE_FLAGS,
                 GroupAction::ReencipherFromOld => LUKS2_FROM_OLD_FLAGS,
                 _ => return Err(format!("mkplan does not {action} a LUKS2 volume")),
             };
@@ -446,10 +447,12 @@ pub fn step_call(
                 })
                 .ok_or_else(|| format!("{store} is not declared"))?;
             let mut args = luks2_args("reencipher", &store.name, key_file, flags);
-            if action == GroupAction::StageReencipher {
-                // Staging again over this change's own pending staging (an earlier run's, see
-                // `settle_unseen_staging`) cancels it; the tool asks first, and stdin is no
-                // terminal here. Last, so the journal's earlier commands still match.
+            if action != GroupAction::ReencipherFromOld {
+                // Staging: staging again over this change's own pending staging (an earlier
+                // run's, see `settle_unseen_staging`) cancels it. Completing: the key slots of
+                // the old key, now unbound, are removed (`LUKS2_COMPLETE_FLAGS`). The tool asks
+                // first, and stdin is no terminal here. Last, so the journal's earlier commands
+                // still match.
                 args.push("--batch-mode".into());
             }
             Ok(backend.call(desired, "zkey-cryptsetup", args))

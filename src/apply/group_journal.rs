@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::group_archive::not_pushed;
 use super::journal::{self, JournalError};
 use super::journal_key::{self, Head, JournalKey};
 use crate::model::domain_group::Apqn;
@@ -71,6 +72,13 @@ pub enum GroupRecord {
         at: String,
         to: String,
     },
+    /// `state pull` copied the journal out of a database (`from`), where it goes on: this
+    /// file is an archive (`group_archive`).
+    Pulled {
+        identity: String,
+        at: String,
+        from: String,
+    },
 }
 
 impl GroupRecord {
@@ -82,6 +90,7 @@ impl GroupRecord {
             Self::Outcome { .. } => "outcome",
             Self::Done { .. } => "done",
             Self::Pushed { .. } => "pushed",
+            Self::Pulled { .. } => "pulled",
         }
     }
 
@@ -91,7 +100,8 @@ impl GroupRecord {
             | Self::Intent { identity, .. }
             | Self::Outcome { identity, .. }
             | Self::Done { identity, .. }
-            | Self::Pushed { identity, .. } => identity,
+            | Self::Pushed { identity, .. }
+            | Self::Pulled { identity, .. } => identity,
         }
     }
 }
@@ -144,8 +154,8 @@ struct FileSink {
 }
 
 /// What was read: the records, the intact prefix's length, the last seal, and the head.
-struct Read {
-    records: Vec<GroupRecord>,
+pub(super) struct Read {
+    pub(super) records: Vec<GroupRecord>,
     good_len: usize,
     last_seal: String,
     head: Option<PathBuf>,
@@ -156,7 +166,7 @@ impl GroupJournal {
         state_dir.join(Self::file_name(identity))
     }
 
-    fn file_name(identity: &str) -> String {
+    pub(super) fn file_name(identity: &str) -> String {
         let digest = hex::encode(Sha256::digest(identity.as_bytes()));
         format!("zcrypt-{}.jsonl", &digest[..16])
     }
@@ -263,7 +273,9 @@ impl GroupJournal {
         ))
     }
 
-    fn load(
+    /// Reads and checks the journal of `identity` in `state_dir` whole: every seal with `key`,
+    /// the chain, and that it extends its head. Whatever its last record says.
+    pub(super) fn load(
         state_dir: &Path,
         path: &Path,
         identity: &str,
@@ -529,23 +541,6 @@ fn check_identity(named: &str, identity: &str, records: &[GroupRecord]) -> Resul
         )),
         None => Ok(()),
     }
-}
-
-/// No record says the journal was pushed into a database: then the group's journal goes on
-/// there, and this copy is an archive (a record after it was written by a run that had the
-/// journal open while the push ran: the database never got it).
-fn not_pushed(named: &str, records: &[GroupRecord]) -> Result<(), String> {
-    if let Some(GroupRecord::Pushed { to, at, .. }) = records
-        .iter()
-        .find(|r| matches!(r, GroupRecord::Pushed { .. }))
-    {
-        return Err(format!(
-            "the domain group journal {named} was pushed to {} at {} (`mkplan state push`): the group's journal goes on there, and this one is an archive. Nothing was done; name the database with --state (or MKPLAN_STATE)",
-            crate::quote::bare(to),
-            crate::quote::bare(at)
-        ));
-    }
-    Ok(())
 }
 
 /// The refusal for a journal that cannot be trusted: what is wrong, why it matters, and the

@@ -262,7 +262,7 @@ impl JournalKey {
 }
 
 /// How far a journal had come when this user's mkplan last wrote it: its record count and
-/// the seal of its last record. Kept beside the key, outside the state folder, so that a
+/// the seal of its last record. Kept among the key's heads, outside the state folder, so that a
 /// journal cut back or replaced by an older genuine copy (which verifies, line by line) is
 /// still seen: the journal must extend its head.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

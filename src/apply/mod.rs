@@ -13,7 +13,9 @@
 //! - `evidence`: journal records → the planner's evidence;
 //! - `attest`: the operator's attestation, as journal records;
 //! - `group`, `group_journal`, `group_evidence`: a domain group's apply (issue 17), its
-//!   journal, and what that journal tells the planner (serial numbers, LUKS2 stagings).
+//!   journal, and what that journal tells the planner (serial numbers, LUKS2 stagings);
+//!   `group_archive`: its copies that `state push` and `state pull` leave, and `audit verify`
+//!   of a folder's group journals.
 
 pub mod attest;
 pub mod audit;
@@ -21,6 +23,7 @@ mod by_hand;
 pub mod evidence;
 pub mod executor;
 pub mod group;
+pub mod group_archive;
 pub mod group_evidence;
 pub mod group_journal;
 pub mod interrupt;

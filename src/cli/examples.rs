@@ -84,7 +84,8 @@ Examples:
 pub const AUDIT_VERIFY: &str = "\
 Examples:
   mkplan audit verify                      # the audit trail in .mkplan/
-  mkplan --state /srv/mkplan audit verify";
+  mkplan --state /srv/mkplan audit verify
+  mkplan --state archive-2026/3 audit verify   # a domain group journal `state pull` wrote";
 
 pub const KEYPART_NEW: &str = "\
 Examples:

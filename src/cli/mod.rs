@@ -18,12 +18,14 @@ mod saved_plan;
 mod signature_keys;
 mod sim;
 mod state;
+mod state_pull;
 mod status;
 mod validate;
 mod zcrypt;
 mod zcrypt_drill;
 mod zcrypt_saved;
 mod zcrypt_sim;
+mod zcrypt_status;
 
 use std::path::PathBuf;
 
@@ -261,7 +263,8 @@ pub enum JournalCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of the audit trail and report the first broken link.
+    /// Check the hash chain of the audit trail and report the first broken link; and every
+    /// domain group journal's seals (or checksums) and chain, naming the file and line.
     #[command(after_help = examples::AUDIT_VERIFY)]
     Verify,
 }
@@ -398,7 +401,8 @@ pub enum StateCommand {
         #[arg(long)]
         from: PathBuf,
     },
-    /// Export every journal and audit trail of the database to a new folder, for archiving.
+    /// Export every journal and audit trail of the database, domain groups' too, to a new
+    /// folder, for archiving.
     #[command(after_help = examples::STATE_PULL)]
     Pull {
         /// A folder that does not exist yet.
@@ -445,7 +449,7 @@ pub async fn run(args: Args) -> Result<u8> {
         Command::Unlock { lock_id } => apply::unlock(&lock_id, &store),
         Command::State(StateCommand::Init) => state::init(&store),
         Command::State(StateCommand::Push { from }) => state::push(&store, &from),
-        Command::State(StateCommand::Pull { to }) => state::pull(&store, &to),
+        Command::State(StateCommand::Pull { to }) => state_pull::pull(&store, &to),
         Command::Audit(AuditCommand::Verify) => apply::audit_verify(&store),
         // A group's ceremony steps are shown by `show` and walked through by `apply`.
         Command::Runbook { planfile, .. } if zcrypt_saved::is_group_plan_file(&planfile) => {
@@ -475,7 +479,9 @@ pub async fn run(args: Args) -> Result<u8> {
             backend,
             json,
             ..
-        } if zcrypt::is_group_file(&desired) => zcrypt::status(&desired, &backend, json).await,
+        } if zcrypt::is_group_file(&desired) => {
+            zcrypt_status::status(&desired, &backend, json, &store).await
+        }
         Command::Status {
             desired,
             backend,

@@ -1,6 +1,6 @@
-//! `state init`, `state push` and `state pull`: preparing a team's database, moving a state
-//! folder into it, and exporting its records for archiving. And the store's part of `status`:
-//! who holds the lock, and which rotations are open.
+//! `state init` and `state push`: preparing a team's database and moving a state folder into
+//! it (`state pull`, exporting its records for archiving, is `state_pull`). And the store's
+//! part of `status`: who holds the lock, and which rotations are open.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -12,10 +12,10 @@ use crate::apply::group_journal::{GroupJournal, GroupRecord};
 use crate::apply::journal::{Record, shared_lines};
 use crate::error::{Error, Result};
 use crate::model::{JournalEvidence, JournalRewrap};
-use crate::store::postgres::{self, Connection, Database};
+use crate::store::postgres::{self, Connection, Database, LeaseInfo};
 use crate::store::{Store, files};
 
-fn database(store: &Store, command: &str) -> Result<Arc<Connection>> {
+pub(super) fn database(store: &Store, command: &str) -> Result<Arc<Connection>> {
     match store {
         Store::Postgres(database) => connect(database),
         Store::Files(dir) => Err(Error::Other(format!(
@@ -180,7 +180,7 @@ fn holds_group_journals(from: &Path) -> bool {
 }
 
 /// The domain group journals of `from` not pushed yet, each checked whole with this user's
-/// journal key (seals, and the head beside the key).
+/// journal key (seals, and the head among its heads).
 fn group_journals(from: &Path) -> std::result::Result<Vec<GroupJournal>, String> {
     let key = files::for_reading(from).map_err(|e| e.to_string())?;
     let mut journals = Vec::new();
@@ -270,63 +270,37 @@ fn backend_of(record: &Record) -> Option<&str> {
     }
 }
 
-/// `state pull --to DIR`: every scope's journal and audit trail, checked, written to a new
-/// folder: `index.json`, and per scope a numbered folder with `journal.jsonl` (records as
-/// the database keeps them, unsealed: an archive is no evidence for a rerun) and
-/// `audit.jsonl`.
-pub fn pull(store: &Store, to: &Path) -> Result<u8> {
-    let connection = database(store, "pull")?;
-    if to.exists() {
-        return Err(Error::Other(format!(
-            "{} exists: pull writes a new folder, never over one. Name a folder that does not exist",
-            to.display()
-        )));
+/// The lock or leases held, as `status --json` shows them (docs/json.md, `state.locks`).
+pub(super) fn locks_json(holders: &[LeaseInfo]) -> Vec<serde_json::Value> {
+    holders
+        .iter()
+        .map(|holder| {
+            let mut lock = serde_json::to_value(holder).expect("a lease serializes");
+            lock["holder_gone"] = holder.holder_gone().into();
+            lock
+        })
+        .collect()
+}
+
+/// The lock or leases held, a line each, as `status` shows them.
+pub(super) fn lock_lines(holders: &[LeaseInfo]) -> String {
+    let mut out = String::new();
+    if holders.is_empty() {
+        out += "  Lock: not held.\n";
     }
-    let scopes = postgres::scopes(&connection).map_err(|e| Error::Other(e.to_string()))?;
-    let mut folders = Vec::new();
-    let mut written = Vec::new();
-    for (number, scope) in scopes.iter().enumerate() {
-        // Checked first: a damaged journal is reported, not archived as if sound.
-        let records = postgres::read_journal(&connection, scope, None).map_err(Error::Unsafe)?;
-        let lines =
-            postgres::journal_lines(&connection, scope).map_err(|e| Error::Other(e.to_string()))?;
-        let audit_text = postgres::read_audit(&connection, scope).map_err(Error::Other)?;
-        let folder = (number + 1).to_string();
-        written.push((folder.clone(), lines, audit_text.clone()));
-        folders.push(serde_json::json!({
-            "scope": scope, "folder": folder, "journal_records": records.len(),
-            "audit_entries": audit_text.lines().count(),
-        }));
+    for holder in holders {
+        let _ = writeln!(
+            out,
+            "  Lock: held by {}{}",
+            holder.describe(),
+            if holder.holder_gone() {
+                "; its process is gone from this machine: the next writer reclaims it"
+            } else {
+                ""
+            }
+        );
     }
-    crate::apply::state_dir::prepare(to).map_err(Error::Other)?;
-    let io = |e: std::io::Error| Error::Other(format!("cannot write {}: {e}", to.display()));
-    for (folder, lines, audit_text) in written {
-        let dir = to.join(&folder);
-        crate::apply::state_dir::prepare(&dir).map_err(Error::Other)?;
-        let mut text = lines.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        std::fs::write(dir.join("journal.jsonl"), text).map_err(io)?;
-        std::fs::write(dir.join("audit.jsonl"), audit_text).map_err(io)?;
-    }
-    let index = serde_json::json!({
-        "database": connection.shown(),
-        "pulled_at": crate::timestamp::utc_now(),
-        "scopes": folders,
-    });
-    std::fs::write(
-        to.join("index.json"),
-        serde_json::to_string_pretty(&index).expect("json") + "\n",
-    )
-    .map_err(io)?;
-    eprintln!(
-        "Pulled {} scope(s) from {} into {} (index.json lists them). The copy is an archive: its records carry no seal, so no apply takes them as evidence.",
-        scopes.len(),
-        connection.shown(),
-        to.display()
-    );
-    Ok(0)
+    out
 }
 
 /// The store's part of `status --json`: the same as `status_section`, as data
@@ -336,15 +310,7 @@ pub fn status_state(
     scope: &str,
     evidence: &JournalEvidence,
 ) -> Result<serde_json::Value> {
-    let locks: Vec<serde_json::Value> = store
-        .holders(scope)?
-        .iter()
-        .map(|holder| {
-            let mut lock = serde_json::to_value(holder).expect("a lease serializes");
-            lock["holder_gone"] = holder.holder_gone().into();
-            lock
-        })
-        .collect();
+    let locks = locks_json(&store.holders(scope)?);
     let rotations: Vec<serde_json::Value> = evidence
         .rotations
         .iter()
@@ -394,22 +360,7 @@ pub fn status_state(
 /// journal with what witnessed them.
 pub fn status_section(store: &Store, scope: &str, evidence: &JournalEvidence) -> Result<String> {
     let mut out = format!("\nState: {}\n", store.journal_named(scope));
-    let holders = store.holders(scope)?;
-    if holders.is_empty() {
-        out += "  Lock: not held.\n";
-    }
-    for holder in &holders {
-        let _ = writeln!(
-            out,
-            "  Lock: held by {}{}",
-            holder.describe(),
-            if holder.holder_gone() {
-                "; its process is gone from this machine: the next writer reclaims it"
-            } else {
-                ""
-            }
-        );
-    }
+    out += &lock_lines(&store.holders(scope)?);
     if evidence.rotations.is_empty() {
         out += "  Open rotations: none recorded.\n";
     }

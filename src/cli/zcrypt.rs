@@ -26,8 +26,7 @@ use crate::model::domain_group_desired::{
 };
 use crate::plan::domain_group::{GroupPlan, GroupRefusal, plan_group};
 use crate::render::domain_group::{
-    GroupPlanDocument, group_live_fingerprint, group_plan_json, group_plan_text,
-    group_refusal_json, group_status_text,
+    GroupPlanDocument, group_live_fingerprint, group_plan_json, group_plan_text, group_refusal_json,
 };
 use crate::render::domain_group_markdown::{
     GroupSource, group_plan_markdown, group_refusal_markdown,
@@ -45,7 +44,7 @@ pub fn is_group_file(path: &Path) -> bool {
         .is_ok_and(|text| is_domain_group(&text))
 }
 
-fn read_group(path: &Path) -> Result<DesiredGroup> {
+pub(super) fn read_group(path: &Path) -> Result<DesiredGroup> {
     Ok(read_group_hashed(path)?.0)
 }
 
@@ -369,23 +368,6 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     } else {
         0
     })
-}
-
-pub async fn status(path: &Path, flag: &BackendArg, json: bool) -> Result<u8> {
-    let mut desired = read_group(path)?;
-    let backend = open_backend(&mut desired, flag, path)?;
-    let live = backend.read(&desired).map_err(read_error)?;
-    if json {
-        let apqns: Vec<_> = live
-            .apqns
-            .iter()
-            .map(|a| serde_json::json!({"apqn": a.apqn.to_string(), "usable": a.usable, "mode": a.mode, "serial": a.card_serial}))
-            .collect();
-        output::report_line(&serde_json::json!({"format_version": "1", "kind": "domain_group", "domain_group": desired.name, "backend": backend.describe(), "apqns": apqns}).to_string())?;
-    } else {
-        output::report(&group_status_text(&live, &backend.describe()))?;
-    }
-    Ok(0)
 }
 
 /// The operator at the terminal (or a script driving the ceremony): each instruction on

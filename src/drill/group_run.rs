@@ -267,6 +267,9 @@ fn command(drill: &GroupDrill, folder: &Path, world_dir: &Path, args: &[&str]) -
         .env_remove("MKPLAN_STATE")
         .env_remove("MKPLAN_BACKEND")
         .env_remove(crate::backend::zcrypt::fake::FAULT_ENV)
+        // The run's tokens' configs are the scratch world's (`pin_tokens` writes them there):
+        // a variable of the operator's shell would point mkplan and the fake tool at real ones.
+        .env_remove(crate::backend::zcrypt::ock_conf::EP11_TOKEN_DIR_VARIABLE)
         .env("NO_COLOR", "1")
         .args(args)
         .stdin(Stdio::null())

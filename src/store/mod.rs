@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::audit::{self, Audit};
+use crate::apply::group_archive;
 use crate::apply::journal::{Journal, Record};
 use crate::apply::lock::{self, Holder, StateLock};
 use crate::error::{Error, Result};
@@ -247,17 +248,35 @@ impl Store {
     }
 
     /// Checks every audit trail the store holds, and that none lost what its journal
-    /// anchored: one line per trail.
+    /// anchored; then every domain group journal (its seals or checksums, its chain, its
+    /// head): one line per trail and per group journal.
     pub fn audit_verify(&self) -> Result<Vec<std::result::Result<String, String>>> {
         match self {
             Self::Files(dir) => {
-                let path = dir.join("audit.jsonl");
-                let records = files::read_journal(dir)?;
-                Ok(vec![verify_one(
-                    &format!("audit trail {}", path.display()),
-                    audit::verify_anchored(&path, &records),
-                    &records,
-                )])
+                let key = files::for_reading(dir)?;
+                let mut results = group_archive::verify_folder(dir, key.as_ref());
+                // A folder of domain group journals alone (a pulled one, say) has no HPCS
+                // journal to anchor a trail: unless mkplan left one there (its head says).
+                let hpcs = ["journal.jsonl", "audit.jsonl"]
+                    .iter()
+                    .any(|file| dir.join(file).exists())
+                    || key
+                        .as_ref()
+                        .and_then(|k| k.head_path(dir))
+                        .is_some_and(|head| head.exists());
+                if hpcs || results.is_empty() {
+                    let path = dir.join("audit.jsonl");
+                    let records = files::read_journal(dir)?;
+                    results.insert(
+                        0,
+                        verify_one(
+                            &format!("audit trail {}", path.display()),
+                            audit::verify_anchored(&path, &records),
+                            &records,
+                        ),
+                    );
+                }
+                Ok(results)
             }
             Self::Postgres(database) => {
                 let connection = Self::connect(database)?;
@@ -277,6 +296,7 @@ impl Store {
                         Err(why) => Err(format!("{named}: {why}")),
                     });
                 }
+                results.extend(postgres::verify_group_journals(&connection)?);
                 Ok(results)
             }
         }

@@ -101,7 +101,7 @@ fn a_folder_restored_from_an_older_copy_answers_with_its_head() {
     );
 }
 
-/// P7. s1's rewrap went unanswered, then its head beside the key became unreadable (made
+/// P7. s1's rewrap went unanswered, then its head among the journal heads became unreadable (made
 /// group-writable, or emptied): it used to be skipped without a word. Now it is named.
 #[test]
 fn a_head_that_cannot_be_read_is_named_never_skipped() {

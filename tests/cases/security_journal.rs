@@ -270,7 +270,7 @@ pub(crate) fn says(run: &Run, code: i32, words: &str) {
 /// The adversarial review's break: every genuine prefix of a journal verifies line by line,
 /// so cutting the journal back to a fresh `--not-run` attestation (after mkplan had sent the
 /// rewrap it allowed) used to send a second rewrap and lose the key storage. The journal's
-/// head, kept beside the key, shows the cut: the rerun refuses (exit 3) and sends nothing.
+/// head, kept among the journal heads, shows the cut: the rerun refuses (exit 3) and sends nothing.
 #[test]
 fn cutting_the_journal_back_to_a_fresh_attestation_sends_no_second_rewrap() {
     let ws = interrupted_after_the_commits();
@@ -314,7 +314,7 @@ fn a_journal_cut_back_never_speaks_for_what_it_lost() {
 /// The adversary's fork: the state folder copied (another path, the same user and journal
 /// key) while a `--not-run` attestation was in force. The original's apply used it (the
 /// rewrap sent, then a crash); an apply from the copy used to use it again and send a second
-/// rewrap. Both journals share one chain, whose head is kept beside the key by the first
+/// rewrap. Both journals share one chain, whose head is kept among the journal heads by the first
 /// record's seal: the copy no longer extends it, and is refused with what it missed.
 #[test]
 fn a_copy_of_the_state_folder_cannot_use_an_attestation_the_original_used() {

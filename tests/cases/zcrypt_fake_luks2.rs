@@ -266,3 +266,44 @@ fn zcrypt_fake_luks2_from_old_with_a_staging_pending_completes_it_unless_in_plac
     assert!(!done.stdout.contains("pending"), "{}", done.stdout);
     world.assert_no_incidents();
 }
+
+/// The MKs of the old copies of `/dev/dasdb1`'s volume key still in its header (unbound key
+/// slots), as the world keeps them.
+pub(crate) fn unbound_copies(world_json: &str) -> Vec<String> {
+    let world: serde_json::Value = serde_json::from_str(world_json).unwrap();
+    let header = world["luks2"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["device"] == "/dev/dasdb1")
+        .expect("the volume's header")
+        .clone();
+    serde_json::from_value(header["unbound"].clone()).unwrap_or_default()
+}
+
+/// `--complete` activates the staged key slot and asks whether to remove the old key's key
+/// slots, now unbound (zkey-cryptsetup.c `activate_unbound_keyslot`): with no answer (stdin
+/// gives none) the header keeps the volume key under the old MK; `--batch-mode` answers yes
+/// and removes them.
+#[test]
+fn zcrypt_fake_luks2_complete_removes_the_old_key_slots_only_when_answered_yes() {
+    for batch_mode in [false, true] {
+        let world = world();
+        loaded_and_keys_staged(&world);
+        let stage = ["reencipher", "/dev/dasdb1", "--to-new", "--staged"];
+        cryptsetup(&world, &stage).expect_code(0);
+        set(&world);
+        let mut complete = vec!["reencipher", "/dev/dasdb1", "--complete"];
+        if batch_mode {
+            complete.push("--batch-mode");
+        }
+        let question = "All key slots containing the old volume key are now in unbound state. Do you want to remove these key slots [y/N]?";
+        expect(&cryptsetup(&world, &complete), 0, &[question]);
+        let unbound = unbound_copies(&world.read("world.json"));
+        match batch_mode {
+            false => assert_eq!(unbound, [&A[..32]], "kept under the old MK"),
+            true => assert!(unbound.is_empty(), "{unbound:?}"),
+        }
+        world.assert_no_incidents();
+    }
+}

@@ -6,7 +6,8 @@
 //! file and line, not "no tokens". With `OCK_EP11_TOKEN_DIR` set in mkplan's environment, an
 //! EP11 token's config is read where the token reads it (its `confname`'s file name in that
 //! folder, else `ep11tok.conf` there), the plan says which file it read, and a config missing
-//! there or a folder that is not one is refused naming the path.
+//! there or a folder that is not one is refused naming the path. The fake
+//! `pkcshsm_mk_change` reads an EP11 token's config there too, as the real token does.
 
 use super::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
 
@@ -202,8 +203,8 @@ fn zcrypt_ock_conf_a_declared_token_read_from_ock_ep11_token_dir_moves_without_i
         dir.join(CONFNAME),
     ];
     std::fs::copy(&configs[0], &configs[1]).unwrap();
-    // The operator pins the new key in the token's config at the set (the fake's tool reads
-    // the world's copy, the token on a real machine the variable's).
+    // The operator pins the new key in the token's configs at the set (the tool reads the
+    // variable's, as the token does; the world's copy is openCryptoki's folder's).
     let (code, stderr) = world.apply_as(|action, _| {
         if action == "set_immediate" {
             for config in &configs {
@@ -219,6 +220,33 @@ fn zcrypt_ock_conf_a_declared_token_read_from_ock_ep11_token_dir_moves_without_i
             && stderr.contains("pkcshsm_mk_change finalize"),
         "{stderr}"
     );
+    world.assert_no_incidents();
+    world.assert_converged();
+}
+
+/// The token's config lives only in `OCK_EP11_TOKEN_DIR` (moved out of openCryptoki's
+/// folder): `pkcshsm_mk_change finalize` reads its `EXPECTED_WKVP` there, as the real EP11
+/// token does. While it pins the old key, finalize fails naming that file; pinned there, the
+/// rerun converges with no incident.
+#[test]
+fn zcrypt_ock_conf_pkcshsm_mk_change_reads_the_config_in_ock_ep11_token_dir() {
+    let mut world = token_world(true);
+    let dir = token_dir(&mut world);
+    let config = dir.join(CONFNAME);
+    std::fs::rename(world.root.join("w/opencryptoki").join(CONFNAME), &config).unwrap();
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(1), "{stderr}");
+    let unpinned = format!(
+        "{} does not yet name the new WK master key verification pattern",
+        config.display()
+    );
+    assert!(stderr.contains(&unpinned), "{unpinned:?} not in: {stderr}");
+    world.assert_no_incidents();
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&OLD[..32], &NEW[..32])).unwrap();
+    let stderr = world.assert_apply_converges();
+    assert!(stderr.contains("pkcshsm_mk_change finalize"), "{stderr}");
     world.assert_no_incidents();
     world.assert_converged();
 }

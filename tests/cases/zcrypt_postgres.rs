@@ -11,7 +11,7 @@ use crate::cases::zcrypt::{Operator, World};
 use crate::support::postgres::{column, database, execute};
 
 /// A world whose state is a fresh database, and that database's URL.
-fn on_postgres() -> Option<(World, String)> {
+pub(crate) fn on_postgres() -> Option<(World, String)> {
     let url = database()?;
     let mut world = World::new(true);
     world.env.push(("MKPLAN_STATE", url.clone()));
@@ -192,6 +192,16 @@ fn suggested_move(said: &str) -> String {
     said[start..end].to_string()
 }
 
+/// Runs the `mv` a refusal (`said`) suggests: the operator's word.
+pub(crate) fn give_word(world: &World, said: &str) {
+    let moved = std::process::Command::new("sh")
+        .args(["-c", &suggested_move(said)])
+        .current_dir(&world.root)
+        .status()
+        .unwrap();
+    assert!(moved.success());
+}
+
 /// `plan` and `apply` refuse (exit 3) naming `what`, with nothing run and no incident.
 fn assert_refused(world: &World, what: &str) -> String {
     let plan = world.run(&["plan", "group.yaml"]);
@@ -215,7 +225,7 @@ fn assert_refused(world: &World, what: &str) -> String {
 
 /// Removes the last `n` records of the group journal and sets its head to match, as a restore
 /// from an older backup leaves it (only the database's owner can: the rows are append-only).
-fn restore_older_backup(url: &str, n: usize) {
+pub(crate) fn restore_older_backup(url: &str, n: usize) {
     execute(
         url,
         &format!(
@@ -249,12 +259,7 @@ fn zcrypt_postgres_a_journal_rolled_back_in_the_database_is_refused() {
             before - 3
         ),
     );
-    let moved = std::process::Command::new("sh")
-        .args(["-c", &suggested_move(&said)])
-        .current_dir(&world.root)
-        .status()
-        .unwrap();
-    assert!(moved.success());
+    give_word(&world, &said);
     world.assert_apply_converges();
     world.assert_nothing_left();
 }

@@ -5,19 +5,15 @@
 //! registers and `zkey-cryptsetup validate` look as mkplan left them, and a set on the
 //! journal's word alone would lose the volume. The rerun stages it again before the set.
 
-use crate::cases::zcrypt::{LUKS2_STORE, LUKS2_VOLUME, NEW, World, ep11_group, world_yaml};
+use crate::cases::zcrypt::NEW;
+use crate::cases::zcrypt_scenarios::luks2_world;
 
 const OTHER: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
 const APQNS: &str = "03.0006,04.0006";
 
 #[test]
 fn zcrypt_a_luks2_volume_staged_again_by_hand_between_runs_is_staged_again_before_the_set() {
-    let world = World::with(
-        &format!("{}{LUKS2_VOLUME}", world_yaml(true)),
-        &format!("{}{LUKS2_STORE}", ep11_group()),
-        "EP11",
-        NEW,
-    );
+    let world = luks2_world();
     world.apply_until_the_first_set();
     world.assert_no_incidents();
 

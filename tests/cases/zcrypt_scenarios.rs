@@ -27,7 +27,7 @@ pub(crate) fn ep11_world() -> World {
 
 /// The harness's world with key `archive`'s LUKS2 volume /dev/dasdb1, and the group
 /// declaring it with its key file.
-fn luks2_world() -> World {
+pub(crate) fn luks2_world() -> World {
     World::with(
         &format!("{}{LUKS2_VOLUME}", world_yaml(true)),
         &format!("{}{LUKS2_STORE}", ep11_group()),

@@ -476,6 +476,18 @@ fn group_mode(mode: &CardMode) -> Option<GroupMode> {
 /// A LUKS2 volume's stage step: CURRENT → NEW into an unbound keyslot.
 pub const LUKS2_STAGE_FLAGS: &[&str] = &["--to-new", "--staged"];
 
+/// A LUKS2 volume's complete step, after the set: the staged key slot becomes the active one
+/// (zkey-cryptsetup.c `reencipher_complete`, `activate_unbound_keyslot`). Every key slot of the
+/// old key is then unbound, and still holds the volume's key enciphered under the old master
+/// key: whoever has that key and a passphrase recovers the clear volume key from the header,
+/// so a change that retires a key it no longer trusts would leave the volume exposed. The tool
+/// removes them only when its question is answered yes: the apply adds `--batch-mode`. With
+/// that the tool removes every unbound key slot but the new one, those of other passphrases
+/// too (it warns). The yes also answers its other question, which comes only when the staged
+/// key is under OLD (the MK was changed again after this change's set): the key is then
+/// re-enciphered to CURRENT before it is activated, which loses nothing.
+pub const LUKS2_COMPLETE_FLAGS: &[&str] = &["--complete"];
+
 /// A LUKS2 volume's from-OLD step (CCA, after the set): OLD → CURRENT, in place. The tool
 /// re-enciphers only a key that some APQN's OLD holds, so on a volume already moved it fails
 /// with nothing changed. `--in-place` is explicit: without it, a staging pending on the

@@ -14,8 +14,9 @@
 use std::sync::Arc;
 
 use super::journal::{
-    batch_id, chained_records, head_path_of, moved, read_head, read_scope, record_incarnation_with,
-    remember_at, wait_for_windows, windows_sql, with_retries, write_failed,
+    batch_id, chained_records, first_column, head_path_of, moved, read_head, read_scope,
+    record_incarnation_with, remember_at, wait_for_windows, windows_sql, with_retries,
+    write_failed,
 };
 use super::lease::{Lease, Request};
 use super::{Connection, Database};
@@ -337,4 +338,78 @@ pub fn push_group(
     let records = u64::try_from(records).unwrap_or(0);
     remember(connection, &scope, records, &chain).map_err(|e| e.to_string())?;
     Ok(records)
+}
+
+/// The group scopes the database holds, each with its group's identity (`state pull`,
+/// `audit verify`).
+pub fn group_scopes(connection: &Connection) -> Result<Vec<(String, String)>> {
+    let scopes = first_column(
+        connection,
+        "SELECT scope FROM mkplan_group_scopes ORDER BY scope",
+    )
+    .map_err(|e| {
+        Error::Other(format!(
+            "cannot list the domain group journals in {}: {e}",
+            connection.shown()
+        ))
+    })?;
+    Ok(scopes
+        .into_iter()
+        .map(|scope| {
+            let identity = scope.rsplit_once("#host=").map_or(&*scope, |(i, _)| i);
+            (identity.to_string(), scope.clone())
+        })
+        .collect())
+}
+
+/// The journal of group scope `scope`, checked as every read checks it (each row's checksum
+/// and chain, the scope's head, this machine's head of it, where it was last written).
+pub fn read_group_scope(
+    connection: &Connection,
+    scope: &str,
+    identity: &str,
+) -> Result<GroupJournal> {
+    let read = read(connection, scope, identity)?;
+    let named = format!("{} (on {})", read.named, host_of(scope));
+    GroupJournal::shared(named, identity, read.records, None).map_err(Error::Unsafe)
+}
+
+/// The Linux image a group scope is on.
+pub fn host_of(scope: &str) -> &str {
+    scope.rsplit_once("#host=").map_or("", |(_, host)| host)
+}
+
+/// `audit verify` of the database's group journals, one line each.
+pub fn verify_group_journals(
+    connection: &Connection,
+) -> Result<Vec<std::result::Result<String, String>>> {
+    Ok(group_scopes(connection)?
+        .iter()
+        .map(|(identity, scope)| {
+            let journal = read_group_scope(connection, scope, identity).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "Domain group journal of {} in {} (on {}) is intact: {} records, each matching its checksum and chained to the one before; it is where it was last written, and extends the head this machine keeps of it, if any.",
+                crate::quote::bare(identity),
+                connection.shown(),
+                host_of(scope),
+                journal.records().len()
+            ))
+        })
+        .collect())
+}
+
+/// The leases held on this image's APQNs that `apqns` names: the group's apply's, or another
+/// group's that shares one of them. Either refuses an apply of the group (`status`).
+pub fn group_holders(
+    database: &Database,
+    identity: &str,
+    apqns: &[String],
+) -> Result<Vec<super::LeaseInfo>> {
+    let connection = Connection::open(database).map_err(Error::Other)?;
+    let held = super::holders(&connection, &image_scope(identity))
+        .map_err(|e| Error::Other(e.to_string()))?;
+    Ok(held
+        .into_iter()
+        .filter(|lease| lease.instances.iter().any(|apqn| apqns.contains(apqn)))
+        .collect())
 }

@@ -302,10 +302,18 @@ impl SharedJournal for PgJournal {
 
 /// The scopes the database holds, in order.
 pub fn scopes(connection: &Connection) -> Result<Vec<String>, DbError> {
-    connection.call(|client| {
+    first_column(connection, "SELECT scope FROM mkplan_scopes ORDER BY scope")
+}
+
+/// The first column of every row `sql` (which takes no parameter) selects.
+pub(super) fn first_column(
+    connection: &Connection,
+    sql: &'static str,
+) -> Result<Vec<String>, DbError> {
+    connection.call(move |client| {
         Box::pin(async move {
             Ok(client
-                .query("SELECT scope FROM mkplan_scopes ORDER BY scope", &[])
+                .query(sql, &[])
                 .await?
                 .iter()
                 .map(|row| row.get(0))

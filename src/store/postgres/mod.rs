@@ -20,7 +20,10 @@ use tokio_postgres::Client;
 
 pub use audit::{AuditQueue, PgAudit, read_audit};
 pub use connect::{Database, redacted};
-pub use group::{GroupLease, GroupPush, group_scope, push_group, read_group_journal};
+pub use group::{
+    GroupLease, GroupPush, group_holders, group_scope, group_scopes, host_of, push_group,
+    read_group_journal, read_group_scope, verify_group_journals,
+};
 pub use journal::{
     PgJournal, incarnation_changed, read_journal, record_incarnation, remember, scope_records,
     scopes, seen, settle_wait,

@@ -316,22 +316,46 @@ fn reencipher_prepare(
         mkvp = new.ok_or_else(|| Output::failure(TOOL, "No APQN found that is suitable for re-enciphering the secure encryption key from the CURRENT to the NEW master key."))?;
     }
     let in_place = (!is_old && how.in_place) || (is_old && !how.staged);
-    let header = &mut world.luks2[index];
     if in_place {
         if !how.in_place {
             output.out("An in-place re-enciphering is performed.");
         }
-        header.active = mkvp;
-        header.staged = None;
-        output.out(format!(
-            "Re-enciphering has completed successfully for device '{device}'"
-        ));
-        output.out("All key slots containing the old volume key are now in unbound state. Do you want to remove these key slots [y/N]?");
+        let done = format!("Re-enciphering has completed successfully for device '{device}'");
+        activate(
+            &mut world.luks2[index],
+            mkvp,
+            &done,
+            how.batch_mode,
+            &mut output,
+        );
     } else {
+        let header = &mut world.luks2[index];
         header.staged = Some(mkvp);
         output.out(format!("Staged re-enciphering is initiated for device '{device}'. After the NEW master key has been set to become the CURRENT master key, run 'zkey-cryptsetup reencipher' with option '--complete' to complete the re-enciphering process."));
     }
     Ok((output, format!("zkey-cryptsetup reencipher {device}")))
+}
+
+/// The re-enciphered key becomes the active key slot (`activate_unbound_keyslot`): every key
+/// slot of the old key is then unbound, and the tool asks whether to remove them. Only a yes
+/// (`--batch-mode`; stdin gives none here) removes them, with every other unbound key slot
+/// but the new one; otherwise the header keeps each, the volume key under its old MK.
+fn activate(
+    header: &mut Luks2Header,
+    active: String,
+    done: &str,
+    batch_mode: bool,
+    output: &mut Output,
+) {
+    let old = std::mem::replace(&mut header.active, active);
+    header.staged = None;
+    header.unbound.push(old);
+    output.out(done);
+    output.out("All key slots containing the old volume key are now in unbound state. Do you want to remove these key slots [y/N]?");
+    if batch_mode {
+        output.out("(yes implied because '--batch-mode' | '-q' option is specified)");
+        header.unbound.clear();
+    }
 }
 
 /// `--complete` (`reencipher_complete`): the staged keyslot becomes the active one once its
@@ -377,12 +401,14 @@ fn reencipher_complete(
         }
         Under::Current(_) => {}
     }
-    world.luks2[index].active = active;
-    world.luks2[index].staged = None;
-    output.out(format!(
-        "Re-enciphering has completed successfully for device '{device}'."
-    ));
-    output.out("All key slots containing the old volume key are now in unbound state. Do you want to remove these key slots [y/N]?");
+    let done = format!("Re-enciphering has completed successfully for device '{device}'.");
+    activate(
+        &mut world.luks2[index],
+        active,
+        &done,
+        batch_mode,
+        &mut output,
+    );
     Ok((
         output,
         format!("zkey-cryptsetup reencipher {device} --complete"),

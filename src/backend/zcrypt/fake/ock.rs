@@ -5,11 +5,11 @@
 //! the open operations. The tokens' configs, `DIR/opencryptoki/ep11tok<SLOT>.conf` and
 //! `ccatok<SLOT>.conf` (or the `confname` the world file gives, which `opencryptoki.conf`
 //! names), are the operator's: `finalize` reads their `EXPECTED_*` pins, as openCryptoki
-//! does. `reencipher`, `finalize` and `cancel` log in to each affected slot first with a USER
+//! does, and an EP11 token's where `OCK_EP11_TOKEN_DIR` moves it, as the real token does. `reencipher`, `finalize` and `cancel` log in to each affected slot first with a USER
 //! PIN read from stdin, as the real tool does (`ock_login`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use super::world::{Mk, Operation, OperationState, Token, TokenKind, World, same_mk};
 use super::world_file::vp_of;
 use super::{Output, Session, parse_args};
+use crate::backend::zcrypt::inventory::ep11_token_dir;
+use crate::backend::zcrypt::ock_conf::{EP11_TOKEN_DIR_VARIABLE, ep11_config_candidates};
 
 /// The tokens' config folder under the world folder.
 pub const OCK_DIR: &str = "opencryptoki";
@@ -231,15 +233,10 @@ fn reencipher(
     Ok(output)
 }
 
-/// The `EXPECTED_*` pins of a token's config: MK type → VP, lower-case without `0x`.
-pub fn expected_pins(dir: &Path, token: &Token) -> Result<BTreeMap<Mk, String>, String> {
-    let path = config_path(dir, token);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "{}: cannot read the token config: {e}",
-            crate::quote::path(&path)
-        )
-    })?;
+/// The `EXPECTED_*` pins of the config a token reads (`token_config`): MK type → VP,
+/// lower-case without `0x`; and that config's path.
+pub fn expected_pins(dir: &Path, token: &Token) -> Result<(BTreeMap<Mk, String>, PathBuf), String> {
+    let (path, text) = token_config(dir, token)?;
     let mut pins = BTreeMap::new();
     let words: Vec<&str> = text
         .split(|c: char| c.is_whitespace() || c == '{' || c == '}' || c == '=')
@@ -264,7 +261,40 @@ pub fn expected_pins(dir: &Path, token: &Token) -> Result<BTreeMap<Mk, String>, 
             pins.insert(mk, strip(pair[1]));
         }
     }
-    Ok(pins)
+    Ok((pins, path))
+}
+
+/// The config a token reads, and its text, as openCryptoki's tokens find it: a CCA token its
+/// `confname` in the world's `opencryptoki/`; an EP11 token the same unless
+/// `OCK_EP11_TOKEN_DIR` is set, and then the file name of its `confname` in that folder, else
+/// `ep11tok.conf` there (`ock_conf::ep11_config_candidates`, the rule mkplan's reader
+/// follows). The first that can be read; none is an error naming every one tried.
+fn token_config(dir: &Path, token: &Token) -> Result<(PathBuf, String), String> {
+    let token_dir = match token.kind {
+        TokenKind::Ep11 => ep11_token_dir()?,
+        TokenKind::Cca => None,
+    };
+    let name = config_name(token);
+    let candidates = match &token_dir {
+        Some(token_dir) => ep11_config_candidates(&dir.join(OCK_DIR), Some(token_dir), Some(&name)),
+        None => vec![config_path(dir, token)],
+    };
+    let mut failed = Vec::new();
+    for path in candidates {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok((path, text)),
+            Err(e) => failed.push(format!("{}: {e}", crate::quote::path(&path))),
+        }
+    }
+    Err(format!(
+        "slot {}: cannot read the token config ({}){}",
+        token.slot,
+        failed.join("; "),
+        match token_dir {
+            Some(_) => format!(", read from {EP11_TOKEN_DIR_VARIABLE} as the EP11 token reads it"),
+            None => String::new(),
+        }
+    ))
 }
 
 pub fn config_path(dir: &Path, token: &Token) -> std::path::PathBuf {
@@ -345,10 +375,10 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
             .find(|t| t.slot == *slot)
             .expect("slot of an operation")
             .clone();
-        let pins = if finalize {
+        let (pins, config) = if finalize {
             expected_pins(&session.dir, &token)?
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), PathBuf::new())
         };
         for (mk, new) in op
             .new
@@ -387,7 +417,7 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
             if finalize && !pinned && problem.is_none() {
                 problem = Some(format!(
                     "Slot {slot}: {} does not yet name the new {} master key verification pattern: update its EXPECTED_* setting first",
-                    config_path(&session.dir, &token).display(),
+                    config.display(),
                     mk.name()
                 ));
             }

@@ -238,6 +238,12 @@ pub struct Luks2Header {
     pub active: String,
     pub staged: Option<String>,
     pub passphrase_sha256: String,
+    /// The MKs of the older copies of the volume key still in the header: the key slots that
+    /// were active before a re-enciphering was activated, now unbound, which the tool removes
+    /// only when its question is answered yes (`--batch-mode`). Each is the volume's key,
+    /// enciphered under a master key the volume no longer uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unbound: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

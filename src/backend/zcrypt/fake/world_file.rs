@@ -451,6 +451,7 @@ fn key_of(
                     key_name: key.name.clone(),
                     active,
                     staged: None,
+                    unbound: Vec::new(),
                     passphrase_sha256: super::cryptsetup::passphrase_sha256(&folder.join(key_file))
                         .map_err(|why| format!("{}: {why}", what("volume key_file")))?,
                 });
