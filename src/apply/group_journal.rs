@@ -282,7 +282,9 @@ impl GroupJournal {
         key: Option<&JournalKey>,
     ) -> Result<Read, String> {
         let head_path = key.and_then(|k| k.head_path_of(state_dir, &Self::file_name(identity)));
-        let distrust = |what: String| distrusted(path, head_path.as_deref(), &what);
+        // Where the head is now (an older mkplan's, beside the key, until a newer one is kept).
+        let head_file = key.zip(head_path.as_deref()).map(|(k, p)| k.head_file(p));
+        let distrust = |what: String| distrusted(path, head_file.as_deref(), &what);
         let head = match (key, &head_path) {
             (Some(key), Some(head_path)) => key
                 .read_head(head_path)
@@ -320,7 +322,7 @@ impl GroupJournal {
         if let Some(head) = &head
             && !head.extended_by(parsed.records.len(), parsed.seals_at[0].as_deref())
         {
-            let shown = head_path
+            let shown = head_file
                 .as_deref()
                 .map(crate::quote::path)
                 .unwrap_or_default();

@@ -354,14 +354,21 @@ impl JournalKey {
     /// mkplan kept beside the key under the same name. A head that cannot be read is an
     /// error, as in `load_head`.
     pub fn read_head(&self, path: &Path) -> Result<Option<Head>, String> {
-        if let Some(head) = load_head(path)? {
-            return Ok(Some(head));
-        }
-        match (self.heads_beside_key(), path.file_name()) {
-            (Some(beside), Some(name)) if path.parent() == self.heads() => {
-                load_head(&beside.join(name))
-            }
-            _ => Ok(None),
+        load_head(&self.head_file(path))
+    }
+
+    /// The file that holds the head `path` (a file of `heads()`) now: itself, or, while it
+    /// is not there, the one an older mkplan kept beside the key under the same name, if that
+    /// is there. What a message names, and what the operator moves.
+    pub fn head_file(&self, path: &Path) -> PathBuf {
+        let beside = match (self.heads_beside_key(), path.file_name()) {
+            (Some(beside), Some(name)) if path.parent() == self.heads() => beside.join(name),
+            _ => return path.to_path_buf(),
+        };
+        if path.symlink_metadata().is_err() && beside.symlink_metadata().is_ok() {
+            beside
+        } else {
+            path.to_path_buf()
         }
     }
 

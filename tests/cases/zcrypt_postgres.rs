@@ -199,7 +199,7 @@ pub(crate) fn give_word(world: &World, said: &str) {
         .current_dir(&world.root)
         .status()
         .unwrap();
-    assert!(moved.success());
+    assert!(moved.success(), "the move it suggests failed: {said}");
 }
 
 /// `plan` and `apply` refuse (exit 3) naming `what`, with nothing run and no incident.

@@ -54,7 +54,8 @@ pub fn head_path(connection: &Connection, scope: &str) -> Option<std::path::Path
 
 /// Where the head of the journal that `name` names is kept: among the heads of your journal
 /// key (`JournalKey::heads`), else, while there is no key that can be read, beside the place
-/// the key would be.
+/// the key would be; and wherever it is found already (kept beside the key before the key was
+/// made, or by an older mkplan), there: one place per scope, which messages name.
 pub(super) fn head_path_of(name: &str) -> Option<std::path::PathBuf> {
     use crate::apply::journal_key::{self, JournalKey};
     let key = journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
@@ -62,23 +63,19 @@ pub(super) fn head_path_of(name: &str) -> Option<std::path::PathBuf> {
         <sha2::Sha256 as sha2::Digest>::new(),
         name,
     ));
-    let heads = match JournalKey::load(&key) {
-        Ok(Some(key)) => key.heads()?.to_path_buf(),
-        _ => key.parent()?.join("heads"),
-    };
-    Some(heads.join(hex::encode(&digest[..16])))
+    let file = hex::encode(&digest[..16]);
+    let beside = key.parent()?.join("heads").join(&file);
+    match JournalKey::load(&key) {
+        Ok(Some(key)) => Some(key.head_file(&key.heads()?.join(&file))),
+        _ => Some(beside),
+    }
 }
 
-/// The head at `path` (from `head_path_of`); one an older mkplan kept beside the key is read
-/// until a newer one replaces it.
+/// The head at `path` (from `head_path_of`).
 pub(super) fn read_head(
     path: &std::path::Path,
 ) -> Result<Option<crate::apply::journal_key::Head>, String> {
-    use crate::apply::journal_key;
-    match journal_key::current() {
-        Some(key) => key.read_head(path),
-        None => journal_key::load_head(path),
-    }
+    crate::apply::journal_key::load_head(path)
 }
 
 /// The records this machine last saw `scope`'s journal hold, if it wrote or read any.
