@@ -50,8 +50,9 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
             )));
         }
         let desired = read_desired(target)?.only(&args.only.instances)?;
-        let backend = open_backend(&desired, flag)?;
+        // Before the backend: its HTTP client reads the system's root certificates first.
         early = EarlyKeyParts::start(&desired);
+        let backend = open_backend(&desired, flag)?;
         (Some(desired), Some(backend), None)
     };
     let (scope, instances) = match (&saved, &desired, &backend) {
@@ -278,17 +279,17 @@ pub(super) fn key_parts(
     early: &mut EarlyKeyParts,
 ) -> Result<HashMap<String, Vec<Secret32>>> {
     // A load done by hand takes its key parts in the TKE tools, not from mkplan.
+    let loads: std::collections::HashSet<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::LoadNewMk && !by_hand.contains_key(&s.id))
+        .map(|s| s.instance.as_str())
+        .collect();
     let loading: Vec<_> = desired
         .state
         .instances
         .iter()
-        .filter(|instance| {
-            plan.steps.iter().any(|s| {
-                s.instance == instance.id
-                    && s.action == Action::LoadNewMk
-                    && !by_hand.contains_key(&s.id)
-            })
-        })
+        .filter(|instance| loads.contains(instance.id.as_str()))
         .collect();
     let mut sources: Vec<(&Path, Option<&str>)> = Vec::new();
     for instance in &loading {
