@@ -5,6 +5,7 @@
 //! - `send`: one operation sent and settled, and the re-read before a rewrap;
 //! - `by_hand`: ceremony steps the operator performs;
 //! - `interrupt`: the operator's Ctrl-C, and where the run stopped for it;
+//! - `read_back`: the check after the last step, each instance as soon as its steps end;
 //! - `resume`: before a run, settling what earlier runs left open, and recording rotations;
 //! - `journal`: the records written, sealed, fsynced and read back; `record`: what they say;
 //! - `journal_key`: the key, kept outside the state folder, that seals journal records;
@@ -32,6 +33,7 @@ pub mod journal_key;
 pub mod lock;
 mod open_rewraps;
 pub mod other_folders;
+pub mod read_back;
 pub mod record;
 pub mod resume;
 mod send;

@@ -65,6 +65,13 @@ pub async fn verify_converged<B: Backend>(
     let live = refresh_with_retries(backend, &ids).await.map_err(|e| {
         ApplyError::NotConverged(format!("reading the live state after the last step: {e}"))
     })?;
+    check_converged(plan, &live)?;
+    Ok(live)
+}
+
+/// Every unit of every planned instance in `live` (read after the last step) holds the target
+/// in its current register and nothing in its new register.
+pub fn check_converged(plan: &Plan, live: &LiveFleet) -> Result<(), ApplyError> {
     for instance in &plan.instances {
         let Some(now) = live.instance(&instance.id) else {
             return Err(ApplyError::NotConverged(format!(
@@ -85,5 +92,5 @@ pub async fn verify_converged<B: Backend>(
             }
         }
     }
-    Ok(live)
+    Ok(())
 }

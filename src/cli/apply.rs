@@ -20,6 +20,7 @@ use super::keypart::{NamedBy, open_key_parts};
 use super::saved_plan::{check_saved, open_saved};
 use crate::apply::executor::{self, Context, Progress};
 use crate::apply::journal::Record;
+use crate::apply::read_back;
 use crate::apply::resume::close_finished;
 use crate::apply::session::{self, Started};
 use crate::backend::Backend;
@@ -50,8 +51,9 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
             )));
         }
         let desired = read_desired(target)?.only(&args.only.instances)?;
-        let backend = open_backend(&desired, flag)?;
+        // Before the backend: its HTTP client reads the system's root certificates first.
         early = EarlyKeyParts::start(&desired);
+        let backend = open_backend(&desired, flag)?;
         (Some(desired), Some(backend), None)
     };
     let (scope, instances) = match (&saved, &desired, &backend) {
@@ -171,7 +173,9 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     for line in settled {
         eprintln!("settled from the previous run: {line}");
     }
-    let mut progress = TerminalProgress::new(plan.steps.len());
+    let mut view = TerminalProgress::new(plan.steps.len());
+    // Each instance is read back once its own steps are done, beside the others' steps.
+    let (mut progress, finished) = read_back::watch(&mut view, &plan);
     let other_folders = crate::store::files::FolderWitness::new(store, other_folders);
     let mut context = Context {
         backend: &backend,
@@ -187,12 +191,16 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         other_folders: Some(&other_folders),
     };
     let started = std::time::Instant::now();
-    let outcome =
-        executor::run_interruptible(&mut context, &plan, &live.instances, &interrupt).await;
+    let (outcome, read) = steps_and_read_back(
+        executor::run_interruptible(&mut context, &plan, &live.instances, &interrupt),
+        read_back::read_back(&backend, &plan, finished),
+    )
+    .await;
     let elapsed = started.elapsed();
-    progress.finish();
+    drop(progress);
+    view.finish();
     let finished = match outcome {
-        Ok(()) => match session::verify_converged(&backend, &plan).await {
+        Ok(()) => match read {
             // The rotation is finished: its records say nothing more about what comes next.
             Ok(now) => close_finished(&mut writer.journal, &now.instances, &identity).map(|_| ()),
             Err(error) => Err(error),
@@ -221,6 +229,34 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
         flag.parallelism
     );
     Ok(0)
+}
+
+/// Runs the steps and the reads after them side by side; waits for the reads only if the
+/// steps succeeded (a read waits for steps that may never finish).
+async fn steps_and_read_back<T>(
+    steps: impl std::future::Future<Output = std::result::Result<(), executor::ApplyError>>,
+    read: impl std::future::Future<Output = std::result::Result<T, executor::ApplyError>>,
+) -> (
+    std::result::Result<(), executor::ApplyError>,
+    std::result::Result<T, executor::ApplyError>,
+) {
+    let (mut steps, mut read) = (std::pin::pin!(steps), std::pin::pin!(read));
+    let mut early = None;
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            outcome = &mut steps => break outcome,
+            done = &mut read, if early.is_none() => early = Some(done),
+        }
+    };
+    let read = match early {
+        Some(done) => done,
+        None if outcome.is_ok() => read.await,
+        None => Err(executor::ApplyError::NotConverged(
+            "not read: the steps stopped".into(),
+        )),
+    };
+    (outcome, read)
 }
 
 /// A desired file is named `.yaml` or `.yml`, in any case (`PLAN.YAML` from a Windows share).
@@ -278,17 +314,17 @@ pub(super) fn key_parts(
     early: &mut EarlyKeyParts,
 ) -> Result<HashMap<String, Vec<Secret32>>> {
     // A load done by hand takes its key parts in the TKE tools, not from mkplan.
+    let loads: std::collections::HashSet<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::LoadNewMk && !by_hand.contains_key(&s.id))
+        .map(|s| s.instance.as_str())
+        .collect();
     let loading: Vec<_> = desired
         .state
         .instances
         .iter()
-        .filter(|instance| {
-            plan.steps.iter().any(|s| {
-                s.instance == instance.id
-                    && s.action == Action::LoadNewMk
-                    && !by_hand.contains_key(&s.id)
-            })
-        })
+        .filter(|instance| loads.contains(instance.id.as_str()))
         .collect();
     let mut sources: Vec<(&Path, Option<&str>)> = Vec::new();
     for instance in &loading {

@@ -302,10 +302,44 @@ fn file_cipher(file: &KeyPartFile, password: &Password) -> Result<XChaCha20Poly1
     )
     .map_err(|e| KeyPartError::Kdf(e.to_string()))?;
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    let mut memory = kdf_memory(params.block_count());
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(password.bytes(), &salt, key.as_mut_slice())
+        .hash_password_into_with_memory(password.bytes(), &salt, key.as_mut_slice(), &mut memory)
         .map_err(|e| KeyPartError::Kdf(e.to_string()))?;
     Ok(XChaCha20Poly1305::new(&(*key).into()))
+}
+
+/// The KDF's memory (64 MiB for a part `keypart new` writes), in 2 MiB pages where the kernel
+/// gives them (`madvise`; transparent huge pages in `madvise` mode, the common default): in
+/// 4 KiB pages the first touch of each page is a fault of its own (16,384 per part, a fifth of
+/// a decryption's time), and the KDF's reads, spread over the whole area, miss the TLB. The
+/// cost the file asks for is unchanged: same memory, same passes.
+fn kdf_memory(blocks: usize) -> Vec<argon2::Block> {
+    let mut memory: Vec<argon2::Block> = Vec::with_capacity(blocks);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE_PAGE: usize = 2 * 1024 * 1024;
+        let start = memory.as_mut_ptr() as usize;
+        let end = start + blocks * argon2::Block::SIZE;
+        let (first, last) = (
+            start.next_multiple_of(HUGE_PAGE),
+            end / HUGE_PAGE * HUGE_PAGE,
+        );
+        if first < last {
+            // SAFETY: [first, last) lies inside the allocation just made, nothing refers into
+            // it yet, and MADV_HUGEPAGE changes only how its pages are backed, not its
+            // contents. A refusal (no THP in this kernel) leaves 4 KiB pages: ignored.
+            let _ = unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
+        }
+    }
+    memory.resize(blocks, argon2::Block::default());
+    memory
 }
 
 /// Everything in the header that an attacker could change to mislead: bound to the ciphertext.

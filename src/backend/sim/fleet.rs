@@ -254,9 +254,18 @@ impl Fleet {
     }
 
     pub fn instance(&self, id: &str) -> Option<&SimInstance> {
-        self.instances
+        self.position(id).map(|at| &self.instances[at])
+    }
+
+    /// Where the instance `id` is, in any case. The same case is tried first: a byte
+    /// comparison is several times cheaper than a caseless one, and `sim serve` looks up an
+    /// instance a few times per request among up to 10,000.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        let instances = &self.instances;
+        instances
             .iter()
-            .find(|i| i.id.eq_ignore_ascii_case(id))
+            .position(|i| i.id == id)
+            .or_else(|| instances.iter().position(|i| i.id.eq_ignore_ascii_case(id)))
     }
 
     /// Each instance's position, by its GUID in lower case: for finding many instances
@@ -270,9 +279,7 @@ impl Fleet {
     }
 
     pub fn instance_mut(&mut self, id: &str) -> Option<&mut SimInstance> {
-        self.instances
-            .iter_mut()
-            .find(|i| i.id.eq_ignore_ascii_case(id))
+        self.position(id).map(|at| &mut self.instances[at])
     }
 }
 

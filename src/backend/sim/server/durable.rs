@@ -102,11 +102,7 @@ impl Durable {
         let incidents_from = self.fleet.incidents.len();
         let result = hsm::perform_at(&mut self.fleet, operation, now_ms);
         if result.is_ok()
-            && let Some(index) = self
-                .fleet
-                .instances
-                .iter()
-                .position(|i| i.id.eq_ignore_ascii_case(operation.instance()))
+            && let Some(index) = self.fleet.position(operation.instance())
             && !touched.contains(&index)
         {
             touched.push(index);
