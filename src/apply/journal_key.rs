@@ -600,18 +600,22 @@ mod tests {
         assert!(check_outside(&path, &dir.path().join("state")).is_ok());
     }
 
+    /// An environment of `pairs`, as `key_path` and `heads_folder` look variables up.
+    fn env(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> + Copy {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     /// Only absolute places count: a relative `XDG_CONFIG_HOME` or `HOME` would put the key
     /// in whatever folder mkplan runs in (a working copy someone else filled).
     #[test]
     fn a_relative_key_place_is_never_used() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(
             key_path(env(&[("XDG_CONFIG_HOME", "cfg"), ("HOME", "/home/u")])).unwrap(),
             PathBuf::from("/home/u/.config/mkplan/journal.key")
@@ -623,14 +627,6 @@ mod tests {
     /// Heads are kept per key, not per key file: two paths of one key share them (P6).
     #[test]
     fn heads_are_kept_by_the_keys_id_wherever_the_key_file_lies() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         let both = env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/home/u")]);
         let a = heads_folder("jk-1", Path::new("/keys/a/journal.key"), both);
         let b = heads_folder("jk-1", Path::new("/backup/journal.key"), both);
