@@ -181,10 +181,19 @@ impl FolderRewrap {
 impl UnreadFolder {
     /// What `state_dir` says when the head that named the folder cannot be read itself.
     pub const UNKNOWN: &'static str = "(the folder its head names cannot be read)";
+    /// Every folder: the journal key, or the folder of its heads, cannot be read (`head`
+    /// names the key), so which folders left a head cannot be told.
+    pub const HEADS: &'static str =
+        "(every state folder of this machine: the journal heads cannot be read)";
 
     /// What makes it answer again, or takes it out of the check on the operator's word.
     pub fn remedy(&self) -> String {
         let head = crate::quote::name(&self.head);
+        if self.state_dir == Self::HEADS {
+            return format!(
+                "make the journal key {head} and the folders of its heads yours alone again, as the reason above says; until then no other state folder of this machine can be asked whether it sent a rewrap"
+            );
+        }
         if self.state_dir == Self::UNKNOWN {
             return format!(
                 "make its head {head} yours alone and whole again (`chmod 600 {head}`; a head emptied by a crash: run mkplan once in that folder); if no folder of yours can still hold a rewrap, remove that head, which is your word that it holds none"
@@ -198,6 +207,12 @@ impl UnreadFolder {
 
     /// "the state folder /srv/s1 (head …) cannot be read: why".
     pub fn describe(&self) -> String {
+        if self.state_dir == Self::HEADS {
+            return format!(
+                "the heads of the other state folders this user's mkplan wrote on this machine cannot be read: {}",
+                self.why
+            );
+        }
         format!(
             "the state folder {} cannot be read: {} (mkplan keeps asking it while its head {} is there)",
             crate::quote::name(&self.state_dir),

@@ -149,9 +149,9 @@ impl crate::apply::other_folders::OtherFolderWitness for FolderWitness {
 }
 
 /// What the other state folders this user's mkplan wrote on this machine say: every folder
-/// with a head among the journal key's heads (`JournalKey::head_files`), other than `this`, and other than a folder whose
-/// journal ends with its `pushed` record into `database` (the store read now: it received
-/// all of it). They are witnesses this journal never heard: a rewrap one of them sent may
+/// with a head among the journal key's heads (`JournalKey::head_files`), other than `this`,
+/// and other than a folder whose journal ends with its `pushed` record into `database` (the
+/// store read now: it received all of it). They are witnesses this journal never heard: a rewrap one of them sent may
 /// still be queued at the service, or have run.
 ///
 /// A folder that cannot be read (one others can write, a journal whose seals fail) is named,
@@ -161,8 +161,23 @@ impl crate::apply::other_folders::OtherFolderWitness for FolderWitness {
 /// asked about until the operator removes that head.
 pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolders {
     let mut found = OtherFolders::default();
-    let Some(key) = journal_key::current() else {
+    let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
         return found;
+    };
+    let key = match JournalKey::load(&path) {
+        Ok(Some(key)) => key,
+        // No key: no folder was sealed with one, and none left a head.
+        Ok(None) => return found,
+        // The heads cannot be trusted or found: every folder they name may hold a rewrap.
+        Err(why) => {
+            found.unread.push(UnreadFolder {
+                state_dir: UnreadFolder::HEADS.into(),
+                head: path.display().to_string(),
+                why,
+                instances: None,
+            });
+            return found;
+        }
     };
     // Heads are named by the folder's path: compared by name, wherever they are kept.
     let head_name = |dir: &Path| {

@@ -229,3 +229,35 @@ fn a_heads_folder_others_can_write_is_refused() {
     std::fs::set_permissions(&heads, std::fs::Permissions::from_mode(0o700)).unwrap();
     in_folder(&ws, "s1", &["plan", DESIRED], &[]).expect_code(0);
 }
+
+/// With the journal in a database, the journal key is not needed to plan, and a key or heads
+/// folder that could not be read used to leave the other state folders unasked: s1's
+/// unanswered rewrap went unseen and `attest --not-run` was taken. Now the heads that cannot
+/// be read refuse it, named, as a folder that cannot be read does.
+#[test]
+fn heads_that_cannot_be_read_refuse_a_database_stores_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(url) = crate::support::postgres::database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(false));
+    let s1 = apply_in(&ws, "s1", DESIRED, "lose_response_op=7");
+    assert_says(&s1, 1, &["outcome is unknown"], "s1's rewrap");
+    let heads = ws.heads();
+    std::fs::set_permissions(&heads, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let mut attest = vec!["--state", url.as_str()];
+    attest.extend_from_slice(&NOT_RUN);
+    let run = ws.mkplan(&attest);
+    std::fs::set_permissions(&heads, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_says(
+        &run,
+        3,
+        &[
+            "refused",
+            "the heads of the other state folders",
+            "not yours alone",
+        ],
+        "attest on the database",
+    );
+    assert_no_incidents(&ws, "s1's one rewrap");
+}
