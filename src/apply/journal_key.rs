@@ -168,8 +168,15 @@ impl JournalKey {
         };
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
-        // `…/mkplan/heads/<id>`, `…/mkplan/heads`, `…/mkplan` and the state home above them.
-        for folder in heads.ancestors().take(4) {
+        // `…/mkplan/heads/<id>`, `…/mkplan/heads`, `…/mkplan` and the state home above them;
+        // heads kept beside the key (no state home known): that folder only, the key's own
+        // folder being checked with the key.
+        let mkplans = if self.heads_beside_key().is_some() {
+            4
+        } else {
+            1
+        };
+        for folder in heads.ancestors().take(mkplans) {
             let Ok(meta) = fs::symlink_metadata(folder) else {
                 continue;
             };
@@ -396,12 +403,6 @@ impl JournalKey {
     }
 }
 
-/// The journal key this user's mkplan uses now, when there is one that can be read.
-pub fn current() -> Option<JournalKey> {
-    let path = key_path(|name| std::env::var(name).ok()).ok()?;
-    JournalKey::load(&path).ok().flatten()
-}
-
 /// Where this user keeps the heads of the journals sealed with the key `id`, read from
 /// `key_path`: `$XDG_STATE_HOME/mkplan/heads/<id>`, else `~/.local/state/mkplan/heads/<id>`.
 /// One place per key, not per key file: a copy of the key used from another path (a
@@ -413,12 +414,7 @@ fn heads_folder(
     key_path: &Path,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Option<PathBuf> {
-    let set = |name: &str| {
-        lookup(name)
-            .filter(|v| !v.trim().is_empty())
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
+    let set = |name: &str| place(&lookup, name).filter(|p| p.is_absolute());
     let home = set("XDG_STATE_HOME").or_else(|| set("HOME").map(|home| home.join(".local/state")));
     match home {
         Some(home) => Some(home.join("mkplan/heads").join(id)),
@@ -479,15 +475,18 @@ pub fn store_head(path: &Path, head: &Head) -> io::Result<()> {
     fs::rename(&fresh, path)
 }
 
+/// The path a variable names, when it is set and not blank.
+fn place(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    lookup(name)
+        .filter(|v| !v.trim().is_empty())
+        .map(PathBuf::from)
+}
+
 /// Where the journal key lives, from the environment (`lookup` reads a variable).
 pub fn key_path(lookup: impl Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
     // Only absolute places count (as the XDG spec says): a relative one would land in
     // whatever folder mkplan runs in, a working copy someone else may have filled.
-    let set = |name: &str| {
-        lookup(name)
-            .filter(|v| !v.trim().is_empty())
-            .map(PathBuf::from)
-    };
+    let set = |name: &str| place(&lookup, name);
     if let Some(path) = set("MKPLAN_JOURNAL_KEY") {
         if path.is_relative() {
             return Err(format!(
