@@ -53,7 +53,7 @@ fn an_abort_never_closes_a_rotation_whose_rewrap_went_unanswered() {
     let ws = rotate_to_b(&three_units(false));
     let mut server = Server::start(
         &ws.path(FLEET),
-        "lose_response_op=7,lost_response_lands_after_ms=3000",
+        "lose_response_op=7,lost_response_lands_after_ms=8000",
         &[],
     );
     let sent = Instant::now();
@@ -120,7 +120,7 @@ fn an_abort_never_closes_a_rotation_whose_rewrap_went_unanswered() {
     );
     let again = apply_via(&ws, &server.url, None, &["--parallelism", "1"]);
     assert_says(&again, 3, &["rewrap_evidence"], "the rotation again");
-    the_queued_rewrap_lands_on_nothing(&ws, &mut server, sent, 3_000, "after the abort");
+    the_queued_rewrap_lands_on_nothing(&ws, &mut server, sent, 8_000, "after the abort");
 }
 
 /// The steps of a test came before a rewrap queued at `sent` lands `lands_ms` later; it

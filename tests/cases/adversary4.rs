@@ -58,7 +58,7 @@ fn a_fresh_folder_refuses_while_another_folders_rewrap_may_still_be_queued() {
     let ws = rotate_to_b(&three_units(false));
     let mut server = Server::start(
         &ws.path(FLEET),
-        "lose_response_op=7,lost_response_lands_after_ms=4000",
+        "lose_response_op=7,lost_response_lands_after_ms=8000",
         &[],
     );
     let sent = Instant::now();
@@ -104,7 +104,7 @@ fn a_fresh_folder_refuses_while_another_folders_rewrap_may_still_be_queued() {
         before,
         "a refused command touched the fleet"
     );
-    the_queued_rewrap_lands_on_nothing(&ws, &mut server, sent, 4_000, "after s2 refused");
+    the_queued_rewrap_lands_on_nothing(&ws, &mut server, sent, 8_000, "after s2 refused");
 }
 
 /// F2. s1's rewrap ran and its answer was lost. The fleet file then moves (same instance and

@@ -36,24 +36,27 @@ fn the_embedded_simulator_returns_from_a_rewrap_once_it_has_completed() {
     assert_eq!(storage.rewrap_in_progress, None);
 }
 
-#[test]
-fn a_lost_rewrap_response_returns_at_once_while_the_rewrap_runs_on() {
+/// On tokio's paused clock, so that the times compared are exact on a loaded machine: the
+/// lost answer comes back before any time passes, and the rewrap completes 400 ms later.
+#[tokio::test(start_paused = true)]
+async fn a_lost_rewrap_response_returns_at_once_while_the_rewrap_runs_on() {
     let folder = tempfile::tempdir().unwrap();
-    let simulator = simulator_on(folder.path(), &committed_slow(4, 100), "lose_response_op=1");
-    let started = Instant::now();
-    let lost = block_on(simulator.perform(&rewrap())).unwrap_err();
+    let simulator = simulator_on(folder.path(), &committed_slow(4, 100), "lose_response_op=1")
+        .with_clock(Arc::new(TokioClock::starting_at(0)));
+    let started = tokio::time::Instant::now();
+    let lost = simulator.perform(&rewrap()).await.unwrap_err();
     assert!(matches!(lost, BackendError::Transient(_)), "{lost}");
     assert!(started.elapsed() < Duration::from_millis(400));
     let ids = [INSTANCE.to_string()];
     let live = simulator.live(&ids).unwrap();
     assert_eq!(live.instances[0].rewrap_status, RewrapStatus::InProgress);
-    let busy = block_on(simulator.perform(&set_immediate(1))).unwrap_err();
+    let busy = simulator.perform(&set_immediate(1)).await.unwrap_err();
     assert!(
         matches!(busy, BackendError::RewrapRunning(_)),
         "busy: {busy}"
     );
     assert!(busy.to_string().contains("in progress"), "{busy}");
-    std::thread::sleep(Duration::from_millis(450).saturating_sub(started.elapsed()));
+    tokio::time::sleep(Duration::from_millis(450).saturating_sub(started.elapsed())).await;
     // Whoever reads next sees it complete; the next operation writes it.
     let live = simulator.live(&ids).unwrap();
     assert_eq!(live.instances[0].rewrap_status, RewrapStatus::Rewrapped);
@@ -63,7 +66,7 @@ fn a_lost_rewrap_response_returns_at_once_while_the_rewrap_runs_on() {
             .rewrap_in_progress
             .is_some()
     );
-    block_on(simulator.perform(&set_immediate(1))).unwrap();
+    simulator.perform(&set_immediate(1)).await.unwrap();
     let written = on_disk(&simulator);
     assert_eq!(
         written.instances[0].key_storage.rewrapped_from,
