@@ -10,6 +10,7 @@
 //! - Ceremony steps: the instruction is shown, the operator answers, and `mkvps` must show
 //!   the effect within the timeout.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +22,12 @@ use crate::backend::zcrypt::group::{
 };
 use crate::backend::zcrypt::pins::UserPins;
 use crate::backend::zcrypt::tools::ToolCall;
-use crate::model::domain_group::{LiveGroup, StoreKind};
+use crate::model::domain_group::{Apqn, LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
 use crate::model::registers::MkType;
 use crate::plan::domain_group::effect::World;
 use crate::plan::domain_group::{
-    GroupAction, GroupEvidence, GroupPlan, GroupRefusal, GroupStep, plan_group,
+    GroupAction, GroupEvidence, GroupPlan, GroupRefusal, GroupStep, apqn_changes, plan_group,
     settle_unseen_staging,
 };
 
@@ -136,6 +137,7 @@ impl<O: GroupOperator> GroupApply<'_, O> {
             })?;
         }
         for count in 0..GROUP_STEPS_MAX {
+            self.check_selection()?;
             let live = self.read()?;
             let plan = self.plan(&live)?;
             let Some(step) = plan.ready().next().cloned() else {
@@ -177,6 +179,46 @@ impl<O: GroupOperator> GroupApply<'_, O> {
         Err(GroupApplyError::Failed(format!(
             "more than {GROUP_STEPS_MAX} steps: stopped; rerun to continue"
         )))
+    }
+
+    /// A group that selects its APQNs selects the same ones before every step as when this
+    /// apply began: a card that came or went while it ran (a card configured online, one
+    /// taken away) stops it before the next step, rather than after the change's end.
+    fn check_selection(&self) -> Result<(), GroupApplyError> {
+        let Some(selector) = &self.desired.selector else {
+            return Ok(());
+        };
+        let mut again = self.desired.clone();
+        self.backend.resolve_apqns(&mut again)?;
+        let began: BTreeSet<Apqn> = self.desired.apqns.iter().copied().collect();
+        let now: BTreeSet<Apqn> = again.apqns.iter().copied().collect();
+        if now == began {
+            return Ok(());
+        }
+        let words = |set: &BTreeSet<Apqn>| {
+            set.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(GroupApplyError::Refused(GroupRefusal {
+            check: "apqns_unchanged",
+            message: format!(
+                "`apqns: {selector}` selected {} when this apply began, and selects {} now: {}. mkplan stopped before its next step: a card that went may still hold keys under the old master key once the others are set, and one that came took no part in the loads",
+                words(&began),
+                if now.is_empty() {
+                    "none".into()
+                } else {
+                    words(&now)
+                },
+                apqn_changes(&now, &began)
+            ),
+            settle: Some(format!(
+                "the group back on {}: bring back a card that went (`lszcrypt` must show it with the domain), or leave out a card that came (`cards:` in the selector, or list the APQNs: apqns: [{}]), then apply again",
+                words(&began),
+                words(&began)
+            )),
+        }))
     }
 
     fn expected(&self, step: &GroupStep, live: &LiveGroup) -> World {

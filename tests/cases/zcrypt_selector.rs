@@ -197,3 +197,42 @@ fn zcrypt_selector_a_saved_plan_is_stale_once_the_selector_chooses_other_apqns()
     assert!(!mkvps.contains(NEW), "{mkvps}");
     world.assert_no_incidents();
 }
+
+/// A card that comes while an apply runs stops that apply before its next step
+/// (`apqns_unchanged`), rather than at the next run: the selector is resolved again before
+/// every step. Nothing is set, and the next run, with the cards named, converges.
+#[test]
+fn zcrypt_selector_a_card_that_comes_during_an_apply_stops_it_before_the_next_step() {
+    let world = selecting(true, "");
+    let added = std::cell::Cell::new(false);
+    let (code, said) = world.apply_as(|action, _| {
+        if action == "commit_new_mk" && !added.get() {
+            add_ep11_card(&world, "06");
+            added.set(true);
+        }
+        super::zcrypt::Operator::Performs
+    });
+    assert_eq!(code, Some(3), "{said}");
+    for needle in [
+        "`apqns_unchanged`",
+        "selected 03.0006, 04.0006 when this apply began, and selects 03.0006, 04.0006, 06.0006 now: 06.0006 came",
+        "stopped before its next step",
+        "Evidence that would settle it",
+    ] {
+        assert!(said.contains(needle), "{needle}: {said}");
+    }
+    assert!(
+        !said.contains("(set_immediate) on APQN"),
+        "no set was asked: {said}"
+    );
+    let mkvps =
+        std::fs::read_to_string(world.root.join("w/sys/devices/ap/card03/03.0006/mkvps")).unwrap();
+    assert!(mkvps.contains(&format!("WK CUR: valid 0x{OLD}")), "{mkvps}");
+    world.assert_no_incidents();
+    edit_group(
+        &world,
+        SELECTOR,
+        "apqns: { domain: \"0006\", cards: [\"03\", \"04\"] }",
+    );
+    world.assert_apply_converges();
+}

@@ -31,7 +31,7 @@ use crate::model::domain_group_desired::{DesiredGroup, Procedure};
 use crate::model::domain_group_selector::ApqnSelection;
 use crate::model::registers::{MkType, Mkvp, NewMk};
 
-pub use precheck::GroupRefusal;
+pub use precheck::{GroupRefusal, apqn_changes};
 
 /// What a step does, in the words the plan shows (`as_str`), JSON and text alike.
 #[derive(

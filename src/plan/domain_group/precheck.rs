@@ -191,15 +191,7 @@ fn check_apqn_set(desired: &DesiredGroup, evidence: &GroupEvidence) -> Result<()
     if &now == recorded {
         return Ok(());
     }
-    let came: Vec<String> = now.difference(recorded).map(ToString::to_string).collect();
-    let went: Vec<String> = recorded.difference(&now).map(ToString::to_string).collect();
-    let mut changes = Vec::new();
-    if !came.is_empty() {
-        changes.push(format!("{} came", listed(came)));
-    }
-    if !went.is_empty() {
-        changes.push(format!("{} went", listed(went)));
-    }
+    let changes = apqn_changes(&now, recorded);
     Err(GroupRefusal {
         check: "apqns_unchanged",
         message: format!(
@@ -207,7 +199,7 @@ fn check_apqn_set(desired: &DesiredGroup, evidence: &GroupEvidence) -> Result<()
             selector(),
             listed(now.iter().map(ToString::to_string)),
             listed(recorded.iter().map(ToString::to_string)),
-            changes.join(", ")
+            changes
         ),
         settle: Some(format!(
             "the group back on {}: bring back a card that went (`lszcrypt` must show it with the domain; an offline card is still selected and then refused until it is online), or leave out a card that came (`cards:` in the selector, or list the APQNs: apqns: [{}]) until the change is done. If the change must end on other APQNs, check every store and finish it from another state folder, as for a swapped card",
@@ -215,6 +207,20 @@ fn check_apqn_set(desired: &DesiredGroup, evidence: &GroupEvidence) -> Result<()
             listed(recorded.iter().map(ToString::to_string)),
         )),
     })
+}
+
+/// What changed from `before` to `now`, for people: `05.0006 came, 04.0006 went`.
+pub fn apqn_changes(now: &BTreeSet<Apqn>, before: &BTreeSet<Apqn>) -> String {
+    let came: Vec<String> = now.difference(before).map(ToString::to_string).collect();
+    let went: Vec<String> = before.difference(now).map(ToString::to_string).collect();
+    let mut changes = Vec::new();
+    if !came.is_empty() {
+        changes.push(format!("{} came", listed(came)));
+    }
+    if !went.is_empty() {
+        changes.push(format!("{} went", listed(went)));
+    }
+    changes.join(", ")
 }
 
 /// The group's master keys are those the open change began with: a type added or
