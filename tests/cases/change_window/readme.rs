@@ -92,6 +92,11 @@ fn the_readme_more_to_try_block_runs_top_to_bottom_as_written() {
             "status",
             "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm",
         ),
+        ("the domain group's drill", "2 runs in"),
+        (
+            "the domain group's drill",
+            "2 converged, 0 refused safely, 0 failed; 0 incidents.",
+        ),
     ] {
         assert!(
             shown.contains(expected),
