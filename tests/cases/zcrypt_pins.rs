@@ -199,7 +199,7 @@ fn zcrypt_pins_a_pin_written_in_the_group_file_is_refused_without_echoing_it() {
 }
 
 /// A PIN read from the environment, and the other variables that hold secrets (the
-/// database's password, the `sim serve` token), are not passed on to the tools mkplan runs
+/// database's password, the `sim serve` token, the IBM Cloud credentials), are not passed on to the tools mkplan runs
 /// (adversary round 6, S2): every zkey, zkey-cryptsetup and pkcshsm_mk_change used to inherit
 /// them, where a tool that logs its environment or a reader of `/proc/PID/environ` found them.
 #[test]
@@ -208,12 +208,22 @@ fn zcrypt_pins_no_tool_is_given_a_variable_that_holds_a_secret() {
     let mut world = world_with_both_sources();
     world.env.push(("PGPASSWORD", "pg-secret-5a1e".into()));
     world.env.push(("MKPLAN_TOKEN", "token-secret-9c2d".into()));
+    // The IBM Cloud credentials of the HPCS backends, in the same shell (round 7, S4).
+    world
+        .env
+        .push(("IBMCLOUD_API_KEY", "token-secret-apikey".into()));
+    world
+        .env
+        .push(("IBMCLOUD_IAM_TOKEN", "token-secret-iam".into()));
+    world
+        .env
+        .push(("MKPLAN_SIM_TOKENS", "token-secret-sim".into()));
     let wrap = world.root.join("wrap");
     std::fs::create_dir_all(&wrap).unwrap();
     let log = wrap.join("environments.log");
     for tool in ["zkey", "zkey-cryptsetup", "pkcshsm_mk_change"] {
         let script = format!(
-            "#!/bin/sh\necho \"{tool} $1 $(env | grep -c -e '{PIN_3}' -e pg-secret-5a1e -e token-secret-9c2d)\" >> '{log}'\nexec '{real}' \"$@\"\n",
+            "#!/bin/sh\necho \"{tool} $1 $(env | grep -c -e '{PIN_3}' -e pg-secret-5a1e -e token-secret-)\" >> '{log}'\nexec '{real}' \"$@\"\n",
             log = log.display(),
             real = world.root.join("w/bin").join(tool).display(),
         );

@@ -68,9 +68,17 @@ pub trait ToolRunner: Send + Sync {
     fn run(&self, call: &ToolCall) -> Result<ToolOutput, String>;
 }
 
-/// Variables that hold a secret whichever group runs: the database password libpq reads
-/// and the `sim serve` token. Never passed on to a tool.
-const SECRET_VARIABLES: &[&str] = &["PGPASSWORD", "MKPLAN_TOKEN"];
+/// Variables that hold a secret whichever group runs: the database password libpq reads,
+/// the `sim serve` tokens and API keys, and the IBM Cloud credentials the HPCS backends read
+/// (one shell often changes both). Never passed on to a tool.
+const SECRET_VARIABLES: &[&str] = &[
+    "PGPASSWORD",
+    "MKPLAN_TOKEN",
+    "MKPLAN_SIM_TOKENS",
+    "MKPLAN_SIM_API_KEYS",
+    "IBMCLOUD_API_KEY",
+    "IBMCLOUD_IAM_TOKEN",
+];
 
 /// Runs real processes, in mkplan's environment less the variables that hold secrets: a tool
 /// (or an application's command) that logs its environment, or a process that reads its
