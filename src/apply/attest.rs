@@ -223,11 +223,27 @@ fn unanswered_in_other_folders(
                 ),
             )
         };
+        let (place, received) = match &other.scope {
+            Some(scope) => (
+                format!(
+                    "the journal of {scope} in {} (another backend identity of the same instance id in this database)",
+                    other.state_dir
+                ),
+                "keeps its records apart from that scope's",
+            ),
+            None => (
+                format!(
+                    "the journal in {} (another state folder this user's mkplan wrote on this machine)",
+                    crate::quote::name(&other.state_dir)
+                ),
+                "never received those records (a `state push` that was refused or never made, or a second state folder of one fleet)",
+            ),
+        };
         return Err(NotTaken(format!(
-            "refused: the journal in {dir} (another state folder this user's mkplan wrote on this machine) says that on service instance {id}, against {backend_named}, {what}.{why} {witness} never received those records (a `state push` that was refused or never made, or a second state folder of one fleet): nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Settle the rotation with that folder (`--state {dir}`), or push it into this store once no run holds it (`mkplan state push --from {dir}`); {settle}",
-            dir = crate::quote::name(&other.state_dir),
+            "refused: {place} says that on service instance {id}, against {backend_named}, {what}.{why} {witness} {received}: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Settle the rotation {with}; {settle}",
             id = found.id,
             what = other.rewrap.describe(),
+            with = other.settle_with(),
         )));
     }
     if let Some(unread) = others.unread_for(&found.id).first() {

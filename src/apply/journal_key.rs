@@ -177,16 +177,40 @@ impl JournalKey {
             1
         };
         for folder in heads.ancestors().take(mkplans) {
-            let Ok(meta) = fs::symlink_metadata(folder) else {
+            let Ok(link) = fs::symlink_metadata(folder) else {
                 continue;
             };
+            // A folder kept elsewhere through a symlink (a state home on another volume, a
+            // dotfiles manager's link): the link must be the user's, and the folder it leads
+            // to theirs alone.
+            let (meta, shown) = if link.file_type().is_symlink() {
+                if link.uid() != me {
+                    return Err(format!(
+                        "the folder {} that keeps your journal heads is a symlink owned by another user ({}): they could point it elsewhere, and a journal cut back would no longer be seen. Replace the link with one of your own, or set XDG_STATE_HOME to a folder of your own",
+                        folder.display(),
+                        link.uid()
+                    ));
+                }
+                let Ok(meta) = fs::metadata(folder) else {
+                    continue;
+                };
+                let target = fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+                (meta, target)
+            } else {
+                (link, folder.to_path_buf())
+            };
             if meta.uid() != me || meta.mode() & 0o022 != 0 || !meta.is_dir() {
+                let through = if shown == folder {
+                    String::new()
+                } else {
+                    format!(" (through {})", folder.display())
+                };
                 return Err(format!(
-                    "the folder {} that keeps your journal heads is not yours alone (owner {}, mode {:o}): others could remove the heads, and a journal cut back would no longer be seen. Fix it with `chmod go-w {}`, or set XDG_STATE_HOME to a folder of your own",
-                    folder.display(),
+                    "the folder {}{through} that keeps your journal heads is not yours alone (owner {}, mode {:o}): others could remove the heads, and a journal cut back would no longer be seen. Fix it with `chmod go-w {}`, or set XDG_STATE_HOME to a folder of your own",
+                    shown.display(),
                     meta.uid(),
                     meta.mode() & 0o777,
-                    folder.display()
+                    shown.display()
                 ));
             }
         }

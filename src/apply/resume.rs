@@ -40,6 +40,7 @@ pub fn settle_previous(
             action,
             instance,
             unit,
+            by_hand,
             ..
         } = record
         else {
@@ -69,17 +70,18 @@ pub fn settle_previous(
             Action::RemoveUnit => Some((true, "remove_unit sends nothing".to_string())),
             _ => {
                 let done = observed(action, found, unit.as_deref(), to);
+                if by_hand && action == Action::ClearNewMk && !done {
+                    return Err(ApplyError::ClearByHandOpen {
+                        step,
+                        registers: unit_registers(found, unit.as_deref()),
+                        unit: unit.unwrap_or_default(),
+                    });
+                }
                 Some((
                     done,
                     format!(
                         "the unit's registers as a later run read them: {}",
-                        unit.as_deref()
-                            .and_then(|u| found.unit(u))
-                            .map(|u| format!(
-                                "new {}, current {}",
-                                u.new_register, u.current_register
-                            ))
-                            .unwrap_or_else(|| "not reported".into())
+                        unit_registers(found, unit.as_deref())
                     ),
                 ))
             }
@@ -102,6 +104,13 @@ pub fn settle_previous(
         journal.append(Record::outcome(step, outcome))?;
     }
     Ok(settled)
+}
+
+/// "new Full Uncommitted d1d1…, current Valid c2c2…" for unit `unit` of `found`.
+fn unit_registers(found: &LiveInstance, unit: Option<&str>) -> String {
+    unit.and_then(|u| found.unit(u))
+        .map(|u| format!("new {}, current {}", u.new_register, u.current_register))
+        .unwrap_or_else(|| "not reported".into())
 }
 
 /// Whether the live state settles a rewrap from `from` to `to` whose outcome was never

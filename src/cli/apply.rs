@@ -176,7 +176,7 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     let mut view = TerminalProgress::new(plan.steps.len());
     // Each instance is read back once its own steps are done, beside the others' steps.
     let (mut progress, finished) = read_back::watch(&mut view, &plan);
-    let other_folders = crate::store::files::FolderWitness::new(store, other_folders);
+    let other_folders = crate::store::files::FolderWitness::new(store, &identity, other_folders);
     let mut context = Context {
         backend: &backend,
         journal,
@@ -409,7 +409,8 @@ fn apply_error(error: executor::ApplyError) -> Error {
     match &error {
         executor::ApplyError::Journal(_)
         | executor::ApplyError::Audit(_)
-        | executor::ApplyError::ForeignRewrap { .. } => Error::Unsafe(error.to_string()),
+        | executor::ApplyError::ForeignRewrap { .. }
+        | executor::ApplyError::ClearByHandOpen { .. } => Error::Unsafe(error.to_string()),
         executor::ApplyError::Changed { .. } => Error::Stale(error.to_string()),
         _ => Error::Other(error.to_string()),
     }

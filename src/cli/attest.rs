@@ -51,7 +51,7 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, store: &Store) -> Result<u8>
             other_folders: if args.completed || args.service_evidence.is_some() {
                 crate::model::OtherFolders::default()
             } else {
-                crate::store::files::other_folders_of(store)
+                crate::store::files::other_folders_of(store, &scope)
             },
         },
     )

@@ -381,7 +381,7 @@ pub fn evidence_for(
         Some(crate::apply::journal::unix_now()),
     );
     evidence.desired_file = desired.path.display().to_string();
-    evidence.other_folders = crate::store::files::other_folders_of(store);
+    evidence.other_folders = crate::store::files::other_folders_of(store, &backend.identity());
     evidence
 }
 

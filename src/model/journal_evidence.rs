@@ -124,8 +124,13 @@ pub struct OtherFolders {
 /// A rewrap another state folder's journal says mkplan sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderRewrap {
-    /// The state folder, as a command names it.
+    /// The state folder, as a command names it; for another scope of the database this
+    /// journal is in, that database as shown.
     pub state_dir: String,
+    /// Another scope of the same database (another identity of the same instance id: the
+    /// service reached through another endpoint), when the record is there and not in a
+    /// folder.
+    pub scope: Option<String>,
     /// The backend identity its records name.
     pub backend: String,
     pub rewrap: RewrapOnRecord,
@@ -169,12 +174,35 @@ impl FolderRewrap {
     /// "the journal in /srv/s1 says that against sim:/x/fleet.yaml, mkplan's own rewrap … was
     /// sent … and never answered".
     pub fn describe(&self) -> String {
-        format!(
-            "the journal in {} says that against {}, {}",
-            crate::quote::name(&self.state_dir),
-            self.backend,
-            self.rewrap.describe()
-        )
+        match &self.scope {
+            Some(scope) => format!(
+                "the journal of {scope} in {} (another backend identity of this instance id in the same database) says that against {}, {}",
+                self.state_dir,
+                self.backend,
+                self.rewrap.describe()
+            ),
+            None => format!(
+                "the journal in {} says that against {}, {}",
+                crate::quote::name(&self.state_dir),
+                self.backend,
+                self.rewrap.describe()
+            ),
+        }
+    }
+
+    /// Where the rotation it belongs to is settled: `--state DIR` for a folder; for another
+    /// scope of the database, the backend that scope is.
+    pub fn settle_with(&self) -> String {
+        match &self.scope {
+            Some(scope) => format!(
+                "through the backend those records were made with ({scope}, with `--backend`), against this same database"
+            ),
+            None => format!(
+                "with that folder (`--state {}`), or push it into this store once no run holds it (`mkplan state push --from {}`)",
+                crate::quote::name(&self.state_dir),
+                crate::quote::name(&self.state_dir)
+            ),
+        }
     }
 }
 

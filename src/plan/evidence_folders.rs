@@ -48,11 +48,17 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
     }
     let mut fix = Vec::new();
     if let Some(first) = rewraps.first() {
-        fix.push(format!(
-            "settle that rewrap where it was recorded: `mkplan plan {file} --state {dir}` says what settles it there (the service's rotation status, or an attestation made there with what the service showed), or push that folder into this store once no run holds it (`mkplan state push --from {dir}`)",
-            file = desired_file(journal),
-            dir = crate::quote::name(&first.state_dir),
-        ));
+        fix.push(match &first.scope {
+            Some(scope) => format!(
+                "settle that rewrap where it was recorded: `mkplan plan {file}` with `--backend` naming the backend of {scope}, against this same database, says what settles it there (the service's rotation status, or an attestation made there with what the service showed)",
+                file = desired_file(journal),
+            ),
+            None => format!(
+                "settle that rewrap where it was recorded: `mkplan plan {file} --state {dir}` says what settles it there (the service's rotation status, or an attestation made there with what the service showed), or push that folder into this store once no run holds it (`mkplan state push --from {dir}`)",
+                file = desired_file(journal),
+                dir = crate::quote::name(&first.state_dir),
+            ),
+        });
     }
     if let Some(first) = unread.first() {
         fix.push(first.remedy());
@@ -64,7 +70,7 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
     ));
     Some(JournalSilence {
         detail: format!(
-            "another state folder this user's mkplan wrote on this machine may hold a rewrap of this instance that {} never saw, and a second rewrap after one completed makes the key storage unusable:\n{}",
+            "another state folder this user's mkplan wrote on this machine, or another backend identity of this instance in the same database, may hold a rewrap of this instance that {} never saw, and a second rewrap after one completed makes the key storage unusable:\n{}",
             journal.witness_named(),
             said.join("\n")
         ),

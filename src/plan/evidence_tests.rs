@@ -352,6 +352,7 @@ fn nothing_staged() -> LiveInstance {
 fn folder_rewrap(folder: &str, completed: bool, sent_at: &str) -> crate::model::FolderRewrap {
     crate::model::FolderRewrap {
         state_dir: folder.into(),
+        scope: None,
         backend: "sim:/srv/fleet.yaml".into(),
         rewrap: crate::model::RewrapOnRecord {
             from: Some(key(0xA)),

@@ -114,38 +114,49 @@ fn written_after_push(state_dir: &Path, to: &str, at: &str, after: &[Record]) ->
 }
 
 /// What the other state folders of this machine say to a command using `store`
-/// (`other_folders`).
-pub fn other_folders_of(store: &super::Store) -> OtherFolders {
+/// (`other_folders`), and with a database, what its other scopes say of the same instances
+/// (`Store::other_scopes`): `scope` is the backend identity the command acts through.
+pub fn other_folders_of(store: &super::Store, scope: &str) -> OtherFolders {
     let database = store.folder().is_none().then(|| store.shown());
-    other_folders(store.folder(), database.as_deref())
+    let mut found = other_folders(store.folder(), database.as_deref());
+    store.other_scopes(scope, &mut found);
+    found
 }
 
 /// The other state folders as `apply` asks them again before a rewrap, with what they said
 /// when its plan was made.
-pub struct FolderWitness {
+pub struct FolderWitness<'a> {
     at_plan: OtherFolders,
-    this: Option<PathBuf>,
-    database: Option<String>,
+    store: &'a super::Store,
+    scope: String,
 }
 
-impl FolderWitness {
-    pub fn new(store: &super::Store, at_plan: OtherFolders) -> Self {
+impl<'a> FolderWitness<'a> {
+    pub fn new(store: &'a super::Store, scope: &str, at_plan: OtherFolders) -> Self {
         Self {
             at_plan,
-            this: store.folder().map(Path::to_path_buf),
-            database: store.folder().is_none().then(|| store.shown()),
+            store,
+            scope: scope.to_string(),
         }
     }
 }
 
-impl crate::apply::other_folders::OtherFolderWitness for FolderWitness {
+impl crate::apply::other_folders::OtherFolderWitness for FolderWitness<'_> {
     fn at_plan(&self) -> &OtherFolders {
         &self.at_plan
     }
 
     fn now(&self) -> OtherFolders {
-        other_folders(self.this.as_deref(), self.database.as_deref())
+        other_folders_of(self.store, &self.scope)
     }
+}
+
+/// A head kept for a journal's first record (`JournalKey::chain_head_path`), wherever its
+/// folder lies: the folder's own head stands for it.
+fn is_chain_head(file: &Path) -> bool {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("chain-"))
 }
 
 /// What the other state folders this user's mkplan wrote on this machine say: every folder
@@ -210,8 +221,16 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
             }
         };
         let dir = PathBuf::from(&head.state_dir);
-        let name = file.file_name().map(Into::into);
-        if head.records == 0 || head_name(&dir) != name || this_head == name {
+        let name: Option<std::ffi::OsString> = file.file_name().map(Into::into);
+        if head.records == 0 || this_head == name || is_chain_head(&file) {
+            continue;
+        }
+        // A folder's own head says which rewraps it may hold; a domain group journal's and a
+        // database's say nothing, and are told apart by their names. A folder's head whose
+        // name the path it records no longer gives (a folder above it moved, with a symlink
+        // left at its old place; a path that is not UTF-8) is still a folder's: read where it
+        // says, or named as gone, never skipped.
+        if head.rewraps.is_none() && head_name(&dir) != name {
             continue;
         }
         let dir = dir.canonicalize().unwrap_or(dir);
@@ -278,6 +297,7 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
                 .or_default()
                 .extend(rewraps.into_iter().map(|(backend, rewrap)| FolderRewrap {
                     state_dir: dir.display().to_string(),
+                    scope: None,
                     backend,
                     rewrap,
                 }));

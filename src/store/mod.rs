@@ -101,6 +101,50 @@ impl Store {
         }
     }
 
+    /// A database's other scopes as witnesses, added to `found`: one service instance reached
+    /// another way (another endpoint of the service) is another backend identity, and so
+    /// another scope, whose rewraps `scope`'s journal never heard of. Per instance, the
+    /// rewraps each other scope's records say were sent and never answered, or completed, in a
+    /// rotation not closed there; a scope that cannot be read is named (it may hold one).
+    /// Nothing for a folder: its one journal holds every backend's records.
+    pub fn other_scopes(&self, scope: &str, found: &mut crate::model::OtherFolders) {
+        let Self::Postgres(database) = self else {
+            return;
+        };
+        let read = Self::connect(database)
+            .map_err(|e| e.to_string())
+            .and_then(|connection| postgres::other_scopes(&connection, scope));
+        let shown = self.shown();
+        match read {
+            Ok(scopes) => {
+                for (other, records) in scopes {
+                    for (instance, rewraps) in
+                        crate::apply::evidence::rewraps_on_any_backend(&records)
+                    {
+                        found
+                            .rewraps
+                            .entry(instance)
+                            .or_default()
+                            .extend(rewraps.into_iter().map(|(backend, rewrap)| {
+                                crate::model::FolderRewrap {
+                                    state_dir: shown.clone(),
+                                    scope: Some(other.clone()),
+                                    backend,
+                                    rewrap,
+                                }
+                            }));
+                    }
+                }
+            }
+            Err(why) => found.unread.push(crate::model::UnreadFolder {
+                state_dir: format!("{shown} (its scopes other than {scope})"),
+                head: "(none: the database's own records)".into(),
+                why,
+                instances: None,
+            }),
+        }
+    }
+
     /// Takes the lock (a folder's) or the lease (the database's, on `instances` of `scope`)
     /// and opens the journal for appending: what every command that writes starts with.
     pub fn writer(&self, scope: &str, instances: &[String], command: &str) -> Result<Writer> {

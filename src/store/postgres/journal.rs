@@ -352,6 +352,26 @@ pub fn read_journal(
     Ok(records)
 }
 
+/// Every other scope of the journal table, read whole and checked like `scope`'s: the records
+/// this database holds of other backend identities, among them the same instance reached
+/// another way (another endpoint of the service). A scope that does not read is an error.
+pub fn other_scopes(
+    connection: &Connection,
+    scope: &str,
+) -> Result<Vec<(String, Vec<Record>)>, String> {
+    scopes(connection)
+        .map_err(|e| {
+            format!(
+                "cannot list the journal's scopes in {}: {e}",
+                connection.shown()
+            )
+        })?
+        .into_iter()
+        .filter(|other| other != scope)
+        .map(|other| read_journal(connection, &other, None).map(|records| (other, records)))
+        .collect()
+}
+
 /// A scope's rows (`rows_sql`) and its head (`head_sql`), read in one call.
 pub(super) fn read_scope(
     connection: &Connection,

@@ -25,8 +25,8 @@ pub use group::{
     read_group_journal, read_group_scope, verify_group_journals,
 };
 pub use journal::{
-    PgJournal, incarnation_changed, read_journal, record_incarnation, remember, scope_records,
-    scopes, seen, settle_wait,
+    PgJournal, incarnation_changed, other_scopes, read_journal, record_incarnation, remember,
+    scope_records, scopes, seen, settle_wait,
 };
 pub use lease::{Lease, LeaseInfo, Request as LeaseRequest, Unlocked, holders, unlock};
 pub use transfer::{Push, journal_lines, push};

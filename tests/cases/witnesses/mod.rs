@@ -98,7 +98,7 @@ fn commit(n: usize, key: &str) -> SimOperation {
     }
 }
 
-fn clear_new(unit: &str) -> SimOperation {
+pub(crate) fn clear_new(unit: &str) -> SimOperation {
     SimOperation::ClearNewMk {
         instance: INSTANCE.into(),
         unit: unit.into(),
@@ -107,7 +107,7 @@ fn clear_new(unit: &str) -> SimOperation {
 }
 
 /// Another operator, with the TKE CLI: performs `operations` on the fleet file `name`.
-fn operator(ws: &Workspace, name: &str, operations: &[SimOperation]) {
+pub(crate) fn operator(ws: &Workspace, name: &str, operations: &[SimOperation]) {
     let simulator = Simulator::open(&ws.path(name), Faults::default()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
