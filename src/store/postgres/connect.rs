@@ -29,6 +29,14 @@ impl Database {
     /// certificate checked against this machine's trusted roots): the journal and its password
     /// never cross a network in clear text.
     pub fn parse(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        // A PostgreSQL URL has no fragment: what follows `#` would be taken into the
+        // database's name and shown in every message (a password pasted there among them).
+        if url.contains('#') {
+            return Err(format!(
+                "the state URL {} has a `#` part, which a PostgreSQL URL does not use: remove it (a password belongs in PGPASSWORD or ~/.pgpass, not in the URL)",
+                redacted(url)
+            ));
+        }
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             format!(
                 "the state URL {} is not a PostgreSQL URL mkplan can use: {e}. Write it as postgres://USER@HOST:PORT/DATABASE (the password in PGPASSWORD or ~/.pgpass, not in the URL)",
@@ -143,6 +151,7 @@ fn is_loopback(host: &str) -> bool {
 /// A URL shown in a message: whatever sits between `://` and `@` is replaced, and so is its
 /// query (`?password=…`, `?sslpassword=…`), which may hold secrets too.
 pub fn redacted(url: &str) -> String {
+    let url = url.split_once('#').map_or(url, |(before, _)| before);
     let shown = crate::quote::bare(url);
     let (shown, query) = match shown.find('?') {
         Some(at) => (shown[..at].to_string(), "?…"),
@@ -259,6 +268,11 @@ mod tests {
             let refused = Database::parse(url, no_env).unwrap_err();
             assert!(!refused.contains("s3cret"), "{refused}");
         }
+        // A `#` part (round 7: a password pasted after it was shown in "cannot reach …").
+        let refused =
+            Database::parse("postgres://ops@127.0.0.1:5/mk#S3cretPW", no_env).unwrap_err();
+        assert!(refused.contains("`#` part"), "{refused}");
+        assert!(!refused.contains("S3cretPW"), "{refused}");
     }
 
     #[test]
