@@ -195,7 +195,7 @@ impl FolderRewrap {
     pub fn settle_with(&self) -> String {
         match &self.scope {
             Some(scope) => format!(
-                "through the backend those records were made with ({scope}, with `--backend`), against this same database"
+                "through the backend those records were made with ({scope}: the same `--backend`, and for `tke:` the same `--tke-endpoint`), against this same database"
             ),
             None => format!(
                 "with that folder (`--state {}`), or push it into this store once no run holds it (`mkplan state push --from {}`)",

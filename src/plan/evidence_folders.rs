@@ -50,7 +50,7 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
     if let Some(first) = rewraps.first() {
         fix.push(match &first.scope {
             Some(scope) => format!(
-                "settle that rewrap where it was recorded: `mkplan plan {file}` with `--backend` naming the backend of {scope}, against this same database, says what settles it there (the service's rotation status, or an attestation made there with what the service showed)",
+                "settle that rewrap where it was recorded: `mkplan plan {file}` through the backend of {scope} (the same `--backend`, and for `tke:` the same `--tke-endpoint`), against this same database, says what settles it there (the service's rotation status, or an attestation made there with what the service showed)",
                 file = desired_file(journal),
             ),
             None => format!(
