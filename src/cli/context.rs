@@ -200,8 +200,23 @@ fn check_signature_key_file(
     let SignatureKeySource::File { file, written, .. } = &key.source else {
         return Ok(());
     };
+    let fix = "give the path of the TKE CLI signature key file (`ibmcloud tke sigkey-add`), relative to the desired file's folder";
     match crate::bounded_read::read_to_string(file, crate::backend::tke::sigkey::FILE_BYTES_MAX) {
         Ok(_) => Ok(()),
+        // Placed, but neither the value nor its line shown: a value with no folder in it that
+        // names no file may be a password written where the path belongs.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !written.contains('/') => {
+            Err(InputError::new(
+            desired,
+            format!(
+                "administrator {}'s signature key file does not exist ({e}); its value is not shown, in case it is not a path but a password",
+                key.administrator
+            ),
+        )
+            .located(key.position.0, key.position.1)
+            .fix(fix)
+            .into())
+        }
         Err(e) => Err(InputError::new(
             desired,
             format!(
@@ -211,7 +226,7 @@ fn check_signature_key_file(
             ),
         )
         .at(text, key.position.0, key.position.1)
-        .fix("give the path of the TKE CLI signature key file (`ibmcloud tke sigkey-add`), relative to the desired file's folder")
+        .fix(fix)
         .into()),
     }
 }
@@ -233,13 +248,27 @@ fn check_key_part_file(desired: &str, text: &str, part: &KeyPartSource) -> Resul
             .fix(fix)
     };
     let content = keypart::read_text(file).map_err(|e| {
+        let fix = "paths in key_parts are relative to the desired file's folder; create the file with `mkplan keypart new --out FILE`";
+        if e.kind() == std::io::ErrorKind::NotFound && !written.contains('/') {
+            // Placed, but neither the value nor its line shown: a value with no folder in it
+            // that names no file may be a password written where the path belongs. A path
+            // (`plans/keyparts/…`, the usual mistake) is shown, resolved.
+            return InputError::new(
+                desired,
+                format!(
+                    "the key part file this `file:` names does not exist ({e}); its value is not shown, in case it is not a path but a password (a path names its folder: `keyparts/custodian-1.json`)"
+                ),
+            )
+            .located(position.0, position.1)
+            .fix(fix);
+        }
         at(
             format!(
                 "key part file {} ({}): {e}",
                 quote::name(written),
                 quote::path(file)
             ),
-            "paths in key_parts are relative to the desired file's folder; create the file with `mkplan keypart new --out FILE`",
+            fix,
         )
     })?;
     keypart::parse_file(&file.display().to_string(), &content).map_err(|inner| {

@@ -220,3 +220,32 @@ fn a_state_home_kept_elsewhere_through_a_symlink_is_checked_where_it_leads() {
         );
     }
 }
+
+/// S3. A custodian's password written where the key part file's path belongs was printed by
+/// `validate` and `plan`, in the message and again in the line shown under it. Now a `file:`
+/// that names nothing is placed (file, line, column) and its value is not shown.
+#[test]
+fn a_password_written_as_a_key_part_files_path_is_never_shown() {
+    let ws = rotate_to_b(&three_units(false));
+    let secret = DEMO_PASSWORDS[0];
+    ws.write(
+        DESIRED,
+        &ws.read(DESIRED).replace(
+            "file: keyparts/custodian-1.json",
+            &format!("file: \"{secret}\""),
+        ),
+    );
+    for command in ["validate", "plan"] {
+        let run = ws.mkplan(&[command, DESIRED]);
+        let shown = crate::cases::adversary3::said(&run);
+        assert_eq!(run.code, 1, "{command}: {shown}");
+        assert!(
+            shown.contains("desired.yaml:") && shown.contains("its value is not shown"),
+            "{command}: {shown}"
+        );
+        assert!(
+            !shown.contains(secret),
+            "{command} showed the password: {shown}"
+        );
+    }
+}
