@@ -372,7 +372,16 @@ pub fn other_scopes(
         .collect()
 }
 
-/// A scope's rows (`rows_sql`) and its head (`head_sql`), read in one call.
+/// How often a scope that another writer keeps appending to is read again before its rows
+/// and head are returned as they are (and then found not to match).
+const READ_SCOPE_TRIES: usize = 20;
+
+/// A scope's rows (`rows_sql`) and its head (`head_sql`, whose first two columns are the
+/// length and the last chain hash), read in one call, as of one moment: the head is read
+/// before and after the rows, and again while another writer's append (rows and head in one
+/// transaction) committed between the two. Each statement sees its own snapshot, so rows
+/// read while a writer appends to the same scope (another instance's apply) would otherwise
+/// not match the head read after them, and the journal would look damaged.
 pub(super) fn read_scope(
     connection: &Connection,
     scope: &str,
@@ -382,9 +391,21 @@ pub(super) fn read_scope(
     let key = scope.to_string();
     connection.call(move |client| {
         Box::pin(async move {
-            let rows = client.query(rows_sql, &[&key]).await?;
-            let head = client.query_opt(head_sql, &[&key]).await?;
-            Ok((rows, head))
+            let head_of = |row: &Option<tokio_postgres::Row>| {
+                row.as_ref()
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+            };
+            let mut before = client.query_opt(head_sql, &[&key]).await?;
+            let mut tries = 0;
+            loop {
+                let rows = client.query(rows_sql, &[&key]).await?;
+                let after = client.query_opt(head_sql, &[&key]).await?;
+                tries += 1;
+                if head_of(&before) == head_of(&after) || tries == READ_SCOPE_TRIES {
+                    return Ok((rows, after));
+                }
+                before = after;
+            }
         })
     })
 }
