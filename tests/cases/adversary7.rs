@@ -249,3 +249,49 @@ fn a_password_written_as_a_key_part_files_path_is_never_shown() {
         );
     }
 }
+
+/// A2. Two applies on one database through two backend identities of one instance (the TKE
+/// API's public and private endpoints) each took a lease: a lease overlapped only its own
+/// scope's. Now a live lease another service scope holds on the same instance id refuses the
+/// apply, naming its holder, and nothing is sent.
+#[test]
+fn a_live_lease_through_another_identity_of_the_instance_refuses_the_apply() {
+    use crate::support::postgres::execute;
+    let Some(url) = crate::support::postgres::database() else {
+        return;
+    };
+    let mut ws = rotate_to_b(&three_units(false));
+    ws.store = Some(url.clone());
+    // Any command makes the schema.
+    ws.mkplan(&["plan", DESIRED]).expect_code(0);
+    execute(
+        &url,
+        &format!(
+            "INSERT INTO mkplan_leases (id, scope, instances, fence, command, holder, host, host_id, pid, expires) \
+             VALUES ('private-endpoint-lease', 'tke:us-south (https://private.us-south.example)', \
+             ARRAY['{}'], nextval('mkplan_fence'), 'apply', 'op1', 'jump-host', 'another-machine', 4242, \
+             clock_timestamp() + interval '1 hour')",
+            INSTANCE.to_lowercase()
+        ),
+    );
+    let before = ws.bytes(FLEET);
+    let refused = ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("another writer holds")
+            && refused.stderr.contains("private-endpoint-lease")
+            && refused.stderr.contains("jump-host"),
+        "the refusal names the holder: {}",
+        refused.stderr
+    );
+    assert_eq!(ws.bytes(FLEET), before, "a refused apply touched the fleet");
+    // Once it is gone (released, or expired: another scope's expired lease is left to its
+    // own scope), the apply runs.
+    execute(
+        &url,
+        "UPDATE mkplan_leases SET expires = clock_timestamp() - interval '1 second'",
+    );
+    ws.mkplan_with_env(&["apply", DESIRED, "--auto-approve"], &PASSWORDS)
+        .expect_code(0);
+    assert_no_incidents(&ws, "after the other lease expired");
+}
