@@ -2,6 +2,7 @@ mod adversary3;
 mod adversary4;
 mod adversary5;
 mod adversary6;
+mod adversary7z;
 mod adversary_postgres;
 mod apply;
 mod bad_input;
