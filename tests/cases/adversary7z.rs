@@ -111,12 +111,22 @@ fn adversary7z_f3_a_cca_configs_allow_list_does_not_take_the_token_off_the_group
         "ccatok4.conf has an APQN_ALLOWLIST, which openCryptoki's CCA token does not have",
     ]);
     assert_eq!(token_objects(&world, 4)["AES"], CCA_AES);
-    // Declared, the token is staged and finalized with the zkey key.
+    // Declared: the fake's CCA token, as openCryptoki's, cannot load a config with an allow
+    // list, so the staging fails before anything of the token moves.
     std::fs::write(
         world.root.join("group.yaml"),
         cca_group(&aes_line(), true, &[4]),
     )
     .unwrap();
+    let (code, stderr) = world.apply();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unexpected token 'APQN_ALLOWLIST' at line 1"),
+        "{stderr}"
+    );
+    world.assert_no_incidents();
+    // The list removed, the token is staged and finalized with the zkey key.
+    std::fs::write(&config, text).unwrap();
     let stderr = apply_pinning(&world, CCA_AES, NEW_AES);
     assert!(
         stderr.contains(&format!(

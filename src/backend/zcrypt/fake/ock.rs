@@ -205,6 +205,9 @@ fn reencipher(
         }
     }
     let slots: Vec<u32> = affected.iter().map(|t| t.slot).collect();
+    for token in &affected {
+        loads(&session.dir, token)?;
+    }
     super::ock_login::login(world, &slots)?;
     let world = &mut session.world;
     let seed = format!("{}:{}", session.dir.display(), world.next_operation);
@@ -329,6 +332,30 @@ fn token_config(dir: &Path, token: &Token) -> Result<(PathBuf, String), String> 
     ))
 }
 
+/// Whether the token can load its config. A CCA token refuses an `APQN_ALLOWLIST` (or
+/// `APQN_WHITELIST`), which its config does not have (OCK `cca_config_parse`: "unexpected
+/// token"); a config it cannot read is `token_config`'s error. EP11 configs are not checked.
+fn loads(dir: &Path, token: &Token) -> Result<(), String> {
+    if token.kind != TokenKind::Cca {
+        return Ok(());
+    }
+    let (path, text) = token_config(dir, token)?;
+    let listed = text.lines().enumerate().find_map(|(at, line)| {
+        let word = line.split('#').next()?.split_whitespace().next()?;
+        ["APQN_ALLOWLIST", "APQN_WHITELIST"]
+            .contains(&word)
+            .then(|| (at + 1, word.to_string()))
+    });
+    match listed {
+        Some((line, word)) => Err(format!(
+            "Slot {}: Error parsing config file '{}': unexpected token '{word}' at line {line}",
+            token.slot,
+            path.display()
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn config_path(dir: &Path, token: &Token) -> std::path::PathBuf {
     dir.join(OCK_DIR).join(config_name(token))
 }
@@ -400,6 +427,14 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
         return Err(format!("Master key change operation '{id}' does not exist"));
     };
     let op = session.world.operations[index].clone();
+    for token in session
+        .world
+        .tokens
+        .iter()
+        .filter(|t| op.slots.contains(&t.slot))
+    {
+        loads(&session.dir, token)?;
+    }
     super::ock_login::login(&session.world, &op.slots)?;
     let mut problem = None;
     for slot in &op.slots {
