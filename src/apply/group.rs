@@ -24,7 +24,7 @@ use crate::backend::zcrypt::pins::UserPins;
 use crate::backend::zcrypt::tools::ToolCall;
 use crate::model::domain_group::{Apqn, LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
-use crate::model::registers::MkType;
+use crate::model::registers::{MkType, Mkvp};
 use crate::plan::domain_group::effect::World;
 use crate::plan::domain_group::{
     GroupAction, GroupEvidence, GroupPlan, GroupRefusal, GroupStep, apqn_changes, plan_group,
@@ -421,6 +421,27 @@ pub fn instruction(desired: &DesiredGroup, step: &GroupStep) -> String {
     )
 }
 
+/// `pkcshsm_mk_change reencipher`'s option for a new key of `mk_type`, with the key's
+/// verification pattern as long as the tool reads it (openCryptoki `parse_mkvp`:
+/// `EP11_WKVP_LENGTH` 16 bytes, `CCA_MKVP_LENGTH` 8; it ignores more, with a warning). ASYM
+/// has none: the CCA token never uses the ASYM master key.
+pub fn ock_mkvp_args(mk_type: MkType, vp: &Mkvp) -> Result<[String; 2], String> {
+    let (flag, bytes) = match mk_type {
+        MkType::Wk => ("--ep11-wkvp", 16),
+        MkType::Sym => ("--cca-sym-mkvp", 8),
+        MkType::Aes => ("--cca-aes-mkvp", 8),
+        MkType::Apka => ("--cca-apka-mkvp", 8),
+        MkType::Asym => {
+            return Err("openCryptoki's CCA token does not use the ASYM master key: mkplan never stages tokens for it (a bug: please report it)".into());
+        }
+    };
+    let hex = vp.as_str();
+    let hex = hex.get(..bytes * 2).ok_or_else(|| {
+        format!("{mk_type} verification pattern {vp} is shorter than the {bytes} bytes pkcshsm_mk_change reads")
+    })?;
+    Ok([flag.to_string(), hex.to_string()])
+}
+
 /// The command a tool step runs, or why mkplan cannot run it.
 pub fn step_call(
     backend: &ZcryptBackend,
@@ -446,15 +467,7 @@ pub fn step_call(
         (StoreKind::OpenCryptoki, GroupAction::StageReencipher) => {
             let mut a = args(&["reencipher", "--apqns", &apqns]);
             for mk_type in &step.mk_types {
-                let flag = match mk_type {
-                    MkType::Wk => "--ep11-wkvp",
-                    MkType::Aes => "--cca-aes-mkvp",
-                    MkType::Apka => "--cca-apka-mkvp",
-                    MkType::Asym => "--cca-asym-mkvp",
-                    MkType::Sym => "--cca-sym-mkvp",
-                };
-                a.push(flag.into());
-                a.push(desired.master_keys[mk_type].to_string());
+                a.extend(ock_mkvp_args(*mk_type, &desired.master_keys[mk_type])?);
             }
             Ok(backend.call(desired, "pkcshsm_mk_change", a))
         }

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Answer, GroupApply, GroupApplyError, GroupOperator};
+use super::{Answer, GroupApply, GroupApplyError, GroupOperator, ock_mkvp_args};
 use crate::apply::group_journal::{GroupJournal, GroupRecord};
 use crate::apply::journal_key::JournalKey;
 use crate::backend::zcrypt::group::ZcryptBackend;
 use crate::backend::zcrypt::tools::{ScriptedRunner, ToolCall, ToolOutput};
 use crate::model::domain_group_desired::parse_domain_group;
+use crate::model::registers::{MkType, Mkvp};
 
 const OLD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 const NEW: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
@@ -311,4 +312,23 @@ fn a_card_swapped_mid_change_is_refused_by_its_serial_number() {
             .contains("card 04 was serial SERIAL04, now OTHER"),
         "{refusal}"
     );
+}
+
+#[test]
+fn pkcshsm_mk_change_gets_each_new_key_as_long_as_it_reads_it() {
+    let vp = |t: MkType, hex: &str| Mkvp::parse(t, hex).unwrap();
+    // EP11: 16 bytes, even from a whole 32-byte pattern; CCA: 8 bytes.
+    let wk = ock_mkvp_args(MkType::Wk, &vp(MkType::Wk, &"b2".repeat(32))).unwrap();
+    assert_eq!(wk, ["--ep11-wkvp".to_string(), "b2".repeat(16)]);
+    for (t, flag) in [
+        (MkType::Sym, "--cca-sym-mkvp"),
+        (MkType::Aes, "--cca-aes-mkvp"),
+        (MkType::Apka, "--cca-apka-mkvp"),
+    ] {
+        let args = ock_mkvp_args(t, &vp(t, &"e5".repeat(8))).unwrap();
+        assert_eq!(args, [flag.to_string(), "e5".repeat(8)]);
+    }
+    // The CCA token never uses ASYM: no --cca-asym-mkvp, whose 8 bytes are not the
+    // 16 the kernel shows.
+    assert!(ock_mkvp_args(MkType::Asym, &vp(MkType::Asym, &"a9".repeat(16))).is_err());
 }

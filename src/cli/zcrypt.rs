@@ -24,6 +24,7 @@ use crate::model::domain_group::{GroupMode, LiveGroup, StoreKind};
 use crate::model::domain_group_desired::{
     DesiredGroup, DesiredStore, is_domain_group, parse_domain_group,
 };
+use crate::model::ock_tokens::{GroupTokens, token_changing};
 use crate::plan::domain_group::{GroupPlan, GroupRefusal, plan_group};
 use crate::render::domain_group::{
     GroupPlanDocument, group_live_fingerprint, group_plan_json, group_plan_text, group_refusal_json,
@@ -204,10 +205,17 @@ fn pin_sources(
     UserPins::read(desired, &affected_slots(desired, &live.inventory)).map(Some)
 }
 
-/// With `OCK_EP11_TOKEN_DIR` set, the EP11 token configs read there, each with its slot: the
-/// tokens' APQNs come from them, and the variable is easy to forget. (A folder that cannot
-/// be read is the planner's refusal, `undeclared_stores`.)
-fn note_ep11_token_dir(live: &LiveGroup) {
+/// What the token configs read told (`Inventory::notes`), and with `OCK_EP11_TOKEN_DIR` set,
+/// the EP11 token configs read there, each with its slot: the tokens' APQNs come from them,
+/// and the variable is easy to forget. (A folder that cannot be read is the planner's
+/// refusal, `undeclared_stores`.)
+fn note_token_configs(desired: &DesiredGroup, live: &LiveGroup) {
+    for note in &live.inventory.notes {
+        output::note(note);
+    }
+    if let Some(note) = no_token_to_move(desired, live) {
+        output::note(&note);
+    }
     let Ok(Some(dir)) = ep11_token_dir() else {
         return;
     };
@@ -232,6 +240,40 @@ fn note_ep11_token_dir(live: &LiveGroup) {
             false => read.join(", "),
         }
     ));
+}
+
+/// Why a group declaring `opencryptoki: tokens` has no openCryptoki step: no token uses its
+/// APQNs and no operation is open there, or it changes no type a token uses (a CCA group
+/// changing ASYM only). `None` when tokens may move, or the inventory could not be read
+/// (the planner refuses then).
+fn no_token_to_move(desired: &DesiredGroup, live: &LiveGroup) -> Option<String> {
+    let inventory = &live.inventory;
+    if !desired.stores.contains(&DesiredStore::OpenCryptoki) || !inventory.unreadable.is_empty() {
+        return None;
+    }
+    let types = token_changing(desired.mode, desired.master_keys.keys().copied());
+    let group = GroupTokens::of(
+        &inventory.tokens,
+        &inventory.operations,
+        &desired.apqns,
+        desired.mode,
+    );
+    if types.is_empty() {
+        return Some(format!(
+            "openCryptoki: the group declares `opencryptoki: tokens` but changes only {}, which no openCryptoki token uses (the CCA token's types are SYM, AES and APKA): the plan has no openCryptoki step.",
+            desired
+                .master_keys
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    (group.tokens.is_empty() && group.operations.is_empty()).then(|| format!(
+        "openCryptoki: the group declares `opencryptoki: tokens`, but no token config in {} puts an openCryptoki {} token on its APQNs and no pkcshsm_mk_change operation is open there: nothing to re-encipher, so the plan has no openCryptoki step.",
+        crate::quote::path(&desired.opencryptoki_config),
+        desired.mode
+    ))
 }
 
 /// The machine as read, and the plan from it and the journal (or the pre-check that refused).
@@ -300,7 +342,7 @@ pub async fn plan(args: &PlanArgs, store: &Store) -> Result<u8> {
     let (mut desired, desired_sha256) = read_group_hashed(&args.desired)?;
     let backend = open_backend(&mut desired, &args.backend, &args.desired)?;
     let (live, planned) = read_and_plan(&desired, &backend, store)?;
-    note_ep11_token_dir(&live);
+    note_token_configs(&desired, &live);
     let what = format!("{} against {}", args.desired.display(), backend.describe());
     let plan = match planned {
         Ok(plan) => plan,
@@ -422,7 +464,7 @@ pub(super) fn run_group_apply(
         Some(check) => check(store)?,
         None => plan_now(desired, backend, store)?,
     };
-    note_ep11_token_dir(&live);
+    note_token_configs(desired, &live);
     // Read before anything runs, and before the approval is asked: a source that cannot be
     // read stops the apply with nothing done.
     let user_pins = pin_sources(desired, &live, &plan)

@@ -61,8 +61,9 @@ pub struct FoundToken {
     pub mode: GroupMode,
     /// Its slot, when `opencryptoki.conf` names it (a config found by its file name has none).
     pub slot: Option<u64>,
-    /// The APQNs its allow list names, each read both ways the file could mean it (hex and
-    /// decimal); `None`: no allow list, so every APQN of its mode.
+    /// The APQNs its allow list names, read as openCryptoki reads them; `None`: every APQN
+    /// of its mode (an EP11 config with `APQN_ANY` or no list, and every CCA token: its
+    /// APQNs come from the CCA library, which mkplan cannot see).
     pub apqns: Option<Vec<Apqn>>,
     /// Its `EXPECTED_WKVP` / `EXPECTED_MKVPS` pins as written (hex, `0x` and quotes
     /// removed), by type: the keys the token accepts, so those its objects are under when
@@ -92,4 +93,7 @@ pub struct Inventory {
     /// whose NEW is ready, not only with the key's associated APQNs (S390 zkey-cryptsetup.c).
     pub other_apqns: Vec<(Apqn, ApqnRegisters)>,
     pub unreadable: Vec<String>,
+    /// What the operator should know about what was read (a CCA config's allow list, which
+    /// openCryptoki does not have), one line each.
+    pub notes: Vec<String>,
 }

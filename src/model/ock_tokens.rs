@@ -12,7 +12,9 @@
 //!   out.
 //! - With none open, a token's objects are under the key its config pins (`EXPECTED_WKVP`,
 //!   `EXPECTED_MKVPS`): the token refuses APQNs with another key. A token with no pin for a
-//!   type (every CCA token for ASYM) uses the APQNs' CURRENT. A pin that is not the APQNs'
+//!   type uses the APQNs' CURRENT. The types are those the tokens use ([`token_types`]: a CCA
+//!   token never uses ASYM); with no token on the APQNs and no operation open, there is
+//!   nothing to move. A pin that is not the APQNs'
 //!   CURRENT contradicts them (a pin changed ahead of a finalize, or objects left under OLD),
 //!   and which key the objects are under is then not known.
 //!
@@ -23,6 +25,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::domain_group::{Apqn, GroupMode, KeyCopies};
 use super::domain_group_inventory::{FoundOperation, FoundToken};
 use super::registers::{MkType, Mkvp};
+
+/// The master key types the tokens of `mode` use, so the only ones a `pkcshsm_mk_change`
+/// operation moves them under (openCryptoki `ep11tok_mk_change_is_affected`: EP11's WK;
+/// `cca_mk_change_is_affected`: SYM, AES and APKA). The CCA token never uses ASYM: it keeps
+/// RSA, EC and QSA private keys under APKA (`cca_mk_type_from_key_type`).
+pub fn token_types(mode: GroupMode) -> &'static [MkType] {
+    match mode {
+        GroupMode::Ep11 => &[MkType::Wk],
+        GroupMode::Cca => &[MkType::Sym, MkType::Aes, MkType::Apka],
+    }
+}
+
+/// Of the types a group of `mode` changes, those its tokens use.
+pub fn token_changing(mode: GroupMode, changing: impl IntoIterator<Item = MkType>) -> Vec<MkType> {
+    changing
+        .into_iter()
+        .filter(|t| token_types(mode).contains(t))
+        .collect()
+}
 
 /// The tokens whose configs put them on the group's APQNs, and the open operations there.
 pub struct GroupTokens<'a> {
@@ -62,6 +83,9 @@ impl<'a> GroupTokens<'a> {
         from_old: bool,
     ) -> Result<(BTreeMap<MkType, KeyCopies>, Option<String>), NotShown> {
         match self.operations.as_slice() {
+            // No token uses the APQNs: openCryptoki has nothing to re-encipher ("No token is
+            // affected by this master key change").
+            [] if self.tokens.is_empty() => Ok((BTreeMap::new(), None)),
             [] => self.pinned(changing, currents, from_old).map(|c| (c, None)),
             [op] => self.staged(op, changing, currents).map(|c| (c, Some(op.id.clone()))),
             several => Err(NotShown {

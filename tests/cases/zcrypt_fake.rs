@@ -225,7 +225,7 @@ fn ep11_reencipher_then_set_by_hand_loses_nothing() {
     let listed = world.tool("pkcshsm_mk_change", &["list", "--id", &id]);
     assert!(
         listed.stdout.contains(
-            "Key objects have been re-enciphered, new master key(s) can now be set/activated"
+            "    State:       Key objects have been re-enciphered,\n                 new master key(s) can now be set/activated\n"
         ),
         "{}",
         listed.stdout

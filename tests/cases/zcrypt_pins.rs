@@ -30,7 +30,10 @@ pub(crate) fn tokens_world() -> String {
 pub(crate) fn world_with_pins(pins: &str) -> World {
     let group = format!(
         "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n{pins}",
-        ep11_group()
+        ep11_group().replace(
+            "stores:\n",
+            "opencryptoki_config: w/opencryptoki\nstores:\n"
+        )
     );
     World::with(&tokens_world(), &group, "EP11", NEW)
 }
@@ -140,7 +143,13 @@ fn zcrypt_pins_a_missing_source_stops_the_apply_before_anything_is_done() {
     // No source at all for a group with tokens: the same, naming the setting.
     let none = World::with(
         &tokens_world(),
-        &format!("{}  - opencryptoki: tokens\n", ep11_group()),
+        &format!(
+            "{}  - opencryptoki: tokens\n",
+            ep11_group().replace(
+                "stores:\n",
+                "opencryptoki_config: w/opencryptoki\nstores:\n"
+            )
+        ),
         "EP11",
         NEW,
     );
@@ -171,15 +180,15 @@ fn zcrypt_pins_a_wrong_pin_fails_the_login_with_nothing_changed_and_is_not_shown
         "an operation was opened"
     );
     world.assert_no_incidents();
-    // A slot the file names no source for: the prompt is not answered, the tool stops.
+    // A slot the file names no source for, whose token config mkplan reads: the apply
+    // stops before anything is done, naming it.
     let mut world = world_with_pins("  - { slot: 3, env: MKPLAN_TEST_SLOT3_PIN }\n");
     world.env.push(("MKPLAN_TEST_SLOT3_PIN", PIN_3.into()));
     let (code, stderr) = world.apply();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains(
-            "asked for the USER PIN of slot 4, and the group file names no source for it"
-        ),
+        stderr.contains("so pkcshsm_mk_change will ask for its USER PIN, and the group file names no source for slot 4")
+            && stderr.contains("Nothing was done"),
         "{stderr}"
     );
     world.assert_no_incidents();

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::mkvps::{self, Mkvps, State};
-use super::stores::{self, OckOperation};
+use super::ock_list::{OckOperation, parse_ock_list};
+use super::stores;
 use super::sysfs::{CardMode, Sysfs};
 use super::tools::{ToolCall, ToolOutput, ToolRunner};
 use crate::model::domain_group::{
@@ -18,7 +19,7 @@ use crate::model::domain_group::{
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
 use crate::model::domain_group_inventory::{FoundOperation, Inventory};
 use crate::model::domain_group_selector::SeenCard;
-use crate::model::ock_tokens::{GroupTokens, NotShown};
+use crate::model::ock_tokens::{GroupTokens, NotShown, token_changing};
 use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk, TypeRegisters};
 
 /// Bytes of a `.renc` file read at most (an XTS EP11 pair is 672).
@@ -389,7 +390,7 @@ impl ZcryptBackend {
             handle: None,
         };
         let listed = match self.runner.run(&call) {
-            Ok(output) if output.success() => stores::parse_ock_list(&output.stdout),
+            Ok(output) if output.success() => parse_ock_list(&output.stdout),
             Ok(output) => Err(format!("{} failed: {}", call.shown(), output.last_words())),
             Err(why) => Err(why),
         };
@@ -403,7 +404,7 @@ impl ZcryptBackend {
             }
         };
         let group = GroupTokens::of(&inventory.tokens, &operations, &desired.apqns, desired.mode);
-        let changing: Vec<MkType> = desired.master_keys.keys().copied().collect();
+        let changing = token_changing(desired.mode, desired.master_keys.keys().copied());
         let mut currents: BTreeMap<MkType, BTreeSet<Mkvp>> = BTreeMap::new();
         for registers in apqns.iter().filter_map(|a| a.registers.as_ref()) {
             for (mk_type, register) in registers {

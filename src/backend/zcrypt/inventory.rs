@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use super::group::ZcryptBackend;
 use super::ock_conf;
 use super::stores;
+use super::token_config::found_token;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
 use crate::model::domain_group_inventory::{FoundToken, FoundZkeyKey, Inventory};
-use crate::model::registers::MkType;
 
 /// One key as `zkey list` shows it (the lines the inventory needs).
 #[derive(Default)]
@@ -109,86 +109,6 @@ fn found(key: Listed) -> Result<FoundZkeyKey, String> {
     })
 }
 
-/// A token config's allow list (`APQN_ALLOWLIST` or `APQN_WHITELIST` … `END`, pairs of card
-/// and domain), each pair read as hex and as decimal: the planner then counts the token on
-/// the group if either reading puts it there. `None`: no list (or `APQN_ANY`), so every APQN.
-pub fn parse_token_apqns(text: &str) -> Option<Vec<Apqn>> {
-    let words: Vec<&str> = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .flat_map(str::split_whitespace)
-        .collect();
-    let start = words
-        .iter()
-        .position(|w| *w == "APQN_ALLOWLIST" || *w == "APQN_WHITELIST")?;
-    let mut apqns = Vec::new();
-    for pair in words[start + 1..]
-        .iter()
-        .take_while(|w| **w != "END")
-        .collect::<Vec<_>>()
-        .chunks(2)
-    {
-        let [card, domain] = pair else { break };
-        for radix in [16, 10] {
-            let number = |w: &str| u32::from_str_radix(w.trim_start_matches("0x"), radix).ok();
-            if let (Some(card), Some(domain)) = (number(card), number(domain))
-                && let (Ok(card), Ok(domain)) = (u8::try_from(card), u16::try_from(domain))
-            {
-                apqns.push(Apqn { card, domain });
-            }
-        }
-    }
-    Some(apqns)
-}
-
-/// A token config's pins (OCK ep11_specific.c, cca_specific.c `cca_config_parse_exp_mkvps`):
-/// EP11 `EXPECTED_WKVP "0x…"`; CCA `EXPECTED_MKVPS { SYM = "0x…" AES = "0x…" APKA = "0x…" }`
-/// (no ASYM: the CCA token pins none). Values as written, lower-cased, quotes and `0x` off;
-/// whether each is a verification pattern of its type is for the reader to judge.
-pub fn parse_token_pins(text: &str) -> BTreeMap<MkType, String> {
-    let spaced: String = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace('{', " { ")
-        .replace('}', " } ")
-        .replace('=', " = ");
-    let words: Vec<&str> = spaced.split_whitespace().collect();
-    let value = |w: &str| {
-        let w = w.trim_matches('"').to_ascii_lowercase();
-        w.strip_prefix("0x").unwrap_or(&w).to_string()
-    };
-    let mut pins = BTreeMap::new();
-    let mut in_mkvps = false;
-    let mut at = 0;
-    while at < words.len() {
-        let word = words[at];
-        if word.eq_ignore_ascii_case("EXPECTED_WKVP") && !in_mkvps {
-            if let Some(vp) = words.get(at + 1) {
-                pins.insert(MkType::Wk, value(vp));
-                at += 1;
-            }
-        } else if word.eq_ignore_ascii_case("EXPECTED_MKVPS") {
-            in_mkvps = true;
-        } else if word == "}" {
-            in_mkvps = false;
-        } else if in_mkvps
-            && words.get(at + 1) == Some(&"=")
-            && let Some(mk_type) = ["SYM", "AES", "APKA"]
-                .into_iter()
-                .find(|t| word.eq_ignore_ascii_case(t))
-                .and_then(MkType::parse)
-            && let Some(vp) = words.get(at + 2)
-        {
-            pins.insert(mk_type, value(vp));
-            at += 2;
-        }
-        at += 1;
-    }
-    pins
-}
-
 /// `OCK_EP11_TOKEN_DIR` as mkplan's own environment holds it (the tools it runs inherit that
 /// environment, `pkcshsm_mk_change` and the EP11 token it loads included): the folder, made
 /// absolute from the working folder as the token would open it. Set but empty, or not a
@@ -227,10 +147,14 @@ pub fn ep11_token_dir() -> Result<Option<PathBuf>, String> {
 /// (`OCK_EP11_TOKEN_DIR`) when it is set. An absent folder is no openCryptoki configured.
 /// An `opencryptoki.conf` that cannot be read, or a slot whose config does not exist, is
 /// the reason, naming the file and line.
-fn token_configs(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundToken>, String> {
+fn token_configs(
+    folder: &Path,
+    token_dir: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<FoundToken>, String> {
     let slots_file = folder.join(ock_conf::OPENCRYPTOKI_CONF);
     if !slots_file.exists() {
-        return configs_by_name(folder, token_dir);
+        return configs_by_name(folder, token_dir, notes);
     }
     let shown = crate::quote::path(&slots_file);
     let text = crate::bounded_read::read_to_string(&slots_file, TOKEN_CONFIG_BYTES_MAX)
@@ -288,13 +212,13 @@ fn token_configs(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundTok
             }
         })?;
         let text = String::from_utf8_lossy(&text);
-        tokens.push(FoundToken {
-            config: path.display().to_string(),
-            mode: slot.mode,
-            slot: Some(slot.slot),
-            apqns: parse_token_apqns(&text),
-            pins: parse_token_pins(&text),
-        });
+        tokens.push(found_token(
+            path.display().to_string(),
+            slot.mode,
+            Some(slot.slot),
+            &text,
+            notes,
+        )?);
     }
     Ok(tokens)
 }
@@ -315,16 +239,24 @@ fn first_readable(candidates: &[PathBuf]) -> Result<(PathBuf, Vec<u8>), (PathBuf
 
 /// With no `opencryptoki.conf`: every `ep11tok*.conf` (EP11; in `token_dir` when it is set)
 /// and `ccatok*.conf` (CCA) of the folder.
-fn configs_by_name(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundToken>, String> {
+fn configs_by_name(
+    folder: &Path,
+    token_dir: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<FoundToken>, String> {
     if !folder.exists() {
         return Ok(Vec::new());
     }
     let mut tokens = Vec::new();
     match token_dir {
-        None => tokens.extend(configs_named(folder, &[GroupMode::Ep11, GroupMode::Cca])?),
+        None => tokens.extend(configs_named(
+            folder,
+            &[GroupMode::Ep11, GroupMode::Cca],
+            notes,
+        )?),
         Some(dir) => {
-            tokens.extend(configs_named(folder, &[GroupMode::Cca])?);
-            tokens.extend(configs_named(dir, &[GroupMode::Ep11])?);
+            tokens.extend(configs_named(folder, &[GroupMode::Cca], notes)?);
+            tokens.extend(configs_named(dir, &[GroupMode::Ep11], notes)?);
         }
     }
     tokens.sort_by(|a, b| a.config.cmp(&b.config));
@@ -332,7 +264,11 @@ fn configs_by_name(folder: &Path, token_dir: Option<&Path>) -> Result<Vec<FoundT
 }
 
 /// Every config of `modes` in `folder`, by its file name.
-fn configs_named(folder: &Path, modes: &[GroupMode]) -> Result<Vec<FoundToken>, String> {
+fn configs_named(
+    folder: &Path,
+    modes: &[GroupMode],
+    notes: &mut Vec<String>,
+) -> Result<Vec<FoundToken>, String> {
     let entries = std::fs::read_dir(folder).map_err(|e| {
         format!(
             "{}: cannot list openCryptoki's token configs ({e})",
@@ -356,13 +292,13 @@ fn configs_named(folder: &Path, modes: &[GroupMode]) -> Result<Vec<FoundToken>, 
         let text = crate::bounded_read::read(&path, TOKEN_CONFIG_BYTES_MAX)
             .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
         let text = String::from_utf8_lossy(&text);
-        tokens.push(FoundToken {
-            config: path.display().to_string(),
+        tokens.push(found_token(
+            path.display().to_string(),
             mode,
-            slot: None,
-            apqns: parse_token_apqns(&text),
-            pins: parse_token_pins(&text),
-        });
+            None,
+            &text,
+            notes,
+        )?);
     }
     Ok(tokens)
 }
@@ -391,20 +327,39 @@ impl ZcryptBackend {
                     .map(|keys| inventory.zkey_keys = keys),
             );
         }
+        let mut notes = Vec::new();
+        let declared = desired
+            .stores
+            .contains(&crate::model::domain_group_desired::DesiredStore::OpenCryptoki);
+        if declared && !desired.opencryptoki_config.exists() {
+            // Declared tokens, and no openCryptoki folder where the group says: a wrong
+            // path, not evidence that no token exists.
+            note(Err(format!(
+                "the group declares `opencryptoki: tokens`, but its opencryptoki_config {} does not exist, so which tokens use the group's APQNs is not known; set opencryptoki_config to openCryptoki's config folder (the one holding opencryptoki.conf)",
+                crate::quote::path(&desired.opencryptoki_config)
+            )));
+        }
         note(
             ep11_token_dir()
-                .and_then(|dir| token_configs(&desired.opencryptoki_config, dir.as_deref()))
+                .and_then(|dir| {
+                    token_configs(&desired.opencryptoki_config, dir.as_deref(), &mut notes)
+                })
                 .map(|tokens| inventory.tokens = tokens),
         );
+        inventory.notes = notes;
         if on_path("pkcshsm_mk_change") {
             note(
-                self.listing(desired, "pkcshsm_mk_change", stores::parse_ock_list)
-                    .map(|operations| {
-                        inventory.operations = operations
-                            .into_iter()
-                            .map(stores::OckOperation::found)
-                            .collect();
-                    }),
+                self.listing(
+                    desired,
+                    "pkcshsm_mk_change",
+                    super::ock_list::parse_ock_list,
+                )
+                .map(|operations| {
+                    inventory.operations = operations
+                        .into_iter()
+                        .map(super::ock_list::OckOperation::found)
+                        .collect();
+                }),
             );
         }
         let volumes = desired.stores.iter().any(|s| {
@@ -495,29 +450,5 @@ Volume type          : plain
         assert_eq!(keys[1].mode, Some(GroupMode::Cca));
         assert!(keys[2].luks2_volumes.is_empty());
         assert!(parse_list("Key : x\nAPQNs : 03.0006\n").is_err());
-    }
-
-    #[test]
-    fn a_token_allow_list_is_read_as_hex_and_as_decimal() {
-        let apqns = parse_token_apqns("APQN_ALLOWLIST\n  10 0006\nEND\nEXPECTED_WKVP \"0x1\"\n");
-        let shown: Vec<String> = apqns.unwrap().iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["10.0006", "0a.0006"]);
-        assert_eq!(parse_token_apqns("EXPECTED_WKVP \"0x1\"\n"), None);
-    }
-
-    #[test]
-    fn a_token_configs_pins_are_read_per_type() {
-        let ep11 = parse_token_pins("APQN_ALLOWLIST\n 3 6\nEND\nEXPECTED_WKVP \"0xB2B2\" # new\n");
-        assert_eq!(ep11, BTreeMap::from([(MkType::Wk, "b2b2".to_string())]));
-        let cca = parse_token_pins(
-            "EXPECTED_MKVPS {\n  SYM = \"0x71\"\n  AES=\"0xc1\"\n  # APKA = \"0xff\"\n}\nAPKA = \"0xd1\"\n",
-        );
-        assert_eq!(cca.get(&MkType::Aes).map(String::as_str), Some("c1"));
-        assert_eq!(cca.get(&MkType::Sym).map(String::as_str), Some("71"));
-        assert_eq!(
-            cca.get(&MkType::Apka),
-            None,
-            "outside the block, or commented out"
-        );
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! - [`group`]: the `zcrypt:` backend of a domain group: registers and stores, read.
 //! - [`inventory`]: every store on the machine, declared or not; [`ock_conf`]: openCryptoki's
-//!   slots (`opencryptoki.conf`), which name its tokens' configs.
-//! - [`stores`]: the tools' output, parsed; [`tools`]: the seam every tool run goes through.
+//!   slots (`opencryptoki.conf`), which name its tokens' configs; [`token_config`]: what a
+//!   token's config says (its APQNs, its pins), as openCryptoki reads it.
+//! - [`stores`]: the tools' output, parsed ([`ock_list`]: `pkcshsm_mk_change list`); [`tools`]: the seam every tool run goes through.
 //! - [`pins`]: the openCryptoki USER PINs, read from their sources and answered on stdin.
 //! - [`fake`]: the fake platform (`mkplan sim zcrypt`), for tests and drills.
 
@@ -18,7 +19,9 @@ pub mod group;
 pub mod inventory;
 pub mod mkvps;
 pub mod ock_conf;
+pub mod ock_list;
 pub mod pins;
 pub mod stores;
 pub mod sysfs;
+pub mod token_config;
 pub mod tools;

@@ -5,16 +5,12 @@
 //!   `Key type`, `Enciphered with … (MKVP: …)`, `Re-enciphered … (re-enciphering pending)`).
 //! - A pending key's staged copy is `NAME.renc`, whose MKVP sits where zkey reads it (S390
 //!   pkey.h): CCA AESDATA a u64 at offset 8, AESCIPHER `kvp` at 10, EP11-AES `wkvp` at 48.
-//! - `pkcshsm_mk_change list`: `Operation: ID`, `State: …`, `APQNs: …`, `New … MKVP: …`,
-//!   `Affected slots: 3, 7` (the tokens the operation re-enciphered, OCK `perform_list_cb`).
+//! - `pkcshsm_mk_change list`: in [`super::ock_list`].
 //! - `zkey-cryptsetup validate DEVICE`: the active keyslot's `Key type` and `Enciphered
 //!   with … (MKVP: …)`, and `Volume key re-enciphering is pending` while a staged keyslot
 //!   exists; the staged keyslot's master key is not shown (S390 zkey-cryptsetup.c).
 
-use std::collections::BTreeMap;
-
-use crate::model::domain_group::{Apqn, KeyCopies};
-use crate::model::domain_group_inventory::FoundOperation;
+use crate::model::domain_group::KeyCopies;
 use crate::model::registers::{MkType, Mkvp};
 
 /// One key as `zkey validate` shows it.
@@ -139,107 +135,6 @@ pub fn token_mkvp(key_type: &str, bytes: &[u8]) -> Option<String> {
     bytes.get(offset..offset + len).map(hex::encode)
 }
 
-/// One open `pkcshsm_mk_change` operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OckOperation {
-    pub id: String,
-    pub state: String,
-    pub apqns: Vec<Apqn>,
-    pub new: BTreeMap<MkType, Mkvp>,
-    /// The slots whose tokens it re-enciphered; `None` when the listing shows no line.
-    pub slots: Option<Vec<u64>>,
-}
-
-impl OckOperation {
-    /// Whether every key object has its copy under the new keys: "Key objects have been
-    /// re-enciphered…", and the states a finalize or cancel passes through or stops in
-    /// ("Finalizing", "Canceling", "Finalizing or canceling has errored"), which
-    /// `pkcshsm_mk_change` accepts only after the re-encipherment.
-    pub fn reenciphered(&self) -> bool {
-        [
-            "Key objects have been re-enciphered",
-            "Finalizing",
-            "Canceling",
-        ]
-        .iter()
-        .any(|s| self.state.starts_with(s))
-    }
-
-    /// The operation in the model's words.
-    pub fn found(self) -> FoundOperation {
-        FoundOperation {
-            reenciphered: self.reenciphered(),
-            id: self.id,
-            apqns: self.apqns,
-            new: self.new,
-            slots: self.slots,
-        }
-    }
-}
-
-pub fn parse_ock_list(stdout: &str) -> Result<Vec<OckOperation>, String> {
-    let mut operations: Vec<OckOperation> = Vec::new();
-    for line in stdout.lines() {
-        if let Some(id) = value(line, "Operation") {
-            operations.push(OckOperation {
-                id: id.to_string(),
-                state: String::new(),
-                apqns: Vec::new(),
-                new: BTreeMap::new(),
-                slots: None,
-            });
-            continue;
-        }
-        let Some(operation) = operations.last_mut() else {
-            continue;
-        };
-        let Some((label, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let label = label.trim();
-        let rest = rest.trim();
-        if label == "State" {
-            operation.state = rest.to_string();
-        } else if label == "APQNs" {
-            operation.apqns = rest
-                .split([' ', ','])
-                .filter(|w| !w.is_empty())
-                .map(str::parse)
-                .collect::<Result<_, _>>()?;
-        } else if label == "Affected slots" {
-            let slots = rest
-                .split([' ', ','])
-                .filter(|w| !w.is_empty())
-                .map(|w| {
-                    w.parse::<u64>().map_err(|_| {
-                        format!(
-                            "pkcshsm_mk_change list: {} is not a list of slot numbers",
-                            crate::quote::quote(line)
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            operation.slots = Some(slots);
-        } else if let Some(what) = label.strip_prefix("New ") {
-            let mk_type = match what {
-                "EP11 WKVP" => MkType::Wk,
-                other => other
-                    .strip_prefix("CCA ")
-                    .and_then(|t| t.strip_suffix(" MKVP"))
-                    .and_then(MkType::parse)
-                    .ok_or_else(|| {
-                        format!(
-                            "pkcshsm_mk_change list: unknown line {}",
-                            crate::quote::quote(line)
-                        )
-                    })?,
-            };
-            operation.new.insert(mk_type, Mkvp::parse(mk_type, rest)?);
-        }
-    }
-    Ok(operations)
-}
-
 /// An application key's check: `active: VP` and, while a staged copy exists, `staged: VP`.
 pub fn parse_application_check(mk_type: MkType, stdout: &str) -> Result<KeyCopies, String> {
     let lines = |label: &str| -> Vec<&str> {
@@ -341,34 +236,7 @@ WARNING: Not all APQNs have the same master key or fulfill the requirements
     }
 
     #[test]
-    fn ock_operations_and_application_checks_are_read() {
-        let list = "Operation: 1a2b3c
-  State: Key objects have been re-enciphered, new master key(s) can now be set/activated
-  APQNs: 03.0006 04.0006
-  New EP11 WKVP: b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2
-  Affected slots: 3
-";
-        let ops = parse_ock_list(list).unwrap();
-        assert_eq!(ops[0].id, "1a2b3c");
-        assert!(ops[0].reenciphered());
-        let errored = list.replace(
-            "Key objects have been re-enciphered, new master key(s) can now be set/activated",
-            "Finalizing or canceling has errored",
-        );
-        assert!(parse_ock_list(&errored).unwrap()[0].reenciphered());
-        let ongoing = list.replace(
-            "Key objects have been re-enciphered, new master key(s) can now be set/activated",
-            "Re-enciphering of key objects ongoing",
-        );
-        assert!(!parse_ock_list(&ongoing).unwrap()[0].reenciphered());
-        assert_eq!(ops[0].apqns.len(), 2);
-        assert_eq!(ops[0].new[&MkType::Wk].as_str(), "b2".repeat(16));
-        assert_eq!(ops[0].slots, Some(vec![3]));
-        let two = list.replace("Affected slots: 3", "Affected slots: 3, 7");
-        assert_eq!(parse_ock_list(&two).unwrap()[0].slots, Some(vec![3, 7]));
-        let none = list.replace("  Affected slots: 3\n", "");
-        assert_eq!(parse_ock_list(&none).unwrap()[0].slots, None);
-        assert!(parse_ock_list(&list.replace("slots: 3", "slots: x")).is_err());
+    fn application_checks_are_read() {
         let copies = parse_application_check(
             MkType::Aes,
             "active: 1111111111111111\nstaged: 2222222222222222\n",

@@ -23,7 +23,7 @@ use super::precheck::GroupRefusal;
 use crate::model::domain_group::{Apqn, LiveGroup, StoreKind, StoreState};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore, Procedure};
 use crate::model::domain_group_inventory::FoundZkeyKey;
-use crate::model::ock_tokens::{GroupTokens, uncovered};
+use crate::model::ock_tokens::{GroupTokens, token_changing, uncovered};
 use crate::model::registers::{HeldMk, MkType, Mkvp, NewMk};
 use crate::quote::quote;
 
@@ -90,7 +90,7 @@ fn check_operation_covers(desired: &DesiredGroup, live: &LiveGroup) -> Result<()
         &desired.apqns,
         desired.mode,
     );
-    let changing: Vec<MkType> = desired.master_keys.keys().copied().collect();
+    let changing = token_changing(desired.mode, desired.master_keys.keys().copied());
     for op in &group.operations {
         if let Some(refused) = uncovered(op, &group.tokens, &changing) {
             return Err(refusal(

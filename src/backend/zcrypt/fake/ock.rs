@@ -126,13 +126,12 @@ fn reencipher(
         }
     }
     let mut new = BTreeMap::new();
+    let mut warnings = Vec::new();
     for (mk, vp) in vps {
         if let Some(vp) = vp {
-            let len = mk.compared_hex_len();
-            new.insert(
-                mk,
-                vp_of(&vp, len, &format!("the {} verification pattern", mk.name()))?,
-            );
+            let (vp, warning) = mkvp_option(mk, &vp)?;
+            warnings.extend(warning);
+            new.insert(mk, vp);
         }
     }
     if new.is_empty() {
@@ -170,16 +169,17 @@ fn reencipher(
             full.insert(*mk, ready.to_string());
         }
     }
+    // openCryptoki's rule (`ep11tok_mk_change_is_affected`, `cca_mk_change_is_affected`): a
+    // token using one of the APQNs, for a type its mode uses (EP11: WK; CCA: SYM, AES, APKA,
+    // never ASYM), whatever objects it holds.
     let affected: Vec<&Token> = world
         .tokens
         .iter()
         .filter(|t| t.apqns.iter().any(|a| apqns.contains(a)))
-        .filter(|t| t.objects.keys().any(|mk| new.contains_key(mk)))
+        .filter(|t| new.keys().any(|mk| t.kind.uses(*mk)))
         .collect();
     if affected.is_empty() {
-        return Err(
-            "No token uses these APQNs and master key types: nothing to re-encipher".into(),
-        );
+        return Err("No token is affected by this master key change, aborting".into());
     }
     for token in &affected {
         if let Some(missing) = token.apqns.iter().find(|a| !apqns.contains(a)) {
@@ -205,6 +205,9 @@ fn reencipher(
         }
     }
     let slots: Vec<u32> = affected.iter().map(|t| t.slot).collect();
+    for token in &affected {
+        loads(&session.dir, token)?;
+    }
     super::ock_login::login(world, &slots)?;
     let world = &mut session.world;
     let seed = format!("{}:{}", session.dir.display(), world.next_operation);
@@ -229,8 +232,40 @@ fn reencipher(
         &[],
     )?;
     let mut output = Output::default();
+    for warning in warnings {
+        output.err(format!("{TOOL}: {warning}"));
+    }
     output.out(format!("Master key change operation '{id}' created."));
     Ok(output)
+}
+
+/// An `--ep11-wkvp` / `--cca-*-mkvp` value as the real tool reads it (`parse_mkvp`): an
+/// optional `0x`, then at least 16 bytes (EP11) or 8 (CCA, ASYM too) of hex; more is
+/// ignored with a warning. The value kept and the warning.
+fn mkvp_option(mk: Mk, text: &str) -> Result<(String, Option<String>), String> {
+    let option = match mk {
+        Mk::Wk => "--ep11-wkvp",
+        Mk::Sym => "--cca-sym-mkvp",
+        Mk::Asym => "--cca-asym-mkvp",
+        Mk::Aes => "--cca-aes-mkvp",
+        Mk::Apka => "--cca-apka-mkvp",
+    };
+    let bytes = if mk.is_ep11() { 16 } else { 8 };
+    let digits = match text.get(..2) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("0x") => &text[2..],
+        _ => text,
+    };
+    if digits.len() < bytes * 2 {
+        return Err(format!(
+            "option {option} must specify at least {bytes} bytes"
+        ));
+    }
+    let kept = vp_of(&digits[..bytes * 2], bytes * 2, option)
+        .map_err(|_| format!("option {option} does not specify a valid hex string"))?;
+    let warning = (digits.len() > bytes * 2).then(|| {
+        format!("option {option} specifies more than {bytes} bytes, remaining bytes are ignored")
+    });
+    Ok((kept, warning))
 }
 
 /// The `EXPECTED_*` pins of the config a token reads (`token_config`): MK type → VP,
@@ -297,6 +332,30 @@ fn token_config(dir: &Path, token: &Token) -> Result<(PathBuf, String), String> 
     ))
 }
 
+/// Whether the token can load its config. A CCA token refuses an `APQN_ALLOWLIST` (or
+/// `APQN_WHITELIST`), which its config does not have (OCK `cca_config_parse`: "unexpected
+/// token"); a config it cannot read is `token_config`'s error. EP11 configs are not checked.
+fn loads(dir: &Path, token: &Token) -> Result<(), String> {
+    if token.kind != TokenKind::Cca {
+        return Ok(());
+    }
+    let (path, text) = token_config(dir, token)?;
+    let listed = text.lines().enumerate().find_map(|(at, line)| {
+        let word = line.split('#').next()?.split_whitespace().next()?;
+        ["APQN_ALLOWLIST", "APQN_WHITELIST"]
+            .contains(&word)
+            .then(|| (at + 1, word.to_string()))
+    });
+    match listed {
+        Some((line, word)) => Err(format!(
+            "Slot {}: Error parsing config file '{}': unexpected token '{word}' at line {line}",
+            token.slot,
+            path.display()
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn config_path(dir: &Path, token: &Token) -> std::path::PathBuf {
     dir.join(OCK_DIR).join(config_name(token))
 }
@@ -329,28 +388,31 @@ pub fn slots_text(world: &World) -> String {
     text
 }
 
-/// A token's config as the operator would find it, pinning its objects' MKs.
+/// A token's config as the operator would find it, pinning its objects' MKs. An EP11
+/// config lists the token's APQNs (`APQN_ALLOWLIST`); a CCA config has no such setting
+/// (openCryptoki's ccatok.conf: the CCA library picks the adapters, as the world's `apqns`
+/// say), and a CCA token would refuse to load a config with one.
 pub fn config_text(world: &World, token: &Token) -> String {
     let mut text = String::from(
         "# Written by mkplan sim zcrypt init; edit EXPECTED_* as the procedure says.\n",
     );
-    text.push_str("APQN_ALLOWLIST\n");
-    for apqn in &token.apqns {
-        if let Some((card, domain)) = world.find(apqn) {
-            text.push_str(&format!("  {} {}\n", card.card, domain.domain));
-        }
-    }
-    text.push_str("END\n");
     match token.kind {
         TokenKind::Ep11 => {
+            text.push_str("APQN_ALLOWLIST\n");
+            for apqn in &token.apqns {
+                if let Some((card, domain)) = world.find(apqn) {
+                    text.push_str(&format!("  {} {}\n", card.card, domain.domain));
+                }
+            }
+            text.push_str("END\n");
             if let Some(vp) = token.objects.get(&Mk::Wk) {
                 text.push_str(&format!("EXPECTED_WKVP \"0x{}\"\n", &vp[..32]));
             }
         }
         TokenKind::Cca => {
             text.push_str("EXPECTED_MKVPS {\n");
-            // The CCA token pins SYM, AES and APKA, not ASYM (OCK `cca_config_parse_exp_mkvps`).
-            for (mk, vp) in token.objects.iter().filter(|(mk, _)| **mk != Mk::Asym) {
+            // SYM, AES and APKA (OCK `cca_config_parse_exp_mkvps`).
+            for (mk, vp) in &token.objects {
                 text.push_str(&format!("  {} = \"0x{}\"\n", mk.name(), &vp[..16]));
             }
             text.push_str("}\n");
@@ -365,6 +427,14 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
         return Err(format!("Master key change operation '{id}' does not exist"));
     };
     let op = session.world.operations[index].clone();
+    for token in session
+        .world
+        .tokens
+        .iter()
+        .filter(|t| op.slots.contains(&t.slot))
+    {
+        loads(&session.dir, token)?;
+    }
     super::ock_login::login(&session.world, &op.slots)?;
     let mut problem = None;
     for slot in &op.slots {
@@ -413,7 +483,7 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
                     });
                 }
             }
-            let pinned = *mk == Mk::Asym || pins.get(mk).is_some_and(|pin| same_mk(pin, new));
+            let pinned = pins.get(mk).is_some_and(|pin| same_mk(pin, new));
             if finalize && !pinned && problem.is_none() {
                 problem = Some(format!(
                     "Slot {slot}: {} does not yet name the new {} master key verification pattern: update its EXPECTED_* setting first",
@@ -454,6 +524,10 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
     Ok(output)
 }
 
+/// `list [--id ID]` in openCryptoki's layout (`perform_list_cb`): per operation its id,
+/// state, APQNs one per line in upper-case hex, its new MKVPs as `Type:`/`MKVP:` pairs (EP11
+/// 16 bytes, CCA 8), its affected slots with each token's label and the MKVPs its objects
+/// were under when the operation began; a blank line between operations.
 fn list(world: &World, id: Option<&str>) -> Result<Output, String> {
     let mut output = Output::default();
     let ops: Vec<&Operation> = world
@@ -462,35 +536,59 @@ fn list(world: &World, id: Option<&str>) -> Result<Output, String> {
         .filter(|op| id.is_none_or(|id| op.id == id))
         .collect();
     if let (Some(id), true) = (id, ops.is_empty()) {
-        return Err(format!("Master key change operation '{id}' does not exist"));
+        return Err(format!("HSM master key change operation '{id}' not found."));
     }
-    for op in ops {
-        output.out(format!("Operation: {}", op.id));
-        output.out(format!(
-            "  State: {}",
-            match op.state {
-                OperationState::Reenciphered => "Key objects have been re-enciphered, new master key(s) can now be set/activated",
-                OperationState::Errored => "Finalizing or canceling has errored",
-            }
-        ));
-        output.out(format!("  APQNs: {}", op.apqns.join(" ")));
-        for (mk, vp) in &op.new {
-            let shown = &vp[..mk.compared_hex_len()];
-            let what = if mk.is_ep11() {
-                "EP11 WKVP".to_string()
-            } else {
-                format!("CCA {} MKVP", mk.name())
-            };
-            output.out(format!("  New {what}: {shown}"));
+    let type_word = |mk: &Mk| match mk {
+        Mk::Wk => "EP11".to_string(),
+        other => format!("CCA {}", other.name()),
+    };
+    let mkvp = |mk: &Mk, vp: &str| vp[..if mk.is_ep11() { 32 } else { 16 }].to_ascii_uppercase();
+    for (index, op) in ops.iter().enumerate() {
+        if index > 0 {
+            output.out("");
         }
-        output.out(format!(
-            "  Affected slots: {}",
-            op.slots
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        output.out(format!("Operation:       {}", op.id));
+        match op.state {
+            OperationState::Reenciphered => {
+                output.out("    State:       Key objects have been re-enciphered,");
+                output.out("                 new master key(s) can now be set/activated");
+            }
+            OperationState::Errored => {
+                output.out("    State:       Finalizing or canceling has errored");
+            }
+        }
+        output.out("    APQNs:");
+        for apqn in &op.apqns {
+            output.out(format!("        {}", apqn.to_ascii_uppercase()));
+        }
+        output.out("    New master key verification patterns:");
+        for (mk, vp) in &op.new {
+            output.out(format!("        Type:    {}", type_word(mk)));
+            output.out(format!("        MKVP:    {}", mkvp(mk, vp)));
+        }
+        output.out("    Affected slots:");
+        for slot in &op.slots {
+            let token = world.tokens.iter().find(|t| t.slot == *slot);
+            output.out(format!(
+                "        Slot: {slot} Label: {:<32}",
+                format!("token{slot}")
+            ));
+            let current: Vec<(&Mk, &String)> = token
+                .map(|t| {
+                    t.objects
+                        .iter()
+                        .filter(|(mk, _)| op.new.contains_key(mk))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !current.is_empty() {
+                output.out("            Current master key verification patterns:");
+                for (mk, vp) in current {
+                    output.out(format!("                Type:    {}", type_word(mk)));
+                    output.out(format!("                MKVP:    {}", mkvp(mk, vp)));
+                }
+            }
+        }
     }
     Ok(output)
 }

@@ -253,6 +253,17 @@ pub enum TokenKind {
     Cca,
 }
 
+impl TokenKind {
+    /// Whether a token of this kind uses `mk` (openCryptoki: EP11 the WK; CCA SYM, AES and
+    /// APKA, never ASYM, its RSA, EC and QSA keys being under APKA).
+    pub fn uses(self, mk: Mk) -> bool {
+        match self {
+            Self::Ep11 => mk == Mk::Wk,
+            Self::Cca => matches!(mk, Mk::Sym | Mk::Aes | Mk::Apka),
+        }
+    }
+}
+
 /// An openCryptoki token: the MK its key objects are enciphered under, per type, and the
 /// re-enciphered copies an open `pkcshsm_mk_change` operation holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -17,8 +17,7 @@ pub(super) struct TokenYaml {
     kind: TokenKind,
     apqns: Vec<String>,
     /// `EXPECTED_WKVP` (EP11) or `EXPECTED_MKVPS` (CCA): per MK type, the VP the token's
-    /// objects are enciphered under and its config pins (a CCA token's ASYM objects too,
-    /// which its config cannot pin).
+    /// objects are enciphered under and its config pins (EP11: WK; CCA: SYM, AES, APKA).
     expected: BTreeMap<String, String>,
     /// The name of its config in the world's `opencryptoki/` (`confname` in the world's
     /// `opencryptoki.conf`); default `ep11tok<SLOT>.conf` / `ccatok<SLOT>.conf`.
@@ -49,13 +48,14 @@ pub(super) fn token_of(world: &World, token: TokenYaml) -> Result<Token, String>
     let mut objects = BTreeMap::new();
     for (name, vp) in token.expected {
         let mk = Mk::parse(&name).ok_or_else(|| format!("{what}: unknown MK type {name:?}"))?;
-        let allowed = match token.kind {
-            TokenKind::Ep11 => mk == Mk::Wk,
-            TokenKind::Cca => matches!(mk, Mk::Sym | Mk::Aes | Mk::Apka | Mk::Asym),
-        };
-        if !allowed {
+        if mk == Mk::Asym && token.kind == TokenKind::Cca {
             return Err(format!(
-                "{what}: a {:?} token has no {name} (EP11: WK; CCA: SYM, AES, APKA, ASYM)",
+                "{what}: expected names ASYM, but openCryptoki's CCA token never uses the ASYM master key: it keeps RSA, EC and QSA private keys under APKA; write them under APKA"
+            ));
+        }
+        if !token.kind.uses(mk) {
+            return Err(format!(
+                "{what}: a {:?} token has no {name} (EP11: WK; CCA: SYM, AES, APKA)",
                 token.kind
             ));
         }
