@@ -141,7 +141,7 @@ pub enum ApplyError {
     /// if it is still on its way it clears whatever the register holds when it lands, after
     /// this run's loads or after its rewrap. Only its operator's word settles it.
     #[error(
-        "step {step} (clear_new_mk on crypto unit {unit}) was a ceremony step an earlier run showed and never had answered, and the unit's new register is not empty ({registers}). A clear sent with the TKE CLI (`ibmcloud tke cryptounit-mk-clrnew`) names no key: if it is still on its way, it clears whatever the new register holds when it lands, after this run's loads or after its rewrap, where it would take the new master key from that unit. Nothing was sent. Evidence that would settle it: the operator who was shown the step says their TKE CLI command has ended (or was never started); then clear that unit's new register with the TKE CLI, selecting that crypto unit only, and apply again: a new register shown empty settles the step"
+        "refused: step {step} (clear_new_mk on crypto unit {unit}) was a ceremony step that an earlier run showed and that was never answered, and the unit's new register is not empty ({registers}). A clear sent with the TKE CLI (`ibmcloud tke cryptounit-mk-clrnew`) names no key: if it is still on its way, it clears whatever the new register holds when it lands, after this run's loads or after its rewrap, where it would take the new master key from that unit. Nothing was sent. Evidence that would settle it: the operator who was shown the step says their TKE CLI command has ended (or was never started); then clear that unit's new register with the TKE CLI, selecting that crypto unit only, and apply again: a new register shown empty settles the step"
     )]
     ClearByHandOpen {
         step: String,

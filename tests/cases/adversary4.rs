@@ -190,7 +190,15 @@ fn a_folder_moved_and_used_at_its_new_place_is_not_gone() {
     let ws = rotate_to_b(&three_units(false));
     let mut env = PASSWORDS.to_vec();
     env.push(("MKPLAN_SIM_FAULTS", "crash_after_op=3"));
-    let loads = in_folder(&ws, "s1", &["apply", DESIRED, "--auto-approve"], &env);
+    // One operation at a time: the crash comes after the third load, before any commit (with
+    // several in flight, a slow third load let two commits land first on a loaded machine,
+    // and a rerun then rightly needs evidence about the rewrap).
+    let loads = in_folder(
+        &ws,
+        "s1",
+        &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
+        &env,
+    );
     assert_eq!(loads.code, -1, "{}", said(&loads));
     std::fs::rename(ws.path("s1"), ws.path("s1-moved")).unwrap();
     in_folder(

@@ -978,7 +978,9 @@ macro_rules! on_both_backends {
 /// Waits until `done` (polled every 20 ms), failing the test after 30 s naming `what`.
 #[track_caller]
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Long enough for a debug mkplan to start, derive its keys and reach the database on a
+    // loaded 2-core machine; it only matters when the condition never comes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while !done() {
         assert!(
             std::time::Instant::now() < deadline,
