@@ -37,15 +37,25 @@ pub(crate) fn in_folder(ws: &Workspace, folder: &str, args: &[&str], env: &[(&st
 /// Folder `s1` sends the rewrap of A → B on the embedded simulator (no rotation status) and
 /// its answer is lost after the service ran it: exit 1, the outcome unknown.
 fn s1_rewrap_unanswered(ws: &Workspace) {
+    rewrap_unanswered_in(ws, "s1");
+}
+
+/// `s1_rewrap_unanswered` from state folder `folder`.
+pub(crate) fn rewrap_unanswered_in(ws: &Workspace, folder: &str) {
     let mut env = PASSWORDS.to_vec();
     env.push(("MKPLAN_SIM_FAULTS", "lose_response_op=7"));
     let first = in_folder(
         ws,
-        "s1",
+        folder,
         &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
         &env,
     );
-    assert_says(&first, 1, &["outcome is unknown"], "s1's rewrap");
+    assert_says(
+        &first,
+        1,
+        &["outcome is unknown"],
+        &format!("{folder}'s rewrap"),
+    );
 }
 
 /// F6. A slow service queued folder s1's rewrap and its answer was lost; the team aborts

@@ -21,15 +21,7 @@ use crate::support::*;
 fn a_folder_whose_parent_moved_behind_a_symlink_is_still_asked() {
     let ws = rotate_to_b(&three_units(false));
     std::fs::create_dir_all(ws.path("work/fleet-x")).unwrap();
-    let mut env = PASSWORDS.to_vec();
-    env.push(("MKPLAN_SIM_FAULTS", "lose_response_op=7"));
-    let first = in_folder(
-        &ws,
-        "work/fleet-x/.mkplan",
-        &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
-        &env,
-    );
-    assert_says(&first, 1, &["outcome is unknown"], "s1's rewrap");
+    crate::cases::adversary4::rewrap_unanswered_in(&ws, "work/fleet-x/.mkplan");
     std::fs::rename(ws.path("work"), ws.path("projects")).unwrap();
     std::os::unix::fs::symlink(ws.path("projects"), ws.path("work")).unwrap();
     let s1 = ws
