@@ -105,7 +105,13 @@ impl<O: GroupOperator> GroupApply<'_, O> {
             .backend
             .read(self.desired)
             .map_err(GroupApplyError::from)?;
-        settle_unseen_staging(&mut live, &self.evidence());
+        let evidence = self.evidence();
+        settle_unseen_staging(&mut live, &evidence);
+        crate::plan::domain_group::tokens_closed::settle_closed_operation(
+            &mut live,
+            self.desired,
+            &evidence,
+        );
         Ok(live)
     }
 

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 
 use super::group_journal::{GroupJournal, GroupRecord};
 use crate::backend::zcrypt::group::{LUKS2_STAGE_FLAGS, luks2_args};
-use crate::model::domain_group::{StoreId, StoreKind};
+use crate::model::domain_group::{GroupMode, StoreId, StoreKind};
 use crate::model::domain_group_desired::{DesiredGroup, DesiredStore};
 use crate::model::registers::{MkType, Mkvp};
 use crate::plan::domain_group::GroupEvidence;
+use crate::plan::domain_group::tokens_closed::{ReliedOperation, ceremony_of_token_type};
 
 /// The journal's evidence for planning `desired`.
 pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEvidence {
@@ -35,6 +36,76 @@ pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEv
             .into_iter()
             .map(|(id, (_, targets))| (id, targets))
             .collect(),
+        tokens_operation: tokens_operation(
+            journal.records(),
+            journal.earlier_records(),
+            desired.mode,
+        ),
+    }
+}
+
+/// The first step of the open change that relied on an openCryptoki operation (mkplan's
+/// `pkcshsm_mk_change reencipher`, or a set ceremony of a type the tokens use: a set is
+/// planned only while their copies are staged), unless a finalize of mkplan's or the
+/// operator's word (`Attested`) closed it since. A finalize counts once its outcome is
+/// `done`, or while it is in flight in this run (its intent written by this process, so
+/// the read that decides its outcome is this one's); one settled only by a later read does
+/// not: a cancel would have left the same trace.
+fn tokens_operation(
+    records: &[GroupRecord],
+    earlier: usize,
+    mode: GroupMode,
+) -> Option<ReliedOperation> {
+    let begin = records
+        .iter()
+        .rposition(|r| matches!(r, GroupRecord::Begin { .. } | GroupRecord::Done { .. }))?;
+    if !matches!(records[begin], GroupRecord::Begin { .. }) {
+        return None;
+    }
+    let mut relied = None;
+    for (at, record) in records.iter().enumerate().skip(begin + 1) {
+        match record {
+            GroupRecord::Intent {
+                step, action, what, ..
+            } => {
+                let relies = (action == "stage_reencipher"
+                    && what.starts_with("pkcshsm_mk_change reencipher "))
+                    || (action == "set_immediate" && ceremony_of_token_type(mode, what));
+                if relies {
+                    // The first step since the last close names it best: mkplan's reencipher.
+                    relied.get_or_insert_with(|| ReliedOperation {
+                        step: step.clone(),
+                        what: what.clone(),
+                    });
+                } else if action == "complete_reencipher"
+                    && what.starts_with("pkcshsm_mk_change finalize ")
+                    && finalized(records, at, step, earlier)
+                {
+                    relied = None;
+                }
+            }
+            GroupRecord::Attested { store, .. } if store == TOKENS_ATTESTED => relied = None,
+            _ => {}
+        }
+    }
+    relied
+}
+
+/// What an `Attested` record names for the group's openCryptoki tokens.
+pub const TOKENS_ATTESTED: &str = "opencryptoki";
+
+/// Whether the finalize whose intent is `records[at]` (step `step`) counts as closing the
+/// operation: its outcome says done, or it has none yet and this run wrote it.
+fn finalized(records: &[GroupRecord], at: usize, step: &str, earlier: usize) -> bool {
+    let outcome = records[at + 1..].iter().find_map(|r| match r {
+        GroupRecord::Outcome {
+            step: s, result, ..
+        } if s == step => Some(result.as_str()),
+        _ => None,
+    });
+    match outcome {
+        Some(result) => result == "done",
+        None => at >= earlier,
     }
 }
 
@@ -83,4 +154,111 @@ fn staged_in_change(
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(step: &str, action: &str, what: &str) -> GroupRecord {
+        GroupRecord::Intent {
+            identity: "zcrypt:/".into(),
+            at: "t".into(),
+            step: step.into(),
+            action: action.into(),
+            what: what.into(),
+            send_within_ms: None,
+        }
+    }
+
+    fn outcome(step: &str, result: &str) -> GroupRecord {
+        GroupRecord::Outcome {
+            identity: "zcrypt:/".into(),
+            at: "t".into(),
+            step: step.into(),
+            result: result.into(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_operation_is_closed_by_a_finalize_shown_done_in_flight_or_attested_only() {
+        let begin = GroupRecord::Begin {
+            identity: "zcrypt:/".into(),
+            at: "t".into(),
+            targets: BTreeMap::new(),
+            serials: BTreeMap::new(),
+            apqns: Vec::new(),
+        };
+        let stage = intent(
+            "s4",
+            "stage_reencipher",
+            "pkcshsm_mk_change reencipher --apqns 03.0006",
+        );
+        let set = intent("s5", "set_immediate", "ceremony on 03.0006 WK");
+        let finalize = intent(
+            "s6",
+            "complete_reencipher",
+            "pkcshsm_mk_change finalize --id 6d591c",
+        );
+        let open = |records: &[GroupRecord], earlier: usize| {
+            tokens_operation(records, earlier, GroupMode::Ep11).map(|r| r.step)
+        };
+        let base = vec![
+            begin.clone(),
+            stage.clone(),
+            outcome("s4", "done"),
+            set.clone(),
+        ];
+        assert_eq!(open(&base, 4), Some("s4".into()));
+        // A set of a type no token uses relies on nothing; nor does a CCA ASYM set.
+        let asym = vec![
+            begin.clone(),
+            intent("z1", "set_immediate", "ceremony on 06.0006 ASYM"),
+        ];
+        assert_eq!(tokens_operation(&asym, 2, GroupMode::Cca), None);
+        let cca_aes = vec![
+            begin.clone(),
+            intent("z1", "set_immediate", "ceremony on 06.0006 AES"),
+        ];
+        assert_eq!(
+            tokens_operation(&cca_aes, 2, GroupMode::Cca),
+            Some(ReliedOperation {
+                step: "z1".into(),
+                what: "ceremony on 06.0006 AES".into()
+            })
+        );
+
+        let mut done = base.clone();
+        done.extend([finalize.clone(), outcome("s6", "done")]);
+        assert_eq!(open(&done, 4), None);
+        let mut failed = base.clone();
+        failed.extend([finalize.clone(), outcome("s6", "failed")]);
+        assert_eq!(open(&failed, 4), Some("s4".into()));
+        // In flight: written by this run (at index 4, this run opened the journal with 4).
+        let mut flight = base.clone();
+        flight.push(finalize.clone());
+        assert_eq!(open(&flight, 4), None);
+        // Interrupted in an earlier run, then settled by reading: a cancel looks the same.
+        let mut interrupted = flight.clone();
+        interrupted.push(outcome("s6", "settled_by_reading"));
+        assert_eq!(open(&interrupted, 5), Some("s4".into()));
+        assert_eq!(open(&flight, 5), Some("s4".into()));
+
+        let mut attested = interrupted.clone();
+        attested.push(GroupRecord::Attested {
+            identity: "zcrypt:/".into(),
+            at: "t".into(),
+            store: TOKENS_ATTESTED.into(),
+            statement: "syslog: finalized".into(),
+        });
+        assert_eq!(open(&attested, 6), None);
+        // A closed change relies on nothing.
+        let mut closed = base.clone();
+        closed.push(GroupRecord::Done {
+            identity: "zcrypt:/".into(),
+            at: "t".into(),
+        });
+        assert_eq!(open(&closed, 5), None);
+    }
 }

@@ -64,6 +64,14 @@ pub enum GroupRecord {
         result: String,
         detail: String,
     },
+    /// The operator's word about a store, where no tool shows what happened to it
+    /// (`mkplan attest finalized`): `store` names it, `statement` is what they saw.
+    Attested {
+        identity: String,
+        at: String,
+        store: String,
+        statement: String,
+    },
     /// The group converged: the change is closed.
     Done { identity: String, at: String },
     /// `state push` moved the journal into a database (`to`): this file is an archive.
@@ -88,6 +96,7 @@ impl GroupRecord {
             Self::Begin { .. } => "begin",
             Self::Intent { .. } => "intent",
             Self::Outcome { .. } => "outcome",
+            Self::Attested { .. } => "attested",
             Self::Done { .. } => "done",
             Self::Pushed { .. } => "pushed",
             Self::Pulled { .. } => "pulled",
@@ -99,6 +108,7 @@ impl GroupRecord {
             Self::Begin { identity, .. }
             | Self::Intent { identity, .. }
             | Self::Outcome { identity, .. }
+            | Self::Attested { identity, .. }
             | Self::Done { identity, .. }
             | Self::Pushed { identity, .. }
             | Self::Pulled { identity, .. } => identity,

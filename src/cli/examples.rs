@@ -59,6 +59,13 @@ Examples:
   mkplan attest rewrap INSTANCE --not-run --desired DESIRED.yaml
       # nobody sent the rewrap: you asked everyone who can act on the instance";
 
+pub const ATTEST_FINALIZED: &str = "\
+Examples:
+  journalctl --grep 'master key change operation'
+      # Slot 3: Concurrent HSM master key change operation 6d591c is finalized
+  mkplan attest finalized plans/zcrypt-ep11-group.yaml \\
+      --evidence 'syslog: slots 3 and 5, operation 6d591c is finalized'";
+
 pub const JOURNAL_CLOSE: &str = "\
 Examples:
   mkplan journal close plans/three-units.yaml   # close rotations the live state shows finished";

@@ -22,6 +22,7 @@ mod state_pull;
 mod status;
 mod validate;
 mod zcrypt;
+mod zcrypt_attest;
 mod zcrypt_drill;
 mod zcrypt_saved;
 mod zcrypt_sim;
@@ -221,6 +222,24 @@ pub enum AttestCommand {
     /// instance and the rotation the live registers show.
     #[command(after_help = examples::ATTEST_REWRAP)]
     Rewrap(AttestRewrapArgs),
+    /// Journal that the openCryptoki operation a domain group's change relied on was
+    /// finalized outside mkplan, when no tool can tell a finalize from a cancel (every APQN
+    /// set, no operation open). Only on the syslog's word for every slot: the next plan
+    /// takes the tokens' objects as under the new key.
+    #[command(after_help = examples::ATTEST_FINALIZED)]
+    Finalized(AttestFinalizedArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct AttestFinalizedArgs {
+    /// The domain group file.
+    pub desired: PathBuf,
+    /// What showed it finalized: the syslog lines (`Slot N: Concurrent HSM master key change
+    /// operation ID is finalized`), or who ran the finalize. Journaled.
+    #[arg(long, value_name = "TEXT")]
+    pub evidence: String,
+    #[command(flatten)]
+    pub backend: BackendArg,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -442,6 +461,9 @@ pub async fn run(args: Args) -> Result<u8> {
         }
         Command::Attest(AttestCommand::Rewrap(attest_args)) => {
             attest::attest_rewrap(&attest_args, &store).await
+        }
+        Command::Attest(AttestCommand::Finalized(attest_args)) => {
+            zcrypt_attest::attest_finalized(&attest_args, &store)
         }
         Command::Journal(JournalCommand::Close { desired, backend }) => {
             attest::journal_close(&desired, &backend, &store).await

@@ -303,13 +303,13 @@ fn read_journal(store: &Store, identity: &str) -> Result<GroupJournal> {
 
 /// What an apply holds from before it plans until it ends: the state folder's lock, or the
 /// database's lease on the group's APQNs on this Linux image. Dropping it releases it.
-enum GroupHold {
+pub(super) enum GroupHold {
     Folder(PathBuf, #[allow(dead_code)] crate::apply::lock::StateLock),
     Lease(Box<postgres::GroupLease>),
 }
 
 /// Takes the lock or the lease, or says who holds it (exit 1).
-fn hold(store: &Store, identity: &str, desired: &DesiredGroup) -> Result<GroupHold> {
+pub(super) fn hold(store: &Store, identity: &str, desired: &DesiredGroup) -> Result<GroupHold> {
     match store {
         Store::Files(folder) => {
             let lock = crate::apply::lock::acquire(folder, &crate::store::holder())
@@ -326,7 +326,7 @@ fn hold(store: &Store, identity: &str, desired: &DesiredGroup) -> Result<GroupHo
 
 /// The group's journal, to append to under what `held` holds: in the state folder, sealed
 /// with this user's journal key (made if none), or in the database under the lease.
-fn open_journal(held: &GroupHold, identity: &str) -> Result<GroupJournal> {
+pub(super) fn open_journal(held: &GroupHold, identity: &str) -> Result<GroupJournal> {
     match held {
         GroupHold::Folder(folder, _) => {
             // A state folder that is refused makes no key either.

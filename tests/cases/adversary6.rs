@@ -23,7 +23,7 @@ fn ep11_tokens(slots: &[(u32, &str)]) -> String {
 }
 
 /// The harness's EP11 world and group with the tokens `slots` declared, a PIN source each.
-fn ep11_world_with_tokens(slots: &[(u32, &str)]) -> World {
+pub(crate) fn ep11_world_with_tokens(slots: &[(u32, &str)]) -> World {
     let pins: String = slots
         .iter()
         .map(|(slot, _)| format!("  - {{ slot: {slot}, file: keys/slot3.pin }}\n"))
@@ -46,7 +46,7 @@ fn ep11_world_with_tokens(slots: &[(u32, &str)]) -> World {
 }
 
 /// `pkcshsm_mk_change ARGS` run by hand, `PIN_3` answering each slot's prompt; its stdout.
-fn ock_by_hand(world: &World, args: &[&str], slots: usize) -> String {
+pub(crate) fn ock_by_hand(world: &World, args: &[&str], slots: usize) -> String {
     let out = std::process::Command::new(world.root.join("w/bin/pkcshsm_mk_change"))
         .current_dir(&world.root)
         .env("SYSFS_ROOT", world.root.join("w/sys"))
@@ -73,7 +73,7 @@ fn ock_by_hand(world: &World, args: &[&str], slots: usize) -> String {
 }
 
 /// The id of the one open `pkcshsm_mk_change` operation.
-fn open_operation(world: &World) -> String {
+pub(crate) fn open_operation(world: &World) -> String {
     let listed = ock_by_hand(world, &["list"], 0);
     let id = listed
         .lines()

@@ -59,3 +59,4 @@ mod zcrypt_saved;
 mod zcrypt_scenarios;
 mod zcrypt_selector;
 mod zcrypt_state;
+mod zcrypt_tokens_closed;

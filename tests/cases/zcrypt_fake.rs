@@ -158,6 +158,18 @@ impl ZWorld {
     }
 }
 
+/// Removes the `EXPECTED_WKVP` pin from the token config at `path` (which has one).
+pub(crate) fn unpin_config(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("EXPECTED_WKVP"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(kept, text, "the token pins its WK");
+    std::fs::write(path, kept).unwrap();
+}
+
 fn edit_expected_wkvp(world: &ZWorld, vp: &str) {
     let path = world.path("opencryptoki/ep11tok3.conf");
     let text = std::fs::read_to_string(&path).unwrap();

@@ -3,7 +3,7 @@
 //! slot with a USER PIN read from stdin, as the real one does), and an application key
 //! declared with its own commands (the fake `appkey`).
 
-use crate::cases::zcrypt_fake::{A, B, EP11_APQNS, ZWorld, ep11_only_world};
+use crate::cases::zcrypt_fake::{A, B, EP11_APQNS, ZWorld, ep11_only_world, unpin_config};
 
 #[test]
 fn pkcshsm_mk_change_checks_the_token_and_cancels_only_before_the_set() {
@@ -66,6 +66,64 @@ fn pkcshsm_mk_change_checks_the_token_and_cancels_only_before_the_set() {
         "{}",
         incidents.stdout
     );
+}
+
+/// openCryptoki's cancel query compares every APQN's CURRENT with the key the token expects:
+/// its config's `EXPECTED_WKVP` when it has one, else the key its APQNs share. So once every
+/// APQN is set, a pinned token refuses the cancel, and an unpinned one lets it through and
+/// drops the only copies under a key a register holds. Finalize needs no pin either.
+#[test]
+fn pkcshsm_mk_change_cancels_after_the_set_where_no_pin_stops_it_and_loses_the_objects() {
+    let stage_and_set = |world: &ZWorld| {
+        world.load_and_commit_ep11(B);
+        let created = world.tool(
+            "pkcshsm_mk_change",
+            &["reencipher", "--apqns", EP11_APQNS, "--ep11-wkvp", &B[..32]],
+        );
+        created.expect_code(0);
+        world
+            .tke(&["set", "--apqns", EP11_APQNS, "--type", "EP11"])
+            .expect_code(0);
+        created
+            .stdout
+            .split("Master key change operation '")
+            .nth(1)
+            .unwrap()[..6]
+            .to_string()
+    };
+    let unpin = |world: &ZWorld| unpin_config(&world.path("opencryptoki/ep11tok3.conf"));
+    // The example's zkey keys and volume are left under the old WK on purpose: only the
+    // token's objects are watched here.
+    let token_lost = |world: &ZWorld| world.incidents().stdout.contains("opencryptoki slot 3");
+    let world = ZWorld::example();
+    let id = stage_and_set(&world);
+    let pinned = world.tool("pkcshsm_mk_change", &["cancel", "--id", &id]);
+    pinned.expect_code(1);
+    assert!(
+        pinned.stderr.contains("does not match the expected one"),
+        "{}",
+        pinned.stderr
+    );
+    assert!(!token_lost(&world));
+    unpin(&world);
+    let canceled = world.tool("pkcshsm_mk_change", &["cancel", "--id", &id]);
+    canceled.expect_code(0);
+    assert!(
+        canceled
+            .stdout
+            .contains(&format!("'{id}' successfully canceled")),
+        "{}",
+        canceled.stdout
+    );
+    assert!(token_lost(&world), "{}", world.incidents().stdout);
+
+    let world = ZWorld::example();
+    let id = stage_and_set(&world);
+    unpin(&world);
+    world
+        .tool("pkcshsm_mk_change", &["finalize", "--id", &id])
+        .expect_code(0);
+    assert!(!token_lost(&world), "{}", world.incidents().stdout);
 }
 
 #[test]

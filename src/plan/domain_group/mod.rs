@@ -22,6 +22,7 @@ mod precheck;
 mod tests;
 #[cfg(test)]
 mod tests_reachable;
+pub mod tokens_closed;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -162,6 +163,9 @@ pub struct GroupEvidence {
     /// plan): between runs anyone may have staged them again under another key, and no tool
     /// would show it.
     pub staged_earlier: std::collections::BTreeSet<StoreId>,
+    /// The open change relied on an openCryptoki operation that the journal does not show
+    /// closed by mkplan's finalize or by the operator's word (`tokens_closed`).
+    pub tokens_operation: Option<tokens_closed::ReliedOperation>,
 }
 
 /// Settles each store whose staged copy no tool shows from the journal: a stage step of this
@@ -230,6 +234,7 @@ pub fn plan_group(
 ) -> Result<GroupPlan, GroupRefusal> {
     let mut settled = live.clone();
     let stage_again = settle_unseen_staging(&mut settled, evidence);
+    tokens_closed::settle_closed_operation(&mut settled, desired, evidence);
     let live = &settled;
     let checked = precheck::check(desired, live, evidence)?;
     let mut builder = Builder::default();

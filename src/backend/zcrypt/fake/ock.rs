@@ -1,7 +1,9 @@
 //! The fake `pkcshsm_mk_change` (openCryptoki, zcrypt.md §4.3): `reencipher` re-enciphers the
 //! key objects of every token on the given APQNs under the NEW master key and opens an
 //! operation; `finalize` makes those copies the tokens' objects once the MK is set and the
-//! token configs pin the new VP; `cancel` drops them while no APQN has been set; `list` shows
+//! token configs pin the new VP (or pin none); `cancel` drops them while every APQN has the key
+//! the token expects (its pin, or with none the key all its APQNs share: after every set too,
+//! as openCryptoki allows, which loses the objects); `list` shows
 //! the open operations. The tokens' configs, `DIR/opencryptoki/ep11tok<SLOT>.conf` and
 //! `ccatok<SLOT>.conf` (or the `confname` the world file gives, which `opencryptoki.conf`
 //! names), are the operator's: `finalize` reads their `EXPECTED_*` pins, as openCryptoki
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
-use super::world::{Mk, Operation, OperationState, Token, TokenKind, World, same_mk};
+use super::world::{Mk, Operation, OperationState, Registers, Token, TokenKind, World, same_mk};
 use super::world_file::vp_of;
 use super::{Output, Session, parse_args};
 use crate::backend::zcrypt::inventory::ep11_token_dir;
@@ -445,51 +447,27 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
             .find(|t| t.slot == *slot)
             .expect("slot of an operation")
             .clone();
-        let (pins, config) = if finalize {
-            expected_pins(&session.dir, &token)?
-        } else {
-            (BTreeMap::new(), PathBuf::new())
-        };
+        let (pins, config) = expected_pins(&session.dir, &token)?;
         for (mk, new) in op
             .new
             .iter()
             .filter(|(mk, _)| token.objects.contains_key(mk))
         {
-            let old = &token.objects[mk];
-            for apqn in &token.apqns {
-                let regs = session
-                    .world
-                    .registers(apqn, *mk)
-                    .cloned()
-                    .unwrap_or_default();
-                let current = regs.current.as_deref().unwrap_or("");
-                let fine = if finalize {
-                    same_mk(current, new) && (mk.is_ep11() || regs.new.key().is_none())
-                } else {
-                    same_mk(current, old)
-                };
-                if !fine && problem.is_none() {
-                    problem = Some(if finalize {
-                        format!(
-                            "Slot {slot}: APQN {apqn} does not have the new {} master key set as CURRENT{}",
-                            mk.name(),
-                            if mk.is_ep11() { "" } else { " with NEW empty" }
-                        )
-                    } else {
-                        format!(
-                            "Slot {slot}: APQN {apqn} no longer has the old {} master key as CURRENT: the new one was set, the operation cannot be canceled",
-                            mk.name()
-                        )
-                    });
-                }
-            }
-            let pinned = pins.get(mk).is_some_and(|pin| same_mk(pin, new));
-            if finalize && !pinned && problem.is_none() {
-                problem = Some(format!(
-                    "Slot {slot}: {} does not yet name the new {} master key verification pattern: update its EXPECTED_* setting first",
-                    config.display(),
-                    mk.name()
-                ));
+            let currents: Vec<(&String, Registers)> = token
+                .apqns
+                .iter()
+                .map(|apqn| {
+                    let regs = session.world.registers(apqn, *mk).cloned();
+                    (apqn, regs.unwrap_or_default())
+                })
+                .collect();
+            let found = if finalize {
+                finalize_problem(*slot, *mk, new, &currents, pins.get(mk), &config)
+            } else {
+                cancel_problem(*slot, *mk, new, &currents, pins.get(mk), &config)
+            };
+            if problem.is_none() {
+                problem = found;
             }
         }
     }
@@ -518,10 +496,87 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
     session.commit(&format!("pkcshsm_mk_change {verb} --id {id}"), &[])?;
     let mut output = Output::default();
     output.out(format!(
-        "Master key change operation '{id}' {}.",
+        "Master key change operation '{id}' successfully {}.",
         if finalize { "finalized" } else { "canceled" }
     ));
     Ok(output)
+}
+
+/// Why openCryptoki's finalize query refuses `slot`'s `mk` (`ep11tok_mk_change_finalize_query`,
+/// `cca_mk_change_apqn_check_mk_state`): every APQN's CURRENT must be the operation's new key
+/// (a CCA APQN's NEW empty too), and a pin in the token's config must name it. A config with
+/// no pin is not checked (`check_token_config_expected_wkvp`: "No 'EXPECTED_WKVP'").
+fn finalize_problem(
+    slot: u32,
+    mk: Mk,
+    new: &str,
+    currents: &[(&String, Registers)],
+    pin: Option<&String>,
+    config: &Path,
+) -> Option<String> {
+    for (apqn, regs) in currents {
+        let current = regs.current.as_deref().unwrap_or("");
+        if !same_mk(current, new) || !(mk.is_ep11() || regs.new.key().is_none()) {
+            return Some(format!(
+                "Slot {slot}: APQN {apqn} does not have the new {} master key set as CURRENT{}",
+                mk.name(),
+                if mk.is_ep11() { "" } else { " with NEW empty" }
+            ));
+        }
+    }
+    pin.filter(|pin| !same_mk(pin, new)).map(|_| {
+        format!(
+            "Slot {slot}: {} does not yet name the new {} master key verification pattern: update its EXPECTED_* setting first",
+            config.display(),
+            mk.name()
+        )
+    })
+}
+
+/// Why openCryptoki's cancel query refuses `slot`'s `mk` (`ep11tok_mk_change_cancel_query`,
+/// `cca_mk_change_cancel_query`): every APQN's CURRENT must be the key the token expects.
+/// That is its config's pin when it has one; else the key its APQNs were found with when the
+/// tool's token started (`ep11tok_check_wkvps`): the CURRENT of those without the new key,
+/// or the new key when every APQN has it. So with no pin, openCryptoki lets a cancel through
+/// once every APQN is set, and the re-enciphered copies it drops were the only ones under a
+/// key a register still holds (an EP11 WK has no OLD register).
+fn cancel_problem(
+    slot: u32,
+    mk: Mk,
+    new: &str,
+    currents: &[(&String, Registers)],
+    pin: Option<&String>,
+    config: &Path,
+) -> Option<String> {
+    let shown = |regs: &Registers| regs.current.clone().unwrap_or_default();
+    let expected = match pin {
+        Some(pin) => pin.clone(),
+        None => currents
+            .iter()
+            .map(|(_, regs)| shown(regs))
+            .find(|current| !same_mk(current, new))
+            .unwrap_or_else(|| new.to_string()),
+    };
+    for (apqn, regs) in currents {
+        let current = shown(regs);
+        if current.is_empty() {
+            return Some(format!(
+                "Slot {slot}: No current {} master key is set on APQN {apqn}",
+                mk.name()
+            ));
+        }
+        if !same_mk(&current, &expected) {
+            return Some(format!(
+                "Slot {slot}: The current {} master key on APQN {apqn} does not match the {}",
+                mk.name(),
+                match pin {
+                    Some(_) => format!("expected one ({})", config.display()),
+                    None => "other APQNs'".into(),
+                }
+            ));
+        }
+    }
+    None
 }
 
 /// `list [--id ID]` in openCryptoki's layout (`perform_list_cb`): per operation its id,
