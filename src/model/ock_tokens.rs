@@ -206,8 +206,14 @@ pub fn uncovered(
         .map(ToString::to_string)
         .collect();
     let mut left_out = Vec::new();
+    let mut came = Vec::new();
     for token in tokens {
         let words = token_words(token);
+        if let (Some(slot), Some(slots)) = (token.slot, &op.slots)
+            && !slots.contains(&slot)
+        {
+            came.push(slot);
+        }
         match (token.slot, &op.slots) {
             (_, None) => left_out.push(format!(
                 "{words}: the operation lists no affected slots, so whether it re-enciphered this token is not shown"
@@ -246,8 +252,28 @@ pub fn uncovered(
             }),
             left_out.join("; ")
         ),
-        settle: operation_closed(op),
+        settle: if came.is_empty() {
+            operation_closed(op)
+        } else {
+            slots_came(op, &came)
+        },
     })
+}
+
+/// What settles an operation whose APQNs tokens of `came` now use too. openCryptoki cancels
+/// or finalizes an operation only while the slots its tokens count are the ones it began
+/// with (`perform_finalize_cancel`: "The list of slots affected by this master key change
+/// has changed"), so those slots go out of pkcsslotd's view for the cancel.
+fn slots_came(op: &FoundOperation, came: &[u64]) -> String {
+    let slots = came
+        .iter()
+        .map(|s| format!("slot {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "operation {id} canceled, then plan again (mkplan then stages every token of the group in one operation). pkcshsm_mk_change cancels or finalizes it only while the tokens on its APQNs are the ones it began with, so while no APQN has its new key set: take {slots} out of opencryptoki.conf and restart pkcsslotd, run `pkcshsm_mk_change cancel --id {id}`, then put {slots} back and restart pkcsslotd. Once an APQN is set, the objects of {slots} can be moved only offline (pkcsep11_migrate, pkcscca -m keys)",
+        id = op.id
+    )
 }
 
 /// What settles an operation that stands in the way: finished or canceled first.

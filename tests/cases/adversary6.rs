@@ -83,7 +83,7 @@ pub(crate) fn open_operation(world: &World) -> String {
 }
 
 /// Every EP11 token config pins `vp` (as the procedure asks after the set, before finalize).
-fn pin_ep11_configs(world: &World, vp: &str) {
+pub(crate) fn pin_ep11_configs(world: &World, vp: &str) {
     for entry in std::fs::read_dir(world.root.join("w/opencryptoki")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -95,7 +95,7 @@ fn pin_ep11_configs(world: &World, vp: &str) {
 }
 
 /// An apply whose operator pins the new key in the token configs at the first set.
-fn apply_pinning_at_the_set(world: &World, pin: impl Fn()) -> String {
+pub(crate) fn apply_pinning_at_the_set(world: &World, pin: impl Fn()) -> String {
     let (code, stderr) = world.apply_as(|action, _| {
         if action == "set_immediate" {
             pin();
@@ -119,6 +119,15 @@ pub(crate) fn token_objects(world: &World, slot: u64) -> serde_json::Value {
         .clone()
 }
 
+/// Slot `slot`'s WK objects are under `vp`.
+pub(crate) fn assert_wk_objects_under(world: &World, slot: u64, vp: &str) {
+    let objects = token_objects(world, slot);
+    assert!(
+        objects["WK"].as_str().unwrap().starts_with(&vp[..32]),
+        "slot {slot}: {objects}"
+    );
+}
+
 /// Z3b. mkplan staged the group's tokens (slot 3), the operator stopped at the set, and then
 /// slot 7's token was created on the same APQNs. The open operation used to be taken as its
 /// staged copy, and the set lost its objects. Now the plan is refused until the operation is
@@ -137,10 +146,11 @@ fn adversary6_z3b_a_token_created_mid_change_is_refused_until_the_operation_is_c
     std::fs::write(world.root.join("w/world.json"), truth.to_string()).unwrap();
     let ock = world.root.join("w/opencryptoki");
     let mut slots = std::fs::read_to_string(ock.join("opencryptoki.conf")).unwrap();
+    let without_slot_7 = slots.clone();
     slots.push_str(
         "\nslot 7\n{\n    stdll = libpkcs11_ep11.so\n    confname = \"ep11tok7.conf\"\n}\n",
     );
-    std::fs::write(ock.join("opencryptoki.conf"), slots).unwrap();
+    std::fs::write(ock.join("opencryptoki.conf"), &slots).unwrap();
     std::fs::copy(ock.join("ep11tok3.conf"), ock.join("ep11tok7.conf")).unwrap();
     let group = std::fs::read_to_string(world.root.join("group.yaml")).unwrap();
     std::fs::write(
@@ -154,8 +164,23 @@ fn adversary6_z3b_a_token_created_mid_change_is_refused_until_the_operation_is_c
         "slot 7's token",
         "not among the operation's affected slots",
         &format!("pkcshsm_mk_change cancel --id {id}"),
+        "take slot 7 out of opencryptoki.conf",
     ]);
+    // openCryptoki refuses the cancel while slot 7 is configured (the slots it counts
+    // changed since the operation began): the advice takes it out for the cancel.
+    let out = std::process::Command::new(world.root.join("w/bin/pkcshsm_mk_change"))
+        .env("SYSFS_ROOT", world.root.join("w/sys"))
+        .args(["cancel", "--id", &id])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("list of slots affected"),
+        "{out:?}"
+    );
+    std::fs::write(ock.join("opencryptoki.conf"), &without_slot_7).unwrap();
     ock_by_hand(&world, &["cancel", "--id", &id], 1);
+    std::fs::write(ock.join("opencryptoki.conf"), &slots).unwrap();
     let stderr = apply_pinning_at_the_set(&world, || pin_ep11_configs(&world, NEW));
     assert!(stderr.contains("pkcshsm_mk_change finalize"), "{stderr}");
     world.assert_converged();

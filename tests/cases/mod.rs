@@ -4,6 +4,7 @@ mod adversary5;
 mod adversary6;
 mod adversary7;
 mod adversary7z;
+mod adversary8z;
 mod adversary_postgres;
 mod apply;
 mod bad_input;

@@ -7,7 +7,7 @@
 //! runs the binary on the fake platform; the only loss is the colleague's cancel.
 
 use crate::cases::adversary6::{
-    ep11_world_with_tokens, ock_by_hand, open_operation, token_objects,
+    assert_wk_objects_under, ep11_world_with_tokens, ock_by_hand, open_operation,
 };
 use crate::cases::zcrypt::{NEW, World};
 use crate::cases::zcrypt_fake::unpin_config;
@@ -65,12 +65,7 @@ fn zcrypt_tokens_unpinned_converge_with_mkplans_own_finalize() {
         stderr.contains("pkcshsm_mk_change finalize --id"),
         "{stderr}"
     );
-    assert!(
-        token_objects(&world, 3)["WK"]
-            .as_str()
-            .unwrap()
-            .starts_with(&NEW[..32])
-    );
+    assert_wk_objects_under(&world, 3, NEW);
 }
 
 /// A colleague canceled the operation after the set (openCryptoki allowed it: no pin). mkplan

@@ -417,11 +417,26 @@ pub fn token_slots(text: &str) -> Result<Vec<TokenSlot>, ConfError> {
                 _ => {}
             }
         }
-        let library = stdll.as_deref().map(|s| s.rsplit('/').next().unwrap_or(s));
-        let mode = match library {
-            Some(l) if l.starts_with("libpkcs11_ep11.so") => GroupMode::Ep11,
-            Some(l) if l.starts_with("libpkcs11_cca.so") => GroupMode::Cca,
-            _ => continue,
+        let Some(stdll) = stdll else {
+            continue;
+        };
+        let mode = match library_mode(&stdll) {
+            Library::Hsm(mode) => mode,
+            Library::NoHsm => continue,
+            Library::Unknown => {
+                return Err(ConfError {
+                    line,
+                    why: format!(
+                        "slot {number}'s stdll {} is none of openCryptoki's token libraries, so whether its token keeps objects under a master key of these APQNs is not known. Name the library by one of openCryptoki's names ({})",
+                        crate::quote::quote(&stdll),
+                        LIBRARIES
+                            .iter()
+                            .map(|(name, _)| *name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
         };
         slots.push(TokenSlot {
             slot: number,
@@ -434,136 +449,46 @@ pub fn token_slots(text: &str) -> Result<Vec<TokenSlot>, ConfError> {
     Ok(slots)
 }
 
+/// What a slot's `stdll` is.
+enum Library {
+    /// A token whose objects are under the master keys of a mode's APQNs.
+    Hsm(GroupMode),
+    /// openCryptoki's software, ICA, TPM or ICSF token: no Crypto Express master key.
+    NoHsm,
+    Unknown,
+}
+
+/// openCryptoki's token libraries by file name, and the mode of the HSM ones. Its
+/// `Makefile.am` installs each also as a `PKCS11_*.so` link (the names of older releases,
+/// which opencryptoki.conf files still use); a version suffix may follow `.so`.
+const LIBRARIES: &[(&str, Option<GroupMode>)] = &[
+    ("libpkcs11_ep11.so", Some(GroupMode::Ep11)),
+    ("PKCS11_EP11.so", Some(GroupMode::Ep11)),
+    ("libpkcs11_cca.so", Some(GroupMode::Cca)),
+    ("PKCS11_CCA.so", Some(GroupMode::Cca)),
+    ("libpkcs11_sw.so", None),
+    ("PKCS11_SW.so", None),
+    ("libpkcs11_ica.so", None),
+    ("PKCS11_ICA.so", None),
+    ("libpkcs11_tpm.so", None),
+    ("PKCS11_TPM.so", None),
+    ("libpkcs11_icsf.so", None),
+    ("PKCS11_ICSF.so", None),
+];
+
+fn library_mode(stdll: &str) -> Library {
+    let name = stdll.rsplit('/').next().unwrap_or(stdll);
+    let known = LIBRARIES.iter().find(|(library, _)| {
+        name.strip_prefix(library)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    });
+    match known {
+        Some((_, Some(mode))) => Library::Hsm(*mode),
+        Some((_, None)) => Library::NoHsm,
+        None => Library::Unknown,
+    }
+}
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// openCryptoki's own default file (usr/sbin/pkcsslotd/opencryptoki.conf), shortened.
-    const SHIPPED: &str = "version opencryptoki-3.27
-
-# The following defaults are defined:
-#       hwversion = \"0.0\"
-#       slot 0
-#       {
-#          confname = myccatok.conf
-#       }
-disable-event-support
-statistics (on, implicit)
-slot 0
-{
-    stdll = libpkcs11_tpm.so
-    tokversion = 3.12
-}
-
-slot 2
-{
-    stdll = libpkcs11_cca.so
-    confname = ccatok.conf
-    tokversion = 3.12
-}
-
-slot 4 {
-    stdll = /usr/lib64/opencryptoki/stdll/libpkcs11_ep11.so.0   # the EP11 token
-    description = \"EP11 token, # not a comment
-spanning lines\"
-    confname = \"payroll ep11.conf\"
-    hwversion = 0x10
-}
-slot 5
-{
-    stdll = libpkcs11_ep11.so
-}
-";
-
-    #[test]
-    fn the_shipped_file_gives_its_ep11_and_cca_slots_with_their_confnames() {
-        let slots = token_slots(SHIPPED).unwrap();
-        let shown: Vec<(u64, usize, GroupMode, Option<&str>)> = slots
-            .iter()
-            .map(|s| {
-                (
-                    s.slot,
-                    s.line,
-                    s.mode,
-                    s.confname.as_ref().map(|c| c.0.as_str()),
-                )
-            })
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                (2, 17, GroupMode::Cca, Some("ccatok.conf")),
-                (4, 24, GroupMode::Ep11, Some("payroll ep11.conf")),
-                (5, 31, GroupMode::Ep11, None),
-            ]
-        );
-        assert_eq!(slots[1].confname.as_ref().unwrap().1, 28);
-    }
-
-    #[test]
-    fn an_ep11_token_reads_its_config_from_ock_ep11_token_dir_then_falls_back_to_the_default() {
-        let folder = Path::new("/etc/opencryptoki");
-        let dir = Path::new("/srv/ep11");
-        let shown = |token_dir, confname| -> Vec<String> {
-            ep11_config_candidates(folder, token_dir, confname)
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect()
-        };
-        assert_eq!(
-            shown(Some(dir), Some("payroll.conf")),
-            ["/srv/ep11/payroll.conf", "/srv/ep11/ep11tok.conf"]
-        );
-        // The file name part of an absolute confname, in the variable's folder.
-        assert_eq!(
-            shown(Some(dir), Some("/opt/x/payroll.conf")),
-            ["/srv/ep11/payroll.conf", "/srv/ep11/ep11tok.conf"]
-        );
-        assert_eq!(shown(Some(dir), None), ["/srv/ep11/ep11tok.conf"]);
-        assert_eq!(shown(Some(dir), Some("")), ["/srv/ep11/ep11tok.conf"]);
-        // Without the variable: the config folder, no second try.
-        assert_eq!(
-            shown(None, Some("payroll.conf")),
-            ["/etc/opencryptoki/payroll.conf"]
-        );
-        assert_eq!(shown(None, None), ["/etc/opencryptoki/ep11tok.conf"]);
-    }
-
-    #[test]
-    fn what_pkcsslotd_would_not_read_is_an_error_at_its_line() {
-        for (text, line, needle) in [
-            (
-                "slot 1\n{\n  stdll = libpkcs11_ep11.so\n",
-                3,
-                "the file ends where `}` belongs",
-            ),
-            (
-                "slot 1 {\n  confname =\n  ep11.conf\n}\n",
-                2,
-                "the value of `confname =`",
-            ),
-            (
-                "slot 1 {\n  stdll = \"libpkcs11_ep11.so\n}\n",
-                2,
-                "never closed",
-            ),
-            (
-                "slot 1 {}\nslot 1 {}\n",
-                2,
-                "described twice (first at line 1)",
-            ),
-            (
-                "slot 1 { confname = ../x.conf }\n",
-                1,
-                "neither an absolute path",
-            ),
-            ("slot 1 { stdll = lib@x }\n", 1, "\"@\" has no meaning"),
-            ("slot 01 { }\n", 1, "\"01\" is not a number"),
-            ("}\n", 1, "`}` where a keyword belongs"),
-        ] {
-            let error = token_slots(text).unwrap_err();
-            assert_eq!(error.line, line, "{text:?}: {error:?}");
-            assert!(error.why.contains(needle), "{text:?}: {error:?}");
-        }
-    }
-}
+#[path = "ock_conf_tests.rs"]
+mod tests;

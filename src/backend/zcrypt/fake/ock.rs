@@ -174,9 +174,11 @@ fn reencipher(
     // openCryptoki's rule (`ep11tok_mk_change_is_affected`, `cca_mk_change_is_affected`): a
     // token using one of the APQNs, for a type its mode uses (EP11: WK; CCA: SYM, AES, APKA,
     // never ASYM), whatever objects it holds.
+    let configured = configured_slots(&session.dir)?;
     let affected: Vec<&Token> = world
         .tokens
         .iter()
+        .filter(|t| configured.as_ref().is_none_or(|c| c.contains(&t.slot)))
         .filter(|t| t.apqns.iter().any(|a| apqns.contains(a)))
         .filter(|t| new.keys().any(|mk| t.kind.uses(*mk)))
         .collect();
@@ -370,6 +372,28 @@ fn config_name(token: &Token) -> String {
     }
 }
 
+/// The slots `DIR/opencryptoki/opencryptoki.conf` configures with an EP11 or CCA library: the
+/// tokens pkcsslotd starts, so the only ones a `pkcshsm_mk_change` run counts (`None`: no
+/// such file, a world written before it, where every token counts).
+fn configured_slots(dir: &Path) -> Result<Option<Vec<u32>>, String> {
+    let path = dir
+        .join(OCK_DIR)
+        .join(crate::backend::zcrypt::ock_conf::OPENCRYPTOKI_CONF);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let slots = crate::backend::zcrypt::ock_conf::token_slots(&text)
+        .map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.why))?;
+    Ok(Some(
+        slots
+            .iter()
+            .filter_map(|s| u32::try_from(s.slot).ok())
+            .collect(),
+    ))
+}
+
 /// `opencryptoki.conf` as pkcsslotd reads it: one slot per token, with its library and the
 /// name of its config (`confname`).
 pub fn slots_text(world: &World) -> String {
@@ -429,6 +453,24 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
         return Err(format!("Master key change operation '{id}' does not exist"));
     };
     let op = session.world.operations[index].clone();
+    let configured = configured_slots(&session.dir)?;
+    let mut now: Vec<u32> = session
+        .world
+        .tokens
+        .iter()
+        .filter(|t| configured.as_ref().is_none_or(|c| c.contains(&t.slot)))
+        .filter(|t| t.apqns.iter().any(|a| op.apqns.contains(a)))
+        .filter(|t| op.new.keys().any(|mk| t.kind.uses(*mk)))
+        .map(|t| t.slot)
+        .collect();
+    now.sort_unstable();
+    let mut began = op.slots.clone();
+    began.sort_unstable();
+    if now != began {
+        // `perform_finalize_cancel`: the slots the tokens' queries count now must be the
+        // operation's, for a cancel as for a finalize.
+        return Err("The list of slots affected by this master key change has changed\nsince initiating this master key change operation.".into());
+    }
     for token in session
         .world
         .tokens
