@@ -12,6 +12,7 @@ mod group;
 mod journal;
 mod lease;
 mod transfer;
+pub mod witness;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
