@@ -58,7 +58,7 @@ pub fn journal_head(file: &Path, head: &Head) -> Option<DatabaseHead> {
 /// named with its heads, as holding any instance.
 pub fn ask(heads: &[DatabaseHead], found: &mut OtherFolders) {
     let mut databases: BTreeMap<&str, Vec<&DatabaseHead>> = BTreeMap::new();
-    for head in heads {
+    for head in heads.iter().filter(|h| !is_drill(&h.scope)) {
         databases.entry(&head.shown).or_default().push(head);
     }
     for (shown, heads) in databases {
@@ -91,7 +91,7 @@ pub fn ask(heads: &[DatabaseHead], found: &mut OtherFolders) {
                 )));
             }
         }
-        for (_, records) in &scopes {
+        for (_, records) in scopes.iter().filter(|(scope, _)| !is_drill(scope)) {
             for (instance, rewraps) in rewraps_on_any_backend(records) {
                 found
                     .rewraps
@@ -110,9 +110,17 @@ pub fn ask(heads: &[DatabaseHead], found: &mut OtherFolders) {
     }
 }
 
-/// Every scope of the database `shown`, reached as `psql` would reach it.
+/// A scope `mkplan drill --shared-state` wrote (`drill::actors::run_cast` names them `drill
+/// …`): simulated runs against a copy of the fleet in a scratch database, never the service.
+/// A backend identity never begins so.
+fn is_drill(scope: &str) -> bool {
+    scope.starts_with("drill ")
+}
+
+/// Every scope of the database `shown`, reached as `psql` would reach it, its schema left as
+/// it is (its team may run an older mkplan).
 fn read(shown: &str) -> Result<Vec<(String, Vec<Record>)>, String> {
     let database = Database::from_shown(shown, |name| std::env::var(name).ok())?;
-    let connection = Connection::open(&database)?;
+    let connection = Connection::open_to_read(&database)?;
     super::journal::every_scope(&connection)
 }
