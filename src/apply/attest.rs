@@ -224,6 +224,13 @@ fn unanswered_in_other_folders(
             )
         };
         let (place, received) = match &other.scope {
+            None if crate::plan::other_stores::is_database(&other.state_dir) => (
+                format!(
+                    "the team database {} (which this user's mkplan wrote from this machine)",
+                    other.state_dir
+                ),
+                "never received those records (they were kept in that database)",
+            ),
             Some(scope) => (
                 format!(
                     "the journal of {scope} in {} (another backend identity of the same instance id in this database)",
@@ -243,15 +250,20 @@ fn unanswered_in_other_folders(
             "refused: {place} says that on service instance {id}, against {backend_named}, {what}.{why} {witness} {received}: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. Settle the rotation {with}; {settle}",
             id = found.id,
             what = other.rewrap.describe(),
-            with = other.settle_with(),
+            with = crate::plan::other_stores::settle_with(other),
         )));
     }
     if let Some(unread) = others.unread_for(&found.id).first() {
         return Err(NotTaken(format!(
-            "refused: {}. That folder may hold a rewrap of service instance {} that {witness} never saw: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. To settle it: {}; then attest again. Or: {settle}",
-            unread.describe(),
+            "refused: {}. That {store} may hold a rewrap of service instance {} that {witness} never saw: nobody at this end can see that it did not run, and a second rewrap after one completed makes the key storage unusable. Nothing was journaled. To settle it: {}; then attest again. Or: {settle}",
+            crate::plan::other_stores::unread_described(unread),
             found.id,
-            unread.remedy(),
+            crate::plan::other_stores::unread_remedy(unread),
+            store = if crate::plan::other_stores::is_database(&unread.state_dir) {
+                "database"
+            } else {
+                "folder"
+            },
         )));
     }
     Ok(())

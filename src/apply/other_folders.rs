@@ -4,7 +4,7 @@
 //! intent (fsynced) before it reads the others, so of two runs that get that far, the later
 //! reader finds the earlier one's intent, and at most one sends.
 
-use crate::model::{FolderRewrap, OtherFolders};
+use crate::model::OtherFolders;
 
 /// What the other folders said when the plan was made, and what they say now.
 pub trait OtherFolderWitness: Sync {
@@ -22,20 +22,20 @@ pub fn sent_since_plan(witness: &dyn OtherFolderWitness, instance: &str) -> Vec<
         .rewraps_of(instance)
         .iter()
         .filter(|r| !before.rewraps_of(instance).contains(r))
-        .map(FolderRewrap::describe);
+        .map(crate::plan::other_stores::rewrap_described);
     let was_unread = before.unread_for(instance);
     let unread = now
         .unread_for(instance)
         .into_iter()
         .filter(|u| !was_unread.contains(u))
-        .map(|u| u.describe());
+        .map(crate::plan::other_stores::unread_described);
     rewraps.chain(unread).collect()
 }
 
 /// Why the rewrap of an instance is not sent: what the other folders said since the plan.
 pub fn not_sent_why(said: &[String]) -> String {
     format!(
-        "another state folder of this machine recorded a rewrap of this instance since the plan was made, or may hold one: {}. Two rewraps make the key storage unusable; this run sends none",
+        "another state folder of this machine recorded a rewrap of this instance since the plan was made, or may hold one (a team database this user wrote from this machine counts as one): {}. Two rewraps make the key storage unusable; this run sends none",
         said.join("; ")
     )
 }

@@ -4,7 +4,8 @@
 //! is) or seen to complete (while the registers still fit it, someone may have cleared the new
 //! registers after it). This journal's records cannot speak for it, and the registers cannot
 //! show it: while one is on record there, or a folder that may hold one cannot be read, no
-//! plan of the instance is made here.
+//! plan of the instance is made here. A team database this user's mkplan wrote from this
+//! machine is asked by a folder's command the same way (`other_stores`).
 
 use super::Refusal;
 use super::common_current;
@@ -13,6 +14,7 @@ use super::{JournalSilence, silent};
 use crate::model::{
     FolderRewrap, JournalEvidence, JournalRewrap, LiveInstance, VerificationPattern,
 };
+use crate::plan::other_stores;
 
 /// How many folders a refusal names one by one.
 const SHOWN_MAX: usize = 5;
@@ -32,8 +34,8 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
     }
     let lines: Vec<String> = rewraps
         .iter()
-        .map(|r| r.describe())
-        .chain(unread.iter().map(|u| u.describe()))
+        .map(|r| other_stores::rewrap_described(r))
+        .chain(unread.iter().map(|u| other_stores::unread_described(u)))
         .collect();
     let mut said: Vec<String> = lines
         .iter()
@@ -49,6 +51,12 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
     let mut fix = Vec::new();
     if let Some(first) = rewraps.first() {
         fix.push(match &first.scope {
+            None if other_stores::is_database(&first.state_dir) => format!(
+                "settle that rewrap where it was recorded: `mkplan plan {file} --state {db}` through the backend of those records ({backend}: the same `--backend`, and for `tke:` the same `--tke-endpoint`) says what settles it there (the service's rotation status, or an attestation made there with what the service showed)",
+                file = desired_file(journal),
+                db = first.state_dir,
+                backend = first.backend,
+            ),
             Some(scope) => format!(
                 "settle that rewrap where it was recorded: `mkplan plan {file}` through the backend of {scope} (the same `--backend`, and for `tke:` the same `--tke-endpoint`), against this same database, says what settles it there (the service's rotation status, or an attestation made there with what the service showed)",
                 file = desired_file(journal),
@@ -61,7 +69,7 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
         });
     }
     if let Some(first) = unread.first() {
-        fix.push(first.remedy());
+        fix.push(other_stores::unread_remedy(first));
     }
     fix.push(format!(
         "or, once the service shows that no rewrap is pending (its rotation status, IBM support), journal what it showed here with `mkplan attest rewrap {id} --not-run --service-evidence \"…\" --desired {file}`. Until then do not load, commit, rewrap or set immediate on this instance",
@@ -70,7 +78,7 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
     ));
     Some(JournalSilence {
         detail: format!(
-            "another state folder this user's mkplan wrote on this machine, or another backend identity of this instance in the same database, may hold a rewrap of this instance that {} never saw, and a second rewrap after one completed makes the key storage unusable:\n{}",
+            "another state folder this user's mkplan wrote on this machine, another backend identity of this instance in the same database, or a team database this user's mkplan wrote from this machine, may hold a rewrap of this instance that {} never saw, and a second rewrap after one completed makes the key storage unusable:\n{}",
             journal.witness_named(),
             said.join("\n")
         ),

@@ -12,6 +12,7 @@ mod diff;
 pub mod domain_group;
 mod evidence;
 mod graph;
+pub mod other_stores;
 mod precheck;
 mod refusal;
 mod replay;

@@ -163,7 +163,8 @@ fn is_chain_head(file: &Path) -> bool {
 /// with a head among the journal key's heads (`JournalKey::head_files`), other than `this`,
 /// and other than a folder whose journal ends with its `pushed` record into `database` (the
 /// store read now: it received all of it). They are witnesses this journal never heard: a rewrap one of them sent may
-/// still be queued at the service, or have run.
+/// still be queued at the service, or have run. For a folder (`database` is `None`), so are
+/// the team databases this user wrote from here (`postgres::witness`).
 ///
 /// A folder that cannot be read (one others can write, a journal whose seals fail) is named,
 /// never skipped: it may hold such a rewrap. So is a folder gone from where its head says it
@@ -201,6 +202,7 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
     // A state folder's own head (`JournalKey::head_path`): not a chain's, a domain group
     // journal's or a database's, and with records in it.
     let mut folders: BTreeMap<PathBuf, (PathBuf, journal_key::Head)> = BTreeMap::new();
+    let mut databases = Vec::new();
     for file in key.head_files() {
         // A head being written by another run (`store_head`'s `….new`) is read once renamed.
         if file.extension().is_some_and(|e| e == "new") {
@@ -223,6 +225,14 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
         let dir = PathBuf::from(&head.state_dir);
         let name: Option<std::ffi::OsString> = file.file_name().map(Into::into);
         if head.records == 0 || this_head == name || is_chain_head(&file) {
+            continue;
+        }
+        // A team database this user wrote from here: asked by a folder's command (a
+        // database's own other scopes are read by `Store::other_scopes`).
+        if let Some(written) = super::postgres::witness::journal_head(&file, &head) {
+            if database.is_none() {
+                databases.push(written);
+            }
             continue;
         }
         // A folder's own head says which rewraps it may hold; a domain group journal's and a
@@ -318,6 +328,7 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
             let written = format!("\"seal\":\"{seal}\"");
             (seal.is_empty() || !texts.iter().any(|text| text.contains(&written))).then_some(unread)
         }));
+    super::postgres::witness::ask(&databases, &mut found);
     found
 }
 

@@ -3,6 +3,7 @@ mod adversary4;
 mod adversary5;
 mod adversary6;
 mod adversary7;
+mod adversary7_a1b;
 mod adversary7z;
 mod adversary8z;
 mod adversary_postgres;

@@ -37,7 +37,7 @@ impl Database {
                 redacted(url)
             ));
         }
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
             format!(
                 "the state URL {} is not a PostgreSQL URL mkplan can use: {e}. Write it as postgres://USER@HOST:PORT/DATABASE (the password in PGPASSWORD or ~/.pgpass, not in the URL)",
                 redacted(url)
@@ -59,17 +59,68 @@ impl Database {
                 redacted(url)
             ));
         }
+        Ok(Self::finished(config, &env))
+    }
+
+    /// The database a message showed (`shown()`), to be reached again as `psql` would reach
+    /// it: how a database named among the journal heads, which keep it shown and never with a
+    /// password, is asked as a witness. Its password comes from `PGPASSWORD` or the password
+    /// file; one on another machine is reached with TLS, as it had to be when mkplan wrote it.
+    pub fn from_shown(shown: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let unusable = || {
+            format!(
+                "{} is not a database URL as mkplan shows one",
+                crate::quote::bare(shown)
+            )
+        };
+        let rest = shown.strip_prefix("postgres://").ok_or_else(unusable)?;
+        let slash = outside_brackets(rest, '/').next().ok_or_else(unusable)?;
+        let (authority, dbname) = (&rest[..slash], &rest[slash + 1..]);
+        let hosts_at = outside_brackets(authority, '@')
+            .last()
+            .map_or(0, |at| at + 1);
+        let mut config = tokio_postgres::Config::new();
+        if hosts_at > 0 {
+            config.user(&authority[..hosts_at - 1]);
+        }
+        config.dbname(dbname);
+        let hosts = &authority[hosts_at..];
+        let mut start = 0;
+        for end in outside_brackets(hosts, ',').chain([hosts.len()]) {
+            let (host, port) = host_and_port(&hosts[start..end]).ok_or_else(unusable)?;
+            match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(path) => config.host_path(path),
+                None => config.host(host),
+            };
+            if let Some(port) = port {
+                config.port(port);
+            }
+            start = end + 1;
+        }
+        let here = config.get_hosts().iter().all(|host| match host {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => is_loopback(name),
+        });
+        if !here {
+            config.ssl_mode(SslMode::Require);
+        }
+        Ok(Self::finished(config, &env))
+    }
+
+    /// `config` with its password (from the URL, else `PGPASSWORD`, else the password file)
+    /// and mkplan's connection settings.
+    fn finished(mut config: tokio_postgres::Config, env: &impl Fn(&str) -> Option<String>) -> Self {
         if config.get_password().is_none() {
             let password = env("PGPASSWORD")
                 .filter(|p| !p.is_empty())
-                .or_else(|| password_file(&config, &env));
+                .or_else(|| password_file(&config, env));
             if let Some(password) = password {
                 config.password(password);
             }
         }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("mkplan");
-        Ok(Self { config })
+        Self { config }
     }
 
     /// The URL as messages show it: user, hosts, ports and database; never a password.
@@ -136,6 +187,40 @@ impl Database {
             Ok(client)
         };
         result.map_err(|why| format!("cannot connect to {}: {why}", self.shown()))
+    }
+}
+
+/// The byte offsets of `separator` in `text` outside `[…]` (a socket folder's path, as
+/// `shown()` writes it, may hold any character).
+fn outside_brackets(text: &str, separator: char) -> impl Iterator<Item = usize> + '_ {
+    let mut depth = 0usize;
+    text.char_indices().filter_map(move |(at, c)| {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            c if c == separator && depth == 0 => return Some(at),
+            _ => {}
+        }
+        None
+    })
+}
+
+/// `name:port`, `[socket folder]:port` or either without its port, as `shown()` writes a
+/// host; an IPv6 address is shown without brackets, so one that reads whole is a host alone.
+fn host_and_port(text: &str) -> Option<(&str, Option<u16>)> {
+    if text.is_empty() {
+        return None;
+    }
+    if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((text, None));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some((host, Some(port.parse().ok()?)))
+        }
+        _ => Some((text, None)),
     }
 }
 
@@ -273,6 +358,30 @@ mod tests {
             Database::parse("postgres://ops@127.0.0.1:5/mk#S3cretPW", no_env).unwrap_err();
         assert!(refused.contains("`#` part"), "{refused}");
         assert!(!refused.contains("S3cretPW"), "{refused}");
+    }
+
+    #[test]
+    fn a_database_shown_is_reached_again_as_it_was_shown() {
+        for url in [
+            "postgres://ops:s3cret@127.0.0.1:5433/mkplan",
+            "postgres://ops@localhost/mk",
+            "postgres://ops@db.example:5432/mkplan?sslmode=require",
+            "postgres://ops@a.example:5432,b.example:5433/mkplan?sslmode=require",
+            "postgres://ops@[::1]:5432/mk",
+            "postgres://ops%40server@127.0.0.1:5432/mk",
+            "postgres://ops@%2Frun%2Fpg%3Ahere:5432/mk",
+        ] {
+            let shown = Database::parse(url, no_env).unwrap().shown();
+            let again = Database::from_shown(&shown, no_env).unwrap();
+            assert_eq!(again.shown(), shown, "{url}");
+            assert_eq!(again.config.get_password(), None, "{url}");
+        }
+        let remote = Database::from_shown("postgres://ops@db.example:5432/mkplan", no_env).unwrap();
+        assert_eq!(remote.config.get_ssl_mode(), SslMode::Require);
+        let env = |name: &str| (name == "PGPASSWORD").then(|| "from-env".to_string());
+        let local = Database::from_shown("postgres://ops@127.0.0.1:5432/mk", env).unwrap();
+        assert_eq!(local.config.get_password(), Some(&b"from-env"[..]));
+        assert!(Database::from_shown("/srv/state", no_env).is_err());
     }
 
     #[test]

@@ -59,16 +59,21 @@ pub fn head_path(connection: &Connection, scope: &str) -> Option<std::path::Path
 pub(super) fn head_path_of(name: &str) -> Option<std::path::PathBuf> {
     use crate::apply::journal_key::{self, JournalKey};
     let key = journal_key::key_path(|name| std::env::var(name).ok()).ok()?;
-    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        name,
-    ));
-    let file = hex::encode(&digest[..16]);
+    let file = head_file_name(name);
     let beside = key.parent()?.join("heads").join(&file);
     match JournalKey::load(&key) {
         Ok(Some(key)) => Some(key.head_file(&key.heads()?.join(&file))),
         _ => Some(beside),
     }
+}
+
+/// The name of the file that keeps the head of the journal `name` names (`head_path_of`).
+pub(super) fn head_file_name(name: &str) -> String {
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        name,
+    ));
+    hex::encode(&digest[..16])
 }
 
 /// The head at `path` (from `head_path_of`).
@@ -359,6 +364,21 @@ pub fn other_scopes(
     connection: &Connection,
     scope: &str,
 ) -> Result<Vec<(String, Vec<Record>)>, String> {
+    scopes_read(connection, Some(scope))
+}
+
+/// Every scope of the journal table, read whole and checked: what a database says to a
+/// journal kept elsewhere (a state folder of the same user). A scope that does not read is an
+/// error.
+pub fn every_scope(connection: &Connection) -> Result<Vec<(String, Vec<Record>)>, String> {
+    scopes_read(connection, None)
+}
+
+/// Each scope but `except`, with its records.
+fn scopes_read(
+    connection: &Connection,
+    except: Option<&str>,
+) -> Result<Vec<(String, Vec<Record>)>, String> {
     scopes(connection)
         .map_err(|e| {
             format!(
@@ -367,7 +387,7 @@ pub fn other_scopes(
             )
         })?
         .into_iter()
-        .filter(|other| other != scope)
+        .filter(|other| Some(other.as_str()) != except)
         .map(|other| read_journal(connection, &other, None).map(|records| (other, records)))
         .collect()
 }

@@ -12,6 +12,7 @@ mod group;
 mod journal;
 mod lease;
 mod transfer;
+pub mod witness;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +95,15 @@ pub struct Connection {
 impl Connection {
     /// Connects and brings the schema up to date (refusing a newer one).
     pub fn open(database: &Database) -> Result<Arc<Self>, String> {
+        let connection = Self::open_to_read(database)?;
+        connection.migrate()?;
+        Ok(connection)
+    }
+
+    /// Connects, leaving the schema as it is: to read a database this command does not keep
+    /// its journal in (a witness, `witness`), which its users may run an older mkplan on. The
+    /// journal's tables are the first schema version's.
+    pub fn open_to_read(database: &Database) -> Result<Arc<Self>, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mkplan-postgres")
@@ -108,7 +118,6 @@ impl Connection {
         connection
             .call(|client| Box::pin(async move { Ok(client.is_closed()) }))
             .map_err(|e| format!("cannot reach {}: {e}", database.shown()))?;
-        connection.migrate()?;
         Ok(connection)
     }
 
