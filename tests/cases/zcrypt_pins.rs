@@ -208,7 +208,7 @@ fn zcrypt_pins_a_pin_written_in_the_group_file_is_refused_without_echoing_it() {
 }
 
 /// A PIN read from the environment, and the other variables that hold secrets (the
-/// database's password, the `sim serve` token, the IBM Cloud credentials), are not passed on to the tools mkplan runs
+/// database's password, the `sim serve` token, the IBM Cloud credentials, any other name), are not passed on to the tools mkplan runs
 /// (adversary round 6, S2): every zkey, zkey-cryptsetup and pkcshsm_mk_change used to inherit
 /// them, where a tool that logs its environment or a reader of `/proc/PID/environ` found them.
 #[test]
@@ -227,6 +227,14 @@ fn zcrypt_pins_no_tool_is_given_a_variable_that_holds_a_secret() {
     world
         .env
         .push(("MKPLAN_SIM_TOKENS", "token-secret-sim".into()));
+    // Any name at all: a key part's password, a signing service's token (round 8, S1). Tools
+    // get an allow list of mkplan's variables, never the rest.
+    world
+        .env
+        .push(("MKPLAN_PART1_PASSWORD", "token-secret-part".into()));
+    world
+        .env
+        .push(("BOB_SIGNSERV_TOKEN", "token-secret-sign".into()));
     let wrap = world.root.join("wrap");
     std::fs::create_dir_all(&wrap).unwrap();
     let log = wrap.join("environments.log");

@@ -68,9 +68,34 @@ pub trait ToolRunner: Send + Sync {
     fn run(&self, call: &ToolCall) -> Result<ToolOutput, String>;
 }
 
-/// Variables that hold a secret whichever group runs: the database password libpq reads,
-/// the `sim serve` tokens and API keys, and the IBM Cloud credentials the HPCS backends read
-/// (one shell often changes both). Never passed on to a tool.
+/// The variables a tool is given from mkplan's environment, by exact name: what finds it
+/// (`PATH`, `LD_LIBRARY_PATH`), who runs it, where its files are (`SYSFS_ROOT`, `TMPDIR`),
+/// and how it talks. Every other variable stays with mkplan: an operator's shell holds key
+/// part passwords, signing tokens and cloud credentials under any names (round 8, S1).
+const PASSED_VARIABLES: &[&str] = &[
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "NO_COLOR",
+    "SYSFS_ROOT",
+];
+
+/// The same by prefix: the locale (`LC_`), zkey's (`ZKEY_`: its repository, its KMS plug-in
+/// settings), openCryptoki's (`OCK_`, `OPENCRYPTOKI_`: a token folder, tracing) and the fake
+/// platform's (`MKPLAN_ZCRYPT_`: a drill's faults and latency).
+const PASSED_PREFIXES: &[&str] = &["LC_", "ZKEY_", "OCK_", "OPENCRYPTOKI_", "MKPLAN_ZCRYPT_"];
+
+/// Variables that hold a secret whichever group runs, hidden even where a prefix would pass
+/// them (none does today): the database password libpq reads, the `sim serve` tokens and API
+/// keys, and the IBM Cloud credentials the HPCS backends read.
 const SECRET_VARIABLES: &[&str] = &[
     "PGPASSWORD",
     "MKPLAN_TOKEN",
@@ -80,9 +105,16 @@ const SECRET_VARIABLES: &[&str] = &[
     "IBMCLOUD_IAM_TOKEN",
 ];
 
-/// Runs real processes, in mkplan's environment less the variables that hold secrets: a tool
-/// (or an application's command) that logs its environment, or a process that reads its
-/// `/proc/PID/environ`, finds no PIN there.
+/// Whether a tool is given mkplan's variable `name`.
+fn passed(name: &str) -> bool {
+    PASSED_VARIABLES.contains(&name) || PASSED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Runs real processes, in an environment of mkplan's that holds no secret: only the
+/// variables [`passed`] names, less those that hold the group's USER PINs (`OCK_…` names
+/// among them) and `SECRET_VARIABLES`, plus the call's own. A tool (or an application's
+/// command) that logs its environment, or a process that reads its `/proc/PID/environ`,
+/// finds no PIN or password there.
 pub struct SystemRunner {
     pub timeout: Duration,
     hidden: Vec<String>,
@@ -105,14 +137,20 @@ impl SystemRunner {
             hidden,
         }
     }
+
+    /// mkplan's variables a tool is given.
+    fn environment(&self) -> impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)> {
+        std::env::vars_os().filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(|name| passed(name) && !self.hidden.iter().any(|h| h == name))
+        })
+    }
 }
 
 impl ToolRunner for SystemRunner {
     fn run(&self, call: &ToolCall) -> Result<ToolOutput, String> {
         let mut command = Command::new(&call.program);
-        for name in &self.hidden {
-            command.env_remove(name);
-        }
+        command.env_clear().envs(self.environment());
         let mut child = command
             .args(&call.args)
             .envs(call.env.iter().map(|(k, v)| (k, v)))
@@ -290,5 +328,31 @@ mod tests {
             )))
             .unwrap();
         assert_eq!(whole.stdout.len() as u64, TOOL_OUTPUT_BYTES_MAX);
+    }
+
+    #[test]
+    fn tools_get_the_allowed_variables_less_the_secret_ones() {
+        for name in [
+            "PATH",
+            "LANG",
+            "LC_ALL",
+            "ZKEY_REPOSITORY",
+            "OCK_EP11_TOKEN_DIR",
+            "SYSFS_ROOT",
+            "MKPLAN_ZCRYPT_FAULT",
+        ] {
+            assert!(passed(name), "{name}");
+        }
+        for name in [
+            "MKPLAN_PART1_PASSWORD",
+            "PGPASSWORD",
+            "IBMCLOUD_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "MKPLAN_TOKEN",
+            "PATHX",
+            "lc_all",
+        ] {
+            assert!(!passed(name), "{name}");
+        }
     }
 }
