@@ -96,4 +96,19 @@ pub struct Inventory {
     /// What the operator should know about what was read (a CCA config's allow list, which
     /// openCryptoki does not have), one line each.
     pub notes: Vec<String>,
+    /// The KMS plug-in the zkey repository is bound to, if any (`kms.conf`).
+    pub kms_plugin: Option<FoundKmsPlugin>,
+}
+
+/// A zkey repository bound to a KMS plug-in (s390-tools `zkey/kms.c`: its `kms.conf` names
+/// the plug-in and the APQNs it was configured with). The plug-in keeps secure keys of its
+/// own under those APQNs' master key (a KMIP plug-in's identity key), which only `zkey kms
+/// reencipher` moves: no `zkey list` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundKmsPlugin {
+    /// The `kms.conf` file, as a path the operator can open.
+    pub config: String,
+    pub plugin: String,
+    /// Its `apqns`, as zkey reads them.
+    pub apqns: Vec<Apqn>,
 }

@@ -307,3 +307,52 @@ fn zcrypt_fake_luks2_complete_removes_the_old_key_slots_only_when_answered_yes()
         world.assert_no_incidents();
     }
 }
+
+/// zkey-cryptsetup chooses among every online APQN of the key's type on the machine, not
+/// the key's associated ones (repro8z F1): with card 05's NEW empty and card 02's ready, a
+/// staging goes through 02.0007 and is under its NEW key.
+#[test]
+fn zcrypt_fake_luks2_stages_through_any_apqn_of_the_machine_as_the_real_tool() {
+    let world = ZWorld::new(
+        "latency_ms: 0
+cards:
+  - card: \"02\"
+    type: CEX7C
+    domains:
+      - domain: \"0007\"
+        AES: {current: \"c1c1c1c1c1c1c1c1\", new: {full: \"9999999999999999\"}}
+  - card: \"05\"
+    type: CEX7C
+    domains:
+      - domain: \"0006\"
+        AES: {current: \"c1c1c1c1c1c1c1c1\"}
+zkey:
+  - name: db-data
+    key_type: CCA-AESDATA
+    apqns: [\"05.0006\"]
+    mkvp: \"c1c1c1c1c1c1c1c1\"
+    volume: {device: /dev/dasdc1, dm_name: enc-db, volume_type: luks2, key_file: keys/dasdb1.key}
+",
+    );
+    let key_file = world.key_file();
+    let staged = world.tool(
+        "zkey-cryptsetup",
+        &[
+            "reencipher",
+            "/dev/dasdc1",
+            "--staged",
+            "--key-file",
+            &key_file,
+        ],
+    );
+    staged.expect_code(0);
+    let truth: serde_json::Value = serde_json::from_str(&world.read("world.json")).unwrap();
+    let header = &truth["luks2"][0];
+    assert!(
+        header["staged"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("9999999999999999")),
+        "{header}"
+    );
+    world.assert_no_incidents();
+}

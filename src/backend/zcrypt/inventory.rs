@@ -18,7 +18,7 @@ use super::stores;
 use super::token_config::found_token;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
-use crate::model::domain_group_inventory::{FoundToken, FoundZkeyKey, Inventory};
+use crate::model::domain_group_inventory::{FoundKmsPlugin, FoundToken, FoundZkeyKey, Inventory};
 
 /// One key as `zkey list` shows it (the lines the inventory needs).
 #[derive(Default)]
@@ -303,6 +303,72 @@ fn configs_named(
     Ok(tokens)
 }
 
+/// The KMS plug-in `repository`'s `kms.conf` binds it to, as zkey reads the file
+/// (`properties_load`: `NAME=VALUE` lines, `#` comments; `kms_get_plugin`: no `kms`, or
+/// `local`, is no plug-in; `_kms_init`: `apqns` is a comma-separated `CARD.DOMAIN` list in
+/// hex). A file zkey could not read either is an error: the plug-in's keys are then not
+/// known.
+fn kms_plugin(repository: &Path) -> Result<Option<FoundKmsPlugin>, String> {
+    let path = repository.join("kms.conf");
+    let shown = path.display();
+    let text = match crate::bounded_read::read_to_string(&path, TOKEN_CONFIG_BYTES_MAX) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "{shown}: cannot read the repository's KMS binding: {e}"
+            ));
+        }
+    };
+    let mut properties = std::collections::BTreeMap::new();
+    for (at, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(format!(
+                "{shown}:{}: a line with no `=`, which zkey cannot read either: the repository's KMS binding is not known",
+                at + 1
+            ));
+        };
+        properties.insert(name, value);
+    }
+    let plugin = match properties.get("kms") {
+        Some(plugin) if !plugin.eq_ignore_ascii_case("local") => plugin.to_string(),
+        _ => return Ok(None),
+    };
+    let mut apqns = Vec::new();
+    for apqn in properties
+        .get("apqns")
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let parsed = apqn
+            .split_once('.')
+            .and_then(|(card, domain)| {
+                Some(Apqn {
+                    card: u8::from_str_radix(card, 16).ok()?,
+                    domain: u16::from_str_radix(domain, 16).ok()?,
+                })
+            })
+            .ok_or_else(|| {
+                format!(
+                    "{shown}: APQN {} of KMS plug-in {} is not CARD.DOMAIN in hex, which zkey refuses too: the plug-in's APQNs are not known",
+                    crate::quote::quote(apqn),
+                    crate::quote::quote(&plugin)
+                )
+            })?;
+        apqns.push(parsed);
+    }
+    Ok(Some(FoundKmsPlugin {
+        config: shown.to_string(),
+        plugin,
+        apqns,
+    }))
+}
+
 /// Bytes of a token config read at most.
 const TOKEN_CONFIG_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -326,6 +392,7 @@ impl ZcryptBackend {
                 self.listing(desired, "zkey", parse_list)
                     .map(|keys| inventory.zkey_keys = keys),
             );
+            note(kms_plugin(&desired.zkey_repository).map(|found| inventory.kms_plugin = found));
         }
         let mut notes = Vec::new();
         let declared = desired

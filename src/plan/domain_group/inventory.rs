@@ -76,7 +76,53 @@ pub(super) fn check(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Grou
     check_luks2(desired, &ours)?;
     check_luks2_apqns(desired, live)?;
     check_declared(desired, &ours, live)?;
+    check_kms_plugin(desired, live)?;
     check_operation_covers(desired, live)
+}
+
+/// `undeclared_stores` for a KMS plug-in the zkey repository is bound to on the group's
+/// APQNs: its own secure keys (a KMIP plug-in's identity key) are under their master key,
+/// and only `zkey kms reencipher` moves them. An application store whose `stage` runs it
+/// covers them: its `check` is the operator's, since no tool mkplan knows shows their key.
+fn check_kms_plugin(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
+    let Some(kms) = &live.inventory.kms_plugin else {
+        return Ok(());
+    };
+    let shared: Vec<Apqn> = kms
+        .apqns
+        .iter()
+        .copied()
+        .filter(|a| desired.apqns.contains(a))
+        .collect();
+    let covered = desired.stores.iter().any(|s| {
+        matches!(s, DesiredStore::Application { stage, .. }
+            if stage.len() >= 3
+                && std::path::Path::new(&stage[0]).file_name().is_some_and(|n| n == "zkey")
+                && stage[1] == "kms"
+                && stage[2] == "reencipher")
+    });
+    if shared.is_empty() || covered {
+        return Ok(());
+    }
+    let mk_type = desired
+        .master_keys
+        .keys()
+        .next()
+        .map_or_else(|| "TYPE".to_string(), ToString::to_string);
+    Err(refusal(
+        "undeclared_stores",
+        format!(
+            "the zkey repository {} is bound to KMS plug-in {} ({}) on APQNs {}, {} of them the group's: the plug-in keeps secure keys of its own (a KMIP plug-in's identity key) under their master key, which only `zkey kms reencipher` moves and which no store the group declares covers. The set would leave them under a key that is leaving",
+            crate::quote::path(&desired.zkey_repository),
+            quote(&kms.plugin),
+            kms.config,
+            apqn_list(kms.apqns.iter().copied()),
+            apqn_list(shared)
+        ),
+        Some(format!(
+            "the plug-in's keys declared as an application store that moves them with zkey's own commands, with a check of yours that prints the key they are under (`active: VP`, and `staged: VP` while staged): `- application: {{name: zkey-kms, type: {mk_type}, check: [YOUR-CHECK], stage: [zkey, kms, reencipher, --to-new, --staged], complete: [zkey, kms, reencipher, --complete]}}`; or the repository unbound from the plug-in, if it no longer serves"
+        )),
+    ))
 }
 
 fn check_operation_covers(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {

@@ -189,10 +189,18 @@ pub fn run(dir: &Path, args: &[String]) -> Output {
     }
 }
 
+/// The APQNs zkey-cryptsetup chooses among: every online APQN of the machine of the key's
+/// type, whatever the key's association (zkey-cryptsetup.c passes no APQN list to its pkey
+/// calls, and pkey.c then takes "all online APQNs of the matching type"), in card.domain
+/// order.
+fn machine_apqns(world: &World, mk: super::world::Mk) -> Vec<String> {
+    world.apqns_of(mk)
+}
+
 /// What `validate` prints (zkey-cryptsetup.c `command_validate`).
 fn validate(world: &World, header: &Luks2Header, key: &ZkeyKey) -> Output {
     let mk = key.key_type.mk();
-    let status = under(world, &key.apqns, mk, &header.active);
+    let status = under(world, &machine_apqns(world, mk), mk, &header.active);
     let valid = status != Under::Unknown;
     let mkvp = &header.active[..key.key_type.mkvp_hex_len()];
     let token_bytes = if mk.is_ep11() { 336 } else { 64 };
@@ -280,7 +288,7 @@ fn reencipher_prepare(
         output.out("(yes implied because '--batch-mode' | '-q' option is specified)");
     }
     let mk = key.key_type.mk();
-    let status = under(world, &key.apqns, mk, &header.active);
+    let status = under(world, &machine_apqns(world, mk), mk, &header.active);
     if status == Under::Unknown {
         return Err(Output::failure(
             TOOL,
@@ -312,7 +320,7 @@ fn reencipher_prepare(
             })?;
     }
     if to_new {
-        let new = world.new_for(&key.apqns, mk, &mkvp);
+        let new = world.new_for(&machine_apqns(world, mk), mk, &mkvp);
         mkvp = new.ok_or_else(|| Output::failure(TOOL, "No APQN found that is suitable for re-enciphering the secure encryption key from the CURRENT to the NEW master key."))?;
     }
     let in_place = (!is_old && how.in_place) || (is_old && !how.staged);
@@ -377,7 +385,7 @@ fn reencipher_complete(
     let mk = key.key_type.mk();
     let mut output = Output::default();
     let mut active = staged.clone();
-    match under(world, &key.apqns, mk, &staged) {
+    match under(world, &machine_apqns(world, mk), mk, &staged) {
         Under::Unknown => {
             let mut failed = Output::failure(
                 TOOL,
