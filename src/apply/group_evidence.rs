@@ -66,7 +66,11 @@ fn tokens_operation(
     for (at, record) in records.iter().enumerate().skip(begin + 1) {
         match record {
             GroupRecord::Intent {
-                step, action, what, ..
+                step,
+                action,
+                what,
+                at: when,
+                ..
             } => {
                 let relies = (action == "stage_reencipher"
                     && what.starts_with("pkcshsm_mk_change reencipher "))
@@ -75,6 +79,7 @@ fn tokens_operation(
                     // The first step since the last close names it best: mkplan's reencipher.
                     relied.get_or_insert_with(|| ReliedOperation {
                         step: step.clone(),
+                        at: when.clone(),
                         what: what.clone(),
                     });
                 } else if action == "complete_reencipher"
@@ -225,6 +230,7 @@ mod tests {
             tokens_operation(&cca_aes, 2, GroupMode::Cca),
             Some(ReliedOperation {
                 step: "z1".into(),
+                at: "t".into(),
                 what: "ceremony on 06.0006 AES".into()
             })
         );

@@ -63,7 +63,7 @@ pub const ATTEST_FINALIZED: &str = "\
 Examples:
   journalctl --grep 'master key change operation'
       # Slot 3: Concurrent HSM master key change operation 6d591c is finalized
-  mkplan attest finalized plans/zcrypt-ep11-group.yaml \\
+  mkplan attest finalized GROUP.yaml \\
       --evidence 'syslog: slots 3 and 5, operation 6d591c is finalized'";
 
 pub const JOURNAL_CLOSE: &str = "\

@@ -54,11 +54,12 @@ pub fn attest_finalized(args: &AttestFinalizedArgs, store: &Store) -> Result<u8>
         })
         .map_err(Error::Unsafe)?;
     eprintln!(
-        "Journaled for domain group {}: the openCryptoki operation step {} relied on ({}) was finalized, on your word: {}. `mkplan plan {shown}` now takes the tokens' objects as under the new key.",
+        "Journaled for domain group {}: the openCryptoki operation that `{}` (step {} of the run at {}) relied on was finalized, on your word: {}. `mkplan plan {shown}` now takes the tokens' objects as under the new key.",
         desired.name,
-        relied.step,
         relied.what,
-        crate::quote::quote(statement)
+        relied.step,
+        relied.at,
+        crate::quote::quote_at_most(statement, EVIDENCE_CHARS_MAX)
     );
     Ok(0)
 }

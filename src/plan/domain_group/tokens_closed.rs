@@ -18,6 +18,8 @@ use crate::model::registers::MkType;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReliedOperation {
     pub step: String,
+    /// When its intent was written.
+    pub at: String,
     /// Its intent's words: the command, or the ceremony.
     pub what: String,
 }
@@ -62,10 +64,11 @@ fn why(mode: GroupMode, relied: &ReliedOperation, moved: &[String]) -> String {
         GroupMode::Cca => "the old keys, which only the OLD registers still hold",
     };
     format!(
-        "no pkcshsm_mk_change operation is open on the group's APQNs and the tokens look finalized under {}, but this change relied on an operation that mkplan never finalized (step {}: `{}`). It was finalized or canceled outside mkplan, and both leave this trace: once every APQN is set, openCryptoki lets a cancel through unless the token configs still pin the old key (EXPECTED_WKVP / EXPECTED_MKVPS), and a cancel leaves the objects under {old}",
+        "no pkcshsm_mk_change operation is open on the group's APQNs and the tokens look finalized under {}, but this change relied on an operation that mkplan never finalized (`{}`, step {} of the run at {}). It was finalized or canceled outside mkplan, and both leave this trace: once every APQN is set, openCryptoki lets a cancel through unless the token configs still pin the old key (EXPECTED_WKVP / EXPECTED_MKVPS), and a cancel leaves the objects under {old}",
         moved.join(", "),
+        relied.what,
         relied.step,
-        relied.what
+        relied.at
     )
 }
 
