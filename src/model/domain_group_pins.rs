@@ -41,6 +41,9 @@ pub struct PlacedPinSource {
     pub source: PinSource,
     pub line: u64,
     pub column: u64,
+    /// A `file:` written with no folder in it: if it names no file, it may be the PIN itself
+    /// written where the path belongs, and is not shown.
+    pub bare: bool,
 }
 
 /// Every slot's PIN source, and the group file they are named in (as shown in messages).
@@ -150,10 +153,12 @@ pub(super) fn parse_user_pins(
             }
         };
         let (line, column) = place;
+        let bare = e.file.as_ref().is_some_and(|f| !f.value.contains('/'));
         let placed = PlacedPinSource {
             source,
             line,
             column,
+            bare,
         };
         if sources.insert(e.slot.value, placed).is_some() {
             return Err(error(

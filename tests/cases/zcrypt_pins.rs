@@ -211,6 +211,31 @@ fn zcrypt_pins_a_pin_written_in_the_group_file_is_refused_without_echoing_it() {
 /// database's password, the `sim serve` token, the IBM Cloud credentials, any other name), are not passed on to the tools mkplan runs
 /// (adversary round 6, S2): every zkey, zkey-cryptsetup and pkcshsm_mk_change used to inherit
 /// them, where a tool that logs its environment or a reader of `/proc/PID/environ` found them.
+/// A PIN written where its file's path belongs (round 7, S3's residue): placed, never shown.
+/// A path that names its folder is shown, as the usual mistake.
+#[test]
+fn zcrypt_pins_a_pin_written_as_a_file_name_is_placed_not_shown() {
+    let world = world_with_pins("  - { slot: 3, file: s3cr3t-literal-2 }\n");
+    for args in [&["validate", "group.yaml"][..], &["plan", "group.yaml"]] {
+        let out = world.run(args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {said}");
+        assert!(
+            said.contains("group.yaml:") && said.contains("its value is not shown"),
+            "{args:?}: {said}"
+        );
+        assert!(!said.contains("s3cr3t-literal-2"), "{args:?}: {said}");
+    }
+    let world = world_with_pins("  - { slot: 3, file: keys/slot3.pin.missing }\n");
+    let out = world.run(&["validate", "group.yaml"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("keys/slot3.pin.missing"), "{said}");
+}
+
 #[test]
 fn zcrypt_pins_no_tool_is_given_a_variable_that_holds_a_secret() {
     use std::os::unix::fs::PermissionsExt;

@@ -94,7 +94,7 @@ impl UserPins {
         }
         let mut pins = BTreeMap::new();
         for (slot, placed) in &sources.slots {
-            match read_one(*slot, &placed.source) {
+            match read_one(*slot, &placed.source, placed.bare) {
                 Ok(pin) => {
                     pins.insert(*slot, pin);
                 }
@@ -193,14 +193,23 @@ impl std::fmt::Display for PinSourceErrors {
 }
 
 /// A slot's PIN, or what is wrong with its source and how to fix it (never the PIN, nor
-/// anything of the file's content).
-fn read_one(slot: u64, source: &PinSource) -> Result<UserPin, (String, String)> {
+/// anything of the file's content; nor a `bare` file name that names no file, which may be
+/// the PIN written where its file's path belongs).
+fn read_one(slot: u64, source: &PinSource, bare: bool) -> Result<UserPin, (String, String)> {
     let what = |why: String| format!("the USER PIN of slot {slot}: {source} {why}");
     let text = match source {
         PinSource::File(path) => {
             let bytes = crate::bounded_read::read(path, PIN_FILE_BYTES_MAX)
                 .map(Zeroizing::new)
-                .map_err(|e| (what(format!("cannot be read: {e}")), file_fix(&e)))?;
+                .map_err(|e| {
+                    let why = match e.kind() {
+                        std::io::ErrorKind::NotFound if bare => format!(
+                            "the USER PIN of slot {slot}: the file its `file:` names does not exist ({e}); its value is not shown, in case it is not a path but the PIN (a path names its folder: `./slot{slot}.pin`, `/etc/mkplan/slot{slot}.pin`)"
+                        ),
+                        _ => what(format!("cannot be read: {e}")),
+                    };
+                    (why, file_fix(&e))
+                })?;
             Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned())
         }
         PinSource::Env(name) => Zeroizing::new(std::env::var(name).map_err(|e| {
