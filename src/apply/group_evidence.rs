@@ -36,11 +36,11 @@ pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEv
             .into_iter()
             .map(|(id, (_, targets))| (id, targets))
             .collect(),
-        tokens_operation: tokens_operation(
-            journal.records(),
-            journal.earlier_records(),
-            desired.mode,
-        ),
+        tokens_operation: desired
+            .stores
+            .contains(&DesiredStore::OpenCryptoki)
+            .then(|| tokens_operation(journal.records(), journal.earlier_records(), desired.mode))
+            .flatten(),
     }
 }
 

@@ -9,7 +9,7 @@ use super::zcrypt::{hold, open_backend, open_journal, read_error, read_group};
 use crate::apply::group_evidence::{TOKENS_ATTESTED, group_evidence};
 use crate::apply::group_journal::GroupRecord;
 use crate::error::{Error, Result};
-use crate::model::domain_group::StoreKind;
+use crate::model::domain_group::{StoreKind, StoreState};
 use crate::store::Store;
 
 /// The longest statement journaled.
@@ -35,14 +35,18 @@ pub fn attest_finalized(args: &AttestFinalizedArgs, store: &Store) -> Result<u8>
         )));
     };
     let live = backend.read(&desired).map_err(read_error)?;
-    if let Some(open) = live
+    let tokens = live
         .stores
         .iter()
-        .find(|s| s.id.kind == StoreKind::OpenCryptoki)
-        .and_then(|s| s.handle.as_ref())
-    {
+        .find(|s| s.id.kind == StoreKind::OpenCryptoki);
+    if let Some(open) = tokens.and_then(|s| s.handle.as_ref()) {
         return Err(Error::Unsafe(format!(
             "refused: pkcshsm_mk_change operation {open} is still open on the group's APQNs, so it was not finalized. Nothing was journaled; `mkplan apply {shown}` finalizes it once every APQN is set"
+        )));
+    }
+    if let Some(StoreState::Unknown { why, settle }) = tokens.map(|s| &s.state) {
+        return Err(Error::Unsafe(format!(
+            "refused: whether an operation is still open on the group's APQNs is not shown ({why}). Nothing was journaled. Evidence that would settle it: {settle}"
         )));
     }
     journal
