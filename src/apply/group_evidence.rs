@@ -39,7 +39,7 @@ pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEv
         tokens_operation: desired
             .stores
             .contains(&DesiredStore::OpenCryptoki)
-            .then(|| tokens_operation(journal.records(), journal.earlier_records(), desired.mode))
+            .then(|| tokens_operation(journal.records(), desired.mode))
             .flatten(),
     }
 }
@@ -47,15 +47,13 @@ pub fn group_evidence(journal: &GroupJournal, desired: &DesiredGroup) -> GroupEv
 /// The first step of the open change that relied on an openCryptoki operation (mkplan's
 /// `pkcshsm_mk_change reencipher`, or a set ceremony of a type the tokens use: a set is
 /// planned only while their copies are staged), unless a finalize of mkplan's or the
-/// operator's word (`Attested`) closed it since. A finalize counts once its outcome is
-/// `done`, or while it is in flight in this run (its intent written by this process, so
-/// the read that decides its outcome is this one's); one settled only by a later read does
-/// not: a cancel would have left the same trace.
-fn tokens_operation(
-    records: &[GroupRecord],
-    earlier: usize,
-    mode: GroupMode,
-) -> Option<ReliedOperation> {
+/// operator's word (`Attested`) closed it since (a later reliance starts again).
+///
+/// Any finalize intent of mkplan's closes it, whatever its outcome: mkplan sends one only
+/// once every APQN is set with the operation open, and from then on openCryptoki refuses a
+/// cancel (a token expects the key its objects were under, saved at `reencipher`), so an
+/// operation gone after it was finalized, by that command or another.
+fn tokens_operation(records: &[GroupRecord], mode: GroupMode) -> Option<ReliedOperation> {
     let begin = records
         .iter()
         .rposition(|r| matches!(r, GroupRecord::Begin { .. } | GroupRecord::Done { .. }))?;
@@ -63,7 +61,7 @@ fn tokens_operation(
         return None;
     }
     let mut relied = None;
-    for (at, record) in records.iter().enumerate().skip(begin + 1) {
+    for record in records.iter().skip(begin + 1) {
         match record {
             GroupRecord::Intent {
                 step,
@@ -84,7 +82,6 @@ fn tokens_operation(
                     });
                 } else if action == "complete_reencipher"
                     && what.starts_with("pkcshsm_mk_change finalize ")
-                    && finalized(records, at, step, earlier)
                 {
                     relied = None;
                 }
@@ -98,21 +95,6 @@ fn tokens_operation(
 
 /// What an `Attested` record names for the group's openCryptoki tokens.
 pub const TOKENS_ATTESTED: &str = "opencryptoki";
-
-/// Whether the finalize whose intent is `records[at]` (step `step`) counts as closing the
-/// operation: its outcome says done, or it has none yet and this run wrote it.
-fn finalized(records: &[GroupRecord], at: usize, step: &str, earlier: usize) -> bool {
-    let outcome = records[at + 1..].iter().find_map(|r| match r {
-        GroupRecord::Outcome {
-            step: s, result, ..
-        } if s == step => Some(result.as_str()),
-        _ => None,
-    });
-    match outcome {
-        Some(result) => result == "done",
-        None => at >= earlier,
-    }
-}
 
 /// Each volume the open change staged: the index of its last stage intent, and the targets.
 fn staged_in_change(
@@ -187,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn an_operation_is_closed_by_a_finalize_shown_done_in_flight_or_attested_only() {
+    fn an_operation_is_closed_by_a_finalize_of_mkplans_or_the_operators_word() {
         let begin = GroupRecord::Begin {
             identity: "zcrypt:/".into(),
             at: "t".into(),
@@ -206,65 +188,68 @@ mod tests {
             "complete_reencipher",
             "pkcshsm_mk_change finalize --id 6d591c",
         );
-        let open = |records: &[GroupRecord], earlier: usize| {
-            tokens_operation(records, earlier, GroupMode::Ep11).map(|r| r.step)
-        };
+        let open =
+            |records: &[GroupRecord]| tokens_operation(records, GroupMode::Ep11).map(|r| r.step);
         let base = vec![
             begin.clone(),
             stage.clone(),
             outcome("s4", "done"),
             set.clone(),
         ];
-        assert_eq!(open(&base, 4), Some("s4".into()));
-        // A set of a type no token uses relies on nothing; nor does a CCA ASYM set.
-        let asym = vec![
+        assert_eq!(open(&base), Some("s4".into()));
+        // A set relies on the operation too (one opened by hand); a CCA ASYM set does not.
+        assert_eq!(open(&[begin.clone(), set.clone()]), Some("s5".into()));
+        let asym = [
             begin.clone(),
             intent("z1", "set_immediate", "ceremony on 06.0006 ASYM"),
         ];
-        assert_eq!(tokens_operation(&asym, 2, GroupMode::Cca), None);
-        let cca_aes = vec![
+        assert_eq!(tokens_operation(&asym, GroupMode::Cca), None);
+        let cca_aes = [
             begin.clone(),
             intent("z1", "set_immediate", "ceremony on 06.0006 AES"),
         ];
         assert_eq!(
-            tokens_operation(&cca_aes, 2, GroupMode::Cca),
+            tokens_operation(&cca_aes, GroupMode::Cca),
             Some(ReliedOperation {
                 step: "z1".into(),
                 at: "t".into(),
                 what: "ceremony on 06.0006 AES".into()
             })
         );
-
-        let mut done = base.clone();
-        done.extend([finalize.clone(), outcome("s6", "done")]);
-        assert_eq!(open(&done, 4), None);
-        let mut failed = base.clone();
-        failed.extend([finalize.clone(), outcome("s6", "failed")]);
-        assert_eq!(open(&failed, 4), Some("s4".into()));
-        // In flight: written by this run (at index 4, this run opened the journal with 4).
-        let mut flight = base.clone();
-        flight.push(finalize.clone());
-        assert_eq!(open(&flight, 4), None);
-        // Interrupted in an earlier run, then settled by reading: a cancel looks the same.
-        let mut interrupted = flight.clone();
-        interrupted.push(outcome("s6", "settled_by_reading"));
-        assert_eq!(open(&interrupted, 5), Some("s4".into()));
-        assert_eq!(open(&flight, 5), Some("s4".into()));
-
-        let mut attested = interrupted.clone();
+        // A finalize of mkplan's closes it, whatever its outcome (a cancel is refused then).
+        for result in [
+            None,
+            Some("done"),
+            Some("failed"),
+            Some("settled_by_reading"),
+        ] {
+            let mut records = base.clone();
+            records.push(finalize.clone());
+            records.extend(result.map(|r| outcome("s6", r)));
+            assert_eq!(open(&records), None, "{result:?}");
+        }
+        // A zkey complete is no finalize.
+        let mut zkey = base.clone();
+        zkey.push(intent(
+            "s6",
+            "complete_reencipher",
+            "zkey reencipher --name k --complete",
+        ));
+        assert_eq!(open(&zkey), Some("s4".into()));
+        let mut attested = base.clone();
         attested.push(GroupRecord::Attested {
             identity: "zcrypt:/".into(),
             at: "t".into(),
             store: TOKENS_ATTESTED.into(),
             statement: "syslog: finalized".into(),
         });
-        assert_eq!(open(&attested, 6), None);
+        assert_eq!(open(&attested), None);
         // A closed change relies on nothing.
         let mut closed = base.clone();
         closed.push(GroupRecord::Done {
             identity: "zcrypt:/".into(),
             at: "t".into(),
         });
-        assert_eq!(open(&closed, 5), None);
+        assert_eq!(open(&closed), None);
     }
 }

@@ -390,8 +390,25 @@ impl World {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// A `tool` first on PATH that, run with `verb`, runs the fake tool and then kills mkplan
+    /// at once (power lost right after the tool's effect, before its outcome is written).
+    pub(crate) fn kill_mkplan_after(&self, tool: &str, verb: &str) {
+        let wrap = self.root.join("wrap");
+        std::fs::create_dir_all(&wrap).unwrap();
+        let script = format!(
+            "#!/bin/sh\ncase \"$1\" in {verb})\n  '{real}' \"$@\"; kill -9 $PPID; exit 1;;\nesac\nexec '{real}' \"$@\"\n",
+            real = self.root.join("w/bin").join(tool).display(),
+        );
+        let path = wrap.join(tool);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     pub(crate) fn remove_wrapper(&self) {
-        let _ = std::fs::remove_file(self.root.join("wrap/zkey"));
+        for tool in ["zkey", "zkey-cryptsetup", "pkcshsm_mk_change"] {
+            let _ = std::fs::remove_file(self.root.join("wrap").join(tool));
+        }
     }
 }
 

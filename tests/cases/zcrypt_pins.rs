@@ -260,6 +260,10 @@ fn zcrypt_pins_no_tool_is_given_a_variable_that_holds_a_secret() {
     world
         .env
         .push(("BOB_SIGNSERV_TOKEN", "token-secret-sign".into()));
+    // Another group's PIN, under openCryptoki's own prefix (round 9, S1).
+    world
+        .env
+        .push(("OCK_SLOT4_USER_PIN", "token-secret-ock4".into()));
     let wrap = world.root.join("wrap");
     std::fs::create_dir_all(&wrap).unwrap();
     let log = wrap.join("environments.log");

@@ -1,10 +1,11 @@
-//! An openCryptoki operation closed outside mkplan once every APQN is set. openCryptoki lets
-//! `pkcshsm_mk_change cancel` through then when the token configs pin no key (the token
-//! expects the key its APQNs share), and the cancel keeps the objects under the old WK,
-//! which no register holds: lost. A finalize leaves the same trace (no operation open, the
-//! APQNs on the new key). mkplan used to take the tokens as finalized and end exit 0; now the
-//! plan is refused (exit 3) until the operator attests a finalize from the syslog. Each test
-//! runs the binary on the fake platform; the only loss is the colleague's cancel.
+//! An openCryptoki operation closed outside mkplan, found with every APQN set. openCryptoki
+//! refuses a cancel once an APQN is set, so that trace (no operation open, the APQNs on the
+//! new key, no pin or the new one) is left by a finalize outside mkplan, or by a cancel
+//! before the set with the APQNs set after it, when the objects were never re-enciphered
+//! and are lost. mkplan used to take the tokens as finalized and end exit 0; now the plan is
+//! refused (exit 3) until the operator attests a finalize from the syslog. A finalize of
+//! mkplan's own closes the operation, even when mkplan was killed while it ran. Each test
+//! runs the binary on the fake platform; the only loss is the one the operators made.
 
 use crate::cases::adversary6::{
     assert_wk_objects_under, ep11_world_with_tokens, ock_by_hand, open_operation,
@@ -44,7 +45,7 @@ fn refused_naming_the_operation(world: &World) {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {said}");
         for needle in [
             "stores_observable",
-            "finalized or canceled outside mkplan",
+            "finalized outside mkplan, or canceled before an APQN was set",
             "pkcshsm_mk_change reencipher --apqns 03.0006,04.0006",
             "is finalized` (or `is canceled`)",
             "mkplan attest finalized",
@@ -55,10 +56,11 @@ fn refused_naming_the_operation(world: &World) {
     }
 }
 
-/// An unpinned token moves with mkplan's own finalize: its in-flight finalize closes the
-/// operation it relied on.
+/// An unpinned token moves with mkplan's own finalize; and when mkplan is killed while the
+/// finalize runs, the rerun settles it from the machine: no operation open after a finalize
+/// sent once every APQN was set can only have been finalized.
 #[test]
-fn zcrypt_tokens_unpinned_converge_with_mkplans_own_finalize() {
+fn zcrypt_tokens_unpinned_converge_with_mkplans_own_finalize_even_killed() {
     let world = unpinned_world();
     let stderr = world.assert_apply_converges();
     assert!(
@@ -66,15 +68,33 @@ fn zcrypt_tokens_unpinned_converge_with_mkplans_own_finalize() {
         "{stderr}"
     );
     assert_wk_objects_under(&world, 3, NEW);
+
+    let world = unpinned_world();
+    world.kill_mkplan_after("pkcshsm_mk_change", "finalize");
+    let (code, stderr) = world.apply();
+    assert_eq!(code, None, "killed: {stderr}");
+    assert!(
+        world.run(&["plan", "group.yaml"]).status.code() == Some(0),
+        "the rerun plans"
+    );
+    world.remove_wrapper();
+    let stderr = world.assert_apply_converges();
+    assert!(stderr.contains("was interrupted"), "{stderr}");
+    assert_wk_objects_under(&world, 3, NEW);
 }
 
-/// A colleague canceled the operation after the set (openCryptoki allowed it: no pin). mkplan
-/// used to plan the zkey completions and end exit 0, the token's objects lost; now it
-/// refuses, and adds no loss of its own.
+/// A colleague canceled the operation before the set (openCryptoki allows it then), and the
+/// APQNs were set by hand after it: the token's objects were never re-enciphered, and the
+/// set lost them. mkplan used to plan the zkey completions and end exit 0; now it refuses,
+/// and adds no loss of its own. A cancel after the set is refused by openCryptoki.
 #[test]
-fn zcrypt_tokens_canceled_after_the_set_are_refused_not_taken_as_finalized() {
-    let (world, id) = staged_and_set_by_hand();
+fn zcrypt_tokens_canceled_before_a_set_by_hand_are_refused_not_taken_as_finalized() {
+    let world = unpinned_world();
+    world.apply_until_the_first_set();
+    let id = open_operation(&world);
     ock_by_hand(&world, &["cancel", "--id", &id], 1);
+    world.assert_no_incidents();
+    world.tke_with("set", "03.0006,04.0006", None);
     let lost = incidents(&world);
     assert!(lost.contains("opencryptoki slot 3 WK"), "{lost}");
     refused_naming_the_operation(&world);

@@ -69,9 +69,14 @@ pub trait ToolRunner: Send + Sync {
 }
 
 /// The variables a tool is given from mkplan's environment, by exact name: what finds it
-/// (`PATH`, `LD_LIBRARY_PATH`), who runs it, where its files are (`SYSFS_ROOT`, `TMPDIR`),
-/// and how it talks. Every other variable stays with mkplan: an operator's shell holds key
-/// part passwords, signing tokens and cloud credentials under any names (round 8, S1).
+/// (`PATH`, `LD_LIBRARY_PATH`), who runs it, where its files are, how it talks, and those the
+/// tools read by their sources: zkey's (`ZKEY_REPOSITORY`, `ZKEY_KMS_PLUGINS`,
+/// `ZKEY_KMIP_PROFILES`), openCryptoki's (`OCK_EP11_TOKEN_DIR`, `PKCSLIB`, `PKCS_APP_STORE`,
+/// `PKCS11_SHMEM_FILE`, `OPENCRYPTOKI_TRACE_LEVEL`), the CCA library's (`CSU_DEFAULT_ADAPTER`,
+/// `CSU_DEFAULT_DOMAIN`, which pick a CCA token's adapter) and the fake platform's faults and
+/// latency. Every other variable stays with mkplan: an operator's shell holds key part
+/// passwords, signing tokens, other groups' PINs and cloud credentials under any names
+/// (rounds 8 and 9, S1).
 const PASSED_VARIABLES: &[&str] = &[
     "PATH",
     "LD_LIBRARY_PATH",
@@ -86,15 +91,25 @@ const PASSED_VARIABLES: &[&str] = &[
     "TERM",
     "NO_COLOR",
     "SYSFS_ROOT",
+    "ZKEY_REPOSITORY",
+    "ZKEY_KMS_PLUGINS",
+    "ZKEY_KMIP_PROFILES",
+    "OCK_EP11_TOKEN_DIR",
+    "PKCSLIB",
+    "PKCS_APP_STORE",
+    "PKCS11_SHMEM_FILE",
+    "OPENCRYPTOKI_TRACE_LEVEL",
+    "CSU_DEFAULT_ADAPTER",
+    "CSU_DEFAULT_DOMAIN",
+    crate::backend::zcrypt::fake::FAULT_ENV,
+    crate::backend::zcrypt::fake::LATENCY_ENV,
 ];
 
-/// The same by prefix: the locale (`LC_`), zkey's (`ZKEY_`: its repository, its KMS plug-in
-/// settings), openCryptoki's (`OCK_`, `OPENCRYPTOKI_`: a token folder, tracing) and the fake
-/// platform's (`MKPLAN_ZCRYPT_`: a drill's faults and latency).
-const PASSED_PREFIXES: &[&str] = &["LC_", "ZKEY_", "OCK_", "OPENCRYPTOKI_", "MKPLAN_ZCRYPT_"];
+/// The same by prefix: the locale's.
+const PASSED_PREFIXES: &[&str] = &["LC_"];
 
-/// Variables that hold a secret whichever group runs, hidden even where a prefix would pass
-/// them (none does today): the database password libpq reads, the `sim serve` tokens and API
+/// Variables that hold a secret whichever group runs, hidden even if passed by name one day:
+/// the database password libpq reads, the `sim serve` tokens and API
 /// keys, and the IBM Cloud credentials the HPCS backends read.
 const SECRET_VARIABLES: &[&str] = &[
     "PGPASSWORD",
@@ -340,6 +355,7 @@ mod tests {
             "OCK_EP11_TOKEN_DIR",
             "SYSFS_ROOT",
             "MKPLAN_ZCRYPT_FAULT",
+            "CSU_DEFAULT_DOMAIN",
         ] {
             assert!(passed(name), "{name}");
         }
@@ -351,6 +367,9 @@ mod tests {
             "MKPLAN_TOKEN",
             "PATHX",
             "lc_all",
+            "OCK_SLOT4_USER_PIN",
+            "OCK_SRK_SECRET",
+            "ZKEY_X",
         ] {
             assert!(!passed(name), "{name}");
         }

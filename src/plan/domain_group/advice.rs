@@ -15,7 +15,7 @@ pub fn earlier_staged(store: &LiveStore, staged_is_current: bool) -> String {
             "the earlier change's key is CURRENT, so finish its operation first: set EXPECTED_WKVP / EXPECTED_MKVPS in the token configs to it, then pkcshsm_mk_change finalize --id {operation}"
         ),
         (StoreKind::OpenCryptoki, false) => format!(
-            "the earlier change was not set: cancel its operation first (pkcshsm_mk_change cancel --id {operation}), only while no APQN has that change's key as CURRENT: a cancel after a set keeps the objects under a key that is leaving, and openCryptoki refuses it then only where the token configs still pin the old key"
+            "the earlier change was not set: cancel its operation first (pkcshsm_mk_change cancel --id {operation}, which openCryptoki refuses once an APQN was set)"
         ),
         (StoreKind::Application, true) => format!(
             "the staged copy's key is CURRENT, so it is the usable copy: complete it with application {name}'s complete command first"

@@ -1,14 +1,13 @@
-//! An openCryptoki operation that closed where mkplan did not see it. Once every APQN of a
-//! token is set, `pkcshsm_mk_change cancel` and `finalize` leave the same trace: no
-//! operation open, and (with no `EXPECTED_WKVP` / `EXPECTED_MKVPS` pin, or a pin already
-//! moved to the new key) the token expecting the new key. openCryptoki lets such a cancel
-//! through (`ep11tok_mk_change_cancel_query`, `cca_mk_change_cancel_query`: the CURRENT must
-//! be the key the token expects, and an unpinned token expects the key its APQNs share),
-//! and a cancel keeps the objects under the old key, which no EP11 register holds any more.
-//! So when the open change relied on an operation (mkplan staged the tokens with it, or a
-//! set began while it held their copies) and the journal shows neither mkplan's finalize of
-//! it nor the operator's word, tokens that look finalized are not known to be: the planner
-//! refuses and says what settles it.
+//! An openCryptoki operation that closed where mkplan did not see it. With every APQN set,
+//! no operation open and the token configs pinning the new key (or none), the tokens look
+//! finalized, and two histories leave that trace. A finalize outside mkplan (by hand, or by
+//! an mkplan whose journal this is not); or a cancel before any APQN was set (openCryptoki
+//! refuses one after: a token expects the key its objects were under, saved at
+//! `reencipher`), with the APQNs set after it, so that the objects were never re-enciphered
+//! and are under the old key, which no EP11 register holds any more. So when the open change
+//! relied on an operation (mkplan staged the tokens with it, or a set began while it held
+//! their copies) and the journal shows neither a finalize of mkplan's nor the operator's word,
+//! the planner refuses and says what settles it.
 
 use crate::model::domain_group::{GroupMode, LiveGroup, StoreKind, StoreState};
 use crate::model::domain_group_desired::DesiredGroup;
@@ -64,7 +63,7 @@ fn why(mode: GroupMode, relied: &ReliedOperation, moved: &[String]) -> String {
         GroupMode::Cca => "the old keys, which only the OLD registers still hold",
     };
     format!(
-        "no pkcshsm_mk_change operation is open on the group's APQNs and the tokens look finalized under {}, but this change relied on an operation that mkplan never finalized (`{}`, step {} of the run at {}). It was finalized or canceled outside mkplan, and both leave this trace: once every APQN is set, openCryptoki lets a cancel through unless the token configs still pin the old key (EXPECTED_WKVP / EXPECTED_MKVPS), and a cancel leaves the objects under {old}",
+        "no pkcshsm_mk_change operation is open on the group's APQNs and the tokens look finalized under {}, but this change relied on an operation that mkplan never finalized (`{}`, step {} of the run at {}). It was finalized outside mkplan, or canceled before an APQN was set and the APQNs set after it: then the objects were never re-enciphered and are under {old}",
         moved.join(", "),
         relied.what,
         relied.step,
@@ -75,7 +74,7 @@ fn why(mode: GroupMode, relied: &ReliedOperation, moved: &[String]) -> String {
 fn settle(mode: GroupMode) -> String {
     let canceled = match mode {
         GroupMode::Ep11 => {
-            "the objects are under the old WK, which no register holds: restore the token from a backup taken before the change"
+            "the objects are under the old WK: only that WK, loaded again from its key parts with the TKE, makes them usable (a backup of the token is under it too)"
         }
         GroupMode::Cca => {
             "the objects are under the keys now in the OLD registers: move them offline (pkcscca -m keys) before any other change of this group"

@@ -1,9 +1,9 @@
 //! The fake `pkcshsm_mk_change` (openCryptoki, zcrypt.md §4.3): `reencipher` re-enciphers the
 //! key objects of every token on the given APQNs under the NEW master key and opens an
 //! operation; `finalize` makes those copies the tokens' objects once the MK is set and the
-//! token configs pin the new VP (or pin none); `cancel` drops them while every APQN has the key
-//! the token expects (its pin, or with none the key all its APQNs share: after every set too,
-//! as openCryptoki allows, which loses the objects); `list` shows
+//! token configs pin the new VP (or pin none); `cancel` drops them while every APQN still has
+//! the key the objects were under (as openCryptoki, which saved it at `reencipher`: so never
+//! once an APQN is set); `list` shows
 //! the open operations. The tokens' configs, `DIR/opencryptoki/ep11tok<SLOT>.conf` and
 //! `ccatok<SLOT>.conf` (or the `confname` the world file gives, which `opencryptoki.conf`
 //! names), are the operator's: `finalize` reads their `EXPECTED_*` pins, as openCryptoki
@@ -506,7 +506,8 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
             let found = if finalize {
                 finalize_problem(*slot, *mk, new, &currents, pins.get(mk), &config)
             } else {
-                cancel_problem(*slot, *mk, new, &currents, pins.get(mk), &config)
+                let old = &token.objects[mk];
+                cancel_problem(*slot, *mk, old, &currents, pins.get(mk), &config)
             };
             if problem.is_none() {
                 problem = found;
@@ -576,49 +577,42 @@ fn finalize_problem(
 }
 
 /// Why openCryptoki's cancel query refuses `slot`'s `mk` (`ep11tok_mk_change_cancel_query`,
-/// `cca_mk_change_cancel_query`): every APQN's CURRENT must be the key the token expects.
-/// That is its config's pin when it has one; else the key its APQNs were found with when the
-/// tool's token started (`ep11tok_check_wkvps`): the CURRENT of those without the new key,
-/// or the new key when every APQN has it. So with no pin, openCryptoki lets a cancel through
-/// once every APQN is set, and the re-enciphered copies it drops were the only ones under a
-/// key a register still holds (an EP11 WK has no OLD register).
+/// `cca_mk_change_cancel_query`): every APQN's CURRENT must be the key the token expects. With
+/// an operation open, a token takes that key from the file `reencipher` saved for its slot
+/// (`hsm_mk_change_token_mkvps_load` in `ep11tok_mk_change_check_pending_ops` and its CCA
+/// twin): the key its objects were under, `old`. So a cancel is refused once any APQN is set,
+/// pinned or not; a config that pins a key must pin that one
+/// (`check_token_config_expected_wkvp(…, FALSE)`).
 fn cancel_problem(
     slot: u32,
     mk: Mk,
-    new: &str,
+    old: &str,
     currents: &[(&String, Registers)],
     pin: Option<&String>,
     config: &Path,
 ) -> Option<String> {
-    let shown = |regs: &Registers| regs.current.clone().unwrap_or_default();
-    let expected = match pin {
-        Some(pin) => pin.clone(),
-        None => currents
-            .iter()
-            .map(|(_, regs)| shown(regs))
-            .find(|current| !same_mk(current, new))
-            .unwrap_or_else(|| new.to_string()),
-    };
     for (apqn, regs) in currents {
-        let current = shown(regs);
+        let current = regs.current.as_deref().unwrap_or("");
         if current.is_empty() {
             return Some(format!(
                 "Slot {slot}: No current {} master key is set on APQN {apqn}",
                 mk.name()
             ));
         }
-        if !same_mk(&current, &expected) {
+        if !same_mk(current, old) {
             return Some(format!(
-                "Slot {slot}: The current {} master key on APQN {apqn} does not match the {}",
-                mk.name(),
-                match pin {
-                    Some(_) => format!("expected one ({})", config.display()),
-                    None => "other APQNs'".into(),
-                }
+                "Slot {slot}: The current {} master key on APQN {apqn} does not match the expected one",
+                mk.name()
             ));
         }
     }
-    None
+    pin.filter(|pin| !same_mk(pin, old)).map(|_| {
+        format!(
+            "Expected {} MKVP in config file '{}' does not specify the current MKVP.",
+            mk.name(),
+            config.display()
+        )
+    })
 }
 
 /// `list [--id ID]` in openCryptoki's layout (`perform_list_cb`): per operation its id,
