@@ -106,7 +106,14 @@ impl<'a> GroupTokens<'a> {
         changing: &[MkType],
         currents: &BTreeMap<MkType, BTreeSet<Mkvp>>,
     ) -> Result<BTreeMap<MkType, KeyCopies>, NotShown> {
-        if let Some(refusal) = uncovered(op, &self.tokens, changing) {
+        let all_set = changing.iter().all(|t| {
+            op.new.get(t).is_some_and(|new| {
+                currents
+                    .get(t)
+                    .is_some_and(|c| c.len() == 1 && c.contains(new))
+            })
+        });
+        if let Some(refusal) = uncovered(op, &self.tokens, changing, all_set) {
             return Err(refusal);
         }
         let mut copies = BTreeMap::new();
@@ -199,6 +206,7 @@ pub fn uncovered(
     op: &FoundOperation,
     tokens: &[&FoundToken],
     changing: &[MkType],
+    all_set: bool,
 ) -> Option<NotShown> {
     let missing_types: Vec<String> = changing
         .iter()
@@ -232,7 +240,7 @@ pub fn uncovered(
         }
     }
     if left_out.is_empty() {
-        return None;
+        return slots_gone(op, tokens, all_set);
     }
     Some(NotShown {
         why: format!(
@@ -252,12 +260,61 @@ pub fn uncovered(
             }),
             left_out.join("; ")
         ),
-        settle: if came.is_empty() {
-            operation_closed(op)
-        } else {
-            slots_came(op, &came)
+        settle: match (came.is_empty(), all_set) {
+            (true, _) => operation_closed(op),
+            (false, false) => slots_came(op, &came),
+            (false, true) => slots_came_after_the_set(op, &came),
         },
     })
+}
+
+/// The refusal when `op` affects slots that no token on its APQNs is configured in now (a
+/// token taken out of opencryptoki.conf, or whose allow list left the APQNs): openCryptoki
+/// finalizes or cancels it only while the slots its tokens count are the ones it began with
+/// (`perform_finalize_cancel`), so mkplan's finalize would fail every time. `None` when every
+/// slot it affects is configured.
+fn slots_gone(op: &FoundOperation, tokens: &[&FoundToken], all_set: bool) -> Option<NotShown> {
+    let configured: BTreeSet<u64> = tokens.iter().filter_map(|t| t.slot).collect();
+    let gone: Vec<String> = op
+        .slots
+        .iter()
+        .flatten()
+        .filter(|s| !configured.contains(s))
+        .map(|s| format!("slot {s}"))
+        .collect();
+    if gone.is_empty() {
+        return None;
+    }
+    let gone = gone.join(", ");
+    Some(NotShown {
+        why: format!(
+            "open pkcshsm_mk_change operation {} affects {gone}, which opencryptoki.conf no longer configures on the group's APQNs: openCryptoki finalizes or cancels an operation only while the tokens it affects are the ones it began with (\"The list of slots affected by this master key change has changed\")",
+            op.id
+        ),
+        settle: format!(
+            "{gone} back in opencryptoki.conf with its token config, and pkcsslotd restarted; then apply again ({}), and take {gone} out again once the operation is closed",
+            if all_set {
+                "mkplan finalizes the operation"
+            } else {
+                "mkplan sets every APQN and finalizes the operation; or, while no APQN is set, `pkcshsm_mk_change cancel` works too"
+            }
+        ),
+    })
+}
+
+/// What settles an operation whose APQNs tokens of `came` use too, once every APQN has its
+/// new key: no cancel then (openCryptoki refuses it), and no finalize while those slots are
+/// configured. Objects those tokens made since the set are under the new key already.
+fn slots_came_after_the_set(op: &FoundOperation, came: &[u64]) -> String {
+    let slots = came
+        .iter()
+        .map(|s| format!("slot {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "operation {id} finalized with {slots} out of pkcsslotd's view: every APQN has the operation's new key, so openCryptoki refuses a cancel, and finalizes only while the tokens on its APQNs are the ones it began with. Take {slots} out of opencryptoki.conf and restart pkcsslotd, apply again (mkplan finalizes the operation), then put {slots} back and restart pkcsslotd. Objects {slots} made after the set are under the new key already; any made before it are under the old key (CCA: move them from OLD offline, pkcscca -m keys; EP11: only the old WK, loaded again from its key parts, makes them usable)",
+        id = op.id
+    )
 }
 
 /// What settles an operation whose APQNs tokens of `came` now use too. openCryptoki cancels

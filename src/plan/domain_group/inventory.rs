@@ -138,7 +138,19 @@ fn check_operation_covers(desired: &DesiredGroup, live: &LiveGroup) -> Result<()
     );
     let changing = token_changing(desired.mode, desired.master_keys.keys().copied());
     for op in &group.operations {
-        if let Some(refused) = uncovered(op, &group.tokens, &changing) {
+        // Every APQN of the group has the operation's new key of each type as CURRENT.
+        let all_set = changing.iter().all(|t| {
+            op.new.get(t).is_some_and(|new| {
+                desired.apqns.iter().all(|a| {
+                    live.apqns
+                        .iter()
+                        .find(|l| l.apqn == *a)
+                        .and_then(|l| l.registers.as_ref()?.get(t))
+                        .is_some_and(|r| r.current.vp() == Some(new))
+                })
+            })
+        });
+        if let Some(refused) = uncovered(op, &group.tokens, &changing, all_set) {
             return Err(refusal(
                 "opencryptoki_operation_covers",
                 refused.why,
