@@ -275,17 +275,17 @@ pub fn uncovered(
 /// slot it affects is configured.
 fn slots_gone(op: &FoundOperation, tokens: &[&FoundToken], all_set: bool) -> Option<NotShown> {
     let configured: BTreeSet<u64> = tokens.iter().filter_map(|t| t.slot).collect();
-    let gone: Vec<String> = op
+    let gone: Vec<u64> = op
         .slots
         .iter()
         .flatten()
         .filter(|s| !configured.contains(s))
-        .map(|s| format!("slot {s}"))
+        .copied()
         .collect();
     if gone.is_empty() {
         return None;
     }
-    let gone = gone.join(", ");
+    let gone = slot_words(&gone);
     Some(NotShown {
         why: format!(
             "open pkcshsm_mk_change operation {} affects {gone}, which opencryptoki.conf no longer configures on the group's APQNs: openCryptoki finalizes or cancels an operation only while the tokens it affects are the ones it began with (\"The list of slots affected by this master key change has changed\")",
@@ -306,15 +306,20 @@ fn slots_gone(op: &FoundOperation, tokens: &[&FoundToken], all_set: bool) -> Opt
 /// new key: no cancel then (openCryptoki refuses it), and no finalize while those slots are
 /// configured. Objects those tokens made since the set are under the new key already.
 fn slots_came_after_the_set(op: &FoundOperation, came: &[u64]) -> String {
-    let slots = came
-        .iter()
-        .map(|s| format!("slot {s}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let slots = slot_words(came);
     format!(
         "operation {id} finalized with {slots} out of pkcsslotd's view: every APQN has the operation's new key, so openCryptoki refuses a cancel, and finalizes only while the tokens on its APQNs are the ones it began with. Take {slots} out of opencryptoki.conf and restart pkcsslotd, apply again (mkplan finalizes the operation), then put {slots} back and restart pkcsslotd. Objects {slots} made after the set are under the new key already; any made before it are under the old key (CCA: move them from OLD offline, pkcscca -m keys; EP11: only the old WK, loaded again from its key parts, makes them usable)",
         id = op.id
     )
+}
+
+/// `slot 3, slot 7`.
+fn slot_words(slots: &[u64]) -> String {
+    slots
+        .iter()
+        .map(|s| format!("slot {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What settles an operation whose APQNs tokens of `came` now use too. openCryptoki cancels
@@ -322,11 +327,7 @@ fn slots_came_after_the_set(op: &FoundOperation, came: &[u64]) -> String {
 /// with (`perform_finalize_cancel`: "The list of slots affected by this master key change
 /// has changed"), so those slots go out of pkcsslotd's view for the cancel.
 fn slots_came(op: &FoundOperation, came: &[u64]) -> String {
-    let slots = came
-        .iter()
-        .map(|s| format!("slot {s}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let slots = slot_words(came);
     format!(
         "operation {id} canceled, then plan again (mkplan then stages every token of the group in one operation). pkcshsm_mk_change cancels or finalizes it only while the tokens on its APQNs are the ones it began with, so while no APQN has its new key set: take {slots} out of opencryptoki.conf and restart pkcsslotd, run `pkcshsm_mk_change cancel --id {id}`, then put {slots} back and restart pkcsslotd. Once an APQN is set, the objects of {slots} can be moved only offline (pkcsep11_migrate, pkcscca -m keys)",
         id = op.id
