@@ -45,6 +45,10 @@ pub struct FoundOperation {
     pub slots: Option<Vec<u64>>,
     /// Every key object of its slots has its copy (the re-encipherment is over).
     pub reenciphered: bool,
+    /// Its `State:` line, when it is one `pkcshsm_mk_change` can neither finalize nor cancel
+    /// (`perform_finalize_cancel` takes only "re-enciphered" and "errored"): a run stopped
+    /// while re-enciphering, finalizing or canceling, or one still running.
+    pub stuck: Option<String>,
 }
 
 impl FoundOperation {

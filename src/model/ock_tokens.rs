@@ -381,6 +381,7 @@ mod tests {
 
     fn operation(slots: &[u64]) -> FoundOperation {
         FoundOperation {
+            stuck: None,
             id: "6d591c".into(),
             apqns: vec!["03.0006".parse().unwrap()],
             new: BTreeMap::from([(MkType::Wk, vp("b2"))]),

@@ -1,9 +1,10 @@
-//! Regressions from the ninth adversarial review, Crypto Express side (repro9z W2, W4):
+//! Regressions from the ninth adversarial review, Crypto Express side (repro9z W2, W4, F2):
 //! openCryptoki finalizes an operation only while the slots its tokens count are the ones it
 //! began with. A token slot taken out after the set made every finalize of mkplan's fail;
 //! one created after the set was given advice to cancel, which openCryptoki refuses then.
 //! Now both are refused before the finalize with advice that works, and followed, converge
-//! with no incident.
+//! with no incident. An operation stuck `Finalizing`, which no command closes, is refused
+//! instead of finalized again on every run.
 
 use crate::cases::adversary6::{
     assert_wk_objects_under, ep11_world_with_tokens, open_operation, pin_ep11_configs,
@@ -91,4 +92,21 @@ fn adversary9z_w4_a_token_created_after_the_set_is_taken_out_for_the_finalize() 
     world.assert_no_incidents();
     assert_wk_objects_under(&world, 3, NEW);
     assert_wk_objects_under(&world, 7, NEW);
+}
+
+/// F2. A finalize stopped between its passes leaves the operation `Finalizing`, which
+/// pkcshsm_mk_change neither finalizes nor cancels: mkplan used to plan the finalize again
+/// on every run; now it is refused, naming the state.
+#[test]
+fn adversary9z_f2_an_operation_stuck_finalizing_is_refused_not_finalized_forever() {
+    let world = ep11_world_with_tokens(&[(3, BOTH)]);
+    let id = set_by_hand(&world);
+    let mut truth: serde_json::Value = serde_json::from_slice(&world.truth()).unwrap();
+    truth["operations"][0]["state"] = "finalizing".into();
+    std::fs::write(world.root.join("w/world.json"), truth.to_string()).unwrap();
+    world.assert_refused(&[
+        "opencryptoki_operation_state",
+        &format!("operation {id} on the group's APQNs is in state \"Finalizing\""),
+        &format!("pkcshsm_mk_change list --id {id}"),
+    ]);
 }

@@ -63,8 +63,15 @@ impl OckOperation {
 
     /// The operation in the model's words.
     pub fn found(self) -> FoundOperation {
+        let closable = [
+            "Key objects have been re-enciphered",
+            "Finalizing or canceling has errored",
+        ]
+        .iter()
+        .any(|s| self.state.starts_with(s));
         FoundOperation {
             reenciphered: self.reenciphered(),
+            stuck: (!closable).then(|| self.state.clone()),
             id: self.id,
             apqns: self.apqns,
             new: self.new,
@@ -298,6 +305,18 @@ Operation:       0a1b2c
             "Re-enciphering of key objects ongoing",
         );
         assert!(!parse_ock_list(&ongoing).unwrap()[0].reenciphered());
+        // Only a re-enciphered or errored operation can be closed.
+        let found = |text: &str| parse_ock_list(text).unwrap().remove(0).found().stuck;
+        assert_eq!(found(REAL), None);
+        assert_eq!(
+            parse_ock_list(REAL).unwrap().remove(1).found().stuck,
+            None,
+            "errored"
+        );
+        assert_eq!(
+            found(&ongoing).as_deref(),
+            Some("Re-enciphering of key objects ongoing")
+        );
         let none = REAL.replace("    Affected slots:\n        Slot: 4\n", "");
         assert_eq!(parse_ock_list(&none).unwrap()[1].slots, None);
     }

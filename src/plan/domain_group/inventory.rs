@@ -138,6 +138,20 @@ fn check_operation_covers(desired: &DesiredGroup, live: &LiveGroup) -> Result<()
     );
     let changing = token_changing(desired.mode, desired.master_keys.keys().copied());
     for op in &group.operations {
+        if let Some(state) = &op.stuck {
+            return Err(refusal(
+                "opencryptoki_operation_state",
+                format!(
+                    "open pkcshsm_mk_change operation {} on the group's APQNs is in state {}: pkcshsm_mk_change finalizes or cancels an operation only once it is re-enciphered or has errored, so neither mkplan nor anyone can close it now, and its tokens may be half done",
+                    op.id,
+                    quote(state)
+                ),
+                Some(format!(
+                    "`pkcshsm_mk_change list --id {id}` showing it re-enciphered or errored: a run that is still going ends there (wait for it); one that was stopped (killed, a crash) leaves it in this state, and its tokens' owners and openCryptoki's support must bring it to an end before mkplan plans this group's tokens again",
+                    id = op.id
+                )),
+            ));
+        }
         // Every APQN of the group has the operation's new key of each type as CURRENT.
         let all_set = changing.iter().all(|t| {
             op.new.get(t).is_some_and(|new| {

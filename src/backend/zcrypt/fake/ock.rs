@@ -453,6 +453,13 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
         return Err(format!("Master key change operation '{id}' does not exist"));
     };
     let op = session.world.operations[index].clone();
+    if op.state == OperationState::Finalizing {
+        // `perform_finalize_cancel`: only a re-enciphered or errored operation.
+        return Err(format!(
+            "The HSM master key change operation '{id}' is in a state where\nit can not be {}.",
+            if finalize { "finalized" } else { "canceled" }
+        ));
+    }
     let configured = configured_slots(&session.dir)?;
     let mut now: Vec<u32> = session
         .world
@@ -644,6 +651,7 @@ fn list(world: &World, id: Option<&str>) -> Result<Output, String> {
                 output.out("    State:       Key objects have been re-enciphered,");
                 output.out("                 new master key(s) can now be set/activated");
             }
+            OperationState::Finalizing => output.out("    State:       Finalizing"),
             OperationState::Errored => {
                 output.out("    State:       Finalizing or canceling has errored");
             }

@@ -288,6 +288,9 @@ pub struct Token {
 pub enum OperationState {
     Reenciphered,
     Errored,
+    /// A finalize stopped between its two passes (pkcshsm_mk_change.c saves this state before
+    /// the second): neither finalize nor cancel takes it again.
+    Finalizing,
 }
 
 /// An open `pkcshsm_mk_change` operation.
