@@ -260,7 +260,7 @@ fn no_token_to_move(desired: &DesiredGroup, live: &LiveGroup) -> Option<String> 
     );
     if types.is_empty() {
         return Some(format!(
-            "openCryptoki: the group declares `opencryptoki: tokens` but changes only {}, which no openCryptoki token uses (the CCA token's types are SYM, AES and APKA): the plan has no openCryptoki step.",
+            "openCryptoki: the group declares `opencryptoki: tokens` but changes only {}, which pkcshsm_mk_change moves for no token (the CCA token's types are SYM, AES and APKA; RSA-CRT keys of tokens made by openCryptoki 3.14 or older, under ASYM, are converted with `pkcscca -m oldrsakeys`): the plan has no openCryptoki step.",
             desired
                 .master_keys
                 .keys()

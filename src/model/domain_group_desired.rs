@@ -72,6 +72,10 @@ const KEY_WORDS: KeyWords = &[
         "opencryptoki_user_pins",
         "a list of `- {slot: N, file: PATH}` or `- {slot: N, env: NAME}`",
     ),
+    (
+        "cca_token_asym_keys",
+        "`none`: no CCA token keeps keys under ASYM (`pkcscca -m oldrsakeys` run)",
+    ),
 ];
 
 /// The order of a change (zcrypt.md §5).
@@ -128,6 +132,11 @@ pub struct DesiredGroup {
     pub stores: Vec<DesiredStore>,
     /// Where each openCryptoki slot's USER PIN is read from (`opencryptoki_user_pins:`).
     pub user_pins: super::domain_group_pins::UserPinSources,
+    /// `cca_token_asym_keys: none`: the operator's statement that no CCA token on the group's
+    /// APQNs keeps keys under the ASYM master key. openCryptoki up to 3.14 kept RSA private
+    /// keys as RSA-CRT tokens under ASYM (`pkcscca -m oldrsakeys` converts them), which
+    /// pkcshsm_mk_change cannot move; a change of ASYM with CCA tokens needs this statement.
+    pub cca_token_asym_keys_none: bool,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +157,8 @@ struct RawGroup {
     stores: Spanned<Vec<Spanned<RawStore>>>,
     #[serde(default)]
     opencryptoki_user_pins: Option<Spanned<Vec<Spanned<super::domain_group_pins::RawUserPin>>>>,
+    #[serde(default)]
+    cca_token_asym_keys: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +295,20 @@ pub fn parse_domain_group(
             None => BTreeMap::new(),
         },
     };
+    let cca_token_asym_keys_none = match &raw.cca_token_asym_keys {
+        None => false,
+        Some(word) if word.value == "none" && mode == GroupMode::Cca => true,
+        Some(word) => {
+            return Err(error(
+                at(word),
+                format!(
+                    "cca_token_asym_keys: {} (the group's mode is {mode})",
+                    quote(&word.value)
+                ),
+                "write cca_token_asym_keys: none in a CCA group, once no CCA token keeps keys under the ASYM master key (`pkcscca -m oldrsakeys` converts the RSA-CRT keys of tokens made by openCryptoki 3.14 or older); leave it out otherwise",
+            ));
+        }
+    };
     Ok(DesiredGroup {
         name,
         backend_at: raw.backend.as_ref().map(at),
@@ -298,6 +323,7 @@ pub fn parse_domain_group(
         opencryptoki_config,
         stores,
         user_pins,
+        cca_token_asym_keys_none,
     })
 }
 

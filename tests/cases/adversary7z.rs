@@ -143,7 +143,7 @@ fn adversary7z_f3_a_cca_configs_allow_list_does_not_take_the_token_off_the_group
 /// changing ASYM with `opencryptoki: tokens` used to stage the tokens with `--cca-asym-mkvp`,
 /// which openCryptoki aborts ("No token is affected"), at every run. Now it plans no token
 /// step and says why (and the fake refuses a world whose CCA token has ASYM objects:
-/// adversary6).
+/// adversary6), once the group file says no token keeps older RSA-CRT keys under ASYM.
 #[test]
 fn adversary7z_a_cca_group_changing_asym_plans_no_token_step() {
     let group = cca_group(
@@ -153,11 +153,19 @@ fn adversary7z_a_cca_group_changing_asym_plans_no_token_step() {
     );
     let world = World::with(&cca_world(""), &group, "ASYM", ASYM_NEW);
     std::fs::write(world.root.join("keys/slot3.pin"), format!("{PIN_3}\n")).unwrap();
+    // A token of openCryptoki 3.14 or older may keep RSA-CRT keys under ASYM, which no tool
+    // moves (repro9z K1): refused until the group file says none is left.
+    world.assert_refused(&["opencryptoki_asym_keys", "pkcscca -m oldrsakeys"]);
+    std::fs::write(
+        world.root.join("group.yaml"),
+        format!("{group}cca_token_asym_keys: none\n"),
+    )
+    .unwrap();
     let out = world.run(&["plan", "group.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("changes only ASYM, which no openCryptoki token uses"),
+        stderr.contains("changes only ASYM, which pkcshsm_mk_change moves for no token"),
         "{stderr}"
     );
     assert!(

@@ -110,3 +110,24 @@ fn adversary9z_f2_an_operation_stuck_finalizing_is_refused_not_finalized_forever
         &format!("pkcshsm_mk_change list --id {id}"),
     ]);
 }
+
+/// K1's statement belongs to a CCA group only, and says `none`: anything else is an error at
+/// its line, with nothing read from the machine.
+#[test]
+fn adversary9z_k1_the_asym_keys_statement_is_checked_where_it_is_written() {
+    let world = ep11_world_with_tokens(&[(3, BOTH)]);
+    let group = std::fs::read_to_string(world.root.join("group.yaml")).unwrap();
+    std::fs::write(
+        world.root.join("group.yaml"),
+        format!("{group}cca_token_asym_keys: none\n"),
+    )
+    .unwrap();
+    let out = world.run(&["validate", "group.yaml"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cca_token_asym_keys: \"none\" (the group's mode is EP11)")
+            && said.contains("group.yaml:"),
+        "{said}"
+    );
+}

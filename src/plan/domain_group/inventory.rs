@@ -77,7 +77,43 @@ pub(super) fn check(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Grou
     check_luks2_apqns(desired, live)?;
     check_declared(desired, &ours, live)?;
     check_kms_plugin(desired, live)?;
+    check_asym_token_keys(desired, live)?;
     check_operation_covers(desired, live)
+}
+
+/// `opencryptoki_asym_keys`: a change of CCA's ASYM master key while CCA tokens use the
+/// group's APQNs. openCryptoki up to 3.14 kept RSA private keys as RSA-CRT key tokens under
+/// ASYM (its `pkcscca` says so, and converts them: `pkcscca -m oldrsakeys`); pkcshsm_mk_change
+/// moves none of them, no tool mkplan runs shows them, and the SET leaves them under OLD,
+/// where the next ASYM change drops them. Only the operator can say none is left.
+fn check_asym_token_keys(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
+    if desired.mode != crate::model::domain_group::GroupMode::Cca
+        || !desired.master_keys.contains_key(&MkType::Asym)
+        || desired.cca_token_asym_keys_none
+    {
+        return Ok(());
+    }
+    let inventory = &live.inventory;
+    let group = GroupTokens::of(
+        &inventory.tokens,
+        &inventory.operations,
+        &desired.apqns,
+        desired.mode,
+    );
+    if group.tokens.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(
+        "opencryptoki_asym_keys",
+        format!(
+            "the group changes the ASYM master key, and CCA tokens use its APQNs ({}): a token made by openCryptoki 3.14 or older keeps its RSA private keys as RSA-CRT key tokens under ASYM, which pkcshsm_mk_change does not move and no tool mkplan runs shows; the SET would leave them under OLD, and the next ASYM change would drop them",
+            listed(group.tokens.iter().map(|t| match t.slot {
+                Some(slot) => format!("slot {slot}, {}", t.config),
+                None => t.config.clone(),
+            }))
+        ),
+        Some("each CCA token's RSA-CRT keys converted first (`pkcscca -m oldrsakeys`, as the token's owner), or the token's owner's word that it has none (made by openCryptoki 3.15 or later, no RSA keys imported from an older one); then `cca_token_asym_keys: none` in the group file".into()),
+    ))
 }
 
 /// `undeclared_stores` for a KMS plug-in the zkey repository is bound to on the group's

@@ -38,6 +38,7 @@ pub(crate) fn desired(mode: GroupMode, apqns: usize, procedure: Procedure) -> De
         opencryptoki_config: "/etc/opencryptoki".into(),
         stores: vec![DesiredStore::ZkeyAssociated],
         user_pins: Default::default(),
+        cca_token_asym_keys_none: false,
     }
 }
 
