@@ -93,13 +93,7 @@ fn check_asym_token_keys(desired: &DesiredGroup, live: &LiveGroup) -> Result<(),
     {
         return Ok(());
     }
-    let inventory = &live.inventory;
-    let group = GroupTokens::of(
-        &inventory.tokens,
-        &inventory.operations,
-        &desired.apqns,
-        desired.mode,
-    );
+    let group = group_tokens(desired, live);
     if group.tokens.is_empty() {
         return Ok(());
     }
@@ -161,17 +155,22 @@ fn check_kms_plugin(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Grou
     ))
 }
 
-fn check_operation_covers(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
-    if !desired.stores.contains(&DesiredStore::OpenCryptoki) {
-        return Ok(());
-    }
+/// The tokens and open operations on the group's APQNs.
+fn group_tokens<'a>(desired: &DesiredGroup, live: &'a LiveGroup) -> GroupTokens<'a> {
     let inventory = &live.inventory;
-    let group = GroupTokens::of(
+    GroupTokens::of(
         &inventory.tokens,
         &inventory.operations,
         &desired.apqns,
         desired.mode,
-    );
+    )
+}
+
+fn check_operation_covers(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), GroupRefusal> {
+    if !desired.stores.contains(&DesiredStore::OpenCryptoki) {
+        return Ok(());
+    }
+    let group = group_tokens(desired, live);
     let changing = token_changing(desired.mode, desired.master_keys.keys().copied());
     for op in &group.operations {
         if let Some(state) = &op.stuck {
