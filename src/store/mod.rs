@@ -31,8 +31,43 @@ pub enum Store {
 /// How long a database lease lasts without renewal, unless `MKPLAN_LEASE_TTL_S` says.
 const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(60);
 
+/// libpq's connection keywords, for telling a `key=value` connection string from a folder.
+const CONNINFO_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "sslmode",
+    "service",
+    "application_name",
+    "connect_timeout",
+    "options",
+    "target_session_attrs",
+];
+
+/// The keywords of `text` when it is a libpq `key=value …` connection string (its first
+/// word a libpq keyword followed by `=`), joined for a message; `None` for anything else.
+fn conninfo_keys(text: &str) -> Option<String> {
+    let keys: Vec<&str> = text
+        .split_whitespace()
+        .filter_map(|word| word.split_once('=').map(|(key, _)| key.trim()))
+        .filter(|key| CONNINFO_KEYWORDS.contains(key))
+        .collect();
+    let first = text.trim_start().split(['=', ' ']).next()?.trim();
+    CONNINFO_KEYWORDS.contains(&first).then(|| {
+        keys.iter()
+            .map(|k| format!("{k}=…"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
 impl Store {
-    /// `postgres://…` or `postgresql://…` is a database; anything else is a folder.
+    /// `postgres://…` or `postgresql://…` is a database; a libpq `key=value` connection string
+    /// is refused; anything else is a folder.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let lower = text.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
@@ -43,6 +78,12 @@ impl Store {
             Err(format!(
                 "--state {}: a PostgreSQL URL begins postgres:// (postgres://USER@HOST:PORT/DATABASE)",
                 postgres::redacted(&text.replacen(':', "://", 1))
+            ))
+        } else if let Some(keys) = conninfo_keys(text) {
+            // libpq's other form: never a folder (its name would carry the password into
+            // messages and journal heads), and never shown.
+            Err(format!(
+                "--state: a libpq connection string ({keys}), which mkplan does not read (its value is not shown: it may hold a password). Write it as postgres://USER@HOST:PORT/DATABASE, the password in PGPASSWORD or ~/.pgpass"
             ))
         } else if lower.contains("://") {
             Err(format!(

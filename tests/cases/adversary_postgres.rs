@@ -505,3 +505,36 @@ fn attack_6_a_state_url_without_its_slashes_is_refused_not_made_a_folder() {
         .collect();
     assert!(written.is_empty(), "written to disk: {written:?}");
 }
+
+/// Round 9 (HPCS), S2: libpq's `key=value` connection string used to be taken for a folder
+/// name, so its password was shown in "To resume:", in refusals and kept in journal heads.
+/// It is refused, naming its keywords only, and nothing is written.
+#[test]
+fn attack_9_a_libpq_connection_string_is_refused_not_made_a_folder() {
+    let ws = rotate_to_b(&three_units(true));
+    let state = "host=127.0.0.1 port=5432 dbname=mk user=mkplan password=Tunnel-Pw-7f3a";
+    for args in [
+        &["--state", state, "plan", DESIRED][..],
+        &["--state", state, "apply", DESIRED, "--auto-approve"],
+    ] {
+        let out = ws.mkplan_with_env(args, &PASSWORDS);
+        assert_ne!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("a libpq connection string (host=… port=… dbname=… user=… password=…)"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            !out.stdout.contains("Tunnel-Pw") && !out.stderr.contains("Tunnel-Pw"),
+            "{}",
+            out.stderr
+        );
+    }
+    let written: Vec<String> = ws
+        .listing()
+        .into_iter()
+        .filter(|name| name.contains("Tunnel-Pw") || name.contains("host="))
+        .collect();
+    assert!(written.is_empty(), "written to disk: {written:?}");
+}
