@@ -64,9 +64,13 @@ impl Database {
 
     /// The database a message showed (`shown()`), to be reached again as `psql` would reach
     /// it: how a database named among the journal heads, which keep it shown and never with a
-    /// password, is asked as a witness. Its password comes from `PGPASSWORD` or the password
-    /// file; one on another machine is reached with TLS, as it had to be when mkplan wrote it.
+    /// password, is asked as a witness. Its password comes from the password file only, the
+    /// line written for that very database: `PGPASSWORD` belongs to the database named today,
+    /// and is never sent to another that answers where a witness once was (a tunnel's port
+    /// taken over on a shared host). One on another machine is reached with TLS, as it had to
+    /// be when mkplan wrote it.
     pub fn from_shown(shown: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let env = |name: &str| (name != "PGPASSWORD").then(|| env(name)).flatten();
         let unusable = || {
             format!(
                 "{} is not a database URL as mkplan shows one",
@@ -88,8 +92,10 @@ impl Database {
         let mut start = 0;
         for end in outside_brackets(hosts, ',').chain([hosts.len()]) {
             let (host, port) = host_and_port(&hosts[start..end]).ok_or_else(unusable)?;
+            // `[/socket/folder]`, or an IPv6 address `[::1]`.
             match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-                Some(path) => config.host_path(path),
+                Some(path) if path.starts_with('/') => config.host_path(path),
+                Some(address) => config.host(address),
                 None => config.host(host),
             };
             if let Some(port) = port {
@@ -143,6 +149,8 @@ impl Database {
                     .map(|p| format!(":{p}"))
                     .unwrap_or_default();
                 match host {
+                    // An IPv6 address in brackets, as a URL writes it.
+                    Host::Tcp(name) if name.contains(':') => format!("[{name}]{port}"),
                     Host::Tcp(name) => format!("{name}{port}"),
                     Host::Unix(path) => format!("[{}]{port}", path.display()),
                 }
@@ -274,9 +282,12 @@ fn password_file(
             return None;
         }
     }
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(name)) => name.clone(),
-        _ => "localhost".into(),
+    // libpq's rule: a TCP host by its name; a Unix socket by its folder, or `localhost` for
+    // the default one.
+    let (host, socket) = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => (name.clone(), None),
+        Some(Host::Unix(path)) => ("localhost".to_string(), Some(path.display().to_string())),
+        None => ("localhost".to_string(), None),
     };
     let port = config
         .get_ports()
@@ -301,7 +312,10 @@ fn password_file(
             let matches = fields[..4]
                 .iter()
                 .zip(wanted)
-                .all(|(field, want)| field == "*" || field == want);
+                .enumerate()
+                .all(|(at, (field, want))| {
+                    field == "*" || field == want || (at == 0 && socket.as_deref() == Some(field))
+                });
             matches.then(|| fields[4].clone())
         })
 }
@@ -378,10 +392,36 @@ mod tests {
         }
         let remote = Database::from_shown("postgres://ops@db.example:5432/mkplan", no_env).unwrap();
         assert_eq!(remote.config.get_ssl_mode(), SslMode::Require);
+        // PGPASSWORD is for the database named today, never sent to a witness.
         let env = |name: &str| (name == "PGPASSWORD").then(|| "from-env".to_string());
         let local = Database::from_shown("postgres://ops@127.0.0.1:5432/mk", env).unwrap();
-        assert_eq!(local.config.get_password(), Some(&b"from-env"[..]));
+        assert_eq!(local.config.get_password(), None);
+        let ipv6 = Database::from_shown("postgres://ops@[::1]:5433/mk", no_env).unwrap();
+        assert_eq!(ipv6.shown(), "postgres://ops@[::1]:5433/mk");
+        assert!(matches!(&ipv6.config.get_hosts()[0], Host::Tcp(h) if h == "::1"));
         assert!(Database::from_shown("/srv/state", no_env).is_err());
+    }
+
+    #[test]
+    fn a_witness_gets_the_password_files_line_for_it_a_socket_by_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(
+            &file,
+            "/run/pg-elsewhere:5432:mk:ops:wrong\n/run/pg-team:5433:mk:ops:sock\n127.0.0.1:5432:mk:ops:tcp\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let env = |name: &str| match name {
+            "PGPASSFILE" => Some(file.display().to_string()),
+            "PGPASSWORD" => Some("from-env".to_string()),
+            _ => None,
+        };
+        let socket = Database::from_shown("postgres://ops@[/run/pg-team]:5433/mk", env).unwrap();
+        assert_eq!(socket.config.get_password(), Some(&b"sock"[..]));
+        let tcp = Database::from_shown("postgres://ops@127.0.0.1:5432/mk", env).unwrap();
+        assert_eq!(tcp.config.get_password(), Some(&b"tcp"[..]));
     }
 
     #[test]
