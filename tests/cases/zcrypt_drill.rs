@@ -124,6 +124,32 @@ fn zcrypt_a_drill_of_a_group_that_leaves_an_application_key_out_fails_with_the_i
     world.assert_no_incidents();
 }
 
+/// An application key declared with the fake's `appkey` (its `mkvps` is the check a group
+/// file needs) is rehearsed like every other store: staged, set, completed under faults,
+/// with no incident (repro9z D1: no drill could include one).
+#[test]
+fn zcrypt_a_drill_rehearses_a_declared_application_key() {
+    let world_file = format!(
+        "{}applications:\n  - {{name: payments, type: WK, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{}\"}}\n",
+        one_key_world(),
+        &OLD[..32]
+    );
+    let group = format!(
+        "{}  - application: {{ name: payments, check: [appkey, mkvps, payments], stage: [appkey, reencipher, payments, --to-new], complete: [appkey, reencipher, payments, --complete] }}\n",
+        ep11_group()
+    );
+    let world = World::with(&world_file, &group, "EP11", NEW);
+    let out = world.run(&["drill", "group.yaml", "--runs", "3", "--seed", "45"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("3 converged, 0 refused safely, 0 failed; 0 incidents."),
+        "{stdout}"
+    );
+    world.assert_no_incidents();
+}
+
 /// An application key whose command is a program of this machine (by path, or a name not
 /// among the world's tools) is refused before any run: a drill never runs it.
 #[test]

@@ -2,6 +2,8 @@
 //! application keeps itself, invisible to zkey and openCryptoki, which the operator declares
 //! with a command and a check). Not a real tool: a stand-in for such a command, with zkey's
 //! rules. `appkey check NAME` exits 0 while the key is valid (under CURRENT, or OLD for CCA);
+//! `appkey mkvps NAME` prints the MKVP of each copy as a group file's `check` must
+//! (`active: VP`, and `staged: VP` while staged), exit 0 whatever they are under;
 //! `appkey reencipher NAME --to-new [--in-place] | --from-old | --complete` moves it.
 
 use std::path::Path;
@@ -27,6 +29,8 @@ struct AppKey {
 enum Command {
     /// Exit 0 while the key is valid; print the MK of each copy.
     Check { name: String },
+    /// Print `active: VP` and, while staged, `staged: VP`: a group file's `check`.
+    Mkvps { name: String },
     /// Re-encipher the key: CURRENT→NEW (staged unless --in-place), OLD→CURRENT, or complete.
     Reencipher {
         name: String,
@@ -48,6 +52,7 @@ pub fn run(dir: &Path, args: &[String]) -> Output {
     };
     let (label, name) = match &parsed.command {
         Command::Check { name } => ("appkey check", name.clone()),
+        Command::Mkvps { name } => ("appkey mkvps", name.clone()),
         Command::Reencipher { name, .. } => ("appkey reencipher", name.clone()),
     };
     let mut session = match Session::open(dir, label) {
@@ -79,6 +84,13 @@ pub fn run(dir: &Path, args: &[String]) -> Output {
                 output.out(format!("{name}: staged copy (MKVP: {staged})"));
             }
             output.code = u8::from(status == Under::Unknown);
+            return output;
+        }
+        Command::Mkvps { .. } => {
+            output.out(format!("active: {}", key.mkvp));
+            if let Some(staged) = &key.staged {
+                output.out(format!("staged: {staged}"));
+            }
             return output;
         }
         Command::Reencipher { complete: true, .. } => {
