@@ -118,7 +118,11 @@ fn written_after_push(state_dir: &Path, to: &str, at: &str, after: &[Record]) ->
 /// (`Store::other_scopes`): `scope` is the backend identity the command acts through.
 pub fn other_folders_of(store: &super::Store, scope: &str) -> OtherFolders {
     let database = store.folder().is_none().then(|| store.shown());
-    let mut found = other_folders(store.folder(), database.as_deref());
+    let own = match store {
+        super::Store::Postgres(database) => Some(database.as_ref()),
+        super::Store::Files(_) => None,
+    };
+    let mut found = other_folders_asking(store.folder(), database.as_deref(), own);
     store.other_scopes(scope, &mut found);
     found
 }
@@ -163,8 +167,8 @@ fn is_chain_head(file: &Path) -> bool {
 /// with a head among the journal key's heads (`JournalKey::head_files`), other than `this`,
 /// and other than a folder whose journal ends with its `pushed` record into `database` (the
 /// store read now: it received all of it). They are witnesses this journal never heard: a rewrap one of them sent may
-/// still be queued at the service, or have run. For a folder (`database` is `None`), so are
-/// the team databases this user wrote from here (`postgres::witness`).
+/// still be queued at the service, or have run. So are the other team databases this user
+/// wrote from here (`postgres::witness`).
 ///
 /// A folder that cannot be read (one others can write, a journal whose seals fail) is named,
 /// never skipped: it may hold such a rewrap. So is a folder gone from where its head says it
@@ -172,14 +176,41 @@ fn is_chain_head(file: &Path) -> bool {
 /// record its head ends at (moved, and written at its new place since). Its head keeps it
 /// asked about until the operator removes that head.
 pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolders {
+    other_folders_asking(this, database, None)
+}
+
+/// `other_folders`, with the team databases this user wrote from here asked too; `own`, the
+/// database the command uses, is not asked again under another spelling
+/// (`postgres::witness::ask`).
+fn other_folders_asking(
+    this: Option<&Path>,
+    database: Option<&str>,
+    own: Option<&super::postgres::Database>,
+) -> OtherFolders {
     let mut found = OtherFolders::default();
     let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
         return found;
     };
     let key = match JournalKey::load(&path) {
         Ok(Some(key)) => key,
-        // No key: no folder was sealed with one, and none left a head.
-        Ok(None) => return found,
+        // No key: no folder was sealed with one, and none left a head. A database's heads
+        // are kept beside the place the key would be (`postgres::journal::head_path_of`).
+        Ok(None) => {
+            let databases = path
+                .parent()
+                .and_then(|dir| std::fs::read_dir(dir.join("heads")).ok())
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| {
+                    let file = entry.ok()?.path();
+                    let head = journal_key::load_head(&file).ok()??;
+                    super::postgres::witness::journal_head(&file, &head)
+                })
+                .filter(|written| written.records > 0 && database != Some(written.shown.as_str()))
+                .collect::<Vec<_>>();
+            super::postgres::witness::ask(&databases, own, &mut found);
+            return found;
+        }
         // The heads cannot be trusted or found: every folder they name may hold a rewrap.
         Err(why) => {
             found.unread.push(UnreadFolder {
@@ -230,7 +261,7 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
         // A team database this user wrote from here: asked by a folder's command (a
         // database's own other scopes are read by `Store::other_scopes`).
         if let Some(written) = super::postgres::witness::journal_head(&file, &head) {
-            if database.is_none() {
+            if database != Some(written.shown.as_str()) {
                 databases.push(written);
             }
             continue;
@@ -328,7 +359,7 @@ pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolder
             let written = format!("\"seal\":\"{seal}\"");
             (seal.is_empty() || !texts.iter().any(|text| text.contains(&written))).then_some(unread)
         }));
-    super::postgres::witness::ask(&databases, &mut found);
+    super::postgres::witness::ask(&databases, own, &mut found);
     found
 }
 

@@ -10,6 +10,21 @@ use crate::support::*;
 /// A password that would be shown if a message took the database's URL as typed.
 const PASSWORD: &str = "S3cretPW";
 
+/// A workspace rotating A → B whose apply on the database `store` sent the rewrap and lost
+/// its answer after the service ran it (exit 1, the outcome unknown); and that apply.
+pub(crate) fn rewrap_unanswered_on(store: String) -> (Workspace, Run) {
+    let mut ws = rotate_to_b(&three_units(false));
+    ws.store = Some(store);
+    let mut env = PASSWORDS.to_vec();
+    env.push(("MKPLAN_SIM_FAULTS", "lose_response_op=7"));
+    let first = ws.mkplan_with_env(
+        &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
+        &env,
+    );
+    assert_says(&first, 1, &["outcome is unknown"], "op1's rewrap");
+    (ws, first)
+}
+
 /// A1b. op1 applies on the team database (`MKPLAN_STATE=postgres://…`, a password in the URL)
 /// and its rewrap's answer is lost. op2, the same user on the same machine with the same
 /// journal key, uses a state folder: its plan, `attest --not-run` and apply read only the
@@ -24,15 +39,7 @@ fn a_folder_asks_the_team_database_its_user_wrote_from_this_machine() {
     };
     let (shown, name) = url.rsplit_once('/').expect("a URL with a database");
     let shown = format!("{shown}/{name}");
-    let mut ws = rotate_to_b(&three_units(false));
-    ws.store = Some(url.replacen('@', &format!(":{PASSWORD}@"), 1));
-    let mut env = PASSWORDS.to_vec();
-    env.push(("MKPLAN_SIM_FAULTS", "lose_response_op=7"));
-    let first = ws.mkplan_with_env(
-        &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
-        &env,
-    );
-    assert_says(&first, 1, &["outcome is unknown"], "op1's rewrap");
+    let (ws, first) = rewrap_unanswered_on(url.replacen('@', &format!(":{PASSWORD}@"), 1));
     let before = ws.bytes(FLEET);
     let settle_there = format!("--state {shown}");
     let attest = in_folder(&ws, "s2", &NOT_RUN, &[]);

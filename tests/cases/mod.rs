@@ -6,6 +6,7 @@ mod adversary7;
 mod adversary7_a1b;
 mod adversary7z;
 mod adversary8z;
+mod adversary9;
 mod adversary9z;
 mod adversary_postgres;
 mod apply;

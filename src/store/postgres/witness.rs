@@ -17,6 +17,9 @@ use crate::apply::journal::Record;
 use crate::apply::journal_key::Head;
 use crate::model::{FolderRewrap, OtherFolders, UnreadFolder};
 
+/// Every scope of a database, with its records.
+type Scopes = Vec<(String, Vec<Record>)>;
+
 /// A head this user keeps for one scope of a database (`journal::head_path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseHead {
@@ -56,11 +59,18 @@ pub fn journal_head(file: &Path, head: &Head) -> Option<DatabaseHead> {
 /// that cannot be reached (down, this user's password gone), or a scope found shorter than
 /// mkplan last wrote it (restored from an older backup: what it lost may be a rewrap), is
 /// named with its heads, as holding any instance.
-pub fn ask(heads: &[DatabaseHead], found: &mut OtherFolders) {
+///
+/// `own` is the database the command uses, if any: a head that names it under another
+/// spelling (`localhost` for `127.0.0.1`) reads the same journals, and is no other witness.
+/// It is told apart by what it holds: a database whose every scope holds exactly the records
+/// `own`'s does holds no rewrap the command does not already see.
+pub fn ask(heads: &[DatabaseHead], own: Option<&Database>, found: &mut OtherFolders) {
     let mut databases: BTreeMap<&str, Vec<&DatabaseHead>> = BTreeMap::new();
     for head in heads.iter().filter(|h| !is_drill(&h.scope)) {
         databases.entry(&head.shown).or_default().push(head);
     }
+    // Read once, when another database is to be compared with it.
+    let mut own_scopes: Option<Option<Scopes>> = None;
     for (shown, heads) in databases {
         let unread = |why: String| UnreadFolder {
             state_dir: shown.to_string(),
@@ -79,6 +89,16 @@ pub fn ask(heads: &[DatabaseHead], found: &mut OtherFolders) {
                 continue;
             }
         };
+        if let Some(own) = own {
+            let mine = own_scopes.get_or_insert_with(|| {
+                Connection::open_to_read(own)
+                    .and_then(|c| super::journal::every_scope(&c))
+                    .ok()
+            });
+            if mine.as_ref() == Some(&scopes) {
+                continue;
+            }
+        }
         for head in &heads {
             let now = scopes
                 .iter()
@@ -119,7 +139,7 @@ fn is_drill(scope: &str) -> bool {
 
 /// Every scope of the database `shown`, reached as `psql` would reach it, its schema left as
 /// it is (its team may run an older mkplan).
-fn read(shown: &str) -> Result<Vec<(String, Vec<Record>)>, String> {
+fn read(shown: &str) -> Result<Scopes, String> {
     let database = Database::from_shown(shown, |name| std::env::var(name).ok())?;
     let connection = Connection::open_to_read(&database)?;
     super::journal::every_scope(&connection)
