@@ -66,7 +66,7 @@ pub fn unread_remedy(unread: &UnreadFolder) -> String {
         String::new()
     };
     format!(
-        "reach the database {} again (its server up, and your password for it in PGPASSWORD or ~/.pgpass, as `psql` would need it: a password is never kept with the heads) and plan again{heads}",
+        "reach the database {} again (its server up, and your password for it in ~/.pgpass, on a line for that very database as `psql` reads it: PGPASSWORD is never sent to a database nobody named today, and a password is never kept with the heads) and plan again{heads}",
         unread.state_dir
     )
 }

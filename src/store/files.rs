@@ -122,7 +122,7 @@ pub fn other_folders_of(store: &super::Store, scope: &str) -> OtherFolders {
         super::Store::Postgres(database) => Some(database.as_ref()),
         super::Store::Files(_) => None,
     };
-    let mut found = other_folders_asking(store.folder(), database.as_deref(), own);
+    let mut found = other_folders(store.folder(), database.as_deref(), own);
     store.other_scopes(scope, &mut found);
     found
 }
@@ -175,14 +175,10 @@ fn is_chain_head(file: &Path) -> bool {
 /// is (removed, or moved and not written since), unless a journal that is read holds the
 /// record its head ends at (moved, and written at its new place since). Its head keeps it
 /// asked about until the operator removes that head.
-pub fn other_folders(this: Option<&Path>, database: Option<&str>) -> OtherFolders {
-    other_folders_asking(this, database, None)
-}
-
-/// `other_folders`, with the team databases this user wrote from here asked too; `own`, the
-/// database the command uses, is not asked again under another spelling
+///
+/// `own`, the database the command uses, is not asked again under another spelling
 /// (`postgres::witness::ask`).
-fn other_folders_asking(
+fn other_folders(
     this: Option<&Path>,
     database: Option<&str>,
     own: Option<&super::postgres::Database>,
@@ -258,8 +254,8 @@ fn other_folders_asking(
         if head.records == 0 || this_head == name || is_chain_head(&file) {
             continue;
         }
-        // A team database this user wrote from here: asked by a folder's command (a
-        // database's own other scopes are read by `Store::other_scopes`).
+        // Another team database this user wrote from here (the database the command uses
+        // has its other scopes read by `Store::other_scopes`).
         if let Some(written) = super::postgres::witness::journal_head(&file, &head) {
             if database != Some(written.shown.as_str()) {
                 databases.push(written);
