@@ -4,9 +4,13 @@
 
 use super::evidence::{StorageFinding, common_current, currents_differ};
 use super::refusal::{Check, Refusal, UnitValue};
+use super::rotation;
 use super::step::Action;
+use crate::model::domain_group::KeyCopies;
+use crate::model::registers::Mkvp;
 use crate::model::{
     CryptoUnit, CurrentRegister, DesiredInstance, LiveInstance, NewRegister, VerificationPattern,
+    hpcs_view,
 };
 
 /// A step before it has an id: `unit` indexes the instance's crypto units and `depends_on`
@@ -36,11 +40,18 @@ pub(crate) fn draft_steps(
 ) -> Result<Vec<Draft>, Refusal> {
     let target = &desired.master_key.verification_pattern;
     let under = &storage.key_storage_under;
-    let work: Vec<UnitWork> = if under == target {
-        after_rewrap(live, target)
-    } else {
-        before_rewrap(live, target, under)?
+    let general_target = hpcs_view::mkvp(target);
+    let key_storage = KeyCopies {
+        active: hpcs_view::mkvp(under),
+        staged: None,
     };
+    // The key storage moves whole before the set (the rewrap), and only from the key every
+    // current register holds: `current_holds_storage_key` refuses any other case.
+    let rewrap = rotation::moves_before_set(&key_storage, &general_target, true);
+    if rewrap {
+        current_holds_storage_key(live, target, under)?;
+    }
+    let work = unit_work(live, &general_target);
     let loads: Vec<&CryptoUnit> = live
         .crypto_units
         .iter()
@@ -66,65 +77,54 @@ pub(crate) fn draft_steps(
         )
         .fix("add the key part files under master_key.key_parts in the desired file"));
     }
-    let rewrap = under != target;
     Ok(assemble(&work, rewrap))
 }
 
-/// The key storage is already under the target MK (or the instance is converged): never
-/// rewrap, never clear a new register holding the target; promote what is not promoted.
-fn after_rewrap(live: &LiveInstance, target: &VerificationPattern) -> Vec<UnitWork> {
+/// HPCS's crypto units are registers of one type (`WK`) that commit, and a unit is done only
+/// once its new register is empty again.
+const RULES: rotation::RegisterRules = rotation::RegisterRules {
+    commit: true,
+    done_with_new_empty: true,
+};
+
+/// What each crypto unit needs, by the rotation rule. While some units still wait for set
+/// immediate, the promoted ones leave the selection (the service's own rule).
+fn unit_work(live: &LiveInstance, target: &Mkvp) -> Vec<UnitWork> {
     let mut work: Vec<UnitWork> = live
         .crypto_units
         .iter()
         .map(|unit| {
-            let promoted = unit.current_register.holds(target);
-            match (&unit.new_register, promoted) {
-                (NewRegister::Empty, true) => UnitWork::default(),
-                (NewRegister::FullCommitted(vp), _) if vp == target => UnitWork {
-                    set_immediate: true,
-                    ..UnitWork::default()
-                },
-                (NewRegister::FullUncommitted(vp), _) if vp == target => UnitWork {
-                    commit: true,
-                    set_immediate: true,
-                    ..UnitWork::default()
-                },
-                // A stale key that is not the storage's: clear it.
-                (_, true) => UnitWork {
-                    clear: true,
-                    ..UnitWork::default()
-                },
-                // The unit lost the target from its new register: stage it again, then promote.
-                (new, false) => UnitWork {
-                    clear: *new != NewRegister::Empty,
-                    load: true,
-                    commit: true,
-                    set_immediate: true,
-                    ..UnitWork::default()
-                },
+            let registers = hpcs_view::unit_registers(unit);
+            let steps = rotation::register_steps(&registers[&hpcs_view::MK_TYPE], target, RULES);
+            UnitWork {
+                clear: steps.clear,
+                load: steps.load,
+                commit: steps.commit,
+                set_immediate: steps.set,
+                remove: false,
             }
         })
         .collect();
-    // While some units still wait for set immediate, the promoted ones leave the selection.
-    let rotation_running = live
-        .crypto_units
-        .iter()
-        .any(|u| !u.current_register.holds(target));
-    if rotation_running {
+    let promoted = |unit: &CryptoUnit| {
+        unit.current_register
+            .verification_pattern()
+            .is_some_and(|vp| hpcs_view::mkvp(vp) == *target)
+    };
+    if !live.crypto_units.iter().all(promoted) {
         for (unit, w) in live.crypto_units.iter().zip(work.iter_mut()) {
-            w.remove = !w.set_immediate && unit.current_register.holds(target);
+            w.remove = !w.set_immediate && promoted(unit);
         }
     }
     work
 }
 
-/// The key storage is under `under`, the MK every current register must hold: stage the
-/// target everywhere, rewrap, promote everywhere.
-fn before_rewrap(
+/// Before the rewrap, every current register must hold `under`, the MK the key storage is
+/// under: otherwise another rotation has passed its point of no return, or the units differ.
+fn current_holds_storage_key(
     live: &LiveInstance,
     target: &VerificationPattern,
     under: &VerificationPattern,
-) -> Result<Vec<UnitWork>, Refusal> {
+) -> Result<(), Refusal> {
     match common_current(live) {
         Some(current) if current == *under => {}
         Some(_) => {
@@ -153,25 +153,7 @@ fn before_rewrap(
             ));
         }
     }
-    Ok(live
-        .crypto_units
-        .iter()
-        .map(|unit| {
-            let stage = match &unit.new_register {
-                NewRegister::FullCommitted(vp) if vp == target => (false, false, false),
-                NewRegister::FullUncommitted(vp) if vp == target => (false, false, true),
-                NewRegister::Empty => (false, true, true),
-                _ => (true, true, true),
-            };
-            UnitWork {
-                clear: stage.0,
-                load: stage.1,
-                commit: stage.2,
-                set_immediate: true,
-                remove: false,
-            }
-        })
-        .collect())
+    Ok(())
 }
 
 /// Lays the work out phase by phase (clear, load, commit, rewrap, remove, set immediate), so

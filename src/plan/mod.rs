@@ -16,6 +16,7 @@ pub mod other_stores;
 mod precheck;
 mod refusal;
 mod replay;
+pub mod rotation;
 mod step;
 
 pub use artifact::{

@@ -31,6 +31,7 @@ use crate::model::domain_group::{Apqn, GroupMode, LiveGroup, StoreId, StoreState
 use crate::model::domain_group_desired::{DesiredGroup, Procedure};
 use crate::model::domain_group_selector::ApqnSelection;
 use crate::model::registers::{MkType, Mkvp, NewMk};
+use crate::plan::rotation;
 
 pub use precheck::{GroupRefusal, apqn_changes};
 
@@ -317,28 +318,25 @@ impl Builder {
         target: &Mkvp,
     ) {
         let ep11 = desired.mode == GroupMode::Ep11;
+        let rules = register_rules(desired.mode);
         for (&apqn, registers) in &checked.registers {
             let Some(registers) = registers.get(&mk_type) else {
                 continue;
             };
-            if registers.current.vp() == Some(target) {
-                continue;
-            }
-            let mut after: Vec<String> = Vec::new();
+            let work = rotation::register_steps(registers, target, rules);
             let new = &registers.new;
-            let foreign = new.vp().is_some_and(|vp| vp != target);
-            if foreign {
+            let mut after: Vec<String> = Vec::new();
+            if work.clear {
                 after = vec![self.register_step(
                     GroupAction::ClearNewMk,
                     apqn,
                     mk_type,
                     None,
                     vec![],
-                    format!("clear {apqn}'s {mk_type} NEW register, which holds {}, not the desired key", new.vp().expect("foreign")),
+                    format!("clear {apqn}'s {mk_type} NEW register, which holds {}, not the desired key", new.vp().expect("a foreign key")),
                 )];
             }
-            let needs_load = foreign || matches!(new, NewMk::Empty | NewMk::Partial);
-            if needs_load {
+            if work.load {
                 let how = if ep11 {
                     "import the key parts with the TKE"
                 } else if *new == NewMk::Partial {
@@ -355,8 +353,7 @@ impl Builder {
                     format!("load {target} into {apqn}'s {mk_type} NEW register: {how}"),
                 )];
             }
-            let uncommitted = matches!(new, NewMk::Uncommitted(vp) if vp == target);
-            if ep11 && (needs_load || uncommitted) {
+            if work.commit {
                 self.register_step(
                     GroupAction::CommitNewMk,
                     apqn,
@@ -387,9 +384,11 @@ impl Builder {
                 .iter()
                 .filter(|(t, c)| {
                     desired.master_keys.get(t).is_some_and(|target| {
-                        &c.active != target
-                            && c.staged.as_ref() != Some(target)
-                            && checked.is_some_current(**t, &c.active)
+                        rotation::moves_before_set(
+                            c,
+                            target,
+                            checked.is_some_current(**t, &c.active),
+                        )
                     })
                 })
                 .map(|(t, _)| *t)
@@ -435,7 +434,7 @@ impl Builder {
                 let Some(registers) = registers.get(&mk_type) else {
                     continue;
                 };
-                if registers.current.vp() == Some(target) {
+                if !rotation::register_steps(registers, target, register_rules(desired.mode)).set {
                     continue;
                 }
                 let mut depends_on = self.ids(|s| s.apqn == Some(apqn) && s.mk_types == [mk_type]);
@@ -472,9 +471,10 @@ impl Builder {
             let types: Vec<MkType> = copies
                 .iter()
                 .filter(|(t, c)| {
-                    desired.master_keys.get(t).is_some_and(|target| {
-                        staging || c.staged.as_ref() == Some(target) || &c.active != target
-                    })
+                    desired
+                        .master_keys
+                        .get(t)
+                        .is_some_and(|target| rotation::moves_after_set(c, target, staging))
                 })
                 .map(|(t, _)| *t)
                 .collect();
@@ -523,6 +523,15 @@ impl Builder {
                 description,
             });
         }
+    }
+}
+
+/// EP11 commits a loaded NEW register before the set, CCA does not; neither asks for NEW to be
+/// empty once CURRENT holds the target.
+fn register_rules(mode: GroupMode) -> rotation::RegisterRules {
+    rotation::RegisterRules {
+        commit: mode == GroupMode::Ep11,
+        done_with_new_empty: false,
     }
 }
 
