@@ -28,7 +28,6 @@ use crate::model::registers::{MkType, Mkvp};
 use crate::plan::domain_group::effect::World;
 use crate::plan::domain_group::{
     GroupAction, GroupEvidence, GroupPlan, GroupRefusal, GroupStep, apqn_changes, plan_group,
-    settle_unseen_staging,
 };
 
 /// Steps one apply runs at most (a group of 256 APQNs and 10,000 stores needs fewer).
@@ -98,15 +97,14 @@ pub struct GroupApply<'a, O: GroupOperator> {
 }
 
 impl<O: GroupOperator> GroupApply<'_, O> {
-    /// The group as the machine shows it, with the staged copies no tool shows settled from
-    /// the journal (so a step's outcome is compared with what the planner sees).
+    /// The group as the machine shows it, with an openCryptoki operation closed outside mkplan
+    /// settled from the journal (so a step's outcome is compared with what the planner sees).
     fn read(&self) -> Result<LiveGroup, GroupApplyError> {
         let mut live = self
             .backend
             .read(self.desired)
             .map_err(GroupApplyError::from)?;
         let evidence = self.evidence();
-        settle_unseen_staging(&mut live, &evidence);
         crate::plan::domain_group::tokens_closed::settle_closed_operation(
             &mut live,
             self.desired,
@@ -509,8 +507,8 @@ pub fn step_call(
                 .ok_or_else(|| format!("{store} is not declared"))?;
             let mut args = luks2_args("reencipher", &store.name, key_file, flags);
             if action != GroupAction::ReencipherFromOld {
-                // Staging: staging again over this change's own pending staging (an earlier
-                // run's, see `settle_unseen_staging`) cancels it. Completing: the key slots of
+                // Staging: the tool asks before it cancels a pending staging (the planner
+                // stages only a volume with none, or with one under no usable key). Completing: the key slots of
                 // the old key, now unbound, are removed (`LUKS2_COMPLETE_FLAGS`). The tool asks
                 // first, and stdin is no terminal here. Last, so the journal's earlier commands
                 // still match.

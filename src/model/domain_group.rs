@@ -165,13 +165,6 @@ pub enum StoreState {
         why: String,
         settle: String,
     },
-    /// The active copies' keys are shown, and a staged copy exists whose key the tool does
-    /// not show (a LUKS2 header's unbound keyslot: `zkey-cryptsetup validate` says only
-    /// "re-enciphering is pending"). The planner settles it from the journal of the change
-    /// that staged it, or refuses.
-    StagedUnseen {
-        active: BTreeMap<MkType, Mkvp>,
-    },
 }
 
 /// One store as observed.

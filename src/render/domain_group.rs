@@ -223,14 +223,6 @@ pub fn group_status_text(live: &LiveGroup, backend: &str) -> String {
             StoreState::Unknown { why, .. } => {
                 text.push_str(&format!("  {}: unknown ({why})\n", store.id))
             }
-            StoreState::StagedUnseen { active } => {
-                for (mk_type, vp) in active {
-                    text.push_str(&format!(
-                        "  {}: {mk_type} under {vp}, staged under a key the tool does not show\n",
-                        store.id
-                    ));
-                }
-            }
         }
     }
     text

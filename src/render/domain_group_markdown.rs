@@ -191,16 +191,6 @@ fn stores(out: &mut String, live: &LiveGroup) {
                     );
                 }
             }
-            StoreState::StagedUnseen { active } => {
-                for (mk_type, vp) in active {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {mk_type} | {} | a key the tool does not show |",
-                        cell(&store.id.to_string()),
-                        vp.as_str()
-                    );
-                }
-            }
             StoreState::Unknown { why, .. } => {
                 let _ = writeln!(
                     out,

@@ -216,14 +216,16 @@ fn zcrypt_from_old_refusals_with_a_luks2_volume_name_their_check_and_run_nothing
             ],
         },
         Refused {
-            name: "a LUKS2 volume staged by hand in a set_then_from_old group",
+            name: "a LUKS2 volume staged by hand under another key in a set_then_from_old group",
             world: luks2_from_old,
             mid: |w| {
-                w.tke_with("load", BOTH, Some(CCA_NEW));
+                w.tke_with("load", BOTH, Some(FOREIGN));
                 w.cryptsetup(&["reencipher", "/dev/dasdb1", "--to-new", "--staged"]);
+                w.tke_with("clear", BOTH, None);
+                w.tke_with("load", BOTH, Some(CCA_NEW));
             },
             check: "no_earlier_staged_stores",
-            names: vec!["LUKS2 volume \"/dev/dasdb1\"".into(), CCA_OLD.into()],
+            names: vec!["LUKS2 volume \"/dev/dasdb1\"".into(), FOREIGN.into()],
         },
         Refused {
             name: "a LUKS2 volume still under OLD from an earlier change",

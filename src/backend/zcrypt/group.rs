@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use super::mkvps::{self, Mkvps, State};
 use super::ock_list::{OckOperation, parse_ock_list};
-use super::stores;
 use super::sysfs::{CardMode, Sysfs};
 use super::tools::{ToolCall, ToolOutput, ToolRunner};
+use super::{luks2, stores};
 use crate::model::domain_group::{
     GroupMode, KeyCopies, LiveApqn, LiveGroup, LiveStore, StoreId, StoreKind, StoreState,
 };
@@ -351,8 +351,15 @@ impl ZcryptBackend {
             Err(why) => return unknown(why),
         };
         let state = if view.pending {
-            StoreState::StagedUnseen {
-                active: BTreeMap::from([(mk_type, active)]),
+            match self.luks2_staged(desired, device, key_file, mk_type, &view.key_type) {
+                Ok(staged) => StoreState::Known(BTreeMap::from([(
+                    mk_type,
+                    KeyCopies {
+                        active,
+                        staged: Some(staged),
+                    },
+                )])),
+                Err((why, settle)) => StoreState::Unknown { why, settle },
             }
         } else {
             StoreState::Known(BTreeMap::from([(
@@ -368,6 +375,57 @@ impl ZcryptBackend {
             state,
             handle: None,
         }
+    }
+
+    /// The master key of a LUKS2 volume's staged copy, which `zkey-cryptsetup validate` does
+    /// not show, read from the header's unbound key slot with `cryptsetup` ([`luks2`]). On
+    /// failure: why, and what would settle it.
+    fn luks2_staged(
+        &self,
+        desired: &DesiredGroup,
+        device: &str,
+        key_file: &Path,
+        mk_type: MkType,
+        key_type: &str,
+    ) -> Result<Mkvp, (String, String)> {
+        let metadata = self.call(desired, "cryptsetup", luks2::metadata_args(device));
+        let settle = |call: &ToolCall| {
+            format!(
+                "`{}` showing the staged key slot's key (cryptsetup 2.5 or later, and a key file that opens that key slot: zkey-cryptsetup staged it with the passphrase of the active one), or `zkey-cryptsetup reencipher {device} --complete` or a staging canceled by hand, after which the header holds no staged copy",
+                call.shown()
+            )
+        };
+        let run = |call: &ToolCall| match self.runner.run(call) {
+            Ok(output) if output.success() => Ok(output.stdout),
+            Ok(output) => Err(format!("{} failed: {}", call.shown(), output.last_words())),
+            Err(why) => Err(why),
+        };
+        let why = |what: String| {
+            format!(
+                "{device} has a staged copy of its key, and mkplan cannot tell which master key it is under: {what}"
+            )
+        };
+        let slot = run(&metadata)
+            .and_then(|json| luks2::unbound_keyslot(&json))
+            .map_err(|e| (why(e), settle(&metadata)))?;
+        let dump = self.call(
+            desired,
+            "cryptsetup",
+            luks2::unbound_key_args(device, slot, key_file),
+        );
+        let token = run(&dump)
+            .and_then(|out| luks2::unbound_key(&out))
+            .map_err(|e| (why(e), settle(&dump)))?;
+        let hex = stores::token_mkvp(key_type, &token).ok_or_else(|| {
+            (
+                why(format!(
+                    "key slot {slot} holds {} bytes, too few for a {key_type} token",
+                    token.len()
+                )),
+                settle(&dump),
+            )
+        })?;
+        Mkvp::parse(mk_type, &hex).map_err(|e| (why(e), settle(&dump)))
     }
 
     /// The openCryptoki tokens on the group's APQNs, as one store (one `pkcshsm_mk_change`

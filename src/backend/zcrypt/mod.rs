@@ -17,6 +17,7 @@
 pub mod fake;
 pub mod group;
 pub mod inventory;
+pub mod luks2;
 pub mod mkvps;
 pub mod ock_conf;
 pub mod ock_list;

@@ -27,7 +27,7 @@ pub fn earlier_staged(store: &LiveStore, staged_is_current: bool) -> String {
             "the staged key slot's key is CURRENT, so it is the usable copy: complete it first (zkey-cryptsetup reencipher {name} --complete --key-file F); remove no key slot"
         ),
         (StoreKind::Luks2Volume, false) => format!(
-            "check which key slot is usable (zkey-cryptsetup validate {name} --key-file F) before removing anything: remove the staged key slot only while the active one shows `Enciphered with: CURRENT master key`"
+            "check which key slot is usable (zkey-cryptsetup validate {name} --key-file F) before removing anything: only while the active one shows `Enciphered with: CURRENT master key` is the staged one not needed; then remove it by hand (`cryptsetup luksDump {name}` shows the unbound key slot and the paes-reencipher token; `cryptsetup luksKillSlot {name} SLOT`, `cryptsetup token remove --token-id ID {name}`) and plan again, and mkplan stages the volume under this change's key; or stage it again yourself while every APQN of the machine that holds the active key slot's key as CURRENT has this change's key ready in NEW (`zkey-cryptsetup reencipher {name} --staged --batch-mode --key-file F` cancels the pending staging)"
         ),
         (_, true) => format!(
             "the staged copy's key is CURRENT, so it is the usable copy: complete it first (zkey reencipher --complete --name {name}); do not remove {name}.renc"
@@ -36,13 +36,4 @@ pub fn earlier_staged(store: &LiveStore, staged_is_current: bool) -> String {
             "check which copy is usable (zkey validate --name {name}) before removing anything: remove {name}.renc only when the key's .skey validates under the CURRENT master key"
         ),
     }
-}
-
-/// `no_earlier_staged_stores` for a store whose staged copy no tool shows (a LUKS2 volume's
-/// unbound keyslot): how to find out, or to discard the staging without losing the key.
-pub fn unseen_staging(store: &LiveStore) -> String {
-    let device = &store.id.name;
-    format!(
-        "rerun with the state folder (--state) of the apply that staged it, whose journal shows under which key; or, while `zkey-cryptsetup validate {device} --key-file F` shows the active key slot `Enciphered with: CURRENT master key` on every APQN, the staged key slot is not needed: remove it by hand (cryptsetup luksDump {device} shows the unbound key slot and the zkey-reencipher token; cryptsetup luksKillSlot {device} SLOT, cryptsetup token remove --token-id ID {device}), then plan again"
-    )
 }

@@ -286,7 +286,6 @@ fn check_luks2_apqns(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Gro
         }
         let active: Vec<(MkType, &Mkvp)> = match &store.state {
             StoreState::Known(copies) => copies.iter().map(|(t, c)| (*t, &c.active)).collect(),
-            StoreState::StagedUnseen { active } => active.iter().map(|(t, vp)| (*t, vp)).collect(),
             StoreState::Unknown { .. } => continue,
         };
         for (mk_type, vp) in active {

@@ -147,10 +147,9 @@ impl serde::Serialize for Apqn {
     }
 }
 
-/// What the planner needs besides the desired state and the live group: the serial numbers
-/// the journal recorded at the first step of this change, card by card; and the stores whose
-/// staged copy no tool shows (LUKS2 volumes) that this change's journal shows mkplan staged,
-/// with the keys it staged them under (the change's targets).
+/// What the planner needs besides the desired state and the live group, from the journal of
+/// the open change: the serial numbers recorded at its first step, card by card, its APQNs and
+/// master keys, and whether it relied on an openCryptoki operation.
 #[derive(Clone, Debug, Default)]
 pub struct GroupEvidence {
     pub recorded_serials: Option<BTreeMap<u8, String>>,
@@ -159,72 +158,9 @@ pub struct GroupEvidence {
     pub recorded_apqns: Option<std::collections::BTreeSet<Apqn>>,
     /// The master keys the open change began with (`None`: no change open).
     pub recorded_targets: Option<BTreeMap<MkType, Mkvp>>,
-    pub staged_in_change: BTreeMap<StoreId, BTreeMap<MkType, Mkvp>>,
-    /// Of those, the stores whose last stage step ran before this run (every one, for a
-    /// plan): between runs anyone may have staged them again under another key, and no tool
-    /// would show it.
-    pub staged_earlier: std::collections::BTreeSet<StoreId>,
     /// The open change relied on an openCryptoki operation that the journal does not show
     /// closed by mkplan's finalize or by the operator's word (`tokens_closed`).
     pub tokens_operation: Option<tokens_closed::ReliedOperation>,
-}
-
-/// Settles each store whose staged copy no tool shows from the journal: a stage step of this
-/// change ran on it (its intent was written while the store had no staged copy, and stage
-/// steps run only once every APQN's NEW holds the change's key), so the staged copy is
-/// under that key. A store the journal does not account for stays unseen, and is refused.
-///
-/// A staging from an earlier run is trusted only once a set has begun (its active copy's key
-/// has left CURRENT on some APQN, so it can no longer be staged again). Before that, anyone
-/// may have staged it again between the runs under another key (`--batch-mode` cancels the
-/// pending one), and a set would then lose it: such a store is taken as not staged, so the
-/// plan stages it again in this run, which then witnesses the key. Returns those stores.
-pub fn settle_unseen_staging(live: &mut LiveGroup, evidence: &GroupEvidence) -> Vec<StoreId> {
-    let mut stage_again = Vec::new();
-    for store in &mut live.stores {
-        let StoreState::StagedUnseen { active } = &store.state else {
-            continue;
-        };
-        let Some(staged) = evidence.staged_in_change.get(&store.id) else {
-            continue;
-        };
-        if !active.keys().all(|t| staged.contains_key(t)) {
-            continue;
-        }
-        let again = evidence.staged_earlier.contains(&store.id)
-            && active
-                .iter()
-                .all(|(t, vp)| no_set_begun(&live.apqns, *t, vp));
-        let copies = active
-            .iter()
-            .map(|(t, vp)| {
-                let copies = crate::model::domain_group::KeyCopies {
-                    active: vp.clone(),
-                    staged: if again { None } else { staged.get(t).cloned() },
-                };
-                (*t, copies)
-            })
-            .collect();
-        store.state = StoreState::Known(copies);
-        if again {
-            stage_again.push(store.id.clone());
-        }
-    }
-    stage_again
-}
-
-/// Whether every APQN of the group that shows its registers still has `active` in CURRENT
-/// for `mk_type`, and at least one shows it: no set of this change has begun.
-fn no_set_begun(
-    apqns: &[crate::model::domain_group::LiveApqn],
-    mk_type: MkType,
-    active: &Mkvp,
-) -> bool {
-    let mut shown = apqns
-        .iter()
-        .filter_map(|a| a.registers.as_ref()?.get(&mk_type))
-        .peekable();
-    shown.peek().is_some() && shown.all(|r| r.current.vp() == Some(active))
 }
 
 /// Plans the remaining steps, or refuses naming the check.
@@ -234,7 +170,6 @@ pub fn plan_group(
     evidence: &GroupEvidence,
 ) -> Result<GroupPlan, GroupRefusal> {
     let mut settled = live.clone();
-    let stage_again = settle_unseen_staging(&mut settled, evidence);
     tokens_closed::settle_closed_operation(&mut settled, desired, evidence);
     let live = &settled;
     let checked = precheck::check(desired, live, evidence)?;
@@ -244,7 +179,7 @@ pub fn plan_group(
     }
     match desired.procedure {
         Procedure::ReencipherThenSet => {
-            builder.stage_stores(desired, live, &checked, &stage_again);
+            builder.stage_stores(desired, live, &checked);
             builder.set_all(desired, &checked, &[GroupAction::StageReencipher]);
             builder.complete_stores(desired, live);
         }
@@ -374,7 +309,6 @@ impl Builder {
         desired: &DesiredGroup,
         live: &LiveGroup,
         checked: &precheck::Checked,
-        stage_again: &[StoreId],
     ) {
         for store in &live.stores {
             let StoreState::Known(copies) = &store.state else {
@@ -398,6 +332,7 @@ impl Builder {
             }
             let depends_on =
                 self.ids(|s| s.apqn.is_some() && s.mk_types.iter().any(|t| moving.contains(t)));
+            let description = format!("re-encipher {} under the NEW master key, staged", store.id);
             self.push(GroupStep {
                 id: String::new(),
                 action: GroupAction::StageReencipher,
@@ -407,14 +342,7 @@ impl Builder {
                 store: Some(store.id.clone()),
                 depends_on,
                 ceremony: false,
-                description: if stage_again.contains(&store.id) {
-                    format!(
-                        "re-encipher {} under the NEW master key, staged again: its pending staging is from an earlier run, and only this run can witness which key it is under",
-                        store.id
-                    )
-                } else {
-                    format!("re-encipher {} under the NEW master key, staged", store.id)
-                },
+                description,
             });
         }
     }

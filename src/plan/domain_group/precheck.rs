@@ -399,17 +399,6 @@ fn check_stores(
                     settle: Some(settle.clone()),
                 });
             }
-            StoreState::StagedUnseen { active } => {
-                return Err(GroupRefusal {
-                    check: "no_earlier_staged_stores",
-                    message: format!(
-                        "{} has a staged re-encipherment pending that this state folder's journal did not start in the open change, so which key its staged copy is under is not known (the active copy is under {}): a set could leave it under a key no register holds",
-                        store.id,
-                        listed(active.values().map(ToString::to_string))
-                    ),
-                    settle: Some(super::advice::unseen_staging(store)),
-                });
-            }
         };
         for (mk_type, copy) in copies {
             let Some(target) = desired.master_keys.get(mk_type) else {
@@ -423,7 +412,7 @@ fn check_stores(
                 return Err(refuse(
                     "no_earlier_staged_stores",
                     format!(
-                        "{} has a copy staged under {staged} from an earlier change, not under {target}: {}",
+                        "{} has a copy staged under {staged}, not under this change's {target} (left by an earlier change, or staged outside this one): {}",
                         store.id,
                         super::advice::earlier_staged(store, staged_is_current)
                     ),

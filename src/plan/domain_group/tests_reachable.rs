@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::effect::World;
 use super::tests::*;
 use super::*;
-use crate::model::domain_group::{LiveStore, StoreKind};
+use crate::model::domain_group::{KeyCopies, LiveStore, StoreKind};
 
 /// Random operations a person or a tool might run, harmful ones included.
 #[derive(Clone, Debug)]
@@ -96,85 +96,49 @@ proptest! {
     }
 }
 
-/// A LUKS2 volume whose staged keyslot no tool shows: refused unless this change's journal
-/// shows mkplan staged it, then settled under the change's key and the set is planned.
+/// A LUKS2 volume's staged key slot, whose key `cryptsetup luksDump --unbound` shows: under
+/// another key than the change's it is refused, whoever staged it, before any set or after
+/// the first (round 10z K1: staged again by hand through an APQN that still held the active
+/// key); under the change's key the sets are planned, then the complete.
 #[test]
-fn a_luks2_staging_the_tool_does_not_show_is_settled_only_by_this_changes_journal() {
+fn a_luks2_staging_is_taken_from_its_key_slot_never_from_the_journal() {
     let d = desired(EP11, 2, STAGED);
-    let mut l = live(&d, |_| registers(EP11, 'a', ready(EP11, 'b'), None), &[]);
     let id = StoreId {
         kind: StoreKind::Luks2Volume,
         name: "/dev/dasdb1".into(),
     };
-    l.stores.push(LiveStore {
+    let volume = |staged: char| LiveStore {
         id: id.clone(),
-        state: StoreState::StagedUnseen {
-            active: BTreeMap::from([(MkType::Wk, vp(MkType::Wk, 'a'))]),
-        },
+        state: StoreState::Known(BTreeMap::from([(
+            MkType::Wk,
+            KeyCopies {
+                active: vp(MkType::Wk, 'a'),
+                staged: Some(vp(MkType::Wk, staged)),
+            },
+        )])),
         handle: None,
-    });
-    let r = refusal(&d, &l, &GroupEvidence::default());
-    assert_eq!(r.check, "no_earlier_staged_stores");
-    assert!(
-        r.message.contains("/dev/dasdb1") && r.settle.unwrap().contains("--state"),
-        "{}",
-        r.message
-    );
-    let other = GroupEvidence {
-        staged_in_change: BTreeMap::from([(
-            id.clone(),
-            BTreeMap::from([(MkType::Wk, vp(MkType::Wk, 'c'))]),
-        )]),
-        ..GroupEvidence::default()
     };
-    let r = refusal(&d, &l, &other);
-    assert_eq!(r.check, "no_earlier_staged_stores");
-    assert!(
-        r.message.contains("zkey-cryptsetup validate /dev/dasdb1") && !r.message.contains(".renc"),
-        "{}",
-        r.message
-    );
-    let ours = GroupEvidence {
-        staged_in_change: BTreeMap::from([(
-            id.clone(),
-            BTreeMap::from([(MkType::Wk, vp(MkType::Wk, 'b'))]),
-        )]),
-        ..GroupEvidence::default()
-    };
-    let plan = plan_group(&d, &l, &ours).unwrap();
-    assert_eq!(
-        actions(&plan),
-        [
-            "set_immediate 03.0006",
-            "set_immediate 04.0006",
-            "complete_reencipher /dev/dasdb1"
-        ]
-    );
-    // Staged by an earlier run, and no set has begun: anyone may have staged it again since,
-    // under another key; this run stages it again, and so witnesses the key.
-    let earlier = GroupEvidence {
-        staged_earlier: [id.clone()].into(),
-        ..ours.clone()
-    };
-    let plan = plan_group(&d, &l, &earlier).unwrap();
-    assert_eq!(
-        actions(&plan),
-        [
-            "stage_reencipher /dev/dasdb1",
-            "set_immediate 03.0006",
-            "set_immediate 04.0006",
-            "complete_reencipher /dev/dasdb1"
-        ]
-    );
-    assert!(
-        plan.steps[0].description.contains("staged again"),
-        "{:?}",
-        plan.steps[0]
-    );
-    // Once a set has begun, the active copy's key has left CURRENT there and the volume can
-    // no longer be staged again: the journal's word is all there is.
-    l.apqns[0].registers = Some(registers(EP11, 'b', NewMk::Empty, None));
-    let plan = plan_group(&d, &l, &earlier).unwrap();
+    let mut l = live(&d, |_| registers(EP11, 'a', ready(EP11, 'b'), None), &[]);
+    l.stores.push(volume('c'));
+    for first_set in [false, true] {
+        if first_set {
+            l.apqns[0].registers = Some(registers(EP11, 'b', NewMk::Empty, None));
+        }
+        let r = refusal(&d, &l, &GroupEvidence::default());
+        assert_eq!(
+            r.check, "no_earlier_staged_stores",
+            "first set: {first_set}"
+        );
+        assert!(
+            r.message.contains("/dev/dasdb1")
+                && r.message.contains(vp(MkType::Wk, 'c').as_str())
+                && r.message.contains("cryptsetup luksKillSlot"),
+            "{}",
+            r.message
+        );
+    }
+    l.stores[0] = volume('b');
+    let plan = plan_group(&d, &l, &GroupEvidence::default()).unwrap();
     assert_eq!(
         actions(&plan),
         ["set_immediate 04.0006", "complete_reencipher /dev/dasdb1"]

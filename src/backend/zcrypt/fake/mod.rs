@@ -20,6 +20,7 @@ pub mod ceremony;
 pub mod cryptsetup;
 pub mod incidents;
 pub mod init;
+mod luks_dump;
 pub mod ock;
 pub mod ock_login;
 pub mod render;
@@ -245,13 +246,20 @@ fn kill_parent() {
 }
 
 /// The tools that `DIR/bin` holds, each a script that execs `mkplan sim zcrypt tool NAME`.
-pub const TOOLS: [&str; 4] = ["zkey", "zkey-cryptsetup", "pkcshsm_mk_change", "appkey"];
+pub const TOOLS: [&str; 5] = [
+    "zkey",
+    "zkey-cryptsetup",
+    "cryptsetup",
+    "pkcshsm_mk_change",
+    "appkey",
+];
 
 /// Runs a fake tool by name with its arguments, as `DIR/bin/NAME` would.
 pub fn run_tool(name: &str, dir: &Path, args: &[String]) -> Output {
     match name {
         "zkey" => zkey::run(dir, args),
         "zkey-cryptsetup" => cryptsetup::run(dir, args),
+        "cryptsetup" => luks_dump::run(dir, args),
         "pkcshsm_mk_change" => ock::run(dir, args),
         "appkey" => appkey::run(dir, args),
         other => Output::failure(

@@ -242,7 +242,7 @@ pub fn token(key_type: KeyType, mkvp: &str, seed: &str) -> Vec<u8> {
 }
 
 /// A key's `.skey` or `.renc`: one token, or two back to back for XTS.
-fn token_file(key: &ZkeyKey, mkvp: &str, which: &str) -> Vec<u8> {
+pub fn token_file(key: &ZkeyKey, mkvp: &str, which: &str) -> Vec<u8> {
     let mut bytes = token(key.key_type, mkvp, &format!("{}:{which}:1", key.name));
     if key.xts {
         bytes.extend(token(
