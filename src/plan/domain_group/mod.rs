@@ -18,6 +18,7 @@ mod advice;
 pub mod effect;
 mod inventory;
 mod precheck;
+mod token_apqns;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -147,6 +147,7 @@ pub(super) fn check(
     }
     let checked = Checked { registers };
     super::inventory::check(desired, live)?;
+    super::token_apqns::check(desired, live, evidence.recorded_apqns.is_some())?;
     check_stores(desired, live, &checked)?;
     Ok(checked)
 }
