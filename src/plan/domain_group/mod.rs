@@ -15,14 +15,15 @@
 //! against the loss rule after every step.
 
 mod advice;
+mod early_set;
 pub mod effect;
 mod inventory;
 mod precheck;
-mod token_apqns;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_reachable;
+mod token_apqns;
 pub mod tokens_closed;
 
 use std::collections::BTreeMap;
