@@ -11,8 +11,8 @@
 //! their key, say not to set it, and give the ways that keep them; the way back converges.
 
 use crate::cases::adversary6::{
-    NEW_AES, aes_line, apply_pinning_at_the_set, assert_wk_objects_under, cca_group, cca_world,
-    ep11_world_with_tokens, pin_ep11_configs,
+    CCA_AES, NEW_AES, aes_line, apply_pinning_at_the_set, assert_wk_objects_under, cca_group,
+    cca_world, ep11_world_with_tokens, pin_ep11_configs,
 };
 use crate::cases::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
 use crate::cases::zcrypt_pins::PIN_3;
@@ -243,4 +243,43 @@ fn adversary10z_m1_the_loss_rule_names_the_from_old_move() {
         "Evidence that would settle it: zkey key \"old-key\" moved from OLD before step",
         "`zkey reencipher --from-old --name old-key` (zkey moves it through 06.0006, whose OLD still holds c0c0c0c0c0c0c0c0)",
     ]);
+}
+
+/// W2, CCA: 05.0006 SET before the stores were staged keeps the old AES key in its OLD; the
+/// advice says so, not to SET 06.0006 (nor 05.0006 again), and the way back converges.
+#[test]
+fn adversary10z_w2_an_early_cca_set_names_current_and_old_holders() {
+    let world = World::with(
+        &cca_world(None),
+        &cca_group("ledger-aes", &aes_line()),
+        "AES",
+        NEW_AES,
+    );
+    std::fs::write(world.root.join("keys/slot3.pin"), format!("{PIN_3}\n")).unwrap();
+    let (code, stderr) = world.apply_as(|action, apqn| {
+        if action == "load_new_mk" && apqn == "06.0006" {
+            world.tke_with("set", "05.0006", None);
+            Operator::Stops
+        } else {
+            Operator::Performs
+        }
+    });
+    assert_eq!(code, Some(1), "{stderr}");
+    world.assert_refused(&[
+        "`one_current_mk`",
+        "05.0006 was SET to e5e5e5e5e5e5e5e5 before the stores were staged",
+        "zkey key \"db-data\"",
+        "openCryptoki tokens \"05.0006,06.0006\" (slot 4's token",
+        "06.0006 holds c1c1c1c1c1c1c1c1 as CURRENT and 05.0006 as OLD (do not SET AES on 05.0006 again",
+        "Do not SET 06.0006 until those stores are staged through it",
+        "c1c1c1c1c1c1c1c1 loaded back into 05.0006's NEW",
+    ]);
+    world.tke_with("load", "05.0006", Some(CCA_AES));
+    world.tke_with("set", "05.0006", None);
+    let config = world.root.join("w/opencryptoki/ccatok4.conf");
+    apply_pinning_at_the_set(&world, || {
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, text.replace(CCA_AES, NEW_AES)).unwrap();
+    });
+    world.assert_converged();
 }
