@@ -96,6 +96,11 @@ pub struct Inventory {
     /// LUKS2 volume with the first APQN of the whole machine whose CURRENT holds its key and
     /// whose NEW is ready, not only with the key's associated APQNs (S390 zkey-cryptsetup.c).
     pub other_apqns: Vec<(Apqn, ApqnRegisters)>,
+    /// Every APQN of the machine on a card openCryptoki would use, with the card's mode: the
+    /// card online, configured, not check-stopped, a CCA or EP11 coprocessor; the queue's own
+    /// state does not count (openCryptoki's EP11 `scan_for_ep11_cards` and
+    /// `scan_for_card_domains` look at the card only). Read when a token config was found.
+    pub machine_apqns: Vec<(Apqn, GroupMode)>,
     pub unreadable: Vec<String>,
     /// What the operator should know about what was read (a CCA config's allow list, which
     /// openCryptoki does not have), one line each.

@@ -154,20 +154,28 @@ impl<'a> GroupTokens<'a> {
         currents: &BTreeMap<MkType, BTreeSet<Mkvp>>,
         from_old: bool,
     ) -> Result<BTreeMap<MkType, KeyCopies>, NotShown> {
-        let settle = "`pkcshsm_mk_change list` and every APQN's CURRENT register agreeing, and each token config's EXPECTED_WKVP / EXPECTED_MKVPS naming the key its objects are under";
+        // Never "the CURRENT registers agreeing": with the stores not staged, the way there
+        // is a set that loses them (the planner's early-set advice says what to do then).
+        let settle = "each token config's EXPECTED_WKVP / EXPECTED_MKVPS naming the key its objects are under, with no pkcshsm_mk_change operation open (`pkcshsm_mk_change list`)";
         let not_shown = |why: String| NotShown {
             why,
             settle: settle.into(),
         };
         if from_old {
             // After a SET the objects may be under OLD or CURRENT: CURRENT is no evidence.
-            return Err(not_shown("no pkcshsm_mk_change operation is open, and under set_then_from_old the APQNs' CURRENT registers do not show which key the tokens' objects are under".into()));
+            return Err(NotShown {
+                why: "no pkcshsm_mk_change operation is open, and under set_then_from_old the APQNs' CURRENT registers do not show which key the tokens' objects are under".into(),
+                settle: "procedure: reencipher_then_set, whose pkcshsm_mk_change operation shows where the tokens' objects are at every step".into(),
+            });
         }
         let mut copies = BTreeMap::new();
         for &mk_type in changing {
             let current = match currents.get(&mk_type).map(|c| c.iter().collect::<Vec<_>>()) {
                 Some(one) if one.len() == 1 => one[0].clone(),
-                _ => return Err(not_shown("no operation is open and the APQNs' CURRENT registers differ, so which key the tokens use is not shown".into())),
+                _ => return Err(NotShown {
+                    why: "no operation is open and the APQNs' CURRENT registers differ, so which key the tokens use is not shown".into(),
+                    settle: "the tokens staged through the APQNs whose CURRENT still holds the key they are under before those APQNs are set (a set before the staging loses them)".into(),
+                }),
             };
             for token in &self.tokens {
                 let Some(pin) = token.pins.get(&mk_type) else {

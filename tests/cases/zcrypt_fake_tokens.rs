@@ -27,7 +27,9 @@ fn pkcshsm_mk_change_checks_the_token_and_cancels_only_before_the_set() {
     );
     partial.expect_code(1);
     assert!(
-        partial.stderr.contains("Slot 3 also uses APQN 04.0006"),
+        partial
+            .stderr
+            .contains("Slot 3: APQN 04.0006 must be included into this operation."),
         "{}",
         partial.stderr
     );

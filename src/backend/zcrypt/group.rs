@@ -457,7 +457,7 @@ impl ZcryptBackend {
             Err(why) => {
                 return unknown(
                     why,
-                    "`pkcshsm_mk_change list` and every APQN's CURRENT register agreeing".into(),
+                    "`pkcshsm_mk_change list` succeeding: it shows whether an operation is open on the group's APQNs and what it moved".into(),
                 );
             }
         };

@@ -414,6 +414,12 @@ impl ZcryptBackend {
                 .map(|tokens| inventory.tokens = tokens),
         );
         inventory.notes = notes;
+        if !inventory.tokens.is_empty() {
+            note(
+                self.machine_apqns()
+                    .map(|apqns| inventory.machine_apqns = apqns),
+            );
+        }
         if on_path("pkcshsm_mk_change") {
             note(
                 self.listing(
@@ -461,6 +467,24 @@ impl ZcryptBackend {
             if let Some(shown) = &queue.mkvps {
                 found.push((queue.apqn, super::group::registers_of(shown)?));
             }
+        }
+        Ok(found)
+    }
+
+    /// Every APQN of the machine's usable CCA and EP11 cards, with the card's mode, whether
+    /// the queue itself is online or not (openCryptoki's rule, see `Inventory::machine_apqns`).
+    fn machine_apqns(&self) -> Result<Vec<(Apqn, GroupMode)>, String> {
+        let cards = super::sysfs::Sysfs::new(self.root())
+            .cards()
+            .map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for card in cards.iter().filter(|c| c.usable()) {
+            let mode = match card.mode {
+                super::sysfs::CardMode::Ep11 => GroupMode::Ep11,
+                super::sysfs::CardMode::Cca => GroupMode::Cca,
+                _ => continue,
+            };
+            found.extend(card.queues.iter().map(|q| (q.apqn, mode)));
         }
         Ok(found)
     }

@@ -15,6 +15,7 @@
 //! against the loss rule after every step.
 
 mod advice;
+mod early_set;
 pub mod effect;
 mod inventory;
 mod precheck;
@@ -22,6 +23,7 @@ mod precheck;
 mod tests;
 #[cfg(test)]
 mod tests_reachable;
+mod token_apqns;
 pub mod tokens_closed;
 
 use std::collections::BTreeMap;

@@ -143,10 +143,17 @@ pub(super) fn check(
         .map(|a| (*a, found[a].registers.clone().expect("checked above")))
         .collect();
     for (&mk_type, target) in &desired.master_keys {
-        check_type(desired, &registers, mk_type, target)?;
+        check_type(desired, &registers, mk_type, target).map_err(|mut refusal| {
+            if refusal.check == "one_current_mk" {
+                refusal.settle =
+                    super::early_set::advice(desired, live, &registers, mk_type, target);
+            }
+            refusal
+        })?;
     }
     let checked = Checked { registers };
     super::inventory::check(desired, live)?;
+    super::token_apqns::check(desired, live, evidence.recorded_apqns.is_some())?;
     check_stores(desired, live, &checked)?;
     Ok(checked)
 }
@@ -393,10 +400,15 @@ fn check_stores(
         let copies = match &store.state {
             StoreState::Known(copies) => copies,
             StoreState::Unknown { why, settle } => {
+                // A set made before the stores were staged: the advice says which APQNs must
+                // not be set, where "CURRENT registers agreeing" would mean setting them.
+                let early = desired.master_keys.iter().find_map(|(&mk_type, target)| {
+                    super::early_set::advice(desired, live, &checked.registers, mk_type, target)
+                });
                 return Err(GroupRefusal {
                     check: "stores_observable",
                     message: format!("cannot tell which master key {} is under: {why}", store.id),
-                    settle: Some(settle.clone()),
+                    settle: Some(early.unwrap_or_else(|| settle.clone())),
                 });
             }
         };
@@ -462,16 +474,65 @@ pub(super) fn check_loss_rule(
         world.perform(step, desired);
         let lost = world.losses();
         if !lost.is_empty() {
-            return Err(refuse(
-                "loss_rule",
-                format!(
+            let fixes: Vec<String> = lost
+                .iter()
+                .filter_map(|loss| from_old_fix(live, &desired.apqns, step, loss))
+                .collect();
+            return Err(GroupRefusal {
+                check: "loss_rule",
+                message: format!(
                     "step {} ({}) would lose keys: {}",
                     step.id,
                     step.action,
                     listed(lost.iter().map(ToString::to_string))
                 ),
-            ));
+                settle: (!fixes.is_empty()).then(|| fixes.join("; ")),
+            });
         }
     }
     Ok(())
+}
+
+/// The way out of a loss the plan's step would cause, when there is one: a CCA zkey key or
+/// LUKS2 volume still under a key some APQN of the group holds as OLD moves from OLD to
+/// that APQN's CURRENT with zkey's own command, which picks that APQN (repro10z M1).
+fn from_old_fix(
+    live: &LiveGroup,
+    group: &[Apqn],
+    step: &super::GroupStep,
+    loss: &crate::model::loss::Loss,
+) -> Option<String> {
+    use crate::model::domain_group::StoreKind;
+    let active = loss.under.first()?;
+    let through: Vec<String> = live
+        .apqns
+        .iter()
+        .filter(|a| group.contains(&a.apqn))
+        .filter(|a| {
+            a.registers
+                .as_ref()
+                .and_then(|r| r.get(&loss.mk_type))
+                .is_some_and(|r| {
+                    r.old.as_ref().and_then(HeldMk::vp) == Some(active) && r.current.vp().is_some()
+                })
+        })
+        .map(|a| a.apqn.to_string())
+        .collect();
+    if through.is_empty() {
+        return None;
+    }
+    let command = match loss.store.kind {
+        StoreKind::ZkeyKey => format!("zkey reencipher --from-old --name {}", loss.store.name),
+        StoreKind::Luks2Volume => format!(
+            "zkey-cryptsetup reencipher {} --from-old --key-file KEY-FILE",
+            loss.store.name
+        ),
+        _ => return None,
+    };
+    Some(format!(
+        "{} moved from OLD before step {}: `{command}` (zkey moves it through {}, whose OLD still holds {active})",
+        loss.store,
+        step.id,
+        listed(through)
+    ))
 }

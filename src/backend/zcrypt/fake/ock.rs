@@ -186,11 +186,8 @@ fn reencipher(
         return Err("No token is affected by this master key change, aborting".into());
     }
     for token in &affected {
-        if let Some(missing) = token.apqns.iter().find(|a| !apqns.contains(a)) {
-            return Err(format!(
-                "Slot {} also uses APQN {missing}, which is not part of the operation: name all APQNs of the slot in --apqns",
-                token.slot
-            ));
+        if let Some(problem) = apqn_left_out(token, &apqns) {
+            return Err(problem);
         }
         for (mk, old) in &token.objects {
             if !new.contains_key(mk) {
@@ -497,6 +494,9 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
             .expect("slot of an operation")
             .clone();
         let (pins, config) = expected_pins(&session.dir, &token)?;
+        if problem.is_none() {
+            problem = apqn_left_out(&token, &op.apqns);
+        }
         for (mk, new) in op
             .new
             .iter()
@@ -550,6 +550,24 @@ fn finish(session: &mut Session, id: &str, finalize: bool) -> Result<Output, Str
         if finalize { "finalized" } else { "canceled" }
     ));
     Ok(output)
+}
+
+/// openCryptoki's first check of every APQN a token uses, when an operation is created,
+/// finalized or canceled (`mk_change_apqn_check_handler`, ep11_mkchange.c 349-360;
+/// `cca_mk_change_apqn_check_cb`, cca_mkchange.c 1006-1015): each must be one of the
+/// operation's, even an offline one. Its words, APQN in upper-case hex (`%02X.%04X`).
+fn apqn_left_out(token: &Token, apqns: &[String]) -> Option<String> {
+    token
+        .apqns
+        .iter()
+        .find(|a| !apqns.contains(a))
+        .map(|missing| {
+            format!(
+                "Slot {}: APQN {} must be included into this operation.",
+                token.slot,
+                missing.to_ascii_uppercase()
+            )
+        })
 }
 
 /// Why openCryptoki's finalize query refuses `slot`'s `mk` (`ep11tok_mk_change_finalize_query`,
