@@ -103,7 +103,7 @@ pub(super) fn advice(
 }
 
 /// The stores of `mk_type` still under `old` with no copy staged under `target`, and those
-/// whose key is not shown (with the key their token configs pin, where they pin one).
+/// tokens whose key is not shown (with the key their token configs pin, where they pin one).
 fn stores_under(
     desired: &DesiredGroup,
     live: &LiveGroup,
@@ -120,11 +120,6 @@ fn stores_under(
                     && copy.staged.as_ref() != Some(target)
                 {
                     found.push(store.id.to_string());
-                }
-            }
-            StoreState::StagedUnseen { active } => {
-                if active.get(&mk_type) == Some(old) {
-                    found.push(format!("{} (its staged copy's key is not shown)", store.id));
                 }
             }
             StoreState::Unknown { .. } if store.id.kind == StoreKind::OpenCryptoki => {
