@@ -39,6 +39,12 @@ pub fn settle_with(rewrap: &FolderRewrap) -> String {
     }
 }
 
+/// Whether `identity` is a `tke:` backend's as mkplan bound records before it named the OA
+/// root its replies' chains end at (`tke:REGION (URL)`, without `; … OA root …`).
+pub fn is_legacy_tke(identity: &str) -> bool {
+    identity.starts_with("tke:") && !identity.contains("OA root")
+}
+
 /// "the state folder … cannot be read: …", for a folder or a database.
 pub fn unread_described(unread: &UnreadFolder) -> String {
     if is_database(&unread.state_dir) {

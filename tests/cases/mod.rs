@@ -38,6 +38,8 @@ mod smartcards;
 mod sweeps;
 mod targeting;
 mod tke;
+mod tke_identity;
+mod tke_operator;
 mod tke_signed;
 mod tke_verified;
 mod untouched;
