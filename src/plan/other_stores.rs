@@ -71,6 +71,12 @@ pub fn unread_remedy(unread: &UnreadFolder) -> String {
     } else {
         String::new()
     };
+    if unread.why.contains(crate::store::postgres::WITHHELD) {
+        return format!(
+            "if {db} is still in use, let mkplan read it as a witness without sending a password over that port (serve it with TLS whose certificate this machine trusts, or let your user in there without a password), and plan again{heads}",
+            db = unread.state_dir
+        );
+    }
     format!(
         "reach the database {} again (its server up, and your password for it in ~/.pgpass, on a line for that very database as `psql` reads it: PGPASSWORD is never sent to a database nobody named today, and a password is never kept with the heads) and plan again{heads}",
         unread.state_dir
