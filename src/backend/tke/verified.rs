@@ -187,4 +187,38 @@ mod root_tests {
         assert_eq!(first, "TEST OA root 7070707070707070");
         assert_eq!(second, "TEST OA root 7272727272727272");
     }
+
+    #[test]
+    fn the_identity_names_the_root_and_a_second_root_in_one_run_stops_it() {
+        let mut backend = TkeBackend::new(
+            "tke:us-south",
+            "http://127.0.0.1:9",
+            super::super::Credentials::None,
+            1,
+        )
+        .unwrap();
+        backend.trust_test_root().unwrap();
+        assert_eq!(
+            backend.legacy_identity(),
+            "tke:us-south (http://127.0.0.1:9)"
+        );
+        assert!(backend.identity().ends_with("; OA root not read yet)"));
+        let unit = Target {
+            instance: "i",
+            hsm_id: "h",
+            module: "m".into(),
+            cm: 0,
+            domain: 0,
+        };
+        let first = oa_test_chain::test_module(0, false).certificates;
+        backend.note_root(&unit, &first).unwrap();
+        assert_eq!(
+            backend.identity(),
+            "tke:us-south (http://127.0.0.1:9; TEST OA root 7070707070707070)"
+        );
+        backend.note_root(&unit, &first).unwrap();
+        let second = oa_test_chain::second_service_module(0).certificates;
+        let stopped = backend.note_root(&unit, &second).unwrap_err().to_string();
+        assert!(stopped.contains("two different services"), "{stopped}");
+    }
 }
