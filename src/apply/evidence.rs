@@ -42,6 +42,7 @@ pub fn journal_evidence_at(
 ) -> JournalEvidence {
     let mut evidence = JournalEvidence {
         witness: witness.to_string(),
+        backend: backend.to_string(),
         ..JournalEvidence::default()
     };
     let mut run_backend: BTreeMap<u32, (Option<&str>, Option<&str>)> = BTreeMap::new();

@@ -340,6 +340,15 @@ impl AnyBackend {
         }
     }
 
+    /// The identity an older mkplan bound this backend's records to, when it was another
+    /// (a `tke:` backend's endpoint alone, before the OA root was part of it).
+    pub fn legacy_identity(&self) -> Option<String> {
+        match self {
+            Self::Tke(backend) => Some(backend.legacy_identity()),
+            _ => None,
+        }
+    }
+
     /// Why this backend cannot change crypto units, if it cannot: `apply` says so before it
     /// touches anything.
     pub fn read_only(&self) -> Option<String> {
@@ -366,7 +375,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Sim(simulator, _) => format!("sim:{}", simulator.path().display()),
             Self::Http(backend) => backend.identity(),
-            Self::Tke(backend) => backend.describe(),
+            Self::Tke(backend) => backend.identity(),
         }
     }
 

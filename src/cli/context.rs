@@ -411,7 +411,36 @@ pub fn evidence_for(
     );
     evidence.desired_file = desired.path.display().to_string();
     evidence.other_folders = crate::store::files::other_folders_of(store, &backend.identity());
+    if let (Some(legacy), Some(_)) = (backend.legacy_identity(), store.folder()) {
+        legacy_rewraps(records, &legacy, store, &mut evidence.other_folders);
+    }
     evidence
+}
+
+/// The rewraps a folder's journal recorded under `legacy`, a `tke:` backend's identity before
+/// it named whose crypto modules answered: a simulator at that URL or the service, nobody can
+/// tell now. Each is a witness as another scope's is (`Store::other_scopes`, which a database
+/// reads for its own older scope): no plan of its instance until it is settled.
+fn legacy_rewraps(
+    records: &[crate::apply::journal::Record],
+    legacy: &str,
+    store: &crate::store::Store,
+    found: &mut crate::model::OtherFolders,
+) {
+    for (instance, rewraps) in crate::apply::evidence::rewraps_on_any_backend(records) {
+        let older = rewraps.into_iter().filter(|(bound, _)| bound == legacy);
+        found
+            .rewraps
+            .entry(instance)
+            .or_default()
+            .extend(older.map(|(backend, rewrap)| crate::model::FolderRewrap {
+                state_dir: store.shown(),
+                scope: Some(backend.clone()),
+                backend,
+                rewrap,
+            }));
+    }
+    found.rewraps.retain(|_, rewraps| !rewraps.is_empty());
 }
 
 #[cfg(test)]

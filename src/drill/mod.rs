@@ -354,12 +354,13 @@ async fn attempt_once(
         Ok(opened) => opened,
         Err(e) => return Ending::Stopped(format!("journal: {e}")),
     };
-    let identity = backend.identity();
-    let evidence = journal_evidence(opened.journal().records(), &identity, "the drill's journal");
     let live = match refresh_with_retries(backend, ids).await {
         Ok(live) => live,
         Err(e) => return Ending::Stopped(format!("refresh failed: {e}")),
     };
+    // After the refresh: a `tke:` backend's identity names whose modules answered.
+    let identity = backend.identity();
+    let evidence = journal_evidence(opened.journal().records(), &identity, "the drill's journal");
     let plan = match (drill.planner)(drill.desired, drill.desired_sha256, &live, &evidence) {
         Ok(plan) => plan,
         Err(refused) => {

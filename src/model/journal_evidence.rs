@@ -78,6 +78,9 @@ pub struct JournalEvidence {
     pub witness: String,
     /// The desired file being planned, for the commands a refusal suggests.
     pub desired_file: String,
+    /// The backend identity this evidence's records were made against (`Backend::identity`):
+    /// a refusal that asks the operator to confirm a record names it.
+    pub backend: String,
     pub rotations: BTreeMap<String, JournalRotation>,
     /// Per instance id, the other backends this journal holds rotation records of: they are
     /// no evidence here, but a refusal names them.
@@ -270,6 +273,18 @@ pub struct RewrapOnRecord {
 }
 
 impl JournalEvidence {
+    /// " (its records were made against BACKEND …)", for a refusal that asks the operator
+    /// to confirm what a record says; empty when the backend is unnamed.
+    pub fn records_made_against(&self) -> String {
+        if self.backend.is_empty() {
+            return String::new();
+        }
+        format!(
+            " (the records it relies on were made against {}: if that is not the service you mean, such as a `mkplan sim serve` rehearsal, attest nothing and find out first)",
+            self.backend
+        )
+    }
+
     /// The journal as messages name it ("the journal in .mkplan"; "the journal" when unnamed).
     pub fn witness_named(&self) -> &str {
         if self.witness.is_empty() {

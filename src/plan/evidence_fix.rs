@@ -44,9 +44,10 @@ pub(super) fn confirm_fix(
     journal: &JournalEvidence,
 ) -> String {
     format!(
-        "ask everyone who can act on this instance (other operators and state folders, TKE CLI and TKE application users) whether anyone did since the interruption. If nobody did, confirm the journal with `mkplan attest rewrap {id} --completed --desired {file}`. If someone did, this journal did not see their rotation: plan with their state folder (--state-dir), or settle it with the service's rotation status or IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register (target {t}…)",
+        "ask everyone who can act on this instance (other operators and state folders, TKE CLI and TKE application users) whether anyone did since the interruption. If nobody did, confirm the journal with `mkplan attest rewrap {id} --completed --desired {file}`{against}. If someone did, this journal did not see their rotation: plan with their state folder (--state-dir), or settle it with the service's rotation status or IBM support confirming which master key the key storage is under. Until then do not rerun the rotation, rewrap, set immediate, or clear any new register (target {t}…)",
         id = live.id,
         file = desired_file(journal),
+        against = journal.records_made_against(),
         t = to.short()
     )
 }
@@ -101,13 +102,14 @@ pub(super) fn unanswered(
         .unwrap_or_default();
     let ok = RewrapStatus::Rewrapped.describe();
     let never = "Never rewrap again, set immediate, or clear a new register until then";
+    let against = journal.records_made_against();
     if by_hand {
         return JournalSilence {
             detail: format!(
                 "{witness} shows the rewrap to {to}… as a ceremony step{run}: it was shown to the operator, who runs the TKE CLI command, and the run ended without their word on whether they ran it (they stopped, could not say, or the run was cut off). mkplan sent no rewrap itself"
             ),
             fix: format!(
-                "the operator who was shown the step says what happened: `mkplan attest rewrap {id} --not-run --desired {file}` if they did not run the command (ask everyone else who can act on the instance too), or `--completed` if the TKE CLI reported \"{ok}\". {never}"
+                "the operator who was shown the step says what happened: `mkplan attest rewrap {id} --not-run --desired {file}` if they did not run the command (ask everyone else who can act on the instance too), or `--completed` if the TKE CLI reported \"{ok}\"{against}. {never}"
             ),
         };
     }

@@ -57,6 +57,11 @@ pub(super) fn pending(live: &LiveInstance, journal: &JournalEvidence) -> Option<
                 db = first.state_dir,
                 backend = first.backend,
             ),
+            Some(scope) if other_stores::is_legacy_tke(scope) => format!(
+                "those records were made by an mkplan older than this one, bound to {scope}: an endpoint alone, which does not say whose crypto modules answered (a `mkplan sim serve --protocol tke` rehearsal at that URL, or the service), so they neither count for this service nor can be settled through it. Ask whoever ran mkplan at that URL what it was; then, once the service shows what became of that rewrap (its rotation status, IBM support), journal what it showed here with `mkplan attest rewrap {id} --completed` or `--not-run`, with `--service-evidence \"…\" --desired {file}`",
+                id = live.id,
+                file = desired_file(journal),
+            ),
             Some(scope) => format!(
                 "settle that rewrap where it was recorded: `mkplan plan {file}` through the backend of {scope} (the same `--backend`, and for `tke:` the same `--tke-endpoint`), against this same database, says what settles it there (the service's rotation status, or an attestation made there with what the service showed)",
                 file = desired_file(journal),

@@ -476,3 +476,29 @@ fn a_refusal_names_five_folders_and_counts_the_rest() {
     assert!(!refused.detail.contains("heads/s5"), "{refused}");
     assert!(refused.detail.contains("and 3 more"), "{refused}");
 }
+
+#[test]
+fn a_rewrap_an_older_mkplan_bound_to_a_tke_url_alone_refuses_until_the_service_is_attested() {
+    // Records of `tke:REGION (URL)`, from before the OA root was part of the identity: a
+    // simulator at that URL or the service, nobody can tell.
+    let legacy = "tke:us-south (http://127.0.0.1:8443)";
+    let mut rewrap = folder_rewrap(".mkplan", true, "2026-11-30T09:00:00Z");
+    rewrap.scope = Some(legacy.into());
+    rewrap.backend = legacy.into();
+    let evidence = with_folders(journal(None), vec![rewrap], Vec::new());
+    let staged = instance(
+        RewrapStatus::NotReported,
+        (0..3)
+            .map(|i| unit(i, NewRegister::FullCommitted(key(0xB)), 0xA))
+            .collect(),
+    );
+    let refused = find_key_storage_mk(&staged, &key(0xB), &evidence).unwrap_err();
+    assert_eq!(refused.check, Check::RewrapEvidence);
+    assert!(refused.detail.contains(legacy), "{refused}");
+    assert!(refused.fix.contains("older than this one"), "{refused}");
+    assert!(refused.fix.contains("--service-evidence"), "{refused}");
+    assert!(crate::plan::other_stores::is_legacy_tke(legacy));
+    assert!(!crate::plan::other_stores::is_legacy_tke(
+        "tke:us-south (http://127.0.0.1:8443; IBM's OA root)"
+    ));
+}

@@ -39,6 +39,12 @@ pub fn settle_with(rewrap: &FolderRewrap) -> String {
     }
 }
 
+/// Whether `identity` is a `tke:` backend's as mkplan bound records before it named the OA
+/// root its replies' chains end at (`tke:REGION (URL)`, without `; … OA root …`).
+pub fn is_legacy_tke(identity: &str) -> bool {
+    identity.starts_with("tke:") && !identity.contains("OA root")
+}
+
 /// "the state folder … cannot be read: …", for a folder or a database.
 pub fn unread_described(unread: &UnreadFolder) -> String {
     if is_database(&unread.state_dir) {
@@ -65,6 +71,12 @@ pub fn unread_remedy(unread: &UnreadFolder) -> String {
     } else {
         String::new()
     };
+    if unread.why.contains(crate::store::postgres::WITHHELD) {
+        return format!(
+            "if {db} is still in use, let mkplan read it as a witness without sending a password over that port (serve it with TLS whose certificate this machine trusts, or let your user in there without a password), and plan again{heads}",
+            db = unread.state_dir
+        );
+    }
     format!(
         "reach the database {} again (its server up, and your password for it in ~/.pgpass, on a line for that very database as `psql` reads it: PGPASSWORD is never sent to a database nobody named today, and a password is never kept with the heads) and plan again{heads}",
         unread.state_dir

@@ -1,3 +1,4 @@
+mod adversary10;
 mod adversary10z;
 mod adversary3;
 mod adversary4;
@@ -39,6 +40,8 @@ mod smartcards;
 mod sweeps;
 mod targeting;
 mod tke;
+mod tke_identity;
+mod tke_operator;
 mod tke_signed;
 mod tke_verified;
 mod untouched;

@@ -5,12 +5,8 @@
 //! thresholds, transaction counters). The rewrap stays a ceremony step, performed by a
 //! scripted operator. Every apply ends with zero incidents in the simulator.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::Duration;
-
 use crate::cases::apply::sim;
+use crate::cases::tke_operator::{Operator, apply_at};
 use crate::support::*;
 
 /// The passwords of the fixture key files (TEST MATERIAL).
@@ -38,7 +34,7 @@ fn administrator_line(name: &str) -> String {
 /// that reaches it waiting 3 s for the simulator, and only
 /// `a_rotation_is_sent_signed_and_only_the_rewrap_is_a_ceremony` needs it slow
 /// (`workspace_with_the_examples_rewrap`).
-fn workspace(keys: &[&str]) -> Workspace {
+pub(super) fn workspace(keys: &[&str]) -> Workspace {
     let ws = workspace_with_the_examples_rewrap(keys);
     let fleet = ws.read(FLEET);
     let slow = "rewrap_ms_per_key: 1\n";
@@ -79,12 +75,12 @@ fn workspace_with_the_examples_rewrap(keys: &[&str]) -> Workspace {
     ws
 }
 
-const ALICE_AND_BOB: [&str; 2] = [
+pub(super) const ALICE_AND_BOB: [&str; 2] = [
     "alice: { file: sigkeys/alice.json, password_env: MKPLAN_SIGKEY_ALICE }",
     "bob: { file: sigkeys/bob.json, password_env: MKPLAN_SIGKEY_BOB }",
 ];
 
-fn env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+pub(super) fn env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut all = vec![
         ("MKPLAN_PART1_PASSWORD", DEMO_PASSWORDS[0]),
         ("MKPLAN_PART2_PASSWORD", DEMO_PASSWORDS[1]),
@@ -95,74 +91,10 @@ fn env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     with_test_oa_root(&all)
 }
 
-/// The scripted operator's hands for the rewrap: the TKE CLI's `cryptounit-mk-rotate`, as the
-/// simulator offers it.
-fn rewrap_on(server: &Server, instance: &str) {
-    let address = server.url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "POST /v1/tke/{instance}/rewrap HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-}
-
 /// `apply` over the TKE protocol with an operator who performs the rewrap when shown it and
 /// attests it: (exit code, stderr, ceremony steps shown).
 fn apply(ws: &Workspace, server: &Server, extra_env: &[(&str, &str)]) -> (i32, String, usize) {
-    let mut command = ws.process(&[
-        "apply",
-        DESIRED,
-        "--auto-approve",
-        "--verify-timeout-s",
-        "5",
-        "--backend",
-        "tke:us-south",
-        "--tke-endpoint",
-        &server.url,
-    ]);
-    for (name, value) in env(extra_env) {
-        command.env(name, value);
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut transcript, mut ceremonies) = (String::new(), 0);
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) {
-        transcript.push_str(&line);
-        transcript.push('\n');
-        if line.starts_with("Type 'done'") {
-            ceremonies += 1;
-            assert!(
-                transcript.contains("rewrap") && transcript.contains("cryptounit-mk-rotate"),
-                "only the rewrap is a ceremony step:\n{transcript}"
-            );
-            rewrap_on(server, INSTANCE);
-            let _ = writeln!(stdin, "done");
-        } else if line.starts_with("Type 'yes'") {
-            let _ = writeln!(stdin, "yes");
-        }
-    }
-    drop(stdin);
-    let status = child.wait().unwrap();
-    (status.code().unwrap_or(-1), transcript, ceremonies)
+    apply_at(ws, &server.url, extra_env, Operator::Rewraps)
 }
 
 /// One command in flight at a time: a refused command stops the apply before any other

@@ -24,6 +24,10 @@ pub struct Faults {
     pub oa_epoch_change_op: Option<u64>,
     /// The module's OA chain ends at a root no client trusts.
     pub oa_unknown_root: bool,
+    /// The modules are another simulated service's: their OA chain ends at mkplan's second
+    /// test root (trusted with the first under `MKPLAN_TKE_TEST_OA_ROOT`), so that a client
+    /// tells the two services apart at one URL.
+    pub oa_second_test_root: bool,
     /// `sim serve --protocol tke` only, counted over signed commands (module `tke_card`): the
     /// card answers "stale transaction counter" (3-163) without acting,
     pub stale_counter_command: BTreeSet<u64>,
@@ -65,22 +69,26 @@ impl Faults {
                 "crash_after_command" => &mut faults.crash_after_command,
                 "lose_command_response" => &mut faults.lose_command_response,
                 "forge_command_reply" => &mut faults.forge_command_reply,
-                "forge_reply_from_op" | "oa_epoch_change_op" | "oa_unknown_root" => {
+                "forge_reply_from_op"
+                | "oa_epoch_change_op"
+                | "oa_unknown_root"
+                | "oa_second_test_root" => {
                     let at = key.trim();
-                    let valid = if at == "oa_unknown_root" {
+                    let valid = if at == "oa_unknown_root" || at == "oa_second_test_root" {
                         number == 1
                     } else {
                         (1..=FAULT_OP_MAX).contains(&number)
                     };
                     if !valid {
                         return Err(format!(
-                            "fault {}: oa_unknown_root takes 1, the others an operation from 1 to {FAULT_OP_MAX}",
+                            "fault {}: oa_unknown_root and oa_second_test_root take 1, the others an operation from 1 to {FAULT_OP_MAX}",
                             quote(item)
                         ));
                     }
                     match at {
                         "forge_reply_from_op" => faults.forge_reply_from_op = Some(number),
                         "oa_epoch_change_op" => faults.oa_epoch_change_op = Some(number),
+                        "oa_second_test_root" => faults.oa_second_test_root = true,
                         _ => faults.oa_unknown_root = true,
                     }
                     continue;
@@ -100,7 +108,7 @@ impl Faults {
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms (and, for `sim serve`, lost_response_lands_after_ms; for `sim serve --protocol tke`, forge_reply_from_op, oa_epoch_change_op, oa_unknown_root, and over signed commands stale_counter_command, tamper_command, crash_after_command, lose_command_response and forge_command_reply)",
+                        "unknown fault {}; the faults are crash_after_op, fail_op, lose_response_op and latency_ms (and, for `sim serve`, lost_response_lands_after_ms; for `sim serve --protocol tke`, forge_reply_from_op, oa_epoch_change_op, oa_unknown_root, oa_second_test_root, and over signed commands stale_counter_command, tamper_command, crash_after_command, lose_command_response and forge_command_reply)",
                         quote(other)
                     ));
                 }

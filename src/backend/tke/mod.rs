@@ -217,6 +217,9 @@ pub struct TkeBackend {
     epoch_keys: tokio::sync::Mutex<HashMap<String, VerifyingKey>>,
     /// Whether the TKE endpoint is on this machine (the only place the test root may be).
     loopback: bool,
+    /// Whose crypto modules answered: the OA root their verified chains end at
+    /// (`verified::root_label`), from the first verified chain of this run on.
+    answered_under: std::sync::Mutex<Option<String>>,
     /// The administrators' signature keys (empty: every step is a ceremony step).
     signers: Vec<Box<dyn signer::Signer>>,
     /// One signed command at a time per domain (`module#domain`).
@@ -269,12 +272,33 @@ impl TkeBackend {
             roots: oa::IBM_ROOTS.to_vec(),
             epoch_keys: tokio::sync::Mutex::new(HashMap::new()),
             loopback: endpoint::is_loopback(&endpoint),
+            answered_under: std::sync::Mutex::new(None),
             signers: Vec::new(),
             domains: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
     pub fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    /// What journal records bind to: the endpoint and whose crypto modules answer there, the
+    /// OA root their certificate chains end at (IBM's, or a test root of `sim serve --protocol
+    /// tke`), so that a simulator and the service never share records at one URL. Known once
+    /// a refresh verified a module's chain; before that it matches no record.
+    pub fn identity(&self) -> String {
+        let under = self
+            .answered_under
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "OA root not read yet".into());
+        format!("{}; {under})", self.shown.trim_end_matches(')'))
+    }
+
+    /// The identity an mkplan older than the OA root in it gave this backend: the endpoint
+    /// alone (`tke:REGION (URL)`), which a simulator at that URL shared.
+    pub fn legacy_identity(&self) -> String {
         self.shown.clone()
     }
 

@@ -25,6 +25,10 @@ const INTERMEDIATE_SEED: u8 = 2;
 const ROOT_SEED: u8 = 3;
 /// A root no client trusts, for the simulator's "unknown root" fault.
 const STRANGER_ROOT_SEED: u8 = 6;
+/// A second test root (its own SKI and key): the crypto modules of another simulated
+/// service (`oa_second_test_root`), trusted with the first and told apart from it.
+pub const SECOND_ROOT_SKI: [u8; 32] = [0x72; 32];
+const SECOND_ROOT_SEED: u8 = 7;
 /// ecdsa-with-SHA512 and SHA-512, as a card's SignerInfo names them (tke-wire.md §4.3).
 const OID_ECDSA_WITH_SHA512: [u8; 8] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
 const OID_SHA512: [u8; 9] = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
@@ -96,6 +100,14 @@ pub fn test_root() -> RootKey {
     root_of(Family::Oa2, ROOT_SKI, &signing_key(ROOT_SEED))
 }
 
+/// The second test root: another simulated service's crypto modules end their chains there.
+pub fn second_test_root() -> RootKey {
+    RootKey {
+        name: "mkplan's second test OA root (TEST MATERIAL: never trust it outside tests)",
+        ..root_of(Family::Oa2, SECOND_ROOT_SKI, &signing_key(SECOND_ROOT_SEED))
+    }
+}
+
 /// What the simulated crypto module holds: its device certificates and its epoch key.
 pub struct TestModule {
     /// Index 0 (the epoch certificate) first.
@@ -106,13 +118,23 @@ pub struct TestModule {
 /// The simulator's chain. `epoch` picks the epoch key (a module's epoch key changes: a
 /// different seed is a new epoch); `stranger_root` ends the chain at a root nobody trusts.
 pub fn test_module(epoch: u8, stranger_root: bool) -> TestModule {
-    let epoch_key = signing_key(EPOCH_SEED.wrapping_add(epoch.wrapping_mul(16)));
-    let intermediate = signing_key(INTERMEDIATE_SEED);
-    let root = signing_key(if stranger_root {
+    let root = if stranger_root {
         STRANGER_ROOT_SEED
     } else {
         ROOT_SEED
-    });
+    };
+    module_under(epoch, ROOT_SKI, root)
+}
+
+/// The chain of another simulated service's crypto modules: to the second test root.
+pub fn second_service_module(epoch: u8) -> TestModule {
+    module_under(epoch, SECOND_ROOT_SKI, SECOND_ROOT_SEED)
+}
+
+fn module_under(epoch: u8, root_ski: [u8; 32], root_seed: u8) -> TestModule {
+    let epoch_key = signing_key(EPOCH_SEED.wrapping_add(epoch.wrapping_mul(16)));
+    let intermediate = signing_key(INTERMEDIATE_SEED);
+    let root = signing_key(root_seed);
     TestModule {
         certificates: vec![
             oa2(
@@ -121,7 +143,7 @@ pub fn test_module(epoch: u8, stranger_root: bool) -> TestModule {
                 &point(&epoch_key),
                 &intermediate,
             ),
-            oa2(INTERMEDIATE_SKI, ROOT_SKI, &point(&intermediate), &root),
+            oa2(INTERMEDIATE_SKI, root_ski, &point(&intermediate), &root),
         ],
         epoch: epoch_key,
     }

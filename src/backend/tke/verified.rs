@@ -20,6 +20,7 @@ impl TkeBackend {
             )));
         }
         self.roots.push(oa_test_chain::test_root());
+        self.roots.push(oa_test_chain::second_test_root());
         Ok(())
     }
 
@@ -97,10 +98,32 @@ impl TkeBackend {
                 unit.hsm_id, unit.module
             ))
         })?;
+        self.note_root(unit, &chain)?;
         keys.insert(unit.module.clone(), key);
         Ok(key)
     }
 
+    /// Keeps the OA root `chain` (verified) ends at as whose modules answer here; one that
+    /// ends at another root than the modules before it in this run is refused: another
+    /// service answers at this URL (a simulator and the service behind one forwarder).
+    fn note_root(&self, unit: &Target<'_>, chain: &[Vec<u8>]) -> Result<(), BackendError> {
+        let label = root_label(chain, &self.roots);
+        let mut under = self
+            .answered_under
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match under.as_deref() {
+            Some(before) if before != label => Err(BackendError::Protocol(format!(
+                "crypto unit {}: crypto module {}'s OA certificate chain ends at {label}, but the crypto modules that answered {} before in this run end at {before}: two different services answer there (a `sim serve --protocol tke` and the service behind one address?). Nothing more is sent in this run; make sure {} reaches only the service you mean, and run again",
+                unit.hsm_id, unit.module, self.shown, self.shown
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                *under = Some(label);
+                Ok(())
+            }
+        }
+    }
     /// Device certificates 0, 1, … until the card answers "not found" (96/60).
     async fn device_certificates(&self, unit: &Target<'_>) -> Result<Vec<Vec<u8>>, BackendError> {
         let wire = |e: WireError| {
@@ -126,5 +149,76 @@ impl TkeBackend {
             "it has more than {} certificates",
             oa::CHAIN_LEN_MAX
         ))))
+    }
+}
+
+/// Whose crypto modules a verified chain comes from, as a backend identity names it: any of
+/// IBM's roots, or a test root by its SKI (two simulated services differ).
+pub(super) fn root_label(chain: &[Vec<u8>], roots: &[oa::RootKey]) -> String {
+    let last = chain.last().and_then(|c| oa::OaCertificate::parse(c).ok());
+    let root = last.and_then(|last| {
+        let signer = hex::encode(last.signer_ski);
+        roots
+            .iter()
+            .find(|r| r.ski == signer && r.family == last.family)
+    });
+    match root {
+        Some(root) if oa::IBM_ROOTS.contains(root) => "IBM's OA root".into(),
+        Some(root) => format!("TEST OA root {}", &root.ski[..16]),
+        None => "an OA root mkplan cannot name".into(),
+    }
+}
+
+#[cfg(test)]
+mod root_tests {
+    use super::*;
+
+    #[test]
+    fn two_simulated_services_have_two_root_labels() {
+        let roots = [
+            oa_test_chain::test_root(),
+            oa_test_chain::second_test_root(),
+        ];
+        let first = root_label(&oa_test_chain::test_module(0, false).certificates, &roots);
+        let second = root_label(
+            &oa_test_chain::second_service_module(0).certificates,
+            &roots,
+        );
+        assert_eq!(first, "TEST OA root 7070707070707070");
+        assert_eq!(second, "TEST OA root 7272727272727272");
+    }
+
+    #[test]
+    fn the_identity_names_the_root_and_a_second_root_in_one_run_stops_it() {
+        let mut backend = TkeBackend::new(
+            "tke:us-south",
+            "http://127.0.0.1:9",
+            super::super::Credentials::None,
+            1,
+        )
+        .unwrap();
+        backend.trust_test_root().unwrap();
+        assert_eq!(
+            backend.legacy_identity(),
+            "tke:us-south (http://127.0.0.1:9)"
+        );
+        assert!(backend.identity().ends_with("; OA root not read yet)"));
+        let unit = Target {
+            instance: "i",
+            hsm_id: "h",
+            module: "m".into(),
+            cm: 0,
+            domain: 0,
+        };
+        let first = oa_test_chain::test_module(0, false).certificates;
+        backend.note_root(&unit, &first).unwrap();
+        assert_eq!(
+            backend.identity(),
+            "tke:us-south (http://127.0.0.1:9; TEST OA root 7070707070707070)"
+        );
+        backend.note_root(&unit, &first).unwrap();
+        let second = oa_test_chain::second_service_module(0).certificates;
+        let stopped = backend.note_root(&unit, &second).unwrap_err().to_string();
+        assert!(stopped.contains("two different services"), "{stopped}");
     }
 }

@@ -14,7 +14,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Database {
     config: tokio_postgres::Config,
+    /// A witness reached over TCP without TLS, for which the password file holds a line: the
+    /// password is kept back, since nothing proves who answers there (`from_shown`).
+    withheld: bool,
 }
+
+/// Why a witness database asking for a password was not sent one.
+pub const WITHHELD: &str = "it asked for a password over a connection that does not prove the server (TCP without TLS, where whatever listens on that port answers: on a shared host, anyone once a tunnel is closed); mkplan sends a witness database's password only over a Unix socket or TLS whose certificate this machine trusts, and sent none";
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,7 +116,23 @@ impl Database {
         if !here {
             config.ssl_mode(SslMode::Require);
         }
-        Ok(Self::finished(config, &env))
+        // The password only where the server is proven: a Unix socket (the file system says
+        // whose it is), or TLS checked against this machine's roots. Over TCP without TLS,
+        // what answers may ask for it in clear text, and even SCRAM's proof without channel
+        // binding can be guessed at offline: none is sent (a server that trusts this user
+        // still answers).
+        let proven = !here
+            || config
+                .get_hosts()
+                .iter()
+                .all(|host| matches!(host, Host::Unix(_)));
+        if proven {
+            return Ok(Self::finished(config, &env));
+        }
+        let withheld = password_file(&config, &env).is_some();
+        let mut database = Self::finished(config, &|_: &str| None);
+        database.withheld = withheld;
+        Ok(database)
     }
 
     /// `config` with its password (from the URL, else `PGPASSWORD`, else the password file)
@@ -126,7 +148,10 @@ impl Database {
         }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("mkplan");
-        Self { config }
+        Self {
+            config,
+            withheld: false,
+        }
     }
 
     /// The URL as messages show it: user, hosts, ports and database; never a password.
@@ -164,37 +189,71 @@ impl Database {
     }
 
     pub(super) async fn connect(&self) -> Result<Client, String> {
-        let result: Result<Client, String> = if self.config.get_ssl_mode() == SslMode::Disable
-            || self
-                .config
-                .get_hosts()
-                .iter()
-                .all(|h| matches!(h, Host::Unix(_)))
-        {
-            let (client, connection) = self
-                .config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok(client)
-        } else {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = <rustls::ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
-                .map_err(|e| format!("cannot set up TLS: {e}"))?;
-            let (client, connection) = self
-                .config
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok(client)
-        };
+        // In a block of its own, so that every failure is named with the database.
+        let result: Result<Client, String> = async {
+            if self.config.get_ssl_mode() == SslMode::Disable
+                || self
+                    .config
+                    .get_hosts()
+                    .iter()
+                    .all(|h| matches!(h, Host::Unix(_)))
+            {
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| self.why_not(&e))?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                Ok(client)
+            } else {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let tls = <rustls::ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
+                    .map_err(|e| format!("cannot set up TLS: {e}"))?;
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                    .await
+                    .map_err(|e| self.why_not(&e))?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                Ok(client)
+            }
+        }
+        .await;
         result.map_err(|why| format!("cannot connect to {}: {why}", self.shown()))
+    }
+
+    /// What a failed connection says: an authentication failure named as one, with the
+    /// server's words (never a password: mkplan's are not in them), and a password kept back
+    /// from a server nothing proves (`WITHHELD`).
+    fn why_not(&self, error: &tokio_postgres::Error) -> String {
+        if let Some(db) = error.as_db_error() {
+            let what = if db.code().code().starts_with("28") {
+                "authentication failed"
+            } else {
+                "the server refused"
+            };
+            return format!(
+                "{what}: {} (SQLSTATE {})",
+                crate::quote::bare(db.message()),
+                db.code().code()
+            );
+        }
+        let text = match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        };
+        if text.contains("password missing") {
+            return if self.withheld {
+                WITHHELD.to_string()
+            } else {
+                "authentication failed: the server asked for a password, and none is known for it (PGPASSWORD or ~/.pgpass, as psql reads them)".to_string()
+            };
+        }
+        text
     }
 }
 
@@ -403,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn a_witness_gets_the_password_files_line_for_it_a_socket_by_its_folder() {
+    fn a_witness_gets_the_password_files_line_only_where_the_server_is_proven() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pgpass");
         std::fs::write(
@@ -420,8 +479,19 @@ mod tests {
         };
         let socket = Database::from_shown("postgres://ops@[/run/pg-team]:5433/mk", env).unwrap();
         assert_eq!(socket.config.get_password(), Some(&b"sock"[..]));
+        assert!(!socket.withheld);
+        // Over TCP on this machine without TLS nothing proves the server: its line is kept
+        // back, and a server asking for it is told why (`WITHHELD`).
         let tcp = Database::from_shown("postgres://ops@127.0.0.1:5432/mk", env).unwrap();
-        assert_eq!(tcp.config.get_password(), Some(&b"tcp"[..]));
+        assert_eq!(tcp.config.get_password(), None);
+        assert!(tcp.withheld);
+        // Another machine is reached with TLS checked: nothing is kept back there.
+        let remote = Database::from_shown("postgres://ops@db.example:5432/mk", |name: &str| {
+            (name == "PGPASSFILE").then(|| file.display().to_string())
+        })
+        .unwrap();
+        assert_eq!(remote.config.get_ssl_mode(), SslMode::Require);
+        assert!(!remote.withheld);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 pub use audit::{AuditQueue, PgAudit, read_audit};
-pub use connect::{Database, redacted};
+pub use connect::{Database, WITHHELD, redacted};
 pub use group::{
     GroupLease, GroupPush, group_holders, group_scope, group_scopes, host_of, push_group,
     read_group_journal, read_group_scope, verify_group_journals,

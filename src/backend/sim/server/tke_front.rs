@@ -34,7 +34,9 @@ use serde_json::json;
 
 use super::durable::Shared;
 use super::resources::{durable_unit, problem, serial_of};
-use crate::backend::tke::oa_test_chain::{TestModule, reply_signer_info, test_module};
+use crate::backend::tke::oa_test_chain::{
+    TestModule, reply_signer_info, second_service_module, test_module,
+};
 use crate::backend::tke::{ep11, htp, parse_location};
 use crate::model::{CryptoUnit, Mode};
 
@@ -50,6 +52,11 @@ static NEXT_EPOCH: std::sync::LazyLock<TestModule> =
     std::sync::LazyLock::new(|| test_module(1, false));
 static STRANGER: std::sync::LazyLock<TestModule> =
     std::sync::LazyLock::new(|| test_module(0, true));
+/// With `oa_second_test_root`: another simulated service's modules, and their next epoch.
+static SECOND: std::sync::LazyLock<TestModule> =
+    std::sync::LazyLock::new(|| second_service_module(0));
+static SECOND_NEXT_EPOCH: std::sync::LazyLock<TestModule> =
+    std::sync::LazyLock::new(|| second_service_module(1));
 
 /// How the module signs one reply: its chain and key, and whether the reply is forged.
 #[derive(Clone, Copy)]
@@ -75,6 +82,10 @@ impl Signing {
         let from = |op: Option<u64>| op.is_some_and(|op| number >= op);
         let module: &'static TestModule = if faults.oa_unknown_root {
             &STRANGER
+        } else if faults.oa_second_test_root && from(faults.oa_epoch_change_op) {
+            &SECOND_NEXT_EPOCH
+        } else if faults.oa_second_test_root {
+            &SECOND
         } else if from(faults.oa_epoch_change_op) {
             &NEXT_EPOCH
         } else {
