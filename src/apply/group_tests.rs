@@ -138,8 +138,12 @@ impl Zkey {
         if call.args.contains(&"--staged".to_string()) {
             let (_, state, new) = registers(&self.root, "03.0006");
             assert_eq!(state, "committed");
-            let mut token = vec![0u8; 336];
-            token[48..64].copy_from_slice(&hex::decode(&new[..32]).unwrap());
+            let token = crate::backend::zcrypt::fake::render::token(
+                crate::backend::zcrypt::fake::world::KeyType::Ep11Aes,
+                &new,
+                &name,
+                true,
+            );
             std::fs::write(&renc, token).unwrap();
             key.1 = Some(new[..32].to_string());
         } else if call.args.contains(&"--complete".to_string()) {

@@ -1,3 +1,4 @@
+mod adversary10z;
 mod adversary3;
 mod adversary4;
 mod adversary5;

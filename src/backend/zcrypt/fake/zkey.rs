@@ -311,8 +311,8 @@ fn list(world: &World, names: &[String], dir: &Path) -> Output {
             .iter()
             .find(|k| &k.name == name)
             .expect("selected");
-        let size =
-            super::render::token(key.key_type, &key.skey, "").len() * if key.xts { 2 } else { 1 };
+        let size = super::render::token(key.key_type, &key.skey, "", key.ep11_header).len()
+            * if key.xts { 2 } else { 1 };
         output.out(label("Key", &key.name));
         output.out(label("Description", &key.description));
         output.out(label("Secure key size", format!("{size} bytes")));
