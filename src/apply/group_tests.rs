@@ -117,8 +117,15 @@ impl Zkey {
             // No key of this repository has a volume.
             let mut out = String::new();
             for name in keys.keys() {
-                out += &format!(
-                    "Key                  : {name}\nKey type             : EP11-AES\nVolumes              : (none)\nAPQNs                : 03.0006\n\n"
+                let one = |v: &str| vec![v.to_string()];
+                out += &crate::backend::zcrypt::fake::zkey_list::record(
+                    name,
+                    &[
+                        ("Key type", one("EP11-AES")),
+                        ("Volumes", one("(none)")),
+                        ("APQNs", one("03.0006")),
+                        ("Volume type", one("luks2")),
+                    ],
                 );
             }
             return ok(out);

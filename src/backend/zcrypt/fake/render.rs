@@ -197,10 +197,11 @@ pub fn mkvps(card: &Card, domain: &Domain, answers: bool, kernel: (u32, u32)) ->
     Some(text)
 }
 
-/// A key's own verification pattern (not an MKVP): 32 hex derived from its name.
+/// A key's own verification pattern (not an MKVP): 64 hex, as long as zkey's (an AES
+/// encryption of 32 zero bytes), derived from its name.
 pub fn own_pattern(name: &str, index: usize) -> String {
     let digest = Sha256::digest(format!("{index}:{name}").as_bytes());
-    hex::encode(&digest[..16])
+    hex::encode(digest)
 }
 
 /// One secure key token carrying `mkvp` at the offsets zkey reads (S390 pkey.h). An EP11-AES

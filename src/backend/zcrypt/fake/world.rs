@@ -407,6 +407,11 @@ pub fn apqn_name(card: u8, domain: u16) -> String {
 }
 
 impl World {
+    /// The zkey key named `name`, which a filter selected from this world's keys.
+    pub fn selected_key(&self, name: &str) -> &ZkeyKey {
+        self.keys.iter().find(|k| k.name == name).expect("selected")
+    }
+
     /// Every APQN: its name, card and domain.
     pub fn apqns(&self) -> impl Iterator<Item = (String, &Card, &Domain)> {
         self.cards.iter().flat_map(|card| {

@@ -119,7 +119,7 @@ pub fn run(dir: &Path, args: &[String]) -> Output {
     let names = selected(&session.world, filter);
     match zkey.command {
         Command::Validate(_) => validate(&session.world, &names),
-        Command::List(_) => list(&session.world, &names, &session.dir),
+        Command::List(_) => super::zkey_list::list(&session.world, &names, &session.dir),
         Command::Reencipher(r) => reencipher(&mut session, &names, &r),
     }
 }
@@ -187,11 +187,7 @@ fn validate(world: &World, names: &[String]) -> Output {
     let mut output = Output::default();
     let (mut valid, mut invalid, mut warnings) = (0, 0, 0);
     for name in names {
-        let key = world
-            .keys
-            .iter()
-            .find(|k| &k.name == name)
-            .expect("selected");
+        let key = world.selected_key(name);
         let mk = key.key_type.mk();
         let apqns = checked_apqns(key);
         let status = under(world, &apqns, mk, &key.skey);
@@ -301,64 +297,6 @@ fn cross_check(world: &World, apqns: &[String], mk: Mk, mkvp: &str, output: &mut
         warnings += 1;
     }
     warnings
-}
-
-fn list(world: &World, names: &[String], dir: &Path) -> Output {
-    let mut output = Output::default();
-    for name in names {
-        let key = world
-            .keys
-            .iter()
-            .find(|k| &k.name == name)
-            .expect("selected");
-        let size = super::render::token(key.key_type, &key.skey, "", key.ep11_header).len()
-            * if key.xts { 2 } else { 1 };
-        output.out(label("Key", &key.name));
-        output.out(label("Description", &key.description));
-        output.out(label("Secure key size", format!("{size} bytes")));
-        output.out(label(
-            "Clear key size",
-            if key.xts { "512 bits" } else { "256 bits" },
-        ));
-        output.out(label("XTS type key", if key.xts { "Yes" } else { "No" }));
-        output.out(label("Key type", key.key_type.name()));
-        output.out(label(
-            "Volumes",
-            key.volume.as_ref().map_or("(none)".to_string(), |v| {
-                format!("{}:{}", v.device, v.dm_name)
-            }),
-        ));
-        output.out(label(
-            "APQNs",
-            if key.apqns.is_empty() {
-                "(none)".to_string()
-            } else {
-                key.apqns.join(", ")
-            },
-        ));
-        output.out(label(
-            "Key file name",
-            dir.join(ZKEY_DIR)
-                .join(format!("{}.skey", key.name))
-                .display()
-                .to_string(),
-        ));
-        output.out(label(
-            "Volume type",
-            match &key.volume {
-                Some(v) if !v.luks2 => "plain",
-                _ => "luks2",
-            },
-        ));
-        output.out(label("Verification pattern", &key.verification_pattern));
-        output.out(label("Created", &key.creation_time));
-        output.out(label(
-            "Re-enciphered",
-            key.reencipher_time.as_deref().unwrap_or("(never)"),
-        ));
-        output.out("");
-    }
-    output
 }
 
 /// How one key fared.
