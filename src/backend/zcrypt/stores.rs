@@ -256,6 +256,37 @@ WARNING: Not all APQNs have the same master key or fulfill the requirements
     }
 
     #[test]
+    fn validate_is_read_in_the_record_layout_zkey_prints() {
+        // keystore.c `_keystore_print_record` with validation, libutil `rec_print_long`.
+        let more = " ".repeat(31);
+        let shown = format!(
+            "{:<28} : {:<54}\n{}
+        Status               : Valid
+        Description          : 
+        Key type             : EP11-AES
+        Enciphered with      : CURRENT master key (MKVP: a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1)
+        Volumes              : /dev/dasdb1:enc-root
+        APQNs                : 03.0006
+{more}04.0006
+        Re-enciphered        : (never) (re-enciphering pending)
+
+WARNING: APQN 04.0006: No master key is set
+
+1 keys are valid, 0 keys are invalid, 1 warnings
+",
+            "Key",
+            "disk-root",
+            "-".repeat(85)
+        );
+        let keys = parse_validate(&shown).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].name, "disk-root");
+        assert_eq!(keys[0].key_type, "EP11-AES");
+        assert_eq!(keys[0].mkvp, "a1".repeat(16));
+        assert!(keys[0].pending);
+    }
+
+    #[test]
     fn token_mkvps_sit_where_zkey_reads_them() {
         // An EP11-AES token with the 16-byte header: version 0x06, wkvp at 48, blob version
         // 0x1234 at 80.

@@ -1,4 +1,4 @@
-//! The fake `zkey list`: each key as a record of libutil's "long" layout, byte for byte as
+//! The fake `zkey list` (and the records of `zkey validate`): each key as a record of libutil's "long" layout, byte for byte as
 //! s390-tools prints it (zkey/keystore.c `_keystore_setup_record` and
 //! `_keystore_print_record`, libutil/util_rec.c `rec_print_long`): the `Key` line, its name
 //! padded to 54 columns, 85 dashes, every field indented by eight spaces with its label
@@ -30,17 +30,35 @@ fn one(value: impl Into<String>) -> Vec<String> {
     vec![value.into()]
 }
 
-/// The fields zkey lists for `key`, in its order.
-fn fields(key: &ZkeyKey, dir: &Path) -> Vec<(&'static str, Vec<String>)> {
+/// What `zkey validate` adds to a key's record: its status and the master key it is
+/// enciphered under.
+pub struct Validation {
+    pub valid: bool,
+    pub enciphered_with: String,
+}
+
+/// The fields zkey lists (or, with `validation`, validates) for `key`, in its order.
+pub fn fields(
+    key: &ZkeyKey,
+    dir: &Path,
+    validation: Option<&Validation>,
+) -> Vec<(&'static str, Vec<String>)> {
     let token = super::render::token(key.key_type, &key.skey, "", key.ep11_header).len();
     let tokens = if key.xts { 2 } else { 1 };
     let (first, second) = key
         .verification_pattern
         .split_at(key.verification_pattern.len().min(32));
-    vec![
+    let mut fields = vec![
         ("Description", one(&key.description)),
         ("Secure key size", one(format!("{} bytes", token * tokens))),
-        ("Clear key size", one(format!("{} bits", 256 * tokens))),
+        (
+            "Clear key size",
+            one(if validation.is_none_or(|v| v.valid) {
+                format!("{} bits", 256 * tokens)
+            } else {
+                "(unknown)".to_string()
+            }),
+        ),
         ("XTS type key", one(if key.xts { "Yes" } else { "No" })),
         ("Key type", one(key.key_type.name())),
         (
@@ -92,7 +110,17 @@ fn fields(key: &ZkeyKey, dir: &Path) -> Vec<(&'static str, Vec<String>)> {
                 }
             )),
         ),
-    ]
+    ];
+    if let Some(validation) = validation {
+        let status = if validation.valid { "Valid" } else { "Invalid" };
+        fields.insert(0, ("Status", one(status)));
+        let after_type = fields.iter().position(|(l, _)| *l == "Key type").unwrap() + 1;
+        fields.insert(
+            after_type,
+            ("Enciphered with", one(&validation.enciphered_with)),
+        );
+    }
+    fields
 }
 
 pub fn list(world: &World, names: &[String], dir: &Path) -> Output {
@@ -101,7 +129,7 @@ pub fn list(world: &World, names: &[String], dir: &Path) -> Output {
         let key = world.selected_key(name);
         output
             .stdout
-            .push_str(&record(&key.name, &fields(key, dir)));
+            .push_str(&record(&key.name, &fields(key, dir, None)));
     }
     output
 }
