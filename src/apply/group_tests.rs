@@ -117,8 +117,15 @@ impl Zkey {
             // No key of this repository has a volume.
             let mut out = String::new();
             for name in keys.keys() {
-                out += &format!(
-                    "Key                  : {name}\nKey type             : EP11-AES\nVolumes              : (none)\nAPQNs                : 03.0006\n\n"
+                let one = |v: &str| vec![v.to_string()];
+                out += &crate::backend::zcrypt::fake::zkey_list::record(
+                    name,
+                    &[
+                        ("Key type", one("EP11-AES")),
+                        ("Volumes", one("(none)")),
+                        ("APQNs", one("03.0006")),
+                        ("Volume type", one("luks2")),
+                    ],
                 );
             }
             return ok(out);
@@ -138,8 +145,12 @@ impl Zkey {
         if call.args.contains(&"--staged".to_string()) {
             let (_, state, new) = registers(&self.root, "03.0006");
             assert_eq!(state, "committed");
-            let mut token = vec![0u8; 336];
-            token[48..64].copy_from_slice(&hex::decode(&new[..32]).unwrap());
+            let token = crate::backend::zcrypt::fake::render::token(
+                crate::backend::zcrypt::fake::world::KeyType::Ep11Aes,
+                &new,
+                &name,
+                true,
+            );
             std::fs::write(&renc, token).unwrap();
             key.1 = Some(new[..32].to_string());
         } else if call.args.contains(&"--complete".to_string()) {

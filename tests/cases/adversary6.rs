@@ -403,14 +403,7 @@ const ASYM_OLD: &str = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
 /// plans no token step: adversary7z).
 #[test]
 fn adversary6_a_cca_token_with_asym_objects_is_refused_by_the_fake() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("world.yaml"), cca_world(Some(ASYM_OLD))).unwrap();
-    let out = crate::cases::zcrypt::mkplan(
-        dir.path(),
-        &["sim", "zcrypt", "init", "w", "--world", "world.yaml"],
-    );
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{said}");
+    let said = crate::cases::zcrypt::init_refused(&cca_world(Some(ASYM_OLD)));
     assert!(
         said.contains("opencryptoki slot 4: expected names ASYM, but openCryptoki's CCA token never uses the ASYM master key: it keeps RSA, EC and QSA private keys under APKA"),
         "{said}"

@@ -1,5 +1,6 @@
 mod adversary10;
 mod adversary10z;
+mod adversary10z_formats;
 mod adversary3;
 mod adversary4;
 mod adversary5;

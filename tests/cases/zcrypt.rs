@@ -423,6 +423,19 @@ pub(crate) enum Operator {
     PerformsThenApplyKilled,
 }
 
+/// `mkplan sim zcrypt init` of world file text `world`, which must be refused: what it said.
+pub(crate) fn init_refused(world: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("world.yaml"), world).unwrap();
+    let out = mkplan(
+        dir.path(),
+        &["sim", "zcrypt", "init", "w", "--world", "world.yaml"],
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    said
+}
+
 pub(crate) fn mkplan(cwd: &Path, args: &[&str]) -> Output {
     Command::new(assert_cmd::cargo::cargo_bin("mkplan"))
         .current_dir(cwd)

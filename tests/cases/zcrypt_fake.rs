@@ -449,7 +449,7 @@ fn zkey_validate_exits_0_with_invalid_keys_and_reencipher_1_on_a_failure() {
     validated.expect_code(0);
     assert!(
         validated.stdout.contains(&format!(
-            "Enciphered with      : (unknown, MKVP: {})",
+            "        Enciphered with      : (unknown, MKVP: {})",
             &C[..32]
         )),
         "{}",

@@ -71,8 +71,9 @@ stores:
 }
 
 impl World {
-    /// Runs one of the world's fake tools as an operator would, pointed at the world.
-    pub(crate) fn tool(&self, tool: &str, args: &[&str]) {
+    /// Runs one of the world's fake tools as an operator would, pointed at the world; its
+    /// stdout.
+    pub(crate) fn tool(&self, tool: &str, args: &[&str]) -> String {
         let out = std::process::Command::new(self.root.join("w/bin").join(tool))
             .current_dir(&self.root)
             .env("SYSFS_ROOT", self.root.join("w/sys"))
@@ -86,6 +87,7 @@ impl World {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `zkey-cryptsetup ARGS --key-file keys/dasdb1.key`, as an operator would by hand.

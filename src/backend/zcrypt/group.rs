@@ -296,9 +296,10 @@ impl ZcryptBackend {
                 .map_err(|e| format!("{}: {e}", crate::quote::path(&path)))?;
             let hex = stores::token_mkvp(&key.key_type, &bytes).ok_or_else(|| {
                 format!(
-                    "{} is too short for a {} token",
+                    "{} is not a {} token mkplan can read (too short, or a layout or version other than those zkey writes: EP11-AES version 0x06 with its 16-byte header or 0x03 without; CCA AESDATA, AESCIPHER), so the staged copy's master key is not known; `zkey validate --name {}` shows what zkey makes of the key",
                     crate::quote::path(&path),
-                    key.key_type
+                    key.key_type,
+                    key.name
                 )
             })?;
             Some(Mkvp::parse(mk_type, &hex)?)

@@ -14,100 +14,10 @@ use std::path::{Path, PathBuf};
 
 use super::group::ZcryptBackend;
 use super::ock_conf;
-use super::stores;
 use super::token_config::found_token;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
-use crate::model::domain_group_inventory::{FoundKmsPlugin, FoundToken, FoundZkeyKey, Inventory};
-
-/// One key as `zkey list` shows it (the lines the inventory needs).
-#[derive(Default)]
-struct Listed {
-    name: String,
-    key_type: String,
-    apqns: String,
-    volumes: Vec<String>,
-    volume_type: String,
-}
-
-fn label_value(line: &str) -> Option<(&str, &str)> {
-    let (name, value) = line.split_once(':')?;
-    (!name.starts_with(' ')).then(|| (name.trim(), value.trim()))
-}
-
-/// The keys of `zkey list`: `Key`, `Key type`, `APQNs`, `Volumes` (one per line, the further
-/// ones indented) and `Volume type`. A block without its key type is an error: nothing is
-/// guessed about a key.
-pub fn parse_list(stdout: &str) -> Result<Vec<FoundZkeyKey>, String> {
-    let mut keys: Vec<Listed> = Vec::new();
-    let mut in_volumes = false;
-    for line in stdout.lines() {
-        if let Some(("Key", name)) = label_value(line) {
-            keys.push(Listed {
-                name: name.to_string(),
-                ..Listed::default()
-            });
-            in_volumes = false;
-            continue;
-        }
-        let Some(key) = keys.last_mut() else { continue };
-        if in_volumes && line.starts_with(' ') && !line.trim().is_empty() {
-            key.volumes.push(line.trim().to_string());
-            continue;
-        }
-        in_volumes = false;
-        match label_value(line) {
-            Some(("Key type", value)) => key.key_type = value.to_string(),
-            Some(("APQNs", value)) => key.apqns = value.to_string(),
-            Some(("Volume type", value)) => key.volume_type = value.to_ascii_lowercase(),
-            Some(("Volumes", _)) => {
-                let value = line.split_once(':').map_or("", |(_, v)| v.trim());
-                if value != "(none)" && !value.is_empty() {
-                    key.volumes.push(value.to_string());
-                }
-                in_volumes = true;
-            }
-            _ => {}
-        }
-    }
-    keys.into_iter().map(found).collect()
-}
-
-fn found(key: Listed) -> Result<FoundZkeyKey, String> {
-    if key.key_type.is_empty() {
-        return Err(format!(
-            "zkey list showed key '{}' without its key type",
-            key.name
-        ));
-    }
-    let mode = match stores::mk_type_of(&key.key_type) {
-        Some(t) if t.is_ep11() => Some(GroupMode::Ep11),
-        Some(_) => Some(GroupMode::Cca),
-        None => None,
-    };
-    let apqns = if key.apqns == "(none)" || key.apqns.is_empty() {
-        Vec::new()
-    } else {
-        key.apqns
-            .split([',', ' '])
-            .filter(|w| !w.is_empty())
-            .map(str::parse::<Apqn>)
-            .collect::<Result<_, _>>()
-            .map_err(|why| format!("zkey list, key '{}': {why}", key.name))?
-    };
-    let luks2_volumes = if key.volume_type == "luks2" {
-        key.volumes
-    } else {
-        Vec::new()
-    };
-    Ok(FoundZkeyKey {
-        name: key.name,
-        mode,
-        key_type: key.key_type,
-        apqns,
-        luks2_volumes,
-    })
-}
+use crate::model::domain_group_inventory::{FoundKmsPlugin, FoundToken, Inventory};
 
 /// `OCK_EP11_TOKEN_DIR` as mkplan's own environment holds it (the tools it runs inherit that
 /// environment, `pkcshsm_mk_change` and the EP11 token it loads included): the folder, made
@@ -389,7 +299,7 @@ impl ZcryptBackend {
         };
         if desired.zkey_repository.is_dir() {
             note(
-                self.listing(desired, "zkey", parse_list)
+                self.listing(desired, "zkey", super::zkey_list::parse_list)
                     .map(|keys| inventory.zkey_keys = keys),
             );
             note(kms_plugin(&desired.zkey_repository).map(|found| inventory.kms_plugin = found));
@@ -502,44 +412,5 @@ impl ZcryptBackend {
             return Err(format!("{} failed: {}", call.shown(), output.last_words()));
         }
         parse(&output.stdout)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zkey_list_gives_associations_and_luks2_volumes() {
-        let list = "Key                  : disk-root
-Key type             : EP11-AES
-Volumes              : /dev/dasdb1:enc-root
-                       /dev/dasdc1:enc-data
-APQNs                : 03.0006, 04.0006
-Volume type          : luks2
-
-Key                  : loose
-Key type             : CCA-AESDATA
-Volumes              : (none)
-APQNs                : (none)
-Volume type          : luks2
-
-Key                  : plain-one
-Key type             : EP11-AES
-Volumes              : /dev/dasdd1:p
-APQNs                : 03.0006
-Volume type          : plain
-";
-        let keys = parse_list(list).unwrap();
-        assert_eq!(keys.len(), 3);
-        assert_eq!(
-            keys[0].luks2_volumes,
-            ["/dev/dasdb1:enc-root", "/dev/dasdc1:enc-data"]
-        );
-        assert_eq!(keys[0].apqns.len(), 2);
-        assert!(keys[1].apqns.is_empty() && keys[1].luks2_volumes.is_empty());
-        assert_eq!(keys[1].mode, Some(GroupMode::Cca));
-        assert!(keys[2].luks2_volumes.is_empty());
-        assert!(parse_list("Key : x\nAPQNs : 03.0006\n").is_err());
     }
 }

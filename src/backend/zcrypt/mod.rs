@@ -10,6 +10,7 @@
 //! - [`inventory`]: every store on the machine, declared or not; [`ock_conf`]: openCryptoki's
 //!   slots (`opencryptoki.conf`), which name its tokens' configs; [`token_config`]: what a
 //!   token's config says (its APQNs, its pins), as openCryptoki reads it.
+//! - [`zkey_list`]: `zkey list` as s390-tools prints it.
 //! - [`stores`]: the tools' output, parsed ([`ock_list`]: `pkcshsm_mk_change list`); [`tools`]: the seam every tool run goes through.
 //! - [`pins`]: the openCryptoki USER PINs, read from their sources and answered on stdin.
 //! - [`fake`]: the fake platform (`mkplan sim zcrypt`), for tests and drills.
@@ -26,3 +27,4 @@ pub mod stores;
 pub mod sysfs;
 pub mod token_config;
 pub mod tools;
+pub mod zkey_list;

@@ -4,7 +4,8 @@
 //! - `zkey validate` exits 0 even with invalid keys: its text is read key by key (`Key`,
 //!   `Key type`, `Enciphered with … (MKVP: …)`, `Re-enciphered … (re-enciphering pending)`).
 //! - A pending key's staged copy is `NAME.renc`, whose MKVP sits where zkey reads it (S390
-//!   pkey.h): CCA AESDATA a u64 at offset 8, AESCIPHER `kvp` at 10, EP11-AES `wkvp` at 48.
+//!   pkey.h): CCA AESDATA a u64 at offset 8, AESCIPHER `kvp` at 10, EP11-AES `wkvp` at 48
+//!   behind the 16-byte header (version 0x06), at 32 in a token without it (version 0x03).
 //! - `pkcshsm_mk_change list`: in [`super::ock_list`].
 //! - `zkey-cryptsetup validate DEVICE`: the active keyslot's `Key type` and `Enciphered
 //!   with … (MKVP: …)`, and `Volume key re-enciphering is pending` while a staged keyslot
@@ -124,15 +125,42 @@ pub fn mk_type_of(key_type: &str) -> Option<MkType> {
     }
 }
 
-/// The MKVP in a secure key token file (the first token of an XTS pair), lower-case hex.
+/// The MKVP in a secure key token file (the first token of an XTS pair), lower-case hex;
+/// `None` for bytes that are not a token of `key_type` zkey would read one from.
 pub fn token_mkvp(key_type: &str, bytes: &[u8]) -> Option<String> {
     let (offset, len) = match key_type {
         "CCA-AESDATA" => (8, 8),
         "CCA-AESCIPHER" => (10, 8),
-        "EP11-AES" => (48, 16),
+        "EP11-AES" => (ep11_wkvp_offset(bytes)?, 16),
         _ => return None,
     };
     bytes.get(offset..offset + len).map(hex::encode)
+}
+
+/// Where an EP11-AES token keeps its wkvp, told apart as zkey does (S390 pkey.c
+/// `is_ep11_aes_key`, `is_ep11_aes_key_with_header`): a non-CCA token (type 0x00, header
+/// version 0) of version 0x03 is `struct ep11keytoken` alone, its header laid over the session
+/// field (320 bytes, every key zkey made before s390-tools 2.30.0, and since then its
+/// PKEY_TYPE_EP11 fallback): wkvp at 32; of version 0x06, the 16-byte `ep11kblob_header`
+/// comes first (336 bytes): wkvp at 48. Either way the header's length may not exceed the
+/// file and the blob's version, 32 bytes past the wkvp, is 0x1234.
+fn ep11_wkvp_offset(bytes: &[u8]) -> Option<usize> {
+    let (size, wkvp) = match bytes.get(4)? {
+        0x03 => (320, 32),
+        0x06 => (336, 48),
+        _ => return None,
+    };
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let token = bytes.len() >= size
+        && bytes[0] == 0x00
+        && bytes[1] == 0x00
+        && u16_at(2)? <= bytes.len()
+        && u16_at(wkvp + 32)? == 0x1234;
+    token.then_some(wkvp)
 }
 
 /// An application key's check: `active: VP` and, while a staged copy exists, `staged: VP`.
@@ -228,11 +256,73 @@ WARNING: Not all APQNs have the same master key or fulfill the requirements
     }
 
     #[test]
+    fn validate_is_read_in_the_record_layout_zkey_prints() {
+        // keystore.c `_keystore_print_record` with validation, libutil `rec_print_long`.
+        let more = " ".repeat(31);
+        let shown = format!(
+            "{:<28} : {:<54}\n{}
+        Status               : Valid
+        Description          : 
+        Key type             : EP11-AES
+        Enciphered with      : CURRENT master key (MKVP: a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1)
+        Volumes              : /dev/dasdb1:enc-root
+        APQNs                : 03.0006
+{more}04.0006
+        Re-enciphered        : (never) (re-enciphering pending)
+
+WARNING: APQN 04.0006: No master key is set
+
+1 keys are valid, 0 keys are invalid, 1 warnings
+",
+            "Key",
+            "disk-root",
+            "-".repeat(85)
+        );
+        let keys = parse_validate(&shown).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].name, "disk-root");
+        assert_eq!(keys[0].key_type, "EP11-AES");
+        assert_eq!(keys[0].mkvp, "a1".repeat(16));
+        assert!(keys[0].pending);
+    }
+
+    #[test]
     fn token_mkvps_sit_where_zkey_reads_them() {
-        let mut token = vec![0u8; 336];
-        token[48..64].copy_from_slice(&[0xab; 16]);
-        assert_eq!(token_mkvp("EP11-AES", &token).unwrap(), "ab".repeat(16));
-        assert_eq!(token_mkvp("CCA-AESDATA", &token[..4]), None);
+        // An EP11-AES token with the 16-byte header: version 0x06, wkvp at 48, blob version
+        // 0x1234 at 80.
+        let mut with_header = vec![0u8; 336];
+        with_header[2..4].copy_from_slice(&336u16.to_be_bytes());
+        with_header[4] = 0x06;
+        with_header[48..64].copy_from_slice(&[0xab; 16]);
+        with_header[80..82].copy_from_slice(&0x1234u16.to_be_bytes());
+        assert_eq!(
+            token_mkvp("EP11-AES", &with_header).unwrap(),
+            "ab".repeat(16)
+        );
+        // Without it (zkey before s390-tools 2.30.0): version 0x03, wkvp at 32, the blob
+        // version at 64; the bytes at 48 are the key's attributes.
+        let mut without = vec![0u8; 320];
+        without[2..4].copy_from_slice(&320u16.to_be_bytes());
+        without[4] = 0x03;
+        without[32..48].copy_from_slice(&[0xcd; 16]);
+        without[48..64].copy_from_slice(&[0x20; 16]);
+        without[64..66].copy_from_slice(&0x1234u16.to_be_bytes());
+        assert_eq!(token_mkvp("EP11-AES", &without).unwrap(), "cd".repeat(16));
+        // An XTS pair is read from its first token.
+        let pair = [without.clone(), without.clone()].concat();
+        assert_eq!(token_mkvp("EP11-AES", &pair).unwrap(), "cd".repeat(16));
+        // Anything zkey would not read as an EP11-AES token gives nothing.
+        let mut other = without.clone();
+        other[4] = 0x07;
+        assert_eq!(token_mkvp("EP11-AES", &other), None);
+        let mut no_blob = without.clone();
+        no_blob[64] = 0;
+        assert_eq!(token_mkvp("EP11-AES", &no_blob), None);
+        assert_eq!(token_mkvp("EP11-AES", &without[..300]), None);
+        let mut too_long = with_header.clone();
+        too_long[2..4].copy_from_slice(&400u16.to_be_bytes());
+        assert_eq!(token_mkvp("EP11-AES", &too_long), None);
+        assert_eq!(token_mkvp("CCA-AESDATA", &with_header[..4]), None);
     }
 
     #[test]

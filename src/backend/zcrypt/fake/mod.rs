@@ -28,6 +28,7 @@ pub mod world;
 pub mod world_file;
 mod world_tokens;
 pub mod zkey;
+pub mod zkey_list;
 
 #[cfg(test)]
 mod tests;

@@ -197,19 +197,25 @@ pub fn mkvps(card: &Card, domain: &Domain, answers: bool, kernel: (u32, u32)) ->
     Some(text)
 }
 
-/// A key's own verification pattern (not an MKVP): 32 hex derived from its name.
+/// A key's own verification pattern (not an MKVP): 64 hex, as long as zkey's (an AES
+/// encryption of 32 zero bytes), derived from its name.
 pub fn own_pattern(name: &str, index: usize) -> String {
     let digest = Sha256::digest(format!("{index}:{name}").as_bytes());
-    hex::encode(&digest[..16])
+    hex::encode(digest)
 }
 
-/// One secure key token carrying `mkvp` at the offsets zkey reads (S390 pkey.h).
-pub fn token(key_type: KeyType, mkvp: &str, seed: &str) -> Vec<u8> {
+/// One secure key token carrying `mkvp` at the offsets zkey reads (S390 pkey.h). An EP11-AES
+/// token has the 16-byte `ep11kblob_header` in front (336 bytes, version 0x06, wkvp at 48)
+/// unless `ep11_header` is false: then it is `struct ep11keytoken` alone, its header laid over
+/// the session field (320 bytes, version 0x03, wkvp at 32), as zkey wrote every EP11 key
+/// before s390-tools 2.30.0 and writes one still when the kernel has no PKEY_TYPE_EP11_AES.
+pub fn token(key_type: KeyType, mkvp: &str, seed: &str, ep11_header: bool) -> Vec<u8> {
     let filler = Sha256::digest(seed.as_bytes());
     let size = match key_type {
         KeyType::CcaAesData => 64,
         KeyType::CcaAesCipher => 136,
-        KeyType::Ep11Aes => 336,
+        KeyType::Ep11Aes if ep11_header => 336,
+        KeyType::Ep11Aes => 320,
     };
     let mut bytes: Vec<u8> = (0..size).map(|i| filler[i % 32] ^ (i as u8)).collect();
     let vp = hex::decode(&mkvp[..key_type.mkvp_hex_len()]).expect("hex checked at parse");
@@ -230,12 +236,18 @@ pub fn token(key_type: KeyType, mkvp: &str, seed: &str) -> Vec<u8> {
             bytes[10..18].copy_from_slice(&vp);
         }
         KeyType::Ep11Aes => {
-            // Header (non-CCA token 0x00, length, version 6), then the blob: wkvp at 48.
+            // The header (non-CCA token 0x00, header version 0, length, version, clear key
+            // bit length), then `struct ep11keytoken`: wkvp 32 bytes in, blob version 0x1234
+            // 64 bytes in.
+            let (version, blob) = if ep11_header { (0x06, 16) } else { (0x03, 0) };
             bytes[0] = 0x00;
             bytes[1] = 0;
-            bytes[2..4].copy_from_slice(&336u16.to_be_bytes());
-            bytes[4] = 0x06;
-            bytes[48..64].copy_from_slice(&vp);
+            bytes[2..4].copy_from_slice(&(size as u16).to_be_bytes());
+            bytes[4] = version;
+            bytes[5] = 0;
+            bytes[6..8].copy_from_slice(&256u16.to_be_bytes());
+            bytes[blob + 32..blob + 48].copy_from_slice(&vp);
+            bytes[blob + 64..blob + 66].copy_from_slice(&0x1234u16.to_be_bytes());
         }
     }
     bytes
@@ -243,12 +255,18 @@ pub fn token(key_type: KeyType, mkvp: &str, seed: &str) -> Vec<u8> {
 
 /// A key's `.skey` or `.renc`: one token, or two back to back for XTS.
 pub fn token_file(key: &ZkeyKey, mkvp: &str, which: &str) -> Vec<u8> {
-    let mut bytes = token(key.key_type, mkvp, &format!("{}:{which}:1", key.name));
+    let mut bytes = token(
+        key.key_type,
+        mkvp,
+        &format!("{}:{which}:1", key.name),
+        key.ep11_header,
+    );
     if key.xts {
         bytes.extend(token(
             key.key_type,
             mkvp,
             &format!("{}:{which}:2", key.name),
+            key.ep11_header,
         ));
     }
     bytes

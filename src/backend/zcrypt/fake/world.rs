@@ -219,6 +219,11 @@ pub struct ZkeyKey {
     /// Associated APQNs, `03.0006`; empty: all APQNs of the type (discovered under `/sys`).
     pub apqns: Vec<String>,
     pub xts: bool,
+    /// EP11-AES: its tokens have the 16-byte `ep11kblob_header` in front (zkey since
+    /// s390-tools 2.30.0); false: a key made before, or by zkey's PKEY_TYPE_EP11 fallback,
+    /// which re-enciphering keeps so. Unused for CCA keys.
+    #[serde(default = "with_header")]
+    pub ep11_header: bool,
     pub description: String,
     pub volume: Option<Volume>,
     pub skey: String,
@@ -226,6 +231,10 @@ pub struct ZkeyKey {
     pub verification_pattern: String,
     pub creation_time: String,
     pub reencipher_time: Option<String>,
+}
+
+fn with_header() -> bool {
+    true
 }
 
 /// The copy of a LUKS2 volume's secure key in its header: the active keyslot's MK and a
@@ -398,6 +407,11 @@ pub fn apqn_name(card: u8, domain: u16) -> String {
 }
 
 impl World {
+    /// The zkey key named `name`, which a filter selected from this world's keys.
+    pub fn selected_key(&self, name: &str) -> &ZkeyKey {
+        self.keys.iter().find(|k| k.name == name).expect("selected")
+    }
+
     /// Every APQN: its name, card and domain.
     pub fn apqns(&self) -> impl Iterator<Item = (String, &Card, &Domain)> {
         self.cards.iter().flat_map(|card| {

@@ -28,6 +28,7 @@ const KEY_WORDS: KeyWords = &[
     ("online", "true or false"),
     ("config", "true or false"),
     ("chkstop", "true or false"),
+    ("ep11_header", "true or false"),
     ("slot", "a whole number"),
     ("user_pin", "the token's USER PIN, quoted"),
     ("times", "a whole number"),
@@ -118,6 +119,10 @@ struct KeyYaml {
     renc_mkvp: Option<String>,
     #[serde(default)]
     xts: bool,
+    /// EP11-AES only: false for a key without the 16-byte header (made before s390-tools
+    /// 2.30.0, or by zkey's fallback on a kernel without PKEY_TYPE_EP11_AES).
+    #[serde(default)]
+    ep11_header: Option<bool>,
     #[serde(default)]
     description: String,
     #[serde(default)]
@@ -463,6 +468,16 @@ fn key_of(
             })
         }
     };
+    let ep11_header = match (key.key_type, key.ep11_header) {
+        (_, None) => true,
+        (KeyType::Ep11Aes, Some(header)) => header,
+        (_, Some(_)) => {
+            return Err(format!(
+                "{}: only an EP11-AES key has an ep11_header to keep or leave out; remove it",
+                what("ep11_header")
+            ));
+        }
+    };
     let pattern = super::render::own_pattern(&key.name, index);
     Ok((
         ZkeyKey {
@@ -470,6 +485,7 @@ fn key_of(
             key_type: key.key_type,
             apqns,
             xts: key.xts,
+            ep11_header,
             description: key.description,
             volume,
             skey: mkvp,

@@ -118,8 +118,8 @@ pub fn run(dir: &Path, args: &[String]) -> Output {
     };
     let names = selected(&session.world, filter);
     match zkey.command {
-        Command::Validate(_) => validate(&session.world, &names),
-        Command::List(_) => list(&session.world, &names, &session.dir),
+        Command::Validate(_) => validate(&session.world, &names, &session.dir),
+        Command::List(_) => super::zkey_list::list(&session.world, &names, &session.dir),
         Command::Reencipher(r) => reencipher(&mut session, &names, &r),
     }
 }
@@ -175,73 +175,47 @@ pub fn under(world: &World, apqns: &[String], mk: Mk, mkvp: &str) -> Under {
     Under::Unknown
 }
 
-fn label(name: &str, value: impl AsRef<str>) -> String {
-    format!("{name:<21}: {}", value.as_ref())
-}
-
 fn shown(key: &ZkeyKey, mkvp: &str) -> String {
     mkvp[..key.key_type.mkvp_hex_len()].to_string()
 }
 
-fn validate(world: &World, names: &[String]) -> Output {
+fn validate(world: &World, names: &[String], dir: &Path) -> Output {
     let mut output = Output::default();
     let (mut valid, mut invalid, mut warnings) = (0, 0, 0);
     for name in names {
-        let key = world
-            .keys
-            .iter()
-            .find(|k| &k.name == name)
-            .expect("selected");
+        let key = world.selected_key(name);
         let mk = key.key_type.mk();
         let apqns = checked_apqns(key);
         let status = under(world, &apqns, mk, &key.skey);
-        output.out(label("Key", &key.name));
-        output.out(label(
-            "Status",
-            if status == Under::Unknown {
-                "Invalid"
-            } else {
-                "Valid"
-            },
-        ));
-        output.out(label("Key type", key.key_type.name()));
         let vp = shown(key, &key.skey);
-        output.out(label(
-            "Enciphered with",
-            match &status {
+        let validation = super::zkey_list::Validation {
+            valid: status != Under::Unknown,
+            enciphered_with: match &status {
                 Under::Current(_) => format!("CURRENT master key (MKVP: {vp})"),
                 Under::Old(_) => format!("OLD master key (MKVP: {vp})"),
                 Under::Unknown => format!("(unknown, MKVP: {vp})"),
             },
-        ));
-        let time = key.reencipher_time.as_deref().unwrap_or("(never)");
-        if key.renc.is_some() {
-            output.out(label(
-                "Re-enciphered",
-                format!("{time} (re-enciphering pending)"),
-            ));
-        } else {
-            output.out(label("Re-enciphered", time));
-        }
-        output.out(label(
-            "Associated APQNs",
-            if apqns.is_empty() {
-                "(none)".to_string()
-            } else {
-                apqns.join(", ")
-            },
-        ));
+        };
+        let fields = super::zkey_list::fields(key, dir, Some(&validation));
+        output
+            .stdout
+            .push_str(&super::zkey_list::record(&key.name, &fields));
         if matches!(status, Under::Old(_)) {
             output.out("WARNING: The secure key is currently enciphered with the OLD master key. To mitigate the danger of data loss re-encipher it with the CURRENT master key");
             warnings += 1;
         }
-        warnings += cross_check(world, &apqns, mk, &key.skey, &mut output);
+        // zkey ends the APQNs' warnings with a blank line (keystore.c
+        // `_keystore_display_apqn_status`).
+        let apqn_warnings = cross_check(world, &apqns, mk, &key.skey, &mut output);
+        if apqn_warnings > 0 {
+            output.out("");
+        }
+        warnings += apqn_warnings;
         if status == Under::Unknown {
             invalid += 1;
         } else {
             valid += 1;
         }
-        output.out("");
     }
     output.out(format!(
         "{valid} keys are valid, {invalid} keys are invalid, {warnings} warnings"
@@ -301,64 +275,6 @@ fn cross_check(world: &World, apqns: &[String], mk: Mk, mkvp: &str, output: &mut
         warnings += 1;
     }
     warnings
-}
-
-fn list(world: &World, names: &[String], dir: &Path) -> Output {
-    let mut output = Output::default();
-    for name in names {
-        let key = world
-            .keys
-            .iter()
-            .find(|k| &k.name == name)
-            .expect("selected");
-        let size =
-            super::render::token(key.key_type, &key.skey, "").len() * if key.xts { 2 } else { 1 };
-        output.out(label("Key", &key.name));
-        output.out(label("Description", &key.description));
-        output.out(label("Secure key size", format!("{size} bytes")));
-        output.out(label(
-            "Clear key size",
-            if key.xts { "512 bits" } else { "256 bits" },
-        ));
-        output.out(label("XTS type key", if key.xts { "Yes" } else { "No" }));
-        output.out(label("Key type", key.key_type.name()));
-        output.out(label(
-            "Volumes",
-            key.volume.as_ref().map_or("(none)".to_string(), |v| {
-                format!("{}:{}", v.device, v.dm_name)
-            }),
-        ));
-        output.out(label(
-            "APQNs",
-            if key.apqns.is_empty() {
-                "(none)".to_string()
-            } else {
-                key.apqns.join(", ")
-            },
-        ));
-        output.out(label(
-            "Key file name",
-            dir.join(ZKEY_DIR)
-                .join(format!("{}.skey", key.name))
-                .display()
-                .to_string(),
-        ));
-        output.out(label(
-            "Volume type",
-            match &key.volume {
-                Some(v) if !v.luks2 => "plain",
-                _ => "luks2",
-            },
-        ));
-        output.out(label("Verification pattern", &key.verification_pattern));
-        output.out(label("Created", &key.creation_time));
-        output.out(label(
-            "Re-enciphered",
-            key.reencipher_time.as_deref().unwrap_or("(never)"),
-        ));
-        output.out("");
-    }
-    output
 }
 
 /// How one key fared.
