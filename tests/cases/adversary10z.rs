@@ -11,8 +11,8 @@
 //! their key, say not to set it, and give the ways that keep them; the way back converges.
 
 use crate::cases::adversary6::{
-    CCA_AES, NEW_AES, aes_line, apply_pinning_at_the_set, assert_wk_objects_under, cca_group,
-    cca_world, ep11_world_with_tokens, pin_ep11_configs,
+    CCA_AES, NEW_AES, aes_line, apply_pinning_at_the_set, assert_wk_objects_under, cca_aes_world,
+    cca_group, cca_world, ep11_world_with_tokens, pin_ep11_configs,
 };
 use crate::cases::zcrypt::{NEW, OLD, Operator, World, ep11_group, world_yaml};
 use crate::cases::zcrypt_pins::PIN_3;
@@ -249,13 +249,7 @@ fn adversary10z_m1_the_loss_rule_names_the_from_old_move() {
 /// advice says so, not to SET 06.0006 (nor 05.0006 again), and the way back converges.
 #[test]
 fn adversary10z_w2_an_early_cca_set_names_current_and_old_holders() {
-    let world = World::with(
-        &cca_world(None),
-        &cca_group("ledger-aes", &aes_line()),
-        "AES",
-        NEW_AES,
-    );
-    std::fs::write(world.root.join("keys/slot3.pin"), format!("{PIN_3}\n")).unwrap();
+    let world = cca_aes_world();
     let (code, stderr) = world.apply_as(|action, apqn| {
         if action == "load_new_mk" && apqn == "06.0006" {
             world.tke_with("set", "05.0006", None);

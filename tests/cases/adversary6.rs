@@ -279,7 +279,7 @@ pub(crate) fn apka_line() -> String {
 }
 
 /// The CCA world with group.yaml changing AES, and slot 4's PIN beside it.
-fn cca_aes_world() -> World {
+pub(crate) fn cca_aes_world() -> World {
     let world = World::with(
         &cca_world(None),
         &cca_group("ledger-aes", &aes_line()),

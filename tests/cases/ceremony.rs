@@ -3,7 +3,7 @@
 //! live state before journaling it, report a wrong key, journal the operator's evidence, and
 //! settle a ceremony interrupted by a crash from the live state.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -52,16 +52,7 @@ impl Ceremony {
             .spawn()
             .expect("start mkplan apply --manual");
         let stdin = child.stdin.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::support::stderr_lines(&mut child);
         Self {
             child,
             stdin,

@@ -3,9 +3,8 @@
 //! (performed with the TKE CLI's `cryptounit-mk-rotate` as the simulator offers it, stopped
 //! at, or performed and then cut off).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::cases::tke_signed::env;
@@ -66,16 +65,7 @@ pub(super) fn apply_at(
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = crate::support::stderr_lines(&mut child);
     let (mut transcript, mut ceremonies) = (String::new(), 0);
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) {
         transcript.push_str(&line);

@@ -1065,3 +1065,19 @@ pub const TKE_TEST_OA_ROOT: (&str, &str) = ("MKPLAN_TKE_TEST_OA_ROOT", "1");
 pub fn with_test_oa_root<'a>(env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     [env, &[TKE_TEST_OA_ROOT]].concat()
 }
+
+/// A child's stderr, line by line, read on a thread of its own so that a caller can wait with
+/// a timeout (`recv_timeout`) while it writes to the child's stdin.
+pub fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
