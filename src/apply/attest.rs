@@ -22,7 +22,8 @@ pub struct Attestation {
     /// What the other state folders this user's mkplan wrote on this machine say (folders
     /// other than the one attested into): a rewrap they say was sent never reached this
     /// journal, and refuses "nobody sent it" as one on record here does; so does a folder
-    /// that cannot be read.
+    /// that cannot be read. Whatever is attested, the attestation names the rewraps they
+    /// held (`Record::Attested::weighed`): it speaks for those and no others.
     pub other_folders: OtherFolders,
 }
 
@@ -130,6 +131,14 @@ pub fn attestation_records(
         service_evidence: attestation.service_evidence.clone(),
         at: utc_now(),
         at_unix: Some(unix_now()),
+        weighed: Some(
+            attestation
+                .other_folders
+                .rewraps_of(&found.id)
+                .iter()
+                .map(crate::model::FolderRewrap::witnessed)
+                .collect(),
+        ),
     });
     Ok((out, statement))
 }

@@ -106,6 +106,7 @@ pub fn journal_evidence_at(
                 service_evidence,
                 at,
                 at_unix,
+                weighed,
             } => {
                 let key = instance.to_ascii_lowercase();
                 if bound != backend {
@@ -131,7 +132,10 @@ pub fn journal_evidence_at(
                     (Some(_), None) => true,
                     (None, _) => false,
                 };
-                let word = (!expired).then(|| FreshAttestation { at: at.clone() });
+                let word = (!expired).then(|| FreshAttestation {
+                    at: at.clone(),
+                    weighed: weighed.clone(),
+                });
                 // After a rewrap mkplan did not send, only IBM support's word (journaled with
                 // the attestation) says the key storage survived it.
                 if *ran && service_evidence.is_some() {
@@ -415,6 +419,7 @@ fn rewraps_sent(
                 let instance = instance.to_ascii_lowercase();
                 let keys = rotations.get(&instance);
                 out.entry(instance).or_default().push(RewrapOnRecord {
+                    step: step.clone(),
                     from: keys.map(|k| k.0.clone()),
                     to: keys.map(|k| k.1.clone()),
                     completed: answer.is_some_and(|(o, _)| o.took_effect()),
@@ -665,6 +670,7 @@ mod tests {
             service_evidence: None,
             at: "t".into(),
             at_unix: Some(at_unix),
+            weighed: None,
         }
     }
 

@@ -64,8 +64,8 @@ pub enum Record {
         /// state (`backend::send_by`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         send_within_ms: Option<u64>,
-        /// A rewrap's: when its intent was written (UTC, RFC 3339). Another state folder's
-        /// attestation made before it cannot speak for it (`plan::evidence_folders`).
+        /// A rewrap's: when its intent was written (UTC, RFC 3339), for people and for a
+        /// rotation begun before it (`plan::evidence_folders`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
     },
@@ -94,6 +94,13 @@ pub enum Record {
         /// `at` in seconds since the Unix epoch: an attestation expires.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at_unix: Option<u64>,
+        /// The rewraps of this instance that the other state folders and scopes held when
+        /// it was made (`FolderRewrap::witnessed`): the only ones it speaks for. Another
+        /// folder's rewrap not among them came after it, whatever the clocks say
+        /// (`plan::evidence_folders`). None: an attestation an older mkplan made, which
+        /// speaks for none of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weighed: Option<Vec<String>>,
     },
     /// `mkplan journal close`: the live state showed this instance's rotation finished; the
     /// records before this one say nothing more about it.

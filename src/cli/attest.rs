@@ -48,11 +48,9 @@ pub async fn attest_rewrap(args: &AttestRewrapArgs, store: &Store) -> Result<u8>
         &Attestation {
             ran: args.completed,
             service_evidence: args.service_evidence.clone(),
-            other_folders: if args.completed || args.service_evidence.is_some() {
-                crate::model::OtherFolders::default()
-            } else {
-                crate::store::files::other_folders_of(store, &scope)
-            },
+            // Read for every attestation: they refuse a plain `--not-run`, and whatever is
+            // attested names the rewraps they held, the only ones it speaks for.
+            other_folders: crate::store::files::other_folders_of(store, &scope),
         },
     )
     .map_err(|refused| Error::Unsafe(refused.0))?;

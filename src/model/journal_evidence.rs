@@ -40,6 +40,9 @@ pub enum JournalRewrap {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FreshAttestation {
     pub at: String,
+    /// The other folders' rewraps it weighed (`FolderRewrap::witnessed`); None: it names
+    /// none (an older mkplan's).
+    pub weighed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +142,22 @@ pub struct FolderRewrap {
     pub rewrap: RewrapOnRecord,
 }
 
+impl FolderRewrap {
+    /// What names this rewrap in an attestation that weighed it (`Record::Attested::weighed`):
+    /// its folder or scope, backend, step and intent's time, never whether it was answered
+    /// (one weighed unanswered and answered since is the same rewrap).
+    pub fn witnessed(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            self.state_dir,
+            self.scope.as_deref().unwrap_or(""),
+            self.backend,
+            self.rewrap.step,
+            self.rewrap.intent_at.as_deref().unwrap_or("")
+        )
+    }
+}
+
 /// A state folder with a head among the journal key's heads, whose journal cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadFolder {
@@ -214,6 +233,8 @@ impl UnreadFolder {
     pub const UNKNOWN: &'static str = "(the folder its head names cannot be read)";
     /// Every folder: the journal key, or the folder of its heads, cannot be read (`head`
     /// names the key), so which folders left a head cannot be told.
+    /// The start of `why` for a folder written with an earlier journal key.
+    pub const EARLIER_KEY: &'static str = "its journal was sealed with an earlier journal key";
     pub const HEADS: &'static str =
         "(every state folder of this machine: the journal heads cannot be read)";
 
@@ -231,6 +252,11 @@ impl UnreadFolder {
             );
         }
         let dir = crate::quote::name(&self.state_dir);
+        if self.why.starts_with(Self::EARLIER_KEY) {
+            return format!(
+                "settle it in {dir} itself (`mkplan plan DESIRED --state {dir}` names the records this key cannot verify and what settles them: the service's rotation status, or `attest rewrap … --service-evidence`); once no rewrap it sent can still land, remove its head {head}, which is your word that it holds none"
+            );
+        }
         format!(
             "make {dir} readable again (its owner: `chmod go-w {dir}`; a folder moved: put it back, or settle it from its new place with --state); if it was removed for good and no rewrap it sent can still land, remove its head {head}, which is your word that it holds none"
         )
@@ -257,6 +283,8 @@ impl UnreadFolder {
 /// from, or saw complete; the operator's rewraps by hand are their own and not among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewrapOnRecord {
+    /// Its intent's step (`rRUN.sN`).
+    pub step: String,
     /// The rotation's keys, when a record names them.
     pub from: Option<VerificationPattern>,
     pub to: Option<VerificationPattern>,

@@ -126,9 +126,10 @@ pub(super) fn refused(
 ///   longer matters, as a rotation's own unanswered rewrap is settled by its registers), nor
 ///   once this journal saw its own rotation's rewrap complete (what is left is set immediate,
 ///   which leaves a late rewrap nothing committed to land on);
-/// - never when this journal's rotation holds an attestation made after its intent was
-///   written (`attest` asked the other folders then, or the service's evidence spoke for all
-///   of it); a tie counts;
+/// - never when this journal's rotation holds an attestation that weighed it (`attest` found
+///   it in the other folders and asked about it, or the service's evidence spoke for all it
+///   found); one made before it was on record speaks for nothing it did not see, whatever
+///   the time stamps say;
 /// - else, never answered: always;
 /// - seen to complete: while the registers still fit it, unless it was sent before this
 ///   journal's latest rotation of the instance began, or in the same second (the plan that
@@ -149,8 +150,11 @@ fn counts(live: &LiveInstance, journal: &JournalEvidence, r: &FolderRewrap) -> b
             .as_ref()
             .or(r.attested_completed.as_ref())
     });
-    if let (Some(attested), Some(written)) = (attested, &r.rewrap.intent_at)
-        && *written < attested.at
+    // Which came first is what the attestation saw, never the clocks': one stepped back, or
+    // another machine's running behind, makes a rewrap sent after it look older.
+    if attested
+        .and_then(|a| a.weighed.as_ref())
+        .is_some_and(|weighed| weighed.contains(&r.witnessed()))
     {
         return false;
     }

@@ -111,6 +111,7 @@ fn the_operators_attestation_closes_the_gap() {
     let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
     attested.attested_not_run = Some(FreshAttestation {
         at: "2026-11-30T11:00:00Z".into(),
+        weighed: Some(Vec::new()),
     });
     let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap();
     assert_eq!(found.key_storage_under, key(0xA));
@@ -216,6 +217,7 @@ fn a_completed_rewrap_needs_a_voucher_for_the_time_since() {
     let mut attested = done;
     attested.attested_completed = Some(FreshAttestation {
         at: "2026-11-30T11:00:00Z".into(),
+        weighed: Some(Vec::new()),
     });
     let found = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap();
     assert_eq!(found.key_storage_under, key(0xB));
@@ -244,6 +246,7 @@ fn an_attested_completion_the_registers_rule_out_is_a_contradiction() {
     );
     attested.attested_completed = Some(FreshAttestation {
         at: "2026-11-30T11:00:00Z".into(),
+        weighed: Some(Vec::new()),
     });
     let refused = find_key_storage_mk(&live, &key(0xB), &journal(Some(attested))).unwrap_err();
     assert_eq!(refused.check, Check::EvidenceConsistent);
@@ -272,6 +275,7 @@ fn an_unverified_record_of_a_rewrap_is_named_and_refuses_plain_not_run() {
     evidence.unverified_rewraps.insert(
         INSTANCE.into(),
         vec![crate::model::RewrapOnRecord {
+            step: "r1.s7".into(),
             from: Some(key(0xA)),
             to: Some(key(0xB)),
             completed: false,
@@ -355,6 +359,7 @@ fn folder_rewrap(folder: &str, completed: bool, sent_at: &str) -> crate::model::
         scope: None,
         backend: "sim:/srv/fleet.yaml".into(),
         rewrap: crate::model::RewrapOnRecord {
+            step: "r1.s7".into(),
             from: Some(key(0xA)),
             to: Some(key(0xB)),
             completed,
@@ -409,18 +414,51 @@ fn another_folders_unanswered_rewrap_refuses_even_the_registers_own_claim() {
 
 #[test]
 fn evidence_about_this_rotations_rewrap_settles_another_folders_unanswered_one() {
-    let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
-    attested.attested_not_run = Some(FreshAttestation {
-        at: "2026-11-30T11:00:00Z".into(),
-    });
-    let evidence = with_folders(
-        journal(Some(attested)),
-        vec![folder_rewrap("/srv/s1", false, "2026-11-30T09:00:00Z")],
-        Vec::new(),
-    );
+    let other = folder_rewrap("/srv/s1", false, "2026-11-30T09:00:00Z");
     let live = staged_everywhere(RewrapStatus::NotReported);
-    let found = find_key_storage_mk(&live, &key(0xB), &evidence).unwrap();
-    assert_eq!(found.key_storage_under, key(0xA));
+    let evidence = |weighed: Option<Vec<String>>| {
+        let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
+        attested.attested_not_run = Some(FreshAttestation {
+            at: "2026-11-30T11:00:00Z".into(),
+            weighed,
+        });
+        with_folders(journal(Some(attested)), vec![other.clone()], Vec::new())
+    };
+    // The attestation weighed it: it speaks for it.
+    let found = find_key_storage_mk(&live, &key(0xB), &evidence(Some(vec![other.witnessed()])));
+    assert_eq!(found.unwrap().key_storage_under, key(0xA));
+}
+
+/// Adversarial round 11, F1 and F1b: an attestation stamped after another folder's rewrap
+/// intent, by a clock that ran ahead (stepped back since, or another machine's on the same
+/// database), was made before that rewrap was on record. It weighed nothing, so it speaks
+/// for nothing: the rewrap still refuses, whatever the time stamps say. So does an older
+/// mkplan's attestation, which names nothing it weighed.
+#[test]
+fn an_attestation_speaks_only_for_the_other_folders_rewraps_it_weighed_whatever_the_clocks_say() {
+    let other = folder_rewrap("/srv/s1", false, "2026-11-30T09:00:00Z");
+    let live = staged_everywhere(RewrapStatus::NotReported);
+    for weighed in [
+        Some(Vec::new()),
+        None,
+        Some(vec![
+            folder_rewrap("/srv/s2", false, "2026-11-30T09:00:00Z").witnessed(),
+        ]),
+    ] {
+        let mut attested = rotation(JournalRewrap::NotSent, &[0, 1, 2]);
+        attested.attested_not_run = Some(FreshAttestation {
+            at: "2026-11-30T11:00:00Z".into(),
+            weighed: weighed.clone(),
+        });
+        let evidence = with_folders(journal(Some(attested)), vec![other.clone()], Vec::new());
+        let refused = find_key_storage_mk(&live, &key(0xB), &evidence).unwrap_err();
+        assert_eq!(refused.check, Check::RewrapEvidence, "{weighed:?}");
+        assert!(refused.detail.contains("/srv/s1"), "{weighed:?}: {refused}");
+        assert!(
+            refused.detail.contains("never answered"),
+            "{weighed:?}: {refused}"
+        );
+    }
 }
 
 #[test]

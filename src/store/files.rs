@@ -155,6 +155,99 @@ impl crate::apply::other_folders::OtherFolderWitness for FolderWitness<'_> {
     }
 }
 
+/// The state folders this user's mkplan wrote with an earlier journal key (one replaced after
+/// a suspected leak): their heads are kept under that key's id, beside this key's heads. This
+/// key cannot verify their records, but a rewrap their head says they may hold is enough to
+/// refuse, as records that no longer verify are (adversarial round 11, F2). Skipped: this
+/// folder (its own journal refuses on its own), a folder written with this key since (read
+/// with the others), chains', domain group journals' and databases' heads, and heads that say
+/// their folder holds no rewrap.
+fn earlier_keys(key: &JournalKey, this_head: Option<&std::ffi::OsStr>, found: &mut OtherFolders) {
+    let Some(heads) = key.heads() else { return };
+    // Only where heads are kept per key id (`journal_key::heads_folder`).
+    if heads.file_name().and_then(|n| n.to_str()) != Some(key.id()) {
+        return;
+    }
+    let Some(all) = heads.parent() else { return };
+    let current: std::collections::BTreeSet<std::ffi::OsString> = key
+        .head_files()
+        .iter()
+        .filter_map(|f| f.file_name().map(Into::into))
+        .collect();
+    let Ok(keys) = std::fs::read_dir(all) else {
+        return;
+    };
+    let mut folders = keys
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|dir| dir.as_path() != heads && dir.is_dir())
+        .collect::<Vec<_>>();
+    folders.sort();
+    for dir in folders {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        for file in files {
+            let name = file.file_name().map(std::ffi::OsStr::to_os_string);
+            if file.extension().is_some_and(|e| e == "new")
+                || is_chain_head(&file)
+                || name.as_deref() == this_head
+                || name.as_ref().is_some_and(|n| current.contains(n))
+            {
+                continue;
+            }
+            let Some(head) = head_or_unread(&file, ", kept for an earlier journal key,", found)
+            else {
+                continue;
+            };
+            let state_dir = PathBuf::from(&head.state_dir);
+            let own_name = key
+                .head_path(&state_dir)
+                .and_then(|p| p.file_name().map(Into::into));
+            if head.records == 0
+                || head.rewraps.as_ref().is_some_and(Vec::is_empty)
+                || super::postgres::witness::journal_head(&file, &head).is_some()
+                || (head.rewraps.is_none() && own_name != name)
+            {
+                continue;
+            }
+            let id = dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            found.unread.push(UnreadFolder {
+                state_dir: head.state_dir.clone(),
+                head: file.display().to_string(),
+                why: format!(
+                    "{} ({id}), which this key ({}) cannot verify: its head says it may hold a rewrap mkplan sent",
+                    UnreadFolder::EARLIER_KEY,
+                    key.id()
+                ),
+                instances: head.rewraps.clone(),
+            });
+        }
+    }
+}
+
+/// The head in `file`; `None` when there is none, or when it cannot be read: then whose head
+/// it was cannot be told, and the folder it names may hold anything (named as unread).
+/// `kept` says where it was kept, for the message (", kept for an earlier journal key,").
+fn head_or_unread(file: &Path, kept: &str, found: &mut OtherFolders) -> Option<journal_key::Head> {
+    match journal_key::load_head(file) {
+        Ok(head) => head,
+        Err(why) => {
+            found.unread.push(UnreadFolder {
+                state_dir: UnreadFolder::UNKNOWN.into(),
+                head: file.display().to_string(),
+                why: format!("its head{kept} cannot be read: {why}"),
+                instances: None,
+            });
+            None
+        }
+    }
+}
+
 /// A head kept for a journal's first record (`JournalKey::chain_head_path`), wherever its
 /// folder lies: the folder's own head stands for it.
 fn is_chain_head(file: &Path) -> bool {
@@ -235,19 +328,8 @@ fn other_folders(
         if file.extension().is_some_and(|e| e == "new") {
             continue;
         }
-        let head = match journal_key::load_head(&file) {
-            Ok(Some(head)) => head,
-            Ok(None) => continue,
-            // Whose head it was cannot be told: the folder it names may hold anything.
-            Err(why) => {
-                found.unread.push(UnreadFolder {
-                    state_dir: UnreadFolder::UNKNOWN.into(),
-                    head: file.display().to_string(),
-                    why: format!("its head cannot be read: {why}"),
-                    instances: None,
-                });
-                continue;
-            }
+        let Some(head) = head_or_unread(&file, "", &mut found) else {
+            continue;
         };
         let dir = PathBuf::from(&head.state_dir);
         let name: Option<std::ffi::OsString> = file.file_name().map(Into::into);
@@ -275,6 +357,7 @@ fn other_folders(
             folders.insert(dir, (file, head));
         }
     }
+    earlier_keys(&key, this_head.as_deref(), &mut found);
     let mut gone = Vec::new();
     // The journals read, this one included: where a moved folder's old head ends.
     let mut read: Vec<PathBuf> = this.iter().cloned().collect();

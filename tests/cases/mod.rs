@@ -1,6 +1,7 @@
 mod adversary10;
 mod adversary10z;
 mod adversary10z_formats;
+mod adversary11;
 mod adversary3;
 mod adversary4;
 mod adversary5;

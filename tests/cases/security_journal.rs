@@ -81,6 +81,7 @@ fn rewrap_completed(seal: Option<&str>) -> String {
                 service_evidence: None,
                 at: "now".into(),
                 at_unix: Some(now),
+                weighed: None,
             },
             seal,
         )
