@@ -116,6 +116,18 @@ fn zcrypt_ock_conf_an_opencryptoki_conf_pkcsslotd_cannot_read_is_refused_naming_
     ]);
     std::fs::write(slots_file(&world), slots.replace("stdll = ", "stdll = \"")).unwrap();
     world.assert_refused(&["a string `\"` is never closed"]);
+    // Adversarial round 11z, F1: a key pkcsslotd does not take (upper case, misspelled) made
+    // the slot "no token": the change set both APQNs and lost the token's objects.
+    for (from, to) in [("stdll = ", "STDLL = "), ("stdll = ", "sdtll = ")] {
+        std::fs::write(slots_file(&world), slots.replace(from, to)).unwrap();
+        world.assert_refused(&[
+            "`undeclared_stores`",
+            &format!(
+                "key \"{}\" that pkcsslotd does not take",
+                to.trim_end_matches(" = ")
+            ),
+        ]);
+    }
 }
 
 /// A folder for `OCK_EP11_TOKEN_DIR`, set (absolute) for every mkplan the world runs.

@@ -391,13 +391,8 @@ pub fn token_slots(text: &str) -> Result<Vec<TokenSlot>, ConfError> {
         }
         let (mut stdll, mut confname) = (None, None);
         for element in body {
-            let Element::Assign { key, value, line } = element else {
-                continue;
-            };
-            let text = match value {
-                Token::Text(t) | Token::Bare(t) => t,
-                _ => continue,
-            };
+            let (key, text, line) = slot_entry(number, line, element)?;
+            let Some(text) = text else { continue };
             match key.as_str() {
                 "stdll" => stdll = Some(text),
                 "confname" => {
@@ -447,6 +442,87 @@ pub fn token_slots(text: &str) -> Result<Vec<TokenSlot>, ConfError> {
     }
     slots.sort_by_key(|s| s.slot);
     Ok(slots)
+}
+
+/// The keys pkcsslotd takes in a slot (`config_parse_slot` in usr/sbin/pkcsslotd/slotmgr.c),
+/// spelled so (it compares with `strcmp`): those that take a string (quoted or bare), then
+/// those that take a version.
+const SLOT_STRING_KEYS: &[&str] = &[
+    "stdll",
+    "description",
+    "manufacturer",
+    "confname",
+    "tokname",
+    "usergroup",
+];
+const SLOT_VERSION_KEYS: &[&str] = &["hwversion", "firmwareversion", "tokversion"];
+
+/// One entry of slot `number` (described at `line`), as pkcsslotd takes it: the key, and its
+/// text for a key that takes a string. Anything else makes pkcsslotd refuse the whole file
+/// ("unexpected token"), so which token the slot holds is not known: a misspelled or
+/// upper-case `stdll` once read as "no token here", and the change left that token's objects
+/// under a master key no domain kept (adversarial round 11z, F1).
+fn slot_entry(
+    number: u64,
+    line: usize,
+    element: Element,
+) -> Result<(String, Option<String>, usize), ConfError> {
+    let keys = || {
+        SLOT_STRING_KEYS
+            .iter()
+            .chain(SLOT_VERSION_KEYS)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Element::Assign { key, value, line } = element else {
+        return Err(ConfError {
+            line,
+            why: format!(
+                "slot {number} holds an entry that is not `key = value`: pkcsslotd takes only {} there, and refuses such a file, so which token the slot holds is not known",
+                keys()
+            ),
+        });
+    };
+    let text = match &value {
+        Token::Text(t) | Token::Bare(t) => Some(t.clone()),
+        _ => None,
+    };
+    let version = |t: &str| {
+        t.split_once('.').is_some_and(|(major, minor)| {
+            [major, minor]
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    let taken = if SLOT_STRING_KEYS.contains(&key.as_str()) {
+        text.is_some()
+    } else if SLOT_VERSION_KEYS.contains(&key.as_str()) {
+        matches!(value, Token::Version) || text.as_deref().is_some_and(version)
+    } else {
+        return Err(ConfError {
+            line,
+            why: format!(
+                "slot {number} has a key {} that pkcsslotd does not take (it takes only {}, spelled so), and refuses such a file, so which token the slot holds is not known. Spell it as openCryptoki does",
+                crate::quote::quote(&key),
+                keys()
+            ),
+        });
+    };
+    if !taken {
+        return Err(ConfError {
+            line,
+            why: format!(
+                "slot {number}'s `{key}` has a value pkcsslotd does not take ({}), and refuses such a file, so which token the slot holds is not known",
+                if SLOT_VERSION_KEYS.contains(&key.as_str()) {
+                    "a version is MAJOR.MINOR"
+                } else {
+                    "a quoted or bare word"
+                }
+            ),
+        });
+    }
+    Ok((key, text, line))
 }
 
 /// What a slot's `stdll` is.

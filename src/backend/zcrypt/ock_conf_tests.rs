@@ -31,7 +31,7 @@ stdll = /usr/lib64/opencryptoki/stdll/libpkcs11_ep11.so.0   # the EP11 token
 description = \"EP11 token, # not a comment
 spanning lines\"
 confname = \"payroll ep11.conf\"
-hwversion = 0x10
+hwversion = 1.0
 }
 slot 5
 {
@@ -124,6 +124,33 @@ fn what_pkcsslotd_would_not_read_is_an_error_at_its_line() {
         ("slot 1 { stdll = lib@x }\n", 1, "\"@\" has no meaning"),
         ("slot 01 { }\n", 1, "\"01\" is not a number"),
         ("}\n", 1, "`}` where a keyword belongs"),
+        // Adversarial round 11z, F1: pkcsslotd takes only its own keys in a slot, spelled
+        // so, with values of their kind; a slot it refuses was read as "no token here".
+        (
+            "slot 3 {\n  STDLL = libpkcs11_ep11.so\n  confname = ep11tok3.conf\n}\n",
+            2,
+            "key \"STDLL\" that pkcsslotd does not take",
+        ),
+        (
+            "slot 3 {\n  sdtll = libpkcs11_ep11.so\n}\n",
+            2,
+            "does not take",
+        ),
+        (
+            "slot 3 {\n  stdll = 5\n  confname = ep11tok3.conf\n}\n",
+            2,
+            "`stdll` has a value pkcsslotd does not take",
+        ),
+        (
+            "slot 3 {\n  stdll = libpkcs11_ep11.so\n  tokversion = soon\n}\n",
+            3,
+            "a version is MAJOR.MINOR",
+        ),
+        (
+            "slot 3 {\n  stdll = libpkcs11_ep11.so\n  extra { }\n}\n",
+            1,
+            "not `key = value`",
+        ),
     ] {
         let error = token_slots(text).unwrap_err();
         assert_eq!(error.line, line, "{text:?}: {error:?}");

@@ -208,9 +208,11 @@ pub fn parse_token_pins(text: &str) -> BTreeMap<MkType, String> {
     while at < words.len() {
         let word = words[at];
         if word.eq_ignore_ascii_case("EXPECTED_WKVP") && !in_mkvps {
-            if let Some(vp) = words.get(at + 1) {
+            // `EXPECTED_WKVP "0x…"`, or openCryptoki's `key = value` form.
+            let skip = usize::from(words.get(at + 1) == Some(&"="));
+            if let Some(vp) = words.get(at + 1 + skip) {
                 pins.insert(MkType::Wk, value(vp));
-                at += 1;
+                at += 1 + skip;
             }
         } else if word.eq_ignore_ascii_case("EXPECTED_MKVPS") {
             in_mkvps = true;
@@ -325,6 +327,15 @@ mod tests {
     fn a_token_configs_pins_are_read_per_type() {
         let ep11 = parse_token_pins("APQN_ALLOWLIST\n 3 6\nEND\nEXPECTED_WKVP \"0xB2B2\" # new\n");
         assert_eq!(ep11, BTreeMap::from([(MkType::Wk, "b2b2".to_string())]));
+        // openCryptoki's `key = value` form (adversarial round 11z, F2: read as a pin of "=").
+        for text in ["EXPECTED_WKVP = \"0xB2B2\"\n", "EXPECTED_WKVP=\"0xB2B2\"\n"] {
+            let ep11 = parse_token_pins(text);
+            assert_eq!(
+                ep11,
+                BTreeMap::from([(MkType::Wk, "b2b2".to_string())]),
+                "{text}"
+            );
+        }
         let cca = parse_token_pins(
             "EXPECTED_MKVPS {\n  SYM = \"0x71\"\n  AES=\"0xc1\"\n  # APKA = \"0xff\"\n}\nAPKA = \"0xd1\"\n",
         );
