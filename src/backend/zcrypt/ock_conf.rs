@@ -286,6 +286,7 @@ impl Parser {
         let line = self.line();
         let key = match self.next() {
             Some(Token::Bare(key)) => key,
+            Some(Token::Text(_)) if depth == 0 => return Err(top_level(line, "a string")),
             Some(Token::Text(_)) => return Ok(Element::Other),
             _ => {
                 self.at -= 1;
@@ -300,6 +301,7 @@ impl Parser {
             }
         }
         match self.peek() {
+            Some(Token::Equal) if depth == 0 => Err(top_level(line, &format!("`{key} =`"))),
             Some(Token::Equal) => {
                 self.at += 1;
                 match self.next() {
@@ -315,6 +317,10 @@ impl Parser {
                     }
                 }
             }
+            Some(Token::Number(number)) if depth == 0 && key != "slot" => Err(top_level(
+                line,
+                &format!("`{key} {number}` (a slot is `slot N {{…}}`, spelled so)"),
+            )),
             Some(Token::Number(number)) => {
                 let number = *number;
                 self.at += 1;
@@ -332,10 +338,16 @@ impl Parser {
                 let before = self.at;
                 self.skip_lines();
                 match self.peek() {
+                    Some(Token::Open) if depth == 0 => {
+                        return Err(top_level(line, &format!("a block `{key} {{…}}`")));
+                    }
                     Some(Token::Open) => {
                         self.at += 1;
                         self.elements(depth + 1)?;
                         self.expect(&Token::Close, "`}`")?;
+                    }
+                    Some(Token::ListOpen) if depth == 0 && key != "statistics" => {
+                        return Err(top_level(line, &format!("a list `{key} (…)`")));
                     }
                     Some(Token::ListOpen) => {
                         self.at += 1;
@@ -359,12 +371,28 @@ impl Parser {
                             }
                         }
                     }
-                    // A keyword alone, as `disable-event-support`.
+                    // A keyword alone: at the top, only `disable-event-support`.
+                    _ if depth == 0 && key != "disable-event-support" => {
+                        return Err(top_level(line, &format!("a keyword `{key}`")));
+                    }
                     _ => self.at = before,
                 }
                 Ok(Element::Other)
             }
         }
+    }
+}
+
+/// What pkcsslotd refuses at the top of the file (`config_parse` in
+/// usr/sbin/pkcsslotd/slotmgr.c takes only `version …`, `disable-event-support`,
+/// `statistics (…)` and `slot N {…}` there): a misspelled `slot` would hide a token, as a
+/// misspelled `stdll` did (adversarial round 11z, F1).
+fn top_level(line: usize, what: &str) -> ConfError {
+    ConfError {
+        line,
+        why: format!(
+            "{what} at the top of the file: pkcsslotd takes only `version …`, `disable-event-support`, `statistics (…)` and `slot N {{…}}` there, and refuses such a file, so which tokens exist is not known"
+        ),
     }
 }
 

@@ -151,6 +151,25 @@ fn what_pkcsslotd_would_not_read_is_an_error_at_its_line() {
             1,
             "not `key = value`",
         ),
+        // ... and at the top of the file only its own forms: a misspelled `slot` hid a token
+        // the same way.
+        (
+            "version opencryptoki-3.27\nSlot 3 {\n  stdll = libpkcs11_ep11.so\n}\n",
+            2,
+            "`Slot 3` (a slot is `slot N {…}`, spelled so) at the top of the file",
+        ),
+        (
+            "tokens {\n  slot 3 { stdll = libpkcs11_ep11.so }\n}\n",
+            1,
+            "a block `tokens {…}`",
+        ),
+        ("stdll = libpkcs11_ep11.so\n", 1, "`stdll =` at the top"),
+        (
+            "disable_event_support\n",
+            1,
+            "a keyword `disable_event_support`",
+        ),
+        ("stats (on)\n", 1, "a list `stats (…)`"),
     ] {
         let error = token_slots(text).unwrap_err();
         assert_eq!(error.line, line, "{text:?}: {error:?}");
