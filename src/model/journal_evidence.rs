@@ -231,10 +231,10 @@ impl FolderRewrap {
 impl UnreadFolder {
     /// What `state_dir` says when the head that named the folder cannot be read itself.
     pub const UNKNOWN: &'static str = "(the folder its head names cannot be read)";
-    /// Every folder: the journal key, or the folder of its heads, cannot be read (`head`
-    /// names the key), so which folders left a head cannot be told.
     /// The start of `why` for a folder written with an earlier journal key.
     pub const EARLIER_KEY: &'static str = "its journal was sealed with an earlier journal key";
+    /// Every folder: the journal key, or the folder of its heads, cannot be read (`head`
+    /// names the key), so which folders left a head cannot be told.
     pub const HEADS: &'static str =
         "(every state folder of this machine: the journal heads cannot be read)";
 

@@ -160,20 +160,20 @@ impl crate::apply::other_folders::OtherFolderWitness for FolderWitness<'_> {
 /// key cannot verify their records, but a rewrap their head says they may hold is enough to
 /// refuse, as records that no longer verify are (adversarial round 11, F2). Skipped: this
 /// folder (its own journal refuses on its own), a folder written with this key since (read
-/// with the others), chains', domain group journals' and databases' heads, and heads that say
-/// their folder holds no rewrap.
-fn earlier_keys(key: &JournalKey, this_head: Option<&std::ffi::OsStr>, found: &mut OtherFolders) {
+/// with the others: `current` names this key's heads), chains', domain group journals' and
+/// databases' heads, and heads that say their folder holds no rewrap.
+fn earlier_keys(
+    key: &JournalKey,
+    this_head: Option<&std::ffi::OsStr>,
+    current: &std::collections::BTreeSet<std::ffi::OsString>,
+    found: &mut OtherFolders,
+) {
     let Some(heads) = key.heads() else { return };
     // Only where heads are kept per key id (`journal_key::heads_folder`).
     if heads.file_name().and_then(|n| n.to_str()) != Some(key.id()) {
         return;
     }
     let Some(all) = heads.parent() else { return };
-    let current: std::collections::BTreeSet<std::ffi::OsString> = key
-        .head_files()
-        .iter()
-        .filter_map(|f| f.file_name().map(Into::into))
-        .collect();
     let Ok(keys) = std::fs::read_dir(all) else {
         return;
     };
@@ -323,7 +323,12 @@ fn other_folders(
     // journal's or a database's, and with records in it.
     let mut folders: BTreeMap<PathBuf, (PathBuf, journal_key::Head)> = BTreeMap::new();
     let mut databases = Vec::new();
-    for file in key.head_files() {
+    let head_files = key.head_files();
+    let current = head_files
+        .iter()
+        .filter_map(|f| f.file_name().map(Into::into))
+        .collect();
+    for file in head_files {
         // A head being written by another run (`store_head`'s `….new`) is read once renamed.
         if file.extension().is_some_and(|e| e == "new") {
             continue;
@@ -357,7 +362,7 @@ fn other_folders(
             folders.insert(dir, (file, head));
         }
     }
-    earlier_keys(&key, this_head.as_deref(), &mut found);
+    earlier_keys(&key, this_head.as_deref(), &current, &mut found);
     let mut gone = Vec::new();
     // The journals read, this one included: where a moved folder's old head ends.
     let mut read: Vec<PathBuf> = this.iter().cloned().collect();
