@@ -436,6 +436,7 @@ mod tests {
             units: None,
             registers: None,
             at: None,
+            weighed: None,
         }
     }
 

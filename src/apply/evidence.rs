@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::journal::{Outcome, Record};
 use crate::model::{
-    ATTESTATION_TTL_S, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
+    ATTESTATION_TTL_S, Began, FreshAttestation, JournalEvidence, JournalRewrap, JournalRotation,
     RewrapOnRecord, VerificationPattern,
 };
 use crate::plan::Action;
@@ -67,6 +67,7 @@ pub fn journal_evidence_at(
                 backend: bound,
                 units,
                 at,
+                weighed,
                 ..
             } => {
                 let key = instance.to_ascii_lowercase();
@@ -82,9 +83,13 @@ pub fn journal_evidence_at(
                     note_elsewhere(&mut evidence, key, bound);
                     continue;
                 }
-                if let Some(at) = at {
-                    evidence.began.insert(key.clone(), at.clone());
-                }
+                evidence.began.insert(
+                    key.clone(),
+                    Began {
+                        at: at.clone(),
+                        weighed: weighed.clone(),
+                    },
+                );
                 let same = evidence
                     .rotations
                     .get(&key)
@@ -796,6 +801,7 @@ mod tests {
             units: Some(vec!["u".into()]),
             registers: None,
             at: None,
+            weighed: None,
         };
         let intent = Record::Intent {
             step: "r1.s7".into(),

@@ -49,6 +49,13 @@ pub enum Record {
         registers: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
+        /// The other folders' and scopes' rewraps of the instance that the plan beginning the
+        /// rotation weighed (`FolderRewrap::witnessed`; it found none of them able to land
+        /// then): a completed one among them speaks no more against this rotation
+        /// (`plan::evidence_folders`). None: a record an older mkplan made, whose rotation is
+        /// ordered against them by time stamps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weighed: Option<Vec<String>>,
     },
     /// About to send an operation, or (`by_hand`) to show the operator a ceremony step.
     Intent {

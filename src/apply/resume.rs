@@ -6,8 +6,8 @@ use super::evidence::{backend_of_step, journal_evidence, unit_ids, unsettled};
 use super::executor::ApplyError;
 use super::journal::{Journal, Outcome, Record};
 use crate::model::{
-    JournalEvidence, JournalRewrap, JournalRotation, LiveInstance, NewRegister, RewrapStatus,
-    VerificationPattern,
+    FolderRewrap, JournalEvidence, JournalRewrap, JournalRotation, LiveInstance, NewRegister,
+    OtherFolders, RewrapStatus, VerificationPattern,
 };
 use crate::plan::{Action, Plan, by_instance};
 use crate::timestamp::utc_now;
@@ -177,12 +177,14 @@ pub(crate) fn observed(
 }
 
 /// Records the start of each rotation the plan rewraps, unless the journal already has it,
-/// bound to `backend`, the instance's crypto units and their registers as the plan found them.
+/// bound to `backend`, the instance's crypto units and their registers as the plan found them,
+/// and naming the other folders' rewraps the plan weighed (`weighed`: what it was made with).
 pub fn record_rotations(
     journal: &mut Journal,
     plan: &Plan,
     live: &[LiveInstance],
     evidence: &JournalEvidence,
+    weighed: &OtherFolders,
     backend: &str,
 ) -> Result<(), ApplyError> {
     let grouped = by_instance(&plan.steps);
@@ -238,6 +240,13 @@ pub fn record_rotations(
                     .fingerprint(),
                 ),
                 at: Some(utc_now()),
+                weighed: Some(
+                    weighed
+                        .rewraps_of(&instance.id)
+                        .iter()
+                        .map(FolderRewrap::witnessed)
+                        .collect(),
+                ),
             });
         }
     }

@@ -9,7 +9,7 @@ use super::audit::Audit;
 use super::executor::{self, ApplyError};
 use super::journal::{Journal, Record};
 use crate::backend::{Backend, refresh_with_retries};
-use crate::model::{LiveFleet, NewRegister};
+use crate::model::{LiveFleet, NewRegister, OtherFolders};
 use crate::plan::Plan;
 
 pub struct Started {
@@ -24,14 +24,15 @@ pub fn plan_sha256(plan: &Plan) -> String {
     hex::encode(Sha256::digest(crate::render::json(plan).as_bytes()))
 }
 
-/// Journals the start of a run of `plan` (made from `live`) against the backend whose
-/// identity is `backend`, settles the operations that earlier runs against it left without an
-/// outcome, and records the rotations it starts.
+/// Journals the start of a run of `plan` (made from `live`, weighing what `other_folders`
+/// said) against the backend whose identity is `backend`, settles the operations that earlier
+/// runs against it left without an outcome, and records the rotations it starts.
 pub fn begin(
     journal: &mut Journal,
     audit: &mut Audit,
     plan: &Plan,
     live: &LiveFleet,
+    other_folders: &OtherFolders,
     backend: &str,
 ) -> Result<Started, ApplyError> {
     let run = journal.next_run()?;
@@ -51,7 +52,14 @@ pub fn begin(
     let settled = executor::settle_previous(journal, plan, &live.instances, backend)?;
     // What the journal says now that the earlier intents are settled.
     let evidence = super::evidence::journal_evidence(journal.records(), backend, "");
-    executor::record_rotations(journal, plan, &live.instances, &evidence, backend)?;
+    executor::record_rotations(
+        journal,
+        plan,
+        &live.instances,
+        &evidence,
+        other_folders,
+        backend,
+    )?;
     Ok(Started { run, settled })
 }
 

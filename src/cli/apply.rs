@@ -169,7 +169,8 @@ pub async fn apply(args: &ApplyArgs, store: &Store) -> Result<u8> {
     let mut audit = writer.audit()?;
     let journal = &mut writer.journal;
     let Started { run, settled } =
-        session::begin(journal, &mut audit, &plan, &live, &identity).map_err(apply_error)?;
+        session::begin(journal, &mut audit, &plan, &live, &other_folders, &identity)
+            .map_err(apply_error)?;
     for line in settled {
         eprintln!("settled from the previous run: {line}");
     }

@@ -385,7 +385,9 @@ async fn attempt_once(
         Err(e) => return Ending::Stopped(format!("audit: {e}")),
     };
     let journal = opened.journal();
-    let started = match session::begin(journal, &mut audit, &plan, &live, &identity) {
+    // A drill's journal is its own: its plan weighed what the evidence holds of other folders.
+    let weighed = &evidence.other_folders;
+    let started = match session::begin(journal, &mut audit, &plan, &live, weighed, &identity) {
         Ok(started) => started,
         Err(e) => return Ending::Stopped(e.to_string()),
     };

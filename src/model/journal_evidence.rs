@@ -104,12 +104,22 @@ pub struct JournalEvidence {
     /// may be this very service reached another way: reason enough to refuse "nobody
     /// rewrapped" on the operator's word alone.
     pub rewraps_elsewhere: BTreeMap<String, Vec<(String, RewrapOnRecord)>>,
-    /// Per instance id, when this journal's latest rotation of it against this backend
-    /// began, open or closed (as its record says: UTC, RFC 3339). The plan that began it
-    /// weighed what every other state folder said until then.
-    pub began: BTreeMap<String, String>,
+    /// Per instance id, this journal's latest rotation of it against this backend, open or
+    /// closed: when it began and what the plan that began it weighed.
+    pub began: BTreeMap<String, Began>,
     /// What the other state folders of this machine say that this journal never heard.
     pub other_folders: OtherFolders,
+}
+
+/// The start of a rotation, as its record says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Began {
+    /// When (UTC, RFC 3339).
+    pub at: Option<String>,
+    /// The other folders' rewraps of the instance its plan weighed (`FolderRewrap::witnessed`);
+    /// None for a record an older mkplan made: it weighed what every other state folder said
+    /// until `at`, as far as clocks tell.
+    pub weighed: Option<Vec<String>>,
 }
 
 /// The other state folders this user's mkplan wrote on this machine (their heads lie beside

@@ -27,7 +27,7 @@ pub use input_error::{
     yaml_top,
 };
 pub use journal_evidence::{
-    ATTESTATION_TTL_S, FolderRewrap, FreshAttestation, JournalEvidence, JournalRewrap,
+    ATTESTATION_TTL_S, Began, FolderRewrap, FreshAttestation, JournalEvidence, JournalRewrap,
     JournalRotation, OtherFolders, RewrapOnRecord, UnreadFolder,
 };
 pub use live::{LiveFleet, LiveInstance, RewrapStatus};

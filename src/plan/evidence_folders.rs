@@ -12,7 +12,7 @@ use super::common_current;
 use super::fix::desired_file;
 use super::{JournalSilence, silent};
 use crate::model::{
-    FolderRewrap, JournalEvidence, JournalRewrap, LiveInstance, VerificationPattern,
+    Began, FolderRewrap, JournalEvidence, JournalRewrap, LiveInstance, VerificationPattern,
 };
 use crate::plan::other_stores;
 
@@ -131,11 +131,13 @@ pub(super) fn refused(
 ///   found); one made before it was on record speaks for nothing it did not see, whatever
 ///   the time stamps say;
 /// - else, never answered: always;
-/// - seen to complete: while the registers still fit it, unless it was sent before this
-///   journal's latest rotation of the instance began, or in the same second (the plan that
-///   began it weighed it; one sent while that rotation ran is caught before this journal's
-///   own rewrap, `apply::other_folders`, and its commits leave this journal unable to vouch
-///   alone, so `attest` asks the other folders again).
+/// - seen to complete: while the registers still fit it, unless the plan that began this
+///   journal's latest rotation of the instance weighed it (found it on record and not able to
+///   land then; its record names it). Which came first is what that plan saw, never the
+///   clocks'. A record an older mkplan made names none: a rewrap sent before it began, or in
+///   the same second, as its time stamps say. One sent while that rotation ran is caught
+///   before this journal's own rewrap (`apply::other_folders`), and its commits leave this
+///   journal unable to vouch alone, so `attest` asks the other folders again.
 fn counts(live: &LiveInstance, journal: &JournalEvidence, r: &FolderRewrap) -> bool {
     let to = r.rewrap.to.as_ref();
     if to.is_some() && to == common_current(live).as_ref() {
@@ -161,9 +163,23 @@ fn counts(live: &LiveInstance, journal: &JournalEvidence, r: &FolderRewrap) -> b
     if !r.rewrap.completed {
         return true;
     }
-    let began = journal.began.get(&live.id.to_ascii_lowercase());
-    let sent = r.rewrap.intent_at.as_ref().or(r.rewrap.sent_at.as_ref());
-    let before = matches!((sent, began), (Some(sent), Some(began)) if sent <= began);
+    let before = match journal.began.get(&live.id.to_ascii_lowercase()) {
+        Some(Began {
+            weighed: Some(weighed),
+            ..
+        }) => weighed.contains(&r.witnessed()),
+        // A record an older mkplan made: as far as the clocks tell.
+        Some(Began {
+            at: Some(began),
+            weighed: None,
+        }) => r
+            .rewrap
+            .intent_at
+            .as_ref()
+            .or(r.rewrap.sent_at.as_ref())
+            .is_some_and(|sent| sent <= began),
+        _ => false,
+    };
     !before && fits(live, r.rewrap.from.as_ref(), to)
 }
 

@@ -474,16 +474,58 @@ fn another_folders_completed_rewrap_counts_only_after_this_journals_rotation_beg
     )
     .unwrap_err();
     assert!(refused.detail.contains("completed"), "{refused}");
-    // A rotation this journal began later, or in the same second, weighed it then.
+    // A rotation whose record an older mkplan made names nothing it weighed: one it began
+    // later, or in the same second, weighed it then, as far as the clocks tell.
     for (began, refuses) in [
         ("2026-11-30T09:30:00Z", false),
         ("2026-11-30T09:00:00Z", false),
         ("2026-11-30T08:59:59Z", true),
     ] {
         let mut evidence = with_folders(journal(None), completed.clone(), Vec::new());
-        evidence.began.insert(INSTANCE.into(), began.into());
+        evidence.began.insert(
+            INSTANCE.into(),
+            crate::model::Began {
+                at: Some(began.into()),
+                weighed: None,
+            },
+        );
         let found = find_key_storage_mk(&live, &key(0xC), &evidence);
         assert_eq!(found.is_err(), refuses, "began {began}: {found:?}");
+    }
+}
+
+#[test]
+fn a_rotation_speaks_only_for_the_completed_rewraps_its_plan_weighed_whatever_the_clocks_say() {
+    let live = nothing_staged();
+    let completed = vec![folder_rewrap("/srv/s1", true, "2026-11-30T09:00:00Z")];
+    let named = completed[0].witnessed();
+    // Its record names what the plan that began it weighed: the time stamps say nothing
+    // (a clock stepped back, or another machine's running behind, makes a rewrap sent while
+    // the rotation ran look older than it).
+    for (began, weighed, refuses) in [
+        ("2026-11-30T09:30:00Z", vec![], true),
+        (
+            "2026-11-30T09:30:00Z",
+            vec!["/srv/s2||sim:/srv/fleet.yaml|r1.s7|2026-11-30T09:00:00Z".to_string()],
+            true,
+        ),
+        ("2026-11-30T08:00:00Z", vec![named.clone()], false),
+        ("2026-11-30T09:30:00Z", vec![named.clone()], false),
+    ] {
+        let mut evidence = with_folders(journal(None), completed.clone(), Vec::new());
+        evidence.began.insert(
+            INSTANCE.into(),
+            crate::model::Began {
+                at: Some(began.into()),
+                weighed: Some(weighed.clone()),
+            },
+        );
+        let found = find_key_storage_mk(&live, &key(0xC), &evidence);
+        assert_eq!(
+            found.is_err(),
+            refuses,
+            "began {began}, weighed {weighed:?}: {found:?}"
+        );
     }
 }
 

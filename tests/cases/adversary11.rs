@@ -93,3 +93,20 @@ fn an_attestation_names_the_other_folders_rewraps_it_weighed() {
     assert!(attested.contains("\"weighed\":["), "{attested}");
     assert!(attested.contains("/s1|"), "s1's rewrap weighed: {attested}");
 }
+
+/// A rotation's record names the other folders' rewraps its plan weighed (none here): a later
+/// plan lets it speak for a completed one only if it is named, whatever the time stamps say
+/// (`plan::evidence_tests::a_rotation_speaks_only_for_the_completed_rewraps_its_plan_weighed_
+/// whatever_the_clocks_say`).
+#[test]
+fn a_rotations_record_names_the_other_folders_rewraps_its_plan_weighed() {
+    let ws = rotate_to_b(&three_units(false));
+    rewrap_unanswered_in(&ws, "s1");
+    let journal = ws.read("s1/journal.jsonl");
+    let started = journal
+        .lines()
+        .find(|l| l.contains("\"rotation_started\""))
+        .unwrap_or_else(|| panic!("a rotation in {journal}"));
+    assert!(started.contains("\"weighed\":[]"), "{started}");
+    assert_no_incidents(&ws, "s1's unanswered rewrap");
+}
