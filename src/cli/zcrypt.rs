@@ -216,6 +216,9 @@ fn note_token_configs(desired: &DesiredGroup, live: &LiveGroup) {
     if let Some(note) = no_token_to_move(desired, live) {
         output::note(&note);
     }
+    if let Some(note) = no_zkey_key_to_move(desired, live) {
+        output::note(&note);
+    }
     let Ok(Some(dir)) = ep11_token_dir() else {
         return;
     };
@@ -273,6 +276,24 @@ fn no_token_to_move(desired: &DesiredGroup, live: &LiveGroup) -> Option<String> 
         "openCryptoki: the group declares `opencryptoki: tokens`, but no token config in {} puts an openCryptoki {} token on its APQNs and no pkcshsm_mk_change operation is open there: nothing to re-encipher, so the plan has no openCryptoki step.",
         crate::quote::path(&desired.opencryptoki_config),
         desired.mode
+    ))
+}
+
+/// Why a group declaring `zkey_keys: associated` moves no zkey key: the repository it reads
+/// shows none on its APQNs. Said, because the keys may be kept in another repository (round
+/// 12z, F5). `None` when one moves, or the inventory could not be read.
+fn no_zkey_key_to_move(desired: &DesiredGroup, live: &LiveGroup) -> Option<String> {
+    let inventory = &live.inventory;
+    if !desired.stores.contains(&DesiredStore::ZkeyAssociated) || !inventory.unreadable.is_empty() {
+        return None;
+    }
+    let none = !inventory
+        .zkey_keys
+        .iter()
+        .any(|k| k.depends_on(&desired.apqns, desired.mode));
+    none.then(|| format!(
+        "zkey: the group declares `zkey_keys: associated`, but `zkey list` in the repository {} shows no key on its APQNs: nothing to re-encipher there. If this machine keeps its zkey keys in another repository, name it as zkey_repository.",
+        crate::quote::path(&desired.zkey_repository)
     ))
 }
 

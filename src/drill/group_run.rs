@@ -270,6 +270,8 @@ fn command(drill: &GroupDrill, folder: &Path, world_dir: &Path, args: &[&str]) -
         // The run's tokens' configs are the scratch world's (`pin_tokens` writes them there):
         // a variable of the operator's shell would point mkplan and the fake tool at real ones.
         .env_remove(crate::backend::zcrypt::ock_conf::EP11_TOKEN_DIR_VARIABLE)
+        // zkey's repository is the run's world's, as the group file's copy names it.
+        .env("ZKEY_REPOSITORY", world_dir.join("zkey"))
         .env("NO_COLOR", "1")
         .args(args)
         .stdin(Stdio::null())

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use super::domain_group::{Apqn, GroupMode};
 use super::registers::{ApqnRegisters, MkType, Mkvp};
 
+/// The key types of Secure Execution secrets in zkey (`PVSECRET-AES`, `PVSECRET-HMAC`).
+pub const PVSECRET_PREFIX: &str = "PVSECRET-";
+
 /// A zkey key as `zkey list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FoundZkeyKey {
@@ -23,8 +26,19 @@ pub struct FoundZkeyKey {
 }
 
 impl FoundZkeyKey {
-    /// Whether a change of a group of `mode` on `group` touches this key.
+    /// Whether a change of a group of `mode` on `group` touches this key. A Secure Execution
+    /// secret (`PVSECRET-AES`, `PVSECRET-HMAC`: zkey imports it with no APQNs, s390-tools
+    /// zkey/pvsecrets.c) is the Ultravisor's, under no Crypto Express master key (round 12z,
+    /// F4: it was counted on every group, which refused with advice that could not help).
     pub fn depends_on(&self, group: &[Apqn], mode: GroupMode) -> bool {
+        // zkey compares key types without case (keystore.c `strcasecmp`).
+        if self
+            .key_type
+            .get(..PVSECRET_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PVSECRET_PREFIX))
+        {
+            return false;
+        }
         if self.apqns.is_empty() {
             self.mode.is_none_or(|m| m == mode)
         } else {
@@ -120,4 +134,39 @@ pub struct FoundKmsPlugin {
     pub plugin: String,
     /// Its `apqns`, as zkey reads them.
     pub apqns: Vec<Apqn>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(key_type: &str, mode: Option<GroupMode>) -> FoundZkeyKey {
+        FoundZkeyKey {
+            name: "k".into(),
+            mode,
+            key_type: key_type.into(),
+            apqns: Vec::new(),
+            luks2_volumes: Vec::new(),
+        }
+    }
+
+    /// Round 12z, F4: a Secure Execution secret is under no Crypto Express master key.
+    #[test]
+    fn a_secure_execution_secret_depends_on_no_group_and_a_key_of_unknown_type_on_every_one() {
+        let group = ["03.0006".parse::<Apqn>().unwrap()];
+        for kind in ["PVSECRET-AES", "PVSECRET-HMAC", "pvsecret-aes"] {
+            assert!(
+                !key(kind, None).depends_on(&group, GroupMode::Ep11),
+                "{kind}"
+            );
+            assert!(
+                !key(kind, None).depends_on(&group, GroupMode::Cca),
+                "{kind}"
+            );
+        }
+        // A type mkplan does not know, with no APQNs: zkey uses any APQN, so every group.
+        assert!(key("CCA-AESNEW", None).depends_on(&group, GroupMode::Ep11));
+        assert!(key("EP11-AES", Some(GroupMode::Ep11)).depends_on(&group, GroupMode::Ep11));
+        assert!(!key("EP11-AES", Some(GroupMode::Ep11)).depends_on(&group, GroupMode::Cca));
+    }
 }

@@ -34,10 +34,7 @@ fn ep11_world_with_02(apqns: &str, online: bool) -> World {
     );
     let group = format!(
         "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n  - {{ slot: 3, file: keys/slot3.pin }}\n",
-        ep11_group().replace(
-            "stores:\n",
-            "opencryptoki_config: w/opencryptoki\nstores:\n"
-        )
+        ep11_group()
     );
     let world = World::with(&format!("{world}{token}"), &group, "EP11", NEW);
     std::fs::write(world.root.join("keys/slot3.pin"), format!("{PIN_3}\n")).unwrap();
@@ -233,7 +230,7 @@ fn adversary10z_m1_the_loss_rule_names_the_from_old_move() {
         ),
     );
     let group = format!(
-        "domain_group: ledger-cca\nversion: 1\nbackend: zcrypt:w/sys\napqns: [05.0006, 06.0006]\nprocedure: set_then_from_old\nmaster_keys:\n{}zkey_repository: w/zkey\nstores:\n  - zkey_keys: associated\n",
+        "domain_group: ledger-cca\nversion: 1\nbackend: zcrypt:w/sys\napqns: [05.0006, 06.0006]\nprocedure: set_then_from_old\nmaster_keys:\n{}zkey_repository: w/zkey\nopencryptoki_config: w/opencryptoki\nstores:\n  - zkey_keys: associated\n",
         aes_line()
     );
     let world = World::with(&world_text, &group, "AES", NEW_AES);

@@ -30,10 +30,7 @@ pub(crate) fn ep11_world_with_tokens(slots: &[(u32, &str)]) -> World {
         .collect();
     let group = format!(
         "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n{pins}",
-        ep11_group().replace(
-            "stores:\n",
-            "opencryptoki_config: w/opencryptoki\nstores:\n"
-        )
+        ep11_group()
     );
     let world = World::with(
         &format!("{}{}", world_yaml(true), ep11_tokens(slots)),

@@ -221,10 +221,7 @@ fn adversary7z_e1_a_token_without_objects_of_the_changed_type_is_affected_all_th
 fn adversary7z_e4_tokens_declared_where_there_are_none_plan_no_token_step() {
     let group = format!(
         "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n  - {{ slot: 3, file: keys/slot3.pin }}\n",
-        ep11_group().replace(
-            "stores:\n",
-            "opencryptoki_config: w/opencryptoki\nstores:\n"
-        )
+        ep11_group()
     );
     let world = World::with(&world_yaml(true), &group, "EP11", NEW);
     std::fs::write(world.root.join("keys/slot3.pin"), format!("{PIN_3}\n")).unwrap();

@@ -98,6 +98,7 @@ master_keys:
   - type: WK
     verification_pattern: \"{NEW}\"
 zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
 stores:
   - zkey_keys: associated
 "
@@ -536,6 +537,7 @@ procedure: set_then_from_old
 master_keys:
   - {{ type: AES, verification_pattern: \"{CCA_NEW}\" }}
 zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
 stores:
   - zkey_key: db-data
 "

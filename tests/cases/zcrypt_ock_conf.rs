@@ -22,10 +22,7 @@ fn token_world(declared: bool) -> World {
         world_yaml(true),
         &OLD[..32]
     );
-    let mut group = ep11_group().replace(
-        "zkey_repository: w/zkey\n",
-        "zkey_repository: w/zkey\nopencryptoki_config: w/opencryptoki\n",
-    );
+    let mut group = ep11_group();
     if declared {
         group.push_str(
             "  - opencryptoki: tokens\nopencryptoki_user_pins:\n  - { slot: 3, env: MKPLAN_TEST_SLOT3_PIN }\n",

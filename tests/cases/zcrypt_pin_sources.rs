@@ -140,10 +140,7 @@ fn zcrypt_pin_sources_an_empty_source_is_named_and_no_pin_is_shown() {
 fn world_missing_slot_4() -> World {
     let group = format!(
         "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n  - {{ slot: 3, env: MKPLAN_TEST_SLOT3_PIN }}\n",
-        super::zcrypt::ep11_group().replace(
-            "zkey_repository: w/zkey\n",
-            "zkey_repository: w/zkey\nopencryptoki_config: w/opencryptoki\n",
-        )
+        super::zcrypt::ep11_group()
     );
     let mut world = World::with(&tokens_world(), &group, "EP11", NEW);
     world.env.push(("MKPLAN_TEST_SLOT3_PIN", PIN_3.into()));

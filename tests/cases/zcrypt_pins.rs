@@ -30,10 +30,7 @@ pub(crate) fn tokens_world() -> String {
 pub(crate) fn world_with_pins(pins: &str) -> World {
     let group = format!(
         "{}  - opencryptoki: tokens\nopencryptoki_user_pins:\n{pins}",
-        ep11_group().replace(
-            "stores:\n",
-            "opencryptoki_config: w/opencryptoki\nstores:\n"
-        )
+        ep11_group()
     );
     World::with(&tokens_world(), &group, "EP11", NEW)
 }
@@ -143,13 +140,7 @@ fn zcrypt_pins_a_missing_source_stops_the_apply_before_anything_is_done() {
     // No source at all for a group with tokens: the same, naming the setting.
     let none = World::with(
         &tokens_world(),
-        &format!(
-            "{}  - opencryptoki: tokens\n",
-            ep11_group().replace(
-                "stores:\n",
-                "opencryptoki_config: w/opencryptoki\nstores:\n"
-            )
-        ),
+        &format!("{}  - opencryptoki: tokens\n", ep11_group()),
         "EP11",
         NEW,
     );

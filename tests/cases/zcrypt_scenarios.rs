@@ -63,6 +63,7 @@ apqns: [05.0006, 06.0006]
 master_keys:
   - {{ type: AES, verification_pattern: \"{CCA_NEW}\" }}
 zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
 stores:
   - zkey_key: db-data
 "

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use super::group::ZcryptBackend;
 use super::ock_conf;
 use super::token_config::found_token;
+use super::zkey_repository;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
-use crate::model::domain_group_inventory::{FoundKmsPlugin, FoundToken, Inventory};
+use crate::model::domain_group_inventory::{FoundKmsPlugin, FoundToken, FoundZkeyKey, Inventory};
 
 /// `OCK_EP11_TOKEN_DIR` as mkplan's own environment holds it (the tools it runs inherit that
 /// environment, `pkcshsm_mk_change` and the EP11 token it loads included): the folder, made
@@ -282,6 +283,10 @@ fn kms_plugin(repository: &Path) -> Result<Option<FoundKmsPlugin>, String> {
 /// Bytes of a token config read at most.
 const TOKEN_CONFIG_BYTES_MAX: u64 = 1024 * 1024;
 
+/// Programs of openCryptoki: one on the PATH says it is installed, and its config folder
+/// exists somewhere.
+const OPENCRYPTOKI_PROGRAMS: [&str; 3] = ["pkcshsm_mk_change", "pkcsslotd", "pkcsconf"];
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
@@ -297,9 +302,12 @@ impl ZcryptBackend {
                 unreadable.push(why);
             }
         };
+        note(zkey_repository::environment_disagrees(
+            &desired.zkey_repository,
+        ));
         if desired.zkey_repository.is_dir() {
             note(
-                self.listing(desired, "zkey", super::zkey_list::parse_list)
+                self.every_zkey_key(desired)
                     .map(|keys| inventory.zkey_keys = keys),
             );
             note(kms_plugin(&desired.zkey_repository).map(|found| inventory.kms_plugin = found));
@@ -308,13 +316,23 @@ impl ZcryptBackend {
         let declared = desired
             .stores
             .contains(&crate::model::domain_group_desired::DesiredStore::OpenCryptoki);
-        if declared && !desired.opencryptoki_config.exists() {
-            // Declared tokens, and no openCryptoki folder where the group says: a wrong
-            // path, not evidence that no token exists.
-            note(Err(format!(
-                "the group declares `opencryptoki: tokens`, but its opencryptoki_config {} does not exist, so which tokens use the group's APQNs is not known; set opencryptoki_config to openCryptoki's config folder (the one holding opencryptoki.conf)",
-                crate::quote::path(&desired.opencryptoki_config)
-            )));
+        let installed = OPENCRYPTOKI_PROGRAMS.into_iter().find(|p| on_path(p));
+        if !desired.opencryptoki_config.exists() {
+            if declared {
+                // Declared tokens, and no openCryptoki folder where the group says: a wrong
+                // path, not evidence that no token exists.
+                note(Err(format!(
+                    "the group declares `opencryptoki: tokens`, but its opencryptoki_config {} does not exist, so which tokens use the group's APQNs is not known; set opencryptoki_config to openCryptoki's config folder (the one holding opencryptoki.conf)",
+                    crate::quote::path(&desired.opencryptoki_config)
+                )));
+            } else if let Some(program) = installed {
+                // openCryptoki is installed, and its folder is elsewhere (a build from source
+                // keeps it in /usr/local/etc/opencryptoki): round 12z, F3.
+                note(Err(format!(
+                    "openCryptoki is installed here ({program} is on the PATH), but the group's opencryptoki_config {} does not exist (the group file names none, or another), so which tokens use the group's APQNs is not known; set opencryptoki_config to openCryptoki's config folder, the one holding opencryptoki.conf (a build from source keeps it in /usr/local/etc/opencryptoki)",
+                    crate::quote::path(&desired.opencryptoki_config)
+                )));
+            }
         }
         note(
             ep11_token_dir()
@@ -397,6 +415,20 @@ impl ZcryptBackend {
             found.extend(card.queues.iter().map(|q| (q.apqn, mode)));
         }
         Ok(found)
+    }
+
+    /// Every key of the repository, as `zkey list` shows them: a warning it printed, or a key
+    /// file of the repository it did not show, is the reason (`zkey_repository`).
+    fn every_zkey_key(&self, desired: &DesiredGroup) -> Result<Vec<FoundZkeyKey>, String> {
+        let call = self.call(desired, "zkey", vec!["list".into()]);
+        let output = self.run(&call)?;
+        if !output.success() {
+            return Err(format!("{} failed: {}", call.shown(), output.last_words()));
+        }
+        zkey_repository::listing_warnings(&output.stderr)?;
+        let keys = super::zkey_list::parse_list(&output.stdout)?;
+        zkey_repository::unlisted_key_files(&desired.zkey_repository, &keys)?;
+        Ok(keys)
     }
 
     /// `PROGRAM list`, read by `parse`; a failed run or an unreadable output is the reason.

@@ -28,3 +28,4 @@ pub mod sysfs;
 pub mod token_config;
 pub mod tools;
 pub mod zkey_list;
+pub mod zkey_repository;

@@ -72,9 +72,12 @@ pub struct AllowList {
     pub zero_padded: Vec<String>,
 }
 
-/// A config's `APQN_ALLOWLIST` (or `APQN_WHITELIST`) … `END`, read as openCryptoki reads
-/// it. `None`: no list (`APQN_ANY`, or nothing: then mkplan takes every APQN of the mode).
-/// A list openCryptoki would refuse is the line and the reason.
+/// A config's `APQN_ALLOWLIST` (or `APQN_WHITELIST`) … `END` blocks, read as openCryptoki
+/// reads them (`read_adapter_config_file`: every block adds its APQNs to the token's list, so
+/// a second block is as much the token's as the first; round 12z, F1). `None`: no list
+/// (`APQN_ANY`, or nothing: then mkplan takes every APQN of the mode). A config openCryptoki
+/// would refuse is the line and the reason: a list it cannot read, lists that name no APQN at
+/// all, or a list beside `APQN_ANY` ("Only one APQN mode can be present").
 pub fn allow_list(text: &str) -> Result<Option<AllowList>, (usize, String)> {
     let lines: Vec<(usize, Vec<&str>)> = text
         .lines()
@@ -84,24 +87,32 @@ pub fn allow_list(text: &str) -> Result<Option<AllowList>, (usize, String)> {
             (at + 1, words.collect())
         })
         .collect();
-    let Some(start) = lines.iter().position(|(_, words)| {
-        words
-            .first()
-            .is_some_and(|w| *w == "APQN_ALLOWLIST" || *w == "APQN_WHITELIST")
-    }) else {
-        return Ok(None);
-    };
     let mut list = AllowList {
         apqns: Vec::new(),
         zero_padded: Vec::new(),
     };
-    if lines[start].1.len() > 1 {
-        return Err((
-            lines[start].0,
-            format!("{} must end its line", lines[start].1[0]),
-        ));
-    }
-    for (line, words) in &lines[start + 1..] {
+    // The line of the first block, and of the first APQN_ANY.
+    let (mut first_block, mut any) = (None, None);
+    // The line of the block being read, if one is open.
+    let mut open: Option<usize> = None;
+    for (line, words) in &lines {
+        if open.is_none() {
+            match words.first() {
+                Some(&word) if word == "APQN_ALLOWLIST" || word == "APQN_WHITELIST" => {
+                    if words.len() > 1 {
+                        return Err((*line, format!("{word} must end its line")));
+                    }
+                    open = Some(*line);
+                    first_block.get_or_insert(*line);
+                }
+                _ => {
+                    if words.contains(&"APQN_ANY") {
+                        any.get_or_insert(*line);
+                    }
+                }
+            }
+            continue;
+        }
         let end = words.iter().position(|w| *w == "END");
         let mut numbers = Vec::new();
         for word in &words[..end.unwrap_or(words.len())] {
@@ -140,13 +151,27 @@ pub fn allow_list(text: &str) -> Result<Option<AllowList>, (usize, String)> {
             });
         }
         if end.is_some() {
-            if list.apqns.is_empty() {
-                return Err((*line, "the APQN_ALLOWLIST names no APQN".into()));
-            }
-            return Ok(Some(list));
+            open = None;
         }
     }
-    Err((lines[start].0, "the APQN_ALLOWLIST has no END".into()))
+    if let Some(start) = open {
+        return Err((start, "the APQN_ALLOWLIST has no END".into()));
+    }
+    let Some(first_block) = first_block else {
+        return Ok(None);
+    };
+    if let Some(any) = any {
+        return Err((
+            any.max(first_block),
+            format!(
+                "APQN_ANY (line {any}) beside an APQN_ALLOWLIST (line {first_block}): openCryptoki takes only one of them (\"Only one APQN mode can be present\")"
+            ),
+        ));
+    }
+    if list.apqns.is_empty() {
+        return Err((first_block, "the APQN_ALLOWLIST names no APQN".into()));
+    }
+    Ok(Some(list))
 }
 
 /// The numbers openCryptoki's lexer reads in `word`: `0`, `[1-9][0-9]*` or `0x[0-9a-fA-F]+`,
@@ -282,12 +307,48 @@ mod tests {
             ("APQN_ALLOWLIST\n  3 0X6\nEND\n", 2, "\"0X6\" is not"),
             ("APQN_ALLOWLIST\n  3 256\nEND\n", 2, "255 at most"),
             ("APQN_ALLOWLIST\n  3 6\n", 1, "has no END"),
-            ("APQN_ALLOWLIST\nEND\n", 2, "names no APQN"),
+            ("APQN_ALLOWLIST\nEND\n", 1, "names no APQN"),
+            (
+                "APQN_ALLOWLIST\nEND\nAPQN_WHITELIST\nEND\n",
+                1,
+                "names no APQN",
+            ),
+            (
+                "APQN_ALLOWLIST\n 3 6\nEND\nAPQN_WHITELIST\n 4 6\n",
+                4,
+                "has no END",
+            ),
+            (
+                "APQN_ALLOWLIST\n 3 6\nEND\nAPQN_ANY\n",
+                4,
+                "Only one APQN mode",
+            ),
+            (
+                "APQN_ANY\nAPQN_ALLOWLIST\n 3 6\nEND\n",
+                2,
+                "APQN_ANY (line 1)",
+            ),
         ] {
             let (at, why) = allow_list(text).unwrap_err();
             assert_eq!(at, line, "{text:?}: {why}");
             assert!(why.contains(needle), "{text:?}: {why}");
         }
+    }
+
+    /// Round 12z, F1: a second block is as much the token's as the first (openCryptoki's
+    /// `read_adapter_config_file` adds every block's APQNs); reading only the first hid a
+    /// token on the group's APQNs, and the change lost its objects.
+    #[test]
+    fn every_allow_list_block_is_the_tokens_as_opencryptoki_adds_them_all() {
+        assert_eq!(
+            shown("APQN_ALLOWLIST\n  2 6\nEND\nAPQN_ALLOWLIST\n  3 6\n  4 6\nEND\n"),
+            ["02.0006", "03.0006", "04.0006"]
+        );
+        // Either spelling, an empty block beside a full one, and other keys in between.
+        assert_eq!(
+            shown("APQN_WHITELIST\nEND\nEXPECTED_WKVP \"0x1\"\nAPQN_ALLOWLIST\n 5 6 END\n"),
+            ["05.0006"]
+        );
     }
 
     #[test]
