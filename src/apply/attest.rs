@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::evidence::{
-    backend_of_step, journal_evidence, rewraps_elsewhere, rewraps_on_record, unit_ids, unsettled,
+    backend_of_step, journal_evidence, rewraps_elsewhere, rewraps_on_record,
+    rewraps_on_record_by_hand_too, unit_ids, unsettled,
 };
 use super::journal::{Outcome, Record, unix_now};
 use crate::model::{JournalRewrap, LiveInstance, OtherFolders, RewrapStatus, VerificationPattern};
@@ -49,7 +50,11 @@ pub fn attestation_records(
     // the rotation record says now (a unit removed since, a rotation record replaced). A
     // rewrap step by hand is the operator's own: they saw whether they ran it.
     let open = open_rewraps(records, &found.id, backend);
-    let own_unknown = open.iter().any(|(_, by_hand)| !by_hand);
+    let own_unknown = open.iter().find(|(_, by_hand)| !by_hand);
+    // Each rewrap on record here, with the rotation it was sent in.
+    let rotations = rewraps_on_record_by_hand_too(records, backend)
+        .remove(&found.id.to_ascii_lowercase())
+        .unwrap_or_default();
     if attestation.ran {
         completed_possible(found, &to)?;
     }
@@ -69,12 +74,19 @@ pub fn attestation_records(
             to.short()
         )));
     }
-    if !attestation.ran && own_unknown && attestation.service_evidence.is_none() {
+    if !attestation.ran
+        && let Some((step, _)) = own_unknown
+        && attestation.service_evidence.is_none()
+    {
+        // The keys of the rotation it was sent in, which may be another than the one attested.
+        let sent = rotations.iter().find(|r| &r.step == step);
+        let (sent_from, sent_to) = match sent.and_then(|r| r.from.as_ref().zip(r.to.as_ref())) {
+            Some((f, t)) => (f.short(), t.short()),
+            None => (from.short(), to.short()),
+        };
         return Err(NotTaken(format!(
-            "refused: {witness} holds mkplan's own rewrap of service instance {} from {}… to {}…, sent and never answered. Nobody at this end can see that it did not run: it may have completed, or still be running on the service. Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
+            "refused: {witness} holds mkplan's own rewrap of service instance {} from {sent_from}… to {sent_to}…, sent and never answered. Nobody at this end can see that it did not run: it may have completed, or still be running or queued on the service (a queued rewrap lands on whatever key is committed next). Nothing was journaled. If the service showed that it did not run (IBM support, the service's rotation status), say what it showed with `--service-evidence \"…\"`; if the TKE CLI or the service reported \"{}\", use --completed",
             found.id,
-            from.short(),
-            to.short(),
             RewrapStatus::Rewrapped.describe()
         )));
     }
@@ -107,7 +119,19 @@ pub fn attestation_records(
                 .map(|e| format!("; the service showed: {e}"))
                 .unwrap_or_default()
         );
+        // Of the rewraps left open, only this rotation's are what the operator speaks of; one
+        // of another rotation stays unknown (an attestation that nobody ran this one is given
+        // past it only on the service's evidence, which speaks of the instance).
+        let of_this = |step: &str| {
+            rotations
+                .iter()
+                .find(|r| r.step == step)
+                .is_none_or(|r| r.of_rotation(&from, &to))
+        };
         for (step, _) in open {
+            if !of_this(&step) && (attestation.ran || attestation.service_evidence.is_none()) {
+                continue;
+            }
             let outcome = if attestation.ran {
                 Outcome::SettledDone {
                     evidence: said.clone(),
@@ -160,17 +184,30 @@ fn unanswered_on_record(
     to: &VerificationPattern,
 ) -> Result<(), NotTaken> {
     let instance = found.id.to_ascii_lowercase();
+    // A ceremony step of this very rotation is the operator's own: their word settles it. One
+    // of another rotation, left without their word, is not what they speak of now.
+    let by_hand_elsewhere = rewraps_on_record_by_hand_too(records, backend)
+        .remove(&instance)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.by_hand && !r.of_rotation(from, to));
     let here = rewraps_on_record(records, backend)
         .remove(&instance)
         .unwrap_or_default()
         .into_iter()
+        .chain(by_hand_elsewhere)
         .map(|r| (None, r));
     let elsewhere = rewraps_elsewhere(records, backend)
         .remove(&instance)
         .unwrap_or_default()
         .into_iter()
         .map(|(other, r)| (Some(other), r));
-    let Some((other, rewrap)) = here.chain(elsewhere).find(|(_, r)| r.of_rotation(from, to)) else {
+    // This rotation's rewrap, or one from `from` never answered, whatever key it went to: it
+    // may still be queued, and land on whatever key is committed next (round 12, F1).
+    let Some((other, rewrap)) = here
+        .chain(elsewhere)
+        .find(|(_, r)| r.speaks_against(from, to))
+    else {
         return Ok(());
     };
     let (records_say, why) = match other {
@@ -179,6 +216,10 @@ fn unanswered_on_record(
             format!(
                 "That backend is not the one named now ({backend}), yet it may be this very service reached another way (the fleet file moved, another endpoint of the service); if it was a rehearsal, the service's own evidence settles it"
             ),
+        ),
+        None if rewrap.verified && !rewrap.of_rotation(from, to) => (
+            format!("records in {witness} of another rotation"),
+            "A rewrap request never answered may still be queued at the service, and it lands whatever key is committed next".to_string(),
         ),
         None if rewrap.verified => (
             format!("records in {witness} that a later record voids"),
@@ -447,6 +488,138 @@ mod tests {
             at: None,
             why: None,
         }
+    }
+
+    fn vp(c: char) -> VerificationPattern {
+        VerificationPattern::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    const ID: &str = "5b2e6f7a-0c1d-4e8f-9a3b-2c4d6e8f0a1b";
+
+    /// One unit, its current register `a`, its new register `b` Full Committed.
+    fn staged_b() -> LiveInstance {
+        use crate::model::{CryptoUnit, CurrentRegister, Mode, NewRegister, UnitType};
+        LiveInstance {
+            id: ID.into(),
+            region: "us-south".into(),
+            rewrap_status: RewrapStatus::NotReported,
+            crypto_units: vec![CryptoUnit {
+                hsm_id: "u1".into(),
+                unit_type: UnitType::Operational,
+                location: "[us-south].[AZ1-CS1].[01].[01]".into(),
+                mode: Mode::Admin,
+                signature_threshold: 1,
+                revocation_threshold: 1,
+                administrators: Vec::new(),
+                new_register: NewRegister::FullCommitted(vp('b')),
+                current_register: CurrentRegister::Valid(vp('a')),
+            }],
+        }
+    }
+
+    /// A run against `backend` that began the rotation a → c and sent its rewrap (shown as a
+    /// ceremony step when `by_hand`), never answered.
+    fn rewrap_to_c_unanswered(backend: &str, by_hand: bool) -> Vec<Record> {
+        vec![
+            Record::ApplyStarted {
+                run: 1,
+                plan_sha256: "p".into(),
+                backend: Some(backend.into()),
+                at: Some("2026-12-02T09:00:00Z".into()),
+                audit: None,
+            },
+            Record::RotationStarted {
+                instance: ID.into(),
+                from: vp('a'),
+                to: vp('c'),
+                backend: Some(backend.into()),
+                units: Some(vec!["u1".into()]),
+                registers: None,
+                at: Some("2026-12-02T09:00:00Z".into()),
+                weighed: Some(Vec::new()),
+            },
+            Record::Intent {
+                step: "r1.s2".into(),
+                action: Action::RewrapKeyStorage,
+                instance: ID.into(),
+                unit: None,
+                by_hand,
+                send_within_ms: None,
+                at: Some("2026-12-02T09:01:00Z".into()),
+            },
+        ]
+    }
+
+    fn attest(records: &[Record], backend: &str, ran: bool) -> Result<Vec<Record>, NotTaken> {
+        let attestation = Attestation {
+            ran,
+            service_evidence: None,
+            other_folders: OtherFolders::default(),
+        };
+        attestation_records(
+            records,
+            &staged_b(),
+            &vp('b'),
+            backend,
+            "the journal",
+            &attestation,
+        )
+        .map(|(records, _)| records)
+    }
+
+    /// Round 12, F1: a rewrap from a never answered, sent in another rotation (a → c), may
+    /// still be queued and land on b once it is committed: "nobody sent a rewrap from a to b"
+    /// is true, and not enough. Variant B: mkplan's own, under another identity of the
+    /// service; variant A: a ceremony step left without the operator's word, here.
+    #[test]
+    fn not_run_is_refused_while_a_rewrap_of_another_rotation_from_the_same_key_is_unanswered() {
+        let moved = attest(
+            &rewrap_to_c_unanswered("sim:/old/fleet.yaml", false),
+            "sim:/new/fleet.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            moved.0.contains("made against sim:/old/fleet.yaml"),
+            "{}",
+            moved.0
+        );
+        let by_hand = attest(
+            &rewrap_to_c_unanswered("sim:/f.yaml", true),
+            "sim:/f.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert!(by_hand.0.contains("of another rotation"), "{}", by_hand.0);
+        // The same ceremony step of the rotation attested (a → b) is the operator's own word.
+        let mut own = rewrap_to_c_unanswered("sim:/f.yaml", true);
+        if let Record::RotationStarted { to, .. } = &mut own[1] {
+            *to = vp('b');
+        }
+        let taken = attest(&own, "sim:/f.yaml", false).unwrap();
+        assert!(
+            taken
+                .iter()
+                .any(|r| matches!(r, Record::Outcome { step, .. } if step == "r1.s2")),
+            "{taken:?}"
+        );
+    }
+
+    /// An attestation settles only the open rewraps of the rotation it speaks of: "the rewrap
+    /// a → b completed" says nothing of a → c's.
+    #[test]
+    fn completed_settles_no_open_rewrap_of_another_rotation() {
+        let taken = attest(
+            &rewrap_to_c_unanswered("sim:/f.yaml", true),
+            "sim:/f.yaml",
+            true,
+        )
+        .unwrap();
+        assert!(
+            !taken.iter().any(|r| matches!(r, Record::Outcome { .. })),
+            "{taken:?}"
+        );
+        assert!(taken.iter().any(|r| matches!(r, Record::Attested { .. })));
     }
 
     #[test]

@@ -314,6 +314,15 @@ pub fn rewraps_on_record(
     rewraps_sent(records, backend, false)
 }
 
+/// `rewraps_on_record`, with the ceremony steps whose intent verifies too (completed, or left
+/// without the operator's word): what speaks against an attestation about another rotation.
+pub fn rewraps_on_record_by_hand_too(
+    records: &[Record],
+    backend: &str,
+) -> BTreeMap<String, Vec<RewrapOnRecord>> {
+    rewraps_sent(records, backend, true)
+}
+
 /// Per instance (lower case), the rewraps records made against backends other than `backend`
 /// say were sent (by mkplan, or shown as a ceremony step) and never answered, or completed,
 /// in a rotation not closed on that backend, with that backend's identity. No evidence of

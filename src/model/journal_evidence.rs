@@ -340,6 +340,24 @@ impl RewrapOnRecord {
         self.from.as_ref().is_none_or(|f| f == from) && self.to.as_ref().is_none_or(|t| t == to)
     }
 
+    /// It may still move key storage that is under `from`, whatever rotation is staged now:
+    /// never answered, it may be queued at the service, and it lands whenever every new
+    /// register holds a committed key, whichever key that is (round 12, F1). `None`: the
+    /// current registers differ, and any key may be the one.
+    pub fn may_land(&self, from: Option<&VerificationPattern>) -> bool {
+        !self.completed
+            && match (&self.from, from) {
+                (Some(sent_from), Some(from)) => sent_from == from,
+                _ => true,
+            }
+    }
+
+    /// It speaks against "nobody rewrapped `from` → `to`": it may be that rotation's rewrap,
+    /// or a rewrap from `from` never answered, which may still land.
+    pub fn speaks_against(&self, from: &VerificationPattern, to: &VerificationPattern) -> bool {
+        self.of_rotation(from, to) || self.may_land(Some(from))
+    }
+
     /// "mkplan's own rewrap from A… to B… was sent in the run of T and never answered".
     pub fn describe(&self) -> String {
         let keys = match (&self.from, &self.to) {
@@ -412,9 +430,28 @@ impl JournalEvidence {
             .into_iter()
             .flatten()
             .filter(|r| match from {
-                Some(from) => r.of_rotation(from, to),
-                None => r.to.as_ref().is_none_or(|t| t == to),
+                Some(from) => r.speaks_against(from, to),
+                None => r.to.as_ref().is_none_or(|t| t == to) || r.may_land(None),
             })
             .collect()
+    }
+
+    /// A rewrap of `instance` that records made against another backend identity, or records
+    /// this journal cannot vouch for, say was sent from `from` and never answered: it may
+    /// still be queued at the service, and no word of the moment (the service's "no
+    /// rewrap", registers with nothing staged) outweighs it.
+    pub fn may_land_from_records(
+        &self,
+        instance: &str,
+        from: Option<&VerificationPattern>,
+    ) -> bool {
+        let key = instance.to_ascii_lowercase();
+        self.rewraps_elsewhere
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|(_, r)| r)
+            .chain(self.unverified_rewraps.get(&key).into_iter().flatten())
+            .any(|r| r.may_land(from))
     }
 }

@@ -76,8 +76,12 @@ pub(crate) fn find_key_storage_mk(
     let unanswered = journal
         .rotation(&live.id)
         .is_some_and(|r| matches!(r.rewrap, JournalRewrap::Unsettled { .. }));
+    // So may one that records made against another identity of the service (a moved fleet
+    // file, another endpoint), or records this journal cannot vouch for, say was sent from
+    // the key the current registers hold, whatever rotation it was (round 12, F1).
+    let queued_elsewhere = journal.may_land_from_records(&live.id, common_current(live).as_ref());
     if let Some(claim) = status_claim(live, journal)?
-        && !(unanswered && live.rewrap_status == RewrapStatus::NotRewrapped)
+        && !((unanswered || queued_elsewhere) && live.rewrap_status == RewrapStatus::NotRewrapped)
     {
         claims.push(claim);
     }
@@ -109,7 +113,7 @@ pub(crate) fn find_key_storage_mk(
         // sent: one never answered may still be queued at the service and land once its key
         // is staged again, and one seen to complete leaves its key in no register only if
         // someone cleared the new registers after it (`rewrap_sent_away`).
-        if !rewrap_sent_away(live, journal, &claim) {
+        if !rewrap_sent_away(live, journal, &claim) && !queued_elsewhere {
             claims.push(claim);
         }
     }

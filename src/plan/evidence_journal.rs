@@ -259,8 +259,8 @@ fn not_recorded(
         .rewraps_elsewhere(&live.id)
         .iter()
         .filter(|(_, r)| match &from {
-            Some(from) => r.of_rotation(from, target),
-            None => r.to.as_ref().is_none_or(|t| t == target),
+            Some(from) => r.speaks_against(from, target),
+            None => r.to.as_ref().is_none_or(|t| t == target) || r.may_land(None),
         })
         .collect();
     if sent.is_empty() && !sent_elsewhere.is_empty() {

@@ -582,3 +582,52 @@ fn a_rewrap_an_older_mkplan_bound_to_a_tke_url_alone_refuses_until_the_service_i
         "tke:us-south (http://127.0.0.1:8443; IBM's OA root)"
     ));
 }
+
+/// Round 12, F1 (variant C): a rewrap that records made against another identity of the
+/// service say was sent from the current key and never answered, to whatever key, may still
+/// be queued there. Neither the service's "no rewrap" nor registers with nothing staged
+/// outweigh it, whatever rotation is staged now; one seen to complete, or sent from another
+/// key, is no such rewrap.
+#[test]
+fn an_unanswered_rewrap_under_another_identity_outweighs_the_words_of_the_moment() {
+    let elsewhere = |completed: bool, from: u8, to: u8| {
+        let mut evidence = journal(None);
+        evidence.rewraps_elsewhere.insert(
+            INSTANCE.into(),
+            vec![(
+                "sim:/old/fleet.yaml".to_string(),
+                crate::model::RewrapOnRecord {
+                    step: "r1.s7".into(),
+                    from: Some(key(from)),
+                    to: Some(key(to)),
+                    completed,
+                    sent_at: Some("2026-11-30T09:00:00Z".into()),
+                    intent_at: Some("2026-11-30T09:00:00Z".into()),
+                    verified: true,
+                    by_hand: false,
+                },
+            )],
+        );
+        evidence
+    };
+    let staged = staged_everywhere(RewrapStatus::NotRewrapped);
+    let nothing = instance(
+        RewrapStatus::NotRewrapped,
+        (0..3).map(|i| unit(i, NewRegister::Empty, 0xA)).collect(),
+    );
+    // To B, the rotation staged now; to C, another one: either may still land.
+    for to in [0xB, 0xC] {
+        for live in [&staged, &nothing] {
+            let refused =
+                find_key_storage_mk(live, &key(0xB), &elsewhere(false, 0xA, to)).unwrap_err();
+            assert_eq!(refused.check, Check::RewrapEvidence, "to {to:x}: {refused}");
+            assert!(refused.detail.contains("sim:/old/fleet.yaml"), "{refused}");
+        }
+    }
+    // Sent from another key: it cannot land on key storage under A.
+    let found = find_key_storage_mk(&staged, &key(0xB), &elsewhere(false, 0xD, 0xC)).unwrap();
+    assert_eq!(found.key_storage_under, key(0xA));
+    // Seen to complete to C while the registers hold B: not this rotation's, and landed.
+    let found = find_key_storage_mk(&staged, &key(0xB), &elsewhere(true, 0xA, 0xC)).unwrap();
+    assert_eq!(found.key_storage_under, key(0xA));
+}

@@ -59,6 +59,32 @@ fn a_rehearsals_close_keeps_the_real_rewrap_in_the_head() {
     with_a_rehearsal(&ws);
     let real = apply_in(&ws, "s1", DESIRED, "lose_response_op=7");
     assert_says(&real, 1, &["outcome is unknown"], "s1's real rewrap");
+    // The real rewrap, never answered, refuses the rehearsal's plan too (the rehearsal's
+    // fleet may be the same service reached another way: round 12, F1), until the operator
+    // gives what the service showed.
+    let refused = apply_in(&ws, "s1", "rehearsal-desired.yaml", "");
+    assert_says(
+        &refused,
+        3,
+        &["rewrap_evidence", "never answered"],
+        "the rehearsal",
+    );
+    let attest = in_folder(
+        &ws,
+        "s1",
+        &[
+            "attest",
+            "rewrap",
+            INSTANCE,
+            "--not-run",
+            "--desired",
+            "rehearsal-desired.yaml",
+            "--service-evidence",
+            "a rehearsal on a copy of the fleet, which never received the real rewrap",
+        ],
+        &[],
+    );
+    assert_eq!(attest.code, 0, "{}", said(&attest));
     let rehearsal = apply_in(&ws, "s1", "rehearsal-desired.yaml", "");
     assert_eq!(rehearsal.code, 0, "{}", said(&rehearsal));
     let s1 = ws.path("s1").canonicalize().unwrap();

@@ -2,6 +2,7 @@ mod adversary10;
 mod adversary10z;
 mod adversary10z_formats;
 mod adversary11;
+mod adversary12;
 mod adversary12z;
 mod adversary3;
 mod adversary4;

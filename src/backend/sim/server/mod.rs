@@ -122,11 +122,21 @@ fn beyond_this_machine(options: &ServeOptions) -> Result<bool, String> {
 /// and compacted into it first, so that the server starts on one file and no log; what was
 /// replayed, said.
 fn open(
-    options: ServeOptions,
+    mut options: ServeOptions,
     clock: Arc<dyn Clock>,
     crash: Crash,
 ) -> Result<(Arc<Shared>, Option<String>), String> {
     let shown = options.fleet.display().to_string();
+    // The file itself, not a symbolic link to it, as the embedded simulator takes it: its
+    // lock, its operation log and the compaction's rename belong beside the fleet, or a
+    // `sim:` of the same fleet would not wait for this server's lock, and the server's
+    // changes would land in a copy at the link's place (round 12, F2).
+    options.fleet = std::fs::canonicalize(&options.fleet).map_err(|e| {
+        format!(
+            "cannot resolve the fleet file {}: {e}",
+            crate::quote::name(&shown)
+        )
+    })?;
     let lock = lock_exclusively(&options.fleet)?;
     let text = Fleet::read_text(&options.fleet).map_err(|e| {
         format!(
