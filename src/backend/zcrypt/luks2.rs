@@ -90,16 +90,18 @@ pub fn unbound_key(stdout: &str) -> Result<Vec<u8>, String> {
         hex.push(' ');
         hex.push_str(line);
     }
+    // A word that is not a byte is named by its place, never shown: it is part of a key.
     let bytes = hex
         .split_whitespace()
-        .map(|b| {
+        .enumerate()
+        .map(|(at, b)| {
             (b.len() == 2)
                 .then(|| u8::from_str_radix(b, 16).ok())
                 .flatten()
                 .ok_or_else(|| {
                     format!(
-                        "{} is not a hex byte of the unbound key",
-                        crate::quote::quote(b)
+                        "word {} of the unbound key cryptsetup printed is not a hex byte (its value is not shown: it is part of a key)",
+                        at + 1
                     )
                 })
         })
@@ -150,5 +152,14 @@ mod tests {
         assert!(unbound_key(&short).unwrap_err().contains("512"));
         assert!(unbound_key("Key bits:\t8\n").is_err());
         assert!(unbound_key("Key bits:\t8\nUnbound Key:\tzz\n").is_err());
+    }
+
+    #[test]
+    fn a_word_of_the_unbound_key_that_is_not_a_byte_is_named_by_its_place_never_shown() {
+        // Two bytes run together are still two bytes of the key.
+        let out = "Key bits:\t24\nUnbound Key:\t00 c0ffee\n";
+        let why = unbound_key(out).unwrap_err();
+        assert!(why.contains("word 2"), "{why}");
+        assert!(!why.contains("c0ffee") && !why.contains("c0"), "{why}");
     }
 }

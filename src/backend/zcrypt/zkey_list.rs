@@ -109,7 +109,7 @@ pub fn records(stdout: &str) -> Result<Vec<Record>, String> {
                 at + 1,
                 crate::quote::quote(&record.name),
                 crate::quote::quote(label),
-                record.name
+                crate::quote::quote(&record.name)
             ));
         }
         record
@@ -135,7 +135,7 @@ fn found(record: Record) -> Result<FoundZkeyKey, String> {
                 "zkey list showed key {} without its {} field, which zkey prints for every key, so the key is not read; run `zkey list --name {}` by hand to see what it prints",
                 crate::quote::quote(&record.name),
                 crate::quote::quote(label),
-                record.name
+                crate::quote::quote(&record.name)
             )
         })
     };
@@ -280,5 +280,25 @@ mod tests {
         let garbled = real_list().replace("04.0006", "04:0006");
         assert!(parse_list(&garbled).unwrap_err().contains("\"disk-root\""));
         assert!(parse_list(&format!("{:<28} : x\n", "Key")).is_err());
+    }
+
+    /// Found by the `zcrypt_tools` fuzz target: the advice to run `zkey list --name NAME`
+    /// echoed the key's name raw, control characters and all, whatever its length.
+    #[test]
+    fn a_keys_name_in_the_advice_is_quoted_cut_and_inert() {
+        let name = format!("x\u{0}\u{1b}[2J{}", "y".repeat(5000));
+        let without = format!(
+            "{:<28} : {name}\n{}\n        Key type             : EP11-AES\n",
+            "Key",
+            "-".repeat(85)
+        );
+        let why = parse_list(&without).unwrap_err();
+        assert!(why.contains("--name \"x"), "{why}");
+        assert!(!why.contains('\u{0}') && !why.contains('\u{1b}'), "{why:?}");
+        assert!(why.len() < 2000, "{} bytes", why.len());
+        let twice = format!("{without}        Key type             : EP11-AES\n");
+        let why = parse_list(&twice).unwrap_err();
+        assert!(why.contains("twice"), "{why}");
+        assert!(!why.contains('\u{0}') && why.len() < 2000, "{why:?}");
     }
 }
