@@ -72,15 +72,10 @@ fn adversary10z_w1_an_allow_list_with_an_apqn_outside_the_group_is_refused_befor
     ]);
     assert_nothing_ran(&world);
     // The first fix: the group on every APQN the token uses.
-    let group = std::fs::read_to_string(world.root.join("group.yaml")).unwrap();
-    std::fs::write(
-        world.root.join("group.yaml"),
-        group.replace(
-            "apqns: [03.0006, 04.0006]",
-            "apqns: [02.0006, 03.0006, 04.0006]",
-        ),
-    )
-    .unwrap();
+    world.edit_group(
+        "apqns: [03.0006, 04.0006]",
+        "apqns: [02.0006, 03.0006, 04.0006]",
+    );
     converges(&world);
     assert_wk_objects_under(&world, 3, NEW);
 }

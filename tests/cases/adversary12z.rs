@@ -102,15 +102,10 @@ fn adversary12z_f2_a_key_zkey_list_skips_without_a_word_is_refused_by_its_files(
 #[test]
 fn adversary12z_f3_no_opencryptoki_folder_with_opencryptoki_installed_is_refused() {
     let world = token_world();
-    let group = std::fs::read_to_string(world.root.join("group.yaml")).unwrap();
-    std::fs::write(
-        world.root.join("group.yaml"),
-        group.replace(
-            "opencryptoki_config: w/opencryptoki",
-            "opencryptoki_config: w/elsewhere",
-        ),
-    )
-    .unwrap();
+    world.edit_group(
+        "opencryptoki_config: w/opencryptoki",
+        "opencryptoki_config: w/elsewhere",
+    );
     world.assert_refused(&[
         "openCryptoki is installed here",
         "pkcshsm_mk_change",

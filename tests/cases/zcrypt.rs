@@ -333,6 +333,14 @@ impl World {
         said
     }
 
+    /// The group file with `from` replaced by `to`, which it must hold.
+    pub(crate) fn edit_group(&self, from: &str, to: &str) {
+        let path = self.root.join("group.yaml");
+        let group = std::fs::read_to_string(&path).unwrap();
+        assert!(group.contains(from), "{from:?} not in {group}");
+        std::fs::write(&path, group.replace(from, to)).unwrap();
+    }
+
     pub(crate) fn assert_no_incidents(&self) {
         let out = mkplan(
             &self.root,
