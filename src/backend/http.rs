@@ -186,10 +186,16 @@ impl HttpBackend {
         // As late as mkplan can look: after the wait for a free connection, just before the
         // request is built and sent.
         send_by
-            .check(&request_name(&method, &url))
+            .check_with(|| request_name(&method, &url))
             .map_err(Failure::Final)?;
         // `-v`: the request line, its status and its time; never a header value or a body.
-        let (logged, started) = (format!("{method} {}", logged_url(&url)), Instant::now());
+        // Made only when the log is on.
+        let started = Instant::now();
+        let logged = if tracing::enabled!(tracing::Level::INFO) {
+            format!("{method} {}", logged_url(&url))
+        } else {
+            String::new()
+        };
         let mut request = self
             .client
             .request(method, url)
@@ -518,8 +524,9 @@ impl HttpBackend {
             ),
         };
         let url = self.url(&segments);
-        // The operation, and the request that carried it (ids and path: nothing secret).
-        let request = format!("{name} ({})", request_name(&Method::POST, &url));
+        // The operation, and the request that carried it (ids and path: nothing secret); made
+        // only for a message.
+        let request = || format!("{name} ({})", request_name(&Method::POST, &url));
         match self
             .call(
                 Method::POST,
@@ -533,16 +540,18 @@ impl HttpBackend {
             Ok(_) => Ok(()),
             // An answer mkplan cannot read (too long, say) came after the request arrived.
             Err(Failure::Final(BackendError::Protocol(why))) => Err(BackendError::Transient(
-                format!("{request}: {why}; the outcome is unknown"),
+                format!("{}: {why}; the outcome is unknown", request()),
             )),
             Err(Failure::Final(error)) => Err(error),
             // The request may or may not have reached the unit: unknown, settle by reading.
             Err(Failure::Network(why)) => Err(BackendError::Transient(format!(
-                "{request}: no answer from {} ({why}); the outcome is unknown",
+                "{}: no answer from {} ({why}); the outcome is unknown",
+                request(),
                 self.shown
             ))),
             Err(Failure::Status(answer)) => {
                 let (status, message) = (answer.status, answer.message.clone());
+                let request = request();
                 Err(self
                     .status_error(answer, &request)
                     .unwrap_or(BackendError::Refused {

@@ -44,9 +44,14 @@ impl SendBy {
     /// Refuses to send `operation` once the deadline has passed: nothing leaves, and the
     /// error says so (the step did not happen; a rerun plans it again).
     pub fn check(self, operation: &str) -> Result<(), BackendError> {
+        self.check_with(|| operation.to_string())
+    }
+
+    /// `check`, naming the operation only when it is refused.
+    pub fn check_with(self, operation: impl FnOnce() -> String) -> Result<(), BackendError> {
         match self.0 {
             Some(deadline) if boot_clock_ms() > deadline => Err(BackendError::NotSent {
-                operation: operation.into(),
+                operation: operation(),
                 why: "its send window, recorded with its intent, had passed (this process was paused or slowed down after journaling it, and another writer may have taken over). Nothing was sent".into(),
             }),
             _ => Ok(()),
