@@ -9,7 +9,9 @@ use super::evidence::{
     rewraps_on_record_by_hand_too, unit_ids, unsettled,
 };
 use super::journal::{Outcome, Record, unix_now};
-use crate::model::{JournalRewrap, LiveInstance, OtherFolders, RewrapStatus, VerificationPattern};
+use crate::model::{
+    JournalRewrap, LiveInstance, OtherFolders, RewrapOnRecord, RewrapStatus, VerificationPattern,
+};
 use crate::plan::{Action, common_current, rewrap_ruled_out};
 use crate::timestamp::utc_now;
 
@@ -91,7 +93,7 @@ pub fn attestation_records(
         )));
     }
     if !attestation.ran && attestation.service_evidence.is_none() {
-        unanswered_on_record(records, found, backend, witness, &from, &to)?;
+        unanswered_on_record(records, &rotations, found, backend, witness, &from, &to)?;
         lost_records(records, &found.id, witness)?;
         unanswered_in_other_folders(&attestation.other_folders, found, backend, witness, &from)?;
     }
@@ -174,9 +176,11 @@ pub fn attestation_records(
 /// another backend identity (the fleet file at another path, the same service reached at
 /// another endpoint) are no evidence here either, but one saying a rewrap of this instance id
 /// was sent there, in a rotation not closed there, may speak of this very service: the same
-/// refusal (if it was a rehearsal, the service's own evidence settles it).
+/// refusal (if it was a rehearsal, the service's own evidence settles it). `by_hand_too`:
+/// the instance's rewraps on record against `backend`, ceremony steps included.
 fn unanswered_on_record(
     records: &[Record],
+    by_hand_too: &[RewrapOnRecord],
     found: &LiveInstance,
     backend: &str,
     witness: &str,
@@ -186,11 +190,10 @@ fn unanswered_on_record(
     let instance = found.id.to_ascii_lowercase();
     // A ceremony step of this very rotation is the operator's own: their word settles it. One
     // of another rotation, left without their word, is not what they speak of now.
-    let by_hand_elsewhere = rewraps_on_record_by_hand_too(records, backend)
-        .remove(&instance)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.by_hand && !r.of_rotation(from, to));
+    let by_hand_elsewhere = by_hand_too
+        .iter()
+        .filter(|r| r.by_hand && !r.of_rotation(from, to))
+        .cloned();
     let here = rewraps_on_record(records, backend)
         .remove(&instance)
         .unwrap_or_default()

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use super::group::ZcryptBackend;
 use super::ock_conf;
 use super::token_config::found_token;
+use super::tools::ToolOutput;
 use super::zkey_repository;
 use crate::model::domain_group::{Apqn, GroupMode};
 use crate::model::domain_group_desired::DesiredGroup;
@@ -420,11 +421,7 @@ impl ZcryptBackend {
     /// Every key of the repository, as `zkey list` shows them: a warning it printed, or a key
     /// file of the repository it did not show, is the reason (`zkey_repository`).
     fn every_zkey_key(&self, desired: &DesiredGroup) -> Result<Vec<FoundZkeyKey>, String> {
-        let call = self.call(desired, "zkey", vec!["list".into()]);
-        let output = self.run(&call)?;
-        if !output.success() {
-            return Err(format!("{} failed: {}", call.shown(), output.last_words()));
-        }
+        let output = self.listed(desired, "zkey")?;
         zkey_repository::listing_warnings(&output.stderr)?;
         let keys = super::zkey_list::parse_list(&output.stdout)?;
         zkey_repository::unlisted_key_files(&desired.zkey_repository, &keys)?;
@@ -438,11 +435,16 @@ impl ZcryptBackend {
         program: &str,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<T, String> {
+        parse(&self.listed(desired, program)?.stdout)
+    }
+
+    /// What `PROGRAM list` printed; a failed run is the reason.
+    fn listed(&self, desired: &DesiredGroup, program: &str) -> Result<ToolOutput, String> {
         let call = self.call(desired, program, vec!["list".into()]);
         let output = self.run(&call)?;
         if !output.success() {
             return Err(format!("{} failed: {}", call.shown(), output.last_words()));
         }
-        parse(&output.stdout)
+        Ok(output)
     }
 }

@@ -46,10 +46,8 @@ pub fn unlisted_key_files(repository: &Path, listed: &[FoundZkeyKey]) -> Result<
     for entry in entries {
         let entry = entry.map_err(|e| format!("cannot read the zkey repository {shown}: {e}"))?;
         let file = entry.file_name();
-        let Some(file) = file.to_str() else {
-            unlisted.push(crate::quote::quote(&file.to_string_lossy()));
-            continue;
-        };
+        // zkey prints a name that is not UTF-8 as lossily as this reads it.
+        let file = file.to_string_lossy();
         let Some((name, extension)) = file.rsplit_once('.') else {
             continue;
         };
@@ -59,7 +57,7 @@ pub fn unlisted_key_files(repository: &Path, listed: &[FoundZkeyKey]) -> Result<
                 Ok(kind) if !kind.is_file() => " (not a regular file)",
                 _ => "",
             };
-            unlisted.push(format!("{}{kind}", crate::quote::quote(file)));
+            unlisted.push(format!("{}{kind}", crate::quote::quote(&file)));
         }
     }
     if unlisted.is_empty() {
