@@ -397,6 +397,17 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
             stopped.get_or_insert(error.into());
         }
         running.extend(&started);
+        // Read once for every rewrap of this round, now that their intents are on disk.
+        let folders_now = match other_folders {
+            Some(witness)
+                if started
+                    .iter()
+                    .any(|&i| plan.steps[i].action == Action::RewrapKeyStorage) =>
+            {
+                Some((witness.at_plan(), std::sync::Arc::new(witness.now())))
+            }
+            _ => None,
+        };
         {
             for index in started {
                 let step = &plan.steps[index];
@@ -406,13 +417,14 @@ pub async fn run_interruptible<B: Backend, O: Operator>(
                     .get(&step.instance)
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
+                let folders_now = folders_now.clone();
                 in_flight.push(async move {
                     let started = Instant::now();
                     // Its intent is on disk: a rewrap another folder journaled since the
                     // plan is found here, and that folder's own check finds this one.
-                    let sent_elsewhere = match other_folders {
-                        Some(witness) if step.action == Action::RewrapKeyStorage => {
-                            sent_since_plan(witness, &step.instance)
+                    let sent_elsewhere = match &folders_now {
+                        Some((before, now)) if step.action == Action::RewrapKeyStorage => {
+                            sent_since_plan(before, now, &step.instance)
                         }
                         _ => Vec::new(),
                     };

@@ -93,6 +93,17 @@ struct FileSink {
     sync: bool,
     /// What its head says it may hold (`Head::rewraps`).
     rewraps: OpenRewraps,
+    /// Worked out at the first head written (`store_head`): the folder's name as its head
+    /// gives it, and where its head and its chain's go, their folders made.
+    head_places: Option<HeadPlaces>,
+}
+
+/// Where a journal's heads go, worked out once for the journal's life.
+struct HeadPlaces {
+    state_dir: String,
+    folder: Option<PathBuf>,
+    /// The chain's head, and the first seal it was worked out from.
+    chain: Option<(String, PathBuf)>,
 }
 
 /// One record on its way to a shared store: the line as the file store writes it (without a
@@ -167,6 +178,7 @@ impl Journal {
                 state_dir: state_dir.to_path_buf(),
                 sync: true,
                 rewraps,
+                head_places: None,
             })),
         };
         if let Some(record) = rolled_back {
@@ -345,24 +357,55 @@ impl FileSink {
 
     /// Records where this user's mkplan left the journal, `records` long: in the folder's
     /// head and in the chain's (`Heads`).
-    fn store_head(&self, records: usize) -> Result<(), JournalError> {
+    fn store_head(&mut self, records: usize) -> Result<(), JournalError> {
+        let failed = |place: &Path, why: std::io::Error| JournalError::Io {
+            path: place.display().to_string(),
+            why: format!("cannot record the journal's head: {why}"),
+        };
+        if self.head_places.is_none() {
+            let folder = self.key.head_path(&self.state_dir);
+            if let Some(place) = &folder {
+                journal_key::make_heads_folder(place).map_err(|why| failed(place, why))?;
+            }
+            self.head_places = Some(HeadPlaces {
+                state_dir: canonical(&self.state_dir).display().to_string(),
+                folder,
+                chain: None,
+            });
+        }
+        let places = self.head_places.as_mut().expect("worked out above");
+        let chain_moved = places.chain.as_ref().map(|(seal, _)| seal) != self.first_seal.as_ref();
+        if chain_moved {
+            places.chain = match self.first_seal.as_deref() {
+                Some(seal) => match self.key.chain_head_path(seal) {
+                    Some(place) => {
+                        journal_key::make_heads_folder(&place)
+                            .map_err(|why| failed(&place, why))?;
+                        Some((seal.to_string(), place))
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+        }
         let head = Head {
-            state_dir: canonical(&self.state_dir).display().to_string(),
+            state_dir: places.state_dir.clone(),
             records: records as u64,
             seal: self.last_seal.clone(),
             rewraps: Some(self.rewraps.instances()),
         };
-        let places = [
-            self.key.head_path(&self.state_dir),
-            self.first_seal
-                .as_deref()
-                .and_then(|seal| self.key.chain_head_path(seal)),
-        ];
-        for place in places.into_iter().flatten() {
-            journal_key::store_head(&place, &head).map_err(|why| JournalError::Io {
-                path: place.display().to_string(),
-                why: format!("cannot record the journal's head: {why}"),
-            })?;
+        let text = serde_json::to_vec(&head).expect("heads serialize");
+        let chain = places.chain.as_ref().map(|(_, place)| place);
+        for place in places.folder.iter().chain(chain) {
+            let stored = match journal_key::store_head_text(place, &text) {
+                // Its folder removed while the journal was open: made again.
+                Err(why) if why.kind() == std::io::ErrorKind::NotFound => {
+                    journal_key::make_heads_folder(place)
+                        .and_then(|()| journal_key::store_head_text(place, &text))
+                }
+                stored => stored,
+            };
+            stored.map_err(|why| failed(place, why))?;
         }
         Ok(())
     }

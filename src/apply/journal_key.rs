@@ -480,12 +480,24 @@ pub fn load_head(path: &Path) -> Result<Option<Head>, String> {
 /// Records `head` at `path` (write a new file, then rename over the old one). Not fsynced: a
 /// head lost to a power cut is only behind the journal, which is allowed.
 pub fn store_head(path: &Path, head: &Head) -> io::Result<()> {
+    make_heads_folder(path)?;
+    store_head_text(path, &serde_json::to_vec(head).expect("heads serialize"))
+}
+
+/// Makes the folder that keeps the head at `path`, if it is missing.
+pub fn make_heads_folder(path: &Path) -> io::Result<()> {
     if let Some(folder) = path.parent() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(folder)?;
     }
+    Ok(())
+}
+
+/// `store_head` for a head already serialized, into a folder that exists: a journal that
+/// writes its head at every append makes the folder and works out its place once.
+pub fn store_head_text(path: &Path, text: &[u8]) -> io::Result<()> {
     let fresh = path.with_extension(format!("{}.new", std::process::id()));
     let _ = fs::remove_file(&fresh);
     let mut file = OpenOptions::new()
@@ -494,7 +506,7 @@ pub fn store_head(path: &Path, head: &Head) -> io::Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&fresh)?;
-    file.write_all(&serde_json::to_vec(head).expect("heads serialize"))?;
+    file.write_all(text)?;
     drop(file);
     fs::rename(&fresh, path)
 }

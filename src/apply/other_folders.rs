@@ -12,12 +12,13 @@ pub trait OtherFolderWitness: Sync {
     fn now(&self) -> OtherFolders;
 }
 
-/// What another folder says of `instance` now that it did not say when the plan was made:
-/// a rewrap recorded since (or whose record changed: an unanswered one now completed), or a
-/// folder that may hold one and can no longer be read. A rewrap on record before the plan was
-/// weighed by the planner. Each is described.
-pub fn sent_since_plan(witness: &dyn OtherFolderWitness, instance: &str) -> Vec<String> {
-    let (before, now) = (witness.at_plan(), witness.now());
+/// What another folder says of `instance` now (`now`, read after this run's intents are on
+/// disk) that it did not say when the plan was made (`before`): a rewrap recorded since (or
+/// whose record changed: an unanswered one now completed), or a folder that may hold one and
+/// can no longer be read. A rewrap on record before the plan was weighed by the planner. Each
+/// is described. One reading serves every rewrap that starts in the same scheduling round:
+/// their intents were all written, under one fsync, before it was made.
+pub fn sent_since_plan(before: &OtherFolders, now: &OtherFolders, instance: &str) -> Vec<String> {
     let rewraps = now
         .rewraps_of(instance)
         .iter()

@@ -110,7 +110,14 @@ impl HttpBackend {
         // than aws-lc), and its client wants one even for plain http; installing it twice is
         // harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::builder()
+        let mut builder = Client::builder();
+        if base.scheme() == "http" {
+            // No request of this client uses TLS (no redirect is followed): it trusts no root
+            // rather than reading the system's (tens of milliseconds, beside the key parts'
+            // decryption, before the first step).
+            builder = builder.tls_certs_only(std::iter::empty());
+        }
+        let client = builder
             // A redirect would send a command (and its key parts) again, elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))

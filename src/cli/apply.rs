@@ -422,11 +422,17 @@ fn apply_error(error: executor::ApplyError) -> Error {
 struct TerminalProgress {
     total: usize,
     bar: Option<ProgressBar>,
+    /// Whether the bar is shown (stderr is a terminal, no -q), asked once.
+    shows_bar: bool,
 }
 
 impl TerminalProgress {
     fn new(total: usize) -> Self {
-        Self { total, bar: None }
+        Self {
+            total,
+            bar: None,
+            shows_bar: std::io::stderr().is_terminal() && !quiet(),
+        }
     }
 
     fn finish(&mut self) {
@@ -436,7 +442,7 @@ impl TerminalProgress {
     }
 
     fn bar(&mut self) -> Option<&ProgressBar> {
-        if !std::io::stderr().is_terminal() || quiet() {
+        if !self.shows_bar {
             return None;
         }
         let total = self.total as u64;
@@ -456,7 +462,10 @@ impl TerminalProgress {
     fn say(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            // One write per line: thousands of steps print thousands of lines.
+            None => {
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
+            }
         }
     }
 }

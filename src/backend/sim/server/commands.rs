@@ -213,11 +213,24 @@ fn lost(number: u64, name: &str) -> Response {
     )
 }
 
-/// `mutate` after the busy check, for the operation numbered `number`.
+/// `mutate` after the busy check, for the operation numbered `number`. With `latency_ms`
+/// the operation takes that long in all, as a service's own does: it lands (applied, and
+/// written durably) halfway, and its answer leaves at the end. The server's write is then
+/// inside the latency asked for, not added to it.
 async fn perform_numbered(shared: &Arc<Shared>, number: u64, operation: SimOperation) -> Response {
-    if shared.faults.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(shared.faults.latency_ms)).await;
+    if shared.faults.latency_ms == 0 {
+        return perform_landing(shared, number, operation).await;
     }
+    let latency = Duration::from_millis(shared.faults.latency_ms);
+    let answer_at = tokio::time::Instant::now() + latency;
+    tokio::time::sleep(latency / 2).await;
+    let response = perform_landing(shared, number, operation).await;
+    tokio::time::sleep_until(answer_at).await;
+    response
+}
+
+/// `perform_numbered` from the moment the operation reaches the service.
+async fn perform_landing(shared: &Arc<Shared>, number: u64, operation: SimOperation) -> Response {
     if shared.faults.fail_op.contains(&number) {
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
