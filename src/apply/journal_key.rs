@@ -327,22 +327,36 @@ impl JournalKey {
 
     fn head_named(&self, state_dir: &Path, journal: Option<&str>) -> Option<PathBuf> {
         let heads = self.heads.as_ref()?;
-        let name = std::path::absolute(state_dir).ok()?;
-        // The folder itself may be gone (removed with its journal): resolve its parent.
-        let name = match (name.parent(), name.file_name()) {
-            (Some(parent), Some(file)) => parent
-                .canonicalize()
-                .map_or_else(|_| name.clone(), |p| p.join(file)),
-            _ => name,
-        };
-        let mut hasher = Sha256::new();
-        hasher.update(name.as_os_str().as_encoded_bytes());
-        if let Some(journal) = journal {
-            hasher.update(b"\0");
-            hasher.update(journal.as_bytes());
-        }
-        Some(heads.join(hex::encode(&hasher.finalize()[..16])))
+        Some(heads.join(head_file_name(state_dir, journal)?))
     }
+}
+
+/// The name of the file that keeps the head of `state_dir`'s journal (`journal`, a domain
+/// group's, or `journal.jsonl`), under whichever key's heads: known without the key.
+pub fn head_file_name(state_dir: &Path, journal: Option<&str>) -> Option<String> {
+    let name = std::path::absolute(state_dir).ok()?;
+    // The folder itself may be gone (removed with its journal): resolve its parent.
+    let name = match (name.parent(), name.file_name()) {
+        (Some(parent), Some(file)) => parent
+            .canonicalize()
+            .map_or_else(|_| name.clone(), |p| p.join(file)),
+        _ => name,
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_os_str().as_encoded_bytes());
+    if let Some(journal) = journal {
+        hasher.update(b"\0");
+        hasher.update(journal.as_bytes());
+    }
+    Some(hex::encode(&hasher.finalize()[..16]))
+}
+
+/// Where this user's mkplan keeps the heads of every journal key, one folder per key id
+/// (`heads_folder`): `None` when neither XDG_STATE_HOME nor HOME names an absolute place.
+pub fn heads_root(lookup: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let set = |name: &str| place(&lookup, name).filter(|p| p.is_absolute());
+    let home = set("XDG_STATE_HOME").or_else(|| set("HOME").map(|home| home.join(".local/state")));
+    home.map(|home| home.join("mkplan/heads"))
 }
 
 impl Head {
@@ -438,10 +452,8 @@ fn heads_folder(
     key_path: &Path,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Option<PathBuf> {
-    let set = |name: &str| place(&lookup, name).filter(|p| p.is_absolute());
-    let home = set("XDG_STATE_HOME").or_else(|| set("HOME").map(|home| home.join(".local/state")));
-    match home {
-        Some(home) => Some(home.join("mkplan/heads").join(id)),
+    match heads_root(lookup) {
+        Some(root) => Some(root.join(id)),
         None => Some(key_path.parent()?.join("heads")),
     }
 }

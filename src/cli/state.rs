@@ -348,12 +348,75 @@ pub fn status_state(
             .iter()
             .map(|(instance, why)| serde_json::json!({ "instance": instance, "why": why })),
     );
+    let other_witnesses: Vec<serde_json::Value> = evidence
+        .other_folders
+        .rewraps
+        .iter()
+        .flat_map(|(instance, rewraps)| rewraps.iter().map(move |r| (instance, r)))
+        .map(|(instance, rewrap)| {
+            serde_json::json!({
+                "instance": instance,
+                "rewrap": if rewrap.rewrap.completed { "completed" } else { "unknown" },
+                "said": crate::plan::other_stores::rewrap_described(rewrap),
+                "settle_with": crate::plan::other_stores::settle_with(rewrap),
+            })
+        })
+        .chain(evidence.other_folders.unread.iter().map(|unread| {
+            serde_json::json!({
+                "instance": unread.instances.as_ref().map(|i| i.join(", ")),
+                "rewrap": "unread",
+                "said": crate::plan::other_stores::unread_described(unread),
+                "settle_with": crate::plan::other_stores::unread_remedy(unread),
+            })
+        }))
+        .collect();
     Ok(serde_json::json!({
         "store": store.journal_named(scope),
         "locks": locks,
         "open_rotations": rotations,
         "not_evidence": not_evidence,
+        "other_witnesses": other_witnesses,
     }))
+}
+
+/// The other state folders and databases of this user on this machine that say they sent a
+/// rewrap of one of these instances, or cannot be read (`status`): while one of them may
+/// still land, no new register may be cleared and no set immediate made by hand (adversarial
+/// round 13, F1: `status` in one folder showed "Open rotations: none recorded" while another
+/// folder's rewrap was never answered).
+fn other_witness_lines(evidence: &JournalEvidence) -> String {
+    let folders = &evidence.other_folders;
+    if folders.rewraps.is_empty() && folders.unread.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "  Other witnesses (this user's other state folders and team databases on this machine):\n",
+    );
+    let mut may_land = false;
+    for rewraps in folders.rewraps.values() {
+        for rewrap in rewraps {
+            may_land |= !rewrap.rewrap.completed;
+            let _ = writeln!(
+                out,
+                "    {}; settled {}",
+                crate::plan::other_stores::rewrap_described(rewrap),
+                crate::plan::other_stores::settle_with(rewrap)
+            );
+        }
+    }
+    for unread in &folders.unread {
+        may_land = true;
+        let _ = writeln!(
+            out,
+            "    {}; to have it answer: {}",
+            crate::plan::other_stores::unread_described(unread),
+            crate::plan::other_stores::unread_remedy(unread)
+        );
+    }
+    if may_land {
+        out += "    Until each is settled, a rewrap mkplan sent may still run or have run: clear no new register and make no set immediate by hand on these instances.\n";
+    }
+    out
 }
 
 /// The store's part of `status`: the lock or leases held, and the open rotations of the
@@ -422,5 +485,6 @@ pub fn status_section(store: &Store, scope: &str, evidence: &JournalEvidence) ->
     for (instance, why) in &evidence.unauthenticated {
         let _ = writeln!(out, "  Not evidence about {instance}: {why}");
     }
+    out += &other_witness_lines(evidence);
     Ok(out)
 }

@@ -247,10 +247,15 @@ impl UnreadFolder {
     /// names the key), so which folders left a head cannot be told.
     pub const HEADS: &'static str =
         "(every state folder of this machine: the journal heads cannot be read)";
+    /// `head` of a `HEADS` entry when no variable says where the heads are kept.
+    pub const NO_HOME: &'static str = "XDG_STATE_HOME or HOME";
 
     /// What makes it answer again, or takes it out of the check on the operator's word.
     pub fn remedy(&self) -> String {
         let head = crate::quote::name(&self.head);
+        if self.state_dir == Self::HEADS && self.head == Self::NO_HOME {
+            return "run mkplan with HOME (or XDG_STATE_HOME) set as it was when those state folders were written: their heads are kept under it".into();
+        }
         if self.state_dir == Self::HEADS {
             return format!(
                 "make the journal key {head} and the folders of its heads yours alone again, as the reason above says; until then no other state folder of this machine can be asked whether it sent a rewrap"

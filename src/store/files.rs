@@ -174,13 +174,28 @@ fn earlier_keys(
         return;
     }
     let Some(all) = heads.parent() else { return };
-    let Ok(keys) = std::fs::read_dir(all) else {
+    let verifier = format!("which this key ({}) cannot verify", key.id());
+    unverifiable_heads(all, Some(heads), &verifier, this_head, current, found);
+}
+
+/// The heads under `root` (one folder per journal key id) of keys that cannot be checked
+/// (`verifier` says why: an earlier key, or no key at all), but `skip`: a folder head that
+/// says it may hold a rewrap is named unread, for the instances it lists (`earlier_keys`).
+fn unverifiable_heads(
+    root: &Path,
+    skip: Option<&Path>,
+    verifier: &str,
+    this_head: Option<&std::ffi::OsStr>,
+    current: &std::collections::BTreeSet<std::ffi::OsString>,
+    found: &mut OtherFolders,
+) {
+    let Ok(keys) = std::fs::read_dir(root) else {
         return;
     };
     let mut folders = keys
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|dir| dir.as_path() != heads && dir.is_dir())
+        .filter(|dir| Some(dir.as_path()) != skip && dir.is_dir())
         .collect::<Vec<_>>();
     folders.sort();
     for dir in folders {
@@ -203,9 +218,7 @@ fn earlier_keys(
                 continue;
             };
             let state_dir = PathBuf::from(&head.state_dir);
-            let own_name = key
-                .head_path(&state_dir)
-                .and_then(|p| p.file_name().map(Into::into));
+            let own_name = journal_key::head_file_name(&state_dir, None).map(Into::into);
             if head.records == 0
                 || head.rewraps.as_ref().is_some_and(Vec::is_empty)
                 || super::postgres::witness::journal_head(&file, &head).is_some()
@@ -220,9 +233,8 @@ fn earlier_keys(
                 state_dir: head.state_dir.clone(),
                 head: file.display().to_string(),
                 why: format!(
-                    "{} ({id}), which this key ({}) cannot verify: its head says it may hold a rewrap mkplan sent",
+                    "{} ({id}), {verifier}: its head says it may hold a rewrap mkplan sent",
                     UnreadFolder::EARLIER_KEY,
-                    key.id()
                 ),
                 instances: head.rewraps.clone(),
             });
@@ -271,19 +283,53 @@ fn is_chain_head(file: &Path) -> bool {
 ///
 /// `own`, the database the command uses, is not asked again under another spelling
 /// (`postgres::witness::ask`).
+/// `other_folders` with no journal key at `key` (or no place for one): every folder head
+/// this user's mkplan kept, under any key id, is one no key here can verify. Where they are
+/// kept cannot be told without XDG_STATE_HOME or HOME: then every folder may hold a rewrap.
+fn without_key(key: Option<&Path>, this: Option<&Path>, found: &mut OtherFolders) {
+    let verifier = match key {
+        Some(key) => format!(
+            "and no journal key is here to verify it (none at {})",
+            crate::quote::path(key)
+        ),
+        None => "and no journal key is here to verify it".to_string(),
+    };
+    match journal_key::heads_root(|name| std::env::var(name).ok()) {
+        Some(root) => {
+            let this_head = this.and_then(|dir| journal_key::head_file_name(dir, None));
+            let this_head = this_head.map(std::ffi::OsString::from);
+            let none = std::collections::BTreeSet::new();
+            unverifiable_heads(&root, None, &verifier, this_head.as_deref(), &none, found);
+        }
+        None => found.unread.push(UnreadFolder {
+            state_dir: UnreadFolder::HEADS.into(),
+            head: UnreadFolder::NO_HOME.into(),
+            why: "neither XDG_STATE_HOME nor HOME is set, so where they are kept cannot be told: any of those folders may hold a rewrap mkplan sent".into(),
+            instances: None,
+        }),
+    }
+}
+
 fn other_folders(
     this: Option<&Path>,
     database: Option<&str>,
     own: Option<&super::postgres::Database>,
 ) -> OtherFolders {
     let mut found = OtherFolders::default();
-    let Ok(path) = journal_key::key_path(|name| std::env::var(name).ok()) else {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let Ok(path) = journal_key::key_path(lookup) else {
+        // No key, and no place for one: the folders this user wrote with a key kept their
+        // heads under XDG_STATE_HOME or HOME, which are not set either.
+        without_key(None, this, &mut found);
         return found;
     };
     let key = match JournalKey::load(&path) {
         Ok(Some(key)) => key,
-        // No key: no folder was sealed with one, and none left a head. A database's heads
-        // are kept beside the place the key would be (`postgres::journal::head_path_of`).
+        // No key where this command looks (moved away after a suspected leak, another
+        // MKPLAN_JOURNAL_KEY, a database command that never made one): the folders sealed
+        // with a key have heads under that key's id all the same (adversarial round 13, F3).
+        // A database's heads are kept beside the place the key would be
+        // (`postgres::journal::head_path_of`).
         Ok(None) => {
             let databases = path
                 .parent()
@@ -298,6 +344,7 @@ fn other_folders(
                 .filter(|written| written.records > 0 && database != Some(written.shown.as_str()))
                 .collect::<Vec<_>>();
             super::postgres::witness::ask(&databases, own, &mut found);
+            without_key(Some(&path), this, &mut found);
             return found;
         }
         // The heads cannot be trusted or found: every folder they name may hold a rewrap.

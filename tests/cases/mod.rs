@@ -4,6 +4,7 @@ mod adversary10z_formats;
 mod adversary11;
 mod adversary12;
 mod adversary12z;
+mod adversary13;
 mod adversary3;
 mod adversary4;
 mod adversary5;
