@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use super::loss::{Loss, losses};
+pub use super::loss::{Loss, losses, losses_where};
 use super::registers::{ApqnRegisters, MkType, Mkvp};
 
 /// One domain of one card, written `card.domain` in hex (`03.0006`), as zkey and lszcrypt do.

@@ -8,7 +8,9 @@
 use std::borrow::Borrow;
 use std::fmt;
 
-use super::domain_group::{LiveStore, StoreId, StoreState};
+use std::collections::BTreeMap;
+
+use super::domain_group::{Apqn, LiveStore, StoreId, StoreState};
 use super::registers::{ApqnRegisters, MkType, Mkvp};
 
 /// A store whose copies of one type no register holds any more.
@@ -66,6 +68,30 @@ pub fn losses<R: Borrow<ApqnRegisters>>(apqns: &[R], stores: &[LiveStore]) -> Ve
     found
 }
 
+/// `losses` over a domain group's registers, each store counting only the APQNs that can
+/// use it: a zkey key's associated APQNs (`usable`), since zkey re-enciphers and the card
+/// converts a key only through them. A store not in `usable` counts every APQN given
+/// (adversarial round 13z, F1 and F3: another APQN's OLD or NEW held a key's master key, so a
+/// SET that dropped it from the key's only APQN looked safe).
+pub fn losses_where(
+    registers: &BTreeMap<Apqn, ApqnRegisters>,
+    stores: &[LiveStore],
+    usable: &BTreeMap<StoreId, Vec<Apqn>>,
+) -> Vec<Loss> {
+    stores
+        .iter()
+        .flat_map(|store| {
+            let apqns = usable.get(&store.id);
+            let held: Vec<&ApqnRegisters> = registers
+                .iter()
+                .filter(|(apqn, _)| apqns.is_none_or(|usable| usable.contains(apqn)))
+                .map(|(_, registers)| registers)
+                .collect();
+            losses(&held, std::slice::from_ref(store))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -105,5 +131,29 @@ mod tests {
         assert_eq!(lost.len(), 1, "{lost:?}");
         assert!(lost[0].to_string().contains("no WK register"));
         assert!(losses(&[&after], &[store(vp('a'), Some(vp('b')))]).is_empty());
+    }
+
+    #[test]
+    fn a_key_counts_only_the_registers_of_its_own_apqns() {
+        let holding = |c: char| {
+            BTreeMap::from([(
+                MkType::Wk,
+                TypeRegisters {
+                    new: NewMk::Empty,
+                    current: HeldMk::Valid(vp(c)),
+                    old: None,
+                },
+            )])
+        };
+        let (one, two): (Apqn, Apqn) = ("3.6".parse().unwrap(), "4.6".parse().unwrap());
+        let registers = BTreeMap::from([(one, holding('a')), (two, holding('b'))]);
+        let key = store(vp('a'), None);
+        let none = BTreeMap::new();
+        assert!(losses_where(&registers, std::slice::from_ref(&key), &none).is_empty());
+        let on_two = BTreeMap::from([(key.id.clone(), vec![two])]);
+        let lost = losses_where(&registers, std::slice::from_ref(&key), &on_two);
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        let on_one = BTreeMap::from([(key.id.clone(), vec![one])]);
+        assert!(losses_where(&registers, std::slice::from_ref(&key), &on_one).is_empty());
     }
 }

@@ -5,6 +5,7 @@ mod adversary11;
 mod adversary12;
 mod adversary12z;
 mod adversary13;
+mod adversary13z;
 mod adversary3;
 mod adversary4;
 mod adversary5;

@@ -63,16 +63,18 @@ pub(super) fn advice(
         .stores
         .iter()
         .any(|s| s.id.kind == StoreKind::OpenCryptoki);
+    let stranded = joined(only_through(live, mk_type, target, &set));
     Some(match desired.mode {
+        GroupMode::Ep11 if !stranded.is_empty() => {
+            // Way (2) would set the old key over the new one where these alone can use it
+            // (adversarial round 13z, F3: a key completed by hand through the early-set APQN).
+            let tokens = ep11_tokens(tokens_too, &holder_words, false);
+            format!(
+                "{set_words} was set to {target} before the stores were staged, and these are still under {old} with no copy staged: {stores}. {holder_words} now {hold} {old} alone (EP11 keeps no OLD key), the only way left to stage them. Do NOT set {holder_words} until those stores are staged through {them}: that set destroys {old}, and every one of them is lost. And these are already under {target} and can be used only through {set_words}: {stranded}; loading {old} back into {set_words} and setting it there destroys {target} on their only APQNs, so do not. The safe way: {holder_words}'s NEW loaded and committed with {target}, then each store under {old} staged through {them} (zkey and zkey-cryptsetup pick an APQN whose CURRENT holds the store's key and whose NEW is ready; mkplan plans it when no openCryptoki token is left to move);{tokens} then {holder_words} set; then plan again"
+            )
+        }
         GroupMode::Ep11 => {
-            let tokens = if tokens_too {
-                " openCryptoki tokens cannot be staged with pkcshsm_mk_change now (it wants the old key as CURRENT on every APQN a token uses): stop the applications using them, back up each token's TOK_OBJ and move them offline with `pkcsep11_migrate` through "
-                    .to_string()
-                    + &holder_words
-                    + " and pin the new key in their configs (EXPECTED_WKVP), the other stores staged by hand with zkey and zkey-cryptsetup, since mkplan cannot tell where tokens are while the CURRENT registers differ; with tokens, way (2) is the simpler one;"
-            } else {
-                String::new()
-            };
+            let tokens = ep11_tokens(tokens_too, &holder_words, true);
             format!(
                 "{set_words} was set to {target} before the stores were staged, and these are still under {old} with no copy staged: {stores}. {holder_words} now {hold} {old} alone (EP11 keeps no OLD key), the only way left to stage them. Do NOT set {holder_words} until those stores are staged through {them}: that set destroys {old}, and every one of them is lost. Two safe ways: (1) {holder_words}'s NEW loaded and committed with {target}, then each store staged through {them} (zkey and zkey-cryptsetup pick an APQN whose CURRENT holds the store's key and whose NEW is ready; mkplan plans it when no openCryptoki token is left to move);{tokens} then {holder_words} set; or (2) {old} loaded back into {set_words} from its key parts, committed and set there, so that every APQN holds {old} again; then plan again, and mkplan stages before any set"
             )
@@ -100,6 +102,44 @@ pub(super) fn advice(
             )
         }
     })
+}
+
+/// What an EP11 early set leaves the openCryptoki tokens (`tokens_too`), staged through
+/// `holders` by hand; `simpler`: way (2), the old key set back, is open and simpler.
+fn ep11_tokens(tokens_too: bool, holders: &str, simpler: bool) -> String {
+    if !tokens_too {
+        return String::new();
+    }
+    format!(
+        " openCryptoki tokens cannot be staged with pkcshsm_mk_change now (it wants the old key as CURRENT on every APQN a token uses): stop the applications using them, back up each token's TOK_OBJ and move them offline with `pkcsep11_migrate` through {holders} and pin the new key in their configs (EXPECTED_WKVP), the other stores staged by hand with zkey and zkey-cryptsetup, since mkplan cannot tell where tokens are while the CURRENT registers differ;{}",
+        if simpler {
+            " with tokens, way (2) is the simpler one;"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The zkey keys already under `target` alone (completed, nothing staged) whose associated
+/// APQNs are all among `set`: only those APQNs can use them, so setting another key there
+/// loses them.
+fn only_through(live: &LiveGroup, mk_type: MkType, target: &Mkvp, set: &[Apqn]) -> Vec<String> {
+    let usable = super::effect::usable_apqns(live);
+    live.stores
+        .iter()
+        .filter(|store| {
+            let StoreState::Known(copies) = &store.state else {
+                return false;
+            };
+            copies
+                .get(&mk_type)
+                .is_some_and(|copy| copy.active == *target && copy.staged.is_none())
+                && usable
+                    .get(&store.id)
+                    .is_some_and(|apqns| apqns.iter().all(|a| set.contains(a)))
+        })
+        .map(|store| store.id.to_string())
+        .collect()
 }
 
 /// The stores of `mk_type` still under `old` with no copy staged under `target`, and those

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::{GroupAction, GroupStep};
-use crate::model::domain_group::{Apqn, GroupMode, LiveGroup, LiveStore, Loss, StoreState, losses};
+use crate::model::domain_group::{
+    Apqn, GroupMode, LiveGroup, LiveStore, Loss, StoreId, StoreKind, StoreState, losses_where,
+};
 use crate::model::domain_group_desired::DesiredGroup;
 use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk};
 
@@ -16,6 +18,26 @@ pub struct World {
     pub mode: GroupMode,
     pub registers: BTreeMap<Apqn, ApqnRegisters>,
     pub stores: Vec<LiveStore>,
+    /// The APQNs each zkey key can be used through (`usable_apqns`).
+    pub usable: BTreeMap<StoreId, Vec<Apqn>>,
+}
+
+/// Each zkey key's associated APQNs, by its store: only their registers keep it usable
+/// (`loss::losses_where`). A key with none (zkey then uses every APQN of its type) is left
+/// out, and counts every APQN of the group.
+pub fn usable_apqns(live: &LiveGroup) -> BTreeMap<StoreId, Vec<Apqn>> {
+    live.inventory
+        .zkey_keys
+        .iter()
+        .filter(|key| !key.apqns.is_empty())
+        .map(|key| {
+            let id = StoreId {
+                kind: StoreKind::ZkeyKey,
+                name: key.name.clone(),
+            };
+            (id, key.apqns.clone())
+        })
+        .collect()
 }
 
 impl World {
@@ -29,11 +51,12 @@ impl World {
                 .filter_map(|a| Some((a.apqn, a.registers.clone()?)))
                 .collect(),
             stores: live.stores.clone(),
+            usable: usable_apqns(live),
         }
     }
 
     pub fn losses(&self) -> Vec<Loss> {
-        losses(&self.registers.values().collect::<Vec<_>>(), &self.stores)
+        losses_where(&self.registers, &self.stores, &self.usable)
     }
 
     /// Performs one step; whether it took effect.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::{GroupEvidence, GroupPlan, effect};
-use crate::model::domain_group::{Apqn, LiveGroup, StoreState, losses};
+use crate::model::domain_group::{Apqn, LiveGroup, StoreState, losses_where};
 use crate::model::domain_group_desired::{DesiredGroup, GROUP_APQNS_MAX, Procedure};
 use crate::model::registers::{ApqnRegisters, HeldMk, MkType, Mkvp, NewMk};
 
@@ -396,6 +396,7 @@ fn check_stores(
     live: &LiveGroup,
     checked: &Checked,
 ) -> Result<(), GroupRefusal> {
+    let usable = super::effect::usable_apqns(live);
     for store in &live.stores {
         let copies = match &store.state {
             StoreState::Known(copies) => copies,
@@ -417,6 +418,15 @@ fn check_stores(
                 continue;
             };
             let of_type = || checked.registers.values().filter_map(|r| r.get(mk_type));
+            // The registers of the APQNs this store can be used through (a zkey key's
+            // associated APQNs): a key under OLD is judged by its own APQNs only.
+            let its_own = || {
+                checked
+                    .registers
+                    .iter()
+                    .filter(|(apqn, _)| usable.get(&store.id).is_none_or(|a| a.contains(apqn)))
+                    .filter_map(|(_, r)| r.get(mk_type))
+            };
             if let Some(staged) = &copy.staged
                 && staged != target
             {
@@ -432,9 +442,9 @@ fn check_stores(
             }
             // A CCA key under OLD while CURRENT is not this change's key: an earlier change
             // is unfinished, and this one's SET would drop OLD.
-            let under_old_only = !of_type().any(|r| r.current.vp() == Some(&copy.active))
-                && of_type().any(|r| r.old.as_ref().and_then(HeldMk::vp) == Some(&copy.active));
-            let ours = of_type().any(|r| r.current.vp() == Some(target));
+            let under_old_only = !its_own().any(|r| r.current.vp() == Some(&copy.active))
+                && its_own().any(|r| r.old.as_ref().and_then(HeldMk::vp) == Some(&copy.active));
+            let ours = its_own().any(|r| r.current.vp() == Some(target));
             if under_old_only && !ours {
                 return Err(refuse(
                     "keys_under_old",
@@ -446,10 +456,7 @@ fn check_stores(
             }
         }
     }
-    let lost = losses(
-        &checked.registers.values().collect::<Vec<_>>(),
-        &live.stores,
-    );
+    let lost = losses_where(&checked.registers, &live.stores, &usable);
     if !lost.is_empty() {
         return Err(refuse(
             "keys_recoverable",

@@ -1,0 +1,126 @@
+//! Adversarial round 13z, through the binary on the fake platform. Both lost a key because
+//! the loss rule counted every register of the group, where zkey (and the card) can use a key
+//! only through its associated APQNs:
+//! - F1: domain 06.0006's key k06 was left under OLD after another team's SET of 06, and 05,
+//!   in the merged group, already had the target as CURRENT; mkplan planned the SET of 06,
+//!   which dropped k06's key from its only APQN (05's OLD still held it, which k06 cannot use).
+//!   Now `keys_under_old` judges a key by its own APQNs: re-encipher it from OLD first.
+//! - F3: 03.0006 set early and k3 (on 03 only) completed by hand; the early-set advice's way
+//!   (2), the old key set back on 03, destroyed k3's key. Now the advice names k3 and closes
+//!   way (2); and a key whose only APQNs lost its key is `keys_recoverable`'s refusal.
+
+use super::zcrypt::World;
+
+const E5: &str = "e5e5e5e5e5e5e5e5";
+const A1: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+const B2: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+
+#[test]
+fn adversary13z_f1_a_key_under_old_on_its_only_apqn_is_moved_before_that_apqn_is_set() {
+    let world = "latency_ms: 0
+cards:
+  - card: \"05\"
+    type: CEX7C
+    serialnr: \"93AAC005\"
+    domains:
+      - domain: \"0006\"
+        AES: {current: \"c1c1c1c1c1c1c1c1\", old: \"c0c0c0c0c0c0c0c0\"}
+  - card: \"06\"
+    type: CEX7C
+    serialnr: \"93AAC006\"
+    domains:
+      - domain: \"0006\"
+        AES: {current: \"c1c1c1c1c1c1c1c1\", old: \"c0c0c0c0c0c0c0c0\"}
+zkey:
+  - {name: k05, key_type: CCA-AESDATA, apqns: [\"05.0006\"], mkvp: \"c1c1c1c1c1c1c1c1\"}
+  - {name: k06, key_type: CCA-AESDATA, apqns: [\"06.0006\"], mkvp: \"c1c1c1c1c1c1c1c1\"}
+";
+    let group = format!(
+        "domain_group: ledger
+version: 1
+backend: zcrypt:w/sys
+apqns: [05.0006, 06.0006]
+procedure: set_then_from_old
+master_keys:
+  - {{type: AES, verification_pattern: \"{E5}\"}}
+zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
+stores:
+  - zkey_keys: associated
+"
+    );
+    let world = World::with(world, &group, "AES", E5);
+    // Team 1 moved 05 to e5 and k05 from OLD; team 2 moved 06 to d4 and left k06 under OLD.
+    world.tke_with("load", "05.0006", Some(E5));
+    world.tke_with("set", "05.0006", None);
+    world.tool("zkey", &["reencipher", "--from-old", "--name", "k05"]);
+    world.tke_with("load", "06.0006", Some("d4d4d4d4d4d4d4d4"));
+    world.tke_with("set", "06.0006", None);
+    // The registers aligned the obvious way: e5 in 06's NEW.
+    world.tke_with("load", "06.0006", Some(E5));
+    world.assert_refused(&["`keys_under_old`", "\"k06\"", "zkey reencipher --from-old"]);
+    // Moved from OLD as the refusal says, the key is under d4, which 06's SET keeps as OLD:
+    // the change goes on without a loss.
+    world.tool("zkey", &["reencipher", "--from-old", "--name", "k06"]);
+    let out = world.run(&["plan", "group.yaml"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(3), "{said}");
+    world.assert_no_incidents();
+}
+
+#[test]
+fn adversary13z_f3_the_early_set_advice_never_sets_the_old_key_over_a_key_only_that_apqn_uses() {
+    let world = format!(
+        "latency_ms: 0
+cards:
+  - {{card: \"03\", type: CEX8P, serialnr: \"93AABC0300000001\", domains: [{{domain: \"0006\", WK: {{current: \"{A1}\"}}}}]}}
+  - {{card: \"04\", type: CEX8P, serialnr: \"93AABC0400000002\", domains: [{{domain: \"0006\", WK: {{current: \"{A1}\"}}}}]}}
+zkey:
+  - {{name: k3, key_type: EP11-AES, apqns: [\"03.0006\"], mkvp: \"{a1}\"}}
+  - {{name: k34, key_type: EP11-AES, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{a1}\"}}
+opencryptoki:
+  - {{slot: 3, type: ep11, apqns: [\"03.0006\", \"04.0006\"], expected: {{WK: \"{a1}\"}}, user_pin: \"87654321\"}}
+",
+        a1 = &A1[..32]
+    );
+    let group = format!(
+        "domain_group: payroll
+version: 1
+backend: zcrypt:w/sys
+apqns: [03.0006, 04.0006]
+master_keys:
+  - {{type: WK, verification_pattern: \"{B2}\"}}
+zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
+stores:
+  - zkey_keys: associated
+  - opencryptoki: tokens
+opencryptoki_user_pins:
+  - {{slot: 3, file: slot3.pin}}
+"
+    );
+    let world = World::with(&world, &group, "WK", B2);
+    std::fs::write(world.root.join("slot3.pin"), "87654321\n").unwrap();
+    world.tke_with("load", "03.0006,04.0006", Some(B2));
+    world.tke_with("commit", "03.0006,04.0006", None);
+    world.tool("zkey", &["reencipher", "--to-new", "--staged", "--name", "k3"]);
+    world.tke_with("set", "03.0006", None);
+    world.tool("zkey", &["reencipher", "--complete", "--name", "k3"]);
+    let said = world.assert_refused(&[
+        "`stores_observable`",
+        "\"k34\"",
+        "\"k3\"",
+        "so do not",
+        "pkcsep11_migrate",
+    ]);
+    assert!(!said.contains("(2)"), "way (2) offered: {said}");
+    // Had the operator set the old key back on 03 all the same, k3 is lost, and the plan
+    // says so instead of planning around it.
+    world.tke_with("load", "03.0006", Some(A1));
+    world.tke_with("commit", "03.0006", None);
+    world.tke_with("set", "03.0006", None);
+    let out = world.run(&["plan", "group.yaml"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("`keys_recoverable`") && said.contains("\"k3\""), "{said}");
+}
