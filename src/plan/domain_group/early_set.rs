@@ -70,7 +70,7 @@ pub(super) fn advice(
             // (adversarial round 13z, F3: a key completed by hand through the early-set APQN).
             let tokens = ep11_tokens(tokens_too, &holder_words, false);
             format!(
-                "{set_words} was set to {target} before the stores were staged, and these are still under {old} with no copy staged: {stores}. {holder_words} now {hold} {old} alone (EP11 keeps no OLD key), the only way left to stage them. Do NOT set {holder_words} until those stores are staged through {them}: that set destroys {old}, and every one of them is lost. And these are already under {target} and can be used only through {set_words}: {stranded}; loading {old} back into {set_words} and setting it there destroys {target} on their only APQNs, so do not. The safe way: {holder_words}'s NEW loaded and committed with {target}, then each store under {old} staged through {them} (zkey and zkey-cryptsetup pick an APQN whose CURRENT holds the store's key and whose NEW is ready; mkplan plans it when no openCryptoki token is left to move);{tokens} then {holder_words} set; then plan again"
+                "{set_words} was set to {target} before the stores were staged, and these are still under {old} with no copy staged: {stores}. {holder_words} now {hold} {old} alone (EP11 keeps no OLD key), the only way left to stage them. Do NOT set {holder_words} until those stores are staged through {them}: that set destroys {old}, and every one of them is lost. And these are already under {target} and may be usable only through {set_words}: {stranded}; loading {old} back into {set_words} and setting it there destroys {target} on what may be their only APQNs, so do not. The safe way: {holder_words}'s NEW loaded and committed with {target}, then each store under {old} staged through {them} (zkey and zkey-cryptsetup pick an APQN whose CURRENT holds the store's key and whose NEW is ready; mkplan plans it when no openCryptoki token is left to move);{tokens} then {holder_words} set; then plan again"
             )
         }
         GroupMode::Ep11 => {
@@ -120,9 +120,10 @@ fn ep11_tokens(tokens_too: bool, holders: &str, simpler: bool) -> String {
     )
 }
 
-/// The zkey keys already under `target` alone (completed, nothing staged) whose associated
-/// APQNs are all among `set`: only those APQNs can use them, so setting another key there
-/// loses them.
+/// The stores already under `target` alone (completed, nothing staged) that may be usable
+/// only through `set`: a zkey key whose associated APQNs are all among them, and any other
+/// store, whose APQNs mkplan cannot know (a LUKS2 volume, which the card converts through
+/// any APQN; an application key: round 14z, F2 and F3). Setting another key there loses them.
 fn only_through(live: &LiveGroup, mk_type: MkType, target: &Mkvp, set: &[Apqn]) -> Vec<String> {
     let usable = super::effect::usable_apqns(live);
     live.stores
@@ -136,7 +137,7 @@ fn only_through(live: &LiveGroup, mk_type: MkType, target: &Mkvp, set: &[Apqn]) 
                 .is_some_and(|copy| copy.active == *target && copy.staged.is_none())
                 && usable
                     .get(&store.id)
-                    .is_some_and(|apqns| apqns.iter().all(|a| set.contains(a)))
+                    .is_none_or(|apqns| apqns.iter().all(|a| set.contains(a)))
         })
         .map(|store| store.id.to_string())
         .collect()

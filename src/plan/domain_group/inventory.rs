@@ -303,6 +303,15 @@ fn check_luks2_apqns(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Gro
                         store = store.id
                     ));
                 }
+                // zkey-cryptsetup takes a volume whose key some APQN holds as CURRENT as
+                // under CURRENT, and moves nothing from OLD: after the group's SET the
+                // volume would stay under its OLD for every rerun (round 13z, F2).
+                if from_old && r.current.vp() == Some(vp) && Some(vp) != target {
+                    problems.push(format!(
+                        "APQN {apqn}, outside the group, holds {store}'s key {vp} as CURRENT, so once the group is set zkey-cryptsetup would not move the volume from OLD (it takes it as under CURRENT)",
+                        store = store.id
+                    ));
+                }
                 if let (true, Some(old), current) = (
                     from_old,
                     r.old.as_ref().and_then(HeldMk::vp),
@@ -325,10 +334,10 @@ fn check_luks2_apqns(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Gro
     Err(refusal(
         "luks2_volumes",
         format!(
-            "{}: zkey-cryptsetup re-enciphers a LUKS2 volume with the first APQN of the machine whose CURRENT (staged) or OLD (from OLD) holds its key, so it could move the volume to a key this change does not set",
+            "{}: zkey-cryptsetup picks the APQN it re-enciphers a LUKS2 volume with among every APQN of the machine (the first whose CURRENT, staged, or OLD, from OLD, holds the volume's key), so another domain's registers decide where the volume goes, or whether it moves at all",
             listed(problems)
         ),
-        Some("that APQN's NEW register cleared, or holding this change's key, while the group's volumes are staged; under set_then_from_old, that APQN set to this change's key too, or its OLD no longer holding the volume's key, before the volumes move from OLD".into()),
+        Some("that APQN's NEW register cleared, or holding this change's key, while the group's volumes are staged; under set_then_from_old, that APQN set to this change's key too, or its OLD or CURRENT no longer holding the volume's key, before the volumes move from OLD; or procedure: reencipher_then_set, which stages the volumes through the group's APQNs before any set".into()),
     ))
 }
 

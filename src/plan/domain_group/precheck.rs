@@ -442,15 +442,26 @@ fn check_stores(
             }
             // A CCA key under OLD while CURRENT is not this change's key: an earlier change
             // is unfinished, and this one's SET would drop OLD.
+            let in_old = |r: &&crate::model::registers::TypeRegisters| {
+                r.old.as_ref().and_then(HeldMk::vp) == Some(&copy.active)
+            };
             let under_old_only = !its_own().any(|r| r.current.vp() == Some(&copy.active))
-                && its_own().any(|r| r.old.as_ref().and_then(HeldMk::vp) == Some(&copy.active));
-            let ours = its_own().any(|r| r.current.vp() == Some(target));
+                && its_own().any(|r| in_old(&r));
+            // This change's own OLD only where every APQN whose OLD holds the store's key
+            // has this change's key as CURRENT: one set to another key (by hand, by another
+            // team) drops it at its next SET (round 14z, F1: an application key, whose APQNs
+            // mkplan cannot know, counted 05's OLD while 06 was set to another key).
+            let ours = its_own()
+                .filter(|r| in_old(r))
+                .all(|r| r.current.vp() == Some(target));
             if under_old_only && !ours {
                 return Err(refuse(
                     "keys_under_old",
                     format!(
-                        "{} is still under the OLD {mk_type} master key {} from an earlier change: re-encipher it from OLD (zkey reencipher --from-old) before a second change",
-                        store.id, copy.active
+                        "{} is still under the OLD {mk_type} master key {} from an earlier change: re-encipher it from OLD ({}) before a second change",
+                        store.id,
+                        copy.active,
+                        from_old_command(&store.id)
                     ),
                 ));
             }
@@ -467,6 +478,23 @@ fn check_stores(
         ));
     }
     Ok(())
+}
+
+/// The command that moves `store` from OLD to CURRENT (round 13z, F2: `zkey reencipher`
+/// was named for every kind of store, and it never touches a LUKS2 header).
+fn from_old_command(store: &crate::model::domain_group::StoreId) -> String {
+    use crate::model::domain_group::StoreKind;
+    match store.kind {
+        StoreKind::ZkeyKey => format!("`zkey reencipher --from-old --name {}`", store.name),
+        StoreKind::Luks2Volume => format!(
+            "`zkey-cryptsetup reencipher {} --from-old --key-file KEY-FILE`",
+            store.name
+        ),
+        StoreKind::OpenCryptoki => "offline, `pkcscca -m keys`".into(),
+        StoreKind::Application | StoreKind::KeyStorage => {
+            "with the application's own re-encipher command".into()
+        }
+    }
 }
 
 /// Plays the plan over the live state, step by step, and refuses if any step would leave a
