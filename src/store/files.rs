@@ -331,18 +331,8 @@ fn other_folders(
         // A database's heads are kept beside the place the key would be
         // (`postgres::journal::head_path_of`).
         Ok(None) => {
-            let databases = path
-                .parent()
-                .and_then(|dir| std::fs::read_dir(dir.join("heads")).ok())
-                .into_iter()
-                .flatten()
-                .filter_map(|entry| {
-                    let file = entry.ok()?.path();
-                    let head = journal_key::load_head(&file).ok()??;
-                    super::postgres::witness::journal_head(&file, &head)
-                })
-                .filter(|written| written.records > 0 && database != Some(written.shown.as_str()))
-                .collect::<Vec<_>>();
+            let mut databases = Vec::new();
+            database_heads_anywhere(&path, database, &mut databases);
             super::postgres::witness::ask(&databases, own, &mut found);
             without_key(Some(&path), this, &mut found);
             return found;
@@ -490,8 +480,70 @@ fn other_folders(
             let written = format!("\"seal\":\"{seal}\"");
             (seal.is_empty() || !texts.iter().any(|text| text.contains(&written))).then_some(unread)
         }));
+    database_heads_anywhere(&path, database, &mut databases);
     super::postgres::witness::ask(&databases, own, &mut found);
     found
+}
+
+/// The heads of the team databases this user wrote from this machine, wherever a command
+/// kept them: beside the place of the key it looked for (a database command never makes a
+/// key, and keeps its heads beside that place, `postgres::journal::head_path_of`), beside
+/// the key's default places (`$XDG_CONFIG_HOME/mkplan`, `~/.config/mkplan`), and under every
+/// key id. A command whose key is elsewhere (`MKPLAN_JOURNAL_KEY` on removable media, another
+/// XDG_CONFIG_HOME) asks them all (adversarial round 14, F1, F2: a database's unanswered
+/// rewrap went unseen by a folder whose key was elsewhere, which rewrapped again). `key`
+/// is the key's place for this command; `database`, the one it uses, is left out, and so is
+/// a head already in `found`.
+fn database_heads_anywhere(
+    key: &Path,
+    database: Option<&str>,
+    found: &mut Vec<super::postgres::witness::DatabaseHead>,
+) {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let absolute = |name: &str| {
+        lookup(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let mut folders: Vec<PathBuf> = key
+        .parent()
+        .map(|dir| dir.join("heads"))
+        .into_iter()
+        .collect();
+    folders.extend(absolute("XDG_CONFIG_HOME").map(|c| c.join("mkplan/heads")));
+    folders.extend(absolute("HOME").map(|h| h.join(".config/mkplan/heads")));
+    if let Some(root) = journal_key::heads_root(lookup)
+        && let Ok(ids) = std::fs::read_dir(root)
+    {
+        folders.extend(ids.filter_map(Result::ok).map(|entry| entry.path()));
+    }
+    let mut seen: std::collections::BTreeSet<PathBuf> = found
+        .iter()
+        .map(|head| {
+            head.file
+                .canonicalize()
+                .unwrap_or_else(|_| head.file.clone())
+        })
+        .collect();
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for file in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+            let Ok(Some(head)) = journal_key::load_head(&file) else {
+                continue;
+            };
+            let Some(written) = super::postgres::witness::journal_head(&file, &head) else {
+                continue;
+            };
+            let place = file.canonicalize().unwrap_or_else(|_| file.clone());
+            if written.records > 0 && database != Some(written.shown.as_str()) && seen.insert(place)
+            {
+                found.push(written);
+            }
+        }
+    }
 }
 
 fn unsafe_journal(error: JournalError) -> Error {

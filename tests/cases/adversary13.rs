@@ -11,6 +11,11 @@
 //! F1: `status` in another folder showed "Open rotations: none recorded" while s1's rewrap
 //! was never answered; an operator who trusted it cleared the new registers by hand. Now
 //! `status` lists what the other folders say, and warns against by-hand steps until settled.
+//!
+//! Round 14, F1 and F2: a database command with no key keeps its head beside the key's
+//! default place (`$XDG_CONFIG_HOME/mkplan/heads`); a folder whose key was elsewhere (on a
+//! USB stick) never read it, took `attest --not-run` and rewrapped again. Now the database
+//! heads are asked wherever a command keeps them.
 
 use crate::cases::adversary3::{assert_says, said};
 use crate::cases::adversary4::{in_folder, rewrap_unanswered_in};
@@ -129,4 +134,51 @@ fn status_shows_another_folders_unanswered_rewrap_and_warns_against_steps_by_han
     assert_eq!(own.code, 0, "{}", own.stderr);
     assert!(!own.stdout.contains("Other witnesses"), "{}", own.stdout);
     assert_no_incidents(&ws, "status");
+}
+
+#[test]
+fn a_folder_with_its_key_elsewhere_asks_the_database_a_keyless_command_wrote() {
+    let Some(url) = crate::support::postgres::database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(false));
+    let config = ws.path("config");
+    let config = config.display().to_string();
+    // The database command looks for the key at its default place, where there is none.
+    let default_key = format!("{config}/mkplan/journal.key");
+    let mut env = PASSWORDS.to_vec();
+    env.extend([
+        ("MKPLAN_SIM_FAULTS", "lose_response_op=7"),
+        ("XDG_CONFIG_HOME", config.as_str()),
+        ("MKPLAN_JOURNAL_KEY", default_key.as_str()),
+    ]);
+    let first = in_folder(
+        &ws,
+        &url,
+        &["apply", DESIRED, "--auto-approve", "--parallelism", "1"],
+        &env,
+    );
+    assert_says(&first, 1, &["outcome is unknown"], "the database's apply");
+    assert!(
+        !std::path::Path::new(&default_key).exists(),
+        "no key was made"
+    );
+    let before = ws.bytes(FLEET);
+    let shown = url.rsplit_once('/').map(|(_, name)| name).unwrap();
+
+    // The same user in a folder, with the key kept elsewhere (the workspace's).
+    let elsewhere = [("XDG_CONFIG_HOME", config.as_str())];
+    let attest = in_folder(&ws, "s2", &NOT_RUN, &elsewhere);
+    assert_says(&attest, 3, &["team database", shown], "s2's attest");
+    let plan = in_folder(&ws, "s2", &["plan", DESIRED], &elsewhere);
+    assert_says(
+        &plan,
+        3,
+        &["rewrap_evidence", "team database", shown],
+        "s2's plan",
+    );
+    let status = in_folder(&ws, "s2", &["status", DESIRED], &elsewhere);
+    assert_says(&status, 0, &["Other witnesses", shown], "s2's status");
+    assert_eq!(ws.bytes(FLEET), before, "nothing was sent");
+    assert_no_incidents(&ws, "a folder with its key elsewhere");
 }
