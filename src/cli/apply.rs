@@ -464,7 +464,10 @@ impl TerminalProgress {
             Some(bar) => bar.println(text),
             // One write per line: thousands of steps print thousands of lines.
             None => {
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("{text}\n").as_bytes(),
+                );
             }
         }
     }
