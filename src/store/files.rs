@@ -268,21 +268,6 @@ fn is_chain_head(file: &Path) -> bool {
         .is_some_and(|n| n.starts_with("chain-"))
 }
 
-/// What the other state folders this user's mkplan wrote on this machine say: every folder
-/// with a head among the journal key's heads (`JournalKey::head_files`), other than `this`,
-/// and other than a folder whose journal ends with its `pushed` record into `database` (the
-/// store read now: it received all of it). They are witnesses this journal never heard: a rewrap one of them sent may
-/// still be queued at the service, or have run. So are the other team databases this user
-/// wrote from here (`postgres::witness`).
-///
-/// A folder that cannot be read (one others can write, a journal whose seals fail) is named,
-/// never skipped: it may hold such a rewrap. So is a folder gone from where its head says it
-/// is (removed, or moved and not written since), unless a journal that is read holds the
-/// record its head ends at (moved, and written at its new place since). Its head keeps it
-/// asked about until the operator removes that head.
-///
-/// `own`, the database the command uses, is not asked again under another spelling
-/// (`postgres::witness::ask`).
 /// `other_folders` with no journal key at `key` (or no place for one): every folder head
 /// this user's mkplan kept, under any key id, is one no key here can verify. Where they are
 /// kept cannot be told without XDG_STATE_HOME or HOME: then every folder may hold a rewrap.
@@ -310,6 +295,21 @@ fn without_key(key: Option<&Path>, this: Option<&Path>, found: &mut OtherFolders
     }
 }
 
+/// What the other state folders this user's mkplan wrote on this machine say: every folder
+/// with a head among the journal key's heads (`JournalKey::head_files`), other than `this`,
+/// and other than a folder whose journal ends with its `pushed` record into `database` (the
+/// store read now: it received all of it). They are witnesses this journal never heard: a rewrap one of them sent may
+/// still be queued at the service, or have run. So are the other team databases this user
+/// wrote from here (`postgres::witness`).
+///
+/// A folder that cannot be read (one others can write, a journal whose seals fail) is named,
+/// never skipped: it may hold such a rewrap. So is a folder gone from where its head says it
+/// is (removed, or moved and not written since), unless a journal that is read holds the
+/// record its head ends at (moved, and written at its new place since). Its head keeps it
+/// asked about until the operator removes that head.
+///
+/// `own`, the database the command uses, is not asked again under another spelling
+/// (`postgres::witness::ask`).
 fn other_folders(
     this: Option<&Path>,
     database: Option<&str>,
