@@ -138,6 +138,11 @@ pub fn push(store: &Store, from: &Path) -> Result<u8> {
         },
     )
     .map_err(|e| Error::Other(format!("{e}. {nothing}")))?;
+    // The database's head among this user's journal heads, as a database command leaves
+    // one: a folder command on this machine asks the database from then on, even once the
+    // pushed folder and its head are gone (adversarial round 15, F1: the folder was removed
+    // after the push, its head with it, and a second rewrap lost the key storage).
+    postgres::remember(&connection, &scope, pushed);
     // The folder is retired by a sealed record, so that no run or attestation uses it again
     // (nor a copy of it made before: that copy no longer extends the journal's head).
     let retired = files::open_journal(from).and_then(|mut journal| {

@@ -16,6 +16,11 @@
 //! default place (`$XDG_CONFIG_HOME/mkplan/heads`); a folder whose key was elsewhere (on a
 //! USB stick) never read it, took `attest --not-run` and rewrapped again. Now the database
 //! heads are asked wherever a command keeps them.
+//!
+//! Round 15, F1: `state push` left no database head. The pushed folder was removed, and its
+//! head with it (the refusal's own advice, once no rewrap "it sent" could land); the
+//! database's unanswered rewrap was then asked by nobody, `attest --not-run` was taken and a
+//! second rewrap lost the key storage. Now a push leaves the database's head.
 
 use crate::cases::adversary3::{assert_says, said};
 use crate::cases::adversary4::{in_folder, rewrap_unanswered_in};
@@ -181,4 +186,36 @@ fn a_folder_with_its_key_elsewhere_asks_the_database_a_keyless_command_wrote() {
     assert_says(&status, 0, &["Other witnesses", shown], "s2's status");
     assert_eq!(ws.bytes(FLEET), before, "nothing was sent");
     assert_no_incidents(&ws, "a folder with its key elsewhere");
+}
+
+#[test]
+fn a_pushed_folders_unanswered_rewrap_is_asked_of_the_database_once_the_folder_is_gone() {
+    let Some(url) = crate::support::postgres::database() else {
+        return;
+    };
+    let ws = rotate_to_b(&three_units(false));
+    rewrap_unanswered_in(&ws, "s1");
+    let s1 = ws.path("s1");
+    let s1_text = s1.canonicalize().unwrap().display().to_string();
+    let push = in_folder(&ws, &url, &["state", "push", "--from", &s1_text], &[]);
+    assert_eq!(push.code, 0, "{}", said(&push));
+    // The folder removed, and its head with it: the operator's word that the folder is gone.
+    std::fs::remove_dir_all(&s1).unwrap();
+    for entry in std::fs::read_dir(ws.heads())
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if text.contains(&format!("\"state_dir\":\"{s1_text}\"")) {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let before = ws.bytes(FLEET);
+    let shown = url.rsplit_once('/').map(|(_, name)| name).unwrap();
+    let attest = in_folder(&ws, "s2", &NOT_RUN, &[]);
+    assert_says(&attest, 3, &["team database", shown], "s2's attest");
+    let apply = in_folder(&ws, "s2", &["apply", DESIRED, "--auto-approve"], &PASSWORDS);
+    assert_says(&apply, 3, &["rewrap_evidence", shown], "s2's apply");
+    assert_eq!(ws.bytes(FLEET), before, "nothing was sent");
+    assert_no_incidents(&ws, "after the push and the folder's removal");
 }

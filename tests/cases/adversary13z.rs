@@ -18,6 +18,10 @@
 //! target, planned into the SET of 06 (now: every APQN whose OLD holds a store's key must have
 //! the change's key as CURRENT, or `keys_under_old`); F2 and F3, way (2) of the early-set
 //! advice offered while such a store was already under the new key (now closed for them too).
+//!
+//! Round 15z: F1, a declared LUKS2 volume whose zkey key was associated only with an APQN
+//! outside the group was moved by the group, and lost (now `luks2_volumes`); F3, way (2) was
+//! still offered for a key completed by hand whose other APQN never held the new key.
 
 use super::zcrypt::{LUKS2_STORE, LUKS2_VOLUME, World};
 
@@ -265,5 +269,80 @@ stores:
         "application key \"app03\"",
         "so do not",
     ]);
+    assert!(!said.contains("(2)"), "way (2) offered: {said}");
+}
+
+/// Three EP11 APQNs, all with WK a1, and `zkey` (a world file's `zkey:` block).
+fn ep11_03_04_07(zkey: &str) -> String {
+    let card = |card: &str| {
+        format!(
+            "  - {{card: \"{card}\", type: CEX8P, serialnr: \"93AABC{card}00000001\", domains: [{{domain: \"0006\", WK: {{current: \"{A1}\"}}}}]}}\n"
+        )
+    };
+    format!(
+        "latency_ms: 0\ncards:\n{}{}{}{zkey}",
+        card("03"),
+        card("04"),
+        card("07")
+    )
+}
+
+/// The EP11 group [03.0006, 04.0006] to b2, with `more_stores` after its zkey keys.
+fn payroll(more_stores: &str) -> String {
+    format!(
+        "domain_group: payroll
+version: 1
+backend: zcrypt:w/sys
+apqns: [03.0006, 04.0006]
+master_keys:
+  - {{type: WK, verification_pattern: \"{B2}\"}}
+zkey_repository: w/zkey
+opencryptoki_config: w/opencryptoki
+stores:
+  - zkey_keys: associated
+{more_stores}"
+    )
+}
+
+#[test]
+fn adversary15z_f1_a_declared_volume_of_a_key_outside_the_group_is_refused() {
+    let a1 = &A1[..32];
+    let world = ep11_03_04_07(&format!(
+        "zkey:
+  - {{name: kA, key_type: EP11-AES, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{a1}\"}}
+  - name: kX
+    key_type: EP11-AES
+    apqns: [\"07.0006\"]
+    mkvp: \"{a1}\"
+{}",
+        LUKS2_VOLUME
+    ));
+    let world = World::with(&world, &payroll(LUKS2_STORE), "WK", B2);
+    world.assert_refused(&[
+        "`luks2_volumes`",
+        "belongs to zkey key \"kX\"",
+        "07.0006, none of this group's",
+    ]);
+}
+
+#[test]
+fn adversary15z_f3_way_two_is_closed_while_a_completed_keys_other_apqn_never_held_the_new_key() {
+    let a1 = &A1[..32];
+    let world = ep11_03_04_07(&format!(
+        "zkey:
+  - {{name: kS, key_type: EP11-AES, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{a1}\"}}
+  - {{name: kO, key_type: EP11-AES, apqns: [\"03.0006\", \"04.0006\"], mkvp: \"{a1}\"}}
+"
+    ));
+    let world = World::with(&world, &payroll(""), "WK", B2);
+    world.tke_with("load", "03.0006", Some(B2));
+    world.tke_with("commit", "03.0006", None);
+    world.tool(
+        "zkey",
+        &["reencipher", "--to-new", "--staged", "--name", "kS"],
+    );
+    world.tke_with("set", "03.0006", None);
+    world.tool("zkey", &["reencipher", "--complete", "--name", "kS"]);
+    let said = world.assert_refused(&["\"kS\"", "so do not"]);
     assert!(!said.contains("(2)"), "way (2) offered: {said}");
 }

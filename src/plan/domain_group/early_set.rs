@@ -63,7 +63,7 @@ pub(super) fn advice(
         .stores
         .iter()
         .any(|s| s.id.kind == StoreKind::OpenCryptoki);
-    let stranded = joined(only_through(live, mk_type, target, &set));
+    let stranded = joined(only_through(live, registers, mk_type, target, &set));
     Some(match desired.mode {
         GroupMode::Ep11 if !stranded.is_empty() => {
             // Way (2) would set the old key over the new one where these alone can use it
@@ -121,11 +121,25 @@ fn ep11_tokens(tokens_too: bool, holders: &str, simpler: bool) -> String {
 }
 
 /// The stores already under `target` alone (completed, nothing staged) that may be usable
-/// only through `set`: a zkey key whose associated APQNs are all among them, and any other
-/// store, whose APQNs mkplan cannot know (a LUKS2 volume, which the card converts through
-/// any APQN; an application key: round 14z, F2 and F3). Setting another key there loses them.
-fn only_through(live: &LiveGroup, mk_type: MkType, target: &Mkvp, set: &[Apqn]) -> Vec<String> {
+/// only through `set`: a zkey key none of whose associated APQNs outside `set` holds
+/// `target` in any register (round 15z, F3: one also associated with an APQN whose NEW was
+/// never loaded), and any other store, whose APQNs mkplan cannot know (a LUKS2 volume, which
+/// the card converts through any APQN; an application key: round 14z, F2 and F3). Setting
+/// another key on `set` loses them.
+fn only_through(
+    live: &LiveGroup,
+    registers: &BTreeMap<Apqn, ApqnRegisters>,
+    mk_type: MkType,
+    target: &Mkvp,
+    set: &[Apqn],
+) -> Vec<String> {
     let usable = super::effect::usable_apqns(live);
+    let holds_target = |apqn: &Apqn| {
+        registers
+            .get(apqn)
+            .and_then(|r| r.get(&mk_type))
+            .is_some_and(|r| r.holds(target))
+    };
     live.stores
         .iter()
         .filter(|store| {
@@ -137,7 +151,7 @@ fn only_through(live: &LiveGroup, mk_type: MkType, target: &Mkvp, set: &[Apqn]) 
                 .is_some_and(|copy| copy.active == *target && copy.staged.is_none())
                 && usable
                     .get(&store.id)
-                    .is_none_or(|apqns| apqns.iter().all(|a| set.contains(a)))
+                    .is_none_or(|apqns| !apqns.iter().any(|a| !set.contains(a) && holds_target(a)))
         })
         .map(|store| store.id.to_string())
         .collect()

@@ -74,6 +74,7 @@ pub(super) fn check(desired: &DesiredGroup, live: &LiveGroup) -> Result<(), Grou
         .collect();
     check_key_apqns(desired, &ours)?;
     check_luks2(desired, &ours)?;
+    check_luks2_owners(desired, &inventory.zkey_keys)?;
     check_luks2_apqns(desired, live)?;
     check_declared(desired, &ours, live)?;
     check_kms_plugin(desired, live)?;
@@ -269,6 +270,50 @@ fn check_luks2(desired: &DesiredGroup, keys: &[&FoundZkeyKey]) -> Result<(), Gro
             listed(problems)
         ),
         Some("declare each volume with the file holding a passphrase of its key slots: `- luks2_volume: {device: DEVICE, key_file: PATH}` under stores: (mkplan passes the file to zkey-cryptsetup --key-file and never reads the passphrase)".into()),
+    ))
+}
+
+/// A declared LUKS2 volume whose zkey key is not this group's (associated only with APQNs
+/// outside it, or of the other mode): the change would re-encipher its header through the
+/// group's APQNs while its key and the APQNs it belongs to stay under their own master key
+/// (adversarial round 15z, F1: a volume of a key on 07.0006 was moved by the group of
+/// 03.0006 and 04.0006, and lost).
+fn check_luks2_owners(desired: &DesiredGroup, all: &[FoundZkeyKey]) -> Result<(), GroupRefusal> {
+    let mut problems = Vec::new();
+    for store in &desired.stores {
+        let DesiredStore::Luks2Volume { device, .. } = store else {
+            continue;
+        };
+        let owners = all.iter().filter(|key| {
+            key.luks2_volumes
+                .iter()
+                .any(|v| v.split_once(':').map_or(v.as_str(), |(d, _)| d) == device)
+        });
+        for key in owners {
+            if !key.depends_on(&desired.apqns, desired.mode) {
+                problems.push(format!(
+                    "LUKS2 volume {device} belongs to zkey key {} ({}), associated with {}, none of this group's",
+                    quote(&key.name),
+                    key.key_type,
+                    if key.apqns.is_empty() {
+                        "no APQN".to_string()
+                    } else {
+                        apqn_list(key.apqns.iter().copied())
+                    }
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(
+        "luks2_volumes",
+        format!(
+            "{}: this group's change would re-encipher the volume's header through its own APQNs while the volume's key stays with those APQNs' master key, and the volume would be lost",
+            listed(problems)
+        ),
+        Some("remove the volume from this group's stores: it moves with the group of its key's APQNs".into()),
     ))
 }
 
