@@ -111,21 +111,11 @@ opencryptoki:
 ",
         a1 = &A1[..32]
     );
-    let group = format!(
-        "domain_group: payroll
-version: 1
-backend: zcrypt:w/sys
-apqns: [03.0006, 04.0006]
-master_keys:
-  - {{type: WK, verification_pattern: \"{B2}\"}}
-zkey_repository: w/zkey
-opencryptoki_config: w/opencryptoki
-stores:
-  - zkey_keys: associated
-  - opencryptoki: tokens
+    let group = payroll(
+        "  - opencryptoki: tokens
 opencryptoki_user_pins:
-  - {{slot: 3, file: slot3.pin}}
-"
+  - {slot: 3, file: slot3.pin}
+",
     );
     let world = World::with(&world, &group, "WK", B2);
     std::fs::write(world.root.join("slot3.pin"), "87654321\n").unwrap();
