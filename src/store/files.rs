@@ -11,6 +11,8 @@ use crate::apply::journal_key::{self, JournalKey};
 use crate::error::{Error, Result};
 use crate::model::{FolderRewrap, OtherFolders, UnreadFolder};
 
+use super::postgres::witness::DatabaseHead;
+
 fn path(state_dir: &Path) -> Result<std::path::PathBuf> {
     let path = journal_key::key_path(|name| std::env::var(name).ok()).map_err(Error::Other)?;
     journal_key::check_outside(&path, state_dir).map_err(Error::Other)?;
@@ -167,6 +169,7 @@ fn earlier_keys(
     this_head: Option<&std::ffi::OsStr>,
     current: &std::collections::BTreeSet<std::ffi::OsString>,
     found: &mut OtherFolders,
+    databases: &mut Vec<DatabaseHead>,
 ) {
     let Some(heads) = key.heads() else { return };
     // Only where heads are kept per key id (`journal_key::heads_folder`).
@@ -175,19 +178,29 @@ fn earlier_keys(
     }
     let Some(all) = heads.parent() else { return };
     let verifier = format!("which this key ({}) cannot verify", key.id());
-    unverifiable_heads(all, Some(heads), &verifier, this_head, current, found);
+    let kept = Kept { this_head, current };
+    unverifiable_heads(all, Some(heads), &verifier, &kept, found, databases);
+}
+
+/// The heads `unverifiable_heads` leaves to others: this folder's own (`this_head`), and
+/// those of the key in use (`current`), read with it.
+struct Kept<'a> {
+    this_head: Option<&'a std::ffi::OsStr>,
+    current: &'a std::collections::BTreeSet<std::ffi::OsString>,
 }
 
 /// The heads under `root` (one folder per journal key id) of keys that cannot be checked
 /// (`verifier` says why: an earlier key, or no key at all), but `skip`: a folder head that
 /// says it may hold a rewrap is named unread, for the instances it lists (`earlier_keys`).
+/// A team database's head met there (a database command run with that key) goes to
+/// `databases`, to be asked with the others: each head under the key ids is read once.
 fn unverifiable_heads(
     root: &Path,
     skip: Option<&Path>,
     verifier: &str,
-    this_head: Option<&std::ffi::OsStr>,
-    current: &std::collections::BTreeSet<std::ffi::OsString>,
+    kept: &Kept,
     found: &mut OtherFolders,
+    databases: &mut Vec<DatabaseHead>,
 ) {
     let Ok(keys) = std::fs::read_dir(root) else {
         return;
@@ -208,8 +221,8 @@ fn unverifiable_heads(
             let name = file.file_name().map(std::ffi::OsStr::to_os_string);
             if file.extension().is_some_and(|e| e == "new")
                 || is_chain_head(&file)
-                || name.as_deref() == this_head
-                || name.as_ref().is_some_and(|n| current.contains(n))
+                || name.as_deref() == kept.this_head
+                || name.as_ref().is_some_and(|n| kept.current.contains(n))
             {
                 continue;
             }
@@ -217,13 +230,16 @@ fn unverifiable_heads(
             else {
                 continue;
             };
+            if head.records == 0 || head.rewraps.as_ref().is_some_and(Vec::is_empty) {
+                continue;
+            }
+            if let Some(written) = super::postgres::witness::journal_head(&file, &head) {
+                databases.push(written);
+                continue;
+            }
             let state_dir = PathBuf::from(&head.state_dir);
             let own_name = journal_key::head_file_name(&state_dir, None).map(Into::into);
-            if head.records == 0
-                || head.rewraps.as_ref().is_some_and(Vec::is_empty)
-                || super::postgres::witness::journal_head(&file, &head).is_some()
-                || (head.rewraps.is_none() && own_name != name)
-            {
+            if head.rewraps.is_none() && own_name != name {
                 continue;
             }
             let id = dir
@@ -271,7 +287,12 @@ fn is_chain_head(file: &Path) -> bool {
 /// `other_folders` with no journal key at `key` (or no place for one): every folder head
 /// this user's mkplan kept, under any key id, is one no key here can verify. Where they are
 /// kept cannot be told without XDG_STATE_HOME or HOME: then every folder may hold a rewrap.
-fn without_key(key: Option<&Path>, this: Option<&Path>, found: &mut OtherFolders) {
+fn without_key(
+    key: Option<&Path>,
+    this: Option<&Path>,
+    found: &mut OtherFolders,
+    databases: &mut Vec<DatabaseHead>,
+) {
     let verifier = match key {
         Some(key) => format!(
             "and no journal key is here to verify it (none at {})",
@@ -284,7 +305,11 @@ fn without_key(key: Option<&Path>, this: Option<&Path>, found: &mut OtherFolders
             let this_head = this.and_then(|dir| journal_key::head_file_name(dir, None));
             let this_head = this_head.map(std::ffi::OsString::from);
             let none = std::collections::BTreeSet::new();
-            unverifiable_heads(&root, None, &verifier, this_head.as_deref(), &none, found);
+            let kept = Kept {
+                this_head: this_head.as_deref(),
+                current: &none,
+            };
+            unverifiable_heads(&root, None, &verifier, &kept, found, databases);
         }
         None => found.unread.push(UnreadFolder {
             state_dir: UnreadFolder::HEADS.into(),
@@ -320,7 +345,7 @@ fn other_folders(
     let Ok(path) = journal_key::key_path(lookup) else {
         // No key, and no place for one: the folders this user wrote with a key kept their
         // heads under XDG_STATE_HOME or HOME, which are not set either.
-        without_key(None, this, &mut found);
+        without_key(None, this, &mut found, &mut Vec::new());
         return found;
     };
     let key = match JournalKey::load(&path) {
@@ -332,9 +357,9 @@ fn other_folders(
         // (`postgres::journal::head_path_of`).
         Ok(None) => {
             let mut databases = Vec::new();
+            without_key(Some(&path), this, &mut found, &mut databases);
             database_heads_anywhere(&path, database, &mut databases);
             super::postgres::witness::ask(&databases, own, &mut found);
-            without_key(Some(&path), this, &mut found);
             return found;
         }
         // The heads cannot be trusted or found: every folder they name may hold a rewrap.
@@ -399,7 +424,13 @@ fn other_folders(
             folders.insert(dir, (file, head));
         }
     }
-    earlier_keys(&key, this_head.as_deref(), &current, &mut found);
+    earlier_keys(
+        &key,
+        this_head.as_deref(),
+        &current,
+        &mut found,
+        &mut databases,
+    );
     let mut gone = Vec::new();
     // The journals read, this one included: where a moved folder's old head ends.
     let mut read: Vec<PathBuf> = this.iter().cloned().collect();
@@ -485,20 +516,16 @@ fn other_folders(
     found
 }
 
-/// The heads of the team databases this user wrote from this machine, wherever a command
-/// kept them: beside the place of the key it looked for (a database command never makes a
-/// key, and keeps its heads beside that place, `postgres::journal::head_path_of`), beside
-/// the key's default places (`$XDG_CONFIG_HOME/mkplan`, `~/.config/mkplan`), and under every
-/// key id. A command whose key is elsewhere (`MKPLAN_JOURNAL_KEY` on removable media, another
-/// XDG_CONFIG_HOME) asks them all (adversarial round 14, F1, F2: a database's unanswered
-/// rewrap went unseen by a folder whose key was elsewhere, which rewrapped again). `key`
-/// is the key's place for this command; `database`, the one it uses, is left out, and so is
-/// a head already in `found`.
-fn database_heads_anywhere(
-    key: &Path,
-    database: Option<&str>,
-    found: &mut Vec<super::postgres::witness::DatabaseHead>,
-) {
+/// The heads of the team databases this user wrote from this machine, added to those found
+/// among the journal heads (`found`, read under every key id): also those a command kept
+/// beside the place of the key it looked for (a database command never makes a key, and
+/// keeps its heads beside that place, `postgres::journal::head_path_of`), and beside the
+/// key's default places (`$XDG_CONFIG_HOME/mkplan`, `~/.config/mkplan`). A command whose key
+/// is elsewhere (`MKPLAN_JOURNAL_KEY` on removable media, another XDG_CONFIG_HOME) asks them
+/// all (adversarial round 14, F1, F2: a database's unanswered rewrap went unseen by a folder
+/// whose key was elsewhere, which rewrapped again). `key` is the key's place for this
+/// command; `database`, the one it uses, is left out, and each head file counts once.
+fn database_heads_anywhere(key: &Path, database: Option<&str>, found: &mut Vec<DatabaseHead>) {
     let lookup = |name: &str| std::env::var(name).ok();
     let absolute = |name: &str| {
         lookup(name)
@@ -513,19 +540,9 @@ fn database_heads_anywhere(
         .collect();
     folders.extend(absolute("XDG_CONFIG_HOME").map(|c| c.join("mkplan/heads")));
     folders.extend(absolute("HOME").map(|h| h.join(".config/mkplan/heads")));
-    if let Some(root) = journal_key::heads_root(lookup)
-        && let Ok(ids) = std::fs::read_dir(root)
-    {
-        folders.extend(ids.filter_map(Result::ok).map(|entry| entry.path()));
-    }
-    let mut seen: std::collections::BTreeSet<PathBuf> = found
-        .iter()
-        .map(|head| {
-            head.file
-                .canonicalize()
-                .unwrap_or_else(|_| head.file.clone())
-        })
-        .collect();
+    let place = |file: &Path| file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|head| database != Some(head.shown.as_str()) && seen.insert(place(&head.file)));
     for folder in folders {
         let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
@@ -537,8 +554,9 @@ fn database_heads_anywhere(
             let Some(written) = super::postgres::witness::journal_head(&file, &head) else {
                 continue;
             };
-            let place = file.canonicalize().unwrap_or_else(|_| file.clone());
-            if written.records > 0 && database != Some(written.shown.as_str()) && seen.insert(place)
+            if written.records > 0
+                && database != Some(written.shown.as_str())
+                && seen.insert(place(&file))
             {
                 found.push(written);
             }

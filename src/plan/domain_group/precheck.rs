@@ -442,11 +442,11 @@ fn check_stores(
             }
             // A CCA key under OLD while CURRENT is not this change's key: an earlier change
             // is unfinished, and this one's SET would drop OLD.
-            let in_old = |r: &&crate::model::registers::TypeRegisters| {
+            let in_old = |r: &crate::model::registers::TypeRegisters| {
                 r.old.as_ref().and_then(HeldMk::vp) == Some(&copy.active)
             };
-            let under_old_only = !its_own().any(|r| r.current.vp() == Some(&copy.active))
-                && its_own().any(|r| in_old(&r));
+            let under_old_only =
+                !its_own().any(|r| r.current.vp() == Some(&copy.active)) && its_own().any(in_old);
             // This change's own OLD only where every APQN whose OLD holds the store's key
             // has this change's key as CURRENT: one set to another key (by hand, by another
             // team) drops it at its next SET (round 14z, F1: an application key, whose APQNs
@@ -484,16 +484,25 @@ fn check_stores(
 /// was named for every kind of store, and it never touches a LUKS2 header).
 fn from_old_command(store: &crate::model::domain_group::StoreId) -> String {
     use crate::model::domain_group::StoreKind;
+    if let Some(tool) = from_old_tool(store) {
+        return format!("`{tool}`");
+    }
     match store.kind {
-        StoreKind::ZkeyKey => format!("`zkey reencipher --from-old --name {}`", store.name),
-        StoreKind::Luks2Volume => format!(
-            "`zkey-cryptsetup reencipher {} --from-old --key-file KEY-FILE`",
-            store.name
-        ),
         StoreKind::OpenCryptoki => "offline, `pkcscca -m keys`".into(),
-        StoreKind::Application | StoreKind::KeyStorage => {
-            "with the application's own re-encipher command".into()
-        }
+        _ => "with the application's own re-encipher command".into(),
+    }
+}
+
+/// The zkey command that moves a zkey key or a LUKS2 volume from OLD, for the others none.
+fn from_old_tool(store: &crate::model::domain_group::StoreId) -> Option<String> {
+    use crate::model::domain_group::StoreKind;
+    match store.kind {
+        StoreKind::ZkeyKey => Some(format!("zkey reencipher --from-old --name {}", store.name)),
+        StoreKind::Luks2Volume => Some(format!(
+            "zkey-cryptsetup reencipher {} --from-old --key-file KEY-FILE",
+            store.name
+        )),
+        _ => None,
     }
 }
 
@@ -537,7 +546,6 @@ fn from_old_fix(
     step: &super::GroupStep,
     loss: &crate::model::loss::Loss,
 ) -> Option<String> {
-    use crate::model::domain_group::StoreKind;
     let active = loss.under.first()?;
     let through: Vec<String> = live
         .apqns
@@ -556,14 +564,7 @@ fn from_old_fix(
     if through.is_empty() {
         return None;
     }
-    let command = match loss.store.kind {
-        StoreKind::ZkeyKey => format!("zkey reencipher --from-old --name {}", loss.store.name),
-        StoreKind::Luks2Volume => format!(
-            "zkey-cryptsetup reencipher {} --from-old --key-file KEY-FILE",
-            loss.store.name
-        ),
-        _ => return None,
-    };
+    let command = from_old_tool(&loss.store)?;
     Some(format!(
         "{} moved from OLD before step {}: `{command}` (zkey moves it through {}, whose OLD still holds {active})",
         loss.store,
